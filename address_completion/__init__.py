@@ -1,0 +1,9 @@
+"""address_completion: LoRA fine-tuning of a small LLM to complete Chinese postal addresses.
+
+Modules never import paddle / paddlenlp at import time: every entry point first calls
+``address_completion.runtime.prepare_environment`` (threads, offline flags), then imports Paddle.
+"""
+
+__version__ = "0.1.0"
+
+DEFAULT_PROMPT_PREFIX = "补齐五级行政地址: "

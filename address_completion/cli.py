@@ -1,0 +1,82 @@
+"""``address-completion`` — one command, one subcommand per stage.
+
+Each stage module exposes ``add_arguments(parser)`` and ``run(args) -> int``; this file only wires
+them together and turns :class:`AddressCompletionError` into a one-line message (``--debug`` shows
+the traceback). Stage modules import paddle lazily, so ``--help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from typing import Sequence
+
+from . import __version__
+from .errors import AddressCompletionError
+
+# subcommand -> (module, one-line help). Order is the order of the pipeline.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "prepare": ("address_completion.synthesis", "synthesize (short -> full) address pairs from the gazetteer"),
+    "split": ("address_completion.split", "split pairs into train/dev/test without leakage"),
+    "build-model": ("address_completion.default_model", "build the tiny offline default model (real Qwen2.5 tokenizer)"),
+    "train": ("address_completion.train", "LoRA / full SFT from a run_finetune-style JSON config"),
+    "merge": ("address_completion.merge", "merge a LoRA adapter into its base model and verify the result"),
+    "predict": ("address_completion.predict", "complete addresses with a model (arguments, file, stdin or prompt)"),
+    "serve": ("address_completion.serve", "HTTP server (OpenAI-compatible) for a model"),
+    "evaluate": ("address_completion.evaluate", "accuracy report: fine-tuned vs base, larger and rule-based systems"),
+    "demo": ("address_completion.pipeline", "the main job on the embedded offline default, end to end"),
+}
+
+
+def available_commands() -> dict[str, tuple[str, str]]:
+    """Commands whose module exists (lets the CLI work while stages are being added)."""
+    found = {}
+    for name, (module, summary) in COMMANDS.items():
+        if importlib.util.find_spec(module) is not None:
+            found[name] = (module, summary)
+    return found
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="address-completion",
+        description="Fine-tune and evaluate a small LLM that completes Chinese postal addresses "
+                    "(碑林区扬子江南路467-6号 -> 陕西省西安市碑林区扬子江南路467-6号).",
+        epilog="Run 'address-completion COMMAND --help' for the options of one stage.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (module_name, summary) in available_commands().items():
+        module = importlib.import_module(module_name)
+        sub = subparsers.add_parser(name, help=summary, description=(module.__doc__ or summary).strip().split("\n\n")[0],
+                                    formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        sub.add_argument("--debug", action="store_true", help="show full tracebacks and debug logging")
+        module.add_arguments(sub)
+        sub.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "command", None):
+        parser.print_help()
+        return 2
+    from .runtime import configure_logging
+
+    configure_logging(debug=args.debug)
+    try:
+        return int(args._run(args) or 0)
+    except AddressCompletionError as exc:
+        if args.debug:
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,131 @@
+"""The one place that sets up the process: threads, offline flags, device and dtype.
+
+Every entry point calls :func:`prepare_environment` before anything imports paddle, because
+``import paddle`` pins ``OMP_NUM_THREADS=1`` unless it is already set, and paddlenlp contacts its
+model hub at import-time resolution unless ``AISTUDIO_BOS_OFFLINE`` is set first.
+Device and dtype choice (:func:`select_device`, :func:`resolve_dtype`) import paddle, so they
+come after.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+logger = logging.getLogger("address_completion")
+
+OFFLINE_VARIABLES = ("AISTUDIO_BOS_OFFLINE", "HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE")
+HALF_DTYPES = ("float16", "bfloat16")
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """What :func:`setup_runtime` decided."""
+
+    device: str  # "cpu" or "gpu"
+    dtype: str  # "float32", "bfloat16" or "float16"
+    threads: int
+    offline: bool
+
+
+def usable_cores() -> int:
+    """Cores this process may run on (respects CPU affinity / container limits)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def looks_like_local_path(model: str | os.PathLike | None) -> bool:
+    """True when ``model`` names an existing folder or is written as a path, not a hub name."""
+    if model is None:
+        return False
+    text = str(model)
+    return Path(text).expanduser().exists() or text.startswith((".", "/", "~")) or os.sep + os.sep in text
+
+
+def prepare_environment(offline: bool | None = None, model: str | os.PathLike | None = None) -> bool:
+    """Set thread count and offline flags. Call before importing paddle. Returns whether offline.
+
+    ``offline=None`` means: offline when ``model`` is a local path or the user already exported
+    one of the offline variables; otherwise leave network access alone.
+    """
+    os.environ.setdefault("OMP_NUM_THREADS", str(usable_cores()))
+    # Quiet paddlenlp's download/telemetry chatter and VisualDL's default logging noise.
+    os.environ.setdefault("PADDLE_SDK_CHECK_CONNECTIVITY", "0")
+    os.environ.setdefault("GLOG_minloglevel", "2")
+    if offline is None:
+        offline = looks_like_local_path(model) or any(os.environ.get(v) == "1" for v in OFFLINE_VARIABLES)
+    if offline:
+        for variable in OFFLINE_VARIABLES:
+            os.environ[variable] = "1"
+    if "paddle" in sys.modules and os.environ.get("OMP_NUM_THREADS") == "1" and usable_cores() > 1:
+        logger.debug("paddle was imported before prepare_environment; OMP_NUM_THREADS may be 1")
+    warnings.filterwarnings("ignore", message="Setuptools is replacing distutils")
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    return bool(offline)
+
+
+def gpu_available() -> bool:
+    """True when Paddle is compiled with CUDA and at least one GPU is visible."""
+    import paddle
+
+    try:
+        return bool(paddle.device.is_compiled_with_cuda()) and paddle.device.cuda.device_count() > 0
+    except Exception:  # a CUDA build on a machine without a driver raises here
+        return False
+
+
+def select_device(requested: str = "auto") -> str:
+    """Pick "gpu" or "cpu" and make it Paddle's current device."""
+    import paddle
+
+    from .errors import ConfigError
+
+    requested = (requested or "auto").lower()
+    if requested not in ("auto", "cpu", "gpu"):
+        raise ConfigError(f"device must be one of auto, cpu, gpu; got {requested!r}")
+    has_gpu = gpu_available()
+    if requested == "gpu" and not has_gpu:
+        logger.warning("device 'gpu' requested but Paddle sees no GPU (CPU build or no CUDA device); using cpu")
+    device = "gpu" if has_gpu and requested in ("auto", "gpu") else "cpu"
+    paddle.set_device(device)
+    return device
+
+
+def resolve_dtype(requested: str | None, device: str) -> str:
+    """Map a requested dtype to one the device runs well; half precision on CPU falls back to fp32."""
+    from .errors import ConfigError
+
+    aliases = {None: "float32", "": "float32", "fp32": "float32", "float32": "float32",
+               "bf16": "bfloat16", "bfloat16": "bfloat16", "fp16": "float16", "float16": "float16"}
+    key = requested.lower() if isinstance(requested, str) else requested
+    if key not in aliases:
+        raise ConfigError(f"dtype must be one of float32, bfloat16, float16; got {requested!r}")
+    dtype = aliases[key]
+    if dtype in HALF_DTYPES and device == "cpu":
+        logger.warning("%s is not supported for training/inference on CPU here; using float32", dtype)
+        return "float32"
+    return dtype
+
+
+def setup_runtime(device: str = "auto", dtype: str | None = "float32", offline: bool | None = None,
+                  model: str | os.PathLike | None = None) -> Runtime:
+    """Full setup for an entry point that will run a model: environment, then device and dtype."""
+    is_offline = prepare_environment(offline=offline, model=model)
+    chosen_device = select_device(device)
+    return Runtime(device=chosen_device, dtype=resolve_dtype(dtype, chosen_device),
+                   threads=int(os.environ["OMP_NUM_THREADS"]), offline=is_offline)
+
+
+def configure_logging(debug: bool = False) -> None:
+    """One-line log records on stderr for the project's logger; paddle's own loggers stay quiet."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(message)s" if debug else "%(message)s"))
+    logger.handlers[:] = [handler]
+    logger.setLevel(logging.DEBUG if debug else logging.INFO)
+    logger.propagate = False

