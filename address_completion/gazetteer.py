@@ -563,7 +563,10 @@ class Gazetteer:
         """北京市北京市 and 北京市北京朝阳区 repeat a division; 白云区白云山 does not (白云山 is a place)."""
         if token.suffixed or any(token.kinds[d.code] != "short" for d in repeated):
             return True
-        following = self._next_token(text, token.end, scan)
+        start = token.end
+        while start < len(text) and text[start] in SEPARATORS:  # 西安,西安,碑林区…
+            start += 1
+        following = self._next_token(text, start, scan)
         return following is not None and following.consistent and not following.repeated
 
     def _token(self, text: str, end: int, entries: list[_Entry], allow_short: bool) -> Optional[_Token]:

@@ -305,3 +305,9 @@ def test_normalize_address():
     assert normalize_address(" 中国 陕西省　西安市ＡＢ１２３ ") == "陕西省西安市AB123"
     assert normalize_address("中华人民共和国北京市") == "北京市"
     assert normalize_address("中国") == "中国"
+
+
+def test_repeated_short_name_with_separators_parses(gaz):
+    parsed = gaz.parse("西安,西安,碑林区1号")
+    assert parsed.chain is not None and parsed.chain.text() == "陕西省西安市碑林区"
+    assert parsed.rest == "1号"

@@ -1,0 +1,779 @@
+"""Synthesize (short -> full) address pairs from the gazetteer, or shorten your own full addresses.
+
+Each pair is ``{"src": PREFIX + short address, "tgt": full address}``. The full address is
+province + city (none for municipalities and province-direct county-level cities) + county
+(+ town when the short form names one) + street-level detail, which is copied verbatim. Short forms
+are written the way people write addresses: without the province, without province and city, with
+the province but without the city, without 省/市/区/县 suffixes, or starting at a nationally unique
+town; a few carry noise (separators, a leading 中国, full-width digits, a repeated prefix, a homophone
+typo). About 10% are already full and stay unchanged. Every short form is checked against the
+gazetteer: it must resolve to exactly one division, so an ambiguous name such as 朝阳区 never stands
+alone in front of detail.
+
+The output contains only ``src``/``tgt``; :func:`input_class` recovers the kind of an input for
+evaluation breakdowns.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import unicodedata
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Iterator, Sequence
+
+from . import DEFAULT_PROMPT_PREFIX
+from .dataio import check_writable, read_records, write_jsonl
+from .errors import ConfigError, DataError
+from .gazetteer import AdminChain, Division, Gazetteer, ParsedAddress, load_gazetteer
+from .prompt import strip_prefix, with_prefix
+
+DEFAULT_NUM = 5000
+DEFAULT_SEED = 42
+DEFAULT_NOISE_RATE = 0.12  # share of shortened inputs that carry at least one kind of noise
+DEFAULT_FULL_RATE = 0.10  # share of inputs that are already full (src address == tgt)
+DEFAULT_TOWN_RATE = 0.45  # share of synthesized addresses that name a town
+SUFFIX_STRIP_RATE = 0.35  # chance that one written level loses its 省/市/区/县 suffix
+SECOND_NOISE_RATE = 0.2  # chance that a noisy input gets a second kind of noise
+
+# Ways of shortening: which administrative levels are written before the detail. A town is always
+# written when the full address has one, so a target never holds a level the input did not name.
+SHORTENING_WEIGHTS = {
+    "drop_province": 0.30,  # 西安市碑林区…
+    "county_first": 0.33,  # 碑林区… (province and city dropped)
+    "province_county": 0.12,  # 陕西省碑林区… (city dropped)
+    "town_first": 0.15,  # 法门镇… (nationally unique town names only)
+    "all_levels_short": 0.10,  # 陕西西安碑林区… (every level, suffixes stripped)
+}
+FULL_KIND = "full"
+KINDS = (FULL_KIND, *SHORTENING_WEIGHTS)
+
+NOISE_WEIGHTS = {
+    "separator": 0.35,  # 西安市 碑林区 / 西安市,碑林区 / 西安市-碑林区
+    "leading_china": 0.20,  # 中国西安市…
+    "fullwidth_digits": 0.20,  # １２号
+    "duplicate_prefix": 0.10,  # 陕西省陕西省西安市… / 西安市西安市…
+    "homophone_typo": 0.15,  # 杭洲 / 西按
+}
+SEPARATORS = (" ", " ", ",", "，", "-", "、")
+
+INPUT_CLASSES = ("already_full", "unique_county", "ambiguous_county", "town_first", "no_admin_token")
+
+# Common pinyin-input slips: a character and characters read the same way. Applied only to the
+# administrative part and only where the rest of the address still resolves without that token.
+HOMOPHONES = {
+    "州": "洲舟", "安": "按岸", "滨": "宾彬", "厦": "夏", "沈": "审", "郑": "正", "阳": "杨洋",
+    "宁": "凝柠", "昌": "常", "林": "琳淋", "京": "经晶", "徽": "辉", "湖": "胡", "河": "和",
+    "江": "将", "山": "衫", "海": "嗨", "城": "成程", "华": "化", "南": "楠", "明": "鸣", "平": "苹",
+    "兴": "星", "源": "元园", "泉": "全", "福": "富", "春": "纯", "汉": "汗", "庆": "青", "都": "督",
+    "沙": "砂", "岳": "越", "桂": "贵", "昆": "坤", "肃": "素", "陕": "闪", "疆": "姜", "武": "五",
+    "济": "既", "岛": "导", "津": "金", "苏": "酥", "锡": "西", "邯": "含", "郸": "丹", "保": "宝",
+    "定": "订", "原": "园", "德": "得", "龙": "隆", "丰": "峰", "台": "抬", "峰": "锋", "碑": "杯",
+}
+
+FULLWIDTH_DIGITS = str.maketrans("0123456789", "０１２３４５６７８９")
+
+# ------------------------------------------------------------------ street-level vocabulary
+# Small hand-written lists; combinations give tens of thousands of distinct names.
+SURNAMES = "王李张刘陈杨黄赵吴周徐孙马朱胡郭何高林罗郑梁谢宋唐许韩冯邓曹彭曾肖田董袁潘蒋蔡余杜叶程魏苏吕丁任沈姚卢姜崔钟谭陆汪范金石廖贾夏韦付方白邹孟熊秦邱尹薛段雷侯史陶贺顾毛郝龚邵万严覃戴莫孔汤"
+NAME_HEADS = "金银玉翠碧青红紫丹安宁康泰永长兴华明福富贵和顺祥瑞新古文德仁东西南北中上下大小高龙凤鹤鹿松柏桃梨杏枫桂兰梅竹荷春秋朝晨星月光锦绣恒嘉盛鑫清白石黄绿双三"
+NAME_TAILS = "山河江湖海林园桥湾泉溪峰岭塘坡苑源田庄门台亭池岛港坪岗"
+ROAD_WORDS = (
+    "人民", "解放", "建设", "中山", "和平", "文化", "友谊", "胜利", "光明", "幸福", "团结", "工农",
+    "青年", "学府", "科技", "创业", "金融", "滨江", "环城", "迎宾", "育才", "振兴", "东风", "红旗",
+    "民主", "复兴", "健康", "公园", "体育", "高新", "开发", "工业", "商业", "文昌", "文明", "建国",
+    "兴业", "世纪", "发展", "锦绣", "春风", "扬子江", "黄河", "长江", "珠江", "太白", "雁塔", "丝绸",
+)
+ROAD_SUFFIXES = ("路", "路", "路", "街", "街", "大道", "巷", "大街")
+DIRECTIONS = "东西南北中"
+NUMERALS = "一二三四五六七八九十"
+RESIDENTIAL_SUFFIXES = ("小区", "花园", "家园", "苑", "新村", "公寓", "华庭", "名苑", "雅居", "嘉园")
+TOWER_SUFFIXES = ("大厦", "广场", "中心", "国际", "商务楼")
+PARK_SUFFIXES = ("工业园", "科技园", "产业园", "工业园区", "物流园")
+VILLAGE_MIDDLES = "家庄营寨屯湾坪沟岗坝集楼"
+
+
+@dataclass(frozen=True)
+class Example:
+    """One pair with how it was made (``kind``, ``noise``) for reporting; files keep src/tgt only."""
+
+    src: str
+    tgt: str
+    kind: str
+    noise: tuple[str, ...]
+    chain: AdminChain
+    rest: str
+    written: tuple[str, ...] = ()  # administrative tokens as written, before noise (empty when full)
+
+    def record(self) -> dict[str, str]:
+        return {"src": self.src, "tgt": self.tgt}
+
+
+@dataclass
+class ShortenResult:
+    """Pairs made from user addresses, plus the addresses the gazetteer could not place."""
+
+    examples: list[Example]
+    skipped: int = 0
+    skip_reasons: list[str] = field(default_factory=list)
+
+    def note_skip(self, reason: str) -> None:
+        self.skipped += 1
+        if len(self.skip_reasons) < 5:
+            self.skip_reasons.append(reason)
+
+    def records(self) -> list[dict[str, str]]:
+        return [example.record() for example in self.examples]
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Rates shared by synthesis and shortening."""
+
+    prefix: str = DEFAULT_PROMPT_PREFIX
+    noise_rate: float = DEFAULT_NOISE_RATE
+    full_rate: float = DEFAULT_FULL_RATE
+
+    def __post_init__(self) -> None:
+        for name in ("noise_rate", "full_rate"):
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:
+                raise ConfigError(f"{name} must be between 0 and 1, got {value}")
+
+
+def _default_gazetteer(gazetteer: Gazetteer | None) -> Gazetteer:
+    return gazetteer if gazetteer is not None else load_gazetteer()
+
+
+# ------------------------------------------------------------------ chain helpers
+
+
+def chain_levels(chain: AdminChain) -> list[Division]:
+    """The divisions of a chain from province down, without the missing levels."""
+    return [level for level in (chain.province, chain.city, chain.county, chain.town) if level is not None]
+
+
+def _inside(chain: AdminChain, ancestor: Division) -> bool:
+    """True when ``chain`` ends strictly below ``ancestor``."""
+    return chain.deepest.code != ancestor.code and any(level.code == ancestor.code for level in chain_levels(chain))
+
+
+def resolves_uniquely(gazetteer: Gazetteer, tokens: Sequence[str], target: Division) -> bool:
+    """Whether the written administrative tokens, read left to right, single out ``target``.
+
+    The first token must have exactly one candidate nationally; each later token exactly one
+    candidate below the division read so far. This is what keeps 朝阳区 from standing alone
+    (two candidates) while 北京朝阳区 and 长春市朝阳区 pass.
+    """
+    context = None
+    for token in tokens:
+        found = {chain.deepest.code: chain.deepest for chain in gazetteer.candidates(token)
+                 if context is None or _inside(chain, context)}
+        if len(found) != 1:
+            return False
+        context = next(iter(found.values()))
+    return context is not None and context.code == target.code
+
+
+# ------------------------------------------------------------------ street-level detail
+
+
+def _small_number(rng: random.Random, high: int) -> int:
+    """House numbers, buildings, floors: small values are more common than large ones."""
+    return min(high, 1 + int(rng.expovariate(1.0 / (high / 6))))
+
+
+def _place_name(rng: random.Random) -> str:
+    return rng.choice(NAME_HEADS) + rng.choice(NAME_TAILS)
+
+
+def _road(rng: random.Random) -> str:
+    stem = rng.choice(ROAD_WORDS) if rng.random() < 0.5 else _place_name(rng)
+    roll = rng.random()
+    if roll < 0.15:
+        return stem + rng.choice(NUMERALS[:6]) + "路"  # 科技二路
+    if roll < 0.40:
+        return stem + rng.choice(DIRECTIONS) + rng.choice(("路", "街", "大街"))  # 长安南路
+    return stem + rng.choice(ROAD_SUFFIXES)
+
+
+def _house_number(rng: random.Random) -> str:
+    number = _small_number(rng, 999)
+    if rng.random() < 0.2:
+        return f"{number}-{_small_number(rng, 20)}号"  # 467-6号
+    return f"{number}号"
+
+
+def _room(rng: random.Random) -> str:
+    floor, room = _small_number(rng, 33), rng.randint(1, 6)
+    return f"{floor}{room:02d}"
+
+
+def _apartment(rng: random.Random) -> str:
+    building, unit = _small_number(rng, 40), rng.randint(1, 6)
+    pattern = rng.randrange(4)
+    if pattern == 0:
+        return f"{building}栋{unit}单元{_room(rng)}室"  # 12栋3单元501室
+    if pattern == 1:
+        return f"{building}号楼{unit}单元{_room(rng)}"  # 3号楼2单元1102
+    if pattern == 2:
+        return f"{building}幢{_room(rng)}室"
+    return f"{building}-{unit}-{_room(rng)}"
+
+
+def _office(rng: random.Random) -> str:
+    floor, pattern = _small_number(rng, 40), rng.randrange(3)
+    if pattern == 0:
+        return f"{floor}层"
+    if pattern == 1:
+        return f"{floor}{rng.randint(1, 20):02d}室"
+    return f"{rng.choice('ABCD')}座{floor}{rng.randint(1, 20):02d}"  # A座1203
+
+
+def _park_unit(rng: random.Random) -> str:
+    pattern = rng.randrange(3)
+    if pattern == 0:
+        return f"{_small_number(rng, 30)}号楼"
+    if pattern == 1:
+        return f"{rng.choice('ABCDE')}区{_small_number(rng, 60)}号"
+    return _house_number(rng)
+
+
+def _urban_detail(rng: random.Random) -> str:
+    roll = rng.random()
+    if roll < 0.30:
+        return _road(rng) + _house_number(rng)
+    if roll < 0.52:
+        estate = _place_name(rng) + rng.choice(RESIDENTIAL_SUFFIXES)
+        return _road(rng) + _house_number(rng) + estate + _apartment(rng)
+    if roll < 0.70:
+        return _place_name(rng) + rng.choice(RESIDENTIAL_SUFFIXES) + _apartment(rng)
+    if roll < 0.82:
+        tower = _place_name(rng) + rng.choice(TOWER_SUFFIXES)
+        return _road(rng) + _house_number(rng) + tower + _office(rng)
+    if roll < 0.92:
+        return _place_name(rng) + rng.choice(PARK_SUFFIXES) + _park_unit(rng)
+    return _road(rng) + f"{_small_number(rng, 300)}号院{_small_number(rng, 20)}号楼"
+
+
+def _village(rng: random.Random) -> str:
+    roll = rng.random()
+    if roll < 0.45:
+        return rng.choice(SURNAMES) + rng.choice(VILLAGE_MIDDLES) + "村"  # 王家村, 李庄村
+    if roll < 0.75:
+        return _place_name(rng) + "村"  # 青山村
+    return rng.choice(SURNAMES) + "家" + rng.choice(NAME_TAILS) + "村"  # 王家湾村
+
+
+def _group(rng: random.Random) -> str:
+    number = _small_number(rng, 15)
+    return f"{NUMERALS[number - 1]}组" if number <= 10 and rng.random() < 0.3 else f"{number}组"
+
+
+def _rural_detail(rng: random.Random) -> str:
+    roll = rng.random()
+    if roll < 0.30:
+        return _village(rng) + _group(rng)  # 石桥村3组
+    if roll < 0.45:
+        return _village(rng) + "村委会"
+    if roll < 0.65:
+        return _village(rng) + _group(rng) + _house_number(rng)
+    if roll < 0.80:
+        return _village(rng) + _house_number(rng)
+    return rng.choice(ROAD_WORDS) + rng.choice(("街", "路", "大街")) + _house_number(rng)
+
+
+def _is_rural(chain: AdminChain) -> bool:
+    if chain.town is not None:
+        return not chain.town.name.endswith("街道")
+    return chain.deepest.name.endswith(("县", "旗"))
+
+
+def street_detail(rng: random.Random, chain: AdminChain) -> str:
+    """Realistic detail below the deepest division of ``chain`` (villages for townships)."""
+    rural_share = 0.6 if chain.town is not None else 0.25
+    if _is_rural(chain) and rng.random() < rural_share:
+        return _rural_detail(rng)
+    return _urban_detail(rng)
+
+
+# ------------------------------------------------------------------ sampling full addresses
+
+
+class _Strata:
+    """County-level units per province (stable code order) and their towns."""
+
+    def __init__(self, gazetteer: Gazetteer):
+        self.units: dict[str, list[Division]] = {}
+        self.towns: dict[str, list[Division]] = {}
+        self.town_required: dict[str, bool] = {}
+        for province in sorted(gazetteer.divisions(1), key=lambda d: d.code):
+            self.units[province.code] = list(self._units_below(gazetteer, province))
+        # 香港 and 澳门 have no subdivisions in the data: nothing to complete there.
+        self.provinces = [p for p in sorted(gazetteer.divisions(1), key=lambda d: d.code) if self.units[p.code]]
+
+    def _units_below(self, gazetteer: Gazetteer, province: Division) -> Iterator[Division]:
+        """County-level units: counties, province-direct cities (仙桃), cities without districts (东莞)."""
+        for child in self._sorted_children(gazetteer, province):
+            if child.level == 3:
+                yield self._unit(gazetteer, child, town_required=False)
+            elif child.level == 2:
+                grandchildren = self._sorted_children(gazetteer, child)
+                counties = [d for d in grandchildren if d.level == 3]
+                for county in counties:
+                    yield self._unit(gazetteer, county, town_required=False)
+                if any(d.level == 4 for d in grandchildren):
+                    # Towns right under a prefecture (东莞, or 大兴安岭's towns beside its counties):
+                    # where the prefecture also has counties, naming only it would be incomplete.
+                    yield self._unit(gazetteer, child, town_required=bool(counties))
+
+    @staticmethod
+    def _sorted_children(gazetteer: Gazetteer, division: Division) -> list[Division]:
+        return sorted(gazetteer.children(division), key=lambda d: d.code)
+
+    def _unit(self, gazetteer: Gazetteer, division: Division, town_required: bool) -> Division:
+        self.towns[division.code] = [d for d in self._sorted_children(gazetteer, division) if d.level == 4]
+        self.town_required[division.code] = town_required and bool(self.towns[division.code])
+        return division
+
+
+def _province_cycle(rng: random.Random, provinces: list[Division]) -> Iterator[Division]:
+    """Every province once per round, in a fresh order each round (coverage for moderate n)."""
+    while True:
+        order = list(provinces)
+        rng.shuffle(order)
+        yield from order
+
+
+def _sample_full(rng: random.Random, gazetteer: Gazetteer, strata: _Strata, province: Division,
+                 town_rate: float) -> tuple[AdminChain, str] | None:
+    """A (chain, rest) whose full text the gazetteer parses back to the same chain and rest."""
+    unit = rng.choice(strata.units[province.code])
+    towns = strata.towns[unit.code]
+    with_town = towns and (strata.town_required[unit.code] or rng.random() < town_rate)
+    chain = gazetteer.chain_for(rng.choice(towns) if with_town else unit)
+    for _ in range(5):
+        rest = street_detail(rng, chain)
+        if _parses_back(gazetteer, chain.text() + rest, chain, rest):
+            return chain, rest
+    return None
+
+
+def _parses_back(gazetteer: Gazetteer, address: str, chain: AdminChain, rest: str) -> bool:
+    parsed = gazetteer.parse(address)
+    return (parsed.chain is not None and parsed.valid_chain and parsed.chain.deepest.code == chain.deepest.code
+            and parsed.rest == rest)
+
+
+# ------------------------------------------------------------------ shortening
+
+
+def _written_levels(kind: str, chain: AdminChain, gazetteer: Gazetteer) -> list[Division] | None:
+    """Divisions written by a shortening kind, or None when the kind does not apply to the chain."""
+    levels = chain_levels(chain)
+    town = [chain.town] if chain.town is not None else []
+    if kind == "drop_province":
+        return levels[1:] if chain.city is not None else None
+    if kind == "county_first":
+        return [chain.county, *town] if chain.county is not None else None
+    if kind == "province_county":
+        return [chain.province, chain.county, *town] if chain.city is not None and chain.county is not None else None
+    if kind == "town_first":
+        unique = chain.town is not None and gazetteer.name_count(chain.town.name, level=4) == 1
+        return [chain.town] if unique else None
+    if kind == "all_levels_short":
+        return levels
+    raise ValueError(f"unknown shortening kind {kind!r}")
+
+
+def _written_forms(rng: random.Random, gazetteer: Gazetteer, levels: list[Division], force_short: bool
+                   ) -> list[str] | None:
+    """Names as written: each level above the town may lose its suffix (unambiguous short forms only)."""
+    forms = []
+    for division in levels:
+        shorts = gazetteer.short_names(division) if division.level < 4 else []
+        if shorts and (force_short or rng.random() < SUFFIX_STRIP_RATE):
+            forms.append(rng.choice(sorted(shorts)))
+        else:
+            forms.append(division.name)
+    if force_short and forms == [division.name for division in levels]:
+        return None
+    return forms
+
+
+def _short_form_ok(gazetteer: Gazetteer, forms: list[str], chain: AdminChain, rest: str) -> bool:
+    return (resolves_uniquely(gazetteer, forms, chain.deepest)
+            and _parses_back(gazetteer, "".join(forms) + rest, chain, rest))
+
+
+def _shorten(rng: random.Random, gazetteer: Gazetteer, chain: AdminChain, rest: str
+             ) -> tuple[str, list[Division], list[str] | None]:
+    """Pick a shortening kind and written forms that still resolve to exactly ``chain``.
+
+    Returns (kind, written divisions, their written forms); forms is None for the already-full kind.
+    Kinds that do not apply or do not resolve uniquely are dropped and another is drawn, so
+    ambiguity never reaches the output.
+    """
+    weights = dict(SHORTENING_WEIGHTS)
+    while weights:
+        kind = _weighted_choice(rng, weights)
+        del weights[kind]
+        levels = _written_levels(kind, chain, gazetteer)
+        if levels is None:
+            continue
+        force_short = kind == "all_levels_short"
+        forms = _written_forms(rng, gazetteer, levels, force_short)
+        if forms is not None and _short_form_ok(gazetteer, forms, chain, rest):
+            return kind, levels, forms
+        if not force_short:
+            full_names = [division.name for division in levels]
+            if full_names != forms and _short_form_ok(gazetteer, full_names, chain, rest):
+                return kind, levels, full_names
+    return FULL_KIND, [], None
+
+
+def _weighted_choice(rng: random.Random, weights: dict[str, float]) -> str:
+    names = list(weights)
+    return rng.choices(names, weights=[weights[name] for name in names])[0]
+
+
+# ------------------------------------------------------------------ noise
+
+
+def _misleads(gazetteer: Gazetteer, address: str, chain: AdminChain) -> bool:
+    """True when the parser reads ``address`` as some division off ``chain`` (元宝衫区 read as 元宝区)."""
+    parsed = gazetteer.parse(address)
+    if not parsed.valid_chain:
+        return True
+    return parsed.chain is not None and parsed.chain.deepest.code not in {d.code for d in chain_levels(chain)}
+
+
+def _typo_forms(rng: random.Random, gazetteer: Gazetteer, forms: list[str], rest: str, chain: AdminChain
+                ) -> list[str] | None:
+    """Forms with one homophone slip in a token the other tokens make redundant, or None."""
+    positions = list(range(len(forms)))
+    rng.shuffle(positions)
+    for index in positions:
+        others = forms[:index] + forms[index + 1:]
+        if not others or not resolves_uniquely(gazetteer, others, chain.deepest):
+            continue
+        slots = [i for i, char in enumerate(forms[index]) if char in HOMOPHONES]
+        if not slots:
+            continue
+        slot = rng.choice(slots)
+        token = forms[index]
+        typo = token[:slot] + rng.choice(HOMOPHONES[token[slot]]) + token[slot + 1:]
+        slipped = forms[:index] + [typo] + forms[index + 1:]
+        if gazetteer.candidates(typo) or _misleads(gazetteer, "".join(slipped) + rest, chain):
+            continue  # the slip would name another real place
+        return slipped
+    return None
+
+
+def _noise_applies(kind: str, levels: list[Division], rest: str) -> bool:
+    if kind == "separator":
+        return len(levels) > 1 or bool(rest)
+    if kind == "fullwidth_digits":
+        return any(char.isdigit() for char in rest)
+    if kind == "duplicate_prefix":
+        return levels[0].level <= 2  # people repeat a province or city (陕西省陕西省…, 西安市西安市…)
+    return True
+
+
+def _noisy_src(rng: random.Random, gazetteer: Gazetteer, levels: list[Division], forms: list[str], rest: str,
+               chain: AdminChain, noise_rate: float) -> tuple[str, tuple[str, ...]]:
+    """The written short address, with noise on a ``noise_rate`` share of inputs."""
+    chosen: list[str] = []
+    if rng.random() < noise_rate:
+        count = 2 if rng.random() < SECOND_NOISE_RATE else 1
+        weights = dict(NOISE_WEIGHTS)
+        while weights and len(chosen) < count:
+            kind = _weighted_choice(rng, weights)
+            del weights[kind]
+            if not _noise_applies(kind, levels, rest):
+                continue
+            if kind == "homophone_typo":
+                typo_forms = _typo_forms(rng, gazetteer, forms, rest, chain)
+                if typo_forms is None:
+                    continue
+                forms = typo_forms
+            chosen.append(kind)
+    if "duplicate_prefix" in chosen:
+        forms = [forms[0], *forms]
+    separator = rng.choice(SEPARATORS) if "separator" in chosen else ""
+    if "fullwidth_digits" in chosen:
+        rest = rest.translate(FULLWIDTH_DIGITS)
+    text = separator.join(forms) + (separator + rest if rest else "")
+    if "leading_china" in chosen:
+        text = "中国" + text
+    return text, tuple(sorted(chosen))
+
+
+# ------------------------------------------------------------------ public API
+
+
+def make_example(rng: random.Random, gazetteer: Gazetteer, chain: AdminChain, rest: str, settings: Settings) -> Example:
+    """One pair for a full address (chain + verbatim rest)."""
+    tgt = chain.text() + rest
+    if rng.random() < settings.full_rate:
+        return Example(with_prefix(tgt, settings.prefix), tgt, FULL_KIND, (), chain, rest)
+    kind, levels, forms = _shorten(rng, gazetteer, chain, rest)
+    if forms is None:
+        return Example(with_prefix(tgt, settings.prefix), tgt, FULL_KIND, (), chain, rest)
+    short, noise = _noisy_src(rng, gazetteer, levels, forms, rest, chain, settings.noise_rate)
+    return Example(with_prefix(short, settings.prefix), tgt, kind, noise, chain, rest, tuple(forms))
+
+
+def synthesize_examples(n: int, *, seed: int, prefix: str = DEFAULT_PROMPT_PREFIX,
+                        noise_rate: float = DEFAULT_NOISE_RATE, full_rate: float = DEFAULT_FULL_RATE,
+                        town_rate: float = DEFAULT_TOWN_RATE, gazetteer: Gazetteer | None = None,
+                        progress: bool = False) -> list[Example]:
+    """``n`` pairs with their shortening kind and noise, deterministic for ``seed``."""
+    if n < 0:
+        raise ConfigError(f"the number of pairs must be >= 0, got {n}")
+    settings = Settings(prefix=prefix, noise_rate=noise_rate, full_rate=full_rate)
+    gazetteer = _default_gazetteer(gazetteer)
+    rng = random.Random(seed)
+    strata = _Strata(gazetteer)
+    provinces = _province_cycle(rng, strata.provinces)
+    examples: list[Example] = []
+    failures = 0
+    with _progress_bar(n, progress) as bar:
+        while len(examples) < n:
+            sampled = _sample_full(rng, gazetteer, strata, next(provinces), town_rate)
+            if sampled is None:
+                failures += 1
+                if failures > 100 + n:
+                    raise RuntimeError("the gazetteer keeps rejecting synthesized addresses; is it consistent?")
+                continue
+            examples.append(make_example(rng, gazetteer, *sampled, settings))
+            bar.update(1)
+    return examples
+
+
+def synthesize(n: int, *, seed: int, prefix: str = DEFAULT_PROMPT_PREFIX, noise_rate: float = DEFAULT_NOISE_RATE,
+               full_rate: float = DEFAULT_FULL_RATE, town_rate: float = DEFAULT_TOWN_RATE,
+               gazetteer: Gazetteer | None = None, progress: bool = False) -> list[dict[str, str]]:
+    """``n`` records ``{"src": prefix + short, "tgt": full}``, deterministic for ``seed``."""
+    return [example.record() for example in synthesize_examples(
+        n, seed=seed, prefix=prefix, noise_rate=noise_rate, full_rate=full_rate, town_rate=town_rate,
+        gazetteer=gazetteer, progress=progress)]
+
+
+def _has_county_level(gazetteer: Gazetteer, chain: AdminChain) -> bool:
+    """A full address must reach a county-level unit (or a town of a city without districts)."""
+    if chain.county is not None:
+        return True
+    if chain.city is None:
+        return False
+    return chain.town is not None or not any(d.level == 3 for d in gazetteer.children(chain.city))
+
+
+def shorten_addresses(full_addresses: Iterable[str], *, seed: int, prefix: str = DEFAULT_PROMPT_PREFIX,
+                      noise_rate: float = DEFAULT_NOISE_RATE, full_rate: float = DEFAULT_FULL_RATE,
+                      num: int | None = None, gazetteer: Gazetteer | None = None, progress: bool = False,
+                      labels: Sequence[str] | None = None) -> ShortenResult:
+    """Pairs from the user's own full addresses (one each, or ``num`` cycling through them).
+
+    Each address is parsed with the gazetteer; the target is its current full form (renamed
+    divisions updated) + the detail verbatim. Addresses the gazetteer cannot place down to a
+    county-level unit are skipped and counted; ``labels`` (e.g. "file:line") name them.
+    """
+    settings = Settings(prefix=prefix, noise_rate=noise_rate, full_rate=full_rate)
+    gazetteer = _default_gazetteer(gazetteer)
+    addresses = list(full_addresses)
+    result = ShortenResult(examples=[])
+    targets = []
+    for index, address in enumerate(addresses):
+        where = labels[index] if labels is not None else f"address {index + 1}"
+        target = _parse_full(gazetteer, address)
+        if isinstance(target, str):
+            result.note_skip(f"{where}: {target}: {address}")
+        else:
+            targets.append(target)
+    rng = random.Random(seed)
+    total = len(targets) if num is None else (num if targets else 0)
+    with _progress_bar(total, progress) as bar:
+        for index in range(total):
+            chain, rest = targets[index % len(targets)]
+            result.examples.append(make_example(rng, gazetteer, chain, rest, settings))
+            bar.update(1)
+    return result
+
+
+def _parse_full(gazetteer: Gazetteer, address: str) -> tuple[AdminChain, str] | str:
+    """(chain, rest) for a full address, or the reason it cannot be used."""
+    parsed = gazetteer.parse(address.strip())
+    if parsed.chain is None:
+        return "no administrative division found"
+    if not parsed.valid_chain:
+        return "the divisions do not belong together"
+    if not _has_county_level(gazetteer, parsed.chain):
+        return "no county-level division"
+    return parsed.chain, parsed.rest.strip()
+
+
+# ------------------------------------------------------------------ input classes
+
+
+CLASS_SEPARATORS = " ,，、-"
+TYPO_SKIP_LIMIT = 12  # longest misspelled token input_class steps over (红和哈尼族彝族自治州 …)
+
+
+def _clean_for_class(address: str) -> str:
+    text = "".join(unicodedata.normalize("NFKC", address).split())
+    return text[2:] if text.startswith("中国") else text
+
+
+def _admin_part(address: str, rest: str) -> str:
+    return address[: len(address) - len(rest)] if rest and address.endswith(rest) else address
+
+
+def _reaches_county(chain: AdminChain | None) -> bool:
+    return chain is not None and (chain.county is not None or chain.town is not None)
+
+
+def _parse_over_typo(gazetteer: Gazetteer, address: str) -> ParsedAddress:
+    """Parse, stepping over one unknown token (a typo such as 杭洲) where the parser stopped.
+
+    The parser stops at the first text it does not know, so 衫西闻喜县… would look like an address
+    without divisions; skipping the few characters of the slip reads on as the model should.
+    """
+    parsed = gazetteer.parse(address)
+    if _reaches_county(parsed.chain) or not parsed.rest:
+        return parsed
+    admin = _admin_part(address, parsed.rest)
+    for skip in range(1, min(TYPO_SKIP_LIMIT, len(parsed.rest)) + 1):
+        retry = gazetteer.parse(admin + parsed.rest[skip:])
+        below = parsed.chain is None or (retry.chain is not None and _inside(retry.chain, parsed.chain.deepest))
+        if _reaches_county(retry.chain) and below:
+            return retry
+    return parsed
+
+
+def input_class(src: str, gazetteer: Gazetteer, prefix: str = DEFAULT_PROMPT_PREFIX) -> str:
+    """What kind of input ``src`` is, for evaluation breakdowns (one of :data:`INPUT_CLASSES`).
+
+    already_full: every level written in full (as the target would be); town_first: the first
+    written division is a town; unique_county / ambiguous_county: whether the county-level name is
+    unique nationally (an ambiguous one can only be completed from the levels written with it);
+    no_admin_token: the gazetteer finds no division. A misspelled division is stepped over.
+    """
+    address = _clean_for_class(strip_prefix(src, prefix))
+    parsed = _parse_over_typo(gazetteer, address)
+    chain = parsed.chain
+    if chain is None:
+        return "no_admin_token"
+    admin = _admin_part(address, parsed.rest)
+    if "".join(char for char in admin if char not in CLASS_SEPARATORS) == chain.text():
+        return "already_full"
+    first = next((division for division in chain_levels(chain)
+                  if any(name in admin for name in [division.name, *gazetteer.short_names(division)])), None)
+    if first is not None and first.level == 4:
+        return "town_first"
+    unit = chain.county or chain.city or chain.province
+    codes = {candidate.deepest.code for candidate in gazetteer.candidates(unit.name)}
+    return "ambiguous_county" if len(codes) > 1 else "unique_county"
+
+
+# ------------------------------------------------------------------ CLI
+
+
+class _NoBar:
+    def update(self, _count: int) -> None:
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *_exc) -> None:
+        return None
+
+
+def _progress_bar(total: int, enabled: bool):
+    if not enabled:
+        return _NoBar()
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc="prepare", unit="pair", disable=None)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--output", "-o", required=True, help="JSON lines file of {src, tgt} pairs to write")
+    parser.add_argument("--num", "-n", type=int, default=argparse.SUPPRESS,
+                        help=f"number of pairs (default: {DEFAULT_NUM}; with --input: one per address, or this many "
+                             "cycling through them)")
+    parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help="random seed (same seed -> same file)")
+    parser.add_argument("--prefix", default=DEFAULT_PROMPT_PREFIX, help="prompt prefix put in front of every src")
+    parser.add_argument("--input", "-i", default=None,
+                        help="your own full addresses to shorten: text (one per line), CSV (--column) or JSON lines "
+                             "with a 'tgt' field")
+    parser.add_argument("--column", default=None, help="CSV column holding the full address (with --input)")
+    parser.add_argument("--skip-bad", action="store_true", help="skip and count bad input records instead of failing")
+    parser.add_argument("--noise-rate", type=float, default=DEFAULT_NOISE_RATE,
+                        help="share of shortened inputs with noise (separators, 中国, full-width digits, typos)")
+    parser.add_argument("--full-rate", type=float, default=DEFAULT_FULL_RATE,
+                        help="share of inputs that are already full and stay unchanged")
+    parser.add_argument("--force", action="store_true", help="overwrite an existing output file")
+
+
+def run(args: argparse.Namespace) -> int:
+    output = check_writable(args.output, args.force)
+    if output.is_dir():
+        raise ConfigError(f"--output {output} is a folder; give a file name such as {output / 'pairs.jsonl'}")
+    num = getattr(args, "num", None)  # absent: a default that depends on --input
+    if num is not None and num < 0:
+        raise ConfigError(f"--num must be >= 0, got {num}")
+    if args.column is not None and args.input is None:
+        raise ConfigError("--column only applies with --input")
+    gazetteer = load_gazetteer()
+    options = dict(seed=args.seed, prefix=args.prefix, noise_rate=args.noise_rate, full_rate=args.full_rate,
+                   gazetteer=gazetteer)
+    skipped_lines, skipped_addresses, skip_reasons = 0, 0, []
+    if args.input is None:
+        num = DEFAULT_NUM if num is None else num
+        examples = synthesize_examples(num, progress=num >= 2000, **options)
+    else:
+        read = read_records(args.input, required=("tgt",), column=args.column, skip_bad=args.skip_bad)
+        skipped_lines, skip_reasons = read.skipped, list(read.skip_reasons)
+        addresses = [record["tgt"] for record in read.records]
+        if not addresses:
+            raise DataError("no addresses to shorten", args.input)
+        labels = [f"{args.input}: address {index}" for index in range(1, len(addresses) + 1)]
+        result = shorten_addresses(addresses, num=num, progress=(num or len(addresses)) >= 2000, labels=labels,
+                                   **options)
+        skipped_addresses, examples = result.skipped, result.examples
+        skip_reasons += result.skip_reasons
+        if not examples:
+            raise DataError(f"the gazetteer could place none of the {len(addresses)} addresses "
+                            f"(e.g. {skip_reasons[0] if skip_reasons else '?'})", args.input)
+    written = write_jsonl(output, (example.record() for example in examples))
+    print(summary(examples, gazetteer, output, written, prefix=args.prefix,
+                  skipped_lines=skipped_lines, skipped_addresses=skipped_addresses, skip_reasons=skip_reasons))
+    return 0
+
+
+def _counts(counter: Counter, order: Sequence[str]) -> str:
+    names = [name for name in order if counter[name]] + sorted(set(counter) - set(order))
+    return ", ".join(f"{name} {counter[name]}" for name in names) or "none"
+
+
+def summary(examples: list[Example], gazetteer: Gazetteer, output: Path, written: int, *,
+            prefix: str = DEFAULT_PROMPT_PREFIX,
+            skipped_lines: int = 0, skipped_addresses: int = 0, skip_reasons: Sequence[str] = ()) -> str:
+    """Human-readable report of what ``prepare`` wrote."""
+    kinds = Counter(example.kind for example in examples)
+    classes = Counter(input_class(example.src, gazetteer, prefix) for example in examples)
+    noise = Counter(kind for example in examples for kind in example.noise)
+    noisy = sum(1 for example in examples if example.noise)
+    lines = [f"wrote {written} pairs to {output}",
+             f"  by shortening kind: {_counts(kinds, KINDS)}",
+             f"  by input class: {_counts(classes, INPUT_CLASSES)}",
+             f"  with noise: {noisy} ({_counts(noise, list(NOISE_WEIGHTS))})"]
+    if skipped_lines or skipped_addresses:
+        lines.append(f"  skipped: {skipped_lines} bad input lines, {skipped_addresses} addresses the gazetteer "
+                     f"could not place")
+        lines += [f"    {reason}" for reason in skip_reasons]
+    return "\n".join(lines)

@@ -1,0 +1,409 @@
+"""Tests for address_completion.synthesis (the `prepare` stage)."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import subprocess
+import sys
+import unicodedata
+from collections import Counter
+
+import pytest
+
+from address_completion import DEFAULT_PROMPT_PREFIX
+from address_completion.cli import main
+from address_completion.gazetteer import load_gazetteer
+from address_completion.prompt import strip_prefix
+from address_completion.synthesis import (FULL_KIND, HOMOPHONES, INPUT_CLASSES, NOISE_WEIGHTS, Settings,
+                                          chain_levels, input_class, make_example, resolves_uniquely,
+                                          shorten_addresses, synthesize, synthesize_examples)
+
+SAMPLE_SIZE = 2000
+
+
+@pytest.fixture(scope="module")
+def gazetteer():
+    return load_gazetteer()
+
+
+@pytest.fixture(scope="module")
+def examples(gazetteer):
+    return synthesize_examples(SAMPLE_SIZE, seed=11, gazetteer=gazetteer)
+
+
+def address_of(src: str) -> str:
+    return strip_prefix(src, DEFAULT_PROMPT_PREFIX)
+
+
+def denoised(src: str) -> str:
+    """The short address without the noise kinds that leave the names intact."""
+    text = unicodedata.normalize("NFKC", address_of(src))
+    return text[2:] if text.startswith("中国") else text
+
+
+def chain_for_name(gazetteer, name: str, **within):
+    """The one chain named ``name`` (optionally inside a province / city given by name)."""
+    found = [chain for chain in gazetteer.candidates(name)
+             if all(getattr(chain, level) is not None and getattr(chain, level).name == value
+                    for level, value in within.items())]
+    assert len(found) == 1, (name, within, found)
+    return found[0]
+
+
+def examples_for(gazetteer, chain, rest="建设路12号", count=300, seed=0, **settings):
+    rng = random.Random(seed)
+    return [make_example(rng, gazetteer, chain, rest, Settings(**settings)) for _ in range(count)]
+
+
+# ------------------------------------------------------------------ determinism, size, contract
+
+
+def test_same_seed_same_records_different_seed_different(gazetteer):
+    first = synthesize(300, seed=5, gazetteer=gazetteer)
+    assert first == synthesize(300, seed=5, gazetteer=gazetteer)
+    assert first != synthesize(300, seed=6, gazetteer=gazetteer)
+
+
+def test_hash_seed_does_not_matter():
+    code = ("import json, sys; from address_completion.synthesis import synthesize; "
+            "json.dump(synthesize(150, seed=3), sys.stdout, ensure_ascii=False)")
+    outputs = []
+    for hash_seed in ("1", "2"):
+        env = dict(os.environ, PYTHONHASHSEED=hash_seed)
+        outputs.append(subprocess.run([sys.executable, "-c", code], env=env, check=True, capture_output=True,
+                                      text=True).stdout)
+    assert outputs[0] == outputs[1] and len(json.loads(outputs[0])) == 150
+
+
+@pytest.mark.parametrize("count", [0, 1, 37])
+def test_requested_count_and_record_contract(gazetteer, count):
+    records = synthesize(count, seed=1, gazetteer=gazetteer)
+    assert len(records) == count
+    for record in records:
+        assert list(record) == ["src", "tgt"]
+        assert record["src"].startswith(DEFAULT_PROMPT_PREFIX)
+
+
+def test_custom_prefix(gazetteer):
+    records = synthesize(20, seed=1, prefix="地址: ", gazetteer=gazetteer)
+    assert all(record["src"].startswith("地址: ") for record in records)
+
+
+def test_bad_rates_are_rejected(gazetteer):
+    from address_completion.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="noise_rate"):
+        synthesize(5, seed=1, noise_rate=1.5, gazetteer=gazetteer)
+
+
+# ------------------------------------------------------------------ targets
+
+
+def test_every_target_parses_to_its_chain_and_rest(gazetteer, examples):
+    for example in examples:
+        parsed = gazetteer.parse(example.tgt)
+        assert parsed.valid_chain and parsed.chain is not None, example.tgt
+        assert example.tgt.startswith(parsed.chain.text())
+        assert parsed.chain.deepest.code == example.chain.deepest.code
+        assert example.tgt == example.chain.text() + example.rest
+        assert parsed.rest == example.rest
+
+
+def test_source_ends_with_the_same_rest(examples):
+    for example in examples:
+        assert denoised(example.src).endswith(example.rest), (example.src, example.rest)
+
+
+def test_no_lower_level_invented(gazetteer, examples):
+    for example in examples:
+        source = denoised(example.src)
+        if example.chain.town is not None:
+            assert example.chain.town.name in source, (example.src, example.tgt)
+        else:
+            assert gazetteer.parse(example.tgt).town is None
+            assert gazetteer.parse(source).town is None, example.src
+
+
+def test_targets_are_clean(examples):
+    for example in examples:
+        assert example.tgt == unicodedata.normalize("NFKC", example.tgt)
+        assert not example.tgt.startswith("中国")
+        assert not any(char in example.tgt for char in " ,，、")
+        assert example.tgt.startswith(example.chain.province.name)
+
+
+def test_about_ten_percent_already_full(examples):
+    full = [example for example in examples if example.kind == FULL_KIND]
+    assert 0.06 * SAMPLE_SIZE <= len(full) <= 0.15 * SAMPLE_SIZE
+    for example in full:
+        assert address_of(example.src) == example.tgt and not example.noise
+
+
+def test_shortening_kinds_all_occur(examples):
+    kinds = Counter(example.kind for example in examples)
+    for kind in ("drop_province", "county_first", "province_county", "town_first", "all_levels_short"):
+        assert kinds[kind] >= 0.03 * SAMPLE_SIZE, kinds
+    short = [example for example in examples if example.kind != FULL_KIND]
+    assert all(address_of(example.src) != example.tgt for example in short)
+
+
+# ------------------------------------------------------------------ ambiguity
+
+
+def test_short_forms_resolve_to_exactly_their_chain(gazetteer, examples):
+    for example in examples:
+        if example.kind == FULL_KIND:
+            assert not example.written
+            continue
+        first = {chain.deepest.code for chain in gazetteer.candidates(example.written[0])}
+        assert len(first) == 1, (example.written, example.src)  # the leading token alone is unambiguous
+        assert resolves_uniquely(gazetteer, example.written, example.chain.deepest), example.written
+        assert all(len(token) >= 2 for token in example.written)
+        parsed = gazetteer.parse("".join(example.written) + example.rest)
+        assert parsed.chain is not None and parsed.chain.deepest.code == example.chain.deepest.code, example.src
+        assert parsed.rest == example.rest
+        if not example.noise:
+            assert address_of(example.src) == "".join(example.written) + example.rest
+
+
+def test_ambiguous_county_never_alone(gazetteer, examples):
+    ambiguous_seen = 0
+    for example in examples:
+        unit = example.chain.county or example.chain.city
+        if unit is None or len({c.deepest.code for c in gazetteer.candidates(unit.name)}) < 2:
+            continue
+        ambiguous_seen += 1
+        source = denoised(example.src)
+        context = [example.chain.province]
+        if example.chain.city is not None and unit is not example.chain.city:
+            context.append(example.chain.city)
+        names = [name for division in context for name in [division.name, *gazetteer.short_names(division)]]
+        town = example.chain.town
+        assert any(name in source for name in names) or (town is not None and source.startswith(town.name)), example.src
+    assert ambiguous_seen > 0
+
+
+def test_chaoyang_needs_its_city(gazetteer):
+    beijing = chain_for_name(gazetteer, "朝阳区", province="北京市")
+    changchun = chain_for_name(gazetteer, "朝阳区", city="长春市")
+    assert not resolves_uniquely(gazetteer, ["朝阳区"], beijing.deepest)
+    assert resolves_uniquely(gazetteer, ["北京", "朝阳区"], beijing.deepest)
+    assert resolves_uniquely(gazetteer, ["长春市", "朝阳区"], changchun.deepest)
+    for chain, context in ((beijing, ("北京",)), (changchun, ("长春", "吉林"))):
+        for example in examples_for(gazetteer, chain, count=200):
+            assert any(name in address_of(example.src) for name in context), example.src
+            assert not denoised(example.src).startswith("朝阳")
+
+
+@pytest.mark.parametrize("county", ["新县", "盂县"])
+def test_one_character_counties_keep_their_suffix(gazetteer, county):
+    chain = chain_for_name(gazetteer, county)
+    for example in examples_for(gazetteer, chain, count=200, noise_rate=0.0):
+        assert county in example.src, example.src
+
+
+def test_non_unique_town_never_starts_a_source(gazetteer, examples):
+    assert gazetteer.name_count("城关镇", level=4) > 50
+    for example in examples:
+        assert not denoised(example.src).startswith("城关镇")
+        if example.kind == "town_first":
+            assert gazetteer.name_count(example.chain.town.name, level=4) == 1
+    chengguan = next(chain for chain in gazetteer.candidates("城关镇") if chain.town is not None)
+    for example in examples_for(gazetteer, chengguan, count=200):
+        assert example.kind != "town_first"
+        assert not denoised(example.src).startswith("城关镇")
+
+
+def test_unique_town_can_start_a_source(gazetteer):
+    famen = chain_for_name(gazetteer, "法门镇")
+    kinds = Counter(example.kind for example in examples_for(gazetteer, famen, rest="美阳村3组", count=300))
+    assert kinds["town_first"] > 0
+    assert all(example.tgt == "陕西省宝鸡市扶风县法门镇美阳村3组" for example in examples_for(gazetteer, famen, "美阳村3组", 20))
+
+
+# ------------------------------------------------------------------ shapes of special divisions
+
+
+def test_municipality_targets_have_no_city(gazetteer, examples):
+    municipal = [example for example in examples if example.chain.province.name in ("北京市", "上海市", "天津市", "重庆市")]
+    assert municipal
+    for example in municipal:
+        assert example.chain.city is None
+        assert example.tgt.startswith(example.chain.province.name + example.chain.county.name)
+
+
+def test_province_direct_and_districtless_cities(gazetteer):
+    for name, full in (("仙桃市", "湖北省仙桃市"), ("济源市", "河南省济源市")):
+        chain = chain_for_name(gazetteer, name)
+        assert chain.city is None
+        for example in examples_for(gazetteer, chain, count=50):
+            assert example.tgt == full + "建设路12号"
+    humen = chain_for_name(gazetteer, "虎门镇", city="东莞市")
+    for example in examples_for(gazetteer, humen, count=50):
+        assert example.tgt == "广东省东莞市虎门镇建设路12号"
+        assert "虎门镇" in example.src
+
+
+def test_districtless_cities_name_a_town_or_go_straight_to_detail(examples):
+    for example in examples:
+        if example.chain.city is not None and example.chain.county is None:
+            town = example.chain.town.name if example.chain.town else ""
+            assert example.tgt == f"{example.chain.province.name}{example.chain.city.name}{town}{example.rest}"
+
+
+def test_coverage_of_provinces_towns_and_prefecture_kinds(gazetteer, examples):
+    provinces = {example.chain.province.code for example in examples}
+    # 香港 and 澳门 have no subdivisions in the data; every other province is covered.
+    assert provinces == {division.code for division in gazetteer.divisions(1) if gazetteer.children(division)}
+    assert len(provinces) == 31
+    assert sum(example.chain.town is not None for example in examples) > 0.3 * SAMPLE_SIZE
+    assert any(example.chain.city is not None and "自治州" in example.chain.city.name for example in examples)
+    assert len({example.chain.county.code for example in examples if example.chain.county}) > 0.5 * SAMPLE_SIZE
+
+
+def test_street_detail_vocabulary(examples):
+    rests = "".join(example.rest for example in examples)
+    for word in ("路", "街", "大道", "巷", "号", "栋", "单元", "室", "小区", "大厦", "工业园", "村委会", "组", "村"):
+        assert word in rests, word
+    assert any("-" in example.rest and example.rest.endswith("号") for example in examples)
+
+
+# ------------------------------------------------------------------ noise
+
+
+def test_noise_rates_within_bounds(examples):
+    shortened = [example for example in examples if example.kind != FULL_KIND]
+    noisy = sum(1 for example in shortened if example.noise)
+    assert 0.07 <= noisy / len(shortened) <= 0.18
+    kinds = Counter(kind for example in examples for kind in example.noise)
+    assert set(kinds) == set(NOISE_WEIGHTS), kinds
+
+
+def test_no_noise_when_rate_is_zero(gazetteer):
+    for example in synthesize_examples(300, seed=2, noise_rate=0.0, gazetteer=gazetteer):
+        assert not example.noise
+        assert address_of(example.src) == unicodedata.normalize("NFKC", address_of(example.src))
+
+
+def test_noise_shapes(gazetteer):
+    noisy = synthesize_examples(400, seed=4, noise_rate=1.0, full_rate=0.0, gazetteer=gazetteer)
+    for example in noisy:
+        text = address_of(example.src)
+        if "leading_china" in example.noise:
+            assert text.startswith("中国")
+        if "fullwidth_digits" in example.noise:
+            assert any("０" <= char <= "９" for char in text)
+        if "separator" in example.noise:
+            assert any(char in text[: len(text) - len(example.rest)] for char in " ,，、-")
+        if "duplicate_prefix" in example.noise:
+            bare = denoised(example.src)
+            assert any(bare.startswith(2 * bare[:size]) for size in range(2, len(bare) // 2 + 1)), example.src
+        if "homophone_typo" in example.noise:
+            assert any(char in "".join(HOMOPHONES.values()) for char in text)
+            deepest = chain_levels(example.chain)[-1]  # the deepest name is never the misspelled one
+            assert any(name in text for name in [deepest.name, *gazetteer.short_names(deepest)]), example.src
+
+
+def test_homophone_typo_only_where_the_rest_resolves(gazetteer):
+    hangzhou = chain_for_name(gazetteer, "西湖区", city="杭州市")
+    typos = [example for example in examples_for(gazetteer, hangzhou, count=400, noise_rate=1.0)
+             if "homophone_typo" in example.noise]
+    assert typos
+    for example in typos:
+        text = address_of(example.src)
+        # 西湖区 is ambiguous (杭州, 南昌): it is never misspelled and never the only clean name left.
+        assert "西湖" in text, example.src
+        assert "杭州" in text or "浙江" in text, example.src
+
+
+# ------------------------------------------------------------------ input classes
+
+
+def test_input_classes(gazetteer, examples):
+    assert input_class(DEFAULT_PROMPT_PREFIX + "陕西省西安市碑林区扬子江南路467-6号", gazetteer) == "already_full"
+    assert input_class(DEFAULT_PROMPT_PREFIX + "碑林区扬子江南路467-6号", gazetteer) == "unique_county"
+    assert input_class(DEFAULT_PROMPT_PREFIX + "北京朝阳区建设路12号", gazetteer) == "ambiguous_county"
+    assert input_class(DEFAULT_PROMPT_PREFIX + "法门镇美阳村3组", gazetteer) == "town_first"
+    assert input_class(DEFAULT_PROMPT_PREFIX + "请帮我看看", gazetteer) == "no_admin_token"
+    classes = Counter(input_class(example.src, gazetteer) for example in examples)
+    assert set(classes) <= set(INPUT_CLASSES)
+    assert classes["already_full"] >= sum(example.kind == FULL_KIND for example in examples)
+    assert classes["town_first"] > 0 and classes["ambiguous_county"] > 0 and classes["unique_county"] > 0
+
+
+# ------------------------------------------------------------------ user addresses
+
+
+def test_shorten_addresses_skips_what_the_gazetteer_cannot_place(gazetteer):
+    addresses = ["陕西省西安市碑林区扬子江南路467-6号", "这不是地址", "陕西省宝鸡市扶风县法门镇美阳村3组",
+                 "北京市朝阳区建设路12号", "陕西省西安市某某路1号"]
+    result = shorten_addresses(addresses, seed=1, gazetteer=gazetteer)
+    assert result.skipped == 2 and "这不是地址" in result.skip_reasons[0]
+    assert "no county-level division" in result.skip_reasons[1]
+    assert [example.tgt for example in result.examples] == [addresses[0], addresses[2], addresses[3]]
+    for example in result.examples:
+        assert denoised(example.src).endswith(example.rest)
+    assert shorten_addresses(addresses, seed=1, gazetteer=gazetteer).records() == result.records()
+    assert len(shorten_addresses(addresses, seed=1, num=7, gazetteer=gazetteer).examples) == 7
+
+
+def test_shorten_addresses_updates_renamed_divisions(gazetteer):
+    result = shorten_addresses(["浙江省杭州市江干区建设路1号"], seed=1, gazetteer=gazetteer)
+    assert [example.tgt for example in result.examples] == ["浙江省杭州市上城区建设路1号"]
+
+
+# ------------------------------------------------------------------ CLI
+
+
+def read_lines(path):
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+def test_cli_writes_refuses_overwrite_and_is_reproducible(tmp_path, capsys):
+    output = tmp_path / "pairs.jsonl"
+    assert main(["prepare", "--num", "60", "--seed", "3", "--output", str(output)]) == 0
+    records = read_lines(output)
+    assert len(records) == 60 and all(list(record) == ["src", "tgt"] for record in records)
+    out = capsys.readouterr().out
+    assert "wrote 60 pairs" in out and "by shortening kind" in out and "by input class" in out
+    first = output.read_bytes()
+    assert main(["prepare", "--num", "60", "--seed", "3", "--output", str(output)]) == 2
+    assert "already exists" in capsys.readouterr().err
+    assert main(["prepare", "--num", "60", "--seed", "3", "--output", str(output), "--force"]) == 0
+    assert output.read_bytes() == first
+
+
+def test_cli_input_bad_line_is_named_and_skip_bad_counts_it(tmp_path, capsys):
+    source = tmp_path / "mine.jsonl"
+    lines = [json.dumps({"tgt": "陕西省西安市碑林区扬子江南路467-6号"}, ensure_ascii=False),
+             json.dumps({"tgt": "北京市朝阳区建设路12号"}, ensure_ascii=False),
+             "{broken",
+             json.dumps({"tgt": "无法识别的地址"}, ensure_ascii=False)]
+    source.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    output = tmp_path / "pairs.jsonl"
+    assert main(["prepare", "--input", str(source), "--output", str(output)]) == 2
+    assert f"{source}:3" in capsys.readouterr().err
+    assert not output.exists()
+    assert main(["prepare", "--input", str(source), "--output", str(output), "--skip-bad"]) == 0
+    out = capsys.readouterr().out
+    assert "wrote 2 pairs" in out and "1 bad input lines" in out and "1 addresses" in out
+    assert [record["tgt"] for record in read_lines(output)] == ["陕西省西安市碑林区扬子江南路467-6号", "北京市朝阳区建设路12号"]
+
+
+def test_cli_input_text_and_csv(tmp_path, capsys):
+    text = tmp_path / "mine.txt"
+    text.write_text("陕西省西安市碑林区扬子江南路467-6号\n陕西省宝鸡市扶风县法门镇美阳村3组\n", encoding="utf-8")
+    output = tmp_path / "from_text.jsonl"
+    assert main(["prepare", "--input", str(text), "--output", str(output), "--num", "5"]) == 0
+    assert len(read_lines(output)) == 5
+    table = tmp_path / "mine.csv"
+    table.write_text("id,address\n1,陕西省西安市碑林区扬子江南路467-6号\n", encoding="utf-8")
+    output = tmp_path / "from_csv.jsonl"
+    assert main(["prepare", "--input", str(table), "--column", "address", "--output", str(output)]) == 0
+    assert read_lines(output)[0]["tgt"] == "陕西省西安市碑林区扬子江南路467-6号"
+    assert main(["prepare", "--input", str(table), "--column", "nope", "--output", str(tmp_path / "x.jsonl")]) == 2
+    assert "nope" in capsys.readouterr().err
+    assert main(["prepare", "--column", "address", "--output", str(tmp_path / "y.jsonl")]) == 2
+    assert "--column only applies with --input" in capsys.readouterr().err
