@@ -665,6 +665,10 @@ def input_class(src: str, gazetteer: Gazetteer, prefix: str = DEFAULT_PROMPT_PRE
     parsed = _parse_over_typo(gazetteer, address)
     chain = parsed.chain
     if chain is None:
+        # 朝阳区建国路88号: a division is named but cannot be placed without more context.
+        named = parsed.county or parsed.city
+        if named and len(gazetteer.candidates(named)) > 1:
+            return "ambiguous_county"
         return "no_admin_token"
     admin = _admin_part(address, parsed.rest)
     if "".join(char for char in admin if char not in CLASS_SEPARATORS) == chain.text():

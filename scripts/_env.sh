@@ -14,7 +14,7 @@ pick_python() {
 }
 
 ensure_env() {
-  local extras="${1:-test}"
+  local extras="${1:-test,rules}"  # one extras set everywhere: switching would reinstall
   if [ "${ADDRESS_COMPLETION_NO_VENV:-0}" = "1" ]; then PY=python; return; fi
   # Reinstall only when setup.py changed or other extras are asked for.
   local stamp="$VENV/.address_completion-$(cat "$REPO_ROOT/setup.py" | sha1sum | cut -c1-12)-$extras"

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# The whole test suite: installs into .venv on first use (with the jionlp/cpca extra), then runs pytest.
+# The whole test suite: installs into .venv on first use (with the test and jionlp/cpca extras), then runs pytest.
 # Extra arguments go to pytest, e.g. bash scripts/test.sh -k gazetteer
 source "$(dirname "$0")/_env.sh"
-ensure_env "test,rules"
+ensure_env
 cd "$REPO_ROOT"
 "$PY" -m pytest "$@"

@@ -407,3 +407,12 @@ def test_cli_input_text_and_csv(tmp_path, capsys):
     assert "nope" in capsys.readouterr().err
     assert main(["prepare", "--column", "address", "--output", str(tmp_path / "y.jsonl")]) == 2
     assert "--column only applies with --input" in capsys.readouterr().err
+
+
+def test_input_class_of_a_lone_ambiguous_county():
+    from address_completion.gazetteer import load_gazetteer
+    from address_completion.synthesis import input_class
+
+    gazetteer = load_gazetteer()
+    assert input_class("朝阳区建国路88号", gazetteer) == "ambiguous_county"
+    assert input_class("建国路88号", gazetteer) == "no_admin_token"

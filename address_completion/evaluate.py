@@ -1,0 +1,515 @@
+"""Accuracy report comparing systems on a test set: the fine-tuned model against its base, larger
+Qwen2.5 models behind an OpenAI-compatible endpoint, predictions made elsewhere, and the rule-based
+parsers jionlp and cpca.
+
+Usage: ``address-completion evaluate configs/eval_0p5b.yaml [--limit 200] [--set settings.batch_size=8]``.
+The YAML names a test file (``{"src", "tgt"}`` JSON lines), an output folder, settings and systems
+(see docs/evaluation.md). Relative paths are resolved against the current directory.
+
+Predictions are appended to ``OUTPUT/predictions/<system>.jsonl`` batch by batch (never rewritten), so
+a killed run resumes where it stopped. They are reused only while the system's fingerprint (model
+files, adapter, endpoint, max_new_tokens, prompt prefix, …) is unchanged: otherwise the old file is
+moved to ``<system>.stale.jsonl`` and the system starts afresh. Cached answers are matched by input
+text, so a changed test set (or ``--limit``) reuses the answers for inputs it contains and keeps the
+others. At the end ``predictions/<system>.scored.jsonl`` (one line per test item, in order, with its
+scores), ``report.md``, ``report.json`` and ``comparison.png`` are written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import hashlib
+import json
+import os
+import re
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Sequence
+
+from . import dataio
+from .errors import AddressCompletionError, ConfigError, DataError, OutputExistsError
+from .metrics import INPUT_CLASSES, ScoredItem, classify_input, score_item, summarize
+from .prompt import strip_prefix
+from .runtime import logger
+from .systems import COMMON_KEYS, DEVICES, DTYPES, KINDS, EvalSettings, System, SystemSpec, create_system
+
+TOP_KEYS = ("test_file", "output_dir", "settings", "systems", "title")
+# setting -> (type, minimum or allowed values); None as a value is allowed only for "limit".
+SETTING_RULES: dict[str, tuple[type, Any]] = {
+    "batch_size": (int, 1), "max_new_tokens": (int, 1), "limit": (int, 1), "timeout": (float, 0.001),
+    "retries": (int, 0), "backoff": (float, 0.0), "concurrency": (int, 1), "worst_errors": (int, 0),
+    "dtype": (str, DTYPES), "device": (str, DEVICES),
+    "prompt_prefix": (str, None),
+}
+SYSTEM_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,63}$")
+REPORT_FILES = ("report.json", "report.md", "predictions")
+
+
+# ---------------------------------------------------------------- configuration
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """A validated evaluation: what to score, where to write, how, and which systems."""
+
+    test_file: Path
+    output_dir: Path
+    settings: EvalSettings
+    systems: tuple[SystemSpec, ...]
+    title: str = "Address completion evaluation"
+    source: str = "<config>"
+
+
+def suggestion(key: str, allowed: Sequence[str]) -> str:
+    close = difflib.get_close_matches(key, list(allowed), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def check_keys(mapping: dict[str, Any], allowed: Sequence[str], where: str) -> None:
+    """Unknown keys are errors naming the closest valid key."""
+    for key in mapping:
+        if key not in allowed:
+            extra = " (API keys come from an environment variable: api_key_env)" if key == "api_key" else ""
+            raise ConfigError(f"{where}: unknown key {key!r}{suggestion(str(key), allowed) or extra}; "
+                              f"valid keys: {', '.join(allowed)}")
+
+
+def parse_settings(raw: Any, where: str) -> EvalSettings:
+    if raw is None:
+        return EvalSettings()
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: expected a mapping of settings, got {type(raw).__name__}")
+    check_keys(raw, list(SETTING_RULES), where)
+    values = {}
+    for key, value in raw.items():
+        values[key] = _setting_value(key, value, f"{where}.{key}")
+    return EvalSettings(**values)
+
+
+def _setting_value(key: str, value: Any, where: str) -> Any:
+    kind, rule = SETTING_RULES[key]
+    if value is None and key == "limit":
+        return None
+    if kind is str:
+        if not isinstance(value, str) or (rule is not None and value.lower() not in rule):
+            expected = f"one of {', '.join(rule)}" if rule else "a string"
+            raise ConfigError(f"{where}: expected {expected}, got {value!r}")
+        return value.lower() if rule else value
+    accepted = (int,) if kind is int else (int, float)
+    if isinstance(value, bool) or not isinstance(value, accepted) or value < rule:
+        what = "an integer" if kind is int else "a number"
+        nullable = " (or null for all)" if key == "limit" else ""
+        raise ConfigError(f"{where}: expected {what} >= {rule}{nullable}, got {value!r}")
+    return kind(value)
+
+
+def default_system_name(raw: dict[str, Any]) -> str:
+    kind = raw.get("kind")
+    if kind == "rules" and isinstance(raw.get("engine"), str):
+        return raw["engine"]
+    return str(kind)
+
+
+def parse_system(raw: Any, where: str) -> SystemSpec:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: expected a mapping with at least 'kind', got {type(raw).__name__}")
+    kind = raw.get("kind")
+    if kind not in KINDS:
+        raise ConfigError(f"{where}.kind: unknown system kind {kind!r}{suggestion(str(kind), list(KINDS))}; "
+                          f"expected one of {', '.join(KINDS)}")
+    cls = KINDS[kind]
+    check_keys(raw, [*COMMON_KEYS, *cls.REQUIRED, *cls.OPTIONAL], where)
+    for key in cls.REQUIRED:
+        if raw.get(key) is None:
+            raise ConfigError(f"{where}: a {kind} system needs {key!r}")
+    name = raw.get("name", default_system_name(raw))
+    if not isinstance(name, str) or not SYSTEM_NAME.match(name):
+        raise ConfigError(f"{where}.name: {name!r} must be 1-64 letters, digits, '.', '_', '+' or '-' (it names "
+                          "the predictions file)")
+    options = {key: value for key, value in raw.items() if key not in COMMON_KEYS}
+    cls.check_options(options, where)
+    return SystemSpec(name=name, kind=kind, options=options, where=where)
+
+
+def config_from_dict(data: Any, source: str = "<config>") -> EvalConfig:
+    """Validate a parsed YAML document (errors name ``source`` and the key)."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: expected a mapping with test_file, output_dir and systems")
+    check_keys(data, TOP_KEYS, source)
+    for key in ("test_file", "output_dir", "systems"):
+        if data.get(key) in (None, "", []):
+            raise ConfigError(f"{source}: missing {key!r}")
+    test_file = Path(str(data["test_file"])).expanduser()
+    if not test_file.is_file():
+        raise ConfigError(f"{source}: test_file: {test_file} not found (a JSON lines file with src and tgt)")
+    if not isinstance(data["systems"], list):
+        raise ConfigError(f"{source}: systems: expected a list of systems, got {type(data['systems']).__name__}")
+    systems = tuple(parse_system(raw, f"{source}: systems[{index}]") for index, raw in enumerate(data["systems"]))
+    seen: set[str] = set()
+    for spec in systems:
+        if spec.name in seen:
+            raise ConfigError(f"{spec.where}.name: two systems are named {spec.name!r}; give each a unique 'name'")
+        seen.add(spec.name)
+    title = data.get("title") or EvalConfig.title
+    return EvalConfig(test_file=test_file, output_dir=Path(str(data["output_dir"])).expanduser(),
+                      settings=parse_settings(data.get("settings"), f"{source}: settings"), systems=systems,
+                      title=str(title), source=source)
+
+
+def apply_override(data: dict[str, Any], assignment: str) -> None:
+    """``KEY.PATH=VALUE`` (VALUE parsed as YAML). ``systems.NAME.key`` addresses a system by name or index."""
+    import yaml
+
+    if "=" not in assignment:
+        raise ConfigError(f"--set {assignment!r}: expected KEY=VALUE, e.g. settings.limit=100")
+    dotted, text = assignment.split("=", 1)
+    parts = [part for part in dotted.strip().split(".") if part]
+    if not parts:
+        raise ConfigError(f"--set {assignment!r}: empty key")
+    try:
+        value = yaml.safe_load(text) if text.strip() else None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"--set {assignment!r}: value is not valid YAML ({exc})") from None
+    target: Any = data
+    for depth, part in enumerate(parts[:-1]):
+        target = _descend(target, part, ".".join(parts[: depth + 1]), assignment)
+    if not isinstance(target, dict):
+        raise ConfigError(f"--set {assignment!r}: {'.'.join(parts[:-1])} is not a mapping")
+    target[parts[-1]] = value
+
+
+def _descend(node: Any, part: str, path: str, assignment: str) -> Any:
+    if isinstance(node, list):
+        for item in node:
+            if isinstance(item, dict) and item.get("name", default_system_name(item)) == part:
+                return item
+        if part.isdigit() and int(part) < len(node):
+            return node[int(part)]
+        names = [item.get("name", default_system_name(item)) for item in node if isinstance(item, dict)]
+        raise ConfigError(f"--set {assignment!r}: no system {part!r}{suggestion(part, names)}; "
+                          f"systems: {', '.join(names)}")
+    if not isinstance(node, dict):
+        raise ConfigError(f"--set {assignment!r}: {path} is not a mapping")
+    return node.setdefault(part, {})
+
+
+def load_config(path: str | os.PathLike, overrides: Sequence[str] = (), *, only: Sequence[str] = ()) -> EvalConfig:
+    """Read, override and validate a YAML evaluation config. ``only`` keeps the named systems."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"evaluation config {path} not found")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark is not None else None
+        raise DataError(f"invalid YAML: {getattr(exc, 'problem', exc)}", path, line) from None
+    data = data if data is not None else {}
+    if isinstance(data, dict):
+        for assignment in overrides:
+            apply_override(data, assignment)
+        if only:
+            data["systems"] = select_systems(data.get("systems"), only, str(path))
+    return config_from_dict(data, str(path))
+
+
+def select_systems(systems: Any, names: Sequence[str], source: str) -> list[Any]:
+    """The raw entries of the named systems, so the others are not even validated (their model may not exist)."""
+    entries = systems if isinstance(systems, list) else []
+    available = [entry.get("name", default_system_name(entry)) for entry in entries if isinstance(entry, dict)]
+    for name in names:
+        if name not in available:
+            raise ConfigError(f"--systems: no system {name!r}{suggestion(name, available)} in {source}; "
+                              f"systems: {', '.join(available)}")
+    return [entry for entry in entries if isinstance(entry, dict)
+            and entry.get("name", default_system_name(entry)) in names]
+
+
+# ---------------------------------------------------------------- prediction cache
+
+
+def cache_key(prompt: str, prefix: str) -> str:
+    """Cached answers are matched on the exact input text (noise such as full-width digits is part of it)."""
+    return strip_prefix(prompt, prefix)
+
+
+class PredictionCache:
+    """Append-only ``predictions/<system>.jsonl`` plus ``<system>.meta.json`` holding its fingerprint."""
+
+    def __init__(self, directory: Path, system: str, fingerprint: dict[str, Any], prefix: str):
+        self.path = directory / f"{system}.jsonl"
+        self.meta_path = directory / f"{system}.meta.json"
+        self.stale_path = directory / f"{system}.stale.jsonl"
+        self.system = system
+        self.fingerprint = json.loads(json.dumps(fingerprint, default=str))
+        self.prefix = prefix
+        self.records: dict[str, dict[str, Any]] = {}
+
+    def load(self, fresh: bool = False) -> dict[str, dict[str, Any]]:
+        """Cached records by input; discards (keeps aside) a cache made with another fingerprint."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if self.path.exists():
+            previous = self._stored_fingerprint()
+            if fresh or previous != self.fingerprint:
+                self._set_aside("--fresh was given" if fresh else self._difference(previous))
+        if not self.path.exists():
+            dataio.write_json(self.meta_path, {"system": self.system, "fingerprint": self.fingerprint})
+            self.path.touch()
+        self.records = self._read()
+        return self.records
+
+    def _stored_fingerprint(self) -> dict[str, Any] | None:
+        try:
+            return json.loads(self.meta_path.read_text(encoding="utf-8")).get("fingerprint")
+        except (OSError, ValueError, AttributeError):
+            return None
+
+    def _difference(self, previous: dict[str, Any] | None) -> str:
+        if previous is None:
+            return f"{self.meta_path.name} is missing or unreadable"
+        changed = sorted(key for key in set(previous) | set(self.fingerprint)
+                         if previous.get(key) != self.fingerprint.get(key))
+        return "changed: " + ", ".join(f"{key} {previous.get(key)!r} -> {self.fingerprint.get(key)!r}"
+                                       for key in changed)
+
+    def _set_aside(self, reason: str) -> None:
+        os.replace(self.path, self.stale_path)
+        logger.warning("system %s: cached predictions no longer apply (%s); moved them to %s and starting afresh",
+                       self.system, reason, self.stale_path)
+
+    def _read(self) -> dict[str, dict[str, Any]]:
+        """Parse the cache; an unterminated last line (a write cut short by a kill) is truncated away."""
+        data = self.path.read_bytes()
+        complete = data.rfind(b"\n") + 1
+        if complete < len(data):
+            with open(self.path, "r+b") as handle:
+                handle.truncate(complete)
+            data = data[:complete]
+        records = {}
+        for raw in data.split(b"\n"):
+            if not raw.strip():
+                continue
+            try:
+                record = json.loads(raw.decode("utf-8"))
+            except (UnicodeDecodeError, json.JSONDecodeError):
+                record = None
+            if not _is_cache_record(record):
+                logger.warning("system %s: ignoring a malformed line in %s", self.system, self.path)
+                continue
+            records[cache_key(record["prompt"], self.prefix)] = record
+        return records
+
+    def append(self, records: Sequence[dict[str, Any]]) -> None:
+        """Add finished predictions durably (one flush + fsync per batch)."""
+        with open(self.path, "a", encoding="utf-8", newline="\n") as handle:
+            for record in records:
+                handle.write(dataio.json_line(record))
+            handle.flush()
+            os.fsync(handle.fileno())
+        for record in records:
+            self.records[cache_key(record["prompt"], self.prefix)] = record
+
+
+def _is_cache_record(record: Any) -> bool:
+    return isinstance(record, dict) and isinstance(record.get("prompt"), str) and isinstance(record.get("predict"), str)
+
+
+# ---------------------------------------------------------------- running
+
+
+@dataclass
+class EvalItem:
+    index: int
+    source: str
+    target: str
+    input_class: str
+
+
+def read_test_set(config: EvalConfig, gazetteer: Any) -> tuple[list[EvalItem], int]:
+    """The (limited) test items with their input class, and how many records the file holds."""
+    records = dataio.read_records(config.test_file, required=("src", "tgt")).records
+    if not records:
+        raise DataError("the test file holds no records", config.test_file)
+    limit = config.settings.limit
+    chosen = records[:limit] if limit else records
+    prefix = config.settings.prompt_prefix
+    items = [EvalItem(index, record["src"], record["tgt"], classify_input(record["src"], gazetteer, prefix=prefix))
+             for index, record in enumerate(chosen)]
+    return items, len(records)
+
+
+def chunks(values: Sequence[Any], size: int) -> list[list[Any]]:
+    return [list(values[start:start + size]) for start in range(0, len(values), size)]
+
+
+def run_system(system: System, items: Sequence[EvalItem], cache: PredictionCache, settings: EvalSettings,
+               progress: bool = True) -> dict[str, dict[str, Any]]:
+    """Predict every item not yet cached, appending each finished batch to the cache."""
+    prefix = settings.prompt_prefix
+    pending: dict[str, EvalItem] = {}
+    for item in items:
+        key = cache_key(item.source, prefix)
+        if key not in cache.records and key not in pending:
+            pending[key] = item
+    cached = sum(cache_key(item.source, prefix) in cache.records for item in items)
+    logger.info("system %s: %d of %d test items cached, %d inputs to predict", system.name, cached, len(items),
+                len(pending))
+    if not pending:
+        return cache.records
+    todo = list(pending.values())
+    system.check_inputs([strip_prefix(item.source, prefix) for item in todo])
+    from tqdm import tqdm
+
+    with tqdm(total=len(todo), unit="addr", desc=system.name, disable=None if progress else True) as bar:
+        for batch in chunks(todo, settings.batch_size):
+            started = time.perf_counter()
+            answers = system.predict([strip_prefix(item.source, prefix) for item in batch])
+            latency = (time.perf_counter() - started) / len(batch) if system.MEASURES_LATENCY else None
+            if len(answers) != len(batch):
+                raise AddressCompletionError(f"system {system.name} returned {len(answers)} answers for "
+                                             f"{len(batch)} inputs")
+            cache.append([{"prompt": item.source, "predict": answer, "label": item.target,
+                           "latency_s": None if latency is None else round(latency, 6)}
+                          for item, answer in zip(batch, answers)])
+            bar.update(len(batch))
+    return cache.records
+
+
+def score_system(items: Sequence[EvalItem], records: dict[str, dict[str, Any]], gazetteer: Any,
+                 settings: EvalSettings) -> list[ScoredItem]:
+    scored = []
+    for item in items:
+        record = records[cache_key(item.source, settings.prompt_prefix)]
+        score = score_item(item.source, record["predict"], item.target, gazetteer, input_class=item.input_class,
+                           prefix=settings.prompt_prefix)
+        scored.append(ScoredItem(index=item.index, source=strip_prefix(item.source, settings.prompt_prefix),
+                                 target=item.target, prediction=record["predict"], score=score,
+                                 latency_s=record.get("latency_s")))
+    return scored
+
+
+def write_scored_predictions(path: Path, items: Sequence[EvalItem], scored: Sequence[ScoredItem]) -> None:
+    """One line per test item, in test-set order, with its scores (the cache itself stays append-only)."""
+    dataio.write_jsonl(path, ({"prompt": item.source, "predict": result.prediction, "label": item.target,
+                               "latency_s": result.latency_s, **result.score.to_dict()}
+                              for item, result in zip(items, scored)))
+
+
+def check_output_dir(output_dir: Path, force: bool) -> None:
+    """Evaluate owns its folder: refuse a non-empty folder that is not an earlier evaluation."""
+    if output_dir.is_file():
+        raise OutputExistsError(output_dir, "it is a file; choose a folder for output_dir")
+    if output_dir.is_dir() and any(output_dir.iterdir()) and not force:
+        if not any((output_dir / name).exists() for name in REPORT_FILES):
+            raise OutputExistsError(output_dir, "it is not an earlier evaluation's folder; choose another "
+                                                "output_dir or pass --force")
+
+
+def file_digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def evaluate_system(spec: SystemSpec, config: EvalConfig, items: Sequence[EvalItem], gazetteer: Any, *,
+                    fresh: bool, progress: bool) -> dict[str, Any]:
+    """Predict (resuming), score and summarize one system; skipped or failed systems say why."""
+    entry: dict[str, Any] = {"name": spec.name, "kind": spec.kind, "options": spec.options}
+    system = create_system(spec, config.settings)
+    reason = system.unavailable_reason()
+    if reason:
+        logger.warning("system %s skipped: %s", spec.name, reason)
+        return {**entry, "status": "skipped", "reason": reason}
+    predictions_dir = config.output_dir / "predictions"
+    cache = PredictionCache(predictions_dir, spec.name, system.fingerprint(), config.settings.prompt_prefix)
+    cache.load(fresh=fresh)
+    try:
+        records = run_system(system, items, cache, config.settings, progress)
+    except AddressCompletionError as exc:
+        logger.error("system %s failed: %s", spec.name, exc)
+        return {**entry, "status": "failed", "reason": str(exc)}
+    finally:
+        system.close()
+    scored = score_system(items, records, gazetteer, config.settings)
+    scored_path = predictions_dir / f"{spec.name}.scored.jsonl"
+    write_scored_predictions(scored_path, items, scored)
+    return {**entry, "status": "ok", "predictions": str(cache.path.relative_to(config.output_dir)),
+            "scored_predictions": str(scored_path.relative_to(config.output_dir)),
+            "fingerprint": cache.fingerprint, "metrics": summarize(scored, worst=config.settings.worst_errors)}
+
+
+def run_evaluation(config: EvalConfig, *, fresh: bool = False, force: bool = False, progress: bool = True,
+                   gazetteer: Any = None) -> dict[str, Any]:
+    """Run every system, write the report files, and return the report (also in report.json)."""
+    from .report import write_report
+
+    check_output_dir(config.output_dir, force)
+    config.output_dir.mkdir(parents=True, exist_ok=True)
+    if gazetteer is None:
+        from .gazetteer import load_gazetteer
+
+        gazetteer = load_gazetteer()
+    items, total = read_test_set(config, gazetteer)
+    counts = Counter(item.input_class for item in items)
+    classes = {name: counts[name] for name in INPUT_CLASSES if name in counts}
+    classes.update({name: count for name, count in sorted(counts.items()) if name not in classes})
+    report = {
+        "title": config.title,
+        "generated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "config": config.source,
+        "output_dir": str(config.output_dir),
+        "test_set": {"path": str(config.test_file), "size": len(items), "records_in_file": total,
+                     "limit": config.settings.limit, "sha256": file_digest(config.test_file), "classes": classes},
+        "settings": asdict(config.settings),
+        "systems": [evaluate_system(spec, config, items, gazetteer, fresh=fresh, progress=progress)
+                    for spec in config.systems],
+    }
+    report["files"] = write_report(report, config.output_dir)
+    return report
+
+
+# ---------------------------------------------------------------- CLI
+
+
+OVERRIDE_FLAGS = (("--test-file", "test_file", str), ("--output-dir", "output_dir", str),
+                  ("--batch-size", "settings.batch_size", int), ("--max-new-tokens", "settings.max_new_tokens", int),
+                  ("--limit", "settings.limit", int), ("--timeout", "settings.timeout", float),
+                  ("--retries", "settings.retries", int))
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("config", help="evaluation YAML (see configs/eval_0p5b.yaml, docs/evaluation.md)")
+    for flag, key, kind in OVERRIDE_FLAGS:
+        parser.add_argument(flag, type=kind, default=None, help=f"override {key}")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override any key, e.g. settings.concurrency=8 or systems.qwen7b.base_url=http://...")
+    parser.add_argument("--systems", default=None, help="comma-separated names: evaluate only these systems")
+    parser.add_argument("--fresh", action="store_true", help="discard cached predictions (kept as *.stale.jsonl)")
+    parser.add_argument("--force", action="store_true", help="write into a non-empty folder that is not an "
+                                                             "earlier evaluation")
+
+
+def overrides_from_args(args: argparse.Namespace) -> list[str]:
+    assignments = []
+    for flag, key, _ in OVERRIDE_FLAGS:
+        value = getattr(args, flag.lstrip("-").replace("-", "_"))
+        if value is not None:
+            assignments.append(f"{key}={json.dumps(value, ensure_ascii=False)}")
+    return assignments + list(args.overrides)
+
+
+def run(args: argparse.Namespace) -> int:
+    only = [name.strip() for name in args.systems.split(",") if name.strip()] if args.systems else []
+    config = load_config(args.config, overrides_from_args(args), only=only)
+    report = run_evaluation(config, fresh=args.fresh, force=args.force)
+    from .report import summary_lines
+
+    for line in summary_lines(report):
+        print(line)
+    failed = [entry["name"] for entry in report["systems"] if entry["status"] == "failed"]
+    return 1 if failed else 0
+

@@ -1,0 +1,282 @@
+"""Scoring completed addresses: pure functions, no I/O, no model.
+
+Every metric answers "is the address right?", not "are the tokens likely?" (PaddleNLP's own
+"accuracy" is teacher-forced token accuracy, which a model can max out while never producing a
+correct address by greedy decoding).
+
+- **exact**: prediction == target after :func:`normalize_text` (NFKC, which also folds full-width
+  letters, digits and punctuation; all whitespace removed).
+- **province / city / county / town**: both texts are parsed with the gazetteer, which maps renamed
+  or abolished divisions to their current names (襄樊市 -> 襄阳市). A level is right when its name and
+  the names of every level above it agree, i.e. it is the same division (吉林省长春市朝阳区 is not
+  北京市朝阳区). A level absent from both counts as correct (a municipality has no city level; most
+  targets name no town), so every level is scored on every item.
+- **detail kept**: the non-administrative rest of the prediction equals the rest of the input —
+  the street, number and building must survive untouched.
+- **invalid chain**: the prediction names administrative divisions that do not nest (陕西省杭州市…).
+- Rates come with 95% Wilson score intervals, which stay inside [0, 1] and behave at 0% and 100%.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import unicodedata
+from dataclasses import asdict, dataclass
+from typing import Any, Iterable, Sequence
+
+from . import DEFAULT_PROMPT_PREFIX
+from .prompt import strip_prefix
+
+LEVELS = ("province", "city", "county", "town")
+# Input classes in the order reports list them (synthesis.input_class returns one of these).
+INPUT_CLASSES = ("unique_county", "ambiguous_county", "town_first", "no_admin_token", "already_full")
+# How much a wrong level weighs when ranking the worst errors: a wrong province is worse than a wrong town.
+LEVEL_WEIGHTS = {"province": 8, "city": 4, "county": 2, "town": 1}
+Z_95 = 1.959963984540054
+# Characters NFKC keeps that still make two addresses look different to a reader but not to a person.
+INVISIBLE = dict.fromkeys(map(ord, "\u200b\u200c\u200d\u2060\ufeff"))
+
+
+def normalize_text(text: str | None) -> str:
+    """Canonical form for comparison: NFKC (full-width -> half-width), no whitespace, no zero-width marks."""
+    if not text:
+        return ""
+    return "".join(unicodedata.normalize("NFKC", text).translate(INVISIBLE).split())
+
+
+def exact_match(prediction: str | None, target: str | None) -> bool:
+    return normalize_text(prediction) == normalize_text(target)
+
+
+# ---------------------------------------------------------------- one item
+
+
+@dataclass(frozen=True)
+class Parsed:
+    """The administrative levels and rest of one normalized text."""
+
+    levels: dict[str, str | None]
+    rest: str
+    valid_chain: bool
+
+    @property
+    def has_admin(self) -> bool:
+        return any(self.levels.values())
+
+
+def parse_levels(gazetteer: Any, text: str | None) -> Parsed:
+    """Parse with the gazetteer (current names), keeping only the levels the text actually writes.
+
+    The gazetteer fills upper levels a unique lower name implies (法门镇 -> 陕西省 宝鸡市 扶风县); an
+    answer that leaves the province out must not be credited with it, so inferred levels are dropped.
+    """
+    normalized = normalize_text(text)
+    if not normalized:
+        return Parsed({level: None for level in LEVELS}, "", True)
+    parsed = gazetteer.parse(normalized)
+    rest = parsed.rest or ""
+    admin_part = normalized[: len(normalized) - len(rest)] if rest and normalized.endswith(rest) else normalized
+    levels = {}
+    for number, level in enumerate(LEVELS, start=1):
+        name = getattr(parsed, level) or None
+        division = getattr(parsed.chain, level, None) if parsed.chain is not None else None
+        written = name is not None and any(form in admin_part for form in name_forms(gazetteer, name, number,
+                                                                                      division))
+        levels[level] = name if written else None
+    return Parsed(levels, normalize_text(rest), bool(parsed.valid_chain))
+
+
+def name_forms(gazetteer: Any, name: str, level: int, division: Any = None) -> set[str]:
+    """Ways a text can write the division called ``name``: full, short, abbreviated or former names."""
+    from .gazetteer import RENAMED, rule_short_forms
+
+    forms = {name, *rule_short_forms(name, level)}
+    if division is not None:
+        forms.update(gazetteer.short_names(division))
+    for old, (current, _) in RENAMED.items():
+        if current == name:
+            forms.update((old, *rule_short_forms(old, level)))
+    return {form for form in forms if len(form) >= 2}
+
+
+@dataclass(frozen=True)
+class ItemScore:
+    """Everything measured on one (input, prediction, target) triple."""
+
+    exact: bool
+    levels: dict[str, bool]
+    detail_kept: bool
+    invalid_chain: bool
+    input_class: str
+
+    @property
+    def severity(self) -> tuple[int, int, int, int]:
+        """Sort key for the worst errors: invalid chain, then wrong high levels, then lost detail."""
+        wrong_levels = sum(LEVEL_WEIGHTS[level] for level, ok in self.levels.items() if not ok)
+        return (int(not self.exact and self.invalid_chain), wrong_levels, int(not self.detail_kept),
+                int(not self.exact))
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def level_agreement(predicted: Parsed, expected: Parsed) -> dict[str, bool]:
+    """Level by level: right only when this level and every level above it match.
+
+    Names alone are not enough: 吉林省长春市朝阳区 for 北京市朝阳区 names the wrong 朝阳区.
+    """
+    agreement, above_ok = {}, True
+    for level in LEVELS:
+        above_ok = above_ok and predicted.levels[level] == expected.levels[level]
+        agreement[level] = above_ok
+    return agreement
+
+
+def score_item(source: str, prediction: str, target: str, gazetteer: Any, *, input_class: str = "unknown",
+               prefix: str = DEFAULT_PROMPT_PREFIX) -> ItemScore:
+    """Score one prediction. ``source`` may carry the prompt prefix; it is removed first."""
+    address = strip_prefix(source, prefix)
+    predicted = parse_levels(gazetteer, prediction)
+    expected = parse_levels(gazetteer, target)
+    given = parse_levels(gazetteer, address)
+    return ItemScore(
+        exact=exact_match(prediction, target),
+        levels=level_agreement(predicted, expected),
+        detail_kept=predicted.rest == given.rest,
+        invalid_chain=predicted.has_admin and not predicted.valid_chain,
+        input_class=input_class,
+    )
+
+
+def classify_input(source: str, gazetteer: Any, *, prefix: str = DEFAULT_PROMPT_PREFIX) -> str:
+    """The input class of ``source`` (one of INPUT_CLASSES), as the data synthesis defines it."""
+    from .synthesis import input_class
+
+    return input_class(source, gazetteer, prefix)
+
+
+# ---------------------------------------------------------------- aggregates
+
+
+def wilson_interval(successes: int, total: int, z: float = Z_95) -> tuple[float, float]:
+    """Wilson score interval for a binomial proportion; (0, 1) when there is no data."""
+    if total <= 0:
+        return (0.0, 1.0)
+    if not 0 <= successes <= total:
+        raise ValueError(f"successes must be between 0 and total ({total}), got {successes}")
+    p = successes / total
+    denominator = 1 + z * z / total
+    centre = (p + z * z / (2 * total)) / denominator
+    half_width = z * math.sqrt(p * (1 - p) / total + z * z / (4 * total * total)) / denominator
+    low = 0.0 if successes == 0 else max(0.0, centre - half_width)  # exact bounds, not 0.9999999999999999
+    high = 1.0 if successes == total else min(1.0, centre + half_width)
+    return (low, high)
+
+
+@dataclass(frozen=True)
+class Rate:
+    """A proportion with its 95% Wilson interval."""
+
+    count: int
+    total: int
+    value: float
+    low: float
+    high: float
+
+    @classmethod
+    def of(cls, flags: Iterable[bool]) -> "Rate":
+        flags = list(flags)
+        count, total = sum(bool(flag) for flag in flags), len(flags)
+        low, high = wilson_interval(count, total)
+        return cls(count, total, count / total if total else 0.0, low, high)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"count": self.count, "total": self.total, "value": self.value, "ci95": [self.low, self.high]}
+
+
+def quality(scores: Sequence[ItemScore]) -> dict[str, Any]:
+    """Exact, per-level, detail-kept and invalid-chain rates of a group of items."""
+    return {
+        "n": len(scores),
+        "exact": Rate.of(s.exact for s in scores).to_dict(),
+        "levels": {level: Rate.of(s.levels[level] for s in scores).to_dict() for level in LEVELS},
+        "detail_kept": Rate.of(s.detail_kept for s in scores).to_dict(),
+        "invalid_chain": Rate.of(s.invalid_chain for s in scores).to_dict(),
+    }
+
+
+def by_input_class(scores: Sequence[ItemScore]) -> dict[str, dict[str, Any]]:
+    """:func:`quality` per input class, known classes first, only classes that occur."""
+    present = {s.input_class for s in scores}
+    order = [c for c in INPUT_CLASSES if c in present] + sorted(present - set(INPUT_CLASSES))
+    return {name: quality([s for s in scores if s.input_class == name]) for name in order}
+
+
+def percentile(values: Sequence[float], fraction: float) -> float:
+    """Linear-interpolated percentile (fraction in [0, 1]) of a non-empty sequence."""
+    ordered = sorted(values)
+    position = (len(ordered) - 1) * fraction
+    lower = math.floor(position)
+    upper = min(lower + 1, len(ordered) - 1)
+    return ordered[lower] + (ordered[upper] - ordered[lower]) * (position - lower)
+
+
+def latency_summary(latencies: Iterable[float | None]) -> dict[str, Any]:
+    """Per-address latency (seconds) and throughput (addresses per second of prediction time).
+
+    Latencies are amortized (a batch's wall time divided by its size), so their sum is the
+    prediction wall time. Items without a latency (predictions made elsewhere) are left out.
+    """
+    measured = [float(value) for value in latencies if value is not None]
+    if not measured:
+        return {"measured": 0, "mean_s": None, "p50_s": None, "p95_s": None, "total_s": None,
+                "throughput_per_s": None}
+    total = sum(measured)
+    return {
+        "measured": len(measured),
+        "mean_s": statistics.fmean(measured),
+        "p50_s": percentile(measured, 0.50),
+        "p95_s": percentile(measured, 0.95),
+        "total_s": total,
+        "throughput_per_s": len(measured) / total if total > 0 else None,
+    }
+
+
+@dataclass
+class ScoredItem:
+    """One test item with a system's answer and its score (what worst-error lists show)."""
+
+    index: int
+    source: str
+    target: str
+    prediction: str
+    score: ItemScore
+    latency_s: float | None = None
+
+
+def worst_errors(items: Sequence[ScoredItem], limit: int) -> list[dict[str, Any]]:
+    """The ``limit`` most severe wrong answers (see :attr:`ItemScore.severity`), test order on ties."""
+    wrong = [item for item in items if not item.score.exact]
+    wrong.sort(key=lambda item: (tuple(-part for part in item.score.severity), item.index))
+    return [{
+        "index": item.index,
+        "input": item.source,
+        "expected": item.target,
+        "got": item.prediction,
+        "wrong_levels": [level for level, ok in item.score.levels.items() if not ok],
+        "detail_kept": item.score.detail_kept,
+        "invalid_chain": item.score.invalid_chain,
+        "input_class": item.score.input_class,
+    } for item in wrong[:max(0, limit)]]
+
+
+def summarize(items: Sequence[ScoredItem], *, worst: int = 10) -> dict[str, Any]:
+    """Everything a report shows for one system."""
+    scores = [item.score for item in items]
+    return {
+        **quality(scores),
+        "by_class": by_input_class(scores),
+        "latency": latency_summary(item.latency_s for item in items),
+        "worst_errors": worst_errors(items, worst),
+    }

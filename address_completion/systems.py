@@ -1,0 +1,516 @@
+"""The systems an evaluation compares. Each turns a batch of bare addresses into completions.
+
+- ``paddle``: a model folder (base, merged, or base + ``lora_path`` adapter) run here with
+  :class:`address_completion.generate.Completer` — the training prompt builder and greedy decoding.
+- ``openai``: any OpenAI-compatible ``/v1/chat/completions`` endpoint (vLLM, Ollama, DashScope's
+  compatible mode, this project's own ``serve``). The user message is ``prompt.with_prefix(address)``,
+  exactly the one the model was trained on; temperature 0 (greedy); timeouts and retries with backoff.
+- ``predictions``: a JSONL file produced elsewhere, lines ``{"prompt" or "src", "predict"}``,
+  matched to the test set by input.
+- ``rules``: the rule-based parsers jionlp (``parse_location``) and cpca, whose structured output
+  is joined into province + city + county (+ town) + rest (extra ``rules``).
+
+Nothing here imports paddle, jionlp or cpca at module level.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import os
+import time
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+from . import DEFAULT_PROMPT_PREFIX
+from .errors import AddressCompletionError, ConfigError, DataError
+from .metrics import normalize_text
+from .prompt import strip_prefix, with_prefix
+from .runtime import logger, looks_like_local_path
+
+
+class RemoteSystemError(AddressCompletionError):
+    """A remote endpoint kept failing or answered something that is not a chat completion."""
+
+
+DTYPES = ("float32", "fp32", "bfloat16", "bf16", "float16", "fp16")
+DEVICES = ("auto", "cpu", "gpu")
+
+
+@dataclass(frozen=True)
+class EvalSettings:
+    """Run settings shared by all systems (a system may override the remote ones)."""
+
+    batch_size: int = 16
+    max_new_tokens: int = 64
+    limit: int | None = None
+    timeout: float = 60.0
+    retries: int = 3
+    backoff: float = 1.0
+    concurrency: int = 4
+    dtype: str = "float32"
+    device: str = "auto"
+    worst_errors: int = 10
+    prompt_prefix: str = DEFAULT_PROMPT_PREFIX
+
+
+@dataclass(frozen=True)
+class SystemSpec:
+    """One validated ``systems:`` entry: ``options`` are its kind-specific keys, as written."""
+
+    name: str
+    kind: str
+    options: dict[str, Any] = field(default_factory=dict)
+    where: str = ""  # e.g. "configs/eval.yaml: systems[2]" for messages
+
+
+def files_stamp(path: str | Path | None) -> str | None:
+    """Short hash of the names, sizes and modification times of the files in a local folder (or file).
+
+    Part of a cache fingerprint: retraining into the same folder must not reuse old predictions.
+    """
+    if path is None:
+        return None
+    path = Path(path)
+    if not path.exists():
+        return None
+    files = [path] if path.is_file() else sorted(p for p in path.iterdir() if p.is_file())
+    digest = hashlib.sha1()
+    for item in files:
+        stat = item.stat()
+        digest.update(f"{item.name}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()[:16]
+
+
+class System:
+    """Base class: ``predict`` maps bare addresses to completed addresses, in order."""
+
+    KIND: ClassVar[str] = ""
+    MEASURES_LATENCY: ClassVar[bool] = True  # False when answers are read, not computed
+    REQUIRED: ClassVar[tuple[str, ...]] = ()
+    OPTIONAL: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, spec: SystemSpec, settings: EvalSettings):
+        self.spec = spec
+        self.settings = settings
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @classmethod
+    def check_options(cls, options: dict[str, Any], where: str) -> None:
+        """Validate kind-specific values before anything runs; raise ConfigError naming the key."""
+
+    def unavailable_reason(self) -> str | None:
+        """Why this system cannot run here (a missing optional package), or None."""
+        return None
+
+    def fingerprint(self) -> dict[str, Any]:
+        """What determines this system's outputs; cached predictions are reused only if it is unchanged."""
+        return {"kind": self.KIND, "prompt_prefix": self.settings.prompt_prefix}
+
+    def check_inputs(self, addresses: list[str]) -> None:
+        """Called once with every address still to predict, before the first batch."""
+
+    def predict(self, addresses: list[str]) -> list[str]:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release models, threads or connections."""
+
+
+def _require_string(options: dict[str, Any], key: str, where: str) -> str:
+    value = options.get(key)
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(f"{where}.{key}: expected a non-empty string, got {value!r}")
+    return value.strip()
+
+
+def _positive_number(options: dict[str, Any], key: str, where: str, *, integer: bool, minimum: float) -> None:
+    if key not in options or options[key] is None:
+        return
+    value = options[key]
+    kinds = (int,) if integer else (int, float)
+    if isinstance(value, bool) or not isinstance(value, kinds) or value < minimum:
+        what = "an integer" if integer else "a number"
+        raise ConfigError(f"{where}.{key}: expected {what} >= {minimum}, got {value!r}")
+
+
+# ---------------------------------------------------------------- paddle
+
+
+class PaddleSystem(System):
+    """A model folder run here; ``lora_path`` adds an unmerged adapter."""
+
+    KIND = "paddle"
+    REQUIRED = ("model",)
+    OPTIONAL = ("lora_path", "dtype", "device", "max_new_tokens")
+
+    def __init__(self, spec: SystemSpec, settings: EvalSettings):
+        super().__init__(spec, settings)
+        self._completer = None
+
+    @classmethod
+    def check_options(cls, options: dict[str, Any], where: str) -> None:
+        model = _require_string(options, "model", where)
+        if looks_like_local_path(model) and not Path(model).expanduser().is_dir():
+            raise ConfigError(f"{where}.model: model folder {model} not found (give a Paddle or Hugging Face "
+                              "model folder, or a hub name such as Qwen/Qwen2.5-0.5B-Instruct when online)")
+        if options.get("lora_path") is not None:
+            lora = Path(_require_string(options, "lora_path", where)).expanduser()
+            if not lora.is_dir():
+                raise ConfigError(f"{where}.lora_path: adapter folder {lora} not found")
+            if not (lora / "lora_config.json").is_file():
+                raise ConfigError(f"{where}.lora_path: {lora} holds no lora_config.json; is it a LoRA adapter "
+                                  "folder (a merged model goes in 'model' instead)?")
+        _positive_number(options, "max_new_tokens", where, integer=True, minimum=1)
+        for key, allowed in (("dtype", DTYPES), ("device", DEVICES)):
+            if options.get(key) is not None and str(options[key]).lower() not in allowed:
+                raise ConfigError(f"{where}.{key}: expected one of {', '.join(allowed)}, got {options[key]!r}")
+
+    def _option(self, key: str) -> Any:
+        value = self.spec.options.get(key)
+        return getattr(self.settings, key) if value is None else value
+
+    def fingerprint(self) -> dict[str, Any]:
+        model, lora = self.spec.options["model"], self.spec.options.get("lora_path")
+        return {**super().fingerprint(), "model": model, "model_files": files_stamp(model) if
+                looks_like_local_path(model) else None, "lora_path": lora, "lora_files": files_stamp(lora),
+                "dtype": self._option("dtype"), "max_new_tokens": self._option("max_new_tokens")}
+
+    def completer(self):
+        """Load the model on first use, so a fully cached system never loads it."""
+        if self._completer is None:
+            from . import runtime
+
+            model = self.spec.options["model"]
+            chosen = runtime.setup_runtime(device=self._option("device"), dtype=self._option("dtype"), model=model)
+            from .generate import Completer
+
+            logger.info("system %s: loading %s%s", self.name, model,
+                        f" + adapter {self.spec.options['lora_path']}" if self.spec.options.get("lora_path") else "")
+            self._completer = Completer.load(model, lora_path=self.spec.options.get("lora_path"), dtype=chosen.dtype,
+                                             max_new_tokens=int(self._option("max_new_tokens")),
+                                             prefix=self.settings.prompt_prefix)
+        return self._completer
+
+    def predict(self, addresses: list[str]) -> list[str]:
+        return list(self.completer().complete(addresses, batch_size=len(addresses)))
+
+    def close(self) -> None:
+        self._completer = None
+
+
+# ---------------------------------------------------------------- openai-compatible endpoint
+
+
+RETRYABLE_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
+
+
+class OpenAISystem(System):
+    """An OpenAI-compatible chat-completions endpoint, called with the standard library only."""
+
+    KIND = "openai"
+    REQUIRED = ("base_url", "model")
+    OPTIONAL = ("api_key_env", "max_tokens", "timeout", "retries", "backoff", "concurrency")
+
+    def __init__(self, spec: SystemSpec, settings: EvalSettings):
+        super().__init__(spec, settings)
+        self._pool: ThreadPoolExecutor | None = None
+
+    @classmethod
+    def check_options(cls, options: dict[str, Any], where: str) -> None:
+        url = _require_string(options, "base_url", where)
+        if not url.startswith(("http://", "https://")):
+            raise ConfigError(f"{where}.base_url: expected an http(s) URL such as http://127.0.0.1:8000/v1, "
+                              f"got {url!r}")
+        _require_string(options, "model", where)
+        if options.get("api_key_env") is not None:
+            variable = _require_string(options, "api_key_env", where)
+            if not os.environ.get(variable):
+                raise ConfigError(f"{where}.api_key_env: environment variable {variable} is not set; export it "
+                                  f"(export {variable}=...) or remove api_key_env for an endpoint without a key")
+        for key, integer, minimum in (("max_tokens", True, 1), ("retries", True, 0), ("concurrency", True, 1),
+                                      ("timeout", False, 0.001), ("backoff", False, 0)):
+            _positive_number(options, key, where, integer=integer, minimum=minimum)
+
+    def _option(self, key: str, setting: str | None = None) -> Any:
+        value = self.spec.options.get(key)
+        return getattr(self.settings, setting or key) if value is None else value
+
+    @property
+    def url(self) -> str:
+        base = self.spec.options["base_url"].rstrip("/")
+        return base if base.endswith("/chat/completions") else base + "/chat/completions"
+
+    def fingerprint(self) -> dict[str, Any]:
+        return {**super().fingerprint(), "url": self.url, "model": self.spec.options["model"],
+                "max_tokens": self._option("max_tokens", "max_new_tokens"), "temperature": 0}
+
+    def _headers(self) -> dict[str, str]:
+        headers = {"Content-Type": "application/json", "Accept": "application/json"}
+        variable = self.spec.options.get("api_key_env")
+        if variable:
+            headers["Authorization"] = f"Bearer {os.environ.get(variable, '')}"
+        return headers
+
+    def request_body(self, address: str) -> dict[str, Any]:
+        """The chat request for one address: the training user message, greedy decoding."""
+        return {"model": self.spec.options["model"],
+                "messages": [{"role": "user", "content": with_prefix(address, self.settings.prompt_prefix)}],
+                "temperature": 0, "max_tokens": int(self._option("max_tokens", "max_new_tokens")), "stream": False}
+
+    def _delay(self, attempt: int, retry_after: str | None) -> float:
+        """Exponential backoff; a server's Retry-After (seconds) wins when it asks for longer."""
+        delay = float(self._option("backoff")) * (2 ** attempt)
+        with contextlib.suppress(TypeError, ValueError):
+            delay = max(delay, min(float(retry_after), 60.0))
+        return min(delay, 60.0)
+
+    def complete_one(self, address: str) -> str:
+        """One request with retries; raises RemoteSystemError with the last failure."""
+        data = json.dumps(self.request_body(address), ensure_ascii=False).encode("utf-8")
+        retries, timeout = int(self._option("retries")), float(self._option("timeout"))
+        last_failure = ""
+        for attempt in range(retries + 1):
+            retry_after = None
+            request = urllib.request.Request(self.url, data=data, headers=self._headers(), method="POST")
+            try:
+                with urllib.request.urlopen(request, timeout=timeout) as response:
+                    return self._answer(response.read())
+            except urllib.error.HTTPError as exc:
+                detail = exc.read()[:300].decode("utf-8", "replace")
+                last_failure = f"HTTP {exc.code} {exc.reason}: {detail}"
+                if exc.code not in RETRYABLE_STATUS:
+                    raise RemoteSystemError(self._http_hint(exc.code, last_failure)) from None
+                retry_after = exc.headers.get("Retry-After") if exc.headers else None
+            except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as exc:
+                reason = getattr(exc, "reason", exc)
+                last_failure = f"{type(reason).__name__}: {reason}" if str(reason) else type(reason).__name__
+            if attempt < retries:
+                logger.debug("system %s: %s; retry %d/%d", self.name, last_failure, attempt + 1, retries)
+                time.sleep(self._delay(attempt, retry_after))
+        raise RemoteSystemError(f"system {self.name}: {self.url} failed {retries + 1} times (timeout {timeout:g}s); "
+                                f"last error: {last_failure}. Finished predictions are cached: rerun to resume")
+
+    def _http_hint(self, status: int, failure: str) -> str:
+        hint = {401: "check the API key (api_key_env)", 403: "check the API key and its permissions",
+                404: "check base_url (it usually ends with /v1) and the model name"}.get(status, "")
+        return f"system {self.name}: {self.url} answered {failure}" + (f" — {hint}" if hint else "")
+
+    def _answer(self, raw: bytes) -> str:
+        try:
+            payload = json.loads(raw.decode("utf-8"))
+            content = payload["choices"][0]["message"]["content"]
+        except (UnicodeDecodeError, json.JSONDecodeError, KeyError, IndexError, TypeError):
+            snippet = raw[:200].decode("utf-8", "replace")
+            raise RemoteSystemError(f"system {self.name}: {self.url} did not return a chat completion "
+                                    f"(choices[0].message.content); got: {snippet}") from None
+        return (content or "").strip()
+
+    def predict(self, addresses: list[str]) -> list[str]:
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=int(self._option("concurrency")),
+                                            thread_name_prefix=f"eval-{self.name}")
+        return list(self._pool.map(self.complete_one, addresses))
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+
+
+# ---------------------------------------------------------------- predictions made elsewhere
+
+
+def user_message(prompt: str) -> str:
+    """The user turn inside a rendered chat prompt (LLaMA-Factory writes those), else the text itself."""
+    start = "<|im_start|>user\n"
+    if start in prompt:
+        prompt = prompt.split(start, 1)[1].split("<|im_end|>", 1)[0]
+    return prompt.strip()
+
+
+class PredictionsSystem(System):
+    """Predictions read from a JSONL file, matched to test inputs after normalization."""
+
+    KIND = "predictions"
+    MEASURES_LATENCY = False
+    REQUIRED = ("path",)
+    OPTIONAL = ()
+
+    def __init__(self, spec: SystemSpec, settings: EvalSettings):
+        super().__init__(spec, settings)
+        self._table: dict[str, str] | None = None
+
+    @classmethod
+    def check_options(cls, options: dict[str, Any], where: str) -> None:
+        path = Path(_require_string(options, "path", where)).expanduser()
+        if not path.is_file():
+            raise ConfigError(f"{where}.path: predictions file {path} not found")
+
+    def key(self, text: str) -> str:
+        return normalize_text(strip_prefix(user_message(text), self.settings.prompt_prefix))
+
+    def fingerprint(self) -> dict[str, Any]:
+        path = self.spec.options["path"]
+        return {**super().fingerprint(), "path": str(path), "file": files_stamp(path)}
+
+    def table(self) -> dict[str, str]:
+        if self._table is None:
+            self._table = self._read(Path(self.spec.options["path"]).expanduser())
+        return self._table
+
+    def _read(self, path: Path) -> dict[str, str]:
+        table, conflicts = {}, 0
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise DataError(f"broken JSON ({exc.msg} at column {exc.colno})", path, number) from None
+            source = record.get("prompt", record.get("src")) if isinstance(record, dict) else None
+            answer = record.get("predict") if isinstance(record, dict) else None
+            if not isinstance(source, str) or not isinstance(answer, str):
+                raise DataError('expected {"prompt" (or "src"): string, "predict": string}', path, number)
+            key = self.key(source)
+            if key in table and table[key] != answer:
+                conflicts += 1
+            table.setdefault(key, answer.strip())
+        if conflicts:
+            logger.warning("system %s: %d inputs appear more than once in %s with different predictions; "
+                           "using the first of each", self.name, conflicts, path)
+        return table
+
+    def check_inputs(self, addresses: list[str]) -> None:
+        missing = [address for address in addresses if self.key(address) not in self.table()]
+        if missing:
+            raise DataError(f"no prediction for {len(missing)} of the {len(addresses)} test inputs, e.g. "
+                            f"{missing[0]!r}; the file must have one line per test input", self.spec.options["path"])
+
+    def predict(self, addresses: list[str]) -> list[str]:
+        self.check_inputs(addresses)
+        return [self.table()[self.key(address)] for address in addresses]
+
+
+# ---------------------------------------------------------------- rule-based parsers
+
+# cpca / jionlp placeholders for "no prefecture level here" that must not appear in an address.
+PLACEHOLDER_CITIES = {"市辖区", "县", "省直辖县级行政区划", "自治区直辖县级行政区划", "省直辖县级行政单位"}
+
+
+RULE_SEPARATORS = " \t,，、;；-"
+
+
+def join_address(province: str | None, city: str | None, county: str | None, town: str | None, rest: str) -> str:
+    """province + city + county (+ town) + rest, dropping placeholders and a municipality's repeated name."""
+    parts: list[str] = []
+    for value in (province, city, county, town):
+        if isinstance(value, str) and value and value not in PLACEHOLDER_CITIES and value not in parts:
+            parts.append(value)
+    return "".join(parts) + (rest or "")
+
+
+def _text(value: Any) -> str | None:
+    """A pandas cell or dict value as text; NaN / None / empty -> None."""
+    if isinstance(value, str) and value.strip():
+        return value.strip()
+    return None
+
+
+class RulesSystem(System):
+    """jionlp.parse_location or cpca.transform, joined into a full address."""
+
+    KIND = "rules"
+    REQUIRED = ("engine",)
+    OPTIONAL = ()
+    ENGINES = ("jionlp", "cpca")
+
+    def __init__(self, spec: SystemSpec, settings: EvalSettings):
+        super().__init__(spec, settings)
+        self._module = None
+
+    @classmethod
+    def check_options(cls, options: dict[str, Any], where: str) -> None:
+        engine = _require_string(options, "engine", where)
+        if engine not in cls.ENGINES:
+            raise ConfigError(f"{where}.engine: unknown rule engine {engine!r}; expected one of "
+                              f"{', '.join(cls.ENGINES)}")
+
+    @property
+    def engine(self) -> str:
+        return self.spec.options["engine"]
+
+    def module(self):
+        """Import the engine quietly (jionlp prints a banner on stdout, which is ours for results)."""
+        if self._module is None:
+            import importlib
+
+            with contextlib.redirect_stdout(io.StringIO()):
+                self._module = importlib.import_module(self.engine)
+        return self._module
+
+    def unavailable_reason(self) -> str | None:
+        try:
+            self.module()
+        except ImportError as exc:
+            return (f"{self.engine} is not installed ({exc}); install the extra with "
+                    "pip install -e '.[rules]' to evaluate the rule-based systems")
+        except Exception as exc:  # a broken install: report it instead of failing the whole evaluation
+            return f"{self.engine} failed to import: {type(exc).__name__}: {exc}"
+        return None
+
+    def fingerprint(self) -> dict[str, Any]:
+        from importlib import metadata
+
+        try:
+            version = metadata.version(self.engine)
+        except metadata.PackageNotFoundError:
+            version = None
+        return {**super().fingerprint(), "engine": self.engine, "version": version}
+
+    def predict(self, addresses: list[str]) -> list[str]:
+        bare = [strip_prefix(address, self.settings.prompt_prefix) for address in addresses]
+        with contextlib.redirect_stdout(io.StringIO()):
+            return self._cpca(bare) if self.engine == "cpca" else [self._jionlp(address) for address in bare]
+
+    def _jionlp(self, address: str) -> str:
+        try:
+            parsed = self.module().parse_location(address, town_village=True, change2new=True)
+        except Exception as exc:  # jionlp raises on some inputs; a rule system then returns the input
+            logger.debug("jionlp failed on %r: %s", address, exc)
+            return address
+        town, rest = _text(parsed.get("town")), (parsed.get("detail") or "").lstrip(RULE_SEPARATORS)
+        if town and rest.startswith(town):  # jionlp repeats the town at the start of the detail
+            rest = rest[len(town):].lstrip(RULE_SEPARATORS)
+        return join_address(_text(parsed.get("province")), _text(parsed.get("city")), _text(parsed.get("county")),
+                            town, rest)
+
+    def _cpca(self, addresses: list[str]) -> list[str]:
+        frame = self.module().transform(addresses)
+        results = []
+        for address, (_, row) in zip(addresses, frame.iterrows()):
+            province, city, county = _text(row.get("省")), _text(row.get("市")), _text(row.get("区"))
+            rest = _text(row.get("地址")) or ""
+            if not (province or city or county):
+                results.append(address)  # nothing recognized: cpca may even have dropped the text
+            else:
+                results.append(join_address(province, city, county, None, rest))
+        return results
+
+
+KINDS: dict[str, type[System]] = {cls.KIND: cls for cls in (PaddleSystem, OpenAISystem, PredictionsSystem,
+                                                              RulesSystem)}
+COMMON_KEYS = ("name", "kind")
+
+
+def create_system(spec: SystemSpec, settings: EvalSettings) -> System:
+    return KINDS[spec.kind](spec, settings)

@@ -1,0 +1,346 @@
+"""The evaluate command: config validation, caching and resume, report files, real model systems."""
+
+import json
+import logging
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from address_completion import cli
+from address_completion.errors import ConfigError, DataError, OutputExistsError
+from address_completion.evaluate import load_config, run_evaluation
+
+PREFIX = "补齐五级行政地址: "
+PAIRS = [
+    ("碑林区扬子江南路467-6号", "陕西省西安市碑林区扬子江南路467-6号"),
+    ("法门镇美阳村3组", "陕西省宝鸡市扶风县法门镇美阳村3组"),
+    ("北京朝阳区建国路88号", "北京市朝阳区建国路88号"),
+    ("徐汇区漕溪北路1号", "上海市徐汇区漕溪北路1号"),
+    ("陕西省西安市雁塔区小寨东路1号", "陕西省西安市雁塔区小寨东路1号"),
+    ("扶风县城关街道东大街8号", "陕西省宝鸡市扶风县城关街道东大街8号"),
+]
+
+
+def write_jsonl(path: Path, records) -> Path:
+    path.write_text("".join(json.dumps(record, ensure_ascii=False) + "\n" for record in records), encoding="utf-8")
+    return path
+
+
+@pytest.fixture()
+def test_file(tmp_path) -> Path:
+    return write_jsonl(tmp_path / "test.json", [{"src": PREFIX + src, "tgt": tgt} for src, tgt in PAIRS])
+
+
+@pytest.fixture()
+def oracle_file(tmp_path) -> Path:
+    answers = [tgt for _, tgt in PAIRS]
+    answers[2] = "吉林省长春市朝阳区建国路88号"  # one wrong division
+    return write_jsonl(tmp_path / "oracle.jsonl", [{"prompt": PREFIX + src, "predict": answer}
+                                                   for (src, _), answer in zip(PAIRS, answers)])
+
+
+def write_config(path: Path, config: dict) -> Path:
+    path.write_text(yaml.safe_dump(config, allow_unicode=True), encoding="utf-8")
+    return path
+
+
+def base_config(test_file: Path, output_dir: Path, systems: list[dict], **settings) -> dict:
+    return {"test_file": str(test_file), "output_dir": str(output_dir), "settings": {"batch_size": 2, **settings},
+            "systems": systems}
+
+
+# ---------------------------------------------------------------- validation
+
+
+@pytest.mark.parametrize("mutate, message", [
+    (lambda c: c.update(test_fle="x"), r"unknown key 'test_fle' \(did you mean 'test_file'\?\)"),
+    (lambda c: c["settings"].update(batch_sise=4), r"settings: unknown key 'batch_sise' \(did you mean 'batch_size'\?\)"),
+    (lambda c: c["settings"].update(batch_size=0), r"settings.batch_size: expected an integer >= 1, got 0"),
+    (lambda c: c["settings"].update(limit="all"), r"settings.limit: expected an integer >= 1 \(or null for all\)"),
+    (lambda c: c["settings"].update(device="tpu"), r"settings.device: expected one of auto, cpu, gpu"),
+    (lambda c: c["systems"][0].update(kind="predictons"), r"systems\[0\].kind: unknown system kind 'predictons' "
+                                                          r"\(did you mean 'predictions'\?\)"),
+    (lambda c: c["systems"][0].update(pth="x"), r"systems\[0\]: unknown key 'pth' \(did you mean 'path'\?\)"),
+    (lambda c: c["systems"].append({"kind": "paddle", "model": "x", "lora_pth": "y"}),
+     r"systems\[1\]: unknown key 'lora_pth' \(did you mean 'lora_path'\?\)"),
+    (lambda c: c["systems"].append({"kind": "openai", "base_url": "http://h/v1", "model": "m", "api_key": "k"}),
+     r"unknown key 'api_key' .*api_key_env"),
+    (lambda c: c["systems"].append({"kind": "paddle"}), r"systems\[1\]: a paddle system needs 'model'"),
+    (lambda c: c["systems"].append({"kind": "paddle", "model": "Qwen/Qwen2.5-0.5B-Instruct", "dtype": "int8"}),
+     r"systems\[1\].dtype: expected one of float32"),
+    (lambda c: c["systems"].append({"kind": "paddle", "model": "./no/such/model"}),
+     r"systems\[1\].model: model folder ./no/such/model not found"),
+    (lambda c: c["systems"].append({"kind": "predictions", "path": "/no/such.jsonl"}),
+     r"systems\[1\].path: predictions file /no/such.jsonl not found"),
+    (lambda c: c["systems"].append({"kind": "rules", "engine": "jionlp", "name": "oracle"}),
+     r"systems\[1\].name: two systems are named 'oracle'"),
+    (lambda c: c["systems"][0].update(name="my system"), r"systems\[0\].name: 'my system' must be"),
+    (lambda c: c.update(test_file="/no/such/test.json"), r"test_file: /no/such/test.json not found"),
+    (lambda c: c.pop("systems"), r"missing 'systems'"),
+])
+def test_config_errors_name_the_key(tmp_path, test_file, oracle_file, mutate, message):
+    config = base_config(test_file, tmp_path / "out", [{"name": "oracle", "kind": "predictions",
+                                                        "path": str(oracle_file)}])
+    mutate(config)
+    path = write_config(tmp_path / "eval.yaml", config)
+    with pytest.raises(ConfigError, match=message) as caught:
+        load_config(path)
+    assert str(path) in str(caught.value)
+
+
+def test_overrides_and_system_selection(tmp_path, test_file, oracle_file):
+    path = write_config(tmp_path / "eval.yaml", base_config(test_file, tmp_path / "out", [
+        {"name": "oracle", "kind": "predictions", "path": str(oracle_file)}, {"kind": "rules", "engine": "cpca"}]))
+    config = load_config(path, ["settings.limit=3", "systems.oracle.path=" + str(oracle_file), "output_dir=elsewhere"],
+                         only=["cpca"])
+    assert config.settings.limit == 3 and config.output_dir == Path("elsewhere")
+    assert [spec.name for spec in config.systems] == ["cpca"]
+    with pytest.raises(ConfigError, match=r"--systems: no system 'cpcb' \(did you mean 'cpca'\?\)"):
+        load_config(path, only=["cpcb"])
+    with pytest.raises(ConfigError, match=r"--set 'systems.orcale.path=x': no system 'orcale' \(did you mean 'oracle'"):
+        load_config(path, ["systems.orcale.path=x"])
+    with pytest.raises(ConfigError, match=r"expected KEY=VALUE"):
+        load_config(path, ["settings.limit"])
+
+
+def test_broken_yaml_names_the_line(tmp_path):
+    path = tmp_path / "eval.yaml"
+    path.write_text("test_file: a\nsystems:\n  - kind: [rules\n", encoding="utf-8")
+    with pytest.raises(DataError, match=r"eval.yaml:\d+: invalid YAML"):
+        load_config(path)
+
+
+# ---------------------------------------------------------------- running without a model
+
+
+def run(tmp_path, config: dict, **kwargs):
+    return run_evaluation(load_config(write_config(tmp_path / "eval.yaml", config)), progress=False, **kwargs)
+
+
+def test_report_files_and_scores(tmp_path, test_file, oracle_file):
+    out = tmp_path / "out"
+    report = run(tmp_path, base_config(test_file, out, [{"name": "oracle", "kind": "predictions",
+                                                         "path": str(oracle_file)},
+                                                        {"kind": "rules", "engine": "jionlp"},
+                                                        {"kind": "rules", "engine": "cpca"}]))
+    oracle = report["systems"][0]
+    assert oracle["status"] == "ok" and oracle["metrics"]["exact"]["count"] == 5
+    assert oracle["metrics"]["levels"]["province"]["count"] == 5
+    assert oracle["metrics"]["worst_errors"][0]["got"] == "吉林省长春市朝阳区建国路88号"
+    assert oracle["metrics"]["latency"]["throughput_per_s"] is None  # read from a file, not computed
+    assert report["test_set"]["size"] == len(PAIRS) and sum(report["test_set"]["classes"].values()) == len(PAIRS)
+    assert {entry["name"] for entry in report["systems"]} == {"oracle", "jionlp", "cpca"}
+    assert all(entry["status"] == "ok" for entry in report["systems"])
+    assert json.loads((out / "report.json").read_text(encoding="utf-8"))["systems"][1]["name"] == "jionlp"
+    markdown = (out / "report.md").read_text(encoding="utf-8")
+    for heading in ("## Summary", "## Accuracy per administrative level", "## Exact match by input class",
+                    "## Worst errors", "### oracle", str(test_file)):
+        assert heading in markdown
+    assert "| 北京朝阳区建国路88号 | 北京市朝阳区建国路88号 | 吉林省长春市朝阳区建国路88号 |" in markdown
+    assert (out / "comparison.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    for name in ("cpca.jsonl", "cpca.scored.jsonl"):
+        lines = [json.loads(line) for line in (out / "predictions" / name).read_text(encoding="utf-8").splitlines()]
+        assert [line["prompt"] for line in lines] == [PREFIX + src for src, _ in PAIRS]
+        assert {"prompt", "predict", "label", "latency_s"} <= set(lines[0])
+    assert {"exact", "levels", "detail_kept", "invalid_chain", "input_class"} <= set(lines[0])
+
+
+def test_cache_resumes_and_recovers_from_a_cut_line(tmp_path, test_file, oracle_file, caplog):
+    out = tmp_path / "out"
+    config = base_config(test_file, out, [{"kind": "rules", "engine": "cpca"}])
+    run(tmp_path, config)
+    cache = out / "predictions" / "cpca.jsonl"
+    finished = cache.read_text(encoding="utf-8").splitlines()
+    # Simulate a kill: two finished lines and half of the third.
+    cache.write_text("\n".join(finished[:2]) + "\n" + finished[2][:15], encoding="utf-8")
+    with caplog.at_level(logging.INFO, logger="address_completion"):
+        run(tmp_path, config)
+    assert "system cpca: 2 of 6 test items cached, 4 inputs to predict" in caplog.text
+    assert [json.loads(line)["predict"] for line in cache.read_text(encoding="utf-8").splitlines()] == \
+        [json.loads(line)["predict"] for line in finished]
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="address_completion"):
+        run(tmp_path, config)
+    assert "6 of 6 test items cached, 0 inputs to predict" in caplog.text
+
+
+def test_changed_fingerprint_starts_afresh_and_keeps_the_old_file(tmp_path, test_file, oracle_file, caplog):
+    out = tmp_path / "out"
+    config = base_config(test_file, out, [{"name": "ext", "kind": "predictions", "path": str(oracle_file)}])
+    run(tmp_path, config)
+    time.sleep(0.01)
+    write_jsonl(oracle_file, [{"prompt": src, "predict": tgt} for src, tgt in PAIRS])  # file changed
+    with caplog.at_level(logging.INFO, logger="address_completion"):
+        report = run(tmp_path, config)
+    assert "cached predictions no longer apply (changed: file" in caplog.text
+    assert (out / "predictions" / "ext.stale.jsonl").is_file()
+    assert report["systems"][0]["metrics"]["exact"]["count"] == len(PAIRS)
+
+
+def test_changed_test_set_reuses_answers_for_the_same_inputs(tmp_path, test_file, caplog):
+    out = tmp_path / "out"
+    run(tmp_path, base_config(test_file, out, [{"kind": "rules", "engine": "cpca"}], limit=4))
+    bigger = write_jsonl(tmp_path / "test2.json", [{"src": PREFIX + src, "tgt": tgt} for src, tgt in PAIRS] +
+                         [{"src": "宝鸡市渭滨区经二路1号", "tgt": "陕西省宝鸡市渭滨区经二路1号"}])
+    with caplog.at_level(logging.INFO, logger="address_completion"):
+        report = run(tmp_path, base_config(bigger, out, [{"kind": "rules", "engine": "cpca"}]))
+    assert "system cpca: 4 of 7 test items cached, 3 inputs to predict" in caplog.text
+    assert report["test_set"]["size"] == 7
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="address_completion"):  # a smaller run keeps the cached rest
+        run(tmp_path, base_config(bigger, out, [{"kind": "rules", "engine": "cpca"}], limit=2))
+        run(tmp_path, base_config(bigger, out, [{"kind": "rules", "engine": "cpca"}]))
+    assert "system cpca: 7 of 7 test items cached, 0 inputs to predict" in caplog.text
+
+
+def test_refuses_a_foreign_output_folder(tmp_path, test_file):
+    out = tmp_path / "somebody_elses"
+    out.mkdir()
+    (out / "notes.txt").write_text("keep me", encoding="utf-8")
+    config = base_config(test_file, out, [{"kind": "rules", "engine": "cpca"}])
+    with pytest.raises(OutputExistsError, match="not an earlier evaluation"):
+        run(tmp_path, config)
+    run(tmp_path, config, force=True)
+    assert (out / "report.md").is_file() and (out / "notes.txt").is_file()
+
+
+def test_missing_extras_are_skipped_with_a_note(tmp_path, test_file, monkeypatch):
+    monkeypatch.setitem(sys.modules, "cpca", None)
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    out = tmp_path / "out"
+    report = run(tmp_path, base_config(test_file, out, [{"kind": "rules", "engine": "cpca"},
+                                                        {"kind": "rules", "engine": "jionlp"}]))
+    assert report["systems"][0]["status"] == "skipped"
+    markdown = (out / "report.md").read_text(encoding="utf-8")
+    assert "**cpca** (skipped): cpca is not installed" in markdown
+    assert "No chart: matplotlib is not installed" in markdown and not (out / "comparison.png").exists()
+
+
+@pytest.fixture()
+def restore_logging():
+    """cli.main reconfigures the project logger (no propagation); later tests' caplog needs it back."""
+    logger = logging.getLogger("address_completion")
+    saved = (logger.handlers[:], logger.level, logger.propagate)
+    yield
+    logger.handlers[:], logger.level, logger.propagate = saved
+
+
+def test_failing_system_is_reported_and_the_others_still_scored(tmp_path, test_file, restore_logging):
+    import socket
+
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    config = base_config(test_file, tmp_path / "out", [
+        {"name": "down", "kind": "openai", "base_url": f"http://127.0.0.1:{port}/v1", "model": "m"},
+        {"kind": "rules", "engine": "cpca"}], retries=1, backoff=0.01, timeout=2)
+    path = write_config(tmp_path / "eval.yaml", config)
+    assert cli.main(["evaluate", str(path)]) == 1
+    report = json.loads((tmp_path / "out" / "report.json").read_text(encoding="utf-8"))
+    assert [entry["status"] for entry in report["systems"]] == ["failed", "ok"]
+    assert "failed 2 times" in report["systems"][0]["reason"]
+    assert "**down** (failed)" in (tmp_path / "out" / "report.md").read_text(encoding="utf-8")
+
+
+def test_cli_prints_summary_and_report_path(tmp_path, test_file, oracle_file, capsys, restore_logging):
+    path = write_config(tmp_path / "eval.yaml", base_config(test_file, tmp_path / "out", [
+        {"name": "oracle", "kind": "predictions", "path": str(oracle_file)}]))
+    assert cli.main(["evaluate", str(path), "--limit", "2", "--batch-size", "1"]) == 0
+    printed = capsys.readouterr().out
+    assert "oracle" in printed and "exact 100.0%" in printed and "report.md" in printed
+    assert cli.main(["evaluate", str(path), "--set", "settings.batch_sise=1"]) == 2
+    assert "did you mean 'batch_size'" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- real models: paddle, openai over HTTP, resume
+
+
+MODEL_PAIRS = PAIRS + [(f"雁塔区小寨东路{number}号", f"陕西省西安市雁塔区小寨东路{number}号") for number in range(1, 19)]
+
+
+def start_server(model_dir: Path, lora_dir: Path, max_new_tokens: int) -> tuple[subprocess.Popen, str]:
+    """address-completion serve on 127.0.0.1 with a free port; returns the process and its base URL."""
+    process = subprocess.Popen([sys.executable, "-m", "address_completion", "serve", "--model", str(model_dir),
+                                "--lora_path", str(lora_dir), "--port", "0", "--model-name", "tiny",
+                                "--max_new_tokens", str(max_new_tokens)],
+                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        line = process.stdout.readline()
+        found = re.search(r"on (http://127\.0\.0\.1:\d+)", line)
+        if found:
+            return process, found.group(1)
+        if not line and process.poll() is not None:
+            break
+    process.kill()
+    raise AssertionError("the server did not start")
+
+
+def test_openai_system_against_the_project_server_matches_local_generation(tmp_path, default_model_dir,
+                                                                          lora_adapter_dir):
+    # The adapter makes the random default model's greedy answers differ between inputs.
+    process, url = start_server(default_model_dir, lora_adapter_dir, max_new_tokens=8)
+    try:
+        test = write_jsonl(tmp_path / "test.json", [{"src": PREFIX + src, "tgt": tgt} for src, tgt in PAIRS])
+        report = run(tmp_path, base_config(test, tmp_path / "out", [
+            {"name": "local", "kind": "paddle", "model": str(default_model_dir), "lora_path": str(lora_adapter_dir)},
+            {"name": "served", "kind": "openai", "base_url": url + "/v1", "model": "tiny", "concurrency": 3}],
+            max_new_tokens=8, batch_size=4, device="cpu"))
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=60)
+    assert [entry["status"] for entry in report["systems"]] == ["ok", "ok"]
+
+    def answers(name):
+        path = tmp_path / "out" / "predictions" / f"{name}.jsonl"
+        return [json.loads(line)["predict"] for line in path.read_text(encoding="utf-8").splitlines()]
+
+    local = answers("local")
+    assert answers("served") == local  # same prompt builder and greedy decoding on both paths
+    assert len(set(local)) > 1 and all(local)
+
+
+def complete_lines(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    text = path.read_text(encoding="utf-8")
+    return [json.loads(line) for line in text[: text.rfind("\n") + 1].splitlines() if line.strip()]
+
+
+def test_killed_evaluation_resumes_without_redoing_finished_items(tmp_path, default_model_dir, lora_adapter_dir,
+                                                                  caplog):
+    test = write_jsonl(tmp_path / "test.json", [{"src": PREFIX + src, "tgt": tgt} for src, tgt in MODEL_PAIRS])
+    config = base_config(test, tmp_path / "out", [{"name": "tiny", "kind": "paddle", "model": str(default_model_dir),
+                                                   "lora_path": str(lora_adapter_dir)}],
+                         batch_size=1, max_new_tokens=16, device="cpu")
+    path = write_config(tmp_path / "eval.yaml", config)
+    cache = tmp_path / "out" / "predictions" / "tiny.jsonl"
+    process = subprocess.Popen([sys.executable, "-m", "address_completion", "evaluate", str(path)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 180
+        while len(complete_lines(cache)) < 3 and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert process.poll() is None, "the evaluation ended before it could be killed"
+        process.send_signal(signal.SIGKILL)
+    finally:
+        process.kill()
+        process.wait(timeout=60)
+    finished = complete_lines(cache)
+    assert 3 <= len(finished) < len(MODEL_PAIRS)
+    with caplog.at_level(logging.INFO, logger="address_completion"):
+        # A bigger batch is fine: batch size is not part of the fingerprint (a batch equals single runs).
+        report = run_evaluation(load_config(path, ["settings.batch_size=8"]), progress=False)
+    done, total = len(finished), len(MODEL_PAIRS)
+    assert f"system tiny: {done} of {total} test items cached, {total - done} inputs to predict" in caplog.text
+    final = complete_lines(cache)
+    assert len(final) == total and report["systems"][0]["metrics"]["n"] == total
+    for before, after in zip(finished, final):  # finished items kept, latency included: not recomputed
+        assert (after["prompt"], after["predict"], after["latency_s"]) == \
+            (before["prompt"], before["predict"], before["latency_s"])

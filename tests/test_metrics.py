@@ -1,0 +1,194 @@
+"""Scoring on hand-written cases with the real gazetteer."""
+
+import math
+
+import pytest
+
+from address_completion.gazetteer import load_gazetteer
+from address_completion.metrics import (INPUT_CLASSES, LEVELS, ItemScore, Rate, ScoredItem, by_input_class,
+                                        classify_input, exact_match, latency_summary, normalize_text, percentile,
+                                        quality, score_item, summarize, wilson_interval, worst_errors)
+
+PREFIX = "补齐五级行政地址: "
+
+
+@pytest.fixture(scope="module")
+def gazetteer():
+    return load_gazetteer()
+
+
+def score(gazetteer, source, prediction, target):
+    return score_item(PREFIX + source, prediction, target, gazetteer)
+
+
+def wrong_levels(result: ItemScore) -> list[str]:
+    return [level for level in LEVELS if not result.levels[level]]
+
+
+# ---------------------------------------------------------------- normalization and exact match
+
+
+def test_normalize_folds_width_whitespace_and_invisible_marks():
+    assert normalize_text("陕西省 西安市\u3000碑林区　扬子江南路４６７－６号\u200b\n") == "陕西省西安市碑林区扬子江南路467-6号"
+    assert normalize_text("ＡＢＣ栋１２室") == "ABC栋12室"
+    assert normalize_text(None) == "" and normalize_text("") == ""
+
+
+def test_exact_match_after_normalization_only():
+    assert exact_match("陕西省西安市碑林区扬子江南路４６７－６号 ", "陕西省西安市碑林区扬子江南路467-6号")
+    assert not exact_match("陕西省西安市碑林区扬子江南路467-7号", "陕西省西安市碑林区扬子江南路467-6号")
+    assert not exact_match("", "陕西省西安市碑林区扬子江南路467-6号")
+
+
+# ---------------------------------------------------------------- per item
+
+
+def test_exact_answer_scores_everything(gazetteer):
+    result = score(gazetteer, "碑林区扬子江南路467-6号", "陕西省西安市碑林区扬子江南路467-6号",
+                   "陕西省西安市碑林区扬子江南路467-6号")
+    assert result.exact and not wrong_levels(result) and result.detail_kept and not result.invalid_chain
+
+
+def test_wrong_county_keeps_upper_levels(gazetteer):
+    result = score(gazetteer, "碑林区扬子江南路467-6号", "陕西省西安市雁塔区扬子江南路467-6号",
+                   "陕西省西安市碑林区扬子江南路467-6号")
+    assert not result.exact
+    assert wrong_levels(result) == ["county", "town"]  # town: the right division's town level is not reached
+    assert result.detail_kept and not result.invalid_chain
+
+
+def test_municipality_city_level_is_correct_when_both_have_none(gazetteer):
+    result = score(gazetteer, "朝阳区建国路88号", "北京市朝阳区建国路88号", "北京市朝阳区建国路88号")
+    assert result.exact and result.levels["city"]
+    # Writing the municipality twice is not the expected text, but every level is right.
+    doubled = score(gazetteer, "朝阳区建国路88号", "北京市北京市朝阳区建国路88号", "北京市朝阳区建国路88号")
+    assert not doubled.exact and not wrong_levels(doubled) and doubled.detail_kept
+    assert not doubled.invalid_chain
+
+
+def test_ambiguous_county_resolved_to_the_wrong_division(gazetteer):
+    # 朝阳区 exists in Beijing and in Changchun: the same name under the wrong province is a wrong county.
+    result = score(gazetteer, "朝阳区建国路88号", "吉林省长春市朝阳区建国路88号", "北京市朝阳区建国路88号")
+    assert wrong_levels(result) == ["province", "city", "county", "town"]
+    assert result.detail_kept and not result.invalid_chain
+
+
+def test_renamed_division_counts_as_its_current_name(gazetteer):
+    result = score(gazetteer, "襄城区檀溪路1号", "湖北省襄樊市襄城区檀溪路1号", "湖北省襄阳市襄城区檀溪路1号")
+    assert not result.exact and not wrong_levels(result) and result.detail_kept
+    merged = score(gazetteer, "江干区xx路1号", "浙江省杭州市江干区xx路1号", "浙江省杭州市上城区xx路1号")
+    assert not wrong_levels(merged)
+
+
+def test_hallucinated_chain_is_invalid(gazetteer):
+    result = score(gazetteer, "碑林区扬子江南路1号", "陕西省杭州市碑林区扬子江南路1号", "陕西省西安市碑林区扬子江南路1号")
+    assert result.invalid_chain
+    assert "city" in wrong_levels(result) and result.levels["province"]
+    assert result.detail_kept
+
+
+def test_changed_detail_is_not_kept(gazetteer):
+    result = score(gazetteer, "碑林区扬子江南路467-6号", "陕西省西安市碑林区扬子江南路467号",
+                   "陕西省西安市碑林区扬子江南路467-6号")
+    assert not result.detail_kept and not wrong_levels(result) and not result.exact
+
+
+def test_town_first_input_and_dropped_town(gazetteer):
+    target = "陕西省宝鸡市扶风县法门镇美阳村"
+    assert score(gazetteer, "法门镇美阳村", target, target).exact
+    dropped = score(gazetteer, "法门镇美阳村", "陕西省宝鸡市扶风县美阳村", target)
+    assert wrong_levels(dropped) == ["town"] and dropped.detail_kept
+
+
+def test_levels_the_answer_does_not_write_are_wrong(gazetteer):
+    # The gazetteer could infer 陕西省宝鸡市扶风县 from the unique 法门镇; the answer still did not write them.
+    unchanged = score(gazetteer, "法门镇美阳村", "法门镇美阳村", "陕西省宝鸡市扶风县法门镇美阳村")
+    assert wrong_levels(unchanged) == list(LEVELS) and unchanged.detail_kept
+    no_city = score(gazetteer, "碑林区扬子江南路1号", "陕西省碑林区扬子江南路1号", "陕西省西安市碑林区扬子江南路1号")
+    assert wrong_levels(no_city) == ["city", "county", "town"]
+    short = score(gazetteer, "碑林区扬子江南路1号", "陕西西安碑林区扬子江南路1号", "陕西省西安市碑林区扬子江南路1号")
+    assert not short.exact and not wrong_levels(short)  # short names still name the right divisions
+
+
+def test_town_level_correct_when_neither_names_a_town(gazetteer):
+    result = score(gazetteer, "碑林区扬子江南路1号", "陕西省西安市碑林区扬子江南路1号", "陕西省西安市碑林区扬子江南路1号")
+    assert result.levels["town"]
+
+
+def test_empty_or_non_address_prediction(gazetteer):
+    empty = score(gazetteer, "碑林区扬子江南路1号", "", "陕西省西安市碑林区扬子江南路1号")
+    assert not empty.exact and not empty.detail_kept and not empty.invalid_chain
+    assert wrong_levels(empty) == list(LEVELS)
+    chatter = score(gazetteer, "碑林区扬子江南路1号", "好的", "陕西省西安市碑林区扬子江南路1号")
+    assert not chatter.invalid_chain and not chatter.detail_kept
+
+
+def test_full_width_prediction_is_exact(gazetteer):
+    result = score(gazetteer, "碑林区扬子江南路４６７－６号", "陕西省西安市碑林区扬子江南路４６７－６号",
+                   "陕西省西安市碑林区扬子江南路467-6号")
+    assert result.exact and result.detail_kept
+
+
+def test_input_classes(gazetteer):
+    assert classify_input(PREFIX + "碑林区扬子江南路467-6号", gazetteer) == "unique_county"
+    assert classify_input(PREFIX + "陕西省西安市碑林区扬子江南路467-6号", gazetteer) == "already_full"
+    assert classify_input("法门镇美阳村", gazetteer) == "town_first"
+    assert classify_input("扬子江南路467-6号", gazetteer) == "no_admin_token"
+    assert classify_input("北京朝阳区建国路88号", gazetteer) == "ambiguous_county"
+    assert set(INPUT_CLASSES) == {"unique_county", "ambiguous_county", "town_first", "no_admin_token",
+                                  "already_full"}
+
+
+# ---------------------------------------------------------------- aggregates
+
+
+def test_wilson_interval_known_values():
+    low, high = wilson_interval(5, 10)
+    assert math.isclose(low, 0.2366, abs_tol=1e-4) and math.isclose(high, 0.7634, abs_tol=1e-4)
+    assert wilson_interval(0, 10)[0] == 0.0 and math.isclose(wilson_interval(0, 10)[1], 0.2775, abs_tol=1e-4)
+    assert wilson_interval(10, 10)[1] == 1.0 and math.isclose(wilson_interval(10, 10)[0], 0.7225, abs_tol=1e-4)
+    assert wilson_interval(0, 0) == (0.0, 1.0)
+    with pytest.raises(ValueError):
+        wilson_interval(11, 10)
+
+
+def test_rate_and_percentile():
+    rate = Rate.of([True, True, False, True])
+    assert (rate.count, rate.total, rate.value) == (3, 4, 0.75) and rate.low < 0.75 < rate.high
+    assert Rate.of([]).to_dict()["value"] == 0.0
+    assert percentile([4.0, 1.0, 3.0, 2.0], 0.5) == 2.5 and percentile([1.0], 0.95) == 1.0
+
+
+def test_latency_summary_ignores_missing_values():
+    summary = latency_summary([0.1, None, 0.3])
+    assert summary["measured"] == 2 and math.isclose(summary["mean_s"], 0.2)
+    assert math.isclose(summary["throughput_per_s"], 5.0)
+    assert latency_summary([None])["throughput_per_s"] is None
+
+
+def make_item(index, exact, levels_ok=4, invalid=False, detail=True, input_class="unique_county", latency=0.01):
+    levels = {level: position < levels_ok for position, level in enumerate(LEVELS)}
+    return ScoredItem(index=index, source=f"in{index}", target=f"t{index}", prediction=f"p{index}",
+                      score=ItemScore(exact, levels, detail, invalid, input_class), latency_s=latency)
+
+
+def test_worst_errors_rank_invalid_chain_then_high_levels():
+    items = [make_item(0, True), make_item(1, False, levels_ok=3), make_item(2, False, levels_ok=0),
+             make_item(3, False, levels_ok=1, invalid=True), make_item(4, False, detail=False)]
+    worst = worst_errors(items, 3)
+    assert [error["index"] for error in worst] == [3, 2, 1]
+    assert worst[0]["invalid_chain"] and worst[1]["wrong_levels"] == list(LEVELS)
+    assert worst_errors(items, 0) == []
+
+
+def test_quality_by_class_and_summary():
+    items = [make_item(0, True), make_item(1, False, levels_ok=2, input_class="town_first"),
+             make_item(2, True, input_class="already_full")]
+    groups = by_input_class([item.score for item in items])
+    assert list(groups) == ["unique_county", "town_first", "already_full"]  # INPUT_CLASSES order
+    assert groups["town_first"]["exact"]["count"] == 0 and groups["town_first"]["n"] == 1
+    overall = quality([item.score for item in items])
+    assert overall["exact"]["count"] == 2 and overall["levels"]["county"]["count"] == 2
+    summary = summarize(items, worst=5)
+    assert summary["n"] == 3 and len(summary["worst_errors"]) == 1
+    assert math.isclose(summary["latency"]["throughput_per_s"], 100.0)

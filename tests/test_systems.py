@@ -1,0 +1,221 @@
+"""The system kinds: rules (jionlp, cpca), predictions files, and OpenAI-compatible endpoints over real HTTP."""
+
+import json
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from address_completion.errors import ConfigError, DataError
+from address_completion.prompt import with_prefix
+from address_completion.systems import (EvalSettings, OpenAISystem, PredictionsSystem, RemoteSystemError, RulesSystem,
+                                        SystemSpec, create_system, join_address, user_message)
+
+PREFIX = "补齐五级行政地址: "
+
+
+def make(kind, settings=None, **options):
+    spec = SystemSpec(name=options.pop("name", kind), kind=kind, options=options, where=f"test: {kind}")
+    return create_system(spec, settings or EvalSettings())
+
+
+# ---------------------------------------------------------------- rules
+
+
+def test_join_address_drops_placeholders_and_repeated_municipality():
+    assert join_address("上海市", "市辖区", "徐汇区", None, "漕溪北路1号") == "上海市徐汇区漕溪北路1号"
+    assert join_address("北京市", "北京市", "朝阳区", None, "建国路88号") == "北京市朝阳区建国路88号"
+    assert join_address("湖北省", "省直辖县级行政区划", "仙桃市", None, "xx路") == "湖北省仙桃市xx路"
+    assert join_address(None, None, None, None, "xx路1号") == "xx路1号"
+    assert join_address("陕西省", "宝鸡市", "扶风县", "法门镇", "美阳村") == "陕西省宝鸡市扶风县法门镇美阳村"
+
+
+def test_jionlp_completes_addresses():
+    system = make("rules", engine="jionlp")
+    assert system.unavailable_reason() is None
+    answers = system.predict(["碑林区扬子江南路467-6号", PREFIX + "扶风县法门镇美阳村", "徐汇区漕溪北路1号"])
+    assert answers == ["陕西省西安市碑林区扬子江南路467-6号", "陕西省宝鸡市扶风县法门镇美阳村", "上海市徐汇区漕溪北路1号"]
+    assert system.fingerprint()["version"]
+
+
+def test_cpca_completes_addresses():
+    system = make("rules", engine="cpca")
+    assert system.unavailable_reason() is None
+    answers = system.predict(["碑林区扬子江南路467-6号", "徐汇区漕溪北路1号", "仙桃市干河路8号", "长安街道xx路"])
+    assert answers == ["陕西省西安市碑林区扬子江南路467-6号", "上海市徐汇区漕溪北路1号", "湖北省仙桃市干河路8号",
+                       "长安街道xx路"]  # nothing recognized: the input comes back unchanged
+
+
+def test_rules_engine_missing_is_reported_not_raised(monkeypatch):
+    monkeypatch.setitem(sys.modules, "cpca", None)  # makes `import cpca` raise ImportError
+    reason = make("rules", engine="cpca").unavailable_reason()
+    assert "cpca is not installed" in reason and ".[rules]" in reason
+
+
+def test_rules_engine_is_validated():
+    with pytest.raises(ConfigError, match=r"engine: unknown rule engine 'hanlp'"):
+        RulesSystem.check_options({"engine": "hanlp"}, "cfg: systems[0]")
+
+
+# ---------------------------------------------------------------- predictions made elsewhere
+
+
+def test_predictions_file_matched_by_input(tmp_path):
+    rendered = ("<|im_start|>system\nYou are Qwen.<|im_end|>\n<|im_start|>user\n" + PREFIX +
+                "碑林区扬子江南路467-6号<|im_end|>\n<|im_start|>assistant\n")
+    lines = [{"prompt": rendered, "predict": "陕西省西安市碑林区扬子江南路467-6号", "label": "x"},
+             {"src": PREFIX + "扶风县 法门镇美阳村", "predict": "陕西省宝鸡市扶风县法门镇美阳村"},
+             {"prompt": "徐汇区漕溪北路1号", "predict": "上海市徐汇区漕溪北路1号"}]
+    path = tmp_path / "generated_predictions.jsonl"
+    path.write_text("".join(json.dumps(line, ensure_ascii=False) + "\n" for line in lines), encoding="utf-8")
+    system = make("predictions", path=str(path))
+    assert user_message(rendered) == PREFIX + "碑林区扬子江南路467-6号"
+    answers = system.predict(["碑林区扬子江南路467-6号", "扶风县法门镇美阳村", PREFIX + "徐汇区漕溪北路1号"])
+    assert answers == ["陕西省西安市碑林区扬子江南路467-6号", "陕西省宝鸡市扶风县法门镇美阳村", "上海市徐汇区漕溪北路1号"]
+    with pytest.raises(DataError, match=r"no prediction for 1 of the 2 test inputs, e.g. '朝阳区建国路88号'"):
+        system.check_inputs(["碑林区扬子江南路467-6号", "朝阳区建国路88号"])
+
+
+def test_predictions_file_errors_name_the_line(tmp_path):
+    path = tmp_path / "p.jsonl"
+    path.write_text('{"prompt": "a", "predict": "b"}\n{"prompt": "c"\n', encoding="utf-8")
+    with pytest.raises(DataError, match=r"p.jsonl:2: broken JSON"):
+        make("predictions", path=str(path)).predict(["a"])
+    path.write_text('{"prompt": "a", "predict": 3}\n', encoding="utf-8")
+    with pytest.raises(DataError, match=r"p.jsonl:1: expected"):
+        make("predictions", path=str(path)).predict(["a"])
+    with pytest.raises(ConfigError, match=r"systems\[0\].path: predictions file .* not found"):
+        PredictionsSystem.check_options({"path": str(tmp_path / "missing.jsonl")}, "cfg: systems[0]")
+
+
+# ---------------------------------------------------------------- openai-compatible endpoint (local stub)
+
+
+class StubEndpoint:
+    """A tiny OpenAI-compatible server on 127.0.0.1 whose failures the test scripts."""
+
+    def __init__(self):
+        self.requests: list[tuple[dict, dict]] = []
+        self.failures: list[int] = []  # HTTP statuses to answer before succeeding
+        self.delay = 0.0
+        stub = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def handle(self):
+                try:
+                    super().handle()
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the client timed out on purpose
+
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                stub.requests.append((body, dict(self.headers)))
+                if stub.delay:
+                    time.sleep(stub.delay)
+                if stub.failures:
+                    status = stub.failures.pop(0)
+                    self.send_response(status)
+                    self.send_header("Retry-After", "0")
+                    self.end_headers()
+                    self.wfile.write(b'{"error": "scripted"}')
+                    return
+                content = body["messages"][-1]["content"].replace(PREFIX, "完整:")
+                payload = {"id": "x", "object": "chat.completion", "model": body["model"],
+                           "choices": [{"index": 0, "message": {"role": "assistant", "content": content},
+                                        "finish_reason": "stop"}]}
+                data = json.dumps(payload, ensure_ascii=False).encode("utf-8")
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
+        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True)
+        self.thread.start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture()
+def stub():
+    endpoint = StubEndpoint()
+    yield endpoint
+    endpoint.close()
+
+
+FAST = EvalSettings(timeout=2.0, retries=2, backoff=0.01, max_new_tokens=40)
+
+
+def test_openai_sends_training_message_greedy_with_key(stub, monkeypatch):
+    monkeypatch.setenv("EVAL_TEST_KEY", "sekrit")
+    system = make("openai", FAST, base_url=stub.url, model="qwen2.5-7b-instruct", api_key_env="EVAL_TEST_KEY")
+    try:
+        answers = system.predict(["碑林区扬子江南路467-6号", PREFIX + "徐汇区漕溪北路1号"])
+    finally:
+        system.close()
+    assert answers == ["完整:碑林区扬子江南路467-6号", "完整:徐汇区漕溪北路1号"]
+    sent = {body["messages"][0]["content"]: (body, headers) for body, headers in stub.requests}  # any order
+    assert set(sent) == {with_prefix("碑林区扬子江南路467-6号"), with_prefix("徐汇区漕溪北路1号")}
+    body, headers = sent[with_prefix("碑林区扬子江南路467-6号")]
+    assert body["messages"] == [{"role": "user", "content": PREFIX + "碑林区扬子江南路467-6号"}]
+    assert body["temperature"] == 0 and body["max_tokens"] == 40 and body["model"] == "qwen2.5-7b-instruct"
+    assert headers["Authorization"] == "Bearer sekrit"
+
+
+def test_openai_retries_transient_failures(stub):
+    stub.failures = [503, 429]
+    system = make("openai", FAST, base_url=stub.url + "/", model="m")
+    assert system.predict(["碑林区扬子江南路1号"]) == ["完整:碑林区扬子江南路1号"]
+    assert len(stub.requests) == 3
+
+
+def test_openai_gives_up_after_retries(stub):
+    stub.failures = [500, 500, 500, 500]
+    system = make("openai", FAST, base_url=stub.url, model="m")
+    with pytest.raises(RemoteSystemError, match=r"failed 3 times .*HTTP 500.*rerun to resume"):
+        system.predict(["碑林区扬子江南路1号"])
+    assert len(stub.requests) == 3
+
+
+def test_openai_does_not_retry_auth_errors(stub):
+    stub.failures = [401]
+    system = make("openai", FAST, base_url=stub.url, model="m")
+    with pytest.raises(RemoteSystemError, match=r"HTTP 401.*check the API key"):
+        system.predict(["碑林区扬子江南路1号"])
+    assert len(stub.requests) == 1
+
+
+def test_openai_timeout_is_retried_then_reported(stub):
+    stub.delay = 0.5
+    system = make("openai", EvalSettings(timeout=0.1, retries=1, backoff=0.01), base_url=stub.url, model="m")
+    with pytest.raises(RemoteSystemError, match=r"failed 2 times \(timeout 0.1s\)"):
+        system.predict(["碑林区扬子江南路1号"])
+
+
+def test_openai_unreachable_endpoint(stub):
+    url = stub.url
+    stub.close()
+    system = make("openai", EvalSettings(timeout=0.5, retries=1, backoff=0.01), base_url=url, model="m")
+    with pytest.raises(RemoteSystemError, match=r"failed 2 times"):
+        system.predict(["碑林区扬子江南路1号"])
+    stub.server.shutdown = lambda: None  # already closed
+
+
+def test_openai_options_are_validated(monkeypatch):
+    monkeypatch.delenv("EVAL_MISSING_KEY", raising=False)
+    with pytest.raises(ConfigError, match=r"api_key_env: environment variable EVAL_MISSING_KEY is not set"):
+        OpenAISystem.check_options({"base_url": "http://x/v1", "model": "m", "api_key_env": "EVAL_MISSING_KEY"},
+                                   "cfg: systems[1]")
+    with pytest.raises(ConfigError, match=r"systems\[1\].base_url: expected an http"):
+        OpenAISystem.check_options({"base_url": "localhost:8000", "model": "m"}, "cfg: systems[1]")
+    with pytest.raises(ConfigError, match=r"systems\[1\].concurrency: expected an integer >= 1"):
+        OpenAISystem.check_options({"base_url": "http://x/v1", "model": "m", "concurrency": 0}, "cfg: systems[1]")
