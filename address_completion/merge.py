@@ -1,0 +1,324 @@
+"""Merge a LoRA adapter into its base model, verify the merged model's logits, and write a model folder.
+
+Takes the flags of PaddleNLP's llm/tools/merge_lora_params.py. The merge runs through the adapter
+model's own merge() + restore_original_model() (paddlenlp.mergekit writes wrong weights for bases in
+Hugging Face layout). OUT is reloaded and its logits on a probe batch of real address prompts are
+compared with base + adapter; above the tolerance the merge fails and OUT is not written. OUT also
+gets the tokenizer files, chat template, generation config (EOS ids) and a merge record
+(address_completion.json).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from . import __version__, dataio
+from .errors import AddressCompletionError, ConfigError, DataError
+from .runtime import logger
+
+RECORD_FILE = "address_completion.json"
+LORA_CONFIG_FILE = "lora_config.json"
+# Everything a tokenizer or chat front end may read from a model folder; copied byte for byte when present.
+TOKENIZER_FILES = ("vocab.json", "merges.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+                   "added_tokens.json", "chat_template.json", "chat_template.jinja")
+GENERATION_CONFIG_FILE = "generation_config.json"
+# Merged weights are rounded once (W + BA) where base + adapter rounds twice; fp32 differs by ~1e-6.
+DEFAULT_TOLERANCE = {"float32": 1e-4, "bfloat16": 5e-2, "float16": 5e-2}
+PROBE_ADDRESSES = (
+    "碑林区扬子江南路467-6号",
+    "海淀区中关村大街27号",
+    "补齐五级行政地址: 浙江省杭州市西湖区文三路90号",
+    "天河区体育西路191号中石化大厦B座",
+)
+
+
+class MergeVerificationError(AddressCompletionError):
+    """The reloaded merged model does not reproduce base + adapter."""
+
+
+@dataclass(frozen=True)
+class MergeResult:
+    output_path: Path
+    max_abs_diff: float
+    tolerance: float
+    adapter_effect: float  # how far the adapter moves the base logits (0 would mean an empty merge)
+    record: dict
+
+
+# ---------------------------------------------------------------- adapter checks
+
+
+def read_lora_config(lora_path: str | os.PathLike) -> dict:
+    """The adapter's lora_config.json, refusing adapters whose merge would not equal the trained model."""
+    path = Path(lora_path) / LORA_CONFIG_FILE
+    if not Path(lora_path).is_dir():
+        raise ConfigError(f"--lora_path {lora_path} is not a folder; pass the adapter folder written by training "
+                          f"(it holds {LORA_CONFIG_FILE} and lora_model_state.pdparams)")
+    if not path.is_file():
+        raise ConfigError(f"{path} not found: --lora_path must be a LoRA adapter folder written by training")
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise DataError(f"unreadable adapter config ({exc})", path) from None
+    if not isinstance(config, dict):
+        raise DataError("expected a JSON object", path)
+    if config.get("pissa"):
+        raise ConfigError(f"{path}: pissa is true. A PiSSA adapter replaces the base weights with a residual on its "
+                          "first forward pass, so adding it to the original base model is not the trained model. "
+                          "Serve it unmerged (--lora_path) or train without pissa")
+    return config
+
+
+def lora_settings(config: dict) -> dict:
+    """The adapter settings worth recording next to the merged weights."""
+    keys = ("r", "lora_alpha", "lora_dropout", "target_modules", "trainable_modules", "rslora", "lora_plus_scale",
+            "use_mora", "loraga", "dtype", "base_model_name_or_path")
+    return {key: config[key] for key in keys if key in config}
+
+
+def default_tolerance(dtype: str) -> float:
+    return DEFAULT_TOLERANCE.get(dtype, DEFAULT_TOLERANCE["float32"])
+
+
+# ---------------------------------------------------------------- probe batch and logits
+
+
+def probe_batch(tokenizer: Any) -> tuple[list[list[int]], list[list[int]], list[list[int]]]:
+    """Left-padded real address prompts (the same template predict uses): ids, mask, position ids."""
+    from .generate import encode_prompts, left_padded_batch, padding_token_id
+    from .prompt import render_prompt
+
+    prompts = [render_prompt(tokenizer, address) for address in PROBE_ADDRESSES]
+    return left_padded_batch(encode_prompts(tokenizer, prompts), padding_token_id(tokenizer))
+
+
+def probe_logits(model: Any, batch: tuple[list[list[int]], list[list[int]], list[list[int]]]) -> Any:
+    """Logits (numpy, float32) of the probe batch."""
+    import paddle
+
+    input_ids, attention_mask, position_ids = batch
+    with paddle.no_grad():
+        output = model(input_ids=paddle.to_tensor(input_ids, dtype="int64"),
+                       attention_mask=paddle.to_tensor(attention_mask, dtype="int64"),
+                       position_ids=paddle.to_tensor(position_ids, dtype="int64"), use_cache=False)
+    logits = output[0] if isinstance(output, (tuple, list)) else getattr(output, "logits", output)
+    return logits.astype("float32").numpy()
+
+
+def max_logit_difference(first: Any, second: Any, attention_mask: list[list[int]]) -> float:
+    """Largest absolute logit difference over real (non-padding) positions."""
+    import numpy as np
+
+    real = np.asarray(attention_mask, dtype=bool)
+    return float(np.abs(first[real] - second[real]).max())
+
+
+# ---------------------------------------------------------------- files around the weights
+
+
+def copy_tokenizer_files(source_dir: Path, target_dir: Path, tokenizer: Any) -> list[str]:
+    """Copy the base folder's tokenizer files; without any, let the tokenizer write its own."""
+    copied = []
+    for name in TOKENIZER_FILES:
+        if (source_dir / name).is_file():
+            shutil.copy2(source_dir / name, target_dir / name)
+            copied.append(name)
+    if "tokenizer_config.json" not in copied:
+        tokenizer.save_pretrained(str(target_dir))
+        copied = sorted(name for name in TOKENIZER_FILES if (target_dir / name).is_file())
+    return copied
+
+
+def write_generation_config(source_dir: Path, target_dir: Path, tokenizer: Any) -> dict:
+    """The base's generation config, making sure it names the chat EOS (<|im_end|>) as a stop id."""
+    from .prompt import eos_token_id
+
+    source = source_dir / GENERATION_CONFIG_FILE
+    if not source.is_file():
+        source = target_dir / GENERATION_CONFIG_FILE  # the one save_pretrained derived from config.json
+    config = json.loads(source.read_text(encoding="utf-8")) if source.is_file() else {}
+    declared = config.get("eos_token_id")
+    stop_ids = declared if isinstance(declared, list) else ([] if declared is None else [declared])
+    eos = eos_token_id(tokenizer)
+    if eos not in stop_ids:
+        stop_ids = [eos, *stop_ids]
+    config["eos_token_id"] = stop_ids[0] if len(stop_ids) == 1 else stop_ids
+    if config.get("pad_token_id") is None and tokenizer.pad_token_id is not None:
+        config["pad_token_id"] = int(tokenizer.pad_token_id)
+    dataio.write_json(target_dir / GENERATION_CONFIG_FILE, config)
+    return config
+
+
+def sibling_folder(output: Path, role: str) -> Path:
+    """A hidden unique name next to ``output`` (same file system, so the final rename is atomic)."""
+    return output.with_name(f".{output.name}.{role}-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+
+
+def check_output(output_path: str | os.PathLike, force: bool) -> Path:
+    """Refuse a non-empty output without --force, and with --force anything but a model folder."""
+    output = dataio.check_writable(output_path, force)
+    if output.exists() and not output.is_dir():
+        raise ConfigError(f"--output_path {output} is a file; it must name a folder")
+    if output.is_dir() and any(output.iterdir()) and not (output / "config.json").is_file():
+        raise ConfigError(f"--output_path {output} is not empty and holds no config.json; refusing to replace it "
+                          "even with --force. Choose a new folder")
+    return output
+
+
+def publish_folder(staging: Path, output: Path) -> None:
+    """Move the finished staging folder to ``output``; an old folder is removed only after the swap."""
+    previous = None
+    if output.exists():
+        previous = sibling_folder(output, "old")
+        os.replace(output, previous)
+    os.replace(staging, output)
+    if previous is not None:
+        shutil.rmtree(previous, ignore_errors=True)
+
+
+# ---------------------------------------------------------------- the merge
+
+
+def merge_adapter(base: str, lora_path: str, output_path: str | os.PathLike, *, safe_serialization: bool = True,
+                  dtype: str = "float32", tolerance: float | None = None, force: bool = False) -> MergeResult:
+    """Merge ``lora_path`` into ``base``, verify, and write ``output_path`` atomically (see module docstring)."""
+    from .modeling import load_model, load_tokenizer, resolve_model_dir
+
+    output = check_output(output_path, force)
+    tolerance = default_tolerance(dtype) if tolerance is None else float(tolerance)
+    if tolerance < 0:
+        raise ConfigError(f"--tolerance must be >= 0, got {tolerance}")
+    adapter_config = read_lora_config(lora_path)
+    base_dir = resolve_model_dir(base)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    staging = sibling_folder(output, "merging")
+    staging.mkdir()  # not mkdtemp: its 0700 mode would make the merged model private
+    try:
+        tokenizer = load_tokenizer(base)
+        batch = probe_batch(tokenizer)
+        adapter_effect, max_diff = _merge_into(staging, base, lora_path, batch, dtype, safe_serialization,
+                                               load_model)
+        logger.info("max |logit difference| merged vs base + adapter: %.3g (tolerance %.1g; the adapter itself "
+                    "moves the logits by up to %.3g)", max_diff, tolerance, adapter_effect)
+        if not max_diff <= tolerance:  # also catches NaN
+            raise MergeVerificationError(
+                f"the merged model's logits differ from base + adapter by {max_diff:.3g} (> tolerance {tolerance:g}) "
+                f"on the probe batch; {output} was not written")
+        copied = copy_tokenizer_files(base_dir, staging, tokenizer)
+        generation_config = write_generation_config(base_dir, staging, tokenizer)
+        record = {
+            "kind": "merged_lora",
+            "base_model": str(base),
+            "base_model_dir": str(base_dir.resolve()),
+            "lora_path": str(Path(lora_path).resolve()),
+            "lora": lora_settings(adapter_config),
+            "dtype": dtype,
+            "safe_serialization": safe_serialization,
+            "verification": {"probe_addresses": list(PROBE_ADDRESSES), "max_abs_logit_diff": max_diff,
+                             "tolerance": tolerance, "adapter_max_abs_logit_effect": adapter_effect},
+            "tokenizer_files": copied,
+            "eos_token_id": generation_config.get("eos_token_id"),
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "address_completion_version": __version__,
+        }
+        dataio.write_json(staging / RECORD_FILE, record)
+        publish_folder(staging, output)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return MergeResult(output_path=output, max_abs_diff=max_diff, tolerance=tolerance, adapter_effect=adapter_effect,
+                       record=record)
+
+
+def merge_and_restore(lora_model: Any) -> Any:
+    """merge() + restore_original_model(): the plain model with W + scaling * A @ B in every adapted layer.
+
+    restore_original_model() rebuilds each adapted layer as a Linear *with* a (zero) bias even where the
+    original layer had none (Qwen2's o_proj and MLP projections); those biases are dropped again so the
+    saved model has exactly the base model's tensors.
+    """
+    import numpy as np
+
+    bias_free = [name for name, layer in lora_model.model.named_sublayers()
+                 if hasattr(layer, "lora_A") and getattr(layer, "bias", None) is None]
+    lora_model.merge()
+    model = lora_model.restore_original_model()
+    layers = dict(model.named_sublayers())
+    for name in bias_free:
+        layer = layers[name]
+        if layer.bias is not None and not np.any(layer.bias.numpy()):
+            layer.bias = None
+    return model
+
+
+def _merge_into(staging: Path, base: str, lora_path: str, batch, dtype: str, safe_serialization: bool,
+                load_model) -> tuple[float, float]:
+    """Merge and save into ``staging``; returns (adapter effect, merged-vs-adapter difference) on the probe."""
+    import gc
+
+    lora_model = load_model(base, dtype=dtype, lora_path=lora_path)
+    lora_model.eval()
+    mask = batch[1]
+    reference = probe_logits(lora_model, batch)
+    lora_model.disable_lora()
+    adapter_effect = max_logit_difference(reference, probe_logits(lora_model, batch), mask)
+    lora_model.enable_lora()
+    merged = merge_and_restore(lora_model)
+    merged.save_pretrained(str(staging), safe_serialization=safe_serialization)
+    del merged, lora_model
+    gc.collect()
+    reloaded = load_model(str(staging), dtype=dtype)
+    reloaded.eval()
+    max_diff = max_logit_difference(reference, probe_logits(reloaded, batch), mask)
+    del reloaded
+    gc.collect()
+    return adapter_effect, max_diff
+
+
+# ---------------------------------------------------------------- CLI
+
+
+def parse_bool(text: str) -> bool:
+    """merge_lora_params.py's strtobool: true/false, yes/no, 1/0, on/off."""
+    value = str(text).strip().lower()
+    if value in ("1", "true", "t", "yes", "y", "on"):
+        return True
+    if value in ("0", "false", "f", "no", "n", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model_name_or_path", required=True, help="base model: a local folder or a hub name")
+    parser.add_argument("--lora_path", required=True, help="LoRA adapter folder (lora_config.json + weights)")
+    parser.add_argument("--output_path", required=True, help="folder for the merged model (must be new or empty)")
+    parser.add_argument("--safe_serialization", type=parse_bool, default=True,
+                        help="save the weights as safetensors (true) or model_state.pdparams (false)")
+    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "gpu"), help="where to run the merge")
+    parser.add_argument("--dtype", default="float32", help="float32, bfloat16 or float16 (half falls back to "
+                                                           "float32 on CPU)")
+    parser.add_argument("--tolerance", type=float, default=None,
+                        help="largest accepted logit difference; default 1e-4 for float32, 5e-2 for half precision")
+    parser.add_argument("--low_gpu_mem", type=parse_bool, default=False,
+                        help="accepted for merge_lora_params.py compatibility; has no effect")
+    parser.add_argument("--force", action="store_true", help="replace a non-empty --output_path")
+
+
+def run(args: argparse.Namespace) -> int:
+    from .runtime import setup_runtime
+
+    runtime = setup_runtime(device=args.device, dtype=args.dtype, model=args.model_name_or_path)
+    result = merge_adapter(args.model_name_or_path, args.lora_path, args.output_path,
+                           safe_serialization=args.safe_serialization, dtype=runtime.dtype,
+                           tolerance=args.tolerance, force=args.force)
+    print(f"merged {args.lora_path} into {args.model_name_or_path} -> {result.output_path} "
+          f"(max |logit diff| {result.max_abs_diff:.3g} <= {result.tolerance:g})")
+    return 0

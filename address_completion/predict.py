@@ -1,0 +1,162 @@
+"""Complete addresses with a model: from arguments, a file, piped stdin, or an interactive prompt.
+
+Inputs: ADDRESS arguments; --input FILE (JSON lines with "src" and optional "tgt", a JSON array, CSV,
+or plain text with one address per line); otherwise stdin when it is piped; otherwise a "> " prompt.
+The task prefix is added when an address lacks it. Output: one completion per line, --json for JSON
+lines {"prompt", "predict"[, "label"]}, or --output FILE.jsonl with {"prompt", "predict", "label"} per
+line (LLaMA-Factory's predictions.jsonl). Decoding is batched greedy search with a KV cache; a batch
+gives exactly the answers of one-at-a-time runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Iterable, TextIO
+
+from . import DEFAULT_PROMPT_PREFIX, dataio
+from .errors import ConfigError, DataError
+
+if TYPE_CHECKING:
+    from .generate import Completer
+
+
+@dataclass(frozen=True)
+class PredictInput:
+    """One address to complete, with the expected answer when the input file has one."""
+
+    address: str
+    label: str | None = None
+
+
+def read_input_file(path: str | Path, *, fmt: str | None = None, column: str | None = None) -> list[PredictInput]:
+    """Addresses (field ``src``, or the lines of a text file) with ``tgt`` as label when every record has it."""
+    path = Path(path)
+    if column is not None:
+        records = dataio.read_records(path, required=("src",), fmt=fmt, column=column).records
+        return [PredictInput(record["src"]) for record in records]
+    if path.is_file() and (fmt or dataio.detect_format(path, _head(path))) == "text":
+        return [PredictInput(record["src"]) for record in dataio.read_records(path, required=("src",), fmt="text").records]
+    try:
+        records = dataio.read_records(path, required=("src", "tgt"), fmt=fmt).records
+    except DataError as error:
+        message = str(error)
+        if "'tgt'" not in message or not ("missing field" in message or "no column" in message):
+            raise
+        records = dataio.read_records(path, required=("src",), fmt=fmt).records  # no labels: predict only
+    return [PredictInput(record["src"], record.get("tgt")) for record in records]
+
+
+def _head(path: Path) -> str:
+    with open(path, "rb") as handle:
+        return handle.read(4096).decode("utf-8", errors="replace")
+
+
+def read_lines(stream: TextIO) -> list[PredictInput]:
+    """Non-empty lines of a text stream, one address each."""
+    return [PredictInput(line.strip()) for line in stream if line.strip()]
+
+
+def prediction_records(inputs: list[PredictInput], predictions: list[str],
+                       prefix: str = DEFAULT_PROMPT_PREFIX) -> list[dict]:
+    """{"prompt", "predict", "label"} per input; prompt is the user message the model saw (prefix included)."""
+    from .prompt import with_prefix
+
+    return [{"prompt": with_prefix(item.address, prefix), "predict": predicted, "label": item.label}
+            for item, predicted in zip(inputs, predictions)]
+
+
+def print_predictions(records: Iterable[dict], *, as_json: bool, out: TextIO) -> None:
+    for record in records:
+        if as_json:
+            shown = {key: value for key, value in record.items() if key != "label" or value is not None}
+            out.write(dataio.json_line(shown))
+        else:  # one answer per line, whatever the model generated
+            out.write(" ".join(record["predict"].splitlines()) + "\n")
+    out.flush()
+
+
+def interactive_loop(completer: Completer, *, as_json: bool, prompt: str = "> ", stdin: TextIO | None = None,
+                     out: TextIO | None = None) -> None:
+    """Read one address per line until EOF (Ctrl-D), Ctrl-C, 'exit' or 'quit'."""
+    stdin = sys.stdin if stdin is None else stdin
+    out = sys.stdout if out is None else out
+    while True:
+        out.write(prompt)
+        out.flush()
+        try:
+            line = stdin.readline()
+        except KeyboardInterrupt:
+            line = ""
+        if not line or line.strip() in ("exit", "quit"):
+            out.write("\n" if not line else "")
+            return
+        if not line.strip():
+            continue
+        inputs = [PredictInput(line.strip())]
+        print_predictions(prediction_records(inputs, completer.complete([line.strip()]), completer.prefix),
+                          as_json=as_json, out=out)
+
+
+def collect_inputs(args: argparse.Namespace, stdin: TextIO) -> list[PredictInput] | None:
+    """Addresses from arguments, --input or piped stdin; None means: ask interactively."""
+    if args.addresses and args.input:
+        raise ConfigError("give addresses either as arguments or with --input, not both")
+    if args.addresses:
+        return [PredictInput(address) for address in args.addresses]
+    if args.input:
+        return read_input_file(args.input, fmt=args.input_format, column=args.column)
+    if not stdin.isatty():
+        return read_lines(stdin)
+    return None
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("addresses", nargs="*", metavar="ADDRESS", help="addresses to complete")
+    parser.add_argument("--model", required=True, help="model folder (merged, or the base with --lora_path) or hub name")
+    parser.add_argument("--lora_path", default=None, help="unmerged LoRA adapter folder to apply to --model")
+    parser.add_argument("--input", default=None, help="file of addresses: JSON lines with src [and tgt], JSON, CSV "
+                                                      "or plain text (one per line)")
+    parser.add_argument("--input_format", default=None, choices=dataio.FORMATS,
+                        help="format of --input (default: from the extension)")
+    parser.add_argument("--column", default=None, help="CSV column that holds the address")
+    parser.add_argument("--output", default=None, help="write {prompt, predict, label} JSON lines here")
+    parser.add_argument("--force", action="store_true", help="overwrite an existing --output")
+    parser.add_argument("--json", action="store_true", help="print JSON lines {prompt, predict} instead of text")
+    parser.add_argument("--batch_size", type=int, default=16, help="addresses decoded together")
+    parser.add_argument("--max_new_tokens", type=int, default=64, help="upper bound on generated tokens")
+    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "gpu"))
+    parser.add_argument("--dtype", default="float32", help="float32, bfloat16 or float16 (CPU uses float32)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from .generate import Completer
+    from .runtime import logger, setup_runtime
+
+    if args.batch_size < 1:
+        raise ConfigError(f"--batch_size must be at least 1, got {args.batch_size}")
+    if args.max_new_tokens < 1:
+        raise ConfigError(f"--max_new_tokens must be at least 1, got {args.max_new_tokens}")
+    if args.output:
+        dataio.check_writable(args.output, args.force)
+    inputs = collect_inputs(args, sys.stdin)
+    if inputs is not None and not inputs:
+        raise DataError("no addresses to complete", args.input or "<stdin>")
+    runtime = setup_runtime(device=args.device, dtype=args.dtype, model=args.model)
+    completer = Completer.load(args.model, lora_path=args.lora_path, dtype=runtime.dtype,
+                               max_new_tokens=args.max_new_tokens)
+    if inputs is None:
+        print("type an address and press Enter (Ctrl-D or 'quit' to stop)", file=sys.stderr)
+        interactive_loop(completer, as_json=args.json)
+        return 0
+    predictions = completer.complete([item.address for item in inputs], batch_size=args.batch_size,
+                                     progress=bool(args.input))
+    records = prediction_records(inputs, predictions, completer.prefix)
+    if args.output:
+        count = dataio.write_jsonl(args.output, records)
+        logger.info("wrote %d predictions to %s", count, args.output)
+    else:
+        print_predictions(records, as_json=args.json, out=sys.stdout)
+    return 0

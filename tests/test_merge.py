@@ -1,0 +1,124 @@
+"""Merging a LoRA adapter into the default model: verified logits, atomic output, refusals."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from address_completion import merge
+from address_completion.cli import main
+from address_completion.errors import ConfigError, OutputExistsError
+
+TOLERANCE = 1e-4
+
+
+@pytest.fixture(scope="module")
+def merged_dir(default_model_dir, lora_adapter_dir, tmp_path_factory) -> Path:
+    output = tmp_path_factory.mktemp("merge") / "merged"
+    result = merge.merge_adapter(str(default_model_dir), str(lora_adapter_dir), output)
+    assert result.output_path == output
+    assert result.max_abs_diff <= TOLERANCE
+    assert result.adapter_effect > 100 * TOLERANCE, "the adapter must change the logits for the test to mean much"
+    return output
+
+
+def test_merged_logits_equal_base_plus_adapter(merged_dir, default_model_dir, lora_adapter_dir):
+    """Independent check: reload both and compare logits on a padded batch of address prompts."""
+    from address_completion.modeling import load_model, load_tokenizer
+
+    batch = merge.probe_batch(load_tokenizer(str(default_model_dir)))
+    with_adapter = load_model(str(default_model_dir), lora_path=str(lora_adapter_dir))
+    with_adapter.eval()
+    merged = load_model(str(merged_dir))
+    merged.eval()
+    difference = merge.max_logit_difference(merge.probe_logits(with_adapter, batch),
+                                            merge.probe_logits(merged, batch), batch[1])
+    assert difference <= TOLERANCE
+
+
+def test_merged_folder_is_a_complete_model(merged_dir, default_model_dir, lora_adapter_dir):
+    names = {path.name for path in merged_dir.iterdir()}
+    assert {"config.json", "model.safetensors", "generation_config.json", "vocab.json", "merges.txt",
+            "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json", merge.RECORD_FILE} <= names
+    assert not any(name.startswith(".") for name in names)
+    for name in ("vocab.json", "merges.txt", "tokenizer_config.json"):
+        assert (merged_dir / name).read_bytes() == (default_model_dir / name).read_bytes()
+    assert "chat_template" in json.loads((merged_dir / "tokenizer_config.json").read_text(encoding="utf-8"))
+    generation = json.loads((merged_dir / "generation_config.json").read_text(encoding="utf-8"))
+    assert generation["eos_token_id"] == [151645, 151643]
+    record = json.loads((merged_dir / merge.RECORD_FILE).read_text(encoding="utf-8"))
+    assert record["base_model"] == str(default_model_dir)
+    assert record["lora_path"] == str(Path(lora_adapter_dir).resolve())
+    assert record["lora"]["r"] == 4 and record["lora"]["lora_alpha"] == 8
+    assert record["verification"]["max_abs_logit_diff"] <= record["verification"]["tolerance"] == TOLERANCE
+    assert not [path for path in merged_dir.parent.iterdir() if path.name.startswith(".")], "no staging leftovers"
+
+
+def test_merged_weights_have_exactly_the_base_tensors(merged_dir, default_model_dir):
+    """No LoRA tensors and none of the zero biases restore_original_model() adds to bias-free layers."""
+    import paddle
+    from safetensors.numpy import load_file
+
+    merged = load_file(str(merged_dir / "model.safetensors"))
+    base = paddle.load(str(default_model_dir / "model_state.pdparams"), return_numpy=True)
+    assert sorted(merged) == sorted(base)
+    assert {name: value.shape for name, value in merged.items()} == {name: value.shape for name, value in base.items()}
+
+
+def test_merged_model_answers_like_base_plus_adapter(merged_dir, default_model_dir, lora_adapter_dir):
+    from address_completion.generate import Completer
+
+    addresses = ["碑林区扬子江南路467-6号", "海淀区中关村大街27号"]
+    unmerged = Completer.load(str(default_model_dir), lora_path=str(lora_adapter_dir), max_new_tokens=6)
+    assert Completer.load(str(merged_dir), max_new_tokens=6).complete(addresses) == unmerged.complete(addresses)
+
+
+def test_refuses_non_empty_output(default_model_dir, lora_adapter_dir, tmp_path):
+    output = tmp_path / "out"
+    output.mkdir()
+    (output / "notes.txt").write_text("keep me", encoding="utf-8")
+    with pytest.raises(OutputExistsError):
+        merge.merge_adapter(str(default_model_dir), str(lora_adapter_dir), output)
+    with pytest.raises(ConfigError, match="holds no config.json"):  # --force replaces model folders only
+        merge.merge_adapter(str(default_model_dir), str(lora_adapter_dir), output, force=True)
+    assert [path.name for path in tmp_path.iterdir()] == ["out"]
+    assert (output / "notes.txt").read_text(encoding="utf-8") == "keep me"
+
+
+def test_cli_pdparams_and_force_replace(default_model_dir, lora_adapter_dir, tmp_path, capsys):
+    output = tmp_path / "merged"
+    arguments = ["merge", "--model_name_or_path", str(default_model_dir), "--lora_path", str(lora_adapter_dir),
+                 "--output_path", str(output), "--safe_serialization", "false", "--device", "cpu"]
+    assert main(arguments) == 0
+    assert (output / "model_state.pdparams").is_file()
+    assert "max |logit diff|" in capsys.readouterr().out
+    assert main(arguments) == 2  # exists: refused
+    assert "--force" in capsys.readouterr().err
+    assert main([*arguments, "--force"]) == 0
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["merged"]
+
+
+def test_failed_verification_leaves_no_output(default_model_dir, lora_adapter_dir, tmp_path, monkeypatch):
+    monkeypatch.setattr(merge, "max_logit_difference", lambda *args: 1.0)
+    output = tmp_path / "merged"
+    with pytest.raises(merge.MergeVerificationError, match="tolerance"):
+        merge.merge_adapter(str(default_model_dir), str(lora_adapter_dir), output)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_rejects_pissa_adapter(default_model_dir, lora_adapter_dir, tmp_path):
+    adapter = tmp_path / "pissa-adapter"
+    shutil.copytree(lora_adapter_dir, adapter)
+    config = json.loads((adapter / "lora_config.json").read_text(encoding="utf-8"))
+    (adapter / "lora_config.json").write_text(json.dumps({**config, "pissa": True}), encoding="utf-8")
+    with pytest.raises(ConfigError, match="PiSSA"):
+        merge.merge_adapter(str(default_model_dir), str(adapter), tmp_path / "merged")
+    assert not (tmp_path / "merged").exists()
+
+
+def test_rejects_a_folder_that_is_not_an_adapter(default_model_dir, tmp_path):
+    with pytest.raises(ConfigError, match="lora_config.json"):
+        merge.merge_adapter(str(default_model_dir), str(tmp_path), tmp_path / "merged")

@@ -1,0 +1,112 @@
+"""`predict`: arguments, files, stdin and the interactive prompt give the Completer's answers."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from address_completion import DEFAULT_PROMPT_PREFIX
+from address_completion.cli import main
+from address_completion.generate import Completer
+from address_completion.predict import interactive_loop, read_input_file
+
+REPO = Path(__file__).resolve().parents[1]
+ADDRESSES = ["碑林区扬子江南路467-6号", "海淀区中关村大街27号", DEFAULT_PROMPT_PREFIX + "天河区体育西路191号",
+             "a", "南山区科技园南区高新南七道"]
+MAX_NEW_TOKENS = 6
+
+
+@pytest.fixture(scope="module")
+def model_args(default_model_dir, lora_adapter_dir) -> list[str]:
+    return ["--model", str(default_model_dir), "--lora_path", str(lora_adapter_dir),
+            "--max_new_tokens", str(MAX_NEW_TOKENS)]
+
+
+@pytest.fixture(scope="module")
+def completer(default_model_dir, lora_adapter_dir) -> Completer:
+    return Completer.load(str(default_model_dir), lora_path=str(lora_adapter_dir), max_new_tokens=MAX_NEW_TOKENS)
+
+
+@pytest.fixture(scope="module")
+def expected(completer) -> list[str]:
+    """One address at a time: the reference every batched path must reproduce."""
+    return [completer.complete([address], batch_size=1)[0] for address in ADDRESSES]
+
+
+def test_batch_equals_one_at_a_time(completer, expected):
+    assert completer.complete(ADDRESSES, batch_size=4) == expected
+    assert len(set(expected)) > 1
+
+
+def test_addresses_as_arguments(model_args, expected, capsys):
+    assert main(["predict", *model_args, "--batch_size", "3", *ADDRESSES]) == 0
+    assert capsys.readouterr().out.split("\n")[:-1] == expected
+
+
+def test_json_output_names_prompt_and_predict(model_args, expected, capsys):
+    assert main(["predict", *model_args, "--json", *ADDRESSES[:2]]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert lines == [{"prompt": DEFAULT_PROMPT_PREFIX + address, "predict": answer}
+                     for address, answer in zip(ADDRESSES[:2], expected[:2])]
+
+
+def test_file_in_file_out_contract(model_args, expected, tmp_path, capsys):
+    source = tmp_path / "test.json"
+    source.write_text("".join(json.dumps({"src": address, "tgt": f"全{index}"}, ensure_ascii=False) + "\n"
+                              for index, address in enumerate(ADDRESSES)), encoding="utf-8")
+    output = tmp_path / "predictions.jsonl"
+    assert main(["predict", *model_args, "--input", str(source), "--output", str(output), "--batch_size", "2"]) == 0
+    records = [json.loads(line) for line in output.read_text(encoding="utf-8").splitlines()]
+    assert [list(record) for record in records] == [["prompt", "predict", "label"]] * len(ADDRESSES)
+    assert [record["predict"] for record in records] == expected
+    assert [record["label"] for record in records] == [f"全{index}" for index in range(len(ADDRESSES))]
+    assert all(record["prompt"].startswith(DEFAULT_PROMPT_PREFIX) for record in records)
+    before = output.read_bytes()
+    assert main(["predict", *model_args, "--input", str(source), "--output", str(output)]) == 2
+    assert "--force" in capsys.readouterr().err
+    assert output.read_bytes() == before
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["predictions.jsonl", "test.json"]
+
+
+def test_input_files_without_labels(tmp_path):
+    text = tmp_path / "addresses.txt"
+    text.write_text("碑林区扬子江南路467-6号\n\n海淀区\n", encoding="utf-8")
+    assert [(item.address, item.label) for item in read_input_file(text)] == [
+        ("碑林区扬子江南路467-6号", None), ("海淀区", None)]
+    pairs = tmp_path / "src_only.jsonl"
+    pairs.write_text('{"src": "海淀区"}\n', encoding="utf-8")
+    assert [(item.address, item.label) for item in read_input_file(pairs)] == [("海淀区", None)]
+
+
+def test_stdin_is_read_when_piped(model_args, expected, monkeypatch, capsys):
+    monkeypatch.setattr(sys, "stdin", io.StringIO("\n".join(ADDRESSES) + "\n"))
+    assert main(["predict", *model_args]) == 0
+    assert capsys.readouterr().out.split("\n")[:-1] == expected
+
+
+def test_interactive_prompt(completer, expected):
+    out = io.StringIO()
+    interactive_loop(completer, as_json=False, stdin=io.StringIO(f"{ADDRESSES[0]}\n\n{ADDRESSES[1]}\nquit\n"), out=out)
+    assert out.getvalue() == f"> {expected[0]}\n> > {expected[1]}\n> "
+
+
+def test_arguments_and_input_file_together_are_refused(model_args, tmp_path, capsys):
+    assert main(["predict", *model_args, "--input", str(tmp_path / "x.txt"), "海淀区"]) == 2
+    assert "not both" in capsys.readouterr().err
+
+
+def test_script_reads_piped_stdin(default_model_dir, lora_adapter_dir, expected):
+    """scripts/predict.py in a fresh process, fed through a pipe as a user would."""
+    result = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "predict.py"), "--model", str(default_model_dir), "--lora_path",
+         str(lora_adapter_dir), "--max_new_tokens", str(MAX_NEW_TOKENS)],
+        input="\n".join(ADDRESSES[:2]) + "\n", capture_output=True, text=True, timeout=300,
+        env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split("\n")[:-1] == expected[:2]

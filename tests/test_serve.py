@@ -1,0 +1,215 @@
+"""The HTTP server over real sockets on 127.0.0.1: good requests, every refusal, batching, shutdown."""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from address_completion import DEFAULT_PROMPT_PREFIX
+from address_completion.generate import Completer
+from address_completion.serve import ServerSettings, start_in_thread
+
+API_KEY = "test-key"
+MAX_NEW_TOKENS = 6
+ADDRESSES = [f"海淀区中关村大街{number}号" for number in range(25)] + [f"碑林区扬子江南路{number}号" for number in range(25)]
+
+
+@pytest.fixture(scope="module")
+def completer(default_model_dir, lora_adapter_dir) -> Completer:
+    return Completer.load(str(default_model_dir), lora_path=str(lora_adapter_dir), max_new_tokens=MAX_NEW_TOKENS)
+
+
+@pytest.fixture(scope="module")
+def expected(completer) -> dict[str, str]:
+    """predict's answers (computed before the server shares the model with its worker thread)."""
+    return dict(zip(ADDRESSES, completer.complete(ADDRESSES, batch_size=8)))
+
+
+@pytest.fixture(scope="module")
+def server(completer, expected):
+    settings = ServerSettings(port=0, api_key=API_KEY, model_name="tiny", max_batch_size=8, batch_wait_ms=50,
+                              max_addresses=4, max_input_chars=40)
+    running = start_in_thread(completer, settings)
+    yield running
+    running.stop()
+
+
+def call(base_url, path, body=None, *, key=API_KEY, raw=None, method=None):
+    """(status, parsed JSON) of one request."""
+    data = raw if raw is not None else (None if body is None else json.dumps(body, ensure_ascii=False).encode())
+    headers = {"Content-Type": "application/json"}
+    if key is not None:
+        headers["Authorization"] = f"Bearer {key}"
+    request = urllib.request.Request(base_url + path, data=data, headers=headers, method=method)
+    try:
+        with urllib.request.urlopen(request, timeout=120) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+def chat(address, **extra):
+    return {"model": "tiny", "messages": [{"role": "system", "content": "ignored"},
+                                          {"role": "user", "content": address}], **extra}
+
+
+# ---------------------------------------------------------------- good requests
+
+
+def test_health_and_models(server):
+    assert call(server.url, "/health", key=None) == (200, {"status": "ok", "model": "tiny"})
+    status, body = call(server.url, "/v1/models")
+    assert status == 200 and body["object"] == "list" and [item["id"] for item in body["data"]] == ["tiny"]
+
+
+def test_complete_endpoint(server, expected):
+    addresses = ADDRESSES[:3]
+    assert call(server.url, "/v1/complete", {"addresses": addresses}) == (200, {"results": [expected[a] for a in addresses]})
+    assert call(server.url, "/v1/complete", {"addresses": []}) == (200, {"results": []})
+
+
+def test_chat_completions_endpoint(server, expected):
+    status, body = call(server.url, "/v1/chat/completions", chat(DEFAULT_PROMPT_PREFIX + ADDRESSES[0]))
+    assert status == 200
+    assert body["object"] == "chat.completion" and body["model"] == "tiny" and body["id"].startswith("chatcmpl-")
+    [choice] = body["choices"]
+    assert choice["index"] == 0 and choice["message"] == {"role": "assistant", "content": expected[ADDRESSES[0]]}
+    assert choice["finish_reason"] in ("stop", "length")
+    usage = body["usage"]
+    assert 0 < usage["completion_tokens"] <= MAX_NEW_TOKENS
+    assert usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"]
+
+
+def test_chat_accepts_content_parts(server, expected):
+    parts = [{"type": "text", "text": ADDRESSES[1][:3]}, {"type": "text", "text": ADDRESSES[1][3:]}]
+    status, body = call(server.url, "/v1/chat/completions", {"messages": [{"role": "user", "content": parts}]})
+    assert status == 200 and body["choices"][0]["message"]["content"] == expected[ADDRESSES[1]]
+
+
+def test_openai_client(server, expected):
+    openai = pytest.importorskip("openai")
+    client = openai.OpenAI(base_url=server.url + "/v1", api_key=API_KEY, max_retries=0)
+    response = client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": ADDRESSES[2]}])
+    assert response.choices[0].message.content == expected[ADDRESSES[2]]
+    assert [model.id for model in client.models.list()] == ["tiny"]
+    with pytest.raises(openai.AuthenticationError):
+        openai.OpenAI(base_url=server.url + "/v1", api_key="wrong", max_retries=0).models.list()
+
+
+# ---------------------------------------------------------------- refusals (the server keeps serving)
+
+
+@pytest.mark.parametrize("path, body, raw, key, status, words", [
+    ("/v1/complete", None, b'{"addresses": [', API_KEY, 400, "broken JSON"),
+    ("/v1/complete", None, b"\xff\xfe", API_KEY, 400, "UTF-8"),
+    ("/v1/chat/completions", chat("海淀区", stream=True), None, API_KEY, 400, "stream"),
+    ("/v1/complete", {"addresses": ["海淀区"]}, None, None, 401, "API key"),
+    ("/v1/complete", {"addresses": ["海淀区"]}, None, "wrong", 401, "API key"),
+    ("/v1/chat/completions", chat("海淀区"), None, None, 401, "API key"),
+    ("/v1/models", None, None, "wrong", 401, "API key"),
+    ("/v1/nowhere", {"addresses": []}, None, API_KEY, 404, "unknown path"),
+    ("/v1/complete", {"addresses": ["a"] * 5}, None, API_KEY, 413, "--max-addresses"),
+    ("/v1/complete", {"addresses": ["海" * 41]}, None, API_KEY, 413, "limit is 40"),
+    ("/v1/chat/completions", chat("海" * 41), None, API_KEY, 413, "--max-input-chars"),
+    ("/v1/complete", {"address": "海淀区"}, None, API_KEY, 422, "'addresses'"),
+    ("/v1/complete", {"addresses": "海淀区"}, None, API_KEY, 422, "list"),
+    ("/v1/complete", {"addresses": ["海淀区", 7]}, None, API_KEY, 422, "addresses[1]"),
+    ("/v1/complete", [1, 2], None, API_KEY, 422, "JSON object"),
+    ("/v1/chat/completions", {"model": "tiny"}, None, API_KEY, 422, "'messages'"),
+    ("/v1/chat/completions", {"messages": [{"role": "system", "content": "x"}]}, None, API_KEY, 422, "user message"),
+    ("/v1/chat/completions", {"messages": [{"role": "user"}]}, None, API_KEY, 422, "messages[0]"),
+])
+def test_bad_requests_get_openai_errors(server, expected, path, body, raw, key, status, words):
+    got_status, payload = call(server.url, path, body, key=key, raw=raw)
+    assert got_status == status
+    assert set(payload) == {"error"} and set(payload["error"]) == {"message", "type", "param", "code"}
+    assert words in payload["error"]["message"]
+    assert call(server.url, "/v1/complete", {"addresses": [ADDRESSES[0]]}) == (200, {"results": [expected[ADDRESSES[0]]]})
+
+
+def test_wrong_method_is_refused(server):
+    assert call(server.url, "/v1/complete", method="GET")[0] == 405
+    assert call(server.url, "/health", {}, method="POST")[0] == 405
+
+
+# ---------------------------------------------------------------- concurrency
+
+
+def test_50_concurrent_requests_are_batched_and_match_predict(server, expected):
+    def one(address_index):
+        address = ADDRESSES[address_index]
+        if address_index % 2:
+            status, body = call(server.url, "/v1/chat/completions", chat(address))
+            return status, body["choices"][0]["message"]["content"]
+        status, body = call(server.url, "/v1/complete", {"addresses": [address]})
+        return status, body["results"][0]
+
+    batches_before = server.worker.batches_run
+    with ThreadPoolExecutor(max_workers=50) as pool:
+        answers = list(pool.map(one, range(len(ADDRESSES))))
+    assert [status for status, _ in answers] == [200] * 50
+    assert [answer for _, answer in answers] == [expected[address] for address in ADDRESSES]
+    assert server.worker.batches_run - batches_before < 50
+    assert server.worker.most_requests_in_a_batch > 1
+
+
+# ---------------------------------------------------------------- the CLI process and SIGTERM
+
+
+def test_sigterm_finishes_the_request_in_flight(default_model_dir, lora_adapter_dir, expected):
+    process = subprocess.Popen(
+        [sys.executable, "-m", "address_completion", "serve", "--debug", "--model", str(default_model_dir),
+         "--lora_path", str(lora_adapter_dir), "--port", "0", "--max_new_tokens", str(MAX_NEW_TOKENS),
+         "--batch-wait-ms", "200", "--max-batch-size", "1"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    try:
+        url = _wait_for_url(process)
+        log_lines: queue.Queue[str] = queue.Queue()
+        reader = threading.Thread(target=lambda: [log_lines.put(line) for line in process.stderr], daemon=True)
+        reader.start()
+        addresses = ADDRESSES[:4]  # decoded one at a time (--max-batch-size 1): long enough to be in flight
+        result: list = []
+        client = threading.Thread(target=lambda: result.append(call(url, "/v1/complete", {"addresses": addresses},
+                                                                    key=None)))
+        client.start()
+        _wait_for_line(log_lines, "queued 4 address")
+        process.send_signal(signal.SIGTERM)
+        client.join(timeout=120)
+        assert result == [(200, {"results": [expected[address] for address in addresses]})]
+        assert process.wait(timeout=60) == 0
+        reader.join(timeout=10)
+        assert "received SIGTERM" in "".join(_drain(log_lines))
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+def _wait_for_url(process) -> str:
+    line = process.stdout.readline()
+    assert "http://127.0.0.1:" in line, f"no URL printed: {line!r}; stderr: {process.stderr.read()}"
+    return next(word for word in line.split() if word.startswith("http://"))
+
+
+def _wait_for_line(lines: queue.Queue, text: str) -> None:
+    while True:
+        line = lines.get(timeout=120)
+        if text in line:
+            return
+
+
+def _drain(lines: queue.Queue) -> list[str]:
+    drained = []
+    while not lines.empty():
+        drained.append(lines.get_nowait())
+    return drained
