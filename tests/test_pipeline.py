@@ -1,0 +1,29 @@
+"""The main job (`bash scripts/demo.sh` = `address-completion demo`) end to end, at a small size."""
+
+import json
+from pathlib import Path
+
+from address_completion.cli import main
+
+
+def test_demo_runs_every_stage_and_ends_with_a_report(default_model_dir: Path, tmp_path: Path, capsys):
+    out = tmp_path / "demo"
+    argv = ["demo", "--output", str(out), "--model", str(default_model_dir), "--num", "300", "--max-steps", "4",
+            "--eval-limit", "16"]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    for stage in ("prepare", "split", "train", "merge", "predict", "evaluate"):
+        assert f"$ address-completion {stage} " in printed
+    assert "build-model" not in printed  # an existing default model is reused
+    assert sorted(p.name for p in (out / "data").iterdir()) == ["dev.json", "test.json", "train.json"]
+    assert (out / "lora" / "lora_config.json").exists()
+    assert (out / "merged" / "config.json").exists()
+    report = json.loads((out / "eval" / "report.json").read_text(encoding="utf-8"))
+    names = [system["name"] for system in report["systems"]]
+    assert {"trained", "untrained"} <= set(names) and any("jionlp" in name for name in names)
+    assert report["test_set"]["size"] == 16
+    assert str(out / "eval" / "report.md") in printed
+
+    # A second run refuses to overwrite the demo's results without --force.
+    assert main(argv) == 2
+    assert "--force" in capsys.readouterr().err
