@@ -1,0 +1,305 @@
+"""Finding and loading a model: a Paddle folder, a Hugging Face folder, or a hub name.
+
+- A local **Paddle-format** folder (``model_state.pdparams`` or safetensors saved by Paddle) is used as is.
+- A local **Hugging Face-format** folder (``config.json`` + ``model.safetensors``, as downloaded from
+  Hugging Face or ModelScope) is converted once into a cache folder keyed by the source path and the
+  files' sizes and modification times. The user's folder is never written to: PaddleNLP's own
+  ``convert_from_torch=True`` would drop a ``model_state.pdparams`` next to the user's files.
+- A **hub name** (``Qwen/Qwen2.5-0.5B-Instruct``) is downloaded through PaddleNLP when online; offline, or
+  when the hub cannot be reached within a few seconds, the error says how to pass a local folder.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import hashlib
+import json
+import os
+import shutil
+import socket
+import struct
+from pathlib import Path
+from typing import Any, Mapping
+
+from .errors import ConfigError
+from .runtime import OFFLINE_VARIABLES, looks_like_local_path, logger
+
+CONVERTED_CACHE_VERSION = 1
+PADDLE_WEIGHT_FORMATS = ("np", "paddle")
+HUB_HOST = ("bj.bcebos.com", 443)  # PaddleNLP's default download endpoint
+HUB_PROBE_SECONDS = 3.0
+# Files copied next to converted weights; weights themselves are re-saved by Paddle.
+COPIED_FILES = ("config.json", "generation_config.json", "vocab.json", "merges.txt", "tokenizer.json",
+                "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json", "chat_template.json")
+TOKENIZER_FILES = ("vocab.json", "merges.txt", "tokenizer_config.json", "special_tokens_map.json",
+                   "added_tokens.json", "tokenizer.json", "chat_template.json", "generation_config.json")
+
+
+# ---------------------------------------------------------------- folder formats
+
+
+def safetensors_format(path: str | os.PathLike) -> str | None:
+    """The ``format`` recorded in a safetensors header (``pt`` from PyTorch/HF, ``np`` from Paddle)."""
+    with open(path, "rb") as handle:
+        (length,) = struct.unpack("<Q", handle.read(8))
+        if length > 100_000_000:
+            return None
+        header = json.loads(handle.read(length) or b"{}")
+    return (header.get("__metadata__") or {}).get("format")
+
+
+def weight_files(folder: Path) -> list[Path]:
+    return sorted([*folder.glob("*.pdparams"), *folder.glob("*.safetensors")])
+
+
+def _weights_format(folder: Path) -> str | None:
+    """"paddle", "hf" or None, judged by the file PaddleNLP would load: safetensors win over pdparams.
+
+    (A Hugging Face folder once loaded with ``convert_from_torch=True`` holds both; PaddleNLP still picks
+    the PyTorch safetensors and fails, so such a folder counts as Hugging Face format.)
+    """
+    if not (folder / "config.json").is_file():
+        return None
+    tensors = sorted(folder.glob("*.safetensors"))
+    if tensors:
+        return "paddle" if safetensors_format(tensors[0]) in PADDLE_WEIGHT_FORMATS else "hf"
+    return "paddle" if any(folder.glob("model_state*.pdparams")) else None
+
+
+def is_paddle_model_dir(folder: Path) -> bool:
+    """A folder PaddleNLP loads without conversion."""
+    return _weights_format(folder) == "paddle"
+
+
+def is_hf_model_dir(folder: Path) -> bool:
+    """config.json + safetensors written by PyTorch (Hugging Face / ModelScope downloads)."""
+    return _weights_format(folder) == "hf"
+
+
+def cache_root() -> Path:
+    """``$ADDRESS_COMPLETION_CACHE``, else ``$XDG_CACHE_HOME/address_completion`` (``~/.cache/...``)."""
+    if os.environ.get("ADDRESS_COMPLETION_CACHE"):
+        return Path(os.environ["ADDRESS_COMPLETION_CACHE"]).expanduser()
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "address_completion"
+
+
+def conversion_key(source: Path) -> str:
+    """Changes when the source folder's path or any of its files (size, mtime) changes."""
+    digest = hashlib.sha256(f"v{CONVERTED_CACHE_VERSION}:{source.resolve()}".encode())
+    for path in sorted(source.iterdir()):
+        if path.is_file():
+            stat = path.stat()
+            digest.update(f"|{path.name}:{stat.st_size}:{stat.st_mtime_ns}".encode())
+    return digest.hexdigest()[:20]
+
+
+def converted_dir(source: Path, cache_dir: str | os.PathLike | None = None) -> Path:
+    root = Path(cache_dir) if cache_dir is not None else cache_root() / "converted-models"
+    return root / f"{source.resolve().name}-{conversion_key(source)}"
+
+
+def convert_hf_folder(source: Path, cache_dir: str | os.PathLike | None = None) -> Path:
+    """Paddle-format copy of an HF-format folder (made once, reused while the source is unchanged)."""
+    target = converted_dir(source, cache_dir)
+    if is_paddle_model_dir(target):
+        logger.debug("using converted model %s for %s", target, source)
+        return target
+    logger.info("converting Hugging Face weights in %s to Paddle format (once) -> %s", source, target)
+    staging = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    try:
+        for name in COPIED_FILES:
+            if (source / name).is_file():
+                shutil.copy2(source / name, staging / name)
+        # Links, not copies, to the (large) weights: Paddle reads them and writes its own file beside them.
+        for path in source.glob("*.safetensors*"):
+            os.symlink(path.resolve(), staging / path.name)
+        complete_special_tokens_map(staging)
+        _convert_in_place(staging)
+        shutil.rmtree(target, ignore_errors=True)
+        os.replace(staging, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+def complete_special_tokens_map(folder: Path) -> None:
+    """Write special_tokens_map.json with every special token as a full entry (lstrip/rstrip false).
+
+    Hugging Face folders list them as bare strings or not at all; PaddleNLP's slow Qwen2 tokenizer then
+    swallows the "\\n" after ``<|im_end|>`` and prompts would differ from the real model's.
+    """
+    from . import dataio
+
+    config_file = folder / "tokenizer_config.json"
+    if not config_file.is_file():
+        return
+    config = json.loads(config_file.read_text(encoding="utf-8"))
+    entries = {entry.get("content"): entry for entry in (config.get("added_tokens_decoder") or {}).values()}
+
+    def full(token: Any) -> Any:
+        content = token.get("content") if isinstance(token, dict) else token
+        base = entries.get(content, {"content": content, "normalized": False, "special": True})
+        return {**base, "lstrip": False, "rstrip": False, "single_word": False}
+
+    mapping = {}
+    if config.get("additional_special_tokens"):
+        mapping["additional_special_tokens"] = [full(token) for token in config["additional_special_tokens"]]
+    for key in ("bos_token", "eos_token", "pad_token", "unk_token"):
+        if config.get(key):
+            mapping[key] = full(config[key])
+    if mapping:
+        dataio.write_json(folder / "special_tokens_map.json", mapping)
+
+
+def _convert_in_place(folder: Path) -> None:
+    from paddlenlp.transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(str(folder), convert_from_torch=True, dtype="float32")
+    for path in folder.iterdir():
+        if path.is_symlink() or path.suffix == ".pdparams":
+            path.unlink()
+    model.save_pretrained(str(folder))
+    del model
+
+
+# ---------------------------------------------------------------- hub names
+
+
+def offline_requested() -> bool:
+    return any(os.environ.get(variable) == "1" for variable in OFFLINE_VARIABLES)
+
+
+def hub_reachable(host: tuple[str, int] = HUB_HOST, timeout: float = HUB_PROBE_SECONDS) -> bool:
+    """True when a TCP connection to the hub opens within ``timeout`` (DNS included)."""
+
+    def connect() -> bool:
+        with socket.create_connection(host, timeout=timeout):
+            return True
+
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)
+    try:
+        return pool.submit(connect).result(timeout=timeout + 0.5)
+    except (OSError, concurrent.futures.TimeoutError):
+        return False
+    finally:
+        pool.shutdown(wait=False)
+
+
+def hub_cache_dir(name: str) -> Path:
+    """Where PaddleNLP keeps a downloaded hub model (its rule, without importing paddlenlp)."""
+    home = os.environ.get("PPNLP_HOME") or Path("~").expanduser() / ".paddlenlp"
+    return Path(home) / "models" / name
+
+
+def offline_error(name: str) -> ConfigError:
+    folder = f"./models/{name.rstrip('/').split('/')[-1]}"
+    return ConfigError(
+        f"model {name!r} is a hub name, but this machine is offline (or the hub is unreachable) and it is not in "
+        f"PaddleNLP's cache; download it where there is network (e.g. `huggingface-cli download {name} --local-dir "
+        f"{folder}` or ModelScope), copy the folder here and pass it: --model_name_or_path {folder}")
+
+
+def download_hub_model(name: str) -> Path:
+    """Download a hub model's config, tokenizer and weights through PaddleNLP; return its folder."""
+    from paddlenlp.utils.download import resolve_file_path
+
+    config_file = resolve_file_path(name, ["config.json"])
+    if config_file is None:
+        raise ConfigError(f"model {name!r} not found on PaddleNLP's hub; pass a local folder instead")
+    weights = resolve_file_path(name, ["model.safetensors.index.json", "model.safetensors",
+                                       "model_state.pdparams"])
+    if weights is None:
+        raise ConfigError(f"model {name!r} has no weights PaddleNLP can download; pass a local folder instead")
+    if weights.endswith(".index.json"):
+        index = json.loads(Path(weights).read_text(encoding="utf-8"))
+        for shard in sorted(set(index.get("weight_map", {}).values())):
+            resolve_file_path(name, [shard])
+    for extra in TOKENIZER_FILES:
+        try:
+            resolve_file_path(name, [extra])
+        except Exception:  # optional files: a repo without one simply lacks it
+            logger.debug("hub model %s has no %s", name, extra)
+    return Path(config_file).parent
+
+
+# ---------------------------------------------------------------- public API
+
+
+def missing_folder_message(text: str) -> str:
+    hint = ""
+    if Path(text).name == "default-model":
+        hint = " (build the embedded default model first: bash scripts/build_model.sh)"
+    return f"model folder {text!r} does not exist{hint}"
+
+
+def resolve_model_dir(name_or_path: str, *, cache_dir: str | None = None) -> Path:
+    """A local folder PaddleNLP can load without writing anywhere (see module docstring)."""
+    text = str(name_or_path)
+    folder = Path(text).expanduser()
+    if folder.exists() or looks_like_local_path(text):
+        if not folder.is_dir():
+            raise ConfigError(missing_folder_message(text) if not folder.exists()
+                              else f"model path {text!r} is a file; pass the folder that holds config.json")
+        if is_paddle_model_dir(folder):
+            return folder
+        if is_hf_model_dir(folder):
+            return convert_hf_folder(folder, cache_dir)
+        found = ", ".join(sorted(path.name for path in folder.iterdir())[:8]) or "nothing"
+        raise ConfigError(f"{text!r} is not a model folder: expected config.json with model_state.pdparams or "
+                          f"*.safetensors (Paddle or Hugging Face format); found {found}")
+    cached = hub_cache_dir(text)
+    if is_paddle_model_dir(cached):
+        return cached
+    if is_hf_model_dir(cached):
+        return convert_hf_folder(cached, cache_dir)
+    if offline_requested() or not hub_reachable():
+        raise offline_error(text)
+    return download_hub_model(text)
+
+
+def check_model_source(name_or_path: str) -> None:
+    """Fail fast (before data or model loading) when the model cannot be found; nothing is downloaded."""
+    text = str(name_or_path)
+    folder = Path(text).expanduser()
+    if folder.exists() or looks_like_local_path(text):
+        if not folder.is_dir():
+            raise ConfigError(missing_folder_message(text))
+        if not (is_paddle_model_dir(folder) or is_hf_model_dir(folder)):
+            resolve_model_dir(text)  # raises the descriptive error
+        return
+    if is_paddle_model_dir(hub_cache_dir(text)) or is_hf_model_dir(hub_cache_dir(text)):
+        return
+    if offline_requested() or not hub_reachable():
+        raise offline_error(text)
+
+
+def load_tokenizer(name_or_path: str) -> Any:
+    """The tokenizer of a model folder or hub name (same resolution as :func:`resolve_model_dir`)."""
+    from paddlenlp.transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(resolve_model_dir(name_or_path)))
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token  # only used for padding, which is masked out
+    return tokenizer
+
+
+def load_model(name_or_path: str, *, dtype: str = "float32", lora_path: str | None = None,
+               config_overrides: Mapping[str, Any] | None = None) -> Any:
+    """A causal LM in ``dtype``; wrapped in PaddleNLP's LoRAModel when ``lora_path`` is given."""
+    from paddlenlp.transformers import AutoConfig, AutoModelForCausalLM
+
+    folder = str(resolve_model_dir(name_or_path))
+    config = AutoConfig.from_pretrained(folder, dtype=dtype)
+    for key, value in (config_overrides or {}).items():
+        setattr(config, key, value)
+    model = AutoModelForCausalLM.from_pretrained(folder, config=config, dtype=dtype)
+    if lora_path:
+        from paddlenlp.peft import LoRAModel
+
+        if not (Path(lora_path) / "lora_config.json").is_file():
+            raise ConfigError(f"lora_path {lora_path!r} holds no lora_config.json; pass a LoRA adapter folder "
+                              "(the output_dir of `address-completion train`)")
+        model = LoRAModel.from_pretrained(model=model, lora_path=str(lora_path))
+    return model

@@ -1,0 +1,708 @@
+"""LoRA or full fine-tuning from a run_finetune-style JSON config: train CONFIG.json [--key value ...].
+
+Reads ``train.json`` / ``dev.json`` (JSON lines with ``src``/``tgt``) from ``dataset_name_or_path``,
+trains with PaddleNLP's SFTTrainer and writes into ``output_dir``: the adapter (``lora_config.json`` +
+weights) or the full model, the tokenizer, ``train_config.json`` (the resolved config), ``metrics.jsonl``
+and ``summary.json``. Evaluation during training decodes dev greedily and reports exact-match
+``eval_accuracy`` (PaddleNLP's own "accuracy" is teacher-forced token accuracy) and ``eval_loss``.
+An output_dir with checkpoints needs --resume or --overwrite. Command-line ``--key value`` pairs after
+the config override its keys; see configs/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import random
+import re
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+from . import dataio
+from .config import (CHECKPOINT_PREFIX, RUN_OUTPUT_FILES, TrainConfig, checkpoints_in, load_config,
+                     resume_checkpoint)
+from .errors import ConfigError
+from .prompt import encode_example
+from .runtime import logger
+
+IGNORE_INDEX = -100
+METRICS_FILE = "metrics.jsonl"
+SUMMARY_FILE = "summary.json"
+RESOLVED_CONFIG_FILE = "train_config.json"
+# Log keys that are bookkeeping, not metrics.
+UNLOGGED_KEYS = ("progress_or_epoch", "global_step")
+
+
+# ---------------------------------------------------------------- samples
+
+
+@dataclass
+class EncodedSplit:
+    """Tokenized samples of one split, ready for the collator, plus what truncation did."""
+
+    features: list[dict[str, list[int]]]
+    pairs: list[dict[str, str]]
+    truncated_source: int = 0
+    truncated_sample: int = 0
+
+    def truncation(self) -> dict[str, int]:
+        return {"samples": len(self.features), "source_truncated": self.truncated_source,
+                "sample_truncated": self.truncated_sample}
+
+
+def build_features(prompt_ids: Sequence[int], answer_ids: Sequence[int], src_length: int,
+                   max_length: int) -> tuple[dict[str, list[int]], bool, bool]:
+    """Model inputs for one pair, pre-shifted because PaddleNLP's Qwen2 loss does not shift.
+
+    The source keeps its last ``src_length`` tokens (the address end matters most; the template start
+    is the same for every sample); the answer is cut so the sample fits ``max_length``. Loss is on the
+    answer and its EOS only. Returns (features, source truncated, sample truncated).
+    """
+    prompt_ids, answer_ids = list(prompt_ids), list(answer_ids)
+    source_truncated = len(prompt_ids) > src_length
+    if source_truncated:
+        prompt_ids = prompt_ids[-src_length:]
+    sample_truncated = len(prompt_ids) + len(answer_ids) > max_length
+    if sample_truncated:
+        answer_ids = answer_ids[: max_length - len(prompt_ids)]
+    input_ids = prompt_ids + answer_ids
+    labels = [IGNORE_INDEX] * len(prompt_ids) + answer_ids
+    return {"input_ids": input_ids[:-1], "labels": labels[1:]}, source_truncated, sample_truncated
+
+
+def encode_pairs(tokenizer: Any, pairs: Sequence[dict[str, str]], src_length: int, max_length: int) -> EncodedSplit:
+    """Features of every pair through the one prompt builder (:func:`prompt.encode_example`)."""
+    split = EncodedSplit(features=[], pairs=list(pairs))
+    for pair in pairs:
+        prompt_ids, answer_ids = encode_example(tokenizer, pair["src"], pair["tgt"])
+        features, source_truncated, sample_truncated = build_features(prompt_ids, answer_ids, src_length, max_length)
+        split.features.append(features)
+        split.truncated_source += source_truncated
+        split.truncated_sample += sample_truncated
+    return split
+
+
+def pack_features(features: Sequence[dict[str, list[int]]], max_length: int) -> list[dict[str, list[int]]]:
+    """zero_padding: samples concatenated into rows of at most ``max_length`` tokens (first fit, in order).
+
+    Each row carries ``position_ids`` that restart at 0 for every sample; the collator turns those into
+    a block-diagonal causal mask, so attention never crosses a sample boundary and each sample sees
+    exactly the positions it would see alone.
+    """
+    rows: list[dict[str, list[int]]] = []
+    for feature in features:
+        length = len(feature["input_ids"])
+        row = next((row for row in rows if len(row["input_ids"]) + length <= max_length), None)
+        if row is None:
+            row = {"input_ids": [], "labels": [], "position_ids": []}
+            rows.append(row)
+        row["input_ids"] += feature["input_ids"]
+        row["labels"] += feature["labels"]
+        row["position_ids"] += list(range(length))
+    return rows
+
+
+@dataclass
+class PaddingCollator:
+    """Pads a batch to its longest row (not to max_length), labels with -100.
+
+    Plain rows get a 2-D attention mask; packed rows (with ``position_ids``) get a 4-D boolean mask that
+    only lets a token see earlier tokens of its own sample.
+    """
+
+    pad_token_id: int
+    pad_to_multiple_of: int | None = None
+    pad_to_length: int | None = None
+
+    def width(self, longest: int) -> int:
+        width = max(longest, self.pad_to_length or 0)
+        if self.pad_to_multiple_of:
+            width = math.ceil(width / self.pad_to_multiple_of) * self.pad_to_multiple_of
+        return width
+
+    def __call__(self, features: Sequence[dict[str, list[int]]]) -> dict[str, Any]:
+        import numpy as np
+
+        width = self.width(max(len(feature["input_ids"]) for feature in features))
+        input_ids = np.full((len(features), width), self.pad_token_id, dtype="int64")
+        labels = np.full((len(features), width), IGNORE_INDEX, dtype="int64")
+        for row, feature in enumerate(features):
+            input_ids[row, : len(feature["input_ids"])] = feature["input_ids"]
+            labels[row, : len(feature["labels"])] = feature["labels"]
+        batch = {"input_ids": input_ids, "labels": labels}
+        if "position_ids" in features[0]:
+            batch.update(self._packed_mask(features, width))
+        else:
+            attention = np.zeros((len(features), width), dtype="int64")
+            for row, feature in enumerate(features):
+                attention[row, : len(feature["input_ids"])] = 1
+            batch["attention_mask"] = attention
+        return batch
+
+    @staticmethod
+    def _packed_mask(features: Sequence[dict[str, list[int]]], width: int) -> dict[str, Any]:
+        import numpy as np
+
+        positions = np.zeros((len(features), width), dtype="int64")
+        mask = np.zeros((len(features), 1, width, width), dtype=bool)
+        causal = np.tril(np.ones((width, width), dtype=bool))
+        for row, feature in enumerate(features):
+            length = len(feature["position_ids"])
+            positions[row, :length] = feature["position_ids"]
+            segment = np.cumsum(np.asarray(feature["position_ids"]) == 0)
+            same_sample = segment[:, None] == segment[None, :]
+            mask[row, 0, :length, :length] = same_sample & causal[:length, :length]
+            padding = np.arange(length, width)
+            mask[row, 0, padding, padding] = True  # padding sees itself only: no empty softmax rows
+        return {"position_ids": positions, "attention_mask": mask}
+
+
+# ---------------------------------------------------------------- data
+
+
+def read_split(folder: Path, name: str) -> list[dict[str, str]]:
+    """Pairs of ``folder/name`` (JSON lines; a bad line is a DataError naming file and line)."""
+    return dataio.read_records(folder / name, required=("src", "tgt"), fmt="jsonl").records
+
+
+def sample_pairs(pairs: list[dict[str, str]], limit: int | None, seed: int) -> list[dict[str, str]]:
+    """``limit`` pairs drawn once with ``seed`` (in file order), or all of them."""
+    if limit is None or limit >= len(pairs):
+        return pairs
+    chosen = sorted(random.Random(seed).sample(range(len(pairs)), limit))
+    return [pairs[index] for index in chosen]
+
+
+# ---------------------------------------------------------------- evaluation by generation
+
+
+@dataclass
+class GenerationEval:
+    """Exact match of greedy decoding on a fixed set of pairs (the metric best-model selection uses)."""
+
+    tokenizer: Any
+    pairs: list[dict[str, str]]
+    batch_size: int
+    max_new_tokens: int
+    last_predictions: list[str] = field(default_factory=list)
+
+    def records(self) -> list[dict[str, str]]:
+        """The last predictions as predictions.jsonl records (prompt, predict, label)."""
+        return [{"prompt": pair["src"], "predict": prediction, "label": pair["tgt"]}
+                for pair, prediction in zip(self.pairs, self.last_predictions)]
+
+    def __call__(self, model: Any) -> dict[str, float]:
+        from .generate import Completer
+        from .metrics import exact_match
+
+        if not self.pairs:
+            return {}
+        was_training = model.training
+        model.eval()
+        try:
+            completer = Completer(model=model, tokenizer=self.tokenizer, max_new_tokens=self.max_new_tokens)
+            predictions = completer.complete([pair["src"] for pair in self.pairs], batch_size=self.batch_size)
+        finally:
+            if was_training:
+                model.train()
+        self.last_predictions = predictions
+        correct = sum(exact_match(prediction, pair["tgt"]) for prediction, pair in zip(predictions, self.pairs))
+        return {"accuracy": correct / len(self.pairs), "exact_matches": float(correct)}
+
+
+def answer_token_budget(split: EncodedSplit, max_length: int) -> int:
+    """Longest answer (with EOS) in ``split`` plus a margin: enough for every exact match, no wasted steps."""
+    longest = max((sum(label != IGNORE_INDEX for label in feature["labels"]) for feature in split.features), default=1)
+    return max(1, min(longest + 2, max_length))
+
+
+# ---------------------------------------------------------------- model
+
+
+def lora_target_patterns(names: Sequence[str] | str | None, model: Any) -> list[str]:
+    """Regexes for LoRAConfig: run_finetune's defaults, or plain layer names (``q_proj``) turned into ``.*q_proj.*``."""
+    if names is None:
+        from paddlenlp.trl.llm_utils import get_lora_target_modules
+
+        return list(get_lora_target_modules(model))
+    names = [names] if isinstance(names, str) else list(names)
+    return [f".*{name}.*" if re.fullmatch(r"[A-Za-z0-9_]+", name) else name for name in names]
+
+
+def add_neftune(model: Any, noise_alpha: float) -> Any:
+    """NEFTune: uniform noise of size alpha/sqrt(length*hidden) on the input embeddings, in training only."""
+    import paddle
+
+    embeddings = model.get_input_embeddings()
+
+    def add_noise(layer: Any, inputs: Any, output: Any) -> Any:
+        if not layer.training:
+            return output
+        magnitude = noise_alpha / math.sqrt(output.shape[-2] * output.shape[-1])
+        return output + paddle.uniform(output.shape, dtype=output.dtype, min=-magnitude, max=magnitude)
+
+    return embeddings.register_forward_post_hook(add_noise)
+
+
+def build_model(cfg: TrainConfig) -> Any:
+    """The base model (run_finetune's config handling), wrapped in LoRA when ``lora`` is true."""
+    from paddlenlp.transformers.configuration_utils import LlmMetaConfig
+
+    from .modeling import load_model
+
+    model_args, training_args = cfg.model_args, cfg.training_args
+    overrides = {key: getattr(training_args, key) for key in LlmMetaConfig._get_defaults()
+                 if hasattr(training_args, key)}
+    overrides.update(seq_length=cfg.data_args.max_length, ignore_index=IGNORE_INDEX)
+    model = load_model(model_args.model_name_or_path, dtype=cfg.dtype, config_overrides=overrides)
+    if model_args.neftune:
+        add_neftune(model, model_args.neftune_noise_alpha)
+    if model_args.lora:
+        model = wrap_lora(model, cfg)
+    return model
+
+
+def wrap_lora(model: Any, cfg: TrainConfig) -> Any:
+    from paddlenlp.peft import LoRAConfig, LoRAModel
+
+    model_args = cfg.model_args
+    if model_args.lora_path:
+        lora_model = LoRAModel.from_pretrained(model=model, lora_path=model_args.lora_path)
+        lora_model.mark_only_lora_as_trainable()
+        return lora_model
+    lora_config = LoRAConfig(
+        target_modules=lora_target_patterns(cfg.extras["target_modules"], model),
+        r=model_args.lora_rank, lora_alpha=cfg.extras["lora_alpha"], lora_dropout=cfg.extras["lora_dropout"],
+        rslora=model_args.rslora, lora_plus_scale=model_args.lora_plus_scale, pissa=False, merge_weights=False,
+        tensor_parallel_degree=cfg.training_args.tensor_parallel_degree, dtype=cfg.dtype,
+        base_model_name_or_path=model_args.model_name_or_path, use_quick_lora=model_args.use_quick_lora,
+        trainable_modules=cfg.extras["trainable_modules"])
+    lora_model = LoRAModel(model, lora_config)
+    if not any(not parameter.stop_gradient for parameter in lora_model.parameters()):
+        raise ConfigError(f"target_modules {cfg.extras['target_modules']} matched no layer; layer names look like "
+                          "model.layers.0.self_attn.q_proj (use q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, "
+                          "down_proj)")
+    return lora_model
+
+
+def answer_loss(model: Any, inputs: dict[str, Any]) -> Any | None:
+    """Mean cross-entropy over answer tokens, projecting only those positions onto the vocabulary.
+
+    The causal LM's own loss computes logits for every position, prompt included; with Qwen2.5's
+    151,936-word vocabulary that projection dominates a small model's step. The result is the same
+    loss (labels are already shifted). Returns None for models without the usual base/lm_head layout.
+    """
+    import paddle
+    import paddle.nn.functional as functional
+
+    causal_lm = getattr(model, "model", model) if type(model).__name__ == "LoRAModel" else model
+    base = getattr(causal_lm, getattr(causal_lm, "base_model_prefix", ""), None)
+    head = getattr(causal_lm, "lm_head", None)
+    if base is None or head is None:
+        return None
+    arguments = {key: inputs[key] for key in ("input_ids", "attention_mask", "position_ids") if key in inputs}
+    hidden = base(**arguments, use_cache=False, return_dict=False)[0]
+    labels = inputs["labels"].reshape([-1])
+    positions = paddle.nonzero(labels != IGNORE_INDEX).reshape([-1])
+    selected = paddle.gather(hidden.reshape([-1, hidden.shape[-1]]), positions)
+    logits = head(selected).astype("float32")
+    return functional.cross_entropy(logits, paddle.gather(labels, positions))
+
+
+def trainable_parameters(model: Any) -> tuple[int, int]:
+    trainable = total = 0
+    for parameter in model.parameters():
+        count = int(math.prod(parameter.shape))
+        total += count
+        trainable += 0 if parameter.stop_gradient else count
+    return trainable, total
+
+
+# ---------------------------------------------------------------- trainer
+
+
+def make_trainer(cfg: TrainConfig, model: Any, tokenizer: Any, train_data: Any, eval_data: Any,
+                 callbacks: list[Any]) -> Any:
+    """PaddleNLP's SFTTrainer with generation-based accuracy and a seeded, resumable data order."""
+    import numpy as np
+    from paddle.io import DistributedBatchSampler
+    from paddlenlp.trainer import PrinterCallback
+    from paddlenlp.trl import SFTTrainer
+
+    class EpochSeededSampler(DistributedBatchSampler):
+        """Shuffles with (seed, epoch) only, so a resumed run replays the interrupted epoch's exact order."""
+
+        def __init__(self, dataset: Any, batch_size: int, seed: int, drop_last: bool):
+            super().__init__(dataset, batch_size=batch_size, num_replicas=1, rank=0, shuffle=True,
+                             drop_last=drop_last)
+            self.seed = seed
+
+        def __iter__(self):
+            order = np.random.RandomState([self.seed, self.epoch]).permutation(len(self.dataset)).tolist()
+            self.epoch += 1
+            for start in range(0, len(order), self.batch_size):
+                batch = order[start:start + self.batch_size]
+                if len(batch) == self.batch_size or not self.drop_last:
+                    yield batch
+
+    class AddressTrainer(SFTTrainer):
+        tokens_trained = 0
+
+        def _get_train_sampler(self):
+            return EpochSeededSampler(self.train_dataset, self.args.per_device_train_batch_size, self.args.seed,
+                                      self.args.dataloader_drop_last)
+
+        def training_step(self, model, inputs, *args, **kwargs):
+            mask = inputs.get("attention_mask")
+            if mask is not None and len(mask.shape) == 2:
+                self.tokens_trained += int(mask.sum())
+            else:
+                self.tokens_trained += int((inputs["input_ids"] != tokenizer.pad_token_id).sum())
+            return super().training_step(model, inputs, *args, **kwargs)
+
+        def _save_checkpoint(self, model, metrics=None):
+            super()._save_checkpoint(model, metrics=metrics)
+            if self.args.local_rank == -1:  # PaddleNLP prunes only when local_rank == 0, i.e. never on one device
+                self._rotate_checkpoints(use_mtime=False, output_dir=self.args.output_dir)
+
+        def compute_loss(self, model, inputs, return_outputs=False):
+            loss = answer_loss(model, inputs)
+            if loss is None:
+                return super().compute_loss(model, inputs, return_outputs)
+            return (loss, (loss,)) if return_outputs else loss
+
+        def evaluation_loop(self, dataloader, description, prediction_loss_only=None, ignore_keys=None,
+                            metric_key_prefix="eval", max_eval_iters=-1):
+            output = super().evaluation_loop(dataloader, description, prediction_loss_only, ignore_keys,
+                                             metric_key_prefix, max_eval_iters)
+            generation = getattr(dataloader.dataset, "generation", None)  # set by make_dataset
+            if generation is not None:
+                for key, value in generation(self.model).items():
+                    output.metrics[f"{metric_key_prefix}_{key}"] = value
+                if cfg.data_args.save_generation_output:
+                    dataio.write_jsonl(Path(self.args.output_dir) / f"{metric_key_prefix}_predictions.jsonl",
+                                       generation.records())
+            return output
+
+    trainer = AddressTrainer(model=model, args=cfg.training_args, train_dataset=train_data, eval_dataset=eval_data,
+                             tokenizer=tokenizer, data_collator=make_collator(cfg, tokenizer), callbacks=callbacks)
+    if cfg.training_args.disable_tqdm:
+        trainer.pop_callback(PrinterCallback)  # MetricsRecorder logs one readable line instead of raw dicts
+    logger.debug("trainer callbacks: %s", trainer.callback_handler.callback_list)
+    return trainer
+
+
+def make_collator(cfg: TrainConfig, tokenizer: Any) -> PaddingCollator:
+    data_args = cfg.data_args
+    return PaddingCollator(pad_token_id=int(tokenizer.pad_token_id), pad_to_multiple_of=data_args.pad_to_multiple_of,
+                           pad_to_length=data_args.max_length if data_args.pad_to_max_length else None)
+
+
+def make_dataset(features: list[dict[str, list[int]]], generation: GenerationEval | None = None) -> Any:
+    from paddlenlp.datasets import MapDataset
+
+    dataset = MapDataset(features)
+    dataset.generation = generation
+    return dataset
+
+
+def metrics_recorder(path: Path, keep_until_step: int | None, progress_bar: bool = False) -> Any:
+    """A TrainerCallback appending every log (step, epoch, loss, learning rate, eval metrics) to ``path``.
+
+    PaddleNLP's ``state.log_history`` stays empty, so this is where metrics are kept. On resume, records
+    after the checkpoint's step (written by the interrupted run) are dropped.
+    """
+    from paddlenlp.trainer import TrainerCallback
+
+    records: list[dict[str, Any]] = []
+    if keep_until_step is not None and path.is_file():
+        records = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        records = [record for record in records if record.get("step", 0) <= keep_until_step]
+
+    class MetricsRecorder(TrainerCallback):
+        def __init__(self):
+            self.records = records
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            values = {key: _plain(value) for key, value in (logs or {}).items() if key not in UNLOGGED_KEYS}
+            record = {"step": int(state.global_step), "epoch": round(float(state.epoch or 0.0), 4), **values}
+            self.records.append(record)
+            dataio.write_jsonl(path, self.records)
+            if progress_bar:  # a line printed between bar updates would tear the bar
+                from tqdm import tqdm
+
+                tqdm.write(format_record(record, state.max_steps), file=sys.stderr)
+            else:
+                logger.info("%s", format_record(record, state.max_steps))
+
+    return MetricsRecorder()
+
+
+def _plain(value: Any) -> Any:
+    try:
+        return round(float(value), 8) if not isinstance(value, (str, bool)) else value
+    except (TypeError, ValueError):
+        return str(value)
+
+
+def format_record(record: dict[str, Any], max_steps: int) -> str:
+    shown = [f"step {record['step']}/{max_steps}", f"epoch {record['epoch']:.2f}"]
+    for key, value in record.items():
+        if key == "learning_rate" or key.endswith(("loss", "_accuracy")):
+            shown.append(f"{key} {value:.4g}")
+    return "  ".join(shown)
+
+
+# ---------------------------------------------------------------- the run
+
+
+# What a run writes into output_dir besides checkpoints (removed by --overwrite; other files stay).
+RUN_OUTPUT_PATTERNS = (*RUN_OUTPUT_FILES, "lora_model_state*", "peft_model*", "model_state*", "model-*.safetensors",
+                       "model.safetensors*", "training_args.bin", "*_predictions.jsonl")
+
+
+def clear_previous_run(output_dir: Path) -> None:
+    """--overwrite: remove an earlier run's checkpoints and results (other files stay)."""
+    for checkpoint in checkpoints_in(output_dir):
+        shutil.rmtree(checkpoint)
+    for pattern in RUN_OUTPUT_PATTERNS:
+        for path in output_dir.glob(pattern):
+            if path.is_file():
+                path.unlink()
+
+
+def quiet_paddlenlp(debug: bool) -> None:
+    from paddlenlp.utils.log import logger as paddlenlp_logger
+
+    paddlenlp_logger.set_level("DEBUG" if debug else "WARNING")
+
+
+@dataclass
+class PreparedData:
+    train: EncodedSplit | None
+    dev: EncodedSplit | None
+    test: EncodedSplit | None
+
+
+def read_pairs(cfg: TrainConfig) -> dict[str, list[dict[str, str]]]:
+    """Every pair file the run needs, read (and so validated) before any model is loaded."""
+    args, folder = cfg.training_args, cfg.dataset_dir
+    pairs = {}
+    if args.do_train:
+        pairs["train"] = read_split(folder, "train.json")
+    if cfg.evaluates:
+        pairs["dev"] = sample_pairs(read_split(folder, "dev.json"), cfg.extras["eval_samples"], args.seed)
+    if args.do_predict:
+        if not (folder / "test.json").is_file():
+            raise ConfigError(f"do_predict is true but {folder} has no test.json")
+        pairs["test"] = read_split(folder, "test.json")
+    return pairs
+
+
+def prepare_data(cfg: TrainConfig, tokenizer: Any, pairs: dict[str, list[dict[str, str]]]) -> PreparedData:
+    """Tokenized splits; truncation is counted and reported once per split."""
+    data_args = cfg.data_args
+    splits = {name: encode_pairs(tokenizer, records, data_args.src_length, data_args.max_length)
+              for name, records in pairs.items()}
+    for name, split in splits.items():
+        if split.truncated_source or split.truncated_sample:
+            logger.warning("warning: %s: %d source(s) cut to src_length=%d, %d sample(s) cut to max_length=%d",
+                           name, split.truncated_source, data_args.src_length, split.truncated_sample,
+                           data_args.max_length)
+    return PreparedData(splits.get("train"), splits.get("dev"), splits.get("test"))
+
+
+@dataclass
+class TrainingRun:
+    """Everything a run holds once the model is loaded."""
+
+    cfg: TrainConfig
+    tokenizer: Any
+    data: PreparedData
+    trainer: Any
+    recorder: Any
+
+
+def generation_eval(cfg: TrainConfig, tokenizer: Any, split: EncodedSplit) -> GenerationEval:
+    budget = cfg.extras["eval_max_new_tokens"] or answer_token_budget(split, cfg.data_args.max_length)
+    return GenerationEval(tokenizer, split.pairs, cfg.training_args.per_device_eval_batch_size, budget)
+
+
+def set_up(cfg: TrainConfig, pairs: dict[str, list[dict[str, str]]], checkpoint: Path | None) -> TrainingRun:
+    """Tokenizer, samples, model and trainer (seeded before the LoRA weights are drawn)."""
+    from paddlenlp.trainer import set_seed
+
+    from .modeling import load_tokenizer
+
+    set_seed(cfg.training_args.seed)
+    tokenizer = load_tokenizer(cfg.model_args.tokenizer_name_or_path or cfg.model_args.model_name_or_path)
+    data = prepare_data(cfg, tokenizer, pairs)
+    model = build_model(cfg)
+    train_data = eval_data = None
+    if data.train is not None:
+        features = data.train.features
+        train_data = make_dataset(pack_features(features, cfg.data_args.max_length) if cfg.data_args.zero_padding
+                                  else features)
+    if data.dev is not None:
+        eval_data = make_dataset(data.dev.features, generation_eval(cfg, tokenizer, data.dev))
+    cfg.output_dir.mkdir(parents=True, exist_ok=True)
+    recorder = metrics_recorder(cfg.output_dir / METRICS_FILE, _checkpoint_step(checkpoint) if checkpoint else None,
+                                progress_bar=not cfg.training_args.disable_tqdm)
+    trainer = make_trainer(cfg, model, tokenizer, train_data, eval_data, [recorder])
+    return TrainingRun(cfg, tokenizer, data, trainer, recorder)
+
+
+def train(config_path: str | Path | None, overrides: Sequence[str] | dict[str, Any] = (), *, resume: bool = False,
+          overwrite: bool = False, device: str | None = None, debug: bool = False) -> dict[str, Any]:
+    """Validate, train, evaluate and write every output; returns the summary (also in summary.json)."""
+    started = time.time()
+    cfg = load_config(config_path, overrides, device=device)  # also checks model source and dataset folder
+    checkpoint = None
+    if cfg.values.get("resume_from_checkpoint"):  # an explicit checkpoint in the config is an explicit choice
+        checkpoint = Path(cfg.values["resume_from_checkpoint"]).expanduser()
+    elif cfg.training_args.do_train:
+        checkpoint = resume_checkpoint(cfg.output_dir, resume=resume, overwrite=overwrite)
+    pairs = read_pairs(cfg)
+    if overwrite:
+        clear_previous_run(cfg.output_dir)
+    quiet_paddlenlp(debug)
+    run = set_up(cfg, pairs, checkpoint)
+    dataio.write_json(cfg.output_dir / RESOLVED_CONFIG_FILE, cfg.resolved())
+
+    train_metrics: dict[str, Any] = {}
+    if cfg.training_args.do_train:
+        result = run.trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+        train_metrics = dict(result.metrics)
+        run.trainer.save_model(str(cfg.output_dir))
+    final_eval = final_evaluation(cfg, run.trainer, run.recorder.records)
+    test_metrics = {}
+    if run.data.test is not None:
+        test_data = make_dataset(run.data.test.features, generation_eval(cfg, run.tokenizer, run.data.test))
+        test_metrics = run.trainer.evaluate(test_data, metric_key_prefix="test")
+    summary = make_summary(cfg, run.trainer, run.data, train_metrics, final_eval, test_metrics, started, checkpoint)
+    dataio.write_json(cfg.output_dir / SUMMARY_FILE, summary)
+    print_summary(summary)
+    return summary
+
+
+def _checkpoint_step(checkpoint: Path) -> int:
+    return int(checkpoint.name[len(CHECKPOINT_PREFIX):])
+
+
+def final_evaluation(cfg: TrainConfig, trainer: Any, records: list[dict[str, Any]]) -> dict[str, Any]:
+    """Eval metrics of the model as saved: the best checkpoint's when it was reloaded, else a fresh evaluation
+    unless the last logged evaluation already was at the final step."""
+    if not cfg.evaluates:
+        return {}
+    evaluations = [record for record in records if "eval_loss" in record]
+    state = trainer.state
+    if cfg.training_args.load_best_model_at_end and state.best_model_checkpoint:
+        step = _checkpoint_step(Path(state.best_model_checkpoint))
+        best = [record for record in evaluations if record["step"] == step]
+        if best:
+            return best[-1]
+    if evaluations and evaluations[-1]["step"] == state.global_step and cfg.training_args.do_train:
+        return evaluations[-1]
+    metrics = trainer.evaluate()
+    return {"step": int(state.global_step), **{key: _plain(value) for key, value in metrics.items()}}
+
+
+def make_summary(cfg: TrainConfig, trainer: Any, data: PreparedData, train_metrics: dict[str, Any],
+                 final_eval: dict[str, Any], test_metrics: dict[str, Any], started: float,
+                 resumed_from: Path | None) -> dict[str, Any]:
+    runtime_seconds = float(train_metrics.get("train_runtime", 0.0)) or 1e-9
+    trained_samples = _trained_samples(cfg, trainer, resumed_from)
+    trainable, total = trainable_parameters(trainer.model)
+    state = trainer.state
+    summary = {
+        "output_dir": str(cfg.output_dir),
+        "model": cfg.model_args.model_name_or_path,
+        "method": "lora" if cfg.model_args.lora else "full",
+        "device": cfg.device,
+        "dtype": cfg.dtype,
+        "trainable_parameters": trainable,
+        "total_parameters": total,
+        "global_step": int(state.global_step),
+        "epoch": round(float(state.epoch or 0.0), 4),
+        "resumed_from": str(resumed_from) if resumed_from else None,
+        "wall_time_seconds": round(time.time() - started, 2),
+        "train_runtime_seconds": round(float(train_metrics.get("train_runtime", 0.0)), 2),
+        "train_samples_per_second": round(trained_samples / runtime_seconds, 3) if train_metrics else 0.0,
+        "train_tokens_per_second": round(trainer.tokens_trained / runtime_seconds, 1) if train_metrics else 0.0,
+        "train_tokens": int(trainer.tokens_trained),
+        "train_loss": _plain(train_metrics.get("train_loss")) if train_metrics else None,
+        "best_checkpoint": state.best_model_checkpoint,
+        "best_metric": _plain(state.best_metric) if state.best_metric is not None else None,
+        "metric_for_best_model": cfg.training_args.metric_for_best_model,
+        "eval": final_eval,
+        "test": {key: _plain(value) for key, value in test_metrics.items() if key not in UNLOGGED_KEYS},
+        "truncation": {name: split.truncation() for name, split in
+                       (("train", data.train), ("dev", data.dev), ("test", data.test)) if split is not None},
+        "warnings": cfg.warnings,
+    }
+    return summary
+
+
+def _trained_samples(cfg: TrainConfig, trainer: Any, resumed_from: Path | None) -> int:
+    args = cfg.training_args
+    start = _checkpoint_step(resumed_from) if resumed_from else 0
+    steps = max(0, int(trainer.state.global_step) - start)
+    return steps * args.per_device_train_batch_size * args.gradient_accumulation_steps
+
+
+def print_summary(summary: dict[str, Any]) -> None:
+    lines = [f"trained {summary['method']} on {summary['model']} ({summary['device']}, {summary['dtype']}): "
+             f"{summary['global_step']} steps, {summary['epoch']} epochs in {summary['wall_time_seconds']:.1f} s",
+             f"  {summary['train_samples_per_second']} samples/s, {summary['train_tokens_per_second']} tokens/s, "
+             f"train loss {summary['train_loss']}"]
+    if summary["eval"]:
+        shown = {key: summary["eval"][key] for key in ("eval_loss", "eval_accuracy") if key in summary["eval"]}
+        lines.append(f"  eval: {shown}")
+    if summary["best_checkpoint"]:
+        lines.append(f"  best checkpoint: {summary['best_checkpoint']} ({summary['metric_for_best_model']} = "
+                     f"{summary['best_metric']})")
+    for name, counts in summary["truncation"].items():
+        if counts["source_truncated"] or counts["sample_truncated"]:
+            lines.append(f"  truncated in {name}: {counts['source_truncated']} sources, "
+                         f"{counts['sample_truncated']} samples")
+    lines.append(f"  outputs in {summary['output_dir']} (summary.json, metrics.jsonl, train_config.json)")
+    print("\n".join(lines), file=sys.stdout, flush=True)
+
+
+# ---------------------------------------------------------------- CLI
+
+
+FLAGS = ("--resume", "--overwrite", "--debug")
+
+
+def split_flags(tokens: Sequence[str]) -> tuple[list[str], set[str]]:
+    """Our own flags may come after the config among the overrides; pull them out."""
+    flags = {token for token in tokens if token in FLAGS}
+    return [token for token in tokens if token not in FLAGS], flags
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("config", help="run_finetune-style JSON config, e.g. configs/tiny_cpu.json")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue from the last complete checkpoint-N in output_dir")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="start again in an output_dir that holds checkpoints or results (deletes them)")
+    parser.add_argument("overrides", nargs=argparse.REMAINDER, metavar="--key value",
+                        help="config keys overriding the JSON, e.g. --lora_rank 4 --max_steps 10")
+
+
+def run(args: argparse.Namespace) -> int:
+    overrides, flags = split_flags(args.overrides)
+    if "--debug" in flags and not args.debug:
+        from .runtime import configure_logging
+
+        args.debug = True
+        configure_logging(debug=True)
+    train(args.config, overrides, resume=args.resume or "--resume" in flags,
+          overwrite=args.overwrite or "--overwrite" in flags, debug=args.debug)
+    return 0

@@ -1,0 +1,210 @@
+"""Config validation: keys, types, lengths, dataset folder, output folder choice, overrides, device warnings."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import pytest
+
+from address_completion.config import (checkpoint_is_complete, closest_key, load_config, parse_overrides,
+                                       resume_checkpoint)
+from address_completion.errors import ConfigError, OutputExistsError
+
+REPO = Path(__file__).resolve().parents[1]
+
+# PaddleNLP's llm/config/qwen/lora_argument_0p5b.json, the seed tutorial's config (paths go in per test).
+SEED_CONFIG = {
+    "per_device_train_batch_size": 2, "gradient_accumulation_steps": 8, "per_device_eval_batch_size": 2,
+    "eval_accumulation_steps": 32, "num_train_epochs": 3, "learning_rate": 3e-04, "warmup_steps": 30,
+    "logging_steps": 1, "evaluation_strategy": "epoch", "save_strategy": "epoch", "src_length": 1024,
+    "max_length": 2048, "fp16": True, "fp16_opt_level": "O2", "do_train": True, "do_eval": True,
+    "disable_tqdm": True, "load_best_model_at_end": True, "eval_with_do_generation": False,
+    "metric_for_best_model": "accuracy", "recompute": True, "save_total_limit": 1, "tensor_parallel_degree": 1,
+    "pipeline_parallel_degree": 1, "lora": True, "unified_checkpoint": True, "zero_padding": False,
+    "use_flash_attention": False, "pissa": False,
+}
+
+
+@pytest.fixture
+def paths(tmp_path: Path) -> dict[str, str]:
+    """A model folder that passes the path check (never loaded here) and a dataset with train/dev."""
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    (model / "model_state.pdparams").write_bytes(b"")
+    data = tmp_path / "data"
+    data.mkdir()
+    pair = {"src": "碑林区扬子江南路467-6号", "tgt": "陕西省西安市碑林区扬子江南路467-6号"}
+    for name in ("train.json", "dev.json"):
+        (data / name).write_text(json.dumps(pair, ensure_ascii=False) + "\n", encoding="utf-8")
+    return {"model_name_or_path": str(model), "dataset_name_or_path": str(data), "output_dir": str(tmp_path / "out")}
+
+
+def write_config(tmp_path: Path, values: dict, name: str = "config.json") -> Path:
+    path = tmp_path / name
+    path.write_text(json.dumps(values, indent=2), encoding="utf-8")
+    return path
+
+
+def load(tmp_path: Path, values: dict, overrides=(), **kwargs):
+    return load_config(write_config(tmp_path, values), overrides, device="cpu", **kwargs)
+
+
+def test_unknown_key_names_the_closest_valid_key(tmp_path, paths):
+    path = write_config(tmp_path, {**paths, "do_train": True, "lora": True, "lora_rnak": 4})
+    with pytest.raises(ConfigError, match=r"config.json:\d+: unknown key 'lora_rnak'; did you mean 'lora_rank'"):
+        load_config(path, device="cpu")
+    with pytest.raises(ConfigError, match=r"command line --learning_rat.*did you mean 'learning_rate'"):
+        load_config(write_config(tmp_path, {**paths, "do_train": True}), ["--learning_rat", "1e-3"], device="cpu")
+    assert closest_key("per_device_train_batchsize", ["per_device_train_batch_size", "seed"]) \
+        == "per_device_train_batch_size"
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("lora_rank", "8", r"lora_rank must be an integer, got \"8\" \(a string\)"),
+    ("learning_rate", "fast", r"learning_rate must be a number"),
+    ("lora", "yes", r"lora must be true or false"),
+    ("num_train_epochs", True, r"num_train_epochs must be a number, got true \(a boolean\)"),
+    ("evaluation_strategy", "epcoh", r"evaluation_strategy must be one of no, steps, epoch.*did you mean 'epoch'"),
+])
+def test_wrong_types_are_errors_naming_the_key(tmp_path, paths, key, value, message):
+    with pytest.raises(ConfigError, match=message):
+        load(tmp_path, {**paths, "do_train": True, key: value})
+
+
+def test_source_length_must_be_below_max_length(tmp_path, paths):
+    with pytest.raises(ConfigError, match=r"src_length \(2048\) must be smaller than max_length \(2048\)"):
+        load(tmp_path, {**paths, "do_train": True, "src_length": 2048, "max_length": 2048})
+
+
+def test_command_line_overrides_are_typed_and_win(tmp_path, paths):
+    cfg = load(tmp_path, {**paths, "do_train": True, "lora": True, "lora_rank": 8, "learning_rate": 3e-4},
+               ["--lora_rank", "4", "--learning_rate=1e-3", "--recompute", "--report_to", "visualdl",
+                "--target_modules", "q_proj,v_proj", "--eval_samples", "null"])
+    assert cfg.model_args.lora_rank == 4 and cfg.training_args.learning_rate == 1e-3
+    assert cfg.training_args.recompute is True and cfg.training_args.report_to == ["visualdl"]
+    assert cfg.extras["target_modules"] == ["q_proj", "v_proj"] and cfg.extras["eval_samples"] is None
+    with pytest.raises(ConfigError, match=r"command line --lora_rank: lora_rank must be an integer, got 'four'"):
+        load(tmp_path, {**paths, "do_train": True}, ["--lora_rank", "four"])
+    assert parse_overrides(["--lora", "--max_steps", "5"]) == {"lora": "true", "max_steps": "5"}
+    with pytest.raises(ConfigError, match="overrides are written --key value"):
+        parse_overrides(["lora_rank", "4"])
+
+
+def test_dataset_folder_and_files_are_checked(tmp_path, paths):
+    with pytest.raises(ConfigError, match="is not a folder; it must hold train.json and dev.json"):
+        load(tmp_path, {**paths, "dataset_name_or_path": str(tmp_path / "missing"), "do_train": True})
+    Path(paths["dataset_name_or_path"], "dev.json").unlink()
+    with pytest.raises(ConfigError, match="has no dev.json .*the run evaluates"):
+        load(tmp_path, {**paths, "do_train": True, "do_eval": True})
+    load(tmp_path, {**paths, "do_train": True})  # no evaluation: dev.json not needed
+    Path(paths["dataset_name_or_path"], "train.json").unlink()
+    with pytest.raises(ConfigError, match="has no train.json .*do_train is true"):
+        load(tmp_path, {**paths, "do_train": True})
+
+
+def test_missing_model_folder_fails_before_anything_else(tmp_path, paths):
+    with pytest.raises(ConfigError, match="model folder .* does not exist"):
+        load(tmp_path, {**paths, "model_name_or_path": str(tmp_path / "nowhere"), "lora_rnak": 1})
+
+
+def make_checkpoint(folder: Path, step: int, complete: bool = True) -> Path:
+    checkpoint = folder / f"checkpoint-{step}"
+    checkpoint.mkdir(parents=True)
+    names = ("trainer_state.json", "scheduler.pdparams", "rng_state.pth") if complete else ("trainer_state.json",)
+    for name in names:
+        (checkpoint / name).write_text("{}")
+    return checkpoint
+
+
+def test_output_dir_with_checkpoints_needs_an_explicit_choice(tmp_path, caplog):
+    out = tmp_path / "out"
+    assert resume_checkpoint(out, resume=False, overwrite=False) is None  # fresh folder
+    with pytest.raises(ConfigError, match="no complete checkpoint"):
+        resume_checkpoint(out, resume=True, overwrite=False)
+    make_checkpoint(out, 10)
+    make_checkpoint(out, 20)
+    with pytest.raises(OutputExistsError, match=r"checkpoint-20.*--resume.*--overwrite"):
+        resume_checkpoint(out, resume=False, overwrite=False)
+    assert resume_checkpoint(out, resume=True, overwrite=False) == out / "checkpoint-20"
+    assert resume_checkpoint(out, resume=False, overwrite=True) is None
+    with pytest.raises(ConfigError, match="exclude each other"):
+        resume_checkpoint(out, resume=True, overwrite=True)
+    partial = make_checkpoint(out, 30, complete=False)  # killed while saving
+    assert not checkpoint_is_complete(partial)
+    with caplog.at_level(logging.WARNING, logger="address_completion"):
+        assert resume_checkpoint(out, resume=True, overwrite=False) == out / "checkpoint-20"
+    assert "incomplete" in caplog.text
+
+
+def test_finished_run_needs_overwrite(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "summary.json").write_text("{}")
+    with pytest.raises(OutputExistsError, match="summary.json.*--overwrite"):
+        resume_checkpoint(out, resume=False, overwrite=False)
+
+
+def test_seed_config_runs_with_only_paths_changed(tmp_path, paths, caplog):
+    with caplog.at_level(logging.WARNING, logger="address_completion"):
+        cfg = load(tmp_path, {**SEED_CONFIG, **paths})
+    args = cfg.training_args
+    assert (args.per_device_train_batch_size, args.gradient_accumulation_steps, args.num_train_epochs) == (2, 8, 3)
+    assert args.learning_rate == 3e-4 and args.warmup_steps == 30 and args.save_total_limit == 1
+    assert args.load_best_model_at_end and args.metric_for_best_model == "accuracy" and args.recompute
+    assert (cfg.data_args.src_length, cfg.data_args.max_length) == (1024, 2048)
+    # fp16 does nothing on CPU: exactly one warning, and float32 training.
+    assert not args.fp16 and not args.bf16 and cfg.dtype == "float32"
+    assert [note for note in cfg.warnings if "fp16" in note] == [note for note in cfg.warnings]
+    assert caplog.text.count("fp16 is not supported on CPU") == 1
+    assert cfg.extras["lora_alpha"] == 16.0  # run_finetune's 2 * lora_rank
+
+
+def test_bundled_configs_load(tmp_path, paths):
+    for name in ("lora_0p5b.json", "tiny_cpu.json"):
+        raw = json.loads((REPO / "configs" / name).read_text(encoding="utf-8"))
+        assert raw["_comment"].count("scripts/train.sh configs/" + name) == 1
+        cfg = load_config(REPO / "configs" / name, [f"--{key}={value}" for key, value in paths.items()],
+                          device="cpu")
+        assert cfg.model_args.lora and cfg.dtype == "float32"
+    lora = json.loads((REPO / "configs" / "lora_0p5b.json").read_text(encoding="utf-8"))
+    assert {key: lora[key] for key in SEED_CONFIG if key not in ("fp16", "disable_tqdm")} \
+        == {key: value for key, value in SEED_CONFIG.items() if key not in ("fp16", "disable_tqdm")}
+    assert lora["bf16"] is True and "fp16" not in lora
+
+
+def test_keys_that_do_nothing_here_warn_once_each(tmp_path, paths):
+    cfg = load(tmp_path, {**paths, "do_train": True, "use_flash_attention": True, "bf16": True,
+                          "tensor_parallel_degree": 2, "sharding": "stage1"})
+    assert len(cfg.warnings) == 4
+    assert any("use_flash_attention needs a GPU" in note for note in cfg.warnings)
+    assert any("tensor_parallel_degree=2 but only 1" in note for note in cfg.warnings)
+    assert not cfg.training_args.bf16 and cfg.values["use_flash_attention"] is False
+
+
+def test_lora_choices(tmp_path, paths):
+    with pytest.raises(ConfigError, match="pissa=true is not supported: PiSSA replaces the base weights"):
+        load(tmp_path, {**paths, "do_train": True, "lora": True, "pissa": True})
+    assert load(tmp_path, {**paths, "do_train": True, "lora": True, "rslora": True}).extras["lora_alpha"] == 4.0
+    assert load(tmp_path, {**paths, "do_train": True, "lora": True, "lora_alpha": 32}).extras["lora_alpha"] == 32.0
+    with pytest.raises(ConfigError, match="target_modules applies to LoRA training"):
+        load(tmp_path, {**paths, "do_train": True, "target_modules": ["q_proj"]})
+    with pytest.raises(ConfigError, match="metric_for_best_model must be one of"):
+        load(tmp_path, {**paths, "do_train": True, "do_eval": True, "metric_for_best_model": "bleu"})
+
+
+def test_comments_are_ignored_and_resolved_config_loads_again(tmp_path, paths):
+    cfg = load(tmp_path, {"_comment": "run: bash scripts/train.sh x.json", **paths, "do_train": True, "lora": True})
+    resolved = cfg.resolved()
+    assert resolved["_comment"].startswith("resolved from") and resolved["lora_alpha"] == 16.0
+    again = load_config(write_config(tmp_path, resolved, "resolved.json"), device="cpu")
+    assert again.extras == cfg.extras and again.model_args.lora_rank == cfg.model_args.lora_rank
+
+
+def test_broken_json_names_the_line(tmp_path):
+    path = tmp_path / "broken.json"
+    path.write_text('{\n  "lora": true,\n  "lora_rank": 8,,\n}\n')
+    with pytest.raises(ConfigError, match=r"broken.json:3: broken JSON"):
+        load_config(path, device="cpu")

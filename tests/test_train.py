@@ -1,0 +1,275 @@
+"""Training: prompt/label construction, batching, packing, generation-based accuracy, outputs, resume, options."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from address_completion import dataio
+from address_completion.config import checkpoint_is_complete, checkpoints_in, load_config
+from address_completion.prompt import encode_example, render_prompt
+from address_completion.train import (IGNORE_INDEX, GenerationEval, PaddingCollator, answer_loss, build_features,
+                                      build_model, encode_pairs, pack_features, train)
+
+IM_END = 151645
+ADDRESS, FULL = "碑林区扬子江南路467-6号", "陕西省西安市碑林区扬子江南路467-6号"
+
+
+@pytest.fixture(scope="module")
+def pairs() -> list[dict[str, str]]:
+    from address_completion.synthesis import synthesize
+
+    return synthesize(40, seed=3)
+
+
+@pytest.fixture
+def dataset(tmp_path: Path, pairs) -> Path:
+    folder = tmp_path / "data"
+    dataio.write_jsonl(folder / "train.json", pairs[:32])
+    dataio.write_jsonl(folder / "dev.json", pairs[32:])
+    return folder
+
+
+def write_config(tmp_path: Path, name: str, values: dict) -> Path:
+    path = tmp_path / f"{name}.json"
+    path.write_text(json.dumps(values), encoding="utf-8")
+    return path
+
+
+def base_config(model: Path, dataset: Path, output: Path, **values) -> dict:
+    return {"model_name_or_path": str(model), "dataset_name_or_path": str(dataset), "output_dir": str(output),
+            "per_device_train_batch_size": 8, "per_device_eval_batch_size": 8, "learning_rate": 2e-2,
+            "warmup_steps": 0, "logging_steps": 2, "src_length": 128, "max_length": 192, "do_train": True,
+            "lora": True, "lora_rank": 8, "seed": 11, **values}
+
+
+def tensors(batch: dict) -> dict:
+    import paddle
+
+    return {key: paddle.to_tensor(value) for key, value in batch.items()}
+
+
+# ---------------------------------------------------------------- samples
+
+
+def test_labels_mask_the_prompt_are_shifted_and_end_with_im_end(qwen_tokenizer):
+    prompt_ids, answer_ids = encode_example(qwen_tokenizer, ADDRESS, FULL)
+    assert render_prompt(qwen_tokenizer, ADDRESS).endswith("<|im_start|>assistant\n")
+    assert answer_ids[-1] == IM_END and qwen_tokenizer.eos_token_id == IM_END
+    features, source_cut, sample_cut = build_features(prompt_ids, answer_ids, src_length=1024, max_length=2048)
+    sequence = prompt_ids + answer_ids
+    assert features["input_ids"] == sequence[:-1]  # the last token is only ever a label
+    assert features["labels"] == [IGNORE_INDEX] * (len(prompt_ids) - 1) + answer_ids  # label i = token i + 1
+    assert features["labels"][-1] == IM_END and not source_cut and not sample_cut
+    answer_start = len(prompt_ids) - 1
+    assert qwen_tokenizer.decode(features["labels"][answer_start:-1]) == FULL
+
+
+def test_truncation_cuts_source_from_the_left_and_sample_to_max_length(qwen_tokenizer):
+    prompt_ids, answer_ids = list(range(100, 140)), list(range(200, 220)) + [IM_END]
+    features, source_cut, sample_cut = build_features(prompt_ids, answer_ids, src_length=30, max_length=45)
+    assert source_cut and sample_cut
+    assert features["input_ids"][:30] == prompt_ids[-30:] and len(features["input_ids"]) == 44
+    assert features["labels"][-1] == answer_ids[14]  # 15 answer tokens fit, the EOS is cut
+    split = encode_pairs(qwen_tokenizer, [{"src": ADDRESS, "tgt": FULL}] * 3, src_length=8, max_length=64)
+    assert split.truncation() == {"samples": 3, "source_truncated": 3, "sample_truncated": 0}
+
+
+def test_batches_are_padded_to_their_longest_row_not_max_length():
+    collator = PaddingCollator(pad_token_id=151643)
+    batch = collator([{"input_ids": [1, 2, 3], "labels": [-100, 3, 4]}, {"input_ids": [5], "labels": [6]}])
+    assert batch["input_ids"].tolist() == [[1, 2, 3], [5, 151643, 151643]]
+    assert batch["labels"].tolist() == [[-100, 3, 4], [6, -100, -100]]
+    assert batch["attention_mask"].tolist() == [[1, 1, 1], [1, 0, 0]]
+    assert PaddingCollator(0, pad_to_multiple_of=8)([{"input_ids": [1], "labels": [1]}])["input_ids"].shape == (1, 8)
+
+
+def test_zero_padding_rows_never_attend_across_samples(default_model_dir, qwen_tokenizer, pairs):
+    from address_completion.modeling import load_model
+
+    model = load_model(str(default_model_dir))
+    model.eval()
+    split = encode_pairs(qwen_tokenizer, pairs[:3], 128, 192)
+    rows = pack_features(split.features, max_length=1000)
+    assert len(rows) == 1 and rows[0]["position_ids"].count(0) == 3
+    packed = PaddingCollator(qwen_tokenizer.pad_token_id)(rows)
+    assert packed["attention_mask"].shape[1:] == (1, len(rows[0]["input_ids"]), len(rows[0]["input_ids"]))
+    import paddle
+
+    with paddle.no_grad():
+        packed_hidden = model.qwen2(**{k: v for k, v in tensors(packed).items() if k != "labels"},
+                                    return_dict=False)[0].numpy()[0]
+        start = 0
+        for feature in split.features:
+            alone = model.qwen2(input_ids=paddle.to_tensor([feature["input_ids"]]), return_dict=False)[0].numpy()[0]
+            assert np.abs(packed_hidden[start:start + len(alone)] - alone).max() < 1e-4
+            start += len(alone)
+        assert abs(float(answer_loss(model, tensors(packed)))
+                   - float(answer_loss(model, tensors(PaddingCollator(0)(split.features))))) < 1e-5
+
+
+def test_answer_only_loss_equals_the_models_own_loss(default_model_dir, qwen_tokenizer, pairs):
+    import paddle
+
+    from address_completion.modeling import load_model
+
+    model = load_model(str(default_model_dir))
+    model.eval()
+    batch = tensors(PaddingCollator(qwen_tokenizer.pad_token_id)(encode_pairs(qwen_tokenizer, pairs[:4], 128,
+                                                                               192).features))
+    with paddle.no_grad():
+        assert abs(float(answer_loss(model, batch)) - float(model(**batch)[0])) < 1e-5
+
+
+def test_eval_accuracy_is_exact_match_of_greedy_generation(default_model_dir, lora_adapter_dir, qwen_tokenizer, pairs):
+    from address_completion.generate import Completer
+    from address_completion.modeling import load_model
+
+    model = load_model(str(default_model_dir), lora_path=str(lora_adapter_dir))
+    sources = [pair["src"] for pair in pairs[:4]]
+    greedy = Completer(model=model, tokenizer=qwen_tokenizer, max_new_tokens=12).complete(sources)
+    targets = [greedy[0], greedy[1], "wrong " + greedy[2], "wrong " + greedy[3]]
+    evaluation = GenerationEval(qwen_tokenizer, [{"src": s, "tgt": t} for s, t in zip(sources, targets)],
+                                batch_size=3, max_new_tokens=12)
+    model.train()
+    assert evaluation(model) == {"accuracy": 0.5, "exact_matches": 2.0}
+    assert model.training  # restored for training
+    assert [record["predict"] for record in evaluation.records()] == greedy
+
+
+# ---------------------------------------------------------------- options reach PaddleNLP
+
+
+def test_lora_options_and_neftune_reach_the_model(default_model_dir, dataset, tmp_path):
+    import paddle
+
+    cfg = load_config(write_config(tmp_path, "options", base_config(
+        default_model_dir, dataset, tmp_path / "out", rslora=True, lora_plus_scale=4.0, lora_alpha=6,
+        target_modules=["q_proj", "v_proj"], neftune=True, neftune_noise_alpha=5.0)), device="cpu")
+    model = build_model(cfg)
+    config = model.lora_config
+    assert config.rslora and config.lora_alpha == 6 and config.target_modules == [".*q_proj.*", ".*v_proj.*"]
+    assert config.scaling == pytest.approx(6 / 8 ** 0.5)
+    lora_b = [p for name, p in model.named_parameters() if "lora_B" in name]
+    assert lora_b and all(p.optimize_attr["learning_rate"] == 4.0 for p in lora_b)
+    assert {name.split(".")[-2] for name, p in model.named_parameters() if not p.stop_gradient} \
+        <= {"q_proj", "v_proj"}
+    embeddings = model.model.get_input_embeddings()
+    ids, rows = paddle.to_tensor([[1, 2, 3]]), embeddings.weight.numpy()[[1, 2, 3]]
+    model.eval()
+    assert np.array_equal(embeddings(ids).numpy()[0], rows)  # no noise at inference
+    model.train()
+    noisy = embeddings(ids).numpy()[0]
+    assert not np.array_equal(noisy, rows) and np.abs(noisy - rows).max() <= 5.0 / (3 * rows.shape[1]) ** 0.5
+
+
+# ---------------------------------------------------------------- training runs
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def test_lora_training_writes_every_output_and_the_loss_falls(default_model_dir, dataset, tmp_path):
+    output = tmp_path / "run"
+    config = write_config(tmp_path, "run", base_config(
+        default_model_dir, dataset, output, max_steps=24, evaluation_strategy="steps", eval_steps=8,
+        save_strategy="steps", save_steps=8, save_total_limit=1, load_best_model_at_end=True,
+        metric_for_best_model="accuracy", eval_samples=6, report_to="visualdl", save_generation_output=True,
+        unified_checkpoint=True))
+    summary = train(config, device="cpu")
+
+    for name in ("lora_config.json", "tokenizer_config.json", "vocab.json", "merges.txt", "train_config.json",
+                 "metrics.jsonl", "summary.json", "eval_predictions.jsonl"):
+        assert (output / name).is_file(), name
+    assert list(output.glob("peft_model*.safetensors"))  # unified_checkpoint: safetensors adapter
+    records = read_jsonl(output / "metrics.jsonl")
+    losses = [record["loss"] for record in records if "loss" in record]
+    evaluations = [record for record in records if "eval_loss" in record]
+    assert {"step", "epoch", "loss", "learning_rate"} <= set(records[0])
+    assert [record["step"] for record in evaluations] == [8, 16, 24]
+    assert all(0.0 <= record["eval_accuracy"] <= 1.0 for record in evaluations)
+    assert losses[-1] < losses[0] - 0.05, losses
+    # Checkpoints per save_strategy, pruned by save_total_limit (the best one is kept besides the last).
+    kept = [path.name for path in checkpoints_in(output)]
+    assert kept == sorted({Path(summary["best_checkpoint"]).name, "checkpoint-24"}, key=lambda n: int(n[11:]))
+    assert summary["metric_for_best_model"] == "accuracy" and summary["global_step"] == 24
+    assert summary["train_tokens_per_second"] > 0 and summary["train_samples_per_second"] > 0
+    assert summary["truncation"]["train"] == {"samples": 32, "source_truncated": 0, "sample_truncated": 0}
+    assert summary == json.loads((output / "summary.json").read_text(encoding="utf-8"))
+    assert list((output / "runs").rglob("vdlrecords*")), "report_to visualdl writes VisualDL logs"
+    assert len(read_jsonl(output / "eval_predictions.jsonl")) == 6
+    resolved = json.loads((output / "train_config.json").read_text(encoding="utf-8"))
+    assert resolved["lora_alpha"] == 16.0 and resolved["max_steps"] == 24
+
+
+def test_full_finetuning_with_zero_padding(default_model_dir, dataset, tmp_path):
+    import paddle
+
+    output = tmp_path / "full"
+    config = write_config(tmp_path, "full", base_config(default_model_dir, dataset, output, lora=False,
+                                                        zero_padding=True, max_steps=2, learning_rate=1e-3))
+    summary = train(config, device="cpu")
+    assert summary["method"] == "full" and summary["trainable_parameters"] == summary["total_parameters"]
+    assert (output / "model_state.pdparams").is_file() and not (output / "lora_config.json").exists()
+    trained = paddle.load(str(output / "model_state.pdparams"), return_numpy=True)
+    base = paddle.load(str(default_model_dir / "model_state.pdparams"), return_numpy=True)
+    name = "qwen2.layers.0.mlp.down_proj.weight"
+    assert not np.allclose(trained[name], base[name])
+
+
+def adapter_weights(folder: Path) -> dict[str, np.ndarray]:
+    from safetensors.numpy import load_file
+
+    weights: dict[str, np.ndarray] = {}
+    for path in folder.glob("peft_model*.safetensors"):
+        weights.update(load_file(str(path)))
+    return weights
+
+
+def test_killed_run_resumes_to_the_same_adapter(default_model_dir, dataset, tmp_path):
+    """SIGKILL after a checkpoint, resume: the adapter equals an uninterrupted run's (seed's unified checkpoints)."""
+    command = [sys.executable, "-m", "address_completion", "train"]
+    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2")}
+
+    def config(name: str) -> Path:
+        return write_config(tmp_path, name, base_config(
+            default_model_dir, dataset, tmp_path / name, max_steps=12, gradient_accumulation_steps=2,
+            per_device_train_batch_size=4, warmup_steps=2, save_strategy="steps", save_steps=3,
+            unified_checkpoint=True))
+
+    subprocess.run(command + [str(config("straight"))], env=env, check=True, capture_output=True, timeout=600)
+
+    killed = subprocess.Popen(command + [str(config("killed"))], env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 600
+    while killed.poll() is None and time.monotonic() < deadline:
+        if any(checkpoint_is_complete(path) for path in checkpoints_in(tmp_path / "killed")):
+            killed.send_signal(signal.SIGKILL)
+            break
+        time.sleep(0.02)
+    killed.wait(timeout=60)
+    assert killed.returncode == -signal.SIGKILL, "the run ended before it could be killed"
+    assert not (tmp_path / "killed" / "summary.json").exists()
+
+    refused = subprocess.run(command + [str(config("killed"))], env=env, capture_output=True, text=True, timeout=600)
+    assert refused.returncode == 2 and "--resume" in refused.stderr and "--overwrite" in refused.stderr
+
+    subprocess.run(command + [str(config("killed")), "--resume"], env=env, check=True, capture_output=True,
+                   timeout=600)
+    straight, resumed = adapter_weights(tmp_path / "straight"), adapter_weights(tmp_path / "killed")
+    assert straight and straight.keys() == resumed.keys()
+    for name in straight:
+        np.testing.assert_allclose(resumed[name], straight[name], rtol=1e-5, atol=1e-6)
+    summary = json.loads((tmp_path / "killed" / "summary.json").read_text(encoding="utf-8"))
+    assert summary["resumed_from"].endswith(tuple(f"checkpoint-{step}" for step in (3, 6, 9)))
+    steps = [record["step"] for record in read_jsonl(tmp_path / "killed" / "metrics.jsonl") if "loss" in record]
+    assert steps == sorted(steps) and len(steps) == len(set(steps))  # no duplicate records from the killed run
