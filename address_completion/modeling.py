@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from .errors import ConfigError
-from .runtime import OFFLINE_VARIABLES, looks_like_local_path, logger
+from .runtime import OFFLINE_VARIABLES, looks_like_local_path, logger, quiet_paddlenlp_logs
 
 CONVERTED_CACHE_VERSION = 1
 PADDLE_WEIGHT_FORMATS = ("np", "paddle")
@@ -279,6 +279,8 @@ def load_tokenizer(name_or_path: str) -> Any:
     """The tokenizer of a model folder or hub name (same resolution as :func:`resolve_model_dir`)."""
     from paddlenlp.transformers import AutoTokenizer
 
+    quiet_paddlenlp_logs()
+
     tokenizer = AutoTokenizer.from_pretrained(str(resolve_model_dir(name_or_path)))
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token  # only used for padding, which is masked out
@@ -290,6 +292,7 @@ def load_model(name_or_path: str, *, dtype: str = "float32", lora_path: str | No
     """A causal LM in ``dtype``; wrapped in PaddleNLP's LoRAModel when ``lora_path`` is given."""
     from paddlenlp.transformers import AutoConfig, AutoModelForCausalLM
 
+    quiet_paddlenlp_logs()
     folder = str(resolve_model_dir(name_or_path))
     config = AutoConfig.from_pretrained(folder, dtype=dtype)
     for key, value in (config_overrides or {}).items():

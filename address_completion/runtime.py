@@ -122,6 +122,16 @@ def setup_runtime(device: str = "auto", dtype: str | None = "float32", offline: 
                    threads=int(os.environ["OMP_NUM_THREADS"]), offline=is_offline)
 
 
+def quiet_paddlenlp_logs() -> None:
+    """PaddleNLP logs every file it loads or saves at INFO; keep its warnings unless --debug made us verbose.
+
+    PaddleNLP resets its logger to DEBUG when imported, so this runs after the import, where models load.
+    """
+    from paddlenlp.utils.log import logger as paddlenlp_logger
+
+    paddlenlp_logger.set_level("DEBUG" if logger.isEnabledFor(logging.DEBUG) else "WARNING")
+
+
 def configure_logging(debug: bool = False) -> None:
     """One-line log records on stderr for the project's logger; paddle's own loggers stay quiet."""
     handler = logging.StreamHandler(sys.stderr)

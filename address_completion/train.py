@@ -28,7 +28,7 @@ from .config import (CHECKPOINT_PREFIX, RUN_OUTPUT_FILES, TrainConfig, checkpoin
                      resume_checkpoint)
 from .errors import ConfigError
 from .prompt import encode_example
-from .runtime import logger
+from .runtime import logger, quiet_paddlenlp_logs
 
 IGNORE_INDEX = -100
 METRICS_FILE = "metrics.jsonl"
@@ -476,12 +476,6 @@ def clear_previous_run(output_dir: Path) -> None:
                 path.unlink()
 
 
-def quiet_paddlenlp(debug: bool) -> None:
-    from paddlenlp.utils.log import logger as paddlenlp_logger
-
-    paddlenlp_logger.set_level("DEBUG" if debug else "WARNING")
-
-
 @dataclass
 class PreparedData:
     train: EncodedSplit | None
@@ -570,7 +564,7 @@ def train(config_path: str | Path | None, overrides: Sequence[str] | dict[str, A
     pairs = read_pairs(cfg)
     if overwrite:
         clear_previous_run(cfg.output_dir)
-    quiet_paddlenlp(debug)
+    quiet_paddlenlp_logs()
     run = set_up(cfg, pairs, checkpoint)
     dataio.write_json(cfg.output_dir / RESOLVED_CONFIG_FILE, cfg.resolved())
 
