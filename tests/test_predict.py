@@ -39,6 +39,11 @@ def expected(completer) -> list[str]:
     return [completer.complete([address], batch_size=1)[0] for address in ADDRESSES]
 
 
+def printed(answers: list[str]) -> list[str]:
+    """What plain-text output shows: one line per answer (a generated newline becomes a space)."""
+    return [" ".join(answer.splitlines()) for answer in answers]
+
+
 def test_batch_equals_one_at_a_time(completer, expected):
     assert completer.complete(ADDRESSES, batch_size=4) == expected
     assert len(set(expected)) > 1
@@ -46,7 +51,7 @@ def test_batch_equals_one_at_a_time(completer, expected):
 
 def test_addresses_as_arguments(model_args, expected, capsys):
     assert main(["predict", *model_args, "--batch_size", "3", *ADDRESSES]) == 0
-    assert capsys.readouterr().out.split("\n")[:-1] == expected
+    assert capsys.readouterr().out.split("\n")[:-1] == printed(expected)
 
 
 def test_json_output_names_prompt_and_predict(model_args, expected, capsys):
@@ -87,13 +92,14 @@ def test_input_files_without_labels(tmp_path):
 def test_stdin_is_read_when_piped(model_args, expected, monkeypatch, capsys):
     monkeypatch.setattr(sys, "stdin", io.StringIO("\n".join(ADDRESSES) + "\n"))
     assert main(["predict", *model_args]) == 0
-    assert capsys.readouterr().out.split("\n")[:-1] == expected
+    assert capsys.readouterr().out.split("\n")[:-1] == printed(expected)
 
 
 def test_interactive_prompt(completer, expected):
     out = io.StringIO()
     interactive_loop(completer, as_json=False, stdin=io.StringIO(f"{ADDRESSES[0]}\n\n{ADDRESSES[1]}\nquit\n"), out=out)
-    assert out.getvalue() == f"> {expected[0]}\n> > {expected[1]}\n> "
+    first, second = printed(expected[:2])
+    assert out.getvalue() == f"> {first}\n> > {second}\n> "
 
 
 def test_arguments_and_input_file_together_are_refused(model_args, tmp_path, capsys):
@@ -109,4 +115,4 @@ def test_script_reads_piped_stdin(default_model_dir, lora_adapter_dir, expected)
         input="\n".join(ADDRESSES[:2]) + "\n", capture_output=True, text=True, timeout=300,
         env={**os.environ, "PYTHONWARNINGS": "ignore"})
     assert result.returncode == 0, result.stderr
-    assert result.stdout.split("\n")[:-1] == expected[:2]
+    assert result.stdout.split("\n")[:-1] == printed(expected[:2])
