@@ -14,7 +14,6 @@ and keys that do nothing on this device are switched off with one warning each. 
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import enum
 import json
 import os
@@ -22,9 +21,9 @@ import re
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
-from .errors import ConfigError, OutputExistsError
+from .errors import ConfigError, OutputExistsError, closest_match
 from .runtime import logger
 
 COMMENT_PREFIX = "_"
@@ -175,12 +174,6 @@ def key_vocabulary() -> dict[str, KeySpec]:
     return vocabulary
 
 
-def closest_key(name: str, vocabulary: Iterable[str]) -> str | None:
-    """The valid key a typo most likely meant (``lora_rnak`` -> ``lora_rank``)."""
-    matches = difflib.get_close_matches(name, list(vocabulary), n=1, cutoff=0.6)
-    return matches[0] if matches else None
-
-
 # ---------------------------------------------------------------- reading and typing values
 
 
@@ -309,7 +302,7 @@ def typed_value(key: str, value: Any, spec: KeySpec, origin: str) -> Any:
     if spec.kind == "float" and value is not None:
         value = float(value)
     if spec.choices and value is not None and value not in spec.choices:
-        hint = closest_key(value, spec.choices)
+        hint = closest_match(value, spec.choices)
         raise ConfigError(f"{origin}: {key} must be one of {', '.join(spec.choices)}; got {value!r}"
                           + (f" (did you mean {hint!r}?)" if hint else ""))
     return value
@@ -323,7 +316,7 @@ def merge_values(raw: RawConfig, overrides: Mapping[str, str], vocabulary: Mappi
         origins[key] = f"command line --{key}"
     for key in values:
         if key not in vocabulary:
-            hint = closest_key(key, vocabulary)
+            hint = closest_match(key, vocabulary)
             suggestion = f"; did you mean {hint!r}?" if hint else ""
             extras = ", ".join(spec.name for spec in EXTRA_KEYS)
             raise ConfigError(f"{origins[key]}: unknown key {key!r}{suggestion} (keys are run_finetune's "

@@ -20,12 +20,13 @@ import csv
 import io
 import json
 import os
+import shutil
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Optional, Sequence
 
-from .errors import DataError, OutputExistsError
+from .errors import ConfigError, DataError, OutputExistsError
 
 FORMATS = ("jsonl", "json", "text", "csv")
 EXTENSION_FORMATS = {".jsonl": "jsonl", ".json": None, ".txt": "text", ".text": "text", ".csv": "csv", ".tsv": "csv"}
@@ -283,6 +284,50 @@ def check_writable(path: str | os.PathLike, force: bool) -> Path:
             return path
         raise OutputExistsError(path)
     return path
+
+
+def check_model_folder(path: str | os.PathLike, force: bool, flag: str = "--output") -> Path:
+    """A folder a model may be written to: new or empty, or (with ``force``) an earlier model folder.
+
+    ``force`` never replaces a file or a non-empty folder without ``config.json``: a mistyped path must
+    not delete someone's data.
+    """
+    path = check_writable(path, force)
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"{flag} {path} is a file; it must name a folder")
+    if path.is_dir() and any(path.iterdir()) and not (path / "config.json").is_file():
+        raise ConfigError(f"{flag} {path} is not empty and holds no config.json; refusing to replace it even "
+                          "with --force. Choose a new folder")
+    return path
+
+
+def _sibling(path: Path, role: str) -> Path:
+    """A hidden unique name next to ``path`` (same file system, so renames are atomic)."""
+    return path.with_name(f".{path.name}.{role}-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+
+
+@contextlib.contextmanager
+def atomic_folder(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield an empty staging folder next to ``path``; on success it replaces ``path`` in one rename.
+
+    An existing ``path`` is moved aside first and deleted only after the swap; on failure the staging
+    folder is removed and ``path`` is untouched.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = _sibling(path, "staging")
+    staging.mkdir()  # not mkdtemp: its 0700 mode would make the result private
+    try:
+        yield staging
+        previous = None
+        if path.exists() and (not path.is_dir() or any(path.iterdir())):
+            previous = _sibling(path, "old")
+            os.replace(path, previous)
+        os.replace(staging, path)  # an empty existing folder is replaced by rename(2)
+        if previous is not None:
+            shutil.rmtree(previous, ignore_errors=True)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 @contextlib.contextmanager

@@ -13,20 +13,16 @@ NumPy generator seeded with --seed: the same seed gives the same file on every m
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
-import logging
 import math
 import os
-import shutil
-import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from . import __version__, dataio, tokenizer
 from .errors import ConfigError
-from .runtime import logger, prepare_environment
+from .runtime import logger, prepare_environment, quiet_paddlenlp_logs
 
 DEFAULT_OUTPUT = Path("outputs") / "default-model"
 PROVENANCE_FILE = "address_completion.json"
@@ -179,19 +175,6 @@ def provenance(shape: ModelShape, seed: int, parameter_count: int) -> dict[str, 
     }
 
 
-@contextlib.contextmanager
-def _quiet_paddlenlp() -> Iterator[None]:
-    """Hide PaddleNLP's INFO lines for a moment (kept when --debug made our logger verbose)."""
-    paddlenlp_logger = logging.getLogger("PaddleNLP")
-    previous = paddlenlp_logger.level
-    if not logger.isEnabledFor(logging.DEBUG):
-        paddlenlp_logger.setLevel(logging.WARNING)
-    try:
-        yield
-    finally:
-        paddlenlp_logger.setLevel(previous)
-
-
 def _spell_out_configs(folder: Path) -> None:
     """save_pretrained omits values equal to PaddleNLP's defaults; write the ones readers rely on."""
     config_path = folder / "config.json"
@@ -199,32 +182,6 @@ def _spell_out_configs(folder: Path) -> None:
     config.update(use_flash_attention=False, dtype="float32")
     dataio.write_json(config_path, dict(sorted(config.items())))
     dataio.write_json(folder / "generation_config.json", generation_config())
-
-
-def _check_output(output_dir: Path, force: bool) -> None:
-    dataio.check_writable(output_dir, force)
-    if output_dir.exists() and not output_dir.is_dir():
-        raise ConfigError(f"{output_dir} is a file; --output must name a folder")
-    if force and output_dir.is_dir() and any(output_dir.iterdir()) and not (output_dir / "config.json").is_file():
-        # --force replaces a model folder, never an arbitrary folder given by mistake.
-        raise ConfigError(f"{output_dir} is not empty and holds no config.json; refusing to delete it even with "
-                          "--force. Choose a new --output folder")
-
-
-def _sibling(output_dir: Path, role: str) -> Path:
-    """A hidden, unique folder name next to ``output_dir`` (same file system, so renames are atomic)."""
-    return output_dir.with_name(f".{output_dir.name}.{role}.{os.getpid()}.{uuid.uuid4().hex[:8]}")
-
-
-def _move_into_place(built: Path, output_dir: Path) -> None:
-    """Rename the finished folder over ``output_dir`` (an old one is removed only after the swap)."""
-    old = None
-    if output_dir.is_dir() and any(output_dir.iterdir()):
-        old = _sibling(output_dir, "old")
-        os.replace(output_dir, old)
-    os.replace(built, output_dir)  # an empty existing folder is replaced by rename(2)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def build_default_model(output_dir: str | os.PathLike | None = None, *, force: bool = False, seed: int = 0,
@@ -236,22 +193,16 @@ def build_default_model(output_dir: str | os.PathLike | None = None, *, force: b
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ConfigError(f"--seed must be a non-negative integer, got {seed!r}")
     output_dir = Path(output_dir) if output_dir is not None else default_model_dir()
-    _check_output(output_dir, force)
+    dataio.check_model_folder(output_dir, force)
     prepare_environment(offline=True)
-    output_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = _sibling(output_dir, "building")
-    staging.mkdir()  # not mkdtemp: its 0700 mode would make the model folder private
-    try:
+    with dataio.atomic_folder(output_dir) as staging:
         tokenizer.write_qwen25_tokenizer(staging)  # first: a missing dashscope fails before any model work
         model = create_model(shape, seed)
-        with _quiet_paddlenlp():  # its "saved in <staging folder>" lines would name a folder that vanishes
-            model.save_pretrained(str(staging))
+        quiet_paddlenlp_logs()  # its "saved in <staging folder>" lines would name a folder that vanishes
+        model.save_pretrained(str(staging))
         _spell_out_configs(staging)
         count = sum(int(math.prod(p.shape)) for p in model.parameters())
         dataio.write_json(staging / PROVENANCE_FILE, provenance(shape, seed, count))
-        _move_into_place(staging, output_dir)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     logger.debug("default model: %s parameters, seed %d, shape %s", f"{count:,}", seed, shape)
     return output_dir
 

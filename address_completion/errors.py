@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import difflib
 from pathlib import Path
+from typing import Iterable
 
 
 class AddressCompletionError(Exception):
@@ -30,3 +32,9 @@ class OutputExistsError(AddressCompletionError):
 
     def __init__(self, path: str | Path, hint: str = "pass --force to overwrite it"):
         super().__init__(f"{path} already exists; {hint}")
+
+
+def closest_match(name: str, valid: Iterable[str]) -> str | None:
+    """The valid name a typo most likely meant (``lora_rnak`` -> ``lora_rank``), or None."""
+    matches = difflib.get_close_matches(name, [str(item) for item in valid], n=1, cutoff=0.6)
+    return matches[0] if matches else None

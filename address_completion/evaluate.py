@@ -18,7 +18,6 @@ scores), ``report.md``, ``report.json`` and ``comparison.png`` are written.
 from __future__ import annotations
 
 import argparse
-import difflib
 import hashlib
 import json
 import os
@@ -31,7 +30,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from . import dataio
-from .errors import AddressCompletionError, ConfigError, DataError, OutputExistsError
+from .errors import AddressCompletionError, ConfigError, DataError, OutputExistsError, closest_match
 from .metrics import INPUT_CLASSES, ScoredItem, classify_input, score_item, summarize
 from .prompt import strip_prefix
 from .runtime import logger
@@ -65,8 +64,8 @@ class EvalConfig:
 
 
 def suggestion(key: str, allowed: Sequence[str]) -> str:
-    close = difflib.get_close_matches(key, list(allowed), n=1, cutoff=0.6)
-    return f" (did you mean {close[0]!r}?)" if close else ""
+    close = closest_match(key, allowed)
+    return f" (did you mean {close!r}?)" if close else ""
 
 
 def check_keys(mapping: dict[str, Any], allowed: Sequence[str], where: str) -> None:

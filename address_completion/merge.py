@@ -15,7 +15,6 @@ import json
 import os
 import shutil
 import time
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -157,33 +156,6 @@ def write_generation_config(source_dir: Path, target_dir: Path, tokenizer: Any) 
     return config
 
 
-def sibling_folder(output: Path, role: str) -> Path:
-    """A hidden unique name next to ``output`` (same file system, so the final rename is atomic)."""
-    return output.with_name(f".{output.name}.{role}-{os.getpid()}-{uuid.uuid4().hex[:8]}")
-
-
-def check_output(output_path: str | os.PathLike, force: bool) -> Path:
-    """Refuse a non-empty output without --force, and with --force anything but a model folder."""
-    output = dataio.check_writable(output_path, force)
-    if output.exists() and not output.is_dir():
-        raise ConfigError(f"--output_path {output} is a file; it must name a folder")
-    if output.is_dir() and any(output.iterdir()) and not (output / "config.json").is_file():
-        raise ConfigError(f"--output_path {output} is not empty and holds no config.json; refusing to replace it "
-                          "even with --force. Choose a new folder")
-    return output
-
-
-def publish_folder(staging: Path, output: Path) -> None:
-    """Move the finished staging folder to ``output``; an old folder is removed only after the swap."""
-    previous = None
-    if output.exists():
-        previous = sibling_folder(output, "old")
-        os.replace(output, previous)
-    os.replace(staging, output)
-    if previous is not None:
-        shutil.rmtree(previous, ignore_errors=True)
-
-
 # ---------------------------------------------------------------- the merge
 
 
@@ -192,16 +164,13 @@ def merge_adapter(base: str, lora_path: str, output_path: str | os.PathLike, *, 
     """Merge ``lora_path`` into ``base``, verify, and write ``output_path`` atomically (see module docstring)."""
     from .modeling import load_model, load_tokenizer, resolve_model_dir
 
-    output = check_output(output_path, force)
+    output = dataio.check_model_folder(output_path, force, flag="--output_path")
     tolerance = default_tolerance(dtype) if tolerance is None else float(tolerance)
     if tolerance < 0:
         raise ConfigError(f"--tolerance must be >= 0, got {tolerance}")
     adapter_config = read_lora_config(lora_path)
     base_dir = resolve_model_dir(base)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    staging = sibling_folder(output, "merging")
-    staging.mkdir()  # not mkdtemp: its 0700 mode would make the merged model private
-    try:
+    with dataio.atomic_folder(output) as staging:
         tokenizer = load_tokenizer(base)
         batch = probe_batch(tokenizer)
         adapter_effect, max_diff = _merge_into(staging, base, lora_path, batch, dtype, safe_serialization,
@@ -230,10 +199,6 @@ def merge_adapter(base: str, lora_path: str, output_path: str | os.PathLike, *, 
             "address_completion_version": __version__,
         }
         dataio.write_json(staging / RECORD_FILE, record)
-        publish_folder(staging, output)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return MergeResult(output_path=output, max_abs_diff=max_diff, tolerance=tolerance, adapter_effect=adapter_effect,
                        record=record)
 

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from .errors import ConfigError
-from .runtime import OFFLINE_VARIABLES, looks_like_local_path, logger, quiet_paddlenlp_logs
+from .runtime import OFFLINE_VARIABLES, cache_root, looks_like_local_path, logger, quiet_paddlenlp_logs
 
 CONVERTED_CACHE_VERSION = 1
 PADDLE_WEIGHT_FORMATS = ("np", "paddle")
@@ -74,13 +74,6 @@ def is_paddle_model_dir(folder: Path) -> bool:
 def is_hf_model_dir(folder: Path) -> bool:
     """config.json + safetensors written by PyTorch (Hugging Face / ModelScope downloads)."""
     return _weights_format(folder) == "hf"
-
-
-def cache_root() -> Path:
-    """``$ADDRESS_COMPLETION_CACHE``, else ``$XDG_CACHE_HOME/address_completion`` (``~/.cache/...``)."""
-    if os.environ.get("ADDRESS_COMPLETION_CACHE"):
-        return Path(os.environ["ADDRESS_COMPLETION_CACHE"]).expanduser()
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "address_completion"
 
 
 def conversion_key(source: Path) -> str:

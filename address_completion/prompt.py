@@ -10,17 +10,11 @@ serving all call :func:`render_prompt`, so the model always sees the same text.
 
 from __future__ import annotations
 
-import unicodedata
 from typing import Any
 
 from . import DEFAULT_PROMPT_PREFIX
 
 PLAIN_TEMPLATE = "{message}\n"
-
-
-def normalize_spaces(text: str) -> str:
-    """Collapse whitespace runs (including full-width spaces) to one ASCII space and strip."""
-    return " ".join(unicodedata.normalize("NFKC", text).split()) if text else text
 
 
 def with_prefix(address: str, prefix: str = DEFAULT_PROMPT_PREFIX) -> str:

@@ -20,6 +20,7 @@ logger = logging.getLogger("address_completion")
 
 OFFLINE_VARIABLES = ("AISTUDIO_BOS_OFFLINE", "HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE")
 HALF_DTYPES = ("float16", "bfloat16")
+CACHE_ENV = "ADDRESS_COMPLETION_CACHE"
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,14 @@ class Runtime:
     dtype: str  # "float32", "bfloat16" or "float16"
     threads: int
     offline: bool
+
+
+def cache_root() -> Path:
+    """Where derived files are kept (tokenizer BPE files, converted models): ``$ADDRESS_COMPLETION_CACHE``,
+    else ``$XDG_CACHE_HOME/address_completion`` (``~/.cache/address_completion``)."""
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV]).expanduser()
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "address_completion"
 
 
 def usable_cores() -> int:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import random
-import unicodedata
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +26,7 @@ from typing import Iterable, Iterator, Sequence
 from . import DEFAULT_PROMPT_PREFIX
 from .dataio import check_writable, read_records, write_jsonl
 from .errors import ConfigError, DataError
-from .gazetteer import AdminChain, Division, Gazetteer, ParsedAddress, load_gazetteer
+from .gazetteer import AdminChain, Division, Gazetteer, ParsedAddress, load_gazetteer, normalize_address
 from .prompt import strip_prefix, with_prefix
 
 DEFAULT_NUM = 5000
@@ -622,11 +621,6 @@ CLASS_SEPARATORS = " ,，、-"
 TYPO_SKIP_LIMIT = 12  # longest misspelled token input_class steps over (红和哈尼族彝族自治州 …)
 
 
-def _clean_for_class(address: str) -> str:
-    text = "".join(unicodedata.normalize("NFKC", address).split())
-    return text[2:] if text.startswith("中国") else text
-
-
 def _admin_part(address: str, rest: str) -> str:
     return address[: len(address) - len(rest)] if rest and address.endswith(rest) else address
 
@@ -661,7 +655,7 @@ def input_class(src: str, gazetteer: Gazetteer, prefix: str = DEFAULT_PROMPT_PRE
     unique nationally (an ambiguous one can only be completed from the levels written with it);
     no_admin_token: the gazetteer finds no division. A misspelled division is stepped over.
     """
-    address = _clean_for_class(strip_prefix(src, prefix))
+    address = normalize_address(strip_prefix(src, prefix))  # the text parse() reads, so rest lengths agree
     parsed = _parse_over_typo(gazetteer, address)
     chain = parsed.chain
     if chain is None:

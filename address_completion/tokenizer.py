@@ -26,7 +26,7 @@ from pathlib import Path
 
 from . import dataio
 from .errors import ConfigError, DataError
-from .runtime import logger
+from .runtime import CACHE_ENV, cache_root, logger
 
 TIKTOKEN_PACKAGE = "dashscope"
 TIKTOKEN_RESOURCE = ("resources", "qwen.tiktoken")
@@ -42,7 +42,6 @@ BPE_FILE_SHA256 = {
     "vocab.json": "ca10d7e9fb3ed18575dd1e277a2579c16d108e32f27439684afa0e10b1440910",
 }
 CACHE_LAYOUT_VERSION = 1  # bump when the cached files' content or format changes
-CACHE_ENV = "ADDRESS_COMPLETION_CACHE"
 
 ENDOFTEXT = "<|endoftext|>"
 IM_START = "<|im_start|>"
@@ -217,14 +216,6 @@ def merges_text(merges: list[tuple[bytes, bytes]]) -> str:
 
 
 # ---------------------------------------------------------------- cache
-
-
-def cache_root() -> Path:
-    """``$ADDRESS_COMPLETION_CACHE``, else ``$XDG_CACHE_HOME/address_completion`` (``~/.cache/...``)."""
-    if os.environ.get(CACHE_ENV):
-        return Path(os.environ[CACHE_ENV]).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "address_completion"
 
 
 def bpe_cache_dir(tiktoken_sha256: str) -> Path:

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from address_completion.config import (checkpoint_is_complete, closest_key, load_config, parse_overrides,
+from address_completion.config import (checkpoint_is_complete, load_config, parse_overrides,
                                        resume_checkpoint)
-from address_completion.errors import ConfigError, OutputExistsError
+from address_completion.errors import ConfigError, OutputExistsError, closest_match
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -58,7 +58,7 @@ def test_unknown_key_names_the_closest_valid_key(tmp_path, paths):
         load_config(path, device="cpu")
     with pytest.raises(ConfigError, match=r"command line --learning_rat.*did you mean 'learning_rate'"):
         load_config(write_config(tmp_path, {**paths, "do_train": True}), ["--learning_rat", "1e-3"], device="cpu")
-    assert closest_key("per_device_train_batchsize", ["per_device_train_batch_size", "seed"]) \
+    assert closest_match("per_device_train_batchsize", ["per_device_train_batch_size", "seed"]) \
         == "per_device_train_batch_size"
 
 

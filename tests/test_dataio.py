@@ -10,7 +10,7 @@ import pytest
 
 from address_completion.dataio import (atomic_write, atomic_write_text, check_writable, json_line, read_records,
                                        write_json, write_jsonl)
-from address_completion.errors import DataError, OutputExistsError
+from address_completion.errors import ConfigError, DataError, OutputExistsError
 
 SRC = "补齐五级行政地址: 碑林区扬子江南路467-6号"
 TGT = "陕西省西安市碑林区扬子江南路467-6号"
@@ -355,3 +355,30 @@ def test_check_writable(tmp_path):
     assert check_writable(empty_folder, force=False) == empty_folder
     with pytest.raises(OutputExistsError):
         check_writable(tmp_path, force=False)  # not empty
+
+
+def test_atomic_folder_replaces_only_on_success(tmp_path):
+    from address_completion.dataio import atomic_folder
+
+    target = tmp_path / "model"
+    target.mkdir()
+    (target / "config.json").write_text("old")
+    with pytest.raises(RuntimeError):
+        with atomic_folder(target) as staging:
+            (staging / "config.json").write_text("new")
+            raise RuntimeError("save failed")
+    assert (target / "config.json").read_text() == "old"
+    with atomic_folder(target) as staging:
+        (staging / "config.json").write_text("new")
+    assert (target / "config.json").read_text() == "new"
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["model"]  # no staging or old folder left
+
+
+def test_check_model_folder_never_replaces_a_non_model_folder(tmp_path):
+    from address_completion.dataio import check_model_folder
+
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(OutputExistsError):
+        check_model_folder(tmp_path, force=False)
+    with pytest.raises(ConfigError, match="no config.json"):
+        check_model_folder(tmp_path, force=True)

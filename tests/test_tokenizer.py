@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 
-from address_completion import prompt, tokenizer
+from address_completion import prompt, runtime, tokenizer
 from address_completion.errors import ConfigError, DataError
 
 SYSTEM_BLOCK = "<|im_start|>system\nYou are Qwen, created by Alibaba Cloud. You are a helpful assistant.<|im_end|>\n"
@@ -198,7 +198,7 @@ def test_malformed_rank_line_names_the_line(tmp_path):
 
 
 def test_bpe_files_are_cached_by_tiktoken_hash_and_a_damaged_cache_is_rebuilt(tmp_path, monkeypatch):
-    monkeypatch.setenv(tokenizer.CACHE_ENV, str(tmp_path / "cache"))
+    monkeypatch.setenv(runtime.CACHE_ENV, str(tmp_path / "cache"))
     first = tokenizer.write_qwen25_tokenizer(tmp_path / "first")
     cache = tokenizer.bpe_cache_dir(tokenizer.TIKTOKEN_SHA256)
     assert cache.parent == tmp_path / "cache" and (cache / "merges.txt").is_file()
