@@ -29,15 +29,6 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
-def available_commands() -> dict[str, tuple[str, str]]:
-    """Commands whose module exists (lets the CLI work while stages are being added)."""
-    found = {}
-    for name, (module, summary) in COMMANDS.items():
-        if importlib.util.find_spec(module) is not None:
-            found[name] = (module, summary)
-    return found
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="address-completion",
@@ -47,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name, (module_name, summary) in available_commands().items():
+    for name, (module_name, summary) in COMMANDS.items():
         module = importlib.import_module(module_name)
         sub = subparsers.add_parser(name, help=summary, description=(module.__doc__ or summary).strip().split("\n\n")[0],
                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
