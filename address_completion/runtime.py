@@ -75,6 +75,8 @@ def prepare_environment(offline: bool | None = None, model: str | os.PathLike | 
     if "paddle" in sys.modules and os.environ.get("OMP_NUM_THREADS") == "1" and usable_cores() > 1:
         logger.debug("paddle was imported before prepare_environment; OMP_NUM_THREADS may be 1")
     warnings.filterwarnings("ignore", message="Setuptools is replacing distutils")
+    warnings.filterwarnings("ignore", message="No ccache found")  # Paddle's extension builder; we build none
+    warnings.filterwarnings("ignore", message=r"(?s).*incubate.nn.functional.swiglu")  # inside PaddleNLP's Qwen2
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     return bool(offline)
 
