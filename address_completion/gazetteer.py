@@ -632,6 +632,9 @@ MAX_CANDIDATES = 8
 # Names the fuzzy matcher may correct: levels 1-3 (towns are too many and too alike to guess at).
 _FUZZY_LEVELS = (1, 2, 3)
 _FUZZY_MAX_LENGTH = 9  # longest written form worth correcting (巴音郭楞蒙古自治州)
+# Development zones and new areas named after a county-level short name (滨江新区, 东湖高新区, 江北新区) are
+# not that county: a zone word after a short name keeps the name in the detail.
+_ZONE_AFTER_SHORT = re.compile(r"(?:高新技术产业开发区|经济技术开发区|高新区|开发区|经开区|新区|保税区|工业园区|园区)")
 _KIND_RANK = {"full": 0, "old": 1, "short": 2, "typo": 3}
 
 
@@ -773,7 +776,9 @@ class _CandidateScan:
             if token is None:
                 continue
             short_ok = token.end < len(self.text) or bool(self.readings)
-            divisions = [d for d in token.divisions if token.kinds[d.code] != "short" or short_ok]
+            zone = bool(_ZONE_AFTER_SHORT.match(self.text, token.end))  # 滨江新区 is not 滨江区
+            divisions = [d for d in token.divisions if token.kinds[d.code] != "short"
+                         or (short_ok and not (zone and d.level >= 3))]
             step = self._fit(token, divisions)
             if step is not None:
                 return step
@@ -818,7 +823,7 @@ class _CandidateScan:
     def _conflicting(self, token: _Token, divisions: list[Division]) -> Optional[tuple[int, list[_Reading]]]:
         """A county or town written under the wrong province or city (广东省碑林区): kept, marked conflict."""
         shallowest = min(r.division.level for r in self.readings)
-        deeper = [d for d in divisions if d.level > shallowest and d.level >= 3]
+        deeper = [d for d in divisions if d.level > shallowest and d.level >= 3 and token.kinds[d.code] != "short"]
         if not deeper:
             return None
         return token.end, [_Reading(d, token.kinds[d.code], conflict=True) for d in deeper]
@@ -827,6 +832,8 @@ class _CandidateScan:
         """A misspelled name at ``start`` (same pinyin, or one character off when 3+ long), accepted only when
         a division suffix or the rest of the scan confirms it. Corrections keep the length, so positions in
         the repaired text are positions in the written one; the scan reads on in the repaired text."""
+        if _ZONE_AFTER_SHORT.match(self.text, start):  # 高新区 is a zone, not a misspelled 高陵区
+            return None
         index = _fuzzy_index(self.gaz)
         for length in range(min(_FUZZY_MAX_LENGTH, len(self.text) - start), 1, -1):
             written = self.text[start:start + length]

@@ -89,3 +89,19 @@ def test_recall_on_the_bundled_test_split():
     hits = sum(normalize_text(row["tgt"]) in {normalize_text(t) for t in texts(strip_prefix(row["src"]))}
                for row in rows)
     assert hits / len(rows) >= 0.995
+
+
+@pytest.mark.parametrize("address, expected", [
+    ("湖北省武汉市东湖高新区关山大道1号", "湖北省武汉市东湖高新区关山大道1号"),  # not 南昌's 东湖区
+    ("陕西省汉中市滨江新区桃园新城26号楼2单元", "陕西省汉中市滨江新区桃园新城26号楼2单元"),  # not 杭州's 滨江区
+    ("南京江北新区浦滨路1号", "江苏省南京市江北新区浦滨路1号"),  # not 宁波's 江北区
+    ("西安高新区锦业路1号", "陕西省西安市高新区锦业路1号"),  # not 高陵区 by a typo guess
+    ("上海浦东新区1号", "上海市浦东新区1号"),  # a real new area stays a division
+])
+def test_development_zones_are_not_another_citys_district(address, expected):
+    assert texts(address)[0] == expected
+
+
+def test_a_full_name_under_the_wrong_province_is_kept_and_marked():
+    candidate = completion_candidates("广东省碑林区1号")[0]
+    assert candidate.text == "陕西省西安市碑林区1号" and "conflict" in candidate.evidence
