@@ -1,4 +1,16 @@
-"""Batched greedy generation: the one decoding loop used by predict, serve and evaluate.
+"""Decoding, free or constrained: the one entry point used by predict, serve, evaluate and training's eval.
+
+Free decoding (``decoding="free"``) is batched greedy generation, described below. Constrained decoding
+(``decoding="constrained"``, the default of the CLI and configs) lets the model choose among the answers the
+gazetteer proposes (:func:`gazetteer.completion_candidates`): every candidate answer is scored by the model
+— the sum of the log-probabilities of its tokens and of the EOS, teacher-forced in one batched forward pass
+(:func:`score_answers`), no token-by-token loop — and the best one is the answer, with its probability among
+the candidates (softmax over the candidates' scores). A single candidate needs no forward pass: its
+probability among the candidates is 1 whatever the model says. With no candidate the completer falls back to
+free greedy generation and says so (``decoding="free_fallback"``). With ``min_confidence`` P the input is
+returned unchanged, marked abstained, when the best probability is below P.
+
+Greedy generation:
 
 Prompts are left-padded so every row's answer starts at the same column, the KV cache is on, and
 position ids count only real tokens (``clip(cumsum(mask) - 1, 0)``), so a padded row computes
@@ -11,21 +23,57 @@ generation config (``<|endoftext|>`` for Qwen2.5), or after ``max_new_tokens``.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Optional, Sequence
 
 from . import DEFAULT_PROMPT_PREFIX
-from .prompt import decode_answer, eos_token_id, render_prompt
+from .prompt import (address_candidates, answer_ids, check_grounding, decode_answer, eos_token_id, render_prompt,
+                     strip_prefix)
+
+DECODINGS = ("free", "constrained")
+# Rows of (prompt + candidate) scored in one forward pass; bounds the activations, not the result.
+SCORE_BATCH_ROWS = 16
+
+
+def check_decoding(decoding: str) -> str:
+    """``decoding`` itself, or ValueError naming the allowed values."""
+    if decoding not in DECODINGS:
+        raise ValueError(f"decoding must be one of {', '.join(DECODINGS)}, got {decoding!r}")
+    return decoding
+
+
+def check_min_confidence(value: float) -> float:
+    """A probability threshold in [0, 1], or ValueError."""
+    if not 0.0 <= float(value) <= 1.0:
+        raise ValueError(f"min_confidence must be between 0 and 1, got {value}")
+    return float(value)
 
 
 @dataclass(frozen=True)
 class Completion:
-    """One generated answer with what an API response reports about it."""
+    """One answer with what an API response reports about it.
+
+    ``decoding`` says how it was made: "free" (greedy generation), "constrained" (chosen among the
+    gazetteer's candidates), "free_fallback" (constrained asked, no candidate: greedy generation).
+    ``candidates`` lists (answer, probability among candidates) best first for constrained answers;
+    ``probability`` is the chosen one's; ``abstained`` marks an input returned unchanged because that
+    probability was below ``min_confidence``.
+    """
 
     text: str
-    finish_reason: str  # "stop" (an EOS id was generated) or "length" (max_new_tokens reached)
+    finish_reason: str  # "stop" (an EOS id was generated / a candidate chosen) or "length" (max_new_tokens)
     prompt_tokens: int
     completion_tokens: int
+    decoding: str = "free"
+    probability: Optional[float] = None
+    candidates: tuple[tuple[str, float], ...] = ()
+    abstained: bool = False
+
+    def details(self) -> dict[str, Any]:
+        """The non-standard fields as JSON-ready data (predict --json, the server's extra field, evaluation)."""
+        return {"decoding": self.decoding, "probability": self.probability, "abstained": self.abstained,
+                "candidates": [{"text": text, "probability": prob} for text, prob in self.candidates]}
 
 
 def _as_id_list(value: Any) -> list[int]:
@@ -115,6 +163,88 @@ def greedy_generate(model: Any, tokenizer: Any, prompts: list[str], *, max_new_t
     return generate_token_ids(model, tokenizer, encode_prompts(tokenizer, prompts), max_new_tokens=max_new_tokens)
 
 
+def _causal_lm(model: Any) -> Any:
+    """The causal LM inside a PaddleNLP LoRAModel (its LoRA layers live inside it), or the model itself."""
+    inner = getattr(model, "model", None)
+    return inner if inner is not None and hasattr(model, "lora_config") else model
+
+
+def _answer_logits(model: Any, input_ids: Any, attention_mask: Any, position_ids: Any, index: Any) -> Any:
+    """Logits [N, vocab] at the (row, position) pairs ``index`` [N, 2] only.
+
+    The LM head runs on the answer positions alone (the body runs on every position): for Qwen2.5's
+    151,936-token vocabulary the head costs about as much per position as the whole 0.5B body.
+    """
+    import paddle
+
+    lm = _causal_lm(model)
+    body = getattr(lm, getattr(lm, "base_model_prefix", ""), None)
+    head = getattr(lm, "lm_head", None)
+    if body is None or head is None:  # an architecture without the usual split: full logits, then pick
+        logits = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                       use_cache=False, return_dict=True).logits
+        return paddle.gather_nd(logits, index)
+    hidden = body(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False,
+                  return_dict=True)[0]
+    return head(paddle.gather_nd(hidden, index).unsqueeze(0))[0]
+
+
+def _target_log_probs(logits: Any, targets: Sequence[int]) -> list[float]:
+    """log_softmax(logits)[row, target] for a NumPy [N, vocab] array: target logit minus log-sum-exp.
+
+    In NumPy because Paddle 3.3.1's CPU log_softmax takes ~40 s on [18, 151936] (measured here).
+    """
+    import numpy as np
+
+    top = logits.max(axis=-1, keepdims=True)
+    log_norm = top[:, 0] + np.log(np.exp(logits - top).sum(axis=-1))
+    return (logits[np.arange(len(targets)), np.asarray(targets)] - log_norm).astype(float).tolist()
+
+
+def score_answers(model: Any, pairs: Sequence[tuple[Sequence[int], Sequence[int]]], *, pad_id: int,
+                  batch_rows: int = SCORE_BATCH_ROWS) -> list[float]:
+    """Log-probability (natural log, summed) of each answer given its prompt, teacher-forced.
+
+    ``pairs`` holds (prompt ids, answer ids ending with EOS). Rows are right-padded — causal attention
+    keeps real positions blind to the padding after them — and scored ``batch_rows`` at a time in one
+    forward pass each: no sequential decoding. Returns one float per pair, in order.
+    """
+    import paddle
+
+    if any(not prompt or not answer for prompt, answer in pairs):
+        raise ValueError("cannot score an empty prompt or answer")
+    scores: list[float] = []
+    with paddle.no_grad():
+        for start in range(0, len(pairs), batch_rows):
+            chunk = pairs[start:start + batch_rows]
+            rows = [list(prompt) + list(answer[:-1]) for prompt, answer in chunk]
+            width = max(len(row) for row in rows)
+            index, targets = [], []
+            for row_number, (prompt, answer) in enumerate(chunk):
+                index += [[row_number, len(prompt) - 1 + offset] for offset in range(len(answer))]
+                targets += list(answer)
+            logits = _answer_logits(
+                model,
+                paddle.to_tensor([row + [pad_id] * (width - len(row)) for row in rows], dtype="int64"),
+                paddle.to_tensor([[1] * len(row) + [0] * (width - len(row)) for row in rows], dtype="int64"),
+                paddle.to_tensor([list(range(width)) for _ in rows], dtype="int64"),
+                paddle.to_tensor(index, dtype="int64"))
+            picked = _target_log_probs(logits.astype("float32").numpy(), targets)
+            cursor = 0
+            for _, answer in chunk:
+                scores.append(float(sum(picked[cursor:cursor + len(answer)])))
+                cursor += len(answer)
+    return scores
+
+
+def candidate_probabilities(scores: Sequence[float]) -> list[float]:
+    """Softmax of summed log-probabilities: each candidate's probability among the candidates."""
+    top = max(scores)
+    weights = [math.exp(score - top) for score in scores]
+    total = sum(weights)
+    return [weight / total for weight in weights]
+
+
 def length_sorted_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
     """Indices grouped into batches of similar length (longest first), so little padding is computed."""
     order = sorted(range(len(lengths)), key=lambda index: (-lengths[index], index))
@@ -130,22 +260,36 @@ class Completer:
     max_new_tokens: int = 64
     prefix: str = DEFAULT_PROMPT_PREFIX
     name: str = "model"
+    grounding: str = "none"  # prompt.GROUNDINGS
+    decoding: str = "free"  # DECODINGS
+    min_confidence: float = 0.0
     stop_ids: list[int] = field(init=False)
 
     def __post_init__(self) -> None:
         if self.max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be at least 1, got {self.max_new_tokens}")
+        check_grounding(self.grounding)
+        check_decoding(self.decoding)
+        self.min_confidence = check_min_confidence(self.min_confidence)
         self.stop_ids = stop_token_ids(self.model, self.tokenizer)
 
     @classmethod
     def load(cls, model: str, *, lora_path: str | None = None, dtype: str = "float32", max_new_tokens: int = 64,
-             prefix: str = DEFAULT_PROMPT_PREFIX) -> "Completer":
-        """Load a model folder (or hub name), optionally with an unmerged LoRA adapter, in eval mode."""
+             prefix: str = DEFAULT_PROMPT_PREFIX, grounding: str = "none", decoding: str = "free",
+             min_confidence: float = 0.0) -> "Completer":
+        """Load a model folder (or hub name), optionally with an unmerged LoRA adapter, in eval mode.
+
+        Raises ConfigError for a bad max_new_tokens / grounding / decoding / min_confidence before loading.
+        """
         from .errors import ConfigError
         from .runtime import prepare_environment
 
         if max_new_tokens < 1:
             raise ConfigError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
+        try:
+            check_grounding(grounding), check_decoding(decoding), check_min_confidence(min_confidence)
+        except ValueError as error:
+            raise ConfigError(str(error)) from error
         prepare_environment(model=model)  # idempotent; callers that ran setup_runtime lose nothing
         from .modeling import load_model, load_tokenizer
 
@@ -155,35 +299,80 @@ class Completer:
         if lora_path:
             name += "+" + str(lora_path).rstrip("/").split("/")[-1]
         return cls(model=loaded, tokenizer=load_tokenizer(model), max_new_tokens=max_new_tokens, prefix=prefix,
-                   name=name)
+                   name=name, grounding=grounding, decoding=decoding, min_confidence=min_confidence)
 
-    def prompt_for(self, address: str) -> str:
-        return render_prompt(self.tokenizer, address, self.prefix)
+    @property
+    def needs_candidates(self) -> bool:
+        return self.grounding == "candidates" or self.decoding == "constrained"
+
+    def prompt_for(self, address: str, candidates: Optional[Sequence[Any]] = None) -> str:
+        return render_prompt(self.tokenizer, address, self.prefix, self.grounding, candidates)
 
     def complete_detailed(self, addresses: Sequence[str], *, batch_size: int = 16,
                           progress: bool = False) -> list[Completion]:
-        """Completions in input order; batches are formed by prompt length to limit padding."""
+        """Completions in input order (free, constrained or free fallback, as ``decoding`` says).
+
+        Free batches are formed by prompt length to limit padding; a batch gives exactly the
+        one-at-a-time answers. Raises ValueError for batch_size < 1.
+        """
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-        prompt_ids = encode_prompts(self.tokenizer, [self.prompt_for(address) for address in addresses])
+        candidates = [address_candidates(address, self.prefix) if self.needs_candidates else None
+                      for address in addresses]
+        prompt_ids = encode_prompts(self.tokenizer, [self.prompt_for(address, found)
+                                                     for address, found in zip(addresses, candidates)])
         results: list[Completion | None] = [None] * len(prompt_ids)
+        free = list(range(len(addresses)))
         from tqdm import tqdm
 
         with tqdm(total=len(prompt_ids), unit="addr", desc="completing", disable=None if progress else True,
                   leave=False) as bar:
-            for batch in length_sorted_batches([len(ids) for ids in prompt_ids], batch_size):
+            if self.decoding == "constrained":
+                free = [i for i in free if not candidates[i]]
+                chosen = [i for i in range(len(addresses)) if candidates[i]]
+                for start in range(0, len(chosen), batch_size):
+                    batch = chosen[start:start + batch_size]
+                    for index, completion in zip(batch, self._choose(addresses, batch, prompt_ids, candidates)):
+                        results[index] = completion
+                    bar.update(len(batch))
+            decoding = "free_fallback" if self.decoding == "constrained" else "free"
+            for batch in length_sorted_batches([len(prompt_ids[i]) for i in free], batch_size):
+                batch = [free[i] for i in batch]
                 generated = generate_token_ids(self.model, self.tokenizer, [prompt_ids[i] for i in batch],
                                                max_new_tokens=self.max_new_tokens, stop_ids=self.stop_ids)
                 for index, new_ids in zip(batch, generated):
-                    results[index] = self._completion(prompt_ids[index], new_ids)
+                    results[index] = self._completion(prompt_ids[index], new_ids, decoding)
                 bar.update(len(batch))
         return results  # type: ignore[return-value]
+
+    def _choose(self, addresses: Sequence[str], batch: Sequence[int], prompt_ids: Sequence[Sequence[int]],
+                candidates: Sequence[Any]) -> list[Completion]:
+        """Constrained answers for ``batch``: every candidate of every address scored in shared forward passes."""
+        answers = {index: [(c.text, answer_ids(self.tokenizer, c.text)) for c in candidates[index]]
+                   for index in batch}
+        to_score = [index for index in batch if len(answers[index]) > 1]  # one candidate: probability 1
+        scores = iter(score_answers(self.model, [(prompt_ids[i], ids) for i in to_score for _, ids in answers[i]],
+                                    pad_id=padding_token_id(self.tokenizer)))
+        completions = []
+        for index in batch:
+            options = answers[index]
+            probabilities = (candidate_probabilities([next(scores) for _ in options]) if len(options) > 1
+                             else [1.0])
+            ranked = sorted(zip(options, probabilities), key=lambda item: -item[1])
+            (best_text, best_ids), best_probability = ranked[0]
+            abstained = best_probability < self.min_confidence
+            completions.append(Completion(
+                text=strip_prefix(addresses[index], self.prefix) if abstained else best_text, finish_reason="stop",
+                prompt_tokens=len(prompt_ids[index]), completion_tokens=len(best_ids), decoding="constrained",
+                probability=best_probability, candidates=tuple((text, p) for (text, _), p in ranked),
+                abstained=abstained))
+        return completions
 
     def complete(self, addresses: list[str], *, batch_size: int = 16, progress: bool = False) -> list[str]:
         """Completed addresses in input order; a batch gives exactly the one-at-a-time answers."""
         return [item.text for item in self.complete_detailed(addresses, batch_size=batch_size, progress=progress)]
 
-    def _completion(self, prompt_ids: Sequence[int], new_ids: list[int]) -> Completion:
+    def _completion(self, prompt_ids: Sequence[int], new_ids: list[int], decoding: str = "free") -> Completion:
         stopped = bool(new_ids) and new_ids[-1] in self.stop_ids
         return Completion(text=decode_answer(self.tokenizer, new_ids), finish_reason="stop" if stopped else "length",
-                          prompt_tokens=len(prompt_ids), completion_tokens=len(new_ids))
+                          prompt_tokens=len(prompt_ids), completion_tokens=len(new_ids), decoding=decoding)

@@ -10,11 +10,15 @@ serving all call :func:`render_prompt`, so the model always sees the same text.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Optional, Sequence
 
 from . import DEFAULT_PROMPT_PREFIX
 
 PLAIN_TEMPLATE = "{message}\n"
+GROUNDINGS = ("none", "candidates")
+CANDIDATES_LINE = "\n候选: {chains}"
+NO_CANDIDATE = "无"
+CHAIN_SEPARATOR = " | "
 
 
 def with_prefix(address: str, prefix: str = DEFAULT_PROMPT_PREFIX) -> str:
@@ -41,9 +45,40 @@ def has_chat_template(tokenizer: Any) -> bool:
     return getattr(tokenizer, "chat_template", None) is not None
 
 
-def render_prompt(tokenizer: Any, address: str, prefix: str = DEFAULT_PROMPT_PREFIX) -> str:
-    """The exact text the model is conditioned on, ending where the answer starts."""
+def check_grounding(grounding: str) -> str:
+    """``grounding`` itself, or ValueError naming the allowed values."""
+    if grounding not in GROUNDINGS:
+        raise ValueError(f"grounding must be one of {', '.join(GROUNDINGS)}, got {grounding!r}")
+    return grounding
+
+
+def address_candidates(address: str, prefix: str = DEFAULT_PROMPT_PREFIX) -> list:
+    """The gazetteer's candidates (:class:`gazetteer.Candidate`) for the address in a user message."""
+    from .gazetteer import completion_candidates
+
+    return completion_candidates(strip_prefix(address, prefix))
+
+
+def user_message(address: str, prefix: str = DEFAULT_PROMPT_PREFIX, grounding: str = "none",
+                 candidates: Optional[Sequence[Any]] = None) -> str:
+    """The user turn: prefixed address, plus the candidate chains when grounded.
+
+    ``candidates`` (from :func:`address_candidates`) is computed when not given; pass it when the caller
+    needs it too (constrained decoding) so the gazetteer runs once.
+    """
     message = with_prefix(address, prefix)
+    if check_grounding(grounding) == "none":
+        return message
+    if candidates is None:
+        candidates = address_candidates(address, prefix)
+    chains = CHAIN_SEPARATOR.join(dict.fromkeys(c.chain.text() for c in candidates)) or NO_CANDIDATE
+    return message + CANDIDATES_LINE.format(chains=chains)
+
+
+def render_prompt(tokenizer: Any, address: str, prefix: str = DEFAULT_PROMPT_PREFIX, grounding: str = "none",
+                  candidates: Optional[Sequence[Any]] = None) -> str:
+    """The exact text the model is conditioned on, ending where the answer starts."""
+    message = user_message(address, prefix, grounding, candidates)
     if has_chat_template(tokenizer):
         return tokenizer.apply_chat_template([{"role": "user", "content": message}], tokenize=False,
                                              add_generation_prompt=True)
@@ -57,12 +92,16 @@ def eos_token_id(tokenizer: Any) -> int:
     return int(tokenizer.eos_token_id)
 
 
-def encode_example(tokenizer: Any, address: str, answer: str, prefix: str = DEFAULT_PROMPT_PREFIX
-                   ) -> tuple[list[int], list[int]]:
+def answer_ids(tokenizer: Any, answer: str) -> list[int]:
+    """Token ids of an answer as the model is trained to produce it: the text, then EOS."""
+    return list(tokenizer(answer.strip(), add_special_tokens=False)["input_ids"]) + [eos_token_id(tokenizer)]
+
+
+def encode_example(tokenizer: Any, address: str, answer: str, prefix: str = DEFAULT_PROMPT_PREFIX,
+                   grounding: str = "none") -> tuple[list[int], list[int]]:
     """Token ids of the prompt and of the answer (answer ids end with EOS)."""
-    prompt_ids = tokenizer(render_prompt(tokenizer, address, prefix), add_special_tokens=False)["input_ids"]
-    answer_ids = tokenizer(answer.strip(), add_special_tokens=False)["input_ids"] + [eos_token_id(tokenizer)]
-    return list(prompt_ids), list(answer_ids)
+    prompt_ids = tokenizer(render_prompt(tokenizer, address, prefix, grounding), add_special_tokens=False)["input_ids"]
+    return list(prompt_ids), answer_ids(tokenizer, answer)
 
 
 def decode_answer(tokenizer: Any, token_ids: list[int]) -> str:
