@@ -169,6 +169,11 @@ RENAMED: dict[str, tuple[str, str]] = {
     "那曲地区": ("那曲市", "西藏自治区"),  # 2017: prefecture became a city
     "吐鲁番地区": ("吐鲁番市", "新疆维吾尔自治区"),  # 2015: prefecture became a city
     "哈密地区": ("哈密市", "新疆维吾尔自治区"),  # 2016: prefecture became a city
+    "渝北区": ("两江新区", "重庆市"),  # 2025: merged with 江北区 into 两江新区
+    # Old names that are still another division's current name (宁波's 江北区, 顺义's 仁和镇) are read as the
+    # renamed division only where the context puts them there; without context they stay ambiguous.
+    "江北区": ("两江新区", "重庆市"),  # 2025: merged with 渝北区 into 两江新区
+    "仁和镇": ("仁和街道", "余杭区"),  # 2019: town became a subdistrict (still in 余杭区)
 }
 
 # Characters people put between administrative parts; skipped there, kept inside the rest of the address.
@@ -180,6 +185,13 @@ _STREET_AFTER_SHORT = re.compile(
     r"(?:路|街|大街|大道|道|巷|弄|里|号|胡同|村|小区|花园|广场|大厦|公园|桥|站|机场|港|湾|商场|饭店|宾馆|酒店|医院|中学|小学|大学)"
 )
 _SUFFIX_CHARS = frozenset("省市区县州旗盟")
+# A short name followed by one of these names a development zone or new area (东湖高新区, 滨江新区, 江北新区,
+# 萧山经济技术开发区), which may lie in another city than the division of that name: the short name is read
+# as a division only when the text named a division above it first, and then only if it nests there.
+ZONE_WORDS = re.compile(
+    r"(?:新区|新城|高新|经开区|经济开发区|经济技术开发区|开发区|工业园|产业园|科技园|软件园|保税区|综合保税区|"
+    r"自贸区|自由贸易|示范区|试验区|实验区|度假区|风景区|管理区|科技城)"
+)
 _AUTONOMOUS = re.compile(r"(.+?)自治(州|县|旗)$")
 _PLAIN_SUFFIXES = {2: ("地区", "盟", "市"), 3: ("新区", "市", "区", "县"), 4: ("街道", "镇", "乡")}
 
@@ -312,6 +324,7 @@ class _Token:
     consistent: bool
     repeated: bool = False  # the same division written again (北京北京市)
     suffixed: bool = False  # a short name that took a following suffix character (喀左县)
+    zone: bool = False  # short readings are followed by a zone word (东湖高新区): they need context
 
 
 class Gazetteer:
@@ -371,7 +384,7 @@ class Gazetteer:
         for old, (current, within) in RENAMED.items():
             matches = [d for d in self._by_full_name.get(current, ())
                        if any(self._by_code[c].name == within for c in self._ancestors[d.code])]
-            if len(matches) == 1 and old not in self._by_full_name:
+            if len(matches) == 1:
                 targets[old] = matches[0]
         return targets
 
@@ -390,6 +403,8 @@ class Gazetteer:
         current_keys = set(index)
         for old, target in self._renamed_targets.items():
             index[old].append(_Entry(target, "old"))
+            if target.level == 4 or old in current_keys:  # towns match by full name; 江北 stays 宁波's
+                continue
             for form in rule_short_forms(old, target.level):
                 if len(form) >= 2 and form not in current_keys:
                     index[form].append(_Entry(target, "short"))
@@ -429,12 +444,13 @@ class Gazetteer:
         return sum(1 for d in self._by_full_name.get(name, ()) if level is None or d.level == level)
 
     def is_renamed(self, name: str) -> bool:
-        return name in self._renamed_targets
+        """True for a former name that is no current division's name (江干区; not 江北区, still 宁波's)."""
+        return name in self._renamed_targets and name not in self._by_full_name
 
     def current_name(self, name: str) -> str:
         """Renamed/abolished full or short name -> current full name (江干区 -> 上城区); other names unchanged."""
         name = name.strip()
-        if name in self._renamed_targets:
+        if self.is_renamed(name):
             return self._renamed_targets[name].name
         target = self._renamed_short_targets.get(name)
         return target.name if target is not None else name
@@ -547,14 +563,19 @@ class Gazetteer:
             repeated = [d for d in token.divisions if d in scan.candidates]
             if repeated and self._is_repetition(text, token, repeated, scan):
                 return _Token(token.end, repeated, token.kinds, True, repeated=True)
+            below = self._below_restated(text, token, scan)
+            if below:  # 织里镇吴兴区织里镇: the county written again after its town, then the town again
+                return _Token(token.end, below, token.kinds, True, repeated=True)
             nested = self._acceptable(self._nested(token.divisions, scan), token,
-                                      short_ok=token.end < len(text) or bool(scan.candidates))
+                                      short_ok=(token.end < len(text) or bool(scan.candidates))
+                                      and (bool(scan.candidates) or not token.zone))
             if nested:
                 return _Token(token.end, nested, token.kinds, True)
             if fallback is None and scan.candidates:
                 deepest = min(d.level for d in scan.candidates)
                 deeper = [d for d in token.divisions if d.level > deepest]
-                deeper = self._acceptable(deeper, token, short_ok=token.end < len(text), unique_towns=False)
+                deeper = self._acceptable(deeper, token, short_ok=token.end < len(text) and not token.zone,
+                                          unique_towns=False)
                 if deeper:
                     fallback = _Token(token.end, deeper, token.kinds, False)
         return fallback
@@ -569,23 +590,55 @@ class Gazetteer:
         following = self._next_token(text, start, scan)
         return following is not None and following.consistent and not following.repeated
 
+    def _below_restated(self, text: str, token: _Token, scan: _Scan) -> list[Division]:
+        """The scan's candidates when ``token`` names one of their ancestors and the text then goes on
+        restating the chain down to them (织里镇 吴兴区织里镇…); else []."""
+        above = {d.code for d in token.divisions}
+        below = [d for d in scan.candidates if not above.isdisjoint(self._ancestors[d.code])]
+        if not below:
+            return []
+        start = token.end
+        while start < len(text) and text[start] in SEPARATORS:
+            start += 1
+        following = self._next_token(text, start, scan)
+        return below if following is not None and following.repeated else []
+
     def _token(self, text: str, end: int, entries: list[_Entry], allow_short: bool) -> Optional[_Token]:
         """The readings of one key ending at ``end``: strongest kind per division (full > old > short).
 
-        Short names followed by a street word (西安路) are dropped; one followed by a division suffix
-        (喀左县, 新疆省) takes that character along.
+        Short names followed by a street word (西安路) are dropped, and so are those followed by a division
+        suffix that does not fit them (玉环区 is not 玉环市); one followed by a fitting suffix (喀左县,
+        新疆省) takes that character along. Short names followed by a zone word (东湖高新区) are marked.
         """
         street_like = bool(_STREET_AFTER_SHORT.match(text, end))
+        suffix = text[end] if end < len(text) and text[end] in _SUFFIX_CHARS else ""
         kinds: dict[str, str] = {}
         for entry in entries:
-            if entry.kind == "short" and (street_like or not allow_short):
+            if entry.kind == "short" and (street_like or not allow_short
+                                          or (suffix and not self._suffix_fits(entry.division, suffix))):
                 continue
             if kinds.get(entry.division.code, "short") == "short":
                 kinds[entry.division.code] = entry.kind
         if not kinds:
             return None
-        suffixed = all(kind == "short" for kind in kinds.values()) and end < len(text) and text[end] in _SUFFIX_CHARS
-        return _Token(end + suffixed, [self._by_code[code] for code in kinds], kinds, True, suffixed=suffixed)
+        suffixed = all(kind == "short" for kind in kinds.values()) and bool(suffix)
+        zone = (not suffixed and any(kind == "short" for kind in kinds.values())
+                and bool(ZONE_WORDS.match(text, end)) and not self._key_at(text, end))
+        return _Token(end + suffixed, [self._by_code[code] for code in kinds], kinds, True, suffixed=suffixed,
+                      zone=zone)
+
+    def _suffix_fits(self, division: Division, suffix: str) -> bool:
+        """Whether a short name + ``suffix`` can still mean ``division``: its full (or former) name ends so,
+        or it is a province written with 省 (新疆省, 广西省)."""
+        if division.name.endswith(suffix) or (division.level == 1 and suffix == "省"):
+            return True
+        return any(target.code == division.code and old.endswith(suffix)
+                   for old, target in self._renamed_targets.items())
+
+    def _key_at(self, text: str, start: int) -> bool:
+        """Whether a division name (any key of 2+ characters) starts at ``start`` (新城区 after 西安)."""
+        return any(text[start:start + length] in self._index
+                   for length in range(2, min(self._max_key, len(text) - start) + 1))
 
     def _nested(self, divisions: list[Division], scan: _Scan) -> list[Division]:
         """Divisions below the scan's candidates (or below the parent of a renamed district)."""
@@ -599,7 +652,7 @@ class Gazetteer:
     def _acceptable(divisions: list[Division], token: _Token, short_ok: bool,
                     unique_towns: bool = True) -> list[Division]:
         """Short names need confirming context or more text after them; a town must be the only reading."""
-        kept = [d for d in divisions if token.kinds[d.code] != "short" or short_ok]
+        kept = [d for d in divisions if token.kinds[d.code] != "short" or short_ok]  # (zone: see _next_token)
         towns = [d for d in kept if d.level == 4]
         if unique_towns and len(towns) > 1:
             kept = [d for d in kept if d.level != 4]
