@@ -192,6 +192,7 @@ def test_renamed_names_that_live_on_elsewhere_need_context(gaz, address, chain, 
     ("浙江省宁波市江北高新园区1号", "浙江省宁波市江北区", "高新园区1号"),  # in its own city: read
     ("四川省成都市武侯区天府新区1号", "四川省成都市武侯区", "天府新区1号"),
     ("陕西西安新城区解放路1号", "陕西省西安市新城区", "解放路1号"),  # 新城区 is a district, not a zone word
+    ("安次高新大道64号", "河北省廊坊市安次区", "高新大道64号"),  # 高新大道 is a street, not a zone
 ])
 def test_development_zones_are_not_other_cities_districts(gaz, address, chain, rest):
     parsed = gaz.parse(address)
