@@ -139,8 +139,9 @@ def chart_section(report: dict[str, Any]) -> list[str]:
 
 def errors_section(report: dict[str, Any]) -> list[str]:
     lines = ["## Worst errors", "",
-             "Ranked by severity: invalid administrative chain, then wrong levels (province first), then "
-             "lost detail.", ""]
+             "Ranked by severity: invalid administrative chain, then wrong answers before abstentions, then "
+             "wrong levels (province first), then lost detail. An abstention shows the text returned, marked "
+             "(abstained).", ""]
     for entry in scored(report):
         errors = entry["metrics"]["worst_errors"]
         lines += [f"### {entry['name']}", ""]
