@@ -185,9 +185,12 @@ _STREET_AFTER_SHORT = re.compile(
     r"(?:路|街|大街|大道|道|巷|弄|里|号|胡同|村|小区|花园|广场|大厦|公园|桥|站|机场|港|湾|商场|饭店|宾馆|酒店|医院|中学|小学|大学)"
 )
 _SUFFIX_CHARS = frozenset("省市区县州旗盟")
-# A short name followed by one of these names a development zone or new area (东湖高新区, 滨江新区, 江北新区,
-# 萧山经济技术开发区), which may lie in another city than the division of that name: the short name is read
-# as a division only when the text named a division above it first, and then only if it nests there.
+# Words that start with a suffix character but are no suffix (碑林市场 is 碑林 + 市场).
+_WORDS_AFTER_SHORT = ("市场", "区域", "县城")
+# A short name followed by one of these names a development zone or new area (东湖高新区, 滨江新区, 江北新区),
+# which may lie in another city than the county-level division of that name: such a county short name is
+# read only when the text named a division above it first, and only if it nests there (萧山经济技术开发区
+# alone is no division; 杭州萧山经济技术开发区 is 萧山区). A city's own zone (苏州工业园区) keeps its city.
 ZONE_WORDS = re.compile(
     r"(?:新区|新城|高新|经开区|经济开发区|经济技术开发区|开发区|工业园|产业园|科技园|软件园|保税区|综合保税区|"
     r"自贸区|自由贸易|示范区|试验区|实验区|度假区|风景区|管理区|科技城)"
@@ -567,16 +570,15 @@ class Gazetteer:
             below = self._below_restated(text, token, scan)
             if below:  # 织里镇吴兴区织里镇: the county written again after its town, then the town again
                 return _Token(token.end, below, token.kinds, True, repeated=True)
-            nested = self._acceptable(self._nested(token.divisions, scan), token,
-                                      short_ok=(token.end < len(text) or bool(scan.candidates))
-                                      and (bool(scan.candidates) or not token.zone))
+            readings = token.divisions if scan.candidates else self._outside_zones(token.divisions, token)
+            nested = self._acceptable(self._nested(readings, scan), token,
+                                      short_ok=token.end < len(text) or bool(scan.candidates))
             if nested:
                 return _Token(token.end, nested, token.kinds, True)
             if fallback is None and scan.candidates:
                 deepest = min(d.level for d in scan.candidates)
-                deeper = [d for d in token.divisions if d.level > deepest]
-                deeper = self._acceptable(deeper, token, short_ok=token.end < len(text) and not token.zone,
-                                          unique_towns=False)
+                deeper = [d for d in self._outside_zones(token.divisions, token) if d.level > deepest]
+                deeper = self._acceptable(deeper, token, short_ok=token.end < len(text), unique_towns=False)
                 if deeper:
                     fallback = _Token(token.end, deeper, token.kinds, False)
         return fallback
@@ -613,6 +615,8 @@ class Gazetteer:
         """
         street_like = bool(_STREET_AFTER_SHORT.match(text, end))
         suffix = text[end] if end < len(text) and text[end] in _SUFFIX_CHARS else ""
+        if text.startswith(_WORDS_AFTER_SHORT, end):  # 碑林市场: a word of the detail, not a suffix
+            suffix = ""
         kinds: dict[str, str] = {}
         for entry in entries:
             if entry.kind == "short" and (street_like or not allow_short
@@ -628,13 +632,21 @@ class Gazetteer:
         return _Token(end + suffixed, [self._by_code[code] for code in kinds], kinds, True, suffixed=suffixed,
                       zone=zone)
 
+    @staticmethod
+    def _outside_zones(divisions: list[Division], token: _Token) -> list[Division]:
+        """Drops county-level short readings followed by a zone word (滨江新区, 东湖高新区): such zones are
+        rarely in the county of that name. A city's own zone (苏州工业园区, 郑州高新区) keeps its city."""
+        if not token.zone:
+            return divisions
+        return [d for d in divisions if token.kinds[d.code] != "short" or d.level < 3]
+
     def _suffix_fits(self, division: Division, suffix: str) -> bool:
-        """Whether a short name + ``suffix`` can still mean ``division``: its full (or former) name ends so,
-        or it is a province written with 省 (新疆省, 广西省)."""
-        if division.name.endswith(suffix) or (division.level == 1 and suffix == "省"):
+        """Whether a short name + ``suffix`` can still mean ``division``: its full (or former) name ends so
+        (not 和田区 for 和田地区), or it is a province written with 省 (新疆省, 广西省)."""
+        if division.level == 1 and suffix == "省":
             return True
-        return any(target.code == division.code and old.endswith(suffix)
-                   for old, target in self._renamed_targets.items())
+        names = [division.name] + [old for old, target in self._renamed_targets.items() if target.code == division.code]
+        return any(name.endswith(suffix) and not name.endswith("地" + suffix) for name in names)
 
     def _key_at(self, text: str, start: int) -> bool:
         """Whether a division name (any key of 2+ characters) starts at ``start`` (新城区 after 西安)."""
@@ -653,7 +665,7 @@ class Gazetteer:
     def _acceptable(divisions: list[Division], token: _Token, short_ok: bool,
                     unique_towns: bool = True) -> list[Division]:
         """Short names need confirming context or more text after them; a town must be the only reading."""
-        kept = [d for d in divisions if token.kinds[d.code] != "short" or short_ok]  # (zone: see _next_token)
+        kept = [d for d in divisions if token.kinds[d.code] != "short" or short_ok]
         towns = [d for d in kept if d.level == 4]
         if unique_towns and len(towns) > 1:
             kept = [d for d in kept if d.level != 4]

@@ -202,6 +202,10 @@ def test_development_zones_are_not_other_cities_districts(gaz, address, chain, r
 def test_zone_after_a_short_name_without_context_is_no_division(gaz):
     parsed = gaz.parse("滨江新区桃园新城26号楼2单元")
     assert parsed.chain is None and parsed.names() == [] and parsed.valid_chain
+    assert gaz.parse("杭州萧山经济技术开发区建设一路1号").chain.text() == "浙江省杭州市萧山区"
+    assert gaz.parse("萧山经济技术开发区建设一路1号").chain is None
+    city_zone = gaz.parse("苏州工业园区星湖街328号")  # a city's own zone keeps its city
+    assert city_zone.chain.text() == "江苏省苏州市" and city_zone.rest == "工业园区星湖街328号"
 
 
 @pytest.mark.parametrize("address, chain, rest", [
@@ -211,6 +215,8 @@ def test_zone_after_a_short_name_without_context_is_no_division(gaz):
     ("辽宁省喀左县利州路1号", "辽宁省朝阳市喀喇沁左翼蒙古族自治县", "利州路1号"),
     ("新疆省乌鲁木齐市天山区", "新疆维吾尔自治区乌鲁木齐市天山区", ""),
     ("湖北恩施州利川市", "湖北省恩施土家族苗族自治州利川市", ""),
+    ("新疆和田区北京路1号", "新疆维吾尔自治区", "和田区北京路1号"),  # 和田地区 is not written 和田区
+    ("碑林市场东路1号", "陕西省西安市碑林区", "市场东路1号"),  # 市场 is a word of the detail, not a suffix
 ])
 def test_a_suffix_after_a_short_name_must_fit_the_division(gaz, address, chain, rest):
     parsed = gaz.parse(address)
