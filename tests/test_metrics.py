@@ -102,6 +102,13 @@ def test_expected_answer_vouches_for_its_own_chain(gazetteer):
     assert other.invalid_chain and not other.exact
 
 
+def test_a_non_existent_county_is_not_credited(gazetteer):
+    # There is no 玉环区: 玉环 is 玉环市 (a county-level city), and 玉环区 must not be read as it.
+    result = score(gazetteer, "台州市玉环区xx路1号", "浙江省台州市玉环区xx路1号", "浙江省台州市玉环市xx路1号")
+    assert wrong_levels(result) == ["county", "town"] and not result.exact
+    assert result.levels["city"] and not result.invalid_chain
+
+
 def test_town_first_with_county_and_town_restated_keeps_detail(gazetteer):
     target = "浙江省湖州市吴兴区织里镇织纺路731号"
     result = score(gazetteer, "浙江省 织里镇 吴兴区织里镇织纺路731号", target, target)
