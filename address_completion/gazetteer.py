@@ -185,6 +185,9 @@ _STREET_AFTER_SHORT = re.compile(
     r"(?:路|街|大街|大道|道|巷|弄|里|号|胡同|村|小区|花园|广场|大厦|公园|桥|站|机场|港|湾|商场|饭店|宾馆|酒店|医院|中学|小学|大学)"
 )
 _SUFFIX_CHARS = frozenset("省市区县州旗盟")
+# County-level suffixes a division may still be written with after the usual conversions (县 -> 市, 县 or
+# 市 -> 区): 玉环县 is the former 玉环市, 长安县 the former 长安区. Never the other way: 玉环区 is not 玉环市.
+_FORMER_SUFFIXES = {"市": "县", "区": "县市"}
 # Words that start with a suffix character but are no suffix (碑林市场 is 碑林 + 市场).
 _WORDS_AFTER_SHORT = ("市场", "区域", "县城")
 # A short name followed by one of these names a development zone or new area (东湖高新区, 滨江新区, 江北新区),
@@ -328,7 +331,7 @@ class _Token:
     consistent: bool
     repeated: bool = False  # the same division written again (北京北京市)
     suffixed: bool = False  # a short name that took a following suffix character (喀左县)
-    zone: bool = False  # short readings are followed by a zone word (东湖高新区): they need context
+    zone: bool = False  # short readings are followed by a zone word (东湖高新区): see _outside_zones
 
 
 class Gazetteer:
@@ -641,9 +644,12 @@ class Gazetteer:
         return [d for d in divisions if token.kinds[d.code] != "short" or d.level < 3]
 
     def _suffix_fits(self, division: Division, suffix: str) -> bool:
-        """Whether a short name + ``suffix`` can still mean ``division``: its full (or former) name ends so
-        (not 和田区 for 和田地区), or it is a province written with 省 (新疆省, 广西省)."""
+        """Whether a short name + ``suffix`` can still mean ``division``: its full (or RENAMED former) name
+        ends so (not 和田区 for 和田地区), a province is written with 省 (新疆省, 广西省), or a county-level
+        division with the suffix it had before a usual conversion (:data:`_FORMER_SUFFIXES`)."""
         if division.level == 1 and suffix == "省":
+            return True
+        if division.level == 3 and suffix in _FORMER_SUFFIXES.get(division.name[-1], ""):
             return True
         names = [division.name] + [old for old, target in self._renamed_targets.items() if target.code == division.code]
         return any(name.endswith(suffix) and not name.endswith("地" + suffix) for name in names)

@@ -1,4 +1,4 @@
-"""The system kinds: rules (jionlp, cpca, gazetteer), predictions files, and OpenAI-compatible endpoints over real HTTP."""
+"""The system kinds: rules (jionlp, cpca, gazetteer), predictions files and OpenAI-compatible endpoints (real HTTP)."""
 
 import json
 import sys
