@@ -12,7 +12,9 @@ Levels: 1 province, 2 prefecture city, 3 county-level, 4 township-level. Three i
 On top of the official full names the gazetteer knows short names (碑林 → 碑林区, 喀左 → 喀喇沁左翼蒙古族自治县)
 and the renamed or abolished divisions of :data:`RENAMED` (江干区 → 上城区), so :meth:`Gazetteer.parse` reads
 addresses the way people write them. Town-level divisions are matched by full name only: their short forms
-(法门 for 法门镇) collide with ordinary words too often.
+(法门 for 法门镇) collide with ordinary words too often. A short name takes a following suffix only when it
+fits the division (喀左县, 新疆省, 玉环县 for 玉环市; not 玉环区), and a county short name followed by a
+development-zone word (东湖高新区, 滨江新区) is read only where the names before it place it.
 """
 
 from __future__ import annotations
