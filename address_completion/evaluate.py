@@ -34,7 +34,8 @@ from .errors import AddressCompletionError, ConfigError, DataError, OutputExists
 from .metrics import INPUT_CLASSES, ScoredItem, classify_input, score_item, summarize
 from .prompt import strip_prefix
 from .runtime import logger
-from .systems import COMMON_KEYS, DEVICES, DTYPES, KINDS, EvalSettings, System, SystemSpec, create_system
+from .systems import (COMMON_KEYS, DEVICES, DTYPES, KINDS, RECORD_KEYS, EvalSettings, System, SystemSpec, as_answer,
+                      create_system)
 
 TOP_KEYS = ("test_file", "output_dir", "settings", "systems", "title")
 # setting -> (type, minimum or allowed values); None as a value is allowed only for "limit".
@@ -316,7 +317,8 @@ class PredictionCache:
 
 
 def _is_cache_record(record: Any) -> bool:
-    return isinstance(record, dict) and isinstance(record.get("prompt"), str) and isinstance(record.get("predict"), str)
+    return (isinstance(record, dict) and isinstance(record.get("prompt"), str)
+            and isinstance(record.get("predict"), str) and isinstance(record.get("abstained", False), bool))
 
 
 # ---------------------------------------------------------------- running
@@ -373,11 +375,23 @@ def run_system(system: System, items: Sequence[EvalItem], cache: PredictionCache
             if len(answers) != len(batch):
                 raise AddressCompletionError(f"system {system.name} returned {len(answers)} answers for "
                                              f"{len(batch)} inputs")
-            cache.append([{"prompt": item.source, "predict": answer, "label": item.target,
-                           "latency_s": None if latency is None else round(latency, 6)}
+            cache.append([prediction_record(item, as_answer(answer, system.name), latency)
                           for item, answer in zip(batch, answers)])
             bar.update(len(batch))
     return cache.records
+
+
+def prediction_record(item: EvalItem, answer: dict[str, Any], latency: float | None) -> dict[str, Any]:
+    """The cache line of one answer: prompt, predict, label, latency_s, abstained, then the answer's extras
+    (candidates, probability, decoding, …) as the system gave them."""
+    extras = {key: value for key, value in answer.items() if key not in RECORD_KEYS}
+    return {"prompt": item.source, "predict": answer["predict"], "label": item.target,
+            "latency_s": None if latency is None else round(latency, 6), "abstained": answer["abstained"], **extras}
+
+
+def record_abstained(record: dict[str, Any]) -> bool:
+    """Whether a cached record is an abstention; records written before abstentions existed are answers."""
+    return record.get("abstained") is True
 
 
 def score_system(items: Sequence[EvalItem], records: dict[str, dict[str, Any]], gazetteer: Any,
@@ -386,17 +400,19 @@ def score_system(items: Sequence[EvalItem], records: dict[str, dict[str, Any]], 
     for item in items:
         record = records[cache_key(item.source, settings.prompt_prefix)]
         score = score_item(item.source, record["predict"], item.target, gazetteer, input_class=item.input_class,
-                           prefix=settings.prompt_prefix)
+                           prefix=settings.prompt_prefix, abstained=record_abstained(record))
         scored.append(ScoredItem(index=item.index, source=strip_prefix(item.source, settings.prompt_prefix),
                                  target=item.target, prediction=record["predict"], score=score,
-                                 latency_s=record.get("latency_s")))
+                                 latency_s=record.get("latency_s"),
+                                 extras={key: value for key, value in record.items() if key not in RECORD_KEYS}))
     return scored
 
 
 def write_scored_predictions(path: Path, items: Sequence[EvalItem], scored: Sequence[ScoredItem]) -> None:
-    """One line per test item, in test-set order, with its scores (the cache itself stays append-only)."""
+    """One line per test item, in test-set order, with its scores and the answer's extras (the cache itself
+    stays append-only)."""
     dataio.write_jsonl(path, ({"prompt": item.source, "predict": result.prediction, "label": item.target,
-                               "latency_s": result.latency_s, **result.score.to_dict()}
+                               "latency_s": result.latency_s, **result.extras, **result.score.to_dict()}
                               for item, result in zip(items, scored)))
 
 

@@ -12,7 +12,9 @@ Levels: 1 province, 2 prefecture city, 3 county-level, 4 township-level. Three i
 On top of the official full names the gazetteer knows short names (碑林 → 碑林区, 喀左 → 喀喇沁左翼蒙古族自治县)
 and the renamed or abolished divisions of :data:`RENAMED` (江干区 → 上城区), so :meth:`Gazetteer.parse` reads
 addresses the way people write them. Town-level divisions are matched by full name only: their short forms
-(法门 for 法门镇) collide with ordinary words too often.
+(法门 for 法门镇) collide with ordinary words too often. A short name takes a following suffix only when it
+fits the division (喀左县, 新疆省, 玉环县 for 玉环市; not 玉环区), and a county short name followed by a
+development-zone word (东湖高新区, 滨江新区) is read only where the names before it place it.
 """
 
 from __future__ import annotations
@@ -169,6 +171,11 @@ RENAMED: dict[str, tuple[str, str]] = {
     "那曲地区": ("那曲市", "西藏自治区"),  # 2017: prefecture became a city
     "吐鲁番地区": ("吐鲁番市", "新疆维吾尔自治区"),  # 2015: prefecture became a city
     "哈密地区": ("哈密市", "新疆维吾尔自治区"),  # 2016: prefecture became a city
+    "渝北区": ("两江新区", "重庆市"),  # 2025: merged with 江北区 into 两江新区
+    # Old names that are still another division's current name (宁波's 江北区, 顺义's 仁和镇) are read as the
+    # renamed division only where the context puts them there; without context they stay ambiguous.
+    "江北区": ("两江新区", "重庆市"),  # 2025: merged with 渝北区 into 两江新区
+    "仁和镇": ("仁和街道", "余杭区"),  # 2019: town became a subdistrict (still in 余杭区)
 }
 
 # Characters people put between administrative parts; skipped there, kept inside the rest of the address.
@@ -181,6 +188,20 @@ _STREET_AFTER_SHORT = re.compile(
 )
 _SUFFIX_CHARS = frozenset("省市区县州旗盟")
 _SUFFIX_TEXT = "省市区县州旗盟镇乡"
+# County-level suffixes a division may still be written with after the usual conversions (县 -> 市, 县 or
+# 市 -> 区): 玉环县 is the former 玉环市, 长安县 the former 长安区. Never the other way: 玉环区 is not 玉环市.
+_FORMER_SUFFIXES = {"市": "县", "区": "县市"}
+# Words that start with a suffix character but are no suffix (碑林市场 is 碑林 + 市场).
+_WORDS_AFTER_SHORT = ("市场", "区域", "县城")
+# A short name followed by one of these names a development zone or new area (东湖高新区, 滨江新区, 江北新区),
+# which may lie in another city than the county-level division of that name: such a county short name is
+# read only when the text named a division above it first, and only if it nests there (萧山经济技术开发区
+# alone is no division; 杭州萧山经济技术开发区 is 萧山区). A city's own zone (苏州工业园区) keeps its city.
+ZONE_WORDS = re.compile(
+    r"(?:新区|新城|高新|经开区|经济开发区|经济技术开发区|开发区|工业园|产业园|科技园|软件园|保税区|综合保税区|"
+    r"自贸区|自由贸易|示范区|试验区|实验区|度假区|风景区|管理区|科技城)"
+    r"(?!路|街|大街|大道|道|巷|弄|胡同)"  # 高新大道, 新城路 are streets
+)
 _AUTONOMOUS = re.compile(r"(.+?)自治(州|县|旗)$")
 _PLAIN_SUFFIXES = {2: ("地区", "盟", "市"), 3: ("新区", "市", "区", "县"), 4: ("街道", "镇", "乡")}
 
@@ -313,6 +334,7 @@ class _Token:
     consistent: bool
     repeated: bool = False  # the same division written again (北京北京市)
     suffixed: bool = False  # a short name that took a following suffix character (喀左县)
+    zone: bool = False  # short readings are followed by a zone word (东湖高新区): see _outside_zones
 
 
 class Gazetteer:
@@ -372,7 +394,7 @@ class Gazetteer:
         for old, (current, within) in RENAMED.items():
             matches = [d for d in self._by_full_name.get(current, ())
                        if any(self._by_code[c].name == within for c in self._ancestors[d.code])]
-            if len(matches) == 1 and old not in self._by_full_name:
+            if len(matches) == 1:
                 targets[old] = matches[0]
         return targets
 
@@ -391,6 +413,8 @@ class Gazetteer:
         current_keys = set(index)
         for old, target in self._renamed_targets.items():
             index[old].append(_Entry(target, "old"))
+            if target.level == 4 or old in current_keys:  # towns match by full name; 江北 stays 宁波's
+                continue
             for form in rule_short_forms(old, target.level):
                 if len(form) >= 2 and form not in current_keys:
                     index[form].append(_Entry(target, "short"))
@@ -430,12 +454,13 @@ class Gazetteer:
         return sum(1 for d in self._by_full_name.get(name, ()) if level is None or d.level == level)
 
     def is_renamed(self, name: str) -> bool:
-        return name in self._renamed_targets
+        """True for a former name that is no current division's name (江干区; not 江北区, still 宁波's)."""
+        return name in self._renamed_targets and name not in self._by_full_name
 
     def current_name(self, name: str) -> str:
         """Renamed/abolished full or short name -> current full name (江干区 -> 上城区); other names unchanged."""
         name = name.strip()
-        if name in self._renamed_targets:
+        if self.is_renamed(name):
             return self._renamed_targets[name].name
         target = self._renamed_short_targets.get(name)
         return target.name if target is not None else name
@@ -548,13 +573,17 @@ class Gazetteer:
             repeated = [d for d in token.divisions if d in scan.candidates]
             if repeated and self._is_repetition(text, token, repeated, scan):
                 return _Token(token.end, repeated, token.kinds, True, repeated=True)
-            nested = self._acceptable(self._nested(token.divisions, scan), token,
+            below = self._below_restated(text, token, scan)
+            if below:  # 织里镇吴兴区织里镇: the county written again after its town, then the town again
+                return _Token(token.end, below, token.kinds, True, repeated=True)
+            readings = token.divisions if scan.candidates else self._outside_zones(token.divisions, token)
+            nested = self._acceptable(self._nested(readings, scan), token,
                                       short_ok=token.end < len(text) or bool(scan.candidates))
             if nested:
                 return _Token(token.end, nested, token.kinds, True)
             if fallback is None and scan.candidates:
                 deepest = min(d.level for d in scan.candidates)
-                deeper = [d for d in token.divisions if d.level > deepest]
+                deeper = [d for d in self._outside_zones(token.divisions, token) if d.level > deepest]
                 deeper = self._acceptable(deeper, token, short_ok=token.end < len(text), unique_towns=False)
                 if deeper:
                     fallback = _Token(token.end, deeper, token.kinds, False)
@@ -570,23 +599,68 @@ class Gazetteer:
         following = self._next_token(text, start, scan)
         return following is not None and following.consistent and not following.repeated
 
+    def _below_restated(self, text: str, token: _Token, scan: _Scan) -> list[Division]:
+        """The scan's candidates when ``token`` names one of their ancestors and the text then goes on
+        restating the chain down to them (织里镇 吴兴区织里镇…); else []."""
+        above = {d.code for d in token.divisions}
+        below = [d for d in scan.candidates if not above.isdisjoint(self._ancestors[d.code])]
+        if not below:
+            return []
+        start = token.end
+        while start < len(text) and text[start] in SEPARATORS:
+            start += 1
+        following = self._next_token(text, start, scan)
+        return below if following is not None and following.repeated else []
+
     def _token(self, text: str, end: int, entries: list[_Entry], allow_short: bool) -> Optional[_Token]:
         """The readings of one key ending at ``end``: strongest kind per division (full > old > short).
 
-        Short names followed by a street word (西安路) are dropped; one followed by a division suffix
-        (喀左县, 新疆省) takes that character along.
+        Short names followed by a street word (西安路) are dropped, and so are those followed by a division
+        suffix that does not fit them (玉环区 is not 玉环市); one followed by a fitting suffix (喀左县,
+        新疆省) takes that character along. Short names followed by a zone word (东湖高新区) are marked.
         """
         street_like = bool(_STREET_AFTER_SHORT.match(text, end))
+        suffix = text[end] if end < len(text) and text[end] in _SUFFIX_CHARS else ""
+        if text.startswith(_WORDS_AFTER_SHORT, end):  # 碑林市场: a word of the detail, not a suffix
+            suffix = ""
         kinds: dict[str, str] = {}
         for entry in entries:
-            if entry.kind == "short" and (street_like or not allow_short):
+            if entry.kind == "short" and (street_like or not allow_short
+                                          or (suffix and not self._suffix_fits(entry.division, suffix))):
                 continue
             if kinds.get(entry.division.code, "short") == "short":
                 kinds[entry.division.code] = entry.kind
         if not kinds:
             return None
-        suffixed = all(kind == "short" for kind in kinds.values()) and end < len(text) and text[end] in _SUFFIX_CHARS
-        return _Token(end + suffixed, [self._by_code[code] for code in kinds], kinds, True, suffixed=suffixed)
+        suffixed = all(kind == "short" for kind in kinds.values()) and bool(suffix)
+        zone = (not suffixed and any(kind == "short" for kind in kinds.values())
+                and bool(ZONE_WORDS.match(text, end)) and not self._key_at(text, end))
+        return _Token(end + suffixed, [self._by_code[code] for code in kinds], kinds, True, suffixed=suffixed,
+                      zone=zone)
+
+    @staticmethod
+    def _outside_zones(divisions: list[Division], token: _Token) -> list[Division]:
+        """Drops county-level short readings followed by a zone word (滨江新区, 东湖高新区): such zones are
+        rarely in the county of that name. A city's own zone (苏州工业园区, 郑州高新区) keeps its city."""
+        if not token.zone:
+            return divisions
+        return [d for d in divisions if token.kinds[d.code] != "short" or d.level < 3]
+
+    def _suffix_fits(self, division: Division, suffix: str) -> bool:
+        """Whether a short name + ``suffix`` can still mean ``division``: its full (or RENAMED former) name
+        ends so (not 和田区 for 和田地区), a province is written with 省 (新疆省, 广西省), or a county-level
+        division with the suffix it had before a usual conversion (:data:`_FORMER_SUFFIXES`)."""
+        if division.level == 1 and suffix == "省":
+            return True
+        if division.level == 3 and suffix in _FORMER_SUFFIXES.get(division.name[-1], ""):
+            return True
+        names = [division.name] + [old for old, target in self._renamed_targets.items() if target.code == division.code]
+        return any(name.endswith(suffix) and not name.endswith("地" + suffix) for name in names)
+
+    def _key_at(self, text: str, start: int) -> bool:
+        """Whether a division name (any key of 2+ characters) starts at ``start`` (新城区 after 西安)."""
+        return any(text[start:start + length] in self._index
+                   for length in range(2, min(self._max_key, len(text) - start) + 1))
 
     def _nested(self, divisions: list[Division], scan: _Scan) -> list[Division]:
         """Divisions below the scan's candidates (or below the parent of a renamed district)."""
@@ -632,9 +706,6 @@ MAX_CANDIDATES = 8
 # Names the fuzzy matcher may correct: levels 1-3 (towns are too many and too alike to guess at).
 _FUZZY_LEVELS = (1, 2, 3)
 _FUZZY_MAX_LENGTH = 9  # longest written form worth correcting (巴音郭楞蒙古自治州)
-# Development zones and new areas named after a county-level short name (滨江新区, 东湖高新区, 江北新区) are
-# not that county: a zone word after a short name keeps the name in the detail.
-_ZONE_AFTER_SHORT = re.compile(r"(?:高新技术产业开发区|经济技术开发区|高新区|开发区|经开区|新区|保税区|工业园区|园区)")
 _KIND_RANK = {"full": 0, "old": 1, "short": 2, "typo": 3}
 
 
@@ -776,9 +847,9 @@ class _CandidateScan:
             if token is None:
                 continue
             short_ok = token.end < len(self.text) or bool(self.readings)
-            zone = bool(_ZONE_AFTER_SHORT.match(self.text, token.end))  # 滨江新区 is not 滨江区
-            divisions = [d for d in token.divisions if token.kinds[d.code] != "short"
-                         or (short_ok and not (zone and d.level >= 3))]
+            divisions = [d for d in token.divisions if token.kinds[d.code] != "short" or short_ok]
+            if not self.readings:  # 滨江新区 alone is not 滨江区; after 杭州 it may be (nesting decides)
+                divisions = self.gaz._outside_zones(divisions, token)
             step = self._fit(token, divisions)
             if step is not None:
                 return step
@@ -832,7 +903,7 @@ class _CandidateScan:
         """A misspelled name at ``start`` (same pinyin, or one character off when 3+ long), accepted only when
         a division suffix or the rest of the scan confirms it. Corrections keep the length, so positions in
         the repaired text are positions in the written one; the scan reads on in the repaired text."""
-        if _ZONE_AFTER_SHORT.match(self.text, start):  # 高新区 is a zone, not a misspelled 高陵区
+        if ZONE_WORDS.match(self.text, start):  # 高新区 is a zone, not a misspelled 高陵区
             return None
         index = _fuzzy_index(self.gaz)
         for length in range(min(_FUZZY_MAX_LENGTH, len(self.text) - start), 1, -1):

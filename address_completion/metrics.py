@@ -13,7 +13,12 @@ correct address by greedy decoding).
   targets name no town), so every level is scored on every item.
 - **detail kept**: the non-administrative rest of the prediction equals the rest of the input —
   the street, number and building must survive untouched.
-- **invalid chain**: the prediction names administrative divisions that do not nest (陕西省杭州市…).
+- **invalid chain**: the prediction names administrative divisions that do not nest (陕西省杭州市…) and
+  that the expected address does not name either. Counted over all items: a chain is invalid only
+  when neither the gazetteer nor the expected answer vouches for it, so an answer that repeats an
+  expected address naming a pre-reform town (余杭区仁和镇 in old data) is not flagged.
+- **abstained**: the system declined to answer. An abstention is never exact; **coverage** is the
+  share answered and **accuracy when answered** the exact-match rate among answered items.
 - Rates come with 95% Wilson score intervals, which stay inside [0, 1] and behave at 0% and 100%.
 """
 
@@ -22,7 +27,7 @@ from __future__ import annotations
 import math
 import statistics
 import unicodedata
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any, Iterable, Sequence
 
 from . import DEFAULT_PROMPT_PREFIX
@@ -109,13 +114,15 @@ class ItemScore:
     detail_kept: bool
     invalid_chain: bool
     input_class: str
+    abstained: bool = False
 
     @property
-    def severity(self) -> tuple[int, int, int, int]:
-        """Sort key for the worst errors: invalid chain, then wrong high levels, then lost detail."""
+    def severity(self) -> tuple[int, int, int, int, int]:
+        """Sort key for the worst errors: invalid chain, then wrong answers before abstentions, then wrong
+        high levels, then lost detail."""
         wrong_levels = sum(LEVEL_WEIGHTS[level] for level, ok in self.levels.items() if not ok)
-        return (int(not self.exact and self.invalid_chain), wrong_levels, int(not self.detail_kept),
-                int(not self.exact))
+        return (int(not self.exact and self.invalid_chain), int(not self.abstained), wrong_levels,
+                int(not self.detail_kept), int(not self.exact))
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -133,19 +140,30 @@ def level_agreement(predicted: Parsed, expected: Parsed) -> dict[str, bool]:
     return agreement
 
 
+def vouched_by(predicted: Parsed, expected: Parsed) -> bool:
+    """Whether the expected address names every division the prediction names (same name, same level)."""
+    return all(name is None or expected.levels[level] == name for level, name in predicted.levels.items())
+
+
 def score_item(source: str, prediction: str, target: str, gazetteer: Any, *, input_class: str = "unknown",
-               prefix: str = DEFAULT_PROMPT_PREFIX) -> ItemScore:
-    """Score one prediction. ``source`` may carry the prompt prefix; it is removed first."""
+               prefix: str = DEFAULT_PROMPT_PREFIX, abstained: bool = False) -> ItemScore:
+    """Score one prediction. ``source`` may carry the prompt prefix; it is removed first.
+
+    An abstained item is never exact and never an invalid chain (it asserts no chain); its levels and
+    detail are scored on the text returned, which is what a caller gets.
+    """
     address = strip_prefix(source, prefix)
     predicted = parse_levels(gazetteer, prediction)
     expected = parse_levels(gazetteer, target)
     given = parse_levels(gazetteer, address)
+    invalid = predicted.has_admin and not predicted.valid_chain and not vouched_by(predicted, expected)
     return ItemScore(
-        exact=exact_match(prediction, target),
+        exact=exact_match(prediction, target) and not abstained,
         levels=level_agreement(predicted, expected),
         detail_kept=predicted.rest == given.rest,
-        invalid_chain=predicted.has_admin and not predicted.valid_chain,
+        invalid_chain=invalid and not abstained,
         input_class=input_class,
+        abstained=abstained,
     )
 
 
@@ -196,10 +214,12 @@ class Rate:
 
 
 def quality(scores: Sequence[ItemScore]) -> dict[str, Any]:
-    """Exact, per-level, detail-kept and invalid-chain rates of a group of items."""
+    """Exact, coverage, accuracy-when-answered, per-level, detail-kept and invalid-chain rates of a group."""
     return {
         "n": len(scores),
         "exact": Rate.of(s.exact for s in scores).to_dict(),
+        "coverage": Rate.of(not s.abstained for s in scores).to_dict(),
+        "answered_exact": Rate.of(s.exact for s in scores if not s.abstained).to_dict(),
         "levels": {level: Rate.of(s.levels[level] for s in scores).to_dict() for level in LEVELS},
         "detail_kept": Rate.of(s.detail_kept for s in scores).to_dict(),
         "invalid_chain": Rate.of(s.invalid_chain for s in scores).to_dict(),
@@ -253,6 +273,7 @@ class ScoredItem:
     prediction: str
     score: ItemScore
     latency_s: float | None = None
+    extras: dict[str, Any] = field(default_factory=dict)  # the answer's extra keys (candidates, …)
 
 
 def worst_errors(items: Sequence[ScoredItem], limit: int) -> list[dict[str, Any]]:
@@ -267,6 +288,7 @@ def worst_errors(items: Sequence[ScoredItem], limit: int) -> list[dict[str, Any]
         "wrong_levels": [level for level, ok in item.score.levels.items() if not ok],
         "detail_kept": item.score.detail_kept,
         "invalid_chain": item.score.invalid_chain,
+        "abstained": item.score.abstained,
         "input_class": item.score.input_class,
     } for item in wrong[:max(0, limit)]]
 

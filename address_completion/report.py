@@ -69,16 +69,30 @@ def header_section(report: dict[str, Any]) -> list[str]:
             f"- Config: `{report['config']}`; generated {report['generated_at']}", ""]
 
 
+def coverage_rates(metrics: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(coverage, accuracy when answered); reports written before abstentions existed count all as answered."""
+    exact = metrics["exact"]
+    everything = {**exact, "count": exact["total"], "value": 1.0 if exact["total"] else 0.0,
+                  "ci95": [1.0, 1.0] if exact["total"] else [0.0, 1.0]}
+    return metrics.get("coverage", everything), metrics.get("answered_exact", exact)
+
+
 def summary_section(report: dict[str, Any]) -> list[str]:
     rows = []
     for entry in scored(report):
         metrics, latency = entry["metrics"], entry["metrics"]["latency"]
         throughput = latency["throughput_per_s"]
+        coverage, answered = coverage_rates(metrics)
         rows.append([entry["name"], entry["kind"], rate_cell(metrics["exact"], counts=True),
-                     rate_cell(metrics["detail_kept"]), rate_cell(metrics["invalid_chain"]),
-                     seconds_cell(latency["mean_s"]), "n/a" if throughput is None else f"{throughput:.1f}/s"])
-    return ["## Summary", "", *table(["System", "Kind", "Exact match (95% CI)", "Detail kept", "Invalid chain",
-                                      "Latency / address", "Throughput"], rows), ""]
+                     rate_cell(coverage, counts=True), rate_cell(answered), rate_cell(metrics["detail_kept"]),
+                     rate_cell(metrics["invalid_chain"]), seconds_cell(latency["mean_s"]),
+                     "n/a" if throughput is None else f"{throughput:.1f}/s"])
+    return ["## Summary", "", *table(["System", "Kind", "Exact match (95% CI)", "Coverage", "Accuracy when answered",
+                                      "Detail kept", "Invalid chain", "Latency / address", "Throughput"], rows), "",
+            "Exact match counts an abstention (the system declined to answer) as not exact; coverage is the share "
+            "answered, accuracy when answered the exact-match rate among those. Invalid chain: answers naming "
+            "divisions that do not nest, counted over all items, except chains the expected address names "
+            "itself (neither the gazetteer nor the expected answer vouches for a counted one).", ""]
 
 
 def levels_section(report: dict[str, Any]) -> list[str]:
@@ -99,8 +113,21 @@ def classes_section(report: dict[str, Any]) -> list[str]:
             group = entry["metrics"]["by_class"].get(name)
             cells.append(rate_cell(group["exact"]) if group else "n/a")
         rows.append([CLASS_LABELS.get(name, name), count, *cells])
+    coverage_rows = []
+    for name, count in report["test_set"]["classes"].items():
+        cells = []
+        for entry in systems:
+            group = entry["metrics"]["by_class"].get(name)
+            if group:
+                coverage, answered = coverage_rates(group)
+                cells.append(f"{rate_cell(coverage)} / {rate_cell(answered)}")
+            else:
+                cells.append("n/a")
+        coverage_rows.append([CLASS_LABELS.get(name, name), count, *cells])
     return ["## Exact match by input class", "",
-            *table(["Input class", "n", *(entry["name"] for entry in systems)], rows), ""]
+            *table(["Input class", "n", *(entry["name"] for entry in systems)], rows), "",
+            "## Coverage / accuracy when answered by input class", "",
+            *table(["Input class", "n", *(entry["name"] for entry in systems)], coverage_rows), ""]
 
 
 def chart_section(report: dict[str, Any]) -> list[str]:
@@ -112,15 +139,17 @@ def chart_section(report: dict[str, Any]) -> list[str]:
 
 def errors_section(report: dict[str, Any]) -> list[str]:
     lines = ["## Worst errors", "",
-             "Ranked by severity: invalid administrative chain, then wrong levels (province first), then "
-             "lost detail.", ""]
+             "Ranked by severity: invalid administrative chain, then wrong answers before abstentions, then "
+             "wrong levels (province first), then lost detail. An abstention shows the text returned, marked "
+             "(abstained).", ""]
     for entry in scored(report):
         errors = entry["metrics"]["worst_errors"]
         lines += [f"### {entry['name']}", ""]
         if not errors:
             lines += ["No errors." if entry["metrics"]["exact"]["value"] == 1 else "(not listed)", ""]
             continue
-        rows = [[error["input"], error["expected"], error["got"] or "(empty)",
+        rows = [[error["input"], error["expected"],
+                 (error["got"] or "(empty)") + (" (abstained)" if error.get("abstained") else ""),
                  ", ".join(error["wrong_levels"]) or "-",
                  "yes" if error["invalid_chain"] else "", "" if error["detail_kept"] else "lost"]
                 for error in errors]
@@ -218,7 +247,9 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
             lines.append(f"{entry['name']:<16} {entry['status']}: {entry['reason']}")
             continue
         metrics = entry["metrics"]
+        coverage, _ = coverage_rates(metrics)
         lines.append(f"{entry['name']:<16} exact {rate_cell(metrics['exact'], counts=True)}  "
+                     f"coverage {percent(coverage['value'])}  "
                      f"county {percent(metrics['levels']['county']['value'])}  "
                      f"detail kept {percent(metrics['detail_kept']['value'])}  "
                      f"invalid chain {percent(metrics['invalid_chain']['value'])}")

@@ -26,7 +26,8 @@ from typing import Iterable, Iterator, Sequence
 from . import DEFAULT_PROMPT_PREFIX
 from .dataio import check_writable, read_records, write_jsonl
 from .errors import ConfigError, DataError
-from .gazetteer import AdminChain, Division, Gazetteer, ParsedAddress, load_gazetteer, normalize_address
+from .gazetteer import (ZONE_WORDS, AdminChain, Division, Gazetteer, ParsedAddress, load_gazetteer,
+                        normalize_address)
 from .prompt import strip_prefix, with_prefix
 
 DEFAULT_NUM = 5000
@@ -609,9 +610,18 @@ def _parse_full(gazetteer: Gazetteer, address: str) -> tuple[AdminChain, str] | 
         return "no administrative division found"
     if not parsed.valid_chain:
         return "the divisions do not belong together"
-    if not _has_county_level(gazetteer, parsed.chain):
+    if not _has_county_level(gazetteer, parsed.chain) and not _in_zone(parsed.chain, parsed.rest):
         return "no county-level division"
     return parsed.chain, parsed.rest.strip()
+
+
+def _in_zone(chain: AdminChain, rest: str) -> bool:
+    """A city followed by a development zone or new area (汉中市滨江新区…, 武汉市东湖高新区…): the zone stands
+    where a county would, and is no division, so the address is complete at the city."""
+    if chain.city is None or chain.county is not None or chain.town is not None:
+        return False
+    head = rest.strip()[:12]
+    return any(1 <= match.start() <= 6 for match in ZONE_WORDS.finditer(head))
 
 
 # ------------------------------------------------------------------ input classes
@@ -654,16 +664,21 @@ def input_class(src: str, gazetteer: Gazetteer, prefix: str = DEFAULT_PROMPT_PRE
     written division is a town; unique_county / ambiguous_county: whether the county-level name is
     unique nationally (an ambiguous one can only be completed from the levels written with it);
     no_admin_token: the gazetteer finds no division. A misspelled division is stepped over.
+    Divisions found that do not nest (a town since moved to another county) still class the input by
+    the names written: the county (else city, province) decides unique / ambiguous.
     """
     address = normalize_address(strip_prefix(src, prefix))  # the text parse() reads, so rest lengths agree
     parsed = _parse_over_typo(gazetteer, address)
     chain = parsed.chain
     if chain is None:
         # 朝阳区建国路88号: a division is named but cannot be placed without more context.
-        named = parsed.county or parsed.city
-        if named and len(gazetteer.candidates(named)) > 1:
-            return "ambiguous_county"
-        return "no_admin_token"
+        named = parsed.county or parsed.city or parsed.province
+        admin = "".join(char for char in _admin_part(address, parsed.rest) if char not in CLASS_SEPARATORS)
+        if parsed.province and admin == "".join(parsed.names()):
+            return "already_full"
+        if named:
+            return "ambiguous_county" if len(gazetteer.candidates(named)) > 1 else "unique_county"
+        return "town_first" if parsed.town else "no_admin_token"
     admin = _admin_part(address, parsed.rest)
     if "".join(char for char in admin if char not in CLASS_SEPARATORS) == chain.text():
         return "already_full"

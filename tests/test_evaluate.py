@@ -15,6 +15,7 @@ import yaml
 from address_completion import cli
 from address_completion.errors import ConfigError, DataError, OutputExistsError
 from address_completion.evaluate import load_config, run_evaluation
+from address_completion.systems import KINDS, System
 
 PREFIX = "补齐五级行政地址: "
 PAIRS = [
@@ -149,6 +150,76 @@ def test_report_files_and_scores(tmp_path, test_file, oracle_file):
         assert [line["prompt"] for line in lines] == [PREFIX + src for src, _ in PAIRS]
         assert {"prompt", "predict", "label", "latency_s"} <= set(lines[0])
     assert {"exact", "levels", "detail_kept", "invalid_chain", "input_class"} <= set(lines[0])
+
+
+def test_gazetteer_engine_and_abstentions_in_the_report(tmp_path, test_file):
+    answers = [{"prompt": PREFIX + src, "predict": tgt} for src, tgt in PAIRS]
+    answers[1] = {"prompt": PREFIX + PAIRS[1][0], "predict": PAIRS[1][0], "abstained": True}
+    answers[2] = {"prompt": PREFIX + PAIRS[2][0], "predict": "吉林省长春市朝阳区建国路88号"}
+    hedging = write_jsonl(tmp_path / "hedging.jsonl", answers)
+    out = tmp_path / "out"
+    report = run(tmp_path, base_config(test_file, out, [{"kind": "rules", "engine": "gazetteer"},
+                                                        {"name": "hedging", "kind": "predictions",
+                                                         "path": str(hedging)}]))
+    gazetteer, hedge = (entry["metrics"] for entry in report["systems"])
+    assert report["systems"][0]["name"] == "gazetteer" and gazetteer["exact"]["count"] == len(PAIRS)
+    assert gazetteer["coverage"]["count"] == len(PAIRS)
+    assert (hedge["exact"]["count"], hedge["exact"]["total"]) == (4, 6)  # the abstention is not exact
+    assert (hedge["coverage"]["count"], hedge["coverage"]["total"]) == (5, 6)
+    assert (hedge["answered_exact"]["count"], hedge["answered_exact"]["total"]) == (4, 5)
+    assert hedge["by_class"]["town_first"]["coverage"]["count"] == 0
+    assert [error["abstained"] for error in hedge["worst_errors"]] == [False, True]  # wrong answers first
+    markdown = (out / "report.md").read_text(encoding="utf-8")
+    assert "| Coverage | Accuracy when answered |" in markdown
+    assert "## Coverage / accuracy when answered by input class" in markdown
+    assert f"| {PAIRS[1][0]} | {PAIRS[1][1]} | {PAIRS[1][0]} (abstained) |" in markdown
+    assert "83.3% [43.6–97.0] (5/6)" in markdown  # coverage with its Wilson interval
+    cached = [json.loads(line) for line in (out / "predictions" / "hedging.jsonl").read_text("utf-8").splitlines()]
+    assert [line["abstained"] for line in cached] == [False, True, False, False, False, False]
+
+
+class EchoSystem(System):
+    """A system answering with extra keys, as a constrained decoder does (the input itself, or abstains)."""
+
+    KIND = "echo"
+
+    def predict(self, addresses):
+        return [{"predict": address, "abstained": "朝阳" in address, "candidates": [address, "x"],
+                 "probability": 0.5} for address in addresses]
+
+
+def test_answer_extras_are_stored_and_old_caches_count_as_answered(tmp_path, test_file, monkeypatch, caplog):
+    monkeypatch.setitem(KINDS, "echo", EchoSystem)
+    out = tmp_path / "out"
+    config = base_config(test_file, out, [{"kind": "echo"}])
+    report = run(tmp_path, config)
+    assert report["systems"][0]["metrics"]["coverage"]["count"] == len(PAIRS) - 1
+    cache = out / "predictions" / "echo.jsonl"
+    lines = [json.loads(line) for line in cache.read_text(encoding="utf-8").splitlines()]
+    assert list(lines[0]) == ["prompt", "predict", "label", "latency_s", "abstained", "candidates", "probability"]
+    assert lines[2]["abstained"] and lines[0]["candidates"] == [PAIRS[0][0], "x"]
+    scored = [json.loads(line) for line in (out / "predictions" / "echo.scored.jsonl").read_text("utf-8").splitlines()]
+    assert scored[0]["probability"] == 0.5 and scored[2]["abstained"] and not scored[2]["exact"]
+    # A cache written before abstentions existed: no "abstained" key. Every record counts as answered.
+    cache.write_text("".join(json.dumps({key: value for key, value in line.items() if key != "abstained"},
+                                        ensure_ascii=False) + "\n" for line in lines), encoding="utf-8")
+    with caplog.at_level(logging.INFO, logger="address_completion"):
+        report = run(tmp_path, config)
+    assert f"system echo: {len(PAIRS)} of {len(PAIRS)} test items cached" in caplog.text
+    assert report["systems"][0]["metrics"]["coverage"]["count"] == len(PAIRS)
+
+
+def test_a_malformed_answer_fails_the_system_with_its_name(tmp_path, test_file, monkeypatch):
+    class Broken(EchoSystem):
+        KIND = "broken"
+
+        def predict(self, addresses):
+            return [{"answer": address} for address in addresses]
+
+    monkeypatch.setitem(KINDS, "broken", Broken)
+    report = run(tmp_path, base_config(test_file, tmp_path / "out", [{"kind": "broken"}]))
+    assert report["systems"][0]["status"] == "failed"
+    assert "system broken returned dict" in report["systems"][0]["reason"]
 
 
 def test_cache_resumes_and_recovers_from_a_cut_line(tmp_path, test_file, oracle_file, caplog):

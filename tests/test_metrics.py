@@ -87,6 +87,42 @@ def test_hallucinated_chain_is_invalid(gazetteer):
     assert result.detail_kept
 
 
+def test_expected_answer_vouches_for_its_own_chain(gazetteer):
+    # 余杭区仁和镇: 仁和镇 became 仁和街道 (2019); an answer equal to an expected address naming it is valid.
+    target = "浙江省杭州市余杭区仁和镇三星路17号"
+    same = score(gazetteer, "余杭区仁和镇三星路17号", target, target)
+    assert same.exact and not same.invalid_chain and same.detail_kept and not wrong_levels(same)
+    # 长青乡 is in 蚌埠 (and 黑龙江), never in 余杭: a chain the gazetteer rejects, named by the expected address
+    stale = "浙江省杭州市余杭区长青乡三星路17号"
+    assert not gazetteer.parse(stale).valid_chain
+    echoed = score(gazetteer, "余杭区长青乡三星路17号", stale, stale)
+    assert echoed.exact and not echoed.invalid_chain
+    # … but another answer with a chain neither the gazetteer nor the expected address vouches for is invalid
+    other = score(gazetteer, "余杭区长青乡三星路17号", "浙江省杭州市西湖区长青乡三星路17号", stale)
+    assert other.invalid_chain and not other.exact
+
+
+def test_a_non_existent_county_is_not_credited(gazetteer):
+    # There is no 玉环区: 玉环 is 玉环市 (a county-level city), and 玉环区 must not be read as it.
+    result = score(gazetteer, "台州市玉环区xx路1号", "浙江省台州市玉环区xx路1号", "浙江省台州市玉环市xx路1号")
+    assert wrong_levels(result) == ["county", "town"] and not result.exact
+    assert result.levels["city"] and not result.invalid_chain
+
+
+def test_town_first_with_county_and_town_restated_keeps_detail(gazetteer):
+    target = "浙江省湖州市吴兴区织里镇织纺路731号"
+    result = score(gazetteer, "浙江省 织里镇 吴兴区织里镇织纺路731号", target, target)
+    assert result.exact and result.detail_kept and not result.invalid_chain and not wrong_levels(result)
+
+
+def test_abstention_is_never_exact_nor_an_invalid_chain(gazetteer):
+    target = "陕西省西安市碑林区扬子江南路1号"
+    kept = score_item(PREFIX + target, target, target, gazetteer, abstained=True)
+    assert kept.abstained and not kept.exact and not wrong_levels(kept)  # levels: the text a caller gets
+    wild = score_item("碑林区扬子江南路1号", "陕西省杭州市碑林区扬子江南路1号", target, gazetteer, abstained=True)
+    assert not wild.invalid_chain and not wild.exact
+
+
 def test_changed_detail_is_not_kept(gazetteer):
     result = score(gazetteer, "碑林区扬子江南路467-6号", "陕西省西安市碑林区扬子江南路467号",
                    "陕西省西安市碑林区扬子江南路467-6号")
@@ -135,6 +171,12 @@ def test_input_classes(gazetteer):
     assert classify_input("法门镇美阳村", gazetteer) == "town_first"
     assert classify_input("扬子江南路467-6号", gazetteer) == "no_admin_token"
     assert classify_input("北京朝阳区建国路88号", gazetteer) == "ambiguous_county"
+    # county and town found (仁和镇 is now 仁和街道; 长青乡 is not in 余杭 at all): unique-county inputs
+    assert classify_input(PREFIX + "余杭区仁和镇三星路17号", gazetteer) == "unique_county"
+    assert classify_input(PREFIX + "杭州市余杭区长青乡三星路17号", gazetteer) == "unique_county"
+    assert classify_input(PREFIX + "浙江省杭州市余杭区长青乡三星路17号", gazetteer) == "already_full"
+    assert classify_input(PREFIX + "朝阳区长青乡1号", gazetteer) == "ambiguous_county"
+    assert classify_input(PREFIX + "滨江新区桃园新城26号楼2单元", gazetteer) == "no_admin_token"
     assert set(INPUT_CLASSES) == {"unique_county", "ambiguous_county", "town_first", "no_admin_token",
                                   "already_full"}
 
@@ -166,10 +208,11 @@ def test_latency_summary_ignores_missing_values():
     assert latency_summary([None])["throughput_per_s"] is None
 
 
-def make_item(index, exact, levels_ok=4, invalid=False, detail=True, input_class="unique_county", latency=0.01):
+def make_item(index, exact, levels_ok=4, invalid=False, detail=True, input_class="unique_county", latency=0.01,
+              abstained=False):
     levels = {level: position < levels_ok for position, level in enumerate(LEVELS)}
     return ScoredItem(index=index, source=f"in{index}", target=f"t{index}", prediction=f"p{index}",
-                      score=ItemScore(exact, levels, detail, invalid, input_class), latency_s=latency)
+                      score=ItemScore(exact, levels, detail, invalid, input_class, abstained), latency_s=latency)
 
 
 def test_worst_errors_rank_invalid_chain_then_high_levels():
@@ -179,6 +222,20 @@ def test_worst_errors_rank_invalid_chain_then_high_levels():
     assert [error["index"] for error in worst] == [3, 2, 1]
     assert worst[0]["invalid_chain"] and worst[1]["wrong_levels"] == list(LEVELS)
     assert worst_errors(items, 0) == []
+
+
+def test_coverage_and_accuracy_when_answered():
+    items = [make_item(0, True), make_item(1, False), make_item(2, False, abstained=True),
+             make_item(3, False, abstained=True, input_class="town_first")]
+    overall = quality([item.score for item in items])
+    assert overall["exact"]["count"] == 1 and overall["exact"]["total"] == 4
+    assert (overall["coverage"]["count"], overall["coverage"]["total"]) == (2, 4)
+    assert (overall["answered_exact"]["count"], overall["answered_exact"]["total"]) == (1, 2)
+    assert overall["coverage"]["ci95"] == list(wilson_interval(2, 4))
+    groups = by_input_class([item.score for item in items])
+    assert groups["town_first"]["coverage"]["count"] == 0 and groups["town_first"]["answered_exact"]["total"] == 0
+    worst = worst_errors(items, 3)
+    assert [error["index"] for error in worst] == [1, 2, 3] and worst[1]["abstained"]  # wrong answers first
 
 
 def test_quality_by_class_and_summary():

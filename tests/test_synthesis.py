@@ -354,6 +354,30 @@ def test_shorten_addresses_updates_renamed_divisions(gazetteer):
     assert [example.tgt for example in result.examples] == ["浙江省杭州市上城区建设路1号"]
 
 
+def test_shorten_addresses_keeps_new_areas_and_development_zones(gazetteer):
+    addresses = ["重庆渝北区金开大道68号", "陕西省汉中市滨江新区桃园新城26号楼2单元", "湖北省武汉市东湖高新区关山大道1号",
+                 "陕西省汉中市解放路1号"]
+    result = shorten_addresses(addresses, seed=1, gazetteer=gazetteer)
+    assert result.skipped == 1 and "陕西省汉中市解放路1号" in result.skip_reasons[0]  # no county, no zone
+    assert [example.tgt for example in result.examples] == [
+        "重庆市两江新区金开大道68号", "陕西省汉中市滨江新区桃园新城26号楼2单元", "湖北省武汉市东湖高新区关山大道1号"]
+    for example in result.examples:
+        assert denoised(example.src).endswith(example.rest)
+        parsed = gazetteer.parse(example.tgt)
+        assert parsed.valid_chain and parsed.rest == example.rest
+
+
+def test_cli_input_keeps_zone_addresses(tmp_path, capsys):
+    text = tmp_path / "mine.txt"
+    text.write_text("陕西省汉中市滨江新区桃园新城26号楼2单元\n湖北省武汉市东湖高新区关山大道1号\n重庆渝北区金开大道68号\n",
+                    encoding="utf-8")
+    output = tmp_path / "pairs.jsonl"
+    assert main(["prepare", "--input", str(text), "--output", str(output)]) == 0
+    assert "wrote 3 pairs" in capsys.readouterr().out
+    assert [record["tgt"] for record in read_lines(output)] == [
+        "陕西省汉中市滨江新区桃园新城26号楼2单元", "湖北省武汉市东湖高新区关山大道1号", "重庆市两江新区金开大道68号"]
+
+
 # ------------------------------------------------------------------ CLI
 
 

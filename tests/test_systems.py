@@ -1,4 +1,4 @@
-"""The system kinds: rules (jionlp, cpca), predictions files, and OpenAI-compatible endpoints over real HTTP."""
+"""The system kinds: rules (jionlp, cpca, gazetteer), predictions files and OpenAI-compatible endpoints (real HTTP)."""
 
 import json
 import sys
@@ -8,10 +8,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from address_completion.errors import ConfigError, DataError
+from address_completion.errors import AddressCompletionError, ConfigError, DataError
 from address_completion.prompt import with_prefix
 from address_completion.systems import (EvalSettings, OpenAISystem, PredictionsSystem, RemoteSystemError, RulesSystem,
-                                        SystemSpec, create_system, join_address, user_message)
+                                        SystemSpec, as_answer, create_system, join_address, user_message)
 
 PREFIX = "补齐五级行政地址: "
 
@@ -45,7 +45,44 @@ def test_cpca_completes_addresses():
     assert system.unavailable_reason() is None
     answers = system.predict(["碑林区扬子江南路467-6号", "徐汇区漕溪北路1号", "仙桃市干河路8号", "长安街道xx路"])
     assert answers == ["陕西省西安市碑林区扬子江南路467-6号", "上海市徐汇区漕溪北路1号", "湖北省仙桃市干河路8号",
-                       "长安街道xx路"]  # nothing recognized: the input comes back unchanged
+                       {"predict": "长安街道xx路", "abstained": True}]  # nothing recognized: abstains, input unchanged
+
+
+def test_jionlp_does_not_insert_a_town_found_later_in_the_detail():
+    system = make("rules", engine="jionlp")
+    assert system.predict(["禹会区东海大道西长青乡政府", "禹会区长青乡东海大道西"]) == [
+        "安徽省蚌埠市禹会区东海大道西长青乡政府", "安徽省蚌埠市禹会区长青乡东海大道西"]  # written first: kept
+
+
+def test_jionlp_abstains_when_it_finds_no_division():
+    answers = make("rules", engine="jionlp").predict(["abc路1号", "法门镇美阳村"])
+    assert answers == [{"predict": "abc路1号", "abstained": True}, {"predict": "法门镇美阳村", "abstained": True}]
+
+
+def test_gazetteer_engine_answers_one_consistent_chain_else_abstains():
+    system = make("rules", engine="gazetteer")
+    assert system.unavailable_reason() is None
+    answers = system.predict([PREFIX + "碑林区扬子江南路467-6号", "朝阳区建国路88号", "重庆渝北区金开大道68号",
+                              "陕西省杭州市碑林区1号", "滨江新区桃园新城26号楼2单元", "浙江省 织里镇 吴兴区织里镇织纺路731号"])
+    assert answers == ["陕西省西安市碑林区扬子江南路467-6号",
+                       {"predict": "朝阳区建国路88号", "abstained": True},  # ambiguous: 北京 or 长春 …
+                       "重庆市两江新区金开大道68号",
+                       {"predict": "陕西省杭州市碑林区1号", "abstained": True},  # divisions that do not nest
+                       {"predict": "滨江新区桃园新城26号楼2单元", "abstained": True},  # no division at all
+                       "浙江省湖州市吴兴区织里镇织纺路731号"]
+    fingerprint = system.fingerprint()
+    assert fingerprint["engine"] == "gazetteer" and fingerprint["version"] and fingerprint["parser"]
+
+
+def test_answers_are_strings_or_marked_dicts():
+    assert as_answer("x", "s") == {"predict": "x", "abstained": False}
+    assert as_answer({"predict": "x", "probability": 0.4}, "s") == {"predict": "x", "probability": 0.4,
+                                                                    "abstained": False}
+    for bad, message in ((3, "expected a string or"), ({"predict": "x", "abstained": "yes"}, "must be true or false"),
+                         ({"predict": "x", "label": "y"}, "label are reserved"),
+                         ({"predict": "x", "candidates": {1, 2}}, "not JSON-serializable")):
+        with pytest.raises(AddressCompletionError, match=message):
+            as_answer(bad, "s")
 
 
 def test_rules_engine_missing_is_reported_not_raised(monkeypatch):
@@ -67,15 +104,17 @@ def test_predictions_file_matched_by_input(tmp_path):
                 "碑林区扬子江南路467-6号<|im_end|>\n<|im_start|>assistant\n")
     lines = [{"prompt": rendered, "predict": "陕西省西安市碑林区扬子江南路467-6号", "label": "x"},
              {"src": PREFIX + "扶风县 法门镇美阳村", "predict": "陕西省宝鸡市扶风县法门镇美阳村"},
-             {"prompt": "徐汇区漕溪北路1号", "predict": "上海市徐汇区漕溪北路1号"}]
+             {"prompt": "徐汇区漕溪北路1号", "predict": "上海市徐汇区漕溪北路1号"},
+             {"prompt": "朝阳区建国路88号", "predict": "朝阳区建国路88号", "abstained": True}]
     path = tmp_path / "generated_predictions.jsonl"
     path.write_text("".join(json.dumps(line, ensure_ascii=False) + "\n" for line in lines), encoding="utf-8")
     system = make("predictions", path=str(path))
     assert user_message(rendered) == PREFIX + "碑林区扬子江南路467-6号"
     answers = system.predict(["碑林区扬子江南路467-6号", "扶风县法门镇美阳村", PREFIX + "徐汇区漕溪北路1号"])
     assert answers == ["陕西省西安市碑林区扬子江南路467-6号", "陕西省宝鸡市扶风县法门镇美阳村", "上海市徐汇区漕溪北路1号"]
-    with pytest.raises(DataError, match=r"no prediction for 1 of the 2 test inputs, e.g. '朝阳区建国路88号'"):
-        system.check_inputs(["碑林区扬子江南路467-6号", "朝阳区建国路88号"])
+    assert system.predict(["朝阳区建国路88号"]) == [{"predict": "朝阳区建国路88号", "abstained": True}]
+    with pytest.raises(DataError, match=r"no prediction for 1 of the 2 test inputs, e.g. '海淀区1号'"):
+        system.check_inputs(["碑林区扬子江南路467-6号", "海淀区1号"])
 
 
 def test_predictions_file_errors_name_the_line(tmp_path):
@@ -85,6 +124,9 @@ def test_predictions_file_errors_name_the_line(tmp_path):
         make("predictions", path=str(path)).predict(["a"])
     path.write_text('{"prompt": "a", "predict": 3}\n', encoding="utf-8")
     with pytest.raises(DataError, match=r"p.jsonl:1: expected"):
+        make("predictions", path=str(path)).predict(["a"])
+    path.write_text('{"prompt": "a", "predict": "b", "abstained": "no"}\n', encoding="utf-8")
+    with pytest.raises(DataError, match=r"p.jsonl:1: \"abstained\": expected true or false"):
         make("predictions", path=str(path)).predict(["a"])
     with pytest.raises(ConfigError, match=r"systems\[0\].path: predictions file .* not found"):
         PredictionsSystem.check_options({"path": str(tmp_path / "missing.jsonl")}, "cfg: systems[0]")
