@@ -600,6 +600,10 @@ def train(config_path: str | Path | None, overrides: Sequence[str] | dict[str, A
     elif cfg.training_args.do_train:
         checkpoint = resume_checkpoint(cfg.output_dir, resume=resume, overwrite=overwrite)
     pairs = read_pairs(cfg)
+    if checkpoint:
+        from .modeling import check_pickled_weights
+
+        check_pickled_weights(checkpoint, "adapter" if cfg.model_args.lora else "model")  # older checkpoint layout
     if overwrite:
         clear_previous_run(cfg.output_dir)
     quiet_paddlenlp_logs()
