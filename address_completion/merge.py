@@ -241,7 +241,7 @@ def _merge_into(staging: Path, base: str, lora_path: str, batch, dtype: str, saf
     merged.save_pretrained(str(staging), safe_serialization=safe_serialization)
     del merged, lora_model
     gc.collect()
-    reloaded = load_model(str(staging), dtype=dtype)
+    reloaded = load_model(str(staging), dtype=dtype, written_here=True)  # no pickle warning for our own file
     reloaded.eval()
     max_diff = max_logit_difference(reference, probe_logits(reloaded, batch), mask)
     del reloaded

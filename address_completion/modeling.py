@@ -247,17 +247,17 @@ def pickle_trusted() -> bool:
 _WARNED_PICKLES: set[str] = set()  # one warning per file and process, however often it is loaded
 
 
-def check_pickled_weights(folder: str | os.PathLike, kind: str = "model") -> bool:
+def check_pickled_weights(folder: str | os.PathLike, kind: str = "model", *, trusted: bool = False) -> bool:
     """Whether ``folder``'s weights are a pickle; if so, warn once (one line) unless pickles are trusted.
 
-    ``kind`` is "model" or "adapter". Unpickling (``paddle.load`` on ``*.pdparams``) can run arbitrary
-    code; safetensors cannot.
+    ``kind`` is "model" or "adapter"; ``trusted`` is for files this process has just written itself.
+    Unpickling (``paddle.load`` on ``*.pdparams``) can run arbitrary code; safetensors cannot.
     """
     path = loaded_weights_file(Path(folder), kind)
     if path is None or not path.name.endswith(PICKLE_SUFFIXES):
         return False
     key = str(path.resolve())
-    if not pickle_trusted() and key not in _WARNED_PICKLES:
+    if not (trusted or pickle_trusted()) and key not in _WARNED_PICKLES:
         _WARNED_PICKLES.add(key)
         logger.warning("warning: %s is a pickle, and loading a pickle can run arbitrary code: use it only if it "
                        "comes from a trusted source (--trust-pickle or %s=1 silences this)", path, TRUST_PICKLE_ENV)
@@ -328,10 +328,11 @@ def load_tokenizer(name_or_path: str) -> Any:
 
 
 def load_model(name_or_path: str, *, dtype: str = "float32", lora_path: str | None = None,
-               config_overrides: Mapping[str, Any] | None = None) -> Any:
+               config_overrides: Mapping[str, Any] | None = None, written_here: bool = False) -> Any:
     """A causal LM in ``dtype``; wrapped in PaddleNLP's LoRAModel when ``lora_path`` is given.
 
-    Pickled weights are loaded with one warning (see :func:`check_pickled_weights`).
+    Pickled weights are loaded with one warning (see :func:`check_pickled_weights`), except for a model
+    this process has just written (``written_here``, e.g. merge reloading its output to verify it).
     """
     from paddlenlp.transformers import AutoConfig, AutoModelForCausalLM
 
@@ -340,7 +341,7 @@ def load_model(name_or_path: str, *, dtype: str = "float32", lora_path: str | No
     config = AutoConfig.from_pretrained(folder, dtype=dtype)
     for key, value in (config_overrides or {}).items():
         setattr(config, key, value)
-    check_pickled_weights(folder, "model")
+    check_pickled_weights(folder, "model", trusted=written_here)
     model = AutoModelForCausalLM.from_pretrained(folder, config=config, dtype=dtype)
     if lora_path:
         model = load_adapter(model, lora_path)

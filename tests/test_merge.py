@@ -93,8 +93,10 @@ def test_cli_pdparams_and_force_replace(default_model_dir, lora_adapter_dir, tmp
     arguments = ["merge", "--model_name_or_path", str(default_model_dir), "--lora_path", str(lora_adapter_dir),
                  "--output_path", str(output), "--safe_serialization", "false", "--device", "cpu"]
     assert main(arguments) == 0
-    assert (output / "model_state.pdparams").is_file()
-    assert "max |logit diff|" in capsys.readouterr().out
+    assert (output / "model_state.pdparams").is_file() and not list(output.glob("*.safetensors"))
+    assert json.loads((output / merge.RECORD_FILE).read_text(encoding="utf-8"))["weights_format"] == "pickle"
+    captured = capsys.readouterr()
+    assert "max |logit diff|" in captured.out and "pickle" not in captured.err  # its own fresh file: no warning
     assert main(arguments) == 2  # exists: refused
     assert "--force" in capsys.readouterr().err
     assert main([*arguments, "--force"]) == 0
