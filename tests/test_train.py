@@ -283,6 +283,39 @@ def test_safetensors_everywhere_train_checkpoint_resume_merge_predict(default_mo
     assert [str(path) for folder in (tmp_path, default_model_dir) for path in folder.rglob("*.pdparams")] == []
 
 
+def test_pickled_layout_only_on_request_and_its_checkpoints_resume_into_safetensors(
+        default_model_dir, dataset, tmp_path, capsys, monkeypatch):
+    """safe_serialization false writes PaddleNLP's older pickled layout; resuming from such a checkpoint warns
+    once about the pickle and goes on in the safetensors layout."""
+    from address_completion import modeling
+    from address_completion.cli import main
+
+    monkeypatch.delenv(modeling.TRUST_PICKLE_ENV, raising=False)
+    monkeypatch.setattr(modeling, "_WARNED_PICKLES", set())
+    old = tmp_path / "old"
+    config = write_config(tmp_path, "old", base_config(default_model_dir, dataset, old, max_steps=2,
+                                                        save_strategy="steps", save_steps=2))
+    assert main(["train", str(config), "--safe_serialization", "false", "--device", "cpu"]) == 0
+    assert (old / "lora_model_state.pdparams").is_file() and not list(old.rglob("*.safetensors"))
+    checkpoint = old / "checkpoint-2"
+    assert (checkpoint / "scheduler.pdparams").is_file() and not (checkpoint / "scheduler.json").exists()
+    assert "pickle" not in capsys.readouterr().err  # nothing pickled was read
+
+    new = tmp_path / "new"
+    config = write_config(tmp_path, "new", base_config(default_model_dir, dataset, new, max_steps=4,
+                                                        save_strategy="steps", save_steps=2,
+                                                        resume_from_checkpoint=str(checkpoint)))
+    # A new process: the pickled optimizer state is keyed by Paddle's per-process parameter names.
+    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2")}
+    resumed = subprocess.run([sys.executable, "-m", "address_completion", "train", str(config), "--device", "cpu"],
+                             env=env, capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr
+    warnings = [line for line in resumed.stderr.splitlines() if "is a pickle" in line]
+    assert len(warnings) == 1 and warnings[0].startswith(f"warning: {checkpoint / 'lora_model_state.pdparams'} ")
+    assert (new / "checkpoint-4" / "scheduler.json").is_file() and not list(new.rglob("*.pdparams"))
+    assert json.loads((new / "summary.json").read_text(encoding="utf-8"))["global_step"] == 4
+
+
 def test_killed_run_resumes_to_the_same_adapter(default_model_dir, dataset, tmp_path):
     """SIGKILL after a checkpoint, resume: the adapter equals an uninterrupted run's (seed's unified checkpoints)."""
     command = [sys.executable, "-m", "address_completion", "train"]
