@@ -456,9 +456,10 @@ def serialization_notes(values: dict[str, Any], origins: Mapping[str, str]) -> l
     safe = values.get("safe_serialization", True)
     notes = []
     if "unified_checkpoint" in values and values["unified_checkpoint"] != safe:
-        notes.append(f"{origins.get('unified_checkpoint', 'unified_checkpoint')}: unified_checkpoint "
-                     f"{json.dumps(values['unified_checkpoint'])} is overridden by safe_serialization {json.dumps(safe)}"
-                     " (true: safetensors in unified checkpoints; false: the pickled .pdparams layout)")
+        given = json.dumps(values["unified_checkpoint"])
+        notes.append(f"{origins.get('unified_checkpoint', 'unified_checkpoint')}: unified_checkpoint {given} is "
+                     f"overridden by safe_serialization {json.dumps(safe)} (true: safetensors in unified checkpoints; "
+                     "false: the pickled .pdparams layout)")
         logger.warning("warning: %s", notes[-1])
     values["unified_checkpoint"] = safe
     return notes

@@ -2,8 +2,8 @@
 
 Reads ``train.json`` / ``dev.json`` (JSON lines with ``src``/``tgt``) from ``dataset_name_or_path``,
 trains with PaddleNLP's SFTTrainer and writes into ``output_dir``: the adapter (``lora_config.json`` +
-safetensors weights) or the full model, the tokenizer, ``train_config.json`` (the resolved config), ``metrics.jsonl``
-and ``summary.json``. Evaluation during training decodes dev greedily and reports exact-match
+safetensors weights) or the full model, the tokenizer, ``train_config.json`` (the resolved config),
+``metrics.jsonl`` and ``summary.json``. Evaluation during training decodes dev greedily and reports exact-match
 ``eval_accuracy`` (PaddleNLP's own "accuracy" is teacher-forced token accuracy) and ``eval_loss``.
 An output_dir with checkpoints needs --resume or --overwrite. Command-line ``--key value`` pairs after
 the config override its keys; see configs/README.md.
