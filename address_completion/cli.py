@@ -27,6 +27,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "evaluate": ("address_completion.evaluate", "accuracy report: fine-tuned vs base, larger and rule-based systems"),
     "demo": ("address_completion.pipeline", "the main job on the embedded offline default, end to end"),
 }
+# Commands that load model or adapter weights, and so may meet pickled (.pdparams) ones.
+LOADING_COMMANDS = ("train", "merge", "predict", "serve", "evaluate", "demo")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -43,6 +45,10 @@ def build_parser() -> argparse.ArgumentParser:
         sub = subparsers.add_parser(name, help=summary, description=(module.__doc__ or summary).strip().split("\n\n")[0],
                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
         sub.add_argument("--debug", action="store_true", help="show full tracebacks and debug logging")
+        if name in LOADING_COMMANDS:
+            sub.add_argument("--trust-pickle", action="store_true",
+                             help="load pickled .pdparams weights without the warning (same as "
+                                  "ADDRESS_COMPLETION_TRUST_PICKLE=1); only for files from a trusted source")
         module.add_arguments(sub)
         sub.set_defaults(_run=module.run)
     return parser
@@ -57,6 +63,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .runtime import configure_logging
 
     configure_logging(debug=args.debug)
+    if getattr(args, "trust_pickle", False):
+        import os
+
+        from .modeling import TRUST_PICKLE_ENV
+
+        os.environ[TRUST_PICKLE_ENV] = "1"  # read where weights load (modeling.check_pickled_weights)
     try:
         return int(args._run(args) or 0)
     except AddressCompletionError as exc:

@@ -30,7 +30,10 @@ COMMENT_PREFIX = "_"
 CHECKPOINT_PREFIX = "checkpoint-"
 # Files a finished run leaves in output_dir; finding one means the folder holds an earlier result.
 RUN_OUTPUT_FILES = ("summary.json", "metrics.jsonl", "train_config.json", "lora_config.json",
-                    "lora_model_state.pdparams", "model_state.pdparams", "model.safetensors")
+                    "peft_model.safetensors.index.json", "model.safetensors.index.json", "lora_model_state.pdparams",
+                    "model_state.pdparams", "model.safetensors")
+# The learning-rate scheduler's state in a checkpoint: JSON here, a pickle (PaddleNLP's own name) in the old layout.
+SCHEDULER_STATE_FILES = ("scheduler.json", "scheduler.pdparams")
 # What metric_for_best_model may name: the evaluation during training reports exactly these.
 BEST_MODEL_METRICS = {"accuracy": True, "eval_accuracy": True, "loss": False, "eval_loss": False}
 
@@ -61,6 +64,9 @@ EXTRA_KEYS = (
             help="dev pairs used by evaluation during training (loss and greedy exact match); null = all"),
     KeySpec("eval_max_new_tokens", "extra", "int", True, None,
             help="generation limit during evaluation; default: longest dev answer + 2 tokens"),
+    KeySpec("safe_serialization", "extra", "bool", False, True,
+            help="write the adapter (or model) and checkpoints as safetensors (PaddleNLP's unified checkpoint); "
+                 "false: the older pickled .pdparams layout"),
 )
 
 # run_finetune keys this trainer does not implement: an error when set to anything but their default.
@@ -377,7 +383,7 @@ def check_values(values: Mapping[str, Any], origins: Mapping[str, str], vocabula
     resume_from = values.get("resume_from_checkpoint")
     _require(not resume_from or checkpoint_is_complete(Path(resume_from).expanduser()), where("resume_from_checkpoint"),
              f"resume_from_checkpoint {resume_from!r} is not a complete checkpoint folder (trainer_state.json, "
-             "scheduler.pdparams, rng_state.pth)")
+             "scheduler.json or scheduler.pdparams, rng_state.pth)")
     metric = values.get("metric_for_best_model")
     _require(metric is None or metric in BEST_MODEL_METRICS, where("metric_for_best_model"),
              f"metric_for_best_model must be one of {', '.join(BEST_MODEL_METRICS)}; got {metric!r} "
@@ -441,6 +447,24 @@ def adapt_to_device(values: dict[str, Any], device: str, device_count: int, bf16
     return notes
 
 
+def serialization_notes(values: dict[str, Any], origins: Mapping[str, str]) -> list[str]:
+    """safe_serialization decides unified_checkpoint (PaddleNLP writes safetensors only in unified checkpoints).
+
+    A unified_checkpoint that disagrees is overridden with one warning: pickled weights are written only
+    when the user asks for them with safe_serialization false.
+    """
+    safe = values.get("safe_serialization", True)
+    notes = []
+    if "unified_checkpoint" in values and values["unified_checkpoint"] != safe:
+        given = json.dumps(values["unified_checkpoint"])
+        notes.append(f"{origins.get('unified_checkpoint', 'unified_checkpoint')}: unified_checkpoint {given} is "
+                     f"overridden by safe_serialization {json.dumps(safe)} (true: safetensors in unified checkpoints; "
+                     "false: the pickled .pdparams layout)")
+        logger.warning("warning: %s", notes[-1])
+    values["unified_checkpoint"] = safe
+    return notes
+
+
 def ignored_key_notes(values: Mapping[str, Any], vocabulary: Mapping[str, KeySpec],
                       origins: Mapping[str, str]) -> list[str]:
     """One warning per compatibility key set to something this trainer does not use."""
@@ -492,6 +516,7 @@ def build_config(raw: RawConfig, vocabulary: Mapping[str, KeySpec], device: str,
     check_values(values, raw.origins, vocabulary, raw.source)
     notes = adapt_to_device(values, device, device_count, bf16_supported, raw.origins)
     notes += ignored_key_notes(values, vocabulary, raw.origins)
+    notes += serialization_notes(values, raw.origins)
     groups = _split_groups(values, vocabulary)
     extras = {spec.name: groups["extra"].get(spec.name, spec.default) for spec in EXTRA_KEYS}
     training = {**_training_defaults(values, device), **groups["training"], "device": device,
@@ -582,9 +607,12 @@ def checkpoints_in(output_dir: str | os.PathLike) -> list[Path]:
 
 
 def checkpoint_is_complete(checkpoint: Path) -> bool:
-    """Every file the Trainer writes for a checkpoint is there (a kill mid-save leaves some out)."""
-    return (checkpoint / "trainer_state.json").is_file() and (checkpoint / "scheduler.pdparams").is_file() \
-        and (checkpoint / "rng_state.pth").is_file()
+    """Every file the Trainer writes for a checkpoint is there (a kill mid-save leaves some out).
+
+    The scheduler state is written last (scheduler.json, or scheduler.pdparams in the pickled layout).
+    """
+    return (checkpoint / "trainer_state.json").is_file() and (checkpoint / "rng_state.pth").is_file() \
+        and any((checkpoint / name).is_file() for name in SCHEDULER_STATE_FILES)
 
 
 def resume_checkpoint(output_dir: str | os.PathLike, *, resume: bool, overwrite: bool) -> Path | None:

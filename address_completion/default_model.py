@@ -1,7 +1,7 @@
 """Build the tiny offline default model: Qwen2 architecture, the real Qwen2.5 tokenizer, random weights.
 
 The folder has the layout of a PaddleNLP Qwen2.5 model (config.json, generation_config.json,
-model_state.pdparams, tokenizer files with the Qwen2.5-Instruct chat template), so every later stage
+model.safetensors, tokenizer files with the Qwen2.5-Instruct chat template), so every later stage
 treats it exactly like Qwen2.5-0.5B-Instruct, only much smaller. Nothing is downloaded.
 
 Its vocabulary is Qwen2.5's full 151,936 rows, so the output layer dominates the cost of a training
@@ -22,6 +22,7 @@ from typing import Any
 
 from . import __version__, dataio, tokenizer
 from .errors import ConfigError
+from .merge import parse_bool
 from .runtime import logger, prepare_environment, quiet_paddlenlp_logs
 
 DEFAULT_OUTPUT = Path("outputs") / "default-model"
@@ -158,7 +159,7 @@ def _version(distribution: str) -> str:
     return "unknown"
 
 
-def provenance(shape: ModelShape, seed: int, parameter_count: int) -> dict[str, Any]:
+def provenance(shape: ModelShape, seed: int, parameter_count: int, weights_file: str) -> dict[str, Any]:
     """What address_completion.json records: enough to rebuild the folder and to recognise it."""
     return {
         "built_by": f"address_completion {__version__} (address-completion build-model), "
@@ -168,10 +169,13 @@ def provenance(shape: ModelShape, seed: int, parameter_count: int) -> dict[str, 
         "shape": asdict(shape),
         "vocab_size": tokenizer.MODEL_VOCAB_SIZE,
         "parameters": parameter_count,
+        "weights": weights_file,
+        "weights_format": "pickle" if weights_file.endswith(".pdparams") else "safetensors",
         "tokenizer": f"Qwen2.5 (BPE ranks from {tokenizer.TIKTOKEN_PACKAGE}'s qwen.tiktoken, "
                      f"sha256 {tokenizer.TIKTOKEN_SHA256})",
         "rebuild": f"address-completion build-model --seed {seed} "
-                   + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in asdict(shape).items()),
+                   + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in asdict(shape).items())
+                   + (" --safe-serialization false" if weights_file.endswith(".pdparams") else ""),
     }
 
 
@@ -186,8 +190,13 @@ def _spell_out_configs(folder: Path) -> None:
 
 def build_default_model(output_dir: str | os.PathLike | None = None, *, force: bool = False, seed: int = 0,
                         hidden_size: int = 64, intermediate_size: int = 256, num_hidden_layers: int = 2,
-                        num_attention_heads: int = 4, num_key_value_heads: int = 2) -> Path:
-    """Build the default model folder at ``output_dir`` (default: :func:`default_model_dir`); return it."""
+                        num_attention_heads: int = 4, num_key_value_heads: int = 2,
+                        safe_serialization: bool = True) -> Path:
+    """Build the default model folder at ``output_dir`` (default: :func:`default_model_dir`); return it.
+
+    The weights are ``model.safetensors`` (header metadata ``format: np``, PaddleNLP's tag for its own
+    layout); ``safe_serialization=False`` writes the older pickled ``model_state.pdparams`` instead.
+    """
     shape = ModelShape(hidden_size, intermediate_size, num_hidden_layers, num_attention_heads, num_key_value_heads)
     shape.check()
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
@@ -199,10 +208,11 @@ def build_default_model(output_dir: str | os.PathLike | None = None, *, force: b
         tokenizer.write_qwen25_tokenizer(staging)  # first: a missing dashscope fails before any model work
         model = create_model(shape, seed)
         quiet_paddlenlp_logs()  # its "saved in <staging folder>" lines would name a folder that vanishes
-        model.save_pretrained(str(staging))
+        model.save_pretrained(str(staging), safe_serialization=safe_serialization)
         _spell_out_configs(staging)
         count = sum(int(math.prod(p.shape)) for p in model.parameters())
-        dataio.write_json(staging / PROVENANCE_FILE, provenance(shape, seed, count))
+        weights_file = "model.safetensors" if safe_serialization else "model_state.pdparams"
+        dataio.write_json(staging / PROVENANCE_FILE, provenance(shape, seed, count, weights_file))
     logger.debug("default model: %s parameters, seed %d, shape %s", f"{count:,}", seed, shape)
     return output_dir
 
@@ -215,6 +225,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="model folder to create (relative paths are relative to the current folder)")
     parser.add_argument("--force", action="store_true", help="replace an existing model folder")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random initial weights")
+    parser.add_argument("--safe-serialization", "--safe_serialization", dest="safe_serialization",
+                        type=parse_bool, default=True,
+                        help="write model.safetensors (true) or the older pickled model_state.pdparams (false)")
     helps = {"hidden_size": "width of embeddings and hidden states (the 151,936 vocabulary rows stay)",
              "intermediate_size": "width of each MLP", "num_hidden_layers": "number of transformer layers",
              "num_attention_heads": "query heads per layer (must divide --hidden-size)",
@@ -225,6 +238,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     shape = {name: getattr(args, name) for name in asdict(ModelShape())}
-    output = build_default_model(args.output, force=args.force, seed=args.seed, **shape)
+    output = build_default_model(args.output, force=args.force, seed=args.seed,
+                                 safe_serialization=args.safe_serialization, **shape)
     print(f"default model written to {output.resolve()}")
     return 0

@@ -60,7 +60,7 @@ def read_lora_config(lora_path: str | os.PathLike) -> dict:
     path = Path(lora_path) / LORA_CONFIG_FILE
     if not Path(lora_path).is_dir():
         raise ConfigError(f"--lora_path {lora_path} is not a folder; pass the adapter folder written by training "
-                          f"(it holds {LORA_CONFIG_FILE} and lora_model_state.pdparams)")
+                          f"(it holds {LORA_CONFIG_FILE} and the adapter weights)")
     if not path.is_file():
         raise ConfigError(f"{path} not found: --lora_path must be a LoRA adapter folder written by training")
     try:
@@ -191,6 +191,7 @@ def merge_adapter(base: str, lora_path: str, output_path: str | os.PathLike, *, 
             "lora": lora_settings(adapter_config),
             "dtype": dtype,
             "safe_serialization": safe_serialization,
+            "weights_format": "safetensors" if safe_serialization else "pickle",
             "verification": {"probe_addresses": list(PROBE_ADDRESSES), "max_abs_logit_diff": max_diff,
                              "tolerance": tolerance, "adapter_max_abs_logit_effect": adapter_effect},
             "tokenizer_files": copied,
@@ -240,7 +241,7 @@ def _merge_into(staging: Path, base: str, lora_path: str, batch, dtype: str, saf
     merged.save_pretrained(str(staging), safe_serialization=safe_serialization)
     del merged, lora_model
     gc.collect()
-    reloaded = load_model(str(staging), dtype=dtype)
+    reloaded = load_model(str(staging), dtype=dtype, written_here=True)  # no pickle warning for our own file
     reloaded.eval()
     max_diff = max_logit_difference(reference, probe_logits(reloaded, batch), mask)
     del reloaded

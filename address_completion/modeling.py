@@ -1,12 +1,19 @@
 """Finding and loading a model: a Paddle folder, a Hugging Face folder, or a hub name.
 
-- A local **Paddle-format** folder (``model_state.pdparams`` or safetensors saved by Paddle) is used as is.
+- A local **Paddle-format** folder (``model.safetensors`` saved by Paddle, or the older pickled
+  ``model_state.pdparams``) is used as is.
 - A local **Hugging Face-format** folder (``config.json`` + ``model.safetensors``, as downloaded from
   Hugging Face or ModelScope) is converted once into a cache folder keyed by the source path and the
   files' sizes and modification times. The user's folder is never written to: PaddleNLP's own
   ``convert_from_torch=True`` would drop a ``model_state.pdparams`` next to the user's files.
 - A **hub name** (``Qwen/Qwen2.5-0.5B-Instruct``) is downloaded through PaddleNLP when online; offline, or
   when the hub cannot be reached within a few seconds, the error says how to pass a local folder.
+
+Weights the project writes are safetensors. Pickled weights (``*.pdparams``: a model's
+``model_state.pdparams``, an adapter's ``lora_model_state.pdparams``) are still read, because older
+runs wrote them, but unpickling can run arbitrary code: :func:`check_pickled_weights` is the one place
+that decides whether a folder's weights are a pickle and warns once, unless ``--trust-pickle`` (or
+``ADDRESS_COMPLETION_TRUST_PICKLE=1``) says the user trusts where they come from.
 """
 
 from __future__ import annotations
@@ -24,13 +31,19 @@ from typing import Any, Mapping
 from .errors import ConfigError
 from .runtime import OFFLINE_VARIABLES, cache_root, looks_like_local_path, logger, quiet_paddlenlp_logs
 
-CONVERTED_CACHE_VERSION = 1
+CONVERTED_CACHE_VERSION = 2  # 2: converted weights are safetensors (1 wrote model_state.pdparams)
 PADDLE_WEIGHT_FORMATS = ("np", "paddle")
 HUB_HOST = ("bj.bcebos.com", 443)  # PaddleNLP's default download endpoint
 HUB_PROBE_SECONDS = 3.0
 # Files copied next to converted weights; weights themselves are re-saved by Paddle.
 COPIED_FILES = ("config.json", "generation_config.json", "vocab.json", "merges.txt", "tokenizer.json",
                 "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json", "chat_template.json")
+TRUST_PICKLE_ENV = "ADDRESS_COMPLETION_TRUST_PICKLE"
+# The weight file PaddleNLP loads from a folder, in its order of preference (the first that exists wins).
+MODEL_WEIGHT_FILES = ("model.safetensors.index.json", "model.safetensors", "model_state.pdparams.index.json",
+                      "model_state.pdparams")
+ADAPTER_WEIGHT_FILES = ("peft_model.safetensors.index.json", "lora_model_state.pdparams")
+PICKLE_SUFFIXES = (".pdparams", ".pdparams.index.json")
 TOKENIZER_FILES = ("vocab.json", "merges.txt", "tokenizer_config.json", "special_tokens_map.json",
                    "added_tokens.json", "tokenizer.json", "chat_template.json", "generation_config.json")
 
@@ -153,7 +166,7 @@ def _convert_in_place(folder: Path) -> None:
     for path in folder.iterdir():
         if path.is_symlink() or path.suffix == ".pdparams":
             path.unlink()
-    model.save_pretrained(str(folder))
+    model.save_pretrained(str(folder), safe_serialization=True)
     del model
 
 
@@ -217,6 +230,40 @@ def download_hub_model(name: str) -> Path:
     return Path(config_file).parent
 
 
+# ---------------------------------------------------------------- pickled weights
+
+
+def loaded_weights_file(folder: Path, kind: str = "model") -> Path | None:
+    """The weight file PaddleNLP reads from a model (``kind="model"``) or LoRA adapter folder, or None."""
+    names = ADAPTER_WEIGHT_FILES if kind == "adapter" else MODEL_WEIGHT_FILES
+    return next((folder / name for name in names if (folder / name).is_file()), None)
+
+
+def pickle_trusted() -> bool:
+    """True when the user vouched for pickled weights (``--trust-pickle`` sets the variable)."""
+    return os.environ.get(TRUST_PICKLE_ENV, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+_WARNED_PICKLES: set[str] = set()  # one warning per file and process, however often it is loaded
+
+
+def check_pickled_weights(folder: str | os.PathLike, kind: str = "model", *, trusted: bool = False) -> bool:
+    """Whether ``folder``'s weights are a pickle; if so, warn once (one line) unless pickles are trusted.
+
+    ``kind`` is "model" or "adapter"; ``trusted`` is for files this process has just written itself.
+    Unpickling (``paddle.load`` on ``*.pdparams``) can run arbitrary code; safetensors cannot.
+    """
+    path = loaded_weights_file(Path(folder), kind)
+    if path is None or not path.name.endswith(PICKLE_SUFFIXES):
+        return False
+    key = str(path.resolve())
+    if not (trusted or pickle_trusted()) and key not in _WARNED_PICKLES:
+        _WARNED_PICKLES.add(key)
+        logger.warning("warning: %s is a pickle, and loading a pickle can run arbitrary code: use it only if it "
+                       "comes from a trusted source (--trust-pickle or %s=1 silences this)", path, TRUST_PICKLE_ENV)
+    return True
+
+
 # ---------------------------------------------------------------- public API
 
 
@@ -240,8 +287,8 @@ def resolve_model_dir(name_or_path: str, *, cache_dir: str | None = None) -> Pat
         if is_hf_model_dir(folder):
             return convert_hf_folder(folder, cache_dir)
         found = ", ".join(sorted(path.name for path in folder.iterdir())[:8]) or "nothing"
-        raise ConfigError(f"{text!r} is not a model folder: expected config.json with model_state.pdparams or "
-                          f"*.safetensors (Paddle or Hugging Face format); found {found}")
+        raise ConfigError(f"{text!r} is not a model folder: expected config.json with *.safetensors (Paddle or "
+                          f"Hugging Face format) or model_state.pdparams; found {found}")
     cached = hub_cache_dir(text)
     if is_paddle_model_dir(cached):
         return cached
@@ -281,8 +328,12 @@ def load_tokenizer(name_or_path: str) -> Any:
 
 
 def load_model(name_or_path: str, *, dtype: str = "float32", lora_path: str | None = None,
-               config_overrides: Mapping[str, Any] | None = None) -> Any:
-    """A causal LM in ``dtype``; wrapped in PaddleNLP's LoRAModel when ``lora_path`` is given."""
+               config_overrides: Mapping[str, Any] | None = None, written_here: bool = False) -> Any:
+    """A causal LM in ``dtype``; wrapped in PaddleNLP's LoRAModel when ``lora_path`` is given.
+
+    Pickled weights are loaded with one warning (see :func:`check_pickled_weights`), except for a model
+    this process has just written (``written_here``, e.g. merge reloading its output to verify it).
+    """
     from paddlenlp.transformers import AutoConfig, AutoModelForCausalLM
 
     quiet_paddlenlp_logs()
@@ -290,12 +341,45 @@ def load_model(name_or_path: str, *, dtype: str = "float32", lora_path: str | No
     config = AutoConfig.from_pretrained(folder, dtype=dtype)
     for key, value in (config_overrides or {}).items():
         setattr(config, key, value)
+    check_pickled_weights(folder, "model", trusted=written_here)
     model = AutoModelForCausalLM.from_pretrained(folder, config=config, dtype=dtype)
     if lora_path:
-        from paddlenlp.peft import LoRAModel
-
-        if not (Path(lora_path) / "lora_config.json").is_file():
-            raise ConfigError(f"lora_path {lora_path!r} holds no lora_config.json; pass a LoRA adapter folder "
-                              "(the output_dir of `address-completion train`)")
-        model = LoRAModel.from_pretrained(model=model, lora_path=str(lora_path))
+        model = load_adapter(model, lora_path)
     return model
+
+
+def save_adapter(lora_model: Any, folder: str | os.PathLike, *, safe_serialization: bool = True) -> Path:
+    """Write a LoRA adapter in the layout training writes: lora_config.json, config.json and the weights.
+
+    Weights are ``peft_model-00001-of-00001.safetensors`` + ``peft_model.safetensors.index.json``
+    (PaddleNLP's unified-checkpoint layout, which ``LoRAModel.from_pretrained`` reads), or the pickled
+    ``lora_model_state.pdparams`` when ``safe_serialization`` is false.
+    """
+    folder = Path(folder)
+    if safe_serialization:
+        from paddlenlp.trainer.unified_checkpoint.load_save_single_card import save_single_card_checkpoint
+
+        quiet_paddlenlp_logs()
+        save_single_card_checkpoint(lora_model, str(folder))
+    else:
+        lora_model.save_pretrained(str(folder))
+    return folder
+
+
+def load_adapter(model: Any, lora_path: str | os.PathLike) -> Any:
+    """``model`` wrapped in PaddleNLP's LoRAModel with the adapter in ``lora_path`` (safetensors or pickle).
+
+    Raises ConfigError when the folder has no lora_config.json or no adapter weights (PaddleNLP itself
+    would silently start from fresh, untrained LoRA weights).
+    """
+    from paddlenlp.peft import LoRAModel
+
+    folder = Path(lora_path)
+    if not (folder / "lora_config.json").is_file():
+        raise ConfigError(f"lora_path {str(lora_path)!r} holds no lora_config.json; pass a LoRA adapter folder "
+                          "(the output_dir of `address-completion train`)")
+    if loaded_weights_file(folder, "adapter") is None:
+        raise ConfigError(f"lora_path {str(lora_path)!r} holds no adapter weights: expected "
+                          f"{' or '.join(ADAPTER_WEIGHT_FILES)} next to lora_config.json")
+    check_pickled_weights(folder, "adapter")
+    return LoRAModel.from_pretrained(model=model, lora_path=str(folder))

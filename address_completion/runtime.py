@@ -133,6 +133,14 @@ def setup_runtime(device: str = "auto", dtype: str | None = "float32", offline: 
                    threads=int(os.environ["OMP_NUM_THREADS"]), offline=is_offline)
 
 
+# PaddleNLP warnings that say nothing the user can act on; dropped unless --debug.
+UNACTIONABLE_PADDLENLP_WARNINGS = ("Asynchronous saving is not supported for single card",)  # every safetensors save
+
+
+def _actionable(record: logging.LogRecord) -> bool:
+    return logger.isEnabledFor(logging.DEBUG) or not str(record.msg).startswith(UNACTIONABLE_PADDLENLP_WARNINGS)
+
+
 def quiet_paddlenlp_logs() -> None:
     """PaddleNLP logs every file it loads or saves at INFO; keep its warnings unless --debug made us verbose.
 
@@ -141,6 +149,8 @@ def quiet_paddlenlp_logs() -> None:
     from paddlenlp.utils.log import logger as paddlenlp_logger
 
     paddlenlp_logger.set_level("DEBUG" if logger.isEnabledFor(logging.DEBUG) else "WARNING")
+    if _actionable not in paddlenlp_logger.logger.filters:
+        paddlenlp_logger.logger.addFilter(_actionable)
 
 
 def configure_logging(debug: bool = False) -> None:

@@ -2,8 +2,8 @@
 
 Reads ``train.json`` / ``dev.json`` (JSON lines with ``src``/``tgt``) from ``dataset_name_or_path``,
 trains with PaddleNLP's SFTTrainer and writes into ``output_dir``: the adapter (``lora_config.json`` +
-weights) or the full model, the tokenizer, ``train_config.json`` (the resolved config), ``metrics.jsonl``
-and ``summary.json``. Evaluation during training decodes dev greedily and reports exact-match
+safetensors weights) or the full model, the tokenizer, ``train_config.json`` (the resolved config),
+``metrics.jsonl`` and ``summary.json``. Evaluation during training decodes dev greedily and reports exact-match
 ``eval_accuracy`` (PaddleNLP's own "accuracy" is teacher-forced token accuracy) and ``eval_loss``.
 An output_dir with checkpoints needs --resume or --overwrite. Command-line ``--key value`` pairs after
 the config override its keys; see configs/README.md.
@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import random
 import re
 import shutil
@@ -24,8 +25,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from . import dataio
-from .config import (CHECKPOINT_PREFIX, RUN_OUTPUT_FILES, TrainConfig, checkpoints_in, load_config,
-                     resume_checkpoint)
+from .config import (CHECKPOINT_PREFIX, RUN_OUTPUT_FILES, SCHEDULER_STATE_FILES, TrainConfig, checkpoints_in,
+                     load_config, resume_checkpoint)
 from .errors import ConfigError
 from .prompt import encode_example
 from .runtime import logger, quiet_paddlenlp_logs
@@ -270,9 +271,11 @@ def build_model(cfg: TrainConfig) -> Any:
 def wrap_lora(model: Any, cfg: TrainConfig) -> Any:
     from paddlenlp.peft import LoRAConfig, LoRAModel
 
+    from .modeling import load_adapter
+
     model_args = cfg.model_args
     if model_args.lora_path:
-        lora_model = LoRAModel.from_pretrained(model=model, lora_path=model_args.lora_path)
+        lora_model = load_adapter(model, model_args.lora_path)
         lora_model.mark_only_lora_as_trainable()
         return lora_model
     lora_config = LoRAConfig(
@@ -367,8 +370,24 @@ def make_trainer(cfg: TrainConfig, model: Any, tokenizer: Any, train_data: Any, 
 
         def _save_checkpoint(self, model, metrics=None):
             super()._save_checkpoint(model, metrics=metrics)
+            if cfg.extras["safe_serialization"]:
+                scheduler_state_to_json(self.lr_scheduler, Path(self.args.output_dir)
+                                        / f"{CHECKPOINT_PREFIX}{self.state.global_step}")
             if self.args.local_rank == -1:  # PaddleNLP prunes only when local_rank == 0, i.e. never on one device
                 self._rotate_checkpoints(use_mtime=False, output_dir=self.args.output_dir)
+
+        def _load_optimizer_and_scheduler(self, checkpoint):
+            state_file = Path(checkpoint) / SCHEDULER_STATE_FILES[0] if checkpoint else None
+            if state_file is None or not state_file.is_file() or self.args.ignore_load_lr_and_optim:
+                return super()._load_optimizer_and_scheduler(checkpoint)
+            try:  # PaddleNLP loads the optimizer state, then insists on its pickled scheduler.pdparams
+                super()._load_optimizer_and_scheduler(checkpoint)
+            except ValueError as exc:
+                if not str(exc).startswith("scheduler-file not found"):
+                    raise
+                if self.runtime_timer.timer.started_:
+                    self.runtime_timer.stop()
+            self.lr_scheduler.set_state_dict(json.loads(state_file.read_text(encoding="utf-8")))
 
         def compute_loss(self, model, inputs, return_outputs=False):
             loss = answer_loss(model, inputs)
@@ -395,6 +414,25 @@ def make_trainer(cfg: TrainConfig, model: Any, tokenizer: Any, train_data: Any, 
         trainer.pop_callback(PrinterCallback)  # MetricsRecorder logs one readable line instead of raw dicts
     logger.debug("trainer callbacks: %s", trainer.callback_handler.callback_list)
     return trainer
+
+
+def scheduler_state_to_json(scheduler: Any, checkpoint: Path) -> None:
+    """Replace the checkpoint's pickled scheduler.pdparams (PaddleNLP writes no other form) by scheduler.json.
+
+    The state of Paddle's LR schedulers is a few numbers (``last_epoch``, ``last_lr``); JSON holds them
+    exactly. The JSON file is complete before the pickle goes, so the checkpoint stays complete throughout.
+    """
+    pickled = checkpoint / SCHEDULER_STATE_FILES[1]
+    if not pickled.is_file():
+        return
+    dataio.write_json(checkpoint / SCHEDULER_STATE_FILES[0], {key: _json_number(value) for key, value in
+                                                               scheduler.state_dict().items()})
+    pickled.unlink()
+
+
+def _json_number(value: Any) -> Any:
+    """Plain Python numbers for JSON (schedulers may hold NumPy scalars)."""
+    return value.item() if hasattr(value, "item") else value
 
 
 def make_collator(cfg: TrainConfig, tokenizer: Any) -> PaddingCollator:
@@ -562,6 +600,10 @@ def train(config_path: str | Path | None, overrides: Sequence[str] | dict[str, A
     elif cfg.training_args.do_train:
         checkpoint = resume_checkpoint(cfg.output_dir, resume=resume, overwrite=overwrite)
     pairs = read_pairs(cfg)
+    if checkpoint:
+        from .modeling import check_pickled_weights
+
+        check_pickled_weights(checkpoint, "adapter" if cfg.model_args.lora else "model")  # older checkpoint layout
     if overwrite:
         clear_previous_run(cfg.output_dir)
     quiet_paddlenlp_logs()
@@ -671,7 +713,7 @@ def print_summary(summary: dict[str, Any]) -> None:
 # ---------------------------------------------------------------- CLI
 
 
-FLAGS = ("--resume", "--overwrite", "--debug")
+FLAGS = ("--resume", "--overwrite", "--debug", "--trust-pickle")
 
 
 def split_flags(tokens: Sequence[str]) -> tuple[list[str], set[str]]:
@@ -692,6 +734,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     overrides, flags = split_flags(args.overrides)
+    if "--trust-pickle" in flags:
+        from .modeling import TRUST_PICKLE_ENV
+
+        os.environ[TRUST_PICKLE_ENV] = "1"  # runtime setup, as cli.main does for --trust-pickle before the config
     if "--debug" in flags and not args.debug:
         from .runtime import configure_logging
 

@@ -44,7 +44,8 @@ def qwen_tokenizer(default_model_dir: Path) -> Any:
 
 @pytest.fixture(scope="session")
 def lora_adapter_dir(default_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A LoRA adapter (r=4, all linear layers) for the default model, as training saves one; read-only.
+    """A LoRA adapter (r=4, all linear layers) for the default model, saved as training saves one
+    (safetensors, PaddleNLP's unified-checkpoint layout); read-only.
 
     lora_B starts at zero in a fresh adapter, which would make merging trivial and leave the random
     model's output a single repeated token; seeded non-zero values make the adapter change the
@@ -53,7 +54,7 @@ def lora_adapter_dir(default_model_dir: Path, tmp_path_factory: pytest.TempPathF
     import numpy as np
     from paddlenlp.peft import LoRAConfig, LoRAModel
 
-    from address_completion.modeling import load_model
+    from address_completion.modeling import load_model, save_adapter
 
     folder = tmp_path_factory.mktemp("lora-adapter")
     config = LoRAConfig(target_modules=[f".*{name}.*" for name in ("q_proj", "k_proj", "v_proj", "o_proj",
@@ -65,5 +66,5 @@ def lora_adapter_dir(default_model_dir: Path, tmp_path_factory: pytest.TempPathF
     for name, parameter in lora_model.named_parameters():
         if "lora_B" in name:
             parameter.set_value(rng.normal(0.0, 0.5, size=parameter.shape).astype("float32"))
-    lora_model.save_pretrained(str(folder))
+    save_adapter(lora_model, folder)
     return folder

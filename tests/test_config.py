@@ -195,6 +195,36 @@ def test_lora_choices(tmp_path, paths):
         load(tmp_path, {**paths, "do_train": True, "do_eval": True, "metric_for_best_model": "bleu"})
 
 
+def test_safe_serialization_decides_unified_checkpoint(tmp_path, paths, caplog):
+    """Safetensors (unified checkpoints) unless safe_serialization is false; a disagreeing unified_checkpoint warns."""
+    base = {**paths, "do_train": True, "lora": True}
+    cfg = load(tmp_path, base)
+    assert cfg.extras["safe_serialization"] is True and cfg.training_args.unified_checkpoint is True
+    assert cfg.warnings == [] and cfg.resolved()["unified_checkpoint"] is True
+    cfg = load(tmp_path, base, ["--safe_serialization", "false"])
+    assert cfg.extras["safe_serialization"] is False and cfg.training_args.unified_checkpoint is False
+    with caplog.at_level(logging.WARNING, logger="address_completion"):
+        cfg = load(tmp_path, {**base, "unified_checkpoint": False})
+    assert cfg.training_args.unified_checkpoint is True
+    assert len(cfg.warnings) == 1 and cfg.warnings[0].endswith(
+        "config.json:7: unified_checkpoint false is overridden by safe_serialization true "
+        "(true: safetensors in unified checkpoints; false: the pickled .pdparams layout)")
+    assert caplog.text.count("overridden by safe_serialization") == 1
+    with pytest.raises(ConfigError, match="safe_serialization must be"):
+        load(tmp_path, base, ["--safe_serialization", "maybe"])
+
+
+def test_checkpoint_is_complete_with_json_or_pickled_scheduler_state(tmp_path):
+    for scheduler in ("scheduler.json", "scheduler.pdparams"):
+        checkpoint = tmp_path / scheduler / "checkpoint-2"
+        checkpoint.mkdir(parents=True)
+        for name in ("trainer_state.json", "rng_state.pth"):
+            (checkpoint / name).write_text("{}")
+        assert not checkpoint_is_complete(checkpoint)  # the scheduler state is written last
+        (checkpoint / scheduler).write_text("{}")
+        assert checkpoint_is_complete(checkpoint)
+
+
 def test_comments_are_ignored_and_resolved_config_loads_again(tmp_path, paths):
     cfg = load(tmp_path, {"_comment": "run: bash scripts/train.sh x.json", **paths, "do_train": True, "lora": True})
     resolved = cfg.resolved()

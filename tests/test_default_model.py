@@ -12,6 +12,7 @@ import pytest
 from address_completion import cli, default_model, prompt
 from address_completion.default_model import ModelShape, build_default_model, initial_weights
 from address_completion.errors import ConfigError, OutputExistsError
+from address_completion.modeling import safetensors_format
 
 
 def read_json(path: Path) -> dict:
@@ -28,7 +29,7 @@ def logits(model, ids: list[int]):
 
 def test_folder_has_paddle_model_layout(default_model_dir):
     names = {path.name for path in default_model_dir.iterdir()}
-    assert names == {"config.json", "generation_config.json", "model_state.pdparams", "vocab.json", "merges.txt",
+    assert names == {"config.json", "generation_config.json", "model.safetensors", "vocab.json", "merges.txt",
                      "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json", "address_completion.json"}
     config = read_json(default_model_dir / "config.json")
     assert config["architectures"] == ["Qwen2ForCausalLM"] and config["model_type"] == "qwen2"
@@ -45,15 +46,21 @@ def test_folder_has_paddle_model_layout(default_model_dir):
         "hidden_size": 64, "intermediate_size": 256, "num_hidden_layers": 2, "num_attention_heads": 4,
         "num_key_value_heads": 2}
     assert "build-model --seed 0" in note["rebuild"]
+    assert (note["weights"], note["weights_format"]) == ("model.safetensors", "safetensors")
+    assert safetensors_format(default_model_dir / "model.safetensors") == "np"  # PaddleNLP's tag for its layout
     assert not [p for p in default_model_dir.parent.iterdir() if p.name.startswith(".")]  # no staging left
 
 
 def test_weights_are_the_seeded_initialisation(default_model_dir):
     import numpy as np
-    import paddle
+    from safetensors.numpy import load_file
 
-    state = paddle.load(str(default_model_dir / "model_state.pdparams"))
-    arrays = {name: np.asarray(value) for name, value in state.items()}
+    from address_completion.modeling import load_model
+
+    # The file stores names sorted; the draws follow the model's parameter order.
+    order = [name for name, _ in load_model(str(default_model_dir)).named_parameters()]
+    stored = load_file(str(default_model_dir / "model.safetensors"))
+    arrays = {name: stored[name] for name in order}
     expected = initial_weights({name: array.shape for name, array in arrays.items()
                                 if name != "lm_head.weight"}, seed=0, num_layers=2)
     for name, values in expected.items():

@@ -54,16 +54,16 @@ def test_merged_folder_is_a_complete_model(merged_dir, default_model_dir, lora_a
     assert record["lora_path"] == str(Path(lora_adapter_dir).resolve())
     assert record["lora"]["r"] == 4 and record["lora"]["lora_alpha"] == 8
     assert record["verification"]["max_abs_logit_diff"] <= record["verification"]["tolerance"] == TOLERANCE
+    assert record["weights_format"] == "safetensors" and not list(merged_dir.glob("*.pdparams"))
     assert not [path for path in merged_dir.parent.iterdir() if path.name.startswith(".")], "no staging leftovers"
 
 
 def test_merged_weights_have_exactly_the_base_tensors(merged_dir, default_model_dir):
     """No LoRA tensors and none of the zero biases restore_original_model() adds to bias-free layers."""
-    import paddle
     from safetensors.numpy import load_file
 
     merged = load_file(str(merged_dir / "model.safetensors"))
-    base = paddle.load(str(default_model_dir / "model_state.pdparams"), return_numpy=True)
+    base = load_file(str(default_model_dir / "model.safetensors"))
     assert sorted(merged) == sorted(base)
     assert {name: value.shape for name, value in merged.items()} == {name: value.shape for name, value in base.items()}
 
@@ -93,8 +93,10 @@ def test_cli_pdparams_and_force_replace(default_model_dir, lora_adapter_dir, tmp
     arguments = ["merge", "--model_name_or_path", str(default_model_dir), "--lora_path", str(lora_adapter_dir),
                  "--output_path", str(output), "--safe_serialization", "false", "--device", "cpu"]
     assert main(arguments) == 0
-    assert (output / "model_state.pdparams").is_file()
-    assert "max |logit diff|" in capsys.readouterr().out
+    assert (output / "model_state.pdparams").is_file() and not list(output.glob("*.safetensors"))
+    assert json.loads((output / merge.RECORD_FILE).read_text(encoding="utf-8"))["weights_format"] == "pickle"
+    captured = capsys.readouterr()
+    assert "max |logit diff|" in captured.out and "pickle" not in captured.err  # its own fresh file: no warning
     assert main(arguments) == 2  # exists: refused
     assert "--force" in capsys.readouterr().err
     assert main([*arguments, "--force"]) == 0

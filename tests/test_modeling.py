@@ -78,6 +78,7 @@ def test_hf_folder_is_converted_into_a_cache_without_writing_into_it(hf_model_di
     assert safetensors_format(hf_model_dir / "model.safetensors") == "pt" and is_hf_model_dir(hf_model_dir)
     converted = resolve_model_dir(str(hf_model_dir), cache_dir=str(tmp_path / "cache"))
     assert converted.parent == tmp_path / "cache" and is_paddle_model_dir(converted)
+    assert (converted / "model.safetensors").is_file() and not list(converted.glob("*.pdparams"))
     assert snapshot(hf_model_dir) == before  # nothing added, nothing touched
 
     ids = [151644, 872, 198, 117698, 75108, 151645]
@@ -142,3 +143,63 @@ def test_load_model_with_adapter_returns_the_lora_model(default_model_dir, lora_
     assert isinstance(model, LoRAModel)
     with pytest.raises(ConfigError, match="holds no lora_config.json"):
         load_model(str(default_model_dir), lora_path=str(tmp_path))
+
+
+# ---------------------------------------------------------------- pickled (.pdparams) weights
+
+
+def test_old_pdparams_folders_load_with_one_warning_and_trust_pickle_silences_it(
+        default_model_dir, lora_adapter_dir, tmp_path, monkeypatch, capsys):
+    """Folders written before safetensors (build-model/merge --safe_serialization false, LoRAModel.save_pretrained)
+    still load, each pickle with one warning line; --trust-pickle or the variable silences it."""
+    from address_completion import cli, modeling
+
+    monkeypatch.delenv(modeling.TRUST_PICKLE_ENV, raising=False)  # undone after the test, also what cli sets
+    monkeypatch.setattr(modeling, "_WARNED_PICKLES", set())
+    old_model, old_adapter = tmp_path / "old-model", tmp_path / "old-adapter"
+    assert cli.main(["build-model", "--output", str(old_model), "--safe-serialization", "false"]) == 0
+    assert {path.name for path in old_model.glob("model*")} == {"model_state.pdparams"}
+    modeling.save_adapter(load_model(str(default_model_dir), lora_path=str(lora_adapter_dir)), old_adapter,
+                          safe_serialization=False)
+    assert {path.name for path in old_adapter.iterdir() if "model" in path.name} == {"lora_model_state.pdparams"}
+    capsys.readouterr()
+
+    address = "碑林区扬子江南路467-6号"
+    predict = ["predict", "--device", "cpu", address]
+    assert cli.main([*predict, "--model", str(default_model_dir), "--lora_path", str(lora_adapter_dir)]) == 0
+    reference = capsys.readouterr()
+    assert "pickle" not in reference.err
+    assert cli.main([*predict, "--model", str(old_model), "--lora_path", str(old_adapter)]) == 0
+    old = capsys.readouterr()
+    assert old.out == reference.out  # same seed, same adapter: the same completion from the pickled files
+    warnings = [line for line in old.err.splitlines() if "pickle" in line]
+    assert warnings == [
+        f"warning: {old_model / 'model_state.pdparams'} is a pickle, and loading a pickle can run arbitrary code: use "
+        f"it only if it comes from a trusted source (--trust-pickle or {modeling.TRUST_PICKLE_ENV}=1 silences this)",
+        f"warning: {old_adapter / 'lora_model_state.pdparams'} is a pickle, and loading a pickle can run arbitrary "
+        f"code: use it only if it comes from a trusted source (--trust-pickle or {modeling.TRUST_PICKLE_ENV}=1 "
+        "silences this)"]
+    load_model(str(old_model))  # loaded again in the same process: no second warning
+    assert "pickle" not in capsys.readouterr().err
+
+    monkeypatch.setattr(modeling, "_WARNED_PICKLES", set())
+    assert cli.main([*predict, "--model", str(old_model), "--lora_path", str(old_adapter), "--trust-pickle"]) == 0
+    trusted = capsys.readouterr()
+    assert trusted.out == reference.out and "pickle" not in trusted.err
+
+    monkeypatch.setattr(modeling, "_WARNED_PICKLES", set())
+    monkeypatch.setenv(modeling.TRUST_PICKLE_ENV, "1")
+    assert modeling.check_pickled_weights(old_model) and modeling.check_pickled_weights(old_adapter, "adapter")
+    assert "pickle" not in capsys.readouterr().err
+    assert not modeling.check_pickled_weights(default_model_dir)
+    assert not modeling.check_pickled_weights(lora_adapter_dir, "adapter")
+
+
+def test_adapter_folder_without_weights_is_an_error(default_model_dir, lora_adapter_dir, tmp_path):
+    """PaddleNLP alone would log an error and go on with fresh, untrained LoRA weights."""
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    shutil.copy2(lora_adapter_dir / "lora_config.json", adapter / "lora_config.json")
+    with pytest.raises(ConfigError, match="holds no adapter weights: expected peft_model.safetensors.index.json or "
+                                          "lora_model_state.pdparams"):
+        load_model(str(default_model_dir), lora_path=str(adapter))

@@ -212,27 +212,108 @@ def test_lora_training_writes_every_output_and_the_loss_falls(default_model_dir,
 
 
 def test_full_finetuning_with_zero_padding(default_model_dir, dataset, tmp_path):
-    import paddle
-
     output = tmp_path / "full"
     config = write_config(tmp_path, "full", base_config(default_model_dir, dataset, output, lora=False,
                                                         zero_padding=True, max_steps=2, learning_rate=1e-3))
     summary = train(config, device="cpu")
     assert summary["method"] == "full" and summary["trainable_parameters"] == summary["total_parameters"]
-    assert (output / "model_state.pdparams").is_file() and not (output / "lora_config.json").exists()
-    trained = paddle.load(str(output / "model_state.pdparams"), return_numpy=True)
-    base = paddle.load(str(default_model_dir / "model_state.pdparams"), return_numpy=True)
+    assert (output / "model.safetensors.index.json").is_file() and not (output / "lora_config.json").exists()
+    assert not list(output.rglob("*.pdparams"))
+    trained = load_safetensors(output.glob("model-*.safetensors"))
+    base = load_safetensors([default_model_dir / "model.safetensors"])
     name = "qwen2.layers.0.mlp.down_proj.weight"
     assert not np.allclose(trained[name], base[name])
+    from address_completion.modeling import load_model
+
+    reloaded = load_model(str(output))  # the unified checkpoint's sharded safetensors layout
+    np.testing.assert_array_equal(dict(reloaded.named_parameters())[name].numpy(), trained[name])
 
 
-def adapter_weights(folder: Path) -> dict[str, np.ndarray]:
+def load_safetensors(paths) -> dict[str, np.ndarray]:
     from safetensors.numpy import load_file
 
     weights: dict[str, np.ndarray] = {}
-    for path in folder.glob("peft_model*.safetensors"):
+    for path in paths:
         weights.update(load_file(str(path)))
     return weights
+
+
+def adapter_weights(folder: Path) -> dict[str, np.ndarray]:
+    return load_safetensors(folder.glob("peft_model*.safetensors"))
+
+
+def test_safetensors_everywhere_train_checkpoint_resume_merge_predict(default_model_dir, dataset, tmp_path, capsys):
+    """The default layout writes no pickle: adapter and checkpoints are safetensors, the scheduler state JSON;
+    a run resumed from such a checkpoint ends with the uninterrupted run's adapter; merge and predict read it."""
+    from address_completion.cli import main
+
+    def config(name: str, **values) -> Path:
+        return write_config(tmp_path, name, base_config(default_model_dir, dataset, tmp_path / name, max_steps=4,
+                                                        save_strategy="steps", save_steps=2, **values))
+
+    train(config("straight"), device="cpu")
+    straight = tmp_path / "straight"
+    checkpoint = straight / "checkpoint-2"
+    assert (straight / "peft_model.safetensors.index.json").is_file()
+    assert (checkpoint / "peft_model.safetensors.index.json").is_file()
+    assert list(checkpoint.glob("optimizer-*.safetensors"))
+    assert json.loads((checkpoint / "scheduler.json").read_text(encoding="utf-8"))["last_epoch"] == 2
+    assert not (checkpoint / "scheduler.pdparams").exists() and checkpoint_is_complete(checkpoint)
+
+    # Steps 3-4 again from checkpoint-2: same adapter only if weights, optimizer AND scheduler state came back
+    # (a scheduler restarted at step 0 would train steps 3-4 at a higher learning rate).
+    summary = train(config("resumed", resume_from_checkpoint=str(checkpoint)), device="cpu")
+    assert summary["resumed_from"] == str(checkpoint) and summary["global_step"] == 4
+    expected, resumed = adapter_weights(straight), adapter_weights(tmp_path / "resumed")
+    assert expected and expected.keys() == resumed.keys()
+    assert any(np.abs(value).max() > 0 for name, value in expected.items() if "lora_B" in name)  # it trained
+    for name in expected:
+        np.testing.assert_allclose(resumed[name], expected[name], rtol=1e-5, atol=1e-6, err_msg=name)
+
+    merged = tmp_path / "merged"
+    assert main(["merge", "--model_name_or_path", str(default_model_dir), "--lora_path", str(straight),
+                 "--output_path", str(merged), "--device", "cpu"]) == 0
+    assert main(["predict", "--model", str(merged), ADDRESS, "--device", "cpu"]) == 0
+    merged_answer = capsys.readouterr().out.strip().splitlines()[-1]
+    assert main(["predict", "--model", str(default_model_dir), "--lora_path", str(straight), ADDRESS,
+                 "--device", "cpu"]) == 0
+    captured = capsys.readouterr()
+    assert captured.out.strip().splitlines()[-1] == merged_answer and "pickle" not in captured.err
+    assert (merged / "model.safetensors").is_file()
+    assert [str(path) for folder in (tmp_path, default_model_dir) for path in folder.rglob("*.pdparams")] == []
+
+
+def test_pickled_layout_only_on_request_and_its_checkpoints_resume_into_safetensors(
+        default_model_dir, dataset, tmp_path, capsys, monkeypatch):
+    """safe_serialization false writes PaddleNLP's older pickled layout; resuming from such a checkpoint warns
+    once about the pickle and goes on in the safetensors layout."""
+    from address_completion import modeling
+    from address_completion.cli import main
+
+    monkeypatch.delenv(modeling.TRUST_PICKLE_ENV, raising=False)
+    monkeypatch.setattr(modeling, "_WARNED_PICKLES", set())
+    old = tmp_path / "old"
+    config = write_config(tmp_path, "old", base_config(default_model_dir, dataset, old, max_steps=2,
+                                                        save_strategy="steps", save_steps=2))
+    assert main(["train", str(config), "--safe_serialization", "false", "--device", "cpu"]) == 0
+    assert (old / "lora_model_state.pdparams").is_file() and not list(old.rglob("*.safetensors"))
+    checkpoint = old / "checkpoint-2"
+    assert (checkpoint / "scheduler.pdparams").is_file() and not (checkpoint / "scheduler.json").exists()
+    assert "pickle" not in capsys.readouterr().err  # nothing pickled was read
+
+    new = tmp_path / "new"
+    config = write_config(tmp_path, "new", base_config(default_model_dir, dataset, new, max_steps=4,
+                                                        save_strategy="steps", save_steps=2,
+                                                        resume_from_checkpoint=str(checkpoint)))
+    # A new process: the pickled optimizer state is keyed by Paddle's per-process parameter names.
+    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2")}
+    resumed = subprocess.run([sys.executable, "-m", "address_completion", "train", str(config), "--device", "cpu"],
+                             env=env, capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr
+    warnings = [line for line in resumed.stderr.splitlines() if "is a pickle" in line]
+    assert len(warnings) == 1 and warnings[0].startswith(f"warning: {checkpoint / 'lora_model_state.pdparams'} ")
+    assert (new / "checkpoint-4" / "scheduler.json").is_file() and not list(new.rglob("*.pdparams"))
+    assert json.loads((new / "summary.json").read_text(encoding="utf-8"))["global_step"] == 4
 
 
 def test_killed_run_resumes_to_the_same_adapter(default_model_dir, dataset, tmp_path):
