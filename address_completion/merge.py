@@ -177,6 +177,10 @@ def merge_adapter(base: str, lora_path: str, output_path: str | os.PathLike, *, 
                                                load_model)
         logger.info("max |logit difference| merged vs base + adapter: %.3g (tolerance %.1g; the adapter itself "
                     "moves the logits by up to %.3g)", max_diff, tolerance, adapter_effect)
+        if not adapter_effect > 0:  # also catches NaN
+            raise MergeVerificationError(
+                f"the adapter {lora_path} does not change the base model's logits at all on the probe batch (all its "
+                f"lora_B are zero: an untrained adapter?); merging it would do nothing, so {output} was not written")
         if not max_diff <= tolerance:  # also catches NaN
             raise MergeVerificationError(
                 f"the merged model's logits differ from base + adapter by {max_diff:.3g} (> tolerance {tolerance:g}) "

@@ -292,10 +292,73 @@ def load_model(name_or_path: str, *, dtype: str = "float32", lora_path: str | No
         setattr(config, key, value)
     model = AutoModelForCausalLM.from_pretrained(folder, config=config, dtype=dtype)
     if lora_path:
-        from paddlenlp.peft import LoRAModel
-
-        if not (Path(lora_path) / "lora_config.json").is_file():
-            raise ConfigError(f"lora_path {lora_path!r} holds no lora_config.json; pass a LoRA adapter folder "
-                              "(the output_dir of `address-completion train`)")
-        model = LoRAModel.from_pretrained(model=model, lora_path=str(lora_path))
+        model = load_lora_adapter(model, lora_path, base=str(name_or_path))
     return model
+
+
+ADAPTER_WEIGHT_FILES = ("lora_model_state.pdparams", "peft_model.safetensors")  # PaddleNLP's two adapter files
+
+
+def read_adapter_tensors(lora_path: str | os.PathLike, flag: str = "--lora_path") -> tuple[Path, dict[str, Any]]:
+    """The adapter's weight file and its tensors as numpy arrays (name -> array); ConfigError when the folder is
+    not an adapter, DataError naming the file when it cannot be read."""
+    folder = Path(lora_path)
+    if not (folder / "lora_config.json").is_file():
+        raise ConfigError(f"{flag} {str(lora_path)!r} holds no lora_config.json; pass a LoRA adapter folder "
+                          "(the output_dir of `address-completion train`)")
+    found = [folder / name for name in ADAPTER_WEIGHT_FILES if (folder / name).is_file()]
+    if not found:
+        raise ConfigError(f"{flag} {str(lora_path)!r} holds lora_config.json but no adapter weights (expected one "
+                          f"of {', '.join(ADAPTER_WEIGHT_FILES)})")
+    path = found[0]
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.numpy import load_file
+
+            tensors = load_file(str(path))
+        else:
+            import paddle
+
+            tensors = {key: value.numpy() if hasattr(value, "numpy") else value
+                       for key, value in paddle.load(str(path), return_numpy=True).items()}
+    except Exception as error:  # truncated, empty or not a weight file at all: every reader fails differently
+        from .errors import DataError
+
+        raise DataError(f"unreadable adapter weights ({type(error).__name__}: {first_line(error)}); retrain or "
+                        "copy the adapter folder again", path) from None
+    if not tensors:
+        from .errors import DataError
+
+        raise DataError("the adapter holds no tensors", path)
+    return path, tensors
+
+
+def first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0][:200] if text else "no details"
+
+
+def load_lora_adapter(model: Any, lora_path: str | os.PathLike, *, base: str, flag: str = "--lora_path") -> Any:
+    """``model`` wrapped in PaddleNLP's LoRAModel with the adapter at ``lora_path``, then checked: every adapter
+    tensor found its layer with the same shape and was loaded (PaddleNLP skips a tensor that does not fit and
+    goes on, which would leave the base model unchanged). ConfigError names the first mismatch."""
+    import numpy as np
+    from paddlenlp.peft import LoRAModel
+
+    path, tensors = read_adapter_tensors(lora_path, flag)
+    lora_model = LoRAModel.from_pretrained(model=model, lora_path=str(lora_path))
+    parameters = lora_model.model.state_dict()
+    for name, tensor in tensors.items():
+        if name not in parameters:
+            raise ConfigError(f"{path}: adapter tensor {name} has no layer in the base model {base}: the adapter "
+                              "was trained on another model (its lora_config.json names the base it was trained on)")
+        expected = [int(size) for size in parameters[name].shape]
+        if list(np.shape(tensor)) != expected:
+            raise ConfigError(f"{path}: adapter tensor {name} has shape {list(np.shape(tensor))} but the base model "
+                              f"{base} expects {expected}: the adapter was trained on a model of another size")
+        loaded = parameters[name].astype("float32").numpy()
+        exact = parameters[name].dtype == np.float32 or str(parameters[name].dtype).endswith("float32")
+        if not (np.array_equal(loaded, np.asarray(tensor, dtype="float32")) if exact else
+                np.allclose(loaded, np.asarray(tensor, dtype="float32"), rtol=1e-2, atol=1e-2)):
+            raise ConfigError(f"{path}: adapter tensor {name} was not loaded into the base model {base}")
+    return lora_model

@@ -105,6 +105,10 @@ def collect_inputs(args: argparse.Namespace, stdin: TextIO) -> list[PredictInput
     if args.addresses and args.input:
         raise ConfigError("give addresses either as arguments or with --input, not both")
     if args.addresses:
+        for position, address in enumerate(args.addresses, 1):
+            if not address.strip():
+                raise ConfigError(f"ADDRESS argument {position} is {'empty' if not address else 'blank'}; give a "
+                                  "non-empty address")
         return [PredictInput(address) for address in args.addresses]
     if args.input:
         return read_input_file(args.input, fmt=args.input_format, column=args.column)

@@ -234,6 +234,22 @@ def lora_target_patterns(names: Sequence[str] | str | None, model: Any) -> list[
     return [f".*{name}.*" if re.fullmatch(r"[A-Za-z0-9_]+", name) else name for name in names]
 
 
+def check_patterns_match(key: str, given: Sequence[str] | str | None, patterns: Sequence[str],
+                         names: Sequence[str]) -> None:
+    """ConfigError naming the first pattern of config key ``key`` that matches none of ``names`` (PaddleNLP
+    fullmatches each pattern against layer or parameter names and ignores one that matches nothing)."""
+    shown = [given] if isinstance(given, str) else list(given or patterns)
+    for index, pattern in enumerate(patterns):
+        try:
+            matched = any(re.fullmatch(pattern, name) for name in names)
+        except re.error as error:
+            raise ConfigError(f"{key}: {shown[index]!r} is not a valid regular expression ({error})") from None
+        if not matched:
+            example = next((name for name in names if name.endswith("q_proj")), names[0] if names else "")
+            raise ConfigError(f"{key}: {shown[index]!r} matches no layer of the model; names look like {example} "
+                              "(for LoRA: q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj)")
+
+
 def add_neftune(model: Any, noise_alpha: float) -> Any:
     """NEFTune: uniform noise of size alpha/sqrt(length*hidden) on the input embeddings, in training only."""
     import paddle
@@ -272,11 +288,21 @@ def wrap_lora(model: Any, cfg: TrainConfig) -> Any:
 
     model_args = cfg.model_args
     if model_args.lora_path:
-        lora_model = LoRAModel.from_pretrained(model=model, lora_path=model_args.lora_path)
+        from .modeling import load_lora_adapter
+
+        lora_model = load_lora_adapter(model, model_args.lora_path, base=model_args.model_name_or_path,
+                                       flag="lora_path")
         lora_model.mark_only_lora_as_trainable()
         return lora_model
+    target_modules = lora_target_patterns(cfg.extras["target_modules"], model)
+    if cfg.extras["target_modules"] is not None:  # the defaults are PaddleNLP's own for this architecture
+        check_patterns_match("target_modules", cfg.extras["target_modules"], target_modules,
+                             [name for name, _ in model.named_sublayers()])
+    if cfg.extras["trainable_modules"]:
+        check_patterns_match("trainable_modules", cfg.extras["trainable_modules"], cfg.extras["trainable_modules"],
+                             [name for name, _ in model.named_parameters()])
     lora_config = LoRAConfig(
-        target_modules=lora_target_patterns(cfg.extras["target_modules"], model),
+        target_modules=target_modules,
         r=model_args.lora_rank, lora_alpha=cfg.extras["lora_alpha"], lora_dropout=cfg.extras["lora_dropout"],
         rslora=model_args.rslora, lora_plus_scale=model_args.lora_plus_scale, pissa=False, merge_weights=False,
         tensor_parallel_degree=cfg.training_args.tensor_parallel_degree, dtype=cfg.dtype,

@@ -1,0 +1,144 @@
+"""A catalogue of bad inputs, one table per kind, tried as a new user would: every case must stop with the exit
+code or HTTP status given, a one-line message naming the culprit, no traceback, and no file of the user's
+(inputs, earlier outputs) changed or created. Add a row for every mistake a user reports."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from address_completion.cli import main
+
+ADDRESS = "碑林区扬子江南路467-6号"
+PAIR = {"src": "补齐五级行政地址: " + ADDRESS, "tgt": "陕西省西安市" + ADDRESS}
+
+
+# ---------------------------------------------------------------- the user's files
+
+
+@pytest.fixture(scope="module")
+def world(default_model_dir, lora_adapter_dir, tmp_path_factory) -> dict[str, str]:
+    """A folder of good and bad files; {name} in a case's arguments stands for the path of ``name``."""
+    from address_completion.default_model import build_default_model
+
+    root = tmp_path_factory.mktemp("reliability")
+    paths = {"root": root, "base": default_model_dir, "adapter": lora_adapter_dir}
+    paths["small"] = build_default_model(root / "small-model", hidden_size=32, intermediate_size=128)
+
+    zero = root / "zero-adapter"  # an adapter whose lora_B are all zero: merging it changes nothing
+    shutil.copytree(lora_adapter_dir, zero)
+    import paddle
+
+    state = paddle.load(str(zero / "lora_model_state.pdparams"))
+    paddle.save({key: paddle.zeros_like(value) if "lora_B" in key else value for key, value in state.items()},
+                str(zero / "lora_model_state.pdparams"))
+    paths["zero_adapter"] = zero
+
+    truncated_model = root / "truncated-model"  # `truncate -s 1000000 model_state.pdparams`
+    shutil.copytree(default_model_dir, truncated_model)
+    with open(truncated_model / "model_state.pdparams", "r+b") as handle:
+        handle.truncate(1_000_000)
+    paths["truncated_model"] = truncated_model
+    empty_weights = root / "empty-weights-model"
+    shutil.copytree(default_model_dir, empty_weights)
+    (empty_weights / "model_state.pdparams").write_bytes(b"")
+    paths["empty_weights_model"] = empty_weights
+
+    truncated_adapter = root / "truncated-adapter"
+    shutil.copytree(lora_adapter_dir, truncated_adapter)
+    with open(truncated_adapter / "lora_model_state.pdparams", "r+b") as handle:
+        handle.truncate(1000)
+    paths["truncated_adapter"] = truncated_adapter
+
+    data = root / "data"
+    data.mkdir()
+    (data / "train.json").write_text("\n".join(json.dumps(PAIR, ensure_ascii=False) for _ in range(8)) + "\n",
+                                     encoding="utf-8")
+    (data / "dev.json").write_text(json.dumps(PAIR, ensure_ascii=False) + "\n", encoding="utf-8")
+    paths["data"] = data
+    empty_data = root / "empty-data"
+    empty_data.mkdir()
+    (empty_data / "train.json").write_text("", encoding="utf-8")
+    paths["empty_data"] = empty_data
+    paths["good_jsonl"] = data / "train.json"
+    paths["existing_dir"] = root / "existing-dir"
+    (root / "existing-dir").mkdir()
+    (root / "existing-dir" / "keep.txt").write_text("the user's file\n", encoding="utf-8")
+
+    configs = root / "configs"
+    configs.mkdir()
+    tiny = {"model_name_or_path": str(default_model_dir), "dataset_name_or_path": str(data),
+            "output_dir": str(root / "train-out"), "per_device_train_batch_size": 4, "max_steps": 1,
+            "learning_rate": 0.01, "src_length": 64, "max_length": 96, "do_train": True, "lora": True,
+            "lora_rank": 4, "trainable_modules": [".*embed_tokens.*", ".*norm.*"]}  # as in configs/tiny_cpu.json
+
+    def config(name: str, **values) -> None:
+        (configs / f"{name}.json").write_text(json.dumps({**tiny, **values}), encoding="utf-8")
+        paths[f"config_{name}"] = configs / f"{name}.json"
+
+    config("q_projj", target_modules=["q_projj"])
+    config("bad_trainable", trainable_modules=[".*embed_tokenz.*"])
+    return {name: str(path) for name, path in paths.items()}
+
+
+def snapshot(root: Path, *others: Path) -> dict[str, tuple]:
+    """Every file and folder under the given roots: files with size, mode and modification time, folders with
+    their mode (a folder's own time changes when a temporary file comes and goes, which is fine)."""
+    state = {}
+    for top in (root, *others):
+        for path in [top, *sorted(top.rglob("*"))]:
+            stat = path.stat()
+            state[str(path)] = (stat.st_mode,) if path.is_dir() else (stat.st_size, stat.st_mode, stat.st_mtime_ns)
+    return state
+
+
+# ---------------------------------------------------------------- command-line cases
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    argv: tuple[str, ...]
+    words: tuple[str, ...]  # all must appear in the error line
+    code: int = 2
+
+
+CLI_CASES = [
+    # -- a LoRA adapter that does not fit its base (trained on hidden 64, loaded onto hidden 32 / intermediate 128)
+    Case("merge-adapter-of-another-size",
+         ("merge", "--model_name_or_path", "{small}", "--lora_path", "{adapter}", "--output_path", "{root}/merged"),
+         ("lora_model_state.pdparams", "has shape [64, 4]", "expects [32, 4]")),
+    Case("predict-adapter-of-another-size", ("predict", "--model", "{small}", "--lora_path", "{adapter}", ADDRESS),
+         ("lora_model_state.pdparams", "has shape [64, 4]", "expects [32, 4]")),
+    Case("merge-adapter-that-changes-nothing",
+         ("merge", "--model_name_or_path", "{base}", "--lora_path", "{zero_adapter}", "--output_path",
+          "{root}/merged"), ("does not change the base model's logits", "zero-adapter")),
+    # -- LoRA patterns that match no layer
+    Case("train-target-module-typo", ("train", "{config_q_projj}"), ("target_modules", "'q_projj'", "matches no")),
+    Case("train-trainable-module-typo", ("train", "{config_bad_trainable}"),
+         ("trainable_modules", "'.*embed_tokenz.*'", "matches no")),
+    # -- empty or blank addresses
+    Case("predict-empty-address", ("predict", "--model", "{base}", ""), ("ADDRESS argument 1 is empty",)),
+    Case("predict-blank-second-address", ("predict", "--model", "{base}", ADDRESS, "   "),
+         ("ADDRESS argument 2 is blank",)),
+]
+
+
+@pytest.mark.parametrize("case", CLI_CASES, ids=[case.name for case in CLI_CASES])
+def test_cli_refuses_bad_input(case, world, capsys):
+    argv = [word.format(**world) for word in case.argv]
+    before = snapshot(Path(world["root"]), Path(world["base"]), Path(world["adapter"]))
+    code = main(argv)
+    err = capsys.readouterr().err
+    assert code == case.code, err
+    error_lines = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert len(error_lines) == 1, err
+    assert all(word.format(**world) in error_lines[0] for word in case.words), error_lines[0]
+    assert "Traceback" not in err
+    assert snapshot(Path(world["root"]), Path(world["base"]), Path(world["adapter"])) == before
