@@ -164,6 +164,7 @@ def merge_adapter(base: str, lora_path: str, output_path: str | os.PathLike, *, 
     """Merge ``lora_path`` into ``base``, verify, and write ``output_path`` atomically (see module docstring)."""
     from .modeling import load_model, load_tokenizer, resolve_model_dir
 
+    dataio.check_apart({"--output_path": output_path}, {"--model_name_or_path": base, "--lora_path": lora_path})
     output = dataio.check_model_folder(output_path, force, flag="--output_path")
     tolerance = default_tolerance(dtype) if tolerance is None else float(tolerance)
     if tolerance < 0:

@@ -582,6 +582,10 @@ def train(config_path: str | Path | None, overrides: Sequence[str] | dict[str, A
     """Validate, train, evaluate and write every output; returns the summary (also in summary.json)."""
     started = time.time()
     cfg = load_config(config_path, overrides, device=device)  # also checks model source and dataset folder
+    dataio.check_apart({"output_dir": cfg.output_dir},
+                       {"model_name_or_path": cfg.model_args.model_name_or_path,
+                        "dataset_name_or_path": cfg.data_args.dataset_name_or_path,
+                        "lora_path": cfg.model_args.lora_path})
     checkpoint = None
     if cfg.values.get("resume_from_checkpoint"):  # an explicit checkpoint in the config is an explicit choice
         checkpoint = Path(cfg.values["resume_from_checkpoint"]).expanduser()

@@ -83,6 +83,18 @@ def world(default_model_dir, lora_adapter_dir, tmp_path_factory) -> dict[str, st
         paths[f"config_{name}"] = configs / f"{name}.json"
 
     config("q_projj", target_modules=["q_projj"])
+    config("overwrite_base", output_dir=str(default_model_dir))  # train --overwrite --output_dir M --model... M
+    config("output_in_data", output_dir=str(data / "run"))
+    config("output_holds_data", output_dir=str(root))
+    config("output_in_adapter", output_dir=str(lora_adapter_dir / "more"), lora_path=str(lora_adapter_dir))
+    (configs / "eval_over_test.yaml").write_text(
+        f"test_file: {data / 'dev.json'}\noutput_dir: {data}\nsystems:\n  - name: base\n    kind: paddle\n"
+        f"    model: {default_model_dir}\n", encoding="utf-8")
+    paths["eval_over_test"] = configs / "eval_over_test.yaml"
+    (configs / "eval_in_model.yaml").write_text(
+        f"test_file: {data / 'dev.json'}\noutput_dir: {default_model_dir / 'eval'}\nsystems:\n  - name: base\n"
+        f"    kind: paddle\n    model: {default_model_dir}\n", encoding="utf-8")
+    paths["eval_in_model"] = configs / "eval_in_model.yaml"
     config("bad_trainable", trainable_modules=[".*embed_tokenz.*"])
     return {name: str(path) for name, path in paths.items()}
 
@@ -125,6 +137,44 @@ CLI_CASES = [
          ("trainable_modules", "'.*embed_tokenz.*'", "matches no")),
     # -- empty or blank addresses
     Case("predict-empty-address", ("predict", "--model", "{base}", ""), ("ADDRESS argument 1 is empty",)),
+    # -- an output that is, contains or lies inside an input: refused before any work, --force or not
+    Case("train-overwrite-into-its-own-base", ("train", "{config_overwrite_base}", "--overwrite"),
+         ("output_dir {base} is the same path as model_name_or_path",)),
+    Case("train-output-inside-dataset", ("train", "{config_output_in_data}"),
+         ("output_dir {data}/run lies inside dataset_name_or_path",)),
+    Case("train-output-holds-dataset", ("train", "{config_output_holds_data}", "--overwrite"),
+         ("output_dir {root} contains dataset_name_or_path",)),
+    Case("train-output-inside-its-adapter", ("train", "{config_output_in_adapter}"),
+         ("lies inside lora_path {adapter}",)),
+    Case("merge-output-is-base", ("merge", "--model_name_or_path", "{base}", "--lora_path", "{adapter}",
+                                  "--output_path", "{base}", "--force"),
+         ("--output_path {base} is the same path as --model_name_or_path",)),
+    Case("merge-output-inside-adapter", ("merge", "--model_name_or_path", "{base}", "--lora_path", "{adapter}",
+                                         "--output_path", "{adapter}/merged"),
+         ("--output_path {adapter}/merged lies inside --lora_path",)),
+    Case("merge-output-holds-base", ("merge", "--model_name_or_path", "{small}", "--lora_path", "{adapter}",
+                                     "--output_path", "{root}", "--force"),
+         ("--output_path {root} contains --model_name_or_path {small}",)),
+    Case("predict-output-is-input", ("predict", "--model", "{base}", "--input", "{good_jsonl}", "--output",
+                                     "{good_jsonl}", "--force"), ("--output {good_jsonl} is the same path as --input",)),
+    Case("predict-output-inside-model", ("predict", "--model", "{base}", ADDRESS, "--output", "{base}/p.jsonl"),
+         ("--output {base}/p.jsonl lies inside --model",)),
+    Case("predict-output-is-a-folder", ("predict", "--model", "{base}", "--input", "{good_jsonl}", "--output",
+                                        "{existing_dir}"), ("--output {existing_dir} is a folder",)),
+    Case("predict-output-is-a-folder-forced", ("predict", "--model", "{base}", "--input", "{good_jsonl}",
+                                               "--output", "{existing_dir}", "--force"), ("is a folder",)),
+    Case("predict-output-below-a-file", ("predict", "--model", "{base}", ADDRESS, "--output",
+                                         "{good_jsonl}/p.jsonl"), ("is a file, so no file can be written",)),
+    Case("prepare-output-is-input", ("prepare", "--input", "{good_jsonl}", "--output", "{good_jsonl}", "--force"),
+         ("--output {good_jsonl} is the same path as --input",)),
+    Case("prepare-output-is-a-folder", ("prepare", "--num", "5", "--output", "{existing_dir}"), ("is a folder",)),
+    Case("split-over-its-input", ("split", "{good_jsonl}", "--output", "{data}", "--force"),
+         ("(train.json)", "is the same path as INPUT")),
+    Case("evaluate-output-holds-test-file", ("evaluate", "{eval_over_test}", "--force"),
+         ("output_dir {data} contains test_file",)),
+    Case("evaluate-output-inside-model", ("evaluate", "{eval_in_model}"), ("lies inside systems[base].model",)),
+    Case("demo-output-holds-model", ("demo", "--model", "{small}", "--output", "{root}", "--force"),
+         ("--output {root} contains --model",)),
     Case("predict-blank-second-address", ("predict", "--model", "{base}", ADDRESS, "   "),
          ("ADDRESS argument 2 is blank",)),
 ]
