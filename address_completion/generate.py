@@ -139,8 +139,9 @@ class Completer:
 
     @classmethod
     def load(cls, model: str, *, lora_path: str | None = None, dtype: str = "float32", max_new_tokens: int = 64,
-             prefix: str = DEFAULT_PROMPT_PREFIX) -> "Completer":
-        """Load a model folder (or hub name), optionally with an unmerged LoRA adapter, in eval mode."""
+             prefix: str = DEFAULT_PROMPT_PREFIX, flag: str = "--model") -> "Completer":
+        """Load a model folder (or hub name), optionally with an unmerged LoRA adapter, in eval mode. ``flag`` is
+        the option that named the model (error hints name it)."""
         from .errors import ConfigError
         from .runtime import prepare_environment
 
@@ -149,12 +150,12 @@ class Completer:
         prepare_environment(model=model)  # idempotent; callers that ran setup_runtime lose nothing
         from .modeling import load_model, load_tokenizer
 
-        loaded = load_model(model, dtype=dtype, lora_path=lora_path)
+        loaded = load_model(model, dtype=dtype, lora_path=lora_path, flag=flag)
         loaded.eval()
         name = str(model).rstrip("/").split("/")[-1] or str(model)
         if lora_path:
             name += "+" + str(lora_path).rstrip("/").split("/")[-1]
-        return cls(model=loaded, tokenizer=load_tokenizer(model), max_new_tokens=max_new_tokens, prefix=prefix,
+        return cls(model=loaded, tokenizer=load_tokenizer(model, flag), max_new_tokens=max_new_tokens, prefix=prefix,
                    name=name)
 
     def prompt_for(self, address: str) -> str:

@@ -21,7 +21,7 @@ import struct
 from pathlib import Path
 from typing import Any, Mapping
 
-from .errors import ConfigError
+from .errors import ConfigError, DataError
 from .runtime import OFFLINE_VARIABLES, cache_root, looks_like_local_path, logger, quiet_paddlenlp_logs
 
 CONVERTED_CACHE_VERSION = 1
@@ -186,12 +186,12 @@ def hub_cache_dir(name: str) -> Path:
     return Path(home) / "models" / name
 
 
-def offline_error(name: str) -> ConfigError:
+def offline_error(name: str, flag: str = "--model_name_or_path") -> ConfigError:
     folder = f"./models/{name.rstrip('/').split('/')[-1]}"
     return ConfigError(
         f"model {name!r} is a hub name, but this machine is offline (or the hub is unreachable) and it is not in "
         f"PaddleNLP's cache; download it where there is network (e.g. `huggingface-cli download {name} --local-dir "
-        f"{folder}` or ModelScope), copy the folder here and pass it: --model_name_or_path {folder}")
+        f"{folder}` or ModelScope), copy the folder here and pass it: {flag} {folder}")
 
 
 def download_hub_model(name: str) -> Path:
@@ -227,8 +227,9 @@ def missing_folder_message(text: str) -> str:
     return f"model folder {text!r} does not exist{hint}"
 
 
-def resolve_model_dir(name_or_path: str, *, cache_dir: str | None = None) -> Path:
-    """A local folder PaddleNLP can load without writing anywhere (see module docstring)."""
+def resolve_model_dir(name_or_path: str, *, cache_dir: str | None = None, flag: str = "--model_name_or_path") -> Path:
+    """A local folder PaddleNLP can load without writing anywhere (see module docstring). ``flag`` is the option
+    that named the model, for the hint of an error."""
     text = str(name_or_path)
     folder = Path(text).expanduser()
     if folder.exists() or looks_like_local_path(text):
@@ -248,11 +249,11 @@ def resolve_model_dir(name_or_path: str, *, cache_dir: str | None = None) -> Pat
     if is_hf_model_dir(cached):
         return convert_hf_folder(cached, cache_dir)
     if offline_requested() or not hub_reachable():
-        raise offline_error(text)
+        raise offline_error(text, flag)
     return download_hub_model(text)
 
 
-def check_model_source(name_or_path: str) -> None:
+def check_model_source(name_or_path: str, flag: str = "--model_name_or_path") -> None:
     """Fail fast (before data or model loading) when the model cannot be found; nothing is downloaded."""
     text = str(name_or_path)
     folder = Path(text).expanduser()
@@ -260,37 +261,44 @@ def check_model_source(name_or_path: str) -> None:
         if not folder.is_dir():
             raise ConfigError(missing_folder_message(text))
         if not (is_paddle_model_dir(folder) or is_hf_model_dir(folder)):
-            resolve_model_dir(text)  # raises the descriptive error
+            resolve_model_dir(text, flag=flag)  # raises the descriptive error
         return
     if is_paddle_model_dir(hub_cache_dir(text)) or is_hf_model_dir(hub_cache_dir(text)):
         return
     if offline_requested() or not hub_reachable():
-        raise offline_error(text)
+        raise offline_error(text, flag)
 
 
-def load_tokenizer(name_or_path: str) -> Any:
+def load_tokenizer(name_or_path: str, flag: str = "--model_name_or_path") -> Any:
     """The tokenizer of a model folder or hub name (same resolution as :func:`resolve_model_dir`)."""
     from paddlenlp.transformers import AutoTokenizer
 
     quiet_paddlenlp_logs()
 
-    tokenizer = AutoTokenizer.from_pretrained(str(resolve_model_dir(name_or_path)))
+    tokenizer = AutoTokenizer.from_pretrained(str(resolve_model_dir(name_or_path, flag=flag)))
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token  # only used for padding, which is masked out
     return tokenizer
 
 
 def load_model(name_or_path: str, *, dtype: str = "float32", lora_path: str | None = None,
-               config_overrides: Mapping[str, Any] | None = None) -> Any:
+               config_overrides: Mapping[str, Any] | None = None, flag: str = "--model_name_or_path") -> Any:
     """A causal LM in ``dtype``; wrapped in PaddleNLP's LoRAModel when ``lora_path`` is given."""
     from paddlenlp.transformers import AutoConfig, AutoModelForCausalLM
 
     quiet_paddlenlp_logs()
-    folder = str(resolve_model_dir(name_or_path))
-    config = AutoConfig.from_pretrained(folder, dtype=dtype)
+    folder = str(resolve_model_dir(name_or_path, flag=flag))
+    try:
+        config = AutoConfig.from_pretrained(folder, dtype=dtype)
+    except Exception as error:  # broken JSON, wrong types: PaddleNLP raises whatever its parser raised
+        raise DataError(f"unreadable model config ({type(error).__name__}: {first_line(error)})",
+                        Path(folder) / "config.json") from error
     for key, value in (config_overrides or {}).items():
         setattr(config, key, value)
-    model = AutoModelForCausalLM.from_pretrained(folder, config=config, dtype=dtype)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(folder, config=config, dtype=dtype)
+    except Exception as error:  # a truncated or damaged weight file fails deep in Paddle's deserializer
+        raise unreadable_weights(Path(folder), error) from error
     if lora_path:
         model = load_lora_adapter(model, lora_path, base=str(name_or_path))
     return model
@@ -322,15 +330,22 @@ def read_adapter_tensors(lora_path: str | os.PathLike, flag: str = "--lora_path"
             tensors = {key: value.numpy() if hasattr(value, "numpy") else value
                        for key, value in paddle.load(str(path), return_numpy=True).items()}
     except Exception as error:  # truncated, empty or not a weight file at all: every reader fails differently
-        from .errors import DataError
-
         raise DataError(f"unreadable adapter weights ({type(error).__name__}: {first_line(error)}); retrain or "
                         "copy the adapter folder again", path) from None
     if not tensors:
-        from .errors import DataError
-
         raise DataError("the adapter holds no tensors", path)
     return path, tensors
+
+
+def unreadable_weights(folder: Path, error: BaseException) -> DataError:
+    """The DataError for weights PaddleNLP could not load: names the empty file, or the file(s) and the cause."""
+    files = weight_files(folder)
+    for path in files:
+        if path.stat().st_size == 0:
+            return DataError("is empty (0 bytes): copy the model folder again or rebuild it", path)
+    where = files[0] if len(files) == 1 else folder
+    return DataError(f"cannot load the model weights ({type(error).__name__}: {first_line(error)}); the file is "
+                     "probably truncated or damaged: copy the model folder again or rebuild it", where)
 
 
 def first_line(error: BaseException) -> str:

@@ -26,7 +26,7 @@ from typing import Any, Sequence
 from . import dataio
 from .config import (CHECKPOINT_PREFIX, RUN_OUTPUT_FILES, TrainConfig, checkpoints_in, load_config,
                      resume_checkpoint)
-from .errors import ConfigError
+from .errors import ConfigError, DataError
 from .prompt import encode_example
 from .runtime import logger, quiet_paddlenlp_logs
 
@@ -166,8 +166,11 @@ class PaddingCollator:
 
 
 def read_split(folder: Path, name: str) -> list[dict[str, str]]:
-    """Pairs of ``folder/name`` (JSON lines; a bad line is a DataError naming file and line)."""
-    return dataio.read_records(folder / name, required=("src", "tgt"), fmt="jsonl").records
+    """Pairs of ``folder/name`` (JSON lines; a bad line or an empty file is a DataError naming the file)."""
+    records = dataio.read_records(folder / name, required=("src", "tgt"), fmt="jsonl").records
+    if not records:
+        raise DataError('is empty: it needs at least one {"src": ..., "tgt": ...} line', folder / name)
+    return records
 
 
 def sample_pairs(pairs: list[dict[str, str]], limit: int | None, seed: int) -> list[dict[str, str]]:
@@ -595,6 +598,19 @@ def train(config_path: str | Path | None, overrides: Sequence[str] | dict[str, A
     if overwrite:
         clear_previous_run(cfg.output_dir)
     quiet_paddlenlp_logs()
+    existing = {name for name in RUN_OUTPUT_FILES if (cfg.output_dir / name).exists()}
+    try:
+        return _train_and_report(cfg, pairs, checkpoint, started)
+    except BaseException:
+        if not checkpoints_in(cfg.output_dir):  # nothing to resume: leave no file that would block the rerun
+            for name in RUN_OUTPUT_FILES:
+                if name not in existing:
+                    (cfg.output_dir / name).unlink(missing_ok=True)
+        raise
+
+
+def _train_and_report(cfg: TrainConfig, pairs: dict[str, list[dict[str, str]]], checkpoint: Path | None,
+                      started: float) -> dict[str, Any]:
     run = set_up(cfg, pairs, checkpoint)
     dataio.write_json(cfg.output_dir / RESOLVED_CONFIG_FILE, cfg.resolved())
 

@@ -83,6 +83,8 @@ def world(default_model_dir, lora_adapter_dir, tmp_path_factory) -> dict[str, st
         paths[f"config_{name}"] = configs / f"{name}.json"
 
     config("q_projj", target_modules=["q_projj"])
+    config("truncated_base", model_name_or_path=str(truncated_model))
+    config("empty_data", dataset_name_or_path=str(empty_data))
     config("overwrite_base", output_dir=str(default_model_dir))  # train --overwrite --output_dir M --model... M
     config("output_in_data", output_dir=str(data / "run"))
     config("output_holds_data", output_dir=str(root))
@@ -175,6 +177,30 @@ CLI_CASES = [
     Case("evaluate-output-inside-model", ("evaluate", "{eval_in_model}"), ("lies inside systems[base].model",)),
     Case("demo-output-holds-model", ("demo", "--model", "{small}", "--output", "{root}", "--force"),
          ("--output {root} contains --model",)),
+    # -- unreadable model, adapter and data files: one line naming the file
+    Case("predict-truncated-base-weights", ("predict", "--model", "{truncated_model}", ADDRESS),
+         ("{truncated_model}/model_state.pdparams",)),
+    Case("predict-empty-base-weights", ("predict", "--model", "{empty_weights_model}", ADDRESS),
+         ("{empty_weights_model}/model_state.pdparams", "empty")),
+    Case("merge-truncated-base-weights", ("merge", "--model_name_or_path", "{truncated_model}", "--lora_path",
+                                          "{adapter}", "--output_path", "{root}/merged"),
+         ("{truncated_model}/model_state.pdparams",)),
+    Case("train-truncated-base-weights", ("train", "{config_truncated_base}"),
+         ("{truncated_model}/model_state.pdparams",)),
+    Case("predict-truncated-adapter", ("predict", "--model", "{base}", "--lora_path", "{truncated_adapter}", ADDRESS),
+         ("{truncated_adapter}/lora_model_state.pdparams", "unreadable adapter weights")),
+    Case("merge-truncated-adapter", ("merge", "--model_name_or_path", "{base}", "--lora_path", "{truncated_adapter}",
+                                     "--output_path", "{root}/merged"),
+         ("{truncated_adapter}/lora_model_state.pdparams", "unreadable adapter weights")),
+    Case("train-empty-train-json", ("train", "{config_empty_data}"), ("{empty_data}/train.json", "empty")),
+    # -- hints name the flag of the command that was run
+    Case("predict-offline-hub-name", ("predict", "--model", "Qwen/Qwen2.5-0.5B-Instruct", ADDRESS),
+         ("is a hub name", "pass it: --model ./models/Qwen2.5-0.5B-Instruct")),
+    Case("serve-offline-hub-name", ("serve", "--model", "Qwen/Qwen2.5-0.5B-Instruct", "--port", "0"),
+         ("is a hub name", "pass it: --model ./models/Qwen2.5-0.5B-Instruct")),
+    Case("merge-offline-hub-name", ("merge", "--model_name_or_path", "Qwen/Qwen2.5-0.5B-Instruct", "--lora_path",
+                                    "{adapter}", "--output_path", "{root}/merged"),
+         ("pass it: --model_name_or_path ./models/Qwen2.5-0.5B-Instruct",)),
     Case("predict-blank-second-address", ("predict", "--model", "{base}", ADDRESS, "   "),
          ("ADDRESS argument 2 is blank",)),
 ]
