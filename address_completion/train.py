@@ -34,6 +34,7 @@ IGNORE_INDEX = -100
 METRICS_FILE = "metrics.jsonl"
 SUMMARY_FILE = "summary.json"
 RESOLVED_CONFIG_FILE = "train_config.json"
+LOSS_SUM_FILE = "address_completion_loss.json"  # in each checkpoint: the loss summed over every step so far
 # Log keys that are bookkeeping, not metrics.
 UNLOGGED_KEYS = ("progress_or_epoch", "global_step")
 
@@ -381,6 +382,8 @@ def make_trainer(cfg: TrainConfig, model: Any, tokenizer: Any, train_data: Any, 
 
     class AddressTrainer(SFTTrainer):
         tokens_trained = 0
+        loss_sum = 0.0  # this process's step losses, added up as PaddleNLP adds them for train_loss
+        loss_sum_before: float | None = 0.0  # the resumed checkpoint's sum (None: an older checkpoint without it)
 
         def _get_train_sampler(self):
             return EpochSeededSampler(self.train_dataset, self.args.per_device_train_batch_size, self.args.seed,
@@ -392,10 +395,23 @@ def make_trainer(cfg: TrainConfig, model: Any, tokenizer: Any, train_data: Any, 
                 self.tokens_trained += int(mask.sum())
             else:
                 self.tokens_trained += int((inputs["input_ids"] != tokenizer.pad_token_id).sum())
-            return super().training_step(model, inputs, *args, **kwargs)
+            loss = super().training_step(model, inputs, *args, **kwargs)
+            self.loss_sum += float(loss)
+            return loss
+
+        def mean_train_loss(self) -> float | None:
+            """The loss averaged over every step of the run, the steps before a resume included."""
+            steps = int(self.state.global_step)
+            if self.loss_sum_before is None or steps == 0:
+                return None
+            return (self.loss_sum_before + self.loss_sum) / steps
 
         def _save_checkpoint(self, model, metrics=None):
             super()._save_checkpoint(model, metrics=metrics)
+            folder = Path(self.args.output_dir) / f"{CHECKPOINT_PREFIX}{self.state.global_step}"
+            if folder.is_dir() and self.loss_sum_before is not None:
+                dataio.write_json(folder / LOSS_SUM_FILE, {"global_step": int(self.state.global_step),
+                                                           "loss_sum": self.loss_sum_before + self.loss_sum})
             if self.args.local_rank == -1:  # PaddleNLP prunes only when local_rank == 0, i.e. never on one device
                 self._rotate_checkpoints(use_mtime=False, output_dir=self.args.output_dir)
 
@@ -577,7 +593,20 @@ def set_up(cfg: TrainConfig, pairs: dict[str, list[dict[str, str]]], checkpoint:
     recorder = metrics_recorder(cfg.output_dir / METRICS_FILE, _checkpoint_step(checkpoint) if checkpoint else None,
                                 progress_bar=not cfg.training_args.disable_tqdm)
     trainer = make_trainer(cfg, model, tokenizer, train_data, eval_data, [recorder])
+    if checkpoint is not None:
+        trainer.loss_sum_before = resumed_loss_sum(checkpoint)
     return TrainingRun(cfg, tokenizer, data, trainer, recorder)
+
+
+def resumed_loss_sum(checkpoint: Path) -> float | None:
+    """The loss summed over the steps before ``checkpoint`` (None when the checkpoint does not record it)."""
+    try:
+        record = json.loads((checkpoint / LOSS_SUM_FILE).read_text(encoding="utf-8"))
+        return float(record["loss_sum"])
+    except (OSError, ValueError, KeyError, TypeError):
+        logger.warning("%s does not record the loss of the steps before it; train_loss in the summary covers only "
+                       "the steps after the resume", checkpoint)
+        return None
 
 
 def train(config_path: str | Path | None, overrides: Sequence[str] | dict[str, Any] = (), *, resume: bool = False,
@@ -675,7 +704,7 @@ def make_summary(cfg: TrainConfig, trainer: Any, data: PreparedData, train_metri
         "train_samples_per_second": round(trained_samples / runtime_seconds, 3) if train_metrics else 0.0,
         "train_tokens_per_second": round(trainer.tokens_trained / runtime_seconds, 1) if train_metrics else 0.0,
         "train_tokens": int(trainer.tokens_trained),
-        "train_loss": _plain(train_metrics.get("train_loss")) if train_metrics else None,
+        "train_loss": _train_loss(trainer, train_metrics, resumed_from),
         "best_checkpoint": state.best_model_checkpoint,
         "best_metric": _plain(state.best_metric) if state.best_metric is not None else None,
         "metric_for_best_model": cfg.training_args.metric_for_best_model,
@@ -686,6 +715,17 @@ def make_summary(cfg: TrainConfig, trainer: Any, data: PreparedData, train_metri
         "warnings": cfg.warnings,
     }
     return summary
+
+
+def _train_loss(trainer: Any, train_metrics: dict[str, Any], resumed_from: Path | None) -> float | None:
+    """Mean loss over every step of the run. PaddleNLP's train_loss divides the resumed steps' sum by all steps."""
+    if not train_metrics:
+        return None
+    mean = trainer.mean_train_loss()
+    if mean is not None:
+        return mean
+    steps_here = int(trainer.state.global_step) - (_checkpoint_step(resumed_from) if resumed_from else 0)
+    return _plain(train_metrics["train_loss"]) * int(trainer.state.global_step) / max(1, steps_here)
 
 
 def _trained_samples(cfg: TrainConfig, trainer: Any, resumed_from: Path | None) -> int:

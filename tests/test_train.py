@@ -273,3 +273,20 @@ def test_killed_run_resumes_to_the_same_adapter(default_model_dir, dataset, tmp_
     assert summary["resumed_from"].endswith(tuple(f"checkpoint-{step}" for step in (3, 6, 9)))
     steps = [record["step"] for record in read_jsonl(tmp_path / "killed" / "metrics.jsonl") if "loss" in record]
     assert steps == sorted(steps) and len(steps) == len(set(steps))  # no duplicate records from the killed run
+
+
+def test_train_loss_after_resume_is_the_mean_over_every_step(default_model_dir, dataset, tmp_path):
+    """A resumed 8-step run reported the resumed steps' loss sum divided by all 8 steps (about half the loss)."""
+    output = tmp_path / "run"
+    values = dict(max_steps=4, logging_steps=1, save_strategy="steps", save_steps=2, per_device_train_batch_size=4,
+                  learning_rate=1e-3, unified_checkpoint=True)
+    first = train(write_config(tmp_path, "first", base_config(default_model_dir, dataset, output, **values)))
+    logged = [record["loss"] for record in read_jsonl(output / "metrics.jsonl") if "loss" in record]
+    assert first["train_loss"] == pytest.approx(sum(logged) / 4, rel=1e-4)
+    resumed = train(write_config(tmp_path, "more", base_config(default_model_dir, dataset, output,
+                                                               **{**values, "max_steps": 8})), resume=True)
+    assert resumed["resumed_from"].endswith("checkpoint-4") and resumed["global_step"] == 8
+    logged = {record["step"]: record["loss"] for record in read_jsonl(output / "metrics.jsonl") if "loss" in record}
+    assert sorted(logged) == list(range(1, 9))
+    assert resumed["train_loss"] == pytest.approx(sum(logged.values()) / 8, rel=1e-4)
+    assert min(logged.values()) * 0.99 <= resumed["train_loss"] <= max(logged.values()) * 1.01
