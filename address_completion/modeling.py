@@ -342,7 +342,7 @@ def unreadable_weights(folder: Path, error: BaseException) -> DataError:
     files = weight_files(folder)
     for path in files:
         if path.stat().st_size == 0:
-            return DataError("is empty (0 bytes): copy the model folder again or rebuild it", path)
+            return DataError("empty file (0 bytes): copy the model folder again or rebuild it", path)
     where = files[0] if len(files) == 1 else folder
     return DataError(f"cannot load the model weights ({type(error).__name__}: {first_line(error)}); the file is "
                      "probably truncated or damaged: copy the model folder again or rebuild it", where)

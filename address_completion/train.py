@@ -170,7 +170,7 @@ def read_split(folder: Path, name: str) -> list[dict[str, str]]:
     """Pairs of ``folder/name`` (JSON lines; a bad line or an empty file is a DataError naming the file)."""
     records = dataio.read_records(folder / name, required=("src", "tgt"), fmt="jsonl").records
     if not records:
-        raise DataError('is empty: it needs at least one {"src": ..., "tgt": ...} line', folder / name)
+        raise DataError('empty file: training needs at least one {"src": ..., "tgt": ...} line', folder / name)
     return records
 
 
@@ -250,8 +250,10 @@ def check_patterns_match(key: str, given: Sequence[str] | str | None, patterns: 
             raise ConfigError(f"{key}: {shown[index]!r} is not a valid regular expression ({error})") from None
         if not matched:
             example = next((name for name in names if name.endswith("q_proj")), names[0] if names else "")
-            raise ConfigError(f"{key}: {shown[index]!r} matches no layer of the model; names look like {example} "
-                              "(for LoRA: q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj)")
+            hint = " (for LoRA: q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj)" \
+                if key == "target_modules" else ""
+            raise ConfigError(f"{key}: {shown[index]!r} matches no layer of the model; names look like "
+                              f"{example}{hint}")
 
 
 def add_neftune(model: Any, noise_alpha: float) -> Any:

@@ -71,8 +71,30 @@ def world(default_model_dir, lora_adapter_dir, tmp_path_factory) -> dict[str, st
     (root / "existing-dir").mkdir()
     (root / "existing-dir" / "keep.txt").write_text("the user's file\n", encoding="utf-8")
 
+    broken = root / "broken.jsonl"
+    broken.write_text(json.dumps(PAIR, ensure_ascii=False) + "\n" + '{"src": "海淀区", "tgt": \n', encoding="utf-8")
+    paths["broken_jsonl"] = broken
+    (root / "empty.jsonl").write_text("", encoding="utf-8")
+    paths["empty_jsonl"] = root / "empty.jsonl"
+    paths["existing_file"] = root / "existing.jsonl"
+    (root / "existing.jsonl").write_text("earlier predictions\n", encoding="utf-8")
+    weightless = root / "weightless-adapter"
+    weightless.mkdir()
+    shutil.copy(Path(lora_adapter_dir) / "lora_config.json", weightless / "lora_config.json")
+    paths["weightless_adapter"] = weightless
+    broken_config_model = root / "broken-config-model"
+    shutil.copytree(default_model_dir, broken_config_model)
+    (broken_config_model / "config.json").write_text("{not json", encoding="utf-8")
+    paths["broken_config_model"] = broken_config_model
+    broken_data = root / "broken-data"
+    broken_data.mkdir()
+    (broken_data / "train.json").write_text(json.dumps(PAIR, ensure_ascii=False) + "\n[1, 2]\n", encoding="utf-8")
+    paths["broken_data"] = broken_data
+
     configs = root / "configs"
     configs.mkdir()
+    (configs / "broken.json").write_text('{"lora": true,', encoding="utf-8")
+    paths["config_broken"] = configs / "broken.json"
     tiny = {"model_name_or_path": str(default_model_dir), "dataset_name_or_path": str(data),
             "output_dir": str(root / "train-out"), "per_device_train_batch_size": 4, "max_steps": 1,
             "learning_rate": 0.01, "src_length": 64, "max_length": 96, "do_train": True, "lora": True,
@@ -83,6 +105,9 @@ def world(default_model_dir, lora_adapter_dir, tmp_path_factory) -> dict[str, st
         paths[f"config_{name}"] = configs / f"{name}.json"
 
     config("q_projj", target_modules=["q_projj"])
+    config("typo", lora_rnak=4)
+    config("missing_dataset", dataset_name_or_path=str(root / "no-such-data"))
+    config("broken_data", dataset_name_or_path=str(broken_data))
     config("truncated_base", model_name_or_path=str(truncated_model))
     config("empty_data", dataset_name_or_path=str(empty_data))
     config("overwrite_base", output_dir=str(default_model_dir))  # train --overwrite --output_dir M --model... M
@@ -181,7 +206,7 @@ CLI_CASES = [
     Case("predict-truncated-base-weights", ("predict", "--model", "{truncated_model}", ADDRESS),
          ("{truncated_model}/model_state.pdparams",)),
     Case("predict-empty-base-weights", ("predict", "--model", "{empty_weights_model}", ADDRESS),
-         ("{empty_weights_model}/model_state.pdparams", "empty")),
+         ("{empty_weights_model}/model_state.pdparams", "empty file")),
     Case("merge-truncated-base-weights", ("merge", "--model_name_or_path", "{truncated_model}", "--lora_path",
                                           "{adapter}", "--output_path", "{root}/merged"),
          ("{truncated_model}/model_state.pdparams",)),
@@ -192,7 +217,61 @@ CLI_CASES = [
     Case("merge-truncated-adapter", ("merge", "--model_name_or_path", "{base}", "--lora_path", "{truncated_adapter}",
                                      "--output_path", "{root}/merged"),
          ("{truncated_adapter}/lora_model_state.pdparams", "unreadable adapter weights")),
-    Case("train-empty-train-json", ("train", "{config_empty_data}"), ("{empty_data}/train.json", "empty")),
+    Case("train-empty-train-json", ("train", "{config_empty_data}"), ("{empty_data}/train.json", "empty file")),
+    # -- arguments and settings
+    Case("predict-batch-size-0", ("predict", "--model", "{base}", "--batch_size", "0", ADDRESS), ("--batch_size",)),
+    Case("predict-max-new-tokens-0", ("predict", "--model", "{base}", "--max_new_tokens", "0", ADDRESS),
+         ("--max_new_tokens",)),
+    Case("predict-arguments-and-input", ("predict", "--model", "{base}", "--input", "{good_jsonl}", ADDRESS),
+         ("--input", "not both")),
+    Case("predict-output-exists", ("predict", "--model", "{base}", ADDRESS, "--output", "{existing_file}"),
+         ("{existing_file} already exists", "--force")),
+    Case("merge-negative-tolerance", ("merge", "--model_name_or_path", "{base}", "--lora_path", "{adapter}",
+                                      "--output_path", "{root}/merged", "--tolerance", "-1"), ("--tolerance",)),
+    Case("merge-output-non-model-folder", ("merge", "--model_name_or_path", "{base}", "--lora_path", "{adapter}",
+                                           "--output_path", "{existing_dir}", "--force"),
+         ("{existing_dir}", "holds no config.json")),
+    Case("build-model-odd-heads", ("build-model", "--output", "{root}/built", "--hidden-size", "30"),
+         ("--hidden-size",)),
+    Case("build-model-over-user-folder", ("build-model", "--output", "{existing_dir}", "--force"),
+         ("{existing_dir}", "holds no config.json")),
+    Case("serve-port-out-of-range", ("serve", "--model", "{base}", "--port", "70000"), ("--port",)),
+    Case("serve-batch-size-0", ("serve", "--model", "{base}", "--max-batch-size", "0"), ("--max-batch-size",)),
+    Case("serve-body-timeout-0", ("serve", "--model", "{base}", "--body-timeout", "0"), ("--body-timeout",)),
+    Case("split-bad-ratios", ("split", "{good_jsonl}", "--output", "{root}/split", "--ratios", "0.5,0.6"),
+         ("--ratios",)),
+    Case("split-output-is-a-file", ("split", "{good_jsonl}", "--output", "{existing_file}"),
+         ("{existing_file} is a file",)),
+    Case("train-config-key-typo", ("train", "{config_typo}"), ("lora_rnak", "lora_rank")),
+    Case("train-config-broken-json", ("train", "{config_broken}"), ("{config_broken}",)),
+    Case("train-config-missing", ("train", "{root}/no-such-config.json"), ("no-such-config.json",)),
+    Case("evaluate-config-missing", ("evaluate", "{root}/no-such-eval.yaml"), ("no-such-eval.yaml",)),
+    # -- missing or unreadable inputs
+    Case("predict-input-missing", ("predict", "--model", "{base}", "--input", "{root}/no-such.jsonl"),
+         ("no-such.jsonl",)),
+    Case("predict-input-broken-line", ("predict", "--model", "{base}", "--input", "{broken_jsonl}"),
+         ("{broken_jsonl}:2",)),
+    Case("predict-input-empty", ("predict", "--model", "{base}", "--input", "{empty_jsonl}"),
+         ("{empty_jsonl}", "no addresses")),
+    Case("predict-model-missing", ("predict", "--model", "{root}/no-such-model", ADDRESS),
+         ("{root}/no-such-model", "does not exist")),
+    Case("predict-model-is-a-file", ("predict", "--model", "{good_jsonl}", ADDRESS), ("{good_jsonl}", "is a file")),
+    Case("predict-model-not-a-model", ("predict", "--model", "{existing_dir}", ADDRESS),
+         ("{existing_dir}", "is not a model folder")),
+    Case("predict-model-config-broken", ("predict", "--model", "{broken_config_model}", ADDRESS),
+         ("{broken_config_model}/config.json",)),
+    Case("predict-adapter-not-an-adapter", ("predict", "--model", "{base}", "--lora_path", "{existing_dir}", ADDRESS),
+         ("--lora_path", "{existing_dir}", "lora_config.json")),
+    Case("predict-adapter-without-weights", ("predict", "--model", "{base}", "--lora_path", "{weightless_adapter}",
+                                             ADDRESS), ("{weightless_adapter}", "no adapter weights")),
+    Case("merge-adapter-missing", ("merge", "--model_name_or_path", "{base}", "--lora_path", "{root}/no-adapter",
+                                   "--output_path", "{root}/merged"), ("--lora_path", "no-adapter")),
+    Case("prepare-input-missing", ("prepare", "--input", "{root}/no-such.txt", "--output", "{root}/pairs.jsonl"),
+         ("no-such.txt",)),
+    Case("split-input-missing", ("split", "{root}/no-such.jsonl", "--output", "{root}/split"), ("no-such.jsonl",)),
+    Case("split-input-broken-line", ("split", "{broken_jsonl}", "--output", "{root}/split"), ("{broken_jsonl}:2",)),
+    Case("train-dataset-missing", ("train", "{config_missing_dataset}"), ("no-such-data",)),
+    Case("train-dataset-broken-line", ("train", "{config_broken_data}"), ("{broken_data}/train.json:2",)),
     # -- hints name the flag of the command that was run
     Case("predict-offline-hub-name", ("predict", "--model", "Qwen/Qwen2.5-0.5B-Instruct", ADDRESS),
          ("is a hub name", "pass it: --model ./models/Qwen2.5-0.5B-Instruct")),
@@ -215,6 +294,123 @@ def test_cli_refuses_bad_input(case, world, capsys):
     assert code == case.code, err
     error_lines = [line for line in err.splitlines() if line.startswith("error: ")]
     assert len(error_lines) == 1, err
+    print(case.name, "->", error_lines[0])  # shown with pytest -rP
     assert all(word.format(**world) in error_lines[0] for word in case.words), error_lines[0]
     assert "Traceback" not in err
     assert snapshot(Path(world["root"]), Path(world["base"]), Path(world["adapter"])) == before
+
+
+# ---------------------------------------------------------------- HTTP requests
+
+
+API_KEY = "reliability-key"
+
+
+def chat(content, **extra) -> dict:
+    return {"model": "tiny", "messages": [{"role": "user", "content": content}], **extra}
+
+
+@dataclass(frozen=True)
+class HttpCase:
+    name: str
+    path: str
+    body: object = None  # JSON-encoded unless raw is given
+    raw: bytes | None = None
+    status: int = 422
+    words: tuple[str, ...] = ()
+    param: str | None = None
+    key: str | None = API_KEY
+    method: str | None = None
+
+
+HTTP_CASES = [
+    HttpCase("broken-json", "/v1/complete", raw=b'{"addresses": [', status=400, words=("broken JSON", "line 1")),
+    HttpCase("not-utf8", "/v1/complete", raw=b'{"addresses": ["\xff"]}', status=400, words=("not UTF-8",)),
+    HttpCase("empty-body", "/v1/complete", raw=b"", words=("JSON object body",)),
+    HttpCase("array-body", "/v1/chat/completions", body=[1], words=("must be a JSON object",)),
+    HttpCase("no-messages", "/v1/chat/completions", body={"model": "tiny"}, words=("missing field 'messages'",),
+             param="messages"),
+    HttpCase("empty-messages", "/v1/chat/completions", body={"messages": []}, words=("'messages'",),
+             param="messages"),
+    HttpCase("message-without-content", "/v1/chat/completions", body={"messages": [{"role": "user"}]},
+             words=("missing field 'messages[0].content'",), param="messages[0].content"),
+    HttpCase("message-role-number", "/v1/chat/completions", body={"messages": [{"role": 1, "content": "x"}]},
+             words=("'messages[0].role'",), param="messages[0].role"),
+    HttpCase("content-number", "/v1/chat/completions", body=chat(7), words=("messages[0].content",)),
+    HttpCase("content-image-part", "/v1/chat/completions",
+             body=chat([{"type": "image_url", "image_url": {"url": "x"}}]), words=("messages[0].content[0]",)),
+    HttpCase("stream-string", "/v1/chat/completions", body=chat(ADDRESS, stream="yes"), words=("'stream'", "boolean"),
+             param="stream"),
+    HttpCase("stream-number", "/v1/chat/completions", body=chat(ADDRESS, stream=1), words=("'stream'",),
+             param="stream"),
+    HttpCase("stream-options-not-object", "/v1/chat/completions", body=chat(ADDRESS, stream=True, stream_options=5),
+             words=("'stream_options'",), param="stream_options"),
+    HttpCase("n-3", "/v1/chat/completions", body=chat(ADDRESS, n=3), status=400, words=("n=1",), param="n"),
+    HttpCase("n-string", "/v1/chat/completions", body=chat(ADDRESS, n="1"), words=("'n'",), param="n"),
+    HttpCase("no-user-message", "/v1/chat/completions", body={"messages": [{"role": "system", "content": "x"}]},
+             words=("no user message",)),
+    HttpCase("blank-address", "/v1/chat/completions", body=chat("  \n"), words=("messages[0].content is empty",)),
+    HttpCase("address-too-long", "/v1/chat/completions", body=chat("海" * 41), status=413,
+             words=("--max-input-chars", "41 characters")),
+    HttpCase("too-many-addresses", "/v1/complete", body={"addresses": [ADDRESS] * 5}, status=413,
+             words=("too many addresses: 5", "--max-addresses")),
+    HttpCase("addresses-not-list", "/v1/complete", body={"addresses": ADDRESS}, words=("'addresses'", "list"),
+             param="addresses"),
+    HttpCase("address-number", "/v1/complete", body={"addresses": [ADDRESS, 7]}, words=("'addresses[1]'",),
+             param="addresses[1]"),
+    HttpCase("address-empty", "/v1/complete", body={"addresses": [""]}, words=("addresses[0] is empty",)),
+    HttpCase("body-too-large", "/v1/complete", body={"addresses": ["海" * 3000]}, status=413,
+             words=("exceeds the limit of 4096 bytes",)),
+    HttpCase("no-api-key", "/v1/complete", body={"addresses": [ADDRESS]}, status=401, words=("--api-key",), key=None),
+    HttpCase("wrong-api-key", "/v1/models", status=401, words=("missing or wrong API key",), key="wrong"),
+    HttpCase("unknown-path", "/v1/completions", body={"prompt": "x"}, status=404, words=("unknown path /v1/completions",
+                                                                                         "/v1/chat/completions")),
+    HttpCase("wrong-method", "/v1/chat/completions", status=405, words=("accepts POST, not GET",), method="GET"),
+]
+
+
+@pytest.fixture(scope="module")
+def http_server(default_model_dir):
+    from address_completion.generate import Completer
+    from address_completion.serve import ServerSettings, start_in_thread
+
+    completer = Completer.load(str(default_model_dir), max_new_tokens=4)
+    running = start_in_thread(completer, ServerSettings(port=0, api_key=API_KEY, model_name="tiny", max_addresses=4,
+                                                        max_input_chars=40, max_body_bytes=4096))
+    yield running
+    running.stop()
+
+
+def request(url: str, case: HttpCase) -> tuple[int, dict]:
+    data = case.raw if case.raw is not None else (
+        None if case.body is None else json.dumps(case.body, ensure_ascii=False).encode())
+    headers = {"Content-Type": "application/json"}
+    if case.key is not None:
+        headers["Authorization"] = f"Bearer {case.key}"
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url + case.path, data=data, headers=headers,
+                                                           method=case.method), timeout=120) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+@pytest.mark.parametrize("case", HTTP_CASES, ids=[case.name for case in HTTP_CASES])
+def test_server_refuses_bad_requests(case, http_server):
+    status, payload = request(http_server.url, case)
+    assert status == case.status, payload
+    error = payload["error"]
+    assert set(error) == {"message", "type", "param", "code"}
+    assert "\n" not in error["message"] and "Traceback" not in error["message"]
+    assert all(word in error["message"] for word in case.words), error["message"]
+    if case.param is not None:
+        assert error["param"] == case.param
+    good = HttpCase("good", "/v1/complete", body={"addresses": [ADDRESS]})
+    ok_status, answer = request(http_server.url, good)  # the server keeps serving
+    assert ok_status == 200 and len(answer["results"]) == 1
+
+
+def test_the_catalogue_is_large_enough():
+    assert len(CLI_CASES) + len(HTTP_CASES) >= 60
+    assert len({case.name for case in CLI_CASES} | {case.name for case in HTTP_CASES}) == \
+        len(CLI_CASES) + len(HTTP_CASES)
