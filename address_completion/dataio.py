@@ -390,6 +390,14 @@ def current_umask() -> int:
     return mask
 
 
+def apply_umask_to_files(paths: Iterable[Path]) -> None:
+    """Give these files the mode a plain open() would have given them (see :func:`apply_umask`)."""
+    mask = current_umask()
+    for path in paths:
+        if path.is_file() and not path.is_symlink():
+            os.chmod(path, (0o777 if path.stat().st_mode & 0o111 else 0o666) & ~mask)
+
+
 def apply_umask(folder: Path) -> None:
     """Give every file and folder below ``folder`` the mode a plain open()/mkdir() would have given it: some
     writers (safetensors through mkstemp) create private 0600 files, which would hide a shared model."""

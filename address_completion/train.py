@@ -650,6 +650,7 @@ def _train_and_report(cfg: TrainConfig, pairs: dict[str, list[dict[str, str]]], 
         result = run.trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
         train_metrics = dict(result.metrics)
         run.trainer.save_model(str(cfg.output_dir))
+        dataio.apply_umask_to_files(cfg.output_dir.glob("*.safetensors"))  # Paddle writes them 0600
     final_eval = final_evaluation(cfg, run.trainer, run.recorder.records)
     test_metrics = {}
     if run.data.test is not None:
