@@ -39,12 +39,21 @@ TOKENIZER_FILES = ("vocab.json", "merges.txt", "tokenizer_config.json", "special
 
 
 def safetensors_format(path: str | os.PathLike) -> str | None:
-    """The ``format`` recorded in a safetensors header (``pt`` from PyTorch/HF, ``np`` from Paddle)."""
-    with open(path, "rb") as handle:
-        (length,) = struct.unpack("<Q", handle.read(8))
-        if length > 100_000_000:
-            return None
-        header = json.loads(handle.read(length) or b"{}")
+    """The ``format`` recorded in a safetensors header (``pt`` from PyTorch/HF, ``np`` from Paddle); DataError
+    naming the file when it has no readable header (empty, truncated, not safetensors)."""
+    try:
+        with open(path, "rb") as handle:
+            (length,) = struct.unpack("<Q", handle.read(8))
+            if length > 100_000_000:
+                return None
+            header = json.loads(handle.read(length) or b"{}")
+    except (struct.error, ValueError, OSError) as error:  # ValueError covers broken JSON and UTF-8
+        size = os.path.getsize(path) if os.path.exists(path) else 0
+        what = "empty file (0 bytes)" if size == 0 else f"no readable safetensors header ({type(error).__name__})"
+        raise DataError(f"{what}: the file is truncated or damaged; copy the model folder again or rebuild it",
+                        path) from None
+    if not isinstance(header, dict):
+        raise DataError("no readable safetensors header (not a JSON object)", path)
     return (header.get("__metadata__") or {}).get("format")
 
 
@@ -275,7 +284,13 @@ def load_tokenizer(name_or_path: str, flag: str = "--model_name_or_path") -> Any
 
     quiet_paddlenlp_logs()
 
-    tokenizer = AutoTokenizer.from_pretrained(str(resolve_model_dir(name_or_path, flag=flag)))
+    folder = resolve_model_dir(name_or_path, flag=flag)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(folder))
+    except Exception as error:  # broken tokenizer_config.json, vocab.json, merges.txt ...
+        raise DataError(f"cannot load the tokenizer ({type(error).__name__}: {first_line(error)}); the folder needs "
+                        "readable tokenizer_config.json, vocab.json and merges.txt", broken_json_file(folder)
+                        or folder) from error
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token  # only used for padding, which is masked out
     return tokenizer
@@ -346,6 +361,18 @@ def unreadable_weights(folder: Path, error: BaseException) -> DataError:
     where = files[0] if len(files) == 1 else folder
     return DataError(f"cannot load the model weights ({type(error).__name__}: {first_line(error)}); the file is "
                      "probably truncated or damaged: copy the model folder again or rebuild it", where)
+
+
+def broken_json_file(folder: Path) -> Path | None:
+    """The first tokenizer or config JSON file in ``folder`` that does not parse, if any."""
+    for name in ("config.json", *TOKENIZER_FILES):
+        path = folder / name
+        if name.endswith(".json") and path.is_file():
+            try:
+                json.loads(path.read_text(encoding="utf-8"))
+            except (ValueError, OSError):
+                return path
+    return None
 
 
 def first_line(error: BaseException) -> str:

@@ -50,6 +50,15 @@ def world(default_model_dir, lora_adapter_dir, tmp_path_factory) -> dict[str, st
     (empty_weights / "model_state.pdparams").write_bytes(b"")
     paths["empty_weights_model"] = empty_weights
 
+    empty_safetensors = root / "empty-safetensors-model"
+    shutil.copytree(default_model_dir, empty_safetensors, ignore=shutil.ignore_patterns("*.pdparams"))
+    (empty_safetensors / "model.safetensors").write_bytes(b"")
+    paths["empty_safetensors_model"] = empty_safetensors
+    broken_tokenizer = root / "broken-tokenizer-model"
+    shutil.copytree(default_model_dir, broken_tokenizer)
+    (broken_tokenizer / "tokenizer_config.json").write_text("{broken", encoding="utf-8")
+    paths["broken_tokenizer_model"] = broken_tokenizer
+
     truncated_adapter = root / "truncated-adapter"
     shutil.copytree(lora_adapter_dir, truncated_adapter)
     with open(truncated_adapter / "lora_model_state.pdparams", "r+b") as handle:
@@ -258,6 +267,13 @@ CLI_CASES = [
     Case("predict-model-is-a-file", ("predict", "--model", "{good_jsonl}", ADDRESS), ("{good_jsonl}", "is a file")),
     Case("predict-model-not-a-model", ("predict", "--model", "{existing_dir}", ADDRESS),
          ("{existing_dir}", "is not a model folder")),
+    Case("predict-empty-safetensors", ("predict", "--model", "{empty_safetensors_model}", ADDRESS),
+         ("{empty_safetensors_model}/model.safetensors", "empty file")),
+    Case("merge-empty-safetensors", ("merge", "--model_name_or_path", "{empty_safetensors_model}", "--lora_path",
+                                     "{adapter}", "--output_path", "{root}/merged"),
+         ("{empty_safetensors_model}/model.safetensors", "empty file")),
+    Case("predict-tokenizer-broken", ("predict", "--model", "{broken_tokenizer_model}", ADDRESS),
+         ("{broken_tokenizer_model}/tokenizer_config.json", "cannot load the tokenizer")),
     Case("predict-model-config-broken", ("predict", "--model", "{broken_config_model}", ADDRESS),
          ("{broken_config_model}/config.json",)),
     Case("predict-adapter-not-an-adapter", ("predict", "--model", "{base}", "--lora_path", "{existing_dir}", ADDRESS),
