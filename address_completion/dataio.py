@@ -302,6 +302,19 @@ def check_output_file(path: str | os.PathLike, force: bool, flag: str = "--outpu
     return check_writable(path, force)
 
 
+def check_output_folder(path: str | os.PathLike, flag: str = "--output") -> Path:
+    """A path a folder of results can be made at: not a file, with no file among its parents."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"{flag} {path} is a file; it must name a folder")
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise ConfigError(f"{flag} {path}: {parent} is a file, so no folder can be made below it")
+            break
+    return path
+
+
 def check_apart(outputs: dict[str, Any], inputs: dict[str, Any]) -> None:
     """ConfigError when an output path is, contains or lies inside an input path (flag -> path; None entries and
     inputs that are not on disk, like hub names, are skipped). Checked before any work, with --force or not:
@@ -333,8 +346,7 @@ def check_model_folder(path: str | os.PathLike, force: bool, flag: str = "--outp
     not delete someone's data.
     """
     path = check_writable(path, force)
-    if path.exists() and not path.is_dir():
-        raise ConfigError(f"{flag} {path} is a file; it must name a folder")
+    check_output_folder(path, flag)
     if path.is_dir() and any(path.iterdir()) and not (path / "config.json").is_file():
         raise ConfigError(f"{flag} {path} is not empty and holds no config.json; refusing to replace it even "
                           "with --force. Choose a new folder")

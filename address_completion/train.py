@@ -620,6 +620,7 @@ def train(config_path: str | Path | None, overrides: Sequence[str] | dict[str, A
                        {"model_name_or_path": cfg.model_args.model_name_or_path,
                         "dataset_name_or_path": cfg.data_args.dataset_name_or_path,
                         "lora_path": cfg.model_args.lora_path})
+    dataio.check_output_folder(cfg.output_dir, flag="output_dir")
     checkpoint = None
     if cfg.values.get("resume_from_checkpoint"):  # an explicit checkpoint in the config is an explicit choice
         checkpoint = Path(cfg.values["resume_from_checkpoint"]).expanduser()

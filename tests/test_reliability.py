@@ -115,6 +115,7 @@ def world(default_model_dir, lora_adapter_dir, tmp_path_factory) -> dict[str, st
 
     config("q_projj", target_modules=["q_projj"])
     config("typo", lora_rnak=4)
+    config("output_is_file", output_dir=str(root / "existing.jsonl"))
     config("missing_dataset", dataset_name_or_path=str(root / "no-such-data"))
     config("broken_data", dataset_name_or_path=str(broken_data))
     config("truncated_base", model_name_or_path=str(truncated_model))
@@ -131,6 +132,10 @@ def world(default_model_dir, lora_adapter_dir, tmp_path_factory) -> dict[str, st
         f"test_file: {data / 'dev.json'}\noutput_dir: {default_model_dir / 'eval'}\nsystems:\n  - name: base\n"
         f"    kind: paddle\n    model: {default_model_dir}\n", encoding="utf-8")
     paths["eval_in_model"] = configs / "eval_in_model.yaml"
+    (configs / "eval_output_file.yaml").write_text(
+        f"test_file: {data / 'dev.json'}\noutput_dir: {root / 'existing.jsonl'}\nsystems:\n  - name: base\n"
+        f"    kind: paddle\n    model: {default_model_dir}\n", encoding="utf-8")
+    paths["eval_output_file"] = configs / "eval_output_file.yaml"
     config("bad_trainable", trainable_modules=[".*embed_tokenz.*"])
     return {name: str(path) for name, path in paths.items()}
 
@@ -251,6 +256,14 @@ CLI_CASES = [
          ("--ratios",)),
     Case("split-output-is-a-file", ("split", "{good_jsonl}", "--output", "{existing_file}"),
          ("{existing_file} is a file",)),
+    Case("train-output-dir-is-a-file", ("train", "{config_output_is_file}"), ("{existing_file}",)),
+    Case("evaluate-output-dir-is-a-file", ("evaluate", "{eval_output_file}", "--force"), ("{existing_file}",)),
+    Case("demo-output-is-a-file", ("demo", "--model", "{base}", "--output", "{existing_file}", "--force"),
+         ("{existing_file}",)),
+    Case("merge-output-below-a-file", ("merge", "--model_name_or_path", "{base}", "--lora_path", "{adapter}",
+                                       "--output_path", "{existing_file}/merged"), ("is a file, so no folder",)),
+    Case("build-model-output-below-a-file", ("build-model", "--output", "{existing_file}/model"),
+         ("--output {existing_file}/model: {existing_file} is a file",)),
     Case("train-config-key-typo", ("train", "{config_typo}"), ("lora_rnak", "lora_rank")),
     Case("train-config-broken-json", ("train", "{config_broken}"), ("{config_broken}",)),
     Case("train-config-missing", ("train", "{root}/no-such-config.json"), ("no-such-config.json",)),
