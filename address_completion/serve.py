@@ -107,25 +107,19 @@ class BatchingWorker:
 
     def submit(self, addresses: Sequence[str]) -> list[Any]:
         """Completions for ``addresses`` (blocks until their batch ran; re-raises the batch's error)."""
-        if not addresses:
-            return []
-        if not self._thread.is_alive():
-            raise RuntimeError("the batching worker is not running")
-        job = _Job(list(addresses), Future())
-        self._queue.put(job)
-        logger.debug("queued %d address(es) for the next batch", len(job.addresses))
-        return job.future.result()
+        return self._enqueue(addresses).result() if addresses else []
 
     async def submit_async(self, addresses: Sequence[str]) -> list[Any]:
         """:meth:`submit` for an event loop: awaits the batch without blocking the loop."""
-        if not addresses:
-            return []
+        return await asyncio.wrap_future(self._enqueue(addresses)) if addresses else []
+
+    def _enqueue(self, addresses: Sequence[str]) -> Future:
         if not self._thread.is_alive():
             raise RuntimeError("the batching worker is not running")
         job = _Job(list(addresses), Future())
         self._queue.put(job)
         logger.debug("queued %d address(es) for the next batch", len(job.addresses))
-        return await asyncio.wrap_future(job.future)
+        return job.future
 
     def stop(self) -> None:
         """Finish every queued job, then end the thread."""
