@@ -136,6 +136,15 @@ def world(default_model_dir, lora_adapter_dir, tmp_path_factory) -> dict[str, st
         f"test_file: {data / 'dev.json'}\noutput_dir: {root / 'existing.jsonl'}\nsystems:\n  - name: base\n"
         f"    kind: paddle\n    model: {default_model_dir}\n", encoding="utf-8")
     paths["eval_output_file"] = configs / "eval_output_file.yaml"
+    (configs / "eval_broken.yaml").write_text("test_file: [unclosed\n", encoding="utf-8")
+    paths["eval_broken"] = configs / "eval_broken.yaml"
+    (configs / "eval_typo.yaml").write_text(
+        f"test_file: {data / 'dev.json'}\noutput_dir: {root / 'eval'}\nsystem:\n  - kind: paddle\n", encoding="utf-8")
+    paths["eval_typo"] = configs / "eval_typo.yaml"
+    (configs / "eval_missing_test.yaml").write_text(
+        f"test_file: {root / 'no-such-test.json'}\noutput_dir: {root / 'eval'}\nsystems:\n  - name: base\n"
+        f"    kind: paddle\n    model: {default_model_dir}\n", encoding="utf-8")
+    paths["eval_missing_test"] = configs / "eval_missing_test.yaml"
     config("bad_trainable", trainable_modules=[".*embed_tokenz.*"])
     return {name: str(path) for name, path in paths.items()}
 
@@ -268,6 +277,9 @@ CLI_CASES = [
     Case("train-config-broken-json", ("train", "{config_broken}"), ("{config_broken}",)),
     Case("train-config-missing", ("train", "{root}/no-such-config.json"), ("no-such-config.json",)),
     Case("evaluate-config-missing", ("evaluate", "{root}/no-such-eval.yaml"), ("no-such-eval.yaml",)),
+    Case("evaluate-config-broken-yaml", ("evaluate", "{eval_broken}"), ("{eval_broken}",)),
+    Case("evaluate-config-key-typo", ("evaluate", "{eval_typo}"), ("'system'", "systems")),
+    Case("evaluate-test-file-missing", ("evaluate", "{eval_missing_test}"), ("no-such-test.json",)),
     # -- missing or unreadable inputs
     Case("predict-input-missing", ("predict", "--model", "{base}", "--input", "{root}/no-such.jsonl"),
          ("no-such.jsonl",)),
@@ -295,6 +307,8 @@ CLI_CASES = [
                                              ADDRESS), ("{weightless_adapter}", "no adapter weights")),
     Case("merge-adapter-missing", ("merge", "--model_name_or_path", "{base}", "--lora_path", "{root}/no-adapter",
                                    "--output_path", "{root}/merged"), ("--lora_path", "no-adapter")),
+    Case("prepare-input-empty", ("prepare", "--input", "{empty_jsonl}", "--output", "{root}/pairs.jsonl"),
+         ("{empty_jsonl}",)),
     Case("prepare-input-missing", ("prepare", "--input", "{root}/no-such.txt", "--output", "{root}/pairs.jsonl"),
          ("no-such.txt",)),
     Case("split-input-missing", ("split", "{root}/no-such.jsonl", "--output", "{root}/split"), ("no-such.jsonl",)),
