@@ -107,10 +107,9 @@ def convert_hf_folder(source: Path, cache_dir: str | os.PathLike | None = None) 
         logger.debug("using converted model %s for %s", target, source)
         return target
     logger.info("converting Hugging Face weights in %s to Paddle format (once) -> %s", source, target)
-    staging = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    try:
+    from . import dataio
+
+    with dataio.atomic_folder(target) as staging:  # also removes what a killed conversion left behind
         for name in COPIED_FILES:
             if (source / name).is_file():
                 shutil.copy2(source / name, staging / name)
@@ -119,10 +118,6 @@ def convert_hf_folder(source: Path, cache_dir: str | os.PathLike | None = None) 
             os.symlink(path.resolve(), staging / path.name)
         complete_special_tokens_map(staging)
         _convert_in_place(staging)
-        shutil.rmtree(target, ignore_errors=True)
-        os.replace(staging, target)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return target
 
 
