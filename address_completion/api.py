@@ -28,7 +28,8 @@ from .serve import (OWNER, BatchingWorker, RequestError, ServerSettings, address
                     address_from_chat_request)
 
 BODY_DRAIN_LIMIT = 8 << 20  # read (and drop) at most this much of a refused body so the client sees our reply
-OPEN_PATHS = {"/health", "/docs", "/docs/oauth2-redirect", "/openapi.json", "/redoc"}  # no API key needed
+DOC_PATHS = {"/docs", "/docs/oauth2-redirect", "/openapi.json", "/redoc"}
+OPEN_PATHS = {"/health", *DOC_PATHS}  # no API key needed
 JSON_CONTENT_TYPE = (b"content-type", b"application/json")
 
 
@@ -402,7 +403,7 @@ def create_app(worker: BatchingWorker, settings: ServerSettings) -> Any:
     async def http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:
         path, method = request.url.path, request.method
         if error.status_code == 404:
-            known = ", ".join(path for path in routes if path not in OPEN_PATHS)
+            known = ", ".join(path for path in routes if path not in DOC_PATHS)
             return await refused(request, RequestError(404, f"unknown path {path}; endpoints: {known}",
                                                        error_type="not_found_error", code="unknown_url"))
         if error.status_code == 405:

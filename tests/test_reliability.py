@@ -407,7 +407,7 @@ HTTP_CASES = [
     HttpCase("no-api-key", "/v1/complete", body={"addresses": [ADDRESS]}, status=401, words=("--api-key",), key=None),
     HttpCase("wrong-api-key", "/v1/models", status=401, words=("missing or wrong API key",), key="wrong"),
     HttpCase("unknown-path", "/v1/completions", body={"prompt": "x"}, status=404, words=("unknown path /v1/completions",
-                                                                                         "/v1/chat/completions")),
+                                                                                         "/v1/chat/completions", "/health")),
     HttpCase("wrong-method", "/v1/chat/completions", status=405, words=("accepts POST, not GET",), method="GET"),
 ]
 
