@@ -47,6 +47,9 @@ setup(
         # Candidate generation: traditional -> simplified (OpenCC's own binding) and same-pinyin typos.
         "opencc==1.4.2",
         "pypinyin==0.55.0",
+        # serve: request validation, OpenAPI page, streaming and connection handling we do not re-implement.
+        "fastapi==0.163.2",
+        "uvicorn==0.54.0",
     ],
     extras_require={
         "test": ["pytest>=7", "matplotlib", "openai"],  # the evaluation tests check the chart too

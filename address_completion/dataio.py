@@ -20,6 +20,7 @@ import csv
 import io
 import json
 import os
+import re
 import shutil
 import uuid
 from dataclasses import dataclass, field
@@ -286,6 +287,58 @@ def check_writable(path: str | os.PathLike, force: bool) -> Path:
     return path
 
 
+def check_output_file(path: str | os.PathLike, force: bool, flag: str = "--output") -> Path:
+    """A path a result file may be written to: not a folder, in a folder that can exist, new unless ``force``."""
+    path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"{flag} {path} is a folder; name a file to write (e.g. {path / 'predictions.jsonl'})")
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise ConfigError(f"{flag} {path}: {parent} is a file, so no file can be written below it")
+            if not os.access(parent, os.W_OK | os.X_OK):
+                raise ConfigError(f"{flag} {path}: the folder {parent} is not writable")
+            break
+    return check_writable(path, force)
+
+
+def check_output_folder(path: str | os.PathLike, flag: str = "--output") -> Path:
+    """A path a folder of results can be made at: not a file, with no file among its parents."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"{flag} {path} is a file; it must name a folder")
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise ConfigError(f"{flag} {path}: {parent} is a file, so no folder can be made below it")
+            break
+    return path
+
+
+def check_apart(outputs: dict[str, Any], inputs: dict[str, Any]) -> None:
+    """ConfigError when an output path is, contains or lies inside an input path (flag -> path; None entries and
+    inputs that are not on disk, like hub names, are skipped). Checked before any work, with --force or not:
+    writing there would destroy what the user had."""
+    for out_flag, output in outputs.items():
+        if output is None:
+            continue
+        out_path = Path(output).expanduser().resolve()
+        for in_flag, given in inputs.items():
+            if given is None or not Path(given).expanduser().exists():
+                continue
+            in_path = Path(given).expanduser().resolve()
+            if out_path == in_path:
+                relation = "is the same path as"
+            elif in_path in out_path.parents:
+                relation = "lies inside"
+            elif out_path in in_path.parents:
+                relation = "contains"
+            else:
+                continue
+            raise ConfigError(f"{out_flag} {output} {relation} {in_flag} {given}: writing there would destroy an "
+                              "input, with --force or not. Choose an output outside every input")
+
+
 def check_model_folder(path: str | os.PathLike, force: bool, flag: str = "--output") -> Path:
     """A folder a model may be written to: new or empty, or (with ``force``) an earlier model folder.
 
@@ -293,8 +346,7 @@ def check_model_folder(path: str | os.PathLike, force: bool, flag: str = "--outp
     not delete someone's data.
     """
     path = check_writable(path, force)
-    if path.exists() and not path.is_dir():
-        raise ConfigError(f"{flag} {path} is a file; it must name a folder")
+    check_output_folder(path, flag)
     if path.is_dir() and any(path.iterdir()) and not (path / "config.json").is_file():
         raise ConfigError(f"{flag} {path} is not empty and holds no config.json; refusing to replace it even "
                           "with --force. Choose a new folder")
@@ -306,6 +358,73 @@ def _sibling(path: Path, role: str) -> Path:
     return path.with_name(f".{path.name}.{role}-{os.getpid()}-{uuid.uuid4().hex[:8]}")
 
 
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
+
+
+def clean_stale_siblings(path: Path) -> None:
+    """Remove the staging folders a killed run left next to ``path`` (their process is gone). A moved-aside
+    earlier result (``old``) is put back when the kill came before the new one took its place, else removed."""
+    from .runtime import logger
+
+    pattern = re.compile(rf"\.{re.escape(path.name)}\.(staging|old)-(\d+)-[0-9a-f]{{8}}")
+    if not path.parent.is_dir():
+        return
+    for sibling in sorted(path.parent.iterdir()):
+        match = pattern.fullmatch(sibling.name)
+        if not match or _process_alive(int(match.group(2))):
+            continue
+        if match.group(1) == "old" and not path.exists():
+            os.replace(sibling, path)
+            logger.warning("restored %s from %s, where a killed run had moved it", path, sibling.name)
+            continue
+        shutil.rmtree(sibling, ignore_errors=True) if sibling.is_dir() else sibling.unlink(missing_ok=True)
+        logger.info("removed %s, left next to %s by a killed run", sibling.name, path)
+
+
+def current_umask() -> int:
+    """The process umask, read without changing it where Linux tells it (/proc), else by setting it back."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def apply_umask_to_files(paths: Iterable[Path]) -> None:
+    """Give these files the mode a plain open() would have given them (see :func:`apply_umask`)."""
+    mask = current_umask()
+    for path in paths:
+        if path.is_file() and not path.is_symlink():
+            os.chmod(path, (0o777 if path.stat().st_mode & 0o111 else 0o666) & ~mask)
+
+
+def apply_umask(folder: Path) -> None:
+    """Give every file and folder below ``folder`` the mode a plain open()/mkdir() would have given it: some
+    writers (safetensors through mkstemp) create private 0600 files, which would hide a shared model."""
+    mask = current_umask()
+    for root, folders, files in os.walk(folder):
+        for name in folders:
+            os.chmod(os.path.join(root, name), 0o777 & ~mask)
+        for name in files:
+            target = os.path.join(root, name)
+            if not os.path.islink(target):
+                executable = os.stat(target).st_mode & 0o111
+                os.chmod(target, (0o777 if executable else 0o666) & ~mask)
+    os.chmod(folder, 0o777 & ~mask)
+
+
 @contextlib.contextmanager
 def atomic_folder(path: str | os.PathLike) -> Iterator[Path]:
     """Yield an empty staging folder next to ``path``; on success it replaces ``path`` in one rename.
@@ -315,10 +434,12 @@ def atomic_folder(path: str | os.PathLike) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    clean_stale_siblings(path)
     staging = _sibling(path, "staging")
     staging.mkdir()  # not mkdtemp: its 0700 mode would make the result private
     try:
         yield staging
+        apply_umask(staging)
         previous = None
         if path.exists() and (not path.is_dir() or any(path.iterdir())):
             previous = _sibling(path, "old")

@@ -462,6 +462,9 @@ def run_evaluation(config: EvalConfig, *, fresh: bool = False, force: bool = Fal
     """Run every system, write the report files, and return the report (also in report.json)."""
     from .report import write_report
 
+    dataio.check_apart({"output_dir": config.output_dir}, {"test_file": config.test_file, **{
+        f"systems[{spec.name}].{key}": spec.options.get(key) for spec in config.systems
+        for key in ("model", "lora_path", "path") if isinstance(spec.options.get(key), str)}})
     check_output_dir(config.output_dir, force)
     config.output_dir.mkdir(parents=True, exist_ok=True)
     if gazetteer is None:

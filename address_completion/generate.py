@@ -276,10 +276,11 @@ class Completer:
     @classmethod
     def load(cls, model: str, *, lora_path: str | None = None, dtype: str = "float32", max_new_tokens: int = 64,
              prefix: str = DEFAULT_PROMPT_PREFIX, grounding: str = "none", decoding: str = "free",
-             min_confidence: float = 0.0) -> "Completer":
+             min_confidence: float = 0.0, flag: str = "--model") -> "Completer":
         """Load a model folder (or hub name), optionally with an unmerged LoRA adapter, in eval mode.
 
-        Raises ConfigError for a bad max_new_tokens / grounding / decoding / min_confidence before loading.
+        ``flag`` is the option that named the model (error hints name it). Raises ConfigError for a bad
+        max_new_tokens / grounding / decoding / min_confidence before loading.
         """
         from .errors import ConfigError
         from .runtime import prepare_environment
@@ -293,12 +294,12 @@ class Completer:
         prepare_environment(model=model)  # idempotent; callers that ran setup_runtime lose nothing
         from .modeling import load_model, load_tokenizer
 
-        loaded = load_model(model, dtype=dtype, lora_path=lora_path)
+        loaded = load_model(model, dtype=dtype, lora_path=lora_path, flag=flag)
         loaded.eval()
         name = str(model).rstrip("/").split("/")[-1] or str(model)
         if lora_path:
             name += "+" + str(lora_path).rstrip("/").split("/")[-1]
-        return cls(model=loaded, tokenizer=load_tokenizer(model), max_new_tokens=max_new_tokens, prefix=prefix,
+        return cls(model=loaded, tokenizer=load_tokenizer(model, flag), max_new_tokens=max_new_tokens, prefix=prefix,
                    name=name, grounding=grounding, decoding=decoding, min_confidence=min_confidence)
 
     @property

@@ -164,6 +164,7 @@ def merge_adapter(base: str, lora_path: str, output_path: str | os.PathLike, *, 
     """Merge ``lora_path`` into ``base``, verify, and write ``output_path`` atomically (see module docstring)."""
     from .modeling import load_model, load_tokenizer, resolve_model_dir
 
+    dataio.check_apart({"--output_path": output_path}, {"--model_name_or_path": base, "--lora_path": lora_path})
     output = dataio.check_model_folder(output_path, force, flag="--output_path")
     tolerance = default_tolerance(dtype) if tolerance is None else float(tolerance)
     if tolerance < 0:
@@ -177,6 +178,10 @@ def merge_adapter(base: str, lora_path: str, output_path: str | os.PathLike, *, 
                                                load_model)
         logger.info("max |logit difference| merged vs base + adapter: %.3g (tolerance %.1g; the adapter itself "
                     "moves the logits by up to %.3g)", max_diff, tolerance, adapter_effect)
+        if not adapter_effect > 0:  # also catches NaN
+            raise MergeVerificationError(
+                f"the adapter {lora_path} does not change the base model's logits at all on the probe batch (all its "
+                f"lora_B are zero: an untrained adapter?); merging it would do nothing, so {output} was not written")
         if not max_diff <= tolerance:  # also catches NaN
             raise MergeVerificationError(
                 f"the merged model's logits differ from base + adapter by {max_diff:.3g} (> tolerance {tolerance:g}) "

@@ -28,7 +28,7 @@ import struct
 from pathlib import Path
 from typing import Any, Mapping
 
-from .errors import ConfigError
+from .errors import ConfigError, DataError
 from .runtime import OFFLINE_VARIABLES, cache_root, looks_like_local_path, logger, quiet_paddlenlp_logs
 
 CONVERTED_CACHE_VERSION = 2  # 2: converted weights are safetensors (1 wrote model_state.pdparams)
@@ -52,12 +52,21 @@ TOKENIZER_FILES = ("vocab.json", "merges.txt", "tokenizer_config.json", "special
 
 
 def safetensors_format(path: str | os.PathLike) -> str | None:
-    """The ``format`` recorded in a safetensors header (``pt`` from PyTorch/HF, ``np`` from Paddle)."""
-    with open(path, "rb") as handle:
-        (length,) = struct.unpack("<Q", handle.read(8))
-        if length > 100_000_000:
-            return None
-        header = json.loads(handle.read(length) or b"{}")
+    """The ``format`` recorded in a safetensors header (``pt`` from PyTorch/HF, ``np`` from Paddle); DataError
+    naming the file when it has no readable header (empty, truncated, not safetensors)."""
+    try:
+        with open(path, "rb") as handle:
+            (length,) = struct.unpack("<Q", handle.read(8))
+            if length > 100_000_000:
+                return None
+            header = json.loads(handle.read(length) or b"{}")
+    except (struct.error, ValueError, OSError) as error:  # ValueError covers broken JSON and UTF-8
+        size = os.path.getsize(path) if os.path.exists(path) else 0
+        what = "empty file (0 bytes)" if size == 0 else f"no readable safetensors header ({type(error).__name__})"
+        raise DataError(f"{what}: the file is truncated or damaged; copy the model folder again or rebuild it",
+                        path) from None
+    if not isinstance(header, dict):
+        raise DataError("no readable safetensors header (not a JSON object)", path)
     return (header.get("__metadata__") or {}).get("format")
 
 
@@ -111,10 +120,9 @@ def convert_hf_folder(source: Path, cache_dir: str | os.PathLike | None = None) 
         logger.debug("using converted model %s for %s", target, source)
         return target
     logger.info("converting Hugging Face weights in %s to Paddle format (once) -> %s", source, target)
-    staging = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    try:
+    from . import dataio
+
+    with dataio.atomic_folder(target) as staging:  # also removes what a killed conversion left behind
         for name in COPIED_FILES:
             if (source / name).is_file():
                 shutil.copy2(source / name, staging / name)
@@ -123,10 +131,6 @@ def convert_hf_folder(source: Path, cache_dir: str | os.PathLike | None = None) 
             os.symlink(path.resolve(), staging / path.name)
         complete_special_tokens_map(staging)
         _convert_in_place(staging)
-        shutil.rmtree(target, ignore_errors=True)
-        os.replace(staging, target)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return target
 
 
@@ -199,12 +203,12 @@ def hub_cache_dir(name: str) -> Path:
     return Path(home) / "models" / name
 
 
-def offline_error(name: str) -> ConfigError:
+def offline_error(name: str, flag: str = "--model_name_or_path") -> ConfigError:
     folder = f"./models/{name.rstrip('/').split('/')[-1]}"
     return ConfigError(
         f"model {name!r} is a hub name, but this machine is offline (or the hub is unreachable) and it is not in "
         f"PaddleNLP's cache; download it where there is network (e.g. `huggingface-cli download {name} --local-dir "
-        f"{folder}` or ModelScope), copy the folder here and pass it: --model_name_or_path {folder}")
+        f"{folder}` or ModelScope), copy the folder here and pass it: {flag} {folder}")
 
 
 def download_hub_model(name: str) -> Path:
@@ -274,8 +278,9 @@ def missing_folder_message(text: str) -> str:
     return f"model folder {text!r} does not exist{hint}"
 
 
-def resolve_model_dir(name_or_path: str, *, cache_dir: str | None = None) -> Path:
-    """A local folder PaddleNLP can load without writing anywhere (see module docstring)."""
+def resolve_model_dir(name_or_path: str, *, cache_dir: str | None = None, flag: str = "--model_name_or_path") -> Path:
+    """A local folder PaddleNLP can load without writing anywhere (see module docstring). ``flag`` is the option
+    that named the model, for the hint of an error."""
     text = str(name_or_path)
     folder = Path(text).expanduser()
     if folder.exists() or looks_like_local_path(text):
@@ -295,11 +300,11 @@ def resolve_model_dir(name_or_path: str, *, cache_dir: str | None = None) -> Pat
     if is_hf_model_dir(cached):
         return convert_hf_folder(cached, cache_dir)
     if offline_requested() or not hub_reachable():
-        raise offline_error(text)
+        raise offline_error(text, flag)
     return download_hub_model(text)
 
 
-def check_model_source(name_or_path: str) -> None:
+def check_model_source(name_or_path: str, flag: str = "--model_name_or_path") -> None:
     """Fail fast (before data or model loading) when the model cannot be found; nothing is downloaded."""
     text = str(name_or_path)
     folder = Path(text).expanduser()
@@ -307,44 +312,60 @@ def check_model_source(name_or_path: str) -> None:
         if not folder.is_dir():
             raise ConfigError(missing_folder_message(text))
         if not (is_paddle_model_dir(folder) or is_hf_model_dir(folder)):
-            resolve_model_dir(text)  # raises the descriptive error
+            resolve_model_dir(text, flag=flag)  # raises the descriptive error
         return
     if is_paddle_model_dir(hub_cache_dir(text)) or is_hf_model_dir(hub_cache_dir(text)):
         return
     if offline_requested() or not hub_reachable():
-        raise offline_error(text)
+        raise offline_error(text, flag)
 
 
-def load_tokenizer(name_or_path: str) -> Any:
+def load_tokenizer(name_or_path: str, flag: str = "--model_name_or_path") -> Any:
     """The tokenizer of a model folder or hub name (same resolution as :func:`resolve_model_dir`)."""
     from paddlenlp.transformers import AutoTokenizer
 
     quiet_paddlenlp_logs()
 
-    tokenizer = AutoTokenizer.from_pretrained(str(resolve_model_dir(name_or_path)))
+    folder = resolve_model_dir(name_or_path, flag=flag)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(folder))
+    except Exception as error:  # broken tokenizer_config.json, vocab.json, merges.txt ...
+        raise DataError(f"cannot load the tokenizer ({type(error).__name__}: {first_line(error)}); the folder needs "
+                        "readable tokenizer_config.json, vocab.json and merges.txt", broken_json_file(folder)
+                        or folder) from error
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token  # only used for padding, which is masked out
     return tokenizer
 
 
 def load_model(name_or_path: str, *, dtype: str = "float32", lora_path: str | None = None,
-               config_overrides: Mapping[str, Any] | None = None, written_here: bool = False) -> Any:
+               config_overrides: Mapping[str, Any] | None = None, written_here: bool = False,
+               flag: str = "--model_name_or_path") -> Any:
     """A causal LM in ``dtype``; wrapped in PaddleNLP's LoRAModel when ``lora_path`` is given.
 
     Pickled weights are loaded with one warning (see :func:`check_pickled_weights`), except for a model
     this process has just written (``written_here``, e.g. merge reloading its output to verify it).
+    ``flag`` is the option that named the model (error hints name it). DataError names a weight file that
+    cannot be read; ConfigError an adapter that does not fit (see :func:`load_adapter`).
     """
     from paddlenlp.transformers import AutoConfig, AutoModelForCausalLM
 
     quiet_paddlenlp_logs()
-    folder = str(resolve_model_dir(name_or_path))
-    config = AutoConfig.from_pretrained(folder, dtype=dtype)
+    folder = str(resolve_model_dir(name_or_path, flag=flag))
+    try:
+        config = AutoConfig.from_pretrained(folder, dtype=dtype)
+    except Exception as error:  # broken JSON, wrong types: PaddleNLP raises whatever its parser raised
+        raise DataError(f"unreadable model config ({type(error).__name__}: {first_line(error)})",
+                        Path(folder) / "config.json") from error
     for key, value in (config_overrides or {}).items():
         setattr(config, key, value)
     check_pickled_weights(folder, "model", trusted=written_here)
-    model = AutoModelForCausalLM.from_pretrained(folder, config=config, dtype=dtype)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(folder, config=config, dtype=dtype)
+    except Exception as error:  # a truncated or damaged weight file fails deep in Paddle's deserializer
+        raise unreadable_weights(Path(folder), error) from error
     if lora_path:
-        model = load_adapter(model, lora_path)
+        model = load_adapter(model, lora_path, base=str(name_or_path))
     return model
 
 
@@ -366,20 +387,91 @@ def save_adapter(lora_model: Any, folder: str | os.PathLike, *, safe_serializati
     return folder
 
 
-def load_adapter(model: Any, lora_path: str | os.PathLike) -> Any:
-    """``model`` wrapped in PaddleNLP's LoRAModel with the adapter in ``lora_path`` (safetensors or pickle).
-
-    Raises ConfigError when the folder has no lora_config.json or no adapter weights (PaddleNLP itself
-    would silently start from fresh, untrained LoRA weights).
-    """
-    from paddlenlp.peft import LoRAModel
-
+def read_adapter_tensors(lora_path: str | os.PathLike, flag: str = "--lora_path") -> tuple[Path, dict[str, Any]]:
+    """The adapter's weight file and its tensors as numpy arrays (name -> array); ConfigError when the folder is
+    not an adapter, DataError naming the file when it cannot be read."""
     folder = Path(lora_path)
     if not (folder / "lora_config.json").is_file():
-        raise ConfigError(f"lora_path {str(lora_path)!r} holds no lora_config.json; pass a LoRA adapter folder "
+        raise ConfigError(f"{flag} {str(lora_path)!r} holds no lora_config.json; pass a LoRA adapter folder "
                           "(the output_dir of `address-completion train`)")
-    if loaded_weights_file(folder, "adapter") is None:
-        raise ConfigError(f"lora_path {str(lora_path)!r} holds no adapter weights: expected "
+    path = loaded_weights_file(folder, "adapter")
+    if path is None:
+        raise ConfigError(f"{flag} {str(lora_path)!r} holds no adapter weights: expected "
                           f"{' or '.join(ADAPTER_WEIGHT_FILES)} next to lora_config.json")
-    check_pickled_weights(folder, "adapter")
-    return LoRAModel.from_pretrained(model=model, lora_path=str(folder))
+    try:
+        if path.name.endswith(".safetensors.index.json"):
+            from safetensors.numpy import load_file
+
+            shards = sorted(set(json.loads(path.read_text(encoding="utf-8"))["weight_map"].values()))
+            tensors = {}
+            for shard in shards:
+                path = folder / shard
+                tensors.update(load_file(str(path)))
+        else:
+            import paddle
+
+            tensors = {key: value.numpy() if hasattr(value, "numpy") else value
+                       for key, value in paddle.load(str(path), return_numpy=True).items()}
+    except Exception as error:  # truncated, empty or not a weight file at all: every reader fails differently
+        raise DataError(f"unreadable adapter weights ({type(error).__name__}: {first_line(error)}); retrain or "
+                        "copy the adapter folder again", path) from None
+    if not tensors:
+        raise DataError("the adapter holds no tensors", path)
+    return path, tensors
+
+
+def unreadable_weights(folder: Path, error: BaseException) -> DataError:
+    """The DataError for weights PaddleNLP could not load: names the empty file, or the file(s) and the cause."""
+    files = weight_files(folder)
+    for path in files:
+        if path.stat().st_size == 0:
+            return DataError("empty file (0 bytes): copy the model folder again or rebuild it", path)
+    where = files[0] if len(files) == 1 else folder
+    return DataError(f"cannot load the model weights ({type(error).__name__}: {first_line(error)}); the file is "
+                     "probably truncated or damaged: copy the model folder again or rebuild it", where)
+
+
+def broken_json_file(folder: Path) -> Path | None:
+    """The first tokenizer or config JSON file in ``folder`` that does not parse, if any."""
+    for name in ("config.json", *TOKENIZER_FILES):
+        path = folder / name
+        if name.endswith(".json") and path.is_file():
+            try:
+                json.loads(path.read_text(encoding="utf-8"))
+            except (ValueError, OSError):
+                return path
+    return None
+
+
+def first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0][:200] if text else "no details"
+
+
+def load_adapter(model: Any, lora_path: str | os.PathLike, *, base: str = "the base model",
+                 flag: str = "--lora_path") -> Any:
+    """``model`` wrapped in PaddleNLP's LoRAModel with the adapter at ``lora_path`` (safetensors or pickle), then
+    checked: every adapter tensor found its layer with the same shape and was loaded (PaddleNLP skips a tensor
+    that does not fit and goes on, which would leave the base model unchanged, and starts from fresh LoRA
+    weights when the folder has none). ConfigError names the first mismatch or the missing file."""
+    import numpy as np
+    from paddlenlp.peft import LoRAModel
+
+    path, tensors = read_adapter_tensors(lora_path, flag)
+    check_pickled_weights(Path(lora_path), "adapter")
+    lora_model = LoRAModel.from_pretrained(model=model, lora_path=str(lora_path))
+    parameters = lora_model.model.state_dict()
+    for name, tensor in tensors.items():
+        if name not in parameters:
+            raise ConfigError(f"{path}: adapter tensor {name} has no layer in the base model {base}: the adapter "
+                              "was trained on another model (its lora_config.json names the base it was trained on)")
+        expected = [int(size) for size in parameters[name].shape]
+        if list(np.shape(tensor)) != expected:
+            raise ConfigError(f"{path}: adapter tensor {name} has shape {list(np.shape(tensor))} but the base model "
+                              f"{base} expects {expected}: the adapter was trained on a model of another size")
+        loaded = parameters[name].astype("float32").numpy()
+        exact = parameters[name].dtype == np.float32 or str(parameters[name].dtype).endswith("float32")
+        if not (np.array_equal(loaded, np.asarray(tensor, dtype="float32")) if exact else
+                np.allclose(loaded, np.asarray(tensor, dtype="float32"), rtol=1e-2, atol=1e-2)):
+            raise ConfigError(f"{path}: adapter tensor {name} was not loaded into the base model {base}")
+    return lora_model

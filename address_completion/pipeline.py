@@ -13,6 +13,7 @@ import shlex
 import time
 from pathlib import Path
 
+from .dataio import check_apart, check_output_folder
 from .errors import AddressCompletionError, ConfigError, OutputExistsError
 
 SAMPLE_ADDRESSES = ("碑林区扬子江南路467-6号", "扶风法门镇法门寺", "浦东新区张江路88号", "东莞市虎门镇连升路12号")
@@ -68,6 +69,9 @@ def run_demo(args: argparse.Namespace) -> int:
     from .cli import main as cli_main
 
     out = Path(args.output)
+    check_apart({"--output": out}, {"--model": None if args.rebuild_model else args.model,
+                                    "--train-config": args.train_config, "--eval-config": args.eval_config})
+    check_output_folder(out, "--output")
     if out.exists() and any(out.iterdir()) and not args.force:
         raise OutputExistsError(out, "pass --force to redo the demo there, or choose another --output")
     started = time.time()

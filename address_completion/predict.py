@@ -105,6 +105,10 @@ def collect_inputs(args: argparse.Namespace, stdin: TextIO) -> list[PredictInput
     if args.addresses and args.input:
         raise ConfigError("give addresses either as arguments or with --input, not both")
     if args.addresses:
+        for position, address in enumerate(args.addresses, 1):
+            if not address.strip():
+                raise ConfigError(f"ADDRESS argument {position} is {'empty' if not address else 'blank'}; give a "
+                                  "non-empty address")
         return [PredictInput(address) for address in args.addresses]
     if args.input:
         return read_input_file(args.input, fmt=args.input_format, column=args.column)
@@ -140,7 +144,9 @@ def run(args: argparse.Namespace) -> int:
     if args.max_new_tokens < 1:
         raise ConfigError(f"--max_new_tokens must be at least 1, got {args.max_new_tokens}")
     if args.output:
-        dataio.check_writable(args.output, args.force)
+        dataio.check_apart({"--output": args.output},
+                           {"--model": args.model, "--lora_path": args.lora_path, "--input": args.input})
+        dataio.check_output_file(args.output, args.force)
     inputs = collect_inputs(args, sys.stdin)
     if inputs is not None and not inputs:
         raise DataError("no addresses to complete", args.input or "<stdin>")

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional, Sequence
 
-from .dataio import FORMATS, atomic_write, check_writable, json_line, read_records
+from .dataio import FORMATS, atomic_write, check_apart, check_writable, json_line, read_records
 from .errors import ConfigError, DataError
 from .gazetteer import load_gazetteer, normalize_address
 from .prompt import strip_prefix
@@ -300,6 +300,8 @@ def split_file(input_path: str | Path, output_dir: str | Path, *, ratios: Sequen
     if output_dir.exists() and not output_dir.is_dir():
         raise ConfigError(f"--output {output_dir} is a file; give a folder for train.json, dev.json, test.json")
     paths = split_paths(output_dir)
+    for name, path in paths.items():
+        check_apart({f"--output ({path.name})": path}, {"INPUT": input_path})
     for path in paths.values():
         check_writable(path, force)
     read = read_records(input_path, required=("src", "tgt"), fmt=fmt, skip_bad=skip_bad)

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
 from . import DEFAULT_PROMPT_PREFIX
-from .dataio import check_writable, read_records, write_jsonl
+from .dataio import check_apart, check_output_file, read_records, write_jsonl
 from .errors import ConfigError, DataError
 from .gazetteer import (ZONE_WORDS, AdminChain, Division, Gazetteer, ParsedAddress, load_gazetteer,
                         normalize_address)
@@ -733,7 +733,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    output = check_writable(args.output, args.force)
+    check_apart({"--output": args.output}, {"--input": args.input})
+    output = check_output_file(args.output, args.force)
     if output.is_dir():
         raise ConfigError(f"--output {output} is a folder; give a file name such as {output / 'pairs.jsonl'}")
     num = getattr(args, "num", None)  # absent: a default that depends on --input

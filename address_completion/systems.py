@@ -370,10 +370,18 @@ class OpenAISystem(System):
 
 
 def user_message(prompt: str) -> str:
-    """The user turn inside a rendered chat prompt (LLaMA-Factory writes those), else the text itself."""
+    """The user turn inside a rendered chat prompt (LLaMA-Factory writes those), else the text itself.
+
+    LLaMA-Factory's scripts/vllm_infer.py decodes the prompt without special tokens:
+    ``system\n…\nuser\n补齐五级行政地址: …\nassistant\n`` (the last user turn is taken).
+    """
     start = "<|im_start|>user\n"
     if start in prompt:
         prompt = prompt.split(start, 1)[1].split("<|im_end|>", 1)[0]
+        return prompt.strip()
+    plain = prompt.rstrip()
+    if plain.endswith("\nassistant") and "\nuser\n" in "\n" + plain:
+        return ("\n" + plain[: -len("\nassistant")]).rsplit("\nuser\n", 1)[1].strip()
     return prompt.strip()
 
 

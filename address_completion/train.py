@@ -27,7 +27,7 @@ from typing import Any, Sequence
 from . import dataio
 from .config import (CHECKPOINT_PREFIX, RUN_OUTPUT_FILES, SCHEDULER_STATE_FILES, TrainConfig, checkpoints_in,
                      load_config, resume_checkpoint)
-from .errors import ConfigError
+from .errors import ConfigError, DataError
 from .prompt import encode_example
 from .runtime import logger, quiet_paddlenlp_logs
 
@@ -35,6 +35,7 @@ IGNORE_INDEX = -100
 METRICS_FILE = "metrics.jsonl"
 SUMMARY_FILE = "summary.json"
 RESOLVED_CONFIG_FILE = "train_config.json"
+LOSS_SUM_FILE = "address_completion_loss.json"  # in each checkpoint: the loss summed over every step so far
 # Log keys that are bookkeeping, not metrics.
 UNLOGGED_KEYS = ("progress_or_epoch", "global_step")
 
@@ -167,8 +168,11 @@ class PaddingCollator:
 
 
 def read_split(folder: Path, name: str) -> list[dict[str, str]]:
-    """Pairs of ``folder/name`` (JSON lines; a bad line is a DataError naming file and line)."""
-    return dataio.read_records(folder / name, required=("src", "tgt"), fmt="jsonl").records
+    """Pairs of ``folder/name`` (JSON lines; a bad line or an empty file is a DataError naming the file)."""
+    records = dataio.read_records(folder / name, required=("src", "tgt"), fmt="jsonl").records
+    if not records:
+        raise DataError('empty file: training needs at least one {"src": ..., "tgt": ...} line', folder / name)
+    return records
 
 
 def sample_pairs(pairs: list[dict[str, str]], limit: int | None, seed: int) -> list[dict[str, str]]:
@@ -235,6 +239,24 @@ def lora_target_patterns(names: Sequence[str] | str | None, model: Any) -> list[
     return [f".*{name}.*" if re.fullmatch(r"[A-Za-z0-9_]+", name) else name for name in names]
 
 
+def check_patterns_match(key: str, given: Sequence[str] | str | None, patterns: Sequence[str],
+                         names: Sequence[str]) -> None:
+    """ConfigError naming the first pattern of config key ``key`` that matches none of ``names`` (PaddleNLP
+    fullmatches each pattern against layer or parameter names and ignores one that matches nothing)."""
+    shown = [given] if isinstance(given, str) else list(given or patterns)
+    for index, pattern in enumerate(patterns):
+        try:
+            matched = any(re.fullmatch(pattern, name) for name in names)
+        except re.error as error:
+            raise ConfigError(f"{key}: {shown[index]!r} is not a valid regular expression ({error})") from None
+        if not matched:
+            example = next((name for name in names if name.endswith("q_proj")), names[0] if names else "")
+            hint = " (for LoRA: q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj)" \
+                if key == "target_modules" else ""
+            raise ConfigError(f"{key}: {shown[index]!r} matches no layer of the model; names look like "
+                              f"{example}{hint}")
+
+
 def add_neftune(model: Any, noise_alpha: float) -> Any:
     """NEFTune: uniform noise of size alpha/sqrt(length*hidden) on the input embeddings, in training only."""
     import paddle
@@ -275,11 +297,18 @@ def wrap_lora(model: Any, cfg: TrainConfig) -> Any:
 
     model_args = cfg.model_args
     if model_args.lora_path:
-        lora_model = load_adapter(model, model_args.lora_path)
+        lora_model = load_adapter(model, model_args.lora_path, base=model_args.model_name_or_path, flag="lora_path")
         lora_model.mark_only_lora_as_trainable()
         return lora_model
+    target_modules = lora_target_patterns(cfg.extras["target_modules"], model)
+    if cfg.extras["target_modules"] is not None:  # the defaults are PaddleNLP's own for this architecture
+        check_patterns_match("target_modules", cfg.extras["target_modules"], target_modules,
+                             [name for name, _ in model.named_sublayers()])
+    if cfg.extras["trainable_modules"]:
+        check_patterns_match("trainable_modules", cfg.extras["trainable_modules"], cfg.extras["trainable_modules"],
+                             [name for name, _ in model.named_parameters()])
     lora_config = LoRAConfig(
-        target_modules=lora_target_patterns(cfg.extras["target_modules"], model),
+        target_modules=target_modules,
         r=model_args.lora_rank, lora_alpha=cfg.extras["lora_alpha"], lora_dropout=cfg.extras["lora_dropout"],
         rslora=model_args.rslora, lora_plus_scale=model_args.lora_plus_scale, pissa=False, merge_weights=False,
         tensor_parallel_degree=cfg.training_args.tensor_parallel_degree, dtype=cfg.dtype,
@@ -355,6 +384,8 @@ def make_trainer(cfg: TrainConfig, model: Any, tokenizer: Any, train_data: Any, 
 
     class AddressTrainer(SFTTrainer):
         tokens_trained = 0
+        loss_sum = 0.0  # this process's step losses, added up as PaddleNLP adds them for train_loss
+        loss_sum_before: float | None = 0.0  # the resumed checkpoint's sum (None: an older checkpoint without it)
 
         def _get_train_sampler(self):
             return EpochSeededSampler(self.train_dataset, self.args.per_device_train_batch_size, self.args.seed,
@@ -366,13 +397,25 @@ def make_trainer(cfg: TrainConfig, model: Any, tokenizer: Any, train_data: Any, 
                 self.tokens_trained += int(mask.sum())
             else:
                 self.tokens_trained += int((inputs["input_ids"] != tokenizer.pad_token_id).sum())
-            return super().training_step(model, inputs, *args, **kwargs)
+            loss = super().training_step(model, inputs, *args, **kwargs)
+            self.loss_sum += float(loss)
+            return loss
+
+        def mean_train_loss(self) -> float | None:
+            """The loss averaged over every step of the run, the steps before a resume included."""
+            steps = int(self.state.global_step)
+            if self.loss_sum_before is None or steps == 0:
+                return None
+            return (self.loss_sum_before + self.loss_sum) / steps
 
         def _save_checkpoint(self, model, metrics=None):
             super()._save_checkpoint(model, metrics=metrics)
+            folder = Path(self.args.output_dir) / f"{CHECKPOINT_PREFIX}{self.state.global_step}"
             if cfg.extras["safe_serialization"]:
-                scheduler_state_to_json(self.lr_scheduler, Path(self.args.output_dir)
-                                        / f"{CHECKPOINT_PREFIX}{self.state.global_step}")
+                scheduler_state_to_json(self.lr_scheduler, folder)
+            if folder.is_dir() and self.loss_sum_before is not None:
+                dataio.write_json(folder / LOSS_SUM_FILE, {"global_step": int(self.state.global_step),
+                                                           "loss_sum": self.loss_sum_before + self.loss_sum})
             if self.args.local_rank == -1:  # PaddleNLP prunes only when local_rank == 0, i.e. never on one device
                 self._rotate_checkpoints(use_mtime=False, output_dir=self.args.output_dir)
 
@@ -586,7 +629,20 @@ def set_up(cfg: TrainConfig, pairs: dict[str, list[dict[str, str]]], checkpoint:
     recorder = metrics_recorder(cfg.output_dir / METRICS_FILE, _checkpoint_step(checkpoint) if checkpoint else None,
                                 progress_bar=not cfg.training_args.disable_tqdm)
     trainer = make_trainer(cfg, model, tokenizer, train_data, eval_data, [recorder])
+    if checkpoint is not None:
+        trainer.loss_sum_before = resumed_loss_sum(checkpoint)
     return TrainingRun(cfg, tokenizer, data, trainer, recorder)
+
+
+def resumed_loss_sum(checkpoint: Path) -> float | None:
+    """The loss summed over the steps before ``checkpoint`` (None when the checkpoint does not record it)."""
+    try:
+        record = json.loads((checkpoint / LOSS_SUM_FILE).read_text(encoding="utf-8"))
+        return float(record["loss_sum"])
+    except (OSError, ValueError, KeyError, TypeError):
+        logger.warning("%s does not record the loss of the steps before it; train_loss in the summary covers only "
+                       "the steps after the resume", checkpoint)
+        return None
 
 
 def train(config_path: str | Path | None, overrides: Sequence[str] | dict[str, Any] = (), *, resume: bool = False,
@@ -594,6 +650,11 @@ def train(config_path: str | Path | None, overrides: Sequence[str] | dict[str, A
     """Validate, train, evaluate and write every output; returns the summary (also in summary.json)."""
     started = time.time()
     cfg = load_config(config_path, overrides, device=device)  # also checks model source and dataset folder
+    dataio.check_apart({"output_dir": cfg.output_dir},
+                       {"model_name_or_path": cfg.model_args.model_name_or_path,
+                        "dataset_name_or_path": cfg.data_args.dataset_name_or_path,
+                        "lora_path": cfg.model_args.lora_path})
+    dataio.check_output_folder(cfg.output_dir, flag="output_dir")
     checkpoint = None
     if cfg.values.get("resume_from_checkpoint"):  # an explicit checkpoint in the config is an explicit choice
         checkpoint = Path(cfg.values["resume_from_checkpoint"]).expanduser()
@@ -607,6 +668,19 @@ def train(config_path: str | Path | None, overrides: Sequence[str] | dict[str, A
     if overwrite:
         clear_previous_run(cfg.output_dir)
     quiet_paddlenlp_logs()
+    existing = {name for name in RUN_OUTPUT_FILES if (cfg.output_dir / name).exists()}
+    try:
+        return _train_and_report(cfg, pairs, checkpoint, started)
+    except BaseException:
+        if not checkpoints_in(cfg.output_dir):  # nothing to resume: leave no file that would block the rerun
+            for name in RUN_OUTPUT_FILES:
+                if name not in existing:
+                    (cfg.output_dir / name).unlink(missing_ok=True)
+        raise
+
+
+def _train_and_report(cfg: TrainConfig, pairs: dict[str, list[dict[str, str]]], checkpoint: Path | None,
+                      started: float) -> dict[str, Any]:
     run = set_up(cfg, pairs, checkpoint)
     dataio.write_json(cfg.output_dir / RESOLVED_CONFIG_FILE, cfg.resolved())
 
@@ -615,6 +689,7 @@ def train(config_path: str | Path | None, overrides: Sequence[str] | dict[str, A
         result = run.trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
         train_metrics = dict(result.metrics)
         run.trainer.save_model(str(cfg.output_dir))
+        dataio.apply_umask_to_files(cfg.output_dir.glob("*.safetensors"))  # Paddle writes them 0600
     final_eval = final_evaluation(cfg, run.trainer, run.recorder.records)
     test_metrics = {}
     if run.data.test is not None:
@@ -671,7 +746,7 @@ def make_summary(cfg: TrainConfig, trainer: Any, data: PreparedData, train_metri
         "train_samples_per_second": round(trained_samples / runtime_seconds, 3) if train_metrics else 0.0,
         "train_tokens_per_second": round(trainer.tokens_trained / runtime_seconds, 1) if train_metrics else 0.0,
         "train_tokens": int(trainer.tokens_trained),
-        "train_loss": _plain(train_metrics.get("train_loss")) if train_metrics else None,
+        "train_loss": _train_loss(trainer, train_metrics, resumed_from),
         "best_checkpoint": state.best_model_checkpoint,
         "best_metric": _plain(state.best_metric) if state.best_metric is not None else None,
         "metric_for_best_model": cfg.training_args.metric_for_best_model,
@@ -682,6 +757,17 @@ def make_summary(cfg: TrainConfig, trainer: Any, data: PreparedData, train_metri
         "warnings": cfg.warnings,
     }
     return summary
+
+
+def _train_loss(trainer: Any, train_metrics: dict[str, Any], resumed_from: Path | None) -> float | None:
+    """Mean loss over every step of the run. PaddleNLP's train_loss divides the resumed steps' sum by all steps."""
+    if not train_metrics:
+        return None
+    mean = trainer.mean_train_loss()
+    if mean is not None:
+        return mean
+    steps_here = int(trainer.state.global_step) - (_checkpoint_step(resumed_from) if resumed_from else 0)
+    return _plain(train_metrics["train_loss"]) * int(trainer.state.global_step) / max(1, steps_here)
 
 
 def _trained_samples(cfg: TrainConfig, trainer: Any, resumed_from: Path | None) -> int:

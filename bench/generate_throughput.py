@@ -10,6 +10,8 @@ Offline rows: addresses/s, ms per address (wall time / addresses) and the latenc
 caller of that batch waits), p50 / p99 over the batches. Server rows: N client threads on 127.0.0.1
 each send one-address /v1/complete requests back to back; throughput and request latency p50 / p99,
 with dynamic batching (--server-batch-sizes; 1 = no batching). Clients run in the benchmark process.
+The last server row connects --burst-clients clients at once (one request each, all released together)
+and counts the requests that failed: a connection refused or reset, a timeout, or a status other than 200.
 
 Quick run (about a minute on 2 cores):
     python bench/generate_throughput.py --shapes default --max-new-tokens 8
@@ -79,8 +81,10 @@ def bench_batches(completer, addresses: list[str], batch_size: int) -> dict:
             "p99_ms": 1000 * percentile(batch_times, 0.99)}
 
 
-def bench_server(completer, addresses: list[str], *, clients: int, max_batch_size: int, batch_wait_ms: float) -> dict:
-    """``clients`` threads send one-address requests back to back until every address was served."""
+def bench_server(completer, addresses: list[str], *, clients: int, max_batch_size: int, batch_wait_ms: float,
+                 burst: bool = False) -> dict:
+    """``clients`` threads send one-address requests back to back until every address was served (``burst``: each
+    client sends one request, all released at the same moment). Failed requests are counted, not raised."""
     from address_completion.serve import ServerSettings, start_in_thread
 
     settings = ServerSettings(port=0, max_batch_size=max_batch_size, batch_wait_ms=batch_wait_ms,
@@ -89,8 +93,12 @@ def bench_server(completer, addresses: list[str], *, clients: int, max_batch_siz
     pending = iter(addresses)
     lock = threading.Lock()
     latencies: list[float] = []
+    errors: list[str] = []
+    release = threading.Barrier(clients) if burst else None
 
     def client() -> None:
+        if release is not None:
+            release.wait()
         while True:
             with lock:
                 address = next(pending, None)
@@ -99,10 +107,17 @@ def bench_server(completer, addresses: list[str], *, clients: int, max_batch_siz
             body = json.dumps({"addresses": [address]}, ensure_ascii=False).encode()
             request = urllib.request.Request(server.url + "/v1/complete", data=body)
             sent = time.perf_counter()
-            with urllib.request.urlopen(request, timeout=600) as response:
-                response.read()
+            try:
+                with urllib.request.urlopen(request, timeout=600) as response:
+                    response.read()
+            except (OSError, ValueError) as error:  # HTTPError, refused, reset, timeout
+                with lock:
+                    errors.append(f"{type(error).__name__}: {error}")
+                continue
             with lock:
                 latencies.append(time.perf_counter() - sent)
+            if release is not None:
+                return
 
     try:
         started = time.perf_counter()
@@ -112,16 +127,20 @@ def bench_server(completer, addresses: list[str], *, clients: int, max_batch_siz
         wall = time.perf_counter() - started
     finally:
         server.stop()
-    return {"addresses": len(addresses), "wall_s": wall, "addr_per_s": len(addresses) / wall,
-            "ms_per_addr": 1000 * wall / len(addresses), "p50_ms": 1000 * statistics.median(latencies),
-            "p99_ms": 1000 * percentile(latencies, 0.99), "batches": server.worker.batches_run}
+    if errors:
+        print(f"    {len(errors)} failed request(s), e.g. {errors[0]}", file=sys.stderr, flush=True)
+    served = latencies or [float("nan")]
+    return {"addresses": len(addresses), "wall_s": wall, "addr_per_s": len(latencies) / wall,
+            "ms_per_addr": 1000 * wall / max(1, len(latencies)), "p50_ms": 1000 * statistics.median(served),
+            "p99_ms": 1000 * percentile(served, 0.99), "batches": server.worker.batches_run, "errors": len(errors)}
 
 
 def print_table(rows: list[dict]) -> None:
-    header = ["model shape", "mode", "batch", "addr", "new tok", "wall s", "addr/s", "ms/addr", "p50 ms", "p99 ms"]
+    header = ["model shape", "mode", "batch", "addr", "new tok", "wall s", "addr/s", "ms/addr", "p50 ms", "p99 ms",
+              "errors"]
     lines = [[row["shape"], row["mode"], str(row["batch"]), str(row["addresses"]), str(row["new_tokens"]),
               f"{row['wall_s']:.1f}", f"{row['addr_per_s']:.2f}", f"{row['ms_per_addr']:.0f}", f"{row['p50_ms']:.0f}",
-              f"{row['p99_ms']:.0f}"] for row in rows]
+              f"{row['p99_ms']:.0f}", str(row["errors"]) if "errors" in row else "-"] for row in rows]
     widths = [max(len(cell) for cell in column) for column in zip(header, *lines)]
     for cells in [header, ["-" * width for width in widths], *lines]:
         print("  ".join(cell.rjust(width) if index > 1 else cell.ljust(width)
@@ -145,6 +164,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--server-requests", type=int, default=64, help="one-address requests in total")
     parser.add_argument("--server-batch-sizes", type=csv_ints, default=[1, 16],
                         help="server --max-batch-size values to compare (1 = no dynamic batching)")
+    parser.add_argument("--burst-clients", type=int, default=200,
+                        help="clients connecting at once for the error-count row (0 = skip it)")
     parser.add_argument("--batch-wait-ms", type=float, default=10.0)
     parser.add_argument("--seed", type=int, default=0)
     return parser.parse_args(argv)
@@ -161,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
     from address_completion.default_model import create_model
     from address_completion.generate import Completer
 
-    for noisy in ("PaddleNLP", "address_completion"):  # model loading chatter and the server's request log
+    for noisy in ("PaddleNLP", "address_completion", "uvicorn"):  # model loading chatter, the request log
         logging.getLogger(noisy).setLevel(logging.WARNING)
     known = shapes()
     chosen = [name.strip() for name in args.shapes.split(",") if name.strip()]
@@ -193,6 +214,14 @@ def main(argv: list[str] | None = None) -> int:
                 result = bench_server(completer, sample_addresses(args.server_requests), clients=args.server_clients,
                                       max_batch_size=max_batch_size, batch_wait_ms=args.batch_wait_ms)
                 rows.append({"shape": label, "mode": f"server x{args.server_clients}", "batch": max_batch_size,
+                             "new_tokens": args.max_new_tokens, **result})
+            if args.burst_clients:
+                batch = max(args.server_batch_sizes)
+                print(f"  server max-batch {batch}: {args.burst_clients} clients at once ...", file=sys.stderr,
+                      flush=True)
+                result = bench_server(completer, sample_addresses(args.burst_clients), clients=args.burst_clients,
+                                      max_batch_size=batch, batch_wait_ms=args.batch_wait_ms, burst=True)
+                rows.append({"shape": label, "mode": f"server {args.burst_clients} at once", "batch": batch,
                              "new_tokens": args.max_new_tokens, **result})
         del completer
         gc.collect()

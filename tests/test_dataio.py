@@ -382,3 +382,78 @@ def test_check_model_folder_never_replaces_a_non_model_folder(tmp_path):
         check_model_folder(tmp_path, force=False)
     with pytest.raises(ConfigError, match="no config.json"):
         check_model_folder(tmp_path, force=True)
+
+
+# ---------------------------------------------------------------- model folders: umask, stale staging, overlap
+
+
+def dead_pid() -> int:
+    import subprocess
+    import sys
+
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    process.wait()
+    return process.pid
+
+
+def test_atomic_folder_gives_files_the_umask_mode(tmp_path):
+    from address_completion.dataio import atomic_folder, current_umask
+
+    with atomic_folder(tmp_path / "model") as staging:
+        descriptor, name = __import__("tempfile").mkstemp(dir=staging)  # how safetensors writes: mode 0600
+        os.close(descriptor)
+        (staging / "sub").mkdir(mode=0o700)
+    mask = current_umask()
+    written = tmp_path / "model" / os.path.basename(name)
+    assert stat.S_IMODE(written.stat().st_mode) == 0o666 & ~mask
+    assert stat.S_IMODE((tmp_path / "model" / "sub").stat().st_mode) == 0o777 & ~mask
+
+
+def test_staging_left_by_a_killed_run_is_cleaned_by_the_next_run(tmp_path):
+    from address_completion.dataio import atomic_folder
+
+    pid = dead_pid()
+    stale = tmp_path / f".model.staging-{pid}-0123abcd"
+    stale.mkdir()
+    (stale / "model.safetensors").write_bytes(b"half written")
+    alive = tmp_path / f".model.staging-{os.getpid()}-89abcdef"  # a run still going: not ours to remove
+    alive.mkdir()
+    with atomic_folder(tmp_path / "model") as staging:
+        (staging / "config.json").write_text("{}")
+    assert sorted(path.name for path in tmp_path.iterdir()) == [alive.name, "model"]
+
+
+def test_an_earlier_result_moved_aside_by_a_killed_run_is_put_back(tmp_path):
+    from address_completion.dataio import clean_stale_siblings
+
+    aside = tmp_path / f".model.old-{dead_pid()}-0123abcd"
+    aside.mkdir()
+    (aside / "config.json").write_text('{"earlier": true}')
+    clean_stale_siblings(tmp_path / "model")
+    assert json.loads((tmp_path / "model" / "config.json").read_text()) == {"earlier": True}
+    assert not aside.exists()
+
+
+@pytest.mark.parametrize("output, relation", [
+    ("in", "is the same path as"), ("in/sub/out", "lies inside"), (".", "contains"), ("in-other", None)])
+def test_check_apart(tmp_path, output, relation):
+    from address_completion.dataio import check_apart
+
+    (tmp_path / "in" / "sub").mkdir(parents=True)
+    outputs, inputs = {"--output": tmp_path / output}, {"--model": tmp_path / "in", "--hub": "Qwen/not-on-disk"}
+    if relation is None:
+        check_apart(outputs, inputs)
+        return
+    with pytest.raises(ConfigError, match=f"--output .* {relation} --model .*with --force or not"):
+        check_apart(outputs, inputs)
+
+
+def test_check_output_file_refuses_a_folder_and_a_file_parent(tmp_path):
+    from address_completion.dataio import check_output_file
+
+    with pytest.raises(ConfigError, match="is a folder; name a file"):
+        check_output_file(tmp_path, force=True, flag="--output")
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ConfigError, match="is a file, so no file can be written below it"):
+        check_output_file(tmp_path / "file" / "out.jsonl", force=False)
+    assert check_output_file(tmp_path / "new" / "out.jsonl", force=False) == tmp_path / "new" / "out.jsonl"

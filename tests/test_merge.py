@@ -122,5 +122,20 @@ def test_rejects_pissa_adapter(default_model_dir, lora_adapter_dir, tmp_path):
 
 
 def test_rejects_a_folder_that_is_not_an_adapter(default_model_dir, tmp_path):
+    (tmp_path / "not-an-adapter").mkdir()
     with pytest.raises(ConfigError, match="lora_config.json"):
-        merge.merge_adapter(str(default_model_dir), str(tmp_path), tmp_path / "merged")
+        merge.merge_adapter(str(default_model_dir), str(tmp_path / "not-an-adapter"), tmp_path / "merged")
+
+
+def test_merged_files_follow_the_umask(merged_dir):
+    """safetensors writes through a private temporary file; the merged model must be as readable as any file."""
+    import os
+    import stat
+
+    from address_completion.dataio import current_umask
+
+    modes = {path.name: stat.S_IMODE(path.stat().st_mode) for path in merged_dir.iterdir()}
+    assert "model.safetensors" in modes
+    assert modes == {name: 0o666 & ~current_umask() for name in modes}
+    assert stat.S_IMODE(merged_dir.stat().st_mode) == 0o777 & ~current_umask()
+    assert os.access(merged_dir / "model.safetensors", os.R_OK)

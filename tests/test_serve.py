@@ -6,6 +6,7 @@ import json
 import os
 import queue
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -106,13 +107,58 @@ def test_openai_client(server, expected):
         openai.OpenAI(base_url=server.url + "/v1", api_key="wrong", max_retries=0).models.list()
 
 
+def test_stream_true_answers_with_openai_server_sent_events(server, expected):
+    body = json.dumps(chat(ADDRESSES[3], stream=True, stream_options={"include_usage": True}),
+                      ensure_ascii=False).encode()
+    request = urllib.request.Request(server.url + "/v1/chat/completions", data=body,
+                                     headers={"Authorization": f"Bearer {API_KEY}"})
+    with urllib.request.urlopen(request, timeout=120) as response:
+        assert response.headers["Content-Type"].startswith("text/event-stream")
+        events = [event for event in response.read().decode("utf-8").split("\n\n") if event]
+    assert all(event.startswith("data: ") for event in events) and events[-1] == "data: [DONE]"
+    chunks = [json.loads(event[len("data: "):]) for event in events[:-1]]
+    assert {chunk["object"] for chunk in chunks} == {"chat.completion.chunk"}
+    assert len({chunk["id"] for chunk in chunks}) == 1
+    deltas = [chunk["choices"][0]["delta"] for chunk in chunks if chunk["choices"]]
+    assert deltas[0]["role"] == "assistant"
+    assert "".join(delta.get("content", "") for delta in deltas) == expected[ADDRESSES[3]]
+    finishing = [chunk for chunk in chunks if chunk["choices"] and chunk["choices"][0]["finish_reason"]]
+    assert len(finishing) == 1 and finishing[0]["choices"][0]["finish_reason"] in ("stop", "length")
+    usage = chunks[-1]["usage"]  # stream_options.include_usage: a last chunk with no choices
+    assert chunks[-1]["choices"] == [] and usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"]
+
+
+def test_openai_client_streaming(server, expected):
+    openai = pytest.importorskip("openai")
+    client = openai.OpenAI(base_url=server.url + "/v1", api_key=API_KEY, max_retries=0)
+    stream = client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": ADDRESSES[4]}],
+                                            stream=True)
+    chunks = list(stream)
+    assert "".join(chunk.choices[0].delta.content or "" for chunk in chunks) == expected[ADDRESSES[4]]
+    assert chunks[-1].choices[0].finish_reason in ("stop", "length")
+
+
+def test_openapi_page_and_schema(server):
+    with urllib.request.urlopen(server.url + "/docs", timeout=60) as response:  # no API key needed
+        assert response.status == 200 and "swagger" in response.read().decode().lower()
+    with urllib.request.urlopen(server.url + "/openapi.json", timeout=60) as response:
+        schema = json.loads(response.read())
+    assert {"/v1/chat/completions", "/v1/complete", "/v1/models", "/health"} <= set(schema["paths"])
+    request_schema = schema["components"]["schemas"]["ChatCompletionRequest"]
+    assert "messages" in request_schema["required"]
+    assert {"type": "boolean"} in request_schema["properties"]["stream"]["anyOf"]
+
+
 # ---------------------------------------------------------------- refusals (the server keeps serving)
 
 
 @pytest.mark.parametrize("path, body, raw, key, status, words", [
     ("/v1/complete", None, b'{"addresses": [', API_KEY, 400, "broken JSON"),
     ("/v1/complete", None, b"\xff\xfe", API_KEY, 400, "UTF-8"),
-    ("/v1/chat/completions", chat("海淀区", stream=True), None, API_KEY, 400, "stream"),
+    ("/v1/chat/completions", chat("海淀区", stream="yes"), None, API_KEY, 422, "'stream'"),
+    ("/v1/chat/completions", chat("海淀区", stream=1), None, API_KEY, 422, "'stream'"),
+    ("/v1/chat/completions", chat("海淀区", n=2), None, API_KEY, 400, "n=1"),
+    ("/v1/chat/completions", chat("   "), None, API_KEY, 422, "messages[1].content is empty"),
     ("/v1/complete", {"addresses": ["海淀区"]}, None, None, 401, "API key"),
     ("/v1/complete", {"addresses": ["海淀区"]}, None, "wrong", 401, "API key"),
     ("/v1/chat/completions", chat("海淀区"), None, None, 401, "API key"),
@@ -135,6 +181,40 @@ def test_bad_requests_get_openai_errors(server, expected, path, body, raw, key, 
     assert set(payload) == {"error"} and set(payload["error"]) == {"message", "type", "param", "code"}
     assert words in payload["error"]["message"]
     assert call(server.url, "/v1/complete", {"addresses": [ADDRESSES[0]]}) == (200, {"results": [expected[ADDRESSES[0]]]})
+
+
+def test_stream_given_as_a_string_names_the_field(server):
+    status, payload = call(server.url, "/v1/chat/completions", chat("海淀区", stream="true"))
+    assert status == 422 and payload["error"]["param"] == "stream" and "boolean" in payload["error"]["message"]
+
+
+def test_body_over_the_limit_is_413(completer):
+    small = start_in_thread(completer, ServerSettings(port=0, model_name="tiny", max_body_bytes=100))
+    try:
+        status, payload = call(small.url, "/v1/complete", {"addresses": ["海淀区中关村大街" * 10]}, key=None)
+        assert status == 413 and "limit of 100 bytes" in payload["error"]["message"]
+        assert call(small.url, "/health", key=None)[0] == 200
+    finally:
+        small.stop()
+
+
+def test_a_stalled_body_gets_408_and_the_server_keeps_serving(completer, expected):
+    slow = start_in_thread(completer, ServerSettings(port=0, model_name="tiny", body_timeout=1))
+    try:
+        host, port = slow.socket.getsockname()[:2]
+        with socket.create_connection((host, port), timeout=120) as client:
+            client.sendall(b"POST /v1/complete HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                           b"Content-Length: 100\r\n\r\n{\"addresses\"")  # then nothing more
+            reply = b""
+            while chunk := client.recv(65536):  # the server answers, then closes the connection
+                reply += chunk
+        head, _, body = reply.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 408")
+        assert "--body-timeout" in json.loads(body)["error"]["message"]
+        assert call(slow.url, "/v1/complete", {"addresses": [ADDRESSES[0]]}, key=None) == (
+            200, {"results": [expected[ADDRESSES[0]]]})
+    finally:
+        slow.stop()
 
 
 def test_wrong_method_is_refused(server):
@@ -170,25 +250,31 @@ def test_sigterm_finishes_the_request_in_flight(default_model_dir, lora_adapter_
     process = subprocess.Popen(
         [sys.executable, "-m", "address_completion", "serve", "--debug", "--model", str(default_model_dir),
          "--lora_path", str(lora_adapter_dir), "--port", "0", "--max_new_tokens", str(MAX_NEW_TOKENS),
-         "--batch-wait-ms", "200", "--max-batch-size", "1"],
+         "--batch-wait-ms", "200", "--max-batch-size", "1", "--body-timeout", "1"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
     try:
         url = _wait_for_url(process)
         log_lines: queue.Queue[str] = queue.Queue()
         reader = threading.Thread(target=lambda: [log_lines.put(line) for line in process.stderr], daemon=True)
         reader.start()
+        host, port = url[len("http://"):].split(":")
+        with socket.create_connection((host, int(port)), timeout=120) as stalled:  # a slow body: 408, one log line
+            stalled.sendall(b"POST /v1/complete HTTP/1.1\r\nHost: x\r\nContent-Length: 50\r\n\r\n{")
+            assert stalled.recv(65536).startswith(b"HTTP/1.1 408")
         addresses = ADDRESSES[:4]  # decoded one at a time (--max-batch-size 1): long enough to be in flight
         result: list = []
         client = threading.Thread(target=lambda: result.append(call(url, "/v1/complete", {"addresses": addresses},
                                                                     key=None)))
         client.start()
-        _wait_for_line(log_lines, "queued 4 address")
+        seen = _wait_for_line(log_lines, "queued 4 address")
         process.send_signal(signal.SIGTERM)
         client.join(timeout=120)
         assert result == [(200, {"results": [expected[address] for address in addresses]})]
         assert process.wait(timeout=60) == 0
         reader.join(timeout=10)
-        assert "received SIGTERM" in "".join(_drain(log_lines))
+        log = "".join(seen + _drain(log_lines))
+        assert "received SIGTERM" in log and "Traceback" not in log
+        assert [line for line in log.splitlines() if " 408 " in line and "--body-timeout" in line]
     finally:
         if process.poll() is None:
             process.kill()
@@ -201,11 +287,13 @@ def _wait_for_url(process) -> str:
     return next(word for word in line.split() if word.startswith("http://"))
 
 
-def _wait_for_line(lines: queue.Queue, text: str) -> None:
+def _wait_for_line(lines: queue.Queue, text: str) -> list[str]:
+    """The lines read up to and including the first one holding ``text``."""
+    seen = []
     while True:
-        line = lines.get(timeout=120)
-        if text in line:
-            return
+        seen.append(lines.get(timeout=120))
+        if text in seen[-1]:
+            return seen
 
 
 def _drain(lines: queue.Queue) -> list[str]:

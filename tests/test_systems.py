@@ -117,6 +117,18 @@ def test_predictions_file_matched_by_input(tmp_path):
         system.check_inputs(["碑林区扬子江南路467-6号", "海淀区1号"])
 
 
+def test_vllm_infer_predictions_are_matched(tmp_path):
+    """LLaMA-Factory's scripts/vllm_infer.py writes prompts decoded without special tokens."""
+    vllm = "system\nYou are Qwen, created by Alibaba Cloud.\nuser\n" + PREFIX + "碑林区扬子江南路467-6号\nassistant\n"
+    assert user_message(vllm) == PREFIX + "碑林区扬子江南路467-6号"
+    assert user_message("user\n海淀区中关村大街27号\nassistant\n") == "海淀区中关村大街27号"  # no system turn
+    assert user_message("海淀区 user\nassistant") == "海淀区 user\nassistant"  # not a rendered prompt
+    path = tmp_path / "generated_predictions.jsonl"
+    path.write_text(json.dumps({"prompt": vllm, "predict": "陕西省西安市碑林区扬子江南路467-6号", "label": "x"},
+                               ensure_ascii=False) + "\n", encoding="utf-8")
+    assert make("predictions", path=str(path)).predict(["碑林区扬子江南路467-6号"]) == ["陕西省西安市碑林区扬子江南路467-6号"]
+
+
 def test_predictions_file_errors_name_the_line(tmp_path):
     path = tmp_path / "p.jsonl"
     path.write_text('{"prompt": "a", "predict": "b"}\n{"prompt": "c"\n', encoding="utf-8")

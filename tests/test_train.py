@@ -284,31 +284,33 @@ def test_safetensors_everywhere_train_checkpoint_resume_merge_predict(default_mo
 
 
 def test_pickled_layout_only_on_request_and_its_checkpoints_resume_into_safetensors(
-        default_model_dir, dataset, tmp_path, capsys, monkeypatch):
+        default_model_dir, dataset, tmp_path, monkeypatch):
     """safe_serialization false writes PaddleNLP's older pickled layout; resuming from such a checkpoint warns
     once about the pickle and goes on in the safetensors layout."""
     from address_completion import modeling
-    from address_completion.cli import main
 
     monkeypatch.delenv(modeling.TRUST_PICKLE_ENV, raising=False)
-    monkeypatch.setattr(modeling, "_WARNED_PICKLES", set())
     old = tmp_path / "old"
     config = write_config(tmp_path, "old", base_config(default_model_dir, dataset, old, max_steps=2,
                                                         save_strategy="steps", save_steps=2))
-    assert main(["train", str(config), "--safe_serialization", "false", "--device", "cpu"]) == 0
+    # Both runs in fresh processes: the pickled optimizer state is keyed by Paddle's per-process parameter
+    # names, which depend on how many layers the process built before (in pytest: every earlier test).
+    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2")}
+    command = [sys.executable, "-m", "address_completion", "train"]
+    first = subprocess.run(command + [str(config), "--safe_serialization", "false", "--device", "cpu"], env=env,
+                           capture_output=True, text=True, timeout=600)
+    assert first.returncode == 0, first.stderr
     assert (old / "lora_model_state.pdparams").is_file() and not list(old.rglob("*.safetensors"))
     checkpoint = old / "checkpoint-2"
     assert (checkpoint / "scheduler.pdparams").is_file() and not (checkpoint / "scheduler.json").exists()
-    assert "pickle" not in capsys.readouterr().err  # nothing pickled was read
+    assert "pickle" not in first.stderr  # nothing pickled was read
 
     new = tmp_path / "new"
     config = write_config(tmp_path, "new", base_config(default_model_dir, dataset, new, max_steps=4,
                                                         save_strategy="steps", save_steps=2,
                                                         resume_from_checkpoint=str(checkpoint)))
-    # A new process: the pickled optimizer state is keyed by Paddle's per-process parameter names.
-    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2")}
-    resumed = subprocess.run([sys.executable, "-m", "address_completion", "train", str(config), "--device", "cpu"],
-                             env=env, capture_output=True, text=True, timeout=600)
+    resumed = subprocess.run(command + [str(config), "--device", "cpu"], env=env, capture_output=True, text=True,
+                             timeout=600)
     assert resumed.returncode == 0, resumed.stderr
     warnings = [line for line in resumed.stderr.splitlines() if "is a pickle" in line]
     assert len(warnings) == 1 and warnings[0].startswith(f"warning: {checkpoint / 'lora_model_state.pdparams'} ")
@@ -354,3 +356,24 @@ def test_killed_run_resumes_to_the_same_adapter(default_model_dir, dataset, tmp_
     assert summary["resumed_from"].endswith(tuple(f"checkpoint-{step}" for step in (3, 6, 9)))
     steps = [record["step"] for record in read_jsonl(tmp_path / "killed" / "metrics.jsonl") if "loss" in record]
     assert steps == sorted(steps) and len(steps) == len(set(steps))  # no duplicate records from the killed run
+
+
+def test_train_loss_after_resume_is_the_mean_over_every_step(default_model_dir, dataset, tmp_path):
+    """A resumed 8-step run reported the resumed steps' loss sum divided by all 8 steps (about half the loss)."""
+    output = tmp_path / "run"
+    values = dict(max_steps=4, logging_steps=1, save_strategy="steps", save_steps=2, per_device_train_batch_size=4,
+                  learning_rate=1e-3, unified_checkpoint=True)
+    first = train(write_config(tmp_path, "first", base_config(default_model_dir, dataset, output, **values)))
+    logged = [record["loss"] for record in read_jsonl(output / "metrics.jsonl") if "loss" in record]
+    assert first["train_loss"] == pytest.approx(sum(logged) / 4, rel=1e-4)
+    resumed = train(write_config(tmp_path, "more", base_config(default_model_dir, dataset, output,
+                                                               **{**values, "max_steps": 8})), resume=True)
+    assert resumed["resumed_from"].endswith("checkpoint-4") and resumed["global_step"] == 8
+    logged = {record["step"]: record["loss"] for record in read_jsonl(output / "metrics.jsonl") if "loss" in record}
+    assert sorted(logged) == list(range(1, 9))
+    assert resumed["train_loss"] == pytest.approx(sum(logged.values()) / 8, rel=1e-4)
+    assert min(logged.values()) * 0.99 <= resumed["train_loss"] <= max(logged.values()) * 1.01
+    from address_completion.dataio import current_umask
+
+    weights = list(output.glob("*.safetensors"))  # unified checkpoints: Paddle writes them 0600
+    assert weights and {os.stat(path).st_mode & 0o777 for path in weights} == {0o666 & ~current_umask()}

@@ -1,0 +1,424 @@
+"""The HTTP application behind ``serve``: FastAPI routes, pydantic models of the OpenAI request and response.
+
+Imported only when a server starts (FastAPI is not needed for ``--help`` or the other commands). The raw
+request is handled by :class:`RequestGuard`, an ASGI middleware in front of the routes: it reads the body
+under a deadline (408) and a size limit (413), checks the API key (401) and parses the JSON (400), so the
+typed route handlers only ever see a parsed body and every refusal has OpenAI's error shape.
+Model calls go through the batching worker, which calls ``Completer.complete_detailed``; every chat
+choice, streamed or not, is built by :func:`chat_choice`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import time
+import uuid
+from typing import Annotated, Any, AsyncIterator, Literal, Optional
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, WithJsonSchema
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from .runtime import logger
+from .serve import (OWNER, BatchingWorker, RequestError, ServerSettings, addresses_from_complete_request,
+                    address_from_chat_request)
+
+BODY_DRAIN_LIMIT = 8 << 20  # read (and drop) at most this much of a refused body so the client sees our reply
+DOC_PATHS = {"/docs", "/docs/oauth2-redirect", "/openapi.json", "/redoc"}
+OPEN_PATHS = {"/health", *DOC_PATHS}  # no API key needed
+JSON_CONTENT_TYPE = (b"content-type", b"application/json")
+
+
+# ---------------------------------------------------------------- OpenAI request and response models
+
+
+ContentField = Annotated[Any, WithJsonSchema({
+    "anyOf": [{"type": "string"},
+              {"type": "array", "items": {"type": "object", "properties": {"type": {"const": "text"},
+                                                                           "text": {"type": "string"}},
+                                          "required": ["type", "text"]}}],
+    "description": "the text, or a list of text parts (joined)"})]
+
+
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    role: StrictStr
+    content: ContentField
+
+
+class StreamOptions(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    include_usage: StrictBool = False
+
+
+class ChatCompletionRequest(BaseModel):
+    """OpenAI's chat request. The last user message is the address; sampling options are accepted and ignored
+    (decoding is greedy)."""
+
+    model_config = ConfigDict(extra="allow")
+    model: Optional[StrictStr] = None
+    messages: list[ChatMessage] = Field(min_length=1)
+    stream: Optional[StrictBool] = False
+    stream_options: Optional[StreamOptions] = None
+    n: Optional[StrictInt] = None
+
+
+class CompleteRequest(BaseModel):
+    addresses: list[StrictStr] = Field(description="addresses to complete, at most --max-addresses")
+
+
+class CompleteResponse(BaseModel):
+    results: list[str] = Field(description="completed addresses, in request order")
+
+
+class AssistantMessage(BaseModel):
+    role: Literal["assistant"] = "assistant"
+    content: str
+
+
+class ChatChoice(BaseModel):
+    model_config = ConfigDict(extra="allow")  # per-answer fields beyond OpenAI's pass through to the client
+    index: int
+    message: AssistantMessage
+    logprobs: None = None
+    finish_reason: Literal["stop", "length"]
+
+
+class Usage(BaseModel):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
+class ChatCompletion(BaseModel):
+    id: str
+    object: Literal["chat.completion"] = "chat.completion"
+    created: int
+    model: str
+    choices: list[ChatChoice]
+    usage: Usage
+
+
+class ModelCard(BaseModel):
+    id: str
+    object: Literal["model"] = "model"
+    created: int
+    owned_by: str
+
+
+class ModelList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[ModelCard]
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+    model: str
+
+
+class ErrorDetail(BaseModel):
+    message: str
+    type: str
+    param: Optional[str]
+    code: Optional[str]
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorDetail
+
+
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorResponse} for status in (400, 401, 408, 413, 422, 500)}
+
+
+# ---------------------------------------------------------------- responses
+
+
+def chat_choice(completion: Any, index: int = 0) -> ChatChoice:
+    """The one place a generate.Completion becomes a chat choice (plain and streamed responses both use it)."""
+    return ChatChoice(index=index, message=AssistantMessage(content=completion.text),
+                      finish_reason=completion.finish_reason)
+
+
+def usage_of(completion: Any) -> Usage:
+    return Usage(prompt_tokens=completion.prompt_tokens, completion_tokens=completion.completion_tokens,
+                 total_tokens=completion.prompt_tokens + completion.completion_tokens)
+
+
+def chat_completion(completion: Any, model_name: str) -> ChatCompletion:
+    """OpenAI's chat.completion object for one answer."""
+    return ChatCompletion(id=f"chatcmpl-{uuid.uuid4().hex}", created=int(time.time()), model=model_name,
+                          choices=[chat_choice(completion)], usage=usage_of(completion))
+
+
+def stream_events(completion: Any, model_name: str, include_usage: bool) -> list[str]:
+    """OpenAI's chat.completion.chunk events for one finished answer: the role, the text, then the finish reason
+    (with any extra choice fields), optionally the usage, then ``[DONE]``. The answer is one short line, so its
+    text is sent as one chunk."""
+    choice = chat_choice(completion).model_dump()
+    message = choice.pop("message")
+    header = {"id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion.chunk", "created": int(time.time()),
+              "model": model_name}
+
+    def chunk(choices: list[dict], **extra: Any) -> str:
+        return "data: " + json.dumps({**header, "choices": choices, **extra}, ensure_ascii=False) + "\n\n"
+
+    index = choice["index"]
+    events = [chunk([{"index": index, "delta": {"role": message["role"], "content": ""}, "logprobs": None,
+                      "finish_reason": None}]),
+              chunk([{"index": index, "delta": {"content": message["content"]}, "logprobs": None,
+                      "finish_reason": None}]),
+              chunk([{**choice, "delta": {}}])]
+    if include_usage:
+        events.append(chunk([], usage=usage_of(completion).model_dump()))
+    events.append("data: [DONE]\n\n")
+    return events
+
+
+def error_response(error: RequestError) -> JSONResponse:
+    headers = {"WWW-Authenticate": "Bearer"} if error.status == 401 else None
+    return JSONResponse(error.payload(), status_code=error.status, headers=headers)
+
+
+def field_path(location: tuple) -> str:
+    """('addresses', 1) -> 'addresses[1]'; ('messages', 0, 'content') -> 'messages[0].content'."""
+    path = ""
+    for part in location:
+        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
+    return path
+
+
+def validation_error(errors: list[dict]) -> RequestError:
+    """The first pydantic error as a 422 naming its field."""
+    error = errors[0]
+    location = tuple(error.get("loc", ()))[1:]  # drop "body"
+    if not location:
+        if error.get("type") == "missing":
+            return RequestError(422, "the request needs a JSON object body")
+        return RequestError(422, f"the body must be a JSON object, got {type(error.get('input')).__name__}")
+    path = field_path(location)
+    if error.get("type") == "missing":
+        return RequestError(422, f"missing field '{path}'", param=path)
+    return RequestError(422, f"'{path}': {error.get('msg', 'invalid value')}", param=path)
+
+
+# ---------------------------------------------------------------- raw request handling
+
+
+class RequestGuard:
+    """ASGI middleware: body deadline and size, API key and JSON parsing before routing; one log line per request."""
+
+    def __init__(self, app: Any, settings: ServerSettings, routes: dict[str, set[str]]):
+        self.app, self.settings, self.routes = app, settings, routes
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status: list[int] = []
+
+        async def send_logged(message: dict) -> None:
+            if message["type"] == "http.response.start":
+                status.append(message["status"])
+            await send(message)
+
+        scope.setdefault("state", {})
+        try:
+            await self._guarded(scope, receive, send_logged)
+        finally:
+            detail = scope["state"].get("detail", "")
+            client = (scope.get("client") or ("-",))[0]
+            logger.info("%s %s %s %s %.1f ms%s", client, scope["method"], scope["path"],
+                        status[0] if status else "closed", (time.perf_counter() - started) * 1000,
+                        f" {detail}" if detail else "")
+
+    async def _guarded(self, scope: dict, receive: Any, send: Any) -> None:
+        try:
+            body = await self._read_body(scope, receive)
+            if body is None:
+                return  # the client went away
+            methods = self.routes.get(scope["path"])
+            if methods is not None and scope["method"] in methods:
+                if scope["path"] not in OPEN_PATHS:
+                    self._check_api_key(scope)
+                if scope["method"] == "POST":
+                    parse_json_object(body)
+                    scope["headers"] = [h for h in scope["headers"] if h[0] != b"content-type"] + [JSON_CONTENT_TYPE]
+        except RequestError as error:
+            scope["state"]["detail"] = error.message
+            response = error_response(error)
+            if error.status in (408, 413):
+                response.headers["Connection"] = "close"  # the rest of the body is not read
+            await response(scope, receive, send)
+            return
+        await self.app(scope, replay(body, receive), send)
+
+    async def _read_body(self, scope: dict, receive: Any) -> bytes | None:
+        """The whole body, or RequestError 408 (not complete within --body-timeout) / 413 (over the limit)."""
+        limit, timeout = self.settings.max_body_bytes, self.settings.body_timeout
+        declared = header(scope, b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            await self._drain(receive, min(int(declared), BODY_DRAIN_LIMIT), time.monotonic() + timeout)
+            raise RequestError(413, f"request body of {declared} bytes exceeds the limit of {limit} bytes",
+                               code="body_too_large")
+        deadline = time.monotonic() + timeout
+        chunks, size = [], 0
+        while True:
+            message = await self._receive_before(receive, deadline)
+            if message["type"] == "http.disconnect":
+                return None
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            if size > limit:
+                raise RequestError(413, f"request body exceeds the limit of {limit} bytes", code="body_too_large")
+            if not message.get("more_body", False):
+                return b"".join(chunks)
+
+    async def _receive_before(self, receive: Any, deadline: float) -> dict:
+        try:
+            return await asyncio.wait_for(receive(), timeout=max(0.0, deadline - time.monotonic()))
+        except asyncio.TimeoutError:
+            raise RequestError(408, f"the request body did not arrive within {self.settings.body_timeout:g} s "
+                                    "(--body-timeout)", code="request_timeout") from None
+
+    async def _drain(self, receive: Any, amount: int, deadline: float) -> None:
+        """Read what the client sends before replying; replying over unread data resets the connection."""
+        try:
+            while amount > 0:
+                message = await self._receive_before(receive, deadline)
+                if message["type"] == "http.disconnect" or not message.get("more_body", False):
+                    return
+                amount -= len(message.get("body", b""))
+        except RequestError:
+            return
+
+    def _check_api_key(self, scope: dict) -> None:
+        expected = self.settings.api_key
+        if not expected:
+            return
+        scheme, _, token = (header(scope, b"authorization") or "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), expected.encode()):
+            raise RequestError(401, "missing or wrong API key: send the header 'Authorization: Bearer KEY' with "
+                                    "the key the server was started with (--api-key)",
+                               error_type="authentication_error", code="invalid_api_key")
+
+
+def header(scope: dict, name: bytes) -> str | None:
+    for key, value in scope["headers"]:
+        if key == name:
+            return value.decode("latin-1")
+    return None
+
+
+def replay(body: bytes, receive: Any) -> Any:
+    """A receive callable that hands over the already read body, then waits for the client's disconnect."""
+    delivered = False
+
+    async def receive_again() -> dict:
+        nonlocal delivered
+        if not delivered:
+            delivered = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return receive_again
+
+
+def parse_json_object(raw: bytes) -> Any:
+    """The parsed body, or RequestError 400 naming what is broken (the route's model checks the shape)."""
+    try:
+        return json.loads(raw.decode("utf-8")) if raw.strip() else None
+    except UnicodeDecodeError as error:
+        raise RequestError(400, f"the body is not UTF-8 (byte {error.start})", code="invalid_json") from None
+    except json.JSONDecodeError as error:
+        raise RequestError(400, f"broken JSON: {error.msg} at line {error.lineno} column {error.colno}",
+                           code="invalid_json") from None
+
+
+# ---------------------------------------------------------------- the application
+
+
+def create_app(worker: BatchingWorker, settings: ServerSettings) -> Any:
+    """The FastAPI application serving ``worker``'s model under ``settings`` (the worker must be running)."""
+    app = FastAPI(title="address_completion", version="1", description=(
+        "Completes Chinese postal addresses. OpenAI-compatible chat completions (greedy decoding; "
+        "`stream: true` answers with server-sent events) and a plain batch endpoint."))
+    started = int(time.time())
+
+    async def run_model(addresses: list[str]) -> list[Any]:
+        try:
+            return await worker.submit_async(addresses)
+        except Exception as error:  # a failed batch: every waiting request hears about it, the server keeps serving
+            logger.exception("a batch of %d address(es) failed", len(addresses))
+            raise RequestError(500, f"internal error: {type(error).__name__}: {error}",
+                               error_type="server_error") from None
+
+    @app.get("/health", response_model=Health)
+    async def health() -> Health:
+        """Liveness probe; needs no API key."""
+        return Health(status="ok", model=settings.model_name)
+
+    @app.get("/v1/models", response_model=ModelList, responses=ERROR_RESPONSES)
+    async def models() -> ModelList:
+        return ModelList(data=[ModelCard(id=settings.model_name, created=started, owned_by=OWNER)])
+
+    @app.post("/v1/complete", response_model=CompleteResponse, responses=ERROR_RESPONSES)
+    async def complete(body: CompleteRequest, request: Request) -> CompleteResponse:
+        """Complete a list of addresses (decoded together with other requests' addresses)."""
+        addresses = addresses_from_complete_request(body.model_dump(), settings)
+        completions = await run_model(addresses)
+        request.state.detail = f"{len(addresses)} address" + ("" if len(addresses) == 1 else "es")
+        return CompleteResponse(results=[completion.text for completion in completions])
+
+    @app.post("/v1/chat/completions", response_model=ChatCompletion, responses={
+        **ERROR_RESPONSES, 200: {"content": {"text/event-stream": {}},
+                                 "description": "chat.completion, or chat.completion.chunk events with stream=true"}})
+    async def chat(body: ChatCompletionRequest, request: Request) -> Any:
+        """The last user message is the address (the prompt prefix is optional)."""
+        address = address_from_chat_request(body.model_dump(), settings)
+        [completion] = await run_model([address])
+        request.state.detail = "1 address" + (", streamed" if body.stream else "")
+        if body.stream:
+            include_usage = bool(body.stream_options and body.stream_options.include_usage)
+            events = stream_events(completion, settings.model_name, include_usage)
+            return StreamingResponse(iterate(events), media_type="text/event-stream",
+                                     headers={"Cache-Control": "no-cache"})
+        return chat_completion(completion, settings.model_name)
+
+    @app.exception_handler(RequestError)
+    async def refused(request: Request, error: RequestError) -> JSONResponse:
+        request.state.detail = error.message
+        return error_response(error)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, error: RequestValidationError) -> JSONResponse:
+        return await refused(request, validation_error(list(error.errors())))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:
+        path, method = request.url.path, request.method
+        if error.status_code == 404:
+            known = ", ".join(path for path in routes if path not in DOC_PATHS)
+            return await refused(request, RequestError(404, f"unknown path {path}; endpoints: {known}",
+                                                       error_type="not_found_error", code="unknown_url"))
+        if error.status_code == 405:
+            allowed = ", ".join(sorted(routes.get(path, ())))
+            return await refused(request, RequestError(405, f"{path} accepts {allowed}, not {method}",
+                                                       code="method_not_allowed"))
+        return await refused(request, RequestError(error.status_code, str(error.detail)))
+
+    routes: dict[str, set[str]] = {}
+    for route in app.routes:
+        routes.setdefault(route.path, set()).update(getattr(route, "methods", None) or ())
+    app.add_middleware(RequestGuard, settings=settings, routes=routes)
+    return app
+
+
+async def iterate(events: list[str]) -> AsyncIterator[str]:
+    for event in events:
+        yield event

@@ -1,0 +1,459 @@
+"""A catalogue of bad inputs, one table per kind, tried as a new user would: every case must stop with the exit
+code or HTTP status given, a one-line message naming the culprit, no traceback, and no file of the user's
+(inputs, earlier outputs) changed or created. Add a row for every mistake a user reports."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from address_completion.cli import main
+
+ADDRESS = "碑林区扬子江南路467-6号"
+PAIR = {"src": "补齐五级行政地址: " + ADDRESS, "tgt": "陕西省西安市" + ADDRESS}
+
+
+# ---------------------------------------------------------------- the user's files
+
+
+@pytest.fixture(scope="module")
+def world(default_model_dir, lora_adapter_dir, tmp_path_factory) -> dict[str, str]:
+    """A folder of good and bad files; {name} in a case's arguments stands for the path of ``name``."""
+    from address_completion.default_model import build_default_model
+
+    root = tmp_path_factory.mktemp("reliability")
+    paths = {"root": root, "base": default_model_dir, "adapter": lora_adapter_dir}
+    paths["small"] = build_default_model(root / "small-model", hidden_size=32, intermediate_size=128)
+
+    zero = root / "zero-adapter"  # an adapter whose lora_B are all zero: merging it changes nothing
+    shutil.copytree(lora_adapter_dir, zero)
+    import paddle
+
+    state = paddle.load(str(zero / "lora_model_state.pdparams"))
+    paddle.save({key: paddle.zeros_like(value) if "lora_B" in key else value for key, value in state.items()},
+                str(zero / "lora_model_state.pdparams"))
+    paths["zero_adapter"] = zero
+
+    truncated_model = root / "truncated-model"  # `truncate -s 1000000 model_state.pdparams`
+    shutil.copytree(default_model_dir, truncated_model)
+    with open(truncated_model / "model_state.pdparams", "r+b") as handle:
+        handle.truncate(1_000_000)
+    paths["truncated_model"] = truncated_model
+    empty_weights = root / "empty-weights-model"
+    shutil.copytree(default_model_dir, empty_weights)
+    (empty_weights / "model_state.pdparams").write_bytes(b"")
+    paths["empty_weights_model"] = empty_weights
+
+    empty_safetensors = root / "empty-safetensors-model"
+    shutil.copytree(default_model_dir, empty_safetensors, ignore=shutil.ignore_patterns("*.pdparams"))
+    (empty_safetensors / "model.safetensors").write_bytes(b"")
+    paths["empty_safetensors_model"] = empty_safetensors
+    broken_tokenizer = root / "broken-tokenizer-model"
+    shutil.copytree(default_model_dir, broken_tokenizer)
+    (broken_tokenizer / "tokenizer_config.json").write_text("{broken", encoding="utf-8")
+    paths["broken_tokenizer_model"] = broken_tokenizer
+
+    truncated_adapter = root / "truncated-adapter"
+    shutil.copytree(lora_adapter_dir, truncated_adapter)
+    with open(truncated_adapter / "lora_model_state.pdparams", "r+b") as handle:
+        handle.truncate(1000)
+    paths["truncated_adapter"] = truncated_adapter
+
+    data = root / "data"
+    data.mkdir()
+    (data / "train.json").write_text("\n".join(json.dumps(PAIR, ensure_ascii=False) for _ in range(8)) + "\n",
+                                     encoding="utf-8")
+    (data / "dev.json").write_text(json.dumps(PAIR, ensure_ascii=False) + "\n", encoding="utf-8")
+    paths["data"] = data
+    empty_data = root / "empty-data"
+    empty_data.mkdir()
+    (empty_data / "train.json").write_text("", encoding="utf-8")
+    paths["empty_data"] = empty_data
+    paths["good_jsonl"] = data / "train.json"
+    paths["existing_dir"] = root / "existing-dir"
+    (root / "existing-dir").mkdir()
+    (root / "existing-dir" / "keep.txt").write_text("the user's file\n", encoding="utf-8")
+
+    broken = root / "broken.jsonl"
+    broken.write_text(json.dumps(PAIR, ensure_ascii=False) + "\n" + '{"src": "海淀区", "tgt": \n', encoding="utf-8")
+    paths["broken_jsonl"] = broken
+    (root / "empty.jsonl").write_text("", encoding="utf-8")
+    paths["empty_jsonl"] = root / "empty.jsonl"
+    paths["existing_file"] = root / "existing.jsonl"
+    (root / "existing.jsonl").write_text("earlier predictions\n", encoding="utf-8")
+    weightless = root / "weightless-adapter"
+    weightless.mkdir()
+    shutil.copy(Path(lora_adapter_dir) / "lora_config.json", weightless / "lora_config.json")
+    paths["weightless_adapter"] = weightless
+    broken_config_model = root / "broken-config-model"
+    shutil.copytree(default_model_dir, broken_config_model)
+    (broken_config_model / "config.json").write_text("{not json", encoding="utf-8")
+    paths["broken_config_model"] = broken_config_model
+    broken_data = root / "broken-data"
+    broken_data.mkdir()
+    (broken_data / "train.json").write_text(json.dumps(PAIR, ensure_ascii=False) + "\n[1, 2]\n", encoding="utf-8")
+    paths["broken_data"] = broken_data
+
+    configs = root / "configs"
+    configs.mkdir()
+    (configs / "broken.json").write_text('{"lora": true,', encoding="utf-8")
+    paths["config_broken"] = configs / "broken.json"
+    tiny = {"model_name_or_path": str(default_model_dir), "dataset_name_or_path": str(data),
+            "output_dir": str(root / "train-out"), "per_device_train_batch_size": 4, "max_steps": 1,
+            "learning_rate": 0.01, "src_length": 64, "max_length": 96, "do_train": True, "lora": True,
+            "lora_rank": 4, "trainable_modules": [".*embed_tokens.*", ".*norm.*"]}  # as in configs/tiny_cpu.json
+
+    def config(name: str, **values) -> None:
+        (configs / f"{name}.json").write_text(json.dumps({**tiny, **values}), encoding="utf-8")
+        paths[f"config_{name}"] = configs / f"{name}.json"
+
+    config("q_projj", target_modules=["q_projj"])
+    config("typo", lora_rnak=4)
+    config("output_is_file", output_dir=str(root / "existing.jsonl"))
+    config("missing_dataset", dataset_name_or_path=str(root / "no-such-data"))
+    config("broken_data", dataset_name_or_path=str(broken_data))
+    config("truncated_base", model_name_or_path=str(truncated_model))
+    config("empty_data", dataset_name_or_path=str(empty_data))
+    config("overwrite_base", output_dir=str(default_model_dir))  # train --overwrite --output_dir M --model... M
+    config("output_in_data", output_dir=str(data / "run"))
+    config("output_holds_data", output_dir=str(root))
+    config("output_in_adapter", output_dir=str(lora_adapter_dir / "more"), lora_path=str(lora_adapter_dir))
+    (configs / "eval_over_test.yaml").write_text(
+        f"test_file: {data / 'dev.json'}\noutput_dir: {data}\nsystems:\n  - name: base\n    kind: paddle\n"
+        f"    model: {default_model_dir}\n", encoding="utf-8")
+    paths["eval_over_test"] = configs / "eval_over_test.yaml"
+    (configs / "eval_in_model.yaml").write_text(
+        f"test_file: {data / 'dev.json'}\noutput_dir: {default_model_dir / 'eval'}\nsystems:\n  - name: base\n"
+        f"    kind: paddle\n    model: {default_model_dir}\n", encoding="utf-8")
+    paths["eval_in_model"] = configs / "eval_in_model.yaml"
+    (configs / "eval_output_file.yaml").write_text(
+        f"test_file: {data / 'dev.json'}\noutput_dir: {root / 'existing.jsonl'}\nsystems:\n  - name: base\n"
+        f"    kind: paddle\n    model: {default_model_dir}\n", encoding="utf-8")
+    paths["eval_output_file"] = configs / "eval_output_file.yaml"
+    (configs / "eval_broken.yaml").write_text("test_file: [unclosed\n", encoding="utf-8")
+    paths["eval_broken"] = configs / "eval_broken.yaml"
+    (configs / "eval_typo.yaml").write_text(
+        f"test_file: {data / 'dev.json'}\noutput_dir: {root / 'eval'}\nsystem:\n  - kind: paddle\n", encoding="utf-8")
+    paths["eval_typo"] = configs / "eval_typo.yaml"
+    (configs / "eval_missing_test.yaml").write_text(
+        f"test_file: {root / 'no-such-test.json'}\noutput_dir: {root / 'eval'}\nsystems:\n  - name: base\n"
+        f"    kind: paddle\n    model: {default_model_dir}\n", encoding="utf-8")
+    paths["eval_missing_test"] = configs / "eval_missing_test.yaml"
+    config("bad_trainable", trainable_modules=[".*embed_tokenz.*"])
+    return {name: str(path) for name, path in paths.items()}
+
+
+def snapshot(root: Path, *others: Path) -> dict[str, tuple]:
+    """Every file and folder under the given roots: files with size, mode and modification time, folders with
+    their mode (a folder's own time changes when a temporary file comes and goes, which is fine)."""
+    state = {}
+    for top in (root, *others):
+        for path in [top, *sorted(top.rglob("*"))]:
+            stat = path.stat()
+            state[str(path)] = (stat.st_mode,) if path.is_dir() else (stat.st_size, stat.st_mode, stat.st_mtime_ns)
+    return state
+
+
+# ---------------------------------------------------------------- command-line cases
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    argv: tuple[str, ...]
+    words: tuple[str, ...]  # all must appear in the error line
+    code: int = 2
+
+
+CLI_CASES = [
+    # -- a LoRA adapter that does not fit its base (trained on hidden 64, loaded onto hidden 32 / intermediate 128)
+    Case("merge-adapter-of-another-size",
+         ("merge", "--model_name_or_path", "{small}", "--lora_path", "{adapter}", "--output_path", "{root}/merged"),
+         ("lora_model_state.pdparams", "has shape [64, 4]", "expects [32, 4]")),
+    Case("predict-adapter-of-another-size", ("predict", "--model", "{small}", "--lora_path", "{adapter}", ADDRESS),
+         ("lora_model_state.pdparams", "has shape [64, 4]", "expects [32, 4]")),
+    Case("merge-adapter-that-changes-nothing",
+         ("merge", "--model_name_or_path", "{base}", "--lora_path", "{zero_adapter}", "--output_path",
+          "{root}/merged"), ("does not change the base model's logits", "zero-adapter")),
+    # -- LoRA patterns that match no layer
+    Case("train-target-module-typo", ("train", "{config_q_projj}"), ("target_modules", "'q_projj'", "matches no")),
+    Case("train-trainable-module-typo", ("train", "{config_bad_trainable}"),
+         ("trainable_modules", "'.*embed_tokenz.*'", "matches no")),
+    # -- empty or blank addresses
+    Case("predict-empty-address", ("predict", "--model", "{base}", ""), ("ADDRESS argument 1 is empty",)),
+    # -- an output that is, contains or lies inside an input: refused before any work, --force or not
+    Case("train-overwrite-into-its-own-base", ("train", "{config_overwrite_base}", "--overwrite"),
+         ("output_dir {base} is the same path as model_name_or_path",)),
+    Case("train-output-inside-dataset", ("train", "{config_output_in_data}"),
+         ("output_dir {data}/run lies inside dataset_name_or_path",)),
+    Case("train-output-holds-dataset", ("train", "{config_output_holds_data}", "--overwrite"),
+         ("output_dir {root} contains dataset_name_or_path",)),
+    Case("train-output-inside-its-adapter", ("train", "{config_output_in_adapter}"),
+         ("lies inside lora_path {adapter}",)),
+    Case("merge-output-is-base", ("merge", "--model_name_or_path", "{base}", "--lora_path", "{adapter}",
+                                  "--output_path", "{base}", "--force"),
+         ("--output_path {base} is the same path as --model_name_or_path",)),
+    Case("merge-output-inside-adapter", ("merge", "--model_name_or_path", "{base}", "--lora_path", "{adapter}",
+                                         "--output_path", "{adapter}/merged"),
+         ("--output_path {adapter}/merged lies inside --lora_path",)),
+    Case("merge-output-holds-base", ("merge", "--model_name_or_path", "{small}", "--lora_path", "{adapter}",
+                                     "--output_path", "{root}", "--force"),
+         ("--output_path {root} contains --model_name_or_path {small}",)),
+    Case("predict-output-is-input", ("predict", "--model", "{base}", "--input", "{good_jsonl}", "--output",
+                                     "{good_jsonl}", "--force"), ("--output {good_jsonl} is the same path as --input",)),
+    Case("predict-output-inside-model", ("predict", "--model", "{base}", ADDRESS, "--output", "{base}/p.jsonl"),
+         ("--output {base}/p.jsonl lies inside --model",)),
+    Case("predict-output-is-a-folder", ("predict", "--model", "{base}", "--input", "{good_jsonl}", "--output",
+                                        "{existing_dir}"), ("--output {existing_dir} is a folder",)),
+    Case("predict-output-is-a-folder-forced", ("predict", "--model", "{base}", "--input", "{good_jsonl}",
+                                               "--output", "{existing_dir}", "--force"), ("is a folder",)),
+    Case("predict-output-below-a-file", ("predict", "--model", "{base}", ADDRESS, "--output",
+                                         "{good_jsonl}/p.jsonl"), ("is a file, so no file can be written",)),
+    Case("prepare-output-is-input", ("prepare", "--input", "{good_jsonl}", "--output", "{good_jsonl}", "--force"),
+         ("--output {good_jsonl} is the same path as --input",)),
+    Case("prepare-output-is-a-folder", ("prepare", "--num", "5", "--output", "{existing_dir}"), ("is a folder",)),
+    Case("split-over-its-input", ("split", "{good_jsonl}", "--output", "{data}", "--force"),
+         ("(train.json)", "is the same path as INPUT")),
+    Case("evaluate-output-holds-test-file", ("evaluate", "{eval_over_test}", "--force"),
+         ("output_dir {data} contains test_file",)),
+    Case("evaluate-output-inside-model", ("evaluate", "{eval_in_model}"), ("lies inside systems[base].model",)),
+    Case("demo-output-holds-model", ("demo", "--model", "{small}", "--output", "{root}", "--force"),
+         ("--output {root} contains --model",)),
+    # -- unreadable model, adapter and data files: one line naming the file
+    Case("predict-truncated-base-weights", ("predict", "--model", "{truncated_model}", ADDRESS),
+         ("{truncated_model}/model_state.pdparams",)),
+    Case("predict-empty-base-weights", ("predict", "--model", "{empty_weights_model}", ADDRESS),
+         ("{empty_weights_model}/model_state.pdparams", "empty file")),
+    Case("merge-truncated-base-weights", ("merge", "--model_name_or_path", "{truncated_model}", "--lora_path",
+                                          "{adapter}", "--output_path", "{root}/merged"),
+         ("{truncated_model}/model_state.pdparams",)),
+    Case("train-truncated-base-weights", ("train", "{config_truncated_base}"),
+         ("{truncated_model}/model_state.pdparams",)),
+    Case("predict-truncated-adapter", ("predict", "--model", "{base}", "--lora_path", "{truncated_adapter}", ADDRESS),
+         ("{truncated_adapter}/lora_model_state.pdparams", "unreadable adapter weights")),
+    Case("merge-truncated-adapter", ("merge", "--model_name_or_path", "{base}", "--lora_path", "{truncated_adapter}",
+                                     "--output_path", "{root}/merged"),
+         ("{truncated_adapter}/lora_model_state.pdparams", "unreadable adapter weights")),
+    Case("train-empty-train-json", ("train", "{config_empty_data}"), ("{empty_data}/train.json", "empty file")),
+    # -- arguments and settings
+    Case("predict-batch-size-0", ("predict", "--model", "{base}", "--batch_size", "0", ADDRESS), ("--batch_size",)),
+    Case("predict-max-new-tokens-0", ("predict", "--model", "{base}", "--max_new_tokens", "0", ADDRESS),
+         ("--max_new_tokens",)),
+    Case("predict-arguments-and-input", ("predict", "--model", "{base}", "--input", "{good_jsonl}", ADDRESS),
+         ("--input", "not both")),
+    Case("predict-output-exists", ("predict", "--model", "{base}", ADDRESS, "--output", "{existing_file}"),
+         ("{existing_file} already exists", "--force")),
+    Case("merge-negative-tolerance", ("merge", "--model_name_or_path", "{base}", "--lora_path", "{adapter}",
+                                      "--output_path", "{root}/merged", "--tolerance", "-1"), ("--tolerance",)),
+    Case("merge-output-non-model-folder", ("merge", "--model_name_or_path", "{base}", "--lora_path", "{adapter}",
+                                           "--output_path", "{existing_dir}", "--force"),
+         ("{existing_dir}", "holds no config.json")),
+    Case("build-model-odd-heads", ("build-model", "--output", "{root}/built", "--hidden-size", "30"),
+         ("--hidden-size",)),
+    Case("build-model-over-user-folder", ("build-model", "--output", "{existing_dir}", "--force"),
+         ("{existing_dir}", "holds no config.json")),
+    Case("serve-port-out-of-range", ("serve", "--model", "{base}", "--port", "70000"), ("--port",)),
+    Case("serve-batch-size-0", ("serve", "--model", "{base}", "--max-batch-size", "0"), ("--max-batch-size",)),
+    Case("serve-body-timeout-0", ("serve", "--model", "{base}", "--body-timeout", "0"), ("--body-timeout",)),
+    Case("split-bad-ratios", ("split", "{good_jsonl}", "--output", "{root}/split", "--ratios", "0.5,0.6"),
+         ("--ratios",)),
+    Case("split-output-is-a-file", ("split", "{good_jsonl}", "--output", "{existing_file}"),
+         ("{existing_file} is a file",)),
+    Case("train-output-dir-is-a-file", ("train", "{config_output_is_file}"), ("{existing_file}",)),
+    Case("evaluate-output-dir-is-a-file", ("evaluate", "{eval_output_file}", "--force"), ("{existing_file}",)),
+    Case("demo-output-is-a-file", ("demo", "--model", "{base}", "--output", "{existing_file}", "--force"),
+         ("{existing_file}",)),
+    Case("merge-output-below-a-file", ("merge", "--model_name_or_path", "{base}", "--lora_path", "{adapter}",
+                                       "--output_path", "{existing_file}/merged"), ("is a file, so no folder",)),
+    Case("build-model-output-below-a-file", ("build-model", "--output", "{existing_file}/model"),
+         ("--output {existing_file}/model: {existing_file} is a file",)),
+    Case("train-config-key-typo", ("train", "{config_typo}"), ("lora_rnak", "lora_rank")),
+    Case("train-config-broken-json", ("train", "{config_broken}"), ("{config_broken}",)),
+    Case("train-config-missing", ("train", "{root}/no-such-config.json"), ("no-such-config.json",)),
+    Case("evaluate-config-missing", ("evaluate", "{root}/no-such-eval.yaml"), ("no-such-eval.yaml",)),
+    Case("evaluate-config-broken-yaml", ("evaluate", "{eval_broken}"), ("{eval_broken}",)),
+    Case("evaluate-config-key-typo", ("evaluate", "{eval_typo}"), ("'system'", "systems")),
+    Case("evaluate-test-file-missing", ("evaluate", "{eval_missing_test}"), ("no-such-test.json",)),
+    # -- missing or unreadable inputs
+    Case("predict-input-missing", ("predict", "--model", "{base}", "--input", "{root}/no-such.jsonl"),
+         ("no-such.jsonl",)),
+    Case("predict-input-broken-line", ("predict", "--model", "{base}", "--input", "{broken_jsonl}"),
+         ("{broken_jsonl}:2",)),
+    Case("predict-input-empty", ("predict", "--model", "{base}", "--input", "{empty_jsonl}"),
+         ("{empty_jsonl}", "no addresses")),
+    Case("predict-model-missing", ("predict", "--model", "{root}/no-such-model", ADDRESS),
+         ("{root}/no-such-model", "does not exist")),
+    Case("predict-model-is-a-file", ("predict", "--model", "{good_jsonl}", ADDRESS), ("{good_jsonl}", "is a file")),
+    Case("predict-model-not-a-model", ("predict", "--model", "{existing_dir}", ADDRESS),
+         ("{existing_dir}", "is not a model folder")),
+    Case("predict-empty-safetensors", ("predict", "--model", "{empty_safetensors_model}", ADDRESS),
+         ("{empty_safetensors_model}/model.safetensors", "empty file")),
+    Case("merge-empty-safetensors", ("merge", "--model_name_or_path", "{empty_safetensors_model}", "--lora_path",
+                                     "{adapter}", "--output_path", "{root}/merged"),
+         ("{empty_safetensors_model}/model.safetensors", "empty file")),
+    Case("predict-tokenizer-broken", ("predict", "--model", "{broken_tokenizer_model}", ADDRESS),
+         ("{broken_tokenizer_model}/tokenizer_config.json", "cannot load the tokenizer")),
+    Case("predict-model-config-broken", ("predict", "--model", "{broken_config_model}", ADDRESS),
+         ("{broken_config_model}/config.json",)),
+    Case("predict-adapter-not-an-adapter", ("predict", "--model", "{base}", "--lora_path", "{existing_dir}", ADDRESS),
+         ("--lora_path", "{existing_dir}", "lora_config.json")),
+    Case("predict-adapter-without-weights", ("predict", "--model", "{base}", "--lora_path", "{weightless_adapter}",
+                                             ADDRESS), ("{weightless_adapter}", "no adapter weights")),
+    Case("merge-adapter-missing", ("merge", "--model_name_or_path", "{base}", "--lora_path", "{root}/no-adapter",
+                                   "--output_path", "{root}/merged"), ("--lora_path", "no-adapter")),
+    Case("prepare-input-empty", ("prepare", "--input", "{empty_jsonl}", "--output", "{root}/pairs.jsonl"),
+         ("{empty_jsonl}",)),
+    Case("prepare-input-missing", ("prepare", "--input", "{root}/no-such.txt", "--output", "{root}/pairs.jsonl"),
+         ("no-such.txt",)),
+    Case("split-input-missing", ("split", "{root}/no-such.jsonl", "--output", "{root}/split"), ("no-such.jsonl",)),
+    Case("split-input-broken-line", ("split", "{broken_jsonl}", "--output", "{root}/split"), ("{broken_jsonl}:2",)),
+    Case("train-dataset-missing", ("train", "{config_missing_dataset}"), ("no-such-data",)),
+    Case("train-dataset-broken-line", ("train", "{config_broken_data}"), ("{broken_data}/train.json:2",)),
+    # -- hints name the flag of the command that was run
+    Case("predict-offline-hub-name", ("predict", "--model", "Qwen/Qwen2.5-0.5B-Instruct", ADDRESS),
+         ("is a hub name", "pass it: --model ./models/Qwen2.5-0.5B-Instruct")),
+    Case("serve-offline-hub-name", ("serve", "--model", "Qwen/Qwen2.5-0.5B-Instruct", "--port", "0"),
+         ("is a hub name", "pass it: --model ./models/Qwen2.5-0.5B-Instruct")),
+    Case("merge-offline-hub-name", ("merge", "--model_name_or_path", "Qwen/Qwen2.5-0.5B-Instruct", "--lora_path",
+                                    "{adapter}", "--output_path", "{root}/merged"),
+         ("pass it: --model_name_or_path ./models/Qwen2.5-0.5B-Instruct",)),
+    Case("predict-blank-second-address", ("predict", "--model", "{base}", ADDRESS, "   "),
+         ("ADDRESS argument 2 is blank",)),
+]
+
+
+@pytest.mark.parametrize("case", CLI_CASES, ids=[case.name for case in CLI_CASES])
+def test_cli_refuses_bad_input(case, world, capsys):
+    argv = [word.format(**world) for word in case.argv]
+    before = snapshot(Path(world["root"]), Path(world["base"]), Path(world["adapter"]))
+    code = main(argv)
+    err = capsys.readouterr().err
+    assert code == case.code, err
+    error_lines = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert len(error_lines) == 1, err
+    print(case.name, "->", error_lines[0])  # shown with pytest -rP
+    assert all(word.format(**world) in error_lines[0] for word in case.words), error_lines[0]
+    assert "Traceback" not in err
+    assert snapshot(Path(world["root"]), Path(world["base"]), Path(world["adapter"])) == before
+
+
+# ---------------------------------------------------------------- HTTP requests
+
+
+API_KEY = "reliability-key"
+
+
+def chat(content, **extra) -> dict:
+    return {"model": "tiny", "messages": [{"role": "user", "content": content}], **extra}
+
+
+@dataclass(frozen=True)
+class HttpCase:
+    name: str
+    path: str
+    body: object = None  # JSON-encoded unless raw is given
+    raw: bytes | None = None
+    status: int = 422
+    words: tuple[str, ...] = ()
+    param: str | None = None
+    key: str | None = API_KEY
+    method: str | None = None
+
+
+HTTP_CASES = [
+    HttpCase("broken-json", "/v1/complete", raw=b'{"addresses": [', status=400, words=("broken JSON", "line 1")),
+    HttpCase("not-utf8", "/v1/complete", raw=b'{"addresses": ["\xff"]}', status=400, words=("not UTF-8",)),
+    HttpCase("empty-body", "/v1/complete", raw=b"", words=("JSON object body",)),
+    HttpCase("array-body", "/v1/chat/completions", body=[1], words=("must be a JSON object",)),
+    HttpCase("no-messages", "/v1/chat/completions", body={"model": "tiny"}, words=("missing field 'messages'",),
+             param="messages"),
+    HttpCase("empty-messages", "/v1/chat/completions", body={"messages": []}, words=("'messages'",),
+             param="messages"),
+    HttpCase("message-without-content", "/v1/chat/completions", body={"messages": [{"role": "user"}]},
+             words=("missing field 'messages[0].content'",), param="messages[0].content"),
+    HttpCase("message-role-number", "/v1/chat/completions", body={"messages": [{"role": 1, "content": "x"}]},
+             words=("'messages[0].role'",), param="messages[0].role"),
+    HttpCase("content-number", "/v1/chat/completions", body=chat(7), words=("messages[0].content",)),
+    HttpCase("content-image-part", "/v1/chat/completions",
+             body=chat([{"type": "image_url", "image_url": {"url": "x"}}]), words=("messages[0].content[0]",)),
+    HttpCase("stream-string", "/v1/chat/completions", body=chat(ADDRESS, stream="yes"), words=("'stream'", "boolean"),
+             param="stream"),
+    HttpCase("stream-number", "/v1/chat/completions", body=chat(ADDRESS, stream=1), words=("'stream'",),
+             param="stream"),
+    HttpCase("stream-options-not-object", "/v1/chat/completions", body=chat(ADDRESS, stream=True, stream_options=5),
+             words=("'stream_options'",), param="stream_options"),
+    HttpCase("n-3", "/v1/chat/completions", body=chat(ADDRESS, n=3), status=400, words=("n=1",), param="n"),
+    HttpCase("n-string", "/v1/chat/completions", body=chat(ADDRESS, n="1"), words=("'n'",), param="n"),
+    HttpCase("no-user-message", "/v1/chat/completions", body={"messages": [{"role": "system", "content": "x"}]},
+             words=("no user message",)),
+    HttpCase("blank-address", "/v1/chat/completions", body=chat("  \n"), words=("messages[0].content is empty",)),
+    HttpCase("address-too-long", "/v1/chat/completions", body=chat("海" * 41), status=413,
+             words=("--max-input-chars", "41 characters")),
+    HttpCase("too-many-addresses", "/v1/complete", body={"addresses": [ADDRESS] * 5}, status=413,
+             words=("too many addresses: 5", "--max-addresses")),
+    HttpCase("addresses-not-list", "/v1/complete", body={"addresses": ADDRESS}, words=("'addresses'", "list"),
+             param="addresses"),
+    HttpCase("address-number", "/v1/complete", body={"addresses": [ADDRESS, 7]}, words=("'addresses[1]'",),
+             param="addresses[1]"),
+    HttpCase("address-empty", "/v1/complete", body={"addresses": [""]}, words=("addresses[0] is empty",)),
+    HttpCase("body-too-large", "/v1/complete", body={"addresses": ["海" * 3000]}, status=413,
+             words=("exceeds the limit of 4096 bytes",)),
+    HttpCase("no-api-key", "/v1/complete", body={"addresses": [ADDRESS]}, status=401, words=("--api-key",), key=None),
+    HttpCase("wrong-api-key", "/v1/models", status=401, words=("missing or wrong API key",), key="wrong"),
+    HttpCase("unknown-path", "/v1/completions", body={"prompt": "x"}, status=404, words=("unknown path /v1/completions",
+                                                                                         "/v1/chat/completions", "/health")),
+    HttpCase("wrong-method", "/v1/chat/completions", status=405, words=("accepts POST, not GET",), method="GET"),
+]
+
+
+@pytest.fixture(scope="module")
+def http_server(default_model_dir):
+    from address_completion.generate import Completer
+    from address_completion.serve import ServerSettings, start_in_thread
+
+    completer = Completer.load(str(default_model_dir), max_new_tokens=4)
+    running = start_in_thread(completer, ServerSettings(port=0, api_key=API_KEY, model_name="tiny", max_addresses=4,
+                                                        max_input_chars=40, max_body_bytes=4096))
+    yield running
+    running.stop()
+
+
+def request(url: str, case: HttpCase) -> tuple[int, dict]:
+    data = case.raw if case.raw is not None else (
+        None if case.body is None else json.dumps(case.body, ensure_ascii=False).encode())
+    headers = {"Content-Type": "application/json"}
+    if case.key is not None:
+        headers["Authorization"] = f"Bearer {case.key}"
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url + case.path, data=data, headers=headers,
+                                                           method=case.method), timeout=120) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+@pytest.mark.parametrize("case", HTTP_CASES, ids=[case.name for case in HTTP_CASES])
+def test_server_refuses_bad_requests(case, http_server):
+    status, payload = request(http_server.url, case)
+    assert status == case.status, payload
+    error = payload["error"]
+    assert set(error) == {"message", "type", "param", "code"}
+    assert "\n" not in error["message"] and "Traceback" not in error["message"]
+    assert all(word in error["message"] for word in case.words), error["message"]
+    if case.param is not None:
+        assert error["param"] == case.param
+    good = HttpCase("good", "/v1/complete", body={"addresses": [ADDRESS]})
+    ok_status, answer = request(http_server.url, good)  # the server keeps serving
+    assert ok_status == 200 and len(answer["results"]) == 1
+
+
+def test_the_catalogue_is_large_enough():
+    assert len(CLI_CASES) + len(HTTP_CASES) >= 60
+    assert len({case.name for case in CLI_CASES} | {case.name for case in HTTP_CASES}) == \
+        len(CLI_CASES) + len(HTTP_CASES)
