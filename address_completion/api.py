@@ -71,8 +71,23 @@ class CompleteRequest(BaseModel):
     addresses: list[StrictStr] = Field(description="addresses to complete, at most --max-addresses")
 
 
+class CandidateInfo(BaseModel):
+    text: str
+    probability: float
+
+
+class CompletionDetails(BaseModel):
+    """How one answer was made (generate.Completion.details): the project's extra field, beside OpenAI's."""
+
+    decoding: Literal["free", "constrained", "free_fallback"]
+    probability: Optional[float] = Field(description="the answer's probability among the candidates (constrained)")
+    abstained: bool = Field(description="true when the input came back unchanged: best probability < --min-confidence")
+    candidates: list[CandidateInfo] = Field(description="the gazetteer's candidate answers, best first")
+
+
 class CompleteResponse(BaseModel):
     results: list[str] = Field(description="completed addresses, in request order")
+    details: list[CompletionDetails] = Field(description="how each result was made, in the same order")
 
 
 class AssistantMessage(BaseModel):
@@ -141,7 +156,7 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
 def chat_choice(completion: Any, index: int = 0) -> ChatChoice:
     """The one place a generate.Completion becomes a chat choice (plain and streamed responses both use it)."""
     return ChatChoice(index=index, message=AssistantMessage(content=completion.text),
-                      finish_reason=completion.finish_reason)
+                      finish_reason=completion.finish_reason, address_completion=completion.details())
 
 
 def usage_of(completion: Any) -> Usage:
@@ -373,7 +388,8 @@ def create_app(worker: BatchingWorker, settings: ServerSettings) -> Any:
         addresses = addresses_from_complete_request(body.model_dump(), settings)
         completions = await run_model(addresses)
         request.state.detail = f"{len(addresses)} address" + ("" if len(addresses) == 1 else "es")
-        return CompleteResponse(results=[completion.text for completion in completions])
+        return CompleteResponse(results=[completion.text for completion in completions],
+                                details=[completion.details() for completion in completions])
 
     @app.post("/v1/chat/completions", response_model=ChatCompletion, responses={
         **ERROR_RESPONSES, 200: {"content": {"text/event-stream": {}},

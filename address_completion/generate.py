@@ -43,6 +43,31 @@ def check_decoding(decoding: str) -> str:
     return decoding
 
 
+def add_decoding_arguments(parser: Any) -> None:
+    """--grounding / --decoding / --min-confidence, the same for every command that completes addresses."""
+    parser.add_argument("--grounding", default="candidates", choices=("none", "candidates"),
+                        help="candidates (default): the prompt carries the gazetteer's candidate chains; none: the "
+                             "plain prompt. Use the setting the model was trained with")
+    parser.add_argument("--decoding", default="constrained", choices=DECODINGS,
+                        help="constrained (default): the model chooses among the gazetteer's candidate answers, so "
+                             "every answer is an existing chain + your detail (free generation when there is no "
+                             "candidate); free: greedy generation")
+    parser.add_argument("--min-confidence", "--min_confidence", dest="min_confidence", type=float, default=0.0,
+                        metavar="P", help="constrained decoding: return the input unchanged, marked abstained, when "
+                                          "the best candidate's probability is below P (0-1; default 0)")
+
+
+def decoding_options(args: Any) -> dict[str, Any]:
+    """Completer.load keyword arguments from :func:`add_decoding_arguments`' options (ConfigError if out of range)."""
+    from .errors import ConfigError
+
+    try:
+        check_min_confidence(args.min_confidence)
+    except ValueError as error:
+        raise ConfigError(f"--min-confidence: {error}") from None
+    return {"grounding": args.grounding, "decoding": args.decoding, "min_confidence": args.min_confidence}
+
+
 def check_min_confidence(value: float) -> float:
     """A probability threshold in [0, 1], or ValueError."""
     if not 0.0 <= float(value) <= 1.0:

@@ -58,7 +58,9 @@ def demo_steps(args: argparse.Namespace) -> list[tuple[str, list[str]]]:
         evaluate = ["evaluate", find_config(args.eval_config), "--test-file", str(data / "test.json"),
                     "--output-dir", str(out / "eval"),
                     "--set", f"systems.trained.model={merged}", "--set", "systems.trained.lora_path=null",
-                    "--set", f"systems.untrained.model={args.model}", *force]
+                    "--set", f"systems.trained-free.model={merged}", "--set", "systems.trained-free.lora_path=null",
+                    "--set", f"systems.untrained.model={args.model}",
+                    "--set", f"systems.untrained-free.model={args.model}", *force]
         if args.eval_limit is not None:
             evaluate += ["--limit", str(args.eval_limit)]
         steps.append(("evaluate trained vs untrained vs rule-based parsers", evaluate))

@@ -4,8 +4,11 @@ Inputs: ADDRESS arguments; --input FILE (JSON lines with "src" and optional "tgt
 or plain text with one address per line); otherwise stdin when it is piped; otherwise a "> " prompt.
 The task prefix is added when an address lacks it. Output: one completion per line, --json for JSON
 lines {"prompt", "predict"[, "label"]}, or --output FILE.jsonl with {"prompt", "predict", "label"} per
-line (LLaMA-Factory's predictions.jsonl). Decoding is batched greedy search with a KV cache; a batch
-gives exactly the answers of one-at-a-time runs.
+line (LLaMA-Factory's predictions.jsonl). By default the model chooses among the gazetteer's candidate
+completions (--decoding constrained, --grounding candidates), so every answer is an existing administrative
+chain followed by your own detail; --json and --output add how each answer was made: "decoding",
+"probability" (among the candidates), "abstained" (--min-confidence) and "candidates". --decoding free is
+plain batched greedy generation, the seed tutorial's behaviour.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import argparse
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterable, TextIO
+from typing import TYPE_CHECKING, Any, Iterable, TextIO
 
 from . import DEFAULT_PROMPT_PREFIX, dataio
 from .errors import ConfigError, DataError
@@ -59,13 +62,20 @@ def read_lines(stream: TextIO) -> list[PredictInput]:
     return [PredictInput(line.strip()) for line in stream if line.strip()]
 
 
-def prediction_records(inputs: list[PredictInput], predictions: list[str],
+def prediction_records(inputs: list[PredictInput], predictions: list[Any],
                        prefix: str = DEFAULT_PROMPT_PREFIX) -> list[dict]:
-    """{"prompt", "predict", "label"} per input; prompt is the user message the model saw (prefix included)."""
+    """{"prompt", "predict", "label"} per input (+ generate.Completion.details() when predictions are
+    Completions); prompt is the address with the task prefix (without the grounding lines)."""
     from .prompt import with_prefix
 
-    return [{"prompt": with_prefix(item.address, prefix), "predict": predicted, "label": item.label}
-            for item, predicted in zip(inputs, predictions)]
+    records = []
+    for item, predicted in zip(inputs, predictions):
+        text = predicted if isinstance(predicted, str) else predicted.text
+        record = {"prompt": with_prefix(item.address, prefix), "predict": text, "label": item.label}
+        if not isinstance(predicted, str):
+            record.update(predicted.details())
+        records.append(record)
+    return records
 
 
 def print_predictions(records: Iterable[dict], *, as_json: bool, out: TextIO) -> None:
@@ -96,7 +106,7 @@ def interactive_loop(completer: Completer, *, as_json: bool, prompt: str = "> ",
         if not line.strip():
             continue
         inputs = [PredictInput(line.strip())]
-        print_predictions(prediction_records(inputs, completer.complete([line.strip()]), completer.prefix),
+        print_predictions(prediction_records(inputs, completer.complete_detailed([line.strip()]), completer.prefix),
                           as_json=as_json, out=out)
 
 
@@ -133,16 +143,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max_new_tokens", type=int, default=64, help="upper bound on generated tokens")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "gpu"))
     parser.add_argument("--dtype", default="float32", help="float32, bfloat16 or float16 (CPU uses float32)")
+    from .generate import add_decoding_arguments
+
+    add_decoding_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
-    from .generate import Completer
+    from .generate import Completer, decoding_options
     from .runtime import logger, setup_runtime
 
     if args.batch_size < 1:
         raise ConfigError(f"--batch_size must be at least 1, got {args.batch_size}")
     if args.max_new_tokens < 1:
         raise ConfigError(f"--max_new_tokens must be at least 1, got {args.max_new_tokens}")
+    options = decoding_options(args)
     if args.output:
         dataio.check_apart({"--output": args.output},
                            {"--model": args.model, "--lora_path": args.lora_path, "--input": args.input})
@@ -152,13 +166,13 @@ def run(args: argparse.Namespace) -> int:
         raise DataError("no addresses to complete", args.input or "<stdin>")
     runtime = setup_runtime(device=args.device, dtype=args.dtype, model=args.model)
     completer = Completer.load(args.model, lora_path=args.lora_path, dtype=runtime.dtype,
-                               max_new_tokens=args.max_new_tokens)
+                               max_new_tokens=args.max_new_tokens, **options)
     if inputs is None:
         print("type an address and press Enter (Ctrl-D or 'quit' to stop)", file=sys.stderr)
         interactive_loop(completer, as_json=args.json)
         return 0
-    predictions = completer.complete([item.address for item in inputs], batch_size=args.batch_size,
-                                     progress=bool(args.input))
+    predictions = completer.complete_detailed([item.address for item in inputs], batch_size=args.batch_size,
+                                              progress=bool(args.input))
     records = prediction_records(inputs, predictions, completer.prefix)
     if args.output:
         count = dataio.write_jsonl(args.output, records)

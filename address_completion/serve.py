@@ -2,11 +2,14 @@
 
 Endpoints (JSON in, JSON out; errors use OpenAI's {"error": {"message", "type", "param", "code"}}):
   POST /v1/chat/completions  OpenAI request; the last user message is the address (prefix optional).
-                             Decoding is always greedy up to --max_new_tokens: temperature, top_p,
-                             max_tokens and the like are accepted and ignored; n > 1 is refused (400).
-                             "stream": true answers with OpenAI's server-sent events (chunks, then
-                             "data: [DONE]").
-  POST /v1/complete          {"addresses": ["...", ...]} -> {"results": ["...", ...]}
+                             Decoding follows --decoding (constrained by default: the model chooses
+                             among the gazetteer's candidates; free: greedy up to --max_new_tokens):
+                             temperature, top_p, max_tokens and the like are accepted and ignored;
+                             n > 1 is refused (400). Each choice carries the extra field
+                             "address_completion": {"decoding", "probability", "abstained",
+                             "candidates"}; OpenAI's own fields stay standard. "stream": true answers
+                             with OpenAI's server-sent events (chunks, then "data: [DONE]").
+  POST /v1/complete          {"addresses": ["...", ...]} -> {"results": ["...", ...], "details": [...]}
   GET  /v1/models            the served model in OpenAI's list format
   GET  /health               {"status": "ok"}; needs no API key, so load balancers can probe it
   GET  /docs                 the OpenAPI page (and /openapi.json)
@@ -369,10 +372,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max_new_tokens", type=int, default=64, help="upper bound on generated tokens")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "gpu"))
     parser.add_argument("--dtype", default="float32", help="float32, bfloat16 or float16 (CPU uses float32)")
+    from .generate import add_decoding_arguments
+
+    add_decoding_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
-    from .generate import Completer
+    from .generate import Completer, decoding_options
     from .runtime import setup_runtime
 
     settings = ServerSettings(host=args.host, port=args.port, api_key=args.api_key or None,
@@ -381,6 +387,7 @@ def run(args: argparse.Namespace) -> int:
                               max_input_chars=args.max_input_chars, body_timeout=args.body_timeout,
                               shutdown_timeout=args.shutdown_timeout)
     settings.validate()
+    options = decoding_options(args)
     import logging
 
     uvicorn_logger = logging.getLogger("uvicorn")  # its warnings (malformed requests) as one line on our stream
@@ -389,7 +396,7 @@ def run(args: argparse.Namespace) -> int:
     uvicorn_logger.propagate = False
     runtime = setup_runtime(device=args.device, dtype=args.dtype, model=args.model)
     completer = Completer.load(args.model, lora_path=args.lora_path, dtype=runtime.dtype,
-                               max_new_tokens=args.max_new_tokens)
+                               max_new_tokens=args.max_new_tokens, **options)
     if not settings.model_name:
         settings = replace(settings, model_name=completer.name)
     server = create_server(completer_function(completer, settings.max_batch_size), settings)

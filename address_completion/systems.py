@@ -186,11 +186,15 @@ def _positive_number(options: dict[str, Any], key: str, where: str, *, integer: 
 
 
 class PaddleSystem(System):
-    """A model folder run here; ``lora_path`` adds an unmerged adapter."""
+    """A model folder run here; ``lora_path`` adds an unmerged adapter. ``grounding`` (candidates | none),
+    ``decoding`` (constrained | free) and ``min_confidence`` choose how it completes (generate.Completer):
+    the same model may appear twice, free and constrained. Answers carry decoding, probability, abstained and
+    candidates into predictions/<system>.jsonl."""
 
     KIND = "paddle"
     REQUIRED = ("model",)
-    OPTIONAL = ("lora_path", "dtype", "device", "max_new_tokens")
+    OPTIONAL = ("lora_path", "dtype", "device", "max_new_tokens", "grounding", "decoding", "min_confidence")
+    DEFAULTS = {"grounding": "candidates", "decoding": "constrained", "min_confidence": 0.0}
 
     def __init__(self, spec: SystemSpec, settings: EvalSettings):
         super().__init__(spec, settings)
@@ -210,19 +214,30 @@ class PaddleSystem(System):
                 raise ConfigError(f"{where}.lora_path: {lora} holds no lora_config.json; is it a LoRA adapter "
                                   "folder (a merged model goes in 'model' instead)?")
         _positive_number(options, "max_new_tokens", where, integer=True, minimum=1)
-        for key, allowed in (("dtype", DTYPES), ("device", DEVICES)):
+        _positive_number(options, "min_confidence", where, integer=False, minimum=0)
+        if options.get("min_confidence") is not None and options["min_confidence"] > 1:
+            raise ConfigError(f"{where}.min_confidence: expected a probability between 0 and 1, "
+                              f"got {options['min_confidence']!r}")
+        for key, allowed in (("dtype", DTYPES), ("device", DEVICES), ("grounding", ("none", "candidates")),
+                             ("decoding", ("free", "constrained"))):
             if options.get(key) is not None and str(options[key]).lower() not in allowed:
                 raise ConfigError(f"{where}.{key}: expected one of {', '.join(allowed)}, got {options[key]!r}")
 
     def _option(self, key: str) -> Any:
         value = self.spec.options.get(key)
-        return getattr(self.settings, key) if value is None else value
+        if value is None:
+            return self.DEFAULTS[key] if key in self.DEFAULTS else getattr(self.settings, key)
+        return value
+
+    def decoding_options(self) -> dict[str, Any]:
+        return {key: self._option(key) for key in ("grounding", "decoding", "min_confidence")}
 
     def fingerprint(self) -> dict[str, Any]:
         model, lora = self.spec.options["model"], self.spec.options.get("lora_path")
         return {**super().fingerprint(), "model": model, "model_files": files_stamp(model) if
                 looks_like_local_path(model) else None, "lora_path": lora, "lora_files": files_stamp(lora),
-                "dtype": self._option("dtype"), "max_new_tokens": self._option("max_new_tokens")}
+                "dtype": self._option("dtype"), "max_new_tokens": self._option("max_new_tokens"),
+                **self.decoding_options()}
 
     def completer(self):
         """Load the model on first use, so a fully cached system never loads it."""
@@ -237,11 +252,12 @@ class PaddleSystem(System):
                         f" + adapter {self.spec.options['lora_path']}" if self.spec.options.get("lora_path") else "")
             self._completer = Completer.load(model, lora_path=self.spec.options.get("lora_path"), dtype=chosen.dtype,
                                              max_new_tokens=int(self._option("max_new_tokens")),
-                                             prefix=self.settings.prompt_prefix)
+                                             prefix=self.settings.prompt_prefix, **self.decoding_options())
         return self._completer
 
-    def predict(self, addresses: list[str]) -> list[str]:
-        return list(self.completer().complete(addresses, batch_size=len(addresses)))
+    def predict(self, addresses: list[str]) -> list[Answer]:
+        return [{"predict": completion.text, **completion.details()}
+                for completion in self.completer().complete_detailed(addresses, batch_size=len(addresses))]
 
     def close(self) -> None:
         self._completer = None

@@ -77,11 +77,13 @@ def build_features(prompt_ids: Sequence[int], answer_ids: Sequence[int], src_len
     return {"input_ids": input_ids[:-1], "labels": labels[1:]}, source_truncated, sample_truncated
 
 
-def encode_pairs(tokenizer: Any, pairs: Sequence[dict[str, str]], src_length: int, max_length: int) -> EncodedSplit:
-    """Features of every pair through the one prompt builder (:func:`prompt.encode_example`)."""
+def encode_pairs(tokenizer: Any, pairs: Sequence[dict[str, str]], src_length: int, max_length: int,
+                 grounding: str = "none") -> EncodedSplit:
+    """Features of every pair through the one prompt builder (:func:`prompt.encode_example`); ``grounding``
+    is applied here, so plain src/tgt files serve both prompt modes."""
     split = EncodedSplit(features=[], pairs=list(pairs))
     for pair in pairs:
-        prompt_ids, answer_ids = encode_example(tokenizer, pair["src"], pair["tgt"])
+        prompt_ids, answer_ids = encode_example(tokenizer, pair["src"], pair["tgt"], grounding=grounding)
         features, source_truncated, sample_truncated = build_features(prompt_ids, answer_ids, src_length, max_length)
         split.features.append(features)
         split.truncated_source += source_truncated
@@ -188,12 +190,15 @@ def sample_pairs(pairs: list[dict[str, str]], limit: int | None, seed: int) -> l
 
 @dataclass
 class GenerationEval:
-    """Exact match of greedy decoding on a fixed set of pairs (the metric best-model selection uses)."""
+    """Exact match of real decoding (free or constrained, as the config says) on a fixed set of pairs (the
+    metric best-model selection uses)."""
 
     tokenizer: Any
     pairs: list[dict[str, str]]
     batch_size: int
     max_new_tokens: int
+    grounding: str = "none"
+    decoding: str = "free"
     last_predictions: list[str] = field(default_factory=list)
 
     def records(self) -> list[dict[str, str]]:
@@ -210,7 +215,8 @@ class GenerationEval:
         was_training = model.training
         model.eval()
         try:
-            completer = Completer(model=model, tokenizer=self.tokenizer, max_new_tokens=self.max_new_tokens)
+            completer = Completer(model=model, tokenizer=self.tokenizer, max_new_tokens=self.max_new_tokens,
+                                  grounding=self.grounding, decoding=self.decoding)
             predictions = completer.complete([pair["src"] for pair in self.pairs], batch_size=self.batch_size)
         finally:
             if was_training:
@@ -582,7 +588,8 @@ def read_pairs(cfg: TrainConfig) -> dict[str, list[dict[str, str]]]:
 def prepare_data(cfg: TrainConfig, tokenizer: Any, pairs: dict[str, list[dict[str, str]]]) -> PreparedData:
     """Tokenized splits; truncation is counted and reported once per split."""
     data_args = cfg.data_args
-    splits = {name: encode_pairs(tokenizer, records, data_args.src_length, data_args.max_length)
+    splits = {name: encode_pairs(tokenizer, records, data_args.src_length, data_args.max_length,
+                                 cfg.extras["grounding"])
               for name, records in pairs.items()}
     for name, split in splits.items():
         if split.truncated_source or split.truncated_sample:
@@ -605,7 +612,8 @@ class TrainingRun:
 
 def generation_eval(cfg: TrainConfig, tokenizer: Any, split: EncodedSplit) -> GenerationEval:
     budget = cfg.extras["eval_max_new_tokens"] or answer_token_budget(split, cfg.data_args.max_length)
-    return GenerationEval(tokenizer, split.pairs, cfg.training_args.per_device_eval_batch_size, budget)
+    return GenerationEval(tokenizer, split.pairs, cfg.training_args.per_device_eval_batch_size, budget,
+                          grounding=cfg.extras["grounding"], decoding=cfg.extras["decoding"])
 
 
 def set_up(cfg: TrainConfig, pairs: dict[str, list[dict[str, str]]], checkpoint: Path | None) -> TrainingRun:

@@ -30,7 +30,9 @@ def model_args(default_model_dir, lora_adapter_dir) -> list[str]:
 
 @pytest.fixture(scope="module")
 def completer(default_model_dir, lora_adapter_dir) -> Completer:
-    return Completer.load(str(default_model_dir), lora_path=str(lora_adapter_dir), max_new_tokens=MAX_NEW_TOKENS)
+    """The CLI's defaults: grounded prompt, constrained decoding (free generation for "a": no candidate)."""
+    return Completer.load(str(default_model_dir), lora_path=str(lora_adapter_dir), max_new_tokens=MAX_NEW_TOKENS,
+                          grounding="candidates", decoding="constrained")
 
 
 @pytest.fixture(scope="module")
@@ -57,8 +59,31 @@ def test_addresses_as_arguments(model_args, expected, capsys):
 def test_json_output_names_prompt_and_predict(model_args, expected, capsys):
     assert main(["predict", *model_args, "--json", *ADDRESSES[:2]]) == 0
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
-    assert lines == [{"prompt": DEFAULT_PROMPT_PREFIX + address, "predict": answer}
-                     for address, answer in zip(ADDRESSES[:2], expected[:2])]
+    assert [{key: line[key] for key in ("prompt", "predict")} for line in lines] == [
+        {"prompt": DEFAULT_PROMPT_PREFIX + address, "predict": answer}
+        for address, answer in zip(ADDRESSES[:2], expected[:2])]
+    # how each answer was made: one candidate each here, chosen with probability 1
+    assert lines[0]["predict"] == "陕西省西安市碑林区扬子江南路467-6号"
+    assert lines[1]["predict"] == "北京市海淀区中关村大街27号"
+    assert [(line["decoding"], line["probability"], line["abstained"]) for line in lines] == [
+        ("constrained", 1.0, False)] * 2
+    assert lines[0]["candidates"] == [{"text": "陕西省西安市碑林区扬子江南路467-6号", "probability": 1.0}]
+
+
+def test_decoding_free_gives_the_seed_behaviour(model_args, default_model_dir, lora_adapter_dir, capsys):
+    free = Completer.load(str(default_model_dir), lora_path=str(lora_adapter_dir), max_new_tokens=MAX_NEW_TOKENS)
+    assert main(["predict", *model_args, "--decoding", "free", "--grounding", "none", "--json", ADDRESSES[0]]) == 0
+    line = json.loads(capsys.readouterr().out)
+    assert line["predict"] == free.complete([ADDRESSES[0]])[0] and line["decoding"] == "free"
+    assert line["candidates"] == [] and line["probability"] is None
+
+
+def test_bad_decoding_options_are_one_line_errors(model_args, capsys):
+    assert main(["predict", *model_args, "--min-confidence", "1.5", ADDRESSES[0]]) == 2
+    assert "--min-confidence: min_confidence must be between 0 and 1, got 1.5" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        main(["predict", *model_args, "--decoding", "beam", ADDRESSES[0]])
+    assert exit_info.value.code == 2 and "invalid choice: 'beam'" in capsys.readouterr().err
 
 
 def test_file_in_file_out_contract(model_args, expected, tmp_path, capsys):
@@ -68,7 +93,8 @@ def test_file_in_file_out_contract(model_args, expected, tmp_path, capsys):
     output = tmp_path / "predictions.jsonl"
     assert main(["predict", *model_args, "--input", str(source), "--output", str(output), "--batch_size", "2"]) == 0
     records = [json.loads(line) for line in output.read_text(encoding="utf-8").splitlines()]
-    assert [list(record) for record in records] == [["prompt", "predict", "label"]] * len(ADDRESSES)
+    assert [list(record)[:3] for record in records] == [["prompt", "predict", "label"]] * len(ADDRESSES)
+    assert [record["decoding"] for record in records] == ["constrained"] * 3 + ["free_fallback", "constrained"]
     assert [record["predict"] for record in records] == expected
     assert [record["label"] for record in records] == [f"全{index}" for index in range(len(ADDRESSES))]
     assert all(record["prompt"].startswith(DEFAULT_PROMPT_PREFIX) for record in records)

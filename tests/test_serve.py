@@ -45,8 +45,8 @@ def server(completer, expected):
     running.stop()
 
 
-def call(base_url, path, body=None, *, key=API_KEY, raw=None, method=None):
-    """(status, parsed JSON) of one request."""
+def call(base_url, path, body=None, *, key=API_KEY, raw=None, method=None, details=False):
+    """(status, parsed JSON) of one request (/v1/complete's "details" dropped unless ``details``)."""
     data = raw if raw is not None else (None if body is None else json.dumps(body, ensure_ascii=False).encode())
     headers = {"Content-Type": "application/json"}
     if key is not None:
@@ -54,9 +54,13 @@ def call(base_url, path, body=None, *, key=API_KEY, raw=None, method=None):
     request = urllib.request.Request(base_url + path, data=data, headers=headers, method=method)
     try:
         with urllib.request.urlopen(request, timeout=120) as response:
-            return response.status, json.loads(response.read())
+            payload = json.loads(response.read())
     except urllib.error.HTTPError as error:
         return error.code, json.loads(error.read())
+    if path == "/v1/complete" and set(payload) == {"results", "details"} and not details:
+        assert len(payload["details"]) == len(payload["results"])
+        payload = {"results": payload["results"]}  # how each was made: checked in test_constrained_server
+    return response.status, payload
 
 
 def chat(address, **extra):
@@ -183,6 +187,27 @@ def test_bad_requests_get_openai_errors(server, expected, path, body, raw, key, 
     assert call(server.url, "/v1/complete", {"addresses": [ADDRESSES[0]]}) == (200, {"results": [expected[ADDRESSES[0]]]})
 
 
+def test_constrained_server_reports_how_each_answer_was_made(completer):
+    constrained = Completer(model=completer.model, tokenizer=completer.tokenizer, max_new_tokens=MAX_NEW_TOKENS,
+                            grounding="candidates", decoding="constrained")
+    running = start_in_thread(constrained, ServerSettings(port=0, model_name="tiny"))
+    try:
+        status, body = call(running.url, "/v1/complete", {"addresses": ["碑林区扬子江南路1号", "扬子江南路1号"]},
+                            key=None, details=True)
+        assert status == 200 and body["results"][0] == "陕西省西安市碑林区扬子江南路1号"
+        assert body["details"][0] == {"decoding": "constrained", "probability": 1.0, "abstained": False,
+                                      "candidates": [{"text": "陕西省西安市碑林区扬子江南路1号", "probability": 1.0}]}
+        assert body["details"][1]["decoding"] == "free_fallback" and body["details"][1]["candidates"] == []
+        status, reply = call(running.url, "/v1/chat/completions", chat("朝阳区建国路88号"), key=None)
+        choice = reply["choices"][0]
+        extra = choice["address_completion"]
+        assert status == 200 and extra["decoding"] == "constrained" and len(extra["candidates"]) == 2
+        assert choice["message"]["content"] == extra["candidates"][0]["text"]
+        assert set(choice) == {"index", "message", "logprobs", "finish_reason", "address_completion"}
+    finally:
+        running.stop()
+
+
 def test_stream_given_as_a_string_names_the_field(server):
     status, payload = call(server.url, "/v1/chat/completions", chat("海淀区", stream="true"))
     assert status == 422 and payload["error"]["param"] == "stream" and "boolean" in payload["error"]["message"]
@@ -250,7 +275,8 @@ def test_sigterm_finishes_the_request_in_flight(default_model_dir, lora_adapter_
     process = subprocess.Popen(
         [sys.executable, "-m", "address_completion", "serve", "--debug", "--model", str(default_model_dir),
          "--lora_path", str(lora_adapter_dir), "--port", "0", "--max_new_tokens", str(MAX_NEW_TOKENS),
-         "--batch-wait-ms", "200", "--max-batch-size", "1", "--body-timeout", "1"],
+         "--batch-wait-ms", "200", "--max-batch-size", "1", "--body-timeout", "1",
+         "--decoding", "free", "--grounding", "none"],  # decoded one token at a time: long enough to be in flight
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
     try:
         url = _wait_for_url(process)
