@@ -18,6 +18,7 @@ from address_completion.cli import main
 ADDRESS = "碑林区扬子江南路467-6号"
 PAIR = {"src": "补齐五级行政地址: " + ADDRESS, "tgt": "陕西省西安市" + ADDRESS}
 
+ADAPTER_SHARD = "peft_model-00001-of-00001.safetensors"  # what train writes (safetensors by default)
 
 # ---------------------------------------------------------------- the user's files
 
@@ -33,20 +34,23 @@ def world(default_model_dir, lora_adapter_dir, tmp_path_factory) -> dict[str, st
 
     zero = root / "zero-adapter"  # an adapter whose lora_B are all zero: merging it changes nothing
     shutil.copytree(lora_adapter_dir, zero)
-    import paddle
+    from safetensors.numpy import load_file, save_file
 
-    state = paddle.load(str(zero / "lora_model_state.pdparams"))
-    paddle.save({key: paddle.zeros_like(value) if "lora_B" in key else value for key, value in state.items()},
-                str(zero / "lora_model_state.pdparams"))
+    shard = zero / ADAPTER_SHARD
+    state = load_file(str(shard))
+    save_file({key: value * 0 if "lora_B" in key else value for key, value in state.items()}, str(shard),
+              metadata={"format": "np"})
     paths["zero_adapter"] = zero
 
-    truncated_model = root / "truncated-model"  # `truncate -s 1000000 model_state.pdparams`
-    shutil.copytree(default_model_dir, truncated_model)
+    # The input is the older pickled layout: `truncate -s 1000000 model_state.pdparams`
+    pickled = build_default_model(root / "pickled-model", safe_serialization=False)
+    truncated_model = root / "truncated-model"
+    shutil.copytree(pickled, truncated_model)
     with open(truncated_model / "model_state.pdparams", "r+b") as handle:
         handle.truncate(1_000_000)
     paths["truncated_model"] = truncated_model
     empty_weights = root / "empty-weights-model"
-    shutil.copytree(default_model_dir, empty_weights)
+    shutil.copytree(pickled, empty_weights)
     (empty_weights / "model_state.pdparams").write_bytes(b"")
     paths["empty_weights_model"] = empty_weights
 
@@ -61,7 +65,7 @@ def world(default_model_dir, lora_adapter_dir, tmp_path_factory) -> dict[str, st
 
     truncated_adapter = root / "truncated-adapter"
     shutil.copytree(lora_adapter_dir, truncated_adapter)
-    with open(truncated_adapter / "lora_model_state.pdparams", "r+b") as handle:
+    with open(truncated_adapter / ADAPTER_SHARD, "r+b") as handle:
         handle.truncate(1000)
     paths["truncated_adapter"] = truncated_adapter
 
@@ -175,9 +179,9 @@ CLI_CASES = [
     # -- a LoRA adapter that does not fit its base (trained on hidden 64, loaded onto hidden 32 / intermediate 128)
     Case("merge-adapter-of-another-size",
          ("merge", "--model_name_or_path", "{small}", "--lora_path", "{adapter}", "--output_path", "{root}/merged"),
-         ("lora_model_state.pdparams", "has shape [64, 4]", "expects [32, 4]")),
+         (ADAPTER_SHARD, "lora_A has shape [256, 4]", "expects [128, 4]", "another size")),
     Case("predict-adapter-of-another-size", ("predict", "--model", "{small}", "--lora_path", "{adapter}", ADDRESS),
-         ("lora_model_state.pdparams", "has shape [64, 4]", "expects [32, 4]")),
+         (ADAPTER_SHARD, "lora_A has shape [256, 4]", "expects [128, 4]", "another size")),
     Case("merge-adapter-that-changes-nothing",
          ("merge", "--model_name_or_path", "{base}", "--lora_path", "{zero_adapter}", "--output_path",
           "{root}/merged"), ("does not change the base model's logits", "zero-adapter")),
@@ -236,10 +240,10 @@ CLI_CASES = [
     Case("train-truncated-base-weights", ("train", "{config_truncated_base}"),
          ("{truncated_model}/model_state.pdparams",)),
     Case("predict-truncated-adapter", ("predict", "--model", "{base}", "--lora_path", "{truncated_adapter}", ADDRESS),
-         ("{truncated_adapter}/lora_model_state.pdparams", "unreadable adapter weights")),
+         ("{truncated_adapter}/" + ADAPTER_SHARD, "unreadable adapter weights")),
     Case("merge-truncated-adapter", ("merge", "--model_name_or_path", "{base}", "--lora_path", "{truncated_adapter}",
                                      "--output_path", "{root}/merged"),
-         ("{truncated_adapter}/lora_model_state.pdparams", "unreadable adapter weights")),
+         ("{truncated_adapter}/" + ADAPTER_SHARD, "unreadable adapter weights")),
     Case("train-empty-train-json", ("train", "{config_empty_data}"), ("{empty_data}/train.json", "empty file")),
     # -- arguments and settings
     Case("predict-batch-size-0", ("predict", "--model", "{base}", "--batch_size", "0", ADDRESS), ("--batch_size",)),
