@@ -18,9 +18,14 @@ def test_demo_runs_every_stage_and_ends_with_a_report(default_model_dir: Path, t
     assert sorted(p.name for p in (out / "data").iterdir()) == ["dev.json", "test.json", "train.json"]
     assert (out / "lora" / "lora_config.json").exists()
     assert (out / "merged" / "config.json").exists()
+    # the predict step prints real completions: constrained decoding over the gazetteer's candidates
+    for answer in ("陕西省西安市碑林区扬子江南路467-6号", "陕西省宝鸡市扶风县法门镇法门寺", "上海市浦东新区张江路88号",
+                   "广东省东莞市虎门镇连升路12号"):
+        assert f"\n{answer}\n" in printed
     report = json.loads((out / "eval" / "report.json").read_text(encoding="utf-8"))
     names = [system["name"] for system in report["systems"]]
-    assert {"trained", "untrained"} <= set(names) and any("jionlp" in name for name in names)
+    assert {"trained", "trained-free", "untrained", "untrained-free"} <= set(names)
+    assert {"jionlp", "cpca", "gazetteer"} <= {name.split("-")[-1] for name in names}
     assert report["test_set"]["size"] == 16
     assert str(out / "eval" / "report.md") in printed
 
