@@ -11,8 +11,10 @@ correct address by greedy decoding).
   the names of every level above it agree, i.e. it is the same division (吉林省长春市朝阳区 is not
   北京市朝阳区). A level absent from both counts as correct (a municipality has no city level; most
   targets name no town), so every level is scored on every item.
-- **detail kept**: the non-administrative rest of the prediction equals the rest of the input —
-  the street, number and building must survive untouched.
+- **detail kept**: the non-administrative rest of the prediction equals the rest of the expected
+  address (the input's own detail, as the label writes it) — the street, number and building must
+  survive untouched. Read from the label, not the input, so an input the parser cannot read (a typo
+  such as 上嗨, a town written first) is not scored as lost detail when the answer is right.
 - **invalid chain**: the prediction names administrative divisions that do not nest (陕西省杭州市…) and
   that the expected address does not name either. Counted over all items: a chain is invalid only
   when neither the gazetteer nor the expected answer vouches for it, so an answer that repeats an
@@ -152,15 +154,13 @@ def score_item(source: str, prediction: str, target: str, gazetteer: Any, *, inp
     An abstained item is never exact and never an invalid chain (it asserts no chain); its levels and
     detail are scored on the text returned, which is what a caller gets.
     """
-    address = strip_prefix(source, prefix)
     predicted = parse_levels(gazetteer, prediction)
     expected = parse_levels(gazetteer, target)
-    given = parse_levels(gazetteer, address)
     invalid = predicted.has_admin and not predicted.valid_chain and not vouched_by(predicted, expected)
     return ItemScore(
         exact=exact_match(prediction, target) and not abstained,
         levels=level_agreement(predicted, expected),
-        detail_kept=predicted.rest == given.rest,
+        detail_kept=predicted.rest == expected.rest,
         invalid_chain=invalid and not abstained,
         input_class=input_class,
         abstained=abstained,

@@ -115,6 +115,15 @@ def test_town_first_with_county_and_town_restated_keeps_detail(gazetteer):
     assert result.exact and result.detail_kept and not result.invalid_chain and not wrong_levels(result)
 
 
+def test_an_exact_answer_to_an_input_the_parser_cannot_read_keeps_its_detail(gazetteer):
+    # 上嗨 is a typo for 上海: the parser reads no division in the input, but the detail is the label's
+    target = "上海市杨浦区四平路街道商业中大街87号朝亭嘉园7号楼6单元303"
+    result = score(gazetteer, "上嗨杨浦四平路街道商业中大街87号朝亭嘉园7号楼6单元303", target, target)
+    assert result.exact and result.detail_kept
+    lost = score(gazetteer, "上嗨杨浦四平路街道商业中大街87号", "上海市杨浦区四平路街道商业中大街", target)
+    assert not lost.detail_kept
+
+
 def test_abstention_is_never_exact_nor_an_invalid_chain(gazetteer):
     target = "陕西省西安市碑林区扬子江南路1号"
     kept = score_item(PREFIX + target, target, target, gazetteer, abstained=True)
