@@ -293,6 +293,20 @@ def worst_errors(items: Sequence[ScoredItem], limit: int) -> list[dict[str, Any]
     } for item in wrong[:max(0, limit)]]
 
 
+def model_choices(items: Sequence[ScoredItem]) -> dict[str, Any] | None:
+    """For constrained decoding: how many items had ≥ 2 candidates (the model chose), and exact among them.
+
+    None when the system's answers carry no ``candidates`` (free decoding, rules, endpoints). Items with
+    one candidate are decided by the gazetteer alone; these are the ones the model decided.
+    """
+    if not any("candidates" in item.extras for item in items):
+        return None
+    chosen = [item for item in items if len(item.extras.get("candidates") or ()) >= 2]
+    fallback = sum(item.extras.get("decoding") == "free_fallback" for item in items)
+    return {"items": len(items), "chosen": len(chosen), "free_fallback": fallback,
+            "exact_when_chosen": Rate.of(item.score.exact for item in chosen).to_dict()}
+
+
 def summarize(items: Sequence[ScoredItem], *, worst: int = 10) -> dict[str, Any]:
     """Everything a report shows for one system."""
     scores = [item.score for item in items]
@@ -301,4 +315,5 @@ def summarize(items: Sequence[ScoredItem], *, worst: int = 10) -> dict[str, Any]
         "by_class": by_input_class(scores),
         "latency": latency_summary(item.latency_s for item in items),
         "worst_errors": worst_errors(items, worst),
+        "model_choices": model_choices(items),
     }

@@ -92,7 +92,21 @@ def summary_section(report: dict[str, Any]) -> list[str]:
             "Exact match counts an abstention (the system declined to answer) as not exact; coverage is the share "
             "answered, accuracy when answered the exact-match rate among those. Invalid chain: answers naming "
             "divisions that do not nest, counted over all items, except chains the expected address names "
-            "itself (neither the gazetteer nor the expected answer vouches for a counted one).", ""]
+            "itself (neither the gazetteer nor the expected answer vouches for a counted one).", "",
+            *choices_lines(report)]
+
+
+def choices_lines(report: dict[str, Any]) -> list[str]:
+    """Where constrained decoding left the choice to the model: items with ≥ 2 candidates, exact among them."""
+    lines = []
+    for entry in scored(report):
+        choices = entry["metrics"].get("model_choices")
+        if choices:
+            lines.append(f"- {entry['name']}: the model chose among ≥ 2 candidates for {choices['chosen']} of "
+                         f"{choices['items']} items (exact {rate_cell(choices['exact_when_chosen'], counts=True)} "
+                         f"of those); {choices['free_fallback']} had no candidate and were generated freely; the "
+                         "rest had one candidate, which the gazetteer alone decides.")
+    return ["Constrained decoding:", "", *lines, ""] if lines else []
 
 
 def levels_section(report: dict[str, Any]) -> list[str]:

@@ -258,3 +258,24 @@ def test_quality_by_class_and_summary():
     summary = summarize(items, worst=5)
     assert summary["n"] == 3 and len(summary["worst_errors"]) == 1
     assert math.isclose(summary["latency"]["throughput_per_s"], 100.0)
+
+
+def test_model_choices_count_where_the_model_decided(gazetteer):
+    from address_completion.metrics import ScoredItem, model_choices
+    from address_completion.report import choices_lines
+
+    def item(candidates, exact, decoding="constrained"):
+        target = "北京市朝阳区建国路88号"
+        score = score_item(PREFIX + "朝阳区建国路88号", target if exact else "吉林省长春市朝阳区建国路88号", target,
+                           gazetteer)
+        return ScoredItem(0, "朝阳区建国路88号", target, "", score,
+                          extras={"candidates": [{"text": t, "probability": 0.5} for t in candidates],
+                                  "decoding": decoding})
+
+    items = [item(["a", "b"], True), item(["a", "b"], False), item(["a"], True), item([], False, "free_fallback")]
+    choices = model_choices(items)
+    assert (choices["items"], choices["chosen"], choices["free_fallback"]) == (4, 2, 1)
+    assert (choices["exact_when_chosen"]["count"], choices["exact_when_chosen"]["total"]) == (1, 2)
+    assert model_choices([ScoredItem(0, "x", "y", "y", items[0].score)]) is None  # free decoding, rules
+    report = {"systems": [{"name": "trained", "kind": "paddle", "status": "ok", "metrics": {"model_choices": choices}}]}
+    assert "trained: the model chose among ≥ 2 candidates for 2 of 4 items" in "\n".join(choices_lines(report))
