@@ -788,10 +788,13 @@ def _traditional_converter():
 
 def to_simplified(text: str) -> str:
     """Traditional → simplified characters with OpenCC (t2s); the length is kept so positions still map."""
-    converted = _traditional_converter().convert(text)
+    converter = _traditional_converter()
+    converted = converter.convert(text)
     if len(converted) == len(text):
         return converted
-    return "".join(char if len(c := _traditional_converter().convert(char)) != 1 else c for char in text)
+    # a phrase converted to another length: convert character by character, keeping any that would not fit
+    singles = [converter.convert(char) for char in text]
+    return "".join(single if len(single) == 1 else char for char, single in zip(text, singles))
 
 
 class _CandidateScan:
