@@ -296,10 +296,10 @@ def worst_errors(items: Sequence[ScoredItem], limit: int) -> list[dict[str, Any]
 def model_choices(items: Sequence[ScoredItem]) -> dict[str, Any] | None:
     """For constrained decoding: how many items had ≥ 2 candidates (the model chose), and exact among them.
 
-    None when the system's answers carry no ``candidates`` (free decoding, rules, endpoints). Items with
+    None when no answer came from constrained decoding (free decoding, rules, endpoints). Items with
     one candidate are decided by the gazetteer alone; these are the ones the model decided.
     """
-    if not any("candidates" in item.extras for item in items):
+    if not any(item.extras.get("decoding") in ("constrained", "free_fallback") for item in items):
         return None
     chosen = [item for item in items if len(item.extras.get("candidates") or ()) >= 2]
     fallback = sum(item.extras.get("decoding") == "free_fallback" for item in items)

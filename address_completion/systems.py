@@ -182,6 +182,14 @@ def _positive_number(options: dict[str, Any], key: str, where: str, *, integer: 
         raise ConfigError(f"{where}.{key}: expected {what} >= {minimum}, got {value!r}")
 
 
+def gazetteer_stamp() -> str:
+    """Hash of gazetteer.py: this project's parser and candidate generator decide answers, so a cache made
+    with other code must not be reused."""
+    from . import gazetteer
+
+    return hashlib.sha1(Path(gazetteer.__file__).read_bytes()).hexdigest()[:16]
+
+
 # ---------------------------------------------------------------- paddle
 
 
@@ -237,7 +245,9 @@ class PaddleSystem(System):
         return {**super().fingerprint(), "model": model, "model_files": files_stamp(model) if
                 looks_like_local_path(model) else None, "lora_path": lora, "lora_files": files_stamp(lora),
                 "dtype": self._option("dtype"), "max_new_tokens": self._option("max_new_tokens"),
-                **self.decoding_options()}
+                **self.decoding_options(),
+                "candidates": gazetteer_stamp() if self._option("decoding") == "constrained"
+                or self._option("grounding") == "candidates" else None}
 
     def completer(self):
         """Load the model on first use, so a fully cached system never loads it."""
@@ -561,11 +571,7 @@ class RulesSystem(System):
             version = metadata.version(package)
         except metadata.PackageNotFoundError:
             version = None
-        stamp = {}
-        if self.engine == "gazetteer":  # the parser is this project's code: its source decides the answers
-            from . import gazetteer
-
-            stamp = {"parser": hashlib.sha1(Path(gazetteer.__file__).read_bytes()).hexdigest()[:16]}
+        stamp = {"parser": gazetteer_stamp()} if self.engine == "gazetteer" else {}
         return {**super().fingerprint(), "engine": self.engine, "version": version, "logic": self.LOGIC_VERSION,
                 **stamp}
 

@@ -276,6 +276,8 @@ def test_model_choices_count_where_the_model_decided(gazetteer):
     choices = model_choices(items)
     assert (choices["items"], choices["chosen"], choices["free_fallback"]) == (4, 2, 1)
     assert (choices["exact_when_chosen"]["count"], choices["exact_when_chosen"]["total"]) == (1, 2)
-    assert model_choices([ScoredItem(0, "x", "y", "y", items[0].score)]) is None  # free decoding, rules
+    assert model_choices([ScoredItem(0, "x", "y", "y", items[0].score)]) is None  # rules, endpoints
+    free = ScoredItem(0, "x", "y", "y", items[0].score, extras={"decoding": "free", "candidates": []})
+    assert model_choices([free]) is None
     report = {"systems": [{"name": "trained", "kind": "paddle", "status": "ok", "metrics": {"model_choices": choices}}]}
     assert "trained: the model chose among ≥ 2 candidates for 2 of 4 items" in "\n".join(choices_lines(report))
