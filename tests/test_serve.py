@@ -204,6 +204,12 @@ def test_constrained_server_reports_how_each_answer_was_made(completer):
         assert status == 200 and extra["decoding"] == "constrained" and len(extra["candidates"]) == 2
         assert choice["message"]["content"] == extra["candidates"][0]["text"]
         assert set(choice) == {"index", "message", "logprobs", "finish_reason", "address_completion"}
+        from openai import OpenAI  # the README's way to read the extra field
+
+        client = OpenAI(base_url=running.url + "/v1", api_key="unused", max_retries=0, timeout=120)
+        answer = client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "碑林区1号"}])
+        assert answer.choices[0].model_extra["address_completion"]["candidates"] == [
+            {"text": "陕西省西安市碑林区1号", "probability": 1.0}]
     finally:
         running.stop()
 
