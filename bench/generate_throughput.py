@@ -120,11 +120,21 @@ def bench_alternating(runs: dict[str, tuple[Callable[[list], Any], Sequence]], b
             for name in runs}
 
 
-def test_inputs(count: int) -> list[str]:
+def bundled_test_inputs(count: int) -> list[str]:
     """The first ``count`` ``src`` of the bundled test split (with the task prefix, as the file has them)."""
     from address_completion.dataio import read_records
 
     return [record["src"] for record in read_records(TEST_SPLIT).records[:count]]
+
+
+def expected_answer_tokens(tokenizer, count: int) -> float:
+    """Mean token count (answer + EOS) of the expected answers of the first ``count`` test inputs: what a
+    trained model generates for them, against the fixed --max-new-tokens of these random weights."""
+    from address_completion.dataio import read_records
+    from address_completion.prompt import answer_ids
+
+    records = read_records(TEST_SPLIT).records[:count]
+    return sum(len(answer_ids(tokenizer, record["tgt"])) for record in records) / len(records)
 
 
 def candidate_counts(addresses: Sequence[str]) -> dict[str, int]:
@@ -168,7 +178,7 @@ def bench_decoding(model, tokenizer, label: str, args: argparse.Namespace) -> li
     def score(batch: list) -> None:
         score_answers(model, [pair for pairs_of_one in batch for pair in pairs_of_one], pad_id=pad_id)
 
-    sets = [("test", test_inputs(args.decoding_inputs)), ("2+ cand", several)]
+    sets = [("test", bundled_test_inputs(args.decoding_inputs)), ("2+ cand", several)]
     rows = []
     for set_name, addresses in sets:
         counts = candidate_counts(addresses)
@@ -355,8 +365,10 @@ def main(argv: list[str] | None = None) -> int:
         gc.collect()
     print_table(rows)
     if args.decoding_inputs:
+        expected = expected_answer_tokens(tokenizer, args.decoding_inputs)
         print(f"free rows generate exactly {args.max_new_tokens} new tokens per address (random weights never emit "
-              f"EOS; stop ids disabled); constrained rows generate none unless an input has no candidate "
+              f"EOS; stop ids disabled; the expected answers of these {args.decoding_inputs} test inputs are "
+              f"{expected:.1f} tokens with EOS on average); constrained rows generate none unless an input has no candidate "
               f"(free fallback, same length); prompts grounding={args.grounding}; vs free = addr/s / free addr/s "
               f"on the same inputs and batch size, measured alternately", flush=True)
     return 0
