@@ -26,7 +26,7 @@ times the scorer alone on those (prompt and candidate token ids prepared beforeh
 
 Quick run (about a minute on 2 cores):
     python bench/generate_throughput.py --shapes default --max-new-tokens 8
-Full run (well over a quarter of an hour on 2 cores; the 0.5b rows take most of it):
+Full run (long on 2 cores: the 0.5b decoding rows alone take the time given below):
     python bench/generate_throughput.py
 Constrained vs free at the 0.5B shape (took 14 min 40 s on 2 cores shared with other jobs, load ~4;
 --decoding-rounds 1 halves the decoding rows):
