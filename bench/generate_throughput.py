@@ -13,16 +13,32 @@ with dynamic batching (--server-batch-sizes; 1 = no batching). Clients run in th
 The last server row connects --burst-clients clients at once (one request each, all released together)
 and counts the requests that failed: a connection refused or reset, a timeout, or a status other than 200.
 
+Decoding rows compare constrained decoding (the gazetteer's candidates, scored by the model; one
+candidate needs no forward pass) with free greedy decoding, both with the same model, prompt grounding
+(--grounding) and batch size (--decoding-batch-sizes), on the first --decoding-inputs inputs of the
+bundled test split, data/test.json. The two are measured in the same run, alternated (--decoding-rounds
+passes each, the order swapped every pass), and "vs free" is constrained addr/s / free addr/s. Free
+decoding generates exactly --max-new-tokens tokens per address here (random weights never emit EOS), so
+its figure depends on that flag; a trained model stops at its EOS after ~20-30 tokens. Most bundled
+inputs have exactly one candidate, so the same comparison is also made on addresses with several
+candidates (ambiguous county or town names), where every candidate is scored; the "score_answers" row
+times the scorer alone on those (prompt and candidate token ids prepared beforehand).
+
 Quick run (about a minute on 2 cores):
     python bench/generate_throughput.py --shapes default --max-new-tokens 8
-Full run (several minutes on 2 cores):
+Full run (long on 2 cores: the 0.5b decoding rows alone take the time given below):
     python bench/generate_throughput.py
+Constrained vs free at the 0.5B shape (took 14 min 40 s on 2 cores shared with other jobs, load ~4;
+--decoding-rounds 1 halves the decoding rows):
+    python bench/generate_throughput.py --shapes 0.5b --max-new-tokens 19 --batch-sizes 1,8
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import gc
+from typing import Any, Callable, Sequence
 import json
 import statistics
 import sys
@@ -38,6 +54,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from address_completion.runtime import prepare_environment  # noqa: E402
 
 NEVER_GENERATED = -1  # a stop id no token has: every row decodes exactly max_new_tokens
+TEST_SPLIT = Path(__file__).resolve().parents[1] / "data" / "test.json"
+# Ambiguous county or town names: the gazetteer proposes 2-8 chains for each, so every candidate is scored.
+SEVERAL_CANDIDATES = ["朝阳区建国路88号", "鼓楼区中山路1号", "城关镇人民路1号", "西湖区文三路1号", "铁西区兴华街1号",
+                      "普陀区曹杨路1号", "长安区长安路1号", "朝阳区朝阳路2号"]
 DISTRICTS = ["碑林区", "海淀区", "天河区", "南山区", "西湖区", "武侯区", "江汉区", "鼓楼区", "历下区", "浦东新区"]
 STREETS = ["扬子江南路", "中关村大街", "体育西路", "科技园南区高新南七道", "文三路", "人民南路四段", "解放大道"]
 
@@ -67,6 +87,12 @@ def describe(shape) -> str:
     return f"{shape.num_hidden_layers}L h{shape.hidden_size}"
 
 
+def batch_summary(addresses: int, wall: float, batch_times: list[float]) -> dict:
+    return {"addresses": addresses, "wall_s": wall, "addr_per_s": addresses / wall,
+            "ms_per_addr": 1000 * wall / addresses, "p50_ms": 1000 * percentile(batch_times, 0.5),
+            "p99_ms": 1000 * percentile(batch_times, 0.99)}
+
+
 def bench_batches(completer, addresses: list[str], batch_size: int) -> dict:
     """Decode ``addresses`` in batches of ``batch_size``; time every batch."""
     batch_times = []
@@ -75,10 +101,106 @@ def bench_batches(completer, addresses: list[str], batch_size: int) -> dict:
         batch_started = time.perf_counter()
         completer.complete(addresses[start:start + batch_size], batch_size=batch_size)
         batch_times.append(time.perf_counter() - batch_started)
-    wall = time.perf_counter() - started
-    return {"addresses": len(addresses), "wall_s": wall, "addr_per_s": len(addresses) / wall,
-            "ms_per_addr": 1000 * wall / len(addresses), "p50_ms": 1000 * percentile(batch_times, 0.5),
-            "p99_ms": 1000 * percentile(batch_times, 0.99)}
+    return batch_summary(len(addresses), time.perf_counter() - started, batch_times)
+
+
+def bench_alternating(runs: dict[str, tuple[Callable[[list], Any], Sequence]], batch_size: int,
+                      rounds: int) -> dict[str, dict]:
+    """Time ``run(batch)`` over every batch of its items, for each ``name: (run, items)``, ``rounds`` times.
+
+    The runs alternate (pass 1 in the given order, pass 2 reversed, ...) so a machine that slows down or
+    speeds up during the benchmark affects them alike. Wall time is the sum of the batch times.
+    """
+    batch_times: dict[str, list[float]] = {name: [] for name in runs}
+    for round_number in range(rounds):
+        for name in (list(runs) if round_number % 2 == 0 else list(reversed(runs))):
+            run, items = runs[name]
+            for start in range(0, len(items), batch_size):
+                batch_started = time.perf_counter()
+                run(list(items[start:start + batch_size]))
+                batch_times[name].append(time.perf_counter() - batch_started)
+    return {name: batch_summary(len(runs[name][1]) * rounds, sum(batch_times[name]), batch_times[name])
+            for name in runs}
+
+
+def bundled_test_inputs(count: int) -> list[str]:
+    """The first ``count`` ``src`` of the bundled test split (with the task prefix, as the file has them)."""
+    from address_completion.dataio import read_records
+
+    return [record["src"] for record in read_records(TEST_SPLIT).records[:count]]
+
+
+def expected_answer_tokens(tokenizer, count: int) -> float:
+    """Mean token count (answer + EOS) of the expected answers of the first ``count`` test inputs: what a
+    trained model generates for them, against the fixed --max-new-tokens of these random weights."""
+    from address_completion.dataio import read_records
+    from address_completion.prompt import answer_ids
+
+    records = read_records(TEST_SPLIT).records[:count]
+    return sum(len(answer_ids(tokenizer, record["tgt"])) for record in records) / len(records)
+
+
+def candidate_counts(addresses: Sequence[str]) -> dict[str, int]:
+    """How many of ``addresses`` have 0 (free fallback), 1 (no forward pass) and 2+ (scored) candidates."""
+    from address_completion.prompt import address_candidates
+
+    counts = [len(address_candidates(address)) for address in addresses]
+    return {"0": counts.count(0), "1": counts.count(1), "2+": sum(count >= 2 for count in counts)}
+
+
+def scoring_pairs(completer, addresses: Sequence[str]) -> list[list[tuple[list[int], list[int]]]]:
+    """For each address, the (prompt ids, answer ids) of each candidate, as constrained decoding scores them."""
+    from address_completion.generate import encode_prompts
+    from address_completion.prompt import address_candidates, answer_ids
+
+    pairs = []
+    for address in addresses:
+        candidates = address_candidates(address, completer.prefix)
+        prompt = encode_prompts(completer.tokenizer, [completer.prompt_for(address, candidates)])[0]
+        pairs.append([(prompt, answer_ids(completer.tokenizer, candidate.text)) for candidate in candidates])
+    return pairs
+
+
+def bench_decoding(model, tokenizer, label: str, args: argparse.Namespace) -> list[dict]:
+    """Rows comparing constrained with free decoding (see the module docstring)."""
+    from address_completion.generate import Completer, padding_token_id, score_answers
+
+    def completer(decoding: str):
+        made = Completer(model=model, tokenizer=tokenizer, max_new_tokens=args.max_new_tokens,
+                         grounding=args.grounding, decoding=decoding, name=decoding)
+        made.stop_ids = [NEVER_GENERATED]  # free (and a free fallback) decodes exactly max_new_tokens
+        return made
+
+    free, constrained = completer("free"), completer("constrained")
+    several = [address for address in SEVERAL_CANDIDATES if candidate_counts([address])["2+"]]
+    constrained.complete(several[:1])  # warm-up: gazetteer, typo index, first scoring pass
+    free.complete(several[:1])
+    pairs = scoring_pairs(constrained, several)
+    pad_id = padding_token_id(tokenizer)
+
+    def score(batch: list) -> None:
+        score_answers(model, [pair for pairs_of_one in batch for pair in pairs_of_one], pad_id=pad_id)
+
+    sets = [("test", bundled_test_inputs(args.decoding_inputs)), ("2+ cand", several)]
+    rows = []
+    for set_name, addresses in sets:
+        counts = candidate_counts(addresses)
+        print(f"  {set_name} inputs: {len(addresses)}, candidates 0 / 1 / 2+: {counts['0']} / {counts['1']} / "
+              f"{counts['2+']}", file=sys.stderr, flush=True)
+        for batch_size in args.decoding_batch_sizes:
+            print(f"  free vs constrained, {set_name}, batch {batch_size}: {len(addresses)} addresses x "
+                  f"{args.decoding_rounds} ...", file=sys.stderr, flush=True)
+            runs = {"free": (functools.partial(free.complete, batch_size=batch_size), addresses),
+                    "constrained": (functools.partial(constrained.complete, batch_size=batch_size), addresses)}
+            if set_name != "test":
+                runs["score_answers"] = (score, pairs)
+            results = bench_alternating(runs, batch_size, args.decoding_rounds)
+            for name, result in results.items():
+                rows.append({"shape": label, "mode": f"{name} ({set_name})", "batch": batch_size,
+                             "new_tokens": args.max_new_tokens if name == "free" else "-",
+                             "vs_free": None if name == "free" else
+                             result["addr_per_s"] / results["free"]["addr_per_s"], **result})
+    return rows
 
 
 def bench_server(completer, addresses: list[str], *, clients: int, max_batch_size: int, batch_wait_ms: float,
@@ -137,10 +259,11 @@ def bench_server(completer, addresses: list[str], *, clients: int, max_batch_siz
 
 def print_table(rows: list[dict]) -> None:
     header = ["model shape", "mode", "batch", "addr", "new tok", "wall s", "addr/s", "ms/addr", "p50 ms", "p99 ms",
-              "errors"]
+              "errors", "vs free"]
     lines = [[row["shape"], row["mode"], str(row["batch"]), str(row["addresses"]), str(row["new_tokens"]),
               f"{row['wall_s']:.1f}", f"{row['addr_per_s']:.2f}", f"{row['ms_per_addr']:.0f}", f"{row['p50_ms']:.0f}",
-              f"{row['p99_ms']:.0f}", str(row["errors"]) if "errors" in row else "-"] for row in rows]
+              f"{row['p99_ms']:.0f}", str(row["errors"]) if "errors" in row else "-",
+              f"{row['vs_free']:.1f}x" if row.get("vs_free") else "-"] for row in rows]
     widths = [max(len(cell) for cell in column) for column in zip(header, *lines)]
     for cells in [header, ["-" * width for width in widths], *lines]:
         print("  ".join(cell.rjust(width) if index > 1 else cell.ljust(width)
@@ -167,8 +290,24 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--burst-clients", type=int, default=200,
                         help="clients connecting at once for the error-count row (0 = skip it)")
     parser.add_argument("--batch-wait-ms", type=float, default=10.0)
+    parser.add_argument("--decoding-inputs", type=int, default=16,
+                        help="bundled test inputs for the constrained vs free rows (0 = skip those rows)")
+    parser.add_argument("--decoding-batch-sizes", type=csv_ints, default=[1, 8])
+    parser.add_argument("--decoding-rounds", type=int, default=2,
+                        help="alternated passes over the inputs per decoding (order swapped every pass)")
+    parser.add_argument("--grounding", choices=("none", "candidates"), default="candidates",
+                        help="prompt of both decodings in the constrained vs free rows")
     parser.add_argument("--seed", type=int, default=0)
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.decoding_inputs < 0:
+        parser.error(f"--decoding-inputs must be at least 0, got {args.decoding_inputs}")
+    if args.decoding_rounds < 1:
+        parser.error(f"--decoding-rounds must be at least 1, got {args.decoding_rounds}")
+    for flag, sizes in (("--batch-sizes", args.batch_sizes), ("--decoding-batch-sizes", args.decoding_batch_sizes),
+                        ("--server-batch-sizes", args.server_batch_sizes)):
+        if any(size < 1 for size in sizes):
+            parser.error(f"{flag} must be positive integers, got {','.join(map(str, sizes))}")
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -223,9 +362,18 @@ def main(argv: list[str] | None = None) -> int:
                                       max_batch_size=batch, batch_wait_ms=args.batch_wait_ms, burst=True)
                 rows.append({"shape": label, "mode": f"server {args.burst_clients} at once", "batch": batch,
                              "new_tokens": args.max_new_tokens, **result})
+        if args.decoding_inputs:
+            rows += bench_decoding(completer.model, tokenizer, label, args)
         del completer
         gc.collect()
     print_table(rows)
+    if args.decoding_inputs:
+        expected = expected_answer_tokens(tokenizer, args.decoding_inputs)
+        print(f"free rows generate exactly {args.max_new_tokens} new tokens per address (random weights never emit "
+              f"EOS; stop ids disabled; the expected answers of these {args.decoding_inputs} test inputs are "
+              f"{expected:.1f} tokens with EOS on average); constrained rows generate none unless an input has no candidate "
+              f"(free fallback, same length); prompts grounding={args.grounding}; vs free = addr/s / free addr/s "
+              f"on the same inputs and batch size, measured alternately", flush=True)
     return 0
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 from pathlib import Path
 
 import pytest
@@ -29,3 +30,83 @@ def test_generate_throughput_arguments():
     assert args.burst_clients == 0 and args.server_batch_sizes == [4, 8] and args.shapes == "default"
     with pytest.raises(SystemExit):
         load("generate_throughput").parse_args(["--burst-clients", "many"])
+
+
+def test_generate_throughput_decoding_defaults():
+    args = load("generate_throughput").parse_args([])
+    assert args.decoding_inputs == 16 and args.decoding_batch_sizes == [1, 8]
+    assert args.decoding_rounds == 2 and args.grounding == "candidates"
+
+
+def test_generate_throughput_decoding_arguments():
+    module = load("generate_throughput")
+    args = module.parse_args(["--decoding-inputs", "0", "--decoding-batch-sizes", "1", "--decoding-rounds", "3",
+                              "--grounding", "none"])
+    assert args.decoding_inputs == 0 and args.decoding_batch_sizes == [1] and args.decoding_rounds == 3
+    assert args.grounding == "none"
+    for bad in (["--decoding-inputs", "-1"], ["--decoding-rounds", "0"], ["--grounding", "chains"],
+                ["--decoding-batch-sizes", "0,8"], ["--batch-sizes", "1,-8"]):
+        with pytest.raises(SystemExit):
+            module.parse_args(bad)
+
+
+def test_generate_throughput_ambiguous_inputs_have_several_candidates():
+    """The scorer rows time what they claim to: every one of these inputs is scored, none is a shortcut."""
+    counts = load("generate_throughput").candidate_counts(load("generate_throughput").SEVERAL_CANDIDATES)
+    assert counts == {"0": 0, "1": 0, "2+": 8}
+
+
+def test_candidates_arguments():
+    module = load("candidates")
+    args = module.parse_args([])
+    assert args.split == "test" and args.input is None and args.limit is None and not args.json
+    args = module.parse_args(["--split", "dev", "--limit", "5", "--json", "--misses", "0"])
+    assert args.split == "dev" and args.limit == 5 and args.json and args.misses == 0
+    assert module.parse_args(["--input", "pairs.jsonl"]).input == "pairs.jsonl"
+    for bad in (["--split", "valid"], ["--limit", "0"], ["--misses", "-1"], ["--input", "a.jsonl", "--split", "dev"]):
+        with pytest.raises(SystemExit):
+            module.parse_args(bad)
+
+
+def write_pairs(path: Path, pairs: list[tuple[str, str]]) -> Path:
+    path.write_text("".join(json.dumps({"src": src, "tgt": tgt}, ensure_ascii=False) + "\n" for src, tgt in pairs),
+                    encoding="utf-8")
+    return path
+
+
+def test_candidates_bench_on_a_few_lines(tmp_path, capsys):
+    path = write_pairs(tmp_path / "pairs.jsonl", [
+        ("补齐五级行政地址: 碑林区扬子江南路467-6号", "陕西省西安市碑林区扬子江南路467-6号"),  # one candidate, right
+        ("朝阳区建国路88号", "吉林省长春市朝阳区建国路88号"),  # 2 candidates, right one second
+        ("新华路100号", "北京市西城区新华路100号"),  # no division named: no candidate
+        ("鼓楼区中山路1号", "江苏省 南京市 鼓楼区中山路1号"),  # 4 candidates, first one (spaces normalized)
+    ])
+    assert load("candidates").main(["--input", str(path), "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["all"] == {"inputs": 4, "recall": 0.75, "top1": 0.5, "mean_candidates": 1.75, "share_0": 0.25,
+                              "share_1": 0.25, "share_2_plus": 0.5, "max_candidates": 4}
+    assert list(summary["by_input_class"]) == ["unique_county", "ambiguous_county", "no_admin_token"]
+    assert summary["by_input_class"]["ambiguous_county"]["top1"] == 0.5
+    assert summary["by_input_class"]["no_admin_token"]["recall"] == 0.0
+    assert [miss["src"] for miss in summary["misses"]] == ["新华路100号"]
+    assert summary["gazetteer"]["addr_per_s"] > 0
+
+
+def test_candidates_bench_table_and_limit(tmp_path, capsys):
+    path = write_pairs(tmp_path / "pairs.jsonl", [("朝阳区建国路88号", "北京市朝阳区建国路88号"),
+                                                  ("新华路100号", "北京市西城区新华路100号")])
+    assert load("candidates").main(["--input", str(path), "--limit", "1"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == f"candidates for {path}"
+    assert lines[3].split() == ["all", "1", "100.0%", "100.0%", "2.00", "0.0%", "0.0%", "100.0%", "2"]
+    assert not any("not among the candidates" in line for line in lines)
+
+
+def test_candidates_bench_names_a_bad_file(tmp_path, capsys):
+    assert load("candidates").main(["--input", str(tmp_path / "missing.jsonl")]) == 2
+    assert capsys.readouterr().err.strip() == f"error: {tmp_path / 'missing.jsonl'}: file not found"
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"src": "碑林区"}\n', encoding="utf-8")
+    assert load("candidates").main(["--input", str(bad)]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith(f"error: {bad}:1:") and "tgt" in error
