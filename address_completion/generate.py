@@ -32,8 +32,8 @@ from .prompt import (address_candidates, answer_ids, check_grounding, decode_ans
                      strip_prefix)
 
 DECODINGS = ("free", "constrained")
-# Rows of (prompt + candidate) scored in one forward pass; bounds the activations, not the result.
-SCORE_BATCH_ROWS = 16
+# Distinct prompts encoded in one forward pass by the scorer (their candidates share each prompt's KV cache).
+SCORE_BATCH_PROMPTS = 8
 
 
 def check_decoding(decoding: str) -> str:
@@ -194,24 +194,15 @@ def _causal_lm(model: Any) -> Any:
     return inner if inner is not None and hasattr(model, "lora_config") else model
 
 
-def _answer_logits(model: Any, input_ids: Any, attention_mask: Any, position_ids: Any, index: Any) -> Any:
-    """Logits [N, vocab] at the (row, position) pairs ``index`` [N, 2] only.
-
-    The LM head runs on the answer positions alone (the body runs on every position): for Qwen2.5's
-    151,936-token vocabulary the head costs about as much per position as the whole 0.5B body.
-    """
-    import paddle
-
+def _body_and_head(model: Any) -> tuple[Any, Any]:
+    """The transformer body (e.g. ``qwen2``) and the LM head of a causal LM (inside a LoRAModel too)."""
     lm = _causal_lm(model)
     body = getattr(lm, getattr(lm, "base_model_prefix", ""), None)
     head = getattr(lm, "lm_head", None)
-    if body is None or head is None:  # an architecture without the usual split: full logits, then pick
-        logits = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                       use_cache=False, return_dict=True).logits
-        return paddle.gather_nd(logits, index)
-    hidden = body(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False,
-                  return_dict=True)[0]
-    return head(paddle.gather_nd(hidden, index).unsqueeze(0))[0]
+    if body is None or head is None:
+        raise ValueError(f"constrained decoding needs a causal LM with a base model and an lm_head; "
+                         f"{type(lm).__name__} has none (use decoding free)")
+    return body, head
 
 
 def _target_log_probs(logits: Any, targets: Sequence[int]) -> list[float]:
@@ -227,39 +218,70 @@ def _target_log_probs(logits: Any, targets: Sequence[int]) -> list[float]:
 
 
 def score_answers(model: Any, pairs: Sequence[tuple[Sequence[int], Sequence[int]]], *, pad_id: int,
-                  batch_rows: int = SCORE_BATCH_ROWS) -> list[float]:
+                  batch_prompts: int = SCORE_BATCH_PROMPTS) -> list[float]:
     """Log-probability (natural log, summed) of each answer given its prompt, teacher-forced.
 
-    ``pairs`` holds (prompt ids, answer ids ending with EOS). Rows are right-padded — causal attention
-    keeps real positions blind to the padding after them — and scored ``batch_rows`` at a time in one
-    forward pass each: no sequential decoding. Returns one float per pair, in order.
+    ``pairs`` holds (prompt ids, answer ids ending with EOS). Each distinct prompt is encoded once
+    (``batch_prompts`` prompts per forward pass, left-padded, positions counted from the first real
+    token); its KV cache is then shared by all its candidate answers, which are scored together in one
+    more forward pass (right-padded: causal attention keeps real positions blind to the padding after
+    them). The LM head runs only where an answer token is predicted. No sequential decoding. Returns
+    one float per pair, in order. Raises ValueError for an empty prompt or answer.
     """
     import paddle
 
     if any(not prompt or not answer for prompt, answer in pairs):
         raise ValueError("cannot score an empty prompt or answer")
-    scores: list[float] = []
+    body, head = _body_and_head(model)
+    prompts = list(dict.fromkeys(tuple(prompt) for prompt, _ in pairs))
+    number = {prompt: index for index, prompt in enumerate(prompts)}
+    scores = [0.0] * len(pairs)
     with paddle.no_grad():
-        for start in range(0, len(pairs), batch_rows):
-            chunk = pairs[start:start + batch_rows]
-            rows = [list(prompt) + list(answer[:-1]) for prompt, answer in chunk]
-            width = max(len(row) for row in rows)
-            index, targets = [], []
-            for row_number, (prompt, answer) in enumerate(chunk):
-                index += [[row_number, len(prompt) - 1 + offset] for offset in range(len(answer))]
-                targets += list(answer)
-            logits = _answer_logits(
-                model,
-                paddle.to_tensor([row + [pad_id] * (width - len(row)) for row in rows], dtype="int64"),
-                paddle.to_tensor([[1] * len(row) + [0] * (width - len(row)) for row in rows], dtype="int64"),
-                paddle.to_tensor([list(range(width)) for _ in rows], dtype="int64"),
-                paddle.to_tensor(index, dtype="int64"))
-            picked = _target_log_probs(logits.astype("float32").numpy(), targets)
-            cursor = 0
-            for _, answer in chunk:
-                scores.append(float(sum(picked[cursor:cursor + len(answer)])))
-                cursor += len(answer)
+        for start in range(0, len(prompts), batch_prompts):
+            chunk = prompts[start:start + batch_prompts]
+            members = [i for i, (prompt, _) in enumerate(pairs) if start <= number[tuple(prompt)] < start + len(chunk)]
+            rows = [(number[tuple(pairs[i][0])] - start, list(pairs[i][1])) for i in members]
+            for i, score in zip(members, _score_chunk(body, head, chunk, rows, pad_id)):
+                scores[i] = score
     return scores
+
+
+def _score_chunk(body: Any, head: Any, prompts: Sequence[Sequence[int]], rows: Sequence[tuple[int, list[int]]],
+                 pad_id: int) -> list[float]:
+    """Summed log-probs of ``rows`` = (index into ``prompts``, answer ids): one prompt pass, one answer pass."""
+    import paddle
+
+    def tensor(value: Any) -> Any:
+        return paddle.to_tensor(value, dtype="int64")
+
+    ids, mask, positions = left_padded_batch(prompts, pad_id)
+    encoded = body(input_ids=tensor(ids), attention_mask=tensor(mask), position_ids=tensor(positions),
+                   use_cache=True, return_dict=True)
+    select = tensor([prompt for prompt, _ in rows])
+    vectors = [paddle.index_select(encoded[0][:, -1, :], select, axis=0)]  # predicts each answer's first token
+    targets = [answer[0] for _, answer in rows]
+    owners = list(range(len(rows)))
+    tails = [answer[:-1] for _, answer in rows]  # fed to predict answer[1:]
+    width = max(len(tail) for tail in tails)
+    if width:
+        cache = [tuple(paddle.index_select(part, select, axis=0) for part in layer)
+                 for layer in encoded.past_key_values]
+        hidden = body(
+            input_ids=tensor([tail + [pad_id] * (width - len(tail)) for tail in tails]),
+            attention_mask=tensor([mask[prompt] + [1] * len(tail) + [0] * (width - len(tail))
+                                   for (prompt, _), tail in zip(rows, tails)]),
+            position_ids=tensor([[len(prompts[prompt]) + j for j in range(width)] for prompt, _ in rows]),
+            past_key_values=cache, use_cache=True, return_dict=True)[0]
+        index = [[row, j] for row, tail in enumerate(tails) for j in range(len(tail))]
+        vectors.append(paddle.gather_nd(hidden, tensor(index)))
+        targets += [rows[row][1][j + 1] for row, j in index]
+        owners += [row for row, _ in index]
+    logits = head(paddle.concat(vectors, axis=0).unsqueeze(0))[0]
+    picked = _target_log_probs(logits.astype("float32").numpy(), targets)
+    sums = [0.0] * len(rows)
+    for owner, value in zip(owners, picked):
+        sums[owner] += value
+    return sums
 
 
 def candidate_probabilities(scores: Sequence[float]) -> list[float]:

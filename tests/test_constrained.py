@@ -64,11 +64,14 @@ def test_scores_equal_log_probs_summed_by_hand(constrained):
     short_prompt = tokenizer(constrained.prompt_for(UNIQUE), add_special_tokens=False)["input_ids"]
     pairs = [(prompt_ids, answers[0]), (prompt_ids, answers[1]), (short_prompt, answer_ids(tokenizer, "陕西省"))]
     batched = score_answers(model, pairs, pad_id=padding_token_id(tokenizer))
-    one_row_at_a_time = score_answers(model, pairs, pad_id=padding_token_id(tokenizer), batch_rows=1)
+    one_prompt_at_a_time = score_answers(model, pairs, pad_id=padding_token_id(tokenizer), batch_prompts=1)
     by_hand = [reference_log_prob(model, prompt, answer) for prompt, answer in pairs]
     assert batched == pytest.approx(by_hand, abs=1e-3)
-    assert one_row_at_a_time == pytest.approx(batched, abs=1e-4)  # right padding changes nothing
+    assert one_prompt_at_a_time == pytest.approx(batched, abs=1e-4)  # padding changes nothing
     assert all(score < 0 for score in batched) and batched[0] != batched[1]
+    eos_only = [(short_prompt, [tokenizer.eos_token_id])]  # nothing to feed after the prompt
+    assert score_answers(model, eos_only, pad_id=padding_token_id(tokenizer)) == pytest.approx(
+        [reference_log_prob(model, *eos_only[0])], abs=1e-3)
 
 
 def test_candidate_probabilities_are_a_softmax():
