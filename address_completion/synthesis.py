@@ -26,8 +26,8 @@ from typing import Iterable, Iterator, Sequence
 from . import DEFAULT_PROMPT_PREFIX
 from .dataio import check_apart, check_output_file, read_records, write_jsonl
 from .errors import ConfigError, DataError
-from .gazetteer import (ZONE_WORDS, AdminChain, Division, Gazetteer, ParsedAddress, load_gazetteer,
-                        normalize_address)
+from .gazetteer import (ZONE_WORDS, AdminChain, Division, Gazetteer, ParsedAddress, completion_candidates,
+                        load_gazetteer, normalize_address)
 from .prompt import strip_prefix, with_prefix
 
 DEFAULT_NUM = 5000
@@ -678,7 +678,10 @@ def input_class(src: str, gazetteer: Gazetteer, prefix: str = DEFAULT_PROMPT_PRE
             return "already_full"
         if named:
             return "ambiguous_county" if len(gazetteer.candidates(named)) > 1 else "unique_county"
-        return "town_first" if parsed.town else "no_admin_token"
+        if parsed.town:
+            return "town_first"
+        # 城关镇人民路1号: a town name many counties share — the candidates list every one of them
+        return "ambiguous_county" if len(completion_candidates(address, gazetteer, limit=2)) > 1 else "no_admin_token"
     admin = _admin_part(address, parsed.rest)
     if "".join(char for char in admin if char not in CLASS_SEPARATORS) == chain.text():
         return "already_full"

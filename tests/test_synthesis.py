@@ -440,3 +440,4 @@ def test_input_class_of_a_lone_ambiguous_county():
     gazetteer = load_gazetteer()
     assert input_class("朝阳区建国路88号", gazetteer) == "ambiguous_county"
     assert input_class("建国路88号", gazetteer) == "no_admin_token"
+    assert input_class("城关镇人民路1号", gazetteer) == "ambiguous_county"  # a town name shared by many counties
