@@ -752,6 +752,7 @@ class _FuzzyIndex:
         from pypinyin import lazy_pinyin
 
         self._pinyin = lazy_pinyin
+        self._index = gazetteer._index
         self.by_pinyin: dict[tuple[str, ...], list[str]] = defaultdict(list)
         self.by_wildcard: dict[str, list[str]] = defaultdict(list)
         for key, entries in gazetteer._index.items():
@@ -771,6 +772,10 @@ class _FuzzyIndex:
                 found += self.by_wildcard.get(written[:position] + "?" + written[position + 1:], ())
             if written[-1] not in _SUFFIX_TEXT:
                 found += [key for key in self.by_wildcard.get(written[:-1] + "?", ()) if key[-1] not in _SUFFIX_CHARS]
+            else:  # a known name with the wrong suffix (玉环区 for 玉环市, which was 玉环县 before 2017)
+                found += [e.division.name for e in self._index.get(written[:-1], ())
+                          if e.division.level in _FUZZY_LEVELS and len(e.division.name) == len(written)
+                          and e.division.name[-1] in _SUFFIX_TEXT]
         return [key for key in dict.fromkeys(found) if key != written]
 
 
@@ -849,8 +854,8 @@ class _CandidateScan:
             longer_full_name = longer_full_name or any(e.kind != "short" for e in entries)
             if token is None:
                 continue
-            short_ok = token.end < len(self.text) or bool(self.readings)
-            divisions = [d for d in token.divisions if token.kinds[d.code] != "short" or short_ok]
+            # every short reading counts here (碑林 alone is a place): unlike parse(), the text is an address
+            divisions = list(token.divisions)
             if not self.readings:  # 滨江新区 alone is not 滨江区; after 杭州 it may be (nesting decides)
                 divisions = self.gaz._outside_zones(divisions, token)
             step = self._fit(token, divisions)
@@ -868,6 +873,7 @@ class _CandidateScan:
             return token.end, [_Reading(d, token.kinds[d.code]) for d in divisions]
         deeper: dict[str, _Reading] = {}
         confirmed: dict[str, _Reading] = {}
+        confirming: set[str] = set()  # the token's divisions that confirm a reading (itself or an ancestor)
         codes = {d.code: d for d in divisions}
         for reading in self.readings:
             above = self.gaz._ancestors[reading.division.code]
@@ -876,18 +882,18 @@ class _CandidateScan:
                 if reading.division.code in self.gaz._ancestors[code]:
                     deeper.setdefault(code, _Reading(division, kind, reading.conflict))
                 elif code == reading.division.code or code in above:
+                    confirming.add(code)
                     confirmed.setdefault(reading.division.code, _Reading(reading.division, reading.kind,
                                                                          reading.conflict))
         if deeper:
             return token.end, list(deeper.values())
-        if confirmed and self._confirmation_holds(token, list(confirmed.values())):
+        if confirmed and self._confirmation_holds(token, confirming, list(confirmed.values())):
             return token.end, list(confirmed.values())
         return None
 
-    def _confirmation_holds(self, token: _Token, readings: list[_Reading]) -> bool:
-        """北京北京市 and 织里镇吴兴区 confirm; a bare short name (白云区白云山) must be followed by a division."""
-        if token.suffixed or any(token.kinds[r.division.code] != "short" for r in readings
-                                 if r.division.code in token.kinds):
+    def _confirmation_holds(self, token: _Token, confirming: set[str], readings: list[_Reading]) -> bool:
+        """北京北京市 and 法门镇扶风县 confirm; a bare short name (白云区白云山) must be followed by a division."""
+        if token.suffixed or any(token.kinds[code] != "short" for code in confirming):
             return True
         follower = _CandidateScan(self.gaz, self.text, fuzzy=False)
         follower.readings = readings
@@ -904,7 +910,7 @@ class _CandidateScan:
 
     def _fuzzy_step(self, start: int) -> Optional[tuple[int, list[_Reading]]]:
         """A misspelled name at ``start`` (same pinyin, or one character off when 3+ long), accepted only when
-        a division suffix or the rest of the scan confirms it. Corrections keep the length, so positions in
+        the names around it confirm it. Corrections keep the length, so positions in
         the repaired text are positions in the written one; the scan reads on in the repaired text."""
         if ZONE_WORDS.match(self.text, start):  # 高新区 is a zone, not a misspelled 高陵区
             return None
@@ -920,9 +926,12 @@ class _CandidateScan:
                 if step is None or step[0] < start + length:
                     continue
                 probe.end, probe.readings = step[0], [_Reading(r.division, "typo", r.conflict) for r in step[1]]
-                suffixed = key[-1] in _SUFFIX_CHARS or step[0] > start + length
+                # the user's own suffix (碑材区, 玉环区, 杭洲市): a slip inside a name, not a street (长按路)
+                written_suffix = (written[-1] in _SUFFIX_TEXT and key[-1] in _SUFFIX_TEXT) or step[0] > start + length
                 probe.run_from(step[0])
-                if probe.end == step[0] and not suffixed:
+                # confirmed by a division nesting below it (杭洲西湖区), or by the names before it plus a suffix
+                # (西安市碑材区); a suffix alone is not enough (臺北市 is not 淮北市, 江北新区 not 沈北新区)
+                if probe.end == step[0] and not (self.readings and written_suffix):
                     continue
                 self.text, self.typo = probe.text, True
                 return probe.end, probe.readings
@@ -945,10 +954,13 @@ class _CandidateScan:
 
 
 def _detail_agreement(gazetteer: "Gazetteer", division: Division, detail: str) -> int:
-    """How many divisions below ``division`` the detail names (full names, or short names of 3+ characters)."""
+    """How many divisions around ``division`` the detail names: below it (full names, or short names of 3+
+    characters: 朝阳区 + 建国门街道…) or above it (full or short names: 朝阳区建国路88号 长春)."""
     if not detail:
         return 0
-    count, frontier = 0, list(gazetteer.children(division))
+    count = sum(any(name in detail for name in [above.name, *gazetteer.short_names(above)])
+                for above in gazetteer.ancestors(division))
+    frontier = list(gazetteer.children(division))
     while frontier:
         child = frontier.pop()
         names = [child.name] + [s for s in gazetteer.short_names(child) if len(s) >= 3]
@@ -956,6 +968,18 @@ def _detail_agreement(gazetteer: "Gazetteer", division: Division, detail: str) -
         if child.level < 3:
             frontier.extend(gazetteer.children(child))
     return count
+
+
+def _verbatim_tail(address: str, detail: str) -> str:
+    """The end of ``address`` (NFKC, inner spaces kept: "Room 502") whose non-space characters are ``detail``."""
+    text = unicodedata.normalize("NFKC", address).rstrip()
+    seen = 0
+    for position in range(len(text) - 1, -1, -1):
+        seen += not text[position].isspace()
+        if seen == len(detail):
+            tail = text[position:]
+            return tail if "".join(tail.split()) == detail else detail
+    return detail
 
 
 def _size_prior(gazetteer: "Gazetteer", division: Division) -> int:
@@ -972,8 +996,8 @@ def completion_candidates(address: str, gazetteer: Optional["Gazetteer"] = None,
 
     Structure: a :class:`Candidate` holds the chain (province; city — None for municipalities and
     province-direct county-level cities; county — None for cities without districts; town only when the
-    input named one) and ``detail``, the input after its administrative part (NFKC-normalized and
-    without whitespace, as :func:`normalize_address` gives it; traditional characters in the detail are
+    input named one) and ``detail``, the input after its administrative part, verbatim but
+    NFKC-normalized (full-width digits become ASCII; spaces inside it and traditional characters are
     kept). ``candidate.text`` is the full answer.
 
     Readings covered: a complete input (its own chain: the identity candidate), dropped province/city,
@@ -985,7 +1009,7 @@ def completion_candidates(address: str, gazetteer: Optional["Gazetteer"] = None,
 
     Order (a documented prior, not a measured one), best first:
       1. no conflict between written levels before one;
-      2. more divisions below the chain named in the detail (朝阳区 + 建国门… favours 北京);
+      2. more divisions around the chain named in the detail (朝阳区建国路88号 长春 favours 长春);
       3. stronger evidence: full name, then former name, short name, corrected typo;
       4. a division of a municipality or provincial capital before others (tie-break);
       5. the official division code.
@@ -1007,7 +1031,7 @@ def completion_candidates(address: str, gazetteer: Optional["Gazetteer"] = None,
             scan, traditional = converted, True
     if not scan.readings:
         return []
-    detail = written[scan.end:].lstrip(SEPARATORS)
+    detail = _verbatim_tail(address, written[scan.end:].lstrip(SEPARATORS))
 
     def order(reading: _Reading) -> tuple:
         return (reading.conflict, -_detail_agreement(gazetteer, reading.division, detail),

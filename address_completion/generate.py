@@ -8,7 +8,8 @@ gazetteer proposes (:func:`gazetteer.completion_candidates`): every candidate an
 the candidates (softmax over the candidates' scores). A single candidate needs no forward pass: its
 probability among the candidates is 1 whatever the model says. With no candidate the completer falls back to
 free greedy generation and says so (``decoding="free_fallback"``). With ``min_confidence`` P the input is
-returned unchanged, marked abstained, when the best probability is below P.
+returned unchanged, marked abstained, when the best probability is below P — and, for P > 0, when there is
+no candidate at all (nothing vouches for a generated chain).
 
 Greedy generation:
 
@@ -377,6 +378,11 @@ class Completer:
                   leave=False) as bar:
             if self.decoding == "constrained":
                 free = [i for i in free if not candidates[i]]
+                if self.min_confidence > 0:  # nothing to vouch for an answer without candidates: abstain
+                    for index in free:
+                        results[index] = self._abstention(addresses[index], prompt_ids[index])
+                    bar.update(len(free))
+                    free = []
                 chosen = [i for i in range(len(addresses)) if candidates[i]]
                 for start in range(0, len(chosen), batch_size):
                     batch = chosen[start:start + batch_size]
@@ -419,6 +425,11 @@ class Completer:
     def complete(self, addresses: list[str], *, batch_size: int = 16, progress: bool = False) -> list[str]:
         """Completed addresses in input order; a batch gives exactly the one-at-a-time answers."""
         return [item.text for item in self.complete_detailed(addresses, batch_size=batch_size, progress=progress)]
+
+    def _abstention(self, address: str, prompt_ids: Sequence[int]) -> Completion:
+        """The input unchanged, marked abstained: constrained decoding with min_confidence and no candidate."""
+        return Completion(text=strip_prefix(address, self.prefix), finish_reason="stop", prompt_tokens=len(prompt_ids),
+                          completion_tokens=0, decoding="constrained", abstained=True)
 
     def _completion(self, prompt_ids: Sequence[int], new_ids: list[int], decoding: str = "free") -> Completion:
         stopped = bool(new_ids) and new_ids[-1] in self.stop_ids

@@ -179,4 +179,8 @@ def run(args: argparse.Namespace) -> int:
         logger.info("wrote %d predictions to %s", count, args.output)
     else:
         print_predictions(records, as_json=args.json, out=sys.stdout)
+    abstained = sum(bool(record.get("abstained")) for record in records)
+    if abstained:  # plain output shows such inputs unchanged: say so where a person reads it
+        logger.warning("%d of %d address(es) returned unchanged (abstained: no candidate reached "
+                       "--min-confidence %g)", abstained, len(records), args.min_confidence)
     return 0

@@ -117,9 +117,11 @@ def test_min_confidence_abstains_with_the_input_unchanged(constrained):
     assert 0.5 <= best < 1.0
     cautious = Completer(model=constrained.model, tokenizer=constrained.tokenizer, max_new_tokens=6,
                          grounding="candidates", decoding="constrained", min_confidence=(best + 1.0) / 2)
-    ambiguous, unique = cautious.complete_detailed([DEFAULT_PROMPT_PREFIX + AMBIGUOUS, UNIQUE])
+    ambiguous, unique, none = cautious.complete_detailed([DEFAULT_PROMPT_PREFIX + AMBIGUOUS, UNIQUE, NO_DIVISION])
     assert ambiguous.abstained and ambiguous.text == AMBIGUOUS and ambiguous.probability == best
     assert not unique.abstained and unique.probability == 1.0
+    # no candidate: nothing vouches for a generated chain, so a cautious completer does not generate one
+    assert none.abstained and none.text == NO_DIVISION and none.completion_tokens == 0
     lenient = Completer(model=constrained.model, tokenizer=constrained.tokenizer, grounding="candidates",
                         decoding="constrained", min_confidence=best)  # "below P" abstains: equal to P answers
     assert not lenient.complete_detailed([AMBIGUOUS])[0].abstained

@@ -105,3 +105,26 @@ def test_development_zones_are_not_another_citys_district(address, expected):
 def test_a_full_name_under_the_wrong_province_is_kept_and_marked():
     candidate = completion_candidates("广东省碑林区1号")[0]
     assert candidate.text == "陕西省西安市碑林区1号" and "conflict" in candidate.evidence
+
+
+@pytest.mark.parametrize("address, expected", [
+    ("臺北市信義區市府路1號", []),  # not 淮北市 one character off: a suffix alone does not confirm a slip
+    ("江北新区浦滨路1号", []),  # a zone without its city is no county, and not 沈北新区 either
+    ("滨江新区桃园新城26号楼2单元", []),
+    ("西咸新区沣东新城1号", []),  # 西咸 sounds like 隰县, but nothing around it confirms that
+    ("城北新区1号", []),
+    ("陕西省西安市长按路1号", ["陕西省西安市长按路1号"]),  # 长按 sounds like 长安, but 路 makes it a street
+    ("台州市玉环区1号", ["浙江省台州市玉环市1号"]),  # a known name with the wrong suffix, placed by 台州市
+    ("法门镇扶风县法门寺", ["陕西省宝鸡市扶风县法门镇法门寺"]),  # town first, then its county: not repeated
+    ("虎门镇东莞市连升路12号", ["广东省东莞市虎门镇连升路12号"]),
+    ("碑林", ["陕西省西安市碑林区"]),  # a short name alone is the whole address
+    ("喀左", ["辽宁省朝阳市喀喇沁左翼蒙古族自治县"]),
+    ("碑林区扬子江南路467-6号 Room 502 Bldg 3", ["陕西省西安市碑林区扬子江南路467-6号 Room 502 Bldg 3"]),  # spaces kept
+    ("胡北胡北襄阳南漳枫坪名苑", ["湖北省襄阳市南漳县枫坪名苑"]),  # a slip in a repeated prefix
+])
+def test_found_by_a_new_user(address, expected):
+    assert texts(address) == expected
+
+
+def test_a_city_named_in_the_detail_orders_an_ambiguous_county():
+    assert texts("朝阳区建国路88号 长春")[0] == "吉林省长春市朝阳区建国路88号 长春"

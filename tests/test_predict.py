@@ -142,3 +142,10 @@ def test_script_reads_piped_stdin(default_model_dir, lora_adapter_dir, expected)
         env={**os.environ, "PYTHONWARNINGS": "ignore"})
     assert result.returncode == 0, result.stderr
     assert result.stdout.split("\n")[:-1] == printed(expected[:2])
+
+
+def test_abstentions_are_announced_on_stderr(model_args, capsys):
+    assert main(["predict", *model_args, "--min-confidence", "0.5", "扬子江南路1号", "碑林区扬子江南路1号"]) == 0
+    captured = capsys.readouterr()
+    assert captured.out.splitlines() == ["扬子江南路1号", "陕西省西安市碑林区扬子江南路1号"]
+    assert "1 of 2 address(es) returned unchanged (abstained" in captured.err
