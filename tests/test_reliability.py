@@ -54,14 +54,15 @@ def world(default_model_dir, lora_adapter_dir, tmp_path_factory) -> dict[str, st
     (empty_weights / "model_state.pdparams").write_bytes(b"")
     paths["empty_weights_model"] = empty_weights
 
-    empty_safetensors = root / "empty-safetensors-model"
-    shutil.copytree(default_model_dir, empty_safetensors, ignore=shutil.ignore_patterns("*.pdparams"))
-    (empty_safetensors / "model.safetensors").write_bytes(b"")
-    paths["empty_safetensors_model"] = empty_safetensors
-    broken_tokenizer = root / "broken-tokenizer-model"
-    shutil.copytree(default_model_dir, broken_tokenizer)
-    (broken_tokenizer / "tokenizer_config.json").write_text("{broken", encoding="utf-8")
-    paths["broken_tokenizer_model"] = broken_tokenizer
+    def copy_with(key: str, source: Path, name: str, content: bytes) -> None:
+        """paths[key] = a copy of ``source`` whose file ``name`` holds ``content``."""
+        folder = root / key.replace("_", "-")
+        shutil.copytree(source, folder)
+        (folder / name).write_bytes(content)
+        paths[key] = folder
+
+    copy_with("empty_safetensors_model", default_model_dir, "model.safetensors", b"")
+    copy_with("broken_tokenizer_model", default_model_dir, "tokenizer_config.json", b"{broken")
 
     truncated_adapter = root / "truncated-adapter"
     shutil.copytree(lora_adapter_dir, truncated_adapter)
@@ -95,10 +96,7 @@ def world(default_model_dir, lora_adapter_dir, tmp_path_factory) -> dict[str, st
     weightless.mkdir()
     shutil.copy(Path(lora_adapter_dir) / "lora_config.json", weightless / "lora_config.json")
     paths["weightless_adapter"] = weightless
-    broken_config_model = root / "broken-config-model"
-    shutil.copytree(default_model_dir, broken_config_model)
-    (broken_config_model / "config.json").write_text("{not json", encoding="utf-8")
-    paths["broken_config_model"] = broken_config_model
+    copy_with("broken_config_model", default_model_dir, "config.json", b"{not json")
     broken_data = root / "broken-data"
     broken_data.mkdir()
     (broken_data / "train.json").write_text(json.dumps(PAIR, ensure_ascii=False) + "\n[1, 2]\n", encoding="utf-8")
