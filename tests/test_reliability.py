@@ -126,27 +126,20 @@ def world(default_model_dir, lora_adapter_dir, tmp_path_factory) -> dict[str, st
     config("output_in_data", output_dir=str(data / "run"))
     config("output_holds_data", output_dir=str(root))
     config("output_in_adapter", output_dir=str(lora_adapter_dir / "more"), lora_path=str(lora_adapter_dir))
-    (configs / "eval_over_test.yaml").write_text(
-        f"test_file: {data / 'dev.json'}\noutput_dir: {data}\nsystems:\n  - name: base\n    kind: paddle\n"
-        f"    model: {default_model_dir}\n", encoding="utf-8")
-    paths["eval_over_test"] = configs / "eval_over_test.yaml"
-    (configs / "eval_in_model.yaml").write_text(
-        f"test_file: {data / 'dev.json'}\noutput_dir: {default_model_dir / 'eval'}\nsystems:\n  - name: base\n"
-        f"    kind: paddle\n    model: {default_model_dir}\n", encoding="utf-8")
-    paths["eval_in_model"] = configs / "eval_in_model.yaml"
-    (configs / "eval_output_file.yaml").write_text(
-        f"test_file: {data / 'dev.json'}\noutput_dir: {root / 'existing.jsonl'}\nsystems:\n  - name: base\n"
-        f"    kind: paddle\n    model: {default_model_dir}\n", encoding="utf-8")
-    paths["eval_output_file"] = configs / "eval_output_file.yaml"
-    (configs / "eval_broken.yaml").write_text("test_file: [unclosed\n", encoding="utf-8")
-    paths["eval_broken"] = configs / "eval_broken.yaml"
-    (configs / "eval_typo.yaml").write_text(
-        f"test_file: {data / 'dev.json'}\noutput_dir: {root / 'eval'}\nsystem:\n  - kind: paddle\n", encoding="utf-8")
-    paths["eval_typo"] = configs / "eval_typo.yaml"
-    (configs / "eval_missing_test.yaml").write_text(
-        f"test_file: {root / 'no-such-test.json'}\noutput_dir: {root / 'eval'}\nsystems:\n  - name: base\n"
-        f"    kind: paddle\n    model: {default_model_dir}\n", encoding="utf-8")
-    paths["eval_missing_test"] = configs / "eval_missing_test.yaml"
+    def eval_config(key: str, text: str) -> None:
+        (configs / f"{key}.yaml").write_text(text, encoding="utf-8")
+        paths[key] = configs / f"{key}.yaml"
+
+    def base_system_eval(key: str, test_file: Path, output_dir: Path) -> None:
+        eval_config(key, f"test_file: {test_file}\noutput_dir: {output_dir}\nsystems:\n  - name: base\n"
+                         f"    kind: paddle\n    model: {default_model_dir}\n")
+
+    base_system_eval("eval_over_test", data / "dev.json", data)
+    base_system_eval("eval_in_model", data / "dev.json", default_model_dir / "eval")
+    base_system_eval("eval_output_file", data / "dev.json", root / "existing.jsonl")
+    eval_config("eval_broken", "test_file: [unclosed\n")
+    eval_config("eval_typo", f"test_file: {data / 'dev.json'}\noutput_dir: {root / 'eval'}\nsystem:\n  - kind: paddle\n")
+    base_system_eval("eval_missing_test", root / "no-such-test.json", root / "eval")
     config("bad_trainable", trainable_modules=[".*embed_tokenz.*"])
     return {name: str(path) for name, path in paths.items()}
 
