@@ -610,8 +610,24 @@ class TrainingRun:
     recorder: Any
 
 
+def warn_if_model_never_chooses(pairs: Sequence[dict[str, str]], metric: str | None) -> int:
+    """With constrained decoding, the dev inputs the model decides are those with ≥ 2 candidates; when there
+    are none, eval_accuracy measures the gazetteer alone — say so once. Returns that number of inputs."""
+    from .prompt import address_candidates
+
+    chosen = sum(len(address_candidates(pair["src"])) >= 2 for pair in pairs)
+    if not chosen:
+        logger.warning("warning: none of the %d evaluation inputs has two or more candidates, so eval_accuracy "
+                       "(constrained decoding) measures the gazetteer's candidates, not the model%s", len(pairs),
+                       "; metric_for_best_model: accuracy cannot choose a checkpoint" if metric and "accuracy" in metric
+                       else "")
+    return chosen
+
+
 def generation_eval(cfg: TrainConfig, tokenizer: Any, split: EncodedSplit) -> GenerationEval:
     budget = cfg.extras["eval_max_new_tokens"] or answer_token_budget(split, cfg.data_args.max_length)
+    if cfg.extras["decoding"] == "constrained":
+        warn_if_model_never_chooses(split.pairs, cfg.training_args.metric_for_best_model)
     return GenerationEval(tokenizer, split.pairs, cfg.training_args.per_device_eval_batch_size, budget,
                           grounding=cfg.extras["grounding"], decoding=cfg.extras["decoding"])
 

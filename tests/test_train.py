@@ -377,3 +377,17 @@ def test_train_loss_after_resume_is_the_mean_over_every_step(default_model_dir, 
 
     weights = list(output.glob("*.safetensors"))  # unified checkpoints: Paddle writes them 0600
     assert weights and {os.stat(path).st_mode & 0o777 for path in weights} == {0o666 & ~current_umask()}
+
+
+def test_constrained_eval_says_when_the_model_never_chooses(caplog):
+    from address_completion.train import warn_if_model_never_chooses
+
+    single = [{"src": "碑林区扬子江南路1号", "tgt": "陕西省西安市碑林区扬子江南路1号"}]
+    with caplog.at_level("WARNING", logger="address_completion"):
+        assert warn_if_model_never_chooses(single, "accuracy") == 0
+    assert "measures the gazetteer's candidates, not the model" in caplog.text and "cannot choose" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="address_completion"):
+        assert warn_if_model_never_chooses(single + [{"src": "朝阳区建国路88号", "tgt": "北京市朝阳区建国路88号"}],
+                                           "loss") == 1
+    assert caplog.text == ""
