@@ -3,8 +3,9 @@
 - ``paddle``: a model folder (base, merged, or base + ``lora_path`` adapter) run here with
   :class:`address_completion.generate.Completer` — the training prompt builder and greedy decoding.
 - ``openai``: any OpenAI-compatible ``/v1/chat/completions`` endpoint (vLLM, Ollama, DashScope's
-  compatible mode, this project's own ``serve``). The user message is ``prompt.with_prefix(address)``,
-  exactly the one the model was trained on; temperature 0 (greedy); timeouts and retries with backoff.
+  compatible mode, this project's own ``serve``). The user message is ``prompt.user_message(address)``,
+  exactly the one the model was trained on (``grounding: candidates`` adds the gazetteer's candidate
+  chains, as for a grounded paddle system); temperature 0 (greedy); timeouts and retries with backoff.
 - ``predictions``: a JSONL file produced elsewhere, lines ``{"prompt" or "src", "predict"}`` (optional
   ``"abstained": bool``), matched to the test set by input.
 - ``rules``: the rule-based parsers jionlp (``parse_location``) and cpca, whose structured output
@@ -37,7 +38,8 @@ from typing import Any, ClassVar, Union
 from . import DEFAULT_PROMPT_PREFIX
 from .errors import AddressCompletionError, ConfigError, DataError
 from .metrics import normalize_text
-from .prompt import strip_prefix, with_prefix
+from .prompt import strip_prefix
+from .prompt import user_message as prompt_user_message  # systems.user_message reads a rendered prompt back
 from .runtime import logger, looks_like_local_path
 
 
@@ -284,7 +286,7 @@ class OpenAISystem(System):
 
     KIND = "openai"
     REQUIRED = ("base_url", "model")
-    OPTIONAL = ("api_key_env", "max_tokens", "timeout", "retries", "backoff", "concurrency")
+    OPTIONAL = ("api_key_env", "max_tokens", "timeout", "retries", "backoff", "concurrency", "grounding")
 
     def __init__(self, spec: SystemSpec, settings: EvalSettings):
         super().__init__(spec, settings)
@@ -305,6 +307,13 @@ class OpenAISystem(System):
         for key, integer, minimum in (("max_tokens", True, 1), ("retries", True, 0), ("concurrency", True, 1),
                                       ("timeout", False, 0.001), ("backoff", False, 0)):
             _positive_number(options, key, where, integer=integer, minimum=minimum)
+        if options.get("grounding") is not None and options["grounding"] not in ("none", "candidates"):
+            raise ConfigError(f"{where}.grounding: expected one of none, candidates, got {options['grounding']!r}")
+
+    @property
+    def grounding(self) -> str:
+        """none (default: the plain training message) or candidates (the gazetteer's chains in the message)."""
+        return self.spec.options.get("grounding") or "none"
 
     def _option(self, key: str, setting: str | None = None) -> Any:
         value = self.spec.options.get(key)
@@ -317,7 +326,9 @@ class OpenAISystem(System):
 
     def fingerprint(self) -> dict[str, Any]:
         return {**super().fingerprint(), "url": self.url, "model": self.spec.options["model"],
-                "max_tokens": self._option("max_tokens", "max_new_tokens"), "temperature": 0}
+                "max_tokens": self._option("max_tokens", "max_new_tokens"), "temperature": 0,
+                "grounding": self.grounding,
+                "candidates": gazetteer_stamp() if self.grounding == "candidates" else None}
 
     def _headers(self) -> dict[str, str]:
         headers = {"Content-Type": "application/json", "Accept": "application/json"}
@@ -327,9 +338,10 @@ class OpenAISystem(System):
         return headers
 
     def request_body(self, address: str) -> dict[str, Any]:
-        """The chat request for one address: the training user message, greedy decoding."""
+        """The chat request for one address: the training user message (grounded when asked), greedy decoding."""
+        content = prompt_user_message(address, self.settings.prompt_prefix, self.grounding)
         return {"model": self.spec.options["model"],
-                "messages": [{"role": "user", "content": with_prefix(address, self.settings.prompt_prefix)}],
+                "messages": [{"role": "user", "content": content}],
                 "temperature": 0, "max_tokens": int(self._option("max_tokens", "max_new_tokens")), "stream": False}
 
     def _delay(self, attempt: int, retry_after: str | None) -> float:

@@ -225,6 +225,19 @@ def test_openai_sends_training_message_greedy_with_key(stub, monkeypatch):
     assert headers["Authorization"] == "Bearer sekrit"
 
 
+def test_openai_grounded_message_carries_the_candidates(stub):
+    system = make("openai", FAST, base_url=stub.url, model="m", grounding="candidates")
+    try:
+        system.predict(["朝阳区建国路88号"])
+    finally:
+        system.close()
+    (body, _), = stub.requests
+    assert body["messages"][0]["content"] == PREFIX + "朝阳区建国路88号\n候选: 北京市朝阳区 | 吉林省长春市朝阳区"
+    assert system.fingerprint()["grounding"] == "candidates"
+    with pytest.raises(ConfigError, match="grounding: expected one of none, candidates"):
+        OpenAISystem.check_options({"base_url": stub.url, "model": "m", "grounding": "yes"}, "systems[0]")
+
+
 def test_openai_retries_transient_failures(stub):
     stub.failures = [503, 429]
     system = make("openai", FAST, base_url=stub.url + "/", model="m")
