@@ -83,6 +83,7 @@ class CompletionDetails(BaseModel):
     probability: Optional[float] = Field(description="the answer's probability among the candidates (constrained)")
     abstained: bool = Field(description="true when the input came back unchanged: best probability < --min-confidence")
     candidates: list[CandidateInfo] = Field(description="the gazetteer's candidate answers, best first")
+    more_candidates: bool = Field(description="true when the gazetteer had more readings than it lists (capped)")
 
 
 class CompleteResponse(BaseModel):

@@ -25,10 +25,11 @@ generation config (``<|endoftext|>`` for Qwen2.5), or after ``max_new_tokens``.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Optional, Sequence
 
 from . import DEFAULT_PROMPT_PREFIX
+from .gazetteer import MAX_CANDIDATES
 from .prompt import (address_candidates, answer_ids, check_grounding, decode_answer, eos_token_id, render_prompt,
                      strip_prefix)
 
@@ -95,11 +96,13 @@ class Completion:
     probability: Optional[float] = None
     candidates: tuple[tuple[str, float], ...] = ()
     abstained: bool = False
+    more_candidates: bool = False  # the gazetteer had more readings than the cap (城关镇…): the list is cut
 
     def details(self) -> dict[str, Any]:
         """The non-standard fields as JSON-ready data (predict --json, the server's extra field, evaluation)."""
         return {"decoding": self.decoding, "probability": self.probability, "abstained": self.abstained,
-                "candidates": [{"text": text, "probability": prob} for text, prob in self.candidates]}
+                "candidates": [{"text": text, "probability": prob} for text, prob in self.candidates],
+                "more_candidates": self.more_candidates}
 
 
 def _as_id_list(value: Any) -> list[int]:
@@ -366,8 +369,10 @@ class Completer:
         """
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-        candidates = [address_candidates(address, self.prefix) if self.needs_candidates else None
-                      for address in addresses]
+        found = [address_candidates(address, self.prefix, MAX_CANDIDATES + 1) if self.needs_candidates else None
+                 for address in addresses]
+        cut = [bool(f) and len(f) > MAX_CANDIDATES for f in found]  # one more than the cap tells a list was cut
+        candidates = [f[:MAX_CANDIDATES] if f else f for f in found]
         prompt_ids = encode_prompts(self.tokenizer, [self.prompt_for(address, found)
                                                      for address, found in zip(addresses, candidates)])
         results: list[Completion | None] = [None] * len(prompt_ids)
@@ -387,7 +392,7 @@ class Completer:
                 for start in range(0, len(chosen), batch_size):
                     batch = chosen[start:start + batch_size]
                     for index, completion in zip(batch, self._choose(addresses, batch, prompt_ids, candidates)):
-                        results[index] = completion
+                        results[index] = replace(completion, more_candidates=cut[index])
                     bar.update(len(batch))
             decoding = "free_fallback" if self.decoding == "constrained" else "free"
             for batch in length_sorted_batches([len(prompt_ids[i]) for i in free], batch_size):

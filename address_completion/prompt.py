@@ -52,11 +52,12 @@ def check_grounding(grounding: str) -> str:
     return grounding
 
 
-def address_candidates(address: str, prefix: str = DEFAULT_PROMPT_PREFIX) -> list:
-    """The gazetteer's candidates (:class:`gazetteer.Candidate`) for the address in a user message."""
-    from .gazetteer import completion_candidates
+def address_candidates(address: str, prefix: str = DEFAULT_PROMPT_PREFIX, limit: Optional[int] = None) -> list:
+    """The gazetteer's candidates (:class:`gazetteer.Candidate`) for the address in a user message
+    (at most ``limit``; default: the gazetteer's cap, :data:`gazetteer.MAX_CANDIDATES`)."""
+    from .gazetteer import MAX_CANDIDATES, completion_candidates
 
-    return completion_candidates(strip_prefix(address, prefix))
+    return completion_candidates(strip_prefix(address, prefix), limit=limit or MAX_CANDIDATES)
 
 
 def user_message(address: str, prefix: str = DEFAULT_PROMPT_PREFIX, grounding: str = "none",

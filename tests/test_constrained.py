@@ -101,6 +101,14 @@ def test_single_candidate_and_fallback(constrained):
     assert none.decoding == "free_fallback" and none.candidates == () and none.probability is None
 
 
+def test_a_cut_candidate_list_says_so(constrained):
+    from address_completion.gazetteer import MAX_CANDIDATES
+
+    many, two = constrained.complete_detailed(["城关镇人民路1号", AMBIGUOUS])
+    assert len(many.candidates) == MAX_CANDIDATES and many.more_candidates and many.details()["more_candidates"]
+    assert len(two.candidates) == 2 and not two.more_candidates
+
+
 def test_batch_equals_one_at_a_time(constrained):
     addresses = [AMBIGUOUS, NO_DIVISION, UNIQUE, "城关镇人民路1号"]
     alone = [constrained.complete_detailed([address])[0] for address in addresses]

@@ -196,6 +196,7 @@ def test_constrained_server_reports_how_each_answer_was_made(completer):
                             key=None, details=True)
         assert status == 200 and body["results"][0] == "陕西省西安市碑林区扬子江南路1号"
         assert body["details"][0] == {"decoding": "constrained", "probability": 1.0, "abstained": False,
+                                      "more_candidates": False,
                                       "candidates": [{"text": "陕西省西安市碑林区扬子江南路1号", "probability": 1.0}]}
         assert body["details"][1]["decoding"] == "free_fallback" and body["details"][1]["candidates"] == []
         status, reply = call(running.url, "/v1/chat/completions", chat("朝阳区建国路88号"), key=None)
