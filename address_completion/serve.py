@@ -7,8 +7,9 @@ Endpoints (JSON in, JSON out; errors use OpenAI's {"error": {"message", "type", 
                              temperature, top_p, max_tokens and the like are accepted and ignored;
                              n > 1 is refused (400). Each choice carries the extra field
                              "address_completion": {"decoding", "probability", "abstained",
-                             "candidates", "more_candidates"}; OpenAI's own fields stay standard. "stream": true answers
-                             with OpenAI's server-sent events (chunks, then "data: [DONE]").
+                             "candidates", "more_candidates"}; OpenAI's own fields stay standard.
+                             "stream": true answers with OpenAI's server-sent events (chunks, then
+                             "data: [DONE]").
   POST /v1/complete          {"addresses": ["...", ...]} -> {"results": ["...", ...], "details": [...]}
   GET  /v1/models            the served model in OpenAI's list format
   GET  /health               {"status": "ok"}; needs no API key, so load balancers can probe it
