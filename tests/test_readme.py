@@ -76,7 +76,7 @@ def readme_block(language: str, containing: str) -> str:
     return blocks[0]
 
 
-def test_readme_curl_and_openai_examples_work_against_the_server(default_model_dir, tmp_path):
+def test_readme_curl_and_openai_examples_work_against_the_server(default_model_dir, start_server):
     """Start the server as the README does (our model folder, a free port) and run its examples verbatim."""
     import json
     import os
@@ -86,24 +86,16 @@ def test_readme_curl_and_openai_examples_work_against_the_server(default_model_d
     serve_block = readme_block("bash", "scripts/serve.sh --model outputs/tiny-merged --port 8000 --api-key")
     serve_line, *curl_lines = [line for line in serve_block.splitlines() if line.strip()]
     argv = as_cli_arguments(serve_line)
-    argv = [str(default_model_dir) if word == "outputs/tiny-merged" else word for word in argv]
+    assert argv[0] == "serve"
+    argv = [str(default_model_dir) if word == "outputs/tiny-merged" else word for word in argv[1:]]
     argv[argv.index("--port") + 1] = "0"
-    process = subprocess.Popen([sys.executable, "-m", "address_completion", *argv, "--model-name", "tiny-merged",
-                                "--max_new_tokens", "8"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                               text=True)
-    try:
-        line = process.stdout.readline()
-        url = next(word for word in line.split() if word.startswith("http://"))
-        port = url.rsplit(":", 1)[1].strip("/")
-        for curl in curl_lines:
-            output = subprocess.run(curl.replace(":8000", f":{port}"), shell=True, check=True, capture_output=True,
-                                    text=True, timeout=120).stdout
-            reply = json.loads(output)
-            assert reply.get("choices") or reply.get("results"), reply
-        script = readme_block("python", "from openai import OpenAI").replace(":8000", f":{port}")
-        done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
-                              env={**os.environ, "NO_PROXY": "127.0.0.1", "no_proxy": "127.0.0.1"})
-        assert done.returncode == 0, done.stderr
-    finally:
-        process.terminate()
-        process.wait(timeout=60)
+    server = start_server(*argv, "--model-name", "tiny-merged", "--max_new_tokens", "8")
+    for curl in curl_lines:
+        output = subprocess.run(curl.replace(":8000", f":{server.port}"), shell=True, check=True,
+                                capture_output=True, text=True, timeout=120).stdout
+        reply = json.loads(output)
+        assert reply.get("choices") or reply.get("results"), reply
+    script = readme_block("python", "from openai import OpenAI").replace(":8000", f":{server.port}")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "NO_PROXY": "127.0.0.1", "no_proxy": "127.0.0.1"})
+    assert done.returncode == 0, done.stderr

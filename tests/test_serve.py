@@ -3,12 +3,8 @@
 from __future__ import annotations
 
 import json
-import os
-import queue
 import signal
 import socket
-import subprocess
-import sys
 import threading
 import urllib.error
 import urllib.request
@@ -271,59 +267,25 @@ def test_50_concurrent_requests_are_batched_and_match_predict(server, expected):
 # ---------------------------------------------------------------- the CLI process and SIGTERM
 
 
-def test_sigterm_finishes_the_request_in_flight(default_model_dir, lora_adapter_dir, expected):
-    process = subprocess.Popen(
-        [sys.executable, "-m", "address_completion", "serve", "--debug", "--model", str(default_model_dir),
-         "--lora_path", str(lora_adapter_dir), "--port", "0", "--max_new_tokens", str(MAX_NEW_TOKENS),
-         "--batch-wait-ms", "200", "--max-batch-size", "1", "--body-timeout", "1",
-         "--decoding", "free", "--grounding", "none"],  # decoded one token at a time: long enough to be in flight
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
-    try:
-        url = _wait_for_url(process)
-        log_lines: queue.Queue[str] = queue.Queue()
-        reader = threading.Thread(target=lambda: [log_lines.put(line) for line in process.stderr], daemon=True)
-        reader.start()
-        host, port = url[len("http://"):].split(":")
-        with socket.create_connection((host, int(port)), timeout=120) as stalled:  # a slow body: 408, one log line
-            stalled.sendall(b"POST /v1/complete HTTP/1.1\r\nHost: x\r\nContent-Length: 50\r\n\r\n{")
-            assert stalled.recv(65536).startswith(b"HTTP/1.1 408")
-        addresses = ADDRESSES[:4]  # decoded one at a time (--max-batch-size 1): long enough to be in flight
-        result: list = []
-        client = threading.Thread(target=lambda: result.append(call(url, "/v1/complete", {"addresses": addresses},
-                                                                    key=None)))
-        client.start()
-        seen = _wait_for_line(log_lines, "queued 4 address")
-        process.send_signal(signal.SIGTERM)
-        client.join(timeout=120)
-        assert result == [(200, {"results": [expected[address] for address in addresses]})]
-        assert process.wait(timeout=60) == 0
-        reader.join(timeout=10)
-        log = "".join(seen + _drain(log_lines))
-        assert "received SIGTERM" in log and "Traceback" not in log
-        assert [line for line in log.splitlines() if " 408 " in line and "--body-timeout" in line]
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-
-
-def _wait_for_url(process) -> str:
-    line = process.stdout.readline()
-    assert "http://127.0.0.1:" in line, f"no URL printed: {line!r}; stderr: {process.stderr.read()}"
-    return next(word for word in line.split() if word.startswith("http://"))
-
-
-def _wait_for_line(lines: queue.Queue, text: str) -> list[str]:
-    """The lines read up to and including the first one holding ``text``."""
-    seen = []
-    while True:
-        seen.append(lines.get(timeout=120))
-        if text in seen[-1]:
-            return seen
-
-
-def _drain(lines: queue.Queue) -> list[str]:
-    drained = []
-    while not lines.empty():
-        drained.append(lines.get_nowait())
-    return drained
+def test_sigterm_finishes_the_request_in_flight(default_model_dir, lora_adapter_dir, expected, start_server):
+    server = start_server(
+        "--debug", "--model", str(default_model_dir), "--lora_path", str(lora_adapter_dir), "--port", "0",
+        "--max_new_tokens", str(MAX_NEW_TOKENS), "--batch-wait-ms", "200", "--max-batch-size", "1",
+        "--body-timeout", "1",
+        "--decoding", "free", "--grounding", "none")  # decoded one token at a time: long enough to be in flight
+    with socket.create_connection(("127.0.0.1", server.port), timeout=120) as stalled:  # a slow body: 408, a line
+        stalled.sendall(b"POST /v1/complete HTTP/1.1\r\nHost: x\r\nContent-Length: 50\r\n\r\n{")
+        assert stalled.recv(65536).startswith(b"HTTP/1.1 408")
+    addresses = ADDRESSES[:4]  # decoded one at a time (--max-batch-size 1): long enough to be in flight
+    result: list = []
+    client = threading.Thread(target=lambda: result.append(call(server.url, "/v1/complete", {"addresses": addresses},
+                                                                key=None)))
+    client.start()
+    server.stderr.wait_for("queued 4 address")
+    server.process.send_signal(signal.SIGTERM)
+    client.join(timeout=120)
+    assert result == [(200, {"results": [expected[address] for address in addresses]})]
+    assert server.process.wait(timeout=60) == 0
+    log = server.stderr.read_to_end()
+    assert "received SIGTERM" in log and "Traceback" not in log
+    assert [line for line in log.splitlines() if " 408 " in line and "--body-timeout" in line]

@@ -255,13 +255,11 @@ def test_openai_timeout_is_retried_then_reported(stub):
         system.predict(["碑林区扬子江南路1号"])
 
 
-def test_openai_unreachable_endpoint(stub):
-    url = stub.url
-    stub.close()
-    system = make("openai", EvalSettings(timeout=0.5, retries=1, backoff=0.01), base_url=url, model="m")
+def test_openai_unreachable_endpoint(refused_port):
+    system = make("openai", EvalSettings(timeout=0.5, retries=1, backoff=0.01),
+                  base_url=f"http://127.0.0.1:{refused_port}/v1", model="m")
     with pytest.raises(RemoteSystemError, match=r"failed 2 times"):
         system.predict(["碑林区扬子江南路1号"])
-    stub.server.shutdown = lambda: None  # already closed
 
 
 def test_openai_options_are_validated(monkeypatch):

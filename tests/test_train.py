@@ -7,11 +7,11 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import wait_until_paused
 
 from address_completion import dataio
 from address_completion.config import checkpoint_is_complete, checkpoints_in, load_config
@@ -318,6 +318,28 @@ def test_pickled_layout_only_on_request_and_its_checkpoints_resume_into_safetens
     assert json.loads((new / "summary.json").read_text(encoding="utf-8"))["global_step"] == 4
 
 
+# The run of test_killed_run_resumes_to_the_same_adapter: the real `train` command, which stops itself (SIGSTOP)
+# right after its first checkpoint is saved, so the test kills it at that exact point whatever the machine's speed.
+PAUSED_TRAIN = """
+import os, signal, sys
+from address_completion import cli, train
+
+def make_trainer(*args, **kwargs):
+    from paddlenlp.trainer import TrainerCallback
+
+    class PauseAfterSave(TrainerCallback):
+        def on_save(self, args, state, control, **kwargs):  # called once the checkpoint is written
+            os.kill(os.getpid(), signal.SIGSTOP)
+
+    trainer = original(*args, **kwargs)
+    trainer.add_callback(PauseAfterSave())
+    return trainer
+
+original, train.make_trainer = train.make_trainer, make_trainer
+sys.exit(cli.main(sys.argv[1:]))
+"""
+
+
 def test_killed_run_resumes_to_the_same_adapter(default_model_dir, dataset, tmp_path):
     """SIGKILL after a checkpoint, resume: the adapter equals an uninterrupted run's (seed's unified checkpoints)."""
     command = [sys.executable, "-m", "address_completion", "train"]
@@ -331,29 +353,31 @@ def test_killed_run_resumes_to_the_same_adapter(default_model_dir, dataset, tmp_
 
     subprocess.run(command + [str(config("straight"))], env=env, check=True, capture_output=True, timeout=600)
 
-    killed = subprocess.Popen(command + [str(config("killed"))], env=env, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 600
-    while killed.poll() is None and time.monotonic() < deadline:
-        if any(checkpoint_is_complete(path) for path in checkpoints_in(tmp_path / "killed")):
-            killed.send_signal(signal.SIGKILL)
-            break
-        time.sleep(0.02)
-    killed.wait(timeout=60)
-    assert killed.returncode == -signal.SIGKILL, "the run ended before it could be killed"
+    killed = subprocess.Popen([sys.executable, "-c", PAUSED_TRAIN, "train", str(config("killed"))], env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_until_paused(killed)
+        assert [path.name for path in checkpoints_in(tmp_path / "killed")] == ["checkpoint-3"]
+        assert checkpoint_is_complete(tmp_path / "killed" / "checkpoint-3")
+    finally:
+        killed.kill()
+        killed.wait(timeout=60)
+    assert killed.returncode == -signal.SIGKILL
     assert not (tmp_path / "killed" / "summary.json").exists()
 
     refused = subprocess.run(command + [str(config("killed"))], env=env, capture_output=True, text=True, timeout=600)
     assert refused.returncode == 2 and "--resume" in refused.stderr and "--overwrite" in refused.stderr
 
-    subprocess.run(command + [str(config("killed")), "--resume"], env=env, check=True, capture_output=True,
-                   timeout=600)
+    resumed = subprocess.run(command + [str(config("killed")), "--resume"], env=env, capture_output=True, text=True,
+                             timeout=600)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "does not record the loss" not in resumed.stderr  # the checkpoint was complete, loss sum included
     straight, resumed = adapter_weights(tmp_path / "straight"), adapter_weights(tmp_path / "killed")
     assert straight and straight.keys() == resumed.keys()
     for name in straight:
         np.testing.assert_allclose(resumed[name], straight[name], rtol=1e-5, atol=1e-6)
     summary = json.loads((tmp_path / "killed" / "summary.json").read_text(encoding="utf-8"))
-    assert summary["resumed_from"].endswith(tuple(f"checkpoint-{step}" for step in (3, 6, 9)))
+    assert summary["resumed_from"].endswith("checkpoint-3")
     steps = [record["step"] for record in read_jsonl(tmp_path / "killed" / "metrics.jsonl") if "loss" in record]
     assert steps == sorted(steps) and len(steps) == len(set(steps))  # no duplicate records from the killed run
 
