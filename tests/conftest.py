@@ -64,7 +64,8 @@ def lora_adapter_dir(default_model_dir: Path, tmp_path_factory: pytest.TempPathF
 
     lora_B starts at zero in a fresh adapter, which would make merging trivial and leave the random
     model's output a single repeated token; seeded non-zero values make the adapter change the
-    logits and make greedy outputs vary between prompts.
+    logits and make greedy outputs vary between prompts. lora_A is drawn from the same seeded generator:
+    PaddleNLP draws it from Paddle's global RNG, which would give every session other answers.
     """
     import numpy as np
     from paddlenlp.peft import LoRAConfig, LoRAModel
@@ -79,7 +80,10 @@ def lora_adapter_dir(default_model_dir: Path, tmp_path_factory: pytest.TempPathF
     lora_model = LoRAModel(load_model(str(default_model_dir)), config)
     rng = np.random.default_rng(0)
     for name, parameter in lora_model.named_parameters():
-        if "lora_B" in name:
+        if "lora_A" in name:  # kaiming-uniform's scale, as PaddleNLP draws it
+            bound = 1.0 / np.sqrt(parameter.shape[0])
+            parameter.set_value(rng.uniform(-bound, bound, size=parameter.shape).astype("float32"))
+        elif "lora_B" in name:
             parameter.set_value(rng.normal(0.0, 0.5, size=parameter.shape).astype("float32"))
     save_adapter(lora_model, folder)
     return folder
