@@ -69,6 +69,20 @@ def test_scripts_are_thin_wrappers():
         assert len(body) <= 5, f"{script.name} should only wrap the CLI"
 
 
+def test_each_script_runs_the_subcommand_it_is_named_for():
+    """as_cli_arguments reads `bash scripts/X.sh …` as subcommand SCRIPT_COMMANDS[X]: the script must run exactly
+    that subcommand, with the user's arguments passed through."""
+    scripts = {path.stem for path in (ROOT / "scripts").glob("*.sh") if not path.name.startswith("_")}
+    assert scripts == set(SCRIPT_COMMANDS) | {"test"}
+    for name, command in SCRIPT_COMMANDS.items():
+        body = [line.strip() for line in (ROOT / "scripts" / f"{name}.sh").read_text().splitlines()
+                if line.strip() and not line.startswith("#")]
+        assert body[-1] == f'ac {command} "$@"', f"scripts/{name}.sh should end with: ac {command} \"$@\""
+        assert [line for line in body if line.startswith("ac ")] == [body[-1]], f"scripts/{name}.sh runs more"
+    test_body = (ROOT / "scripts" / "test.sh").read_text().splitlines()
+    assert test_body[-1] == '"$PY" -m pytest "$@"'
+
+
 def readme_block(language: str, containing: str) -> str:
     text = (ROOT / "README.md").read_text(encoding="utf-8")
     blocks = [block for block in re.findall(rf"```{language}\n(.*?)```", text, flags=re.S) if containing in block]

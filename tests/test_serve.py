@@ -27,9 +27,15 @@ def completer(default_model_dir, lora_adapter_dir) -> Completer:
 
 
 @pytest.fixture(scope="module")
-def expected(completer) -> dict[str, str]:
-    """predict's answers (computed before the server shares the model with its worker thread)."""
-    return dict(zip(ADDRESSES, completer.complete(ADDRESSES, batch_size=8)))
+def detailed(completer) -> dict:
+    """predict's answers with finish reason and token counts (computed before the server shares the model with
+    its worker thread)."""
+    return dict(zip(ADDRESSES, completer.complete_detailed(ADDRESSES, batch_size=8)))
+
+
+@pytest.fixture(scope="module")
+def expected(detailed) -> dict[str, str]:
+    return {address: completion.text for address, completion in detailed.items()}
 
 
 @pytest.fixture(scope="module")
@@ -79,16 +85,16 @@ def test_complete_endpoint(server, expected):
     assert call(server.url, "/v1/complete", {"addresses": []}) == (200, {"results": []})
 
 
-def test_chat_completions_endpoint(server, expected):
+def test_chat_completions_endpoint(server, expected, detailed):
     status, body = call(server.url, "/v1/chat/completions", chat(DEFAULT_PROMPT_PREFIX + ADDRESSES[0]))
     assert status == 200
     assert body["object"] == "chat.completion" and body["model"] == "tiny" and body["id"].startswith("chatcmpl-")
     [choice] = body["choices"]
     assert choice["index"] == 0 and choice["message"] == {"role": "assistant", "content": expected[ADDRESSES[0]]}
-    assert choice["finish_reason"] in ("stop", "length")
-    usage = body["usage"]
-    assert 0 < usage["completion_tokens"] <= MAX_NEW_TOKENS
-    assert usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"]
+    known = detailed[ADDRESSES[0]]
+    assert choice["finish_reason"] == known.finish_reason
+    assert body["usage"] == {"prompt_tokens": known.prompt_tokens, "completion_tokens": known.completion_tokens,
+                             "total_tokens": known.prompt_tokens + known.completion_tokens}
 
 
 def test_chat_accepts_content_parts(server, expected):
@@ -107,7 +113,7 @@ def test_openai_client(server, expected):
         openai.OpenAI(base_url=server.url + "/v1", api_key="wrong", max_retries=0).models.list()
 
 
-def test_stream_true_answers_with_openai_server_sent_events(server, expected):
+def test_stream_true_answers_with_openai_server_sent_events(server, expected, detailed):
     body = json.dumps(chat(ADDRESSES[3], stream=True, stream_options={"include_usage": True}),
                       ensure_ascii=False).encode()
     request = urllib.request.Request(server.url + "/v1/chat/completions", data=body,
@@ -123,19 +129,21 @@ def test_stream_true_answers_with_openai_server_sent_events(server, expected):
     assert deltas[0]["role"] == "assistant"
     assert "".join(delta.get("content", "") for delta in deltas) == expected[ADDRESSES[3]]
     finishing = [chunk for chunk in chunks if chunk["choices"] and chunk["choices"][0]["finish_reason"]]
-    assert len(finishing) == 1 and finishing[0]["choices"][0]["finish_reason"] in ("stop", "length")
-    usage = chunks[-1]["usage"]  # stream_options.include_usage: a last chunk with no choices
-    assert chunks[-1]["choices"] == [] and usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"]
+    known = detailed[ADDRESSES[3]]
+    assert len(finishing) == 1 and finishing[0]["choices"][0]["finish_reason"] == known.finish_reason
+    assert chunks[-1]["choices"] == []  # stream_options.include_usage: a last chunk with no choices
+    assert chunks[-1]["usage"] == {"prompt_tokens": known.prompt_tokens, "completion_tokens": known.completion_tokens,
+                                   "total_tokens": known.prompt_tokens + known.completion_tokens}
 
 
-def test_openai_client_streaming(server, expected):
+def test_openai_client_streaming(server, expected, detailed):
     openai = pytest.importorskip("openai")
     client = openai.OpenAI(base_url=server.url + "/v1", api_key=API_KEY, max_retries=0)
     stream = client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": ADDRESSES[4]}],
                                             stream=True)
     chunks = list(stream)
     assert "".join(chunk.choices[0].delta.content or "" for chunk in chunks) == expected[ADDRESSES[4]]
-    assert chunks[-1].choices[0].finish_reason in ("stop", "length")
+    assert chunks[-1].choices[0].finish_reason == detailed[ADDRESSES[4]].finish_reason
 
 
 def test_openapi_page_and_schema(server):
