@@ -392,3 +392,31 @@ def test_killed_evaluation_resumes_without_redoing_finished_items(tmp_path, defa
     for before, after in zip(finished, final):  # finished items kept, latency included: not recomputed
         assert (after["prompt"], after["predict"], after["latency_s"]) == \
             (before["prompt"], before["predict"], before["latency_s"])
+
+
+# ---------------------------------------------------------------- the shipped configs
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_eval_0p5b_config_loads_once_its_adapter_exists(tmp_path, monkeypatch):
+    """configs/eval_0p5b.yaml as docs/evaluation.md runs it, from a checkout where train.sh has written the
+    adapter: paths resolve from the working folder, every system validates."""
+    import shutil
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data").mkdir()
+    shutil.copy(REPO / "data" / "test.json", tmp_path / "data" / "test.json")
+    config_path = REPO / "configs" / "eval_0p5b.yaml"
+    with pytest.raises(ConfigError, match=r"eval_0p5b.yaml: systems\[0\].lora_path: adapter folder "
+                                          r"outputs/lora-0p5b not found"):
+        load_config(config_path)  # before training: the message says which key and what is missing
+    (tmp_path / "outputs" / "lora-0p5b").mkdir(parents=True)
+    (tmp_path / "outputs" / "lora-0p5b" / "lora_config.json").write_text("{}", encoding="utf-8")  # what is checked
+    config = load_config(config_path)
+    assert [(system.name, system.kind) for system in config.systems] == [
+        ("finetuned", "paddle"), ("finetuned-free", "paddle"), ("base", "paddle"), ("base-free", "paddle"),
+        ("jionlp", "rules"), ("cpca", "rules"), ("gazetteer", "rules")]
+    assert str(config.test_file) == "data/test.json" and str(config.output_dir) == "outputs/eval_0p5b"
+    assert (config.settings.max_new_tokens, config.settings.dtype) == (64, "bfloat16")
