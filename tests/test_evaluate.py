@@ -2,6 +2,7 @@
 
 import json
 import logging
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -392,6 +393,55 @@ def test_killed_evaluation_resumes_without_redoing_finished_items(tmp_path, defa
     for before, after in zip(finished, final):  # finished items kept, latency included: not recomputed
         assert (after["prompt"], after["predict"], after["latency_s"]) == \
             (before["prompt"], before["predict"], before["latency_s"])
+
+
+def changed_keys(log: str) -> list[str]:
+    """The fingerprint keys the cache named as changed (the first such warning in ``log``), or [] if none."""
+    found = re.search(r"cached predictions no longer apply \((.*?)\); moved", log)
+    if not found:
+        return []
+    reason = found.group(1)
+    return ["--fresh"] if reason == "--fresh was given" else \
+        [part.split(" ", 1)[0] for part in reason[len("changed: "):].split(", ")]
+
+
+def test_cached_predictions_are_redone_when_model_adapter_tokens_or_prefix_change(
+        tmp_path, default_model_dir, lora_adapter_dir, caplog):
+    """Each change of what decides a paddle system's answers (model, adapter files, max_new_tokens, prompt prefix)
+    and --fresh set the cache aside and predict again; the same settings again reuse it."""
+    import os
+    import shutil
+
+    adapter = tmp_path / "adapter"  # retrained in place later: its own copy
+    shutil.copytree(lora_adapter_dir, adapter)
+    (tmp_path / "model-link").symlink_to(default_model_dir)  # the same weights under another name
+    test = write_jsonl(tmp_path / "test.json", [{"src": PREFIX + src, "tgt": tgt} for src, tgt in PAIRS])
+    cache = tmp_path / "out" / "predictions" / "tiny.jsonl"
+
+    def evaluate(model=default_model_dir, fresh=False, **settings):
+        system = {"name": "tiny", "kind": "paddle", "model": str(model), "lora_path": str(adapter),
+                  "grounding": "none", "decoding": "free"}
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="address_completion"):
+            run(tmp_path, base_config(test, tmp_path / "out", [system], **{
+                "limit": 2, "max_new_tokens": 2, "device": "cpu", **settings}), fresh=fresh)
+        cached = re.search(r"system tiny: (\d+) of 2 test items cached", caplog.text)
+        assert cached, caplog.text
+        return changed_keys(caplog.text), int(cached.group(1))
+
+    assert evaluate() == ([], 0)
+    assert evaluate() == ([], 2)
+    assert evaluate(max_new_tokens=3) == (["max_new_tokens"], 0)
+    assert evaluate(max_new_tokens=3) == ([], 2)
+    assert evaluate(max_new_tokens=3, prompt_prefix="补全地址: ") == (["prompt_prefix"], 0)
+    assert evaluate(max_new_tokens=3, prompt_prefix="补全地址: ", model=tmp_path / "model-link") == (["model"], 0)
+    shard = next(adapter.glob("*.safetensors"))
+    os.utime(shard, ns=(shard.stat().st_atime_ns, shard.stat().st_mtime_ns + 10**9))  # "retrained": a new time
+    assert evaluate(max_new_tokens=3, prompt_prefix="补全地址: ", model=tmp_path / "model-link") == (["lora_files"], 0)
+    assert evaluate(max_new_tokens=3, prompt_prefix="补全地址: ", model=tmp_path / "model-link") == ([], 2)
+    assert evaluate(max_new_tokens=3, prompt_prefix="补全地址: ", model=tmp_path / "model-link", fresh=True) == \
+        (["--fresh"], 0)
+    assert len(complete_lines(cache)) == 2 and (cache.parent / "tiny.stale.jsonl").is_file()
 
 
 # ---------------------------------------------------------------- the shipped configs
