@@ -178,6 +178,30 @@ def read_jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
+def test_overwrite_replaces_a_finished_run_and_keeps_the_users_files(default_model_dir, dataset, tmp_path):
+    """configs/README.md: --overwrite deletes an output_dir's checkpoints and results and starts again; a file
+    of the user's in it stays; without a flag the finished run is refused."""
+    from address_completion.errors import OutputExistsError
+
+    output = tmp_path / "run"
+    train(write_config(tmp_path, "old", base_config(default_model_dir, dataset, output, max_steps=4,
+                                                     save_strategy="steps", save_steps=2)), device="cpu")
+    assert [path.name for path in checkpoints_in(output)] == ["checkpoint-2", "checkpoint-4"]
+    (output / "notes.txt").write_text("my notes", encoding="utf-8")
+    new_config = write_config(tmp_path, "new", base_config(default_model_dir, dataset, output, max_steps=3,
+                                                            save_strategy="steps", save_steps=3))
+    with pytest.raises(OutputExistsError, match="--overwrite"):
+        train(new_config, device="cpu")
+    assert json.loads((output / "summary.json").read_text(encoding="utf-8"))["global_step"] == 4  # untouched
+    summary = train(new_config, overwrite=True, device="cpu")
+    assert summary["global_step"] == 3 and summary["resumed_from"] is None
+    assert json.loads((output / "summary.json").read_text(encoding="utf-8")) == summary
+    assert [path.name for path in checkpoints_in(output)] == ["checkpoint-3"]
+    steps = [record["step"] for record in read_jsonl(output / "metrics.jsonl") if "loss" in record]
+    assert steps == [2]  # logging_steps 2 over 3 steps: the old run's records are gone
+    assert (output / "notes.txt").read_text(encoding="utf-8") == "my notes"
+
+
 def test_load_best_model_at_end_keeps_the_best_checkpoint_of_metrics_jsonl(default_model_dir, dataset, tmp_path):
     """metric_for_best_model + load_best_model_at_end: the best checkpoint by the logged metric survives
     save_total_limit and the final adapter is that checkpoint's, not the last step's."""
