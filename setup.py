@@ -52,7 +52,8 @@ setup(
         "uvicorn==0.54.0",
     ],
     extras_require={
-        "test": ["pytest>=7", "matplotlib", "openai"],  # the evaluation tests check the chart too
+        # pytest-timeout: a hung server or trainer fails its test with a traceback instead of hanging CI.
+        "test": ["pytest>=7", "pytest-timeout>=2.3", "matplotlib", "openai"],  # the evaluation tests check the chart too
         "rules": ["jionlp", "cpca"],
         "plot": ["matplotlib"],
     },

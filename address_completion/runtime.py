@@ -15,6 +15,7 @@ import sys
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 logger = logging.getLogger("address_completion")
 
@@ -153,9 +154,25 @@ def quiet_paddlenlp_logs() -> None:
         paddlenlp_logger.logger.addFilter(_actionable)
 
 
+class StderrHandler(logging.StreamHandler):
+    """A StreamHandler writing to whatever ``sys.stderr`` is when a record is emitted.
+
+    ``StreamHandler(sys.stderr)`` keeps the stream it was given: once that stream is replaced and closed
+    (pytest's capsys, a caller's redirect), every later record becomes "--- Logging error --- ... I/O
+    operation on closed file" instead of a line on the current stderr.
+    """
+
+    def __init__(self) -> None:
+        logging.Handler.__init__(self)  # no stream of its own to keep
+
+    @property
+    def stream(self) -> Any:  # type: ignore[override]
+        return sys.stderr
+
+
 def configure_logging(debug: bool = False) -> None:
     """One-line log records on stderr for the project's logger; paddle's own loggers stay quiet."""
-    handler = logging.StreamHandler(sys.stderr)
+    handler = StderrHandler()
     handler.setFormatter(logging.Formatter("%(levelname)s %(message)s" if debug else "%(message)s"))
     logger.handlers[:] = [handler]
     logger.setLevel(logging.DEBUG if debug else logging.INFO)

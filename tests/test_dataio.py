@@ -392,7 +392,7 @@ def dead_pid() -> int:
     import sys
 
     process = subprocess.Popen([sys.executable, "-c", "pass"])
-    process.wait()
+    process.wait(timeout=120)
     return process.pid
 
 

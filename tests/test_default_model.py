@@ -115,7 +115,7 @@ def test_generate_greedy_with_stop_ids(default_model_dir, qwen_tokenizer):
                                           eos_token_id=[151645, 151643], pad_token_id=151643, use_cache=True)
         outputs.append(new_ids.numpy().tolist())
     assert outputs[0] == outputs[1]  # greedy is deterministic
-    assert 1 <= len(outputs[0][0]) <= 4 and all(0 <= token < 151936 for token in outputs[0][0])
+    assert len(outputs[0][0]) == 4 and all(0 <= token < 151936 for token in outputs[0][0])  # no stop id met
     assert isinstance(prompt.decode_answer(qwen_tokenizer, outputs[0][0]), str)
 
 
@@ -171,4 +171,4 @@ def test_modules_do_not_import_paddle():
     code = ("import argparse, sys; from address_completion import default_model, tokenizer;"
             "default_model.add_arguments(argparse.ArgumentParser());"
             "assert 'paddle' not in sys.modules and 'paddlenlp' not in sys.modules")
-    subprocess.run([sys.executable, "-c", code], check=True)
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)

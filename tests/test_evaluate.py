@@ -3,14 +3,13 @@
 import json
 import logging
 import re
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import yaml
+from conftest import wait_until_paused
 
 from address_completion import cli
 from address_completion.errors import ConfigError, DataError, OutputExistsError
@@ -245,8 +244,8 @@ def test_changed_fingerprint_starts_afresh_and_keeps_the_old_file(tmp_path, test
     out = tmp_path / "out"
     config = base_config(test_file, out, [{"name": "ext", "kind": "predictions", "path": str(oracle_file)}])
     run(tmp_path, config)
-    time.sleep(0.01)
-    write_jsonl(oracle_file, [{"prompt": src, "predict": tgt} for src, tgt in PAIRS])  # file changed
+    # file changed: another size (no prefix), so its stamp changes whatever the clock's resolution
+    write_jsonl(oracle_file, [{"prompt": src, "predict": tgt} for src, tgt in PAIRS])
     with caplog.at_level(logging.INFO, logger="address_completion"):
         report = run(tmp_path, config)
     assert "cached predictions no longer apply (changed: file" in caplog.text
@@ -293,23 +292,9 @@ def test_missing_extras_are_skipped_with_a_note(tmp_path, test_file, monkeypatch
     assert "No chart: matplotlib is not installed" in markdown and not (out / "comparison.png").exists()
 
 
-@pytest.fixture()
-def restore_logging():
-    """cli.main reconfigures the project logger (no propagation); later tests' caplog needs it back."""
-    logger = logging.getLogger("address_completion")
-    saved = (logger.handlers[:], logger.level, logger.propagate)
-    yield
-    logger.handlers[:], logger.level, logger.propagate = saved
-
-
-def test_failing_system_is_reported_and_the_others_still_scored(tmp_path, test_file, restore_logging):
-    import socket
-
-    with socket.socket() as probe:  # a port nobody listens on
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+def test_failing_system_is_reported_and_the_others_still_scored(tmp_path, test_file, refused_port):
     config = base_config(test_file, tmp_path / "out", [
-        {"name": "down", "kind": "openai", "base_url": f"http://127.0.0.1:{port}/v1", "model": "m"},
+        {"name": "down", "kind": "openai", "base_url": f"http://127.0.0.1:{refused_port}/v1", "model": "m"},
         {"kind": "rules", "engine": "cpca"}], retries=1, backoff=0.01, timeout=2)
     path = write_config(tmp_path / "eval.yaml", config)
     assert cli.main(["evaluate", str(path)]) == 1
@@ -319,7 +304,7 @@ def test_failing_system_is_reported_and_the_others_still_scored(tmp_path, test_f
     assert "**down** (failed)" in (tmp_path / "out" / "report.md").read_text(encoding="utf-8")
 
 
-def test_cli_prints_summary_and_report_path(tmp_path, test_file, oracle_file, capsys, restore_logging):
+def test_cli_prints_summary_and_report_path(tmp_path, test_file, oracle_file, capsys):
     path = write_config(tmp_path / "eval.yaml", base_config(test_file, tmp_path / "out", [
         {"name": "oracle", "kind": "predictions", "path": str(oracle_file)}]))
     assert cli.main(["evaluate", str(path), "--limit", "2", "--batch-size", "1"]) == 0
@@ -335,37 +320,17 @@ def test_cli_prints_summary_and_report_path(tmp_path, test_file, oracle_file, ca
 MODEL_PAIRS = PAIRS + [(f"雁塔区小寨东路{number}号", f"陕西省西安市雁塔区小寨东路{number}号") for number in range(1, 19)]
 
 
-def start_server(model_dir: Path, lora_dir: Path, max_new_tokens: int) -> tuple[subprocess.Popen, str]:
-    """address-completion serve on 127.0.0.1 with a free port; returns the process and its base URL."""
-    process = subprocess.Popen([sys.executable, "-m", "address_completion", "serve", "--model", str(model_dir),
-                                "--lora_path", str(lora_dir), "--port", "0", "--model-name", "tiny",
-                                "--max_new_tokens", str(max_new_tokens)],
-                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        line = process.stdout.readline()
-        found = re.search(r"on (http://127\.0\.0\.1:\d+)", line)
-        if found:
-            return process, found.group(1)
-        if not line and process.poll() is not None:
-            break
-    process.kill()
-    raise AssertionError("the server did not start")
-
-
 def test_openai_system_against_the_project_server_matches_local_generation(tmp_path, default_model_dir,
-                                                                          lora_adapter_dir):
+                                                                          lora_adapter_dir, start_server):
     # The adapter makes the random default model's greedy answers differ between inputs.
-    process, url = start_server(default_model_dir, lora_adapter_dir, max_new_tokens=8)
-    try:
-        test = write_jsonl(tmp_path / "test.json", [{"src": PREFIX + src, "tgt": tgt} for src, tgt in PAIRS])
-        report = run(tmp_path, base_config(test, tmp_path / "out", [
-            {"name": "local", "kind": "paddle", "model": str(default_model_dir), "lora_path": str(lora_adapter_dir)},
-            {"name": "served", "kind": "openai", "base_url": url + "/v1", "model": "tiny", "concurrency": 3}],
-            max_new_tokens=8, batch_size=4, device="cpu"))
-    finally:
-        process.send_signal(signal.SIGTERM)
-        process.wait(timeout=60)
+    server = start_server("--model", str(default_model_dir), "--lora_path", str(lora_adapter_dir), "--model-name",
+                          "tiny", "--max_new_tokens", "8")
+    test = write_jsonl(tmp_path / "test.json", [{"src": PREFIX + src, "tgt": tgt} for src, tgt in PAIRS])
+    report = run(tmp_path, base_config(test, tmp_path / "out", [
+        {"name": "local", "kind": "paddle", "model": str(default_model_dir), "lora_path": str(lora_adapter_dir)},
+        {"name": "served", "kind": "openai", "base_url": server.url + "/v1", "model": "tiny", "concurrency": 3}],
+        max_new_tokens=8, batch_size=4, device="cpu"))
+    assert server.stop() == 0
     assert [entry["status"] for entry in report["systems"]] == ["ok", "ok"]
 
     def answers(name):
@@ -384,6 +349,23 @@ def complete_lines(path: Path) -> list[dict]:
     return [json.loads(line) for line in text[: text.rfind("\n") + 1].splitlines() if line.strip()]
 
 
+# The run of test_killed_evaluation_resumes_without_redoing_finished_items: the real `evaluate` command, which stops
+# itself (SIGSTOP) once its cache holds KILL_AFTER predictions, so the test kills it at that exact point.
+KILL_AFTER = 3
+PAUSED_EVALUATE = f"""
+import os, signal, sys
+from address_completion import cli, evaluate
+
+def append(cache, records):
+    original(cache, records)
+    if len(cache.records) >= {KILL_AFTER}:
+        os.kill(os.getpid(), signal.SIGSTOP)
+
+original, evaluate.PredictionCache.append = evaluate.PredictionCache.append, append
+sys.exit(cli.main(sys.argv[1:]))
+"""
+
+
 def test_killed_evaluation_resumes_without_redoing_finished_items(tmp_path, default_model_dir, lora_adapter_dir,
                                                                   caplog):
     test = write_jsonl(tmp_path / "test.json", [{"src": PREFIX + src, "tgt": tgt} for src, tgt in MODEL_PAIRS])
@@ -392,19 +374,15 @@ def test_killed_evaluation_resumes_without_redoing_finished_items(tmp_path, defa
                          batch_size=1, max_new_tokens=16, device="cpu")
     path = write_config(tmp_path / "eval.yaml", config)
     cache = tmp_path / "out" / "predictions" / "tiny.jsonl"
-    process = subprocess.Popen([sys.executable, "-m", "address_completion", "evaluate", str(path)],
+    process = subprocess.Popen([sys.executable, "-c", PAUSED_EVALUATE, "evaluate", str(path)],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + 180
-        while len(complete_lines(cache)) < 3 and process.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.02)
-        assert process.poll() is None, "the evaluation ended before it could be killed"
-        process.send_signal(signal.SIGKILL)
+        wait_until_paused(process)
     finally:
         process.kill()
         process.wait(timeout=60)
     finished = complete_lines(cache)
-    assert 3 <= len(finished) < len(MODEL_PAIRS)
+    assert len(finished) == KILL_AFTER  # batch_size 1: one line per append
     with caplog.at_level(logging.INFO, logger="address_completion"):
         # A bigger batch is fine: batch size is not part of the fingerprint (a batch equals single runs).
         report = run_evaluation(load_config(path, ["settings.batch_size=8"]), progress=False)
@@ -415,3 +393,80 @@ def test_killed_evaluation_resumes_without_redoing_finished_items(tmp_path, defa
     for before, after in zip(finished, final):  # finished items kept, latency included: not recomputed
         assert (after["prompt"], after["predict"], after["latency_s"]) == \
             (before["prompt"], before["predict"], before["latency_s"])
+
+
+def changed_keys(log: str) -> list[str]:
+    """The fingerprint keys the cache named as changed (the first such warning in ``log``), or [] if none."""
+    found = re.search(r"cached predictions no longer apply \((.*?)\); moved", log)
+    if not found:
+        return []
+    reason = found.group(1)
+    return ["--fresh"] if reason == "--fresh was given" else \
+        [part.split(" ", 1)[0] for part in reason[len("changed: "):].split(", ")]
+
+
+def test_cached_predictions_are_redone_when_model_adapter_tokens_or_prefix_change(
+        tmp_path, default_model_dir, lora_adapter_dir, caplog):
+    """Each change of what decides a paddle system's answers (model, adapter files, max_new_tokens, prompt prefix)
+    and --fresh set the cache aside and predict again; the same settings again reuse it."""
+    import os
+    import shutil
+
+    adapter = tmp_path / "adapter"  # retrained in place later: its own copy
+    shutil.copytree(lora_adapter_dir, adapter)
+    (tmp_path / "model-link").symlink_to(default_model_dir)  # the same weights under another name
+    test = write_jsonl(tmp_path / "test.json", [{"src": PREFIX + src, "tgt": tgt} for src, tgt in PAIRS])
+    cache = tmp_path / "out" / "predictions" / "tiny.jsonl"
+
+    def evaluate(model=default_model_dir, fresh=False, **settings):
+        system = {"name": "tiny", "kind": "paddle", "model": str(model), "lora_path": str(adapter),
+                  "grounding": "none", "decoding": "free"}
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="address_completion"):
+            run(tmp_path, base_config(test, tmp_path / "out", [system], **{
+                "limit": 2, "max_new_tokens": 2, "device": "cpu", **settings}), fresh=fresh)
+        cached = re.search(r"system tiny: (\d+) of 2 test items cached", caplog.text)
+        assert cached, caplog.text
+        return changed_keys(caplog.text), int(cached.group(1))
+
+    assert evaluate() == ([], 0)
+    assert evaluate() == ([], 2)
+    assert evaluate(max_new_tokens=3) == (["max_new_tokens"], 0)
+    assert evaluate(max_new_tokens=3) == ([], 2)
+    assert evaluate(max_new_tokens=3, prompt_prefix="补全地址: ") == (["prompt_prefix"], 0)
+    assert evaluate(max_new_tokens=3, prompt_prefix="补全地址: ", model=tmp_path / "model-link") == (["model"], 0)
+    shard = next(adapter.glob("*.safetensors"))
+    os.utime(shard, ns=(shard.stat().st_atime_ns, shard.stat().st_mtime_ns + 10**9))  # "retrained": a new time
+    assert evaluate(max_new_tokens=3, prompt_prefix="补全地址: ", model=tmp_path / "model-link") == (["lora_files"], 0)
+    assert evaluate(max_new_tokens=3, prompt_prefix="补全地址: ", model=tmp_path / "model-link") == ([], 2)
+    assert evaluate(max_new_tokens=3, prompt_prefix="补全地址: ", model=tmp_path / "model-link", fresh=True) == \
+        (["--fresh"], 0)
+    assert len(complete_lines(cache)) == 2 and (cache.parent / "tiny.stale.jsonl").is_file()
+
+
+# ---------------------------------------------------------------- the shipped configs
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_eval_0p5b_config_loads_once_its_adapter_exists(tmp_path, monkeypatch):
+    """configs/eval_0p5b.yaml as docs/evaluation.md runs it, from a checkout where train.sh has written the
+    adapter: paths resolve from the working folder, every system validates."""
+    import shutil
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data").mkdir()
+    shutil.copy(REPO / "data" / "test.json", tmp_path / "data" / "test.json")
+    config_path = REPO / "configs" / "eval_0p5b.yaml"
+    with pytest.raises(ConfigError, match=r"eval_0p5b.yaml: systems\[0\].lora_path: adapter folder "
+                                          r"outputs/lora-0p5b not found"):
+        load_config(config_path)  # before training: the message says which key and what is missing
+    (tmp_path / "outputs" / "lora-0p5b").mkdir(parents=True)
+    (tmp_path / "outputs" / "lora-0p5b" / "lora_config.json").write_text("{}", encoding="utf-8")  # what is checked
+    config = load_config(config_path)
+    assert [(system.name, system.kind) for system in config.systems] == [
+        ("finetuned", "paddle"), ("finetuned-free", "paddle"), ("base", "paddle"), ("base-free", "paddle"),
+        ("jionlp", "rules"), ("cpca", "rules"), ("gazetteer", "rules")]
+    assert str(config.test_file) == "data/test.json" and str(config.output_dir) == "outputs/eval_0p5b"
+    assert (config.settings.max_new_tokens, config.settings.dtype) == (64, "bfloat16")

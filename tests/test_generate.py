@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from address_completion import DEFAULT_PROMPT_PREFIX
-from address_completion.generate import (Completer, cut_at_stop, greedy_generate, left_padded_batch,
-                                         length_sorted_batches, stop_token_ids)
+from address_completion.generate import (Completer, cut_at_stop, generate_token_ids, greedy_generate,
+                                         left_padded_batch, length_sorted_batches, stop_token_ids)
 
 ADDRESSES = ["碑林区扬子江南路467-6号", "海淀区", "浙江省杭州市西湖区文三路90号东部软件园", "a", "南山区科技园南区高新南七道"]
 MAX_NEW_TOKENS = 8
@@ -59,9 +59,8 @@ def test_prefix_is_added_only_when_missing(completer):
 
 
 def test_max_new_tokens_bounds_the_answer(completer):
-    results = completer.complete_detailed(ADDRESSES[:2])
-    assert all(item.completion_tokens <= MAX_NEW_TOKENS for item in results)
-    assert all(item.finish_reason == "length" for item in results if item.completion_tokens == MAX_NEW_TOKENS)
+    results = completer.complete_detailed(ADDRESSES[:2])  # neither meets a stop id in its first 8 tokens
+    assert [(item.finish_reason, item.completion_tokens) for item in results] == [("length", MAX_NEW_TOKENS)] * 2
 
 
 def test_generation_stops_at_a_stop_id(completer):
@@ -84,3 +83,66 @@ def test_generation_stops_at_a_stop_id(completer):
 def test_empty_input_gives_empty_output(completer):
     assert completer.complete([]) == []
     assert greedy_generate(completer.model, completer.tokenizer, [], max_new_tokens=2) == []
+
+
+# ---------------------------------------------------------------- against an independent reference
+
+
+# Six prompt lengths (50, 51, 43, 44, 45, 46 tokens): every row but the longest is left-padded.
+REFERENCE_ADDRESSES = ["碑林区扬子江南路467-6号", "浙江省杭州市西湖区文三路90号东部软件园", "朝阳区建国路88号",
+                       "徐汇区漕溪北路1号", "扶风县城关街道东大街8号", "陕西省西安市雁塔区小寨东路1号"]
+REFERENCE_NEW_TOKENS = 12
+EOS_IDS = (151645, 151643)  # <|im_end|>, <|endoftext|>: written out, not taken from generate.py
+# Padding, masking and the KV cache change the order of float32 sums, not the maths: on this model + a random
+# adapter, a left-padded row's logits differed from the unpadded row's by at most 3.6e-6 (measured over 120
+# steps). A step whose two best logits are closer than that could flip by rounding alone, so every reference
+# step must be decided by a margin ~300x larger for "equal" to be a real check. These addresses' smallest
+# margin is 0.0015; 海淀区 (0.0002) and 南山区科技园南区高新南七道 (0.00007) were left out for that reason.
+MIN_TOP2_MARGIN = 1e-3
+
+
+def reference_greedy(model, prompt_ids: list[int], max_new_tokens: int, stop_ids) -> tuple[list[int], float]:
+    """Plain greedy decoding: the whole sequence through the model, no cache, no padding, no attention mask;
+    argmax of the last position; stop after a stop id. Returns the new ids and the smallest top-2 margin."""
+    import numpy as np
+    import paddle
+
+    ids, smallest_margin = list(prompt_ids), float("inf")
+    with paddle.no_grad():
+        for _ in range(max_new_tokens):
+            logits = model(input_ids=paddle.to_tensor([ids], dtype="int64"), use_cache=False,
+                           return_dict=True).logits[0, -1].astype("float64").numpy()
+            second, best = np.argsort(logits)[-2:]
+            smallest_margin = min(smallest_margin, float(logits[best] - logits[second]))
+            ids.append(int(best))
+            if ids[-1] in stop_ids:
+                break
+    return ids[len(prompt_ids):], smallest_margin
+
+
+def test_batched_greedy_equals_a_plain_full_sequence_loop(completer):
+    prompts = [completer.prompt_for(address) for address in REFERENCE_ADDRESSES]
+    prompt_ids = [completer.tokenizer(prompt, add_special_tokens=False)["input_ids"] for prompt in prompts]
+    assert len({len(ids) for ids in prompt_ids}) == len(prompts)  # distinct lengths: real left padding
+    batched = greedy_generate(completer.model, completer.tokenizer, prompts, max_new_tokens=REFERENCE_NEW_TOKENS)
+    for ids, got in zip(prompt_ids, batched):
+        expected, margin = reference_greedy(completer.model, ids, REFERENCE_NEW_TOKENS, EOS_IDS)
+        assert margin > MIN_TOP2_MARGIN, "a near tie: pick other addresses, the comparison would be luck"
+        assert got == expected
+    assert len({tuple(ids) for ids in batched}) == len(batched)  # the adapter makes every answer differ
+
+
+def test_rows_that_stop_early_equal_the_reference_too(completer):
+    """Declare tokens generated mid-answer stop ids: rows of one batch then end at different steps, and each
+    must still equal the plain loop with the same stop ids (nothing after a row's stop leaks into it)."""
+    prompts = [completer.prompt_for(address) for address in REFERENCE_ADDRESSES]
+    prompt_ids = [completer.tokenizer(prompt, add_special_tokens=False)["input_ids"] for prompt in prompts]
+    free = generate_token_ids(completer.model, completer.tokenizer, prompt_ids, max_new_tokens=REFERENCE_NEW_TOKENS)
+    stops = [*EOS_IDS, free[0][2], free[1][4]]  # tokens new in their rows: row 1 stops after 3, row 2 after 5,
+    stopped = generate_token_ids(completer.model, completer.tokenizer, prompt_ids,  # row 5 meets row 2's token
+                                 max_new_tokens=REFERENCE_NEW_TOKENS, stop_ids=stops)  # at its 11th
+    assert [len(ids) for ids in stopped] == [3, 5, 12, 12, 11, 12]
+    for ids, got in zip(prompt_ids, stopped):
+        expected, margin = reference_greedy(completer.model, ids, REFERENCE_NEW_TOKENS, stops)
+        assert margin > MIN_TOP2_MARGIN
+        assert got == expected

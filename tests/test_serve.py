@@ -3,12 +3,8 @@
 from __future__ import annotations
 
 import json
-import os
-import queue
 import signal
 import socket
-import subprocess
-import sys
 import threading
 import urllib.error
 import urllib.request
@@ -31,9 +27,15 @@ def completer(default_model_dir, lora_adapter_dir) -> Completer:
 
 
 @pytest.fixture(scope="module")
-def expected(completer) -> dict[str, str]:
-    """predict's answers (computed before the server shares the model with its worker thread)."""
-    return dict(zip(ADDRESSES, completer.complete(ADDRESSES, batch_size=8)))
+def detailed(completer) -> dict:
+    """predict's answers with finish reason and token counts (computed before the server shares the model with
+    its worker thread)."""
+    return dict(zip(ADDRESSES, completer.complete_detailed(ADDRESSES, batch_size=8)))
+
+
+@pytest.fixture(scope="module")
+def expected(detailed) -> dict[str, str]:
+    return {address: completion.text for address, completion in detailed.items()}
 
 
 @pytest.fixture(scope="module")
@@ -83,16 +85,16 @@ def test_complete_endpoint(server, expected):
     assert call(server.url, "/v1/complete", {"addresses": []}) == (200, {"results": []})
 
 
-def test_chat_completions_endpoint(server, expected):
+def test_chat_completions_endpoint(server, expected, detailed):
     status, body = call(server.url, "/v1/chat/completions", chat(DEFAULT_PROMPT_PREFIX + ADDRESSES[0]))
     assert status == 200
     assert body["object"] == "chat.completion" and body["model"] == "tiny" and body["id"].startswith("chatcmpl-")
     [choice] = body["choices"]
     assert choice["index"] == 0 and choice["message"] == {"role": "assistant", "content": expected[ADDRESSES[0]]}
-    assert choice["finish_reason"] in ("stop", "length")
-    usage = body["usage"]
-    assert 0 < usage["completion_tokens"] <= MAX_NEW_TOKENS
-    assert usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"]
+    known = detailed[ADDRESSES[0]]
+    assert choice["finish_reason"] == known.finish_reason
+    assert body["usage"] == {"prompt_tokens": known.prompt_tokens, "completion_tokens": known.completion_tokens,
+                             "total_tokens": known.prompt_tokens + known.completion_tokens}
 
 
 def test_chat_accepts_content_parts(server, expected):
@@ -111,7 +113,7 @@ def test_openai_client(server, expected):
         openai.OpenAI(base_url=server.url + "/v1", api_key="wrong", max_retries=0).models.list()
 
 
-def test_stream_true_answers_with_openai_server_sent_events(server, expected):
+def test_stream_true_answers_with_openai_server_sent_events(server, expected, detailed):
     body = json.dumps(chat(ADDRESSES[3], stream=True, stream_options={"include_usage": True}),
                       ensure_ascii=False).encode()
     request = urllib.request.Request(server.url + "/v1/chat/completions", data=body,
@@ -127,19 +129,21 @@ def test_stream_true_answers_with_openai_server_sent_events(server, expected):
     assert deltas[0]["role"] == "assistant"
     assert "".join(delta.get("content", "") for delta in deltas) == expected[ADDRESSES[3]]
     finishing = [chunk for chunk in chunks if chunk["choices"] and chunk["choices"][0]["finish_reason"]]
-    assert len(finishing) == 1 and finishing[0]["choices"][0]["finish_reason"] in ("stop", "length")
-    usage = chunks[-1]["usage"]  # stream_options.include_usage: a last chunk with no choices
-    assert chunks[-1]["choices"] == [] and usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"]
+    known = detailed[ADDRESSES[3]]
+    assert len(finishing) == 1 and finishing[0]["choices"][0]["finish_reason"] == known.finish_reason
+    assert chunks[-1]["choices"] == []  # stream_options.include_usage: a last chunk with no choices
+    assert chunks[-1]["usage"] == {"prompt_tokens": known.prompt_tokens, "completion_tokens": known.completion_tokens,
+                                   "total_tokens": known.prompt_tokens + known.completion_tokens}
 
 
-def test_openai_client_streaming(server, expected):
+def test_openai_client_streaming(server, expected, detailed):
     openai = pytest.importorskip("openai")
     client = openai.OpenAI(base_url=server.url + "/v1", api_key=API_KEY, max_retries=0)
     stream = client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": ADDRESSES[4]}],
                                             stream=True)
     chunks = list(stream)
     assert "".join(chunk.choices[0].delta.content or "" for chunk in chunks) == expected[ADDRESSES[4]]
-    assert chunks[-1].choices[0].finish_reason in ("stop", "length")
+    assert chunks[-1].choices[0].finish_reason == detailed[ADDRESSES[4]].finish_reason
 
 
 def test_openapi_page_and_schema(server):
@@ -278,59 +282,25 @@ def test_50_concurrent_requests_are_batched_and_match_predict(server, expected):
 # ---------------------------------------------------------------- the CLI process and SIGTERM
 
 
-def test_sigterm_finishes_the_request_in_flight(default_model_dir, lora_adapter_dir, expected):
-    process = subprocess.Popen(
-        [sys.executable, "-m", "address_completion", "serve", "--debug", "--model", str(default_model_dir),
-         "--lora_path", str(lora_adapter_dir), "--port", "0", "--max_new_tokens", str(MAX_NEW_TOKENS),
-         "--batch-wait-ms", "200", "--max-batch-size", "1", "--body-timeout", "1",
-         "--decoding", "free", "--grounding", "none"],  # decoded one token at a time: long enough to be in flight
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
-    try:
-        url = _wait_for_url(process)
-        log_lines: queue.Queue[str] = queue.Queue()
-        reader = threading.Thread(target=lambda: [log_lines.put(line) for line in process.stderr], daemon=True)
-        reader.start()
-        host, port = url[len("http://"):].split(":")
-        with socket.create_connection((host, int(port)), timeout=120) as stalled:  # a slow body: 408, one log line
-            stalled.sendall(b"POST /v1/complete HTTP/1.1\r\nHost: x\r\nContent-Length: 50\r\n\r\n{")
-            assert stalled.recv(65536).startswith(b"HTTP/1.1 408")
-        addresses = ADDRESSES[:4]  # decoded one at a time (--max-batch-size 1): long enough to be in flight
-        result: list = []
-        client = threading.Thread(target=lambda: result.append(call(url, "/v1/complete", {"addresses": addresses},
-                                                                    key=None)))
-        client.start()
-        seen = _wait_for_line(log_lines, "queued 4 address")
-        process.send_signal(signal.SIGTERM)
-        client.join(timeout=120)
-        assert result == [(200, {"results": [expected[address] for address in addresses]})]
-        assert process.wait(timeout=60) == 0
-        reader.join(timeout=10)
-        log = "".join(seen + _drain(log_lines))
-        assert "received SIGTERM" in log and "Traceback" not in log
-        assert [line for line in log.splitlines() if " 408 " in line and "--body-timeout" in line]
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-
-
-def _wait_for_url(process) -> str:
-    line = process.stdout.readline()
-    assert "http://127.0.0.1:" in line, f"no URL printed: {line!r}; stderr: {process.stderr.read()}"
-    return next(word for word in line.split() if word.startswith("http://"))
-
-
-def _wait_for_line(lines: queue.Queue, text: str) -> list[str]:
-    """The lines read up to and including the first one holding ``text``."""
-    seen = []
-    while True:
-        seen.append(lines.get(timeout=120))
-        if text in seen[-1]:
-            return seen
-
-
-def _drain(lines: queue.Queue) -> list[str]:
-    drained = []
-    while not lines.empty():
-        drained.append(lines.get_nowait())
-    return drained
+def test_sigterm_finishes_the_request_in_flight(default_model_dir, lora_adapter_dir, expected, start_server):
+    server = start_server(
+        "--debug", "--model", str(default_model_dir), "--lora_path", str(lora_adapter_dir), "--port", "0",
+        "--max_new_tokens", str(MAX_NEW_TOKENS), "--batch-wait-ms", "200", "--max-batch-size", "1",
+        "--body-timeout", "1",
+        "--decoding", "free", "--grounding", "none")  # decoded one token at a time: long enough to be in flight
+    with socket.create_connection(("127.0.0.1", server.port), timeout=120) as stalled:  # a slow body: 408, a line
+        stalled.sendall(b"POST /v1/complete HTTP/1.1\r\nHost: x\r\nContent-Length: 50\r\n\r\n{")
+        assert stalled.recv(65536).startswith(b"HTTP/1.1 408")
+    addresses = ADDRESSES[:4]  # decoded one at a time (--max-batch-size 1): long enough to be in flight
+    result: list = []
+    client = threading.Thread(target=lambda: result.append(call(server.url, "/v1/complete", {"addresses": addresses},
+                                                                key=None)))
+    client.start()
+    server.stderr.wait_for("queued 4 address")
+    server.process.send_signal(signal.SIGTERM)
+    client.join(timeout=120)
+    assert result == [(200, {"results": [expected[address] for address in addresses]})]
+    assert server.process.wait(timeout=60) == 0
+    log = server.stderr.read_to_end()
+    assert "received SIGTERM" in log and "Traceback" not in log
+    assert [line for line in log.splitlines() if " 408 " in line and "--body-timeout" in line]

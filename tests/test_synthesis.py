@@ -73,7 +73,7 @@ def test_hash_seed_does_not_matter():
     for hash_seed in ("1", "2"):
         env = dict(os.environ, PYTHONHASHSEED=hash_seed)
         outputs.append(subprocess.run([sys.executable, "-c", code], env=env, check=True, capture_output=True,
-                                      text=True).stdout)
+                                      text=True, timeout=300).stdout)
     assert outputs[0] == outputs[1] and len(json.loads(outputs[0])) == 150
 
 

@@ -153,6 +153,7 @@ class StubEndpoint:
     def __init__(self):
         self.requests: list[tuple[dict, dict]] = []
         self.failures: list[int] = []  # HTTP statuses to answer before succeeding
+        self.retry_after = "0"  # the Retry-After header of those failures
         self.delay = 0.0
         stub = self
 
@@ -174,7 +175,7 @@ class StubEndpoint:
                 if stub.failures:
                     status = stub.failures.pop(0)
                     self.send_response(status)
-                    self.send_header("Retry-After", "0")
+                    self.send_header("Retry-After", stub.retry_after)
                     self.end_headers()
                     self.wfile.write(b'{"error": "scripted"}')
                     return
@@ -261,6 +262,34 @@ def test_openai_does_not_retry_auth_errors(stub):
     assert len(stub.requests) == 1
 
 
+@pytest.mark.parametrize("status, hint", [
+    (403, r"HTTP 403.* — check the API key and its permissions$"),
+    (404, r"HTTP 404.* — check base_url \(it usually ends with /v1\) and the model name$")])
+def test_openai_403_and_404_are_not_retried_and_say_what_to_check(stub, status, hint):
+    stub.failures = [status]
+    system = make("openai", FAST, base_url=stub.url, model="m")
+    with pytest.raises(RemoteSystemError, match=hint):
+        system.predict(["碑林区扬子江南路1号"])
+    assert len(stub.requests) == 1
+
+
+def test_openai_waits_as_long_as_retry_after_asks():
+    """Backoff doubles per attempt; a longer Retry-After (seconds) wins, capped at 60 s; junk is ignored."""
+    system = make("openai", EvalSettings(backoff=0.5), base_url="http://127.0.0.1:9/v1", model="m")
+    assert [system._delay(attempt, None) for attempt in range(4)] == [0.5, 1.0, 2.0, 4.0]
+    assert system._delay(0, "7") == 7.0 and system._delay(3, "1") == 4.0  # the longer of the two
+    assert system._delay(0, "3600") == 60.0 and system._delay(10, None) == 60.0
+    assert system._delay(1, "Wed, 21 Oct 2026 07:28:00 GMT") == 1.0  # an HTTP date is not understood: backoff
+
+
+def test_openai_retry_after_is_honoured_on_the_wire(stub):
+    stub.failures, stub.retry_after = [429], "1"
+    system = make("openai", FAST, base_url=stub.url, model="m")  # backoff 0.01 s alone
+    started = time.monotonic()
+    assert system.predict(["碑林区扬子江南路1号"]) == ["完整:碑林区扬子江南路1号"]
+    assert time.monotonic() - started >= 1.0 and len(stub.requests) == 2  # a lower bound: load only adds
+
+
 def test_openai_timeout_is_retried_then_reported(stub):
     stub.delay = 0.5
     system = make("openai", EvalSettings(timeout=0.1, retries=1, backoff=0.01), base_url=stub.url, model="m")
@@ -268,13 +297,11 @@ def test_openai_timeout_is_retried_then_reported(stub):
         system.predict(["碑林区扬子江南路1号"])
 
 
-def test_openai_unreachable_endpoint(stub):
-    url = stub.url
-    stub.close()
-    system = make("openai", EvalSettings(timeout=0.5, retries=1, backoff=0.01), base_url=url, model="m")
+def test_openai_unreachable_endpoint(refused_port):
+    system = make("openai", EvalSettings(timeout=0.5, retries=1, backoff=0.01),
+                  base_url=f"http://127.0.0.1:{refused_port}/v1", model="m")
     with pytest.raises(RemoteSystemError, match=r"failed 2 times"):
         system.predict(["碑林区扬子江南路1号"])
-    stub.server.shutdown = lambda: None  # already closed
 
 
 def test_openai_options_are_validated(monkeypatch):

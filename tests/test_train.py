@@ -7,11 +7,11 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import wait_until_paused
 
 from address_completion import dataio
 from address_completion.config import checkpoint_is_complete, checkpoints_in, load_config
@@ -178,6 +178,55 @@ def read_jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
+def test_overwrite_replaces_a_finished_run_and_keeps_the_users_files(default_model_dir, dataset, tmp_path):
+    """configs/README.md: --overwrite deletes an output_dir's checkpoints and results and starts again; a file
+    of the user's in it stays; without a flag the finished run is refused."""
+    from address_completion.errors import OutputExistsError
+
+    output = tmp_path / "run"
+    train(write_config(tmp_path, "old", base_config(default_model_dir, dataset, output, max_steps=4,
+                                                     save_strategy="steps", save_steps=2)), device="cpu")
+    assert [path.name for path in checkpoints_in(output)] == ["checkpoint-2", "checkpoint-4"]
+    (output / "notes.txt").write_text("my notes", encoding="utf-8")
+    new_config = write_config(tmp_path, "new", base_config(default_model_dir, dataset, output, max_steps=3,
+                                                            save_strategy="steps", save_steps=3))
+    with pytest.raises(OutputExistsError, match="--overwrite"):
+        train(new_config, device="cpu")
+    assert json.loads((output / "summary.json").read_text(encoding="utf-8"))["global_step"] == 4  # untouched
+    summary = train(new_config, overwrite=True, device="cpu")
+    assert summary["global_step"] == 3 and summary["resumed_from"] is None
+    assert json.loads((output / "summary.json").read_text(encoding="utf-8")) == summary
+    assert [path.name for path in checkpoints_in(output)] == ["checkpoint-3"]
+    steps = [record["step"] for record in read_jsonl(output / "metrics.jsonl") if "loss" in record]
+    assert steps == [2]  # logging_steps 2 over 3 steps: the old run's records are gone
+    assert (output / "notes.txt").read_text(encoding="utf-8") == "my notes"
+
+
+def test_load_best_model_at_end_keeps_the_best_checkpoint_of_metrics_jsonl(default_model_dir, dataset, tmp_path):
+    """metric_for_best_model + load_best_model_at_end: the best checkpoint by the logged metric survives
+    save_total_limit and the final adapter is that checkpoint's, not the last step's."""
+    output = tmp_path / "run"
+    # The eval loss falls step after step, so "greater is better" makes the first evaluation the best: a strict
+    # best that is not the last step, with no tie for the implementation to break either way.
+    summary = train(write_config(tmp_path, "best", base_config(
+        default_model_dir, dataset, output, max_steps=6, evaluation_strategy="steps", eval_steps=2,
+        save_strategy="steps", save_steps=2, save_total_limit=1, load_best_model_at_end=True,
+        metric_for_best_model="loss", greater_is_better=True, eval_samples=2, unified_checkpoint=True)),
+        device="cpu")
+    losses = {record["step"]: record["eval_loss"] for record in read_jsonl(output / "metrics.jsonl")
+              if "eval_loss" in record}
+    assert sorted(losses) == [2, 4, 6] and losses[2] > losses[4] > losses[6], losses  # the set-up holds
+    assert summary["best_checkpoint"] == str(output / "checkpoint-2")
+    assert summary["best_metric"] == pytest.approx(losses[2]) and summary["eval"]["eval_loss"] == losses[2]
+    assert [path.name for path in checkpoints_in(output)] == ["checkpoint-2", "checkpoint-6"]
+    final, best, last = (adapter_weights(folder) for folder in (output, output / "checkpoint-2",
+                                                                output / "checkpoint-6"))
+    assert final.keys() == best.keys() == last.keys() and final
+    for name in final:
+        np.testing.assert_array_equal(final[name], best[name])
+    assert any(not np.array_equal(final[name], last[name]) for name in final if "lora_B" in name)
+
+
 def test_lora_training_writes_every_output_and_the_loss_falls(default_model_dir, dataset, tmp_path):
     output = tmp_path / "run"
     config = write_config(tmp_path, "run", base_config(
@@ -196,7 +245,8 @@ def test_lora_training_writes_every_output_and_the_loss_falls(default_model_dir,
     evaluations = [record for record in records if "eval_loss" in record]
     assert {"step", "epoch", "loss", "learning_rate"} <= set(records[0])
     assert [record["step"] for record in evaluations] == [8, 16, 24]
-    assert all(0.0 <= record["eval_accuracy"] <= 1.0 for record in evaluations)
+    # Constrained decoding picks among the gazetteer's candidates: all 6 dev answers exact from the first eval on.
+    assert [(record["eval_accuracy"], record["eval_exact_matches"]) for record in evaluations] == [(1.0, 6.0)] * 3
     assert losses[-1] < losses[0] - 0.05, losses
     # Checkpoints per save_strategy, pruned by save_total_limit (the best one is kept besides the last).
     kept = [path.name for path in checkpoints_in(output)]
@@ -206,7 +256,8 @@ def test_lora_training_writes_every_output_and_the_loss_falls(default_model_dir,
     assert summary["truncation"]["train"] == {"samples": 32, "source_truncated": 0, "sample_truncated": 0}
     assert summary == json.loads((output / "summary.json").read_text(encoding="utf-8"))
     assert list((output / "runs").rglob("vdlrecords*")), "report_to visualdl writes VisualDL logs"
-    assert len(read_jsonl(output / "eval_predictions.jsonl")) == 6
+    predictions = read_jsonl(output / "eval_predictions.jsonl")
+    assert len(predictions) == 6 and all(record["predict"] == record["label"] for record in predictions)
     resolved = json.loads((output / "train_config.json").read_text(encoding="utf-8"))
     assert resolved["lora_alpha"] == 16.0 and resolved["max_steps"] == 24
 
@@ -318,6 +369,28 @@ def test_pickled_layout_only_on_request_and_its_checkpoints_resume_into_safetens
     assert json.loads((new / "summary.json").read_text(encoding="utf-8"))["global_step"] == 4
 
 
+# The run of test_killed_run_resumes_to_the_same_adapter: the real `train` command, which stops itself (SIGSTOP)
+# right after its first checkpoint is saved, so the test kills it at that exact point whatever the machine's speed.
+PAUSED_TRAIN = """
+import os, signal, sys
+from address_completion import cli, train
+
+def make_trainer(*args, **kwargs):
+    from paddlenlp.trainer import TrainerCallback
+
+    class PauseAfterSave(TrainerCallback):
+        def on_save(self, args, state, control, **kwargs):  # called once the checkpoint is written
+            os.kill(os.getpid(), signal.SIGSTOP)
+
+    trainer = original(*args, **kwargs)
+    trainer.add_callback(PauseAfterSave())
+    return trainer
+
+original, train.make_trainer = train.make_trainer, make_trainer
+sys.exit(cli.main(sys.argv[1:]))
+"""
+
+
 def test_killed_run_resumes_to_the_same_adapter(default_model_dir, dataset, tmp_path):
     """SIGKILL after a checkpoint, resume: the adapter equals an uninterrupted run's (seed's unified checkpoints)."""
     command = [sys.executable, "-m", "address_completion", "train"]
@@ -331,29 +404,31 @@ def test_killed_run_resumes_to_the_same_adapter(default_model_dir, dataset, tmp_
 
     subprocess.run(command + [str(config("straight"))], env=env, check=True, capture_output=True, timeout=600)
 
-    killed = subprocess.Popen(command + [str(config("killed"))], env=env, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 600
-    while killed.poll() is None and time.monotonic() < deadline:
-        if any(checkpoint_is_complete(path) for path in checkpoints_in(tmp_path / "killed")):
-            killed.send_signal(signal.SIGKILL)
-            break
-        time.sleep(0.02)
-    killed.wait(timeout=60)
-    assert killed.returncode == -signal.SIGKILL, "the run ended before it could be killed"
+    killed = subprocess.Popen([sys.executable, "-c", PAUSED_TRAIN, "train", str(config("killed"))], env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_until_paused(killed)
+        assert [path.name for path in checkpoints_in(tmp_path / "killed")] == ["checkpoint-3"]
+        assert checkpoint_is_complete(tmp_path / "killed" / "checkpoint-3")
+    finally:
+        killed.kill()
+        killed.wait(timeout=60)
+    assert killed.returncode == -signal.SIGKILL
     assert not (tmp_path / "killed" / "summary.json").exists()
 
     refused = subprocess.run(command + [str(config("killed"))], env=env, capture_output=True, text=True, timeout=600)
     assert refused.returncode == 2 and "--resume" in refused.stderr and "--overwrite" in refused.stderr
 
-    subprocess.run(command + [str(config("killed")), "--resume"], env=env, check=True, capture_output=True,
-                   timeout=600)
+    resumed = subprocess.run(command + [str(config("killed")), "--resume"], env=env, capture_output=True, text=True,
+                             timeout=600)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "does not record the loss" not in resumed.stderr  # the checkpoint was complete, loss sum included
     straight, resumed = adapter_weights(tmp_path / "straight"), adapter_weights(tmp_path / "killed")
     assert straight and straight.keys() == resumed.keys()
     for name in straight:
         np.testing.assert_allclose(resumed[name], straight[name], rtol=1e-5, atol=1e-6)
     summary = json.loads((tmp_path / "killed" / "summary.json").read_text(encoding="utf-8"))
-    assert summary["resumed_from"].endswith(tuple(f"checkpoint-{step}" for step in (3, 6, 9)))
+    assert summary["resumed_from"].endswith("checkpoint-3")
     steps = [record["step"] for record in read_jsonl(tmp_path / "killed" / "metrics.jsonl") if "loss" in record]
     assert steps == sorted(steps) and len(steps) == len(set(steps))  # no duplicate records from the killed run
 
