@@ -24,6 +24,8 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from .errors import ConfigError, OutputExistsError, closest_match
+from .generate import DECODINGS
+from .prompt import GROUNDINGS
 from .runtime import logger
 
 COMMENT_PREFIX = "_"
@@ -64,10 +66,10 @@ EXTRA_KEYS = (
             help="dev pairs used by evaluation during training (loss and greedy exact match); null = all"),
     KeySpec("eval_max_new_tokens", "extra", "int", True, None,
             help="generation limit during evaluation; default: longest dev answer + 2 tokens"),
-    KeySpec("grounding", "extra", "str", False, "candidates", choices=("none", "candidates"),
+    KeySpec("grounding", "extra", "str", False, "candidates", choices=GROUNDINGS,
             help="candidates: the prompt carries the gazetteer's candidate chains (prompt.user_message); "
                  "none: the plain seed-tutorial prompt. Predict/serve/evaluate must use the same setting"),
-    KeySpec("decoding", "extra", "str", False, "constrained", choices=("free", "constrained"),
+    KeySpec("decoding", "extra", "str", False, "constrained", choices=DECODINGS,
             help="how eval_accuracy decodes during training: constrained (choose among the gazetteer's "
                  "candidates) or free (greedy generation)"),
     KeySpec("safe_serialization", "extra", "bool", False, True,

@@ -30,7 +30,7 @@ from typing import Any, Optional, Sequence
 
 from . import DEFAULT_PROMPT_PREFIX
 from .gazetteer import MAX_CANDIDATES
-from .prompt import (address_candidates, answer_ids, check_grounding, decode_answer, eos_token_id, render_prompt,
+from .prompt import (GROUNDINGS, address_candidates, answer_ids, check_grounding, decode_answer, eos_token_id, render_prompt,
                      strip_prefix)
 
 DECODINGS = ("free", "constrained")
@@ -47,7 +47,7 @@ def check_decoding(decoding: str) -> str:
 
 def add_decoding_arguments(parser: Any) -> None:
     """--grounding / --decoding / --min-confidence, the same for every command that completes addresses."""
-    parser.add_argument("--grounding", default="candidates", choices=("none", "candidates"),
+    parser.add_argument("--grounding", default="candidates", choices=GROUNDINGS,
                         help="candidates (default): the prompt carries the gazetteer's candidate chains; none: the "
                              "plain prompt. Use the setting the model was trained with")
     parser.add_argument("--decoding", default="constrained", choices=DECODINGS,
@@ -192,21 +192,15 @@ def greedy_generate(model: Any, tokenizer: Any, prompts: list[str], *, max_new_t
     return generate_token_ids(model, tokenizer, encode_prompts(tokenizer, prompts), max_new_tokens=max_new_tokens)
 
 
-def _causal_lm(model: Any) -> Any:
-    """The causal LM inside a PaddleNLP LoRAModel (its LoRA layers live inside it), or the model itself."""
+def body_and_head(model: Any) -> Optional[tuple[Any, Any]]:
+    """The transformer body (e.g. ``qwen2``) and the LM head of a causal LM (inside a PaddleNLP LoRAModel,
+    whose LoRA layers live in its inner model, too), or None for models without that layout. Running the
+    head on chosen positions only is what keeps training's loss and constrained scoring cheap."""
     inner = getattr(model, "model", None)
-    return inner if inner is not None and hasattr(model, "lora_config") else model
-
-
-def _body_and_head(model: Any) -> tuple[Any, Any]:
-    """The transformer body (e.g. ``qwen2``) and the LM head of a causal LM (inside a LoRAModel too)."""
-    lm = _causal_lm(model)
+    lm = inner if inner is not None and hasattr(model, "lora_config") else model
     body = getattr(lm, getattr(lm, "base_model_prefix", ""), None)
     head = getattr(lm, "lm_head", None)
-    if body is None or head is None:
-        raise ValueError(f"constrained decoding needs a causal LM with a base model and an lm_head; "
-                         f"{type(lm).__name__} has none (use decoding free)")
-    return body, head
+    return None if body is None or head is None else (body, head)
 
 
 def _target_log_probs(logits: Any, targets: Sequence[int]) -> list[float]:
@@ -236,7 +230,11 @@ def score_answers(model: Any, pairs: Sequence[tuple[Sequence[int], Sequence[int]
 
     if any(not prompt or not answer for prompt, answer in pairs):
         raise ValueError("cannot score an empty prompt or answer")
-    body, head = _body_and_head(model)
+    parts = body_and_head(model)
+    if parts is None:
+        raise ValueError(f"constrained decoding needs a causal LM with a base model and an lm_head; "
+                         f"{type(model).__name__} has none (use decoding free)")
+    body, head = parts
     prompts = list(dict.fromkeys(tuple(prompt) for prompt, _ in pairs))
     number = {prompt: index for index, prompt in enumerate(prompts)}
     scores = [0.0] * len(pairs)

@@ -37,8 +37,9 @@ from typing import Any, ClassVar, Union
 
 from . import DEFAULT_PROMPT_PREFIX
 from .errors import AddressCompletionError, ConfigError, DataError
+from .generate import DECODINGS
 from .metrics import normalize_text
-from .prompt import strip_prefix
+from .prompt import GROUNDINGS, strip_prefix
 from .prompt import user_message as prompt_user_message  # systems.user_message reads a rendered prompt back
 from .runtime import logger, looks_like_local_path
 
@@ -228,8 +229,8 @@ class PaddleSystem(System):
         if options.get("min_confidence") is not None and options["min_confidence"] > 1:
             raise ConfigError(f"{where}.min_confidence: expected a probability between 0 and 1, "
                               f"got {options['min_confidence']!r}")
-        for key, allowed in (("dtype", DTYPES), ("device", DEVICES), ("grounding", ("none", "candidates")),
-                             ("decoding", ("free", "constrained"))):
+        for key, allowed in (("dtype", DTYPES), ("device", DEVICES), ("grounding", GROUNDINGS),
+                             ("decoding", DECODINGS)):
             if options.get(key) is not None and str(options[key]).lower() not in allowed:
                 raise ConfigError(f"{where}.{key}: expected one of {', '.join(allowed)}, got {options[key]!r}")
 
@@ -307,7 +308,7 @@ class OpenAISystem(System):
         for key, integer, minimum in (("max_tokens", True, 1), ("retries", True, 0), ("concurrency", True, 1),
                                       ("timeout", False, 0.001), ("backoff", False, 0)):
             _positive_number(options, key, where, integer=integer, minimum=minimum)
-        if options.get("grounding") is not None and options["grounding"] not in ("none", "candidates"):
+        if options.get("grounding") is not None and options["grounding"] not in GROUNDINGS:
             raise ConfigError(f"{where}.grounding: expected one of none, candidates, got {options['grounding']!r}")
 
     @property

@@ -338,11 +338,12 @@ def answer_loss(model: Any, inputs: dict[str, Any]) -> Any | None:
     import paddle
     import paddle.nn.functional as functional
 
-    causal_lm = getattr(model, "model", model) if type(model).__name__ == "LoRAModel" else model
-    base = getattr(causal_lm, getattr(causal_lm, "base_model_prefix", ""), None)
-    head = getattr(causal_lm, "lm_head", None)
-    if base is None or head is None:
+    from .generate import body_and_head
+
+    parts = body_and_head(model)
+    if parts is None:
         return None
+    base, head = parts
     arguments = {key: inputs[key] for key in ("input_ids", "attention_mask", "position_ids") if key in inputs}
     hidden = base(**arguments, use_cache=False, return_dict=False)[0]
     labels = inputs["labels"].reshape([-1])
