@@ -17,14 +17,14 @@ from .errors import AddressCompletionError
 
 # subcommand -> (module, one-line help). Order is the order of the pipeline.
 COMMANDS: dict[str, tuple[str, str]] = {
-    "prepare": ("address_completion.synthesis", "synthesize (short -> full) address pairs from the gazetteer"),
-    "split": ("address_completion.split", "split pairs into train/dev/test without leakage"),
-    "build-model": ("address_completion.default_model", "build the tiny offline default model (real Qwen2.5 tokenizer)"),
-    "train": ("address_completion.train", "LoRA / full SFT from a run_finetune-style JSON config"),
-    "merge": ("address_completion.merge", "merge a LoRA adapter into its base model and verify the result"),
-    "predict": ("address_completion.predict", "complete addresses with a model (arguments, file, stdin or prompt)"),
-    "serve": ("address_completion.serve", "HTTP server (OpenAI-compatible) for a model"),
-    "evaluate": ("address_completion.evaluate", "accuracy report: fine-tuned vs base, larger and rule-based systems"),
+    "prepare": ("address_completion.data.synthesis", "synthesize (short -> full) address pairs from the gazetteer"),
+    "split": ("address_completion.data.split", "split pairs into train/dev/test without leakage"),
+    "build-model": ("address_completion.model.default_model", "build the tiny offline default model (real Qwen2.5 tokenizer)"),
+    "train": ("address_completion.training.train", "LoRA / full SFT from a run_finetune-style JSON config"),
+    "merge": ("address_completion.training.merge", "merge a LoRA adapter into its base model and verify the result"),
+    "predict": ("address_completion.inference.predict", "complete addresses with a model (arguments, file, stdin or prompt)"),
+    "serve": ("address_completion.inference.serve", "HTTP server (OpenAI-compatible) for a model"),
+    "evaluate": ("address_completion.evaluation.evaluate", "accuracy report: fine-tuned vs base, larger and rule-based systems"),
     "demo": ("address_completion.pipeline", "the main job on the embedded offline default, end to end"),
 }
 # Commands that load model or adapter weights, and so may meet pickled (.pdparams) ones.
@@ -66,7 +66,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if getattr(args, "trust_pickle", False):
         import os
 
-        from .modeling import TRUST_PICKLE_ENV
+        from .model.modeling import TRUST_PICKLE_ENV
 
         os.environ[TRUST_PICKLE_ENV] = "1"  # read where weights load (modeling.check_pickled_weights)
     try:

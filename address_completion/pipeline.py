@@ -13,7 +13,7 @@ import shlex
 import time
 from pathlib import Path
 
-from .dataio import check_apart, check_output_folder
+from .data.dataio import check_apart, check_output_folder
 from .errors import AddressCompletionError, ConfigError, OutputExistsError
 
 SAMPLE_ADDRESSES = ("碑林区扬子江南路467-6号", "扶风法门镇法门寺", "浦东新区张江路88号", "东莞市虎门镇连升路12号")

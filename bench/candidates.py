@@ -45,9 +45,9 @@ def measure(pairs: Sequence[dict[str, str]]) -> dict[str, Any]:
     top1 (bool)], "seconds": wall time of completion_candidates over all pairs, "build_seconds": time to
     load the gazetteer and build its typo index}.
     """
-    from address_completion.gazetteer import _fuzzy_index, load_gazetteer
-    from address_completion.metrics import classify_input, normalize_text
-    from address_completion.prompt import address_candidates
+    from address_completion.data.gazetteer import _fuzzy_index, load_gazetteer
+    from address_completion.evaluation.metrics import classify_input, normalize_text
+    from address_completion.data.prompt import address_candidates
 
     started = time.perf_counter()
     gazetteer = load_gazetteer()
@@ -81,7 +81,7 @@ def summarize(items: Sequence[dict[str, Any]]) -> dict[str, Any]:
 
 def report(measured: dict[str, Any], source: str) -> dict[str, Any]:
     """The JSON summary: every input, each input class present, gazetteer speed."""
-    from address_completion.metrics import INPUT_CLASSES
+    from address_completion.evaluation.metrics import INPUT_CLASSES
 
     items = measured["items"]
     classes = [name for name in INPUT_CLASSES if any(item["input_class"] == name for item in items)]
@@ -140,7 +140,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    from address_completion.dataio import read_records
+    from address_completion.data.dataio import read_records
 
     path = Path(args.input) if args.input else split_path(args.split)
     try:

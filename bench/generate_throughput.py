@@ -69,7 +69,7 @@ def sample_addresses(count: int) -> list[str]:
 
 
 def shapes() -> dict:
-    from address_completion.default_model import ModelShape
+    from address_completion.model.default_model import ModelShape
 
     return {
         "default": ModelShape(),
@@ -125,7 +125,7 @@ def bench_alternating(runs: dict[str, tuple[Callable[[list], Any], Sequence]], b
 
 def bundled_test_inputs(count: int) -> list[str]:
     """The first ``count`` ``src`` of the bundled test split (with the task prefix, as the file has them)."""
-    from address_completion.dataio import read_records
+    from address_completion.data.dataio import read_records
 
     return [record["src"] for record in read_records(TEST_SPLIT).records[:count]]
 
@@ -133,8 +133,8 @@ def bundled_test_inputs(count: int) -> list[str]:
 def expected_answer_tokens(tokenizer, count: int) -> float:
     """Mean token count (answer + EOS) of the expected answers of the first ``count`` test inputs: what a
     trained model generates for them, against the fixed --max-new-tokens of these random weights."""
-    from address_completion.dataio import read_records
-    from address_completion.prompt import answer_ids
+    from address_completion.data.dataio import read_records
+    from address_completion.data.prompt import answer_ids
 
     records = read_records(TEST_SPLIT).records[:count]
     return sum(len(answer_ids(tokenizer, record["tgt"])) for record in records) / len(records)
@@ -142,7 +142,7 @@ def expected_answer_tokens(tokenizer, count: int) -> float:
 
 def candidate_counts(addresses: Sequence[str]) -> dict[str, int]:
     """How many of ``addresses`` have 0 (free fallback), 1 (no forward pass) and 2+ (scored) candidates."""
-    from address_completion.prompt import address_candidates
+    from address_completion.data.prompt import address_candidates
 
     counts = [len(address_candidates(address)) for address in addresses]
     return {"0": counts.count(0), "1": counts.count(1), "2+": sum(count >= 2 for count in counts)}
@@ -150,8 +150,8 @@ def candidate_counts(addresses: Sequence[str]) -> dict[str, int]:
 
 def scoring_pairs(completer, addresses: Sequence[str]) -> list[list[tuple[list[int], list[int]]]]:
     """For each address, the (prompt ids, answer ids) of each candidate, as constrained decoding scores them."""
-    from address_completion.generate import encode_prompts
-    from address_completion.prompt import address_candidates, answer_ids
+    from address_completion.inference.generate import encode_prompts
+    from address_completion.data.prompt import address_candidates, answer_ids
 
     pairs = []
     for address in addresses:
@@ -163,7 +163,7 @@ def scoring_pairs(completer, addresses: Sequence[str]) -> list[list[tuple[list[i
 
 def bench_decoding(model, tokenizer, label: str, args: argparse.Namespace) -> list[dict]:
     """Rows comparing constrained with free decoding (see the module docstring)."""
-    from address_completion.generate import Completer, padding_token_id, score_answers
+    from address_completion.inference.generate import Completer, padding_token_id, score_answers
 
     def completer(decoding: str):
         made = Completer(model=model, tokenizer=tokenizer, max_new_tokens=args.max_new_tokens,
@@ -207,7 +207,7 @@ def bench_server(completer, addresses: list[str], *, clients: int, max_batch_siz
                  burst: bool = False) -> dict:
     """``clients`` threads send one-address requests back to back until every address was served (``burst``: each
     client sends one request, all released at the same moment). Failed requests are counted, not raised."""
-    from address_completion.serve import ServerSettings, start_in_thread
+    from address_completion.inference.serve import ServerSettings, start_in_thread
 
     settings = ServerSettings(port=0, max_batch_size=max_batch_size, batch_wait_ms=batch_wait_ms,
                               max_addresses=1, model_name="bench")
@@ -317,9 +317,9 @@ def main(argv: list[str] | None = None) -> int:
 
     from paddlenlp.transformers import AutoTokenizer
 
-    from address_completion import tokenizer as qwen_tokenizer
-    from address_completion.default_model import create_model
-    from address_completion.generate import Completer
+    from address_completion.model import tokenizer as qwen_tokenizer
+    from address_completion.model.default_model import create_model
+    from address_completion.inference.generate import Completer
 
     for noisy in ("PaddleNLP", "address_completion", "uvicorn"):  # model loading chatter, the request log
         logging.getLogger(noisy).setLevel(logging.WARNING)

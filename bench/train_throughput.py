@@ -33,7 +33,7 @@ from address_completion.runtime import prepare_environment  # noqa: E402
 
 
 def shapes() -> dict:
-    from address_completion.default_model import ModelShape
+    from address_completion.model.default_model import ModelShape
 
     return {
         "default": ModelShape(),
@@ -54,10 +54,10 @@ def measure(shape_name: str, loss_kind: str, steps: int, warmup: int, batch_size
     from paddlenlp.peft import LoRAConfig, LoRAModel
     from paddlenlp.transformers import AutoTokenizer
 
-    from address_completion import tokenizer as qwen_tokenizer
-    from address_completion.default_model import create_model
-    from address_completion.synthesis import synthesize
-    from address_completion.train import PaddingCollator, answer_loss, encode_pairs, lora_target_patterns
+    from address_completion.model import tokenizer as qwen_tokenizer
+    from address_completion.model.default_model import create_model
+    from address_completion.data.synthesis import synthesize
+    from address_completion.training.train import PaddingCollator, answer_loss, encode_pairs, lora_target_patterns
 
     paddle.seed(seed)
     with tempfile.TemporaryDirectory() as folder:

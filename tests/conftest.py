@@ -41,7 +41,7 @@ def default_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     The tokenizer's BPE files come from the on-disk cache (``$ADDRESS_COMPLETION_CACHE`` or
     ``~/.cache/address_completion``), so only the first session on a machine derives them (~3 s).
     """
-    from address_completion.default_model import build_default_model
+    from address_completion.model.default_model import build_default_model
 
     return build_default_model(tmp_path_factory.mktemp("default-model") / "model")
 
@@ -70,7 +70,7 @@ def lora_adapter_dir(default_model_dir: Path, tmp_path_factory: pytest.TempPathF
     import numpy as np
     from paddlenlp.peft import LoRAConfig, LoRAModel
 
-    from address_completion.modeling import load_model, save_adapter
+    from address_completion.model.modeling import load_model, save_adapter
 
     folder = tmp_path_factory.mktemp("lora-adapter")
     config = LoRAConfig(target_modules=[f".*{name}.*" for name in ("q_proj", "k_proj", "v_proj", "o_proj",

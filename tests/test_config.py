@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from address_completion.config import (checkpoint_is_complete, load_config, parse_overrides,
+from address_completion.training.config import (checkpoint_is_complete, load_config, parse_overrides,
                                        resume_checkpoint)
 from address_completion.errors import ConfigError, OutputExistsError, closest_match
 

@@ -8,8 +8,8 @@ import math
 import pytest
 
 from address_completion import DEFAULT_PROMPT_PREFIX
-from address_completion.generate import Completer, candidate_probabilities, padding_token_id, score_answers
-from address_completion.prompt import address_candidates, answer_ids, encode_example, render_prompt, user_message
+from address_completion.inference.generate import Completer, candidate_probabilities, padding_token_id, score_answers
+from address_completion.data.prompt import address_candidates, answer_ids, encode_example, render_prompt, user_message
 
 AMBIGUOUS = "朝阳区建国路88号"  # 北京市朝阳区 or 吉林省长春市朝阳区
 UNIQUE = "碑林区扬子江南路467-6号"
@@ -102,7 +102,7 @@ def test_single_candidate_and_fallback(constrained):
 
 
 def test_a_cut_candidate_list_says_so(constrained):
-    from address_completion.gazetteer import MAX_CANDIDATES
+    from address_completion.data.gazetteer import MAX_CANDIDATES
 
     many, two = constrained.complete_detailed(["城关镇人民路1号", AMBIGUOUS])
     assert len(many.candidates) == MAX_CANDIDATES and many.more_candidates and many.details()["more_candidates"]

@@ -8,7 +8,7 @@ import stat
 
 import pytest
 
-from address_completion.dataio import (atomic_write, atomic_write_text, check_writable, json_line, read_records,
+from address_completion.data.dataio import (atomic_write, atomic_write_text, check_writable, json_line, read_records,
                                        write_json, write_jsonl)
 from address_completion.errors import ConfigError, DataError, OutputExistsError
 
@@ -358,7 +358,7 @@ def test_check_writable(tmp_path):
 
 
 def test_atomic_folder_replaces_only_on_success(tmp_path):
-    from address_completion.dataio import atomic_folder
+    from address_completion.data.dataio import atomic_folder
 
     target = tmp_path / "model"
     target.mkdir()
@@ -375,7 +375,7 @@ def test_atomic_folder_replaces_only_on_success(tmp_path):
 
 
 def test_check_model_folder_never_replaces_a_non_model_folder(tmp_path):
-    from address_completion.dataio import check_model_folder
+    from address_completion.data.dataio import check_model_folder
 
     (tmp_path / "notes.txt").write_text("mine")
     with pytest.raises(OutputExistsError):
@@ -397,7 +397,7 @@ def dead_pid() -> int:
 
 
 def test_atomic_folder_gives_files_the_umask_mode(tmp_path):
-    from address_completion.dataio import atomic_folder, current_umask
+    from address_completion.data.dataio import atomic_folder, current_umask
 
     with atomic_folder(tmp_path / "model") as staging:
         descriptor, name = __import__("tempfile").mkstemp(dir=staging)  # how safetensors writes: mode 0600
@@ -410,7 +410,7 @@ def test_atomic_folder_gives_files_the_umask_mode(tmp_path):
 
 
 def test_staging_left_by_a_killed_run_is_cleaned_by_the_next_run(tmp_path):
-    from address_completion.dataio import atomic_folder
+    from address_completion.data.dataio import atomic_folder
 
     pid = dead_pid()
     stale = tmp_path / f".model.staging-{pid}-0123abcd"
@@ -424,7 +424,7 @@ def test_staging_left_by_a_killed_run_is_cleaned_by_the_next_run(tmp_path):
 
 
 def test_an_earlier_result_moved_aside_by_a_killed_run_is_put_back(tmp_path):
-    from address_completion.dataio import clean_stale_siblings
+    from address_completion.data.dataio import clean_stale_siblings
 
     aside = tmp_path / f".model.old-{dead_pid()}-0123abcd"
     aside.mkdir()
@@ -437,7 +437,7 @@ def test_an_earlier_result_moved_aside_by_a_killed_run_is_put_back(tmp_path):
 @pytest.mark.parametrize("output, relation", [
     ("in", "is the same path as"), ("in/sub/out", "lies inside"), (".", "contains"), ("in-other", None)])
 def test_check_apart(tmp_path, output, relation):
-    from address_completion.dataio import check_apart
+    from address_completion.data.dataio import check_apart
 
     (tmp_path / "in" / "sub").mkdir(parents=True)
     outputs, inputs = {"--output": tmp_path / output}, {"--model": tmp_path / "in", "--hub": "Qwen/not-on-disk"}
@@ -449,7 +449,7 @@ def test_check_apart(tmp_path, output, relation):
 
 
 def test_check_output_file_refuses_a_folder_and_a_file_parent(tmp_path):
-    from address_completion.dataio import check_output_file
+    from address_completion.data.dataio import check_output_file
 
     with pytest.raises(ConfigError, match="is a folder; name a file"):
         check_output_file(tmp_path, force=True, flag="--output")

@@ -9,10 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from address_completion import cli, default_model, prompt
-from address_completion.default_model import ModelShape, build_default_model, initial_weights
+from address_completion import cli
+from address_completion.model import default_model
+from address_completion.data import prompt
+from address_completion.model.default_model import ModelShape, build_default_model, initial_weights
 from address_completion.errors import ConfigError, OutputExistsError
-from address_completion.modeling import safetensors_format
+from address_completion.model.modeling import safetensors_format
 
 
 def read_json(path: Path) -> dict:
@@ -55,7 +57,7 @@ def test_weights_are_the_seeded_initialisation(default_model_dir):
     import numpy as np
     from safetensors.numpy import load_file
 
-    from address_completion.modeling import load_model
+    from address_completion.model.modeling import load_model
 
     # The file stores names sorted; the draws follow the model's parameter order.
     order = [name for name, _ in load_model(str(default_model_dir)).named_parameters()]

@@ -13,8 +13,8 @@ from conftest import wait_until_paused
 
 from address_completion import cli
 from address_completion.errors import ConfigError, DataError, OutputExistsError
-from address_completion.evaluate import load_config, run_evaluation
-from address_completion.systems import KINDS, System
+from address_completion.evaluation.evaluate import load_config, run_evaluation
+from address_completion.evaluation.systems import KINDS, System
 
 PREFIX = "补齐五级行政地址: "
 PAIRS = [
@@ -354,7 +354,8 @@ def complete_lines(path: Path) -> list[dict]:
 KILL_AFTER = 3
 PAUSED_EVALUATE = f"""
 import os, signal, sys
-from address_completion import cli, evaluate
+from address_completion import cli
+from address_completion.evaluation import evaluate
 
 def append(cache, records):
     original(cache, records)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from address_completion import gazetteer
+from address_completion.data import gazetteer
 from address_completion.errors import DataError
-from address_completion.gazetteer import (
+from address_completion.data.gazetteer import (
     ABBREVIATIONS,
     ETHNIC_GROUPS,
     RENAMED,

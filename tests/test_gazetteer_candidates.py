@@ -5,9 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from address_completion.gazetteer import MAX_CANDIDATES, completion_candidates, load_gazetteer, to_simplified
-from address_completion.metrics import normalize_text
-from address_completion.prompt import strip_prefix
+from address_completion.data.gazetteer import MAX_CANDIDATES, completion_candidates, load_gazetteer, to_simplified
+from address_completion.evaluation.metrics import normalize_text
+from address_completion.data.prompt import strip_prefix
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 

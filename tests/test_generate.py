@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from address_completion import DEFAULT_PROMPT_PREFIX
-from address_completion.generate import (Completer, cut_at_stop, generate_token_ids, greedy_generate,
+from address_completion.inference.generate import (Completer, cut_at_stop, generate_token_ids, greedy_generate,
                                          left_padded_batch, length_sorted_batches, stop_token_ids)
 
 ADDRESSES = ["碑林区扬子江南路467-6号", "海淀区", "浙江省杭州市西湖区文三路90号东部软件园", "a", "南山区科技园南区高新南七道"]

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from address_completion import merge
+from address_completion.training import merge
 from address_completion.cli import main
 from address_completion.errors import ConfigError, OutputExistsError
 
@@ -27,7 +27,7 @@ def merged_dir(default_model_dir, lora_adapter_dir, tmp_path_factory) -> Path:
 
 def test_merged_logits_equal_base_plus_adapter(merged_dir, default_model_dir, lora_adapter_dir):
     """Independent check: reload both and compare logits on a padded batch of address prompts."""
-    from address_completion.modeling import load_model, load_tokenizer
+    from address_completion.model.modeling import load_model, load_tokenizer
 
     batch = merge.probe_batch(load_tokenizer(str(default_model_dir)))
     with_adapter = load_model(str(default_model_dir), lora_path=str(lora_adapter_dir))
@@ -69,7 +69,7 @@ def test_merged_weights_have_exactly_the_base_tensors(merged_dir, default_model_
 
 
 def test_merged_model_answers_like_base_plus_adapter(merged_dir, default_model_dir, lora_adapter_dir):
-    from address_completion.generate import Completer
+    from address_completion.inference.generate import Completer
 
     addresses = ["碑林区扬子江南路467-6号", "海淀区中关村大街27号"]
     unmerged = Completer.load(str(default_model_dir), lora_path=str(lora_adapter_dir), max_new_tokens=6)
@@ -132,7 +132,7 @@ def test_merged_files_follow_the_umask(merged_dir):
     import os
     import stat
 
-    from address_completion.dataio import current_umask
+    from address_completion.data.dataio import current_umask
 
     modes = {path.name: stat.S_IMODE(path.stat().st_mode) for path in merged_dir.iterdir()}
     assert "model.safetensors" in modes

@@ -4,8 +4,8 @@ import math
 
 import pytest
 
-from address_completion.gazetteer import load_gazetteer
-from address_completion.metrics import (INPUT_CLASSES, LEVELS, ItemScore, Rate, ScoredItem, by_input_class,
+from address_completion.data.gazetteer import load_gazetteer
+from address_completion.evaluation.metrics import (INPUT_CLASSES, LEVELS, ItemScore, Rate, ScoredItem, by_input_class,
                                         classify_input, exact_match, latency_summary, normalize_text, percentile,
                                         quality, score_item, summarize, wilson_interval, worst_errors)
 
@@ -261,8 +261,8 @@ def test_quality_by_class_and_summary():
 
 
 def test_model_choices_count_where_the_model_decided(gazetteer):
-    from address_completion.metrics import ScoredItem, model_choices
-    from address_completion.report import choices_lines
+    from address_completion.evaluation.metrics import ScoredItem, model_choices
+    from address_completion.evaluation.report import choices_lines
 
     def item(candidates, exact, decoding="constrained"):
         target = "北京市朝阳区建国路88号"

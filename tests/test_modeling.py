@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from address_completion.errors import ConfigError
-from address_completion.modeling import (is_hf_model_dir, is_paddle_model_dir, load_model, load_tokenizer,
+from address_completion.model.modeling import (is_hf_model_dir, is_paddle_model_dir, load_model, load_tokenizer,
                                          resolve_model_dir, safetensors_format)
 
 REPO = Path(__file__).resolve().parents[1]
@@ -28,7 +28,7 @@ def write_hf_layout(paddle_dir: Path, target: Path) -> Path:
     import numpy as np
     from safetensors.numpy import save_file
 
-    from address_completion.modeling import load_model as load
+    from address_completion.model.modeling import load_model as load
 
     model = load(str(paddle_dir))
     tensors = {}
@@ -160,7 +160,8 @@ def test_old_pdparams_folders_load_with_one_warning_and_trust_pickle_silences_it
         default_model_dir, lora_adapter_dir, tmp_path, monkeypatch, capsys):
     """Folders written before safetensors (build-model/merge --safe_serialization false, LoRAModel.save_pretrained)
     still load, each pickle with one warning line; --trust-pickle or the variable silences it."""
-    from address_completion import cli, modeling
+    from address_completion import cli
+    from address_completion.model import modeling
 
     monkeypatch.delenv(modeling.TRUST_PICKLE_ENV, raising=False)  # undone after the test, also what cli sets
     monkeypatch.setattr(modeling, "_WARNED_PICKLES", set())

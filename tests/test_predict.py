@@ -13,8 +13,8 @@ import pytest
 
 from address_completion import DEFAULT_PROMPT_PREFIX
 from address_completion.cli import main
-from address_completion.generate import Completer
-from address_completion.predict import interactive_loop, read_input_file
+from address_completion.inference.generate import Completer
+from address_completion.inference.predict import interactive_loop, read_input_file
 
 REPO = Path(__file__).resolve().parents[1]
 ADDRESSES = ["碑林区扬子江南路467-6号", "海淀区中关村大街27号", DEFAULT_PROMPT_PREFIX + "天河区体育西路191号",

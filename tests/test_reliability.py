@@ -26,7 +26,7 @@ ADAPTER_SHARD = "peft_model-00001-of-00001.safetensors"  # what train writes (sa
 @pytest.fixture(scope="module")
 def world(default_model_dir, lora_adapter_dir, tmp_path_factory) -> dict[str, str]:
     """A folder of good and bad files; {name} in a case's arguments stands for the path of ``name``."""
-    from address_completion.default_model import build_default_model
+    from address_completion.model.default_model import build_default_model
 
     root = tmp_path_factory.mktemp("reliability")
     paths = {"root": root, "base": default_model_dir, "adapter": lora_adapter_dir}
@@ -409,8 +409,8 @@ HTTP_CASES = [
 
 @pytest.fixture(scope="module")
 def http_server(default_model_dir):
-    from address_completion.generate import Completer
-    from address_completion.serve import ServerSettings, start_in_thread
+    from address_completion.inference.generate import Completer
+    from address_completion.inference.serve import ServerSettings, start_in_thread
 
     completer = Completer.load(str(default_model_dir), max_new_tokens=4)
     running = start_in_thread(completer, ServerSettings(port=0, api_key=API_KEY, model_name="tiny", max_addresses=4,

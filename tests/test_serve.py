@@ -13,8 +13,8 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from address_completion import DEFAULT_PROMPT_PREFIX
-from address_completion.generate import Completer
-from address_completion.serve import ServerSettings, start_in_thread
+from address_completion.inference.generate import Completer
+from address_completion.inference.serve import ServerSettings, start_in_thread
 
 API_KEY = "test-key"
 MAX_NEW_TOKENS = 6

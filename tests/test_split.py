@@ -9,10 +9,10 @@ import pytest
 
 from address_completion import DEFAULT_PROMPT_PREFIX
 from address_completion.cli import main
-from address_completion.dataio import read_records, write_jsonl
+from address_completion.data.dataio import read_records, write_jsonl
 from address_completion.errors import ConfigError, DataError, OutputExistsError
-from address_completion.gazetteer import load_gazetteer
-from address_completion.split import (SPLIT_NAMES, address_key, county_key, mask_digits, parse_ratios, split_file,
+from address_completion.data.gazetteer import load_gazetteer
+from address_completion.data.split import (SPLIT_NAMES, address_key, county_key, mask_digits, parse_ratios, split_file,
                                       split_pairs, validate_ratios)
 
 # (province, city, county) — real divisions so the gazetteer can find them; 东莞 has no county level.

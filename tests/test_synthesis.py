@@ -1,4 +1,4 @@
-"""Tests for address_completion.synthesis (the `prepare` stage)."""
+"""Tests for address_completion.data.synthesis (the `prepare` stage)."""
 
 from __future__ import annotations
 
@@ -14,9 +14,9 @@ import pytest
 
 from address_completion import DEFAULT_PROMPT_PREFIX
 from address_completion.cli import main
-from address_completion.gazetteer import load_gazetteer
-from address_completion.prompt import strip_prefix
-from address_completion.synthesis import (FULL_KIND, HOMOPHONES, INPUT_CLASSES, NOISE_WEIGHTS, Settings,
+from address_completion.data.gazetteer import load_gazetteer
+from address_completion.data.prompt import strip_prefix
+from address_completion.data.synthesis import (FULL_KIND, HOMOPHONES, INPUT_CLASSES, NOISE_WEIGHTS, Settings,
                                           chain_levels, input_class, make_example, resolves_uniquely,
                                           shorten_addresses, synthesize, synthesize_examples)
 
@@ -67,7 +67,7 @@ def test_same_seed_same_records_different_seed_different(gazetteer):
 
 
 def test_hash_seed_does_not_matter():
-    code = ("import json, sys; from address_completion.synthesis import synthesize; "
+    code = ("import json, sys; from address_completion.data.synthesis import synthesize; "
             "json.dump(synthesize(150, seed=3), sys.stdout, ensure_ascii=False)")
     outputs = []
     for hash_seed in ("1", "2"):
@@ -434,8 +434,8 @@ def test_cli_input_text_and_csv(tmp_path, capsys):
 
 
 def test_input_class_of_a_lone_ambiguous_county():
-    from address_completion.gazetteer import load_gazetteer
-    from address_completion.synthesis import input_class
+    from address_completion.data.gazetteer import load_gazetteer
+    from address_completion.data.synthesis import input_class
 
     gazetteer = load_gazetteer()
     assert input_class("朝阳区建国路88号", gazetteer) == "ambiguous_county"

@@ -9,8 +9,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from address_completion.errors import AddressCompletionError, ConfigError, DataError
-from address_completion.prompt import with_prefix
-from address_completion.systems import (EvalSettings, OpenAISystem, PredictionsSystem, RemoteSystemError, RulesSystem,
+from address_completion.data.prompt import with_prefix
+from address_completion.evaluation.systems import (EvalSettings, OpenAISystem, PredictionsSystem, RemoteSystemError, RulesSystem,
                                         SystemSpec, as_answer, create_system, join_address, user_message)
 
 PREFIX = "补齐五级行政地址: "

@@ -7,7 +7,9 @@ import shutil
 
 import pytest
 
-from address_completion import prompt, runtime, tokenizer
+from address_completion.data import prompt
+from address_completion import runtime
+from address_completion.model import tokenizer
 from address_completion.errors import ConfigError, DataError
 
 SYSTEM_BLOCK = "<|im_start|>system\nYou are Qwen, created by Alibaba Cloud. You are a helpful assistant.<|im_end|>\n"

@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 from conftest import wait_until_paused
 
-from address_completion import dataio
-from address_completion.config import checkpoint_is_complete, checkpoints_in, load_config
-from address_completion.prompt import encode_example, render_prompt
-from address_completion.train import (IGNORE_INDEX, GenerationEval, PaddingCollator, answer_loss, build_features,
+from address_completion.data import dataio
+from address_completion.training.config import checkpoint_is_complete, checkpoints_in, load_config
+from address_completion.data.prompt import encode_example, render_prompt
+from address_completion.training.train import (IGNORE_INDEX, GenerationEval, PaddingCollator, answer_loss, build_features,
                                       build_model, encode_pairs, pack_features, train)
 
 IM_END = 151645
@@ -25,7 +25,7 @@ ADDRESS, FULL = "碑林区扬子江南路467-6号", "陕西省西安市碑林区
 
 @pytest.fixture(scope="module")
 def pairs() -> list[dict[str, str]]:
-    from address_completion.synthesis import synthesize
+    from address_completion.data.synthesis import synthesize
 
     return synthesize(40, seed=3)
 
@@ -93,7 +93,7 @@ def test_batches_are_padded_to_their_longest_row_not_max_length():
 
 
 def test_zero_padding_rows_never_attend_across_samples(default_model_dir, qwen_tokenizer, pairs):
-    from address_completion.modeling import load_model
+    from address_completion.model.modeling import load_model
 
     model = load_model(str(default_model_dir))
     model.eval()
@@ -119,7 +119,7 @@ def test_zero_padding_rows_never_attend_across_samples(default_model_dir, qwen_t
 def test_answer_only_loss_equals_the_models_own_loss(default_model_dir, qwen_tokenizer, pairs):
     import paddle
 
-    from address_completion.modeling import load_model
+    from address_completion.model.modeling import load_model
 
     model = load_model(str(default_model_dir))
     model.eval()
@@ -130,8 +130,8 @@ def test_answer_only_loss_equals_the_models_own_loss(default_model_dir, qwen_tok
 
 
 def test_eval_accuracy_is_exact_match_of_greedy_generation(default_model_dir, lora_adapter_dir, qwen_tokenizer, pairs):
-    from address_completion.generate import Completer
-    from address_completion.modeling import load_model
+    from address_completion.inference.generate import Completer
+    from address_completion.model.modeling import load_model
 
     model = load_model(str(default_model_dir), lora_path=str(lora_adapter_dir))
     sources = [pair["src"] for pair in pairs[:4]]
@@ -274,7 +274,7 @@ def test_full_finetuning_with_zero_padding(default_model_dir, dataset, tmp_path)
     base = load_safetensors([default_model_dir / "model.safetensors"])
     name = "qwen2.layers.0.mlp.down_proj.weight"
     assert not np.allclose(trained[name], base[name])
-    from address_completion.modeling import load_model
+    from address_completion.model.modeling import load_model
 
     reloaded = load_model(str(output))  # the unified checkpoint's sharded safetensors layout
     np.testing.assert_array_equal(dict(reloaded.named_parameters())[name].numpy(), trained[name])
@@ -338,7 +338,7 @@ def test_pickled_layout_only_on_request_and_its_checkpoints_resume_into_safetens
         default_model_dir, dataset, tmp_path, monkeypatch):
     """safe_serialization false writes PaddleNLP's older pickled layout; resuming from such a checkpoint warns
     once about the pickle and goes on in the safetensors layout."""
-    from address_completion import modeling
+    from address_completion.model import modeling
 
     monkeypatch.delenv(modeling.TRUST_PICKLE_ENV, raising=False)
     old = tmp_path / "old"
@@ -373,7 +373,8 @@ def test_pickled_layout_only_on_request_and_its_checkpoints_resume_into_safetens
 # right after its first checkpoint is saved, so the test kills it at that exact point whatever the machine's speed.
 PAUSED_TRAIN = """
 import os, signal, sys
-from address_completion import cli, train
+from address_completion import cli
+from address_completion.training import train
 
 def make_trainer(*args, **kwargs):
     from paddlenlp.trainer import TrainerCallback
@@ -448,14 +449,14 @@ def test_train_loss_after_resume_is_the_mean_over_every_step(default_model_dir, 
     assert sorted(logged) == list(range(1, 9))
     assert resumed["train_loss"] == pytest.approx(sum(logged.values()) / 8, rel=1e-4)
     assert min(logged.values()) * 0.99 <= resumed["train_loss"] <= max(logged.values()) * 1.01
-    from address_completion.dataio import current_umask
+    from address_completion.data.dataio import current_umask
 
     weights = list(output.glob("*.safetensors"))  # unified checkpoints: Paddle writes them 0600
     assert weights and {os.stat(path).st_mode & 0o777 for path in weights} == {0o666 & ~current_umask()}
 
 
 def test_constrained_eval_says_when_the_model_never_chooses(caplog):
-    from address_completion.train import warn_if_model_never_chooses
+    from address_completion.training.train import warn_if_model_never_chooses
 
     single = [{"src": "碑林区扬子江南路1号", "tgt": "陕西省西安市碑林区扬子江南路1号"}]
     with caplog.at_level("WARNING", logger="address_completion"):

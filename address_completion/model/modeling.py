@@ -28,8 +28,8 @@ import struct
 from pathlib import Path
 from typing import Any, Mapping
 
-from .errors import ConfigError, DataError
-from .runtime import OFFLINE_VARIABLES, cache_root, looks_like_local_path, logger, quiet_paddlenlp_logs
+from ..errors import ConfigError, DataError
+from ..runtime import OFFLINE_VARIABLES, cache_root, looks_like_local_path, logger, quiet_paddlenlp_logs
 
 CONVERTED_CACHE_VERSION = 2  # 2: converted weights are safetensors (1 wrote model_state.pdparams)
 PADDLE_WEIGHT_FORMATS = ("np", "paddle")
@@ -120,7 +120,7 @@ def convert_hf_folder(source: Path, cache_dir: str | os.PathLike | None = None) 
         logger.debug("using converted model %s for %s", target, source)
         return target
     logger.info("converting Hugging Face weights in %s to Paddle format (once) -> %s", source, target)
-    from . import dataio
+    from ..data import dataio
 
     with dataio.atomic_folder(target) as staging:  # also removes what a killed conversion left behind
         for name in COPIED_FILES:
@@ -140,7 +140,7 @@ def complete_special_tokens_map(folder: Path) -> None:
     Hugging Face folders list them as bare strings or not at all; PaddleNLP's slow Qwen2 tokenizer then
     swallows the "\\n" after ``<|im_end|>`` and prompts would differ from the real model's.
     """
-    from . import dataio
+    from ..data import dataio
 
     config_file = folder / "tokenizer_config.json"
     if not config_file.is_file():

@@ -23,9 +23,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
-from . import DEFAULT_PROMPT_PREFIX
+from .. import DEFAULT_PROMPT_PREFIX
 from .dataio import check_apart, check_output_file, read_records, write_jsonl
-from .errors import ConfigError, DataError
+from ..errors import ConfigError, DataError
 from .gazetteer import (ZONE_WORDS, AdminChain, Division, Gazetteer, ParsedAddress, completion_candidates,
                         load_gazetteer, normalize_address)
 from .prompt import strip_prefix, with_prefix

@@ -23,7 +23,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, WithJsonSchema
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from .runtime import logger
+from ..runtime import logger
 from .serve import (OWNER, BatchingWorker, RequestError, ServerSettings, addresses_from_complete_request,
                     address_from_chat_request)
 

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Optional, Sequence
 
-from .errors import ConfigError, DataError, OutputExistsError
+from ..errors import ConfigError, DataError, OutputExistsError
 
 FORMATS = ("jsonl", "json", "text", "csv")
 EXTENSION_FORMATS = {".jsonl": "jsonl", ".json": None, ".txt": "text", ".text": "text", ".csv": "csv", ".tsv": "csv"}
@@ -371,7 +371,7 @@ def _process_alive(pid: int) -> bool:
 def clean_stale_siblings(path: Path) -> None:
     """Remove the staging folders a killed run left next to ``path`` (their process is gone). A moved-aside
     earlier result (``old``) is put back when the kill came before the new one took its place, else removed."""
-    from .runtime import logger
+    from ..runtime import logger
 
     pattern = re.compile(rf"\.{re.escape(path.name)}\.(staging|old)-(\d+)-[0-9a-f]{{8}}")
     if not path.parent.is_dir():

@@ -22,10 +22,10 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Optional, Sequence
 
 from .dataio import FORMATS, atomic_write, check_apart, check_writable, json_line, read_records
-from .errors import ConfigError, DataError
+from ..errors import ConfigError, DataError
 from .gazetteer import load_gazetteer, normalize_address
 from .prompt import strip_prefix
-from .runtime import logger
+from ..runtime import logger
 
 SPLIT_NAMES = ("train", "dev", "test")
 DEFAULT_RATIOS = (0.7, 0.15, 0.15)

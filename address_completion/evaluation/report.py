@@ -9,9 +9,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Iterable
 
-from . import dataio
+from ..data import dataio
 from .metrics import LEVELS
-from .runtime import logger
+from ..runtime import logger
 
 CHART_NAME = "comparison.png"
 CHART_METRICS = (("exact", "exact match"), ("province", "province"), ("city", "city"), ("county", "county"),

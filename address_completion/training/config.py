@@ -23,10 +23,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from .errors import ConfigError, OutputExistsError, closest_match
-from .generate import DECODINGS
-from .prompt import GROUNDINGS
-from .runtime import logger
+from ..errors import ConfigError, OutputExistsError, closest_match
+from ..inference.generate import DECODINGS
+from ..data.prompt import GROUNDINGS
+from ..runtime import logger
 
 COMMENT_PREFIX = "_"
 CHECKPOINT_PREFIX = "checkpoint-"
@@ -556,7 +556,7 @@ def load_config(path: str | os.PathLike | None, overrides: Sequence[str] | Mappi
     ``device=None`` picks the device from the ``device`` key (default: GPU when there is one).
     ``check_paths`` checks that the model can be found (nothing is downloaded) and the dataset folder.
     """
-    from . import runtime
+    from .. import runtime
 
     raw = read_config_file(path) if path is not None else RawConfig({}, {}, None)
     if isinstance(overrides, Mapping):
@@ -568,7 +568,7 @@ def load_config(path: str | os.PathLike | None, overrides: Sequence[str] | Mappi
     model = text_overrides.get("model_name_or_path", raw.values.get("model_name_or_path"))
     runtime.prepare_environment(model=model if isinstance(model, str) else None)
     if check_paths and isinstance(model, str) and model:
-        from .modeling import check_model_source
+        from ..model.modeling import check_model_source
 
         check_model_source(model)  # first and fast: an offline hub name fails before paddle is imported
     vocabulary = key_vocabulary()
@@ -589,7 +589,7 @@ def _device_facts(requested: str) -> tuple[str, int, bool]:
     """(device, number of devices, bf16 support) — imports paddle."""
     import paddle
 
-    from .runtime import select_device
+    from ..runtime import select_device
 
     device = select_device(requested)
     if device == "cpu":

@@ -36,8 +36,8 @@ from concurrent.futures import Future
 from dataclasses import dataclass, replace
 from typing import Any, Callable, Iterator, Sequence
 
-from .errors import ConfigError
-from .runtime import logger
+from ..errors import ConfigError
+from ..runtime import logger
 
 CompleteFunction = Callable[[list[str]], list[Any]]  # addresses -> generate.Completion per address
 OWNER = "address_completion"
@@ -380,7 +380,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from .generate import Completer, decoding_options
-    from .runtime import setup_runtime
+    from ..runtime import setup_runtime
 
     settings = ServerSettings(host=args.host, port=args.port, api_key=args.api_key or None,
                               model_name=args.model_name or "", max_batch_size=args.max_batch_size,

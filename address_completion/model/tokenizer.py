@@ -24,9 +24,9 @@ from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 
-from . import dataio
-from .errors import ConfigError, DataError
-from .runtime import CACHE_ENV, cache_root, logger
+from ..data import dataio
+from ..errors import ConfigError, DataError
+from ..runtime import CACHE_ENV, cache_root, logger
 
 TIKTOKEN_PACKAGE = "dashscope"
 TIKTOKEN_RESOURCE = ("resources", "qwen.tiktoken")

@@ -28,9 +28,9 @@ import math
 from dataclasses import dataclass, field, replace
 from typing import Any, Optional, Sequence
 
-from . import DEFAULT_PROMPT_PREFIX
-from .gazetteer import MAX_CANDIDATES
-from .prompt import (GROUNDINGS, address_candidates, answer_ids, check_grounding, decode_answer, eos_token_id, render_prompt,
+from .. import DEFAULT_PROMPT_PREFIX
+from ..data.gazetteer import MAX_CANDIDATES
+from ..data.prompt import (GROUNDINGS, address_candidates, answer_ids, check_grounding, decode_answer, eos_token_id, render_prompt,
                      strip_prefix)
 
 DECODINGS = ("free", "constrained")
@@ -61,7 +61,7 @@ def add_decoding_arguments(parser: Any) -> None:
 
 def decoding_options(args: Any) -> dict[str, Any]:
     """Completer.load keyword arguments from :func:`add_decoding_arguments`' options (ConfigError if out of range)."""
-    from .errors import ConfigError
+    from ..errors import ConfigError
 
     try:
         check_min_confidence(args.min_confidence)
@@ -331,8 +331,8 @@ class Completer:
         ``flag`` is the option that named the model (error hints name it). Raises ConfigError for a bad
         max_new_tokens / grounding / decoding / min_confidence before loading.
         """
-        from .errors import ConfigError
-        from .runtime import prepare_environment
+        from ..errors import ConfigError
+        from ..runtime import prepare_environment
 
         if max_new_tokens < 1:
             raise ConfigError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
@@ -341,7 +341,7 @@ class Completer:
         except ValueError as error:
             raise ConfigError(str(error)) from error
         prepare_environment(model=model)  # idempotent; callers that ran setup_runtime lose nothing
-        from .modeling import load_model, load_tokenizer
+        from ..model.modeling import load_model, load_tokenizer
 
         loaded = load_model(model, dtype=dtype, lora_path=lora_path, flag=flag)
         loaded.eval()

@@ -32,8 +32,8 @@ import unicodedata
 from dataclasses import asdict, dataclass, field
 from typing import Any, Iterable, Sequence
 
-from . import DEFAULT_PROMPT_PREFIX
-from .prompt import strip_prefix
+from .. import DEFAULT_PROMPT_PREFIX
+from ..data.prompt import strip_prefix
 
 LEVELS = ("province", "city", "county", "town")
 # Input classes in the order reports list them (synthesis.input_class returns one of these).
@@ -96,7 +96,7 @@ def parse_levels(gazetteer: Any, text: str | None) -> Parsed:
 
 def name_forms(gazetteer: Any, name: str, level: int, division: Any = None) -> set[str]:
     """Ways a text can write the division called ``name``: full, short, abbreviated or former names."""
-    from .gazetteer import RENAMED, rule_short_forms
+    from ..data.gazetteer import RENAMED, rule_short_forms
 
     forms = {name, *rule_short_forms(name, level)}
     if division is not None:
@@ -169,7 +169,7 @@ def score_item(source: str, prediction: str, target: str, gazetteer: Any, *, inp
 
 def classify_input(source: str, gazetteer: Any, *, prefix: str = DEFAULT_PROMPT_PREFIX) -> str:
     """The input class of ``source`` (one of INPUT_CLASSES), as the data synthesis defines it."""
-    from .synthesis import input_class
+    from ..data.synthesis import input_class
 
     return input_class(source, gazetteer, prefix)
 

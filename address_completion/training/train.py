@@ -24,12 +24,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-from . import dataio
+from ..data import dataio
 from .config import (CHECKPOINT_PREFIX, RUN_OUTPUT_FILES, SCHEDULER_STATE_FILES, TrainConfig, checkpoints_in,
                      load_config, resume_checkpoint)
-from .errors import ConfigError, DataError
-from .prompt import encode_example
-from .runtime import logger, quiet_paddlenlp_logs
+from ..errors import ConfigError, DataError
+from ..data.prompt import encode_example
+from ..runtime import logger, quiet_paddlenlp_logs
 
 IGNORE_INDEX = -100
 METRICS_FILE = "metrics.jsonl"
@@ -207,8 +207,8 @@ class GenerationEval:
                 for pair, prediction in zip(self.pairs, self.last_predictions)]
 
     def __call__(self, model: Any) -> dict[str, float]:
-        from .generate import Completer
-        from .metrics import exact_match
+        from ..inference.generate import Completer
+        from ..evaluation.metrics import exact_match
 
         if not self.pairs:
             return {}
@@ -282,7 +282,7 @@ def build_model(cfg: TrainConfig) -> Any:
     """The base model (run_finetune's config handling), wrapped in LoRA when ``lora`` is true."""
     from paddlenlp.transformers.configuration_utils import LlmMetaConfig
 
-    from .modeling import load_model
+    from ..model.modeling import load_model
 
     model_args, training_args = cfg.model_args, cfg.training_args
     overrides = {key: getattr(training_args, key) for key in LlmMetaConfig._get_defaults()
@@ -299,7 +299,7 @@ def build_model(cfg: TrainConfig) -> Any:
 def wrap_lora(model: Any, cfg: TrainConfig) -> Any:
     from paddlenlp.peft import LoRAConfig, LoRAModel
 
-    from .modeling import load_adapter
+    from ..model.modeling import load_adapter
 
     model_args = cfg.model_args
     if model_args.lora_path:
@@ -338,7 +338,7 @@ def answer_loss(model: Any, inputs: dict[str, Any]) -> Any | None:
     import paddle
     import paddle.nn.functional as functional
 
-    from .generate import body_and_head
+    from ..inference.generate import body_and_head
 
     parts = body_and_head(model)
     if parts is None:
@@ -614,7 +614,7 @@ class TrainingRun:
 def warn_if_model_never_chooses(pairs: Sequence[dict[str, str]], metric: str | None) -> int:
     """With constrained decoding, the dev inputs the model decides are those with ≥ 2 candidates; when there
     are none, eval_accuracy measures the gazetteer alone — say so once. Returns that number of inputs."""
-    from .prompt import address_candidates
+    from ..data.prompt import address_candidates
 
     chosen = sum(len(address_candidates(pair["src"])) >= 2 for pair in pairs)
     if not chosen:
@@ -637,7 +637,7 @@ def set_up(cfg: TrainConfig, pairs: dict[str, list[dict[str, str]]], checkpoint:
     """Tokenizer, samples, model and trainer (seeded before the LoRA weights are drawn)."""
     from paddlenlp.trainer import set_seed
 
-    from .modeling import load_tokenizer
+    from ..model.modeling import load_tokenizer
 
     set_seed(cfg.training_args.seed)
     tokenizer = load_tokenizer(cfg.model_args.tokenizer_name_or_path or cfg.model_args.model_name_or_path)
@@ -687,7 +687,7 @@ def train(config_path: str | Path | None, overrides: Sequence[str] | dict[str, A
         checkpoint = resume_checkpoint(cfg.output_dir, resume=resume, overwrite=overwrite)
     pairs = read_pairs(cfg)
     if checkpoint:
-        from .modeling import check_pickled_weights
+        from ..model.modeling import check_pickled_weights
 
         check_pickled_weights(checkpoint, "adapter" if cfg.model_args.lora else "model")  # older checkpoint layout
     if overwrite:
@@ -846,11 +846,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     overrides, flags = split_flags(args.overrides)
     if "--trust-pickle" in flags:
-        from .modeling import TRUST_PICKLE_ENV
+        from ..model.modeling import TRUST_PICKLE_ENV
 
         os.environ[TRUST_PICKLE_ENV] = "1"  # runtime setup, as cli.main does for --trust-pickle before the config
     if "--debug" in flags and not args.debug:
-        from .runtime import configure_logging
+        from ..runtime import configure_logging
 
         args.debug = True
         configure_logging(debug=True)

@@ -29,11 +29,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Sequence
 
-from . import dataio
-from .errors import AddressCompletionError, ConfigError, DataError, OutputExistsError, closest_match
+from ..data import dataio
+from ..errors import AddressCompletionError, ConfigError, DataError, OutputExistsError, closest_match
 from .metrics import INPUT_CLASSES, ScoredItem, classify_input, score_item, summarize
-from .prompt import strip_prefix
-from .runtime import logger
+from ..data.prompt import strip_prefix
+from ..runtime import logger
 from .systems import (COMMON_KEYS, DEVICES, DTYPES, KINDS, RECORD_KEYS, EvalSettings, System, SystemSpec, as_answer,
                       create_system)
 
@@ -468,7 +468,7 @@ def run_evaluation(config: EvalConfig, *, fresh: bool = False, force: bool = Fal
     check_output_dir(config.output_dir, force)
     config.output_dir.mkdir(parents=True, exist_ok=True)
     if gazetteer is None:
-        from .gazetteer import load_gazetteer
+        from ..data.gazetteer import load_gazetteer
 
         gazetteer = load_gazetteer()
     items, total = read_test_set(config, gazetteer)

@@ -1,7 +1,7 @@
 """The systems an evaluation compares. Each turns a batch of bare addresses into completions.
 
 - ``paddle``: a model folder (base, merged, or base + ``lora_path`` adapter) run here with
-  :class:`address_completion.generate.Completer` — the training prompt builder and greedy decoding.
+  :class:`address_completion.inference.generate.Completer` — the training prompt builder and greedy decoding.
 - ``openai``: any OpenAI-compatible ``/v1/chat/completions`` endpoint (vLLM, Ollama, DashScope's
   compatible mode, this project's own ``serve``). The user message is ``prompt.user_message(address)``,
   exactly the one the model was trained on (``grounding: candidates`` adds the gazetteer's candidate
@@ -35,13 +35,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Union
 
-from . import DEFAULT_PROMPT_PREFIX
-from .errors import AddressCompletionError, ConfigError, DataError
-from .generate import DECODINGS
+from .. import DEFAULT_PROMPT_PREFIX
+from ..errors import AddressCompletionError, ConfigError, DataError
+from ..inference.generate import DECODINGS
 from .metrics import normalize_text
-from .prompt import GROUNDINGS, strip_prefix
-from .prompt import user_message as prompt_user_message  # systems.user_message reads a rendered prompt back
-from .runtime import logger, looks_like_local_path
+from ..data.prompt import GROUNDINGS, strip_prefix
+from ..data.prompt import user_message as prompt_user_message  # systems.user_message reads a rendered prompt back
+from ..runtime import logger, looks_like_local_path
 
 
 class RemoteSystemError(AddressCompletionError):
@@ -188,7 +188,7 @@ def _positive_number(options: dict[str, Any], key: str, where: str, *, integer: 
 def gazetteer_stamp() -> str:
     """Hash of gazetteer.py: this project's parser and candidate generator decide answers, so a cache made
     with other code must not be reused."""
-    from . import gazetteer
+    from ..data import gazetteer
 
     return hashlib.sha1(Path(gazetteer.__file__).read_bytes()).hexdigest()[:16]
 
@@ -255,11 +255,11 @@ class PaddleSystem(System):
     def completer(self):
         """Load the model on first use, so a fully cached system never loads it."""
         if self._completer is None:
-            from . import runtime
+            from .. import runtime
 
             model = self.spec.options["model"]
             chosen = runtime.setup_runtime(device=self._option("device"), dtype=self._option("dtype"), model=model)
-            from .generate import Completer
+            from ..inference.generate import Completer
 
             logger.info("system %s: loading %s%s", self.name, model,
                         f" + adapter {self.spec.options['lora_path']}" if self.spec.options.get("lora_path") else "")
@@ -553,10 +553,10 @@ class RulesSystem(System):
 
     def module(self):
         """Import the engine quietly (jionlp prints a banner on stdout, which is ours for results);
-        for ``gazetteer`` the loaded :class:`~address_completion.gazetteer.Gazetteer`."""
+        for ``gazetteer`` the loaded :class:`~address_completion.data.gazetteer.Gazetteer`."""
         if self._module is None:
             if self.engine == "gazetteer":
-                from .gazetteer import load_gazetteer
+                from ..data.gazetteer import load_gazetteer
 
                 self._module = load_gazetteer()
                 return self._module

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any, Optional, Sequence
 
-from . import DEFAULT_PROMPT_PREFIX
+from .. import DEFAULT_PROMPT_PREFIX
 
 PLAIN_TEMPLATE = "{message}\n"
 GROUNDINGS = ("none", "candidates")

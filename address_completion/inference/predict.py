@@ -19,8 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, TextIO
 
-from . import DEFAULT_PROMPT_PREFIX, dataio
-from .errors import ConfigError, DataError
+from .. import DEFAULT_PROMPT_PREFIX
+from ..data import dataio
+from ..errors import ConfigError, DataError
 
 if TYPE_CHECKING:
     from .generate import Completer
@@ -66,7 +67,7 @@ def prediction_records(inputs: list[PredictInput], predictions: list[Any],
                        prefix: str = DEFAULT_PROMPT_PREFIX) -> list[dict]:
     """{"prompt", "predict", "label"} per input (+ generate.Completion.details() when predictions are
     Completions); prompt is the address with the task prefix (without the grounding lines)."""
-    from .prompt import with_prefix
+    from ..data.prompt import with_prefix
 
     records = []
     for item, predicted in zip(inputs, predictions):
@@ -150,7 +151,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from .generate import Completer, decoding_options
-    from .runtime import logger, setup_runtime
+    from ..runtime import logger, setup_runtime
 
     if args.batch_size < 1:
         raise ConfigError(f"--batch_size must be at least 1, got {args.batch_size}")

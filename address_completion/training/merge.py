@@ -19,9 +19,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import __version__, dataio
-from .errors import AddressCompletionError, ConfigError, DataError
-from .runtime import logger
+from .. import __version__
+from ..data import dataio
+from ..errors import AddressCompletionError, ConfigError, DataError
+from ..runtime import logger
 
 RECORD_FILE = "address_completion.json"
 LORA_CONFIG_FILE = "lora_config.json"
@@ -92,8 +93,8 @@ def default_tolerance(dtype: str) -> float:
 
 def probe_batch(tokenizer: Any) -> tuple[list[list[int]], list[list[int]], list[list[int]]]:
     """Left-padded real address prompts (the same template predict uses): ids, mask, position ids."""
-    from .generate import encode_prompts, left_padded_batch, padding_token_id
-    from .prompt import render_prompt
+    from ..inference.generate import encode_prompts, left_padded_batch, padding_token_id
+    from ..data.prompt import render_prompt
 
     prompts = [render_prompt(tokenizer, address) for address in PROBE_ADDRESSES]
     return left_padded_batch(encode_prompts(tokenizer, prompts), padding_token_id(tokenizer))
@@ -138,7 +139,7 @@ def copy_tokenizer_files(source_dir: Path, target_dir: Path, tokenizer: Any) -> 
 
 def write_generation_config(source_dir: Path, target_dir: Path, tokenizer: Any) -> dict:
     """The base's generation config, making sure it names the chat EOS (<|im_end|>) as a stop id."""
-    from .prompt import eos_token_id
+    from ..data.prompt import eos_token_id
 
     source = source_dir / GENERATION_CONFIG_FILE
     if not source.is_file():
@@ -162,7 +163,7 @@ def write_generation_config(source_dir: Path, target_dir: Path, tokenizer: Any) 
 def merge_adapter(base: str, lora_path: str, output_path: str | os.PathLike, *, safe_serialization: bool = True,
                   dtype: str = "float32", tolerance: float | None = None, force: bool = False) -> MergeResult:
     """Merge ``lora_path`` into ``base``, verify, and write ``output_path`` atomically (see module docstring)."""
-    from .modeling import load_model, load_tokenizer, resolve_model_dir
+    from ..model.modeling import load_model, load_tokenizer, resolve_model_dir
 
     dataio.check_apart({"--output_path": output_path}, {"--model_name_or_path": base, "--lora_path": lora_path})
     output = dataio.check_model_folder(output_path, force, flag="--output_path")
@@ -284,7 +285,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .runtime import setup_runtime
+    from ..runtime import setup_runtime
 
     runtime = setup_runtime(device=args.device, dtype=args.dtype, model=args.model_name_or_path)
     result = merge_adapter(args.model_name_or_path, args.lora_path, args.output_path,

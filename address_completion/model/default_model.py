@@ -20,10 +20,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from . import __version__, dataio, tokenizer
-from .errors import ConfigError
-from .merge import parse_bool
-from .runtime import logger, prepare_environment, quiet_paddlenlp_logs
+from .. import __version__
+from ..data import dataio
+from . import tokenizer
+from ..errors import ConfigError
+from ..training.merge import parse_bool
+from ..runtime import logger, prepare_environment, quiet_paddlenlp_logs
 
 DEFAULT_OUTPUT = Path("outputs") / "default-model"
 PROVENANCE_FILE = "address_completion.json"

@@ -1,0 +1,1 @@
+"""Evaluation: systems under test, metrics (exact match, levels, invalid chains) and the report."""

@@ -1,0 +1,1 @@
+"""Models: loading (Paddle, Hugging Face, GGUF), the offline default model and the Qwen2.5 tokenizer."""
