@@ -149,3 +149,25 @@ def test_abstentions_are_announced_on_stderr(model_args, capsys):
     captured = capsys.readouterr()
     assert captured.out.splitlines() == ["扬子江南路1号", "陕西省西安市碑林区扬子江南路1号"]
     assert "1 of 2 address(es) returned unchanged (abstained" in captured.err
+
+
+def test_too_long_address_is_refused_before_the_model_loads(tmp_path, capsys):
+    """A pasted document is not an address: refused with the argument / record named, nothing loaded
+    (the --model folder does not even exist)."""
+    missing = str(tmp_path / "no-model")
+    assert main(["predict", "--model", missing, ADDRESSES[0], "路" * 257]) == 2
+    assert "ADDRESS argument 2: address has 257 characters; the limit is 256" in capsys.readouterr().err
+    source = tmp_path / "in.txt"
+    source.write_text(f"{ADDRESSES[0]}\n\n{'路' * 40}\n", encoding="utf-8")
+    assert main(["predict", "--model", missing, "--input", str(source), "--max_input_chars", "30"]) == 2
+    assert f"{source}: record 2: address has 40 characters; the limit is 30" in capsys.readouterr().err
+    assert main(["predict", "--model", missing, "--max_input_chars", "0", "x"]) == 2
+    assert "--max_input_chars must be at least 1" in capsys.readouterr().err
+
+
+def test_interactive_prompt_skips_a_too_long_line(completer, expected, capsys):
+    out = io.StringIO()
+    interactive_loop(completer, as_json=False, stdin=io.StringIO(f"{'路' * 300}\n{ADDRESSES[0]}\nquit\n"), out=out,
+                     max_input_chars=256)
+    assert out.getvalue() == f"> > {printed(expected[:1])[0]}\n> "
+    assert "300 characters; the limit is 256" in capsys.readouterr().err

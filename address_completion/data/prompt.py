@@ -15,6 +15,9 @@ from typing import Any, Optional, Sequence
 from .. import DEFAULT_PROMPT_PREFIX
 
 PLAIN_TEMPLATE = "{message}\n"
+# Longest address predict and serve accept, in characters. A postal address is well under 100; the cap keeps one
+# pasted document from tying the CPU up (a 2,400-character input took about a minute in predict here).
+MAX_INPUT_CHARS = 256
 GROUNDINGS = ("none", "candidates")
 CANDIDATES_LINE = "\n候选: {chains}"
 NO_CANDIDATE = "无"

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Iterable, TextIO
 
 from .. import DEFAULT_PROMPT_PREFIX
 from ..data import dataio
+from ..data.prompt import MAX_INPUT_CHARS
 from ..errors import ConfigError, DataError
 
 if TYPE_CHECKING:
@@ -58,6 +59,20 @@ def _head(path: Path) -> str:
         return handle.read(4096).decode("utf-8", errors="replace")
 
 
+def check_lengths(inputs: list[PredictInput], limit: int, source: str | None) -> None:
+    """Refuse, before any model loads, an address longer than ``limit`` characters.
+
+    Raises ConfigError naming the ADDRESS argument (``source`` None) or DataError naming the file (or
+    ``<stdin>``) and the record number (1-based, blank lines of text input not counted)."""
+    for number, item in enumerate(inputs, 1):
+        if len(item.address) > limit:
+            message = (f"address has {len(item.address)} characters; the limit is {limit} (--max_input_chars): "
+                       "give one postal address per record")
+            if source is None:
+                raise ConfigError(f"ADDRESS argument {number}: {message}")
+            raise DataError(f"record {number}: {message}", source)
+
+
 def read_lines(stream: TextIO) -> list[PredictInput]:
     """Non-empty lines of a text stream, one address each."""
     return [PredictInput(line.strip()) for line in stream if line.strip()]
@@ -90,8 +105,9 @@ def print_predictions(records: Iterable[dict], *, as_json: bool, out: TextIO) ->
 
 
 def interactive_loop(completer: Completer, *, as_json: bool, prompt: str = "> ", stdin: TextIO | None = None,
-                     out: TextIO | None = None) -> None:
-    """Read one address per line until EOF (Ctrl-D), Ctrl-C, 'exit' or 'quit'."""
+                     out: TextIO | None = None, max_input_chars: int = MAX_INPUT_CHARS) -> None:
+    """Read one address per line until EOF (Ctrl-D), Ctrl-C, 'exit' or 'quit'; a line longer than
+    ``max_input_chars`` gets a message on stderr and the prompt again."""
     stdin = sys.stdin if stdin is None else stdin
     out = sys.stdout if out is None else out
     while True:
@@ -107,6 +123,10 @@ def interactive_loop(completer: Completer, *, as_json: bool, prompt: str = "> ",
         if not line.strip():
             continue
         inputs = [PredictInput(line.strip())]
+        if len(inputs[0].address) > max_input_chars:
+            print(f"error: {len(inputs[0].address)} characters; the limit is {max_input_chars} (--max_input_chars)",
+                  file=sys.stderr)
+            continue
         print_predictions(prediction_records(inputs, completer.complete_detailed([line.strip()]), completer.prefix),
                           as_json=as_json, out=out)
 
@@ -142,6 +162,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print JSON lines {prompt, predict} instead of text")
     parser.add_argument("--batch_size", type=int, default=16, help="addresses decoded together")
     parser.add_argument("--max_new_tokens", type=int, default=64, help="upper bound on generated tokens")
+    parser.add_argument("--max_input_chars", type=int, default=MAX_INPUT_CHARS,
+                        help="refuse longer addresses (serve's --max-input-chars, same default)")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "gpu"))
     parser.add_argument("--dtype", default="float32", help="float32, bfloat16 or float16 (CPU uses float32)")
     from .generate import add_decoding_arguments
@@ -157,6 +179,8 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--batch_size must be at least 1, got {args.batch_size}")
     if args.max_new_tokens < 1:
         raise ConfigError(f"--max_new_tokens must be at least 1, got {args.max_new_tokens}")
+    if args.max_input_chars < 1:
+        raise ConfigError(f"--max_input_chars must be at least 1, got {args.max_input_chars}")
     options = decoding_options(args)
     if args.output:
         dataio.check_apart({"--output": args.output},
@@ -165,12 +189,14 @@ def run(args: argparse.Namespace) -> int:
     inputs = collect_inputs(args, sys.stdin)
     if inputs is not None and not inputs:
         raise DataError("no addresses to complete", args.input or "<stdin>")
+    if inputs:
+        check_lengths(inputs, args.max_input_chars, None if args.addresses else (args.input or "<stdin>"))
     runtime = setup_runtime(device=args.device, dtype=args.dtype, model=args.model)
     completer = Completer.load(args.model, lora_path=args.lora_path, dtype=runtime.dtype,
                                max_new_tokens=args.max_new_tokens, **options)
     if inputs is None:
         print("type an address and press Enter (Ctrl-D or 'quit' to stop)", file=sys.stderr)
-        interactive_loop(completer, as_json=args.json)
+        interactive_loop(completer, as_json=args.json, max_input_chars=args.max_input_chars)
         return 0
     predictions = completer.complete_detailed([item.address for item in inputs], batch_size=args.batch_size,
                                               progress=bool(args.input))

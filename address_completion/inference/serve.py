@@ -36,6 +36,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, replace
 from typing import Any, Callable, Iterator, Sequence
 
+from ..data.prompt import MAX_INPUT_CHARS
 from ..errors import ConfigError
 from ..runtime import logger
 
@@ -54,7 +55,7 @@ class ServerSettings:
     max_batch_size: int = 16
     batch_wait_ms: float = 10.0
     max_addresses: int = 64
-    max_input_chars: int = 256
+    max_input_chars: int = MAX_INPUT_CHARS
     max_body_bytes: int = 1 << 20
     body_timeout: float = 30.0  # seconds for the whole request body to arrive (408 after)
     shutdown_timeout: float = 30.0  # seconds requests in flight get after SIGTERM
