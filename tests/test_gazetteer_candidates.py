@@ -26,6 +26,10 @@ def texts(address, **kwargs):
     ("襄樊市襄城区锦绣路4号", ["湖北省襄阳市襄城区锦绣路4号"]),  # renamed prefecture
     ("中国 陕西省, 西安市 碑林区 扬子江南路１２号", ["陕西省西安市碑林区扬子江南路12号"]),  # 中国, separators, full width
     ("陕西省陕西省西安市碑林区1号", ["陕西省西安市碑林区1号"]),  # repeated prefix
+    ("🏠碑林区扬子江南路467-6号", ["陕西省西安市碑林区扬子江南路467-6号"]),  # leading emoji
+    ("收货地址：【加急】碑林区扬子江南路467-6号", ["陕西省西安市碑林区扬子江南路467-6号"]),  # label, bracketed tag
+    ("（代收）扶风法门镇法门寺", ["陕西省宝鸡市扶风县法门镇法门寺"]),  # full-width parenthesised tag
+    ("710001 陕西省西安市碑林区扬子江南路1号", ["陕西省西安市碑林区扬子江南路1号"]),  # leading postal code
     ("北京北京市朝阳区1号", ["北京市朝阳区1号"]),  # municipality written twice; no city level
     ("浙江省 织里镇 吴兴区织里镇织纺路731号", ["浙江省湖州市吴兴区织里镇织纺路731号"]),  # town first
     ("东莞市长安镇振安路1号", ["广东省东莞市长安镇振安路1号"]),  # city without districts: no county
@@ -128,3 +132,9 @@ def test_found_by_a_new_user(address, expected):
 
 def test_a_city_named_in_the_detail_orders_an_ambiguous_county():
     assert texts("朝阳区建国路88号 长春")[0] == "吉林省长春市朝阳区建国路88号 长春"
+
+
+def test_a_bracket_around_a_division_is_not_a_tag():
+    """[朝阳区] names the district (both chains stay), 【】 and a bare label leave nothing to read."""
+    assert [c.chain.county.name for c in completion_candidates("[朝阳区]建国路88号")] == ["朝阳区", "朝阳区"]
+    assert texts("【】") == texts("地址：") == texts("100000") == []

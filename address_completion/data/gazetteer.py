@@ -181,6 +181,9 @@ RENAMED: dict[str, tuple[str, str]] = {
 # Characters people put between administrative parts; skipped there, kept inside the rest of the address.
 SEPARATORS = " ,;:/\\|-_—–·•.。>、"
 _LEADING_COUNTRY = ("中华人民共和国", "中国")
+# What is pasted in front of an address from an order or a form, after NFKC: a label (收货地址:, 地址:,
+# 寄件人地址:), a bracketed tag without a division suffix in it (【顺丰】, [急件], (代收); not [朝阳区]) or a six-digit postal code (710001).
+_LEADING_LABEL = re.compile(r"[^\W\d_]{0,5}地址:|[【\[(<《〔][^】\])>》〕省市区县州旗盟镇乡]{1,12}[】\])>》〕]|\d{6}(?=\D)")
 # A short name followed by one of these is part of a street or place name (西安路, 长安街, 南京东路), not a division.
 _STREET_AFTER_SHORT = re.compile(
     r"(?:[东西南北中]|[一二三四五六七八九十]|\d)?"
@@ -260,16 +263,20 @@ class ParsedAddress:
 
 
 def normalize_address(text: str) -> str:
-    """NFKC (full-width → half-width), no whitespace, no leading 中国 / 中华人民共和国."""
+    """NFKC (full-width → half-width), no whitespace; no leading 中国 / 中华人民共和国, no leading symbols
+    (🏠, 【, ★: anything that is neither a letter nor a digit) and no leading label such as 收货地址: ."""
     text = "".join(unicodedata.normalize("NFKC", text).split())
-    stripped = True
-    while stripped:
-        stripped = False
+    while True:  # strip one leading thing at a time, in this order, until nothing changes
         text = text.lstrip(SEPARATORS)
-        for country in _LEADING_COUNTRY:
-            if text.startswith(country) and len(text) > len(country):
-                text, stripped = text[len(country):], True
-    return text
+        label = _LEADING_LABEL.match(text)
+        if label and label.end() < len(text):
+            text = text[label.end():]
+        elif text and unicodedata.category(text[0])[0] not in "LN":
+            text = text[1:]
+        elif country := next((c for c in _LEADING_COUNTRY if text.startswith(c) and len(text) > len(c)), None):
+            text = text[len(country):]
+        else:
+            return text
 
 
 def _strip_ethnic_names(base: str) -> str:
@@ -1002,7 +1009,8 @@ def completion_candidates(address: str, gazetteer: Optional["Gazetteer"] = None,
 
     Readings covered: a complete input (its own chain: the identity candidate), dropped province/city,
     short names (碑林, 扶风, 喀左), renamed and abolished names (江干区 → 上城区), separators, spaces,
-    full-width characters, a leading 中国, repeated prefixes, a town written first, traditional
+    full-width characters, a leading 中国, a leading label / tag / emoji / postal code
+    (收货地址：, 【加急】, 🏠, 710001), repeated prefixes, a town written first, traditional
     characters (OpenCC t2s), and one misspelled name of levels 1-3 (same pinyin by pypinyin, or one
     character off in a name of 3+ characters) when what follows confirms it. An ambiguous name
     (朝阳区, 城关镇) gives one candidate per division it can mean.
