@@ -109,6 +109,23 @@ def test_overrides_and_system_selection(tmp_path, test_file, oracle_file):
         load_config(path, ["settings.limit"])
 
 
+def test_every_config_problem_is_reported_at_once(tmp_path, test_file, oracle_file):
+    """Mistakes in settings and in different systems give one line each, naming the key; a YAML boolean is
+    explained."""
+    path = tmp_path / "eval.yaml"
+    path.write_text(f"test_file: {test_file}\noutput_dir: {tmp_path / 'out'}\nsettings: {{batch_size: 0}}\n"
+                    f"systems:\n  - {{name: oracle, kind: predictions, path: {oracle_file}}}\n"
+                    "  - {kind: paddle, model: ./no/such/model}\n"
+                    "  - {kind: paddle, model: x, decoding: yes}\n", encoding="utf-8")
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    lines = str(caught.value).splitlines()
+    assert lines[0] == f"3 problems in {path}:" and len(lines) == 4
+    assert "settings.batch_size: expected an integer >= 1, got 0" in lines[1]
+    assert "systems[1].model: model folder ./no/such/model not found" in lines[2]
+    assert "systems[2].decoding: expected one of free, constrained, got True (YAML reads yes/no/on/off" in lines[3]
+
+
 def test_broken_yaml_names_the_line(tmp_path):
     path = tmp_path / "eval.yaml"
     path.write_text("test_file: a\nsystems:\n  - kind: [rules\n", encoding="utf-8")

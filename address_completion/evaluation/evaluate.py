@@ -136,28 +136,45 @@ def parse_system(raw: Any, where: str) -> SystemSpec:
 
 
 def config_from_dict(data: Any, source: str = "<config>") -> EvalConfig:
-    """Validate a parsed YAML document (errors name ``source`` and the key)."""
+    """Validate a parsed YAML document (errors name ``source`` and the key).
+
+    Every problem found is reported at once, one per line (test_file, settings and each system are checked
+    independently), so a user fixes a config in one pass. Raises ConfigError."""
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: expected a mapping with test_file, output_dir and systems")
     check_keys(data, TOP_KEYS, source)
+    problems: list[str] = []
+
+    def checked(parse: Any, *args: Any) -> Any:
+        try:
+            return parse(*args)
+        except ConfigError as error:
+            problems.append(str(error))
+            return None
+
     for key in ("test_file", "output_dir", "systems"):
         if data.get(key) in (None, "", []):
-            raise ConfigError(f"{source}: missing {key!r}")
-    test_file = Path(str(data["test_file"])).expanduser()
-    if not test_file.is_file():
-        raise ConfigError(f"{source}: test_file: {test_file} not found (a JSON lines file with src and tgt)")
-    if not isinstance(data["systems"], list):
-        raise ConfigError(f"{source}: systems: expected a list of systems, got {type(data['systems']).__name__}")
-    systems = tuple(parse_system(raw, f"{source}: systems[{index}]") for index, raw in enumerate(data["systems"]))
+            problems.append(f"{source}: missing {key!r}")
+    test_file = Path(str(data.get("test_file"))).expanduser()
+    if data.get("test_file") not in (None, "") and not test_file.is_file():
+        problems.append(f"{source}: test_file: {test_file} not found (a JSON lines file with src and tgt)")
+    settings = checked(parse_settings, data.get("settings"), f"{source}: settings")
+    raw_systems = data.get("systems") or []
+    if not isinstance(raw_systems, list):
+        problems.append(f"{source}: systems: expected a list of systems, got {type(raw_systems).__name__}")
+        raw_systems = []
+    systems = [checked(parse_system, raw, f"{source}: systems[{index}]") for index, raw in enumerate(raw_systems)]
     seen: set[str] = set()
-    for spec in systems:
+    for spec in filter(None, systems):
         if spec.name in seen:
-            raise ConfigError(f"{spec.where}.name: two systems are named {spec.name!r}; give each a unique 'name'")
+            problems.append(f"{spec.where}.name: two systems are named {spec.name!r}; give each a unique 'name'")
         seen.add(spec.name)
+    if problems:
+        raise ConfigError(problems[0] if len(problems) == 1 else
+                          f"{len(problems)} problems in {source}:\n  " + "\n  ".join(problems))
     title = data.get("title") or EvalConfig.title
     return EvalConfig(test_file=test_file, output_dir=Path(str(data["output_dir"])).expanduser(),
-                      settings=parse_settings(data.get("settings"), f"{source}: settings"), systems=systems,
-                      title=str(title), source=source)
+                      settings=settings, systems=tuple(systems), title=str(title), source=source)
 
 
 def apply_override(data: dict[str, Any], assignment: str) -> None:

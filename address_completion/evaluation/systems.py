@@ -168,10 +168,17 @@ class System:
         """Release models, threads or connections."""
 
 
+def _got(value: Any) -> str:
+    """How a wrong value is shown: YAML 1.1 reads yes/no/on/off as booleans, so say so when one arrives."""
+    if isinstance(value, bool):
+        return f"{value!r} (YAML reads yes/no/on/off as true/false: quote the word if you meant text)"
+    return repr(value)
+
+
 def _require_string(options: dict[str, Any], key: str, where: str) -> str:
     value = options.get(key)
     if not isinstance(value, str) or not value.strip():
-        raise ConfigError(f"{where}.{key}: expected a non-empty string, got {value!r}")
+        raise ConfigError(f"{where}.{key}: expected a non-empty string, got {_got(value)}")
     return value.strip()
 
 
@@ -182,7 +189,7 @@ def _positive_number(options: dict[str, Any], key: str, where: str, *, integer: 
     kinds = (int,) if integer else (int, float)
     if isinstance(value, bool) or not isinstance(value, kinds) or value < minimum:
         what = "an integer" if integer else "a number"
-        raise ConfigError(f"{where}.{key}: expected {what} >= {minimum}, got {value!r}")
+        raise ConfigError(f"{where}.{key}: expected {what} >= {minimum}, got {_got(value)}")
 
 
 def gazetteer_stamp() -> str:
@@ -232,7 +239,7 @@ class PaddleSystem(System):
         for key, allowed in (("dtype", DTYPES), ("device", DEVICES), ("grounding", GROUNDINGS),
                              ("decoding", DECODINGS)):
             if options.get(key) is not None and str(options[key]).lower() not in allowed:
-                raise ConfigError(f"{where}.{key}: expected one of {', '.join(allowed)}, got {options[key]!r}")
+                raise ConfigError(f"{where}.{key}: expected one of {', '.join(allowed)}, got {_got(options[key])}")
 
     def _option(self, key: str) -> Any:
         value = self.spec.options.get(key)
@@ -309,7 +316,7 @@ class OpenAISystem(System):
                                       ("timeout", False, 0.001), ("backoff", False, 0)):
             _positive_number(options, key, where, integer=integer, minimum=minimum)
         if options.get("grounding") is not None and options["grounding"] not in GROUNDINGS:
-            raise ConfigError(f"{where}.grounding: expected one of none, candidates, got {options['grounding']!r}")
+            raise ConfigError(f"{where}.grounding: expected one of none, candidates, got {_got(options['grounding'])}")
 
     @property
     def grounding(self) -> str:
