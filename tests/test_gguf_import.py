@@ -439,6 +439,10 @@ def test_smollm2_tokenizer_encodes_as_the_gguf_intends(smollm2, smollm2_gguf):
     assert smollm2.tokenizer("a  1", add_special_tokens=False)["input_ids"] == [81, 256, 33]
 
 
+def read_lines(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
 def test_smollm2_lora_train_merge_predict_serve(smollm2, smollm2_gguf, use_smollm2_cache, tmp_path, capsys):
     """Train LoRA for a few steps on bundled pairs (the loss falls), merge (its logit check passes), then predict
     and serve the merged model."""
@@ -450,7 +454,7 @@ def test_smollm2_lora_train_merge_predict_serve(smollm2, smollm2_gguf, use_smoll
     from address_completion.train import train
 
     repository = Path(__file__).resolve().parent.parent
-    pairs = dataio.read_jsonl(repository / "data" / "train.json")[:4]
+    pairs = read_lines(repository / "data" / "train.json")[:4]
     dataio.write_jsonl(tmp_path / "data" / "train.json", pairs)
     dataio.write_jsonl(tmp_path / "data" / "dev.json", pairs[:2])
     output = tmp_path / "adapter"
@@ -461,7 +465,7 @@ def test_smollm2_lora_train_merge_predict_serve(smollm2, smollm2_gguf, use_smoll
         "max_steps": 5, "logging_steps": 1, "src_length": 96, "max_length": 192, "do_train": True,
         "do_eval": False, "lora": True, "lora_rank": 8, "seed": 7, "save_strategy": "no"}), encoding="utf-8")
     train(config, device="cpu")
-    losses = [record["loss"] for record in dataio.read_jsonl(output / "metrics.jsonl") if "loss" in record]
+    losses = [record["loss"] for record in read_lines(output / "metrics.jsonl") if "loss" in record]
     assert len(losses) == 5 and losses[-1] < losses[0] - 0.3, losses
 
     merged = tmp_path / "merged"
