@@ -112,7 +112,7 @@ def write_gguf(path: Path, arch: str, weights: dict[str, np.ndarray], types: dic
     tokens = tiny_tokens()
     writer = gguf.GGUFWriter(str(path), arch)
     writer.add_block_count(TINY["layers"])
-    writer.add_context_length(256)
+    writer.add_context_length(1024)
     writer.add_embedding_length(TINY["hidden"])
     writer.add_feed_forward_length(TINY["intermediate"])
     writer.add_head_count(TINY["heads"])
@@ -273,6 +273,37 @@ def test_tiny_qwen2_tokenizer_matches_transformers(tiny_files, tmp_path):
     assert ours.eos_token_id == 262 and ours.apply_chat_template(
         [{"role": "user", "content": "hi"}], tokenize=False, add_generation_prompt=True) == \
         "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"
+
+
+def test_lora_on_an_imported_llama_targets_named_layers_and_ends_answers_with_im_end(tiny_files, tmp_path, monkeypatch):
+    """train's LoRA target names (q_proj, v_proj) and the ChatML answer format work on a Llama-architecture import."""
+    from safetensors.numpy import load_file
+
+    from address_completion import dataio
+    from address_completion.modeling import load_tokenizer
+    from address_completion.prompt import encode_example
+    from address_completion.train import train
+
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "cache"))
+    path, _ = tiny_files["llama-f32"]
+    tokenizer = load_tokenizer(str(path))
+    prompt, answer = encode_example(tokenizer, "碑林区扬子江南路467-6号", "陕西省西安市碑林区扬子江南路467-6号")
+    assert answer[-1] == tokenizer.convert_tokens_to_ids("<|im_end|>") == 262
+    assert tokenizer.decode(prompt).endswith("<|im_end|>\n<|im_start|>assistant\n")
+    pairs = [{"src": "碑林区扬子江南路467-6号", "tgt": "陕西省西安市碑林区扬子江南路467-6号"}] * 4
+    dataio.write_jsonl(tmp_path / "data" / "train.json", pairs)
+    dataio.write_jsonl(tmp_path / "data" / "dev.json", pairs[:1])
+    config = tmp_path / "tiny-llama.json"
+    config.write_text(json.dumps({
+        "model_name_or_path": str(path), "dataset_name_or_path": str(tmp_path / "data"),
+        "output_dir": str(tmp_path / "adapter"), "per_device_train_batch_size": 4, "learning_rate": 1e-2,
+        "max_steps": 2, "logging_steps": 1, "src_length": 256, "max_length": 384, "do_train": True, "do_eval": False,
+        "lora": True, "lora_rank": 4, "target_modules": ["q_proj", "v_proj"], "save_strategy": "no"}),
+        encoding="utf-8")
+    train(config, device="cpu")
+    names = set(load_file(str(next((tmp_path / "adapter").glob("peft_model*.safetensors")))))
+    assert {name.split(".lora_")[0] for name in names} == {
+        f"llama.layers.{layer}.self_attn.{projection}" for layer in range(2) for projection in ("q_proj", "v_proj")}
 
 
 # ---------------------------------------------------------------- cache: once, keyed by the file, file untouched
