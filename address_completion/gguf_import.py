@@ -115,6 +115,17 @@ def check_gguf_file(path: str | os.PathLike, flag: str = "--model_name_or_path")
     return path
 
 
+def check_gguf_source(path: str | os.PathLike, flag: str = "--model_name_or_path") -> None:
+    """Fail fast (before data or model loading) on a GGUF file the importer would refuse: missing, not GGUF,
+    truncated header, another architecture, an unsupported tensor type. Reads only the header."""
+    path = check_gguf_file(path, flag)
+    if (gguf_converted_dir(path) / "config.json").is_file():
+        return
+    reader = open_gguf(path)
+    gguf_architecture(reader, path)
+    check_tensor_types(reader, path)
+
+
 def convert_gguf(path: str | os.PathLike, cache_dir: str | os.PathLike | None = None,
                  flag: str = "--model_name_or_path") -> Path:
     """The Paddle model folder of a GGUF file: made once (atomically) in the cache, reused while the file is unchanged.

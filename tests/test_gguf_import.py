@@ -361,6 +361,10 @@ def test_other_architecture_is_refused(tmp_path, capsys, monkeypatch):
     line = cli_error(capsys, path)
     assert line == f"error: {path}: GGUF architecture 'gpt2' is not supported; the importer reads llama and qwen2 " \
                    "models"
+    from address_completion.modeling import check_model_source
+
+    with pytest.raises(ConfigError, match="architecture 'gpt2'"):  # train's early check, before reading data
+        check_model_source(str(path))
 
 
 @pytest.mark.parametrize("keep", [0.5, 0.001])
