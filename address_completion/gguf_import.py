@@ -343,7 +343,7 @@ def paddle_tensors(reader: Any, path: Path, config: dict[str, Any]) -> Iterator[
     seen = set()
     for name, tensor in tensors.items():
         target = paddle_name(name, prefix, config["num_hidden_layers"])
-        if target is None:
+        if target is None or target not in expected:  # e.g. Llama attention biases, which PaddleNLP's Llama lacks
             raise DataError(f"unexpected tensor {name} for a {arch} model (not part of PaddleNLP's "
                             f"{ARCHITECTURES[arch][0]})", path)
         values = dequantized(tensor, path)
@@ -352,12 +352,12 @@ def paddle_tensors(reader: Any, path: Path, config: dict[str, Any]) -> Iterator[
             values = unpermute_rotary(values, heads)
         if values.ndim == 2 and target != f"{prefix}.embed_tokens.weight":
             values = np.ascontiguousarray(values.T)
-        if target in expected and list(values.shape) != expected[target]:
+        if list(values.shape) != expected[target]:
             raise DataError(f"tensor {name} has shape {list(values.shape)} after conversion, expected "
                             f"{expected[target]} from the metadata", path)
         seen.add(target)
         yield target, values
-    missing = sorted(name for name in expected if name not in seen and not name.endswith(".bias"))
+    missing = sorted(name for name in expected if name not in seen)
     if missing:
         raise DataError(f"GGUF file lacks tensors the model needs: {', '.join(missing[:4])}", path)
 
