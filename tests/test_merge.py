@@ -53,7 +53,10 @@ def test_merged_folder_is_a_complete_model(merged_dir, default_model_dir, lora_a
     assert record["base_model"] == str(default_model_dir)
     assert record["lora_path"] == str(Path(lora_adapter_dir).resolve())
     assert record["lora"]["r"] == 4 and record["lora"]["lora_alpha"] == 8
-    assert record["verification"]["max_abs_logit_diff"] <= record["verification"]["tolerance"] == TOLERANCE
+    verification = record["verification"]
+    assert verification["tolerance"] == TOLERANCE and verification["max_abs_logit"] > 0
+    assert verification["max_abs_logit_diff"] <= verification["allowed_diff"] == pytest.approx(
+        TOLERANCE * max(1.0, verification["max_abs_logit"]))
     assert record["weights_format"] == "safetensors" and not list(merged_dir.glob("*.pdparams"))
     assert not [path for path in merged_dir.parent.iterdir() if path.name.startswith(".")], "no staging leftovers"
 
@@ -101,6 +104,11 @@ def test_cli_pdparams_and_force_replace(default_model_dir, lora_adapter_dir, tmp
     assert "--force" in capsys.readouterr().err
     assert main([*arguments, "--force"]) == 0
     assert sorted(path.name for path in tmp_path.iterdir()) == ["merged"]
+
+
+def test_allowed_difference_grows_with_the_logits_beyond_one():
+    assert merge.allowed_difference(1e-4, 0.3) == 1e-4
+    assert merge.allowed_difference(1e-4, 25.0) == pytest.approx(2.5e-3)
 
 
 def test_failed_verification_leaves_no_output(default_model_dir, lora_adapter_dir, tmp_path, monkeypatch):
