@@ -28,6 +28,13 @@ PADDLENLP_PINS = [
     "numpy>=1.24,<=1.26.4",
 ]
 
+# `export` writes Hugging Face folders and GGUF files and reloads them in transformers to verify them. torch only
+# as this CPU build: any other version pulls multi-GB CUDA wheels. transformers 4.53 is the newest that shares an
+# environment with paddlenlp 3.0.0b4: 5.x needs huggingface-hub>=1.31, whose API paddlenlp no longer imports
+# (repo_type_and_id_from_hf_id), and 4.54+ needs tokenizers>=0.22 where paddlenlp pins <0.22. transformers 4.53 loads
+# GGUF files only with accelerate installed.
+EXPORT_REQUIREMENTS = ["torch==2.13.0", "transformers==4.53.3", "gguf==0.19.0", "accelerate==1.15.0"]
+
 setup(
     name="address_completion",
     version="0.1.0",
@@ -53,9 +60,11 @@ setup(
     ],
     extras_require={
         # pytest-timeout: a hung server or trainer fails its test with a traceback instead of hanging CI.
-        "test": ["pytest>=7", "pytest-timeout>=2.3", "matplotlib", "openai"],  # the evaluation tests check the chart too
+        "test": ["pytest>=7", "pytest-timeout>=2.3", "matplotlib", "openai",  # the evaluation tests check the chart too
+                 *EXPORT_REQUIREMENTS],  # the export tests reload every export in transformers
         "rules": ["jionlp", "cpca"],
         "plot": ["matplotlib"],
+        "export": EXPORT_REQUIREMENTS,
     },
     entry_points={"console_scripts": ["address-completion=address_completion.cli:main"]},
 )
