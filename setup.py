@@ -28,12 +28,9 @@ PADDLENLP_PINS = [
     "numpy>=1.24,<=1.26.4",
 ]
 
-# `export` writes Hugging Face folders and GGUF files and reloads them in transformers to verify them. torch only
-# as this CPU build: any other version pulls multi-GB CUDA wheels. transformers 4.53 is the newest that shares an
-# environment with paddlenlp 3.0.0b4: 5.x needs huggingface-hub>=1.31, whose API paddlenlp no longer imports
-# (repo_type_and_id_from_hf_id), and 4.54+ needs tokenizers>=0.22 where paddlenlp pins <0.22. transformers 4.53 loads
-# GGUF files only with accelerate installed.
-EXPORT_REQUIREMENTS = ["torch==2.13.0", "transformers==4.53.3", "gguf==0.19.0", "accelerate==1.15.0"]
+# `export` writes Hugging Face folders and GGUF files (gguf is a core dependency) and reloads them in transformers to
+# verify them; versions as the test extra's, whose comment says why.
+EXPORT_REQUIREMENTS = ["torch==2.13.0", "transformers==4.55.4", "accelerate==1.10.1"]
 
 setup(
     name="address_completion",
@@ -57,11 +54,17 @@ setup(
         # serve: request validation, OpenAPI page, streaming and connection handling we do not re-implement.
         "fastapi==0.163.2",
         "uvicorn==0.54.0",
+        # GGUF import (a .gguf file as the model): llama.cpp's own reader and dequantizer (MIT).
+        "gguf==0.19.0",
     ],
     extras_require={
         # pytest-timeout: a hung server or trainer fails its test with a traceback instead of hanging CI.
+        # torch + transformers (+ accelerate, which its GGUF loader needs): an independent reference for GGUF
+        # import (logits of the same file). transformers 4.55 is the newest whose tokenizers pin (<0.22) fits
+        # paddlenlp 3.0.0b4's (5.x needs tokenizers>=0.23: pip cannot resolve both); torch==2.13.0 is the CPU
+        # build (any other version pulls multi-GB CUDA wheels).
         "test": ["pytest>=7", "pytest-timeout>=2.3", "matplotlib", "openai",  # the evaluation tests check the chart too
-                 *EXPORT_REQUIREMENTS],  # the export tests reload every export in transformers
+                 *EXPORT_REQUIREMENTS],
         "rules": ["jionlp", "cpca"],
         "plot": ["matplotlib"],
         "export": EXPORT_REQUIREMENTS,

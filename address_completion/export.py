@@ -67,7 +67,7 @@ def require_export_packages() -> None:
                if importlib.util.find_spec(name) is None]
     if missing:
         raise ConfigError(f"export needs {', '.join(missing)} (not installed): {EXTRA_HINT} installs the export extra "
-                          "(torch==2.13.0 CPU, transformers, gguf, accelerate)")
+                          "(torch==2.13.0 CPU, transformers, accelerate, gguf)")
 
 
 # ---------------------------------------------------------------- Paddle -> Hugging Face
