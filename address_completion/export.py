@@ -6,8 +6,9 @@ with the chat template) and generation_config.json (stops on <|im_end|>). --form
 file for llama.cpp / Ollama (f16, or q8_0 with --quantize q8_0) with the architecture metadata, tokenizer and
 chat template. Before OUT appears, the export is reloaded in transformers and its logits on a probe batch of
 real address prompts are compared with the Paddle model's, and its tokenizer must encode the prompts to the same
-ids; a GGUF file is also re-imported with the project's own importer and checked the same way. Above the
-tolerance the export fails and OUT is not written.
+ids; a GGUF file is also re-imported with the project's own importer, and both loads are compared with the
+Paddle model carrying the very weights the file stores as well (any conversion mistake shows there, whatever
+the rounding does). Above a tolerance the export fails and OUT is not written.
 """
 
 from __future__ import annotations
@@ -33,9 +34,14 @@ ARCHITECTURES = {
 }
 # Largest accepted |logit difference| between the reloaded export and the Paddle model, relative to the largest
 # |logit| of the Paddle model on the probe batch (scale-free: a trained model's logits are 25x a random one's).
-# Measured (README "Export"): hf 3.0e-7 (default model) and 3.5e-6 (SmolLM2-135M, 30 layers); gguf f16 2.0e-4
-# and 1.7e-3; gguf q8_0 4.6e-3 and 4.2e-2. Bounds: hf ~30x, f16 ~6x, q8_0 ~2.4x the larger measurement.
-DEFAULT_TOLERANCE = {"hf": 1e-4, "f16": 1e-2, "q8_0": 1e-1}
+# Measured (README "Export"): hf 3.0e-7 (default model), 3.5e-6 (SmolLM2-135M, 30 layers); gguf f16 2.0e-4, 1.7e-3,
+# 1.25e-2 (default model + the tests' deliberately large adapter); gguf q8_0 4.6e-3, 4.2e-2, 0.26. For GGUF this bounds
+# what rounding does to the model; whether the file is right is FAITHFUL_TOLERANCE's job.
+DEFAULT_TOLERANCE = {"hf": 1e-4, "f16": 5e-2, "q8_0": 5e-1}
+# A GGUF export is also compared with the Paddle model given the very weights the file stores (rounded to f16, or
+# quantized and dequantized as q8_0): only the reading runtime differs then, so any conversion mistake shows
+# however much the rounding itself moves the logits. Measured: see README "Export".
+FAITHFUL_TOLERANCE = 1e-4
 EXTRA_HINT = "pip install -e '.[export]'"
 GGUF_BLOCK = 32  # Q8_0 quantizes rows in blocks of 32 values; other rows stay f16 (as llama.cpp's converter does)
 HF_WEIGHTS = "model.safetensors"
@@ -211,6 +217,48 @@ def gguf_tensor(name: str, value: Any, quantize: str) -> tuple[Any, Any]:
     if quantize == "q8_0" and value.shape[-1] % GGUF_BLOCK == 0:
         return gguf.quants.quantize(value.astype(np.float32), types.Q8_0), types.Q8_0
     return value.astype(np.float16), types.F16
+
+
+def rounded_state(paddle_state: dict[str, Any], quantize: str, tied: bool) -> dict[str, Any]:
+    """The Paddle parameters with each value replaced by what :func:`gguf_tensor` stores (read back as float32).
+
+    Q8_0 blocks run along a row of the Hugging Face layout ([out, in]), i.e. a column of Paddle's [in, out]. A tied
+    lm_head is the embedding itself ([vocab, hidden], not transposed) and gets the embedding's values.
+    """
+    import gguf
+    import numpy as np
+
+    rounded = {}
+    for name, value in paddle_state.items():
+        if tied and name == "lm_head.weight":
+            continue
+        transposed = value.ndim == 2 and not name.endswith("embed_tokens.weight")
+        hf_value = value.T if transposed else value
+        data, kind = gguf_tensor(name, hf_value, quantize)
+        back = (gguf.quants.dequantize(data, kind) if kind == gguf.GGMLQuantizationType.Q8_0 else data)
+        back = np.asarray(back, dtype=np.float32).reshape(hf_value.shape)
+        rounded[name] = np.ascontiguousarray(back.T) if transposed else back
+    if tied and "lm_head.weight" in paddle_state:
+        rounded["lm_head.weight"] = next(value for name, value in rounded.items()
+                                         if name.endswith("embed_tokens.weight"))
+    return rounded
+
+
+def rounded_reference(model: str, paddle_state: dict[str, Any], quantize: str, tied: bool, batch: Any,
+                      dtype: str) -> Any:
+    """Probe logits of the Paddle model carrying the GGUF file's rounded weights (see FAITHFUL_TOLERANCE)."""
+    import gc
+
+    from .merge import probe_logits
+    from .modeling import load_model
+
+    loaded = load_model(model, dtype=dtype, flag="--model")
+    loaded.set_state_dict(rounded_state(paddle_state, quantize, tied))
+    loaded.eval()
+    logits = probe_logits(loaded, batch)
+    del loaded
+    gc.collect()
+    return logits
 
 
 def token_table(tokenizer: Any, vocab_size: int) -> tuple[list[str], list[int]]:
@@ -397,9 +445,10 @@ def compare_logits(reference: Any, logits: Any, mask: list[list[int]], tolerance
     logger.info("%s: max |logit difference| %.3g (%.3g relative to the largest |logit| %.3g; tolerance %.3g)", what,
                 max_diff, relative, scale, tolerance)
     if not relative <= tolerance:  # also catches NaN
-        raise ExportVerificationError(f"{what}'s logits differ from the Paddle model's by {max_diff:.3g} "
+        raise ExportVerificationError(f"{what}: the logits differ by {max_diff:.3g} "
                                       f"({relative:.3g} of the largest |logit| {scale:.3g}; tolerance {tolerance:g}) "
-                                      "on the probe batch; the export was not written")
+                                      "on the probe batch; the export was not written (a quantized export may pass "
+                                      "--tolerance to accept more)")
     return max_diff, relative
 
 
@@ -419,8 +468,15 @@ def load_transformers_model(folder: Path, gguf_file: Optional[str] = None) -> An
     return model.eval()
 
 
-def verify_with_importer(gguf_path: Path, reference: Any, batch: Any, prompts: list[str], tokenizer: Any,
-                         tolerance: float) -> tuple[float, float]:
+def compare_all(references: list[tuple[Any, float, str]], logits: Any, mask: list[list[int]], what: str) -> list[
+        tuple[float, float]]:
+    """compare_logits against each (reference logits, tolerance, what the reference is)."""
+    return [compare_logits(reference, logits, mask, tolerance, f"{what} vs {label}")
+            for reference, tolerance, label in references]
+
+
+def verify_with_importer(gguf_path: Path, references: list[tuple[Any, float, str]], batch: Any, prompts: list[str],
+                         tokenizer: Any) -> list[tuple[float, float]]:
     """Import the GGUF file with the project's own importer (into a folder beside it) and check it like transformers'
     load: same token ids for the prompts, logits within the tolerance."""
     import gc
@@ -435,14 +491,14 @@ def verify_with_importer(gguf_path: Path, reference: Any, batch: Any, prompts: l
     model = load_model(str(folder), written_here=True)
     model.eval()
     try:
-        return compare_logits(reference, probe_logits(model, batch), batch[1], tolerance, what)
+        return compare_all(references, probe_logits(model, batch), batch[1], what)
     finally:
         del model
         gc.collect()
 
 
-def verify_export(folder: Path, reference: Any, batch: Any, prompts: list[str], tokenizer: Any, tolerance: float,
-                  gguf_file: Optional[str] = None) -> tuple[float, float]:
+def verify_export(folder: Path, references: list[tuple[Any, float, str]], batch: Any, prompts: list[str],
+                  tokenizer: Any, gguf_file: Optional[str] = None) -> list[tuple[float, float]]:
     """Reload the export (folder, or the GGUF file in it) with transformers; check tokenizer and logits."""
     import gc
 
@@ -453,7 +509,7 @@ def verify_export(folder: Path, reference: Any, batch: Any, prompts: list[str], 
     check_tokenizer(AutoTokenizer.from_pretrained(str(folder), **options), tokenizer, prompts, f"{what} (tokenizer)")
     model = load_transformers_model(folder, gguf_file)
     try:
-        return compare_logits(reference, torch_logits(model, batch), batch[1], tolerance, what)
+        return compare_all(references, torch_logits(model, batch), batch[1], what)
     finally:
         del model
         gc.collect()
@@ -554,16 +610,20 @@ def export_model(model: str, output: str | os.PathLike, fmt: str, *, lora_path: 
     if fmt == "hf":
         with dataio.atomic_folder(output) as staging:
             write_hf_folder(staging, state, config, source_dir, tokenizer)
-            max_diff, relative = verify_export(staging, reference, batch, prompts, tokenizer, tolerance)
+            [(max_diff, relative)] = verify_export(staging, [(reference, tolerance, "the Paddle model")], batch,
+                                                   prompts, tokenizer)
             result = ExportResult(output, fmt, None, max_diff, relative, tolerance)
             dataio.write_json(staging / RECORD_FILE, export_record(result, model, lora_path))
         return result
-    return _export_gguf(output, state, config, source_dir, tokenizer, reference, batch, prompts, quantize, tolerance,
-                        model, lora_path)
+    tied = bool(config.get("tie_word_embeddings"))
+    references = [(rounded_reference(model, state, quantize, tied, batch, dtype), FAITHFUL_TOLERANCE,
+                   f"the Paddle model with the file's {quantize} weights"), (reference, tolerance, "the Paddle model")]
+    return _export_gguf(output, state, config, source_dir, tokenizer, references, batch, prompts, quantize, model,
+                        lora_path)
 
 
-def _export_gguf(output: Path, state: dict, config: dict, source_dir: Path, tokenizer: Any, reference: Any,
-                 batch: Any, prompts: list[str], quantize: str, tolerance: float, model: str,
+def _export_gguf(output: Path, state: dict, config: dict, source_dir: Path, tokenizer: Any,
+                 references: list[tuple[Any, float, str]], batch: Any, prompts: list[str], quantize: str, model: str,
                  lora_path: Optional[str]) -> ExportResult:
     """Write the GGUF file in a staging folder next to ``output`` (via a Hugging Face folder), verify, then move it
     into place in one rename."""
@@ -576,12 +636,14 @@ def _export_gguf(output: Path, state: dict, config: dict, source_dir: Path, toke
         hf_dir.mkdir()
         write_hf_folder(hf_dir, state, config, source_dir, tokenizer)
         write_gguf(staging / output.name, hf_dir, config, source_dir, quantize)
-        max_diff, relative = verify_export(staging, reference, batch, prompts, tokenizer, tolerance,
-                                           gguf_file=output.name)
-        imported = verify_with_importer(staging / output.name, reference, batch, prompts, tokenizer, tolerance)
-        result = ExportResult(output, "gguf", quantize, max_diff, relative, tolerance,
-                              {"bytes": (staging / output.name).stat().st_size,
-                               "our_importer": {"max_abs_logit_diff": imported[0], "relative_logit_diff": imported[1]}})
+        faithful, (max_diff, relative) = verify_export(staging, references, batch, prompts, tokenizer,
+                                                       gguf_file=output.name)
+        ours = verify_with_importer(staging / output.name, references, batch, prompts, tokenizer)
+        result = ExportResult(output, "gguf", quantize, max_diff, relative, references[1][1], {
+            "faithful": {"relative_logit_diff": faithful[1], "tolerance": FAITHFUL_TOLERANCE},
+            "our_importer": {"max_abs_logit_diff": ours[1][0], "relative_logit_diff": ours[1][1],
+                             "faithful_relative_logit_diff": ours[0][1]},
+            "bytes": (staging / output.name).stat().st_size})
         dataio.apply_umask_to_files([staging / output.name])
         os.replace(staging / output.name, output)
         dataio._sync_directory(output.parent)

@@ -122,13 +122,14 @@ def test_hf_tokenizer_round_trip(hf_export, qwen_tokenizer):
 def test_gguf_f16_reloads_in_transformers_with_the_paddle_logits(gguf_f16, paddle_probe):
     from transformers import AutoModelForCausalLM
 
-    assert gguf_f16.quantize == "f16" and gguf_f16.relative_diff <= export.DEFAULT_TOLERANCE["f16"]
+    assert gguf_f16.quantize == "f16" and gguf_f16.relative_diff <= 2e-3  # measured 2.0e-4
     assert gguf_f16.relative_diff > 0, "f16 rounding must show: the file holds f16 weights"
+    assert gguf_f16.checks["faithful"]["relative_logit_diff"] <= 1e-5, "transformers reads exactly the f16 weights"
+    assert gguf_f16.checks["our_importer"]["faithful_relative_logit_diff"] == 0.0, "same dequantized weights"
     batch, reference = paddle_probe
     path = gguf_f16.output_path
     model = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name).eval()
-    assert relative_difference(reference, export.torch_logits(model, batch), batch[1]) <= \
-        export.DEFAULT_TOLERANCE["f16"]
+    assert relative_difference(reference, export.torch_logits(model, batch), batch[1]) <= 2e-3
 
 
 def test_gguf_f16_metadata_is_what_llama_cpp_reads(gguf_f16, default_model_dir):
@@ -157,6 +158,7 @@ def test_gguf_q8_0(gguf_q8, gguf_f16):
     """q8_0: 2-D weights quantized, a looser (stated) tolerance, and a smaller file."""
     assert gguf_q8.quantize == "q8_0" and gguf_q8.tolerance == export.DEFAULT_TOLERANCE["q8_0"]
     assert gguf_f16.relative_diff < gguf_q8.relative_diff <= gguf_q8.tolerance
+    assert gguf_q8.checks["faithful"]["relative_logit_diff"] <= 1e-5, "the file holds exactly llama.cpp's q8_0 blocks"
     fields, tensors = gguf_fields(gguf_q8.output_path)
     assert tensors["token_embd.weight"] == "Q8_0" and tensors["blk.1.ffn_down.weight"] == "Q8_0"
     assert tensors["blk.1.ffn_norm.weight"] == "F32"
@@ -190,6 +192,17 @@ def test_adapter_export_equals_the_merged_model(default_model_dir, lora_adapter_
                               base["model.layers.0.self_attn.q_proj.weight"]), "the adapter must change weights"
     record = json.loads((with_adapter / export.RECORD_FILE).read_text(encoding="utf-8"))
     assert record["lora_path"] == str(Path(lora_adapter_dir).resolve())
+
+
+def test_merge_format_gguf(default_model_dir, lora_adapter_dir, tmp_path, capsys):
+    """merge --format gguf: the merged model as one GGUF file, checked against base + adapter."""
+    output = tmp_path / "merged.gguf"
+    assert main(["merge", "--model_name_or_path", str(default_model_dir), "--lora_path", str(lora_adapter_dir),
+                 "--output_path", str(output), "--format", "gguf"]) == 0
+    assert "reloaded in transformers" in capsys.readouterr().out
+    fields, tensors = gguf_fields(output)
+    assert fields["general.architecture"] == "qwen2" and tensors["blk.0.attn_q.weight"] == "F16"
+    assert [path.name for path in tmp_path.iterdir()] == ["merged.gguf"], "no staging leftovers"
 
 
 # ---------------------------------------------------------------- refusals
@@ -295,9 +308,11 @@ def test_smollm2_hf_export(smollm2_hf, smollm2_file, smollm2_cache):
     folder = smollm2_hf.output_path
     config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
     assert config["architectures"] == ["LlamaForCausalLM"] and config["num_hidden_layers"] == 30
-    assert config["tie_word_embeddings"] is True and "lm_head.weight" not in load_file(str(folder / "model.safetensors"))
+    assert config["tie_word_embeddings"] is True
+    assert "lm_head.weight" not in load_file(str(folder / "model.safetensors"))
     theirs, ours = AutoTokenizer.from_pretrained(str(folder)), load_tokenizer(str(smollm2_file))
-    chatml = "<|im_start|>user\nWhat is 12345 + 678?<|im_end|>\n<|im_start|>assistant\n碑林区扬子江南路467-6号<|im_end|>\n"
+    chatml = ("<|im_start|>user\nWhat is 12345 + 678?<|im_end|>\n"
+              "<|im_start|>assistant\n碑林区扬子江南路467-6号<|im_end|>\n")
     assert theirs(chatml)["input_ids"] == ours(chatml, add_special_tokens=False)["input_ids"]
     assert theirs("<|im_start|>")["input_ids"] == [1] and theirs.eos_token == "<|im_end|>"
     assert theirs("12345")["input_ids"] == [theirs.convert_tokens_to_ids(digit) for digit in "12345"], \
@@ -310,9 +325,10 @@ def test_smollm2_gguf_export(smollm2_gguf, smollm2_file):
     from gguf import GGUFReader
     from gguf.quants import dequantize
 
-    assert smollm2_gguf.relative_diff <= export.DEFAULT_TOLERANCE["f16"]
+    assert smollm2_gguf.relative_diff <= 1e-2  # measured 1.7e-3
+    assert smollm2_gguf.checks["faithful"]["relative_logit_diff"] <= export.FAITHFUL_TOLERANCE
     ours = smollm2_gguf.checks["our_importer"]
-    assert ours["relative_logit_diff"] <= export.DEFAULT_TOLERANCE["f16"]
+    assert ours["relative_logit_diff"] <= 1e-2 and ours["faithful_relative_logit_diff"] <= export.FAITHFUL_TOLERANCE
     fields, tensors = gguf_fields(smollm2_gguf.output_path)
     assert fields["general.architecture"] == "llama" and fields["llama.block_count"] == 30
     assert fields["llama.rope.dimension_count"] == 64 and fields["llama.attention.head_count_kv"] == 3
