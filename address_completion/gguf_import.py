@@ -115,6 +115,17 @@ def check_gguf_file(path: str | os.PathLike, flag: str = "--model_name_or_path")
     return path
 
 
+def check_gguf_source(path: str | os.PathLike, flag: str = "--model_name_or_path") -> None:
+    """Fail fast (before data or model loading) on a GGUF file the importer would refuse: missing, not GGUF,
+    truncated header, another architecture, an unsupported tensor type. Reads only the header."""
+    path = check_gguf_file(path, flag)
+    if (gguf_converted_dir(path) / "config.json").is_file():
+        return
+    reader = open_gguf(path)
+    gguf_architecture(reader, path)
+    check_tensor_types(reader, path)
+
+
 def convert_gguf(path: str | os.PathLike, cache_dir: str | os.PathLike | None = None,
                  flag: str = "--model_name_or_path") -> Path:
     """The Paddle model folder of a GGUF file: made once (atomically) in the cache, reused while the file is unchanged.
@@ -332,7 +343,7 @@ def paddle_tensors(reader: Any, path: Path, config: dict[str, Any]) -> Iterator[
     seen = set()
     for name, tensor in tensors.items():
         target = paddle_name(name, prefix, config["num_hidden_layers"])
-        if target is None:
+        if target is None or target not in expected:  # e.g. Llama attention biases, which PaddleNLP's Llama lacks
             raise DataError(f"unexpected tensor {name} for a {arch} model (not part of PaddleNLP's "
                             f"{ARCHITECTURES[arch][0]})", path)
         values = dequantized(tensor, path)
@@ -341,12 +352,12 @@ def paddle_tensors(reader: Any, path: Path, config: dict[str, Any]) -> Iterator[
             values = unpermute_rotary(values, heads)
         if values.ndim == 2 and target != f"{prefix}.embed_tokens.weight":
             values = np.ascontiguousarray(values.T)
-        if target in expected and list(values.shape) != expected[target]:
+        if list(values.shape) != expected[target]:
             raise DataError(f"tensor {name} has shape {list(values.shape)} after conversion, expected "
                             f"{expected[target]} from the metadata", path)
         seen.add(target)
         yield target, values
-    missing = sorted(name for name in expected if name not in seen and not name.endswith(".bias"))
+    missing = sorted(name for name in expected if name not in seen)
     if missing:
         raise DataError(f"GGUF file lacks tensors the model needs: {', '.join(missing[:4])}", path)
 

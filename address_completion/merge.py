@@ -269,7 +269,7 @@ def parse_bool(text: str) -> bool:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model_name_or_path", required=True, help="base model: a local folder or a hub name")
+    parser.add_argument("--model_name_or_path", required=True, help="base model: a local folder, a .gguf file or a hub name")
     parser.add_argument("--lora_path", required=True, help="LoRA adapter folder (lora_config.json + weights)")
     parser.add_argument("--output_path", required=True, help="folder for the merged model (must be new or empty)")
     parser.add_argument("--safe_serialization", type=parse_bool, default=True,

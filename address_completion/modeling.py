@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from .errors import ConfigError, DataError
-from .gguf_import import apply_pretokenizer, check_gguf_file, convert_gguf, is_gguf_path
+from .gguf_import import apply_pretokenizer, check_gguf_source, convert_gguf, is_gguf_path
 from .runtime import OFFLINE_VARIABLES, cache_root, looks_like_local_path, logger, quiet_paddlenlp_logs
 
 CONVERTED_CACHE_VERSION = 2  # 2: converted weights are safetensors (1 wrote model_state.pdparams)
@@ -315,7 +315,7 @@ def check_model_source(name_or_path: str, flag: str = "--model_name_or_path") ->
     text = str(name_or_path)
     folder = Path(text).expanduser()
     if is_gguf_path(text):
-        check_gguf_file(folder, flag)  # the header is read at conversion (load) time
+        check_gguf_source(folder, flag)
         return
     if folder.exists() or looks_like_local_path(text):
         if not folder.is_dir():

@@ -129,7 +129,7 @@ def collect_inputs(args: argparse.Namespace, stdin: TextIO) -> list[PredictInput
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("addresses", nargs="*", metavar="ADDRESS", help="addresses to complete")
-    parser.add_argument("--model", required=True, help="model folder (merged, or the base with --lora_path) or hub name")
+    parser.add_argument("--model", required=True, help="model folder (merged, or the base with --lora_path), .gguf file or hub name")
     parser.add_argument("--lora_path", default=None, help="unmerged LoRA adapter folder to apply to --model")
     parser.add_argument("--input", default=None, help="file of addresses: JSON lines with src [and tgt], JSON, CSV "
                                                       "or plain text (one per line)")

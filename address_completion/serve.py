@@ -349,7 +349,7 @@ def start_in_thread(completer: Any, settings: ServerSettings) -> RunningServer:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     defaults = ServerSettings()
-    parser.add_argument("--model", required=True, help="model folder (merged, or the base with --lora_path) or hub name")
+    parser.add_argument("--model", required=True, help="model folder (merged, or the base with --lora_path), .gguf file or hub name")
     parser.add_argument("--lora_path", default=None, help="unmerged LoRA adapter folder to apply to --model")
     parser.add_argument("--host", default=defaults.host, help="interface to bind; 0.0.0.0 exposes the server to "
                                                               "the network (use --api-key then)")

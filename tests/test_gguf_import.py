@@ -112,7 +112,7 @@ def write_gguf(path: Path, arch: str, weights: dict[str, np.ndarray], types: dic
     tokens = tiny_tokens()
     writer = gguf.GGUFWriter(str(path), arch)
     writer.add_block_count(TINY["layers"])
-    writer.add_context_length(256)
+    writer.add_context_length(1024)
     writer.add_embedding_length(TINY["hidden"])
     writer.add_feed_forward_length(TINY["intermediate"])
     writer.add_head_count(TINY["heads"])
@@ -275,6 +275,37 @@ def test_tiny_qwen2_tokenizer_matches_transformers(tiny_files, tmp_path):
         "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"
 
 
+def test_lora_on_an_imported_llama_targets_named_layers_and_ends_answers_with_im_end(tiny_files, tmp_path, monkeypatch):
+    """train's LoRA target names (q_proj, v_proj) and the ChatML answer format work on a Llama-architecture import."""
+    from safetensors.numpy import load_file
+
+    from address_completion import dataio
+    from address_completion.modeling import load_tokenizer
+    from address_completion.prompt import encode_example
+    from address_completion.train import train
+
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "cache"))
+    path, _ = tiny_files["llama-f32"]
+    tokenizer = load_tokenizer(str(path))
+    prompt, answer = encode_example(tokenizer, "碑林区扬子江南路467-6号", "陕西省西安市碑林区扬子江南路467-6号")
+    assert answer[-1] == tokenizer.convert_tokens_to_ids("<|im_end|>") == 262
+    assert tokenizer.decode(prompt).endswith("<|im_end|>\n<|im_start|>assistant\n")
+    pairs = [{"src": "碑林区扬子江南路467-6号", "tgt": "陕西省西安市碑林区扬子江南路467-6号"}] * 4
+    dataio.write_jsonl(tmp_path / "data" / "train.json", pairs)
+    dataio.write_jsonl(tmp_path / "data" / "dev.json", pairs[:1])
+    config = tmp_path / "tiny-llama.json"
+    config.write_text(json.dumps({
+        "model_name_or_path": str(path), "dataset_name_or_path": str(tmp_path / "data"),
+        "output_dir": str(tmp_path / "adapter"), "per_device_train_batch_size": 4, "learning_rate": 1e-2,
+        "max_steps": 2, "logging_steps": 1, "src_length": 256, "max_length": 384, "do_train": True, "do_eval": False,
+        "lora": True, "lora_rank": 4, "target_modules": ["q_proj", "v_proj"], "save_strategy": "no"}),
+        encoding="utf-8")
+    train(config, device="cpu")
+    names = set(load_file(str(next((tmp_path / "adapter").glob("peft_model*.safetensors")))))
+    assert {name.split(".lora_")[0] for name in names} == {
+        f"llama.layers.{layer}.self_attn.{projection}" for layer in range(2) for projection in ("q_proj", "v_proj")}
+
+
 # ---------------------------------------------------------------- cache: once, keyed by the file, file untouched
 
 
@@ -330,6 +361,10 @@ def test_other_architecture_is_refused(tmp_path, capsys, monkeypatch):
     line = cli_error(capsys, path)
     assert line == f"error: {path}: GGUF architecture 'gpt2' is not supported; the importer reads llama and qwen2 " \
                    "models"
+    from address_completion.modeling import check_model_source
+
+    with pytest.raises(ConfigError, match="architecture 'gpt2'"):  # train's early check, before reading data
+        check_model_source(str(path))
 
 
 @pytest.mark.parametrize("keep", [0.5, 0.001])
@@ -439,9 +474,27 @@ def test_smollm2_tokenizer_encodes_as_the_gguf_intends(smollm2, smollm2_gguf):
     assert smollm2.tokenizer("a  1", add_special_tokens=False)["input_ids"] == [81, 256, 33]
 
 
+def read_lines(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
 def test_smollm2_lora_train_merge_predict_serve(smollm2, smollm2_gguf, use_smollm2_cache, tmp_path, capsys):
     """Train LoRA for a few steps on bundled pairs (the loss falls), merge (its logit check passes), then predict
     and serve the merged model."""
+    answer = train_merge_predict_serve(smollm2_gguf, tmp_path, capsys, learning_rate=3e-3, min_loss_drop=0.3)
+    assert answer.startswith("广西壮族自治区"), answer  # the gazetteer's candidate the model prefers
+
+
+def test_tiny_llama_lora_train_merge_predict_serve(tiny_files, tmp_path, capsys, monkeypatch):
+    """The same on the tiny untied Llama (an output.weight of its own to merge around)."""
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "cache"))
+    train_merge_predict_serve(tiny_files["llama-f32"][0], tmp_path, capsys, learning_rate=1e-2, min_loss_drop=0.3)
+
+
+def train_merge_predict_serve(model: Path, tmp_path: Path, capsys, *, learning_rate: float,
+                              min_loss_drop: float) -> str:
+    """LoRA-train ``model`` (a .gguf file) for 5 steps on 4 bundled pairs, merge, predict and serve the merged
+    model; returns the predicted answer (served the same)."""
     import urllib.request
 
     from address_completion import dataio, merge
@@ -450,32 +503,34 @@ def test_smollm2_lora_train_merge_predict_serve(smollm2, smollm2_gguf, use_smoll
     from address_completion.train import train
 
     repository = Path(__file__).resolve().parent.parent
-    pairs = dataio.read_jsonl(repository / "data" / "train.json")[:4]
+    pairs = read_lines(repository / "data" / "train.json")[:4]
     dataio.write_jsonl(tmp_path / "data" / "train.json", pairs)
     dataio.write_jsonl(tmp_path / "data" / "dev.json", pairs[:2])
     output = tmp_path / "adapter"
-    config = tmp_path / "smollm2.json"
+    config = tmp_path / "lora.json"
     config.write_text(json.dumps({
-        "model_name_or_path": str(smollm2_gguf), "dataset_name_or_path": str(tmp_path / "data"),
-        "output_dir": str(output), "per_device_train_batch_size": 4, "learning_rate": 3e-3, "warmup_steps": 0,
-        "max_steps": 5, "logging_steps": 1, "src_length": 96, "max_length": 192, "do_train": True,
-        "do_eval": False, "lora": True, "lora_rank": 8, "seed": 7, "save_strategy": "no"}), encoding="utf-8")
+        "model_name_or_path": str(model), "dataset_name_or_path": str(tmp_path / "data"),
+        "output_dir": str(output), "per_device_train_batch_size": 4, "learning_rate": learning_rate,
+        "warmup_steps": 0, "max_steps": 5, "logging_steps": 1, "src_length": 160, "max_length": 320,
+        "do_train": True, "do_eval": False, "lora": True, "lora_rank": 8, "seed": 7, "save_strategy": "no"}),
+        encoding="utf-8")
     train(config, device="cpu")
-    losses = [record["loss"] for record in dataio.read_jsonl(output / "metrics.jsonl") if "loss" in record]
-    assert len(losses) == 5 and losses[-1] < losses[0] - 0.3, losses
+    losses = [record["loss"] for record in read_lines(output / "metrics.jsonl") if "loss" in record]
+    assert len(losses) == 5 and losses[-1] < losses[0] - min_loss_drop, losses
 
     merged = tmp_path / "merged"
-    result = merge.merge_adapter(str(smollm2_gguf), str(output), merged)
+    result = merge.merge_adapter(str(model), str(output), merged)
     assert result.max_abs_diff <= result.tolerance and result.adapter_effect > 100 * result.tolerance
 
     capsys.readouterr()
     address = pairs[0]["src"].split(": ", 1)[1]
     assert main(["predict", "--model", str(merged), "--max_new_tokens", "8", "--json", address]) == 0
     printed = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
-    assert len(printed) == 1 and printed[0]["predict"].strip()
+    assert len(printed) == 1 and printed[0]["predict"]
 
-    completer = Completer.load(str(merged), max_new_tokens=8)
-    server = start_in_thread(completer, ServerSettings(port=0, model_name="smollm2"))
+    # predict's defaults: the gazetteer's candidates in the prompt, the model choosing among them (constrained).
+    completer = Completer.load(str(merged), max_new_tokens=8, grounding="candidates", decoding="constrained")
+    server = start_in_thread(completer, ServerSettings(port=0, model_name="gguf-import"))
     try:
         request = urllib.request.Request(server.url + "/v1/complete", method="POST",
                                          data=json.dumps({"addresses": [address]}).encode(),
@@ -485,3 +540,4 @@ def test_smollm2_lora_train_merge_predict_serve(smollm2, smollm2_gguf, use_smoll
     finally:
         server.stop()
     assert response.status == 200 and body["results"] == [printed[0]["predict"]]
+    return printed[0]["predict"]
