@@ -28,6 +28,10 @@ PADDLENLP_PINS = [
     "numpy>=1.24,<=1.26.4",
 ]
 
+# `export` writes Hugging Face folders and GGUF files (gguf is a core dependency) and reloads them in transformers to
+# verify them; versions as the test extra's, whose comment says why.
+EXPORT_REQUIREMENTS = ["torch==2.13.0", "transformers==4.55.4", "accelerate==1.10.1"]
+
 setup(
     name="address_completion",
     version="0.1.0",
@@ -60,9 +64,10 @@ setup(
         # paddlenlp 3.0.0b4's (5.x needs tokenizers>=0.23: pip cannot resolve both); torch==2.13.0 is the CPU
         # build (any other version pulls multi-GB CUDA wheels).
         "test": ["pytest>=7", "pytest-timeout>=2.3", "matplotlib", "openai",  # the evaluation tests check the chart too
-                 "torch==2.13.0", "transformers==4.55.4", "accelerate==1.10.1"],
+                 *EXPORT_REQUIREMENTS],
         "rules": ["jionlp", "cpca"],
         "plot": ["matplotlib"],
+        "export": EXPORT_REQUIREMENTS,
     },
     entry_points={"console_scripts": ["address-completion=address_completion.cli:main"]},
 )

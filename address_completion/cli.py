@@ -22,13 +22,14 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "build-model": ("address_completion.model.default_model", "build the tiny offline default model (real Qwen2.5 tokenizer)"),
     "train": ("address_completion.training.train", "LoRA / full SFT from a run_finetune-style JSON config"),
     "merge": ("address_completion.training.merge", "merge a LoRA adapter into its base model and verify the result"),
+    "export": ("address_completion.model.export", "export a model as a Hugging Face folder or a GGUF file, verified"),
     "predict": ("address_completion.inference.predict", "complete addresses with a model (arguments, file, stdin or prompt)"),
     "serve": ("address_completion.inference.serve", "HTTP server (OpenAI-compatible) for a model"),
     "evaluate": ("address_completion.evaluation.evaluate", "accuracy report: fine-tuned vs base, larger and rule-based systems"),
     "demo": ("address_completion.pipeline", "the main job on the embedded offline default, end to end"),
 }
 # Commands that load model or adapter weights, and so may meet pickled (.pdparams) ones.
-LOADING_COMMANDS = ("train", "merge", "predict", "serve", "evaluate", "demo")
+LOADING_COMMANDS = ("train", "merge", "export", "predict", "serve", "evaluate", "demo")
 
 
 def build_parser() -> argparse.ArgumentParser:

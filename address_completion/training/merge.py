@@ -7,7 +7,8 @@ compared with base + adapter; above the tolerance (scaled by the largest |logit|
 rounding grows with the logits, about 1e-4 relative on SmolLM2-135M's real weights) the merge fails and OUT is
 not written. OUT also
 gets the tokenizer files, chat template, generation config (EOS ids) and a merge record
-(address_completion.json).
+(address_completion.json). --format hf or gguf writes the merged model as `export` does instead (a Hugging Face
+folder, or a .gguf file), after the same merge check and the export's own reload check.
 """
 
 from __future__ import annotations
@@ -304,15 +305,40 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--low_gpu_mem", type=parse_bool, default=False,
                         help="accepted for merge_lora_params.py compatibility; has no effect")
     parser.add_argument("--force", action="store_true", help="replace a non-empty --output_path")
+    from ..model.export import add_format_arguments
+
+    add_format_arguments(parser, formats=("paddle", "hf", "gguf"), default="paddle")
 
 
 def run(args: argparse.Namespace) -> int:
     from ..runtime import setup_runtime
 
+    if args.format != "paddle":
+        return run_export(args)
     runtime = setup_runtime(device=args.device, dtype=args.dtype, model=args.model_name_or_path)
     result = merge_adapter(args.model_name_or_path, args.lora_path, args.output_path,
                            safe_serialization=args.safe_serialization, dtype=runtime.dtype,
                            tolerance=args.tolerance, force=args.force)
     print(f"merged {args.lora_path} into {args.model_name_or_path} -> {result.output_path} "
           f"(max |logit diff| {result.max_abs_diff:.3g} <= {result.allowed:.3g})")
+    return 0
+
+
+def run_export(args: argparse.Namespace) -> int:
+    """merge --format hf|gguf: the merged model written by export (merge check, then the export's reload check)."""
+    from ..model.export import check_request, export_model
+    from ..runtime import setup_runtime
+
+    if args.quantize is not None and args.format != "gguf":
+        raise ConfigError("--quantize applies to --format gguf only")
+    check_request(args.model_name_or_path, args.lora_path, args.output_path, args.format, args.quantize, args.force,
+                  flag="--output_path")
+    read_lora_config(args.lora_path)
+    setup_runtime(device="cpu", dtype="float32", model=args.model_name_or_path)
+    result = export_model(args.model_name_or_path, args.output_path, args.format, lora_path=args.lora_path,
+                          quantize=args.quantize, force=args.force, merge_tolerance=args.tolerance,
+                          flag="--output_path")
+    print(f"merged {args.lora_path} into {args.model_name_or_path} -> {result.output_path} ({args.format}"
+          f"{' ' + result.quantize if result.quantize else ''}; reloaded in transformers: max |logit diff| "
+          f"{result.max_abs_diff:.3g}, {result.relative_diff:.3g} relative <= {result.tolerance:g})")
     return 0
