@@ -65,7 +65,8 @@ setup(
         # build (any other version pulls multi-GB CUDA wheels).
         "test": ["pytest>=7", "pytest-timeout>=2.3", "matplotlib", "openai",  # the evaluation tests check the chart too
                  *EXPORT_REQUIREMENTS],
-        "rules": ["jionlp", "cpca"],
+        # cpca imports pkg_resources, which setuptools 81+ no longer ships (torch pulls the newest setuptools).
+        "rules": ["jionlp", "cpca", "setuptools<81"],
         "plot": ["matplotlib"],
         "export": EXPORT_REQUIREMENTS,
     },
