@@ -378,7 +378,7 @@ def run(args: argparse.Namespace, shape: Any, addresses: Sequence[str], ambiguou
         print(f"peer column skipped: {why_not}; timing Paddle alone", flush=True)
     batches = sorted(set(args.peer_batch_sizes))
     works = [("free", batch) for batch in batches]
-    works += [("score", batch) for batch in batches if args.peer_scorer]
+    works += [("score", batch) for batch in batches if args.peer_scorer and batch <= len(ambiguous)]
     workers: dict[str, tuple[Worker, str]] = {}
     with tempfile.TemporaryDirectory() as folder:
         options = {"shape": asdict(shape), "seed": args.seed, "grounding": args.grounding, "threads": threads,
