@@ -24,6 +24,13 @@ inputs have exactly one candidate, so the same comparison is also made on addres
 candidates (ambiguous county or town names), where every candidate is scored; the "score_answers" row
 times the scorer alone on those (prompt and candidate token ids prepared beforehand).
 
+Peer comparison (--peer): instead of the rows above, greedy decoding and the constrained scorer against
+HF transformers on torch CPU (in its own venv: bench/peer-requirements.txt says how), with the same
+weights, prompts, padding, token counts and threads, alternated over --peer-rounds rounds in one run,
+printing the seconds of each side and the ratio paddle / transformers with its spread (see
+bench/decode_peer.py). Without torch/transformers it says so in one line and times Paddle alone.
+    python bench/generate_throughput.py --shapes 0.5b --peer
+
 Quick run (about a minute on 2 cores):
     python bench/generate_throughput.py --shapes default --max-new-tokens 8
 Full run (long on 2 cores: the 0.5b decoding rows alone take the time given below):
@@ -298,20 +305,57 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--grounding", choices=("none", "candidates"), default="candidates",
                         help="prompt of both decodings in the constrained vs free rows")
     parser.add_argument("--seed", type=int, default=0)
+    peer = parser.add_argument_group("peer comparison (--peer)")
+    peer.add_argument("--peer", action="store_true",
+                      help="compare with HF transformers' generate on torch CPU instead of the rows above")
+    peer.add_argument("--peer-batch-sizes", type=csv_ints, default=[1, 8])
+    peer.add_argument("--peer-rounds", type=int, default=5, help="alternated rounds (each gives one ratio)")
+    peer.add_argument("--no-peer-scorer", dest="peer_scorer", action="store_false",
+                      help="leave out the constrained scorer's rows")
+    peer.add_argument("--no-paddlenlp", dest="peer_paddlenlp", action="store_false",
+                      help="leave out PaddleNLP's own generate (timed beside the project's loop by default)")
+    peer.add_argument("--peer-python", default=None, metavar="PYTHON",
+                      help="a Python with torch + transformers (default: ./.venv-peer/bin/python, else this one); "
+                           "see bench/peer-requirements.txt")
+    peer.add_argument("--threads", type=int, default=0,
+                      help="threads of each framework (0 = the usable cores, as the CLI uses)")
     args = parser.parse_args(argv)
+    if args.peer_rounds < 1:
+        parser.error(f"--peer-rounds must be at least 1, got {args.peer_rounds}")
+    if args.threads < 0:
+        parser.error(f"--threads must be at least 0, got {args.threads}")
     if args.decoding_inputs < 0:
         parser.error(f"--decoding-inputs must be at least 0, got {args.decoding_inputs}")
     if args.decoding_rounds < 1:
         parser.error(f"--decoding-rounds must be at least 1, got {args.decoding_rounds}")
     for flag, sizes in (("--batch-sizes", args.batch_sizes), ("--decoding-batch-sizes", args.decoding_batch_sizes),
-                        ("--server-batch-sizes", args.server_batch_sizes)):
+                        ("--server-batch-sizes", args.server_batch_sizes), ("--peer-batch-sizes", args.peer_batch_sizes)):
         if any(size < 1 for size in sizes):
             parser.error(f"{flag} must be positive integers, got {','.join(map(str, sizes))}")
     return args
 
 
+def peer_comparison(args: argparse.Namespace) -> int:
+    """--peer: each chosen shape against transformers (bench/decode_peer.py); Paddle and torch run in workers."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import decode_peer
+
+    known = shapes()
+    chosen = [name.strip() for name in args.shapes.split(",") if name.strip()]
+    unknown = sorted(set(chosen) - set(known))
+    if unknown:
+        raise SystemExit(f"unknown shape(s) {', '.join(unknown)}; choose from {', '.join(known)}")
+    inputs = bundled_test_inputs(max(args.peer_batch_sizes))
+    for name in chosen:
+        print(f"{name} ({describe(known[name])}), paddle vs transformers:", flush=True)
+        decode_peer.run(args, known[name], inputs, SEVERAL_CANDIDATES)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.peer:
+        return peer_comparison(args)
     prepare_environment(offline=True)
     import logging
 

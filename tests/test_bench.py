@@ -56,6 +56,43 @@ def test_generate_throughput_ambiguous_inputs_have_several_candidates():
     assert counts == {"0": 0, "1": 0, "2+": 8}
 
 
+def test_generate_throughput_peer_arguments():
+    module = load("generate_throughput")
+    args = module.parse_args(["--shapes", "0.5b", "--peer"])
+    assert args.peer and args.peer_batch_sizes == [1, 8] and args.peer_rounds == 5 and args.threads == 0
+    assert args.peer_scorer and args.peer_paddlenlp and args.peer_python is None
+    args = module.parse_args(["--peer", "--peer-batch-sizes", "1,4", "--peer-rounds", "3", "--no-peer-scorer",
+                              "--no-paddlenlp", "--threads", "2", "--peer-python", "/opt/peer/bin/python"])
+    assert (args.peer_batch_sizes, args.peer_rounds, args.peer_scorer, args.peer_paddlenlp, args.threads,
+            args.peer_python) == ([1, 4], 3, False, False, 2, "/opt/peer/bin/python")
+    assert not module.parse_args([]).peer
+    for bad in (["--peer-rounds", "0"], ["--peer-batch-sizes", "0"], ["--threads", "-1"]):
+        with pytest.raises(SystemExit):
+            module.parse_args(bad)
+
+
+def test_peer_weights_in_transformers_layout():
+    """Paddle's Linear stores [in, out] and torch's [out, in]; the tied LM head is the embedding itself."""
+    import numpy as np
+
+    paddle_state = {"qwen2.embed_tokens.weight": np.arange(6, dtype=np.float32).reshape(3, 2),
+                    "qwen2.layers.0.self_attn.q_proj.weight": np.arange(8, dtype=np.float32).reshape(2, 4),
+                    "qwen2.layers.0.self_attn.q_proj.bias": np.ones(4, dtype=np.float32),
+                    "qwen2.norm.weight": np.ones(2, dtype=np.float32),
+                    "lm_head.weight": np.zeros((3, 2), dtype=np.float32)}
+    converted = load("decode_peer").hf_state_dict(paddle_state, tied=True)
+    assert sorted(converted) == ["model.embed_tokens.weight", "model.layers.0.self_attn.q_proj.bias",
+                                 "model.layers.0.self_attn.q_proj.weight", "model.norm.weight"]
+    assert converted["model.layers.0.self_attn.q_proj.weight"].tolist() == [[0, 4], [1, 5], [2, 6], [3, 7]]
+    assert converted["model.embed_tokens.weight"].tolist() == [[0, 1], [2, 3], [4, 5]]
+    assert "lm_head.weight" in load("decode_peer").hf_state_dict(paddle_state, tied=False)
+
+
+def test_peer_is_skipped_with_a_reason_without_torch(tmp_path):
+    python, why_not = load("decode_peer").peer_python(str(tmp_path / "no-python"))
+    assert python is None and "no torch + transformers" in why_not and "bench/peer-requirements.txt" in why_not
+
+
 def test_candidates_arguments():
     module = load("candidates")
     args = module.parse_args([])

@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 
 from address_completion import DEFAULT_PROMPT_PREFIX
-from address_completion.inference.generate import (Completer, cut_at_stop, generate_token_ids, greedy_generate,
-                                         left_padded_batch, length_sorted_batches, stop_token_ids)
+from address_completion.inference.generate import (Completer, body_and_head, cut_at_stop, generate_token_ids,
+                                                   greedy_generate, left_padded_batch, length_sorted_batches,
+                                                   padding_token_id, paddlenlp_greedy, stop_token_ids)
 
 ADDRESSES = ["碑林区扬子江南路467-6号", "海淀区", "浙江省杭州市西湖区文三路90号东部软件园", "a", "南山区科技园南区高新南七道"]
 MAX_NEW_TOKENS = 8
@@ -146,3 +147,40 @@ def test_rows_that_stop_early_equal_the_reference_too(completer):
         expected, margin = reference_greedy(completer.model, ids, REFERENCE_NEW_TOKENS, stops)
         assert margin > MIN_TOP2_MARGIN
         assert got == expected
+
+
+# ---------------------------------------------------------------- the project's loop against PaddleNLP's generate
+
+
+def own_and_paddlenlp(completer, prompt_ids, max_new_tokens, stop_ids):
+    """Raw rows (a finished row continues with the pad id) of the project's loop and of PaddleNLP's generate."""
+    import paddle
+
+    from address_completion.inference.generate import _greedy_loop
+
+    batch = left_padded_batch(prompt_ids, padding_token_id(completer.tokenizer))
+    options = {"max_new_tokens": max_new_tokens, "stop_ids": stop_ids,
+               "pad_id": padding_token_id(completer.tokenizer)}
+    with paddle.no_grad():
+        return (_greedy_loop(*body_and_head(completer.model), *batch, **options),
+                paddlenlp_greedy(completer.model, *batch, **options))
+
+
+def test_own_loop_gives_paddlenlp_generates_tokens(completer):
+    """Batch 1, a left-padded batch of six lengths, rows stopping at different steps and a batch that stops
+    before max_new_tokens: token for token what PaddleNLP's generate gives (pads after a stop included)."""
+    prompt_ids = [completer.tokenizer(completer.prompt_for(address), add_special_tokens=False)["input_ids"]
+                  for address in REFERENCE_ADDRESSES]
+    own, paddlenlp = own_and_paddlenlp(completer, prompt_ids[:1], REFERENCE_NEW_TOKENS, EOS_IDS)
+    assert own == paddlenlp and len(own[0]) == REFERENCE_NEW_TOKENS
+    own, paddlenlp = own_and_paddlenlp(completer, prompt_ids, REFERENCE_NEW_TOKENS, EOS_IDS)
+    assert own == paddlenlp and {len(row) for row in own} == {REFERENCE_NEW_TOKENS}
+    stops = [*EOS_IDS, own[0][2], own[1][4]]  # rows 1 and 2 stop after 3 and 5 tokens, the others run on
+    own, paddlenlp = own_and_paddlenlp(completer, prompt_ids, REFERENCE_NEW_TOKENS, stops)
+    assert own == paddlenlp and [len(cut_at_stop(row, stops)) for row in own] == [3, 5, 12, 12, 11, 12]
+    assert own[0][3:] == [padding_token_id(completer.tokenizer)] * (REFERENCE_NEW_TOKENS - 3)
+    early = [*EOS_IDS, *(row[1] for row in own)]  # every row stops by its 2nd token: the batch ends there
+    own, paddlenlp = own_and_paddlenlp(completer, prompt_ids, REFERENCE_NEW_TOKENS, early)
+    assert own == paddlenlp and max(len(cut_at_stop(row, early)) for row in own) == len(own[0]) <= 2
+    own, paddlenlp = own_and_paddlenlp(completer, prompt_ids, 3, EOS_IDS)
+    assert own == paddlenlp and {len(row) for row in own} == {3}

@@ -20,6 +20,11 @@ sampling and repetition-penalty settings are ignored on purpose: evaluation need
 most likely answer, and a repetition penalty would punish addresses that repeat characters).
 Generation stops at the tokenizer's EOS (``<|im_end|>``) and at every EOS id listed in the model's
 generation config (``<|endoftext|>`` for Qwen2.5), or after ``max_new_tokens``.
+
+The loop is the project's own (:func:`_greedy_loop`): the model's body with its KV cache, and the LM head
+on the last position only — it gives PaddleNLP's ``generate`` tokens (tests/test_generate.py checks it
+token for token), without the full-vocabulary logits of every prompt position that ``generate``
+computes and discards. Models without a body + head layout go through ``generate`` itself.
 """
 
 from __future__ import annotations
@@ -172,19 +177,72 @@ def generate_token_ids(model: Any, tokenizer: Any, prompt_ids: Sequence[Sequence
     stop_ids = list(stop_ids) if stop_ids else stop_token_ids(model, tokenizer)
     pad_id = padding_token_id(tokenizer)
     input_ids, attention_mask, position_ids = left_padded_batch(prompt_ids, pad_id)
+    parts = body_and_head(model)
     with paddle.no_grad():
-        output_ids, _ = model.generate(
-            input_ids=paddle.to_tensor(input_ids, dtype="int64"),
-            attention_mask=paddle.to_tensor(attention_mask, dtype="int64"),
-            position_ids=paddle.to_tensor(position_ids, dtype="int64"),
-            max_new_tokens=max_new_tokens,
-            decode_strategy="greedy_search",
-            repetition_penalty=1.0,
-            eos_token_id=stop_ids if len(stop_ids) > 1 else stop_ids[0],
-            pad_token_id=pad_id,
-            use_cache=True,
-        )
-    return [cut_at_stop(row, stop_ids) for row in output_ids.numpy().tolist()]
+        if parts is not None:
+            rows = _greedy_loop(*parts, input_ids, attention_mask, position_ids, max_new_tokens=max_new_tokens,
+                                stop_ids=stop_ids, pad_id=pad_id)
+        else:  # a model without the body + head layout: PaddleNLP's own loop
+            rows = paddlenlp_greedy(model, input_ids, attention_mask, position_ids, max_new_tokens=max_new_tokens,
+                                    stop_ids=stop_ids, pad_id=pad_id)
+    return [cut_at_stop(row, stop_ids) for row in rows]
+
+
+def paddlenlp_greedy(model: Any, input_ids: list[list[int]], attention_mask: list[list[int]],
+                     position_ids: list[list[int]], *, max_new_tokens: int, stop_ids: Sequence[int],
+                     pad_id: int) -> list[list[int]]:
+    """PaddleNLP's ``model.generate`` in greedy mode on a left-padded batch: new ids per row (a finished row
+    continues with ``pad_id``), not cut. The reference the project's own loop is checked and timed against."""
+    import paddle
+
+    output_ids, _ = model.generate(
+        input_ids=paddle.to_tensor(input_ids, dtype="int64"),
+        attention_mask=paddle.to_tensor(attention_mask, dtype="int64"),
+        position_ids=paddle.to_tensor(position_ids, dtype="int64"),
+        max_new_tokens=max_new_tokens,
+        decode_strategy="greedy_search",
+        repetition_penalty=1.0,
+        eos_token_id=list(stop_ids) if len(stop_ids) > 1 else stop_ids[0],
+        pad_token_id=pad_id,
+        use_cache=True,
+    )
+    return output_ids.numpy().tolist()
+
+
+def _greedy_loop(body: Any, head: Any, input_ids: list[list[int]], attention_mask: list[list[int]],
+                 position_ids: list[list[int]], *, max_new_tokens: int, stop_ids: Sequence[int],
+                 pad_id: int) -> list[list[int]]:
+    """Greedy decoding over the body's forward with its KV cache; the LM head runs on the last position only.
+
+    The tokens PaddleNLP's ``generate(decode_strategy="greedy_search")`` gives for the same inputs (argmax,
+    a finished row continues with ``pad_id``, stop when every row has generated a stop id or after
+    ``max_new_tokens``), without its per-step machinery and without the prompt's full-vocabulary logits
+    it computes and throws away (the head over 151,936 ids for every prompt position). Returns one list
+    of new ids per row, all of the same length.
+    """
+    import numpy as np
+    import paddle
+
+    def tensor(value: Any) -> Any:
+        return paddle.to_tensor(value, dtype="int64")
+
+    mask, next_position = tensor(attention_mask), tensor([row[-1] + 1 for row in position_ids]).unsqueeze(-1)
+    output = body(input_ids=tensor(input_ids), attention_mask=mask, position_ids=tensor(position_ids),
+                  use_cache=True, return_dict=True)
+    stops = np.asarray(list(stop_ids))
+    finished = np.zeros(len(input_ids), dtype=bool)
+    generated: list[Any] = []
+    while True:
+        logits = head(output[0][:, -1:, :])  # [batch, 1, vocab]
+        tokens = np.where(finished, pad_id, paddle.argmax(logits[:, -1, :], axis=-1).numpy())
+        generated.append(tokens)
+        finished |= np.isin(tokens, stops)
+        if finished.all() or len(generated) == max_new_tokens:
+            return np.stack(generated, axis=1).tolist()
+        mask = paddle.concat([mask, paddle.ones([len(input_ids), 1], dtype="int64")], axis=-1)
+        output = body(input_ids=tensor(tokens).unsqueeze(-1), attention_mask=mask, position_ids=next_position,
+                      past_key_values=output.past_key_values, use_cache=True, return_dict=True)
+        next_position = next_position + 1
 
 
 def greedy_generate(model: Any, tokenizer: Any, prompts: list[str], *, max_new_tokens: int) -> list[list[int]]:
