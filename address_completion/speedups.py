@@ -1,0 +1,87 @@
+"""Small, tested replacements for PaddleNLP code that is slow on CPU; applied in one place (:func:`apply`).
+
+Profiling a 0.5B-shape LoRA step on CPU showed ~43% of the time in elementwise kernels, which Paddle runs on
+one core whatever OMP_NUM_THREADS says. Each patch here does the same arithmetic with fewer or cheaper
+elementwise operations; each is kept in :data:`DEFAULT` only when ``bench/train_throughput.py --variants``
+measured a gain beyond the run-to-run spread (README, "Performance"). Every patch leaves parameters, saved
+files and merges exactly as PaddleNLP defines them.
+
+- ``rmsnorm_square``: Qwen2's RMSNorm squares with ``x.pow(2)``; Paddle's CPU pow kernel (and its gradient)
+  cost far more than ``x * x``, which gives the same bits.
+- ``lora_rank_scale``: LoRA multiplies its output ``x @ A @ B`` ([tokens, out]) by alpha/r; multiplying the
+  rank-r intermediate ``x @ A`` instead scales r numbers per token instead of ``out`` (8 instead of up to
+  4,864). The weights are untouched, so a saved adapter and a merge are those of stock PaddleNLP.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Iterable
+
+PATCHES: dict[str, str] = {
+    "rmsnorm_square": "Qwen2 RMSNorm squares with x*x instead of x.pow(2)",
+    "lora_rank_scale": "LoRA scales the rank-r intermediate (x@A)*s instead of the output (x@A@B)*s",
+}
+DEFAULT: tuple[str, ...] = ()  # the patches measured to help (set from the paired benchmark)
+
+_applied: dict[str, tuple[object, str, Callable]] = {}  # name -> (owner, attribute, original) for remove()
+
+
+def _rmsnorm_forward(self, hidden_states):
+    import paddle
+
+    if self.config.use_fused_rms_norm:
+        return _applied["rmsnorm_square"][2](self, hidden_states)
+    with paddle.amp.auto_cast(False):
+        hidden = hidden_states.astype("float32")
+        variance = (hidden * hidden).mean(-1, keepdim=True)
+        hidden_states = paddle.rsqrt(variance + self.variance_epsilon) * hidden_states
+    if self.weight.dtype in (paddle.float16, paddle.bfloat16):
+        hidden_states = paddle.cast(hidden_states, self.weight.dtype)
+    return hidden_states * self.weight
+
+
+def _lora_forward(self, input, *args, **kwargs):  # noqa: A002 - PaddleNLP's signature
+    import paddle.nn.functional as functional
+
+    plain = not (self.disable_lora or self.merged or self.use_quick_lora or self.use_mora or self.pissa
+                 or self.lora_use_mixer)
+    if not plain:
+        return _applied["lora_rank_scale"][2](self, input, *args, **kwargs)
+    result = functional.linear(x=input, weight=self.weight, bias=self.bias, name=self.name)
+    result += ((self.lora_dropout(input) @ self.lora_A) * self.scaling) @ self.lora_B  # in place, as PaddleNLP
+    return result
+
+
+def _targets() -> dict[str, tuple[object, str, Callable]]:
+    from paddlenlp.peft.lora.lora_layers import LoRALinear
+    from paddlenlp.transformers.qwen2.modeling import Qwen2RMSNorm
+
+    return {"rmsnorm_square": (Qwen2RMSNorm, "forward", _rmsnorm_forward),
+            "lora_rank_scale": (LoRALinear, "forward", _lora_forward)}
+
+
+def apply(names: Iterable[str] | None = None) -> list[str]:
+    """Install the named patches (default: :data:`DEFAULT`) on PaddleNLP's classes; idempotent.
+
+    Returns the names now applied. Raises ValueError naming an unknown patch. Imports paddlenlp.
+    """
+    names = list(DEFAULT if names is None else names)
+    unknown = [name for name in names if name not in PATCHES]
+    if unknown:
+        raise ValueError(f"unknown patch(es) {', '.join(unknown)}; choose from {', '.join(PATCHES)}")
+    targets = _targets()
+    for name in names:
+        if name in _applied:
+            continue
+        owner, attribute, replacement = targets[name]
+        _applied[name] = (owner, attribute, getattr(owner, attribute))
+        setattr(owner, attribute, replacement)
+    return sorted(_applied)
+
+
+def remove(names: Iterable[str] | None = None) -> None:
+    """Restore PaddleNLP's own code for the named patches (default: every applied one)."""
+    for name in list(_applied if names is None else names):
+        if name in _applied:
+            owner, attribute, original = _applied.pop(name)
+            setattr(owner, attribute, original)
