@@ -264,7 +264,7 @@ def default_peer_python() -> str:
 
 
 def run_worker(job: dict, threads: int, python: str = sys.executable) -> dict:
-    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads), **job.get("env", {}))
     command = [python, str(Path(__file__).resolve()), "--worker", json.dumps(job)]
     result = subprocess.run(command, capture_output=True, text=True, env=env)
     if result.returncode != 0:
@@ -284,17 +284,28 @@ def configurations(args: argparse.Namespace, shape: str, peer: bool) -> list[dic
     common = {"shape": shape, "steps": args.steps, "warmup": args.warmup,
               "batch_size": args.batch_size, "lora_rank": args.lora_rank, "seed": args.seed, "threads": args.threads}
     for job in jobs:
-        job.update(common, patches=variant_patches(job["variant"]) if job["engine"] == "paddle" else [])
+        job.update(common, patches=variant_patches(job["variant"]) if job["engine"] == "paddle" else [],
+                   env=variant_env(job["variant"]) if job["engine"] == "paddle" else {})
     return jobs
 
 
 def variant_patches(variant: str) -> list[str]:
-    """stock: PaddleNLP as is; default: the patches training applies; else patch names joined by +."""
-    if variant == "stock":
-        return []
-    if variant == "default":
-        return list(speedups.DEFAULT)
-    return variant.split("+")
+    """stock: PaddleNLP as is; default: the patches training applies; else patch names joined by +.
+
+    Items with ``=`` are environment variables of the worker (Paddle reads ``FLAGS_*`` from there), e.g.
+    ``default+FLAGS_use_system_allocator=1``.
+    """
+    patches = []
+    for item in variant.split("+"):
+        if item == "default":
+            patches += list(speedups.DEFAULT)
+        elif item != "stock" and "=" not in item:
+            patches.append(item)
+    return patches
+
+
+def variant_env(variant: str) -> dict[str, str]:
+    return dict(item.split("=", 1) for item in variant.split("+") if "=" in item)
 
 
 def label(row: dict) -> str:
@@ -376,7 +387,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="width rounding for fixed and grouped (the trainer's pad_to_multiple_of default)")
     parser.add_argument("--variants", default="default",
                         help="comma-separated Paddle variants: stock (PaddleNLP as is), default (the patches "
-                             f"training applies), or patch names joined by + ({', '.join(speedups.PATCHES)})")
+                             f"training applies), or patch names joined by + ({', '.join(speedups.PATCHES)}); "
+                             "NAME=VALUE items set the worker's environment (e.g. FLAGS_use_system_allocator=1)")
     parser.add_argument("--grounding", choices=("candidates", "none"), default="candidates",
                         help="prompt mode of the samples (the trainer's default: candidates)")
     parser.add_argument("--threads", type=int, default=None,
