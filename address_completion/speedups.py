@@ -8,6 +8,10 @@ files and merges exactly as PaddleNLP defines them.
 
 - ``rmsnorm_square``: Qwen2's RMSNorm squares with ``x.pow(2)``; Paddle's CPU pow kernel (and its gradient)
   cost far more than ``x * x``, which gives the same bits.
+- ``rope_matmul``: Qwen2's rotary embedding multiplies q and k by cos/sin broadcast over the heads and builds
+  rotate_half from two slices and a concat; Paddle's broadcasting and slicing kernels (forward and backward)
+  are slow on CPU. cos/sin are expanded to q's shape once, and rotate_half is ``x @ R`` with R the 0/±1
+  matrix that permutes and negates the halves (exact: each output is one input times ±1).
 - ``lora_rank_scale``: LoRA multiplies its output ``x @ A @ B`` ([tokens, out]) by alpha/r; multiplying the
   rank-r intermediate ``x @ A`` instead scales r numbers per token instead of ``out`` (8 instead of up to
   4,864). The weights are untouched, so a saved adapter and a merge are those of stock PaddleNLP.
@@ -15,10 +19,12 @@ files and merges exactly as PaddleNLP defines them.
 
 from __future__ import annotations
 
-from typing import Callable, Iterable
+import functools
+from typing import Any, Callable, Iterable
 
 PATCHES: dict[str, str] = {
     "rmsnorm_square": "Qwen2 RMSNorm squares with x*x instead of x.pow(2)",
+    "rope_matmul": "Qwen2 RoPE: cos/sin expanded to q's shape, rotate_half as a matmul with a 0/±1 matrix",
     "lora_rank_scale": "LoRA scales the rank-r intermediate (x@A)*s instead of the output (x@A@B)*s",
 }
 DEFAULT: tuple[str, ...] = ()  # the patches measured to help (set from the paired benchmark)
@@ -52,11 +58,41 @@ def _lora_forward(self, input, *args, **kwargs):  # noqa: A002 - PaddleNLP's sig
     return result
 
 
+@functools.lru_cache(maxsize=8)
+def _rotate_half_matrix(dim: int, dtype: str) -> Any:
+    """R with ``x @ R == concat([-x[..., dim/2:], x[..., :dim/2]])`` ([dim, dim], entries 0 and ±1)."""
+    import numpy as np
+    import paddle
+
+    half = dim // 2
+    matrix = np.zeros((dim, dim), dtype="float32")
+    matrix[np.arange(half) + half, np.arange(half)] = -1.0  # output j < half takes -x[j + half]
+    matrix[np.arange(half), np.arange(half) + half] = 1.0  # output j >= half takes x[j - half]
+    return paddle.to_tensor(matrix, dtype=dtype, stop_gradient=True)
+
+
+def _apply_rotary_pos_emb(q, k, cos, sin, position_ids):
+    import paddle
+
+    if position_ids is None:
+        return _applied["rope_matmul"][2](q, k, cos, sin, position_ids)
+    cos = cos.squeeze(axis=[0, 2])[position_ids].unsqueeze(2)  # [batch, seq, 1, head_dim], as PaddleNLP
+    sin = sin.squeeze(axis=[0, 2])[position_ids].unsqueeze(2)
+    rotation = _rotate_half_matrix(q.shape[-1], str(q.dtype).replace("paddle.", ""))
+    embedded = []
+    for states in (q, k):
+        shape = states.shape
+        embedded.append(states * cos.expand(shape) + paddle.matmul(states, rotation) * sin.expand(shape))
+    return tuple(embedded)
+
+
 def _targets() -> dict[str, tuple[object, str, Callable]]:
     from paddlenlp.peft.lora.lora_layers import LoRALinear
+    from paddlenlp.transformers.qwen2 import modeling as qwen2
     from paddlenlp.transformers.qwen2.modeling import Qwen2RMSNorm
 
     return {"rmsnorm_square": (Qwen2RMSNorm, "forward", _rmsnorm_forward),
+            "rope_matmul": (qwen2, "apply_rotary_pos_emb", _apply_rotary_pos_emb),
             "lora_rank_scale": (LoRALinear, "forward", _lora_forward)}
 
 

@@ -10,7 +10,7 @@ from address_completion import merge, speedups
 # lora_rank_scale only moves one multiplication: logits agree to 1e-6. rmsnorm_square replaces Paddle's pow(2), which
 # is not correctly rounded (up to 5.6e-7 off the exact square of N(0,1) floats, measured; x*x is exact to half an
 # ulp), so the two differ by rounding that the layers carry into the logits (2e-6 measured on the tiny model).
-LOGIT_TOLERANCE = {"lora_rank_scale": 1e-6, "rmsnorm_square": 1e-5}
+LOGIT_TOLERANCE = {"lora_rank_scale": 1e-6, "rope_matmul": 1e-6, "rmsnorm_square": 1e-5}
 
 
 @pytest.fixture
@@ -79,14 +79,16 @@ def test_patched_rmsnorm_is_closer_to_the_exact_value_than_stock(stock):
 
 def test_patch_changes_the_code_that_runs_and_remove_restores_it(stock):
     from paddlenlp.peft.lora.lora_layers import LoRALinear
-    from paddlenlp.transformers.qwen2.modeling import Qwen2RMSNorm
+    from paddlenlp.transformers.qwen2 import modeling as qwen2
 
-    stock_forwards = (Qwen2RMSNorm.forward, LoRALinear.forward)
-    assert speedups.apply(["rmsnorm_square", "lora_rank_scale"]) == ["lora_rank_scale", "rmsnorm_square"]
-    assert speedups.apply(["rmsnorm_square"]) == ["lora_rank_scale", "rmsnorm_square"]  # idempotent
-    assert Qwen2RMSNorm.forward is not stock_forwards[0] and LoRALinear.forward is not stock_forwards[1]
+    stock_code = (qwen2.Qwen2RMSNorm.forward, LoRALinear.forward, qwen2.apply_rotary_pos_emb)
+    everything = sorted(speedups.PATCHES)
+    assert speedups.apply(everything) == everything
+    assert speedups.apply(["rmsnorm_square"]) == everything  # idempotent
+    patched = (qwen2.Qwen2RMSNorm.forward, LoRALinear.forward, qwen2.apply_rotary_pos_emb)
+    assert all(new is not old for new, old in zip(patched, stock_code))
     speedups.remove()
-    assert (Qwen2RMSNorm.forward, LoRALinear.forward) == stock_forwards
+    assert (qwen2.Qwen2RMSNorm.forward, LoRALinear.forward, qwen2.apply_rotary_pos_emb) == stock_code
 
 
 def test_unknown_patch_is_named():
