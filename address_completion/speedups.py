@@ -22,6 +22,8 @@ from __future__ import annotations
 import functools
 from typing import Any, Callable, Iterable
 
+from .errors import ConfigError
+
 PATCHES: dict[str, str] = {
     "rmsnorm_square": "Qwen2 RMSNorm squares with x*x instead of x.pow(2)",
     "rope_matmul": "Qwen2 RoPE: cos/sin expanded to q's shape, rotate_half as a matmul with a 0/±1 matrix",
@@ -99,12 +101,12 @@ def _targets() -> dict[str, tuple[object, str, Callable]]:
 def apply(names: Iterable[str] | None = None) -> list[str]:
     """Install the named patches (default: :data:`DEFAULT`) on PaddleNLP's classes; idempotent.
 
-    Returns the names now applied. Raises ValueError naming an unknown patch. Imports paddlenlp.
+    Returns the names now applied. Raises ConfigError naming an unknown patch. Imports paddlenlp.
     """
     names = list(DEFAULT if names is None else names)
     unknown = [name for name in names if name not in PATCHES]
     if unknown:
-        raise ValueError(f"unknown patch(es) {', '.join(unknown)}; choose from {', '.join(PATCHES)}")
+        raise ConfigError(f"unknown patch(es) {', '.join(unknown)}; choose from {', '.join(PATCHES)}")
     targets = _targets()
     for name in names:
         if name in _applied:

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from address_completion import merge, speedups
+from address_completion.errors import ConfigError
 
 # lora_rank_scale only moves one multiplication: logits agree to 1e-6. rmsnorm_square replaces Paddle's pow(2), which
 # is not correctly rounded (up to 5.6e-7 off the exact square of N(0,1) floats, measured; x*x is exact to half an
@@ -92,7 +93,7 @@ def test_patch_changes_the_code_that_runs_and_remove_restores_it(stock):
 
 
 def test_unknown_patch_is_named():
-    with pytest.raises(ValueError, match="unknown patch.*rms_norm.*choose from rmsnorm_square"):
+    with pytest.raises(ConfigError, match="unknown patch.*rms_norm.*choose from rmsnorm_square"):
         speedups.apply(["rms_norm"])
 
 
