@@ -3,11 +3,13 @@
 Profiling a 0.5B-shape LoRA step on CPU showed ~43% of the time in elementwise kernels, which Paddle runs on
 one core whatever OMP_NUM_THREADS says. Each patch here does the same arithmetic with fewer or cheaper
 elementwise operations; each is kept in :data:`DEFAULT` only when ``bench/train_throughput.py --variants``
-measured a gain beyond the run-to-run spread (README, "Performance"). Every patch leaves parameters, saved
+measured a gain beyond the run-to-run spread (README, "Performance"); the others stay available to the bench
+(``--variants stock,rope_matmul``) for a measurement on a quieter machine. Every patch leaves parameters, saved
 files and merges exactly as PaddleNLP defines them.
 
 - ``rmsnorm_square``: Qwen2's RMSNorm squares with ``x.pow(2)``; Paddle's CPU pow kernel (and its gradient)
-  cost far more than ``x * x``, which gives the same bits.
+  cost far more than ``x * x``, which is the correctly rounded square (Paddle's pow is not, so logits differ in
+  the last bits).
 - ``rope_matmul``: Qwen2's rotary embedding multiplies q and k by cos/sin broadcast over the heads and builds
   rotate_half from two slices and a concat; Paddle's broadcasting and slicing kernels (forward and backward)
   are slow on CPU. cos/sin are expanded to q's shape once, and rotate_half is ``x @ R`` with R the 0/±1
@@ -29,7 +31,11 @@ PATCHES: dict[str, str] = {
     "rope_matmul": "Qwen2 RoPE: cos/sin expanded to q's shape, rotate_half as a matmul with a 0/±1 matrix",
     "lora_rank_scale": "LoRA scales the rank-r intermediate (x@A)*s instead of the output (x@A@B)*s",
 }
-DEFAULT: tuple[str, ...] = ()  # the patches measured to help (set from the paired benchmark)
+# Kept: lora_rank_scale lowered peak RSS at the 0.5B shape beyond the spread (7111-7161 MB vs stock 7499-7644 MB,
+# 2 alternated rounds). Not kept: rmsnorm_square and rope_matmul cut their own ops' time 3-4x in micro-benchmarks, but
+# the whole-step paired benchmark on the shared machine spread too widely (ratio to stock 0.48-1.26) to show a gain,
+# and rope_matmul raised peak RSS (7744-7798 MB). README, "Performance", has the table and the command.
+DEFAULT: tuple[str, ...] = ("lora_rank_scale",)
 
 _applied: dict[str, tuple[object, str, Callable]] = {}  # name -> (owner, attribute, original) for remove()
 

@@ -15,10 +15,12 @@ LOGIT_TOLERANCE = {"lora_rank_scale": 1e-6, "rope_matmul": 1e-6, "rmsnorm_square
 
 
 @pytest.fixture
-def stock():
-    """PaddleNLP's own code during the test, whatever the session applied before; restored after."""
+def stock(monkeypatch):
+    """PaddleNLP's own code during the test (load_model applies no default patch), whatever the session applied
+    before; restored after."""
     applied = speedups.apply([])
     speedups.remove()
+    monkeypatch.setattr(speedups, "DEFAULT", ())
     yield
     speedups.remove()
     speedups.apply(applied)
@@ -110,3 +112,13 @@ def test_merge_under_every_patch_is_exact(stock, default_model_dir, lora_adapter
         load_file(tmp_path / "patched" / "model.safetensors")
     assert expected.keys() == merged.keys()
     assert all(np.array_equal(expected[name], merged[name]) for name in expected)
+
+
+def test_load_model_applies_the_default_patches(default_model_dir):
+    from paddlenlp.peft.lora.lora_layers import LoRALinear
+
+    from address_completion.modeling import load_model
+
+    load_model(str(default_model_dir))
+    assert set(speedups.DEFAULT) <= set(speedups.apply([])) and speedups.DEFAULT == ("lora_rank_scale",)
+    assert LoRALinear.forward is speedups._lora_forward
