@@ -406,7 +406,6 @@ def trainable_parameters(model: Any) -> tuple[int, int]:
 def make_trainer(cfg: TrainConfig, model: Any, tokenizer: Any, train_data: Any, eval_data: Any,
                  callbacks: list[Any]) -> Any:
     """PaddleNLP's SFTTrainer with generation-based accuracy and a seeded, resumable data order."""
-    import numpy as np
     from paddle.io import DistributedBatchSampler
     from paddlenlp.trainer import PrinterCallback
     from paddlenlp.trl import SFTTrainer
