@@ -29,6 +29,7 @@ Quick run (about a minute on 2 cores):   python bench/train_throughput.py --shap
 Against the peer:                        python bench/train_throughput.py --shapes 0.5b --peer
 Memory across widths:                    python bench/train_throughput.py --shapes 0.5b --widths varied,fixed,grouped
 A patch, paired:                         python bench/train_throughput.py --shapes 0.5b --variants stock,rmsnorm_square
+Patches step by step in one process:     python bench/train_throughput.py --shapes 0.5b --interleave --variants stock,default
 """
 
 from __future__ import annotations
@@ -131,7 +132,7 @@ def train_paddle(job: dict) -> dict:
     from address_completion.default_model import create_model
     from address_completion.train import answer_loss, lora_target_patterns
 
-    speedups.apply(job["patches"])
+    speedups.apply(job.get("patches", []))
     paddle.seed(job["seed"])
     model = create_model(shapes()[job["shape"]], job["seed"])
     config = LoRAConfig(target_modules=lora_target_patterns(None, model), r=job["lora_rank"],
@@ -149,7 +150,43 @@ def train_paddle(job: dict) -> dict:
         optimizer.clear_grad()
         return float(loss)
 
+    if job["engine"] == "interleaved":
+        return interleaved_steps(job, step)
     return run_steps(job, step, threads=int(os.environ.get("OMP_NUM_THREADS", "0")))
+
+
+def interleaved_steps(job: dict, step) -> dict:
+    """Every batch once per variant, back to back (order reversed every other batch), patches switched between
+    steps: pairs seconds apart instead of minutes, for speed only (one process, so one peak RSS)."""
+    batches = load_batches(job["batches_path"])
+    seconds = {variant: [] for variant in job["variants"]}
+    for index, batch in enumerate(batches[: job["warmup"] + job["steps"]]):
+        order = job["variants"][:: -1 if index % 2 else 1]
+        for variant in order:
+            speedups.remove()
+            speedups.apply(variant_patches(variant))
+            started = time.perf_counter()
+            step(batch)
+            if index >= job["warmup"]:
+                seconds[variant].append(time.perf_counter() - started)
+    tokens = [int(batch["attention_mask"].sum()) for batch in batches[job["warmup"]: job["warmup"] + job["steps"]]]
+    return {"shape": job["shape"], "widths": job["widths"], "tokens": tokens, "seconds": seconds,
+            "peak_rss_mb": peak_rss_mb()}
+
+
+def print_interleaved(shape: str, row: dict, args: argparse.Namespace) -> None:
+    first = args.variants[0]
+    print(f"\nshape {shape}, {row['widths']} widths, batch {args.batch_size}, {args.threads} threads, variants "
+          f"interleaved step by step in one process ({args.steps} batches each after {args.warmup}); this machine "
+          f"({platform.processor() or platform.machine()}, shared), {time.strftime('%Y-%m-%d')}")
+    header = f"{'variant':<50} {'tokens/s':>9} {'step time vs ' + first:>28}"
+    print(header)
+    print("-" * len(header))
+    for variant, times in row["seconds"].items():
+        ratios = [reference / time_ for reference, time_ in zip(row["seconds"][first], times)]
+        shown = "(reference)" if variant == first else spread(ratios)  # > 1: faster than the reference
+        print(f"{variant:<50} {sum(row['tokens']) / sum(times):>9.1f} {shown:>28}")
+    print("ratio = reference step time / variant step time on the same batch (> 1: faster); median (min-max)")
 
 
 def torch_weights(model, shape, seed: int):
@@ -389,6 +426,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="comma-separated Paddle variants: stock (PaddleNLP as is), default (the patches "
                              f"training applies), or patch names joined by + ({', '.join(speedups.PATCHES)}); "
                              "NAME=VALUE items set the worker's environment (e.g. FLAGS_use_system_allocator=1)")
+    parser.add_argument("--interleave", action="store_true",
+                        help="time the Paddle variants step by step in ONE process (patches switched between "
+                             "steps, each batch run once per variant): tight pairing on a busy machine, speed only")
     parser.add_argument("--grounding", choices=("candidates", "none"), default="candidates",
                         help="prompt mode of the samples (the trainer's default: candidates)")
     parser.add_argument("--threads", type=int, default=None,
@@ -420,6 +460,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         if bad or not variant:
             parser.error(f"unknown --variants entry {variant!r}: use stock, default or patch names joined by + "
                          f"({', '.join(speedups.PATCHES)})")
+    if args.interleave and (args.peer or len(args.variants) < 2 or any(variant_env(v) for v in args.variants)):
+        parser.error("--interleave compares two or more --variants of patches (no NAME=VALUE items, no --peer)")
     if args.threads is None:
         args.threads = int(os.environ.get("OMP_NUM_THREADS") or usable_cores())
     if args.peer_python is None:
@@ -434,7 +476,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.worker:
         job = json.loads(args.worker)
-        kinds = {"batches": build_batches, "paddle": train_paddle, "torch": train_torch}
+        kinds = {"batches": build_batches, "paddle": train_paddle, "interleaved": train_paddle, "torch": train_torch}
         print(json.dumps(kinds[job["engine"]](job)))
         return 0
     peer = args.peer
@@ -452,6 +494,14 @@ def main(argv: list[str] | None = None) -> int:
             built = run_worker(job, args.threads)
             batch_files[name], widths[name] = built["path"], built["widths"]
         for shape in args.shapes.split(","):
+            if args.interleave:
+                for name in args.widths:
+                    job = {"engine": "interleaved", "shape": shape, "widths": name, "variants": args.variants,
+                           "loss": "answer" if args.loss == "both" else args.loss, "steps": args.steps,
+                           "warmup": args.warmup, "batch_size": args.batch_size, "lora_rank": args.lora_rank,
+                           "seed": args.seed, "batches_path": batch_files[name]}
+                    print_interleaved(shape, run_worker(job, args.threads), args)
+                continue
             jobs = configurations(args, shape, peer)
             results = []
             for round_index in range(args.rounds):

@@ -165,3 +165,22 @@ def test_train_throughput_smoke_without_the_peer(capsys):
     assert out.splitlines()[0].startswith("peer skipped: torch, transformers, peft not importable by")
     row = next(line.split() for line in out.splitlines() if line.startswith("paddle:default"))
     assert row[1:3] == ["grouped", "answer"] and float(row[3]) > 0 and row[4] == "(reference)"
+
+
+def test_train_throughput_interleave_needs_two_patch_variants():
+    module = load("train_throughput")
+    assert module.parse_args(["--interleave", "--variants", "stock,default"]).interleave
+    for bad in (["--interleave"], ["--interleave", "--variants", "stock,default", "--peer"],
+                ["--interleave", "--variants", "stock,default+FLAGS_use_system_allocator=1"]):
+        with pytest.raises(SystemExit):
+            module.parse_args(bad)
+
+
+def test_train_throughput_interleaved_smoke(capsys):
+    module = load("train_throughput")
+    assert module.main(["--shapes", "default", "--steps", "2", "--warmup", "0", "--batch-size", "2", "--grounding",
+                        "none", "--interleave", "--variants", "stock,lora_rank_scale"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    rows = {line.split()[0]: line.split() for line in lines if line.startswith(("stock ", "lora_rank_scale "))}
+    assert rows["stock"][2] == "(reference)" and float(rows["lora_rank_scale"][1]) > 0
+    assert float(rows["lora_rank_scale"][2]) > 0  # the paired ratio's median
