@@ -147,3 +147,77 @@ def test_candidates_bench_names_a_bad_file(tmp_path, capsys):
     assert load("candidates").main(["--input", str(bad)]) == 2
     error = capsys.readouterr().err
     assert error.startswith(f"error: {bad}:1:") and "tgt" in error
+
+
+def test_train_throughput_defaults_measure_what_training_does():
+    from address_completion.training.config import DATA_DEFAULTS
+
+    module = load("train_throughput")
+    args = module.parse_args(["--peer-python", "python3"])
+    assert args.widths == ["grouped"] and args.variants == ["default"] and args.loss == "answer"
+    assert args.pad_to_multiple_of == DATA_DEFAULTS["pad_to_multiple_of"] and args.grounding == "candidates"
+    assert args.rounds == 1 and args.threads >= 1 and not args.peer
+    assert module.parse_args(["--peer"]).rounds == 3  # alternated repetitions whenever there is a comparison
+    assert module.parse_args(["--widths", "varied,fixed"]).rounds == 3
+    assert module.parse_args(["--threads", "3", "--rounds", "5"]).threads == 3
+
+
+def test_train_throughput_arguments():
+    module = load("train_throughput")
+    args = module.parse_args(["--shapes", "0.5b", "--widths", "varied,fixed,grouped", "--pad-to-multiple-of", "16",
+                              "--variants", "stock,rmsnorm_square+lora_rank_scale", "--loss", "both"])
+    assert args.widths == ["varied", "fixed", "grouped"] and args.pad_to_multiple_of == 16
+    assert [module.variant_patches(variant) for variant in args.variants] == [[], ["rmsnorm_square",
+                                                                                 "lora_rank_scale"]]
+    for bad in (["--widths", "ragged"], ["--variants", "stock,fast_norm"], ["--variants", "stock,"],
+                ["--rounds", "0"], ["--shapes", "1b"], ["--steps", "0"], ["--pad-to-multiple-of", "0"],
+                ["--threads", "0"], ["--loss", "prompt"], ["--grounding", "chains"]):
+        with pytest.raises(SystemExit):
+            module.parse_args(bad)
+
+
+def test_train_throughput_commands_in_the_docs_parse():
+    """Every `python bench/train_throughput.py ...` line in README.md and the bench's own docstring."""
+    import shlex
+
+    module = load("train_throughput")
+    texts = [(BENCH.parent / "README.md").read_text(encoding="utf-8"), module.__doc__]
+    lines = [line.split("bench/train_throughput.py", 1)[1] for text in texts for line in text.splitlines()
+             if "python bench/train_throughput.py" in line]
+    assert len(lines) >= 4
+    for line in lines:
+        module.parse_args(shlex.split(line.split("`")[0]))
+
+
+def test_train_throughput_smoke_without_the_peer(capsys):
+    """One tiny step end to end in subprocesses; a peer interpreter without torch is skipped with one line."""
+    import sys
+
+    module = load("train_throughput")
+    assert module.peer_missing(sys.executable + "-missing") == ["torch", "transformers", "peft"]
+    code = module.main(["--shapes", "default", "--steps", "1", "--warmup", "0", "--batch-size", "2",
+                        "--grounding", "none", "--peer", "--peer-python", sys.executable + "-missing", "--rounds", "1"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert out.splitlines()[0].startswith("peer skipped: torch, transformers, peft not importable by")
+    row = next(line.split() for line in out.splitlines() if line.startswith("paddle:default"))
+    assert row[1:3] == ["grouped", "answer"] and float(row[3]) > 0 and row[4] == "(reference)"
+
+
+def test_train_throughput_interleave_needs_two_patch_variants():
+    module = load("train_throughput")
+    assert module.parse_args(["--interleave", "--variants", "stock,default"]).interleave
+    for bad in (["--interleave"], ["--interleave", "--variants", "stock,default", "--peer"],
+                ["--interleave", "--variants", "stock,default+FLAGS_use_system_allocator=1"]):
+        with pytest.raises(SystemExit):
+            module.parse_args(bad)
+
+
+def test_train_throughput_interleaved_smoke(capsys):
+    module = load("train_throughput")
+    assert module.main(["--shapes", "default", "--steps", "2", "--warmup", "0", "--batch-size", "2", "--grounding",
+                        "none", "--interleave", "--variants", "stock,lora_rank_scale"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    rows = {line.split()[0]: line.split() for line in lines if line.startswith(("stock ", "lora_rank_scale "))}
+    assert rows["stock"][2] == "(reference)" and float(rows["lora_rank_scale"][1]) > 0
+    assert float(rows["lora_rank_scale"][2]) > 0  # the paired ratio's median

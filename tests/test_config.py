@@ -233,6 +233,18 @@ def test_comments_are_ignored_and_resolved_config_loads_again(tmp_path, paths):
     assert again.extras == cfg.extras and again.model_args.lora_rank == cfg.model_args.lora_rank
 
 
+def test_batches_are_length_grouped_and_padded_to_a_multiple_of_8_by_default(tmp_path, paths):
+    cfg = load(tmp_path, {**paths, "do_train": True, "lora": True})
+    assert cfg.extras["group_by_length"] is True and cfg.data_args.pad_to_multiple_of == 8
+    assert cfg.resolved()["group_by_length"] is True and cfg.resolved()["pad_to_multiple_of"] == 8
+    cfg = load(tmp_path, {**paths, "do_train": True, "pad_to_multiple_of": None, "group_by_length": False})
+    assert cfg.extras["group_by_length"] is False and cfg.data_args.pad_to_multiple_of is None
+    cfg = load(tmp_path, {**paths, "do_train": True}, ["--pad_to_multiple_of", "16", "--group_by_length", "false"])
+    assert cfg.extras["group_by_length"] is False and cfg.data_args.pad_to_multiple_of == 16
+    with pytest.raises(ConfigError, match="group_by_length must be true or false"):
+        load(tmp_path, {**paths, "do_train": True, "group_by_length": "yes"})
+
+
 def test_broken_json_names_the_line(tmp_path):
     path = tmp_path / "broken.json"
     path.write_text('{\n  "lora": true,\n  "lora_rank": 8,,\n}\n')

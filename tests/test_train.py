@@ -16,8 +16,9 @@ from conftest import wait_until_paused
 from address_completion.data import dataio
 from address_completion.training.config import checkpoint_is_complete, checkpoints_in, load_config
 from address_completion.data.prompt import encode_example, render_prompt
-from address_completion.training.train import (IGNORE_INDEX, GenerationEval, PaddingCollator, answer_loss, build_features,
-                                      build_model, encode_pairs, pack_features, train)
+from address_completion.training.train import (GROUP_BATCHES, IGNORE_INDEX, GenerationEval, PaddingCollator, answer_loss,
+                                      batch_order, build_features, build_model, encode_pairs, pack_features,
+                                      read_pairs, set_up, train)
 
 IM_END = 151645
 ADDRESS, FULL = "碑林区扬子江南路467-6号", "陕西省西安市碑林区扬子江南路467-6号"
@@ -90,6 +91,64 @@ def test_batches_are_padded_to_their_longest_row_not_max_length():
     assert batch["labels"].tolist() == [[-100, 3, 4], [6, -100, -100]]
     assert batch["attention_mask"].tolist() == [[1, 1, 1], [1, 0, 0]]
     assert PaddingCollator(0, pad_to_multiple_of=8)([{"input_ids": [1], "labels": [1]}])["input_ids"].shape == (1, 8)
+
+
+def padding(lengths, batches) -> int:
+    return sum(len(batch) * max(lengths[index] for index in batch) - sum(lengths[index] for index in batch)
+               for batch in batches)
+
+
+@pytest.mark.parametrize("grouped", [True, False])
+def test_batch_order_is_seeded_and_uses_every_sample_once(grouped):
+    lengths = np.random.default_rng(0).integers(40, 130, size=203).tolist()
+    first = batch_order(lengths, 8, seed=5, epoch=0, group_by_length=grouped)
+    assert first == batch_order(lengths, 8, seed=5, epoch=0, group_by_length=grouped)
+    assert first != batch_order(lengths, 8, seed=6, epoch=0, group_by_length=grouped)
+    assert first != batch_order(lengths, 8, seed=5, epoch=1, group_by_length=grouped)
+    assert sorted(index for batch in first for index in batch) == list(range(203))
+    assert [len(batch) for batch in first] == [8] * 25 + [3]  # 203 = 25 * 8 + 3: the partial batch last
+    kept = batch_order(lengths, 8, seed=5, epoch=0, group_by_length=grouped, drop_last=True)
+    assert [len(batch) for batch in kept] == [8] * 25
+    assert len({index for batch in kept for index in batch}) == 200
+
+
+def test_grouped_batches_pad_far_less_and_start_with_the_longest_sample():
+    lengths = np.random.default_rng(1).integers(40, 130, size=GROUP_BATCHES * 8 * 2 + 77).tolist()
+    grouped = batch_order(lengths, 8, seed=0, epoch=0)
+    plain = batch_order(lengths, 8, seed=0, epoch=0, group_by_length=False)
+    assert padding(lengths, grouped) * 10 < padding(lengths, plain)
+    assert max(lengths[index] for index in grouped[0]) == max(lengths)
+    widths = [max(lengths[index] for index in batch) for batch in grouped[1:]]
+    assert widths != sorted(widths, reverse=True), "batches are shuffled, not sorted longest first"
+
+
+def test_grouped_batches_keep_every_label_and_round_widths_to_the_multiple(qwen_tokenizer, pairs):
+    features = encode_pairs(qwen_tokenizer, pairs, 1024, 2048).features
+    lengths = [len(feature["input_ids"]) for feature in features]
+    collate = PaddingCollator(pad_token_id=151643, pad_to_multiple_of=8)
+    for batch in batch_order(lengths, 8, seed=0, epoch=0):
+        arrays = collate([features[index] for index in batch])
+        width = arrays["input_ids"].shape[1]
+        assert width % 8 == 0 and 0 <= width - max(lengths[index] for index in batch) < 8
+        for row, index in enumerate(batch):
+            length = lengths[index]
+            assert arrays["labels"][row, :length].tolist() == features[index]["labels"]
+            assert arrays["input_ids"][row, :length].tolist() == features[index]["input_ids"]
+            assert (arrays["labels"][row, length:] == IGNORE_INDEX).all()
+            assert arrays["attention_mask"][row].tolist() == [1] * length + [0] * (width - length)
+
+
+def test_trainer_batches_are_length_grouped_by_default(default_model_dir, dataset, tmp_path):
+    cfg = load_config(write_config(tmp_path, "grouped", base_config(default_model_dir, dataset, tmp_path / "out",
+                                                                    per_device_train_batch_size=4)), device="cpu")
+    assert cfg.extras["group_by_length"] is True and cfg.data_args.pad_to_multiple_of == 8
+    run = set_up(cfg, read_pairs(cfg), None)
+    lengths = [len(feature["input_ids"]) for feature in run.data.train.features]
+    sampler = run.trainer._get_train_sampler()
+    assert list(sampler) == batch_order(lengths, 4, seed=11, epoch=0)
+    assert list(sampler) == batch_order(lengths, 4, seed=11, epoch=1)
+    widths = [batch["input_ids"].shape[1] for batch in run.trainer.get_train_dataloader()]
+    assert len(widths) == 8 and all(width % 8 == 0 for width in widths)
 
 
 def test_zero_padding_rows_never_attend_across_samples(default_model_dir, qwen_tokenizer, pairs):

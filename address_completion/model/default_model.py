@@ -18,7 +18,7 @@ import math
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from .. import __version__
 from ..data import dataio
@@ -108,29 +108,34 @@ def generation_config() -> dict[str, Any]:
     }
 
 
-def initial_weights(parameters: dict[str, tuple[int, ...]], seed: int, num_layers: int) -> dict[str, Any]:
-    """Qwen2's initialisation, drawn from ``numpy.random.default_rng(seed)`` in parameter order.
+def iter_initial_weights(parameters: dict[str, tuple[int, ...]], seed: int,
+                         num_layers: int) -> Iterator[tuple[str, Any]]:
+    """(name, array) of Qwen2's initialisation, drawn from ``numpy.random.default_rng(seed)`` in parameter order.
 
     Matrices ~ N(0, 0.02) (output projections of attention and MLP scaled by 1/sqrt(2 * layers), as
     PaddleNLP's Qwen2 does), RMSNorm scales = 1, biases = 0. NumPy instead of Paddle's global
-    generator keeps the result independent of anything else the process seeded.
+    generator keeps the result independent of anything else the process seeded. One array at a time, so a
+    0.5B-shape model is not held twice in memory.
     """
     import numpy as np
 
     rng = np.random.default_rng(seed)
     residual_scale = 1.0 / math.sqrt(2 * num_layers)
-    weights = {}
     for name, shape in parameters.items():
         if "norm" in name:
-            weights[name] = np.ones(shape, dtype=np.float32)
+            yield name, np.ones(shape, dtype=np.float32)
         elif name.endswith(".bias"):
-            weights[name] = np.zeros(shape, dtype=np.float32)
+            yield name, np.zeros(shape, dtype=np.float32)
         else:
             values = rng.normal(0.0, INITIALIZER_RANGE, size=shape).astype(np.float32)
             if name.endswith(("o_proj.weight", "down_proj.weight")):
                 values *= residual_scale
-            weights[name] = values
-    return weights
+            yield name, values
+
+
+def initial_weights(parameters: dict[str, tuple[int, ...]], seed: int, num_layers: int) -> dict[str, Any]:
+    """Every array of :func:`iter_initial_weights`, by parameter name."""
+    return dict(iter_initial_weights(parameters, seed, num_layers))
 
 
 def create_model(shape: ModelShape, seed: int) -> Any:
@@ -141,10 +146,9 @@ def create_model(shape: ModelShape, seed: int) -> Any:
     model = Qwen2ForCausalLM(Qwen2Config(**model_config(shape)))
     # named_parameters lists a tied weight once (the embedding doubles as the output layer).
     parameters = dict(model.named_parameters())
-    weights = initial_weights({name: tuple(p.shape) for name, p in parameters.items()}, seed,
-                              shape.num_hidden_layers)
-    for name, parameter in parameters.items():
-        parameter.set_value(weights[name])
+    for name, values in iter_initial_weights({name: tuple(p.shape) for name, p in parameters.items()}, seed,
+                                             shape.num_hidden_layers):
+        parameters[name].set_value(values)
     model.generation_config = GenerationConfig(**generation_config())
     model.eval()
     return model

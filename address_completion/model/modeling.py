@@ -359,7 +359,10 @@ def load_model(name_or_path: str, *, dtype: str = "float32", lora_path: str | No
     """
     from paddlenlp.transformers import AutoConfig, AutoModelForCausalLM
 
+    from . import speedups
+
     quiet_paddlenlp_logs()
+    speedups.apply()  # the measured CPU patches (same arithmetic), once per process
     folder = str(resolve_model_dir(name_or_path, flag=flag))
     try:
         config = AutoConfig.from_pretrained(folder, dtype=dtype)

@@ -72,6 +72,9 @@ EXTRA_KEYS = (
     KeySpec("decoding", "extra", "str", False, "constrained", choices=DECODINGS,
             help="how eval_accuracy decodes during training: constrained (choose among the gazetteer's "
                  "candidates) or free (greedy generation)"),
+    KeySpec("group_by_length", "extra", "bool", False, True,
+            help="batch samples of similar length together (seeded, like Hugging Face's group_by_length): less "
+                 "padding and few distinct batch shapes, so memory stays flat; false: plain seeded shuffle"),
     KeySpec("safe_serialization", "extra", "bool", False, True,
             help="write the adapter (or model) and checkpoints as safetensors (PaddleNLP's unified checkpoint); "
                  "false: the older pickled .pdparams layout"),
@@ -138,7 +141,7 @@ class TrainConfig:
 
     def resolved(self) -> dict[str, Any]:
         """The keys actually used, as a config this trainer accepts again (train_config.json)."""
-        values = dict(self.values)
+        values = {**DATA_DEFAULTS, **self.values}
         values.update({name: self.extras[name] for name in self.extras})
         header = {"_comment": f"resolved from {self.source or 'arguments'}; device {self.device}, dtype {self.dtype}"}
         return {**header, **{key: values[key] for key in sorted(values)}}
@@ -514,6 +517,11 @@ def _training_defaults(values: Mapping[str, Any], device: str) -> dict[str, Any]
     }
 
 
+# Data keys whose default differs from run_finetune's on purpose: batch widths rounded up to a multiple of 8
+# give the allocator few distinct shapes (peak memory stays flat; see bench/train_throughput.py --widths).
+DATA_DEFAULTS = {"pad_to_multiple_of": 8}
+
+
 def build_config(raw: RawConfig, vocabulary: Mapping[str, KeySpec], device: str, device_count: int = 1,
                  bf16_supported: bool = False) -> TrainConfig:
     """Validated :class:`TrainConfig` from typed values (no model is loaded)."""
@@ -532,7 +540,7 @@ def build_config(raw: RawConfig, vocabulary: Mapping[str, KeySpec], device: str,
     training.pop("resume_from_checkpoint", None)
     try:
         model_args = ModelConfig(**groups["model"])
-        data_args = DataConfig(**groups["data"])
+        data_args = DataConfig(**{**DATA_DEFAULTS, **groups["data"]})
         training_args = SFTConfig(**training)
     except (ValueError, TypeError) as exc:
         raise ConfigError(f"{raw.source or 'config'}: {exc}") from None

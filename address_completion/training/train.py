@@ -166,6 +166,44 @@ class PaddingCollator:
         return {"position_ids": positions, "attention_mask": mask}
 
 
+# Samples sorted by length inside groups of this many batches (Hugging Face's group_by_length uses 50): large
+# enough that a batch's rows have nearly equal lengths, small enough that the order stays random across groups.
+GROUP_BATCHES = 50
+
+
+def batch_order(lengths: Sequence[int], batch_size: int, seed: int, epoch: int, *, group_by_length: bool = True,
+                drop_last: bool = False) -> list[list[int]]:
+    """Sample indices of every batch of one epoch, a function of (seed, epoch) only (so a resume replays it).
+
+    Plain: a seeded permutation cut into batches. ``group_by_length``: the permutation is cut into groups of
+    :data:`GROUP_BATCHES` batches, each group sorted by length (longest first) and cut into batches, and the
+    batches are shuffled; the batch holding the longest sample goes first, so the allocator's first blocks are
+    its largest and later, narrower batches reuse them. Each index appears once per epoch (the last, partial
+    batch is dropped with ``drop_last``).
+    """
+    import numpy as np
+
+    rng = np.random.RandomState([seed, epoch])
+    order = rng.permutation(len(lengths)).tolist()
+    if not group_by_length:
+        batches = [order[start:start + batch_size] for start in range(0, len(order), batch_size)]
+        return [batch for batch in batches if len(batch) == batch_size or not drop_last]
+    group = batch_size * GROUP_BATCHES
+    batches = []
+    for start in range(0, len(order), group):
+        chunk = sorted(order[start:start + group], key=lambda index: -lengths[index])  # stable: ties keep the order
+        batches += [chunk[offset:offset + batch_size] for offset in range(0, len(chunk), batch_size)]
+    partial = [batch for batch in batches if len(batch) < batch_size]  # at most one: the last group's tail
+    batches = [batch for batch in batches if len(batch) == batch_size]
+    batches = [batches[index] for index in rng.permutation(len(batches))]
+    if partial and not drop_last:
+        batches += partial
+    if batches:
+        longest = max(range(len(batches)), key=lambda index: max(lengths[i] for i in batches[index]))
+        batches.insert(0, batches.pop(longest))
+    return batches
+
+
 # ---------------------------------------------------------------- data
 
 
@@ -368,26 +406,27 @@ def trainable_parameters(model: Any) -> tuple[int, int]:
 def make_trainer(cfg: TrainConfig, model: Any, tokenizer: Any, train_data: Any, eval_data: Any,
                  callbacks: list[Any]) -> Any:
     """PaddleNLP's SFTTrainer with generation-based accuracy and a seeded, resumable data order."""
-    import numpy as np
     from paddle.io import DistributedBatchSampler
     from paddlenlp.trainer import PrinterCallback
     from paddlenlp.trl import SFTTrainer
 
     class EpochSeededSampler(DistributedBatchSampler):
-        """Shuffles with (seed, epoch) only, so a resumed run replays the interrupted epoch's exact order."""
+        """Batches of :func:`batch_order`: (seed, epoch) decide them, so a resumed run replays the interrupted
+        epoch's exact order; with group_by_length, rows of a batch have nearly equal lengths (less padding,
+        few distinct batch shapes)."""
 
-        def __init__(self, dataset: Any, batch_size: int, seed: int, drop_last: bool):
+        def __init__(self, dataset: Any, batch_size: int, seed: int, drop_last: bool, group_by_length: bool):
             super().__init__(dataset, batch_size=batch_size, num_replicas=1, rank=0, shuffle=True,
                              drop_last=drop_last)
             self.seed = seed
+            self.group_by_length = group_by_length
+            self.lengths = [len(dataset[index]["input_ids"]) for index in range(len(dataset))]
 
         def __iter__(self):
-            order = np.random.RandomState([self.seed, self.epoch]).permutation(len(self.dataset)).tolist()
+            batches = batch_order(self.lengths, self.batch_size, self.seed, self.epoch,
+                                  group_by_length=self.group_by_length, drop_last=self.drop_last)
             self.epoch += 1
-            for start in range(0, len(order), self.batch_size):
-                batch = order[start:start + self.batch_size]
-                if len(batch) == self.batch_size or not self.drop_last:
-                    yield batch
+            yield from batches
 
     class AddressTrainer(SFTTrainer):
         tokens_trained = 0
@@ -396,7 +435,7 @@ def make_trainer(cfg: TrainConfig, model: Any, tokenizer: Any, train_data: Any, 
 
         def _get_train_sampler(self):
             return EpochSeededSampler(self.train_dataset, self.args.per_device_train_batch_size, self.args.seed,
-                                      self.args.dataloader_drop_last)
+                                      self.args.dataloader_drop_last, cfg.extras["group_by_length"])
 
         def training_step(self, model, inputs, *args, **kwargs):
             mask = inputs.get("attention_mask")

@@ -1,0 +1,125 @@
+"""The CPU speed patches compute what PaddleNLP computes: same logits, same gradients, same merge."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from address_completion.training import merge
+from address_completion import speedups
+from address_completion.errors import ConfigError
+
+# lora_rank_scale only moves one multiplication: logits agree to 1e-6. rmsnorm_square replaces Paddle's pow(2), which
+# is not correctly rounded (up to 5.6e-7 off the exact square of N(0,1) floats, measured; x*x is exact to half an
+# ulp), so the two differ by rounding that the layers carry into the logits (2e-6 measured on the tiny model).
+LOGIT_TOLERANCE = {"lora_rank_scale": 1e-6, "rope_matmul": 1e-6, "rmsnorm_square": 1e-5}
+
+
+@pytest.fixture
+def stock(monkeypatch):
+    """PaddleNLP's own code during the test (load_model applies no default patch), whatever the session applied
+    before; restored after."""
+    applied = speedups.apply([])
+    speedups.remove()
+    monkeypatch.setattr(speedups, "DEFAULT", ())
+    yield
+    speedups.remove()
+    speedups.apply(applied)
+
+
+def adapter_model(default_model_dir, lora_adapter_dir):
+    from address_completion.model.modeling import load_model
+
+    model = load_model(str(default_model_dir), lora_path=str(lora_adapter_dir))
+    model.eval()
+    return model
+
+
+def logits_and_gradients(model, batch) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Logits of the probe batch and the gradient of their masked sum w.r.t. every LoRA weight."""
+    import paddle
+
+    input_ids, attention_mask, position_ids = (paddle.to_tensor(part, dtype="int64") for part in batch)
+    logits = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                   use_cache=False)[0]
+    (logits * attention_mask.unsqueeze(-1).astype("float32")).sum().backward()
+    gradients = {name: parameter.grad.numpy().copy() for name, parameter in model.named_parameters()
+                 if "lora_" in name}
+    model.clear_gradients()
+    return logits.numpy(), gradients
+
+
+@pytest.mark.parametrize("patch", sorted(speedups.PATCHES))
+def test_patch_gives_the_stock_logits_and_gradients(patch, stock, default_model_dir, lora_adapter_dir,
+                                                    qwen_tokenizer):
+    batch = merge.probe_batch(qwen_tokenizer)
+    model = adapter_model(default_model_dir, lora_adapter_dir)
+    expected_logits, expected_gradients = logits_and_gradients(model, batch)
+    assert speedups.apply([patch]) == [patch]
+    logits, gradients = logits_and_gradients(model, batch)
+    assert merge.max_logit_difference(logits, expected_logits, batch[1]) <= LOGIT_TOLERANCE[patch]
+    assert gradients.keys() == expected_gradients.keys() and len(gradients) == 2 * 7 * 2  # A and B, 7 layers x 2
+    for name, gradient in gradients.items():
+        scale = max(1.0, float(np.abs(expected_gradients[name]).max()))
+        assert float(np.abs(gradient - expected_gradients[name]).max()) <= 1e-5 * scale, name
+
+
+def test_patched_rmsnorm_is_closer_to_the_exact_value_than_stock(stock):
+    """Against RMSNorm in float64: the patched form's error is at most stock's (and within float32 rounding)."""
+    import paddle
+    from paddlenlp.transformers import Qwen2Config
+    from paddlenlp.transformers.qwen2.modeling import Qwen2RMSNorm
+
+    norm = Qwen2RMSNorm(Qwen2Config(hidden_size=64, rms_norm_eps=1e-6))
+    norm.weight.set_value(np.random.default_rng(0).uniform(0.5, 1.5, 64).astype("float32"))
+    hidden = np.random.default_rng(1).normal(size=(4, 50, 64)).astype("float32")
+    wide = hidden.astype("float64")
+    exact = wide / np.sqrt((wide * wide).mean(-1, keepdims=True) + 1e-6) * norm.weight.numpy().astype("float64")
+    stock_error = np.abs(norm(paddle.to_tensor(hidden)).numpy() - exact).max()
+    speedups.apply(["rmsnorm_square"])
+    patched_error = np.abs(norm(paddle.to_tensor(hidden)).numpy() - exact).max()
+    assert patched_error <= stock_error and patched_error < 1e-6
+
+
+def test_patch_changes_the_code_that_runs_and_remove_restores_it(stock):
+    from paddlenlp.peft.lora.lora_layers import LoRALinear
+    from paddlenlp.transformers.qwen2 import modeling as qwen2
+
+    stock_code = (qwen2.Qwen2RMSNorm.forward, LoRALinear.forward, qwen2.apply_rotary_pos_emb)
+    everything = sorted(speedups.PATCHES)
+    assert speedups.apply(everything) == everything
+    assert speedups.apply(["rmsnorm_square"]) == everything  # idempotent
+    patched = (qwen2.Qwen2RMSNorm.forward, LoRALinear.forward, qwen2.apply_rotary_pos_emb)
+    assert all(new is not old for new, old in zip(patched, stock_code))
+    speedups.remove()
+    assert (qwen2.Qwen2RMSNorm.forward, LoRALinear.forward, qwen2.apply_rotary_pos_emb) == stock_code
+
+
+def test_unknown_patch_is_named():
+    with pytest.raises(ConfigError, match="unknown patch.*rms_norm.*choose from rmsnorm_square"):
+        speedups.apply(["rms_norm"])
+
+
+def test_merge_under_every_patch_is_exact(stock, default_model_dir, lora_adapter_dir, tmp_path):
+    """The merged weights are those of stock PaddleNLP (the patches never touch parameters), and merge's own
+    verification (patched adapter model vs merged model) still passes."""
+    from safetensors.numpy import load_file
+
+    plain = merge.merge_adapter(str(default_model_dir), str(lora_adapter_dir), tmp_path / "stock")
+    speedups.apply(sorted(speedups.PATCHES))
+    patched = merge.merge_adapter(str(default_model_dir), str(lora_adapter_dir), tmp_path / "patched")
+    assert patched.max_abs_diff <= 1e-5 and plain.max_abs_diff <= 1e-5
+    expected, merged = load_file(tmp_path / "stock" / "model.safetensors"), \
+        load_file(tmp_path / "patched" / "model.safetensors")
+    assert expected.keys() == merged.keys()
+    assert all(np.array_equal(expected[name], merged[name]) for name in expected)
+
+
+def test_load_model_applies_the_default_patches(default_model_dir):
+    from paddlenlp.peft.lora.lora_layers import LoRALinear
+
+    from address_completion.model.modeling import load_model
+
+    load_model(str(default_model_dir))
+    assert set(speedups.DEFAULT) <= set(speedups.apply([])) and speedups.DEFAULT == ("lora_rank_scale",)
+    assert LoRALinear.forward is speedups._lora_forward
