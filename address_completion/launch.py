@@ -14,6 +14,7 @@ run, not faster on one machine's cores).
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import shlex
@@ -125,6 +126,14 @@ def check_devices(request: LaunchRequest, device: str, device_count: int) -> Non
     if missing:
         raise ConfigError(f"{DEVICES}: GPU {missing[0]} does not exist; Paddle sees {device_count} GPU(s) "
                           f"(ids 0-{device_count - 1})")
+
+
+def shard(order: list[int], replicas: int, rank: int) -> list[int]:
+    """``rank``'s share of ``order`` for ``replicas`` processes: every replicas-th index from ``rank`` on, after
+    wrapping the order's start onto its end so that each process gets the same number of samples."""
+    total = math.ceil(len(order) / replicas) * replicas
+    padded = order + order[: total - len(order)]
+    return padded[rank:total:replicas]
 
 
 def launch_command(request: LaunchRequest, config: str, overrides: Sequence[str], flags: Sequence[str],

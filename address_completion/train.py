@@ -373,6 +373,8 @@ def make_trainer(cfg: TrainConfig, model: Any, tokenizer: Any, train_data: Any, 
     from paddlenlp.trainer import PrinterCallback
     from paddlenlp.trl import SFTTrainer
 
+    from .launch import shard
+
     class EpochSeededSampler(DistributedBatchSampler):
         """Shuffles with (seed, epoch) only, so a resumed run replays the interrupted epoch's exact order.
 
@@ -492,14 +494,6 @@ def scheduler_state_to_json(scheduler: Any, checkpoint: Path) -> None:
 def _json_number(value: Any) -> Any:
     """Plain Python numbers for JSON (schedulers may hold NumPy scalars)."""
     return value.item() if hasattr(value, "item") else value
-
-
-def shard(order: list[int], replicas: int, rank: int) -> list[int]:
-    """``rank``'s share of ``order`` for ``replicas`` processes: every replicas-th index from ``rank`` on, after
-    wrapping the order's start onto its end so that each process gets the same number of samples."""
-    total = math.ceil(len(order) / replicas) * replicas
-    padded = order + order[: total - len(order)]
-    return padded[rank:total:replicas]
 
 
 def make_collator(cfg: TrainConfig, tokenizer: Any) -> PaddingCollator:
