@@ -50,10 +50,17 @@ setup(
         # serve: request validation, OpenAPI page, streaming and connection handling we do not re-implement.
         "fastapi==0.163.2",
         "uvicorn==0.54.0",
+        # GGUF import (a .gguf file as the model): llama.cpp's own reader and dequantizer (MIT).
+        "gguf==0.19.0",
     ],
     extras_require={
         # pytest-timeout: a hung server or trainer fails its test with a traceback instead of hanging CI.
-        "test": ["pytest>=7", "pytest-timeout>=2.3", "matplotlib", "openai"],  # the evaluation tests check the chart too
+        # torch + transformers (+ accelerate, which its GGUF loader needs): an independent reference for GGUF
+        # import (logits of the same file). transformers 4.55 is the newest whose tokenizers pin (<0.22) fits
+        # paddlenlp 3.0.0b4's (5.x needs tokenizers>=0.23: pip cannot resolve both); torch==2.13.0 is the CPU
+        # build (any other version pulls multi-GB CUDA wheels).
+        "test": ["pytest>=7", "pytest-timeout>=2.3", "matplotlib", "openai",  # the evaluation tests check the chart too
+                 "torch==2.13.0", "transformers==4.55.4", "accelerate==1.10.1"],
         "rules": ["jionlp", "cpca"],
         "plot": ["matplotlib"],
     },

@@ -6,6 +6,8 @@
   Hugging Face or ModelScope) is converted once into a cache folder keyed by the source path and the
   files' sizes and modification times. The user's folder is never written to: PaddleNLP's own
   ``convert_from_torch=True`` would drop a ``model_state.pdparams`` next to the user's files.
+- A **GGUF file** (``*.gguf`` from llama.cpp or Ollama, Llama or Qwen2 architecture) is converted once into
+  the same cache, keyed by the file's path, size and modification time (see :mod:`.gguf_import`).
 - A **hub name** (``Qwen/Qwen2.5-0.5B-Instruct``) is downloaded through PaddleNLP when online; offline, or
   when the hub cannot be reached within a few seconds, the error says how to pass a local folder.
 
@@ -29,6 +31,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from .errors import ConfigError, DataError
+from .gguf_import import apply_pretokenizer, check_gguf_file, convert_gguf, is_gguf_path
 from .runtime import OFFLINE_VARIABLES, cache_root, looks_like_local_path, logger, quiet_paddlenlp_logs
 
 CONVERTED_CACHE_VERSION = 2  # 2: converted weights are safetensors (1 wrote model_state.pdparams)
@@ -283,10 +286,13 @@ def resolve_model_dir(name_or_path: str, *, cache_dir: str | None = None, flag: 
     that named the model, for the hint of an error."""
     text = str(name_or_path)
     folder = Path(text).expanduser()
+    if is_gguf_path(text):
+        return convert_gguf(folder, cache_dir, flag)
     if folder.exists() or looks_like_local_path(text):
         if not folder.is_dir():
             raise ConfigError(missing_folder_message(text) if not folder.exists()
-                              else f"model path {text!r} is a file; pass the folder that holds config.json")
+                              else f"model path {text!r} is a file; pass the folder that holds config.json "
+                                   "or a .gguf file")
         if is_paddle_model_dir(folder):
             return folder
         if is_hf_model_dir(folder):
@@ -308,6 +314,9 @@ def check_model_source(name_or_path: str, flag: str = "--model_name_or_path") ->
     """Fail fast (before data or model loading) when the model cannot be found; nothing is downloaded."""
     text = str(name_or_path)
     folder = Path(text).expanduser()
+    if is_gguf_path(text):
+        check_gguf_file(folder, flag)  # the header is read at conversion (load) time
+        return
     if folder.exists() or looks_like_local_path(text):
         if not folder.is_dir():
             raise ConfigError(missing_folder_message(text))
@@ -335,7 +344,7 @@ def load_tokenizer(name_or_path: str, flag: str = "--model_name_or_path") -> Any
                         or folder) from error
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token  # only used for padding, which is masked out
-    return tokenizer
+    return apply_pretokenizer(tokenizer, folder)
 
 
 def load_model(name_or_path: str, *, dtype: str = "float32", lora_path: str | None = None,

