@@ -63,11 +63,13 @@ def distributed_rank() -> tuple[int, int]:
 
 
 def looks_like_local_path(model: str | os.PathLike | None) -> bool:
-    """True when ``model`` names an existing folder or is written as a path, not a hub name."""
+    """True when ``model`` names an existing folder or is written as a path (or ``pkg:PACKAGE/FILE``, a file inside
+    an installed package), not a hub name."""
     if model is None:
         return False
     text = str(model)
-    return Path(text).expanduser().exists() or text.startswith((".", "/", "~")) or os.sep + os.sep in text
+    return (Path(text).expanduser().exists() or text.startswith((".", "/", "~", "pkg:"))
+            or os.sep + os.sep in text)
 
 
 def prepare_environment(offline: bool | None = None, model: str | os.PathLike | None = None) -> bool:
