@@ -40,7 +40,8 @@ GGUF_CACHE_VERSION = 1
 GGUF_MAGIC = b"GGUF"
 ARCHITECTURES = {"llama": ("LlamaForCausalLM", "llama"), "qwen2": ("Qwen2ForCausalLM", "qwen2")}
 # Tensor types dequantized here (gguf.quants implements each); anything else is refused by name.
-SUPPORTED_TYPES = ("F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q4_K", "Q5_K", "Q6_K")
+SUPPORTED_TYPES = ("F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q2_K", "Q3_K", "Q4_K", "Q5_K",
+                   "Q6_K")
 # llama.cpp tensor names (gguf.constants.TENSOR_NAMES) -> Hugging Face / PaddleNLP parameter names.
 LAYER_TENSORS = {
     "attn_norm.weight": "input_layernorm.weight",
@@ -128,6 +129,9 @@ def convert_gguf(path: str | os.PathLike, cache_dir: str | os.PathLike | None = 
         return target
     reader = open_gguf(path)
     architecture = gguf_architecture(reader, path)
+    check_tensor_types(reader, path)  # every refusal comes before any work
+    gguf_config(reader, path)
+    tokenizer_files(reader, path)
     logger.info("converting GGUF file %s (%s) to a Paddle model folder (once) -> %s", path, architecture, target)
     from . import dataio
 
@@ -284,15 +288,26 @@ def unpermute_rotary(weights: Any, heads: int) -> Any:
     return weights.reshape(heads, half, 2, *shape[1:]).swapaxes(1, 2).reshape(shape)
 
 
+def check_tensor_types(reader: Any, path: Path) -> None:
+    """DataError naming the first tensor whose type is not in :data:`SUPPORTED_TYPES`."""
+    for tensor in reader.tensors:
+        check_tensor_type(tensor, path)
+
+
+def check_tensor_type(tensor: Any, path: Path) -> None:
+    kind = tensor.tensor_type.name
+    if kind not in SUPPORTED_TYPES:
+        raise DataError(f"tensor {tensor.name} has type {kind}, which the importer does not read (supported: "
+                        f"{', '.join(SUPPORTED_TYPES)}); convert the model with llama.cpp to one of them", path)
+
+
 def dequantized(tensor: Any, path: Path) -> Any:
     """``tensor`` as a float32 NumPy array in PyTorch's ``[out, in]`` order; DataError naming an unsupported type."""
     import numpy as np
     from gguf import quants
 
+    check_tensor_type(tensor, path)
     kind = tensor.tensor_type.name
-    if kind not in SUPPORTED_TYPES:
-        raise DataError(f"tensor {tensor.name} has type {kind}, which the importer does not read (supported: "
-                        f"{', '.join(SUPPORTED_TYPES)}); convert the model with llama.cpp to one of them", path)
     shape = tuple(int(size) for size in reversed(tensor.shape))  # GGUF lists the fastest-varying axis first
     try:
         values = quants.dequantize(tensor.data, tensor.tensor_type)
