@@ -12,7 +12,7 @@ Prints exact match (with its 95% Wilson interval), the inputs the model actually
 candidates), decoding speed (free: generated tokens/s; both: addresses/s) and training speed (tokens/s from the
 run's summary.json), and writes everything as JSON. Heavy: run it alone (flock /work/heavy.lock ...).
 
-    python bench/real_model_learning.py                                  # 60 steps, first 200 test pairs
+    python bench/real_model_learning.py                      # the config's 30 steps, first 200 test pairs
     python bench/real_model_learning.py --steps 20 --limit 50 --output-dir outputs/bench-quick --force
 """
 
@@ -60,7 +60,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--config", default=str(ROOT / "configs" / "smollm2_135m_cpu.json"),
                         help="training config (its model, data, LoRA and grounding settings are used)")
-    parser.add_argument("--steps", type=positive_int, default=60, help="optimizer steps of training (the budget)")
+    parser.add_argument("--steps", type=positive_int, default=None,
+                        help="optimizer steps of training (the budget); default: the config's max_steps")
     parser.add_argument("--limit", type=positive_int, default=200, help="first N pairs of the test file")
     parser.add_argument("--test-file", default=None, help="src/tgt pairs; default: test.json of the config's dataset")
     parser.add_argument("--decodings", type=decoding_list, default=list(DECODINGS), help="decoding modes to measure")
@@ -128,11 +129,11 @@ def evaluate_model(model: str, lora_path: str | None, pairs: Sequence[dict[str, 
     return [measure(completer, pairs, decoding, args.batch_size) for decoding in args.decodings], max_new_tokens
 
 
-def train_adapter(args: argparse.Namespace, lora_dir: Path) -> dict[str, Any]:
-    """Exactly ``args.steps`` steps of the config, nothing evaluated or checkpointed on the way; its summary."""
+def train_adapter(args: argparse.Namespace, steps: int, lora_dir: Path) -> dict[str, Any]:
+    """Exactly ``steps`` steps of the config, nothing evaluated or checkpointed on the way; its summary."""
     from address_completion.train import train
 
-    overrides = [*args.overrides, "--max_steps", str(args.steps), "--output_dir", str(lora_dir), "--do_eval", "false",
+    overrides = [*args.overrides, "--max_steps", str(steps), "--output_dir", str(lora_dir), "--do_eval", "false",
                  "--evaluation_strategy", "no", "--save_strategy", "no", "--load_best_model_at_end", "false",
                  "--do_predict", "false"]
     summary = train(args.config, overrides, overwrite=args.force and lora_dir.exists())
@@ -187,7 +188,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     started = datetime.now(timezone.utc)
     before, max_new_tokens = evaluate_model(model, None, pairs, args, grounding, args.max_new_tokens)
     lora_dir = output_dir / "lora"
-    training = train_adapter(args, lora_dir)
+    training = train_adapter(args, args.steps or cfg.training_args.max_steps, lora_dir)
     after, _ = evaluate_model(model, str(lora_dir), pairs, args, grounding, max_new_tokens)
     results = {"model": model, "config": str(args.config), "overrides": list(args.overrides), "grounding": grounding,
                "test_file": str(test_file), "pairs": len(pairs), "max_new_tokens": max_new_tokens,

@@ -97,7 +97,8 @@ def load_bench():
 
 def test_bench_defaults_are_the_documented_budget():
     args = load_bench().parse_args([])
-    assert Path(args.config) == CONFIG and args.steps == 60 and args.limit == 200
+    assert Path(args.config) == CONFIG and args.steps is None and args.limit == 200  # steps: the config's max_steps
+    assert json.loads(CONFIG.read_text(encoding="utf-8"))["max_steps"] == 30
     assert args.decodings == ["free", "constrained"] and args.overrides == [] and not args.force
 
 
