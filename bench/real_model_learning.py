@@ -185,16 +185,20 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if not pairs:
         raise AddressCompletionError(f"{test_file}: no src/tgt pairs")
     setup_runtime(model=model)
-    started = datetime.now(timezone.utc)
-    before, max_new_tokens = evaluate_model(model, None, pairs, args, grounding, args.max_new_tokens)
     lora_dir = output_dir / "lora"
-    training = train_adapter(args, args.steps or cfg.training_args.max_steps, lora_dir)
-    after, _ = evaluate_model(model, str(lora_dir), pairs, args, grounding, max_new_tokens)
-    results = {"model": model, "config": str(args.config), "overrides": list(args.overrides), "grounding": grounding,
-               "test_file": str(test_file), "pairs": len(pairs), "max_new_tokens": max_new_tokens,
-               "batch_size": args.batch_size, "started_utc": started.isoformat(timespec="seconds"),
-               "command": " ".join(["python", "bench/real_model_learning.py", *sys.argv[1:]]),
-               "before": before, "training": training, "after": after, "adapter": str(lora_dir)}
+    results: dict[str, Any] = {
+        "complete": False, "model": model, "config": str(args.config), "overrides": list(args.overrides),
+        "grounding": grounding, "test_file": str(test_file), "pairs": len(pairs), "batch_size": args.batch_size,
+        "started_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "command": " ".join(["python", "bench/real_model_learning.py", *sys.argv[1:]]), "adapter": str(lora_dir)}
+    # Written after each stage ("complete": false until the end), so a run stopped midway keeps what it measured.
+    results["before"], results["max_new_tokens"] = evaluate_model(model, None, pairs, args, grounding,
+                                                                  args.max_new_tokens)
+    dataio.write_json(output_dir / RESULTS_FILE, results)
+    results["training"] = train_adapter(args, args.steps or cfg.training_args.max_steps, lora_dir)
+    dataio.write_json(output_dir / RESULTS_FILE, results)
+    results["after"], _ = evaluate_model(model, str(lora_dir), pairs, args, grounding, results["max_new_tokens"])
+    results["complete"] = True
     dataio.write_json(output_dir / RESULTS_FILE, results)
     return results
 
