@@ -50,12 +50,26 @@ def usable_cores() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+def distributed_rank() -> tuple[int, int]:
+    """(rank, number of processes) of this process as ``paddle.distributed.launch`` set them; (0, 1) otherwise.
+
+    Read from the launcher's environment, so it is known before paddle is imported; only rank 0 writes a
+    run's outputs.
+    """
+    try:
+        return int(os.environ.get("PADDLE_TRAINER_ID", "0")), max(1, int(os.environ.get("PADDLE_TRAINERS_NUM", "1")))
+    except ValueError:
+        return 0, 1
+
+
 def looks_like_local_path(model: str | os.PathLike | None) -> bool:
-    """True when ``model`` names an existing folder or is written as a path, not a hub name."""
+    """True when ``model`` names an existing folder or is written as a path (or ``pkg:PACKAGE/FILE``, a file inside
+    an installed package), not a hub name."""
     if model is None:
         return False
     text = str(model)
-    return Path(text).expanduser().exists() or text.startswith((".", "/", "~")) or os.sep + os.sep in text
+    return (Path(text).expanduser().exists() or text.startswith((".", "/", "~", "pkg:"))
+            or os.sep + os.sep in text)
 
 
 def prepare_environment(offline: bool | None = None, model: str | os.PathLike | None = None) -> bool:

