@@ -520,7 +520,8 @@ def train_merge_predict_serve(model: Path, tmp_path: Path, capsys, *, learning_r
 
     merged = tmp_path / "merged"
     result = merge.merge_adapter(str(model), str(output), merged)
-    assert result.max_abs_diff <= result.tolerance and result.adapter_effect > 100 * result.tolerance
+    allowed = result.record["verification"]["allowed_abs_diff"]
+    assert result.max_abs_diff <= allowed and result.adapter_effect > 100 * allowed
 
     capsys.readouterr()
     address = pairs[0]["src"].split(": ", 1)[1]
