@@ -89,7 +89,11 @@ def prepare_environment(offline: bool | None = None, model: str | os.PathLike | 
             os.environ[variable] = "1"
     if "paddle" in sys.modules and os.environ.get("OMP_NUM_THREADS") == "1" and usable_cores() > 1:
         logger.debug("paddle was imported before prepare_environment; OMP_NUM_THREADS may be 1")
+    # datasets (imported by paddlenlp) logs "PyTorch version … available" at INFO through paddlenlp's handler
+    # whenever torch is installed (the test and export extras): not news for a Paddle command.
+    logging.getLogger("datasets").setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", message="Setuptools is replacing distutils")
+    warnings.filterwarnings("ignore", message="pkg_resources is deprecated")  # jieba (via paddlenlp), cpca
     warnings.filterwarnings("ignore", message="No ccache found")  # Paddle's extension builder; we build none
     warnings.filterwarnings("ignore", message=r"(?s).*incubate.nn.functional.swiglu")  # inside PaddleNLP's Qwen2
     warnings.filterwarnings("ignore", category=DeprecationWarning)
