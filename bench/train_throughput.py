@@ -48,7 +48,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from address_completion import speedups  # noqa: E402  (imports no paddle)
+from address_completion.model import speedups  # noqa: E402  (imports no paddle)
 from address_completion.runtime import prepare_environment, usable_cores  # noqa: E402
 
 WIDTHS = ("varied", "fixed", "grouped")
