@@ -374,6 +374,30 @@ def test_atomic_folder_replaces_only_on_success(tmp_path):
     assert sorted(path.name for path in tmp_path.iterdir()) == ["model"]  # no staging or old folder left
 
 
+def test_staged_file_publishes_only_on_success(tmp_path):
+    from address_completion.data.dataio import current_umask, staged_file
+
+    target = tmp_path / "model.gguf"
+    target.write_bytes(b"old")
+    with pytest.raises(RuntimeError):
+        with staged_file(target) as staged:
+            staged.write_bytes(b"half")
+            (staged.parent / "scratch").mkdir()  # the caller's intermediate files live beside it
+            raise RuntimeError("verification failed")
+    assert target.read_bytes() == b"old"
+    with pytest.raises(FileNotFoundError):  # a body that wrote nothing publishes nothing
+        with staged_file(target):
+            pass
+    assert target.read_bytes() == b"old"
+    with staged_file(target) as staged:
+        descriptor = os.open(staged, os.O_WRONLY | os.O_CREAT, 0o600)  # a private file, as gguf-py may write
+        os.write(descriptor, b"new")
+        os.close(descriptor)
+    assert target.read_bytes() == b"new"
+    assert stat.S_IMODE(target.stat().st_mode) == 0o666 & ~current_umask()
+    assert [path.name for path in tmp_path.iterdir()] == ["model.gguf"]  # no staging folder left
+
+
 def test_check_model_folder_never_replaces_a_non_model_folder(tmp_path):
     from address_completion.data.dataio import check_model_folder
 

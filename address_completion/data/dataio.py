@@ -452,6 +452,30 @@ def atomic_folder(path: str | os.PathLike) -> Iterator[Path]:
 
 
 @contextlib.contextmanager
+def staged_file(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield where to write ``path``'s new content: a file name inside a fresh staging folder next to ``path``.
+
+    The folder is the caller's scratch space too (intermediate files die with it). When the body returns, the
+    yielded file (which it must have written) gets the umask's permissions and replaces ``path`` in one rename,
+    synced; when the body raises, ``path`` is untouched. The staging folder is removed either way; a stale one
+    left by a killed process is removed on the next call. Raises FileNotFoundError if the body wrote nothing.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    clean_stale_siblings(path)
+    staging = _sibling(path, "staging")
+    staging.mkdir()
+    try:
+        staged = staging / path.name
+        yield staged
+        apply_umask_to_files([staged])
+        os.replace(staged, path)
+        _sync_directory(path.parent)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+@contextlib.contextmanager
 def atomic_write(path: str | os.PathLike, mode: str = "w") -> Iterator[Any]:
     """Write to a temporary file next to ``path`` and rename it over ``path`` only on success.
 

@@ -528,29 +528,21 @@ def paddle_reference(model: str, lora_path: Optional[str], batch: Any, dtype: st
     """
     import gc
 
-    from ..training.merge import (MergeVerificationError, allowed_difference, default_tolerance, max_abs_logit,
-                                  max_logit_difference, merge_and_restore, probe_logits)
+    from ..training.merge import (adapter_reference, check_merged_logits, default_tolerance, merge_and_restore,
+                                  probe_logits)
     from .modeling import load_model
 
     loaded = load_model(model, dtype=dtype, lora_path=lora_path, flag="--model")
     loaded.eval()
-    reference = probe_logits(loaded, batch)
-    if lora_path:
-        loaded.disable_lora()
-        effect = max_logit_difference(reference, probe_logits(loaded, batch), batch[1])
-        loaded.enable_lora()
-        if not effect > 0:
-            raise MergeVerificationError(f"the adapter {lora_path} does not change the model's logits at all on the "
-                                         "probe batch (an untrained adapter?); nothing was exported")
+    if not lora_path:
+        reference = probe_logits(loaded, batch)
+    else:
+        reference, effect = adapter_reference(loaded, batch)
         loaded = merge_and_restore(loaded)
         loaded.eval()
-        merged_diff = max_logit_difference(reference, probe_logits(loaded, batch), batch[1])
-        bound = allowed_difference(default_tolerance(dtype) if merge_tolerance is None else merge_tolerance,
-                                   max_abs_logit(reference, batch[1]))  # merge's own bound
-        logger.info("max |logit difference| merged vs base + adapter: %.3g (allowed %.3g)", merged_diff, bound)
-        if not merged_diff <= bound:
-            raise MergeVerificationError(f"the merged weights' logits differ from base + adapter by {merged_diff:.3g} "
-                                         f"(> {bound:.3g}); nothing was exported")
+        check_merged_logits(lora_path, reference, effect, probe_logits(loaded, batch), batch[1],
+                            default_tolerance(dtype) if merge_tolerance is None else merge_tolerance,
+                            "nothing was exported")
     state = {name: tensor.astype("float32").numpy() for name, tensor in loaded.state_dict().items()}
     del loaded
     gc.collect()
@@ -629,30 +621,21 @@ def _export_gguf(output: Path, state: dict, config: dict, source_dir: Path, toke
                  lora_path: Optional[str]) -> ExportResult:
     """Write the GGUF file in a staging folder next to ``output`` (via a Hugging Face folder), verify, then move it
     into place in one rename."""
-    dataio.clean_stale_siblings(output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    staging = dataio._sibling(output, "staging")
-    staging.mkdir()
-    try:
-        hf_dir = staging / "hf"
+    with dataio.staged_file(output) as staged:
+        hf_dir = staged.parent / "hf"
         hf_dir.mkdir()
         write_hf_folder(hf_dir, state, config, source_dir, tokenizer)
-        write_gguf(staging / output.name, hf_dir, config, source_dir, quantize)
-        faithful, (max_diff, relative) = verify_export(staging, references, batch, prompts, tokenizer,
-                                                       gguf_file=output.name)
-        ours = verify_with_importer(staging / output.name, references, batch, prompts, tokenizer)
+        write_gguf(staged, hf_dir, config, source_dir, quantize)
+        faithful, (max_diff, relative) = verify_export(staged.parent, references, batch, prompts, tokenizer,
+                                                       gguf_file=staged.name)
+        ours = verify_with_importer(staged, references, batch, prompts, tokenizer)
         result = ExportResult(output, "gguf", quantize, max_diff, relative, references[1][1], {
             "faithful": {"relative_logit_diff": faithful[1], "tolerance": FAITHFUL_TOLERANCE},
             "our_importer": {"max_abs_logit_diff": ours[1][0], "relative_logit_diff": ours[1][1],
                              "faithful_relative_logit_diff": ours[0][1]},
-            "bytes": (staging / output.name).stat().st_size})
-        dataio.apply_umask_to_files([staging / output.name])
-        os.replace(staging / output.name, output)
-        dataio._sync_directory(output.parent)
-        logger.info("export record: %s", json.dumps(export_record(result, model, lora_path), ensure_ascii=False))
-        return result
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+            "bytes": staged.stat().st_size})
+    logger.info("export record: %s", json.dumps(export_record(result, model, lora_path), ensure_ascii=False))
+    return result
 
 
 def probe_prompts(tokenizer: Any) -> list[str]:

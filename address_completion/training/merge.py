@@ -139,6 +139,56 @@ def max_abs_logit(logits: Any, attention_mask: list[list[int]]) -> float:
     return float(np.abs(logits[np.asarray(attention_mask, dtype=bool)]).max())
 
 
+# ---------------------------------------------------------------- the merge check (merge and export both use it)
+
+
+@dataclass(frozen=True)
+class MergeCheck:
+    adapter_effect: float  # largest |logit| change the adapter makes on the probe batch
+    max_abs_diff: float  # largest |logit difference| merged vs base + adapter
+    max_abs_logit: float  # largest |logit| of base + adapter (scales the tolerance, see allowed_difference)
+    allowed: float
+
+
+def adapter_reference(lora_model: Any, batch: tuple[list[list[int]], list[list[int]], list[list[int]]]) -> tuple[
+        Any, float]:
+    """(base + adapter logits on ``batch`` [rows, positions, vocab], the largest |logit| change the adapter makes).
+
+    Switches the adapter off and on again; ``lora_model`` is left as it came.
+    """
+    reference = probe_logits(lora_model, batch)
+    lora_model.disable_lora()
+    effect = max_logit_difference(reference, probe_logits(lora_model, batch), batch[1])
+    lora_model.enable_lora()
+    return reference, effect
+
+
+def check_merged_logits(lora_path: str, reference: Any, adapter_effect: float, merged_logits: Any,
+                        attention_mask: list[list[int]], tolerance: float, consequence: str) -> MergeCheck:
+    """Accept a merge only if the adapter does something and the merged weights reproduce base + adapter.
+
+    ``reference``/``merged_logits``: probe logits [rows, positions, vocab] of base + adapter and of the merged
+    weights; ``tolerance`` is scaled by the largest |logit| (:func:`allowed_difference`). ``consequence`` ends the
+    error message (what was not done). Raises MergeVerificationError for an adapter that changes no logit (all
+    lora_B zero: an empty merge) and for a difference above the bound (NaN included).
+    """
+    max_diff = max_logit_difference(reference, merged_logits, attention_mask)
+    scale = max_abs_logit(reference, attention_mask)
+    allowed = allowed_difference(tolerance, scale)
+    logger.info("max |logit difference| merged vs base + adapter: %.3g (allowed %.3g: tolerance %.1g x largest "
+                "|logit| %.3g; the adapter itself moves the logits by up to %.3g)", max_diff, allowed, tolerance,
+                scale, adapter_effect)
+    if not adapter_effect > 0:  # also catches NaN
+        raise MergeVerificationError(
+            f"the adapter {lora_path} does not change the base model's logits at all on the probe batch (all its "
+            f"lora_B are zero: an untrained adapter?); merging it would do nothing, so {consequence}")
+    if not max_diff <= allowed:  # also catches NaN
+        raise MergeVerificationError(
+            f"the merged model's logits differ from base + adapter by {max_diff:.3g} (> {allowed:.3g}: tolerance "
+            f"{tolerance:g} x largest |logit| {max(1.0, scale):.3g}) on the probe batch; {consequence}")
+    return MergeCheck(adapter_effect, max_diff, scale, allowed)
+
+
 # ---------------------------------------------------------------- files around the weights
 
 
@@ -193,20 +243,11 @@ def merge_adapter(base: str, lora_path: str, output_path: str | os.PathLike, *, 
     with dataio.atomic_folder(output) as staging:
         tokenizer = load_tokenizer(base)
         batch = probe_batch(tokenizer)
-        adapter_effect, max_diff, scale = _merge_into(staging, base, lora_path, batch, dtype, safe_serialization,
-                                                      load_model)
-        allowed = allowed_difference(tolerance, scale)
-        logger.info("max |logit difference| merged vs base + adapter: %.3g (allowed %.3g: tolerance %.1g x largest "
-                    "|logit| %.3g; the adapter itself moves the logits by up to %.3g)", max_diff, allowed, tolerance,
-                    scale, adapter_effect)
-        if not adapter_effect > 0:  # also catches NaN
-            raise MergeVerificationError(
-                f"the adapter {lora_path} does not change the base model's logits at all on the probe batch (all its "
-                f"lora_B are zero: an untrained adapter?); merging it would do nothing, so {output} was not written")
-        if not max_diff <= allowed:  # also catches NaN
-            raise MergeVerificationError(
-                f"the merged model's logits differ from base + adapter by {max_diff:.3g} (> {allowed:.3g}: tolerance "
-                f"{tolerance:g} x largest |logit| {max(1.0, scale):.3g}) on the probe batch; {output} was not written")
+        reference, adapter_effect, merged_logits = _merge_into(staging, base, lora_path, batch, dtype,
+                                                               safe_serialization, load_model)
+        check = check_merged_logits(lora_path, reference, adapter_effect, merged_logits, batch[1], tolerance,
+                                    f"{output} was not written")
+        max_diff, scale, allowed = check.max_abs_diff, check.max_abs_logit, check.allowed
         copied = copy_tokenizer_files(base_dir, staging, tokenizer)
         generation_config = write_generation_config(base_dir, staging, tokenizer)
         record = {
@@ -253,28 +294,24 @@ def merge_and_restore(lora_model: Any) -> Any:
 
 
 def _merge_into(staging: Path, base: str, lora_path: str, batch, dtype: str, safe_serialization: bool,
-                load_model) -> tuple[float, float, float]:
-    """Merge and save into ``staging``; returns (adapter effect, merged-vs-adapter difference, largest |logit|)
-    on the probe."""
+                load_model) -> tuple[Any, float, Any]:
+    """Merge and save into ``staging``; returns (base + adapter logits, the adapter's effect, the reloaded merged
+    model's logits) on the probe batch."""
     import gc
 
     lora_model = load_model(base, dtype=dtype, lora_path=lora_path)
     lora_model.eval()
-    mask = batch[1]
-    reference = probe_logits(lora_model, batch)
-    lora_model.disable_lora()
-    adapter_effect = max_logit_difference(reference, probe_logits(lora_model, batch), mask)
-    lora_model.enable_lora()
+    reference, adapter_effect = adapter_reference(lora_model, batch)
     merged = merge_and_restore(lora_model)
     merged.save_pretrained(str(staging), safe_serialization=safe_serialization)
     del merged, lora_model
     gc.collect()
     reloaded = load_model(str(staging), dtype=dtype, written_here=True)  # no pickle warning for our own file
     reloaded.eval()
-    max_diff = max_logit_difference(reference, probe_logits(reloaded, batch), mask)
+    merged_logits = probe_logits(reloaded, batch)
     del reloaded
     gc.collect()
-    return adapter_effect, max_diff, max_abs_logit(reference, mask)
+    return reference, adapter_effect, merged_logits
 
 
 # ---------------------------------------------------------------- CLI
