@@ -42,9 +42,10 @@ def gguf_f16(default_model_dir, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def gguf_q8(default_model_dir, tmp_path_factory):
+def gguf_q8(default_model_dir, lora_adapter_dir, tmp_path_factory):
+    """q8_0 of base + adapter: the path `merge --format gguf --quantize q8_0` takes (merge check, then export)."""
     return export.export_model(str(default_model_dir), tmp_path_factory.mktemp("export") / "model-q8_0.gguf", "gguf",
-                               quantize="q8_0")
+                               lora_path=str(lora_adapter_dir), quantize="q8_0")
 
 
 def relative_difference(reference, logits, mask) -> float:
@@ -195,15 +196,20 @@ def test_adapter_export_equals_the_merged_model(default_model_dir, lora_adapter_
     assert record["lora_path"] == str(Path(lora_adapter_dir).resolve())
 
 
-def test_merge_format_gguf(default_model_dir, lora_adapter_dir, tmp_path, capsys):
-    """merge --format gguf: the merged model as one GGUF file, checked against base + adapter."""
+def test_merge_format_gguf_runs_the_merge_check(default_model_dir, lora_adapter_dir, tmp_path, capsys):
+    """merge --format gguf hands its flags to export (the gguf_q8 fixture writes base + adapter through that same
+    function): a zero --tolerance reaches merge's own check, which refuses and writes nothing."""
     output = tmp_path / "merged.gguf"
     assert main(["merge", "--model_name_or_path", str(default_model_dir), "--lora_path", str(lora_adapter_dir),
-                 "--output_path", str(output), "--format", "gguf"]) == 0
-    assert "reloaded in transformers" in capsys.readouterr().out
-    fields, tensors = gguf_fields(output)
-    assert fields["general.architecture"] == "qwen2" and tensors["blk.0.attn_q.weight"] == "F16"
-    assert [path.name for path in tmp_path.iterdir()] == ["merged.gguf"], "no staging leftovers"
+                 "--output_path", str(output), "--format", "gguf", "--quantize", "q8_0", "--tolerance", "0"]) == 2
+    error = capsys.readouterr().err
+    assert "differ from base + adapter" in error and "nothing was exported" in error
+    assert not list(tmp_path.iterdir())
+
+
+def test_gguf_export_leaves_only_the_file(gguf_q8):
+    """The staging folder (the intermediate Hugging Face folder included) is gone after publishing."""
+    assert [path.name for path in gguf_q8.output_path.parent.iterdir()] == [gguf_q8.output_path.name]
 
 
 # ---------------------------------------------------------------- refusals
