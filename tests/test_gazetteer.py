@@ -266,6 +266,7 @@ def test_parse_full_address_keeps_rest_verbatim(gaz):
     "碑林区扬子江南路467-6号", "碑林扬子江南路467-6号", "西安碑林区扬子江南路467-6号", "陕西省碑林区扬子江南路467-6号",
     "中国陕西省西安市碑林区扬子江南路467-6号", "中国 陕西省 西安市 碑林区 扬子江南路４６７－６号",
     "陕西省,西安市-碑林区/扬子江南路467-6号", "陕西省陕西省西安市碑林区扬子江南路467-6号",
+    "陕西省【西安市】(碑林区)扬子江南路467-6号",
 ])
 def test_parse_fills_upper_levels_and_tolerates_noise(gaz, address):
     parsed = gaz.parse(address)

@@ -29,6 +29,10 @@ def texts(address, **kwargs):
     ("🏠碑林区扬子江南路467-6号", ["陕西省西安市碑林区扬子江南路467-6号"]),  # leading emoji
     ("收货地址：【加急】碑林区扬子江南路467-6号", ["陕西省西安市碑林区扬子江南路467-6号"]),  # label, bracketed tag
     ("（代收）扶风法门镇法门寺", ["陕西省宝鸡市扶风县法门镇法门寺"]),  # full-width parenthesised tag
+    ("[朝阳区]建国路88号", ["北京市朝阳区建国路88号", "吉林省长春市朝阳区建国路88号"]),  # bracketed division
+    ("北京市【朝阳区】建国路88号", ["北京市朝阳区建国路88号"]),  # bracketed level after another
+    ("陕西省（西安市）碑林区1号", ["陕西省西安市碑林区1号"]),  # full-width parentheses between levels
+    ("碑林区（东门）1号", ["陕西省西安市碑林区(东门)1号"]),  # a bracket after the divisions is the detail's
     ("710001 陕西省西安市碑林区扬子江南路1号", ["陕西省西安市碑林区扬子江南路1号"]),  # leading postal code
     ("北京北京市朝阳区1号", ["北京市朝阳区1号"]),  # municipality written twice; no city level
     ("浙江省 织里镇 吴兴区织里镇织纺路731号", ["浙江省湖州市吴兴区织里镇织纺路731号"]),  # town first

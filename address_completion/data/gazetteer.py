@@ -181,6 +181,11 @@ RENAMED: dict[str, tuple[str, str]] = {
 # Characters people put between administrative parts; skipped there, kept inside the rest of the address.
 SEPARATORS = " ,;:/\\|-_—–·•.。>、"
 _LEADING_COUNTRY = ("中华人民共和国", "中国")
+# Brackets around a division name ([朝阳区], 北京市(朝阳区)) are stepped over between names like separators; a
+# closing one left after the last name is dropped, never kept as the detail's first character. After NFKC.
+_OPENING_BRACKETS = "[(【〔《<「『"
+_CLOSING_BRACKETS = "])】〕》>」』"
+_BETWEEN_NAMES = SEPARATORS + _OPENING_BRACKETS + _CLOSING_BRACKETS
 # What is pasted in front of an address from an order or a form, after NFKC: a label (收货地址:, 地址:,
 # 寄件人地址:), a bracketed tag without a division suffix in it (【顺丰】, [急件], (代收); not [朝阳区]) or a six-digit postal code (710001).
 _LEADING_LABEL = re.compile(r"[^\W\d_]{0,5}地址:|[【\[(<《〔][^】\])>》〕省市区县州旗盟镇乡]{1,12}[】\])>》〕]|\d{6}(?=\D)")
@@ -260,6 +265,18 @@ class ParsedAddress:
     def text(self) -> str:
         """The address rewritten with full current names: admin parts + rest."""
         return "".join(self.names()) + self.rest
+
+
+def _skip_between_names(text: str, start: int) -> int:
+    """The position of the next name at or after ``start``: separators and brackets stepped over."""
+    while start < len(text) and text[start] in _BETWEEN_NAMES:
+        start += 1
+    return start
+
+
+def _detail_after(text: str, end: int) -> str:
+    """The text after the administrative part ending at ``end``: no leading separator or closing bracket."""
+    return text[end:].lstrip(SEPARATORS + _CLOSING_BRACKETS)
 
 
 def normalize_address(text: str) -> str:
@@ -526,7 +543,7 @@ class Gazetteer:
         """
         text = normalize_address(address)
         scan = self._scan(text)
-        rest = text[scan.end:].lstrip(SEPARATORS)
+        rest = _detail_after(text, scan.end)
         names: dict[int, Optional[str]] = {}
         for level in LEVELS:
             agreed = {self._name_at(d, level) for d in scan.candidates}
@@ -548,9 +565,7 @@ class Gazetteer:
         scan = _Scan(candidates=[], relaxed=set(), named={})
         position = 0
         while True:
-            start = position
-            while start < len(text) and text[start] in SEPARATORS:
-                start += 1
+            start = _skip_between_names(text, position)
             token = self._next_token(text, start, scan)
             if token is None:
                 return scan
@@ -600,9 +615,7 @@ class Gazetteer:
         """北京市北京市 and 北京市北京朝阳区 repeat a division; 白云区白云山 does not (白云山 is a place)."""
         if token.suffixed or any(token.kinds[d.code] != "short" for d in repeated):
             return True
-        start = token.end
-        while start < len(text) and text[start] in SEPARATORS:  # 西安,西安,碑林区…
-            start += 1
+        start = _skip_between_names(text, token.end)  # 西安,西安,碑林区…
         following = self._next_token(text, start, scan)
         return following is not None and following.consistent and not following.repeated
 
@@ -613,9 +626,7 @@ class Gazetteer:
         below = [d for d in scan.candidates if not above.isdisjoint(self._ancestors[d.code])]
         if not below:
             return []
-        start = token.end
-        while start < len(text) and text[start] in SEPARATORS:
-            start += 1
+        start = _skip_between_names(text, token.end)
         following = self._next_token(text, start, scan)
         return below if following is not None and following.repeated else []
 
@@ -842,9 +853,7 @@ class _CandidateScan:
             position = end
 
     def _skip_separators(self, position: int) -> int:
-        while position < len(self.text) and self.text[position] in SEPARATORS:
-            position += 1
-        return position
+        return _skip_between_names(self.text, position)
 
     def _reaches_county(self) -> bool:
         return any(r.division.level >= 3 or not self.gaz.children(r.division) for r in self.readings)
@@ -924,7 +933,7 @@ class _CandidateScan:
         index = _fuzzy_index(self.gaz)
         for length in range(min(_FUZZY_MAX_LENGTH, len(self.text) - start), 1, -1):
             written = self.text[start:start + length]
-            if any(char in SEPARATORS or char.isdigit() for char in written):
+            if any(char in _BETWEEN_NAMES or char.isdigit() for char in written):
                 continue
             for key in index.corrections(written):
                 probe = _CandidateScan(self.gaz, self.text[:start] + key + self.text[start + length:], fuzzy=True)
@@ -1008,7 +1017,8 @@ def completion_candidates(address: str, gazetteer: Optional["Gazetteer"] = None,
     kept). ``candidate.text`` is the full answer.
 
     Readings covered: a complete input (its own chain: the identity candidate), dropped province/city,
-    short names (碑林, 扶风, 喀左), renamed and abolished names (江干区 → 上城区), separators, spaces,
+    short names (碑林, 扶风, 喀左), renamed and abolished names (江干区 → 上城区), separators, spaces, brackets
+    around names ([朝阳区], 陕西省（西安市）),
     full-width characters, a leading 中国, a leading label / tag / emoji / postal code
     (收货地址：, 【加急】, 🏠, 710001), repeated prefixes, a town written first, traditional
     characters (OpenCC t2s), and one misspelled name of levels 1-3 (same pinyin by pypinyin, or one
@@ -1039,7 +1049,7 @@ def completion_candidates(address: str, gazetteer: Optional["Gazetteer"] = None,
             scan, traditional = converted, True
     if not scan.readings:
         return []
-    detail = _verbatim_tail(address, written[scan.end:].lstrip(SEPARATORS))
+    detail = _verbatim_tail(address, _detail_after(written, scan.end))
 
     def order(reading: _Reading) -> tuple:
         return (reading.conflict, -_detail_agreement(gazetteer, reading.division, detail),
