@@ -249,6 +249,18 @@ def test_bad_options_fail_before_any_work(arguments, message, default_model_dir,
     assert not list(tmp_path.iterdir()) and not (default_model_dir / "exported").exists()
 
 
+def test_broken_model_config_names_the_file_and_line(default_model_dir, tmp_path, capsys):
+    import shutil
+
+    model = tmp_path / "model"
+    shutil.copytree(default_model_dir, model)
+    (model / "config.json").write_text('{"model_type":\n', encoding="utf-8")
+    assert main(["export", "--model", str(model), "--format", "hf", "--output", str(tmp_path / "hf")]) == 2
+    err = capsys.readouterr().err
+    assert f"error: {model / 'config.json'}:2: broken JSON in the model config" in err and "Traceback" not in err
+    assert not (tmp_path / "hf").exists()
+
+
 def test_failed_verification_writes_nothing(default_model_dir, tmp_path):
     """f32 export differs from Paddle by ~3e-7 relative: a zero tolerance must refuse it and leave no trace."""
     with pytest.raises(export.ExportVerificationError, match="was not written"):

@@ -110,6 +110,38 @@ def _decode_lines(path: Path, data: bytes) -> tuple[list[Optional[str]], dict[in
     return lines, bad_lines
 
 
+def read_utf8_text(path: str | os.PathLike) -> str:
+    """The whole text of a UTF-8 file (a leading byte-order mark dropped), for config and model JSON files.
+
+    Raises DataError naming the file (and the line and byte for invalid UTF-8) instead of a UnicodeDecodeError.
+    """
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise DataError(f"cannot read the file ({exc.strerror or exc})", path) from None
+    if data.startswith(UTF16_BOMS):
+        raise DataError("the file is UTF-16 encoded; save it as UTF-8", path)
+    data = data[len(UTF8_BOM):] if data.startswith(UTF8_BOM) else data
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        column = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
+        raise DataError(f"invalid UTF-8 at byte {column} of the line (the file must be UTF-8 encoded)", path,
+                        line) from None
+
+
+def read_json_file(path: str | os.PathLike, what: str = "JSON file") -> Any:
+    """A UTF-8 JSON file's value; DataError naming the file, line and column for broken JSON or bad UTF-8
+    (``what`` says what the file is, e.g. "model config")."""
+    text = read_utf8_text(path)
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise DataError(f"broken JSON in the {what} ({exc.msg} at column {exc.colno})", path, exc.lineno) from None
+
+
 def _reject(result: ReadResult, path: Path, line: int, reason: str, skip_bad: bool) -> None:
     """Raise for a bad record, or count it when the user asked to skip bad records."""
     if not skip_bad:

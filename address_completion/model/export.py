@@ -142,7 +142,9 @@ def generation_settings(source_dir: Path, tokenizer: Any) -> dict:
     from ..data.prompt import eos_token_id
 
     source = source_dir / "generation_config.json"
-    config = json.loads(source.read_text(encoding="utf-8")) if source.is_file() else {}
+    config = dataio.read_json_file(source, "generation config") if source.is_file() else {}
+    if not isinstance(config, dict):
+        raise DataError("expected a JSON object (the generation config)", source)
     defaults = GenerationConfig().to_dict()
     settings = {key: value for key, value in config.items() if key in defaults}
     declared = settings.get("eos_token_id")
@@ -603,7 +605,9 @@ def export_model(model: str, output: str | os.PathLike, fmt: str, *, lora_path: 
     from .modeling import load_tokenizer, resolve_model_dir
 
     source_dir = resolve_model_dir(model, flag="--model")
-    config = json.loads((source_dir / "config.json").read_text(encoding="utf-8"))
+    config = dataio.read_json_file(source_dir / "config.json", "model config")
+    if not isinstance(config, dict):
+        raise DataError("expected a JSON object (the model config)", source_dir / "config.json")
     architecture(config, source_dir)
     tokenizer = load_tokenizer(model, flag="--model")
     batch = probe_batch(tokenizer)

@@ -162,7 +162,9 @@ def write_generation_config(source_dir: Path, target_dir: Path, tokenizer: Any) 
     source = source_dir / GENERATION_CONFIG_FILE
     if not source.is_file():
         source = target_dir / GENERATION_CONFIG_FILE  # the one save_pretrained derived from config.json
-    config = json.loads(source.read_text(encoding="utf-8")) if source.is_file() else {}
+    config = dataio.read_json_file(source, "generation config") if source.is_file() else {}
+    if not isinstance(config, dict):
+        raise DataError("expected a JSON object (the generation config)", source)
     declared = config.get("eos_token_id")
     stop_ids = declared if isinstance(declared, list) else ([] if declared is None else [declared])
     eos = eos_token_id(tokenizer)
