@@ -171,3 +171,24 @@ def test_interactive_prompt_skips_a_too_long_line(completer, expected, capsys):
                      max_input_chars=256)
     assert out.getvalue() == f"> > {printed(expected[:1])[0]}\n> "
     assert "300 characters; the limit is 256" in capsys.readouterr().err
+
+
+def test_input_that_is_not_utf8_is_refused_before_the_model_loads(tmp_path, monkeypatch, capsys):
+    missing = str(tmp_path / "no-model")  # never reached: the input is checked first
+    bad = "碑林".encode("utf-8") + b"\xff" + "区".encode("utf-8")
+    argument = bad.decode("utf-8", "surrogateescape")  # what Python makes of such bytes in argv
+    assert main(["predict", "--model", missing, argument]) == 2
+    assert capsys.readouterr().err.strip() == ("error: ADDRESS argument 1 is not UTF-8 text (invalid UTF-8 at byte 7); "
+                                               "give the address in UTF-8")
+    stdin = io.TextIOWrapper(io.BytesIO("碑林区\n\n".encode("utf-8") + bad + b"\n"), encoding="utf-8", errors="strict")
+    monkeypatch.setattr(sys, "stdin", stdin)
+    assert main(["predict", "--model", missing]) == 2
+    assert capsys.readouterr().err.strip() == "error: <stdin>:3: invalid UTF-8 at byte 7 of the line; pipe UTF-8 text"
+
+
+def test_interactive_prompt_skips_a_line_that_is_not_utf8(completer, expected, capsys):
+    out = io.StringIO()
+    bad = ("碑林".encode("utf-8") + b"\xff").decode("utf-8", "surrogateescape")
+    interactive_loop(completer, as_json=False, stdin=io.StringIO(f"{bad}\n{ADDRESSES[0]}\nquit\n"), out=out)
+    assert out.getvalue() == f"> > {printed(expected[:1])[0]}\n> "
+    assert "invalid UTF-8 at byte 7 of the line" in capsys.readouterr().err
