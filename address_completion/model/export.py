@@ -573,6 +573,9 @@ def check_request(model: str, lora_path: Optional[str], output: str | os.PathLik
         raise ConfigError("--quantize applies to --format gguf only (a Hugging Face export keeps float32 weights)")
     dataio.check_apart({flag: output}, {"--model": model, "--lora_path": lora_path})
     if fmt == "hf":
+        if Path(output).suffix.lower() == ".gguf":
+            raise ConfigError(f"{flag} {output}: --format hf writes a folder, not a .gguf file; use --format gguf "
+                              "for one GGUF file, or name the folder without .gguf")
         return dataio.check_model_folder(output, force, flag=flag), None
     path = Path(output)
     if path.suffix != ".gguf":

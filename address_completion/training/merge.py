@@ -315,6 +315,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..runtime import setup_runtime
 
+    check_format_options(args)
     if args.format != "paddle":
         return run_export(args)
     runtime = setup_runtime(device=args.device, dtype=args.dtype, model=args.model_name_or_path)
@@ -326,13 +327,27 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def check_format_options(args: argparse.Namespace) -> None:
+    """ConfigError for an option the chosen --format would silently ignore (the user would get something else
+    than asked for)."""
+    if args.quantize is not None and args.format != "gguf":
+        raise ConfigError(f"--quantize applies to --format gguf only; --format {args.format} writes "
+                          + ("float32 safetensors" if args.format == "hf" else "the merged model in --dtype"))
+    if args.format == "paddle":
+        return
+    if not args.safe_serialization:
+        raise ConfigError(f"--safe_serialization false applies to --format paddle only; --format {args.format} "
+                          "always writes " + ("safetensors" if args.format == "hf" else "a .gguf file"))
+    if str(args.dtype).lower() not in ("float32", "fp32"):
+        raise ConfigError(f"--dtype {args.dtype} applies to --format paddle only; --format {args.format} merges in "
+                          "float32" + (" (choose the GGUF weight type with --quantize)" if args.format == "gguf" else ""))
+
+
 def run_export(args: argparse.Namespace) -> int:
     """merge --format hf|gguf: the merged model written by export (merge check, then the export's reload check)."""
     from ..model.export import check_request, export_model
     from ..runtime import setup_runtime
 
-    if args.quantize is not None and args.format != "gguf":
-        raise ConfigError("--quantize applies to --format gguf only")
     check_request(args.model_name_or_path, args.lora_path, args.output_path, args.format, args.quantize, args.force,
                   flag="--output_path")
     read_lora_config(args.lora_path)
