@@ -267,6 +267,21 @@ def test_csv_bad_rows_name_their_line(tmp_path):
     assert [record["src"] for record in result.records] == [SRC, "多行\n输入", SRC]
 
 
+def test_csv_row_with_more_cells_than_the_header_names_its_line(tmp_path):
+    """An unquoted comma inside an address shifts the columns: refused, not silently cut off."""
+    path = tmp_path / "pairs.csv"
+    path.write_text(f"src,tgt\n{SRC},{TGT},\n{SRC},陕西省,西安市碑林区\n", encoding="utf-8")
+    with pytest.raises(DataError, match=r"pairs.csv:3: row has 3 cells, the header has 2 \(a separator inside an "
+                                        r"address\? quote that cell\)"):
+        read_records(path)
+    result = read_records(path, skip_bad=True)  # line 2's trailing empty cell (spreadsheet export) is harmless
+    assert result.records == [{"src": SRC, "tgt": TGT}] and result.skipped == 1
+    tsv = tmp_path / "pairs.tsv"
+    tsv.write_text(f"src\ttgt\n{SRC}\t{TGT}\tx\n", encoding="utf-8")
+    with pytest.raises(DataError, match=r"pairs.tsv:2: row has 3 cells"):
+        read_records(tsv)
+
+
 def test_empty_csv(tmp_path):
     path = tmp_path / "pairs.csv"
     path.write_text("\n\n", encoding="utf-8")

@@ -303,6 +303,9 @@ def _csv_header(path: Path, reader: Any, bad_lines: dict[int, str]) -> tuple[lis
 def _csv_record(row: list[str], header: list[str], positions: dict[str, int]) -> dict[str, str]:
     if len(row) < len(header):
         raise ValueError(f"row has {len(row)} cells, the header has {len(header)}")
+    if any(cell.strip() for cell in row[len(header):]):  # trailing empty cells (spreadsheet exports) are harmless
+        raise ValueError(f"row has {len(row)} cells, the header has {len(header)} (a separator inside an address? "
+                         "quote that cell)")
     return _check_fields({target: row[index] for target, index in positions.items()}, list(positions))
 
 
