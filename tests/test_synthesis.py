@@ -441,3 +441,11 @@ def test_input_class_of_a_lone_ambiguous_county():
     assert input_class("朝阳区建国路88号", gazetteer) == "ambiguous_county"
     assert input_class("建国路88号", gazetteer) == "no_admin_token"
     assert input_class("城关镇人民路1号", gazetteer) == "ambiguous_county"  # a town name shared by many counties
+
+
+@pytest.mark.parametrize("num", ["0", "-3"])
+def test_prepare_refuses_a_count_that_writes_nothing(num, tmp_path, capsys):
+    output = tmp_path / "pairs.jsonl"
+    assert main(["prepare", "--num", num, "--output", str(output)]) == 2
+    assert capsys.readouterr().err.strip() == f"error: --num must be at least 1, got {num}"
+    assert not output.exists()

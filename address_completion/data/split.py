@@ -311,6 +311,12 @@ def split_file(input_path: str | Path, output_dir: str | Path, *, ratios: Sequen
         raise DataError("no usable pairs in the file", input_path)
     result = split_pairs(read.records, ratios, seed, holdout_counties, county_of=county_of)
     result.skipped = read.skipped
+    splits = result.splits()
+    empty = [name for (name, records), ratio in zip(splits.items(), ratios) if ratio > 0 and not records]
+    if empty:  # an empty dev or test file would be reported as a split and fail (or mislead) training later
+        raise DataError(f"{len(read.records)} usable pair(s) leave {' and '.join(empty)} empty with --ratios "
+                        f"{','.join(f'{ratio:g}' for ratio in ratios)}; give more pairs, or ratio 0 for a split you "
+                        "do not want", input_path)
     with contextlib.ExitStack() as stack:
         handles = {name: stack.enter_context(atomic_write(path)) for name, path in paths.items()}
         for name, records in result.splits().items():

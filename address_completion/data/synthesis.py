@@ -741,8 +741,8 @@ def run(args: argparse.Namespace) -> int:
     if output.is_dir():
         raise ConfigError(f"--output {output} is a folder; give a file name such as {output / 'pairs.jsonl'}")
     num = getattr(args, "num", None)  # absent: a default that depends on --input
-    if num is not None and num < 0:
-        raise ConfigError(f"--num must be >= 0, got {num}")
+    if num is not None and num < 1:  # 0 would write an empty file and report it as done
+        raise ConfigError(f"--num must be at least 1, got {num}")
     if args.column is not None and args.input is None:
         raise ConfigError("--column only applies with --input")
     gazetteer = load_gazetteer()
