@@ -177,3 +177,24 @@ def test_two_processes_on_cpu_train_like_one_process_with_their_batches_together
         assert abs(loss - expected) < 0.01, (losses, single_losses)
     assert losses[-1][1] < losses[0][1]
     assert abs(summary["eval"]["eval_loss"] - single["eval"]["eval_loss"]) < 0.01
+
+
+def test_more_processes_than_cores_or_gpus_is_refused():
+    """--nproc_per_node 100000 used to be passed on to the launcher, which would start that many processes."""
+    from address_completion.runtime import usable_cores
+    from address_completion.training.launch import check_devices
+
+    cores = usable_cores()
+    check_devices(LaunchRequest(nproc_per_node=cores), "cpu", 1)  # one per core is fine
+    with pytest.raises(ConfigError, match=rf"^--nproc_per_node {cores + 1}: more processes than the {cores} usable "
+                                          rf"CPU core\(s\) here; each process needs one of its own \(at most "
+                                          rf"--nproc_per_node {cores}\)$"):
+        check_devices(LaunchRequest(nproc_per_node=cores + 1), "cpu", 1)
+    with pytest.raises(ConfigError, match=r"--nproc_per_node 3: more processes than the 2 GPU\(s\) here"):
+        check_devices(LaunchRequest(nproc_per_node=3), "gpu", 2)
+
+
+def test_too_many_processes_fail_before_anything_is_launched(small_run, capsys):
+    config = small_run("too-many", 4)
+    assert main(["train", str(config), "--nproc_per_node", "100000", "--dry-run"]) == 2
+    assert "--nproc_per_node 100000: more processes than the" in capsys.readouterr().err
