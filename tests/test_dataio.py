@@ -472,3 +472,15 @@ def test_check_output_file_refuses_a_folder_and_a_file_parent(tmp_path):
     with pytest.raises(ConfigError, match="is a file, so no file can be written below it"):
         check_output_file(tmp_path / "file" / "out.jsonl", force=False)
     assert check_output_file(tmp_path / "new" / "out.jsonl", force=False) == tmp_path / "new" / "out.jsonl"
+
+
+def test_a_file_where_a_model_folder_goes_is_refused_without_suggesting_force(tmp_path):
+    """--force could not help (a file is never replaced by a model folder), so the message must not offer it."""
+    from address_completion.data.dataio import check_model_folder
+
+    existing = tmp_path / "model"
+    existing.write_text("notes", encoding="utf-8")
+    for force in (False, True):
+        with pytest.raises(ConfigError, match=r"^--output_path .*model is a file; it must name a folder$"):
+            check_model_folder(existing, force, flag="--output_path")
+    assert existing.read_text(encoding="utf-8") == "notes"

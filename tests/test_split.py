@@ -343,3 +343,18 @@ def test_too_few_pairs_for_the_ratios_is_an_error_not_an_empty_split(tmp_path, c
     assert not (tmp_path / "data").exists()
     assert main(["split", str(source), "--output", str(tmp_path / "data"), "--ratios", "1,0,0"]) == 0  # asked for
     assert (tmp_path / "data" / "dev.json").read_text(encoding="utf-8") == ""
+
+
+def test_a_folder_in_place_of_a_split_file_fails_before_any_file_is_written(tmp_path, capsys):
+    from address_completion.cli import main
+
+    source = tmp_path / "pairs.jsonl"
+    source.write_text("".join(json.dumps({"src": f"碑林区扬子江南路{n}号", "tgt": f"陕西省西安市碑林区扬子江南路{n}号"},
+                                         ensure_ascii=False) + "\n" for n in range(40)), encoding="utf-8")
+    out = tmp_path / "data"
+    (out / "train.json").mkdir(parents=True)
+    (out / "dev.json").write_text("earlier\n", encoding="utf-8")
+    assert main(["split", str(source), "--output", str(out), "--force"]) == 2
+    assert capsys.readouterr().err.strip() == (f"error: --output {out}: {out / 'train.json'} is a folder; remove it "
+                                               "or choose another --output")
+    assert (out / "dev.json").read_text(encoding="utf-8") == "earlier\n" and not (out / "test.json").exists()

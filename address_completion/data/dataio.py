@@ -380,8 +380,8 @@ def check_model_folder(path: str | os.PathLike, force: bool, flag: str = "--outp
     ``force`` never replaces a file or a non-empty folder without ``config.json``: a mistyped path must
     not delete someone's data.
     """
+    check_output_folder(path, flag)  # first: a file there is wrong with --force too, so do not suggest --force
     path = check_writable(path, force)
-    check_output_folder(path, flag)
     if path.is_dir() and any(path.iterdir()) and not (path / "config.json").is_file():
         raise ConfigError(f"{flag} {path} is not empty and holds no config.json; refusing to replace it even "
                           "with --force. Choose a new folder")

@@ -302,7 +302,9 @@ def split_file(input_path: str | Path, output_dir: str | Path, *, ratios: Sequen
     paths = split_paths(output_dir)
     for name, path in paths.items():
         check_apart({f"--output ({path.name})": path}, {"INPUT": input_path})
-    for path in paths.values():
+    for path in paths.values():  # a folder in a split file's place would fail the rename after the others
+        if path.is_dir():
+            raise ConfigError(f"--output {output_dir}: {path} is a folder; remove it or choose another --output")
         check_writable(path, force)
     read = read_records(input_path, required=("src", "tgt"), fmt=fmt, skip_bad=skip_bad)
     for reason in read.skip_reasons:
