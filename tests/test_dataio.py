@@ -484,3 +484,34 @@ def test_a_file_where_a_model_folder_goes_is_refused_without_suggesting_force(tm
         with pytest.raises(ConfigError, match=r"^--output_path .*model is a file; it must name a folder$"):
             check_model_folder(existing, force, flag="--output_path")
     assert existing.read_text(encoding="utf-8") == "notes"
+
+
+def test_without_overwrite_a_file_that_appeared_meanwhile_is_kept(tmp_path):
+    """Two runs writing the same output: the one that finishes second must not replace the first's result
+    (each checked before its work that the output was free)."""
+    path = tmp_path / "pairs.jsonl"
+    with pytest.raises(OutputExistsError, match=r"pairs.jsonl already exists; it appeared while this command ran"):
+        with atomic_write(path, overwrite=False) as handle:
+            handle.write("second run\n")
+            path.write_text("first run\n", encoding="utf-8")  # the other run finishes first
+    assert path.read_text(encoding="utf-8") == "first run\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pairs.jsonl"]  # no temporary file left
+    other = tmp_path / "new.jsonl"
+    assert write_jsonl(other, [{"a": 1}], overwrite=False) == 1 and other.read_text(encoding="utf-8") == '{"a": 1}\n'
+    with pytest.raises(OutputExistsError):
+        write_jsonl(other, [{"a": 2}], overwrite=False)
+    write_jsonl(other, [{"a": 3}])  # --force
+    assert other.read_text(encoding="utf-8") == '{"a": 3}\n'
+
+
+def test_without_overwrite_a_folder_filled_meanwhile_is_kept(tmp_path):
+    from address_completion.data.dataio import atomic_folder
+
+    path = tmp_path / "model"
+    with pytest.raises(OutputExistsError, match="appeared while this command ran"):
+        with atomic_folder(path, overwrite=False) as staging:
+            (staging / "config.json").write_text("{}", encoding="utf-8")
+            path.mkdir()
+            (path / "config.json").write_text('{"first": 1}', encoding="utf-8")
+    assert (path / "config.json").read_text(encoding="utf-8") == '{"first": 1}'
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]

@@ -461,11 +461,12 @@ def apply_umask(folder: Path) -> None:
 
 
 @contextlib.contextmanager
-def atomic_folder(path: str | os.PathLike) -> Iterator[Path]:
+def atomic_folder(path: str | os.PathLike, *, overwrite: bool = True) -> Iterator[Path]:
     """Yield an empty staging folder next to ``path``; on success it replaces ``path`` in one rename.
 
     An existing ``path`` is moved aside first and deleted only after the swap; on failure the staging
-    folder is removed and ``path`` is untouched.
+    folder is removed and ``path`` is untouched. With ``overwrite`` False (no --force) a ``path`` that is not
+    an empty folder at the swap (another run wrote it meanwhile) raises OutputExistsError instead.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -477,6 +478,9 @@ def atomic_folder(path: str | os.PathLike) -> Iterator[Path]:
         apply_umask(staging)
         previous = None
         if path.exists() and (not path.is_dir() or any(path.iterdir())):
+            if not overwrite:
+                raise OutputExistsError(path, "it appeared while this command ran (another run writing the same "
+                                              "output?); pass --force to overwrite it")
             previous = _sibling(path, "old")
             os.replace(path, previous)
         os.replace(staging, path)  # an empty existing folder is replaced by rename(2)
@@ -487,10 +491,12 @@ def atomic_folder(path: str | os.PathLike) -> Iterator[Path]:
 
 
 @contextlib.contextmanager
-def atomic_write(path: str | os.PathLike, mode: str = "w") -> Iterator[Any]:
+def atomic_write(path: str | os.PathLike, mode: str = "w", *, overwrite: bool = True) -> Iterator[Any]:
     """Write to a temporary file next to ``path`` and rename it over ``path`` only on success.
 
-    If the body raises, ``path`` keeps its old content and the temporary file is removed.
+    If the body raises, ``path`` keeps its old content and the temporary file is removed. With ``overwrite``
+    False (a command run without --force) the file is published with link(2), which never replaces: a ``path``
+    that appeared while the command ran (another run writing the same output) raises OutputExistsError.
     """
     if mode not in ("w", "wb"):
         raise ValueError(f"atomic_write supports modes 'w' and 'wb', not {mode!r}")
@@ -505,14 +511,32 @@ def atomic_write(path: str | os.PathLike, mode: str = "w") -> Iterator[Any]:
             yield handle
             handle.flush()
             os.fsync(handle.fileno())
-        with contextlib.suppress(FileNotFoundError):
-            os.chmod(temp_path, path.stat().st_mode & 0o7777)  # keep the permissions of a replaced file
-        os.replace(temp_path, path)
+        if overwrite:
+            with contextlib.suppress(FileNotFoundError):
+                os.chmod(temp_path, path.stat().st_mode & 0o7777)  # keep the permissions of a replaced file
+            os.replace(temp_path, path)
+        else:
+            publish_new(temp_path, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temp_path)
         raise
     _sync_directory(path.parent)
+
+
+def publish_new(temp_path: Path, path: Path) -> None:
+    """Give ``temp_path`` the name ``path`` only if no file has it (atomic: link fails on an existing name)."""
+    try:
+        os.link(temp_path, path)
+    except FileExistsError:
+        raise OutputExistsError(path, "it appeared while this command ran (another run writing the same output?); "
+                                      "pass --force to overwrite it") from None
+    except OSError:  # a file system without hard links: the check made before the work has to do
+        if path.exists():
+            raise OutputExistsError(path) from None
+        os.replace(temp_path, path)
+        return
+    os.unlink(temp_path)
 
 
 def _sync_directory(directory: Path) -> None:
@@ -535,10 +559,10 @@ def json_line(record: dict[str, Any]) -> str:
     return json.dumps(record, ensure_ascii=False, separators=(", ", ": ")) + "\n"
 
 
-def write_jsonl(path: str | os.PathLike, records: Iterable[dict[str, Any]]) -> int:
-    """Atomically write records as JSON lines; returns how many were written."""
+def write_jsonl(path: str | os.PathLike, records: Iterable[dict[str, Any]], *, overwrite: bool = True) -> int:
+    """Atomically write records as JSON lines; returns how many were written (``overwrite``: see atomic_write)."""
     count = 0
-    with atomic_write(path) as handle:
+    with atomic_write(path, overwrite=overwrite) as handle:
         for record in records:
             handle.write(json_line(record))
             count += 1

@@ -320,7 +320,7 @@ def split_file(input_path: str | Path, output_dir: str | Path, *, ratios: Sequen
                         f"{','.join(f'{ratio:g}' for ratio in ratios)}; give more pairs, or ratio 0 for a split you "
                         "do not want", input_path)
     with contextlib.ExitStack() as stack:
-        handles = {name: stack.enter_context(atomic_write(path)) for name, path in paths.items()}
+        handles = {name: stack.enter_context(atomic_write(path, overwrite=force)) for name, path in paths.items()}
         for name, records in result.splits().items():
             handles[name].writelines(json_line(record) for record in records)
     return result

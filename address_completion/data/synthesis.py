@@ -766,7 +766,7 @@ def run(args: argparse.Namespace) -> int:
         if not examples:
             raise DataError(f"the gazetteer could place none of the {len(addresses)} addresses "
                             f"(e.g. {skip_reasons[0] if skip_reasons else '?'})", args.input)
-    written = write_jsonl(output, (example.record() for example in examples))
+    written = write_jsonl(output, (example.record() for example in examples), overwrite=args.force)
     print(summary(examples, gazetteer, output, written, prefix=args.prefix,
                   skipped_lines=skipped_lines, skipped_addresses=skipped_addresses, skip_reasons=skip_reasons))
     return 0

@@ -229,7 +229,7 @@ def run(args: argparse.Namespace) -> int:
                                               progress=bool(args.input))
     records = prediction_records(inputs, predictions, completer.prefix)
     if args.output:
-        count = dataio.write_jsonl(args.output, records)
+        count = dataio.write_jsonl(args.output, records, overwrite=args.force)
         logger.info("wrote %d predictions to %s", count, args.output)
     else:
         print_predictions(records, as_json=args.json, out=sys.stdout)

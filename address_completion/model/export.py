@@ -617,7 +617,7 @@ def export_model(model: str, output: str | os.PathLike, fmt: str, *, lora_path: 
     prompts = probe_prompts(tokenizer)
     state, reference = paddle_reference(model, lora_path, batch, dtype, merge_tolerance)
     if fmt == "hf":
-        with dataio.atomic_folder(output) as staging:
+        with dataio.atomic_folder(output, overwrite=force) as staging:
             write_hf_folder(staging, state, config, source_dir, tokenizer)
             [(max_diff, relative)] = verify_export(staging, [(reference, tolerance, "the Paddle model")], batch,
                                                    prompts, tokenizer)
@@ -628,12 +628,12 @@ def export_model(model: str, output: str | os.PathLike, fmt: str, *, lora_path: 
     references = [(rounded_reference(model, state, quantize, tied, batch, dtype), FAITHFUL_TOLERANCE,
                    f"the Paddle model with the file's {quantize} weights"), (reference, tolerance, "the Paddle model")]
     return _export_gguf(output, state, config, source_dir, tokenizer, references, batch, prompts, quantize, model,
-                        lora_path)
+                        lora_path, force=force)
 
 
 def _export_gguf(output: Path, state: dict, config: dict, source_dir: Path, tokenizer: Any,
                  references: list[tuple[Any, float, str]], batch: Any, prompts: list[str], quantize: str, model: str,
-                 lora_path: Optional[str]) -> ExportResult:
+                 lora_path: Optional[str], *, force: bool = True) -> ExportResult:
     """Write the GGUF file in a staging folder next to ``output`` (via a Hugging Face folder), verify, then move it
     into place in one rename."""
     dataio.clean_stale_siblings(output)
@@ -654,7 +654,10 @@ def _export_gguf(output: Path, state: dict, config: dict, source_dir: Path, toke
                              "faithful_relative_logit_diff": ours[0][1]},
             "bytes": (staging / output.name).stat().st_size})
         dataio.apply_umask_to_files([staging / output.name])
-        os.replace(staging / output.name, output)
+        if force:
+            os.replace(staging / output.name, output)
+        else:  # never replaces: another run may have written OUT meanwhile
+            dataio.publish_new(staging / output.name, output)
         dataio._sync_directory(output.parent)
         logger.info("export record: %s", json.dumps(export_record(result, model, lora_path), ensure_ascii=False))
         return result

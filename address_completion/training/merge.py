@@ -192,7 +192,7 @@ def merge_adapter(base: str, lora_path: str, output_path: str | os.PathLike, *, 
         raise ConfigError(f"--tolerance must be >= 0, got {tolerance}")
     adapter_config = read_lora_config(lora_path)
     base_dir = resolve_model_dir(base)
-    with dataio.atomic_folder(output) as staging:
+    with dataio.atomic_folder(output, overwrite=force) as staging:
         tokenizer = load_tokenizer(base)
         batch = probe_batch(tokenizer)
         adapter_effect, max_diff, scale = _merge_into(staging, base, lora_path, batch, dtype, safe_serialization,
