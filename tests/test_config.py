@@ -277,3 +277,12 @@ def test_a_yaml_config_is_told_to_be_json(tmp_path, paths):
     path.write_text("model_name_or_path: x\nmax_steps: 2\n", encoding="utf-8")
     with pytest.raises(ConfigError, match=r"config.yaml:1: broken JSON .*train takes a JSON config"):
         load_config(path, device="cpu")
+
+
+@pytest.mark.parametrize("value", [0, -2])
+def test_max_steps_that_would_silently_train_whole_epochs_is_an_error(tmp_path, paths, value):
+    """PaddleNLP trains num_train_epochs for any max_steps <= 0: --max_steps 0 trained 320 steps."""
+    with pytest.raises(ConfigError, match=rf"command line --max_steps: max_steps must be at least 1, or -1 \(the "
+                                          rf"default\) to train num_train_epochs; got {value}"):
+        load(tmp_path, {**paths, "do_train": True}, ["--max_steps", str(value)])
+    assert load(tmp_path, {**paths, "do_train": True, "max_steps": -1}).values["max_steps"] == -1

@@ -400,6 +400,9 @@ def check_values(values: Mapping[str, Any], origins: Mapping[str, str], vocabula
              f"src_length ({get('src_length')}) must be smaller than max_length ({get('max_length')}): "
              "max_length counts the source and the answer together")
     _require(get("learning_rate") > 0, where("learning_rate"), "learning_rate must be positive")
+    _require(get("max_steps") > 0 or get("max_steps") == -1, where("max_steps"),
+             f"max_steps must be at least 1, or -1 (the default) to train num_train_epochs; got {get('max_steps')} "
+             "(run_finetune would silently train whole epochs instead)")
     _require(get("max_steps") > 0 or get("num_train_epochs") > 0, where("num_train_epochs"),
              "set num_train_epochs > 0 or max_steps > 0")
     for key in ("eval_samples", "eval_max_new_tokens", "save_total_limit", "eval_steps", "pad_to_multiple_of"):
