@@ -142,6 +142,13 @@ def test_config_that_is_not_utf8_names_file_and_line(tmp_path, capsys):
     assert "Traceback" not in capsys.readouterr().err
 
 
+def test_a_folder_given_as_the_config_is_named_a_folder(tmp_path):
+    with pytest.raises(ConfigError, match=r"evaluation config .* is a folder; pass the YAML file"):
+        load_config(tmp_path)
+    with pytest.raises(ConfigError, match=r"evaluation config .*none.yaml not found"):
+        load_config(tmp_path / "none.yaml")
+
+
 def test_predictions_file_that_is_not_utf8_names_file_and_line(tmp_path, test_file, capsys):
     predictions = tmp_path / "p.jsonl"
     predictions.write_bytes(b'{"prompt": "a", "predict": "\xff"}\n')
