@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 import stat
 
 import pytest
@@ -515,3 +516,20 @@ def test_without_overwrite_a_folder_filled_meanwhile_is_kept(tmp_path):
             (path / "config.json").write_text('{"first": 1}', encoding="utf-8")
     assert (path / "config.json").read_text(encoding="utf-8") == '{"first": 1}'
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
+
+
+def test_an_output_folder_below_a_read_only_folder_is_refused_before_work(tmp_path, monkeypatch):
+    """Like output files: merge/export/build-model would otherwise do all the work and fail at the last rename.
+    (os.access is consulted so that the check also holds where the tests run as root, who may write anywhere.)"""
+    from address_completion.data.dataio import check_model_folder, check_output_folder
+
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda path, mode, **kw: False if Path(path) == locked
+                        else real_access(path, mode, **kw))
+    for check in (lambda: check_output_folder(locked / "new" / "model", "--output_path"),
+                  lambda: check_model_folder(locked / "model", False, flag="--output")):
+        with pytest.raises(ConfigError, match=rf"{locked}.*: the folder {locked} is not writable$"):
+            check()
+    assert check_output_folder(tmp_path / "free" / "model") == tmp_path / "free" / "model"

@@ -346,6 +346,8 @@ def check_output_folder(path: str | os.PathLike, flag: str = "--output") -> Path
         if parent.exists():
             if not parent.is_dir():
                 raise ConfigError(f"{flag} {path}: {parent} is a file, so no folder can be made below it")
+            if not os.access(parent, os.W_OK | os.X_OK):  # else the work is done and the final rename fails
+                raise ConfigError(f"{flag} {path}: the folder {parent} is not writable")
             break
     return path
 
