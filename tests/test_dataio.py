@@ -533,3 +533,16 @@ def test_an_output_folder_below_a_read_only_folder_is_refused_before_work(tmp_pa
         with pytest.raises(ConfigError, match=rf"{locked}.*: the folder {locked} is not writable$"):
             check()
     assert check_output_folder(tmp_path / "free" / "model") == tmp_path / "free" / "model"
+
+
+def test_csv_quote_never_closed_names_the_record_instead_of_swallowing_the_rest(tmp_path):
+    """Python's lenient csv reads everything after a stray opening quote as one cell: the rows after it vanished
+    into one 'address' and the run succeeded."""
+    path = tmp_path / "pairs.csv"
+    path.write_text(f"src,tgt\n{SRC},{TGT}\n\"海淀区,北京市海淀区\n天河区,广东省广州市天河区\n", encoding="utf-8")
+    with pytest.raises(DataError, match=r'pairs.csv:3: malformed CSV: a quoted cell opened in this record is never '
+                                        r'closed \(a stray " \?\)'):
+        read_records(path)
+    quoted = tmp_path / "quoted.csv"  # a properly quoted multi-line cell is still one record
+    quoted.write_text(f'src,tgt\n"多行\n输入",{TGT}\n', encoding="utf-8")
+    assert read_records(quoted).records == [{"src": "多行\n输入", "tgt": TGT}]

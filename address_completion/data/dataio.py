@@ -259,8 +259,10 @@ def _read_csv(path: Path, lines: list[Optional[str]], bad_lines: dict[int, str],
               column: Optional[str], skip_bad: bool, result: ReadResult) -> None:
     mapping = _csv_field_mapping(path, required, column)
     # Undecodable lines become blank so the parser keeps its line count; the record holding one is rejected.
+    # strict: an unclosed quote raises instead of swallowing every following row into one cell
     reader = csv.reader(io.StringIO("\n".join(line or "" for line in lines)),
-                        "excel-tab" if path.suffix.lower() == ".tsv" else "excel")
+                        "excel-tab" if path.suffix.lower() == ".tsv" else "excel", strict=True)
+    first_line = 1
     try:
         header, header_line = _csv_header(path, reader, bad_lines)
         missing = [source for source in mapping.values() if source not in header]
@@ -278,6 +280,9 @@ def _read_csv(path: Path, lines: list[Optional[str]], bad_lines: dict[int, str],
                 continue
             _add(result, path, record_lines[0], skip_bad, lambda row=row: _csv_record(row, header, positions))
     except csv.Error as exc:
+        if "unexpected end of data" in str(exc):
+            raise DataError("malformed CSV: a quoted cell opened in this record is never closed (a stray \" ?)",
+                            path, first_line) from None
         raise DataError(f"malformed CSV ({exc})", path, reader.line_num) from None
 
 
