@@ -465,3 +465,9 @@ def test_prepare_does_not_replace_an_output_another_run_wrote_meanwhile(tmp_path
     assert main(["prepare", "--num", "5", "--output", str(output)]) == 2
     assert "appeared while this command ran" in capsys.readouterr().err
     assert output.read_text(encoding="utf-8") == "other run\n"
+
+
+def test_prepare_into_a_folder_suggests_a_pair_file(tmp_path, capsys):
+    assert main(["prepare", "--num", "5", "--output", str(tmp_path)]) == 2
+    assert capsys.readouterr().err.strip() == (f"error: --output {tmp_path} is a folder; name a file to write "
+                                               f"(e.g. {tmp_path / 'pairs.jsonl'})")

@@ -327,11 +327,13 @@ def check_writable(path: str | os.PathLike, force: bool) -> Path:
     return path
 
 
-def check_output_file(path: str | os.PathLike, force: bool, flag: str = "--output") -> Path:
-    """A path a result file may be written to: not a folder, in a folder that can exist, new unless ``force``."""
+def check_output_file(path: str | os.PathLike, force: bool, flag: str = "--output",
+                      example: str = "predictions.jsonl") -> Path:
+    """A path a result file may be written to: not a folder, in a folder that can exist, new unless ``force``.
+    ``example`` is the file name the error for a folder suggests inside it."""
     path = Path(path)
     if path.is_dir():
-        raise ConfigError(f"{flag} {path} is a folder; name a file to write (e.g. {path / 'predictions.jsonl'})")
+        raise ConfigError(f"{flag} {path} is a folder; name a file to write (e.g. {path / example})")
     for parent in path.parents:
         if parent.exists():
             if not parent.is_dir():

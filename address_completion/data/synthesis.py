@@ -737,7 +737,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     check_apart({"--output": args.output}, {"--input": args.input})
-    output = check_output_file(args.output, args.force)
+    output = check_output_file(args.output, args.force, example="pairs.jsonl")
     if output.is_dir():
         raise ConfigError(f"--output {output} is a folder; give a file name such as {output / 'pairs.jsonl'}")
     num = getattr(args, "num", None)  # absent: a default that depends on --input

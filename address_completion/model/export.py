@@ -580,7 +580,7 @@ def check_request(model: str, lora_path: Optional[str], output: str | os.PathLik
     path = Path(output)
     if path.suffix != ".gguf":
         raise ConfigError(f"{flag} {output}: a GGUF export is one file; name it *.gguf (e.g. {path.name}.gguf)")
-    return dataio.check_output_file(path, force, flag=flag), quantize or "f16"
+    return dataio.check_output_file(path, force, flag=flag, example="model.gguf"), quantize or "f16"
 
 
 def export_model(model: str, output: str | os.PathLike, fmt: str, *, lora_path: Optional[str] = None,
