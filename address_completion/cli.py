@@ -28,6 +28,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "evaluate": ("address_completion.evaluation.evaluate", "accuracy report: fine-tuned vs base, larger and rule-based systems"),
     "demo": ("address_completion.pipeline", "the main job on the embedded offline default, end to end"),
 }
+# The pinned stack every stage imports lazily: missing, it is an environment problem, not a bug.
+STACK_MODULES = ("paddle", "paddlenlp", "safetensors", "tokenizers", "yaml", "fastapi", "uvicorn")
 # Commands that load model or adapter weights, and so may meet pickled (.pdparams) ones.
 LOADING_COMMANDS = ("train", "merge", "export", "predict", "serve", "evaluate", "demo")
 
@@ -76,6 +78,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.debug:
             raise
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except ModuleNotFoundError as exc:
+        if args.debug or (exc.name or "").split(".")[0] not in STACK_MODULES:
+            raise
+        print(f"error: {exc.name} is not installed in this Python ({sys.executable}); run the command with the "
+              "project's environment: .venv/bin/python -m address_completion (bash scripts/demo.sh or "
+              "`source scripts/_env.sh && ensure_env` creates .venv)", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -70,6 +70,9 @@ def demo_steps(args: argparse.Namespace) -> list[tuple[str, list[str]]]:
 def run_demo(args: argparse.Namespace) -> int:
     from .cli import main as cli_main
 
+    for flag, value in (("--num", args.num), ("--max-steps", args.max_steps), ("--eval-limit", args.eval_limit)):
+        if value is not None and value < 1:  # checked here, not by the step that would fail after the others ran
+            raise ConfigError(f"{flag} must be at least 1, got {value}")
     out = Path(args.output)
     check_apart({"--output": out}, {"--model": None if args.rebuild_model else args.model,
                                     "--train-config": args.train_config, "--eval-config": args.eval_config})

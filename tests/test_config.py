@@ -10,7 +10,7 @@ import pytest
 
 from address_completion.training.config import (checkpoint_is_complete, load_config, parse_overrides,
                                        resume_checkpoint)
-from address_completion.errors import ConfigError, OutputExistsError, closest_match
+from address_completion.errors import ConfigError, DataError, OutputExistsError, closest_match
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -250,3 +250,39 @@ def test_broken_json_names_the_line(tmp_path):
     path.write_text('{\n  "lora": true,\n  "lora_rank": 8,,\n}\n')
     with pytest.raises(ConfigError, match=r"broken.json:3: broken JSON"):
         load_config(path, device="cpu")
+
+
+def test_config_file_that_is_not_utf8_names_file_and_line(tmp_path, paths, capsys):
+    from address_completion import cli
+
+    path = tmp_path / "config.json"
+    path.write_bytes(b'{\n  "do_train": true,\n  "\xff": 1\n}\n')
+    with pytest.raises(DataError, match=r"config.json:3: invalid UTF-8 at byte 4 of the line"):
+        load_config(path, device="cpu")
+    assert cli.main(["train", str(path)]) == 2  # one line, no traceback
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"error: {path}:3: invalid UTF-8 at byte 4 of the line (the file must be UTF-8 encoded)"]
+
+
+def test_a_key_given_twice_is_an_error(tmp_path, paths):
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({**paths, "do_train": True})[:-1] + ',\n"max_steps": 2,\n"max_steps": 3}',
+                    encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"config.json: key 'max_steps' is given twice \(lines 2, 3\)"):
+        load_config(path, device="cpu")
+
+
+def test_a_yaml_config_is_told_to_be_json(tmp_path, paths):
+    path = tmp_path / "config.yaml"
+    path.write_text("model_name_or_path: x\nmax_steps: 2\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"config.yaml:1: broken JSON .*train takes a JSON config"):
+        load_config(path, device="cpu")
+
+
+@pytest.mark.parametrize("value", [0, -2])
+def test_max_steps_that_would_silently_train_whole_epochs_is_an_error(tmp_path, paths, value):
+    """PaddleNLP trains num_train_epochs for any max_steps <= 0: --max_steps 0 trained 320 steps."""
+    with pytest.raises(ConfigError, match=rf"command line --max_steps: max_steps must be at least 1, or -1 \(the "
+                                          rf"default\) to train num_train_epochs; got {value}"):
+        load(tmp_path, {**paths, "do_train": True}, ["--max_steps", str(value)])
+    assert load(tmp_path, {**paths, "do_train": True, "max_steps": -1}).values["max_steps"] == -1

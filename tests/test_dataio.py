@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 import stat
 
 import pytest
@@ -267,6 +268,21 @@ def test_csv_bad_rows_name_their_line(tmp_path):
     assert [record["src"] for record in result.records] == [SRC, "多行\n输入", SRC]
 
 
+def test_csv_row_with_more_cells_than_the_header_names_its_line(tmp_path):
+    """An unquoted comma inside an address shifts the columns: refused, not silently cut off."""
+    path = tmp_path / "pairs.csv"
+    path.write_text(f"src,tgt\n{SRC},{TGT},\n{SRC},陕西省,西安市碑林区\n", encoding="utf-8")
+    with pytest.raises(DataError, match=r"pairs.csv:3: row has 3 cells, the header has 2 \(a separator inside an "
+                                        r"address\? quote that cell\)"):
+        read_records(path)
+    result = read_records(path, skip_bad=True)  # line 2's trailing empty cell (spreadsheet export) is harmless
+    assert result.records == [{"src": SRC, "tgt": TGT}] and result.skipped == 1
+    tsv = tmp_path / "pairs.tsv"
+    tsv.write_text(f"src\ttgt\n{SRC}\t{TGT}\tx\n", encoding="utf-8")
+    with pytest.raises(DataError, match=r"pairs.tsv:2: row has 3 cells"):
+        read_records(tsv)
+
+
 def test_empty_csv(tmp_path):
     path = tmp_path / "pairs.csv"
     path.write_text("\n\n", encoding="utf-8")
@@ -481,3 +497,76 @@ def test_check_output_file_refuses_a_folder_and_a_file_parent(tmp_path):
     with pytest.raises(ConfigError, match="is a file, so no file can be written below it"):
         check_output_file(tmp_path / "file" / "out.jsonl", force=False)
     assert check_output_file(tmp_path / "new" / "out.jsonl", force=False) == tmp_path / "new" / "out.jsonl"
+
+
+def test_a_file_where_a_model_folder_goes_is_refused_without_suggesting_force(tmp_path):
+    """--force could not help (a file is never replaced by a model folder), so the message must not offer it."""
+    from address_completion.data.dataio import check_model_folder
+
+    existing = tmp_path / "model"
+    existing.write_text("notes", encoding="utf-8")
+    for force in (False, True):
+        with pytest.raises(ConfigError, match=r"^--output_path .*model is a file; it must name a folder$"):
+            check_model_folder(existing, force, flag="--output_path")
+    assert existing.read_text(encoding="utf-8") == "notes"
+
+
+def test_without_overwrite_a_file_that_appeared_meanwhile_is_kept(tmp_path):
+    """Two runs writing the same output: the one that finishes second must not replace the first's result
+    (each checked before its work that the output was free)."""
+    path = tmp_path / "pairs.jsonl"
+    with pytest.raises(OutputExistsError, match=r"pairs.jsonl already exists; it appeared while this command ran"):
+        with atomic_write(path, overwrite=False) as handle:
+            handle.write("second run\n")
+            path.write_text("first run\n", encoding="utf-8")  # the other run finishes first
+    assert path.read_text(encoding="utf-8") == "first run\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pairs.jsonl"]  # no temporary file left
+    other = tmp_path / "new.jsonl"
+    assert write_jsonl(other, [{"a": 1}], overwrite=False) == 1 and other.read_text(encoding="utf-8") == '{"a": 1}\n'
+    with pytest.raises(OutputExistsError):
+        write_jsonl(other, [{"a": 2}], overwrite=False)
+    write_jsonl(other, [{"a": 3}])  # --force
+    assert other.read_text(encoding="utf-8") == '{"a": 3}\n'
+
+
+def test_without_overwrite_a_folder_filled_meanwhile_is_kept(tmp_path):
+    from address_completion.data.dataio import atomic_folder
+
+    path = tmp_path / "model"
+    with pytest.raises(OutputExistsError, match="appeared while this command ran"):
+        with atomic_folder(path, overwrite=False) as staging:
+            (staging / "config.json").write_text("{}", encoding="utf-8")
+            path.mkdir()
+            (path / "config.json").write_text('{"first": 1}', encoding="utf-8")
+    assert (path / "config.json").read_text(encoding="utf-8") == '{"first": 1}'
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
+
+
+def test_an_output_folder_below_a_read_only_folder_is_refused_before_work(tmp_path, monkeypatch):
+    """Like output files: merge/export/build-model would otherwise do all the work and fail at the last rename.
+    (os.access is consulted so that the check also holds where the tests run as root, who may write anywhere.)"""
+    from address_completion.data.dataio import check_model_folder, check_output_folder
+
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda path, mode, **kw: False if Path(path) == locked
+                        else real_access(path, mode, **kw))
+    for check in (lambda: check_output_folder(locked / "new" / "model", "--output_path"),
+                  lambda: check_model_folder(locked / "model", False, flag="--output")):
+        with pytest.raises(ConfigError, match=rf"{locked}.*: the folder {locked} is not writable$"):
+            check()
+    assert check_output_folder(tmp_path / "free" / "model") == tmp_path / "free" / "model"
+
+
+def test_csv_quote_never_closed_names_the_record_instead_of_swallowing_the_rest(tmp_path):
+    """Python's lenient csv reads everything after a stray opening quote as one cell: the rows after it vanished
+    into one 'address' and the run succeeded."""
+    path = tmp_path / "pairs.csv"
+    path.write_text(f"src,tgt\n{SRC},{TGT}\n\"海淀区,北京市海淀区\n天河区,广东省广州市天河区\n", encoding="utf-8")
+    with pytest.raises(DataError, match=r'pairs.csv:3: malformed CSV: a quoted cell opened in this record is never '
+                                        r'closed \(a stray " \?\)'):
+        read_records(path)
+    quoted = tmp_path / "quoted.csv"  # a properly quoted multi-line cell is still one record
+    quoted.write_text(f'src,tgt\n"多行\n输入",{TGT}\n', encoding="utf-8")
+    assert read_records(quoted).records == [{"src": "多行\n输入", "tgt": TGT}]

@@ -133,6 +133,32 @@ def test_broken_yaml_names_the_line(tmp_path):
         load_config(path)
 
 
+def test_config_that_is_not_utf8_names_file_and_line(tmp_path, capsys):
+    path = tmp_path / "eval.yaml"
+    path.write_bytes(b"test_file: a\ntitle: \xff\n")
+    with pytest.raises(DataError, match=r"eval.yaml:2: invalid UTF-8 at byte 8 of the line"):
+        load_config(path)
+    assert cli.main(["evaluate", str(path)]) == 2
+    assert "Traceback" not in capsys.readouterr().err
+
+
+def test_a_folder_given_as_the_config_is_named_a_folder(tmp_path):
+    with pytest.raises(ConfigError, match=r"evaluation config .* is a folder; pass the YAML file"):
+        load_config(tmp_path)
+    with pytest.raises(ConfigError, match=r"evaluation config .*none.yaml not found"):
+        load_config(tmp_path / "none.yaml")
+
+
+def test_predictions_file_that_is_not_utf8_names_file_and_line(tmp_path, test_file, capsys):
+    predictions = tmp_path / "p.jsonl"
+    predictions.write_bytes(b'{"prompt": "a", "predict": "\xff"}\n')
+    path = write_config(tmp_path / "eval.yaml", base_config(test_file, tmp_path / "out", [
+        {"name": "given", "kind": "predictions", "path": str(predictions)}]))
+    assert cli.main(["evaluate", str(path)]) != 0
+    err = capsys.readouterr().err
+    assert "p.jsonl:1: invalid UTF-8 at byte 29 of the line" in err and "Traceback" not in err
+
+
 # ---------------------------------------------------------------- running without a model
 
 

@@ -246,6 +246,7 @@ def test_bad_format_or_quantize_is_a_cli_error(arguments, message, default_model
 @pytest.mark.parametrize("arguments, message", [
     (["--format", "hf", "--quantize", "q8_0", "--output", "{tmp}/out"], "--quantize applies to --format gguf only"),
     (["--format", "gguf", "--output", "{tmp}/model"], "name it *.gguf"),
+    (["--format", "hf", "--output", "{tmp}/model.gguf"], "--format hf writes a folder, not a .gguf file"),
     (["--format", "hf", "--output", "{model}/exported"], "lies inside --model"),
 ])
 def test_bad_options_fail_before_any_work(arguments, message, default_model_dir, tmp_path, capsys):
@@ -253,6 +254,18 @@ def test_bad_options_fail_before_any_work(arguments, message, default_model_dir,
     assert main(["export", "--model", str(default_model_dir), *arguments]) == 2
     assert message in capsys.readouterr().err
     assert not list(tmp_path.iterdir()) and not (default_model_dir / "exported").exists()
+
+
+def test_broken_model_config_names_the_file_and_line(default_model_dir, tmp_path, capsys):
+    import shutil
+
+    model = tmp_path / "model"
+    shutil.copytree(default_model_dir, model)
+    (model / "config.json").write_text('{"model_type":\n', encoding="utf-8")
+    assert main(["export", "--model", str(model), "--format", "hf", "--output", str(tmp_path / "hf")]) == 2
+    err = capsys.readouterr().err
+    assert f"error: {model / 'config.json'}:2: broken JSON in the model config" in err and "Traceback" not in err
+    assert not (tmp_path / "hf").exists()
 
 
 def test_failed_verification_writes_nothing(default_model_dir, tmp_path):

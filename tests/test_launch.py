@@ -16,7 +16,12 @@ from address_completion.cli import main
 from address_completion.errors import ConfigError
 from address_completion.training.launch import LaunchRequest, launch_command, parse_devices, shard, split_launch_options
 
+from address_completion.runtime import usable_cores
+
 ROOT = Path(__file__).resolve().parents[1]
+# On CPU, train refuses more processes than usable cores (one each): the 2-process runs need 2 cores.
+needs_two_cores = pytest.mark.skipif(usable_cores() < 2, reason="2 CPU processes need 2 usable cores; this machine "
+                                                                "has fewer")
 
 
 # ---------------------------------------------------------------- options (no paddle)
@@ -100,6 +105,7 @@ def small_run(tmp_path_factory, default_model_dir):
     return config
 
 
+@needs_two_cores
 def test_dry_run_prints_the_launcher_command_and_trains_nothing(small_run, capsys):
     config = small_run("dry", 4)
     assert main(["train", str(config), "--max_steps", "2", "--nproc_per_node", "2", "--dry-run"]) == 0
@@ -117,6 +123,7 @@ def test_devices_on_a_cpu_build_says_to_use_nproc(small_run, capsys):
         "on CPU use --nproc_per_node N to run N processes over gloo")
 
 
+@needs_two_cores
 def test_an_earlier_run_is_refused_before_anything_is_launched(small_run, capsys):
     config = small_run("earlier", 4)
     (config.parent / "earlier").mkdir()
@@ -137,6 +144,7 @@ def run_train_script(arguments: list[str], nproc: str | None = None) -> subproce
                           timeout=600, env=env, cwd=ROOT)
 
 
+@needs_two_cores
 def test_train_script_passes_nproc_to_the_launcher(small_run):
     config = small_run("script", 4)
     done = run_train_script([str(config), "--dry-run"], nproc="2")
@@ -153,6 +161,7 @@ def read_jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
+@needs_two_cores
 def test_two_processes_on_cpu_train_like_one_process_with_their_batches_together(small_run):
     """2 processes x 4 samples per step through the launcher, against 1 process x 8 samples: each process gets its
     half of the same order, so the logged (all-process) losses follow the single run; only rank 0 writes."""
@@ -177,3 +186,24 @@ def test_two_processes_on_cpu_train_like_one_process_with_their_batches_together
         assert abs(loss - expected) < 0.01, (losses, single_losses)
     assert losses[-1][1] < losses[0][1]
     assert abs(summary["eval"]["eval_loss"] - single["eval"]["eval_loss"]) < 0.01
+
+
+def test_more_processes_than_cores_or_gpus_is_refused():
+    """--nproc_per_node 100000 used to be passed on to the launcher, which would start that many processes."""
+    from address_completion.runtime import usable_cores
+    from address_completion.training.launch import check_devices
+
+    cores = usable_cores()
+    check_devices(LaunchRequest(nproc_per_node=cores), "cpu", 1)  # one per core is fine
+    with pytest.raises(ConfigError, match=rf"^--nproc_per_node {cores + 1}: more processes than the {cores} usable "
+                                          rf"CPU core\(s\) here; each process needs one of its own \(at most "
+                                          rf"--nproc_per_node {cores}\)$"):
+        check_devices(LaunchRequest(nproc_per_node=cores + 1), "cpu", 1)
+    with pytest.raises(ConfigError, match=r"--nproc_per_node 3: more processes than the 2 GPU\(s\) here"):
+        check_devices(LaunchRequest(nproc_per_node=3), "gpu", 2)
+
+
+def test_too_many_processes_fail_before_anything_is_launched(small_run, capsys):
+    config = small_run("too-many", 4)
+    assert main(["train", str(config), "--nproc_per_node", "100000", "--dry-run"]) == 2
+    assert "--nproc_per_node 100000: more processes than the" in capsys.readouterr().err

@@ -147,3 +147,21 @@ def test_merged_files_follow_the_umask(merged_dir):
     assert modes == {name: 0o666 & ~current_umask() for name in modes}
     assert stat.S_IMODE(merged_dir.stat().st_mode) == 0o777 & ~current_umask()
     assert os.access(merged_dir / "model.safetensors", os.R_OK)
+
+
+@pytest.mark.parametrize("arguments, message", [
+    (["--quantize", "q8_0"], "--quantize applies to --format gguf only; --format paddle writes"),
+    (["--format", "hf", "--quantize", "q8_0"], "--quantize applies to --format gguf only; --format hf writes"),
+    (["--format", "hf", "--safe_serialization", "false"], "--safe_serialization false applies to --format paddle only"),
+    (["--format", "gguf", "--dtype", "bfloat16", "--output_path", "{tmp}/m.gguf"],
+     "--dtype bfloat16 applies to --format paddle only; --format gguf merges in float32"),
+    (["--format", "hf", "--output_path", "{tmp}/m.gguf"], "--format hf writes a folder, not a .gguf file"),
+])
+def test_options_the_format_would_ignore_are_refused(arguments, message, default_model_dir, lora_adapter_dir,
+                                                      tmp_path, capsys):
+    arguments = [argument.format(tmp=tmp_path) for argument in arguments]
+    output = [] if "--output_path" in arguments else ["--output_path", str(tmp_path / "merged")]
+    assert main(["merge", "--model_name_or_path", str(default_model_dir), "--lora_path", str(lora_adapter_dir),
+                 *output, *arguments]) == 2
+    assert message in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())

@@ -212,3 +212,18 @@ def test_adapter_folder_without_weights_is_an_error(default_model_dir, lora_adap
     with pytest.raises(ConfigError, match="holds no adapter weights: expected peft_model.safetensors.index.json or "
                                           "lora_model_state.pdparams"):
         load_model(str(default_model_dir), lora_path=str(adapter))
+
+
+def test_an_adapter_folder_given_as_the_model_says_so(lora_adapter_dir, default_model_dir, capsys):
+    """Not "the file is probably truncated": the adapter folder holds config.json and Paddle safetensors too."""
+    from address_completion.cli import main
+    from address_completion.model.modeling import check_model_source, resolve_model_dir
+
+    for check in (resolve_model_dir, check_model_source):
+        with pytest.raises(ConfigError, match=r"--model_name_or_path '.*' is a LoRA adapter folder .*pass it as "
+                                              r"--lora_path and its base model as --model_name_or_path"):
+            check(str(lora_adapter_dir))
+    assert main(["predict", "--model", str(lora_adapter_dir), "碑林区扬子江南路467-6号"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: --model '{lora_adapter_dir}' is a LoRA adapter folder") and "Traceback" not in err
+    assert resolve_model_dir(str(default_model_dir)) == default_model_dir  # a model with no lora_config.json

@@ -3,6 +3,8 @@
 import json
 from pathlib import Path
 
+import pytest
+
 from address_completion.cli import main
 
 
@@ -32,3 +34,13 @@ def test_demo_runs_every_stage_and_ends_with_a_report(default_model_dir: Path, t
     # A second run refuses to overwrite the demo's results without --force.
     assert main(argv) == 2
     assert "--force" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("flag", ["--num", "--max-steps", "--eval-limit"])
+def test_demo_refuses_counts_below_one_before_the_first_step(flag, tmp_path, capsys):
+    from address_completion.cli import main
+
+    assert main(["demo", "--output", str(tmp_path / "demo"), flag, "0"]) == 2
+    captured = capsys.readouterr()
+    assert captured.err.strip() == f"error: {flag} must be at least 1, got 0" and "== [1/" not in captured.out
+    assert not (tmp_path / "demo").exists()

@@ -171,3 +171,49 @@ def test_interactive_prompt_skips_a_too_long_line(completer, expected, capsys):
                      max_input_chars=256)
     assert out.getvalue() == f"> > {printed(expected[:1])[0]}\n> "
     assert "300 characters; the limit is 256" in capsys.readouterr().err
+
+
+def test_input_that_is_not_utf8_is_refused_before_the_model_loads(tmp_path, monkeypatch, capsys):
+    missing = str(tmp_path / "no-model")  # never reached: the input is checked first
+    bad = "碑林".encode("utf-8") + b"\xff" + "区".encode("utf-8")
+    argument = bad.decode("utf-8", "surrogateescape")  # what Python makes of such bytes in argv
+    assert main(["predict", "--model", missing, argument]) == 2
+    assert capsys.readouterr().err.strip() == ("error: ADDRESS argument 1 is not UTF-8 text (invalid UTF-8 at byte 7); "
+                                               "give the address in UTF-8")
+    stdin = io.TextIOWrapper(io.BytesIO("碑林区\n\n".encode("utf-8") + bad + b"\n"), encoding="utf-8", errors="strict")
+    monkeypatch.setattr(sys, "stdin", stdin)
+    assert main(["predict", "--model", missing]) == 2
+    assert capsys.readouterr().err.strip() == "error: <stdin>:3: invalid UTF-8 at byte 7 of the line; pipe UTF-8 text"
+
+
+def test_interactive_prompt_skips_a_line_that_is_not_utf8(completer, expected, capsys):
+    out = io.StringIO()
+    bad = ("碑林".encode("utf-8") + b"\xff").decode("utf-8", "surrogateescape")
+    interactive_loop(completer, as_json=False, stdin=io.StringIO(f"{bad}\n{ADDRESSES[0]}\nquit\n"), out=out)
+    assert out.getvalue() == f"> > {printed(expected[:1])[0]}\n> "
+    assert "invalid UTF-8 at byte 7 of the line" in capsys.readouterr().err
+
+
+def test_a_missing_paddle_is_one_line_naming_the_environment(tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "paddle", None)  # what a Python without Paddle sees on `import paddle`
+    assert main(["predict", "--model", str(tmp_path), "碑林区扬子江南路467-6号"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: paddle is not installed in this Python ({sys.executable}); run the command with "
+                          "the project's environment: .venv/bin/python -m address_completion") and "\n" not in err
+
+
+def test_script_called_with_a_python_without_paddle_uses_the_checkout_environment(tmp_path):
+    """README: `python scripts/predict.py …` with the system's python runs with .venv/bin/python."""
+    import shutil
+
+    venv_python = REPO / ".venv" / "bin" / "python"
+    candidates = [shutil.which(name) for name in ("python3", "python")] + ["/usr/bin/python3"]
+    bare = next((path for path in candidates if path and Path(path).is_file() and subprocess.run(
+        [path, "-c", "import importlib.util, sys; sys.exit(importlib.util.find_spec('paddle') is not None)"],
+        capture_output=True).returncode == 0), None)
+    if bare is None or not venv_python.is_file():
+        pytest.skip("needs a Python without Paddle and the checkout's .venv")
+    done = subprocess.run([bare, str(REPO / "scripts" / "predict.py"), "--model", str(tmp_path / "none"), "x"],
+                          capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert "model folder" in done.stderr and "does not exist" in done.stderr  # the .venv's CLI got that far

@@ -304,3 +304,16 @@ def test_sigterm_finishes_the_request_in_flight(default_model_dir, lora_adapter_
     log = server.stderr.read_to_end()
     assert "received SIGTERM" in log and "Traceback" not in log
     assert [line for line in log.splitlines() if " 408 " in line and "--body-timeout" in line]
+
+
+@pytest.mark.parametrize("key", ["", "   "])
+def test_an_empty_api_key_is_refused_not_served_without_auth(key, tmp_path, capsys):
+    """`--api-key "$KEY"` with KEY unset started a server that asked no key at all."""
+    from address_completion.cli import main
+    from address_completion.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"--api-key is empty \(an unset variable\?\)"):
+        ServerSettings(port=0, api_key=key).validate()
+    assert main(["serve", "--model", str(tmp_path / "never-loaded"), "--api-key", key]) == 2
+    assert capsys.readouterr().err.strip() == ("error: --api-key is empty (an unset variable?); give the key, or leave "
+                                               "the option out to serve without one")

@@ -327,5 +327,34 @@ def test_cli_reports_user_errors_in_one_line(tmp_path, capsys):
     assert "three numbers" in capsys.readouterr().err
     assert main(["split", str(source), "-o", str(tmp_path / "out")]) == 2
     assert f"{source}:2: broken JSON" in capsys.readouterr().err
-    assert main(["split", str(source), "-o", str(tmp_path / "out"), "--skip-bad"]) == 0
+    assert main(["split", str(source), "-o", str(tmp_path / "out"), "--skip-bad", "--ratios", "1,0,0"]) == 0
     assert "skipped bad records: 1" in capsys.readouterr().out
+
+
+def test_too_few_pairs_for_the_ratios_is_an_error_not_an_empty_split(tmp_path, capsys):
+    from address_completion.cli import main
+
+    source = tmp_path / "one.jsonl"
+    source.write_text('{"src": "碑林区扬子江南路467-6号", "tgt": "陕西省西安市碑林区扬子江南路467-6号"}\n', encoding="utf-8")
+    assert main(["split", str(source), "--output", str(tmp_path / "data")]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"error: {source}: 1 usable pair(s) leave dev and test empty with --ratios 0.7,0.15,0.15; give more pairs, "
+        "or ratio 0 for a split you do not want")
+    assert not (tmp_path / "data").exists()
+    assert main(["split", str(source), "--output", str(tmp_path / "data"), "--ratios", "1,0,0"]) == 0  # asked for
+    assert (tmp_path / "data" / "dev.json").read_text(encoding="utf-8") == ""
+
+
+def test_a_folder_in_place_of_a_split_file_fails_before_any_file_is_written(tmp_path, capsys):
+    from address_completion.cli import main
+
+    source = tmp_path / "pairs.jsonl"
+    source.write_text("".join(json.dumps({"src": f"碑林区扬子江南路{n}号", "tgt": f"陕西省西安市碑林区扬子江南路{n}号"},
+                                         ensure_ascii=False) + "\n" for n in range(40)), encoding="utf-8")
+    out = tmp_path / "data"
+    (out / "train.json").mkdir(parents=True)
+    (out / "dev.json").write_text("earlier\n", encoding="utf-8")
+    assert main(["split", str(source), "--output", str(out), "--force"]) == 2
+    assert capsys.readouterr().err.strip() == (f"error: --output {out}: {out / 'train.json'} is a folder; remove it "
+                                               "or choose another --output")
+    assert (out / "dev.json").read_text(encoding="utf-8") == "earlier\n" and not (out / "test.json").exists()

@@ -441,3 +441,33 @@ def test_input_class_of_a_lone_ambiguous_county():
     assert input_class("朝阳区建国路88号", gazetteer) == "ambiguous_county"
     assert input_class("建国路88号", gazetteer) == "no_admin_token"
     assert input_class("城关镇人民路1号", gazetteer) == "ambiguous_county"  # a town name shared by many counties
+
+
+@pytest.mark.parametrize("num", ["0", "-3"])
+def test_prepare_refuses_a_count_that_writes_nothing(num, tmp_path, capsys):
+    output = tmp_path / "pairs.jsonl"
+    assert main(["prepare", "--num", num, "--output", str(output)]) == 2
+    assert capsys.readouterr().err.strip() == f"error: --num must be at least 1, got {num}"
+    assert not output.exists()
+
+
+def test_prepare_does_not_replace_an_output_another_run_wrote_meanwhile(tmp_path, monkeypatch, capsys):
+    from address_completion.data import synthesis
+
+    output = tmp_path / "pairs.jsonl"
+    real = synthesis.synthesize_examples
+
+    def other_run_finishes_first(*args, **kwargs):
+        output.write_text("other run\n", encoding="utf-8")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(synthesis, "synthesize_examples", other_run_finishes_first)
+    assert main(["prepare", "--num", "5", "--output", str(output)]) == 2
+    assert "appeared while this command ran" in capsys.readouterr().err
+    assert output.read_text(encoding="utf-8") == "other run\n"
+
+
+def test_prepare_into_a_folder_suggests_a_pair_file(tmp_path, capsys):
+    assert main(["prepare", "--num", "5", "--output", str(tmp_path)]) == 2
+    assert capsys.readouterr().err.strip() == (f"error: --output {tmp_path} is a folder; name a file to write "
+                                               f"(e.g. {tmp_path / 'pairs.jsonl'})")

@@ -110,6 +110,38 @@ def _decode_lines(path: Path, data: bytes) -> tuple[list[Optional[str]], dict[in
     return lines, bad_lines
 
 
+def read_utf8_text(path: str | os.PathLike) -> str:
+    """The whole text of a UTF-8 file (a leading byte-order mark dropped), for config and model JSON files.
+
+    Raises DataError naming the file (and the line and byte for invalid UTF-8) instead of a UnicodeDecodeError.
+    """
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise DataError(f"cannot read the file ({exc.strerror or exc})", path) from None
+    if data.startswith(UTF16_BOMS):
+        raise DataError("the file is UTF-16 encoded; save it as UTF-8", path)
+    data = data[len(UTF8_BOM):] if data.startswith(UTF8_BOM) else data
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        column = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
+        raise DataError(f"invalid UTF-8 at byte {column} of the line (the file must be UTF-8 encoded)", path,
+                        line) from None
+
+
+def read_json_file(path: str | os.PathLike, what: str = "JSON file") -> Any:
+    """A UTF-8 JSON file's value; DataError naming the file, line and column for broken JSON or bad UTF-8
+    (``what`` says what the file is, e.g. "model config")."""
+    text = read_utf8_text(path)
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise DataError(f"broken JSON in the {what} ({exc.msg} at column {exc.colno})", path, exc.lineno) from None
+
+
 def _reject(result: ReadResult, path: Path, line: int, reason: str, skip_bad: bool) -> None:
     """Raise for a bad record, or count it when the user asked to skip bad records."""
     if not skip_bad:
@@ -227,8 +259,10 @@ def _read_csv(path: Path, lines: list[Optional[str]], bad_lines: dict[int, str],
               column: Optional[str], skip_bad: bool, result: ReadResult) -> None:
     mapping = _csv_field_mapping(path, required, column)
     # Undecodable lines become blank so the parser keeps its line count; the record holding one is rejected.
+    # strict: an unclosed quote raises instead of swallowing every following row into one cell
     reader = csv.reader(io.StringIO("\n".join(line or "" for line in lines)),
-                        "excel-tab" if path.suffix.lower() == ".tsv" else "excel")
+                        "excel-tab" if path.suffix.lower() == ".tsv" else "excel", strict=True)
+    first_line = 1
     try:
         header, header_line = _csv_header(path, reader, bad_lines)
         missing = [source for source in mapping.values() if source not in header]
@@ -246,6 +280,9 @@ def _read_csv(path: Path, lines: list[Optional[str]], bad_lines: dict[int, str],
                 continue
             _add(result, path, record_lines[0], skip_bad, lambda row=row: _csv_record(row, header, positions))
     except csv.Error as exc:
+        if "unexpected end of data" in str(exc):
+            raise DataError("malformed CSV: a quoted cell opened in this record is never closed (a stray \" ?)",
+                            path, first_line) from None
         raise DataError(f"malformed CSV ({exc})", path, reader.line_num) from None
 
 
@@ -271,6 +308,9 @@ def _csv_header(path: Path, reader: Any, bad_lines: dict[int, str]) -> tuple[lis
 def _csv_record(row: list[str], header: list[str], positions: dict[str, int]) -> dict[str, str]:
     if len(row) < len(header):
         raise ValueError(f"row has {len(row)} cells, the header has {len(header)}")
+    if any(cell.strip() for cell in row[len(header):]):  # trailing empty cells (spreadsheet exports) are harmless
+        raise ValueError(f"row has {len(row)} cells, the header has {len(header)} (a separator inside an address? "
+                         "quote that cell)")
     return _check_fields({target: row[index] for target, index in positions.items()}, list(positions))
 
 
@@ -287,11 +327,13 @@ def check_writable(path: str | os.PathLike, force: bool) -> Path:
     return path
 
 
-def check_output_file(path: str | os.PathLike, force: bool, flag: str = "--output") -> Path:
-    """A path a result file may be written to: not a folder, in a folder that can exist, new unless ``force``."""
+def check_output_file(path: str | os.PathLike, force: bool, flag: str = "--output",
+                      example: str = "predictions.jsonl") -> Path:
+    """A path a result file may be written to: not a folder, in a folder that can exist, new unless ``force``.
+    ``example`` is the file name the error for a folder suggests inside it."""
     path = Path(path)
     if path.is_dir():
-        raise ConfigError(f"{flag} {path} is a folder; name a file to write (e.g. {path / 'predictions.jsonl'})")
+        raise ConfigError(f"{flag} {path} is a folder; name a file to write (e.g. {path / example})")
     for parent in path.parents:
         if parent.exists():
             if not parent.is_dir():
@@ -311,6 +353,8 @@ def check_output_folder(path: str | os.PathLike, flag: str = "--output") -> Path
         if parent.exists():
             if not parent.is_dir():
                 raise ConfigError(f"{flag} {path}: {parent} is a file, so no folder can be made below it")
+            if not os.access(parent, os.W_OK | os.X_OK):  # else the work is done and the final rename fails
+                raise ConfigError(f"{flag} {path}: the folder {parent} is not writable")
             break
     return path
 
@@ -345,8 +389,8 @@ def check_model_folder(path: str | os.PathLike, force: bool, flag: str = "--outp
     ``force`` never replaces a file or a non-empty folder without ``config.json``: a mistyped path must
     not delete someone's data.
     """
+    check_output_folder(path, flag)  # first: a file there is wrong with --force too, so do not suggest --force
     path = check_writable(path, force)
-    check_output_folder(path, flag)
     if path.is_dir() and any(path.iterdir()) and not (path / "config.json").is_file():
         raise ConfigError(f"{flag} {path} is not empty and holds no config.json; refusing to replace it even "
                           "with --force. Choose a new folder")
@@ -426,11 +470,12 @@ def apply_umask(folder: Path) -> None:
 
 
 @contextlib.contextmanager
-def atomic_folder(path: str | os.PathLike) -> Iterator[Path]:
+def atomic_folder(path: str | os.PathLike, *, overwrite: bool = True) -> Iterator[Path]:
     """Yield an empty staging folder next to ``path``; on success it replaces ``path`` in one rename.
 
     An existing ``path`` is moved aside first and deleted only after the swap; on failure the staging
-    folder is removed and ``path`` is untouched.
+    folder is removed and ``path`` is untouched. With ``overwrite`` False (no --force) a ``path`` that is not
+    an empty folder at the swap (another run wrote it meanwhile) raises OutputExistsError instead.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -442,6 +487,9 @@ def atomic_folder(path: str | os.PathLike) -> Iterator[Path]:
         apply_umask(staging)
         previous = None
         if path.exists() and (not path.is_dir() or any(path.iterdir())):
+            if not overwrite:
+                raise OutputExistsError(path, "it appeared while this command ran (another run writing the same "
+                                              "output?); pass --force to overwrite it")
             previous = _sibling(path, "old")
             os.replace(path, previous)
         os.replace(staging, path)  # an empty existing folder is replaced by rename(2)
@@ -452,13 +500,14 @@ def atomic_folder(path: str | os.PathLike) -> Iterator[Path]:
 
 
 @contextlib.contextmanager
-def staged_file(path: str | os.PathLike) -> Iterator[Path]:
+def staged_file(path: str | os.PathLike, *, overwrite: bool = True) -> Iterator[Path]:
     """Yield where to write ``path``'s new content: a file name inside a fresh staging folder next to ``path``.
 
     The folder is the caller's scratch space too (intermediate files die with it). When the body returns, the
     yielded file (which it must have written) gets the umask's permissions and replaces ``path`` in one rename,
     synced; when the body raises, ``path`` is untouched. The staging folder is removed either way; a stale one
-    left by a killed process is removed on the next call. Raises FileNotFoundError if the body wrote nothing.
+    left by a killed process is removed on the next call. Raises FileNotFoundError if the body wrote nothing;
+    with ``overwrite`` False (no --force), OutputExistsError if ``path`` appeared meanwhile (:func:`publish_new`).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -469,17 +518,22 @@ def staged_file(path: str | os.PathLike) -> Iterator[Path]:
         staged = staging / path.name
         yield staged
         apply_umask_to_files([staged])
-        os.replace(staged, path)
+        if overwrite:
+            os.replace(staged, path)
+        else:  # never replaces: another run may have written ``path`` meanwhile
+            publish_new(staged, path)
         _sync_directory(path.parent)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 
 
 @contextlib.contextmanager
-def atomic_write(path: str | os.PathLike, mode: str = "w") -> Iterator[Any]:
+def atomic_write(path: str | os.PathLike, mode: str = "w", *, overwrite: bool = True) -> Iterator[Any]:
     """Write to a temporary file next to ``path`` and rename it over ``path`` only on success.
 
-    If the body raises, ``path`` keeps its old content and the temporary file is removed.
+    If the body raises, ``path`` keeps its old content and the temporary file is removed. With ``overwrite``
+    False (a command run without --force) the file is published with link(2), which never replaces: a ``path``
+    that appeared while the command ran (another run writing the same output) raises OutputExistsError.
     """
     if mode not in ("w", "wb"):
         raise ValueError(f"atomic_write supports modes 'w' and 'wb', not {mode!r}")
@@ -494,14 +548,32 @@ def atomic_write(path: str | os.PathLike, mode: str = "w") -> Iterator[Any]:
             yield handle
             handle.flush()
             os.fsync(handle.fileno())
-        with contextlib.suppress(FileNotFoundError):
-            os.chmod(temp_path, path.stat().st_mode & 0o7777)  # keep the permissions of a replaced file
-        os.replace(temp_path, path)
+        if overwrite:
+            with contextlib.suppress(FileNotFoundError):
+                os.chmod(temp_path, path.stat().st_mode & 0o7777)  # keep the permissions of a replaced file
+            os.replace(temp_path, path)
+        else:
+            publish_new(temp_path, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temp_path)
         raise
     _sync_directory(path.parent)
+
+
+def publish_new(temp_path: Path, path: Path) -> None:
+    """Give ``temp_path`` the name ``path`` only if no file has it (atomic: link fails on an existing name)."""
+    try:
+        os.link(temp_path, path)
+    except FileExistsError:
+        raise OutputExistsError(path, "it appeared while this command ran (another run writing the same output?); "
+                                      "pass --force to overwrite it") from None
+    except OSError:  # a file system without hard links: the check made before the work has to do
+        if path.exists():
+            raise OutputExistsError(path) from None
+        os.replace(temp_path, path)
+        return
+    os.unlink(temp_path)
 
 
 def _sync_directory(directory: Path) -> None:
@@ -524,10 +596,10 @@ def json_line(record: dict[str, Any]) -> str:
     return json.dumps(record, ensure_ascii=False, separators=(", ", ": ")) + "\n"
 
 
-def write_jsonl(path: str | os.PathLike, records: Iterable[dict[str, Any]]) -> int:
-    """Atomically write records as JSON lines; returns how many were written."""
+def write_jsonl(path: str | os.PathLike, records: Iterable[dict[str, Any]], *, overwrite: bool = True) -> int:
+    """Atomically write records as JSON lines; returns how many were written (``overwrite``: see atomic_write)."""
     count = 0
-    with atomic_write(path) as handle:
+    with atomic_write(path, overwrite=overwrite) as handle:
         for record in records:
             handle.write(json_line(record))
             count += 1

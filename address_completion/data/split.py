@@ -302,7 +302,9 @@ def split_file(input_path: str | Path, output_dir: str | Path, *, ratios: Sequen
     paths = split_paths(output_dir)
     for name, path in paths.items():
         check_apart({f"--output ({path.name})": path}, {"INPUT": input_path})
-    for path in paths.values():
+    for path in paths.values():  # a folder in a split file's place would fail the rename after the others
+        if path.is_dir():
+            raise ConfigError(f"--output {output_dir}: {path} is a folder; remove it or choose another --output")
         check_writable(path, force)
     read = read_records(input_path, required=("src", "tgt"), fmt=fmt, skip_bad=skip_bad)
     for reason in read.skip_reasons:
@@ -311,8 +313,14 @@ def split_file(input_path: str | Path, output_dir: str | Path, *, ratios: Sequen
         raise DataError("no usable pairs in the file", input_path)
     result = split_pairs(read.records, ratios, seed, holdout_counties, county_of=county_of)
     result.skipped = read.skipped
+    splits = result.splits()
+    empty = [name for (name, records), ratio in zip(splits.items(), ratios) if ratio > 0 and not records]
+    if empty:  # an empty dev or test file would be reported as a split and fail (or mislead) training later
+        raise DataError(f"{len(read.records)} usable pair(s) leave {' and '.join(empty)} empty with --ratios "
+                        f"{','.join(f'{ratio:g}' for ratio in ratios)}; give more pairs, or ratio 0 for a split you "
+                        "do not want", input_path)
     with contextlib.ExitStack() as stack:
-        handles = {name: stack.enter_context(atomic_write(path)) for name, path in paths.items()}
+        handles = {name: stack.enter_context(atomic_write(path, overwrite=force)) for name, path in paths.items()}
         for name, records in result.splits().items():
             handles[name].writelines(json_line(record) for record in records)
     return result

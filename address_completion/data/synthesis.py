@@ -737,12 +737,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     check_apart({"--output": args.output}, {"--input": args.input})
-    output = check_output_file(args.output, args.force)
+    output = check_output_file(args.output, args.force, example="pairs.jsonl")
     if output.is_dir():
         raise ConfigError(f"--output {output} is a folder; give a file name such as {output / 'pairs.jsonl'}")
     num = getattr(args, "num", None)  # absent: a default that depends on --input
-    if num is not None and num < 0:
-        raise ConfigError(f"--num must be >= 0, got {num}")
+    if num is not None and num < 1:  # 0 would write an empty file and report it as done
+        raise ConfigError(f"--num must be at least 1, got {num}")
     if args.column is not None and args.input is None:
         raise ConfigError("--column only applies with --input")
     gazetteer = load_gazetteer()
@@ -766,7 +766,7 @@ def run(args: argparse.Namespace) -> int:
         if not examples:
             raise DataError(f"the gazetteer could place none of the {len(addresses)} addresses "
                             f"(e.g. {skip_reasons[0] if skip_reasons else '?'})", args.input)
-    written = write_jsonl(output, (example.record() for example in examples))
+    written = write_jsonl(output, (example.record() for example in examples), overwrite=args.force)
     print(summary(examples, gazetteer, output, written, prefix=args.prefix,
                   skipped_lines=skipped_lines, skipped_addresses=skipped_addresses, skip_reasons=skip_reasons))
     return 0

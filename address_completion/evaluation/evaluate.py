@@ -220,9 +220,10 @@ def load_config(path: str | os.PathLike, overrides: Sequence[str] = (), *, only:
 
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"evaluation config {path} not found")
+        raise ConfigError(f"evaluation config {path} is a folder; pass the YAML file (e.g. configs/eval_tiny.yaml)"
+                          if path.is_dir() else f"evaluation config {path} not found")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = yaml.safe_load(dataio.read_utf8_text(path))
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark is not None else None

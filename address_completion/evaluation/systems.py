@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Union
 
+from ..data import dataio
 from .. import DEFAULT_PROMPT_PREFIX
 from ..errors import AddressCompletionError, ConfigError, DataError
 from ..inference.generate import DECODINGS
@@ -463,7 +464,7 @@ class PredictionsSystem(System):
 
     def _read(self, path: Path) -> dict[str, Answer]:
         table, conflicts = {}, 0
-        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        for number, line in enumerate(dataio.read_utf8_text(path).splitlines(), start=1):
             if not line.strip():
                 continue
             try:

@@ -73,9 +73,28 @@ def check_lengths(inputs: list[PredictInput], limit: int, source: str | None) ->
             raise DataError(f"record {number}: {message}", source)
 
 
+def undecodable(text: str) -> str | None:
+    """Where ``text`` holds bytes that were not UTF-8 (Python keeps them as lone surrogates when it decodes
+    arguments and piped input with surrogateescape), as "byte N" (1-based); None when it is clean text."""
+    for index, char in enumerate(text):
+        if "\ud800" <= char <= "\udfff":
+            return f"byte {len(text[:index].encode('utf-8', 'surrogateescape')) + 1}"
+    return None
+
+
 def read_lines(stream: TextIO) -> list[PredictInput]:
-    """Non-empty lines of a text stream, one address each."""
-    return [PredictInput(line.strip()) for line in stream if line.strip()]
+    """Non-empty lines of a text stream, one address each. DataError naming ``<stdin>`` and the line for a line
+    that is not UTF-8 (before any model loads: the tokenizer cannot encode it)."""
+    raw = getattr(stream, "buffer", None)  # the bytes, when there are any: decoded per line to name the bad one
+    lines = (line.decode("utf-8", "surrogateescape") for line in raw) if raw is not None else stream
+    inputs = []
+    for number, line in enumerate(lines, 1):
+        where = undecodable(line)
+        if where is not None:
+            raise DataError(f"invalid UTF-8 at {where} of the line; pipe UTF-8 text", "<stdin>", number)
+        if line.strip():
+            inputs.append(PredictInput(line.strip()))
+    return inputs
 
 
 def prediction_records(inputs: list[PredictInput], predictions: list[Any],
@@ -122,6 +141,10 @@ def interactive_loop(completer: Completer, *, as_json: bool, prompt: str = "> ",
             return
         if not line.strip():
             continue
+        where = undecodable(line)
+        if where is not None:
+            print(f"error: invalid UTF-8 at {where} of the line; type UTF-8 text", file=sys.stderr)
+            continue
         inputs = [PredictInput(line.strip())]
         if len(inputs[0].address) > max_input_chars:
             print(f"error: {len(inputs[0].address)} characters; the limit is {max_input_chars} (--max_input_chars)",
@@ -140,6 +163,10 @@ def collect_inputs(args: argparse.Namespace, stdin: TextIO) -> list[PredictInput
             if not address.strip():
                 raise ConfigError(f"ADDRESS argument {position} is {'empty' if not address else 'blank'}; give a "
                                   "non-empty address")
+            where = undecodable(address)
+            if where is not None:
+                raise ConfigError(f"ADDRESS argument {position} is not UTF-8 text (invalid UTF-8 at {where}); give "
+                                  "the address in UTF-8")
         return [PredictInput(address) for address in args.addresses]
     if args.input:
         return read_input_file(args.input, fmt=args.input_format, column=args.column)
@@ -202,7 +229,7 @@ def run(args: argparse.Namespace) -> int:
                                               progress=bool(args.input))
     records = prediction_records(inputs, predictions, completer.prefix)
     if args.output:
-        count = dataio.write_jsonl(args.output, records)
+        count = dataio.write_jsonl(args.output, records, overwrite=args.force)
         logger.info("wrote %d predictions to %s", count, args.output)
     else:
         print_predictions(records, as_json=args.json, out=sys.stdout)

@@ -71,6 +71,10 @@ class ServerSettings:
                 raise ConfigError(f"--{name.replace('_', '-')} must be > 0 seconds, got {getattr(self, name)}")
         if not 0 <= self.port <= 65535:
             raise ConfigError(f"--port must be 0-65535 (0 picks a free port), got {self.port}")
+        if self.api_key is not None and not self.api_key.strip():
+            # `--api-key "$KEY"` with KEY unset would otherwise start a server that asks no key at all
+            raise ConfigError("--api-key is empty (an unset variable?); give the key, or leave the option out to "
+                              "serve without one")
 
 
 class RequestError(Exception):
@@ -383,7 +387,7 @@ def run(args: argparse.Namespace) -> int:
     from .generate import Completer, decoding_options
     from ..runtime import setup_runtime
 
-    settings = ServerSettings(host=args.host, port=args.port, api_key=args.api_key or None,
+    settings = ServerSettings(host=args.host, port=args.port, api_key=args.api_key,
                               model_name=args.model_name or "", max_batch_size=args.max_batch_size,
                               batch_wait_ms=args.batch_wait_ms, max_addresses=args.max_addresses,
                               max_input_chars=args.max_input_chars, body_timeout=args.body_timeout,

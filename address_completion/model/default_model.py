@@ -210,7 +210,7 @@ def build_default_model(output_dir: str | os.PathLike | None = None, *, force: b
     output_dir = Path(output_dir) if output_dir is not None else default_model_dir()
     dataio.check_model_folder(output_dir, force)
     prepare_environment(offline=True)
-    with dataio.atomic_folder(output_dir) as staging:
+    with dataio.atomic_folder(output_dir, overwrite=force) as staging:
         tokenizer.write_qwen25_tokenizer(staging)  # first: a missing dashscope fails before any model work
         model = create_model(shape, seed)
         quiet_paddlenlp_logs()  # its "saved in <staging folder>" lines would name a folder that vanishes

@@ -142,7 +142,9 @@ def generation_settings(source_dir: Path, tokenizer: Any) -> dict:
     from ..data.prompt import eos_token_id
 
     source = source_dir / "generation_config.json"
-    config = json.loads(source.read_text(encoding="utf-8")) if source.is_file() else {}
+    config = dataio.read_json_file(source, "generation config") if source.is_file() else {}
+    if not isinstance(config, dict):
+        raise DataError("expected a JSON object (the generation config)", source)
     defaults = GenerationConfig().to_dict()
     settings = {key: value for key, value in config.items() if key in defaults}
     declared = settings.get("eos_token_id")
@@ -563,11 +565,14 @@ def check_request(model: str, lora_path: Optional[str], output: str | os.PathLik
         raise ConfigError("--quantize applies to --format gguf only (a Hugging Face export keeps float32 weights)")
     dataio.check_apart({flag: output}, {"--model": model, "--lora_path": lora_path})
     if fmt == "hf":
+        if Path(output).suffix.lower() == ".gguf":
+            raise ConfigError(f"{flag} {output}: --format hf writes a folder, not a .gguf file; use --format gguf "
+                              "for one GGUF file, or name the folder without .gguf")
         return dataio.check_model_folder(output, force, flag=flag), None
     path = Path(output)
     if path.suffix != ".gguf":
         raise ConfigError(f"{flag} {output}: a GGUF export is one file; name it *.gguf (e.g. {path.name}.gguf)")
-    return dataio.check_output_file(path, force, flag=flag), quantize or "f16"
+    return dataio.check_output_file(path, force, flag=flag, example="model.gguf"), quantize or "f16"
 
 
 def export_model(model: str, output: str | os.PathLike, fmt: str, *, lora_path: Optional[str] = None,
@@ -595,14 +600,16 @@ def export_model(model: str, output: str | os.PathLike, fmt: str, *, lora_path: 
     from .modeling import load_tokenizer, resolve_model_dir
 
     source_dir = resolve_model_dir(model, flag="--model")
-    config = json.loads((source_dir / "config.json").read_text(encoding="utf-8"))
+    config = dataio.read_json_file(source_dir / "config.json", "model config")
+    if not isinstance(config, dict):
+        raise DataError("expected a JSON object (the model config)", source_dir / "config.json")
     architecture(config, source_dir)
     tokenizer = load_tokenizer(model, flag="--model")
     batch = probe_batch(tokenizer)
     prompts = probe_prompts(tokenizer)
     state, reference = paddle_reference(model, lora_path, batch, dtype, merge_tolerance)
     if fmt == "hf":
-        with dataio.atomic_folder(output) as staging:
+        with dataio.atomic_folder(output, overwrite=force) as staging:
             write_hf_folder(staging, state, config, source_dir, tokenizer)
             [(max_diff, relative)] = verify_export(staging, [(reference, tolerance, "the Paddle model")], batch,
                                                    prompts, tokenizer)
@@ -613,15 +620,15 @@ def export_model(model: str, output: str | os.PathLike, fmt: str, *, lora_path: 
     references = [(rounded_reference(model, state, quantize, tied, batch, dtype), FAITHFUL_TOLERANCE,
                    f"the Paddle model with the file's {quantize} weights"), (reference, tolerance, "the Paddle model")]
     return _export_gguf(output, state, config, source_dir, tokenizer, references, batch, prompts, quantize, model,
-                        lora_path)
+                        lora_path, force=force)
 
 
 def _export_gguf(output: Path, state: dict, config: dict, source_dir: Path, tokenizer: Any,
                  references: list[tuple[Any, float, str]], batch: Any, prompts: list[str], quantize: str, model: str,
-                 lora_path: Optional[str]) -> ExportResult:
+                 lora_path: Optional[str], *, force: bool = True) -> ExportResult:
     """Write the GGUF file in a staging folder next to ``output`` (via a Hugging Face folder), verify, then move it
     into place in one rename."""
-    with dataio.staged_file(output) as staged:
+    with dataio.staged_file(output, overwrite=force) as staged:
         hf_dir = staged.parent / "hf"
         hf_dir.mkdir()
         write_hf_folder(hf_dir, state, config, source_dir, tokenizer)

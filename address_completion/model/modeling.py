@@ -22,6 +22,7 @@ that decides whether a folder's weights are a pickle and warns once, unless ``--
 
 from __future__ import annotations
 
+import contextlib
 import concurrent.futures
 import hashlib
 import json
@@ -284,6 +285,22 @@ def missing_folder_message(text: str) -> str:
     return f"model folder {text!r} does not exist{hint}"
 
 
+def refuse_adapter_folder(folder: Path, text: str, flag: str) -> None:
+    """ConfigError when ``folder`` is a LoRA adapter (lora_config.json, adapter weights, no model weights) given
+    where a model is expected: PaddleNLP would otherwise fail on its missing model_state.pdparams, which reads
+    like a damaged file."""
+    if not (folder / "lora_config.json").is_file() or loaded_weights_file(folder) is not None:
+        return
+    base = None
+    with contextlib.suppress(ValueError, OSError):
+        base = json.loads((folder / "lora_config.json").read_text(encoding="utf-8")).get("base_model_name_or_path")
+    lora_flag = "--lora_path"
+    raise ConfigError(f"{flag} {text!r} is a LoRA adapter folder (lora_config.json and adapter weights), not a model: "
+                      f"pass it as {lora_flag} and its base model as {flag}"
+                      + (f" (the adapter was trained on {base})" if base else "")
+                      + ", or merge it first (address-completion merge)")
+
+
 def resolve_model_dir(name_or_path: str, *, cache_dir: str | None = None, flag: str = "--model_name_or_path") -> Path:
     """A local folder PaddleNLP can load without writing anywhere (see module docstring). ``flag`` is the option
     that named the model, for the hint of an error. ``pkg:PACKAGE/FILE`` names a file inside an installed
@@ -297,6 +314,7 @@ def resolve_model_dir(name_or_path: str, *, cache_dir: str | None = None, flag: 
             raise ConfigError(missing_folder_message(text) if not folder.exists()
                               else f"model path {text!r} is a file; pass the folder that holds config.json "
                                    "or a .gguf file")
+        refuse_adapter_folder(folder, text, flag)
         if is_paddle_model_dir(folder):
             return folder
         if is_hf_model_dir(folder):
@@ -324,6 +342,7 @@ def check_model_source(name_or_path: str, flag: str = "--model_name_or_path") ->
     if folder.exists() or looks_like_local_path(text):
         if not folder.is_dir():
             raise ConfigError(missing_folder_message(text))
+        refuse_adapter_folder(folder, text, flag)
         if not (is_paddle_model_dir(folder) or is_hf_model_dir(folder)):
             resolve_model_dir(text, flag=flag)  # raises the descriptive error
         return

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from ..data import dataio
 from ..errors import ConfigError, OutputExistsError, closest_match
 from ..inference.generate import DECODINGS
 from ..data.prompt import GROUNDINGS
@@ -212,16 +213,41 @@ class RawConfig:
     source: str | None = None
 
 
+class _DuplicateKey(ValueError):
+    def __init__(self, key: str):
+        super().__init__(key)
+        self.key = key
+
+
+def _refuse_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """json object_pairs_hook: a dict, or _DuplicateKey for a key written twice in one object."""
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            raise _DuplicateKey(key)
+        result[key] = value
+    return result
+
+
 def read_config_file(path: str | os.PathLike) -> RawConfig:
     """The JSON object in ``path`` (comment keys dropped), or a ConfigError naming file and line."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file {path} not found" if not path.exists() else f"{path} is not a file")
-    text = path.read_text(encoding="utf-8")
+    text = dataio.read_utf8_text(path)
     try:
-        values = json.loads(text)
+        values = json.loads(text, object_pairs_hook=_refuse_duplicate_keys)
     except json.JSONDecodeError as exc:
-        raise ConfigError(f"{path}:{exc.lineno}: broken JSON ({exc.msg} at column {exc.colno})") from None
+        hint = ""
+        if path.suffix.lower() in (".yaml", ".yml") or re.match(r"\s*[A-Za-z_][\w.-]*\s*:", text):
+            hint = ("; train takes a JSON config in run_finetune's vocabulary (YAML is for evaluate), e.g. "
+                    "configs/tiny_cpu.json")
+        raise ConfigError(f"{path}:{exc.lineno}: broken JSON ({exc.msg} at column {exc.colno}){hint}") from None
+    except _DuplicateKey as exc:
+        lines = [number for number, line in enumerate(text.splitlines(), 1) if f'"{exc.key}"' in line]
+        where = f" (lines {', '.join(map(str, lines))})" if len(lines) > 1 else ""
+        raise ConfigError(f"{path}: key {exc.key!r} is given twice{where}; JSON keeps only the last one silently, "
+                          "so give each key once") from None
     if not isinstance(values, dict):
         raise ConfigError(f"{path}: expected a JSON object of run_finetune keys, got {type(values).__name__}")
     lines = _key_lines(text)
@@ -374,6 +400,9 @@ def check_values(values: Mapping[str, Any], origins: Mapping[str, str], vocabula
              f"src_length ({get('src_length')}) must be smaller than max_length ({get('max_length')}): "
              "max_length counts the source and the answer together")
     _require(get("learning_rate") > 0, where("learning_rate"), "learning_rate must be positive")
+    _require(get("max_steps") > 0 or get("max_steps") == -1, where("max_steps"),
+             f"max_steps must be at least 1, or -1 (the default) to train num_train_epochs; got {get('max_steps')} "
+             "(run_finetune would silently train whole epochs instead)")
     _require(get("max_steps") > 0 or get("num_train_epochs") > 0, where("num_train_epochs"),
              "set num_train_epochs > 0 or max_steps > 0")
     for key in ("eval_samples", "eval_max_new_tokens", "save_total_limit", "eval_steps", "pad_to_multiple_of"):

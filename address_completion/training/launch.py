@@ -115,8 +115,13 @@ def split_launch_options(tokens: Sequence[str], devices: str | None = None,
 
 
 def check_devices(request: LaunchRequest, device: str, device_count: int) -> None:
-    """ConfigError when ``--devices`` names devices this machine lacks (``device``: the run's "cpu" or "gpu")."""
+    """ConfigError when ``--devices`` names devices this machine lacks, or ``--nproc_per_node`` asks for more
+    processes than there are GPUs (``device`` "gpu") or usable CPU cores (``device`` "cpu")."""
     if not request.devices:
+        limit, what = (device_count, "GPU(s)") if device == "gpu" else (usable_cores(), "usable CPU core(s)")
+        if request.nproc_per_node and request.nproc_per_node > limit:
+            raise ConfigError(f"{NPROC} {request.nproc_per_node}: more processes than the {limit} {what} here; each "
+                              f"process needs one of its own (at most {NPROC} {limit})")
         return
     if device != "gpu":
         raise ConfigError(f"{DEVICES} {','.join(map(str, request.devices))}: Paddle sees no GPU here (CPU build, "

@@ -212,7 +212,9 @@ def write_generation_config(source_dir: Path, target_dir: Path, tokenizer: Any) 
     source = source_dir / GENERATION_CONFIG_FILE
     if not source.is_file():
         source = target_dir / GENERATION_CONFIG_FILE  # the one save_pretrained derived from config.json
-    config = json.loads(source.read_text(encoding="utf-8")) if source.is_file() else {}
+    config = dataio.read_json_file(source, "generation config") if source.is_file() else {}
+    if not isinstance(config, dict):
+        raise DataError("expected a JSON object (the generation config)", source)
     declared = config.get("eos_token_id")
     stop_ids = declared if isinstance(declared, list) else ([] if declared is None else [declared])
     eos = eos_token_id(tokenizer)
@@ -240,7 +242,7 @@ def merge_adapter(base: str, lora_path: str, output_path: str | os.PathLike, *, 
         raise ConfigError(f"--tolerance must be >= 0, got {tolerance}")
     adapter_config = read_lora_config(lora_path)
     base_dir = resolve_model_dir(base)
-    with dataio.atomic_folder(output) as staging:
+    with dataio.atomic_folder(output, overwrite=force) as staging:
         tokenizer = load_tokenizer(base)
         batch = probe_batch(tokenizer)
         reference, adapter_effect, merged_logits = _merge_into(staging, base, lora_path, batch, dtype,
@@ -350,6 +352,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..runtime import setup_runtime
 
+    check_format_options(args)
     if args.format != "paddle":
         return run_export(args)
     runtime = setup_runtime(device=args.device, dtype=args.dtype, model=args.model_name_or_path)
@@ -361,13 +364,27 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def check_format_options(args: argparse.Namespace) -> None:
+    """ConfigError for an option the chosen --format would silently ignore (the user would get something else
+    than asked for)."""
+    if args.quantize is not None and args.format != "gguf":
+        raise ConfigError(f"--quantize applies to --format gguf only; --format {args.format} writes "
+                          + ("float32 safetensors" if args.format == "hf" else "the merged model in --dtype"))
+    if args.format == "paddle":
+        return
+    if not args.safe_serialization:
+        raise ConfigError(f"--safe_serialization false applies to --format paddle only; --format {args.format} "
+                          "always writes " + ("safetensors" if args.format == "hf" else "a .gguf file"))
+    if str(args.dtype).lower() not in ("float32", "fp32"):
+        raise ConfigError(f"--dtype {args.dtype} applies to --format paddle only; --format {args.format} merges in "
+                          "float32" + (" (choose the GGUF weight type with --quantize)" if args.format == "gguf" else ""))
+
+
 def run_export(args: argparse.Namespace) -> int:
     """merge --format hf|gguf: the merged model written by export (merge check, then the export's reload check)."""
     from ..model.export import check_request, export_model
     from ..runtime import setup_runtime
 
-    if args.quantize is not None and args.format != "gguf":
-        raise ConfigError("--quantize applies to --format gguf only")
     check_request(args.model_name_or_path, args.lora_path, args.output_path, args.format, args.quantize, args.force,
                   flag="--output_path")
     read_lora_config(args.lora_path)
