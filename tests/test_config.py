@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import logging
 from pathlib import Path
 
@@ -277,6 +278,25 @@ def test_a_yaml_config_is_told_to_be_json(tmp_path, paths):
     path.write_text("model_name_or_path: x\nmax_steps: 2\n", encoding="utf-8")
     with pytest.raises(ConfigError, match=r"config.yaml:1: broken JSON .*train takes a JSON config"):
         load_config(path, device="cpu")
+
+
+def test_paddleformers_keys_are_named_together_with_what_to_write(tmp_path, paths):
+    """Keys of PaddleFormers' examples/config/sft/lora.yaml, written as JSON: all named at once, each with its
+    run_finetune spelling; its keys shared with run_finetune (lora, lora_rank) pass."""
+    values = {**paths, "do_train": True, "lora": True, "lora_rank": 8, "stage": "SFT", "fine_tuning": "lora",
+              "max_seq_len": 512, "train_dataset_path": "./train.jsonl"}
+    with pytest.raises(ConfigError) as error:
+        load(tmp_path, values)
+    message = str(error.value)
+    assert message.startswith("PaddleFormers keys, which this trainer (PaddleNLP run_finetune's vocabulary) does not "
+                              "read: ")
+    assert "stage: only supervised fine-tuning exists here" in message
+    assert "fine_tuning: write lora: true" in message and "max_seq_len: write max_length" in message
+    assert re.search(r"config.json:\d+: train_dataset_path: give dataset_name_or_path", message)
+    assert "lora_rank" not in message
+    values = {key: value for key, value in values.items()
+              if key not in ("stage", "fine_tuning", "max_seq_len", "train_dataset_path")}
+    assert load(tmp_path, {**values, "max_length": 512, "src_length": 256}).values["max_length"] == 512
 
 
 @pytest.mark.parametrize("value", [0, -2])

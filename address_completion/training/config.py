@@ -107,6 +107,22 @@ IGNORED_KEYS = {
     "max_seq_length": "max_length sets the sample length", "dataset_text_field": "samples are src/tgt pairs",
     "task_name": "not used", "dataset_num_proc": "not used", "dataset_batch_size": "not used",
 }
+# Keys of PaddleFormers' YAML configs (examples/config/sft/*.yaml, its `paddleformers-cli train`) that
+# run_finetune's vocabulary spells differently or lacks: named together in one error, each with what to write here.
+# PaddleFormers' other keys (model_name_or_path, lora, lora_rank, learning_rate, ...) are run_finetune's own.
+PADDLEFORMERS_KEYS = {
+    "train_dataset_path": "give dataset_name_or_path, a folder holding train.json (and dev.json), src/tgt pairs",
+    "eval_dataset_path": "put dev.json in the dataset_name_or_path folder",
+    "train_dataset_type": "pair files are run_finetune's src/tgt JSON lines; drop it",
+    "eval_dataset_type": "pair files are run_finetune's src/tgt JSON lines; drop it",
+    "train_dataset_prob": "one dataset per run; drop it", "eval_dataset_prob": "one dataset per run; drop it",
+    "mix_strategy": "one dataset per run; drop it",
+    "max_seq_len": "write max_length (source and answer together)",
+    "packing": "write zero_padding (packs samples into rows)",
+    "stage": "only supervised fine-tuning exists here; drop it",
+    "fine_tuning": "write lora: true for LoRA (false: full fine-tuning)",
+    "attn_impl": "attention is PaddleNLP's own on CPU; drop it",
+}
 # Keys that only do something on a GPU: switched off on CPU with one warning each.
 GPU_ONLY_KEYS = ("use_flash_attention", "flash_mask", "use_fused_rms_norm", "use_fused_rope", "use_fused_linear",
                  "use_fused_dropout_add", "use_fused_linear_cross_entropy", "fp16", "bf16", "amp_master_grad")
@@ -240,8 +256,8 @@ def read_config_file(path: str | os.PathLike) -> RawConfig:
     except json.JSONDecodeError as exc:
         hint = ""
         if path.suffix.lower() in (".yaml", ".yml") or re.match(r"\s*[A-Za-z_][\w.-]*\s*:", text):
-            hint = ("; train takes a JSON config in run_finetune's vocabulary (YAML is for evaluate), e.g. "
-                    "configs/tiny_cpu.json")
+            hint = ("; train takes a JSON config in PaddleNLP run_finetune's vocabulary (YAML is for evaluate; a "
+                    "PaddleFormers YAML's keys mostly carry over, written as JSON), e.g. configs/tiny_cpu.json")
         raise ConfigError(f"{path}:{exc.lineno}: broken JSON ({exc.msg} at column {exc.colno}){hint}") from None
     except _DuplicateKey as exc:
         lines = [number for number, line in enumerate(text.splitlines(), 1) if f'"{exc.key}"' in line]
@@ -357,6 +373,10 @@ def merge_values(raw: RawConfig, overrides: Mapping[str, str], vocabulary: Mappi
     for key, value in overrides.items():
         values[key] = value
         origins[key] = f"command line --{key}"
+    foreign = [key for key in values if key in PADDLEFORMERS_KEYS and key not in vocabulary]
+    if foreign:
+        raise ConfigError("PaddleFormers keys, which this trainer (PaddleNLP run_finetune's vocabulary) does not read: "
+                          + "; ".join(f"{origins[key]}: {key}: {PADDLEFORMERS_KEYS[key]}" for key in foreign))
     for key in values:
         if key not in vocabulary:
             hint = closest_match(key, vocabulary)
