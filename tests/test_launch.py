@@ -207,3 +207,9 @@ def test_too_many_processes_fail_before_anything_is_launched(small_run, capsys):
     config = small_run("too-many", 4)
     assert main(["train", str(config), "--nproc_per_node", "100000", "--dry-run"]) == 2
     assert "--nproc_per_node 100000: more processes than the" in capsys.readouterr().err
+
+
+def test_train_without_a_config_asks_for_one_not_for_the_optional_overrides(capsys):
+    assert main(["train"]) == 2
+    assert capsys.readouterr().err.strip() == ("error: train needs a config: address-completion train CONFIG.json "
+                                               "[--key value ...], e.g. configs/tiny_cpu.json")

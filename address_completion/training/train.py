@@ -927,7 +927,8 @@ def split_flags(tokens: Sequence[str]) -> tuple[list[str], set[str]]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("config", help="run_finetune-style JSON config, e.g. configs/tiny_cpu.json")
+    # nargs="?": without a config argparse would also call the optional overrides required; run() asks for it
+    parser.add_argument("config", nargs="?", help="run_finetune-style JSON config, e.g. configs/tiny_cpu.json")
     parser.add_argument("--resume", action="store_true",
                         help="continue from the last complete checkpoint-N in output_dir")
     parser.add_argument("--overwrite", action="store_true",
@@ -970,6 +971,9 @@ def launch_training(config: str, overrides: Sequence[str], flags: Sequence[str],
 def run(args: argparse.Namespace) -> int:
     from .launch import DRY_RUN, split_launch_options
 
+    if args.config is None:
+        raise ConfigError("train needs a config: address-completion train CONFIG.json [--key value ...], e.g. "
+                          "configs/tiny_cpu.json")
     overrides, flags = split_flags(args.overrides)
     flags |= {flag for flag, given in (("--resume", args.resume), ("--overwrite", args.overwrite),
                                        ("--debug", args.debug), ("--trust-pickle", getattr(args, "trust_pickle", False)))
