@@ -414,6 +414,38 @@ def test_staged_file_publishes_only_on_success(tmp_path):
     assert [path.name for path in tmp_path.iterdir()] == ["model.gguf"]  # no staging folder left
 
 
+def test_atomic_files_publish_all_or_none(tmp_path):
+    """split's three files: a failure at the last rename takes the first two back (a split is never two runs')."""
+    from address_completion.data.dataio import atomic_files
+
+    paths = [tmp_path / name for name in ("train.json", "dev.json", "test.json")]
+    for path in paths[:2]:
+        path.write_text("old " + path.name)
+    paths[2].mkdir()  # something the last rename cannot replace
+    with pytest.raises(OSError):
+        with atomic_files(paths) as handles:
+            for handle, path in zip(handles, paths):
+                handle.write("new " + path.name)
+    assert [path.read_text() for path in paths[:2]] == ["old train.json", "old dev.json"]
+    paths[2].rmdir()
+    with pytest.raises(OutputExistsError, match="appeared while this command ran"):
+        with atomic_files(paths, overwrite=False) as handles:
+            for handle in handles:
+                handle.write("mine")
+            paths[2].write_text("another run's")  # written meanwhile
+    assert [path.read_text() for path in paths] == ["old train.json", "old dev.json", "another run's"]
+    with pytest.raises(RuntimeError):
+        with atomic_files(paths) as handles:
+            handles[0].write("half")
+            raise RuntimeError("interrupted")
+    assert paths[0].read_text() == "old train.json"
+    with atomic_files(paths) as handles:
+        for handle, path in zip(handles, paths):
+            handle.write("new " + path.name)
+    assert [path.read_text() for path in paths] == ["new train.json", "new dev.json", "new test.json"]
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["dev.json", "test.json", "train.json"]
+
+
 def test_check_model_folder_never_replaces_a_non_model_folder(tmp_path):
     from address_completion.data.dataio import check_model_folder
 

@@ -561,6 +561,70 @@ def atomic_write(path: str | os.PathLike, mode: str = "w", *, overwrite: bool = 
     _sync_directory(path.parent)
 
 
+@contextlib.contextmanager
+def atomic_files(paths: Sequence[str | os.PathLike], *, overwrite: bool = True) -> Iterator[list[Any]]:
+    """Write several text files as one: yields a handle per path (same order); all are published, or none.
+
+    Each is written to a temporary file next to its path. On success they are published in order: a replaced
+    file is first moved aside, and if publishing any of them fails (a folder in its place, or with ``overwrite``
+    False a file another run wrote meanwhile: OutputExistsError), those already published are taken back and
+    the moved-aside files restored, so the set is never a mix of two runs. If the body raises, nothing changes.
+    """
+    paths = [Path(path) for path in paths]
+    temps: list[Path] = []
+    try:
+        with contextlib.ExitStack() as stack:
+            handles = []
+            for path in paths:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                temps.append(path.parent / f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
+                descriptor = os.open(temps[-1], os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # umask applies
+                handles.append(stack.enter_context(os.fdopen(descriptor, "w", encoding="utf-8", newline="\n")))
+            yield handles
+            for handle in handles:
+                handle.flush()
+                os.fsync(handle.fileno())
+        _publish_together(list(zip(temps, paths)), overwrite)
+    finally:
+        for temp in temps:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(temp)
+
+
+def _publish_together(moves: list[tuple[Path, Path]], overwrite: bool) -> None:
+    """Rename each temporary file onto its path; on any failure undo the renames already made (see atomic_files)."""
+    done: list[tuple[Path, Optional[Path]]] = []  # (published path, where its previous file was moved)
+    try:
+        for temp, path in moves:
+            aside = None
+            if overwrite and path.is_file():
+                os.chmod(temp, path.stat().st_mode & 0o7777)  # keep the permissions of a replaced file
+                aside = _sibling(path, "old")
+                os.replace(path, aside)
+            try:
+                if overwrite:
+                    os.replace(temp, path)
+                else:
+                    publish_new(temp, path)
+            except BaseException:
+                if aside is not None:
+                    os.replace(aside, path)
+                raise
+            done.append((path, aside))
+    except BaseException:
+        for path, aside in reversed(done):
+            if aside is not None:
+                os.replace(aside, path)
+            else:
+                os.unlink(path)
+        raise
+    for path, aside in done:
+        if aside is not None:
+            os.unlink(aside)
+    for directory in {path.parent for _, path in moves}:
+        _sync_directory(directory)
+
+
 def publish_new(temp_path: Path, path: Path) -> None:
     """Give ``temp_path`` the name ``path`` only if no file has it (atomic: link fails on an existing name)."""
     try:

@@ -13,7 +13,6 @@ Library use: :func:`split_pairs` (pure) and :func:`split_file` (read, split, wri
 from __future__ import annotations
 
 import argparse
-import contextlib
 import math
 import random
 import re
@@ -21,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional, Sequence
 
-from .dataio import FORMATS, atomic_write, check_apart, check_writable, json_line, read_records
+from .dataio import FORMATS, atomic_files, check_apart, check_writable, json_line, read_records
 from ..errors import ConfigError, DataError
 from .gazetteer import load_gazetteer, normalize_address
 from .prompt import strip_prefix
@@ -292,8 +291,8 @@ def split_file(input_path: str | Path, output_dir: str | Path, *, ratios: Sequen
                county_of: Optional[CountyLookup] = None) -> SplitResult:
     """Read a pair file, split it, and write ``train.json``, ``dev.json``, ``test.json`` (JSON lines).
 
-    Refuses existing split files unless ``force``. All three files are written to temporary files first
-    and renamed only when all were written, so a failure leaves earlier splits untouched.
+    Refuses existing split files unless ``force``. The three files are published together
+    (:func:`dataio.atomic_files`): a failure, even at the last rename, leaves the earlier split as it was.
     """
     validate_holdout(holdout_counties, validate_ratios(ratios))
     output_dir = Path(output_dir)
@@ -319,10 +318,9 @@ def split_file(input_path: str | Path, output_dir: str | Path, *, ratios: Sequen
         raise DataError(f"{len(read.records)} usable pair(s) leave {' and '.join(empty)} empty with --ratios "
                         f"{','.join(f'{ratio:g}' for ratio in ratios)}; give more pairs, or ratio 0 for a split you "
                         "do not want", input_path)
-    with contextlib.ExitStack() as stack:
-        handles = {name: stack.enter_context(atomic_write(path, overwrite=force)) for name, path in paths.items()}
-        for name, records in result.splits().items():
-            handles[name].writelines(json_line(record) for record in records)
+    with atomic_files(list(paths.values()), overwrite=force) as handles:
+        for handle, records in zip(handles, (splits[name] for name in paths)):
+            handle.writelines(json_line(record) for record in records)
     return result
 
 
