@@ -577,6 +577,7 @@ def atomic_files(paths: Sequence[str | os.PathLike], *, overwrite: bool = True) 
             handles = []
             for path in paths:
                 path.parent.mkdir(parents=True, exist_ok=True)
+                clean_stale_siblings(path)  # a file a killed run had moved aside comes back first
                 temps.append(path.parent / f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
                 descriptor = os.open(temps[-1], os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # umask applies
                 handles.append(stack.enter_context(os.fdopen(descriptor, "w", encoding="utf-8", newline="\n")))

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional, Sequence
 
-from .dataio import FORMATS, atomic_files, check_apart, check_writable, json_line, read_records
+from .dataio import FORMATS, atomic_files, check_apart, check_writable, clean_stale_siblings, json_line, read_records
 from ..errors import ConfigError, DataError
 from .gazetteer import load_gazetteer, normalize_address
 from .prompt import strip_prefix
@@ -302,6 +302,7 @@ def split_file(input_path: str | Path, output_dir: str | Path, *, ratios: Sequen
     for name, path in paths.items():
         check_apart({f"--output ({path.name})": path}, {"INPUT": input_path})
     for path in paths.values():  # a folder in a split file's place would fail the rename after the others
+        clean_stale_siblings(path)  # before the checks: a split file a killed run had moved aside is put back
         if path.is_dir():
             raise ConfigError(f"--output {output_dir}: {path} is a folder; remove it or choose another --output")
         check_writable(path, force)
