@@ -153,7 +153,10 @@ def setup_runtime(device: str = "auto", dtype: str | None = "float32", offline: 
 
 
 # PaddleNLP warnings that say nothing the user can act on; dropped unless --debug.
-UNACTIONABLE_PADDLENLP_WARNINGS = ("Asynchronous saving is not supported for single card",)  # every safetensors save
+UNACTIONABLE_PADDLENLP_WARNINGS = (
+    "Asynchronous saving is not supported for single card",  # every safetensors save
+    "Reset tensor_parallel_degree of lora_config to",  # every adapter load: single-device runs save -1, load 1
+)
 
 
 def _actionable(record: logging.LogRecord) -> bool:

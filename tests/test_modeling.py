@@ -227,3 +227,12 @@ def test_an_adapter_folder_given_as_the_model_says_so(lora_adapter_dir, default_
     err = capsys.readouterr().err
     assert err.startswith(f"error: --model '{lora_adapter_dir}' is a LoRA adapter folder") and "Traceback" not in err
     assert resolve_model_dir(str(default_model_dir)) == default_model_dir  # a model with no lora_config.json
+
+
+def test_loading_an_adapter_prints_no_paddlenlp_noise(default_model_dir, lora_adapter_dir, capfd):
+    """PaddleNLP warned (in raw ANSI colours) on every adapter load that it reset tensor_parallel_degree."""
+    from address_completion.model.modeling import load_model
+
+    load_model(str(default_model_dir), lora_path=str(lora_adapter_dir))
+    captured = capfd.readouterr()
+    assert "tensor_parallel_degree" not in captured.err + captured.out
