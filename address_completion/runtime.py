@@ -143,10 +143,34 @@ def resolve_dtype(requested: str | None, device: str) -> str:
     return dtype
 
 
+# What ``import paddle`` prints to stderr whenever OMP_NUM_THREADS > 1 (paddle/base/__init__.py), which
+# prepare_environment sets on purpose: a warning about data parallelism and OpenBLAS that fits no run here.
+PADDLE_IMPORT_NOTICE = ("WARNING: OMP_NUM_THREADS set to ", "PLEASE USE OMP_NUM_THREADS WISELY.")
+
+
+def import_paddle() -> Any:
+    """``import paddle`` without its OMP_NUM_THREADS notice (other stderr output passes through). Call after
+    :func:`prepare_environment`; a no-op import when paddle is already loaded."""
+    import contextlib
+    import io
+
+    if "paddle" in sys.modules:
+        return sys.modules["paddle"]
+    printed = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(printed):
+            import paddle
+    finally:
+        sys.stderr.write("".join(line for line in printed.getvalue().splitlines(keepends=True)
+                                 if not line.startswith(PADDLE_IMPORT_NOTICE)))
+    return paddle
+
+
 def setup_runtime(device: str = "auto", dtype: str | None = "float32", offline: bool | None = None,
                   model: str | os.PathLike | None = None) -> Runtime:
     """Full setup for an entry point that will run a model: environment, then device and dtype."""
     is_offline = prepare_environment(offline=offline, model=model)
+    import_paddle()
     chosen_device = select_device(device)
     return Runtime(device=chosen_device, dtype=resolve_dtype(dtype, chosen_device),
                    threads=int(os.environ["OMP_NUM_THREADS"]), offline=is_offline)

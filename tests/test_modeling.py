@@ -231,7 +231,8 @@ def test_an_adapter_folder_given_as_the_model_says_so(lora_adapter_dir, default_
 
 def test_loading_an_adapter_prints_no_paddlenlp_noise(default_model_dir, lora_adapter_dir, tmp_path):
     """PaddleNLP warned (in raw ANSI colours) on every load of an adapter that training saved (its lora_config has
-    tensor_parallel_degree -1) that it reset tensor_parallel_degree."""
+    tensor_parallel_degree -1) that it reset tensor_parallel_degree; ``import paddle`` warned about OMP_NUM_THREADS,
+    data parallelism and OpenBLAS, which the runtime sets on purpose (runtime.import_paddle drops it)."""
     import json
     import shutil
     import subprocess
@@ -246,3 +247,4 @@ def test_loading_an_adapter_prints_no_paddlenlp_noise(default_model_dir, lora_ad
                            "--lora_path", str(adapter), "碑林区1号"], capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
     assert "tensor_parallel_degree" not in done.stderr + done.stdout
+    assert "OMP_NUM_THREADS" not in done.stderr, done.stderr

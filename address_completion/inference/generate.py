@@ -390,7 +390,7 @@ class Completer:
         max_new_tokens / grounding / decoding / min_confidence before loading.
         """
         from ..errors import ConfigError
-        from ..runtime import prepare_environment
+        from ..runtime import import_paddle, prepare_environment
 
         if max_new_tokens < 1:
             raise ConfigError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
@@ -399,6 +399,7 @@ class Completer:
         except ValueError as error:
             raise ConfigError(str(error)) from error
         prepare_environment(model=model)  # idempotent; callers that ran setup_runtime lose nothing
+        import_paddle()
         from ..model.modeling import load_model, load_tokenizer
 
         loaded = load_model(model, dtype=dtype, lora_path=lora_path, flag=flag)

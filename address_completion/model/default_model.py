@@ -25,7 +25,7 @@ from ..data import dataio
 from . import tokenizer
 from ..errors import ConfigError
 from ..training.merge import parse_bool
-from ..runtime import logger, prepare_environment, quiet_paddlenlp_logs
+from ..runtime import import_paddle, logger, prepare_environment, quiet_paddlenlp_logs
 
 DEFAULT_OUTPUT = Path("outputs") / "default-model"
 PROVENANCE_FILE = "address_completion.json"
@@ -210,6 +210,7 @@ def build_default_model(output_dir: str | os.PathLike | None = None, *, force: b
     output_dir = Path(output_dir) if output_dir is not None else default_model_dir()
     dataio.check_model_folder(output_dir, force)
     prepare_environment(offline=True)
+    import_paddle()
     with dataio.atomic_folder(output_dir, overwrite=force) as staging:
         tokenizer.write_qwen25_tokenizer(staging)  # first: a missing dashscope fails before any model work
         model = create_model(shape, seed)

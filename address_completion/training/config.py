@@ -624,6 +624,7 @@ def load_config(path: str | os.PathLike | None, overrides: Sequence[str] | Mappi
         text_overrides = parse_overrides(overrides)
     model = text_overrides.get("model_name_or_path", raw.values.get("model_name_or_path"))
     runtime.prepare_environment(model=model if isinstance(model, str) else None)
+    runtime.import_paddle()  # now, before paddlenlp's dataclasses do it with Paddle's OMP_NUM_THREADS notice
     if check_paths and isinstance(model, str) and model:
         from ..model.modeling import check_model_source
 
