@@ -245,7 +245,8 @@ def test_bad_format_or_quantize_is_a_cli_error(arguments, message, default_model
 
 @pytest.mark.parametrize("arguments, message", [
     (["--format", "hf", "--quantize", "q8_0", "--output", "{tmp}/out"], "--quantize applies to --format gguf only"),
-    (["--format", "gguf", "--output", "{tmp}/model"], "name it *.gguf"),
+    (["--format", "gguf", "--output", "{tmp}/model"], "name it *.gguf (e.g. model.gguf)"),
+    (["--format", "gguf", "--output", "{tmp}/.gguf"], "name it *.gguf (e.g. model.gguf)"),
     (["--format", "hf", "--output", "{tmp}/model.gguf"], "--format hf writes a folder, not a .gguf file"),
     (["--format", "hf", "--output", "{model}/exported"], "lies inside --model"),
 ])

@@ -570,8 +570,9 @@ def check_request(model: str, lora_path: Optional[str], output: str | os.PathLik
                               "for one GGUF file, or name the folder without .gguf")
         return dataio.check_model_folder(output, force, flag=flag), None
     path = Path(output)
-    if path.suffix != ".gguf":
-        raise ConfigError(f"{flag} {output}: a GGUF export is one file; name it *.gguf (e.g. {path.name}.gguf)")
+    if not (path.name.lower().endswith(".gguf") and len(path.name) > len(".gguf")):
+        example = "model.gguf" if path.name.strip(".").lower() in ("", "gguf") else f"{path.name}.gguf"
+        raise ConfigError(f"{flag} {output}: a GGUF export is one file; name it *.gguf (e.g. {example})")
     return dataio.check_output_file(path, force, flag=flag, example="model.gguf"), quantize or "f16"
 
 
