@@ -49,7 +49,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from address_completion.model import speedups  # noqa: E402  (imports no paddle)
-from address_completion.runtime import prepare_environment, usable_cores  # noqa: E402
+from address_completion.runtime import prepare_environment, release_freed_memory, usable_cores  # noqa: E402
 
 WIDTHS = ("varied", "fixed", "grouped")
 PEER_PACKAGES = ("torch", "transformers", "peft")
@@ -124,8 +124,9 @@ def load_batches(path: str) -> list[dict]:
 
 
 def train_paddle(job: dict) -> dict:
-    """LoRA steps on Paddle, as the trainer takes them (answer-only loss, AdamW)."""
+    """LoRA steps on Paddle, as the trainer takes them (answer-only loss, AdamW, glibc's mmap threshold)."""
     prepare_environment(offline=True)
+    release_freed_memory()  # as training's set_up does; variant item ADDRESS_COMPLETION_MMAP_THRESHOLD=0 skips it
     import paddle
     from paddlenlp.peft import LoRAConfig, LoRAModel
 

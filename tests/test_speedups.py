@@ -121,5 +121,10 @@ def test_load_model_applies_the_default_patches(default_model_dir):
     from address_completion.model.modeling import load_model
 
     load_model(str(default_model_dir))
-    assert set(speedups.DEFAULT) <= set(speedups.apply([])) and speedups.DEFAULT == ("lora_rank_scale",)
+    from paddlenlp.transformers.qwen2 import modeling as qwen2
+
+    assert set(speedups.DEFAULT) <= set(speedups.apply([]))
+    assert speedups.DEFAULT == ("lora_rank_scale", "rmsnorm_square", "rope_matmul")
     assert LoRALinear.forward is speedups._lora_forward
+    assert qwen2.Qwen2RMSNorm.forward is speedups._rmsnorm_forward
+    assert qwen2.apply_rotary_pos_emb is speedups._apply_rotary_pos_emb

@@ -2,7 +2,7 @@
 
 Profiling a 0.5B-shape LoRA step on CPU showed ~43% of the time in elementwise kernels, which Paddle runs on
 one core whatever OMP_NUM_THREADS says. Each patch here does the same arithmetic with fewer or cheaper
-elementwise operations; each is kept in :data:`DEFAULT` only when ``bench/train_throughput.py --variants``
+elementwise operations; each is kept in :data:`DEFAULT` only when ``bench/train_throughput.py``
 measured a gain beyond the run-to-run spread (README, "Performance"); the others stay available to the bench
 (``--variants stock,rope_matmul``) for a measurement on a quieter machine. Every patch leaves parameters, saved
 files and merges exactly as PaddleNLP defines them.
@@ -32,10 +32,11 @@ PATCHES: dict[str, str] = {
     "lora_rank_scale": "LoRA scales the rank-r intermediate (x@A)*s instead of the output (x@A@B)*s",
 }
 # Kept: lora_rank_scale lowered peak RSS at the 0.5B shape beyond the spread (7111-7161 MB vs stock 7499-7644 MB,
-# 2 alternated rounds). Not kept: rmsnorm_square and rope_matmul cut their own ops' time 3-4x in micro-benchmarks, but
-# the whole-step paired benchmark on the shared machine spread too widely (ratio to stock 0.48-1.26) to show a gain,
-# and rope_matmul raised peak RSS (7744-7798 MB). README, "Performance", has the table and the command.
-DEFAULT: tuple[str, ...] = ("lora_rank_scale",)
+# 2 alternated rounds). rmsnorm_square and rope_matmul: on a quiet machine (load ~1, 2026-11-30 16:09 UTC)
+# `bench/train_throughput.py --shapes 0.5b --interleave --variants default,default+rmsnorm_square,
+# default+rmsnorm_square+rope_matmul` made every paired step faster: 1.04x (1.01-1.09) and 1.24x (1.02-1.39);
+# under load (3-4) earlier the same day they showed no gain. README, "Performance", has the tables.
+DEFAULT: tuple[str, ...] = ("lora_rank_scale", "rmsnorm_square", "rope_matmul")
 
 _applied: dict[str, tuple[object, str, Callable]] = {}  # name -> (owner, attribute, original) for remove()
 

@@ -29,7 +29,7 @@ from .config import (CHECKPOINT_PREFIX, RUN_OUTPUT_FILES, SCHEDULER_STATE_FILES,
                      load_config, resume_checkpoint)
 from ..errors import ConfigError, DataError
 from ..data.prompt import encode_example
-from ..runtime import distributed_rank, logger, quiet_paddlenlp_logs
+from ..runtime import distributed_rank, release_freed_memory, logger, quiet_paddlenlp_logs
 
 IGNORE_INDEX = -100
 METRICS_FILE = "metrics.jsonl"
@@ -694,6 +694,7 @@ def set_up(cfg: TrainConfig, pairs: dict[str, list[dict[str, str]]], checkpoint:
 
     from ..model.modeling import load_tokenizer
 
+    release_freed_memory()  # before the model is built: freed activations go back to the OS, peak RSS stays flat
     set_seed(cfg.training_args.seed)
     tokenizer = load_tokenizer(cfg.model_args.tokenizer_name_or_path or cfg.model_args.model_name_or_path)
     data = prepare_data(cfg, tokenizer, pairs)
