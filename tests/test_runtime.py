@@ -32,44 +32,22 @@ def test_debug_adds_the_level_name():
     assert logger.handlers[0].format(logging.makeLogRecord({"msg": "x", "levelname": "INFO"})) == "INFO x"
 
 
-# glibc's allocator: a subprocess each, so the test process's own malloc settings stay untouched.
 _HEAP_PROBE = r"""
-import ctypes, json, sys
+import json, sys
 from address_completion.runtime import release_freed_memory
+from heap_probe import activation_block_is_mapped
 
-class MallInfo2(ctypes.Structure):
-    _fields_ = [(name, ctypes.c_size_t) for name in
-                "arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks fordblks keepcost".split()]
-
-libc = ctypes.CDLL(None)
-libc.mallinfo2.restype = MallInfo2
-libc.malloc.restype = ctypes.c_void_p
-libc.free.argtypes = [ctypes.c_void_p]
 applied = release_freed_memory() if sys.argv[1] == "apply" else None
-libc.free(libc.malloc(16 << 20))  # a freed mapped block: glibc's default raises its threshold to 16 MiB
-before = libc.mallinfo2().hblks
-block = libc.malloc(4 << 20)  # the size of a 0.5B-shape step's activations
-mapped = libc.mallinfo2().hblks - before
-libc.free(block)
-print(json.dumps({"applied": applied, "mapped": mapped}))
+print(json.dumps({"applied": applied, "mapped": activation_block_is_mapped()}))
 """
 
 
 def _heap_probe(mode: str, **env: str) -> dict:
     import json
-    import os
-    import platform
-    import subprocess
 
-    import pytest
+    from heap_probe import run_probe
 
-    if platform.libc_ver()[0] != "glibc":
-        pytest.skip("glibc's allocator only")
-    environment = {key: value for key, value in os.environ.items()
-                   if key not in ("MALLOC_MMAP_THRESHOLD_", "ADDRESS_COMPLETION_MMAP_THRESHOLD")}
-    result = subprocess.run([sys.executable, "-c", _HEAP_PROBE, mode], capture_output=True, text=True,
-                            env={**environment, **env}, check=True)
-    return json.loads(result.stdout)
+    return json.loads(run_probe(_HEAP_PROBE, mode, **env))
 
 
 def test_freed_activation_sized_blocks_go_back_to_the_os_once_training_set_the_threshold():
