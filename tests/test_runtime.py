@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import logging
+import os
 import sys
 
 from address_completion.runtime import configure_logging, logger
@@ -68,3 +69,60 @@ def test_the_threshold_variable_can_switch_it_off_and_a_bad_value_is_named(monke
     monkeypatch.setenv("ADDRESS_COMPLETION_MMAP_THRESHOLD", "1MB")
     with pytest.raises(ConfigError, match="ADDRESS_COMPLETION_MMAP_THRESHOLD: expected a byte count .* got '1MB'"):
         release_freed_memory()
+
+
+_AMD = "processor\t: 0\nvendor_id\t: AuthenticAMD\nflags\t\t: fpu sse2 avx avx2 fma\n\nprocessor\t: 1\n"
+_INTEL = "processor\t: 0\nvendor_id\t: GenuineIntel\nflags\t\t: fpu sse2 avx avx2 avx512f\n"
+_OLD_AMD = "processor\t: 0\nvendor_id\t: AuthenticAMD\nflags\t\t: fpu sse2 avx\n"
+
+
+def test_mkl_gets_its_avx2_kernels_on_amd_only_and_a_users_choice_wins(tmp_path, monkeypatch):
+    from address_completion.runtime import MKL_CPU_TYPE_ENV, choose_mkl_code_path, cpu_vendor_and_flags
+
+    cpuinfo = tmp_path / "cpuinfo"
+    monkeypatch.delenv(MKL_CPU_TYPE_ENV, raising=False)
+    for text, expected in ((_INTEL, None), (_OLD_AMD, None), ("", None), (_AMD, "5")):
+        cpuinfo.write_text(text)
+        assert choose_mkl_code_path(cpuinfo) == expected, text
+        assert os.environ.get(MKL_CPU_TYPE_ENV) == expected
+    assert cpu_vendor_and_flags(cpuinfo) == ("AuthenticAMD", frozenset({"fpu", "sse2", "avx", "avx2", "fma"}))
+    assert cpu_vendor_and_flags(tmp_path / "missing") == ("", frozenset())
+    monkeypatch.setenv(MKL_CPU_TYPE_ENV, "")  # empty: the user keeps MKL's own choice
+    assert choose_mkl_code_path(cpuinfo) is None and os.environ[MKL_CPU_TYPE_ENV] == ""
+
+
+_MKL_PROBE = r"""
+import ctypes, os, sys
+from address_completion.runtime import prepare_environment, import_paddle
+if sys.argv[1] == "prepare":
+    prepare_environment(offline=True)
+paddle = import_paddle()
+library = os.path.join(os.path.dirname(paddle.__file__), "libs", "libmklml_intel.so")
+print(ctypes.CDLL(library).mkl_serv_cpu_detect() if os.path.exists(library) else "no mklml")
+"""
+
+
+def test_on_an_amd_cpu_paddles_mkl_runs_its_avx2_kernels_after_prepare_environment():
+    """mkl_serv_cpu_detect() is MKL's own answer to 'which kernels': 0 = generic SSE2, 5 = AVX2. Without the
+    setting an AMD CPU gets 0 (sgemm 2.2x slower, README "Performance"); every entry point's setup gives 5."""
+    import subprocess
+
+    import pytest
+
+    from address_completion.runtime import cpu_vendor_and_flags
+
+    vendor, flags = cpu_vendor_and_flags()
+    if vendor != "AuthenticAMD" or "avx2" not in flags:
+        pytest.skip(f"needs an AMD CPU with AVX2 (this one: {vendor or 'unknown'})")
+
+    def detected(mode: str, **env: str) -> str:
+        clean = {key: value for key, value in os.environ.items() if key != "MKL_DEBUG_CPU_TYPE"}
+        result = subprocess.run([sys.executable, "-c", _MKL_PROBE, mode], capture_output=True, text=True,
+                                env={**clean, **env}, check=True)
+        return result.stdout.strip().splitlines()[-1]
+
+    if detected("prepare") == "no mklml":
+        pytest.skip("this Paddle build has no bundled MKLML")
+    assert detected("prepare") == "5"
+    assert detected("bare") == "0"  # paddle imported without the setup: MKL's generic kernels
+    assert detected("prepare", MKL_DEBUG_CPU_TYPE="") == "0"  # the user's (empty) choice is kept
