@@ -12,7 +12,8 @@ from address_completion.errors import ConfigError
 # lora_rank_scale only moves one multiplication: logits agree to 1e-6. rmsnorm_square replaces Paddle's pow(2), which
 # is not correctly rounded (up to 5.6e-7 off the exact square of N(0,1) floats, measured; x*x is exact to half an
 # ulp), so the two differ by rounding that the layers carry into the logits (2e-6 measured on the tiny model).
-LOGIT_TOLERANCE = {"lora_rank_scale": 1e-6, "rope_matmul": 1e-6, "rmsnorm_square": 1e-5}
+LOGIT_TOLERANCE = {"lora_rank_scale": 1e-6, "rope_matmul": 1e-6, "rmsnorm_square": 1e-5, "silu_mul": 1e-6,
+                   "attention_grouped": 5e-6}
 
 
 @pytest.fixture
@@ -64,6 +65,32 @@ def test_patch_gives_the_stock_logits_and_gradients(patch, stock, default_model_
         assert float(np.abs(gradient - expected_gradients[name]).max()) <= 1e-5 * scale, name
 
 
+def cached_step_logits(model, batch) -> np.ndarray:
+    """Logits [batch, vocab] of one decoding step through the KV cache after the left-padded probe prompts (the
+    path predict and serve take: a 1-token query against the cached keys and values)."""
+    import paddle
+
+    input_ids, attention_mask, position_ids = (paddle.to_tensor(part, dtype="int64") for part in batch)
+    with paddle.no_grad():
+        output = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                       use_cache=True, return_dict=True)
+        token = paddle.argmax(output.logits[:, -1, :], axis=-1).unsqueeze(-1)
+        step = model(input_ids=token, attention_mask=paddle.concat([attention_mask, paddle.ones_like(token)], -1),
+                     position_ids=position_ids[:, -1:] + 1, past_key_values=output.past_key_values, use_cache=True,
+                     return_dict=True)
+    return step.logits[:, -1, :].numpy()
+
+
+def test_a_cached_decoding_step_gives_the_stock_logits_under_every_patch(stock, default_model_dir,
+                                                                          lora_adapter_dir, qwen_tokenizer):
+    batch = merge.probe_batch(qwen_tokenizer)
+    model = adapter_model(default_model_dir, lora_adapter_dir)
+    expected = cached_step_logits(model, batch)
+    speedups.apply(sorted(speedups.PATCHES))
+    got = cached_step_logits(model, batch)
+    assert got.shape == (len(batch[0]), expected.shape[-1]) and float(np.abs(got - expected).max()) <= 1e-5
+
+
 def test_patched_rmsnorm_is_closer_to_the_exact_value_than_stock(stock):
     """Against RMSNorm in float64: the patched form's error is at most stock's (and within float32 rounding)."""
     import paddle
@@ -85,14 +112,17 @@ def test_patch_changes_the_code_that_runs_and_remove_restores_it(stock):
     from paddlenlp.peft.lora.lora_layers import LoRALinear
     from paddlenlp.transformers.qwen2 import modeling as qwen2
 
-    stock_code = (qwen2.Qwen2RMSNorm.forward, LoRALinear.forward, qwen2.apply_rotary_pos_emb)
+    def code():
+        return (qwen2.Qwen2RMSNorm.forward, LoRALinear.forward, qwen2.apply_rotary_pos_emb, qwen2.Qwen2MLP.forward,
+                qwen2.Qwen2Attention.forward, qwen2.repeat_kv, qwen2.scaled_dot_product_attention)
+
+    stock_code = code()
     everything = sorted(speedups.PATCHES)
     assert speedups.apply(everything) == everything
     assert speedups.apply(["rmsnorm_square"]) == everything  # idempotent
-    patched = (qwen2.Qwen2RMSNorm.forward, LoRALinear.forward, qwen2.apply_rotary_pos_emb)
-    assert all(new is not old for new, old in zip(patched, stock_code))
+    assert all(new is not old for new, old in zip(code(), stock_code))
     speedups.remove()
-    assert (qwen2.Qwen2RMSNorm.forward, LoRALinear.forward, qwen2.apply_rotary_pos_emb) == stock_code
+    assert code() == stock_code
 
 
 def test_unknown_patch_is_named():
@@ -124,7 +154,20 @@ def test_load_model_applies_the_default_patches(default_model_dir):
     from paddlenlp.transformers.qwen2 import modeling as qwen2
 
     assert set(speedups.DEFAULT) <= set(speedups.apply([]))
-    assert speedups.DEFAULT == ("lora_rank_scale", "rmsnorm_square", "rope_matmul")
+    assert speedups.DEFAULT == ("lora_rank_scale", "rmsnorm_square", "rope_matmul", "silu_mul", "attention_grouped")
     assert LoRALinear.forward is speedups._lora_forward
     assert qwen2.Qwen2RMSNorm.forward is speedups._rmsnorm_forward
     assert qwen2.apply_rotary_pos_emb is speedups._apply_rotary_pos_emb
+
+
+def test_layers_built_under_attention_grouped_compute_paddlenlps_attention_once_it_is_removed(
+        stock, default_model_dir, lora_adapter_dir, qwen_tokenizer):
+    """The patch points each attention layer at the grouped function on its first call; after remove() those
+    layers must run PaddleNLP's own attention again (the bench's --interleave switches patches between steps)."""
+    batch = merge.probe_batch(qwen_tokenizer)
+    model = adapter_model(default_model_dir, lora_adapter_dir)
+    expected = merge.probe_logits(model, batch)
+    speedups.apply(["attention_grouped"])
+    assert not np.array_equal(merge.probe_logits(model, batch), expected)  # the grouped function did run
+    speedups.remove()
+    assert np.array_equal(merge.probe_logits(model, batch), expected)

@@ -17,11 +17,18 @@ files and merges exactly as PaddleNLP defines them.
 - ``lora_rank_scale``: LoRA multiplies its output ``x @ A @ B`` ([tokens, out]) by alpha/r; multiplying the
   rank-r intermediate ``x @ A`` instead scales r numbers per token instead of ``out`` (8 instead of up to
   4,864). The weights are untouched, so a saved adapter and a merge are those of stock PaddleNLP.
+- ``silu_mul``: Qwen2's MLP calls Paddle's fused ``swiglu(gate, up)``, whose CPU kernel and gradient run slower
+  than the two kernels ``silu(gate) * up`` (the same function, by its definition).
+- ``attention_grouped``: with fewer key/value heads than query heads (Qwen2.5-0.5B: 2 for 14), PaddleNLP tiles
+  k and v to every query head and divides the transposed q by sqrt(head_dim). The patch scales q while it is
+  still contiguous and multiplies each key/value head with its group of query heads stacked as rows of one
+  matrix, so nothing is tiled; softmax runs without PaddleNLP's float32 casts when the input already is float32.
 """
 
 from __future__ import annotations
 
 import functools
+import types
 from typing import Any, Callable, Iterable
 
 from ..errors import ConfigError
@@ -30,22 +37,33 @@ PATCHES: dict[str, str] = {
     "rmsnorm_square": "Qwen2 RMSNorm squares with x*x instead of x.pow(2)",
     "rope_matmul": "Qwen2 RoPE: cos/sin expanded to q's shape, rotate_half as a matmul with a 0/±1 matrix",
     "lora_rank_scale": "LoRA scales the rank-r intermediate (x@A)*s instead of the output (x@A@B)*s",
+    "silu_mul": "Qwen2 MLP: silu(gate) * up instead of Paddle's fused swiglu kernel",
+    "attention_grouped": "Qwen2 attention: query heads grouped per key/value head instead of tiling k and v",
 }
 # Kept: lora_rank_scale lowered peak RSS at the 0.5B shape beyond the spread (7111-7161 MB vs stock 7499-7644 MB,
 # 2 alternated rounds). rmsnorm_square and rope_matmul: on a quiet machine (load ~1, 2026-11-30 16:09 UTC)
 # `bench/train_throughput.py --shapes 0.5b --interleave --variants default,default+rmsnorm_square,
 # default+rmsnorm_square+rope_matmul` made every paired step faster: 1.04x (1.01-1.09) and 1.24x (1.02-1.39);
 # under load (3-4) earlier the same day they showed no gain. README, "Performance", has the tables.
-DEFAULT: tuple[str, ...] = ("lora_rank_scale", "rmsnorm_square", "rope_matmul")
+# silu_mul and attention_grouped: on an AMD EPYC (load ~1.9, 2026-11-30 18:34 UTC) `bench/train_throughput.py
+# --shapes 0.5b --interleave --variants default,default+silu_mul,default+attention_grouped,
+# default+silu_mul+attention_grouped` gave 1.01x (1.00-1.06), 1.04x (1.03-1.13) and together 1.12x (1.02-1.17).
+DEFAULT: tuple[str, ...] = ("lora_rank_scale", "rmsnorm_square", "rope_matmul", "silu_mul", "attention_grouped")
 
-_applied: dict[str, tuple[object, str, Callable]] = {}  # name -> (owner, attribute, original) for remove()
+_applied: dict[str, list[tuple[object, str, Callable]]] = {}  # name -> [(owner, attribute, original)] for remove()
+_stock: dict[str, Callable] = {}  # "owner.attribute" -> PaddleNLP's own code, kept after remove()
+
+
+def _original(owner_and_attribute: str) -> Callable:
+    """PaddleNLP's code that a patch replaced (what a replacement falls back to outside its case)."""
+    return _stock[owner_and_attribute]
 
 
 def _rmsnorm_forward(self, hidden_states):
     import paddle
 
     if self.config.use_fused_rms_norm:
-        return _applied["rmsnorm_square"][2](self, hidden_states)
+        return _original("Qwen2RMSNorm.forward")(self, hidden_states)
     with paddle.amp.auto_cast(False):
         hidden = hidden_states.astype("float32")
         variance = (hidden * hidden).mean(-1, keepdim=True)
@@ -61,7 +79,7 @@ def _lora_forward(self, input, *args, **kwargs):  # noqa: A002 - PaddleNLP's sig
     plain = not (self.disable_lora or self.merged or self.use_quick_lora or self.use_mora or self.pissa
                  or self.lora_use_mixer)
     if not plain:
-        return _applied["lora_rank_scale"][2](self, input, *args, **kwargs)
+        return _original("LoRALinear.forward")(self, input, *args, **kwargs)
     result = functional.linear(x=input, weight=self.weight, bias=self.bias, name=self.name)
     result += ((self.lora_dropout(input) @ self.lora_A) * self.scaling) @ self.lora_B  # in place, as PaddleNLP
     return result
@@ -84,7 +102,7 @@ def _apply_rotary_pos_emb(q, k, cos, sin, position_ids):
     import paddle
 
     if position_ids is None:
-        return _applied["rope_matmul"][2](q, k, cos, sin, position_ids)
+        return _original("qwen2.apply_rotary_pos_emb")(q, k, cos, sin, position_ids)
     cos = cos.squeeze(axis=[0, 2])[position_ids].unsqueeze(2)  # [batch, seq, 1, head_dim], as PaddleNLP
     sin = sin.squeeze(axis=[0, 2])[position_ids].unsqueeze(2)
     rotation = _rotate_half_matrix(q.shape[-1], str(q.dtype).replace("paddle.", ""))
@@ -95,14 +113,88 @@ def _apply_rotary_pos_emb(q, k, cos, sin, position_ids):
     return tuple(embedded)
 
 
-def _targets() -> dict[str, tuple[object, str, Callable]]:
+def _mlp_forward(self, x):
+    import paddle.nn.functional as functional
+
+    if self.fuse_attention_ffn or not self.fuse_swiglu:
+        return _original("Qwen2MLP.forward")(self, x)
+    return self.down_proj(functional.silu(self.gate_proj(x)) * self.up_proj(x))
+
+
+def _keep_kv_heads(hidden_states, n_rep):
+    """repeat_kv while ``attention_grouped`` is applied: the grouped attention takes k and v untiled."""
+    return hidden_states
+
+
+def _grouped_attention(query_states, config, key_states, value_states, attention_mask, output_attentions,
+                       attn_mask_startend_row_indices=None, training=True, sequence_parallel=False,
+                       skip_recompute=False):
+    """PaddleNLP's eager scaled_dot_product_attention (same signature and result) for q [b, s, h, d] and k, v
+    [b, t, kv, d] with h a multiple of kv; other cases go to PaddleNLP's own function."""
+    import math
+
+    import paddle
+    import paddle.nn.functional as functional
+
+    bsz, q_len, num_heads, head_dim = query_states.shape
+    kv_len, kv_heads = key_states.shape[1], key_states.shape[2]
+    if ("attention_grouped" not in _applied  # removed after this layer was pointed here: PaddleNLP's own
+            or config.use_flash_attention or output_attentions or sequence_parallel or attention_mask is None
+            or query_states.dtype != paddle.float32 or num_heads % kv_heads or not paddle.in_dynamic_mode()):
+        if kv_heads != num_heads:  # PaddleNLP's function wants k and v tiled to every query head
+            key_states = _original("qwen2.repeat_kv")(key_states, num_heads // kv_heads)
+            value_states = _original("qwen2.repeat_kv")(value_states, num_heads // kv_heads)
+        return _original("qwen2.scaled_dot_product_attention")(
+            query_states, config, key_states, value_states, attention_mask, output_attentions,
+            attn_mask_startend_row_indices=attn_mask_startend_row_indices, training=training,
+            sequence_parallel=sequence_parallel, skip_recompute=skip_recompute)
+    group = num_heads // kv_heads
+    # [b, s, kv*group, d] -> [b, kv, group*s, d]: query head kv*group+g meets key/value head kv, as repeat_kv
+    query = (query_states * (1.0 / math.sqrt(head_dim))).reshape([bsz, q_len, kv_heads, group, head_dim])
+    query = query.transpose([0, 2, 3, 1, 4]).reshape([bsz, kv_heads, group * q_len, head_dim])
+    key = key_states.transpose([0, 2, 1, 3])
+    value = value_states.transpose([0, 2, 1, 3])
+    scores = paddle.matmul(query, key, transpose_y=True).reshape([bsz, kv_heads, group, q_len, kv_len])
+    scores = scores + attention_mask.reshape([bsz, 1, 1, q_len, kv_len])
+    weights = functional.softmax(scores, axis=-1)
+    weights = functional.dropout(weights, p=config.attention_dropout, training=training)
+    output = paddle.matmul(weights.reshape([bsz, kv_heads, group * q_len, kv_len]), value)
+    output = output.reshape([bsz, kv_heads, group, q_len, head_dim]).transpose([0, 3, 1, 2, 4])
+    return output.reshape([bsz, q_len, num_heads * head_dim])
+
+
+def _attention_forward(self, *args, **kwargs):
+    # Each layer took PaddleNLP's function when it was built (a recompute setting may have wrapped it, which is
+    # then left alone, k and v tiled again by the fallback in _grouped_attention).
+    from paddlenlp.transformers.qwen2 import modeling as qwen2
+
+    if self.attn_func is _original("qwen2.scaled_dot_product_attention"):
+        self.attn_func = _grouped_attention
+    if self.attn_func is _grouped_attention:
+        return _original("Qwen2Attention.forward")(self, *args, **kwargs)
+    qwen2.repeat_kv = _original("qwen2.repeat_kv")  # a function that wants k and v tiled, for this call only
+    try:
+        return _original("Qwen2Attention.forward")(self, *args, **kwargs)
+    finally:
+        qwen2.repeat_kv = _keep_kv_heads
+
+
+def _targets() -> dict[str, list[tuple[object, str, Callable]]]:
     from paddlenlp.peft.lora.lora_layers import LoRALinear
     from paddlenlp.transformers.qwen2 import modeling as qwen2
-    from paddlenlp.transformers.qwen2.modeling import Qwen2RMSNorm
 
-    return {"rmsnorm_square": (Qwen2RMSNorm, "forward", _rmsnorm_forward),
-            "rope_matmul": (qwen2, "apply_rotary_pos_emb", _apply_rotary_pos_emb),
-            "lora_rank_scale": (LoRALinear, "forward", _lora_forward)}
+    return {"rmsnorm_square": [(qwen2.Qwen2RMSNorm, "forward", _rmsnorm_forward)],
+            "rope_matmul": [(qwen2, "apply_rotary_pos_emb", _apply_rotary_pos_emb)],
+            "lora_rank_scale": [(LoRALinear, "forward", _lora_forward)],
+            "silu_mul": [(qwen2.Qwen2MLP, "forward", _mlp_forward)],
+            "attention_grouped": [(qwen2, "scaled_dot_product_attention", _grouped_attention),
+                                  (qwen2, "repeat_kv", _keep_kv_heads),
+                                  (qwen2.Qwen2Attention, "forward", _attention_forward)]}
+
+
+def _key(owner: object, attribute: str) -> str:
+    """``Class.attribute``, or ``qwen2.attribute`` for PaddleNLP's Qwen2 modeling module (the only module patched)."""
+    return f"{'qwen2' if isinstance(owner, types.ModuleType) else owner.__name__}.{attribute}"
 
 
 def apply(names: Iterable[str] | None = None) -> list[str]:
@@ -118,15 +210,17 @@ def apply(names: Iterable[str] | None = None) -> list[str]:
     for name in names:
         if name in _applied:
             continue
-        owner, attribute, replacement = targets[name]
-        _applied[name] = (owner, attribute, getattr(owner, attribute))
-        setattr(owner, attribute, replacement)
+        _applied[name] = []
+        for owner, attribute, replacement in targets[name]:
+            original = getattr(owner, attribute)
+            _stock.setdefault(_key(owner, attribute), original)
+            _applied[name].append((owner, attribute, original))
+            setattr(owner, attribute, replacement)
     return sorted(_applied)
 
 
 def remove(names: Iterable[str] | None = None) -> None:
     """Restore PaddleNLP's own code for the named patches (default: every applied one)."""
     for name in list(_applied if names is None else names):
-        if name in _applied:
-            owner, attribute, original = _applied.pop(name)
+        for owner, attribute, original in reversed(_applied.pop(name, [])):
             setattr(owner, attribute, original)
