@@ -171,3 +171,23 @@ def test_layers_built_under_attention_grouped_compute_paddlenlps_attention_once_
     assert not np.array_equal(merge.probe_logits(model, batch), expected)  # the grouped function did run
     speedups.remove()
     assert np.array_equal(merge.probe_logits(model, batch), expected)
+
+
+def test_attention_grouped_leaves_a_wrapped_attention_function_its_tiled_keys(stock, default_model_dir,
+                                                                             lora_adapter_dir, qwen_tokenizer):
+    """PaddleNLP wraps a layer's attention function in functools.partial under some recompute settings; such a
+    layer must still get k and v tiled to every query head, and give the stock logits."""
+    import functools
+
+    from paddlenlp.transformers.qwen2 import modeling as qwen2
+
+    batch = merge.probe_batch(qwen_tokenizer)
+    model = adapter_model(default_model_dir, lora_adapter_dir)
+    expected = merge.probe_logits(model, batch)
+    layers = [layer for layer in model.sublayers() if isinstance(layer, qwen2.Qwen2Attention)]
+    assert layers and all(layer.num_key_value_groups > 1 for layer in layers)  # k and v really need tiling
+    for layer in layers:
+        layer.attn_func = functools.partial(qwen2.scaled_dot_product_attention, skip_recompute=True)
+    speedups.apply(["attention_grouped"])
+    assert np.array_equal(merge.probe_logits(model, batch), expected)
+    assert qwen2.repeat_kv is speedups._keep_kv_heads  # restored after each wrapped call

@@ -141,7 +141,7 @@ def _grouped_attention(query_states, config, key_states, value_states, attention
     if ("attention_grouped" not in _applied  # removed after this layer was pointed here: PaddleNLP's own
             or config.use_flash_attention or output_attentions or sequence_parallel or attention_mask is None
             or query_states.dtype != paddle.float32 or num_heads % kv_heads or not paddle.in_dynamic_mode()):
-        if kv_heads != num_heads:  # PaddleNLP's function wants k and v tiled to every query head
+        if kv_heads != num_heads and not config.use_flash_attention:  # as PaddleNLP's forward would have tiled
             key_states = _original("qwen2.repeat_kv")(key_states, num_heads // kv_heads)
             value_states = _original("qwen2.repeat_kv")(value_states, num_heads // kv_heads)
         return _original("qwen2.scaled_dot_product_attention")(
@@ -164,8 +164,8 @@ def _grouped_attention(query_states, config, key_states, value_states, attention
 
 
 def _attention_forward(self, *args, **kwargs):
-    # Each layer took PaddleNLP's function when it was built (a recompute setting may have wrapped it, which is
-    # then left alone, k and v tiled again by the fallback in _grouped_attention).
+    # Each layer took PaddleNLP's function when it was built: point it at the grouped one. A layer whose function
+    # is something else (a recompute setting wraps it in functools.partial) gets k and v tiled, as it expects.
     from paddlenlp.transformers.qwen2 import modeling as qwen2
 
     if self.attn_func is _original("qwen2.scaled_dot_product_attention"):
