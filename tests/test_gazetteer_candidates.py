@@ -49,6 +49,25 @@ def test_candidate_for_each_kind_of_input(address, expected):
     assert texts(address) == expected
 
 
+@pytest.mark.parametrize("address, expected, rest", [
+    ("西安市(碑林区1号)", ["陕西省西安市碑林区1号"], "1号"),  # opened before a name: its closer is not the detail's
+    ("(北京市朝阳区建国路88号)", ["北京市朝阳区建国路88号"], "建国路88号"),  # the whole address in brackets
+    ("碑林区(1号)", ["陕西省西安市碑林区(1号)"], "(1号)"),  # opened and closed in the detail: kept
+])
+def test_no_unopened_closing_bracket_is_left_at_the_end(address, expected, rest):
+    assert texts(address) == expected
+    assert load_gazetteer().parse(address).rest == rest
+
+
+@pytest.mark.parametrize("address, expected", [
+    ("[吉林]朝阳区建国路88号", ["吉林省长春市朝阳区建国路88号"]),  # a bracketed short name is a division, not a tag
+    ("[仁和街道]1号", ["浙江省杭州市余杭区仁和街道1号"]),  # 街道 has no suffix character of a tag's test
+    ("【加急】碑林区1号", ["陕西省西安市碑林区1号"]),  # a tag that names no division is still dropped
+])
+def test_bracketed_division_name_at_the_start_is_read_not_dropped_as_a_tag(address, expected):
+    assert texts(address) == expected
+
+
 def test_streets_named_like_divisions_stay_in_the_detail():
     assert texts("陕西省西安市长安路1号") == ["陕西省西安市长安路1号"]  # not 长安区: the suffix is never the slip
     assert texts("西安市扬子江南路碑林小区") == ["陕西省西安市扬子江南路碑林小区"]
