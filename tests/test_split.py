@@ -223,6 +223,14 @@ def test_output_must_be_a_folder(tmp_path):
         split_file(source, source)
 
 
+def test_output_below_a_file_is_refused_in_one_line(tmp_path, capsys):
+    source = write_pairs(tmp_path / "pairs.jsonl", make_pairs(10))
+    (tmp_path / "notes.txt").write_text("x\n", encoding="utf-8")
+    assert main(["split", str(source), "--output", str(tmp_path / "notes.txt" / "data")]) == 2
+    error = capsys.readouterr().err
+    assert "notes.txt is a file, so no folder can be made below it" in error and "Traceback" not in error
+
+
 def test_bad_input_line_is_named_and_can_be_skipped(tmp_path):
     lines = [json.dumps(pair, ensure_ascii=False) for pair in make_pairs(10)]
     lines[6] = '{"src": "碑林区", "tgt": '
