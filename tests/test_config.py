@@ -253,6 +253,22 @@ def test_broken_json_names_the_line(tmp_path):
         load_config(path, device="cpu")
 
 
+def test_an_empty_config_file_is_called_empty(tmp_path):
+    path = tmp_path / "empty.json"
+    path.write_text(" \n\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"empty.json is empty; write a JSON object of run_finetune keys"):
+        load_config(path, device="cpu")
+
+
+def test_non_finite_numbers_are_refused_naming_key_and_line(tmp_path, paths):
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({**paths, "do_train": True}, indent=2)[:-2] + ',\n  "warmup_ratio": NaN\n}\n')
+    with pytest.raises(ConfigError, match=r"config.json:6: warmup_ratio must be a finite number, got nan"):
+        load_config(path, device="cpu")
+    with pytest.raises(ConfigError, match=r"command line --learning_rate: learning_rate must be a finite number"):
+        load(tmp_path, {**paths, "do_train": True}, ["--learning_rate", "inf"])
+
+
 def test_config_file_that_is_not_utf8_names_file_and_line(tmp_path, paths, capsys):
     from address_completion import cli
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import json
+import math
 import os
 import re
 import typing
@@ -251,6 +252,8 @@ def read_config_file(path: str | os.PathLike) -> RawConfig:
     if not path.is_file():
         raise ConfigError(f"config file {path} not found" if not path.exists() else f"{path} is not a file")
     text = dataio.read_utf8_text(path)
+    if not text.strip():
+        raise ConfigError(f"{path} is empty; write a JSON object of run_finetune keys, e.g. configs/tiny_cpu.json")
     try:
         values = json.loads(text, object_pairs_hook=_refuse_duplicate_keys)
     except json.JSONDecodeError as exc:
@@ -360,6 +363,8 @@ def typed_value(key: str, value: Any, spec: KeySpec, origin: str) -> Any:
         raise ConfigError(f"{origin}: {key} must be {expected}, got {_describe(value)}")
     if spec.kind == "float" and value is not None:
         value = float(value)
+        if not math.isfinite(value):  # JSON's NaN / Infinity, or --key inf: training would only produce nan
+            raise ConfigError(f"{origin}: {key} must be a finite number, got {value}")
     if spec.choices and value is not None and value not in spec.choices:
         hint = closest_match(value, spec.choices)
         raise ConfigError(f"{origin}: {key} must be one of {', '.join(spec.choices)}; got {value!r}"
