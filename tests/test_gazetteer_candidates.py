@@ -59,6 +59,12 @@ def test_no_unopened_closing_bracket_is_left_at_the_end(address, expected, rest)
     assert load_gazetteer().parse(address).rest == rest
 
 
+@pytest.mark.parametrize("address", ["西安市{碑林区}1号", "西安市〖碑林区〗1号", "西安市〈碑林区〉1号", "“碑林区”1号",
+                                     "«碑林区»1号", "西安市〖碑林区1号〗"])
+def test_other_brackets_around_a_name_are_not_left_in_the_detail(address):
+    assert texts(address) == ["陕西省西安市碑林区1号"]  # the closer was the detail's first (or last) character
+
+
 @pytest.mark.parametrize("address, expected", [
     ("[吉林]朝阳区建国路88号", ["吉林省长春市朝阳区建国路88号"]),  # a bracketed short name is a division, not a tag
     ("[仁和街道]1号", ["浙江省杭州市余杭区仁和街道1号"]),  # 街道 has no suffix character of a tag's test

@@ -183,8 +183,8 @@ SEPARATORS = " ,;:/\\|-_—–·•.。>、"
 _LEADING_COUNTRY = ("中华人民共和国", "中国")
 # Brackets around a division name ([朝阳区], 北京市(朝阳区)) are stepped over between names like separators; a
 # closing one left after the last name is dropped, never kept as the detail's first character. After NFKC.
-_OPENING_BRACKETS = "[(【〔《<「『"
-_CLOSING_BRACKETS = "])】〕》>」』"
+_OPENING_BRACKETS = "[(【〔《<「『{〖〈〘〚⦅⟨«“"
+_CLOSING_BRACKETS = "])】〕》>」』}〗〉〙〛⦆⟩»”"
 _BETWEEN_NAMES = SEPARATORS + _OPENING_BRACKETS + _CLOSING_BRACKETS
 _BRACKET_PAIRS = dict(zip(_CLOSING_BRACKETS, _OPENING_BRACKETS))  # closing -> opening
 # What is pasted in front of an address from an order or a form, after NFKC: a label (收货地址:, 地址:,
