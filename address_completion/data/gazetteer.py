@@ -545,6 +545,11 @@ class Gazetteer:
                 return True
         return False
 
+    @property
+    def names(self) -> Container[str]:
+        """Every name the parser reads (full, former and short), for normalize_address."""
+        return self._index
+
     # ----- parsing -----
     def parse(self, address: str) -> ParsedAddress:
         """Split an address into current full province / city / county / town names and the verbatim rest.
@@ -552,7 +557,7 @@ class Gazetteer:
         Tolerates short names, former names, missing levels, a leading 中国 and separators. Missing upper
         levels are filled only when every reading agrees on them.
         """
-        text = normalize_address(address, self._index)
+        text = normalize_address(address, self.names)
         scan = self._scan(text)
         rest = _without_unopened_closers(_detail_after(text, scan.end))
         names: dict[int, Optional[str]] = {}
@@ -1050,7 +1055,7 @@ def completion_candidates(address: str, gazetteer: Optional["Gazetteer"] = None,
     if limit < 1:
         raise ValueError(f"limit must be at least 1, got {limit}")
     gazetteer = gazetteer or load_gazetteer()
-    written = normalize_address(address, gazetteer._index)
+    written = normalize_address(address, gazetteer.names)
     scan = _CandidateScan(gazetteer, written, fuzzy=True).run()
     simplified = to_simplified(written)
     traditional = False
