@@ -74,6 +74,12 @@ def test_bracketed_division_name_at_the_start_is_read_not_dropped_as_a_tag(addre
     assert texts(address) == expected
 
 
+@pytest.mark.parametrize("address", ["[扬子江南路]碑林区1号", "(扬子江南路467-6号)碑林区"])
+def test_a_bracketed_street_at_the_start_is_never_dropped_as_a_tag(address):
+    assert all("扬子江南路" in text for text in texts(address))  # was 陕西省西安市碑林区1号: the street lost
+    assert "扬子江南路" in load_gazetteer().parse(address).rest
+
+
 def test_streets_named_like_divisions_stay_in_the_detail():
     assert texts("陕西省西安市长安路1号") == ["陕西省西安市长安路1号"]  # not 长安区: the suffix is never the slip
     assert texts("西安市扬子江南路碑林小区") == ["陕西省西安市扬子江南路碑林小区"]

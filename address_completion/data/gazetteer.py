@@ -188,8 +188,9 @@ _CLOSING_BRACKETS = "])】〕》>」』}〗〉〙〛⦆⟩»”"
 _BETWEEN_NAMES = SEPARATORS + _OPENING_BRACKETS + _CLOSING_BRACKETS
 _BRACKET_PAIRS = dict(zip(_CLOSING_BRACKETS, _OPENING_BRACKETS))  # closing -> opening
 # What is pasted in front of an address from an order or a form, after NFKC: a label (收货地址:, 地址:,
-# 寄件人地址:), a bracketed tag without a division suffix in it (【顺丰】, [急件], (代收); not [朝阳区]) or a six-digit postal code (710001).
-_LEADING_LABEL = re.compile(r"[^\W\d_]{0,5}地址:|[【\[(<《〔][^】\])>》〕省市区县州旗盟镇乡]{1,12}[】\])>》〕]|\d{6}(?=\D)")
+# 寄件人地址:), a bracketed tag without a division suffix or street word in it (【顺丰】, [急件], (代收); not [朝阳区]
+# or [扬子江南路]: part of the address) or a six-digit postal code (710001).
+_LEADING_LABEL = re.compile(r"[^\W\d_]{0,5}地址:|[【\[(<《〔][^】\])>》〕省市区县州旗盟镇乡路街巷弄号]{1,12}[】\])>》〕]|\d{6}(?=\D)")
 # A short name followed by one of these is part of a street or place name (西安路, 长安街, 南京东路), not a division.
 _STREET_AFTER_SHORT = re.compile(
     r"(?:[东西南北中]|[一二三四五六七八九十]|\d)?"
