@@ -306,6 +306,15 @@ def test_sigterm_finishes_the_request_in_flight(default_model_dir, lora_adapter_
     assert [line for line in log.splitlines() if " 408 " in line and "--body-timeout" in line]
 
 
+@pytest.mark.parametrize("wait", ["-5", "inf", "nan"])
+def test_a_batch_wait_that_is_not_a_finite_non_negative_number_is_refused(wait, tmp_path, capsys):
+    """inf made the batching worker's queue.get(timeout=inf) overflow; nan silently meant no wait."""
+    from address_completion.cli import main
+
+    assert main(["serve", "--model", str(tmp_path / "never-loaded"), "--batch-wait-ms", wait]) == 2
+    assert capsys.readouterr().err.strip() == f"error: --batch-wait-ms must be a finite number >= 0, got {float(wait)}"
+
+
 @pytest.mark.parametrize("key", ["", "   "])
 def test_an_empty_api_key_is_refused_not_served_without_auth(key, tmp_path, capsys):
     """`--api-key "$KEY"` with KEY unset started a server that asked no key at all."""

@@ -64,8 +64,8 @@ class ServerSettings:
         for name in ("max_batch_size", "max_addresses", "max_input_chars", "max_body_bytes"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
-        if self.batch_wait_ms < 0:
-            raise ConfigError(f"--batch-wait-ms must be >= 0, got {self.batch_wait_ms}")
+        if not 0 <= self.batch_wait_ms < float("inf"):  # inf: the worker's queue wait overflows; nan: no wait
+            raise ConfigError(f"--batch-wait-ms must be a finite number >= 0, got {self.batch_wait_ms}")
         for name in ("body_timeout", "shutdown_timeout"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"--{name.replace('_', '-')} must be > 0 seconds, got {getattr(self, name)}")
