@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import math
 import os
 import re
 import time
@@ -100,8 +101,8 @@ def _setting_value(key: str, value: Any, where: str) -> Any:
             raise ConfigError(f"{where}: expected {expected}, got {value!r}")
         return value.lower() if rule else value
     accepted = (int,) if kind is int else (int, float)
-    if isinstance(value, bool) or not isinstance(value, accepted) or value < rule:
-        what = "an integer" if kind is int else "a number"
+    if isinstance(value, bool) or not isinstance(value, accepted) or not math.isfinite(value) or value < rule:
+        what = "an integer" if kind is int else "a finite number"
         nullable = " (or null for all)" if key == "limit" else ""
         raise ConfigError(f"{where}: expected {what} >= {rule}{nullable}, got {value!r}")
     return kind(value)
