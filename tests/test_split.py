@@ -231,6 +231,19 @@ def test_output_below_a_file_is_refused_in_one_line(tmp_path, capsys):
     assert "notes.txt is a file, so no folder can be made below it" in error and "Traceback" not in error
 
 
+def test_an_unwritable_output_folder_is_refused_before_the_work(tmp_path, monkeypatch):
+    import os
+
+    source = write_pairs(tmp_path / "pairs.jsonl", make_pairs(10))
+    output = tmp_path / "out"
+    output.mkdir()
+    access = os.access
+    monkeypatch.setattr(os, "access", lambda path, mode: Path(path) != output and access(path, mode))  # root can write
+    with pytest.raises(ConfigError, match=r"--output .*out: the folder .*out is not writable"):
+        split_file(source, output)  # was a PermissionError traceback from atomic_files' temporary file
+    assert list(output.iterdir()) == []
+
+
 def test_bad_input_line_is_named_and_can_be_skipped(tmp_path):
     lines = [json.dumps(pair, ensure_ascii=False) for pair in make_pairs(10)]
     lines[6] = '{"src": "碑林区", "tgt": '

@@ -345,11 +345,12 @@ def check_output_file(path: str | os.PathLike, force: bool, flag: str = "--outpu
 
 
 def check_output_folder(path: str | os.PathLike, flag: str = "--output") -> Path:
-    """A path a folder of results can be made at: not a file, with no file among its parents."""
+    """A path a folder of results can be made at (or written into): not a file, with no file among its parents,
+    the folder itself (when it exists) or its nearest existing parent writable."""
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise ConfigError(f"{flag} {path} is a file; it must name a folder")
-    for parent in path.parents:
+    for parent in (path, *path.parents):
         if parent.exists():
             if not parent.is_dir():
                 raise ConfigError(f"{flag} {path}: {parent} is a file, so no folder can be made below it")
