@@ -414,6 +414,17 @@ def test_staged_file_publishes_only_on_success(tmp_path):
     assert [path.name for path in tmp_path.iterdir()] == ["model.gguf"]  # no staging folder left
 
 
+@pytest.mark.parametrize("overwrite", [True, False])
+def test_atomic_files_refuses_one_path_twice(tmp_path, overwrite):
+    from address_completion.data.dataio import atomic_files
+
+    paths = [tmp_path / "a.json", tmp_path / "." / "a.json"]  # the second silently replaced the first
+    with pytest.raises(ValueError, match=r"a path is given twice"):
+        with atomic_files(paths, overwrite=overwrite) as handles:
+            handles[0].write("first\n")
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_atomic_files_publish_all_or_none(tmp_path):
     """split's three files: a failure at the last rename takes the first two back (a split is never two runs')."""
     from address_completion.data.dataio import atomic_files

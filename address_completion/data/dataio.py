@@ -572,6 +572,8 @@ def atomic_files(paths: Sequence[str | os.PathLike], *, overwrite: bool = True) 
     the moved-aside files restored, so the set is never a mix of two runs. If the body raises, nothing changes.
     """
     paths = [Path(path) for path in paths]
+    if len({path.resolve() for path in paths}) < len(paths):  # the second would silently replace the first
+        raise ValueError(f"atomic_files: a path is given twice in {[str(path) for path in paths]}")
     temps: list[Path] = []
     try:
         with contextlib.ExitStack() as stack:
