@@ -68,6 +68,8 @@ def test_other_brackets_around_a_name_are_not_left_in_the_detail(address):
 @pytest.mark.parametrize("address, expected", [
     ("[吉林]朝阳区建国路88号", ["吉林省长春市朝阳区建国路88号"]),  # a bracketed short name is a division, not a tag
     ("[仁和街道]1号", ["浙江省杭州市余杭区仁和街道1号"]),  # 街道 has no suffix character of a tag's test
+    ("(北京大兴)金岗路3-5号", ["北京市大兴区金岗路3-5号"]),  # short names only, read to the closing bracket
+    ("【黄石下陆】双泉花园6号楼", ["湖北省黄石市下陆区双泉花园6号楼"]),
     ("【加急】碑林区1号", ["陕西省西安市碑林区1号"]),  # a tag that names no division is still dropped
 ])
 def test_bracketed_division_name_at_the_start_is_read_not_dropped_as_a_tag(address, expected):

@@ -26,7 +26,7 @@ import unicodedata
 from collections import defaultdict
 from dataclasses import dataclass
 from importlib import resources
-from typing import Container, Iterable, Optional
+from typing import Callable, Iterable, Optional
 
 from ..errors import DataError
 
@@ -290,15 +290,15 @@ def _without_unopened_closers(detail: str) -> str:
     return detail
 
 
-def normalize_address(text: str, names: Container[str] = frozenset()) -> str:
+def normalize_address(text: str, is_division: Callable[[str], bool] = lambda text: False) -> str:
     """NFKC (full-width → half-width), no whitespace; no leading 中国 / 中华人民共和国, no leading symbols
     (🏠, 【, ★: anything that is neither a letter nor a digit) and no leading label such as 收货地址: .
-    A bracketed name in ``names`` ([北京], [仁和街道]: the gazetteer's keys) is a division, not a tag: kept."""
+    A bracketed text ``is_division`` accepts ([北京], [北京大兴]: Gazetteer.is_division_text) is no tag: kept."""
     text = "".join(unicodedata.normalize("NFKC", text).split())
     while True:  # strip one leading thing at a time, in this order, until nothing changes
         text = text.lstrip(SEPARATORS)
         label = _LEADING_LABEL.match(text)
-        if label and label.end() < len(text) and label.group()[1:-1] not in names:
+        if label and label.end() < len(text) and not is_division(label.group()[1:-1]):
             text = text[label.end():]
         elif text and unicodedata.category(text[0])[0] not in "LN":
             text = text[1:]
@@ -546,10 +546,13 @@ class Gazetteer:
                 return True
         return False
 
-    @property
-    def names(self) -> Container[str]:
-        """Every name the parser reads (full, former and short), for normalize_address."""
-        return self._index
+    def is_division_text(self, text: str) -> bool:
+        """Whether normalized ``text`` is division names only (北京, 仁和街道, 北京大兴; not 加急): a bracketed
+        one at the start of an address is read, not dropped as a tag (normalize_address)."""
+        if text in self._index:
+            return True
+        scan = self._scan(text)
+        return bool(scan.candidates) and scan.end == len(text)
 
     # ----- parsing -----
     def parse(self, address: str) -> ParsedAddress:
@@ -558,7 +561,7 @@ class Gazetteer:
         Tolerates short names, former names, missing levels, a leading 中国 and separators. Missing upper
         levels are filled only when every reading agrees on them.
         """
-        text = normalize_address(address, self.names)
+        text = normalize_address(address, self.is_division_text)
         scan = self._scan(text)
         rest = _without_unopened_closers(_detail_after(text, scan.end))
         names: dict[int, Optional[str]] = {}
@@ -1056,7 +1059,7 @@ def completion_candidates(address: str, gazetteer: Optional["Gazetteer"] = None,
     if limit < 1:
         raise ValueError(f"limit must be at least 1, got {limit}")
     gazetteer = gazetteer or load_gazetteer()
-    written = normalize_address(address, gazetteer.names)
+    written = normalize_address(address, gazetteer.is_division_text)
     scan = _CandidateScan(gazetteer, written, fuzzy=True).run()
     simplified = to_simplified(written)
     traditional = False

@@ -668,7 +668,7 @@ def input_class(src: str, gazetteer: Gazetteer, prefix: str = DEFAULT_PROMPT_PRE
     Divisions found that do not nest (a town since moved to another county) still class the input by
     the names written: the county (else city, province) decides unique / ambiguous.
     """
-    address = normalize_address(strip_prefix(src, prefix), gazetteer.names)  # the text parse() reads
+    address = normalize_address(strip_prefix(src, prefix), gazetteer.is_division_text)  # the text parse() reads
     parsed = _parse_over_typo(gazetteer, address)
     chain = parsed.chain
     if chain is None:
