@@ -167,6 +167,8 @@ def test_openapi_page_and_schema(server):
     ("/v1/chat/completions", chat("海淀区", stream=1), None, API_KEY, 422, "'stream'"),
     ("/v1/chat/completions", chat("海淀区", n=2), None, API_KEY, 400, "n=1"),
     ("/v1/chat/completions", chat("   "), None, API_KEY, 422, "messages[1].content is empty"),
+    ("/v1/chat/completions", chat("补齐五级行政地址: 【】"), None, API_KEY, 422, "messages[1].content has no letter or digit"),
+    ("/v1/complete", {"addresses": ["海淀区", "[]"]}, None, API_KEY, 422, "addresses[1] has no letter or digit"),
     ("/v1/complete", {"addresses": ["海淀区"]}, None, None, 401, "API key"),
     ("/v1/complete", {"addresses": ["海淀区"]}, None, "wrong", 401, "API key"),
     ("/v1/chat/completions", chat("海淀区"), None, None, 401, "API key"),

@@ -36,7 +36,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, replace
 from typing import Any, Callable, Iterator, Sequence
 
-from ..data.prompt import MAX_INPUT_CHARS
+from ..data.prompt import MAX_INPUT_CHARS, strip_prefix
 from ..errors import ConfigError
 from ..runtime import logger
 
@@ -186,6 +186,8 @@ def check_address(text: Any, where: str, limit: int) -> str:
         raise RequestError(422, f"{where} must be a string, got {type(text).__name__}", param=where)
     if not text.strip():
         raise RequestError(422, f"{where} is empty", param=where)
+    if not any(char.isalnum() for char in strip_prefix(text)):  # [], 【】: nothing to complete (as predict)
+        raise RequestError(422, f"{where} has no letter or digit: nothing to complete", param=where)
     if len(text) > limit:
         raise RequestError(413, f"{where} has {len(text)} characters; the limit is {limit} (--max-input-chars)",
                            param=where, code="input_too_long")
