@@ -184,6 +184,16 @@ def test_interactive_prompt_skips_a_too_long_line(completer, expected, capsys):
     assert "300 characters; the limit is 256" in capsys.readouterr().err
 
 
+def test_interactive_prompt_skips_a_line_with_no_letter_or_digit(completer, expected, capsys):
+    from address_completion.inference.predict import interactive_loop
+
+    out = io.StringIO()
+    interactive_loop(completer, as_json=False, stdin=io.StringIO(f"【】\n{ADDRESSES[0]}\nquit\n"), out=out,
+                     max_input_chars=256)
+    assert out.getvalue() == f"> > {printed(expected[:1])[0]}\n> "
+    assert "no letter or digit: nothing to complete" in capsys.readouterr().err
+
+
 def test_input_that_is_not_utf8_is_refused_before_the_model_loads(tmp_path, monkeypatch, capsys):
     missing = str(tmp_path / "no-model")  # never reached: the input is checked first
     bad = "碑林".encode("utf-8") + b"\xff" + "区".encode("utf-8")

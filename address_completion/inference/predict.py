@@ -155,6 +155,9 @@ def interactive_loop(completer: Completer, *, as_json: bool, prompt: str = "> ",
             print(f"error: {len(inputs[0].address)} characters; the limit is {max_input_chars} (--max_input_chars)",
                   file=sys.stderr)
             continue
+        if not any(char.isalnum() for char in strip_prefix(line)):
+            print("error: no letter or digit: nothing to complete; type a postal address", file=sys.stderr)
+            continue
         print_predictions(prediction_records(inputs, completer.complete_detailed([line.strip()]), completer.prefix),
                           as_json=as_json, out=out)
 
