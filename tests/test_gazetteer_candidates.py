@@ -53,6 +53,8 @@ def test_candidate_for_each_kind_of_input(address, expected):
     ("西安市(碑林区1号)", ["陕西省西安市碑林区1号"], "1号"),  # opened before a name: its closer is not the detail's
     ("(北京市朝阳区建国路88号)", ["北京市朝阳区建国路88号"], "建国路88号"),  # the whole address in brackets
     ("碑林区(1号)", ["陕西省西安市碑林区(1号)"], "(1号)"),  # opened and closed in the detail: kept
+    ("朝阳区[]建国路88号", ["北京市朝阳区建国路88号", "吉林省长春市朝阳区建国路88号"], "建国路88号"),  # empty pair
+    ("碑林区【】（）1号", ["陕西省西安市碑林区1号"], "1号"),
 ])
 def test_no_unopened_closing_bracket_is_left_at_the_end(address, expected, rest):
     assert texts(address) == expected

@@ -277,8 +277,12 @@ def _skip_between_names(text: str, start: int) -> int:
 
 
 def _detail_after(text: str, end: int) -> str:
-    """The text after the administrative part ending at ``end``: no leading separator or closing bracket."""
-    return text[end:].lstrip(SEPARATORS + _CLOSING_BRACKETS)
+    """The text after the administrative part ending at ``end``: no leading separator, closing bracket or empty
+    pair of brackets (朝阳区[]建国路88号)."""
+    detail = text[end:].lstrip(SEPARATORS + _CLOSING_BRACKETS)
+    while len(detail) > 1 and _BRACKET_PAIRS.get(detail[1]) == detail[0]:
+        detail = detail[2:].lstrip(SEPARATORS + _CLOSING_BRACKETS)
+    return detail
 
 
 def _without_unopened_closers(detail: str) -> str:
