@@ -111,6 +111,9 @@ def test_overrides_and_system_selection(tmp_path, test_file, oracle_file):
         load_config(path, ["systems.orcale.path=x"])
     with pytest.raises(ConfigError, match=r"expected KEY=VALUE"):
         load_config(path, ["settings.limit"])
+    for assignment in ("settings.=3", "settings..limit=3", ".limit=3"):  # settings.=3 replaced all settings
+        with pytest.raises(ConfigError, match=r"--set '.*': empty key or key part; write KEY.PATH=VALUE"):
+            load_config(path, [assignment])
 
 
 def test_every_config_problem_is_reported_at_once(tmp_path, test_file, oracle_file):

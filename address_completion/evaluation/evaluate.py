@@ -185,9 +185,9 @@ def apply_override(data: dict[str, Any], assignment: str) -> None:
     if "=" not in assignment:
         raise ConfigError(f"--set {assignment!r}: expected KEY=VALUE, e.g. settings.limit=100")
     dotted, text = assignment.split("=", 1)
-    parts = [part for part in dotted.strip().split(".") if part]
-    if not parts:
-        raise ConfigError(f"--set {assignment!r}: empty key")
+    parts = dotted.strip().split(".")
+    if not all(parts):  # settings.=3 replaced the whole settings mapping
+        raise ConfigError(f"--set {assignment!r}: empty key or key part; write KEY.PATH=VALUE, e.g. settings.limit=100")
     try:
         value = yaml.safe_load(text) if text.strip() else None
     except yaml.YAMLError as exc:
