@@ -294,6 +294,10 @@ def test_a_yaml_config_is_told_to_be_json(tmp_path, paths):
     path.write_text("model_name_or_path: x\nmax_steps: 2\n", encoding="utf-8")
     with pytest.raises(ConfigError, match=r"config.yaml:1: broken JSON .*train takes a JSON config"):
         load_config(path, device="cpu")
+    path = tmp_path / "sft.json"  # a PaddleFormers YAML under another name, opening with a comment
+    path.write_text("# LoRA SFT\n---\nmodel_name_or_path: x\nmax_seq_len: 512\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"sft.json:1: broken JSON .*train takes a JSON config"):
+        load_config(path, device="cpu")
 
 
 def test_paddleformers_keys_are_named_together_with_what_to_write(tmp_path, paths):

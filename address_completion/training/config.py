@@ -246,6 +246,12 @@ def _refuse_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return result
 
 
+def _looks_like_yaml(text: str) -> bool:
+    """Whether the first line that is no comment, blank or ``---`` is a YAML ``key:`` line."""
+    lines = [line for line in text.splitlines() if line.strip() not in ("", "---") and not line.lstrip().startswith("#")]
+    return bool(lines) and re.match(r"\s*[A-Za-z_][\w.-]*\s*:", lines[0]) is not None
+
+
 def read_config_file(path: str | os.PathLike) -> RawConfig:
     """The JSON object in ``path`` (comment keys dropped), or a ConfigError naming file and line."""
     path = Path(path)
@@ -258,7 +264,7 @@ def read_config_file(path: str | os.PathLike) -> RawConfig:
         values = json.loads(text, object_pairs_hook=_refuse_duplicate_keys)
     except json.JSONDecodeError as exc:
         hint = ""
-        if path.suffix.lower() in (".yaml", ".yml") or re.match(r"\s*[A-Za-z_][\w.-]*\s*:", text):
+        if path.suffix.lower() in (".yaml", ".yml") or _looks_like_yaml(text):
             hint = ("; train takes a JSON config in PaddleNLP run_finetune's vocabulary (YAML is for evaluate; a "
                     "PaddleFormers YAML's keys mostly carry over, written as JSON), e.g. configs/tiny_cpu.json")
         raise ConfigError(f"{path}:{exc.lineno}: broken JSON ({exc.msg} at column {exc.colno}){hint}") from None
