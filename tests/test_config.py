@@ -90,6 +90,10 @@ def test_command_line_overrides_are_typed_and_win(tmp_path, paths):
     with pytest.raises(ConfigError, match=r"command line --lora_rank: lora_rank must be an integer, got 'four'"):
         load(tmp_path, {**paths, "do_train": True}, ["--lora_rank", "four"])
     assert parse_overrides(["--lora", "--max_steps", "5"]) == {"lora": "true", "max_steps": "5"}
+    for forgotten in (["--output_dir"], ["--output_dir", "--lora"], ["--lora_rank"]):  # output_dir was "true"
+        with pytest.raises(ConfigError, match=rf"command line {forgotten[0]}: {forgotten[0][2:]} needs a value"):
+            load(tmp_path, {**paths, "do_train": True}, forgotten)
+    assert load(tmp_path, {**paths, "do_train": True}, ["--lora"]).values["lora"] is True
     with pytest.raises(ConfigError, match="overrides are written --key value"):
         parse_overrides(["lora_rank", "4"])
 

@@ -281,6 +281,10 @@ def read_config_file(path: str | os.PathLike) -> RawConfig:
     return RawConfig(kept, origins, str(path))
 
 
+class _BareFlag(str):
+    """A ``--key`` given without a value: "true" for a boolean key, an error for any other (typed_value)."""
+
+
 def parse_overrides(tokens: Sequence[str]) -> dict[str, str]:
     """``--key value`` / ``--key=value`` pairs; a ``--flag`` followed by another ``--key`` (or nothing) is true."""
     overrides: dict[str, str] = {}
@@ -293,7 +297,7 @@ def parse_overrides(tokens: Sequence[str]) -> dict[str, str]:
         if not has_value:
             following = tokens[index + 1] if index + 1 < len(tokens) else None
             if following is None or (following.startswith("--") and len(following) > 2):
-                value = "true"
+                value = _BareFlag("true")
             else:
                 value = following
                 index += 1
@@ -359,6 +363,8 @@ def _check_type(value: Any, spec: KeySpec) -> bool:
 
 def typed_value(key: str, value: Any, spec: KeySpec, origin: str) -> Any:
     """``value`` checked (and, from the command line, converted) against the key's type and choices."""
+    if isinstance(value, _BareFlag) and spec.kind != "bool":  # --output_dir with its value forgotten: not "true"
+        raise ConfigError(f"{origin}: {key} needs a value (--{key} VALUE); only true/false keys may stand alone")
     if isinstance(value, str) and origin.startswith("command line") and spec.kind != "str":
         try:
             value = _from_text(value, spec)
