@@ -613,3 +613,13 @@ def test_csv_quote_never_closed_names_the_record_instead_of_swallowing_the_rest(
     quoted = tmp_path / "quoted.csv"  # a properly quoted multi-line cell is still one record
     quoted.write_text(f'src,tgt\n"多行\n输入",{TGT}\n', encoding="utf-8")
     assert read_records(quoted).records == [{"src": "多行\n输入", "tgt": TGT}]
+
+
+@pytest.mark.parametrize("given", ["", ".", ".."])
+def test_a_model_folder_path_without_a_name_of_its_own_is_refused(given, tmp_path, monkeypatch):
+    """build-model --output "" (or .) was a ValueError traceback from atomic_folder's sibling name."""
+    from address_completion.data.dataio import check_model_folder
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError, match=r"--output '\.*' names no folder of its own \(empty, \. or \.\.\)"):
+        check_model_folder(given, force=True)

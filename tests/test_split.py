@@ -244,6 +244,15 @@ def test_an_unwritable_output_folder_is_refused_before_the_work(tmp_path, monkey
     assert list(output.iterdir()) == []
 
 
+def test_an_empty_output_is_refused_not_taken_for_the_current_folder(tmp_path, monkeypatch, capsys):
+    source = write_pairs(tmp_path / "pairs.jsonl", make_pairs(10))
+    monkeypatch.chdir(tmp_path)
+    assert main(["split", str(source), "--output", ""]) == 2  # wrote train/dev/test.json into the current folder
+    assert capsys.readouterr().err.strip() == ("error: --output is empty (an unset variable?); give the folder for "
+                                               "train.json, dev.json, test.json")
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["pairs.jsonl"]
+
+
 def test_bad_input_line_is_named_and_can_be_skipped(tmp_path):
     lines = [json.dumps(pair, ensure_ascii=False) for pair in make_pairs(10)]
     lines[6] = '{"src": "碑林区", "tgt": '

@@ -390,6 +390,9 @@ def check_model_folder(path: str | os.PathLike, force: bool, flag: str = "--outp
     ``force`` never replaces a file or a non-empty folder without ``config.json``: a mistyped path must
     not delete someone's data.
     """
+    if Path(path).name in ("", ".."):  # the folder is replaced as a whole, next to itself: it needs a name
+        raise ConfigError(f"{flag} {str(path)!r} names no folder of its own (empty, . or ..); give the model "
+                          "folder's path, e.g. outputs/my-model")
     check_output_folder(path, flag)  # first: a file there is wrong with --force too, so do not suggest --force
     path = check_writable(path, force)
     if path.is_dir() and any(path.iterdir()) and not (path / "config.json").is_file():

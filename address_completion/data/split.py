@@ -296,6 +296,8 @@ def split_file(input_path: str | Path, output_dir: str | Path, *, ratios: Sequen
     (:func:`dataio.atomic_files`): a failure, even at the last rename, leaves the earlier split as it was.
     """
     validate_holdout(holdout_counties, validate_ratios(ratios))
+    if not str(output_dir).strip():  # --output "$DIR" with DIR unset: not the current folder
+        raise ConfigError("--output is empty (an unset variable?); give the folder for train.json, dev.json, test.json")
     output_dir = Path(output_dir)
     if output_dir.exists() and not output_dir.is_dir():
         raise ConfigError(f"--output {output_dir} is a file; give a folder for train.json, dev.json, test.json")
