@@ -73,6 +73,12 @@ def run_demo(args: argparse.Namespace) -> int:
     for flag, value in (("--num", args.num), ("--max-steps", args.max_steps), ("--eval-limit", args.eval_limit)):
         if value is not None and value < 1:  # checked here, not by the step that would fail after the others ran
             raise ConfigError(f"{flag} must be at least 1, got {value}")
+    for flag, config, used in (("--train-config", args.train_config, True),
+                               ("--eval-config", args.eval_config, not args.skip_eval)):
+        if used and not Path(config).is_file():  # else found missing by its step, after minutes of the others
+            state = "is not a file" if Path(config).exists() else "not found"
+            raise ConfigError(f"{flag} {config} {state}; give the config file (e.g. configs/tiny_cpu.json, "
+                              "configs/eval_tiny.yaml)")
     out = Path(args.output)
     check_apart({"--output": out}, {"--model": None if args.rebuild_model else args.model,
                                     "--train-config": args.train_config, "--eval-config": args.eval_config})

@@ -90,6 +90,10 @@ def test_command_line_overrides_are_typed_and_win(tmp_path, paths):
     with pytest.raises(ConfigError, match=r"command line --lora_rank: lora_rank must be an integer, got 'four'"):
         load(tmp_path, {**paths, "do_train": True}, ["--lora_rank", "four"])
     assert parse_overrides(["--lora", "--max_steps", "5"]) == {"lora": "true", "max_steps": "5"}
+    for forgotten in (["--output_dir"], ["--output_dir", "--lora"], ["--lora_rank"]):  # output_dir was "true"
+        with pytest.raises(ConfigError, match=rf"command line {forgotten[0]}: {forgotten[0][2:]} needs a value"):
+            load(tmp_path, {**paths, "do_train": True}, forgotten)
+    assert load(tmp_path, {**paths, "do_train": True}, ["--lora"]).values["lora"] is True
     with pytest.raises(ConfigError, match="overrides are written --key value"):
         parse_overrides(["lora_rank", "4"])
 
@@ -253,6 +257,22 @@ def test_broken_json_names_the_line(tmp_path):
         load_config(path, device="cpu")
 
 
+def test_an_empty_config_file_is_called_empty(tmp_path):
+    path = tmp_path / "empty.json"
+    path.write_text(" \n\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"empty.json is empty; write a JSON object of run_finetune keys"):
+        load_config(path, device="cpu")
+
+
+def test_non_finite_numbers_are_refused_naming_key_and_line(tmp_path, paths):
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({**paths, "do_train": True}, indent=2)[:-2] + ',\n  "warmup_ratio": NaN\n}\n')
+    with pytest.raises(ConfigError, match=r"config.json:6: warmup_ratio must be a finite number, got nan"):
+        load_config(path, device="cpu")
+    with pytest.raises(ConfigError, match=r"command line --learning_rate: learning_rate must be a finite number"):
+        load(tmp_path, {**paths, "do_train": True}, ["--learning_rate", "inf"])
+
+
 def test_config_file_that_is_not_utf8_names_file_and_line(tmp_path, paths, capsys):
     from address_completion import cli
 
@@ -277,6 +297,10 @@ def test_a_yaml_config_is_told_to_be_json(tmp_path, paths):
     path = tmp_path / "config.yaml"
     path.write_text("model_name_or_path: x\nmax_steps: 2\n", encoding="utf-8")
     with pytest.raises(ConfigError, match=r"config.yaml:1: broken JSON .*train takes a JSON config"):
+        load_config(path, device="cpu")
+    path = tmp_path / "sft.json"  # a PaddleFormers YAML under another name, opening with a comment
+    path.write_text("# LoRA SFT\n---\nmodel_name_or_path: x\nmax_seq_len: 512\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"sft.json:1: broken JSON .*train takes a JSON config"):
         load_config(path, device="cpu")
 
 

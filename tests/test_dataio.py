@@ -414,6 +414,17 @@ def test_staged_file_publishes_only_on_success(tmp_path):
     assert [path.name for path in tmp_path.iterdir()] == ["model.gguf"]  # no staging folder left
 
 
+@pytest.mark.parametrize("overwrite", [True, False])
+def test_atomic_files_refuses_one_path_twice(tmp_path, overwrite):
+    from address_completion.data.dataio import atomic_files
+
+    paths = [tmp_path / "a.json", tmp_path / "." / "a.json"]  # the second silently replaced the first
+    with pytest.raises(ValueError, match=r"a path is given twice"):
+        with atomic_files(paths, overwrite=overwrite) as handles:
+            handles[0].write("first\n")
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_atomic_files_publish_all_or_none(tmp_path):
     """split's three files: a failure at the last rename takes the first two back (a split is never two runs')."""
     from address_completion.data.dataio import atomic_files
@@ -602,3 +613,13 @@ def test_csv_quote_never_closed_names_the_record_instead_of_swallowing_the_rest(
     quoted = tmp_path / "quoted.csv"  # a properly quoted multi-line cell is still one record
     quoted.write_text(f'src,tgt\n"多行\n输入",{TGT}\n', encoding="utf-8")
     assert read_records(quoted).records == [{"src": "多行\n输入", "tgt": TGT}]
+
+
+@pytest.mark.parametrize("given", ["", ".", ".."])
+def test_a_model_folder_path_without_a_name_of_its_own_is_refused(given, tmp_path, monkeypatch):
+    """build-model --output "" (or .) was a ValueError traceback from atomic_folder's sibling name."""
+    from address_completion.data.dataio import check_model_folder
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError, match=r"--output '\.*' names no folder of its own \(empty, \. or \.\.\)"):
+        check_model_folder(given, force=True)

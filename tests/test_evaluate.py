@@ -63,6 +63,10 @@ def base_config(test_file: Path, output_dir: Path, systems: list[dict], **settin
     (lambda c: c["settings"].update(batch_sise=4), r"settings: unknown key 'batch_sise' \(did you mean 'batch_size'\?\)"),
     (lambda c: c["settings"].update(batch_size=0), r"settings.batch_size: expected an integer >= 1, got 0"),
     (lambda c: c["settings"].update(limit="all"), r"settings.limit: expected an integer >= 1 \(or null for all\)"),
+    (lambda c: c["settings"].update(timeout=float("nan")), r"settings.timeout: expected a finite number >= 0.001, got nan"),
+    (lambda c: c["settings"].update(backoff=float("inf")), r"settings.backoff: expected a finite number >= 0.0, got inf"),
+    (lambda c: c["systems"].append({"kind": "openai", "base_url": "http://h/v1", "model": "m", "timeout": float("nan")}),
+     r"systems\[1\].timeout: expected a finite number >= 0.001, got nan"),
     (lambda c: c["settings"].update(device="tpu"), r"settings.device: expected one of auto, cpu, gpu"),
     (lambda c: c["systems"][0].update(kind="predictons"), r"systems\[0\].kind: unknown system kind 'predictons' "
                                                           r"\(did you mean 'predictions'\?\)"),
@@ -107,6 +111,9 @@ def test_overrides_and_system_selection(tmp_path, test_file, oracle_file):
         load_config(path, ["systems.orcale.path=x"])
     with pytest.raises(ConfigError, match=r"expected KEY=VALUE"):
         load_config(path, ["settings.limit"])
+    for assignment in ("settings.=3", "settings..limit=3", ".limit=3"):  # settings.=3 replaced all settings
+        with pytest.raises(ConfigError, match=r"--set '.*': empty key or key part; write KEY.PATH=VALUE"):
+            load_config(path, [assignment])
 
 
 def test_every_config_problem_is_reported_at_once(tmp_path, test_file, oracle_file):

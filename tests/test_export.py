@@ -362,3 +362,11 @@ def test_smollm2_gguf_export(smollm2_gguf, smollm2_file):
     for name in ("blk.0.attn_q.weight", "blk.0.attn_k.weight", "blk.29.attn_k.weight"):
         source = dequantize(original[name].data, original[name].tensor_type)
         assert np.allclose(np.asarray(exported[name].data, dtype=np.float32), source, atol=1e-3, rtol=1e-3), name
+
+
+@pytest.mark.parametrize("tolerance", [float("nan"), float("inf")])
+def test_a_tolerance_that_is_no_finite_number_is_refused_before_any_work(default_model_dir, tmp_path, tolerance):
+    """nan failed only after the whole export, with 'tolerance nan'; inf let any difference pass."""
+    with pytest.raises(ConfigError, match=r"--tolerance must be a finite number >= 0"):
+        export.export_model(str(default_model_dir), tmp_path / "hf", "hf", tolerance=tolerance)
+    assert not list(tmp_path.iterdir())

@@ -49,6 +49,41 @@ def test_candidate_for_each_kind_of_input(address, expected):
     assert texts(address) == expected
 
 
+@pytest.mark.parametrize("address, expected, rest", [
+    ("西安市(碑林区1号)", ["陕西省西安市碑林区1号"], "1号"),  # opened before a name: its closer is not the detail's
+    ("(北京市朝阳区建国路88号)", ["北京市朝阳区建国路88号"], "建国路88号"),  # the whole address in brackets
+    ("碑林区(1号)", ["陕西省西安市碑林区(1号)"], "(1号)"),  # opened and closed in the detail: kept
+    ("朝阳区[]建国路88号", ["北京市朝阳区建国路88号", "吉林省长春市朝阳区建国路88号"], "建国路88号"),  # empty pair
+    ("碑林区【】（）1号", ["陕西省西安市碑林区1号"], "1号"),
+])
+def test_no_unopened_closing_bracket_is_left_at_the_end(address, expected, rest):
+    assert texts(address) == expected
+    assert load_gazetteer().parse(address).rest == rest
+
+
+@pytest.mark.parametrize("address", ["西安市{碑林区}1号", "西安市〖碑林区〗1号", "西安市〈碑林区〉1号", "“碑林区”1号",
+                                     "«碑林区»1号", "西安市〖碑林区1号〗"])
+def test_other_brackets_around_a_name_are_not_left_in_the_detail(address):
+    assert texts(address) == ["陕西省西安市碑林区1号"]  # the closer was the detail's first (or last) character
+
+
+@pytest.mark.parametrize("address, expected", [
+    ("[吉林]朝阳区建国路88号", ["吉林省长春市朝阳区建国路88号"]),  # a bracketed short name is a division, not a tag
+    ("[仁和街道]1号", ["浙江省杭州市余杭区仁和街道1号"]),  # 街道 has no suffix character of a tag's test
+    ("(北京大兴)金岗路3-5号", ["北京市大兴区金岗路3-5号"]),  # short names only, read to the closing bracket
+    ("【黄石下陆】双泉花园6号楼", ["湖北省黄石市下陆区双泉花园6号楼"]),
+    ("【加急】碑林区1号", ["陕西省西安市碑林区1号"]),  # a tag that names no division is still dropped
+])
+def test_bracketed_division_name_at_the_start_is_read_not_dropped_as_a_tag(address, expected):
+    assert texts(address) == expected
+
+
+@pytest.mark.parametrize("address", ["[扬子江南路]碑林区1号", "(扬子江南路467-6号)碑林区"])
+def test_a_bracketed_street_at_the_start_is_never_dropped_as_a_tag(address):
+    assert all("扬子江南路" in text for text in texts(address))  # was 陕西省西安市碑林区1号: the street lost
+    assert "扬子江南路" in load_gazetteer().parse(address).rest
+
+
 def test_streets_named_like_divisions_stay_in_the_detail():
     assert texts("陕西省西安市长安路1号") == ["陕西省西安市长安路1号"]  # not 长安区: the suffix is never the slip
     assert texts("西安市扬子江南路碑林小区") == ["陕西省西安市扬子江南路碑林小区"]

@@ -156,6 +156,8 @@ def test_merged_files_follow_the_umask(merged_dir):
     (["--format", "gguf", "--dtype", "bfloat16", "--output_path", "{tmp}/m.gguf"],
      "--dtype bfloat16 applies to --format paddle only; --format gguf merges in float32"),
     (["--format", "hf", "--output_path", "{tmp}/m.gguf"], "--format hf writes a folder, not a .gguf file"),
+    (["--tolerance", "nan"], "--tolerance must be a finite number >= 0, got nan"),  # nan/inf: every merge passed
+    (["--tolerance", "inf"], "--tolerance must be a finite number >= 0, got inf"),
 ])
 def test_options_the_format_would_ignore_are_refused(arguments, message, default_model_dir, lora_adapter_dir,
                                                       tmp_path, capsys):

@@ -44,3 +44,15 @@ def test_demo_refuses_counts_below_one_before_the_first_step(flag, tmp_path, cap
     captured = capsys.readouterr()
     assert captured.err.strip() == f"error: {flag} must be at least 1, got 0" and "== [1/" not in captured.out
     assert not (tmp_path / "demo").exists()
+
+
+@pytest.mark.parametrize("flag", ["--train-config", "--eval-config"])
+def test_demo_refuses_a_missing_config_before_the_first_step(flag, tmp_path, capsys):
+    """It was found missing only by its own step, after prepare, split and build-model had run."""
+    from address_completion.cli import main
+
+    missing = str(tmp_path / "nope.json")
+    assert main(["demo", "--output", str(tmp_path / "demo"), flag, missing]) == 2
+    captured = capsys.readouterr()
+    assert captured.err.strip().startswith(f"error: {flag} {missing} not found") and "== [1/" not in captured.out
+    assert not (tmp_path / "demo").exists()

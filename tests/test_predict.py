@@ -165,12 +165,33 @@ def test_too_long_address_is_refused_before_the_model_loads(tmp_path, capsys):
     assert "--max_input_chars must be at least 1" in capsys.readouterr().err
 
 
+def test_an_address_with_no_letter_or_digit_is_refused_before_the_model_loads(tmp_path, capsys):
+    """[] or 【】 was answered with an empty prediction, reported like any other."""
+    missing = str(tmp_path / "no-model")
+    assert main(["predict", "--model", missing, ADDRESSES[0], "[]"]) == 2
+    assert "ADDRESS argument 2: '[]' has no letter or digit: nothing to complete" in capsys.readouterr().err
+    source = tmp_path / "in.jsonl"
+    source.write_text(json.dumps({"src": "补齐五级行政地址: 【】"}, ensure_ascii=False) + "\n", encoding="utf-8")
+    assert main(["predict", "--model", missing, "--input", str(source)]) == 2
+    assert f"{source}: record 1: '补齐五级行政地址: 【】' has no letter or digit" in capsys.readouterr().err
+
+
 def test_interactive_prompt_skips_a_too_long_line(completer, expected, capsys):
     out = io.StringIO()
     interactive_loop(completer, as_json=False, stdin=io.StringIO(f"{'路' * 300}\n{ADDRESSES[0]}\nquit\n"), out=out,
                      max_input_chars=256)
     assert out.getvalue() == f"> > {printed(expected[:1])[0]}\n> "
     assert "300 characters; the limit is 256" in capsys.readouterr().err
+
+
+def test_interactive_prompt_skips_a_line_with_no_letter_or_digit(completer, expected, capsys):
+    from address_completion.inference.predict import interactive_loop
+
+    out = io.StringIO()
+    interactive_loop(completer, as_json=False, stdin=io.StringIO(f"【】\n{ADDRESSES[0]}\nquit\n"), out=out,
+                     max_input_chars=256)
+    assert out.getvalue() == f"> > {printed(expected[:1])[0]}\n> "
+    assert "no letter or digit: nothing to complete" in capsys.readouterr().err
 
 
 def test_input_that_is_not_utf8_is_refused_before_the_model_loads(tmp_path, monkeypatch, capsys):

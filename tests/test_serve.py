@@ -167,6 +167,8 @@ def test_openapi_page_and_schema(server):
     ("/v1/chat/completions", chat("海淀区", stream=1), None, API_KEY, 422, "'stream'"),
     ("/v1/chat/completions", chat("海淀区", n=2), None, API_KEY, 400, "n=1"),
     ("/v1/chat/completions", chat("   "), None, API_KEY, 422, "messages[1].content is empty"),
+    ("/v1/chat/completions", chat("补齐五级行政地址: 【】"), None, API_KEY, 422, "messages[1].content has no letter or digit"),
+    ("/v1/complete", {"addresses": ["海淀区", "[]"]}, None, API_KEY, 422, "addresses[1] has no letter or digit"),
     ("/v1/complete", {"addresses": ["海淀区"]}, None, None, 401, "API key"),
     ("/v1/complete", {"addresses": ["海淀区"]}, None, "wrong", 401, "API key"),
     ("/v1/chat/completions", chat("海淀区"), None, None, 401, "API key"),
@@ -304,6 +306,15 @@ def test_sigterm_finishes_the_request_in_flight(default_model_dir, lora_adapter_
     log = server.stderr.read_to_end()
     assert "received SIGTERM" in log and "Traceback" not in log
     assert [line for line in log.splitlines() if " 408 " in line and "--body-timeout" in line]
+
+
+@pytest.mark.parametrize("wait", ["-5", "inf", "nan"])
+def test_a_batch_wait_that_is_not_a_finite_non_negative_number_is_refused(wait, tmp_path, capsys):
+    """inf made the batching worker's queue.get(timeout=inf) overflow; nan silently meant no wait."""
+    from address_completion.cli import main
+
+    assert main(["serve", "--model", str(tmp_path / "never-loaded"), "--batch-wait-ms", wait]) == 2
+    assert capsys.readouterr().err.strip() == f"error: --batch-wait-ms must be a finite number >= 0, got {float(wait)}"
 
 
 @pytest.mark.parametrize("key", ["", "   "])

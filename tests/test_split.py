@@ -223,6 +223,36 @@ def test_output_must_be_a_folder(tmp_path):
         split_file(source, source)
 
 
+def test_output_below_a_file_is_refused_in_one_line(tmp_path, capsys):
+    source = write_pairs(tmp_path / "pairs.jsonl", make_pairs(10))
+    (tmp_path / "notes.txt").write_text("x\n", encoding="utf-8")
+    assert main(["split", str(source), "--output", str(tmp_path / "notes.txt" / "data")]) == 2
+    error = capsys.readouterr().err
+    assert "notes.txt is a file, so no folder can be made below it" in error and "Traceback" not in error
+
+
+def test_an_unwritable_output_folder_is_refused_before_the_work(tmp_path, monkeypatch):
+    import os
+
+    source = write_pairs(tmp_path / "pairs.jsonl", make_pairs(10))
+    output = tmp_path / "out"
+    output.mkdir()
+    access = os.access
+    monkeypatch.setattr(os, "access", lambda path, mode: Path(path) != output and access(path, mode))  # root can write
+    with pytest.raises(ConfigError, match=r"--output .*out: the folder .*out is not writable"):
+        split_file(source, output)  # was a PermissionError traceback from atomic_files' temporary file
+    assert list(output.iterdir()) == []
+
+
+def test_an_empty_output_is_refused_not_taken_for_the_current_folder(tmp_path, monkeypatch, capsys):
+    source = write_pairs(tmp_path / "pairs.jsonl", make_pairs(10))
+    monkeypatch.chdir(tmp_path)
+    assert main(["split", str(source), "--output", ""]) == 2  # wrote train/dev/test.json into the current folder
+    assert capsys.readouterr().err.strip() == ("error: --output is empty (an unset variable?); give the folder for "
+                                               "train.json, dev.json, test.json")
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["pairs.jsonl"]
+
+
 def test_bad_input_line_is_named_and_can_be_skipped(tmp_path):
     lines = [json.dumps(pair, ensure_ascii=False) for pair in make_pairs(10)]
     lines[6] = '{"src": "碑林区", "tgt": '

@@ -443,6 +443,14 @@ def test_input_class_of_a_lone_ambiguous_county():
     assert input_class("城关镇人民路1号", gazetteer) == "ambiguous_county"  # a town name shared by many counties
 
 
+def test_input_class_of_a_full_address_in_brackets():
+    from address_completion.data.gazetteer import load_gazetteer
+    from address_completion.data.synthesis import input_class
+
+    gazetteer = load_gazetteer()  # parse drops the closing bracket after the detail: the rest is no suffix
+    assert input_class("(陕西省西安市碑林区1号)", gazetteer, prefix="") == "already_full"
+
+
 @pytest.mark.parametrize("num", ["0", "-3"])
 def test_prepare_refuses_a_count_that_writes_nothing(num, tmp_path, capsys):
     output = tmp_path / "pairs.jsonl"

@@ -345,11 +345,12 @@ def check_output_file(path: str | os.PathLike, force: bool, flag: str = "--outpu
 
 
 def check_output_folder(path: str | os.PathLike, flag: str = "--output") -> Path:
-    """A path a folder of results can be made at: not a file, with no file among its parents."""
+    """A path a folder of results can be made at (or written into): not a file, with no file among its parents,
+    the folder itself (when it exists) or its nearest existing parent writable."""
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise ConfigError(f"{flag} {path} is a file; it must name a folder")
-    for parent in path.parents:
+    for parent in (path, *path.parents):
         if parent.exists():
             if not parent.is_dir():
                 raise ConfigError(f"{flag} {path}: {parent} is a file, so no folder can be made below it")
@@ -389,6 +390,9 @@ def check_model_folder(path: str | os.PathLike, force: bool, flag: str = "--outp
     ``force`` never replaces a file or a non-empty folder without ``config.json``: a mistyped path must
     not delete someone's data.
     """
+    if Path(path).name in ("", ".."):  # the folder is replaced as a whole, next to itself: it needs a name
+        raise ConfigError(f"{flag} {str(path)!r} names no folder of its own (empty, . or ..); give the model "
+                          "folder's path, e.g. outputs/my-model")
     check_output_folder(path, flag)  # first: a file there is wrong with --force too, so do not suggest --force
     path = check_writable(path, force)
     if path.is_dir() and any(path.iterdir()) and not (path / "config.json").is_file():
@@ -571,6 +575,8 @@ def atomic_files(paths: Sequence[str | os.PathLike], *, overwrite: bool = True) 
     the moved-aside files restored, so the set is never a mix of two runs. If the body raises, nothing changes.
     """
     paths = [Path(path) for path in paths]
+    if len({path.resolve() for path in paths}) < len(paths):  # the second would silently replace the first
+        raise ValueError(f"atomic_files: a path is given twice in {[str(path) for path in paths]}")
     temps: list[Path] = []
     try:
         with contextlib.ExitStack() as stack:

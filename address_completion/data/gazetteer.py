@@ -26,7 +26,7 @@ import unicodedata
 from collections import defaultdict
 from dataclasses import dataclass
 from importlib import resources
-from typing import Iterable, Optional
+from typing import Callable, Iterable, Optional
 
 from ..errors import DataError
 
@@ -183,12 +183,14 @@ SEPARATORS = " ,;:/\\|-_—–·•.。>、"
 _LEADING_COUNTRY = ("中华人民共和国", "中国")
 # Brackets around a division name ([朝阳区], 北京市(朝阳区)) are stepped over between names like separators; a
 # closing one left after the last name is dropped, never kept as the detail's first character. After NFKC.
-_OPENING_BRACKETS = "[(【〔《<「『"
-_CLOSING_BRACKETS = "])】〕》>」』"
+_OPENING_BRACKETS = "[(【〔《<「『{〖〈〘〚⦅⟨«“"
+_CLOSING_BRACKETS = "])】〕》>」』}〗〉〙〛⦆⟩»”"
 _BETWEEN_NAMES = SEPARATORS + _OPENING_BRACKETS + _CLOSING_BRACKETS
+_BRACKET_PAIRS = dict(zip(_CLOSING_BRACKETS, _OPENING_BRACKETS))  # closing -> opening
 # What is pasted in front of an address from an order or a form, after NFKC: a label (收货地址:, 地址:,
-# 寄件人地址:), a bracketed tag without a division suffix in it (【顺丰】, [急件], (代收); not [朝阳区]) or a six-digit postal code (710001).
-_LEADING_LABEL = re.compile(r"[^\W\d_]{0,5}地址:|[【\[(<《〔][^】\])>》〕省市区县州旗盟镇乡]{1,12}[】\])>》〕]|\d{6}(?=\D)")
+# 寄件人地址:), a bracketed tag without a division suffix or street word in it (【顺丰】, [急件], (代收); not [朝阳区]
+# or [扬子江南路]: part of the address) or a six-digit postal code (710001).
+_LEADING_LABEL = re.compile(r"[^\W\d_]{0,5}地址:|[【\[(<《〔][^】\])>》〕省市区县州旗盟镇乡路街巷弄号]{1,12}[】\])>》〕]|\d{6}(?=\D)")
 # A short name followed by one of these is part of a street or place name (西安路, 长安街, 南京东路), not a division.
 _STREET_AFTER_SHORT = re.compile(
     r"(?:[东西南北中]|[一二三四五六七八九十]|\d)?"
@@ -275,18 +277,32 @@ def _skip_between_names(text: str, start: int) -> int:
 
 
 def _detail_after(text: str, end: int) -> str:
-    """The text after the administrative part ending at ``end``: no leading separator or closing bracket."""
-    return text[end:].lstrip(SEPARATORS + _CLOSING_BRACKETS)
+    """The text after the administrative part ending at ``end``: no leading separator, closing bracket or empty
+    pair of brackets (朝阳区[]建国路88号)."""
+    detail = text[end:].lstrip(SEPARATORS + _CLOSING_BRACKETS)
+    while len(detail) > 1 and _BRACKET_PAIRS.get(detail[1]) == detail[0]:
+        detail = detail[2:].lstrip(SEPARATORS + _CLOSING_BRACKETS)
+    return detail
 
 
-def normalize_address(text: str) -> str:
+def _without_unopened_closers(detail: str) -> str:
+    """``detail`` without closing brackets at its end that nothing in it opened: their opening bracket stood
+    before a division name (西安市(碑林区1号), (北京市朝阳区建国路88号)), so they are not the detail's."""
+    while detail and detail[-1] in _BRACKET_PAIRS and (
+            detail.count(_BRACKET_PAIRS[detail[-1]]) < detail.count(detail[-1])):
+        detail = detail[:-1].rstrip()
+    return detail
+
+
+def normalize_address(text: str, is_division: Callable[[str], bool] = lambda text: False) -> str:
     """NFKC (full-width → half-width), no whitespace; no leading 中国 / 中华人民共和国, no leading symbols
-    (🏠, 【, ★: anything that is neither a letter nor a digit) and no leading label such as 收货地址: ."""
+    (🏠, 【, ★: anything that is neither a letter nor a digit) and no leading label such as 收货地址: .
+    A bracketed text ``is_division`` accepts ([北京], [北京大兴]: Gazetteer.is_division_text) is no tag: kept."""
     text = "".join(unicodedata.normalize("NFKC", text).split())
     while True:  # strip one leading thing at a time, in this order, until nothing changes
         text = text.lstrip(SEPARATORS)
         label = _LEADING_LABEL.match(text)
-        if label and label.end() < len(text):
+        if label and label.end() < len(text) and not is_division(label.group()[1:-1]):
             text = text[label.end():]
         elif text and unicodedata.category(text[0])[0] not in "LN":
             text = text[1:]
@@ -534,6 +550,14 @@ class Gazetteer:
                 return True
         return False
 
+    def is_division_text(self, text: str) -> bool:
+        """Whether normalized ``text`` is division names only (北京, 仁和街道, 北京大兴; not 加急): a bracketed
+        one at the start of an address is read, not dropped as a tag (normalize_address)."""
+        if text in self._index:
+            return True
+        scan = self._scan(text)
+        return bool(scan.candidates) and scan.end == len(text)
+
     # ----- parsing -----
     def parse(self, address: str) -> ParsedAddress:
         """Split an address into current full province / city / county / town names and the verbatim rest.
@@ -541,9 +565,9 @@ class Gazetteer:
         Tolerates short names, former names, missing levels, a leading 中国 and separators. Missing upper
         levels are filled only when every reading agrees on them.
         """
-        text = normalize_address(address)
+        text = normalize_address(address, self.is_division_text)
         scan = self._scan(text)
-        rest = _detail_after(text, scan.end)
+        rest = _without_unopened_closers(_detail_after(text, scan.end))
         names: dict[int, Optional[str]] = {}
         for level in LEVELS:
             agreed = {self._name_at(d, level) for d in scan.candidates}
@@ -1039,7 +1063,7 @@ def completion_candidates(address: str, gazetteer: Optional["Gazetteer"] = None,
     if limit < 1:
         raise ValueError(f"limit must be at least 1, got {limit}")
     gazetteer = gazetteer or load_gazetteer()
-    written = normalize_address(address)
+    written = normalize_address(address, gazetteer.is_division_text)
     scan = _CandidateScan(gazetteer, written, fuzzy=True).run()
     simplified = to_simplified(written)
     traditional = False
@@ -1049,7 +1073,7 @@ def completion_candidates(address: str, gazetteer: Optional["Gazetteer"] = None,
             scan, traditional = converted, True
     if not scan.readings:
         return []
-    detail = _verbatim_tail(address, _detail_after(written, scan.end))
+    detail = _without_unopened_closers(_verbatim_tail(address, _detail_after(written, scan.end)))
 
     def order(reading: _Reading) -> tuple:
         return (reading.conflict, -_detail_agreement(gazetteer, reading.division, detail),

@@ -20,7 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional, Sequence
 
-from .dataio import FORMATS, atomic_files, check_apart, check_writable, clean_stale_siblings, json_line, read_records
+from .dataio import (FORMATS, atomic_files, check_apart, check_output_folder, check_writable,
+                     clean_stale_siblings, json_line, read_records)
 from ..errors import ConfigError, DataError
 from .gazetteer import load_gazetteer, normalize_address
 from .prompt import strip_prefix
@@ -295,9 +296,12 @@ def split_file(input_path: str | Path, output_dir: str | Path, *, ratios: Sequen
     (:func:`dataio.atomic_files`): a failure, even at the last rename, leaves the earlier split as it was.
     """
     validate_holdout(holdout_counties, validate_ratios(ratios))
+    if not str(output_dir).strip():  # --output "$DIR" with DIR unset: not the current folder
+        raise ConfigError("--output is empty (an unset variable?); give the folder for train.json, dev.json, test.json")
     output_dir = Path(output_dir)
     if output_dir.exists() and not output_dir.is_dir():
         raise ConfigError(f"--output {output_dir} is a file; give a folder for train.json, dev.json, test.json")
+    check_output_folder(output_dir)  # a file among its parents, or an unwritable one: refused before the work
     paths = split_paths(output_dir)
     for name, path in paths.items():
         check_apart({f"--output ({path.name})": path}, {"INPUT": input_path})

@@ -632,7 +632,8 @@ TYPO_SKIP_LIMIT = 12  # longest misspelled token input_class steps over (红和�
 
 
 def _admin_part(address: str, rest: str) -> str:
-    return address[: len(address) - len(rest)] if rest and address.endswith(rest) else address
+    end = address.rfind(rest) if rest else -1  # parse drops a closing bracket after rest: 西安市(碑林区1号)
+    return address[:end] if end >= 0 else address
 
 
 def _reaches_county(chain: AdminChain | None) -> bool:
@@ -667,7 +668,7 @@ def input_class(src: str, gazetteer: Gazetteer, prefix: str = DEFAULT_PROMPT_PRE
     Divisions found that do not nest (a town since moved to another county) still class the input by
     the names written: the county (else city, province) decides unique / ambiguous.
     """
-    address = normalize_address(strip_prefix(src, prefix))  # the text parse() reads, so rest lengths agree
+    address = normalize_address(strip_prefix(src, prefix), gazetteer.is_division_text)  # the text parse() reads
     parsed = _parse_over_typo(gazetteer, address)
     chain = parsed.chain
     if chain is None:

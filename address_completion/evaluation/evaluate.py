@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import math
 import os
 import re
 import time
@@ -100,8 +101,8 @@ def _setting_value(key: str, value: Any, where: str) -> Any:
             raise ConfigError(f"{where}: expected {expected}, got {value!r}")
         return value.lower() if rule else value
     accepted = (int,) if kind is int else (int, float)
-    if isinstance(value, bool) or not isinstance(value, accepted) or value < rule:
-        what = "an integer" if kind is int else "a number"
+    if isinstance(value, bool) or not isinstance(value, accepted) or not math.isfinite(value) or value < rule:
+        what = "an integer" if kind is int else "a finite number"
         nullable = " (or null for all)" if key == "limit" else ""
         raise ConfigError(f"{where}: expected {what} >= {rule}{nullable}, got {value!r}")
     return kind(value)
@@ -184,9 +185,9 @@ def apply_override(data: dict[str, Any], assignment: str) -> None:
     if "=" not in assignment:
         raise ConfigError(f"--set {assignment!r}: expected KEY=VALUE, e.g. settings.limit=100")
     dotted, text = assignment.split("=", 1)
-    parts = [part for part in dotted.strip().split(".") if part]
-    if not parts:
-        raise ConfigError(f"--set {assignment!r}: empty key")
+    parts = dotted.strip().split(".")
+    if not all(parts):  # settings.=3 replaced the whole settings mapping
+        raise ConfigError(f"--set {assignment!r}: empty key or key part; write KEY.PATH=VALUE, e.g. settings.limit=100")
     try:
         value = yaml.safe_load(text) if text.strip() else None
     except yaml.YAMLError as exc:

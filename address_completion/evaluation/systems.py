@@ -26,6 +26,7 @@ import contextlib
 import hashlib
 import io
 import json
+import math
 import os
 import time
 import urllib.error
@@ -188,8 +189,8 @@ def _positive_number(options: dict[str, Any], key: str, where: str, *, integer: 
         return
     value = options[key]
     kinds = (int,) if integer else (int, float)
-    if isinstance(value, bool) or not isinstance(value, kinds) or value < minimum:
-        what = "an integer" if integer else "a number"
+    if isinstance(value, bool) or not isinstance(value, kinds) or not math.isfinite(value) or value < minimum:
+        what = "an integer" if integer else "a finite number"
         raise ConfigError(f"{where}.{key}: expected {what} >= {minimum}, got {_got(value)}")
 
 

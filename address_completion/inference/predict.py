@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Iterable, TextIO
 
 from .. import DEFAULT_PROMPT_PREFIX
 from ..data import dataio
-from ..data.prompt import MAX_INPUT_CHARS
+from ..data.prompt import MAX_INPUT_CHARS, strip_prefix
 from ..errors import ConfigError, DataError
 
 if TYPE_CHECKING:
@@ -60,14 +60,19 @@ def _head(path: Path) -> str:
 
 
 def check_lengths(inputs: list[PredictInput], limit: int, source: str | None) -> None:
-    """Refuse, before any model loads, an address longer than ``limit`` characters.
+    """Refuse, before any model loads, an address longer than ``limit`` characters, or one with no letter or
+    digit ([], 【】, --): nothing to complete, and the model's answer to it is noise (an empty answer here).
 
     Raises ConfigError naming the ADDRESS argument (``source`` None) or DataError naming the file (or
     ``<stdin>``) and the record number (1-based, blank lines of text input not counted)."""
     for number, item in enumerate(inputs, 1):
+        message = None
         if len(item.address) > limit:
             message = (f"address has {len(item.address)} characters; the limit is {limit} (--max_input_chars): "
                        "give one postal address per record")
+        elif not any(char.isalnum() for char in strip_prefix(item.address)):
+            message = f"{item.address!r} has no letter or digit: nothing to complete; give a postal address"
+        if message is not None:
             if source is None:
                 raise ConfigError(f"ADDRESS argument {number}: {message}")
             raise DataError(f"record {number}: {message}", source)
@@ -149,6 +154,9 @@ def interactive_loop(completer: Completer, *, as_json: bool, prompt: str = "> ",
         if len(inputs[0].address) > max_input_chars:
             print(f"error: {len(inputs[0].address)} characters; the limit is {max_input_chars} (--max_input_chars)",
                   file=sys.stderr)
+            continue
+        if not any(char.isalnum() for char in strip_prefix(line)):
+            print("error: no letter or digit: nothing to complete; type a postal address", file=sys.stderr)
             continue
         print_predictions(prediction_records(inputs, completer.complete_detailed([line.strip()]), completer.prefix),
                           as_json=as_json, out=out)

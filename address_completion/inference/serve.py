@@ -36,7 +36,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, replace
 from typing import Any, Callable, Iterator, Sequence
 
-from ..data.prompt import MAX_INPUT_CHARS
+from ..data.prompt import MAX_INPUT_CHARS, strip_prefix
 from ..errors import ConfigError
 from ..runtime import logger
 
@@ -64,8 +64,8 @@ class ServerSettings:
         for name in ("max_batch_size", "max_addresses", "max_input_chars", "max_body_bytes"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
-        if self.batch_wait_ms < 0:
-            raise ConfigError(f"--batch-wait-ms must be >= 0, got {self.batch_wait_ms}")
+        if not 0 <= self.batch_wait_ms < float("inf"):  # inf: the worker's queue wait overflows; nan: no wait
+            raise ConfigError(f"--batch-wait-ms must be a finite number >= 0, got {self.batch_wait_ms}")
         for name in ("body_timeout", "shutdown_timeout"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"--{name.replace('_', '-')} must be > 0 seconds, got {getattr(self, name)}")
@@ -186,6 +186,8 @@ def check_address(text: Any, where: str, limit: int) -> str:
         raise RequestError(422, f"{where} must be a string, got {type(text).__name__}", param=where)
     if not text.strip():
         raise RequestError(422, f"{where} is empty", param=where)
+    if not any(char.isalnum() for char in strip_prefix(text)):  # [], 【】: nothing to complete (as predict)
+        raise RequestError(422, f"{where} has no letter or digit: nothing to complete", param=where)
     if len(text) > limit:
         raise RequestError(413, f"{where} has {len(text)} characters; the limit is {limit} (--max-input-chars)",
                            param=where, code="input_too_long")

@@ -590,8 +590,8 @@ def export_model(model: str, output: str | os.PathLike, fmt: str, *, lora_path: 
     """
     output, quantize = check_request(model, lora_path, output, fmt, quantize, force, flag)
     tolerance = DEFAULT_TOLERANCE[quantize or "hf"] if tolerance is None else float(tolerance)
-    if tolerance < 0:
-        raise ConfigError(f"--tolerance must be >= 0, got {tolerance}")
+    if not 0 <= tolerance < float("inf"):  # nan or inf would let any difference pass the verification
+        raise ConfigError(f"--tolerance must be a finite number >= 0, got {tolerance}")
     if lora_path:
         from ..training.merge import read_lora_config
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import json
+import math
 import os
 import re
 import typing
@@ -245,17 +246,25 @@ def _refuse_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return result
 
 
+def _looks_like_yaml(text: str) -> bool:
+    """Whether the first line that is no comment, blank or ``---`` is a YAML ``key:`` line."""
+    lines = [line for line in text.splitlines() if line.strip() not in ("", "---") and not line.lstrip().startswith("#")]
+    return bool(lines) and re.match(r"\s*[A-Za-z_][\w.-]*\s*:", lines[0]) is not None
+
+
 def read_config_file(path: str | os.PathLike) -> RawConfig:
     """The JSON object in ``path`` (comment keys dropped), or a ConfigError naming file and line."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file {path} not found" if not path.exists() else f"{path} is not a file")
     text = dataio.read_utf8_text(path)
+    if not text.strip():
+        raise ConfigError(f"{path} is empty; write a JSON object of run_finetune keys, e.g. configs/tiny_cpu.json")
     try:
         values = json.loads(text, object_pairs_hook=_refuse_duplicate_keys)
     except json.JSONDecodeError as exc:
         hint = ""
-        if path.suffix.lower() in (".yaml", ".yml") or re.match(r"\s*[A-Za-z_][\w.-]*\s*:", text):
+        if path.suffix.lower() in (".yaml", ".yml") or _looks_like_yaml(text):
             hint = ("; train takes a JSON config in PaddleNLP run_finetune's vocabulary (YAML is for evaluate; a "
                     "PaddleFormers YAML's keys mostly carry over, written as JSON), e.g. configs/tiny_cpu.json")
         raise ConfigError(f"{path}:{exc.lineno}: broken JSON ({exc.msg} at column {exc.colno}){hint}") from None
@@ -272,6 +281,10 @@ def read_config_file(path: str | os.PathLike) -> RawConfig:
     return RawConfig(kept, origins, str(path))
 
 
+class _BareFlag(str):
+    """A ``--key`` given without a value: "true" for a boolean key, an error for any other (typed_value)."""
+
+
 def parse_overrides(tokens: Sequence[str]) -> dict[str, str]:
     """``--key value`` / ``--key=value`` pairs; a ``--flag`` followed by another ``--key`` (or nothing) is true."""
     overrides: dict[str, str] = {}
@@ -284,7 +297,7 @@ def parse_overrides(tokens: Sequence[str]) -> dict[str, str]:
         if not has_value:
             following = tokens[index + 1] if index + 1 < len(tokens) else None
             if following is None or (following.startswith("--") and len(following) > 2):
-                value = "true"
+                value = _BareFlag("true")
             else:
                 value = following
                 index += 1
@@ -350,6 +363,8 @@ def _check_type(value: Any, spec: KeySpec) -> bool:
 
 def typed_value(key: str, value: Any, spec: KeySpec, origin: str) -> Any:
     """``value`` checked (and, from the command line, converted) against the key's type and choices."""
+    if isinstance(value, _BareFlag) and spec.kind != "bool":  # --output_dir with its value forgotten: not "true"
+        raise ConfigError(f"{origin}: {key} needs a value (--{key} VALUE); only true/false keys may stand alone")
     if isinstance(value, str) and origin.startswith("command line") and spec.kind != "str":
         try:
             value = _from_text(value, spec)
@@ -360,6 +375,8 @@ def typed_value(key: str, value: Any, spec: KeySpec, origin: str) -> Any:
         raise ConfigError(f"{origin}: {key} must be {expected}, got {_describe(value)}")
     if spec.kind == "float" and value is not None:
         value = float(value)
+        if not math.isfinite(value):  # JSON's NaN / Infinity, or --key inf: training would only produce nan
+            raise ConfigError(f"{origin}: {key} must be a finite number, got {value}")
     if spec.choices and value is not None and value not in spec.choices:
         hint = closest_match(value, spec.choices)
         raise ConfigError(f"{origin}: {key} must be one of {', '.join(spec.choices)}; got {value!r}"

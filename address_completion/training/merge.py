@@ -238,8 +238,8 @@ def merge_adapter(base: str, lora_path: str, output_path: str | os.PathLike, *, 
     dataio.check_apart({"--output_path": output_path}, {"--model_name_or_path": base, "--lora_path": lora_path})
     output = dataio.check_model_folder(output_path, force, flag="--output_path")
     tolerance = default_tolerance(dtype) if tolerance is None else float(tolerance)
-    if tolerance < 0:
-        raise ConfigError(f"--tolerance must be >= 0, got {tolerance}")
+    if not 0 <= tolerance < float("inf"):  # nan or inf would let any difference pass the verification
+        raise ConfigError(f"--tolerance must be a finite number >= 0, got {tolerance}")
     adapter_config = read_lora_config(lora_path)
     base_dir = resolve_model_dir(base)
     with dataio.atomic_folder(output, overwrite=force) as staging:
