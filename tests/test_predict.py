@@ -176,22 +176,15 @@ def test_an_address_with_no_letter_or_digit_is_refused_before_the_model_loads(tm
     assert f"{source}: record 1: '补齐五级行政地址: 【】' has no letter or digit" in capsys.readouterr().err
 
 
-def test_interactive_prompt_skips_a_too_long_line(completer, expected, capsys):
-    out = io.StringIO()
-    interactive_loop(completer, as_json=False, stdin=io.StringIO(f"{'路' * 300}\n{ADDRESSES[0]}\nquit\n"), out=out,
-                     max_input_chars=256)
-    assert out.getvalue() == f"> > {printed(expected[:1])[0]}\n> "
-    assert "300 characters; the limit is 256" in capsys.readouterr().err
-
-
-def test_interactive_prompt_skips_a_line_with_no_letter_or_digit(completer, expected, capsys):
-    from address_completion.inference.predict import interactive_loop
+@pytest.mark.parametrize("line, message", [("路" * 300, "300 characters; the limit is 256"),
+                                           ("【】", "no letter or digit: nothing to complete")])
+def test_interactive_prompt_skips_a_line_it_cannot_complete(completer, expected, capsys, line, message):
 
     out = io.StringIO()
-    interactive_loop(completer, as_json=False, stdin=io.StringIO(f"【】\n{ADDRESSES[0]}\nquit\n"), out=out,
+    interactive_loop(completer, as_json=False, stdin=io.StringIO(f"{line}\n{ADDRESSES[0]}\nquit\n"), out=out,
                      max_input_chars=256)
     assert out.getvalue() == f"> > {printed(expected[:1])[0]}\n> "
-    assert "no letter or digit: nothing to complete" in capsys.readouterr().err
+    assert message in capsys.readouterr().err
 
 
 def test_input_that_is_not_utf8_is_refused_before_the_model_loads(tmp_path, monkeypatch, capsys):
