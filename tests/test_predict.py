@@ -179,7 +179,6 @@ def test_an_address_with_no_letter_or_digit_is_refused_before_the_model_loads(tm
 @pytest.mark.parametrize("line, message", [("路" * 300, "300 characters; the limit is 256"),
                                            ("【】", "no letter or digit: nothing to complete")])
 def test_interactive_prompt_skips_a_line_it_cannot_complete(completer, expected, capsys, line, message):
-
     out = io.StringIO()
     interactive_loop(completer, as_json=False, stdin=io.StringIO(f"{line}\n{ADDRESSES[0]}\nquit\n"), out=out,
                      max_input_chars=256)
