@@ -589,9 +589,9 @@ def export_model(model: str, output: str | os.PathLike, fmt: str, *, lora_path: 
     export does not reproduce the model (nothing is written then).
     """
     output, quantize = check_request(model, lora_path, output, fmt, quantize, force, flag)
-    tolerance = DEFAULT_TOLERANCE[quantize or "hf"] if tolerance is None else float(tolerance)
-    if not 0 <= tolerance < float("inf"):  # nan or inf would let any difference pass the verification
-        raise ConfigError(f"--tolerance must be a finite number >= 0, got {tolerance}")
+    from ..training.merge import check_tolerance
+
+    tolerance = check_tolerance(DEFAULT_TOLERANCE[quantize or "hf"] if tolerance is None else tolerance)
     if lora_path:
         from ..training.merge import read_lora_config
 

@@ -102,6 +102,15 @@ def allowed_difference(tolerance: float, logit_scale: float) -> float:
 # ---------------------------------------------------------------- probe batch and logits
 
 
+def check_tolerance(tolerance: float) -> float:
+    """``--tolerance`` of a merge or export check as a float; ConfigError unless finite and >= 0 (nan or inf
+    would let any logit difference pass the verification)."""
+    tolerance = float(tolerance)
+    if not 0 <= tolerance < float("inf"):
+        raise ConfigError(f"--tolerance must be a finite number >= 0, got {tolerance}")
+    return tolerance
+
+
 def probe_batch(tokenizer: Any) -> tuple[list[list[int]], list[list[int]], list[list[int]]]:
     """Left-padded real address prompts (the same template predict uses): ids, mask, position ids."""
     from ..inference.generate import encode_prompts, left_padded_batch, padding_token_id
@@ -237,9 +246,7 @@ def merge_adapter(base: str, lora_path: str, output_path: str | os.PathLike, *, 
 
     dataio.check_apart({"--output_path": output_path}, {"--model_name_or_path": base, "--lora_path": lora_path})
     output = dataio.check_model_folder(output_path, force, flag="--output_path")
-    tolerance = default_tolerance(dtype) if tolerance is None else float(tolerance)
-    if not 0 <= tolerance < float("inf"):  # nan or inf would let any difference pass the verification
-        raise ConfigError(f"--tolerance must be a finite number >= 0, got {tolerance}")
+    tolerance = check_tolerance(default_tolerance(dtype) if tolerance is None else tolerance)
     adapter_config = read_lora_config(lora_path)
     base_dir = resolve_model_dir(base)
     with dataio.atomic_folder(output, overwrite=force) as staging:
