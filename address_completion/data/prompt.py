@@ -35,6 +35,12 @@ def with_prefix(address: str, prefix: str = DEFAULT_PROMPT_PREFIX) -> str:
     return prefix + address
 
 
+def has_address_text(message: str) -> bool:
+    """Whether the address in ``message`` (prefix stripped) has a letter or digit; [] or 【】 alone has nothing to
+    complete (predict and serve refuse it)."""
+    return any(char.isalnum() for char in strip_prefix(message))
+
+
 def strip_prefix(message: str, prefix: str = DEFAULT_PROMPT_PREFIX) -> str:
     """The address inside a user message (inverse of :func:`with_prefix`)."""
     message = message.strip()

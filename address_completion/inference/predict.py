@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Iterable, TextIO
 
 from .. import DEFAULT_PROMPT_PREFIX
 from ..data import dataio
-from ..data.prompt import MAX_INPUT_CHARS, strip_prefix
+from ..data.prompt import MAX_INPUT_CHARS, has_address_text
 from ..errors import ConfigError, DataError
 
 if TYPE_CHECKING:
@@ -70,7 +70,7 @@ def check_lengths(inputs: list[PredictInput], limit: int, source: str | None) ->
         if len(item.address) > limit:
             message = (f"address has {len(item.address)} characters; the limit is {limit} (--max_input_chars): "
                        "give one postal address per record")
-        elif not any(char.isalnum() for char in strip_prefix(item.address)):
+        elif not has_address_text(item.address):
             message = f"{item.address!r} has no letter or digit: nothing to complete; give a postal address"
         if message is not None:
             if source is None:
@@ -155,7 +155,7 @@ def interactive_loop(completer: Completer, *, as_json: bool, prompt: str = "> ",
             print(f"error: {len(inputs[0].address)} characters; the limit is {max_input_chars} (--max_input_chars)",
                   file=sys.stderr)
             continue
-        if not any(char.isalnum() for char in strip_prefix(line)):
+        if not has_address_text(line):
             print("error: no letter or digit: nothing to complete; type a postal address", file=sys.stderr)
             continue
         print_predictions(prediction_records(inputs, completer.complete_detailed([line.strip()]), completer.prefix),

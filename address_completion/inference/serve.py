@@ -36,7 +36,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, replace
 from typing import Any, Callable, Iterator, Sequence
 
-from ..data.prompt import MAX_INPUT_CHARS, strip_prefix
+from ..data.prompt import MAX_INPUT_CHARS, has_address_text
 from ..errors import ConfigError
 from ..runtime import logger
 
@@ -186,7 +186,7 @@ def check_address(text: Any, where: str, limit: int) -> str:
         raise RequestError(422, f"{where} must be a string, got {type(text).__name__}", param=where)
     if not text.strip():
         raise RequestError(422, f"{where} is empty", param=where)
-    if not any(char.isalnum() for char in strip_prefix(text)):  # [], 【】: nothing to complete (as predict)
+    if not has_address_text(text):  # [], 【】: nothing to complete (as predict)
         raise RequestError(422, f"{where} has no letter or digit: nothing to complete", param=where)
     if len(text) > limit:
         raise RequestError(413, f"{where} has {len(text)} characters; the limit is {limit} (--max-input-chars)",
