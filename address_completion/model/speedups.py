@@ -50,8 +50,8 @@ PATCHES: dict[str, str] = {
 # default+silu_mul+attention_grouped` gave 1.01x (1.00-1.06), 1.04x (1.03-1.13) and together 1.12x (1.02-1.17).
 DEFAULT: tuple[str, ...] = ("lora_rank_scale", "rmsnorm_square", "rope_matmul", "silu_mul", "attention_grouped")
 
-_applied: dict[str, list[tuple[object, str, Callable]]] = {}  # name -> [(owner, attribute, original)] for remove()
-_stock: dict[str, Callable] = {}  # "owner.attribute" -> PaddleNLP's own code, kept after remove()
+_applied: set[str] = set()  # the patches installed now
+_stock: dict[str, Callable] = {}  # "owner.attribute" -> PaddleNLP's own code: what remove() puts back
 
 
 def _original(owner_and_attribute: str) -> Callable:
@@ -210,17 +210,20 @@ def apply(names: Iterable[str] | None = None) -> list[str]:
     for name in names:
         if name in _applied:
             continue
-        _applied[name] = []
         for owner, attribute, replacement in targets[name]:
-            original = getattr(owner, attribute)
-            _stock.setdefault(_key(owner, attribute), original)
-            _applied[name].append((owner, attribute, original))
+            _stock.setdefault(_key(owner, attribute), getattr(owner, attribute))
             setattr(owner, attribute, replacement)
+        _applied.add(name)
     return sorted(_applied)
 
 
 def remove(names: Iterable[str] | None = None) -> None:
     """Restore PaddleNLP's own code for the named patches (default: every applied one)."""
-    for name in list(_applied if names is None else names):
-        for owner, attribute, original in reversed(_applied.pop(name, [])):
-            setattr(owner, attribute, original)
+    removed = _applied & set(_applied if names is None else names)
+    if not removed:
+        return
+    targets = _targets()
+    for name in removed:
+        for owner, attribute, _ in targets[name]:
+            setattr(owner, attribute, _stock[_key(owner, attribute)])
+        _applied.discard(name)
