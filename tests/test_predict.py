@@ -13,7 +13,8 @@ import pytest
 
 from address_completion import DEFAULT_PROMPT_PREFIX
 from address_completion.cli import main
-from address_completion.inference.generate import Completer
+from address_completion.data.prompt import decode_answer
+from address_completion.inference.generate import Completer, encode_prompts, generate_token_ids
 from address_completion.inference.predict import interactive_loop, read_input_file
 
 REPO = Path(__file__).resolve().parents[1]
@@ -148,7 +149,7 @@ def test_abstentions_are_announced_on_stderr(model_args, capsys):
     assert main(["predict", *model_args, "--min-confidence", "0.5", "扬子江南路1号", "碑林区扬子江南路1号"]) == 0
     captured = capsys.readouterr()
     assert captured.out.splitlines() == ["扬子江南路1号", "陕西省西安市碑林区扬子江南路1号"]
-    assert "1 of 2 address(es) returned unchanged (abstained" in captured.err
+    assert "1 of 2 address(es) returned unchanged (abstained: 1 had no candidate reaching --min-confidence 0.5)" in captured.err
 
 
 def test_too_long_address_is_refused_before_the_model_loads(tmp_path, capsys):
@@ -230,3 +231,20 @@ def test_script_called_with_a_python_without_paddle_uses_the_checkout_environmen
                           capture_output=True, text=True, cwd=tmp_path, timeout=300)
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert "model folder" in done.stderr and "does not exist" in done.stderr  # the .venv's CLI got that far
+
+
+@pytest.mark.parametrize("address", ["扬子江南路碑林区1号", "[扬子江南路]碑林区1号"])
+def test_an_empty_free_answer_is_an_abstention_not_a_success(default_model_dir, address, capsys):
+    """Street-first input has no candidate, so free decoding answers; the untrained default model stops at once.
+    An empty answer is no answer: the input comes back unchanged, marked abstained, and the user is told."""
+    completer = Completer.load(str(default_model_dir), max_new_tokens=MAX_NEW_TOKENS)
+    prompt_ids = encode_prompts(completer.tokenizer, [completer.prompt_for(address)])
+    new_ids = generate_token_ids(completer.model, completer.tokenizer, prompt_ids, max_new_tokens=MAX_NEW_TOKENS,
+                                 stop_ids=completer.stop_ids)[0]
+    assert decode_answer(completer.tokenizer, new_ids) == ""  # the premise: the model itself gives nothing
+    assert main(["predict", "--model", str(default_model_dir), "--max_new_tokens", str(MAX_NEW_TOKENS), "--json",
+                 address]) == 0
+    captured = capsys.readouterr()
+    record = json.loads(captured.out)
+    assert (record["predict"], record["decoding"], record["abstained"]) == (address, "free_fallback", True)
+    assert "1 of 1 address(es) returned unchanged" in captured.err and "no answer" in captured.err

@@ -221,6 +221,24 @@ def test_constrained_server_reports_how_each_answer_was_made(completer):
         running.stop()
 
 
+def test_an_empty_free_answer_is_an_abstention_not_a_success(default_model_dir):
+    """The untrained default model stops at once on street-first input (free decoding, as for no candidate):
+    the reply is the input unchanged, marked abstained, in the plain endpoint and the chat reply."""
+    untrained = Completer.load(str(default_model_dir), max_new_tokens=MAX_NEW_TOKENS)
+    address = "扬子江南路碑林区1号"
+    running = start_in_thread(untrained, ServerSettings(port=0, model_name="tiny"))
+    try:
+        status, body = call(running.url, "/v1/complete", {"addresses": [address]}, key=None, details=True)
+        assert status == 200 and body["results"] == [address]
+        assert (body["details"][0]["decoding"], body["details"][0]["abstained"]) == ("free", True)
+        status, reply = call(running.url, "/v1/chat/completions", chat(address), key=None)
+        choice = reply["choices"][0]
+        assert status == 200 and choice["message"]["content"] == address
+        assert choice["address_completion"]["abstained"] is True
+    finally:
+        running.stop()
+
+
 def test_stream_given_as_a_string_names_the_field(server):
     status, payload = call(server.url, "/v1/chat/completions", chat("海淀区", stream="true"))
     assert status == 422 and payload["error"]["param"] == "stream" and "boolean" in payload["error"]["message"]

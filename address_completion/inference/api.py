@@ -81,7 +81,8 @@ class CompletionDetails(BaseModel):
 
     decoding: Literal["free", "constrained", "free_fallback"]
     probability: Optional[float] = Field(description="the answer's probability among the candidates (constrained)")
-    abstained: bool = Field(description="true when the input came back unchanged: best probability < --min-confidence")
+    abstained: bool = Field(description="true when the input came back unchanged: best probability < "
+                                        "--min-confidence, or free decoding gave an empty answer")
     candidates: list[CandidateInfo] = Field(description="the gazetteer's candidate answers, best first")
     more_candidates: bool = Field(description="true when the gazetteer had more readings than it lists (capped)")
 

@@ -89,8 +89,9 @@ class Completion:
     ``decoding`` says how it was made: "free" (greedy generation), "constrained" (chosen among the
     gazetteer's candidates), "free_fallback" (constrained asked, no candidate: greedy generation).
     ``candidates`` lists (answer, probability among candidates) best first for constrained answers;
-    ``probability`` is the chosen one's; ``abstained`` marks an input returned unchanged because that
-    probability was below ``min_confidence``.
+    ``probability`` is the chosen one's; ``abstained`` marks an input returned unchanged: that
+    probability was below ``min_confidence``, there was no candidate to vouch for with ``min_confidence``
+    > 0, or free decoding produced an empty answer.
     """
 
     text: str
@@ -457,7 +458,7 @@ class Completer:
                 generated = generate_token_ids(self.model, self.tokenizer, [prompt_ids[i] for i in batch],
                                                max_new_tokens=self.max_new_tokens, stop_ids=self.stop_ids)
                 for index, new_ids in zip(batch, generated):
-                    results[index] = self._completion(prompt_ids[index], new_ids, decoding)
+                    results[index] = self._completion(addresses[index], prompt_ids[index], new_ids, decoding)
                 bar.update(len(batch))
         return results  # type: ignore[return-value]
 
@@ -493,7 +494,12 @@ class Completer:
         return Completion(text=strip_prefix(address, self.prefix), finish_reason="stop", prompt_tokens=len(prompt_ids),
                           completion_tokens=0, decoding="constrained", abstained=True)
 
-    def _completion(self, prompt_ids: Sequence[int], new_ids: list[int], decoding: str = "free") -> Completion:
+    def _completion(self, address: str, prompt_ids: Sequence[int], new_ids: list[int],
+                    decoding: str = "free") -> Completion:
+        """A free answer; an empty one (the model stopped at once, or made only blanks) is no answer, so it
+        comes back as the input unchanged, marked abstained — never as an empty "success"."""
         stopped = bool(new_ids) and new_ids[-1] in self.stop_ids
-        return Completion(text=decode_answer(self.tokenizer, new_ids), finish_reason="stop" if stopped else "length",
-                          prompt_tokens=len(prompt_ids), completion_tokens=len(new_ids), decoding=decoding)
+        text = decode_answer(self.tokenizer, new_ids)
+        return Completion(text=text or strip_prefix(address, self.prefix), finish_reason="stop" if stopped else "length",
+                          prompt_tokens=len(prompt_ids), completion_tokens=len(new_ids), decoding=decoding,
+                          abstained=not text)

@@ -17,7 +17,7 @@ import argparse
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, TextIO
+from typing import TYPE_CHECKING, Any, Iterable, Sequence, TextIO
 
 from .. import DEFAULT_PROMPT_PREFIX
 from ..data import dataio
@@ -241,8 +241,20 @@ def run(args: argparse.Namespace) -> int:
         logger.info("wrote %d predictions to %s", count, args.output)
     else:
         print_predictions(records, as_json=args.json, out=sys.stdout)
-    abstained = sum(bool(record.get("abstained")) for record in records)
-    if abstained:  # plain output shows such inputs unchanged: say so where a person reads it
-        logger.warning("%d of %d address(es) returned unchanged (abstained: no candidate reached "
-                       "--min-confidence %g)", abstained, len(records), args.min_confidence)
+    warn_abstentions(records, args.min_confidence)
     return 0
+
+
+def warn_abstentions(records: Sequence[dict[str, Any]], min_confidence: float) -> None:
+    """Plain output shows an abstained input unchanged: say so, and why, where a person reads it."""
+    from ..runtime import logger
+
+    abstained = [record for record in records if record.get("abstained")]
+    if not abstained:
+        return
+    empty = sum(record.get("decoding") != "constrained" for record in abstained)  # free decoding gave ""
+    reasons = ([f"{empty} got no answer from the model (empty free decoding)"] if empty else []) + (
+        [f"{len(abstained) - empty} had no candidate reaching --min-confidence {min_confidence:g}"]
+        if len(abstained) > empty else [])
+    logger.warning("%d of %d address(es) returned unchanged (abstained: %s)", len(abstained), len(records),
+                   "; ".join(reasons))
