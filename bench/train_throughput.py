@@ -49,12 +49,14 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from address_completion.model import speedups  # noqa: E402  (imports no paddle)
-from address_completion.runtime import prepare_environment, release_freed_memory, usable_cores  # noqa: E402
+from address_completion.runtime import (HeapTrimmer, prepare_environment, release_freed_memory,  # noqa: E402
+                                        usable_cores)
 
 WIDTHS = ("varied", "fixed", "grouped")
 PEER_PACKAGES = ("torch", "transformers", "peft")
 PEER_VENV = Path(__file__).resolve().parents[1] / ".venv-peer" / "bin" / "python"
 LEARNING_RATE = 3e-4
+NO_TRIM = "BENCH_NO_TRIM"  # a variant item BENCH_NO_TRIM=1 leaves out training's HeapTrimmer (what it buys)
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")  # PaddleNLP's Qwen2 set
 
 
@@ -126,7 +128,7 @@ def load_batches(path: str) -> list[dict]:
 def train_paddle(job: dict) -> dict:
     """LoRA steps on Paddle, as the trainer takes them (answer-only loss, AdamW, glibc's mmap threshold)."""
     prepare_environment(offline=True)
-    release_freed_memory()  # as training's set_up does; variant item ADDRESS_COMPLETION_MMAP_THRESHOLD=0 skips it
+    release_freed_memory()  # as training's set_up does: only with a variant item ADDRESS_COMPLETION_MMAP_THRESHOLD=N
     import paddle
     from paddlenlp.peft import LoRAConfig, LoRAModel
 
@@ -149,7 +151,12 @@ def train_paddle(job: dict) -> dict:
         loss.backward()
         optimizer.step()
         optimizer.clear_grad()
-        return float(loss)
+        value = float(loss)
+        if trimmer is not None:
+            trimmer.after_step()
+        return value
+
+    trimmer = None if os.environ.get(NO_TRIM) else HeapTrimmer()  # as training's callback does
 
     if job["engine"] == "interleaved":
         return interleaved_steps(job, step)

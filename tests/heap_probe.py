@@ -35,6 +35,12 @@ def activation_block_is_mapped() -> int:
     return mapped
 
 
+def resident_mb() -> float:
+    """This process's resident set size now, in MB (/proc/self/statm: pages)."""
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
 def run_probe(script: str, *arguments: str, **env: str) -> str:
     """The last stdout line of ``script`` (which may ``import heap_probe``) run in a fresh interpreter, with the
     allocator variables cleared and then ``env`` set. Skips the test off glibc."""

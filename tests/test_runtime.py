@@ -51,24 +51,71 @@ def _heap_probe(mode: str, **env: str) -> dict:
     return json.loads(run_probe(_HEAP_PROBE, mode, **env))
 
 
-def test_freed_activation_sized_blocks_go_back_to_the_os_once_training_set_the_threshold():
-    """Without the setting glibc serves a 4 MiB block from its heap once a bigger mapped block was freed (what
-    kept ~1.5 GB resident after training step 1); with it the block is mapped, so free returns it."""
+def test_freed_activation_sized_blocks_go_back_to_the_os_when_the_threshold_is_asked_for():
+    """glibc serves a 4 MiB block from its heap once a bigger mapped block was freed (what kept ~1.5 GB resident
+    after training step 1); with ADDRESS_COMPLETION_MMAP_THRESHOLD the block is mapped, so free returns it. Not
+    the default any more (its page faults cost 25-40% of a step): HeapTrimmer keeps the peak instead."""
     assert _heap_probe("leave") == {"applied": None, "mapped": 0}
-    assert _heap_probe("apply") == {"applied": 1 << 20, "mapped": 1}
+    assert _heap_probe("apply") == {"applied": None, "mapped": 0}
+    assert _heap_probe("apply", ADDRESS_COMPLETION_MMAP_THRESHOLD="1048576") == {"applied": 1 << 20, "mapped": 1}
 
 
-def test_the_threshold_variable_can_switch_it_off_and_a_bad_value_is_named(monkeypatch):
+def test_the_threshold_variable_can_be_zero_and_a_bad_value_is_named(monkeypatch):
     import pytest
 
     from address_completion.errors import ConfigError
     from address_completion.runtime import release_freed_memory
 
     assert _heap_probe("apply", ADDRESS_COMPLETION_MMAP_THRESHOLD="0") == {"applied": None, "mapped": 0}
-    assert _heap_probe("apply", MALLOC_MMAP_THRESHOLD_="33554432") == {"applied": None, "mapped": 0}  # user's wins
+    assert _heap_probe("apply", MALLOC_MMAP_THRESHOLD_="33554432",
+                       ADDRESS_COMPLETION_MMAP_THRESHOLD="1048576") == {"applied": None, "mapped": 0}  # user's wins
     monkeypatch.setenv("ADDRESS_COMPLETION_MMAP_THRESHOLD", "1MB")
     with pytest.raises(ConfigError, match="ADDRESS_COMPLETION_MMAP_THRESHOLD: expected a byte count .* got '1MB'"):
         release_freed_memory()
+
+
+_TRIM_PROBE = r"""
+import ctypes, json
+from address_completion.runtime import HeapTrimmer
+from heap_probe import resident_mb
+
+libc = ctypes.CDLL(None)
+libc.malloc.restype = ctypes.c_void_p
+libc.free.argtypes = [ctypes.c_void_p]
+libc.mallopt(-3, 32 << 20)  # M_MMAP_THRESHOLD: 1 MiB blocks come from the heap, as after a training step
+trimmer = HeapTrimmer()
+quiet = trimmer.after_step()  # nothing allocated since: no growth, no trim
+blocks = [libc.malloc(1 << 20) for _ in range(400)]
+for block in blocks:
+    ctypes.memset(block, 1, 1 << 20)  # resident
+for block in blocks[:-1:2]:
+    libc.free(block)  # every other block: 200 MB of holes glibc keeps resident (no free block at the top)
+before = resident_mb()
+trimmed = trimmer.after_step()  # the peak rose by ~400 MB
+after = resident_mb()
+again = trimmer.after_step()  # no new peak: the heap is left alone
+print(json.dumps({"quiet": quiet, "trimmed": trimmed, "released_mb": before - after, "again": again,
+                  "trims": trimmer.trims}))
+"""
+
+
+def test_heap_trimmer_gives_freed_memory_back_only_after_a_step_that_raised_the_peak():
+    import json
+
+    from heap_probe import run_probe
+
+    result = json.loads(run_probe(_TRIM_PROBE))
+    assert (result["quiet"], result["trimmed"], result["again"], result["trims"]) == (False, True, False, 1)
+    assert result["released_mb"] > 150, result  # ~200 MB of holes went back to the OS
+
+
+def test_heap_trimmer_refuses_a_negative_growth():
+    import pytest
+
+    from address_completion.runtime import HeapTrimmer
+
+    with pytest.raises(ValueError, match="growth must be a fraction >= 0, got -0.1"):
+        HeapTrimmer(growth=-0.1)
 
 
 _AMD = "processor\t: 0\nvendor_id\t: AuthenticAMD\nflags\t\t: fpu sse2 avx avx2 fma\n\nprocessor\t: 1\n"

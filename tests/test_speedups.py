@@ -13,7 +13,8 @@ from address_completion.errors import ConfigError
 # is not correctly rounded (up to 5.6e-7 off the exact square of N(0,1) floats, measured; x*x is exact to half an
 # ulp), so the two differ by rounding that the layers carry into the logits (2e-6 measured on the tiny model).
 LOGIT_TOLERANCE = {"lora_rank_scale": 1e-6, "rope_matmul": 1e-6, "rmsnorm_square": 1e-5, "silu_mul": 1e-6,
-                   "attention_grouped": 5e-6}
+                   "attention_grouped": 5e-6, "transpose_dense": 5e-6}
+WITH = {"transpose_dense": ["attention_grouped"]}  # a patch that acts inside another one is tested with it
 
 
 @pytest.fixture
@@ -52,12 +53,17 @@ def logits_and_gradients(model, batch) -> tuple[np.ndarray, dict[str, np.ndarray
 
 @pytest.mark.parametrize("patch", sorted(speedups.PATCHES))
 def test_patch_gives_the_stock_logits_and_gradients(patch, stock, default_model_dir, lora_adapter_dir,
-                                                    qwen_tokenizer):
+                                                    qwen_tokenizer, monkeypatch):
     batch = merge.probe_batch(qwen_tokenizer)
     model = adapter_model(default_model_dir, lora_adapter_dir)
     expected_logits, expected_gradients = logits_and_gradients(model, batch)
-    assert speedups.apply([patch]) == [patch]
+    names = sorted([*WITH.get(patch, []), patch])
+    assert speedups.apply(names) == names
+    kernel, permutations = speedups._transpose_kernel, []
+    monkeypatch.setattr(speedups, "_transpose_kernel", lambda x, perm: permutations.append(perm) or kernel(x, perm))
     logits, gradients = logits_and_gradients(model, batch)
+    # the dense kernel ran exactly when asked: q, k, v, output per layer forward, and their gradients back
+    assert len(permutations) == (2 * 4 * 2 if patch == "transpose_dense" else 0), permutations  # 2 layers
     assert merge.max_logit_difference(logits, expected_logits, batch[1]) <= LOGIT_TOLERANCE[patch]
     assert gradients.keys() == expected_gradients.keys() and len(gradients) == 2 * 7 * 2  # A and B, 7 layers x 2
     for name, gradient in gradients.items():
@@ -154,7 +160,8 @@ def test_load_model_applies_the_default_patches(default_model_dir):
     from paddlenlp.transformers.qwen2 import modeling as qwen2
 
     assert set(speedups.DEFAULT) <= set(speedups.apply([]))
-    assert speedups.DEFAULT == ("lora_rank_scale", "rmsnorm_square", "rope_matmul", "silu_mul", "attention_grouped")
+    assert speedups.DEFAULT == ("lora_rank_scale", "rmsnorm_square", "rope_matmul", "silu_mul", "attention_grouped",
+                                "transpose_dense")
     assert LoRALinear.forward is speedups._lora_forward
     assert qwen2.Qwen2RMSNorm.forward is speedups._rmsnorm_forward
     assert qwen2.apply_rotary_pos_emb is speedups._apply_rotary_pos_emb
@@ -191,3 +198,21 @@ def test_attention_grouped_leaves_a_wrapped_attention_function_its_tiled_keys(st
     speedups.apply(["attention_grouped"])
     assert np.array_equal(merge.probe_logits(model, batch), expected)
     assert qwen2.repeat_kv is speedups._keep_kv_heads  # restored after each wrapped call
+
+
+def test_dense_transpose_gives_paddles_transpose_and_its_gradient_exactly(stock):
+    """A permutation moves numbers without arithmetic: values and gradients are bit-identical to paddle.transpose,
+    the result is contiguous (no strided view left for the next kernel), and the stride switch is put back."""
+    import paddle
+
+    data = np.random.default_rng(0).normal(size=(3, 5, 2, 4, 6)).astype("float32")
+    upstream = np.random.default_rng(1).normal(size=(3, 2, 4, 5, 6)).astype("float32")
+    results = []
+    for transpose in (paddle.transpose, speedups._dense_transpose):
+        x = paddle.to_tensor(data, stop_gradient=False)
+        y = transpose(x, [0, 2, 3, 1, 4])
+        (y * paddle.to_tensor(upstream)).sum().backward()
+        results.append((y.numpy(), x.grad.numpy(), y.is_contiguous()))
+    (stock_y, stock_grad, _), (dense_y, dense_grad, contiguous) = results
+    assert np.array_equal(dense_y, stock_y) and np.array_equal(dense_grad, stock_grad) and contiguous
+    assert paddle.get_flags(["FLAGS_use_stride_kernel"])["FLAGS_use_stride_kernel"] is True

@@ -23,6 +23,10 @@ files and merges exactly as PaddleNLP defines them.
   k and v to every query head and divides the transposed q by sqrt(head_dim). The patch scales q while it is
   still contiguous and multiplies each key/value head with its group of query heads stacked as rows of one
   matrix, so nothing is tiled; softmax runs without PaddleNLP's float32 casts when the input already is float32.
+- ``transpose_dense`` (acts inside ``attention_grouped``): Paddle's transpose returns a strided view, and the
+  copy that makes it contiguous for the next matmul goes through the generic strided-copy kernel, ~4x slower
+  than its dense transpose kernel on CPU (a [8, 104, 2, 7, 64] float32 permutation: ~10 ms against ~2.5 ms,
+  measured here); the attention's q, k, v and output permutations run the dense kernel forward and backward.
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ PATCHES: dict[str, str] = {
     "lora_rank_scale": "LoRA scales the rank-r intermediate (x@A)*s instead of the output (x@A@B)*s",
     "silu_mul": "Qwen2 MLP: silu(gate) * up instead of Paddle's fused swiglu kernel",
     "attention_grouped": "Qwen2 attention: query heads grouped per key/value head instead of tiling k and v",
+    "transpose_dense": "attention_grouped's transposes copied by Paddle's transpose kernel, not its strided copy",
 }
 # Kept: lora_rank_scale lowered peak RSS at the 0.5B shape beyond the spread (7111-7161 MB vs stock 7499-7644 MB,
 # 2 alternated rounds). rmsnorm_square and rope_matmul: on a quiet machine (load ~1, 2026-11-30 16:09 UTC)
@@ -48,7 +53,11 @@ PATCHES: dict[str, str] = {
 # silu_mul and attention_grouped: on an AMD EPYC (load ~1.9, 2026-11-30 18:34 UTC) `bench/train_throughput.py
 # --shapes 0.5b --interleave --variants default,default+silu_mul,default+attention_grouped,
 # default+silu_mul+attention_grouped` gave 1.01x (1.00-1.06), 1.04x (1.03-1.13) and together 1.12x (1.02-1.17).
-DEFAULT: tuple[str, ...] = ("lora_rank_scale", "rmsnorm_square", "rope_matmul", "silu_mul", "attention_grouped")
+# transpose_dense: same machine, load 1.1-1.9, 2026-11-30 21:29 UTC, `ADDRESS_COMPLETION_MMAP_THRESHOLD=0 python
+# bench/train_throughput.py --shapes 0.5b --interleave --variants default,default+transpose_dense --steps 12`:
+# 1.10x (0.92-1.22) paired (75.4 -> 82.1 tokens/s); 6 steps before it: 1.07x (0.83-1.26).
+DEFAULT: tuple[str, ...] = ("lora_rank_scale", "rmsnorm_square", "rope_matmul", "silu_mul", "attention_grouped",
+                            "transpose_dense")
 
 _applied: set[str] = set()  # the patches installed now
 _stock: dict[str, Callable] = {}  # "owner.attribute" -> PaddleNLP's own code: what remove() puts back
@@ -149,18 +158,58 @@ def _grouped_attention(query_states, config, key_states, value_states, attention
             attn_mask_startend_row_indices=attn_mask_startend_row_indices, training=training,
             sequence_parallel=sequence_parallel, skip_recompute=skip_recompute)
     group = num_heads // kv_heads
+    transpose = _dense_transpose if "transpose_dense" in _applied else paddle.transpose
     # [b, s, kv*group, d] -> [b, kv, group*s, d]: query head kv*group+g meets key/value head kv, as repeat_kv
     query = (query_states * (1.0 / math.sqrt(head_dim))).reshape([bsz, q_len, kv_heads, group, head_dim])
-    query = query.transpose([0, 2, 3, 1, 4]).reshape([bsz, kv_heads, group * q_len, head_dim])
-    key = key_states.transpose([0, 2, 1, 3])
-    value = value_states.transpose([0, 2, 1, 3])
+    query = transpose(query, [0, 2, 3, 1, 4]).reshape([bsz, kv_heads, group * q_len, head_dim])
+    key = transpose(key_states, [0, 2, 1, 3])
+    value = transpose(value_states, [0, 2, 1, 3])
     scores = paddle.matmul(query, key, transpose_y=True).reshape([bsz, kv_heads, group, q_len, kv_len])
     scores = scores + attention_mask.reshape([bsz, 1, 1, q_len, kv_len])
     weights = functional.softmax(scores, axis=-1)
     weights = functional.dropout(weights, p=config.attention_dropout, training=training)
     output = paddle.matmul(weights.reshape([bsz, kv_heads, group * q_len, kv_len]), value)
-    output = output.reshape([bsz, kv_heads, group, q_len, head_dim]).transpose([0, 3, 1, 2, 4])
+    output = transpose(output.reshape([bsz, kv_heads, group, q_len, head_dim]), [0, 3, 1, 2, 4])
     return output.reshape([bsz, q_len, num_heads * head_dim])
+
+
+def _transpose_kernel(x, perm):
+    """``paddle.transpose`` by the dense kernel: a contiguous result (not a strided view), in one pass."""
+    import paddle
+
+    before = paddle.get_flags(["FLAGS_use_stride_kernel"])
+    paddle.set_flags({"FLAGS_use_stride_kernel": False})  # Paddle's switch between the two kernels; put back below
+    try:
+        return paddle.transpose(x, perm)
+    finally:
+        paddle.set_flags(before)
+
+
+@functools.lru_cache(maxsize=1)
+def _dense_transpose_layer() -> Any:
+    from paddle.autograd import PyLayer
+
+    class DenseTranspose(PyLayer):
+        """Permute with the dense kernel, and the gradient back the same way (autograd's own backward of a
+        transpose would give a strided view again, copied slowly by the next gradient kernel)."""
+
+        @staticmethod
+        def forward(ctx, x, perm):
+            ctx.inverse = [perm.index(axis) for axis in range(len(perm))]
+            return _transpose_kernel(x, perm)
+
+        @staticmethod
+        def backward(ctx, grad):
+            return _transpose_kernel(grad, ctx.inverse)
+
+    return DenseTranspose
+
+
+def _dense_transpose(x, perm: list[int]):
+    """``x.transpose(perm)`` materialized by Paddle's dense transpose kernel, forward and backward."""
+    if x.stop_gradient:
+        return _transpose_kernel(x, perm)
+    return _dense_transpose_layer().apply(x, perm)
 
 
 def _attention_forward(self, *args, **kwargs):
@@ -189,7 +238,8 @@ def _targets() -> dict[str, list[tuple[object, str, Callable]]]:
             "silu_mul": [(qwen2.Qwen2MLP, "forward", _mlp_forward)],
             "attention_grouped": [(qwen2, "scaled_dot_product_attention", _grouped_attention),
                                   (qwen2, "repeat_kv", _keep_kv_heads),
-                                  (qwen2.Qwen2Attention, "forward", _attention_forward)]}
+                                  (qwen2.Qwen2Attention, "forward", _attention_forward)],
+            "transpose_dense": []}  # read by _grouped_attention: nothing of PaddleNLP's is replaced
 
 
 def _key(owner: object, attribute: str) -> str:

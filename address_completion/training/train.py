@@ -29,7 +29,7 @@ from .config import (CHECKPOINT_PREFIX, RUN_OUTPUT_FILES, SCHEDULER_STATE_FILES,
                      load_config, resume_checkpoint)
 from ..errors import ConfigError, DataError
 from ..data.prompt import encode_example
-from ..runtime import distributed_rank, release_freed_memory, logger, quiet_paddlenlp_logs
+from ..runtime import HeapTrimmer, distributed_rank, release_freed_memory, logger, quiet_paddlenlp_logs
 
 IGNORE_INDEX = -100
 METRICS_FILE = "metrics.jsonl"
@@ -551,6 +551,20 @@ def make_dataset(features: list[dict[str, list[int]]], generation: GenerationEva
     return dataset
 
 
+def heap_trimmer_callback() -> Any:
+    """A TrainerCallback running :class:`runtime.HeapTrimmer` after every optimizer step (peak RSS stays put)."""
+    from paddlenlp.trainer import TrainerCallback
+
+    class HeapTrimming(TrainerCallback):
+        def __init__(self):
+            self.trimmer = HeapTrimmer()
+
+        def on_step_end(self, args, state, control, **kwargs):
+            self.trimmer.after_step()
+
+    return HeapTrimming()
+
+
 def metrics_recorder(path: Path, keep_until_step: int | None, progress_bar: bool = False, write: bool = True) -> Any:
     """A TrainerCallback appending every log (step, epoch, loss, learning rate, eval metrics) to ``path``.
 
@@ -694,7 +708,7 @@ def set_up(cfg: TrainConfig, pairs: dict[str, list[dict[str, str]]], checkpoint:
 
     from ..model.modeling import load_tokenizer
 
-    release_freed_memory()  # before the model is built: freed activations go back to the OS, peak RSS stays flat
+    release_freed_memory()  # only on request (ADDRESS_COMPLETION_MMAP_THRESHOLD): before the model is built
     set_seed(cfg.training_args.seed)
     tokenizer = load_tokenizer(cfg.model_args.tokenizer_name_or_path or cfg.model_args.model_name_or_path)
     data = prepare_data(cfg, tokenizer, pairs)
@@ -709,7 +723,7 @@ def set_up(cfg: TrainConfig, pairs: dict[str, list[dict[str, str]]], checkpoint:
     cfg.output_dir.mkdir(parents=True, exist_ok=True)
     recorder = metrics_recorder(cfg.output_dir / METRICS_FILE, _checkpoint_step(checkpoint) if checkpoint else None,
                                 progress_bar=not cfg.training_args.disable_tqdm, write=distributed_rank()[0] == 0)
-    trainer = make_trainer(cfg, model, tokenizer, train_data, eval_data, [recorder])
+    trainer = make_trainer(cfg, model, tokenizer, train_data, eval_data, [recorder, heap_trimmer_callback()])
     if checkpoint is not None:
         trainer.loss_sum_before = resumed_loss_sum(checkpoint)
     return TrainingRun(cfg, tokenizer, data, trainer, recorder)
