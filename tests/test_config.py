@@ -75,6 +75,23 @@ def test_wrong_types_are_errors_naming_the_key(tmp_path, paths, key, value, mess
         load(tmp_path, {**paths, "do_train": True, key: value})
 
 
+@pytest.mark.parametrize("values, message", [
+    ({"save_steps": 0}, r"save_steps must be at least 1 with save_strategy steps, got 0"),
+    ({"weight_decay": -0.01}, r"weight_decay must be >= 0, got -0.01"),
+    ({"warmup_ratio": 1.5}, r"warmup_ratio must be between 0 and 1 \(a fraction of the steps\), got 1.5"),
+    ({"warmup_steps": -5}, r"warmup_steps must be >= 0, got -5"),
+    ({"adam_beta2": 1.0}, r"adam_beta2 must be in \[0, 1\), got 1.0"),
+    ({"adam_epsilon": 0.0}, r"adam_epsilon must be positive, got 0.0"),
+])
+def test_optimizer_and_schedule_values_out_of_range_name_the_key_and_line(tmp_path, paths, values, message):
+    with pytest.raises(ConfigError, match=r"config.json:\d+: " + message):
+        load(tmp_path, {**paths, "do_train": True, **values})
+
+
+def test_save_steps_zero_is_fine_when_nothing_is_saved_by_steps(tmp_path, paths):
+    assert load(tmp_path, {**paths, "do_train": True, "save_steps": 0, "save_strategy": "no"}).values["save_steps"] == 0
+
+
 def test_source_length_must_be_below_max_length(tmp_path, paths):
     with pytest.raises(ConfigError, match=r"src_length \(2048\) must be smaller than max_length \(2048\)"):
         load(tmp_path, {**paths, "do_train": True, "src_length": 2048, "max_length": 2048})

@@ -450,6 +450,17 @@ def check_values(values: Mapping[str, Any], origins: Mapping[str, str], vocabula
     _require(alpha is None or alpha > 0, where("lora_alpha"), "lora_alpha must be positive")
     _require(get("neftune_noise_alpha") > 0, where("neftune_noise_alpha"), "neftune_noise_alpha must be positive")
     _require(get("lora_plus_scale") > 0, where("lora_plus_scale"), "lora_plus_scale must be positive")
+    # optimizer and schedule values PaddleNLP takes without a check (a 0 save_steps divides by zero at step 1)
+    _require(get("save_strategy") != "steps" or not get("do_train") or get("save_steps") >= 1, where("save_steps"),
+             f"save_steps must be at least 1 with save_strategy steps, got {get('save_steps')} "
+             "(save_strategy no saves no checkpoint)")
+    _require(get("weight_decay") >= 0, where("weight_decay"), f"weight_decay must be >= 0, got {get('weight_decay')}")
+    _require(0.0 <= get("warmup_ratio") <= 1.0, where("warmup_ratio"),
+             f"warmup_ratio must be between 0 and 1 (a fraction of the steps), got {get('warmup_ratio')}")
+    _require(get("warmup_steps") >= 0, where("warmup_steps"), f"warmup_steps must be >= 0, got {get('warmup_steps')}")
+    for key in ("adam_beta1", "adam_beta2"):
+        _require(0.0 <= get(key) < 1.0, where(key), f"{key} must be in [0, 1), got {get(key)}")
+    _require(get("adam_epsilon") > 0, where("adam_epsilon"), f"adam_epsilon must be positive, got {get('adam_epsilon')}")
     if not get("lora"):
         for key in ("lora_path", "lora_alpha", "target_modules", "trainable_modules", "rslora"):
             _require(not values.get(key), where(key),
