@@ -542,6 +542,16 @@ def test_check_output_file_refuses_a_folder_and_a_file_parent(tmp_path):
     assert check_output_file(tmp_path / "new" / "out.jsonl", force=False) == tmp_path / "new" / "out.jsonl"
 
 
+def test_an_empty_output_is_named_empty_not_the_current_folder(capsys):
+    from address_completion.cli import main
+    from address_completion.data.dataio import check_output_file
+
+    with pytest.raises(ConfigError, match=r"^--output is empty; name a file to write \(e.g. pairs.jsonl\)$"):
+        check_output_file("", force=False, example="pairs.jsonl")
+    assert main(["prepare", "--output", "", "--num", "5"]) == 2
+    assert capsys.readouterr().err.strip() == "error: --output is empty; name a file to write (e.g. pairs.jsonl)"
+
+
 def test_a_file_where_a_model_folder_goes_is_refused_without_suggesting_force(tmp_path):
     """--force could not help (a file is never replaced by a model folder), so the message must not offer it."""
     from address_completion.data.dataio import check_model_folder

@@ -331,6 +331,8 @@ def check_output_file(path: str | os.PathLike, force: bool, flag: str = "--outpu
                       example: str = "predictions.jsonl") -> Path:
     """A path a result file may be written to: not a folder, in a folder that can exist, new unless ``force``.
     ``example`` is the file name the error for a folder suggests inside it."""
+    if not str(path).strip():  # Path("") is "." and would be reported as the current folder
+        raise ConfigError(f"{flag} is empty; name a file to write (e.g. {example})")
     path = Path(path)
     if path.is_dir():
         raise ConfigError(f"{flag} {path} is a folder; name a file to write (e.g. {path / example})")
