@@ -152,6 +152,7 @@ def choose_mkl_code_path(cpuinfo: str | os.PathLike = "/proc/cpuinfo") -> str | 
 
 MMAP_THRESHOLD_ENV = "ADDRESS_COMPLETION_MMAP_THRESHOLD"
 _M_MMAP_THRESHOLD = -3  # mallopt parameter number (glibc's malloc.h)
+MAX_MMAP_THRESHOLD = 32 << 20  # glibc's DEFAULT_MMAP_THRESHOLD_MAX on 64-bit: mallopt refuses more
 TRIM_GROWTH = 0.02  # HeapTrimmer: a step that raised the process's peak RSS by more than 2% is followed by a trim
 
 
@@ -179,12 +180,18 @@ def release_freed_memory(threshold: int | None = None) -> int | None:
         except ValueError:
             raise ConfigError(f"{MMAP_THRESHOLD_ENV}: expected a byte count (0 = glibc's default), "
                               f"got {text!r}") from None
-    if threshold < 0:
-        raise ConfigError(f"{MMAP_THRESHOLD_ENV}: expected a byte count >= 0, got {threshold}")
-    if threshold == 0 or "MALLOC_MMAP_THRESHOLD_" in os.environ or platform.libc_ver()[0] != "glibc":
+    if not 0 <= threshold <= MAX_MMAP_THRESHOLD:
+        raise ConfigError(f"{MMAP_THRESHOLD_ENV}: expected a byte count from 0 to {MAX_MMAP_THRESHOLD} "
+                          f"(glibc's limit, 32 MiB), got {threshold}")
+    if threshold == 0 or platform.libc_ver()[0] != "glibc":
         return None
-    if not ctypes.CDLL(None).mallopt(_M_MMAP_THRESHOLD, threshold):  # glibc caps it at 32 MiB (64-bit)
-        logger.debug("mallopt(M_MMAP_THRESHOLD, %d) refused", threshold)
+    if "MALLOC_MMAP_THRESHOLD_" in os.environ:
+        logger.warning("%s ignored: glibc's own MALLOC_MMAP_THRESHOLD_ is set and wins", MMAP_THRESHOLD_ENV)
+        return None
+    mallopt = ctypes.CDLL(None).mallopt
+    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int  # C ints: never truncated
+    if not mallopt(_M_MMAP_THRESHOLD, threshold):
+        logger.warning("%s=%d: glibc refused it (mallopt); its own threshold stays", MMAP_THRESHOLD_ENV, threshold)
         return None
     return threshold
 

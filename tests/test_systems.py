@@ -155,6 +155,7 @@ class StubEndpoint:
         self.failures: list[int] = []  # HTTP statuses to answer before succeeding
         self.retry_after = "0"  # the Retry-After header of those failures
         self.delay = 0.0
+        self.replies: dict[str, dict] = {}  # address in the message -> the choice's fields to send instead
         stub = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -180,9 +181,9 @@ class StubEndpoint:
                     self.wfile.write(b'{"error": "scripted"}')
                     return
                 content = body["messages"][-1]["content"].replace(PREFIX, "完整:")
-                payload = {"id": "x", "object": "chat.completion", "model": body["model"],
-                           "choices": [{"index": 0, "message": {"role": "assistant", "content": content},
-                                        "finish_reason": "stop"}]}
+                choice = {"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}
+                choice.update(stub.replies.get(content.replace("完整:", ""), {}))
+                payload = {"id": "x", "object": "chat.completion", "model": body["model"], "choices": [choice]}
                 data = json.dumps(payload, ensure_ascii=False).encode("utf-8")
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
@@ -237,6 +238,23 @@ def test_openai_grounded_message_carries_the_candidates(stub):
     assert system.fingerprint()["grounding"] == "candidates"
     with pytest.raises(ConfigError, match="grounding: expected one of none, candidates"):
         OpenAISystem.check_options({"base_url": stub.url, "model": "m", "grounding": "yes"}, "systems[0]")
+
+
+def test_openai_empty_or_abstained_replies_are_abstentions(stub):
+    """As the paddle system counts them: an empty reply is no answer (the input comes back, abstained), and this
+    project's server marks its own abstentions in the reply's address_completion field."""
+    stub.replies = {"扬子江南路碑林区1号": {"message": {"role": "assistant", "content": ""}},
+                    "扬子江南路2号": {"message": {"role": "assistant", "content": "扬子江南路2号"},
+                                  "address_completion": {"abstained": True}},
+                    "扬子江南路3号": {"message": {"role": "assistant", "content": None}}}
+    system = make("openai", FAST, base_url=stub.url, model="m")
+    try:
+        answers = system.predict(["扬子江南路碑林区1号", "扬子江南路2号", "扬子江南路3号", "碑林区1号"])
+    finally:
+        system.close()
+    assert answers == [{"predict": "扬子江南路碑林区1号", "abstained": True},
+                       {"predict": "扬子江南路2号", "abstained": True},
+                       {"predict": "扬子江南路3号", "abstained": True}, "完整:碑林区1号"]
 
 
 def test_openai_retries_transient_failures(stub):

@@ -361,7 +361,7 @@ class OpenAISystem(System):
             delay = max(delay, min(float(retry_after), 60.0))
         return min(delay, 60.0)
 
-    def complete_one(self, address: str) -> str:
+    def complete_one(self, address: str) -> Answer:
         """One request with retries; raises RemoteSystemError with the last failure."""
         data = json.dumps(self.request_body(address), ensure_ascii=False).encode("utf-8")
         retries, timeout = int(self._option("retries")), float(self._option("timeout"))
@@ -371,7 +371,7 @@ class OpenAISystem(System):
             request = urllib.request.Request(self.url, data=data, headers=self._headers(), method="POST")
             try:
                 with urllib.request.urlopen(request, timeout=timeout) as response:
-                    return self._answer(response.read())
+                    return self._answer(response.read(), address)
             except urllib.error.HTTPError as exc:
                 detail = exc.read()[:300].decode("utf-8", "replace")
                 last_failure = f"HTTP {exc.code} {exc.reason}: {detail}"
@@ -392,17 +392,28 @@ class OpenAISystem(System):
                 404: "check base_url (it usually ends with /v1) and the model name"}.get(status, "")
         return f"system {self.name}: {self.url} answered {failure}" + (f" — {hint}" if hint else "")
 
-    def _answer(self, raw: bytes) -> str:
+    def _answer(self, raw: bytes, address: str) -> Answer:
+        """The reply's content; an abstention when it is empty (no answer, as the paddle system counts it) or when
+        this project's own server marks it abstained (its ``address_completion`` field)."""
         try:
             payload = json.loads(raw.decode("utf-8"))
-            content = payload["choices"][0]["message"]["content"]
+            choice = payload["choices"][0]
+            content = choice["message"]["content"]
+            if content is not None and not isinstance(content, str):
+                raise TypeError("content is not a string")
         except (UnicodeDecodeError, json.JSONDecodeError, KeyError, IndexError, TypeError):
             snippet = raw[:200].decode("utf-8", "replace")
             raise RemoteSystemError(f"system {self.name}: {self.url} did not return a chat completion "
                                     f"(choices[0].message.content); got: {snippet}") from None
-        return (content or "").strip()
+        content = (content or "").strip()
+        details = choice.get("address_completion")
+        if not content:
+            return abstain(strip_prefix(address, self.settings.prompt_prefix))
+        if isinstance(details, dict) and details.get("abstained") is True:
+            return {"predict": content, "abstained": True}
+        return content
 
-    def predict(self, addresses: list[str]) -> list[str]:
+    def predict(self, addresses: list[str]) -> list[Answer]:
         if self._pool is None:
             self._pool = ThreadPoolExecutor(max_workers=int(self._option("concurrency")),
                                             thread_name_prefix=f"eval-{self.name}")
