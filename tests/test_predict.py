@@ -247,4 +247,17 @@ def test_an_empty_free_answer_is_an_abstention_not_a_success(default_model_dir, 
     captured = capsys.readouterr()
     record = json.loads(captured.out)
     assert (record["predict"], record["decoding"], record["abstained"]) == (address, "free_fallback", True)
-    assert "1 of 1 address(es) returned unchanged" in captured.err and "no answer" in captured.err
+    assert ("1 of 1 address(es) returned unchanged (abstained: 1 had no candidate from the gazetteer, and free "
+            "decoding gave no answer)") in captured.err
+
+
+def test_a_grounded_training_message_is_answered_as_its_address(completer, default_model_dir, capsys):
+    """evaluate's openai system with grounding: candidates sends the grounded message itself; the candidates line
+    is the gazetteer's to propose again, not part of the address (it used to come back inside the answer)."""
+    address = "碑林区扬子江南路467-6号"
+    grounded = DEFAULT_PROMPT_PREFIX + address + "\n候选: 陕西省西安市碑林区"
+    plain, from_message = completer.complete_detailed([address, grounded])
+    assert from_message == plain and plain.text == "陕西省西安市碑林区扬子江南路467-6号"
+    untrained = Completer.load(str(default_model_dir), max_new_tokens=MAX_NEW_TOKENS)
+    echoed = untrained.complete_detailed(["扬子江南路碑林区1号\n候选: 无"])[0]
+    assert (echoed.text, echoed.abstained) == ("扬子江南路碑林区1号", True)

@@ -35,6 +35,17 @@ def with_prefix(address: str, prefix: str = DEFAULT_PROMPT_PREFIX) -> str:
     return prefix + address
 
 
+def strip_grounding(message: str) -> str:
+    """``message`` without a trailing candidates line of this project's grounded prompt (``\n候选: …``).
+
+    A client that sends the grounded training message itself (evaluate's ``openai`` system with ``grounding:
+    candidates`` pointed at ``serve``) must get the same answer as one that sends the address: the candidates are
+    the gazetteer's to propose again, never part of the address."""
+    marker = CANDIDATES_LINE.split("{", 1)[0]  # "\n候选: "
+    cut = message.find(marker.rstrip())
+    return message[:cut].rstrip() if cut >= 0 else message
+
+
 def has_address_text(message: str) -> bool:
     """Whether the address in ``message`` (prefix stripped) has a letter or digit; [] or 【】 alone has nothing to
     complete (predict and serve refuse it)."""

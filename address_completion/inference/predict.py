@@ -252,9 +252,11 @@ def warn_abstentions(records: Sequence[dict[str, Any]], min_confidence: float) -
     abstained = [record for record in records if record.get("abstained")]
     if not abstained:
         return
-    empty = sum(record.get("decoding") != "constrained" for record in abstained)  # free decoding gave ""
-    reasons = ([f"{empty} got no answer from the model (empty free decoding)"] if empty else []) + (
-        [f"{len(abstained) - empty} had no candidate reaching --min-confidence {min_confidence:g}"]
-        if len(abstained) > empty else [])
+    counts = {decoding: sum(record.get("decoding") == decoding for record in abstained)
+              for decoding in ("free_fallback", "free", "constrained")}
+    reasons = {"free_fallback": "had no candidate from the gazetteer, and free decoding gave no answer",
+               "free": "got no answer from free decoding",
+               "constrained": f"had no candidate reaching --min-confidence {min_confidence:g}"}
+    reasons = [f"{counts[decoding]} {reason}" for decoding, reason in reasons.items() if counts[decoding]]
     logger.warning("%d of %d address(es) returned unchanged (abstained: %s)", len(abstained), len(records),
                    "; ".join(reasons))
