@@ -9,6 +9,7 @@ come after.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
@@ -197,10 +198,20 @@ def release_freed_memory(threshold: int | None = None) -> int | None:
 
 
 def peak_rss_bytes() -> int:
-    """This process's peak resident set size in bytes (``getrusage``; Linux reports KiB, macOS bytes)."""
+    """This process's peak resident set size in bytes.
+
+    On Linux ``VmHWM`` of /proc/self/status (kB): the peak of this program's own memory. Not ``getrusage``'s
+    ru_maxrss there, which a process started by a big one (a test runner, a launcher) inherits across fork and
+    exec, so its own growth would stay hidden below the parent's size. Elsewhere ru_maxrss (macOS: bytes).
+    """
     import resource
     import sys
 
+    with contextlib.suppress(OSError, ValueError):
+        with open("/proc/self/status", encoding="ascii", errors="replace") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return int(peak if sys.platform == "darwin" else peak * 1024)
 

@@ -106,11 +106,15 @@ print(json.dumps({"quiet": quiet, "trimmed": trimmed, "released_mb": before - af
 
 
 def test_heap_trimmer_gives_freed_memory_back_only_after_a_step_that_raised_the_peak():
+    """Run from a parent bigger than the probe's growth, as in the full suite: getrusage's peak is inherited
+    across fork and exec, so the trimmer must read the process's own peak (VmHWM) to see the growth."""
     import json
 
     from heap_probe import run_probe
 
+    ballast = b"\x01" * (700 << 20)  # resident in this (parent) process while the probe runs
     result = json.loads(run_probe(_TRIM_PROBE))
+    del ballast
     assert (result["quiet"], result["trimmed"], result["again"], result["trims"]) == (False, True, False, 1)
     assert result["released_mb"] > 150, result  # ~200 MB of holes went back to the OS
 
