@@ -61,7 +61,8 @@ def add_decoding_arguments(parser: Any) -> None:
                              "candidate); free: greedy generation")
     parser.add_argument("--min-confidence", "--min_confidence", dest="min_confidence", type=float, default=0.0,
                         metavar="P", help="constrained decoding: return the input unchanged, marked abstained, when "
-                                          "the best candidate's probability is below P (0-1; default 0)")
+                                          "the best candidate's probability is below P (0-1; default 0); with P > 0 "
+                                          "an input with no candidate abstains too, instead of free generation")
 
 
 def decoding_options(args: Any) -> dict[str, Any]:
@@ -72,6 +73,9 @@ def decoding_options(args: Any) -> dict[str, Any]:
         check_min_confidence(args.min_confidence)
     except ValueError as error:
         raise ConfigError(f"--min-confidence: {error}") from None
+    if args.min_confidence > 0 and args.decoding == "free":
+        raise ConfigError(f"--min-confidence {args.min_confidence:g} needs --decoding constrained: it is a threshold "
+                          "on the candidates' probabilities, which free decoding does not compute")
     return {"grounding": args.grounding, "decoding": args.decoding, "min_confidence": args.min_confidence}
 
 

@@ -194,7 +194,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--column", default=None, help="CSV column that holds the address")
     parser.add_argument("--output", default=None, help="write {prompt, predict, label} JSON lines here")
     parser.add_argument("--force", action="store_true", help="overwrite an existing --output")
-    parser.add_argument("--json", action="store_true", help="print JSON lines {prompt, predict} instead of text")
+    parser.add_argument("--json", action="store_true", help="print JSON lines {prompt, predict, decoding, probability, abstained, "
+                             "candidates, more_candidates} instead of text")
     parser.add_argument("--batch_size", type=int, default=16, help="addresses decoded together")
     parser.add_argument("--max_new_tokens", type=int, default=64, help="upper bound on generated tokens")
     parser.add_argument("--max_input_chars", type=int, default=MAX_INPUT_CHARS,
