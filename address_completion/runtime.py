@@ -205,7 +205,6 @@ def peak_rss_bytes() -> int:
     exec, so its own growth would stay hidden below the parent's size. Elsewhere ru_maxrss (macOS: bytes).
     """
     import resource
-    import sys
 
     with contextlib.suppress(OSError, ValueError):
         with open("/proc/self/status", encoding="ascii", errors="replace") as status:

@@ -88,6 +88,14 @@ def test_optimizer_and_schedule_values_out_of_range_name_the_key_and_line(tmp_pa
         load(tmp_path, {**paths, "do_train": True, **values})
 
 
+def test_do_eval_false_with_an_evaluation_strategy_is_named(tmp_path, paths):
+    with pytest.raises(ConfigError, match=r"command line --do_eval: do_eval is false, but evaluation_strategy 'steps' "
+                                          r"evaluates anyway .* also set evaluation_strategy no"):
+        load(tmp_path, {**paths, "do_train": True, "evaluation_strategy": "steps"}, ["--do_eval", "false"])
+    assert load(tmp_path, {**paths, "do_train": True, "evaluation_strategy": "no"},
+                ["--do_eval", "false"]).values["do_eval"] is False
+
+
 def test_save_steps_zero_is_fine_when_nothing_is_saved_by_steps(tmp_path, paths):
     assert load(tmp_path, {**paths, "do_train": True, "save_steps": 0, "save_strategy": "no"}).values["save_steps"] == 0
 

@@ -476,6 +476,9 @@ def check_values(values: Mapping[str, Any], origins: Mapping[str, str], vocabula
     _require(metric is None or metric in BEST_MODEL_METRICS, where("metric_for_best_model"),
              f"metric_for_best_model must be one of {', '.join(BEST_MODEL_METRICS)}; got {metric!r} "
              "(accuracy = exact match of greedy decoding on dev)")
+    _require(values.get("do_eval", True) is not False or get("evaluation_strategy") == "no", where("do_eval"),
+             f"do_eval is false, but evaluation_strategy {get('evaluation_strategy')!r} evaluates anyway (PaddleNLP "
+             "turns do_eval on); to train without evaluation also set evaluation_strategy no")
     if get("load_best_model_at_end"):
         _require(get("evaluation_strategy") == get("save_strategy"), where("load_best_model_at_end"),
                  f"load_best_model_at_end needs evaluation_strategy ({get('evaluation_strategy')}) and save_strategy "
