@@ -129,6 +129,16 @@ def test_vllm_infer_predictions_are_matched(tmp_path):
     assert make("predictions", path=str(path)).predict(["碑林区扬子江南路467-6号"]) == ["陕西省西安市碑林区扬子江南路467-6号"]
 
 
+def test_grounded_prompts_in_a_predictions_file_are_matched_by_their_address(tmp_path):
+    """A run with grounding: candidates writes prompts that end in the candidates line: still the same input."""
+    grounded = ("<|im_start|>user\n" + PREFIX + "朝阳区建国路88号\n候选: 北京市朝阳区 | 吉林省长春市朝阳区<|im_end|>\n"
+                "<|im_start|>assistant\n")
+    path = tmp_path / "generated_predictions.jsonl"
+    path.write_text(json.dumps({"prompt": grounded, "predict": "北京市朝阳区建国路88号"}, ensure_ascii=False) + "\n",
+                    encoding="utf-8")
+    assert make("predictions", path=str(path)).predict(["朝阳区建国路88号"]) == ["北京市朝阳区建国路88号"]
+
+
 def test_predictions_file_errors_name_the_line(tmp_path):
     path = tmp_path / "p.jsonl"
     path.write_text('{"prompt": "a", "predict": "b"}\n{"prompt": "c"\n', encoding="utf-8")

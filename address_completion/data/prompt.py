@@ -41,8 +41,7 @@ def strip_grounding(message: str) -> str:
     A client that sends the grounded training message itself (evaluate's ``openai`` system with ``grounding:
     candidates`` pointed at ``serve``) must get the same answer as one that sends the address: the candidates are
     the gazetteer's to propose again, never part of the address."""
-    marker = CANDIDATES_LINE.split("{", 1)[0]  # "\n候选: "
-    cut = message.find(marker.rstrip())
+    cut = message.find(CANDIDATES_LINE.split("{", 1)[0].rstrip())  # "\n候选:"
     return message[:cut].rstrip() if cut >= 0 else message
 
 
@@ -53,8 +52,9 @@ def has_address_text(message: str) -> bool:
 
 
 def strip_prefix(message: str, prefix: str = DEFAULT_PROMPT_PREFIX) -> str:
-    """The address inside a user message (inverse of :func:`with_prefix`)."""
-    message = message.strip()
+    """The address inside a user message (inverse of :func:`with_prefix`; a grounded message's candidates line,
+    :func:`strip_grounding`, is not part of it)."""
+    message = strip_grounding(message).strip()
     bare_prefix = prefix.strip()
     if bare_prefix and message.startswith(bare_prefix):
         return message[len(bare_prefix):].strip()
