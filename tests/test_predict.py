@@ -81,7 +81,7 @@ def test_decoding_free_gives_the_seed_behaviour(model_args, default_model_dir, l
 
 def test_bad_decoding_options_are_one_line_errors(model_args, capsys):
     assert main(["predict", *model_args, "--decoding", "free", "--min-confidence", "0.5", ADDRESSES[0]]) == 2
-    assert "--min-confidence 0.5 needs --decoding constrained" in capsys.readouterr().err
+    assert "--min-confidence: min_confidence 0.5 needs constrained decoding" in capsys.readouterr().err
     assert main(["predict", *model_args, "--min-confidence", "1.5", ADDRESSES[0]]) == 2
     assert "--min-confidence: min_confidence must be between 0 and 1, got 1.5" in capsys.readouterr().err
     with pytest.raises(SystemExit) as exit_info:

@@ -10,7 +10,7 @@ import pytest
 
 from address_completion.errors import AddressCompletionError, ConfigError, DataError
 from address_completion.data.prompt import with_prefix
-from address_completion.evaluation.systems import (EvalSettings, OpenAISystem, PredictionsSystem, RemoteSystemError, RulesSystem,
+from address_completion.evaluation.systems import (EvalSettings, OpenAISystem, PaddleSystem, PredictionsSystem, RemoteSystemError, RulesSystem,
                                         SystemSpec, as_answer, create_system, join_address, user_message)
 
 PREFIX = "补齐五级行政地址: "
@@ -341,3 +341,13 @@ def test_openai_options_are_validated(monkeypatch):
         OpenAISystem.check_options({"base_url": "localhost:8000", "model": "m"}, "cfg: systems[1]")
     with pytest.raises(ConfigError, match=r"systems\[1\].concurrency: expected an integer >= 1"):
         OpenAISystem.check_options({"base_url": "http://x/v1", "model": "m", "concurrency": 0}, "cfg: systems[1]")
+
+
+def test_paddle_min_confidence_with_free_decoding_is_a_config_error(default_model_dir):
+    """As predict and serve refuse it: a threshold on candidate probabilities means nothing to free decoding."""
+    options = {"model": str(default_model_dir), "decoding": "free", "min_confidence": 0.5}
+    with pytest.raises(ConfigError, match=r"cfg: systems\[0\]\.min_confidence: min_confidence 0.5 needs constrained "
+                                          r"decoding"):
+        PaddleSystem.check_options(options, "cfg: systems[0]")
+    PaddleSystem.check_options({**options, "decoding": "constrained"}, "cfg: systems[0]")
+    PaddleSystem.check_options({**options, "min_confidence": 0}, "cfg: systems[0]")

@@ -39,7 +39,7 @@ from typing import Any, ClassVar, Union
 from ..data import dataio
 from .. import DEFAULT_PROMPT_PREFIX
 from ..errors import AddressCompletionError, ConfigError, DataError
-from ..inference.generate import DECODINGS
+from ..inference.generate import DECODINGS, check_min_confidence
 from .metrics import normalize_text
 from ..data.prompt import GROUNDINGS, strip_prefix
 from ..data.prompt import user_message as prompt_user_message  # systems.user_message reads a rendered prompt back
@@ -242,6 +242,11 @@ class PaddleSystem(System):
                              ("decoding", DECODINGS)):
             if options.get(key) is not None and str(options[key]).lower() not in allowed:
                 raise ConfigError(f"{where}.{key}: expected one of {', '.join(allowed)}, got {_got(options[key])}")
+        try:
+            check_min_confidence(options.get("min_confidence") or 0.0,
+                                 str(options.get("decoding") or cls.DEFAULTS["decoding"]).lower())
+        except ValueError as error:
+            raise ConfigError(f"{where}.min_confidence: {error}") from None
 
     def _option(self, key: str) -> Any:
         value = self.spec.options.get(key)

@@ -70,19 +70,20 @@ def decoding_options(args: Any) -> dict[str, Any]:
     from ..errors import ConfigError
 
     try:
-        check_min_confidence(args.min_confidence)
+        check_min_confidence(args.min_confidence, args.decoding)
     except ValueError as error:
         raise ConfigError(f"--min-confidence: {error}") from None
-    if args.min_confidence > 0 and args.decoding == "free":
-        raise ConfigError(f"--min-confidence {args.min_confidence:g} needs --decoding constrained: it is a threshold "
-                          "on the candidates' probabilities, which free decoding does not compute")
     return {"grounding": args.grounding, "decoding": args.decoding, "min_confidence": args.min_confidence}
 
 
-def check_min_confidence(value: float) -> float:
-    """A probability threshold in [0, 1], or ValueError."""
+def check_min_confidence(value: float, decoding: str = "constrained") -> float:
+    """A probability threshold in [0, 1], or ValueError; above 0 only with constrained decoding (it is a threshold
+    on the candidates' probabilities, which free decoding does not compute)."""
     if not 0.0 <= float(value) <= 1.0:
         raise ValueError(f"min_confidence must be between 0 and 1, got {value}")
+    if float(value) > 0 and decoding == "free":
+        raise ValueError(f"min_confidence {float(value):g} needs constrained decoding: it is a threshold on the "
+                         "candidates' probabilities, which free decoding does not compute")
     return float(value)
 
 
@@ -382,7 +383,7 @@ class Completer:
             raise ValueError(f"max_new_tokens must be at least 1, got {self.max_new_tokens}")
         check_grounding(self.grounding)
         check_decoding(self.decoding)
-        self.min_confidence = check_min_confidence(self.min_confidence)
+        self.min_confidence = check_min_confidence(self.min_confidence, self.decoding)
         self.stop_ids = stop_token_ids(self.model, self.tokenizer)
 
     @classmethod
