@@ -145,6 +145,8 @@ def train_paddle(job: dict) -> dict:
     optimizer = paddle.optimizer.AdamW(learning_rate=LEARNING_RATE,
                                        parameters=[p for p in model.parameters() if not p.stop_gradient])
 
+    trimmer = None if os.environ.get(NO_TRIM) else HeapTrimmer()  # as training's callback does
+
     def step(batch: dict) -> float:
         inputs = {key: paddle.to_tensor(value) for key, value in batch.items()}
         loss = answer_loss(model, inputs) if job["loss"] == "answer" else model(**inputs)[0]
@@ -155,8 +157,6 @@ def train_paddle(job: dict) -> dict:
         if trimmer is not None:
             trimmer.after_step()
         return value
-
-    trimmer = None if os.environ.get(NO_TRIM) else HeapTrimmer()  # as training's callback does
 
     if job["engine"] == "interleaved":
         return interleaved_steps(job, step)
