@@ -258,8 +258,11 @@ def test_a_grounded_training_message_is_answered_as_its_address(completer, defau
     is the gazetteer's to propose again, not part of the address (it used to come back inside the answer)."""
     address = "碑林区扬子江南路467-6号"
     grounded = DEFAULT_PROMPT_PREFIX + address + "\n候选: 陕西省西安市碑林区"
-    plain, from_message = completer.complete_detailed([address, grounded])
+    typed = [address + "\n候选：陕西省西安市碑林区", address + "\n候选 : 陕西省", address + "\r\n 候选:"]  # as typed
+    plain, from_message, *from_typed = completer.complete_detailed([address, grounded, *typed])
     assert from_message == plain and plain.text == "陕西省西安市碑林区扬子江南路467-6号"
+    assert from_typed == [plain] * len(typed)
+    assert completer.complete(["碑林区候选路1号"]) == ["陕西省西安市碑林区候选路1号"]  # 候选 in a street name stays
     untrained = Completer.load(str(default_model_dir), max_new_tokens=MAX_NEW_TOKENS)
     echoed = untrained.complete_detailed(["扬子江南路碑林区1号\n候选: 无"])[0]
     assert (echoed.text, echoed.abstained) == ("扬子江南路碑林区1号", True)

@@ -10,6 +10,8 @@ serving all call :func:`render_prompt`, so the model always sees the same text.
 
 from __future__ import annotations
 
+import re
+
 from typing import Any, Optional, Sequence
 
 from .. import DEFAULT_PROMPT_PREFIX
@@ -22,6 +24,8 @@ GROUNDINGS = ("none", "candidates")
 CANDIDATES_LINE = "\n候选: {chains}"
 NO_CANDIDATE = "无"
 CHAIN_SEPARATOR = " | "
+# The start of CANDIDATES_LINE as people also type it: full-width colon, spaces around the label.
+_GROUNDING_LINE = re.compile(r"\n[ \t]*候选[ \t]*[:：]")
 
 
 def with_prefix(address: str, prefix: str = DEFAULT_PROMPT_PREFIX) -> str:
@@ -41,8 +45,8 @@ def strip_grounding(message: str) -> str:
     A client that sends the grounded training message itself (evaluate's ``openai`` system with ``grounding:
     candidates`` pointed at ``serve``) must get the same answer as one that sends the address: the candidates are
     the gazetteer's to propose again, never part of the address."""
-    cut = message.find(CANDIDATES_LINE.split("{", 1)[0].rstrip())  # "\n候选:"
-    return message[:cut].rstrip() if cut >= 0 else message
+    found = _GROUNDING_LINE.search(message)
+    return message[:found.start()].rstrip() if found else message
 
 
 def has_address_text(message: str) -> bool:
