@@ -13,8 +13,8 @@ from address_completion.errors import ConfigError
 # is not correctly rounded (up to 5.6e-7 off the exact square of N(0,1) floats, measured; x*x is exact to half an
 # ulp), so the two differ by rounding that the layers carry into the logits (2e-6 measured on the tiny model).
 LOGIT_TOLERANCE = {"lora_rank_scale": 1e-6, "rope_matmul": 1e-6, "rmsnorm_square": 1e-5, "silu_mul": 1e-6,
-                   "attention_grouped": 5e-6, "transpose_dense": 5e-6}
-WITH = {"transpose_dense": ["attention_grouped"]}  # a patch that acts inside another one is tested with it
+                   "attention_grouped": 5e-6, "transpose_dense": 5e-6, "rmsnorm_backward": 1e-5}
+WITH = {"transpose_dense": ["attention_grouped"], "rmsnorm_backward": ["rmsnorm_square"]}  # a patch that acts inside another one is tested with it
 
 
 @pytest.fixture
@@ -114,6 +114,35 @@ def test_patched_rmsnorm_is_closer_to_the_exact_value_than_stock(stock):
     assert patched_error <= stock_error and patched_error < 1e-6
 
 
+@pytest.mark.parametrize("trainable_weight", [True, False])
+def test_rmsnorm_backward_gives_the_exact_gradients(stock, trainable_weight):
+    """The closed-form gradient against its Jacobian in float64: dx (and dw when the norm's weight
+    trains, as in a full fine-tune) within float32 rounding; a frozen weight gets no gradient."""
+    import paddle
+    from paddlenlp.transformers import Qwen2Config
+    from paddlenlp.transformers.qwen2.modeling import Qwen2RMSNorm
+
+    speedups.apply(["rmsnorm_square", "rmsnorm_backward"])
+    norm = Qwen2RMSNorm(Qwen2Config(hidden_size=64, rms_norm_eps=1e-6))
+    weight = np.random.default_rng(0).uniform(0.5, 1.5, 64)
+    norm.weight.set_value(weight.astype("float32"))
+    norm.weight.stop_gradient = not trainable_weight
+    hidden = np.random.default_rng(1).normal(size=(4, 50, 64))
+    grad = np.random.default_rng(2).normal(size=(4, 50, 64))
+    x = paddle.to_tensor(hidden.astype("float32"), stop_gradient=False)
+    (norm(x) * paddle.to_tensor(grad.astype("float32"))).sum().backward()
+    # y_j = x_j r w_j with r = (mean(x*x) + eps)^-1/2, so dy_j/dx_i = w_j (r [i == j] - r^3 x_i x_j / d)
+    inverse = 1 / np.sqrt((hidden * hidden).mean(-1, keepdims=True) + 1e-6)
+    expected_dx = inverse * grad * weight - inverse ** 3 * hidden / 64 * (grad * weight * hidden).sum(-1, keepdims=True)
+    normed = hidden * inverse
+    assert np.abs(x.grad.numpy() - expected_dx).max() <= 1e-5 * np.abs(expected_dx).max()
+    if trainable_weight:
+        expected_dw = (grad * normed).sum((0, 1))
+        assert np.abs(norm.weight.grad.numpy() - expected_dw).max() <= 1e-5 * np.abs(expected_dw).max()
+    else:
+        assert norm.weight.grad is None
+
+
 def test_patch_changes_the_code_that_runs_and_remove_restores_it(stock):
     from paddlenlp.peft.lora.lora_layers import LoRALinear
     from paddlenlp.transformers.qwen2 import modeling as qwen2
@@ -161,7 +190,7 @@ def test_load_model_applies_the_default_patches(default_model_dir):
 
     assert set(speedups.DEFAULT) <= set(speedups.apply([]))
     assert speedups.DEFAULT == ("lora_rank_scale", "rmsnorm_square", "rope_matmul", "silu_mul", "attention_grouped",
-                                "transpose_dense")
+                                "transpose_dense", "rmsnorm_backward")
     assert LoRALinear.forward is speedups._lora_forward
     assert qwen2.Qwen2RMSNorm.forward is speedups._rmsnorm_forward
     assert qwen2.apply_rotary_pos_emb is speedups._apply_rotary_pos_emb

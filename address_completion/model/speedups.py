@@ -27,6 +27,9 @@ files and merges exactly as PaddleNLP defines them.
   copy that makes it contiguous for the next matmul goes through the generic strided-copy kernel, ~4x slower
   than its dense transpose kernel on CPU (a [8, 104, 2, 7, 64] float32 permutation: ~10 ms against ~2.5 ms,
   measured here); the attention's q, k, v and output permutations run the dense kernel forward and backward.
+- ``rmsnorm_backward`` (acts inside ``rmsnorm_square``): autograd differentiates RMSNorm through two
+  broadcast multiplications, whose gradients reduce the broadcast operand with a slow generic kernel; the
+  closed-form gradient (a PyLayer) uses only forward kernels and saves one activation instead of three.
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ PATCHES: dict[str, str] = {
     "silu_mul": "Qwen2 MLP: silu(gate) * up instead of Paddle's fused swiglu kernel",
     "attention_grouped": "Qwen2 attention: query heads grouped per key/value head instead of tiling k and v",
     "transpose_dense": "attention_grouped's transposes copied by Paddle's transpose kernel, not its strided copy",
+    "rmsnorm_backward": "rmsnorm_square's RMSNorm with its gradient written out: no broadcast-multiply gradients",
 }
 # Kept: lora_rank_scale lowered peak RSS at the 0.5B shape beyond the spread (7111-7161 MB vs stock 7499-7644 MB,
 # 2 alternated rounds). rmsnorm_square and rope_matmul: on a quiet machine (load ~1, 2026-11-30 16:09 UTC)
@@ -56,8 +60,12 @@ PATCHES: dict[str, str] = {
 # transpose_dense: same machine, load 1.1-1.9, 2026-11-30 21:29 UTC, `ADDRESS_COMPLETION_MMAP_THRESHOLD=0 python
 # bench/train_throughput.py --shapes 0.5b --interleave --variants default,default+transpose_dense --steps 12`:
 # 1.10x (0.92-1.22) paired (75.4 -> 82.1 tokens/s); 6 steps before it: 1.07x (0.83-1.26).
+# rmsnorm_backward: same machine, load ~0.2-1, 2026-12-01 00:24 UTC, `python bench/train_throughput.py --shapes 0.5b
+# --rounds 2 --steps 4 --peer --variants default+M,default+rmsnorm_backward+M` with M = the heap settings
+# MALLOC_MMAP_THRESHOLD_=33554432+MALLOC_TRIM_THRESHOLD_=17179869184: 79.6 -> 86.0 tokens/s (0.99x -> 1.07x the
+# torch peer, spreads 0.96-1.02 and 1.06-1.08), peak RSS 7262 -> 7074 MB.
 DEFAULT: tuple[str, ...] = ("lora_rank_scale", "rmsnorm_square", "rope_matmul", "silu_mul", "attention_grouped",
-                            "transpose_dense")
+                            "transpose_dense", "rmsnorm_backward")
 
 _applied: set[str] = set()  # the patches installed now
 _stock: dict[str, Callable] = {}  # "owner.attribute" -> PaddleNLP's own code: what remove() puts back
@@ -73,6 +81,9 @@ def _rmsnorm_forward(self, hidden_states):
 
     if self.config.use_fused_rms_norm:
         return _original("Qwen2RMSNorm.forward")(self, hidden_states)
+    if ("rmsnorm_backward" in _applied and hidden_states.dtype == self.weight.dtype == paddle.float32
+            and paddle.in_dynamic_mode() and not (hidden_states.stop_gradient and self.weight.stop_gradient)):
+        return _rms_norm_layer().apply(hidden_states, self.weight, self.variance_epsilon)
     with paddle.amp.auto_cast(False):
         hidden = hidden_states.astype("float32")
         variance = (hidden * hidden).mean(-1, keepdim=True)
@@ -80,6 +91,36 @@ def _rmsnorm_forward(self, hidden_states):
     if self.weight.dtype in (paddle.float16, paddle.bfloat16):
         hidden_states = paddle.cast(hidden_states, self.weight.dtype)
     return hidden_states * self.weight
+
+
+@functools.lru_cache(maxsize=1)
+def _rms_norm_layer() -> Any:
+    import paddle
+    from paddle.autograd import PyLayer
+
+    class RMSNorm(PyLayer):
+        """y = x * r * w with r = 1/sqrt(mean(x*x) + eps) over the last axis; the gradient in closed form,
+        dx = r * (g*w - n * mean(g*w*n)) with n = x*r (and dw = sum of g*n over the tokens), which replaces the
+        multiply gradients of autograd's chain (each reduces a broadcast operand) by forward kernels."""
+
+        @staticmethod
+        def forward(ctx, x, weight, epsilon):
+            inverse = paddle.rsqrt((x * x).mean(-1, keepdim=True) + epsilon)  # [..., 1]
+            normed = x * inverse
+            ctx.save_for_backward(normed, inverse, weight)
+            return normed * weight
+
+        @staticmethod
+        def backward(ctx, grad):
+            normed, inverse, weight = ctx.saved_tensor()
+            scaled = grad * weight
+            grad_x = (scaled - normed * (scaled * normed).mean(-1, keepdim=True)) * inverse
+            if weight.stop_gradient:  # LoRA freezes the norms: no reduction over the tokens
+                return grad_x, None
+            grad_weight = (grad * normed).reshape([-1, weight.shape[0]]).sum(0)
+            return grad_x, grad_weight
+
+    return RMSNorm
 
 
 def _lora_forward(self, input, *args, **kwargs):  # noqa: A002 - PaddleNLP's signature
@@ -239,7 +280,8 @@ def _targets() -> dict[str, list[tuple[object, str, Callable]]]:
             "attention_grouped": [(qwen2, "scaled_dot_product_attention", _grouped_attention),
                                   (qwen2, "repeat_kv", _keep_kv_heads),
                                   (qwen2.Qwen2Attention, "forward", _attention_forward)],
-            "transpose_dense": []}  # read by _grouped_attention: nothing of PaddleNLP's is replaced
+            "transpose_dense": [],  # read by _grouped_attention: nothing of PaddleNLP's is replaced
+            "rmsnorm_backward": []}  # read by _rmsnorm_forward, likewise
 
 
 def _key(owner: object, attribute: str) -> str:
