@@ -49,6 +49,19 @@ def test_broken_line_7_is_named(tmp_path):
     assert "broken JSON" in str(caught.value)
 
 
+def test_an_unterminated_string_reads_as_one_sentence(tmp_path):
+    """json says "Unterminated string starting at"; our place after it must not double the "at" (every reader:
+    JSONL, JSON array, train config and serve's body share dataio.json_error)."""
+    path = tmp_path / "pairs.jsonl"
+    write_lines(path, [good_line(0), "{\"src\": \"碑林区扬子江南路"])
+    with pytest.raises(DataError, match=r"pairs.jsonl:2: broken JSON \(Unterminated string starting at column 9\)$"):
+        read_records(path)
+    array = tmp_path / "pairs.json"
+    array.write_text('[{"src": "a", "tgt": "b"},\n {"src": "碑林区]', encoding="utf-8")
+    with pytest.raises(DataError, match=r"pairs.json:2: broken JSON \(Unterminated string starting at column 10\)$"):
+        read_records(array)
+
+
 def test_skip_bad_counts_the_broken_line(tmp_path):
     path = tmp_path / "pairs.jsonl"
     lines = [good_line(index) for index in range(10)]

@@ -521,3 +521,17 @@ def test_eval_0p5b_config_loads_once_its_adapter_exists(tmp_path, monkeypatch):
         ("jionlp", "rules"), ("cpca", "rules"), ("gazetteer", "rules")]
     assert str(config.test_file) == "data/test.json" and str(config.output_dir) == "outputs/eval_0p5b"
     assert (config.settings.max_new_tokens, config.settings.dtype) == (64, "bfloat16")
+
+
+def test_a_flag_that_is_not_finite_is_named_as_the_flag(tmp_path, test_file, oracle_file, capsys):
+    """`--timeout nan` used to become settings.timeout=NaN and be reported against the YAML file."""
+    path = write_config(tmp_path / "eval.yaml", base_config(test_file, tmp_path / "out", [
+        {"name": "oracle", "kind": "predictions", "path": str(oracle_file)}]))
+    for value, message in (("nan", "expected a finite number, got 'nan'"), ("inf", "expected a finite number"),
+                           ("soon", "expected a number, got 'soon'")):
+        with pytest.raises(SystemExit) as caught:
+            cli.main(["evaluate", str(path), "--timeout", value])
+        assert caught.value.code == 2
+        err = capsys.readouterr().err
+        assert f"argument --timeout: {message}" in err and "eval.yaml" not in err
+    assert not (tmp_path / "out").exists()

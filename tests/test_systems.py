@@ -351,3 +351,19 @@ def test_paddle_min_confidence_with_free_decoding_is_a_config_error(default_mode
         PaddleSystem.check_options(options, "cfg: systems[0]")
     PaddleSystem.check_options({**options, "decoding": "constrained"}, "cfg: systems[0]")
     PaddleSystem.check_options({**options, "min_confidence": 0}, "cfg: systems[0]")
+
+
+def test_a_number_yaml_read_as_text_gets_the_spelling_yaml_reads(default_model_dir):
+    """PyYAML (YAML 1.1) reads `min_confidence: 1e-9` as the text "1e-9"; the error says how to write it."""
+    import yaml
+
+    options = {"model": str(default_model_dir), **yaml.safe_load("min_confidence: 1e-9")}
+    with pytest.raises(ConfigError, match=r"systems\[0\]\.min_confidence: expected a finite number >= 0, got '1e-9' "
+                                          r"\(YAML read it as text: write 1\.0e-9, unquoted; YAML 1\.1 numbers need "
+                                          r"a dot and a signed exponent\)$"):
+        PaddleSystem.check_options(options, "cfg: systems[0]")
+    options.update(yaml.safe_load("min_confidence: 1.0e-9\nmax_new_tokens: '64'"))
+    assert options["min_confidence"] == 1e-9
+    with pytest.raises(ConfigError, match=r"max_new_tokens: expected an integer >= 1, got '64' \(YAML read it as "
+                                          r"text: write 64, unquoted\)$"):
+        PaddleSystem.check_options(options, "cfg: systems[0]")

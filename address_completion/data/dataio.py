@@ -139,7 +139,7 @@ def read_json_file(path: str | os.PathLike, what: str = "JSON file") -> Any:
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
-        raise DataError(f"broken JSON in the {what} ({exc.msg} at column {exc.colno})", path, exc.lineno) from None
+        raise DataError(f"broken JSON in the {what} ({json_error(exc)})", path, exc.lineno) from None
 
 
 def _reject(result: ReadResult, path: Path, line: int, reason: str, skip_bad: bool) -> None:
@@ -194,11 +194,18 @@ def _first_lone_surrogate(text: str) -> Optional[str]:
     return next((char for char in text if 0xD800 <= ord(char) <= 0xDFFF), None)
 
 
+def json_error(exc: json.JSONDecodeError, line: bool = False) -> str:
+    """json's complaint with its place, e.g. ``"Expecting ',' delimiter at column 9"`` (``line``: "at line 1
+    column 9"). json's "Unterminated string starting at" loses its own dangling "at" (it would read "at at")."""
+    place = f"line {exc.lineno} column {exc.colno}" if line else f"column {exc.colno}"
+    return f"{exc.msg.removesuffix(' at')} at {place}"
+
+
 def _parse_json(text: str) -> Any:
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
-        raise ValueError(f"broken JSON ({exc.msg} at column {exc.colno})") from None
+        raise ValueError(f"broken JSON ({json_error(exc)})") from None
 
 
 def _read_jsonl(path: Path, lines: list[Optional[str]], bad_lines: dict[int, str], required: Sequence[str],
@@ -218,7 +225,7 @@ def _read_json_array(path: Path, lines: list[Optional[str]], bad_lines: dict[int
     try:
         items = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise DataError(f"broken JSON ({exc.msg} at column {exc.colno})", path, exc.lineno) from None
+        raise DataError(f"broken JSON ({json_error(exc)})", path, exc.lineno) from None
     if not isinstance(items, list):
         raise DataError(f"expected a JSON array of objects, got {_json_type(items)}", path)
     for index, (obj, number) in enumerate(zip(items, _array_element_lines(text, len(items)))):

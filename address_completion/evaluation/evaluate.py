@@ -512,9 +512,21 @@ def run_evaluation(config: EvalConfig, *, fresh: bool = False, force: bool = Fal
 # ---------------------------------------------------------------- CLI
 
 
+def finite_number(text: str) -> float:
+    """argparse type for a flag that takes seconds: a finite number (``float`` alone accepts nan and inf, which
+    would then be reported against the YAML file instead of the flag)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return value
+
+
 OVERRIDE_FLAGS = (("--test-file", "test_file", str), ("--output-dir", "output_dir", str),
                   ("--batch-size", "settings.batch_size", int), ("--max-new-tokens", "settings.max_new_tokens", int),
-                  ("--limit", "settings.limit", int), ("--timeout", "settings.timeout", float),
+                  ("--limit", "settings.limit", int), ("--timeout", "settings.timeout", finite_number),
                   ("--retries", "settings.retries", int))
 
 

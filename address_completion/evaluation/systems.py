@@ -191,7 +191,25 @@ def _positive_number(options: dict[str, Any], key: str, where: str, *, integer: 
     kinds = (int,) if integer else (int, float)
     if isinstance(value, bool) or not isinstance(value, kinds) or not math.isfinite(value) or value < minimum:
         what = "an integer" if integer else "a finite number"
-        raise ConfigError(f"{where}.{key}: expected {what} >= {minimum}, got {_got(value)}")
+        raise ConfigError(f"{where}.{key}: expected {what} >= {minimum}, got {_got(value)}{_yaml_number_hint(value, integer)}")
+
+
+def _yaml_number_hint(value: Any, integer: bool) -> str:
+    """For text that is a number: how to write it so YAML reads a number. PyYAML follows YAML 1.1, which reads
+    ``1e-9`` (no dot, unsigned exponent) and anything quoted as text."""
+    try:
+        number = float(value) if isinstance(value, str) else math.nan
+    except ValueError:
+        return ""
+    if not math.isfinite(number):
+        return ""
+    if integer and number.is_integer():
+        spelled = str(int(number))
+    else:
+        mantissa, _, exponent = repr(number).partition("e")
+        spelled = (mantissa if "." in mantissa else mantissa + ".0") + (f"e{int(exponent):+d}" if exponent else "")
+    why = "; YAML 1.1 numbers need a dot and a signed exponent" if "e" in value.lower() else ""
+    return f" (YAML read it as text: write {spelled}, unquoted{why})"
 
 
 def gazetteer_stamp() -> str:
@@ -487,7 +505,7 @@ class PredictionsSystem(System):
             try:
                 record = json.loads(line)
             except json.JSONDecodeError as exc:
-                raise DataError(f"broken JSON ({exc.msg} at column {exc.colno})", path, number) from None
+                raise DataError(f"broken JSON ({dataio.json_error(exc)})", path, number) from None
             source = record.get("prompt", record.get("src")) if isinstance(record, dict) else None
             answer = record.get("predict") if isinstance(record, dict) else None
             if not isinstance(source, str) or not isinstance(answer, str):

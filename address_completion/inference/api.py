@@ -23,6 +23,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, WithJsonSchema
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from ..data import dataio
 from ..runtime import logger
 from .serve import (OWNER, BatchingWorker, RequestError, ServerSettings, addresses_from_complete_request,
                     address_from_chat_request)
@@ -353,7 +354,7 @@ def parse_json_object(raw: bytes) -> Any:
     except UnicodeDecodeError as error:
         raise RequestError(400, f"the body is not UTF-8 (byte {error.start})", code="invalid_json") from None
     except json.JSONDecodeError as error:
-        raise RequestError(400, f"broken JSON: {error.msg} at line {error.lineno} column {error.colno}",
+        raise RequestError(400, f"broken JSON: {dataio.json_error(error, line=True)}",
                            code="invalid_json") from None
 
 

@@ -267,7 +267,7 @@ def read_config_file(path: str | os.PathLike) -> RawConfig:
         if path.suffix.lower() in (".yaml", ".yml") or _looks_like_yaml(text):
             hint = ("; train takes a JSON config in PaddleNLP run_finetune's vocabulary (YAML is for evaluate; a "
                     "PaddleFormers YAML's keys mostly carry over, written as JSON), e.g. configs/tiny_cpu.json")
-        raise ConfigError(f"{path}:{exc.lineno}: broken JSON ({exc.msg} at column {exc.colno}){hint}") from None
+        raise ConfigError(f"{path}:{exc.lineno}: broken JSON ({dataio.json_error(exc)}){hint}") from None
     except _DuplicateKey as exc:
         lines = [number for number, line in enumerate(text.splitlines(), 1) if f'"{exc.key}"' in line]
         where = f" (lines {', '.join(map(str, lines))})" if len(lines) > 1 else ""
