@@ -141,6 +141,11 @@ def choose_mkl_code_path(cpuinfo: str | os.PathLike = "/proc/cpuinfo") -> str | 
     already in the environment (the user's choice wins; set it empty to keep MKL's own choice).
     """
     if MKL_CPU_TYPE_ENV in os.environ:
+        value = os.environ[MKL_CPU_TYPE_ENV].strip()
+        if value and not value.isdigit():  # MKL ignores it silently and keeps its generic kernels on AMD
+            logger.warning("%s=%r is not one of MKL's code-path numbers (%s = AVX2); MKL ignores it. Unset it to "
+                           "let address-completion choose, or set it empty to keep MKL's own choice",
+                           MKL_CPU_TYPE_ENV, os.environ[MKL_CPU_TYPE_ENV], MKL_AVX2_PATH)
         return None
     vendor, flags = cpu_vendor_and_flags(cpuinfo)
     if vendor != "AuthenticAMD" or "avx2" not in flags:
@@ -155,6 +160,29 @@ MMAP_THRESHOLD_ENV = "ADDRESS_COMPLETION_MMAP_THRESHOLD"
 _M_MMAP_THRESHOLD = -3  # mallopt parameter number (glibc's malloc.h)
 MAX_MMAP_THRESHOLD = 32 << 20  # glibc's DEFAULT_MMAP_THRESHOLD_MAX on 64-bit: mallopt refuses more
 TRIM_GROWTH = 0.02  # HeapTrimmer: a step that raised the process's peak RSS by more than 2% is followed by a trim
+
+
+def requested_mmap_threshold() -> int:
+    """The threshold ``$ADDRESS_COMPLETION_MMAP_THRESHOLD`` asks for (bytes; unset or 0: glibc's own dynamic
+    threshold). Raises ConfigError naming the variable for anything but a byte count from 0 to 32 MiB. A
+    launcher checks it before it starts the training processes that apply it (:func:`release_freed_memory`)."""
+    from .errors import ConfigError
+
+    text = os.environ.get(MMAP_THRESHOLD_ENV, "").strip()
+    try:
+        threshold = int(text) if text else 0
+    except ValueError:
+        raise ConfigError(f"{MMAP_THRESHOLD_ENV}: expected a byte count (0 = glibc's default), got {text!r}") from None
+    return _checked_threshold(threshold)
+
+
+def _checked_threshold(threshold: int) -> int:
+    from .errors import ConfigError
+
+    if not 0 <= threshold <= MAX_MMAP_THRESHOLD:
+        raise ConfigError(f"{MMAP_THRESHOLD_ENV}: expected a byte count from 0 to {MAX_MMAP_THRESHOLD} "
+                          f"(glibc's limit, 32 MiB), got {threshold}")
+    return threshold
 
 
 def release_freed_memory(threshold: int | None = None) -> int | None:
@@ -172,18 +200,7 @@ def release_freed_memory(threshold: int | None = None) -> int | None:
     import ctypes
     import platform
 
-    from .errors import ConfigError
-
-    if threshold is None:
-        text = os.environ.get(MMAP_THRESHOLD_ENV, "").strip()
-        try:
-            threshold = int(text) if text else 0
-        except ValueError:
-            raise ConfigError(f"{MMAP_THRESHOLD_ENV}: expected a byte count (0 = glibc's default), "
-                              f"got {text!r}") from None
-    if not 0 <= threshold <= MAX_MMAP_THRESHOLD:
-        raise ConfigError(f"{MMAP_THRESHOLD_ENV}: expected a byte count from 0 to {MAX_MMAP_THRESHOLD} "
-                          f"(glibc's limit, 32 MiB), got {threshold}")
+    threshold = requested_mmap_threshold() if threshold is None else _checked_threshold(threshold)
     if threshold == 0 or platform.libc_ver()[0] != "glibc":
         return None
     if "MALLOC_MMAP_THRESHOLD_" in os.environ:

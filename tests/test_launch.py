@@ -213,3 +213,14 @@ def test_train_without_a_config_asks_for_one_not_for_the_optional_overrides(caps
     assert main(["train"]) == 2
     assert capsys.readouterr().err.strip() == ("error: train needs a config: address-completion train CONFIG.json "
                                                "[--key value ...], e.g. configs/tiny_cpu.json")
+
+
+def test_a_bad_heap_variable_is_named_before_anything_is_launched(small_run, capsys, monkeypatch):
+    """ADDRESS_COMPLETION_MMAP_THRESHOLD is applied inside each training process; the launcher (and --dry-run)
+    checks it first, so a bad value is one clear error, not a failure in every worker after it started."""
+    config = small_run("bad-heap", 4)
+    monkeypatch.setenv("ADDRESS_COMPLETION_MMAP_THRESHOLD", "64MB")
+    assert main(["train", str(config), "--nproc_per_node", "1", "--dry-run"]) == 2
+    assert "ADDRESS_COMPLETION_MMAP_THRESHOLD: expected a byte count (0 = glibc's default), got '64MB'" in \
+        capsys.readouterr().err
+    assert not (config.parent / "bad-heap").exists()

@@ -964,9 +964,11 @@ def launch_training(config: str, overrides: Sequence[str], flags: Sequence[str],
     paddle.distributed.launch (or only print that command with ``--dry-run``). Returns the exit code."""
     import shlex
 
+    from ..runtime import requested_mmap_threshold
     from . import launch
 
     user_threads = os.environ.get("OMP_NUM_THREADS")  # before load_config sets it for this process
+    requested_mmap_threshold()  # a bad value is named here, not in every training process after it started
     cfg = load_config(config, overrides)
     device_count = 1
     if cfg.device == "gpu":
