@@ -143,6 +143,27 @@ def test_rmsnorm_backward_gives_the_exact_gradients(stock, trainable_weight):
         assert norm.weight.grad is None
 
 
+def test_rmsnorm_backward_acts_only_where_a_gradient_is_wanted(stock, monkeypatch):
+    """Decoding (no_grad) and frozen inputs keep the plain forward: the PyLayer would only add its overhead."""
+    import paddle
+    from paddlenlp.transformers import Qwen2Config
+    from paddlenlp.transformers.qwen2.modeling import Qwen2RMSNorm
+
+    speedups.apply(["rmsnorm_square", "rmsnorm_backward"])
+    layer, calls = speedups._rms_norm_layer(), []
+    monkeypatch.setattr(speedups, "_rms_norm_layer", lambda: calls.append(1) or layer)
+    norm = Qwen2RMSNorm(Qwen2Config(hidden_size=8))
+    hidden = paddle.ones([2, 3, 8])
+    with paddle.no_grad():
+        norm(paddle.ones([2, 3, 8]))
+    norm.weight.stop_gradient = True
+    norm(hidden)  # nothing here wants a gradient
+    assert calls == []
+    hidden.stop_gradient = False
+    norm(hidden)
+    assert calls == [1]
+
+
 def test_patch_changes_the_code_that_runs_and_remove_restores_it(stock):
     from paddlenlp.peft.lora.lora_layers import LoRALinear
     from paddlenlp.transformers.qwen2 import modeling as qwen2

@@ -82,7 +82,8 @@ def _rmsnorm_forward(self, hidden_states):
     if self.config.use_fused_rms_norm:
         return _original("Qwen2RMSNorm.forward")(self, hidden_states)
     if ("rmsnorm_backward" in _applied and hidden_states.dtype == self.weight.dtype == paddle.float32
-            and paddle.in_dynamic_mode() and not (hidden_states.stop_gradient and self.weight.stop_gradient)):
+            and paddle.in_dynamic_mode() and paddle.is_grad_enabled()  # decoding keeps the plain forward
+            and not (hidden_states.stop_gradient and self.weight.stop_gradient)):
         return _rms_norm_layer().apply(hidden_states, self.weight, self.variance_epsilon)
     with paddle.amp.auto_cast(False):
         hidden = hidden_states.astype("float32")
