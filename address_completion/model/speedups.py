@@ -61,9 +61,10 @@ PATCHES: dict[str, str] = {
 # bench/train_throughput.py --shapes 0.5b --interleave --variants default,default+transpose_dense --steps 12`:
 # 1.10x (0.92-1.22) paired (75.4 -> 82.1 tokens/s); 6 steps before it: 1.07x (0.83-1.26).
 # rmsnorm_backward: same machine, load ~0.2-1, 2026-12-01 00:24 UTC, `python bench/train_throughput.py --shapes 0.5b
-# --rounds 2 --steps 4 --peer --variants default+M,default+rmsnorm_backward+M` with M = the heap settings
-# MALLOC_MMAP_THRESHOLD_=33554432+MALLOC_TRIM_THRESHOLD_=17179869184: 79.6 -> 86.0 tokens/s (0.99x -> 1.07x the
-# torch peer, spreads 0.96-1.02 and 1.06-1.08), peak RSS 7262 -> 7074 MB.
+# --rounds 2 --steps 4 --peer --variants default+M,default+rmsnorm_backward+M` (default then = the six above) with
+# M = MALLOC_MMAP_THRESHOLD_=33554432+MALLOC_TRIM_THRESHOLD_=17179869184 (heap settings, since found to make no
+# steady-state difference): 79.6 -> 86.0 tokens/s (0.99x -> 1.07x the torch peer, spreads 0.96-1.02 and
+# 1.06-1.08), peak RSS 7262 -> 7074 MB. README, "Performance".
 DEFAULT: tuple[str, ...] = ("lora_rank_scale", "rmsnorm_square", "rope_matmul", "silu_mul", "attention_grouped",
                             "transpose_dense", "rmsnorm_backward")
 
