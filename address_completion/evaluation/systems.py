@@ -191,7 +191,8 @@ def _positive_number(options: dict[str, Any], key: str, where: str, *, integer: 
     kinds = (int,) if integer else (int, float)
     if isinstance(value, bool) or not isinstance(value, kinds) or not math.isfinite(value) or value < minimum:
         what = "an integer" if integer else "a finite number"
-        raise ConfigError(f"{where}.{key}: expected {what} >= {minimum}, got {_got(value)}{_yaml_number_hint(value, integer)}")
+        raise ConfigError(f"{where}.{key}: expected {what} >= {minimum}, got {_got(value)}"
+                          f"{_yaml_number_hint(value, integer)}")
 
 
 def _yaml_number_hint(value: Any, integer: bool) -> str:
