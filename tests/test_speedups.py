@@ -136,7 +136,12 @@ def test_rmsnorm_backward_gives_the_exact_gradients(stock, trainable_weight):
     expected_dx = inverse * grad * weight - inverse ** 3 * hidden / 64 * (grad * weight * hidden).sum(-1, keepdims=True)
     normed = hidden * inverse
     assert np.abs(x.grad.numpy() - expected_dx).max() <= 1e-5 * np.abs(expected_dx).max()
-    if trainable_weight:
+    if trainable_weight:  # and only the norms train, over a frozen input (trainable_modules, frozen embeddings)
+        frozen = paddle.to_tensor(hidden.astype("float32"))
+        norm.weight.clear_gradient()
+        (norm(frozen) * paddle.to_tensor(grad.astype("float32"))).sum().backward()
+        assert frozen.grad is None
+        assert np.abs(norm.weight.grad.numpy() - (grad * hidden * inverse).sum((0, 1))).max() <= 1e-4
         expected_dw = (grad * normed).sum((0, 1))
         assert np.abs(norm.weight.grad.numpy() - expected_dw).max() <= 1e-5 * np.abs(expected_dw).max()
     else:

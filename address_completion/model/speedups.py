@@ -110,16 +110,18 @@ def _rms_norm_layer() -> Any:
             inverse = paddle.rsqrt((x * x).mean(-1, keepdim=True) + epsilon)  # [..., 1]
             normed = x * inverse
             ctx.save_for_backward(normed, inverse, weight)
+            ctx.input_frozen = x.stop_gradient
             return normed * weight
 
         @staticmethod
         def backward(ctx, grad):
             normed, inverse, weight = ctx.saved_tensor()
             scaled = grad * weight
-            grad_x = (scaled - normed * (scaled * normed).mean(-1, keepdim=True)) * inverse
-            if weight.stop_gradient:  # LoRA freezes the norms: no reduction over the tokens
-                return grad_x, None
-            grad_weight = (grad * normed).reshape([-1, weight.shape[0]]).sum(0)
+            # Paddle wants None for an input that takes no gradient: the weight under LoRA (no reduction over
+            # the tokens then), the input when only the norms train (trainable_modules) over frozen embeddings
+            grad_x = None if ctx.input_frozen else \
+                (scaled - normed * (scaled * normed).mean(-1, keepdim=True)) * inverse
+            grad_weight = None if weight.stop_gradient else (grad * normed).reshape([-1, weight.shape[0]]).sum(0)
             return grad_x, grad_weight
 
     return RMSNorm
