@@ -523,15 +523,39 @@ def test_eval_0p5b_config_loads_once_its_adapter_exists(tmp_path, monkeypatch):
     assert (config.settings.max_new_tokens, config.settings.dtype) == (64, "bfloat16")
 
 
-def test_a_flag_that_is_not_finite_is_named_as_the_flag(tmp_path, test_file, oracle_file, capsys):
-    """`--timeout nan` used to become settings.timeout=NaN and be reported against the YAML file."""
+def test_a_flag_out_of_its_range_is_named_as_the_flag(tmp_path, test_file, oracle_file, capsys):
+    """`--timeout nan` or `--timeout -1` used to become settings.timeout=... and be reported against the YAML
+    file; every numeric flag is checked against its setting's rule as the flag."""
     path = write_config(tmp_path / "eval.yaml", base_config(test_file, tmp_path / "out", [
         {"name": "oracle", "kind": "predictions", "path": str(oracle_file)}]))
-    for value, message in (("nan", "expected a finite number, got 'nan'"), ("inf", "expected a finite number"),
-                           ("soon", "expected a number, got 'soon'")):
+    for flag, value, message in (("--timeout", "nan", "expected a finite number >= 0.001, got 'nan'"),
+                                 ("--timeout", "inf", "expected a finite number >= 0.001, got 'inf'"),
+                                 ("--timeout", "-1", "expected a finite number >= 0.001, got '-1'"),
+                                 ("--timeout", "0", "expected a finite number >= 0.001, got '0'"),
+                                 ("--timeout", "soon", "expected a finite number >= 0.001, got 'soon'"),
+                                 ("--retries", "-1", "expected an integer >= 0, got '-1'"),
+                                 ("--limit", "0", "expected an integer >= 1, got '0'"),
+                                 ("--batch-size", "1e3", "expected an integer >= 1, got '1e3'"),
+                                 ("--max-new-tokens", "0", "expected an integer >= 1, got '0'")):
         with pytest.raises(SystemExit) as caught:
-            cli.main(["evaluate", str(path), "--timeout", value])
+            cli.main(["evaluate", str(path), flag, value])
         assert caught.value.code == 2
         err = capsys.readouterr().err
-        assert f"argument --timeout: {message}" in err and "eval.yaml" not in err
+        assert f"argument {flag}: {message}" in err and "eval.yaml" not in err, err
     assert not (tmp_path / "out").exists()
+    assert cli.main(["evaluate", str(path), "--timeout", "0.5", "--retries", "0", "--limit", "2"]) == 0
+
+
+@pytest.mark.parametrize("setting, message", [
+    ("max_new_tokens: '64'", "settings.max_new_tokens: expected an integer >= 1, got '64' (YAML read it as text: "
+                             "write 64, unquoted)"),
+    ("timeout: 1e3", "settings.timeout: expected a finite number >= 0.001, got '1e3' (YAML read it as text: write "
+                     "1000.0, unquoted; YAML 1.1 numbers need a dot and a signed exponent)")])
+def test_a_setting_yaml_read_as_text_gets_the_spelling_yaml_reads(setting, message, tmp_path, test_file,
+                                                                   oracle_file):
+    path = tmp_path / "eval.yaml"
+    path.write_text(f"test_file: {test_file}\noutput_dir: {tmp_path / 'out'}\nsettings: {{{setting}}}\n"
+                    f"systems:\n  - {{name: oracle, kind: predictions, path: {oracle_file}}}\n", encoding="utf-8")
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert message in str(caught.value)

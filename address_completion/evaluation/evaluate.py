@@ -36,7 +36,7 @@ from .metrics import INPUT_CLASSES, ScoredItem, classify_input, score_item, summ
 from ..data.prompt import strip_prefix
 from ..runtime import logger
 from .systems import (COMMON_KEYS, DEVICES, DTYPES, KINDS, RECORD_KEYS, EvalSettings, System, SystemSpec, as_answer,
-                      create_system)
+                      create_system, yaml_number_hint)
 
 TOP_KEYS = ("test_file", "output_dir", "settings", "systems", "title")
 # setting -> (type, minimum or allowed values); None as a value is allowed only for "limit".
@@ -104,7 +104,8 @@ def _setting_value(key: str, value: Any, where: str) -> Any:
     if isinstance(value, bool) or not isinstance(value, accepted) or not math.isfinite(value) or value < rule:
         what = "an integer" if kind is int else "a finite number"
         nullable = " (or null for all)" if key == "limit" else ""
-        raise ConfigError(f"{where}: expected {what} >= {rule}{nullable}, got {value!r}")
+        raise ConfigError(f"{where}: expected {what} >= {rule}{nullable}, got {value!r}"
+                          f"{yaml_number_hint(value, kind is int)}")
     return kind(value)
 
 
@@ -512,22 +513,28 @@ def run_evaluation(config: EvalConfig, *, fresh: bool = False, force: bool = Fal
 # ---------------------------------------------------------------- CLI
 
 
-def finite_number(text: str) -> float:
-    """argparse type for a flag that takes seconds: a finite number (``float`` alone accepts nan and inf, which
-    would then be reported against the YAML file instead of the flag)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
-    return value
+def setting_flag(key: str) -> Any:
+    """argparse type for the flag of a numeric setting: its rule from :data:`SETTING_RULES` (``float`` alone
+    accepts nan, inf and -1, which would then be reported against the YAML file instead of the flag)."""
+    kind, minimum = SETTING_RULES[key]
+    what = "an integer" if kind is int else "a finite number"
+
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what} >= {minimum}, got {text!r}") from None
+        if not math.isfinite(value) or value < minimum:
+            raise argparse.ArgumentTypeError(f"expected {what} >= {minimum}, got {text!r}")
+        return value
+
+    parse.__name__ = key  # argparse names the type in some messages
+    return parse
 
 
 OVERRIDE_FLAGS = (("--test-file", "test_file", str), ("--output-dir", "output_dir", str),
-                  ("--batch-size", "settings.batch_size", int), ("--max-new-tokens", "settings.max_new_tokens", int),
-                  ("--limit", "settings.limit", int), ("--timeout", "settings.timeout", finite_number),
-                  ("--retries", "settings.retries", int))
+                  *((f"--{key.replace('_', '-')}", f"settings.{key}", setting_flag(key))
+                    for key in ("batch_size", "max_new_tokens", "limit", "timeout", "retries")))
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -192,10 +192,10 @@ def _positive_number(options: dict[str, Any], key: str, where: str, *, integer: 
     if isinstance(value, bool) or not isinstance(value, kinds) or not math.isfinite(value) or value < minimum:
         what = "an integer" if integer else "a finite number"
         raise ConfigError(f"{where}.{key}: expected {what} >= {minimum}, got {_got(value)}"
-                          f"{_yaml_number_hint(value, integer)}")
+                          f"{yaml_number_hint(value, integer)}")
 
 
-def _yaml_number_hint(value: Any, integer: bool) -> str:
+def yaml_number_hint(value: Any, integer: bool) -> str:
     """For text that is a number: how to write it so YAML reads a number. PyYAML follows YAML 1.1, which reads
     ``1e-9`` (no dot, unsigned exponent) and anything quoted as text."""
     try:
