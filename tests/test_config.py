@@ -282,6 +282,14 @@ def test_broken_json_names_the_line(tmp_path):
         load_config(path, device="cpu")
 
 
+def test_json_nested_past_the_recursion_limit_is_broken_json_not_a_traceback(tmp_path):
+    path = tmp_path / "deep.json"
+    path.write_text("[" * 5000 + "]" * 5000)
+    with pytest.raises(ConfigError, match=r"deep.json:1: broken JSON \(nested deeper than Python's JSON parser "
+                                          r"can follow\)"):
+        load_config(path, device="cpu")
+
+
 def test_an_empty_config_file_is_called_empty(tmp_path):
     path = tmp_path / "empty.json"
     path.write_text(" \n\n", encoding="utf-8")

@@ -62,6 +62,20 @@ def test_an_unterminated_string_reads_as_one_sentence(tmp_path):
         read_records(array)
 
 
+def test_json_nested_past_the_recursion_limit_is_a_broken_line(tmp_path):
+    """[[[[… past Python's recursion limit raised RecursionError (a traceback) instead of naming the line."""
+    deep = "[" * 5000 + "]" * 5000
+    path = tmp_path / "pairs.jsonl"
+    write_lines(path, [good_line(0), deep])
+    with pytest.raises(DataError, match=r"pairs.jsonl:2: broken JSON \(nested deeper than Python's JSON parser "
+                                        r"can follow\)$"):
+        read_records(path)
+    array = tmp_path / "pairs.json"
+    array.write_text(deep, encoding="utf-8")
+    with pytest.raises(DataError, match=r"pairs.json:1: broken JSON \(nested deeper"):
+        read_records(array)
+
+
 def test_skip_bad_counts_the_broken_line(tmp_path):
     path = tmp_path / "pairs.jsonl"
     lines = [good_line(index) for index in range(10)]

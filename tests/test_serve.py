@@ -162,6 +162,8 @@ def test_openapi_page_and_schema(server):
 
 @pytest.mark.parametrize("path, body, raw, key, status, words", [
     ("/v1/complete", None, b'{"addresses": [', API_KEY, 400, "broken JSON"),
+    ("/v1/chat/completions", None, b"[" * 5000 + b"]" * 5000, API_KEY, 400,
+     "broken JSON: nested deeper than Python's JSON parser can follow"),  # was a RecursionError: 500
     ("/v1/complete", None, b"\xff\xfe", API_KEY, 400, "UTF-8"),
     ("/v1/chat/completions", chat("海淀区", stream="yes"), None, API_KEY, 422, "'stream'"),
     ("/v1/chat/completions", chat("海淀区", stream=1), None, API_KEY, 422, "'stream'"),

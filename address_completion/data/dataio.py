@@ -137,7 +137,7 @@ def read_json_file(path: str | os.PathLike, what: str = "JSON file") -> Any:
     (``what`` says what the file is, e.g. "model config")."""
     text = read_utf8_text(path)
     try:
-        return json.loads(text)
+        return loads(text)
     except json.JSONDecodeError as exc:
         raise DataError(f"broken JSON in the {what} ({json_error(exc)})", path, exc.lineno) from None
 
@@ -194,16 +194,30 @@ def _first_lone_surrogate(text: str) -> Optional[str]:
     return next((char for char in text if 0xD800 <= ord(char) <= 0xDFFF), None)
 
 
+TOO_DEEP = "nested deeper than Python's JSON parser can follow"
+
+
+def loads(text: str, **options: Any) -> Any:
+    """``json.loads``, but JSON nested past Python's recursion limit (``[[[[…``) raises JSONDecodeError with
+    :data:`TOO_DEEP` like any other broken JSON, not RecursionError."""
+    try:
+        return json.loads(text, **options)
+    except RecursionError:
+        raise json.JSONDecodeError(TOO_DEEP, text, 0) from None
+
+
 def json_error(exc: json.JSONDecodeError, line: bool = False) -> str:
     """json's complaint with its place, e.g. ``"Expecting ',' delimiter at column 9"`` (``line``: "at line 1
     column 9"). json's "Unterminated string starting at" loses its own dangling "at" (it would read "at at")."""
+    if exc.msg == TOO_DEEP:  # no place: the parser gave up inside the nesting
+        return TOO_DEEP
     place = f"line {exc.lineno} column {exc.colno}" if line else f"column {exc.colno}"
     return f"{exc.msg.removesuffix(' at')} at {place}"
 
 
 def _parse_json(text: str) -> Any:
     try:
-        return json.loads(text)
+        return loads(text)
     except json.JSONDecodeError as exc:
         raise ValueError(f"broken JSON ({json_error(exc)})") from None
 
@@ -223,7 +237,7 @@ def _read_json_array(path: Path, lines: list[Optional[str]], bad_lines: dict[int
         raise DataError(reason + "; a bad line cannot be skipped inside a JSON array", path, number)
     text = "\n".join(lines)
     try:
-        items = json.loads(text)
+        items = loads(text)
     except json.JSONDecodeError as exc:
         raise DataError(f"broken JSON ({json_error(exc)})", path, exc.lineno) from None
     if not isinstance(items, list):

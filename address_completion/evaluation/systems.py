@@ -504,7 +504,7 @@ class PredictionsSystem(System):
             if not line.strip():
                 continue
             try:
-                record = json.loads(line)
+                record = dataio.loads(line)
             except json.JSONDecodeError as exc:
                 raise DataError(f"broken JSON ({dataio.json_error(exc)})", path, number) from None
             source = record.get("prompt", record.get("src")) if isinstance(record, dict) else None

@@ -350,7 +350,7 @@ def replay(body: bytes, receive: Any) -> Any:
 def parse_json_object(raw: bytes) -> Any:
     """The parsed body, or RequestError 400 naming what is broken (the route's model checks the shape)."""
     try:
-        return json.loads(raw.decode("utf-8")) if raw.strip() else None
+        return dataio.loads(raw.decode("utf-8")) if raw.strip() else None
     except UnicodeDecodeError as error:
         raise RequestError(400, f"the body is not UTF-8 (byte {error.start})", code="invalid_json") from None
     except json.JSONDecodeError as error:

@@ -261,7 +261,7 @@ def read_config_file(path: str | os.PathLike) -> RawConfig:
     if not text.strip():
         raise ConfigError(f"{path} is empty; write a JSON object of run_finetune keys, e.g. configs/tiny_cpu.json")
     try:
-        values = json.loads(text, object_pairs_hook=_refuse_duplicate_keys)
+        values = dataio.loads(text, object_pairs_hook=_refuse_duplicate_keys)
     except json.JSONDecodeError as exc:
         hint = ""
         if path.suffix.lower() in (".yaml", ".yml") or _looks_like_yaml(text):

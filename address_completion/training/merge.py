@@ -69,8 +69,10 @@ def read_lora_config(lora_path: str | os.PathLike) -> dict:
     if not path.is_file():
         raise ConfigError(f"{path} not found: --lora_path must be a LoRA adapter folder written by training")
     try:
-        config = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        config = dataio.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise DataError(f"broken JSON in the adapter config ({dataio.json_error(exc)})", path, exc.lineno) from None
+    except UnicodeDecodeError as exc:
         raise DataError(f"unreadable adapter config ({exc})", path) from None
     if not isinstance(config, dict):
         raise DataError("expected a JSON object", path)
