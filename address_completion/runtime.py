@@ -10,6 +10,7 @@ come after.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import sys
@@ -126,6 +127,14 @@ def cpu_vendor_and_flags(cpuinfo: str | os.PathLike = "/proc/cpuinfo") -> tuple[
     return vendor, flags
 
 
+@functools.lru_cache(maxsize=None)
+def _warn_mkl_ignores(value: str) -> None:
+    """Once per value and process (entry points prepare the environment more than once)."""
+    logger.warning("%s=%r is not one of MKL's code-path numbers (%s = AVX2); MKL ignores it. Unset it to let "
+                   "address-completion choose, or set it empty to keep MKL's own choice", MKL_CPU_TYPE_ENV, value,
+                   MKL_AVX2_PATH)
+
+
 def choose_mkl_code_path(cpuinfo: str | os.PathLike = "/proc/cpuinfo") -> str | None:
     """On an AMD CPU with AVX2, make Paddle's bundled MKL use its AVX2 kernels; call before importing paddle.
 
@@ -143,9 +152,7 @@ def choose_mkl_code_path(cpuinfo: str | os.PathLike = "/proc/cpuinfo") -> str | 
     if MKL_CPU_TYPE_ENV in os.environ:
         value = os.environ[MKL_CPU_TYPE_ENV].strip()
         if value and not value.isdigit():  # MKL ignores it silently and keeps its generic kernels on AMD
-            logger.warning("%s=%r is not one of MKL's code-path numbers (%s = AVX2); MKL ignores it. Unset it to "
-                           "let address-completion choose, or set it empty to keep MKL's own choice",
-                           MKL_CPU_TYPE_ENV, os.environ[MKL_CPU_TYPE_ENV], MKL_AVX2_PATH)
+            _warn_mkl_ignores(os.environ[MKL_CPU_TYPE_ENV])
         return None
     vendor, flags = cpu_vendor_and_flags(cpuinfo)
     if vendor != "AuthenticAMD" or "avx2" not in flags:

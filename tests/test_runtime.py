@@ -151,15 +151,18 @@ def test_mkl_gets_its_avx2_kernels_on_amd_only_and_a_users_choice_wins(tmp_path,
 def test_a_value_mkl_ignores_is_named_not_kept_silently(tmp_path, monkeypatch, capsys):
     """MKL silently ignores MKL_DEBUG_CPU_TYPE=avx2 and runs its generic kernels on AMD (~2x slower sgemm): the
     user's value is still left alone, but said to be ignored; a number is taken quietly."""
-    from address_completion.runtime import MKL_CPU_TYPE_ENV, choose_mkl_code_path, configure_logging
+    from address_completion.runtime import MKL_CPU_TYPE_ENV, _warn_mkl_ignores, choose_mkl_code_path, configure_logging
 
     configure_logging()
+    _warn_mkl_ignores.cache_clear()  # said once per process: start this test from "not said yet"
     cpuinfo = tmp_path / "cpuinfo"
     cpuinfo.write_text(_AMD)
     monkeypatch.setenv(MKL_CPU_TYPE_ENV, "avx2")
     assert choose_mkl_code_path(cpuinfo) is None and os.environ[MKL_CPU_TYPE_ENV] == "avx2"
     assert "MKL_DEBUG_CPU_TYPE='avx2' is not one of MKL's code-path numbers (5 = AVX2); MKL ignores it" in \
         capsys.readouterr().err
+    assert choose_mkl_code_path(cpuinfo) is None and capsys.readouterr().err == ""  # said once (entry points
+    # prepare the environment more than once)
     monkeypatch.setenv(MKL_CPU_TYPE_ENV, "6")
     assert choose_mkl_code_path(cpuinfo) is None and capsys.readouterr().err == ""
 
