@@ -179,16 +179,20 @@ def requested_mmap_threshold() -> int:
     try:
         threshold = int(text) if text else 0
     except ValueError:
-        raise ConfigError(f"{MMAP_THRESHOLD_ENV}: expected a byte count (0 = glibc's default), got {text!r}") from None
+        raise ConfigError(_threshold_expected(repr(text))) from None
     return _checked_threshold(threshold)
+
+
+def _threshold_expected(got: str) -> str:
+    return (f"{MMAP_THRESHOLD_ENV}: expected a byte count from 0 (glibc's own policy) to {MAX_MMAP_THRESHOLD} "
+            f"(glibc's limit, 32 MiB), got {got}")
 
 
 def _checked_threshold(threshold: int) -> int:
     from .errors import ConfigError
 
     if not 0 <= threshold <= MAX_MMAP_THRESHOLD:
-        raise ConfigError(f"{MMAP_THRESHOLD_ENV}: expected a byte count from 0 to {MAX_MMAP_THRESHOLD} "
-                          f"(glibc's limit, 32 MiB), got {threshold}")
+        raise ConfigError(_threshold_expected(str(threshold)))
     return threshold
 
 
