@@ -29,8 +29,9 @@ _GROUNDING_LINE = re.compile(r"\n[ \t]*候选[ \t]*[:：]")
 
 
 def with_prefix(address: str, prefix: str = DEFAULT_PROMPT_PREFIX) -> str:
-    """The user message for ``address``: the prefix is added unless the text already starts with it."""
-    address = address.strip()
+    """The user message for ``address``: the prefix is added unless the text already starts with it; a candidates
+    line the text carries (:func:`strip_grounding`) is dropped, as :func:`strip_prefix` drops it."""
+    address = strip_grounding(address).strip()
     if not prefix:
         return address
     bare_prefix = prefix.strip()

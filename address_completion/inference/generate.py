@@ -36,7 +36,7 @@ from typing import Any, Optional, Sequence
 from .. import DEFAULT_PROMPT_PREFIX
 from ..data.gazetteer import MAX_CANDIDATES
 from ..data.prompt import (GROUNDINGS, address_candidates, answer_ids, check_grounding, decode_answer, eos_token_id, render_prompt,
-                     strip_grounding, strip_prefix)
+                     strip_prefix)
 
 DECODINGS = ("free", "constrained")
 # Distinct prompts encoded in one forward pass by the scorer (their candidates share each prompt's KV cache).
@@ -432,7 +432,6 @@ class Completer:
         """
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-        addresses = [strip_grounding(address) for address in addresses]  # a grounded message carries the address
         found = [address_candidates(address, self.prefix, MAX_CANDIDATES + 1) if self.needs_candidates else None
                  for address in addresses]
         cut = [bool(f) and len(f) > MAX_CANDIDATES for f in found]  # one more than the cap tells a list was cut
