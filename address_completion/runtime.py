@@ -164,20 +164,22 @@ def choose_mkl_code_path(cpuinfo: str | os.PathLike = "/proc/cpuinfo") -> str | 
 
 
 MMAP_THRESHOLD_ENV = "ADDRESS_COMPLETION_MMAP_THRESHOLD"
-_M_MMAP_THRESHOLD = -3  # mallopt parameter number (glibc's malloc.h)
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # mallopt parameter numbers (glibc's malloc.h)
 MAX_MMAP_THRESHOLD = 32 << 20  # glibc's DEFAULT_MMAP_THRESHOLD_MAX on 64-bit: mallopt refuses more
+DEFAULT_MMAP_THRESHOLD = MAX_MMAP_THRESHOLD  # training's: where glibc's dynamic threshold ends up, from step 1
 TRIM_GROWTH = 0.02  # HeapTrimmer: a step that raised the process's peak RSS by more than 2% is followed by a trim
 
 
 def requested_mmap_threshold() -> int:
-    """The threshold ``$ADDRESS_COMPLETION_MMAP_THRESHOLD`` asks for (bytes; unset or 0: glibc's own dynamic
-    threshold). Raises ConfigError naming the variable for anything but a byte count from 0 to 32 MiB. A
-    launcher checks it before it starts the training processes that apply it (:func:`release_freed_memory`)."""
+    """The threshold ``$ADDRESS_COMPLETION_MMAP_THRESHOLD`` asks for, in bytes: unset means
+    :data:`DEFAULT_MMAP_THRESHOLD` (32 MiB), 0 glibc's own dynamic threshold. Raises ConfigError naming the
+    variable for anything but a byte count from 0 to 32 MiB. A launcher checks it before it starts the
+    training processes that apply it (:func:`set_mmap_threshold`)."""
     from .errors import ConfigError
 
     text = os.environ.get(MMAP_THRESHOLD_ENV, "").strip()
     try:
-        threshold = int(text) if text else 0
+        threshold = int(text) if text else DEFAULT_MMAP_THRESHOLD
     except ValueError:
         raise ConfigError(_threshold_expected(repr(text))) from None
     return _checked_threshold(threshold)
@@ -185,7 +187,7 @@ def requested_mmap_threshold() -> int:
 
 def _threshold_expected(got: str) -> str:
     return (f"{MMAP_THRESHOLD_ENV}: expected a byte count from 0 (glibc's own policy) to {MAX_MMAP_THRESHOLD} "
-            f"(glibc's limit, 32 MiB), got {got}")
+            f"(glibc's limit, 32 MiB; the default), got {got}")
 
 
 def _checked_threshold(threshold: int) -> int:
@@ -196,17 +198,21 @@ def _checked_threshold(threshold: int) -> int:
     return threshold
 
 
-def release_freed_memory(threshold: int | None = None) -> int | None:
-    """On request, make glibc serve every block of at least ``threshold`` bytes with its own mmap, so it is
-    returned to the OS on free: resident memory then follows Paddle's live tensors exactly.
+def set_mmap_threshold(threshold: int | None = None) -> int | None:
+    """Fix glibc's mmap threshold for a training process: blocks of ``threshold`` bytes or more get a mapping of
+    their own (returned to the OS on free, faulted in page by page on every use); smaller ones come from the
+    heap, whose freed blocks stay resident for the next step. The heap's trim threshold is set to twice it, the
+    pair glibc's dynamic policy keeps.
 
-    Why it is not the default: every such block is a fresh mapping whose pages fault in again, which cost
-    25-40% of a 0.5B-shape LoRA step's speed on a 2-core AMD EPYC (README, "Performance"); training keeps
-    memory in check with :class:`HeapTrimmer` instead. ``threshold`` defaults to
-    ``$ADDRESS_COMPLETION_MMAP_THRESHOLD`` (bytes, e.g. 1048576; ``0`` or unset = glibc's own dynamic threshold).
+    ``threshold`` defaults to ``$ADDRESS_COMPLETION_MMAP_THRESHOLD`` (:func:`requested_mmap_threshold`), else
+    32 MiB. Why 32 MiB: glibc's own threshold starts at 128 KiB and rises only as mapped blocks are freed, so
+    the first two 0.5B-shape LoRA steps mapped most activations afresh (2.3 M and 0.95 M minor page faults, ~2 s
+    of a 10 s step in the kernel) before it reached their size by step 3; set from the start, they were 1.1 M and
+    58 K, at the same peak RSS (README, "Performance"). A small value (1048576) keeps RSS at Paddle's live tensors
+    instead, at 25-40% of the step's speed on the AMD machine measured there; 0 leaves glibc's own policy.
 
-    Returns the threshold set, or None when nothing was changed: not glibc, nothing asked, or the user set
-    glibc's own ``MALLOC_MMAP_THRESHOLD_`` (that choice wins). Raises ConfigError for a malformed variable.
+    Returns the threshold set, or None when nothing was changed: not glibc, 0 asked, or the user set glibc's
+    own ``MALLOC_MMAP_THRESHOLD_`` (that choice wins). Raises ConfigError for a malformed variable.
     """
     import ctypes
     import platform
@@ -215,13 +221,16 @@ def release_freed_memory(threshold: int | None = None) -> int | None:
     if threshold == 0 or platform.libc_ver()[0] != "glibc":
         return None
     if "MALLOC_MMAP_THRESHOLD_" in os.environ:
-        logger.warning("%s ignored: glibc's own MALLOC_MMAP_THRESHOLD_ is set and wins", MMAP_THRESHOLD_ENV)
+        if os.environ.get(MMAP_THRESHOLD_ENV, "").strip():
+            logger.warning("%s ignored: glibc's own MALLOC_MMAP_THRESHOLD_ is set and wins", MMAP_THRESHOLD_ENV)
         return None
     mallopt = ctypes.CDLL(None).mallopt
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int  # C ints: never truncated
     if not mallopt(_M_MMAP_THRESHOLD, threshold):
         logger.warning("%s=%d: glibc refused it (mallopt); its own threshold stays", MMAP_THRESHOLD_ENV, threshold)
         return None
+    if "MALLOC_TRIM_THRESHOLD_" not in os.environ:
+        mallopt(_M_TRIM_THRESHOLD, 2 * threshold)
     return threshold
 
 
@@ -244,15 +253,17 @@ def peak_rss_bytes() -> int:
 
 
 class HeapTrimmer:
-    """Gives glibc's freed heap memory back to the OS after a step that raised the process's peak RSS.
+    """Gives glibc's freed heap memory back to the OS after a step that raised the process's peak RSS above
+    the first step's.
 
     Why: Paddle allocates every CPU tensor with malloc. After a training step frees its activations, glibc
     keeps the freed heap resident, and with batch widths that vary the heap fragments, so each new shape can
     push the peak higher (5.9 -> 9.5 GB over three 0.5B-shape steps, README "Performance"). ``malloc_trim(0)``
     after a step that raised the peak by more than ``growth`` (a fraction) releases the free pages, so the
     next steps rebuild a compact heap; steps that stay under the peak keep their memory and pay no page
-    faults. Measured at the 0.5B shape (8 steps, 2 rounds): peak RSS 7.2 GB against 7.4-7.6 GB without it, and
-    86-87 tokens/s against 78 (glibc's default) and 58-60 (a fixed 1 MiB mmap threshold).
+    faults. The first step only sets the mark: its heap holds one step's working set and no fragments yet, and
+    giving it back made the second step fault all of it in again (0.95 M minor faults against 58 K at the 0.5B
+    shape, README "Performance").
 
     Call :meth:`after_step` after each optimizer step. Off glibc it never trims.
     """
@@ -264,15 +275,16 @@ class HeapTrimmer:
         if not growth >= 0:
             raise ValueError(f"growth must be a fraction >= 0, got {growth}")
         self.growth = growth
-        self.peak = peak_rss_bytes()
+        self.peak: int | None = None  # set by the first step
         self.trims = 0
         self._malloc_trim = ctypes.CDLL(None).malloc_trim if platform.libc_ver()[0] == "glibc" else None
 
     def after_step(self) -> bool:
-        """Trim if the peak grew by more than ``growth`` since the last call; True when it trimmed."""
+        """Trim if the peak grew by more than ``growth`` since the last call (the first call only records
+        it); True when it trimmed."""
         peak = peak_rss_bytes()
-        raised = peak > self.peak * (1 + self.growth)
-        self.peak = max(self.peak, peak)
+        raised = self.peak is not None and peak > self.peak * (1 + self.growth)
+        self.peak = max(self.peak or 0, peak)
         if not raised or self._malloc_trim is None:
             return False
         self._malloc_trim(0)

@@ -49,7 +49,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from address_completion.model import speedups  # noqa: E402  (imports no paddle)
-from address_completion.runtime import (HeapTrimmer, prepare_environment, release_freed_memory,  # noqa: E402
+from address_completion.runtime import (HeapTrimmer, prepare_environment, set_mmap_threshold,  # noqa: E402
                                         usable_cores)
 
 WIDTHS = ("varied", "fixed", "grouped")
@@ -128,7 +128,7 @@ def load_batches(path: str) -> list[dict]:
 def train_paddle(job: dict) -> dict:
     """LoRA steps on Paddle, as the trainer takes them (answer-only loss, AdamW, glibc's mmap threshold)."""
     prepare_environment(offline=True)
-    release_freed_memory()  # as training's set_up does: only with a variant item ADDRESS_COMPLETION_MMAP_THRESHOLD=N
+    set_mmap_threshold()  # as training's set_up does (a variant item ADDRESS_COMPLETION_MMAP_THRESHOLD=N changes it)
     import paddle
     from paddlenlp.peft import LoRAConfig, LoRAModel
 

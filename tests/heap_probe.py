@@ -12,7 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-ALLOCATOR_VARIABLES = ("MALLOC_MMAP_THRESHOLD_", "ADDRESS_COMPLETION_MMAP_THRESHOLD")
+ALLOCATOR_VARIABLES = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "ADDRESS_COMPLETION_MMAP_THRESHOLD")
 
 
 class MallInfo2(ctypes.Structure):
@@ -20,14 +20,16 @@ class MallInfo2(ctypes.Structure):
                 "arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks fordblks keepcost".split()]
 
 
-def activation_block_is_mapped() -> int:
-    """1 if a 4 MiB block (a 0.5B-shape step's activations) is mmapped after a 16 MiB mapped block was freed
-    (glibc's default then serves it from its heap, where freed memory stays resident), else 0."""
+def activation_block_is_mapped(after_bigger_free: bool = True) -> int:
+    """1 if a 4 MiB block (a 0.5B-shape step's activations) is mmapped, else 0: after a 16 MiB mapped block was
+    freed (glibc's default then serves it from its heap, where freed memory stays resident), or, with
+    ``after_bigger_free=False``, in a fresh process (glibc's default maps every block of 128 KiB or more)."""
     libc = ctypes.CDLL(None)
     libc.mallinfo2.restype = MallInfo2
     libc.malloc.restype = ctypes.c_void_p
     libc.free.argtypes = [ctypes.c_void_p]
-    libc.free(libc.malloc(16 << 20))  # glibc's default raises its threshold to 16 MiB here
+    if after_bigger_free:
+        libc.free(libc.malloc(16 << 20))  # glibc's default raises its threshold to 16 MiB here
     before = libc.mallinfo2().hblks
     block = libc.malloc(4 << 20)
     mapped = libc.mallinfo2().hblks - before

@@ -222,6 +222,6 @@ def test_a_bad_heap_variable_is_named_before_anything_is_launched(small_run, cap
     monkeypatch.setenv("ADDRESS_COMPLETION_MMAP_THRESHOLD", "64MB")
     assert main(["train", str(config), "--nproc_per_node", "1", "--dry-run"]) == 2
     assert "ADDRESS_COMPLETION_MMAP_THRESHOLD: expected a byte count from 0 (glibc's own policy) to 33554432 " \
-           "(glibc's limit, 32 MiB), got '64MB'" in \
+           "(glibc's limit, 32 MiB; the default), got '64MB'" in \
         capsys.readouterr().err
     assert not (config.parent / "bad-heap").exists()

@@ -35,28 +35,31 @@ def test_debug_adds_the_level_name():
 
 _HEAP_PROBE = r"""
 import json, sys
-from address_completion.runtime import release_freed_memory
+from address_completion.runtime import set_mmap_threshold
 from heap_probe import activation_block_is_mapped
 
-applied = release_freed_memory() if sys.argv[1] == "apply" else None
-print(json.dumps({"applied": applied, "mapped": activation_block_is_mapped()}))
+applied = set_mmap_threshold() if sys.argv[1] == "apply" else None
+print(json.dumps({"applied": applied, "mapped": activation_block_is_mapped(after_bigger_free=sys.argv[2] == "after")}))
 """
 
 
-def _heap_probe(mode: str, **env: str) -> dict:
+def _heap_probe(mode: str, fresh: bool = False, **env: str) -> dict:
+    """``fresh``: probe before any bigger block was mapped and freed (a process's first step)."""
     import json
 
     from heap_probe import run_probe
 
-    return json.loads(run_probe(_HEAP_PROBE, mode, **env))
+    return json.loads(run_probe(_HEAP_PROBE, mode, "fresh" if fresh else "after", **env))
 
 
-def test_freed_activation_sized_blocks_go_back_to_the_os_when_the_threshold_is_asked_for():
-    """glibc serves a 4 MiB block from its heap once a bigger mapped block was freed (what kept ~1.5 GB resident
-    after training step 1); with ADDRESS_COMPLETION_MMAP_THRESHOLD the block is mapped, so free returns it. Not
-    the default any more (its page faults cost 25-40% of a step): HeapTrimmer keeps the peak instead."""
+def test_training_keeps_activation_sized_blocks_in_the_heap_from_the_start_and_maps_them_when_asked():
+    """glibc's own threshold maps a 4 MiB block until a bigger mapped block was freed; a training process sets
+    32 MiB from the start (every step's activations reused from the heap, not faulted in afresh), and
+    ADDRESS_COMPLETION_MMAP_THRESHOLD=1048576 maps them (RSS = Paddle's live tensors, at a cost in speed)."""
     assert _heap_probe("leave") == {"applied": None, "mapped": 0}
-    assert _heap_probe("apply") == {"applied": None, "mapped": 0}
+    assert _heap_probe("leave", fresh=True) == {"applied": None, "mapped": 1}  # glibc's start: 128 KiB
+    assert _heap_probe("apply", fresh=True) == {"applied": 32 << 20, "mapped": 0}
+    assert _heap_probe("apply") == {"applied": 32 << 20, "mapped": 0}
     assert _heap_probe("apply", ADDRESS_COMPLETION_MMAP_THRESHOLD="1048576") == {"applied": 1 << 20, "mapped": 1}
 
 
@@ -64,19 +67,20 @@ def test_the_threshold_variable_can_be_zero_and_a_bad_value_is_named(monkeypatch
     import pytest
 
     from address_completion.errors import ConfigError
-    from address_completion.runtime import release_freed_memory
+    from address_completion.runtime import set_mmap_threshold
 
-    assert _heap_probe("apply", ADDRESS_COMPLETION_MMAP_THRESHOLD="0") == {"applied": None, "mapped": 0}
+    assert _heap_probe("apply", ADDRESS_COMPLETION_MMAP_THRESHOLD="0", fresh=True) == {"applied": None, "mapped": 1}
+    assert _heap_probe("apply", MALLOC_MMAP_THRESHOLD_="1048576", fresh=True) == {"applied": None, "mapped": 1}
     assert _heap_probe("apply", MALLOC_MMAP_THRESHOLD_="33554432",
                        ADDRESS_COMPLETION_MMAP_THRESHOLD="1048576") == {"applied": None, "mapped": 0}  # user's wins
     monkeypatch.setenv("ADDRESS_COMPLETION_MMAP_THRESHOLD", "1MB")
-    with pytest.raises(ConfigError, match=r"ADDRESS_COMPLETION_MMAP_THRESHOLD: expected a byte count from 0 \(glibc's own policy\) to 33554432 \(glibc's limit, 32 MiB\), got '1MB'$"):
-        release_freed_memory()
+    with pytest.raises(ConfigError, match=r"ADDRESS_COMPLETION_MMAP_THRESHOLD: expected a byte count from 0 \(glibc's own policy\) to 33554432 \(glibc's limit, 32 MiB; the default\), got '1MB'$"):
+        set_mmap_threshold()
     # beyond glibc's 32 MiB limit (and beyond a C int, which ctypes would have cut to 1 byte): named, not applied
     for too_big in ("33554433", "4294967297", "99999999999999999999"):
         monkeypatch.setenv("ADDRESS_COMPLETION_MMAP_THRESHOLD", too_big)
         with pytest.raises(ConfigError, match=rf"expected a byte count from 0 \(glibc's own policy\) to 33554432 .*got {too_big}$"):
-            release_freed_memory()
+            set_mmap_threshold()
     assert _heap_probe("apply", ADDRESS_COMPLETION_MMAP_THRESHOLD=str(32 << 20)) == {"applied": 32 << 20, "mapped": 0}
 
 
@@ -90,6 +94,12 @@ libc.malloc.restype = ctypes.c_void_p
 libc.free.argtypes = [ctypes.c_void_p]
 libc.mallopt(-3, 32 << 20)  # M_MMAP_THRESHOLD: 1 MiB blocks come from the heap, as after a training step
 trimmer = HeapTrimmer()
+first = [libc.malloc(1 << 20) for _ in range(300)]
+for block in first:
+    ctypes.memset(block, 1, 1 << 20)  # the first step's working set, resident
+for block in first[:-1:2]:
+    libc.free(block)
+first_step = trimmer.after_step()  # the first step only sets the mark: its heap is what the next step reuses
 quiet = trimmer.after_step()  # nothing allocated since: no growth, no trim
 blocks = [libc.malloc(1 << 20) for _ in range(400)]
 for block in blocks:
@@ -97,16 +107,17 @@ for block in blocks:
 for block in blocks[:-1:2]:
     libc.free(block)  # every other block: 200 MB of holes glibc keeps resident (no free block at the top)
 before = resident_mb()
-trimmed = trimmer.after_step()  # the peak rose by ~400 MB
+trimmed = trimmer.after_step()  # the peak rose by ~250 MB beyond the first step's
 after = resident_mb()
 again = trimmer.after_step()  # no new peak: the heap is left alone
-print(json.dumps({"quiet": quiet, "trimmed": trimmed, "released_mb": before - after, "again": again,
-                  "trims": trimmer.trims}))
+print(json.dumps({"first_step": first_step, "quiet": quiet, "trimmed": trimmed, "released_mb": before - after,
+                  "again": again, "trims": trimmer.trims}))
 """
 
 
 def test_heap_trimmer_gives_freed_memory_back_only_after_a_step_that_raised_the_peak():
-    """Run from a parent bigger than the probe's growth, as in the full suite: getrusage's peak is inherited
+    """Not after the first step, whose heap the second reuses (giving it back made that step fault it all in
+    again). Run from a parent bigger than the probe's growth, as in the full suite: getrusage's peak is inherited
     across fork and exec, so the trimmer must read the process's own peak (VmHWM) to see the growth."""
     import json
 
@@ -115,7 +126,8 @@ def test_heap_trimmer_gives_freed_memory_back_only_after_a_step_that_raised_the_
     ballast = b"\x01" * (700 << 20)  # resident in this (parent) process while the probe runs
     result = json.loads(run_probe(_TRIM_PROBE))
     del ballast
-    assert (result["quiet"], result["trimmed"], result["again"], result["trims"]) == (False, True, False, 1)
+    assert (result["first_step"], result["quiet"], result["trimmed"], result["again"], result["trims"]) == \
+        (False, False, True, False, 1)
     assert result["released_mb"] > 150, result  # ~200 MB of holes went back to the OS
 
 

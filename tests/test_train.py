@@ -167,9 +167,9 @@ print(json.dumps({"mapped": activation_block_is_mapped()}))
 
 
 def test_training_set_up_maps_activation_sized_blocks_only_when_asked(default_model_dir, dataset, tmp_path):
-    """glibc moves 3-20 MB blocks into its heap after the first step; a fixed mmap threshold keeps them out (RSS =
-    Paddle's live tensors) at 25-40% of the step's speed, so set_up sets one only when
-    ADDRESS_COMPLETION_MMAP_THRESHOLD asks (README, "Performance"); the trainer's HeapTrimmer keeps the peak."""
+    """set_up keeps blocks below 32 MiB in glibc's heap (runtime.set_mmap_threshold: every step reuses its
+    activations' memory instead of faulting it in afresh); a small ADDRESS_COMPLETION_MMAP_THRESHOLD maps them
+    (RSS = Paddle's live tensors, at 25-40% of the step's speed; README, "Performance")."""
     from heap_probe import run_probe
 
     config = write_config(tmp_path, "heap", base_config(default_model_dir, dataset, tmp_path / "out"))

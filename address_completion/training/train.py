@@ -29,7 +29,7 @@ from .config import (CHECKPOINT_PREFIX, RUN_OUTPUT_FILES, SCHEDULER_STATE_FILES,
                      load_config, resume_checkpoint)
 from ..errors import ConfigError, DataError
 from ..data.prompt import encode_example
-from ..runtime import HeapTrimmer, distributed_rank, release_freed_memory, logger, quiet_paddlenlp_logs
+from ..runtime import HeapTrimmer, distributed_rank, logger, quiet_paddlenlp_logs, set_mmap_threshold
 
 IGNORE_INDEX = -100
 METRICS_FILE = "metrics.jsonl"
@@ -708,7 +708,7 @@ def set_up(cfg: TrainConfig, pairs: dict[str, list[dict[str, str]]], checkpoint:
 
     from ..model.modeling import load_tokenizer
 
-    release_freed_memory()  # only on request (ADDRESS_COMPLETION_MMAP_THRESHOLD): before the model is built
+    set_mmap_threshold()  # 32 MiB unless ADDRESS_COMPLETION_MMAP_THRESHOLD says otherwise: before the model is built
     set_seed(cfg.training_args.seed)
     tokenizer = load_tokenizer(cfg.model_args.tokenizer_name_or_path or cfg.model_args.model_name_or_path)
     data = prepare_data(cfg, tokenizer, pairs)
