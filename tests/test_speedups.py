@@ -13,8 +13,11 @@ from address_completion.errors import ConfigError
 # is not correctly rounded (up to 5.6e-7 off the exact square of N(0,1) floats, measured; x*x is exact to half an
 # ulp), so the two differ by rounding that the layers carry into the logits (2e-6 measured on the tiny model).
 LOGIT_TOLERANCE = {"lora_rank_scale": 1e-6, "rope_matmul": 1e-6, "rmsnorm_square": 1e-5, "silu_mul": 1e-6,
-                   "attention_grouped": 5e-6, "transpose_dense": 5e-6, "rmsnorm_backward": 1e-5}
-WITH = {"transpose_dense": ["attention_grouped"], "rmsnorm_backward": ["rmsnorm_square"]}  # a patch that acts inside another one is tested with it
+                   "attention_grouped": 5e-6, "transpose_dense": 5e-6, "rmsnorm_backward": 1e-5,
+                   "expand_broadcasts": 1e-5, "rowmean_matmul": 1e-5}
+WITH = {"transpose_dense": ["attention_grouped"], "rmsnorm_backward": ["rmsnorm_square"],
+        "expand_broadcasts": ["attention_grouped", "rmsnorm_square", "rmsnorm_backward"],
+        "rowmean_matmul": ["rmsnorm_square", "rmsnorm_backward"]}  # a patch that acts inside another one is tested with it
 
 
 @pytest.fixture
@@ -115,14 +118,16 @@ def test_patched_rmsnorm_is_closer_to_the_exact_value_than_stock(stock):
 
 
 @pytest.mark.parametrize("trainable_weight", [True, False])
-def test_rmsnorm_backward_gives_the_exact_gradients(stock, trainable_weight):
+@pytest.mark.parametrize("inside", [(), ("expand_broadcasts", "rowmean_matmul")])
+def test_rmsnorm_backward_gives_the_exact_gradients(stock, trainable_weight, inside):
     """The closed-form gradient against its Jacobian in float64: dx (and dw when the norm's weight
-    trains, as in a full fine-tune) within float32 rounding; a frozen weight gets no gradient."""
+    trains, as in a full fine-tune) within float32 rounding; a frozen weight gets no gradient. Also with the
+    patches that act inside it."""
     import paddle
     from paddlenlp.transformers import Qwen2Config
     from paddlenlp.transformers.qwen2.modeling import Qwen2RMSNorm
 
-    speedups.apply(["rmsnorm_square", "rmsnorm_backward"])
+    speedups.apply(["rmsnorm_square", "rmsnorm_backward", *inside])
     norm = Qwen2RMSNorm(Qwen2Config(hidden_size=64, rms_norm_eps=1e-6))
     weight = np.random.default_rng(0).uniform(0.5, 1.5, 64)
     norm.weight.set_value(weight.astype("float32"))

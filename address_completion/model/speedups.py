@@ -30,6 +30,14 @@ files and merges exactly as PaddleNLP defines them.
 - ``rmsnorm_backward`` (acts inside ``rmsnorm_square``): autograd differentiates RMSNorm through two
   broadcast multiplications, whose gradients reduce the broadcast operand with a slow generic kernel; the
   closed-form gradient (a PyLayer) uses only forward kernels and saves one activation instead of three.
+- ``expand_broadcasts`` (acts inside ``attention_grouped`` and ``rmsnorm_backward``): Paddle's CPU elementwise
+  kernels are 10-40x slower when one operand broadcasts than on equal shapes (the [8, 2, 7, 104, 104] scores
+  plus the [8, 1, 1, 104, 104] mask: ~11 ms, against ~0.3 ms for expanding the mask and adding; RMSNorm's
+  per-token inverse and per-channel weight: ~0.5 ms against ~0.15 ms; measured here). Those operands are
+  expanded to the full shape first; the sums are the same floats.
+- ``rowmean_matmul`` (acts inside ``rmsnorm_backward``): RMSNorm's means over the hidden axis as a matmul with a
+  column of 1/hidden, which runs on every core ([832, 896]: ~0.08 ms against ~0.65 ms for Paddle's mean kernel);
+  the sums are grouped differently, so results differ in the last bits.
 """
 
 from __future__ import annotations
@@ -48,6 +56,9 @@ PATCHES: dict[str, str] = {
     "attention_grouped": "Qwen2 attention: query heads grouped per key/value head instead of tiling k and v",
     "transpose_dense": "attention_grouped's transposes copied by Paddle's transpose kernel, not its strided copy",
     "rmsnorm_backward": "rmsnorm_square's RMSNorm with its gradient written out: no broadcast-multiply gradients",
+    "expand_broadcasts": "attention's mask and rmsnorm_backward's inverse and weight expanded before their "
+                         "elementwise ops",
+    "rowmean_matmul": "rmsnorm_backward's means over the hidden axis as a matmul with a column of 1/hidden",
 }
 # Kept: lora_rank_scale lowered peak RSS at the 0.5B shape beyond the spread (7111-7161 MB vs stock 7499-7644 MB,
 # 2 alternated rounds). rmsnorm_square and rope_matmul: on a quiet machine (load ~1, 2026-11-30 16:09 UTC)
@@ -65,6 +76,11 @@ PATCHES: dict[str, str] = {
 # M = MALLOC_MMAP_THRESHOLD_=33554432+MALLOC_TRIM_THRESHOLD_=17179869184 (heap settings, since found to make no
 # steady-state difference): 79.6 -> 86.0 tokens/s (0.99x -> 1.07x the torch peer, spreads 0.96-1.02 and
 # 1.06-1.08), peak RSS 7262 -> 7074 MB. README, "Performance".
+# Not in DEFAULT (no gain beyond the spread yet): expand_broadcasts and rowmean_matmul. Profiled, they cut a step's
+# add/multiply/mean/RMSNorm-gradient time by ~0.27 s of ~9.6 s, but paired on the AMD machine (load 1.1-1.6,
+# 2026-12-01 03:51-04:01 UTC) `bench/train_throughput.py --shapes 0.5b --interleave --variants
+# default,default+expand_broadcasts+rowmean_matmul --steps 10` gave 1.04x (0.92-1.11), and 6 steps with
+# expand_broadcasts alone 1.00x (0.93-1.02).
 DEFAULT: tuple[str, ...] = ("lora_rank_scale", "rmsnorm_square", "rope_matmul", "silu_mul", "attention_grouped",
                             "transpose_dense", "rmsnorm_backward")
 
@@ -95,6 +111,30 @@ def _rmsnorm_forward(self, hidden_states):
     return hidden_states * self.weight
 
 
+def _full(operand, shape):
+    """``operand`` expanded to ``shape`` under ``expand_broadcasts`` (else left to broadcast): Paddle's CPU
+    kernels for equal shapes are 10-40x faster than its broadcasting ones, the expand included."""
+    return operand.expand(shape) if "expand_broadcasts" in _applied else operand
+
+
+@functools.lru_cache(maxsize=8)
+def _mean_column(size: int, dtype: str) -> Any:
+    """A [size, 1] column of 1/size: ``x @ column`` is x's mean over its last axis (keepdim)."""
+    import paddle
+
+    return paddle.full([size, 1], 1.0 / size, dtype=dtype)
+
+
+def _row_mean(x):
+    """Mean over the last axis, keepdim: by matmul under ``rowmean_matmul`` (every core; Paddle's CPU mean kernel
+    runs on one), else Paddle's mean."""
+    import paddle
+
+    if "rowmean_matmul" in _applied:
+        return paddle.matmul(x, _mean_column(x.shape[-1], str(x.dtype).replace("paddle.", "")))
+    return x.mean(-1, keepdim=True)
+
+
 @functools.lru_cache(maxsize=1)
 def _rms_norm_layer() -> Any:
     import paddle
@@ -107,20 +147,21 @@ def _rms_norm_layer() -> Any:
 
         @staticmethod
         def forward(ctx, x, weight, epsilon):
-            inverse = paddle.rsqrt((x * x).mean(-1, keepdim=True) + epsilon)  # [..., 1]
-            normed = x * inverse
+            inverse = paddle.rsqrt(_row_mean(x * x) + epsilon)  # [..., 1]
+            normed = x * _full(inverse, x.shape)
             ctx.save_for_backward(normed, inverse, weight)
             ctx.input_frozen = x.stop_gradient
-            return normed * weight
+            return normed * _full(weight, x.shape)
 
         @staticmethod
         def backward(ctx, grad):
             normed, inverse, weight = ctx.saved_tensor()
-            scaled = grad * weight
+            shape = grad.shape
+            scaled = grad * _full(weight, shape)
             # Paddle wants None for an input that takes no gradient: the weight under LoRA (no reduction over
             # the tokens then), the input when only the norms train (trainable_modules) over frozen embeddings
             grad_x = None if ctx.input_frozen else \
-                (scaled - normed * (scaled * normed).mean(-1, keepdim=True)) * inverse
+                (scaled - normed * _full(_row_mean(scaled * normed), shape)) * _full(inverse, shape)
             grad_weight = None if weight.stop_gradient else (grad * normed).reshape([-1, weight.shape[0]]).sum(0)
             return grad_x, grad_weight
 
@@ -210,7 +251,7 @@ def _grouped_attention(query_states, config, key_states, value_states, attention
     key = transpose(key_states, [0, 2, 1, 3])
     value = transpose(value_states, [0, 2, 1, 3])
     scores = paddle.matmul(query, key, transpose_y=True).reshape([bsz, kv_heads, group, q_len, kv_len])
-    scores = scores + attention_mask.reshape([bsz, 1, 1, q_len, kv_len])
+    scores = scores + _full(attention_mask.reshape([bsz, 1, 1, q_len, kv_len]), scores.shape)
     weights = functional.softmax(scores, axis=-1)
     weights = functional.dropout(weights, p=config.attention_dropout, training=training)
     output = paddle.matmul(weights.reshape([bsz, kv_heads, group * q_len, kv_len]), value)
@@ -285,7 +326,9 @@ def _targets() -> dict[str, list[tuple[object, str, Callable]]]:
                                   (qwen2, "repeat_kv", _keep_kv_heads),
                                   (qwen2.Qwen2Attention, "forward", _attention_forward)],
             "transpose_dense": [],  # read by _grouped_attention: nothing of PaddleNLP's is replaced
-            "rmsnorm_backward": []}  # read by _rmsnorm_forward, likewise
+            "rmsnorm_backward": [],  # read by _rmsnorm_forward, likewise
+            "expand_broadcasts": [],  # read by _full
+            "rowmean_matmul": []}  # read by _row_mean
 
 
 def _key(owner: object, attribute: str) -> str:
