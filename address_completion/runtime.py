@@ -253,38 +253,43 @@ def peak_rss_bytes() -> int:
 
 
 class HeapTrimmer:
-    """Gives glibc's freed heap memory back to the OS after a step that raised the process's peak RSS above
-    the first step's.
+    """Gives glibc's freed heap memory back to the OS after a step that raised the process's peak RSS.
 
     Why: Paddle allocates every CPU tensor with malloc. After a training step frees its activations, glibc
     keeps the freed heap resident, and with batch widths that vary the heap fragments, so each new shape can
     push the peak higher (5.9 -> 9.5 GB over three 0.5B-shape steps, README "Performance"). ``malloc_trim(0)``
     after a step that raised the peak by more than ``growth`` (a fraction) releases the free pages, so the
     next steps rebuild a compact heap; steps that stay under the peak keep their memory and pay no page
-    faults. The first step only sets the mark: its heap holds one step's working set and no fragments yet, and
-    giving it back made the second step fault all of it in again (0.95 M minor faults against 58 K at the 0.5B
-    shape, README "Performance").
+    faults.
+
+    ``widest_first``: the first step's batch is the widest of the run (length-grouped batches put it first,
+    ``train.batch_order``), so its heap has room for every later step: that step only sets the mark. Giving its
+    heap back made the second step fault all of it in again (0.95 M minor page faults against 58 K at the
+    0.5B shape); when a later batch is wider, keeping it let that step's new blocks pile on top (peak 7.8 GB
+    against 7.1 GB, README "Performance"), so without the flag the first step is trimmed like any other.
 
     Call :meth:`after_step` after each optimizer step. Off glibc it never trims.
     """
 
-    def __init__(self, growth: float = TRIM_GROWTH):
+    def __init__(self, growth: float = TRIM_GROWTH, widest_first: bool = False):
         import ctypes
         import platform
 
         if not growth >= 0:
             raise ValueError(f"growth must be a fraction >= 0, got {growth}")
         self.growth = growth
-        self.peak: int | None = None  # set by the first step
-        self.trims = 0
+        self.widest_first = widest_first
+        self.peak = peak_rss_bytes()
+        self.steps = self.trims = 0
         self._malloc_trim = ctypes.CDLL(None).malloc_trim if platform.libc_ver()[0] == "glibc" else None
 
     def after_step(self) -> bool:
-        """Trim if the peak grew by more than ``growth`` since the last call (the first call only records
-        it); True when it trimmed."""
+        """Trim if the peak grew by more than ``growth`` since the last call (not after the first step with
+        ``widest_first``); True when it trimmed."""
         peak = peak_rss_bytes()
-        raised = self.peak is not None and peak > self.peak * (1 + self.growth)
-        self.peak = max(self.peak or 0, peak)
+        raised = peak > self.peak * (1 + self.growth) and not (self.widest_first and self.steps == 0)
+        self.peak = max(self.peak, peak)
+        self.steps += 1
         if not raised or self._malloc_trim is None:
             return False
         self._malloc_trim(0)

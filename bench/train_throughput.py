@@ -23,7 +23,8 @@ table prints the median with its min-max over the rounds. Ratios are paired per 
 answer-only loss, AdamW on the LoRA weights and thread count.
 
 Columns: tokens/s counts every real token fed (prompt + answer, not padding); peak RSS is the process's
-maximum resident memory (``resource.getrusage``); "RSS by step" is the resident memory after each step.
+maximum resident memory (``resource.getrusage``); "RSS by step" is the resident memory after each step, and the
+minor page faults of each step count the memory it touched for the first time (``ru_minflt``).
 
 Quick run (about a minute on 2 cores):   python bench/train_throughput.py --shapes default --steps 2
 Against the peer:                        python bench/train_throughput.py --shapes 0.5b --peer
@@ -145,7 +146,8 @@ def train_paddle(job: dict) -> dict:
     optimizer = paddle.optimizer.AdamW(learning_rate=LEARNING_RATE,
                                        parameters=[p for p in model.parameters() if not p.stop_gradient])
 
-    trimmer = None if os.environ.get(NO_TRIM) else HeapTrimmer()  # as training's callback does
+    # as training's callback does: grouped batches put the widest first (train.batch_order), fixed are all one width
+    trimmer = None if os.environ.get(NO_TRIM) else HeapTrimmer(widest_first=job["widths"] != "varied")
 
     def step(batch: dict) -> float:
         inputs = {key: paddle.to_tensor(value) for key, value in batch.items()}
@@ -272,12 +274,14 @@ def run_steps(job: dict, step, threads) -> dict:
     """Time ``job['steps']`` steps after ``job['warmup']`` untimed ones; resident memory after each."""
     batches = load_batches(job["batches_path"])
     tokens = answer_tokens = 0
-    losses, rss = [], []
+    losses, rss, faults = [], [], []
     started = None
     for index, batch in enumerate(batches[: job["warmup"] + job["steps"]]):
         if index == job["warmup"]:
             started = time.perf_counter()
+        faulted = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
         losses.append(step(batch))
+        faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faulted)
         rss.append(round(current_rss_mb()))
         if index >= job["warmup"]:
             tokens += int(batch["attention_mask"].sum())
@@ -287,7 +291,7 @@ def run_steps(job: dict, step, threads) -> dict:
             "loss": job["loss"], "batch": job["batch_size"], "steps": job["steps"], "threads": threads,
             "s_per_step": seconds / job["steps"], "tokens_per_s": tokens / seconds,
             "answer_tokens_per_s": answer_tokens / seconds, "first_loss": losses[0],
-            "peak_rss_mb": peak_rss_mb(), "rss_by_step_mb": rss}
+            "peak_rss_mb": peak_rss_mb(), "rss_by_step_mb": rss, "faults_by_step": faults}
 
 
 # ---------------------------------------------------------------- orchestration
@@ -380,7 +384,8 @@ def summarize(results: list[list[dict]], peer: bool) -> list[dict]:
                       "s_per_step": [row["s_per_step"] for row in rows],
                       "peak_rss_mb": [row["peak_rss_mb"] for row in rows], "ratio": ratios, "rss_ratio": memory,
                       "is_reference": index == reference, "first_loss": first["first_loss"],
-                      "rss_by_step_mb": rows[-1]["rss_by_step_mb"], "threads": first["threads"]})
+                      "rss_by_step_mb": rows[-1]["rss_by_step_mb"], "faults_by_step": rows[-1]["faults_by_step"],
+                      "threads": first["threads"]})
     return lines
 
 
@@ -405,6 +410,10 @@ def print_table(shape: str, lines: list[dict], args: argparse.Namespace, widths:
     print("RSS (MB) after each step, last round:")
     for line in lines:
         print(f"  {line['config']:<32} {line['widths']:<8} {line['loss']:<6} {line['rss_by_step_mb']}")
+    print("minor page faults in each step (thousands; memory touched for the first time), last round:")
+    for line in lines:
+        print(f"  {line['config']:<32} {line['widths']:<8} {line['loss']:<6} "
+              f"{[round(count / 1000) for count in line['faults_by_step']]}")
     if args.rounds > 1:
         print("median (min-max) over rounds; ratios are taken within each round, then summarized")
 

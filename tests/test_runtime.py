@@ -7,6 +7,8 @@ import logging
 import os
 import sys
 
+import pytest
+
 from address_completion.runtime import configure_logging, logger
 
 
@@ -85,7 +87,7 @@ def test_the_threshold_variable_can_be_zero_and_a_bad_value_is_named(monkeypatch
 
 
 _TRIM_PROBE = r"""
-import ctypes, json
+import ctypes, json, sys
 from address_completion.runtime import HeapTrimmer
 from heap_probe import resident_mb
 
@@ -93,13 +95,13 @@ libc = ctypes.CDLL(None)
 libc.malloc.restype = ctypes.c_void_p
 libc.free.argtypes = [ctypes.c_void_p]
 libc.mallopt(-3, 32 << 20)  # M_MMAP_THRESHOLD: 1 MiB blocks come from the heap, as after a training step
-trimmer = HeapTrimmer()
+trimmer = HeapTrimmer(widest_first=sys.argv[1] == "widest")
 first = [libc.malloc(1 << 20) for _ in range(300)]
 for block in first:
     ctypes.memset(block, 1, 1 << 20)  # the first step's working set, resident
 for block in first[:-1:2]:
     libc.free(block)
-first_step = trimmer.after_step()  # the first step only sets the mark: its heap is what the next step reuses
+first_step = trimmer.after_step()  # the peak rose; widest_first: the next steps fit in this heap, kept
 quiet = trimmer.after_step()  # nothing allocated since: no growth, no trim
 blocks = [libc.malloc(1 << 20) for _ in range(400)]
 for block in blocks:
@@ -115,19 +117,21 @@ print(json.dumps({"first_step": first_step, "quiet": quiet, "trimmed": trimmed, 
 """
 
 
-def test_heap_trimmer_gives_freed_memory_back_only_after_a_step_that_raised_the_peak():
-    """Not after the first step, whose heap the second reuses (giving it back made that step fault it all in
-    again). Run from a parent bigger than the probe's growth, as in the full suite: getrusage's peak is inherited
-    across fork and exec, so the trimmer must read the process's own peak (VmHWM) to see the growth."""
+@pytest.mark.parametrize("widest_first", [False, True])
+def test_heap_trimmer_gives_freed_memory_back_only_after_a_step_that_raised_the_peak(widest_first):
+    """With ``widest_first`` not after the first step, whose heap the next steps fit in (giving it back made the
+    second step fault it all in again). Run from a parent bigger than the probe's growth, as in the full suite:
+    getrusage's peak is inherited across fork and exec, so the trimmer must read the process's own peak (VmHWM)
+    to see the growth."""
     import json
 
     from heap_probe import run_probe
 
     ballast = b"\x01" * (700 << 20)  # resident in this (parent) process while the probe runs
-    result = json.loads(run_probe(_TRIM_PROBE))
+    result = json.loads(run_probe(_TRIM_PROBE, "widest" if widest_first else "plain"))
     del ballast
     assert (result["first_step"], result["quiet"], result["trimmed"], result["again"], result["trims"]) == \
-        (False, False, True, False, 1)
+        (not widest_first, False, True, False, 1 if widest_first else 2)
     assert result["released_mb"] > 150, result  # ~200 MB of holes went back to the OS
 
 

@@ -152,6 +152,7 @@ def test_trainer_batches_are_length_grouped_by_default(default_model_dir, datase
     # and the heap is trimmed after a step that raises the peak RSS (runtime.HeapTrimmer, test_runtime)
     trimming = [c for c in run.trainer.callback_handler.callbacks if type(c).__name__ == "HeapTrimming"]
     assert len(trimming) == 1 and trimming[0].trimmer.growth == 0.02
+    assert trimming[0].trimmer.widest_first  # length-grouped batches: the widest first (batch_order)
 
 
 _SET_UP_THEN_PROBE_HEAP = r"""

@@ -551,13 +551,14 @@ def make_dataset(features: list[dict[str, list[int]]], generation: GenerationEva
     return dataset
 
 
-def heap_trimmer_callback() -> Any:
-    """A TrainerCallback running :class:`runtime.HeapTrimmer` after every optimizer step (peak RSS stays put)."""
+def heap_trimmer_callback(widest_first: bool) -> Any:
+    """A TrainerCallback running :class:`runtime.HeapTrimmer` after every optimizer step (peak RSS stays put);
+    ``widest_first``: this process's first batch is its widest (length-grouped batches on rank 0)."""
     from paddlenlp.trainer import TrainerCallback
 
     class HeapTrimming(TrainerCallback):
         def __init__(self):
-            self.trimmer = HeapTrimmer()
+            self.trimmer = HeapTrimmer(widest_first=widest_first)
 
         def on_step_end(self, args, state, control, **kwargs):
             self.trimmer.after_step()
@@ -723,7 +724,9 @@ def set_up(cfg: TrainConfig, pairs: dict[str, list[dict[str, str]]], checkpoint:
     cfg.output_dir.mkdir(parents=True, exist_ok=True)
     recorder = metrics_recorder(cfg.output_dir / METRICS_FILE, _checkpoint_step(checkpoint) if checkpoint else None,
                                 progress_bar=not cfg.training_args.disable_tqdm, write=distributed_rank()[0] == 0)
-    trainer = make_trainer(cfg, model, tokenizer, train_data, eval_data, [recorder, heap_trimmer_callback()])
+    widest_first = cfg.extras["group_by_length"] and distributed_rank()[0] == 0  # batch_order: the widest first
+    trainer = make_trainer(cfg, model, tokenizer, train_data, eval_data,
+                           [recorder, heap_trimmer_callback(widest_first)])
     if checkpoint is not None:
         trainer.loss_sum_before = resumed_loss_sum(checkpoint)
     return TrainingRun(cfg, tokenizer, data, trainer, recorder)
