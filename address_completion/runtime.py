@@ -206,9 +206,9 @@ def set_mmap_threshold(threshold: int | None = None) -> int | None:
 
     ``threshold`` defaults to ``$ADDRESS_COMPLETION_MMAP_THRESHOLD`` (:func:`requested_mmap_threshold`), else
     32 MiB. Why 32 MiB: glibc's own threshold starts at 128 KiB and rises only as mapped blocks are freed, so
-    the first two 0.5B-shape LoRA steps mapped most activations afresh (2.3 M and 0.95 M minor page faults, ~2 s
-    of a 10 s step in the kernel) before it reached their size by step 3; set from the start, they were 1.1 M and
-    58 K, at the same peak RSS (README, "Performance"). A small value (1048576) keeps RSS at Paddle's live tensors
+    the first 0.5B-shape LoRA step mapped most activations afresh (2.3 M minor page faults, 5 s of a 15 s step in
+    the kernel) before it reached their size by step 3; set from the start, 1.15 M, at the same peak RSS (and
+    58 K in step 2 with the first step's heap kept, :class:`HeapTrimmer`; README, "Performance"). A small value (1048576) keeps RSS at Paddle's live tensors
     instead, at 25-40% of the step's speed on the AMD machine measured there; 0 leaves glibc's own policy.
 
     Returns the threshold set, or None when nothing was changed: not glibc, 0 asked, or the user set glibc's
