@@ -15,6 +15,7 @@ from pathlib import Path
 
 from .data.dataio import check_apart, check_output_folder
 from .errors import AddressCompletionError, ConfigError, OutputExistsError
+from .runtime import requested_mmap_threshold
 
 SAMPLE_ADDRESSES = ("碑林区扬子江南路467-6号", "扶风法门镇法门寺", "浦东新区张江路88号", "东莞市虎门镇连升路12号")
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -79,6 +80,7 @@ def run_demo(args: argparse.Namespace) -> int:
             state = "is not a file" if Path(config).exists() else "not found"
             raise ConfigError(f"{flag} {config} {state}; give the config file (e.g. configs/tiny_cpu.json, "
                               "configs/eval_tiny.yaml)")
+    requested_mmap_threshold()  # read by the train step, which would fail after prepare and split ran
     out = Path(args.output)
     check_apart({"--output": out}, {"--model": None if args.rebuild_model else args.model,
                                     "--train-config": args.train_config, "--eval-config": args.eval_config})

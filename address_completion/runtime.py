@@ -17,7 +17,7 @@ import sys
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 logger = logging.getLogger("address_completion")
 
@@ -170,14 +170,14 @@ DEFAULT_MMAP_THRESHOLD = MAX_MMAP_THRESHOLD  # training's: where glibc's dynamic
 TRIM_GROWTH = 0.02  # HeapTrimmer: a step that raised the process's peak RSS by more than 2% is followed by a trim
 
 
-def requested_mmap_threshold() -> int:
-    """The threshold ``$ADDRESS_COMPLETION_MMAP_THRESHOLD`` asks for, in bytes: unset means
-    :data:`DEFAULT_MMAP_THRESHOLD` (32 MiB), 0 glibc's own dynamic threshold. Raises ConfigError naming the
-    variable for anything but a byte count from 0 to 32 MiB. A launcher checks it before it starts the
-    training processes that apply it (:func:`set_mmap_threshold`)."""
+def requested_mmap_threshold(environ: Mapping[str, str] | None = None) -> int:
+    """The threshold ``$ADDRESS_COMPLETION_MMAP_THRESHOLD`` asks for, in bytes (in ``environ``, default this
+    process's environment): unset means :data:`DEFAULT_MMAP_THRESHOLD` (32 MiB), 0 glibc's own dynamic
+    threshold. Raises ConfigError naming the variable for anything but a byte count from 0 to 32 MiB. Training,
+    its launcher and the demo check it before they touch any output (:func:`set_mmap_threshold` applies it)."""
     from .errors import ConfigError
 
-    text = os.environ.get(MMAP_THRESHOLD_ENV, "").strip()
+    text = (os.environ if environ is None else environ).get(MMAP_THRESHOLD_ENV, "").strip()
     try:
         threshold = int(text) if text else DEFAULT_MMAP_THRESHOLD
     except ValueError:
@@ -208,8 +208,9 @@ def set_mmap_threshold(threshold: int | None = None) -> int | None:
     32 MiB. Why 32 MiB: glibc's own threshold starts at 128 KiB and rises only as mapped blocks are freed, so
     the first 0.5B-shape LoRA step mapped most activations afresh (2.3 M minor page faults, 5 s of a 15 s step in
     the kernel) before it reached their size by step 3; set from the start, 1.15 M, at the same peak RSS (and
-    58 K in step 2 with the first step's heap kept, :class:`HeapTrimmer`; README, "Performance"). A small value (1048576) keeps RSS at Paddle's live tensors
-    instead, at 25-40% of the step's speed on the AMD machine measured there; 0 leaves glibc's own policy.
+    58 K in step 2 with the first step's heap kept, :class:`HeapTrimmer`; README, "Performance"). A small value
+    (1048576) keeps RSS at Paddle's live tensors instead, at a cost of 25-40% of the step's speed on the AMD
+    machine measured there; 0 leaves glibc's own policy.
 
     Returns the threshold set, or None when nothing was changed: not glibc, 0 asked, or the user set glibc's
     own ``MALLOC_MMAP_THRESHOLD_`` (that choice wins). Raises ConfigError for a malformed variable.
@@ -227,7 +228,7 @@ def set_mmap_threshold(threshold: int | None = None) -> int | None:
     mallopt = ctypes.CDLL(None).mallopt
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int  # C ints: never truncated
     if not mallopt(_M_MMAP_THRESHOLD, threshold):
-        logger.warning("%s=%d: glibc refused it (mallopt); its own threshold stays", MMAP_THRESHOLD_ENV, threshold)
+        logger.warning("glibc refused an mmap threshold of %d bytes (mallopt); its own stays", threshold)
         return None
     if "MALLOC_TRIM_THRESHOLD_" not in os.environ:
         mallopt(_M_TRIM_THRESHOLD, 2 * threshold)
@@ -265,8 +266,8 @@ class HeapTrimmer:
     ``widest_first``: the first step's batch is the widest of the run (length-grouped batches put it first,
     ``train.batch_order``), so its heap has room for every later step: that step only sets the mark. Giving its
     heap back made the second step fault all of it in again (0.95 M minor page faults against 58 K at the
-    0.5B shape); when a later batch is wider, keeping it let that step's new blocks pile on top (peak 7.8 GB
-    against 7.1 GB, README "Performance"), so without the flag the first step is trimmed like any other.
+    0.5B shape); when a later batch is wider, keeping it let that step's new blocks pile on top (peak 7.8 GB,
+    against 6.5 GB trimmed, README "Performance"), so without the flag the first step is trimmed like any other.
 
     Call :meth:`after_step` after each optimizer step. Off glibc it never trims.
     """

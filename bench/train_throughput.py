@@ -50,8 +50,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from address_completion.model import speedups  # noqa: E402  (imports no paddle)
-from address_completion.runtime import (HeapTrimmer, prepare_environment, set_mmap_threshold,  # noqa: E402
-                                        usable_cores)
+from address_completion.errors import ConfigError  # noqa: E402
+from address_completion.runtime import (HeapTrimmer, prepare_environment, requested_mmap_threshold,  # noqa: E402
+                                        set_mmap_threshold, usable_cores)
 
 WIDTHS = ("varied", "fixed", "grouped")
 PEER_PACKAGES = ("torch", "transformers", "peft")
@@ -477,6 +478,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         if bad or not variant:
             parser.error(f"unknown --variants entry {variant!r}: use stock, default or patch names joined by + "
                          f"({', '.join(speedups.PATCHES)})")
+    for variant in args.variants:  # a bad heap setting is named here, not in a worker's traceback
+        try:
+            requested_mmap_threshold({**os.environ, **variant_env(variant)})
+        except ConfigError as exc:
+            parser.error(f"--variants {variant}: {exc}" if variant_env(variant) else str(exc))
     if args.interleave and (args.peer or len(args.variants) < 2 or any(variant_env(v) for v in args.variants)):
         parser.error("--interleave compares two or more --variants of patches (no NAME=VALUE items, no --peer)")
     if args.threads is None:

@@ -171,7 +171,8 @@ def test_train_throughput_arguments():
                                                                                  "lora_rank_scale"]]
     for bad in (["--widths", "ragged"], ["--variants", "stock,fast_norm"], ["--variants", "stock,"],
                 ["--rounds", "0"], ["--shapes", "1b"], ["--steps", "0"], ["--pad-to-multiple-of", "0"],
-                ["--threads", "0"], ["--loss", "prompt"], ["--grounding", "chains"]):
+                ["--threads", "0"], ["--loss", "prompt"], ["--grounding", "chains"],
+                ["--variants", "default,default+ADDRESS_COMPLETION_MMAP_THRESHOLD=1MB"]):  # not a worker's traceback
         with pytest.raises(SystemExit):
             module.parse_args(bad)
 

@@ -46,6 +46,17 @@ def test_demo_refuses_counts_below_one_before_the_first_step(flag, tmp_path, cap
     assert not (tmp_path / "demo").exists()
 
 
+def test_demo_refuses_a_bad_heap_setting_before_the_first_step(tmp_path, capsys, monkeypatch):
+    """The train step reads it; found there, prepare and split had already written their outputs."""
+    from address_completion.cli import main
+
+    monkeypatch.setenv("ADDRESS_COMPLETION_MMAP_THRESHOLD", "1MB")
+    assert main(["demo", "--output", str(tmp_path / "demo")]) == 2
+    captured = capsys.readouterr()
+    assert captured.err.strip().startswith("error: ADDRESS_COMPLETION_MMAP_THRESHOLD: expected a byte count")
+    assert "== [1/" not in captured.out and not (tmp_path / "demo").exists()
+
+
 @pytest.mark.parametrize("flag", ["--train-config", "--eval-config"])
 def test_demo_refuses_a_missing_config_before_the_first_step(flag, tmp_path, capsys):
     """It was found missing only by its own step, after prepare, split and build-model had run."""

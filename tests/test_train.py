@@ -170,7 +170,7 @@ print(json.dumps({"mapped": activation_block_is_mapped()}))
 def test_training_set_up_maps_activation_sized_blocks_only_when_asked(default_model_dir, dataset, tmp_path):
     """set_up keeps blocks below 32 MiB in glibc's heap (runtime.set_mmap_threshold: every step reuses its
     activations' memory instead of faulting it in afresh); a small ADDRESS_COMPLETION_MMAP_THRESHOLD maps them
-    (RSS = Paddle's live tensors, at 25-40% of the step's speed; README, "Performance")."""
+    (RSS = Paddle's live tensors, at a cost of 25-40% of the step's speed; README, "Performance")."""
     from heap_probe import run_probe
 
     config = write_config(tmp_path, "heap", base_config(default_model_dir, dataset, tmp_path / "out"))
@@ -264,10 +264,12 @@ def read_jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
-def test_overwrite_replaces_a_finished_run_and_keeps_the_users_files(default_model_dir, dataset, tmp_path):
+def test_overwrite_replaces_a_finished_run_and_keeps_the_users_files(default_model_dir, dataset, tmp_path,
+                                                                      monkeypatch):
     """configs/README.md: --overwrite deletes an output_dir's checkpoints and results and starts again; a file
-    of the user's in it stays; without a flag the finished run is refused."""
-    from address_completion.errors import OutputExistsError
+    of the user's in it stays; without a flag the finished run is refused, and a bad heap setting is named
+    before --overwrite deletes anything (it was read only when the model was set up)."""
+    from address_completion.errors import ConfigError, OutputExistsError
 
     output = tmp_path / "run"
     train(write_config(tmp_path, "old", base_config(default_model_dir, dataset, output, max_steps=4,
@@ -279,6 +281,12 @@ def test_overwrite_replaces_a_finished_run_and_keeps_the_users_files(default_mod
     with pytest.raises(OutputExistsError, match="--overwrite"):
         train(new_config, device="cpu")
     assert json.loads((output / "summary.json").read_text(encoding="utf-8"))["global_step"] == 4  # untouched
+    with monkeypatch.context() as patch:
+        patch.setenv("ADDRESS_COMPLETION_MMAP_THRESHOLD", "abc")
+        with pytest.raises(ConfigError, match="ADDRESS_COMPLETION_MMAP_THRESHOLD: expected a byte count"):
+            train(new_config, overwrite=True, device="cpu")
+    assert json.loads((output / "summary.json").read_text(encoding="utf-8"))["global_step"] == 4  # untouched
+    assert [path.name for path in checkpoints_in(output)] == ["checkpoint-2", "checkpoint-4"]
     summary = train(new_config, overwrite=True, device="cpu")
     assert summary["global_step"] == 3 and summary["resumed_from"] is None
     assert json.loads((output / "summary.json").read_text(encoding="utf-8")) == summary

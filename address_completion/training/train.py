@@ -29,7 +29,8 @@ from .config import (CHECKPOINT_PREFIX, RUN_OUTPUT_FILES, SCHEDULER_STATE_FILES,
                      load_config, resume_checkpoint)
 from ..errors import ConfigError, DataError
 from ..data.prompt import encode_example
-from ..runtime import HeapTrimmer, distributed_rank, logger, quiet_paddlenlp_logs, set_mmap_threshold
+from ..runtime import (HeapTrimmer, distributed_rank, logger, quiet_paddlenlp_logs, requested_mmap_threshold,
+                       set_mmap_threshold)
 
 IGNORE_INDEX = -100
 METRICS_FILE = "metrics.jsonl"
@@ -724,7 +725,8 @@ def set_up(cfg: TrainConfig, pairs: dict[str, list[dict[str, str]]], checkpoint:
     cfg.output_dir.mkdir(parents=True, exist_ok=True)
     recorder = metrics_recorder(cfg.output_dir / METRICS_FILE, _checkpoint_step(checkpoint) if checkpoint else None,
                                 progress_bar=not cfg.training_args.disable_tqdm, write=distributed_rank()[0] == 0)
-    widest_first = cfg.extras["group_by_length"] and distributed_rank()[0] == 0  # batch_order: the widest first
+    # batch_order puts the widest batch first; a resumed run starts mid-epoch
+    widest_first = cfg.extras["group_by_length"] and distributed_rank()[0] == 0 and checkpoint is None
     trainer = make_trainer(cfg, model, tokenizer, train_data, eval_data,
                            [recorder, heap_trimmer_callback(widest_first)])
     if checkpoint is not None:
@@ -752,6 +754,7 @@ def train(config_path: str | Path | None, overrides: Sequence[str] | dict[str, A
     """
     started = time.time()
     cfg = load_config(config_path, overrides, device=device)  # also checks model source and dataset folder
+    requested_mmap_threshold()  # a bad value is named before --overwrite clears anything (set_up applies it)
     rank, _ = distributed_rank()
     checkpoint = check_run_outputs(cfg, resume=resume, overwrite=overwrite or (rank != 0 and not resume))
     pairs = read_pairs(cfg)
@@ -967,7 +970,6 @@ def launch_training(config: str, overrides: Sequence[str], flags: Sequence[str],
     paddle.distributed.launch (or only print that command with ``--dry-run``). Returns the exit code."""
     import shlex
 
-    from ..runtime import requested_mmap_threshold
     from . import launch
 
     user_threads = os.environ.get("OMP_NUM_THREADS")  # before load_config sets it for this process
