@@ -178,11 +178,11 @@ def requested_mmap_threshold(environ: Mapping[str, str] | None = None) -> int:
     from .errors import ConfigError
 
     text = (os.environ if environ is None else environ).get(MMAP_THRESHOLD_ENV, "").strip()
-    try:
-        threshold = int(text) if text else DEFAULT_MMAP_THRESHOLD
-    except ValueError:
-        raise ConfigError(_threshold_expected(repr(text))) from None
-    return _checked_threshold(threshold)
+    if not text:
+        return DEFAULT_MMAP_THRESHOLD
+    if not (text.isascii() and text.isdigit()):  # int() would also take "1_000", "+5" and non-ASCII digits
+        raise ConfigError(_threshold_expected(repr(text)))
+    return _checked_threshold(int(text))
 
 
 def _threshold_expected(got: str) -> str:

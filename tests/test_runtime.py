@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import logging
 import os
+import re
 import sys
 
 import pytest
@@ -75,6 +76,10 @@ def test_the_threshold_variable_can_be_zero_and_a_bad_value_is_named(monkeypatch
     assert _heap_probe("apply", MALLOC_MMAP_THRESHOLD_="1048576", fresh=True) == {"applied": None, "mapped": 1}
     assert _heap_probe("apply", MALLOC_MMAP_THRESHOLD_="33554432",
                        ADDRESS_COMPLETION_MMAP_THRESHOLD="1048576") == {"applied": None, "mapped": 0}  # user's wins
+    for loose in ("1_000", "+5", "-1", "\u0663", "1e6"):  # what int() or float() would have taken
+        monkeypatch.setenv("ADDRESS_COMPLETION_MMAP_THRESHOLD", loose)
+        with pytest.raises(ConfigError, match=re.escape(f"got {loose!r}") + "$"):
+            set_mmap_threshold()
     monkeypatch.setenv("ADDRESS_COMPLETION_MMAP_THRESHOLD", "1MB")
     with pytest.raises(ConfigError, match=r"ADDRESS_COMPLETION_MMAP_THRESHOLD: expected a byte count from 0 \(glibc's own policy\) to 33554432 \(glibc's limit, 32 MiB; the default\), got '1MB'$"):
         set_mmap_threshold()
