@@ -182,7 +182,10 @@ def requested_mmap_threshold(environ: Mapping[str, str] | None = None) -> int:
         return DEFAULT_MMAP_THRESHOLD
     if not (text.isascii() and text.isdigit()):  # int() would also take "1_000", "+5" and non-ASCII digits
         raise ConfigError(_threshold_expected(repr(text)))
-    return _checked_threshold(int(text))
+    digits = text.lstrip("0") or "0"
+    if len(digits) > 20:  # out of range whatever it is; int() refuses strings past 4300 digits with a ValueError
+        raise ConfigError(_threshold_expected(f"a {len(digits)}-digit number"))
+    return _checked_threshold(int(digits))
 
 
 def _threshold_expected(got: str) -> str:

@@ -70,7 +70,7 @@ def test_the_threshold_variable_can_be_zero_and_a_bad_value_is_named(monkeypatch
     import pytest
 
     from address_completion.errors import ConfigError
-    from address_completion.runtime import set_mmap_threshold
+    from address_completion.runtime import requested_mmap_threshold, set_mmap_threshold
 
     assert _heap_probe("apply", ADDRESS_COMPLETION_MMAP_THRESHOLD="0", fresh=True) == {"applied": None, "mapped": 1}
     assert _heap_probe("apply", MALLOC_MMAP_THRESHOLD_="1048576", fresh=True) == {"applied": None, "mapped": 1}
@@ -88,6 +88,11 @@ def test_the_threshold_variable_can_be_zero_and_a_bad_value_is_named(monkeypatch
         monkeypatch.setenv("ADDRESS_COMPLETION_MMAP_THRESHOLD", too_big)
         with pytest.raises(ConfigError, match=rf"expected a byte count from 0 \(glibc's own policy\) to 33554432 .*got {too_big}$"):
             set_mmap_threshold()
+    monkeypatch.setenv("ADDRESS_COMPLETION_MMAP_THRESHOLD", "9" * 5000)  # past int()'s 4300-digit limit
+    with pytest.raises(ConfigError, match=r"got a 5000-digit number$"):
+        set_mmap_threshold()
+    monkeypatch.setenv("ADDRESS_COMPLETION_MMAP_THRESHOLD", "0" * 5000 + "1048576")
+    assert requested_mmap_threshold() == 1 << 20
     assert _heap_probe("apply", ADDRESS_COMPLETION_MMAP_THRESHOLD=str(32 << 20)) == {"applied": 32 << 20, "mapped": 0}
 
 
