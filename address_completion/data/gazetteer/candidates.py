@@ -1,0 +1,348 @@
+"""Completion candidates: the gazetteer proposes, the model chooses.
+
+The gazetteer proposes, the model chooses: every way the administrative part of an input can be read
+becomes one candidate answer (a real chain + the input's own detail), and a fine-tuned model picks one
+(generate.constrained_complete). Nothing here invents a division: a candidate's chain always exists.
+"""
+
+from __future__ import annotations
+
+import functools
+import unicodedata
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Optional
+
+from .divisions import _SUFFIX_CHARS, _SUFFIX_TEXT, MUNICIPALITIES, AdminChain, Division
+from .normalize import (_BETWEEN_NAMES, _detail_after, _skip_between_names, _without_unopened_closers,
+                        normalize_address, to_simplified)
+from .parser import _STREET_AFTER_SHORT, ZONE_WORDS, Gazetteer, _Token, load_gazetteer
+
+MAX_CANDIDATES = 8
+# Names the fuzzy matcher may correct: levels 1-3 (towns are too many and too alike to guess at).
+_FUZZY_LEVELS = (1, 2, 3)
+_FUZZY_MAX_LENGTH = 9  # longest written form worth correcting (巴音郭楞蒙古自治州)
+_KIND_RANK = {"full": 0, "old": 1, "short": 2, "typo": 3}
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One candidate answer: an existing chain followed by the input's detail, verbatim.
+
+    ``text`` is what the model is asked to choose (``chain.text() + detail``). ``evidence`` records how
+    the chain was read, strongest first: "full", "old" (a renamed or abolished name), "short", "typo"
+    (same pinyin or one character off), "traditional" (read after converting traditional characters),
+    "conflict" (a written name contradicted a higher level and was kept over it).
+    """
+
+    chain: AdminChain
+    detail: str
+    evidence: tuple[str, ...]
+
+    @property
+    def text(self) -> str:
+        return self.chain.text() + self.detail
+
+
+@dataclass
+class _Reading:
+    """One way the administrative part read so far can be understood."""
+
+    division: Division
+    kind: str  # weakest kind of name any of its tokens matched by
+    conflict: bool = False
+
+
+def _weaker(kind_a: str, kind_b: str) -> str:
+    return kind_a if _KIND_RANK[kind_a] >= _KIND_RANK[kind_b] else kind_b
+
+
+class _FuzzyIndex:
+    """Index keys of levels 1-3 by pinyin (toneless) and by one-character-wildcard form, for typo repair.
+
+    Pinyin comes from the maintained ``pypinyin`` package (its default, most frequent reading per
+    character), so 杭洲 finds 杭州 and 西按 finds 西安 without a hand-made homophone table.
+    """
+
+    def __init__(self, gazetteer: "Gazetteer"):
+        from pypinyin import lazy_pinyin
+
+        self._pinyin = lazy_pinyin
+        self._index = gazetteer._index
+        self.by_pinyin: dict[tuple[str, ...], list[str]] = defaultdict(list)
+        self.by_wildcard: dict[str, list[str]] = defaultdict(list)
+        for key, entries in gazetteer._index.items():
+            if not any(e.division.level in _FUZZY_LEVELS for e in entries) or len(key) > _FUZZY_MAX_LENGTH:
+                continue
+            self.by_pinyin[tuple(lazy_pinyin(key))].append(key)
+            if len(key) >= 3:  # one character off in a two-character name is any other name
+                for position in range(len(key)):
+                    self.by_wildcard[key[:position] + "?" + key[position + 1:]].append(key)
+
+    def corrections(self, written: str) -> list[str]:
+        """Index keys ``written`` may be a slip for (never ``written`` itself). The division suffix is never
+        the slip: 长安路 is a street, not a misspelled 长安区."""
+        found = list(self.by_pinyin.get(tuple(self._pinyin(written)), ()))
+        if len(written) >= 3:
+            for position in range(len(written) - 1):
+                found += self.by_wildcard.get(written[:position] + "?" + written[position + 1:], ())
+            if written[-1] not in _SUFFIX_TEXT:
+                found += [key for key in self.by_wildcard.get(written[:-1] + "?", ()) if key[-1] not in _SUFFIX_CHARS]
+            else:  # a known name with the wrong suffix (玉环区 for 玉环市, which was 玉环县 before 2017)
+                found += [e.division.name for e in self._index.get(written[:-1], ())
+                          if e.division.level in _FUZZY_LEVELS and len(e.division.name) == len(written)
+                          and e.division.name[-1] in _SUFFIX_TEXT]
+        return [key for key in dict.fromkeys(found) if key != written]
+
+
+@functools.lru_cache(maxsize=4)
+def _fuzzy_index(gazetteer: "Gazetteer") -> _FuzzyIndex:
+    return _FuzzyIndex(gazetteer)
+
+
+
+class _CandidateScan:
+    """Reads the administrative part of one normalized address into every consistent set of readings.
+
+    Unlike :meth:`Gazetteer.parse`, which keeps only what every reading agrees on, this keeps all readings
+    (every 朝阳区, every 城关镇) and lets later tokens narrow them: a deeper division nests below a
+    reading; the same division or one of its ancestors written again (town first, then its county:
+    织里镇吴兴区织里镇…) confirms it. The scan stops at the first text that fits no reading.
+    """
+
+    def __init__(self, gazetteer: "Gazetteer", text: str, fuzzy: bool):
+        self.gaz = gazetteer
+        self.text = text
+        self.fuzzy = fuzzy
+        self.readings: list[_Reading] = []
+        self.end = 0
+        self.typo = False
+
+    def run(self) -> "_CandidateScan":
+        return self.run_from(0)
+
+    def run_from(self, position: int) -> "_CandidateScan":
+        while True:
+            start = self._skip_separators(position)
+            step = self._exact_step(start)
+            if step is None and self.fuzzy and not self._reaches_county():
+                step = self._fuzzy_step(start)
+            if step is None:
+                return self
+            end, readings = step
+            self.readings, self.end = readings, end
+            position = end
+
+    def _skip_separators(self, position: int) -> int:
+        return _skip_between_names(self.text, position)
+
+    def _reaches_county(self) -> bool:
+        return any(r.division.level >= 3 or not self.gaz.children(r.division) for r in self.readings)
+
+    def _exact_step(self, start: int, allow_conflict: bool = True) -> Optional[tuple[int, list[_Reading]]]:
+        """The longest key at ``start`` that fits the readings (or, failing that, a conflicting deeper one)."""
+        conflict = None
+        longer_full_name = False
+        for length in range(min(self.gaz._max_key, len(self.text) - start), 1, -1):
+            entries = self.gaz._index.get(self.text[start:start + length])
+            if not entries:
+                continue
+            token = self.gaz._token(self.text, start + length, entries, allow_short=not longer_full_name)
+            longer_full_name = longer_full_name or any(e.kind != "short" for e in entries)
+            if token is None:
+                continue
+            # every short reading counts here (碑林 alone is a place): unlike parse(), the text is an address
+            divisions = list(token.divisions)
+            if not self.readings:  # 滨江新区 alone is not 滨江区; after 杭州 it may be (nesting decides)
+                divisions = self.gaz._outside_zones(divisions, token)
+            step = self._fit(token, divisions)
+            if step is not None:
+                return step
+            if allow_conflict and conflict is None and self.readings and not self._reaches_county():
+                conflict = self._conflicting(token, divisions)
+        return conflict
+
+    def _fit(self, token: _Token, divisions: list[Division]) -> Optional[tuple[int, list[_Reading]]]:
+        """Readings after ``token`` when it fits: nests below a reading, or repeats/confirms one."""
+        if not divisions:
+            return None
+        if not self.readings:
+            return token.end, [_Reading(d, token.kinds[d.code]) for d in divisions]
+        deeper: dict[str, _Reading] = {}
+        confirmed: dict[str, _Reading] = {}
+        confirming: set[str] = set()  # the token's divisions that confirm a reading (itself or an ancestor)
+        codes = {d.code: d for d in divisions}
+        for reading in self.readings:
+            above = self.gaz._ancestors[reading.division.code]
+            for code, division in codes.items():
+                kind = _weaker(reading.kind, token.kinds[code])
+                if reading.division.code in self.gaz._ancestors[code]:
+                    deeper.setdefault(code, _Reading(division, kind, reading.conflict))
+                elif code == reading.division.code or code in above:
+                    confirming.add(code)
+                    confirmed.setdefault(reading.division.code, _Reading(reading.division, reading.kind,
+                                                                         reading.conflict))
+        if deeper:
+            return token.end, list(deeper.values())
+        if confirmed and self._confirmation_holds(token, confirming, list(confirmed.values())):
+            return token.end, list(confirmed.values())
+        return None
+
+    def _confirmation_holds(self, token: _Token, confirming: set[str], readings: list[_Reading]) -> bool:
+        """北京北京市 and 法门镇扶风县 confirm; a bare short name (白云区白云山) must be followed by a division."""
+        if token.suffixed or any(token.kinds[code] != "short" for code in confirming):
+            return True
+        follower = _CandidateScan(self.gaz, self.text, fuzzy=False)
+        follower.readings = readings
+        step = follower._exact_step(self._skip_separators(token.end))
+        return step is not None and step[0] > token.end
+
+    def _conflicting(self, token: _Token, divisions: list[Division]) -> Optional[tuple[int, list[_Reading]]]:
+        """A county or town written under the wrong province or city (广东省碑林区): kept, marked conflict."""
+        shallowest = min(r.division.level for r in self.readings)
+        deeper = [d for d in divisions if d.level > shallowest and d.level >= 3 and token.kinds[d.code] != "short"]
+        if not deeper:
+            return None
+        return token.end, [_Reading(d, token.kinds[d.code], conflict=True) for d in deeper]
+
+    def _fuzzy_step(self, start: int) -> Optional[tuple[int, list[_Reading]]]:
+        """A misspelled name at ``start`` (same pinyin, or one character off when 3+ long), accepted only when
+        the names around it confirm it. Corrections keep the length, so positions in
+        the repaired text are positions in the written one; the scan reads on in the repaired text."""
+        if ZONE_WORDS.match(self.text, start):  # 高新区 is a zone, not a misspelled 高陵区
+            return None
+        index = _fuzzy_index(self.gaz)
+        for length in range(min(_FUZZY_MAX_LENGTH, len(self.text) - start), 1, -1):
+            written = self.text[start:start + length]
+            if any(char in _BETWEEN_NAMES or char.isdigit() for char in written):
+                continue
+            for key in index.corrections(written):
+                probe = _CandidateScan(self.gaz, self.text[:start] + key + self.text[start + length:], fuzzy=True)
+                probe.readings = self.readings
+                step = probe._exact_step(start, allow_conflict=False)
+                if step is None or step[0] < start + length:
+                    continue
+                probe.end, probe.readings = step[0], [_Reading(r.division, "typo", r.conflict) for r in step[1]]
+                # the user's own suffix (碑材区, 玉环区, 杭洲市): a slip inside a name, not a street (长按路)
+                written_suffix = (written[-1] in _SUFFIX_TEXT and key[-1] in _SUFFIX_TEXT) or step[0] > start + length
+                probe.run_from(step[0])
+                # confirmed by a division nesting below it (杭洲西湖区), or by the names before it plus a suffix
+                # (西安市碑材区); a suffix alone is not enough (臺北市 is not 淮北市, 江北新区 not 沈北新区)
+                if probe.end == step[0] and not (self.readings and written_suffix):
+                    continue
+                self.text, self.typo = probe.text, True
+                return probe.end, probe.readings
+        return self._skip_step(start)
+
+    def _skip_step(self, start: int) -> Optional[tuple[int, list[_Reading]]]:
+        """Step over a short garbled stretch (自治洲, 傣族景颇族自治洲) when a division nesting below the
+        readings follows it; never over digits or street words, which belong to the detail."""
+        if not self.readings:
+            return None
+        for skip in range(1, min(_FUZZY_MAX_LENGTH, len(self.text) - start)):
+            if self.text[start + skip - 1].isdigit() or _STREET_AFTER_SHORT.match(self.text, start + skip - 1):
+                return None
+            step = self._exact_step(self._skip_separators(start + skip), allow_conflict=False)
+            levels = {r.division.level for r in self.readings}
+            if step is not None and all(r.division.level > max(levels) for r in step[1]):
+                self.typo = True
+                return step[0], [_Reading(r.division, "typo", r.conflict) for r in step[1]]
+        return None
+
+
+def _detail_agreement(gazetteer: "Gazetteer", division: Division, detail: str) -> int:
+    """How many divisions around ``division`` the detail names: below it (full names, or short names of 3+
+    characters: 朝阳区 + 建国门街道…) or above it (full or short names: 朝阳区建国路88号 长春)."""
+    if not detail:
+        return 0
+    count = sum(any(name in detail for name in [above.name, *gazetteer.short_names(above)])
+                for above in gazetteer.ancestors(division))
+    frontier = list(gazetteer.children(division))
+    while frontier:
+        child = frontier.pop()
+        names = [child.name] + [s for s in gazetteer.short_names(child) if len(s) >= 3]
+        count += any(name in detail for name in names)
+        if child.level < 3:
+            frontier.extend(gazetteer.children(child))
+    return count
+
+
+def _verbatim_tail(address: str, detail: str) -> str:
+    """The end of ``address`` (NFKC, inner spaces kept: "Room 502") whose non-space characters are ``detail``."""
+    text = unicodedata.normalize("NFKC", address).rstrip()
+    seen = 0
+    for position in range(len(text) - 1, -1, -1):
+        seen += not text[position].isspace()
+        if seen == len(detail):
+            tail = text[position:]
+            return tail if "".join(tail.split()) == detail else detail
+    return detail
+
+
+def _size_prior(gazetteer: "Gazetteer", division: Division) -> int:
+    """0 for a division of a municipality or provincial capital (code XX01…), else 1: a tie-break only."""
+    province = gazetteer.chain_for(division).province
+    if province.name in MUNICIPALITIES:
+        return 0
+    return 0 if len(division.code) >= 4 and division.code[2:4] == "01" and division.level >= 2 else 1
+
+
+def completion_candidates(address: str, gazetteer: Optional["Gazetteer"] = None, *,
+                          limit: int = MAX_CANDIDATES) -> list[Candidate]:
+    """The candidate answers for ``address``: each an existing chain + the input's detail, verbatim.
+
+    Structure: a :class:`Candidate` holds the chain (province; city — None for municipalities and
+    province-direct county-level cities; county — None for cities without districts; town only when the
+    input named one) and ``detail``, the input after its administrative part, verbatim but
+    NFKC-normalized (full-width digits become ASCII; spaces inside it and traditional characters are
+    kept). ``candidate.text`` is the full answer.
+
+    Readings covered: a complete input (its own chain: the identity candidate), dropped province/city,
+    short names (碑林, 扶风, 喀左), renamed and abolished names (江干区 → 上城区), separators, spaces, brackets
+    around names ([朝阳区], 陕西省（西安市）),
+    full-width characters, a leading 中国, a leading label / tag / emoji / postal code
+    (收货地址：, 【加急】, 🏠, 710001), repeated prefixes, a town written first, traditional
+    characters (OpenCC t2s), and one misspelled name of levels 1-3 (same pinyin by pypinyin, or one
+    character off in a name of 3+ characters) when what follows confirms it. An ambiguous name
+    (朝阳区, 城关镇) gives one candidate per division it can mean.
+
+    Order (a documented prior, not a measured one), best first:
+      1. no conflict between written levels before one;
+      2. more divisions around the chain named in the detail (朝阳区建国路88号 长春 favours 长春);
+      3. stronger evidence: full name, then former name, short name, corrected typo;
+      4. a division of a municipality or provincial capital before others (tie-break);
+      5. the official division code.
+    At most ``limit`` candidates (default :data:`MAX_CANDIDATES`). An empty list means the gazetteer
+    found no division: callers fall back to free generation.
+
+    Raises ValueError for a ``limit`` below 1.
+    """
+    if limit < 1:
+        raise ValueError(f"limit must be at least 1, got {limit}")
+    gazetteer = gazetteer or load_gazetteer()
+    written = normalize_address(address, gazetteer.is_division_text)
+    scan = _CandidateScan(gazetteer, written, fuzzy=True).run()
+    simplified = to_simplified(written)
+    traditional = False
+    if simplified != written:  # OpenCC is not always right (乾安 -> 干安): keep whichever reads further
+        converted = _CandidateScan(gazetteer, simplified, fuzzy=True).run()
+        if converted.readings and (converted.end, not converted.typo) > (scan.end, not scan.typo):
+            scan, traditional = converted, True
+    if not scan.readings:
+        return []
+    detail = _without_unopened_closers(_verbatim_tail(address, _detail_after(written, scan.end)))
+
+    def order(reading: _Reading) -> tuple:
+        return (reading.conflict, -_detail_agreement(gazetteer, reading.division, detail),
+                _KIND_RANK[reading.kind], _size_prior(gazetteer, reading.division), reading.division.code)
+
+    candidates: dict[str, Candidate] = {}
+    for reading in sorted(scan.readings, key=order):
+        evidence = (reading.kind,) + (("traditional",) if traditional else ()) + (
+            ("conflict",) if reading.conflict else ())
+        candidate = Candidate(gazetteer.chain_for(reading.division), detail, evidence)
+        candidates.setdefault(candidate.text, candidate)
+        if len(candidates) == limit:
+            break
+    return list(candidates.values())
+

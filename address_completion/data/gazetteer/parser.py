@@ -1,0 +1,277 @@
+"""Parsing an address into current full division names and the rest (:meth:`Gazetteer.parse`).
+
+The parser keeps only what every reading of the written names agrees on; candidate generation
+(:mod:`.candidates`) keeps every reading.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from dataclasses import dataclass
+from typing import Optional
+
+from .divisions import (_FORMER_SUFFIXES, _SUFFIX_CHARS, LEVELS, AdminChain, Division, DivisionIndex, _Entry,
+                        read_divisions)
+from .normalize import _detail_after, _skip_between_names, _without_unopened_closers, normalize_address
+
+# A short name followed by one of these is part of a street or place name (西安路, 长安街, 南京东路), not a division.
+_STREET_AFTER_SHORT = re.compile(
+    r"(?:[东西南北中]|[一二三四五六七八九十]|\d)?"
+    r"(?:路|街|大街|大道|道|巷|弄|里|号|胡同|村|小区|花园|广场|大厦|公园|桥|站|机场|港|湾|商场|饭店|宾馆|酒店|医院|中学|小学|大学)"
+)
+# Words that start with a suffix character but are no suffix (碑林市场 is 碑林 + 市场).
+_WORDS_AFTER_SHORT = ("市场", "区域", "县城")
+# A short name followed by one of these names a development zone or new area (东湖高新区, 滨江新区, 江北新区),
+# which may lie in another city than the county-level division of that name: such a county short name is
+# read only when the text named a division above it first, and only if it nests there (萧山经济技术开发区
+# alone is no division; 杭州萧山经济技术开发区 is 萧山区). A city's own zone (苏州工业园区) keeps its city.
+ZONE_WORDS = re.compile(
+    r"(?:新区|新城|高新|经开区|经济开发区|经济技术开发区|开发区|工业园|产业园|科技园|软件园|保税区|综合保税区|"
+    r"自贸区|自由贸易|示范区|试验区|实验区|度假区|风景区|管理区|科技城)"
+    r"(?!路|街|大街|大道|道|巷|弄|胡同)"  # 高新大道, 新城路 are streets
+)
+
+
+@dataclass(frozen=True)
+class ParsedAddress:
+    """An address split into current full division names and the verbatim rest."""
+
+    province: Optional[str]
+    city: Optional[str]
+    county: Optional[str]
+    town: Optional[str]
+    rest: str  # everything after the last administrative token (of the normalized text), verbatim
+    chain: Optional[AdminChain]  # set when the named parts are consistent and unambiguous
+    valid_chain: bool  # False when named divisions exist but do not nest
+
+    def names(self) -> list[str]:
+        return [n for n in (self.province, self.city, self.county, self.town) if n]
+
+    def text(self) -> str:
+        """The address rewritten with full current names: admin parts + rest."""
+        return "".join(self.names()) + self.rest
+
+
+
+@dataclass
+class _Scan:
+    """Parser state: the candidates for the deepest division named so far."""
+
+    candidates: list[Division]
+    relaxed: set[str]  # codes reached through a renamed district: its siblings count as consistent too
+    named: dict[int, str]
+    valid: bool = True
+    end: int = 0
+
+
+@dataclass
+class _Token:
+    """One administrative token found by the scanner."""
+
+    end: int
+    divisions: list[Division]
+    kinds: dict[str, str]  # division code -> strongest kind of name that matched
+    consistent: bool
+    repeated: bool = False  # the same division written again (北京北京市)
+    suffixed: bool = False  # a short name that took a following suffix character (喀左县)
+    zone: bool = False  # short readings are followed by a zone word (东湖高新区): see _outside_zones
+
+
+
+class Gazetteer(DivisionIndex):
+    """The division index plus the parser: names, short names, renamed names, parent/child links, parse()."""
+
+    def candidates(self, name: str) -> list[AdminChain]:
+        """Every chain a name (full, short, renamed; or a run of them like 西安碑林) could mean."""
+        key = normalize_address(name)
+        found = {e.division.code: e.division for e in self._index.get(key, ())}
+        if not found and key:
+            scan = self._scan(key)
+            if scan.valid and scan.end == len(key):
+                found = {d.code: d for d in scan.candidates}
+        return [self.chain_for(found[code]) for code in sorted(found)]
+
+    def resolve(self, name: str) -> Optional[AdminChain]:
+        chains = self.candidates(name)
+        return chains[0] if len(chains) == 1 else None
+
+    def is_division_text(self, text: str) -> bool:
+        """Whether normalized ``text`` is division names only (北京, 仁和街道, 北京大兴; not 加急): a bracketed
+        one at the start of an address is read, not dropped as a tag (normalize_address)."""
+        if text in self._index:
+            return True
+        scan = self._scan(text)
+        return bool(scan.candidates) and scan.end == len(text)
+
+    # ----- parsing -----
+    def parse(self, address: str) -> ParsedAddress:
+        """Split an address into current full province / city / county / town names and the verbatim rest.
+
+        Tolerates short names, former names, missing levels, a leading 中国 and separators. Missing upper
+        levels are filled only when every reading agrees on them.
+        """
+        text = normalize_address(address, self.is_division_text)
+        scan = self._scan(text)
+        rest = _without_unopened_closers(_detail_after(text, scan.end))
+        names: dict[int, Optional[str]] = {}
+        for level in LEVELS:
+            agreed = {self._name_at(d, level) for d in scan.candidates}
+            names[level] = scan.named.get(level)
+            if scan.valid and len(agreed) == 1:
+                names[level] = agreed.pop()
+        chain = self.chain_for(scan.candidates[0]) if scan.valid and len(scan.candidates) == 1 else None
+        return ParsedAddress(names[1], names[2], names[3], names[4], rest, chain, scan.valid)
+
+    def _name_at(self, division: Division, level: int) -> Optional[str]:
+        if division.level == level:
+            return division.name
+        for code in self._ancestors[division.code]:
+            if self._by_code[code].level == level:
+                return self._by_code[code].name
+        return None
+
+    def _scan(self, text: str) -> _Scan:
+        scan = _Scan(candidates=[], relaxed=set(), named={})
+        position = 0
+        while True:
+            start = _skip_between_names(text, position)
+            token = self._next_token(text, start, scan)
+            if token is None:
+                return scan
+            scan.end = position = token.end
+            scan.candidates = token.divisions
+            if token.repeated:  # 北京市北京市…: the same division written twice
+                continue
+            scan.valid = scan.valid and token.consistent
+            scan.relaxed = {d.code for d in token.divisions if token.kinds[d.code] == "old" and d.level >= 3}
+            levels_names = {(d.level, d.name) for d in token.divisions}
+            if len(levels_names) == 1:
+                level, name = levels_names.pop()
+                scan.named[level] = name
+
+    def _next_token(self, text: str, start: int, scan: _Scan) -> Optional[_Token]:
+        """Longest key at ``start`` consistent with the scan so far; else the longest inconsistent one."""
+        fallback = None
+        longer_full_name = False  # a short name inside a longer full name (城关 in 城关镇) is not a match
+        for length in range(min(self._max_key, len(text) - start), 1, -1):
+            entries = self._index.get(text[start:start + length])
+            if not entries:
+                continue
+            token = self._token(text, start + length, entries, allow_short=not longer_full_name)
+            longer_full_name = longer_full_name or any(e.kind != "short" for e in entries)
+            if token is None:
+                continue
+            repeated = [d for d in token.divisions if d in scan.candidates]
+            if repeated and self._is_repetition(text, token, repeated, scan):
+                return _Token(token.end, repeated, token.kinds, True, repeated=True)
+            below = self._below_restated(text, token, scan)
+            if below:  # 织里镇吴兴区织里镇: the county written again after its town, then the town again
+                return _Token(token.end, below, token.kinds, True, repeated=True)
+            readings = token.divisions if scan.candidates else self._outside_zones(token.divisions, token)
+            nested = self._acceptable(self._nested(readings, scan), token,
+                                      short_ok=token.end < len(text) or bool(scan.candidates))
+            if nested:
+                return _Token(token.end, nested, token.kinds, True)
+            if fallback is None and scan.candidates:
+                deepest = min(d.level for d in scan.candidates)
+                deeper = [d for d in self._outside_zones(token.divisions, token) if d.level > deepest]
+                deeper = self._acceptable(deeper, token, short_ok=token.end < len(text), unique_towns=False)
+                if deeper:
+                    fallback = _Token(token.end, deeper, token.kinds, False)
+        return fallback
+
+    def _is_repetition(self, text: str, token: _Token, repeated: list[Division], scan: _Scan) -> bool:
+        """北京市北京市 and 北京市北京朝阳区 repeat a division; 白云区白云山 does not (白云山 is a place)."""
+        if token.suffixed or any(token.kinds[d.code] != "short" for d in repeated):
+            return True
+        start = _skip_between_names(text, token.end)  # 西安,西安,碑林区…
+        following = self._next_token(text, start, scan)
+        return following is not None and following.consistent and not following.repeated
+
+    def _below_restated(self, text: str, token: _Token, scan: _Scan) -> list[Division]:
+        """The scan's candidates when ``token`` names one of their ancestors and the text then goes on
+        restating the chain down to them (织里镇 吴兴区织里镇…); else []."""
+        above = {d.code for d in token.divisions}
+        below = [d for d in scan.candidates if not above.isdisjoint(self._ancestors[d.code])]
+        if not below:
+            return []
+        start = _skip_between_names(text, token.end)
+        following = self._next_token(text, start, scan)
+        return below if following is not None and following.repeated else []
+
+    def _token(self, text: str, end: int, entries: list[_Entry], allow_short: bool) -> Optional[_Token]:
+        """The readings of one key ending at ``end``: strongest kind per division (full > old > short).
+
+        Short names followed by a street word (西安路) are dropped, and so are those followed by a division
+        suffix that does not fit them (玉环区 is not 玉环市); one followed by a fitting suffix (喀左县,
+        新疆省) takes that character along. Short names followed by a zone word (东湖高新区) are marked.
+        """
+        street_like = bool(_STREET_AFTER_SHORT.match(text, end))
+        suffix = text[end] if end < len(text) and text[end] in _SUFFIX_CHARS else ""
+        if text.startswith(_WORDS_AFTER_SHORT, end):  # 碑林市场: a word of the detail, not a suffix
+            suffix = ""
+        kinds: dict[str, str] = {}
+        for entry in entries:
+            if entry.kind == "short" and (street_like or not allow_short
+                                          or (suffix and not self._suffix_fits(entry.division, suffix))):
+                continue
+            if kinds.get(entry.division.code, "short") == "short":
+                kinds[entry.division.code] = entry.kind
+        if not kinds:
+            return None
+        suffixed = all(kind == "short" for kind in kinds.values()) and bool(suffix)
+        zone = (not suffixed and any(kind == "short" for kind in kinds.values())
+                and bool(ZONE_WORDS.match(text, end)) and not self._key_at(text, end))
+        return _Token(end + suffixed, [self._by_code[code] for code in kinds], kinds, True, suffixed=suffixed,
+                      zone=zone)
+
+    @staticmethod
+    def _outside_zones(divisions: list[Division], token: _Token) -> list[Division]:
+        """Drops county-level short readings followed by a zone word (滨江新区, 东湖高新区): such zones are
+        rarely in the county of that name. A city's own zone (苏州工业园区, 郑州高新区) keeps its city."""
+        if not token.zone:
+            return divisions
+        return [d for d in divisions if token.kinds[d.code] != "short" or d.level < 3]
+
+    def _suffix_fits(self, division: Division, suffix: str) -> bool:
+        """Whether a short name + ``suffix`` can still mean ``division``: its full (or RENAMED former) name
+        ends so (not 和田区 for 和田地区), a province is written with 省 (新疆省, 广西省), or a county-level
+        division with the suffix it had before a usual conversion (:data:`_FORMER_SUFFIXES`)."""
+        if division.level == 1 and suffix == "省":
+            return True
+        if division.level == 3 and suffix in _FORMER_SUFFIXES.get(division.name[-1], ""):
+            return True
+        names = [division.name] + [old for old, target in self._renamed_targets.items() if target.code == division.code]
+        return any(name.endswith(suffix) and not name.endswith("地" + suffix) for name in names)
+
+    def _key_at(self, text: str, start: int) -> bool:
+        """Whether a division name (any key of 2+ characters) starts at ``start`` (新城区 after 西安)."""
+        return any(text[start:start + length] in self._index
+                   for length in range(2, min(self._max_key, len(text) - start) + 1))
+
+    def _nested(self, divisions: list[Division], scan: _Scan) -> list[Division]:
+        """Divisions below the scan's candidates (or below the parent of a renamed district)."""
+        if not scan.candidates:
+            return divisions
+        anchors = {d.code for d in scan.candidates}
+        anchors |= {self._by_code[code].parent_code for code in scan.relaxed}
+        return [d for d in divisions if d.code not in anchors and not anchors.isdisjoint(self._ancestors[d.code])]
+
+    @staticmethod
+    def _acceptable(divisions: list[Division], token: _Token, short_ok: bool,
+                    unique_towns: bool = True) -> list[Division]:
+        """Short names need confirming context or more text after them; a town must be the only reading."""
+        kept = [d for d in divisions if token.kinds[d.code] != "short" or short_ok]
+        towns = [d for d in kept if d.level == 4]
+        if unique_towns and len(towns) > 1:
+            kept = [d for d in kept if d.level != 4]
+        return kept
+
+
+
+@functools.lru_cache(maxsize=None)
+def load_gazetteer() -> Gazetteer:
+    """The gazetteer over the bundled 2025-12-31 data (built once per process)."""
+    rows, metadata = read_divisions()
+    return Gazetteer(rows, metadata)
