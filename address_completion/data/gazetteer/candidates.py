@@ -51,6 +51,7 @@ class _Reading:
     division: Division
     kind: str  # weakest kind of name any of its tokens matched by
     conflict: bool = False
+    former: bool = False  # read from a former name: what is written below it may lie in its parent (a split)
 
 
 def _weaker(kind_a: str, kind_b: str) -> str:
@@ -144,7 +145,8 @@ class _CandidateScan:
         conflict = None
         longer_full_name = False
         for length in range(min(self.gaz._max_key, len(self.text) - start), 1, -1):
-            entries = self.gaz._index.get(self.text[start:start + length])
+            key = self.text[start:start + length]
+            entries = self.gaz._index.get(key) if self.readings else self.gaz.entries_alone(key)
             if not entries:
                 continue
             token = self.gaz._token(self.text, start + length, entries, allow_short=not longer_full_name)
@@ -167,21 +169,29 @@ class _CandidateScan:
         if not divisions:
             return None
         if not self.readings:
-            return token.end, [_Reading(d, token.kinds[d.code]) for d in divisions]
+            return token.end, [_Reading(d, token.kinds[d.code], former=token.kinds[d.code] == "old")
+                               for d in divisions]
         deeper: dict[str, _Reading] = {}
         confirmed: dict[str, _Reading] = {}
         confirming: set[str] = set()  # the token's divisions that confirm a reading (itself or an ancestor)
         codes = {d.code: d for d in divisions}
+        for history in (False, True):  # what lies below a reading today first; history only when nothing does
+            for reading in self.readings:
+                for code, division in codes.items():
+                    if self.gaz.lies_under(code, reading.division, reading.former, history):
+                        deeper.setdefault(code, _Reading(division, _weaker(reading.kind, token.kinds[code]),
+                                                         reading.conflict, former=token.kinds[code] == "old"))
+            if deeper:
+                break
         for reading in self.readings:
             above = self.gaz._ancestors[reading.division.code]
             for code, division in codes.items():
-                kind = _weaker(reading.kind, token.kinds[code])
-                if reading.division.code in self.gaz._ancestors[code]:
-                    deeper.setdefault(code, _Reading(division, kind, reading.conflict))
-                elif code == reading.division.code or code in above:
+                if code in deeper:
+                    continue
+                if code == reading.division.code or code in above:
                     confirming.add(code)
                     confirmed.setdefault(reading.division.code, _Reading(reading.division, reading.kind,
-                                                                         reading.conflict))
+                                                                         reading.conflict, reading.former))
         if deeper:
             return token.end, list(deeper.values())
         if confirmed and self._confirmation_holds(token, confirming, list(confirmed.values())):
