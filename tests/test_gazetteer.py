@@ -393,3 +393,17 @@ def test_short_names_before_street_zone_and_suffix_words_are_read(gaz, address, 
     """Issue 22 item 5, as parse() reads it."""
     parsed = gaz.parse(address)
     assert parsed.valid_chain and parsed.chain.text() == chain and parsed.rest == rest
+
+
+@pytest.mark.parametrize("address, chain, rest", [
+    ("湖北省省直辖县级行政区划天门市竟陵街道东湖路2号", "湖北省天门市竟陵街道", "东湖路2号"),
+    ("新疆维吾尔自治区自治区直辖县级行政区划五家渠市青湖路街道长征西街8号", "新疆维吾尔自治区五家渠市青湖路街道",
+     "长征西街8号"),
+    ("北京市市辖区朝阳区建国路88号", "北京市朝阳区", "建国路88号"),
+    ("北京市市辖区建国路1号", "北京市", "建国路1号"),
+    ("重庆市县巫山县1号", "重庆市巫山县", "1号"),
+])
+def test_parse_steps_over_placeholder_levels(gaz, address, chain, rest):
+    """Issue 22 item 4, as parse() reads it."""
+    parsed = gaz.parse(address)
+    assert parsed.valid_chain and parsed.chain.text() == chain and parsed.rest == rest

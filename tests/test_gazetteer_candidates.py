@@ -205,3 +205,31 @@ def test_a_bracket_around_a_division_is_not_a_tag():
 def test_short_names_read_before_street_zone_and_suffix_words(address, expected):
     """Issue 22 item 5: the guards around short names misfired (no candidate, or a mangled one)."""
     assert texts(address) == expected
+
+
+@pytest.mark.parametrize("address, expected", [
+    ("湖北省省直辖县级行政区划天门市竟陵街道东湖路2号", "湖北省天门市竟陵街道东湖路2号"),
+    ("新疆维吾尔自治区自治区直辖县级行政区划五家渠市青湖路街道长征西街8号", "新疆维吾尔自治区五家渠市青湖路街道长征西街8号"),
+    ("湖北省直辖县级行政区划仙桃市1号", "湖北省仙桃市1号"),  # one 省 for both
+    ("河南省省直辖县级行政单位济源市1号", "河南省济源市1号"),
+    ("湖北省直辖县级市潜江市1号", "湖北省潜江市1号"),  # short forms
+    ("海南省省直辖县五指山市1号", "海南省五指山市1号"),
+    ("湖北省 省直辖县级行政区划 天门市1号", "湖北省天门市1号"),  # between separators
+    ("省直辖县级行政区划天门市1号", "湖北省天门市1号"),  # at the start of the run
+    ("新疆自治区直辖县级行政区划石河子市北京路1号", "新疆维吾尔自治区石河子市北京路1号"),
+    ("北京市市辖区朝阳区建国路88号", "北京市朝阳区建国路88号"),  # 市辖区 of a municipality
+    ("广东省深圳市市辖区南山区1号", "广东省深圳市南山区1号"),  # ... and of a city
+    ("北京市市辖区建国路1号", "北京市建国路1号"),  # the last name of the run: not the detail's either
+    ("重庆市县巫山县1号", "重庆市巫山县1号"),  # 县 as a city level
+])
+def test_placeholder_levels_are_stepped_over(address, expected):
+    """Issue 22 item 4: statistics-table placeholders are part of the division run, never kept."""
+    assert texts(address)[0] == expected
+
+
+@pytest.mark.parametrize("address, expected", [
+    ("陕西省西安市县前街1号", ["陕西省西安市县前街1号"]),  # a lone 县 before no division name is the detail's
+    ("县前街1号", []),
+])
+def test_a_lone_county_character_is_a_placeholder_only_before_a_division(address, expected):
+    assert texts(address) == expected

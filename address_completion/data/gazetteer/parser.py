@@ -13,7 +13,8 @@ from typing import Optional
 
 from .divisions import (_FORMER_SUFFIXES, _SUFFIX_CHARS, LEVELS, AdminChain, Division, DivisionIndex, _Entry,
                         read_divisions)
-from .normalize import _detail_after, _skip_between_names, _without_unopened_closers, normalize_address
+from .normalize import (_detail_after, _placeholder_end, _skip_between_names, _without_unopened_closers,
+                        normalize_address)
 
 # A short name followed by one of these is part of a street or place name (西安路, 长安街, 南京东路), not a division.
 _STREET_AFTER_SHORT = re.compile(
@@ -123,7 +124,8 @@ class Gazetteer(DivisionIndex):
     def parse(self, address: str) -> ParsedAddress:
         """Split an address into current full province / city / county / town names and the verbatim rest.
 
-        Tolerates short names, former names, missing levels, a leading 中国 and separators. Missing upper
+        Tolerates short names, former names, missing levels, a leading 中国, separators and placeholder
+        levels of the statistics tables (省直辖县级行政区划, 市辖区: stepped over, kept nowhere). Missing upper
         levels are filled only when every reading agrees on them.
         """
         text = normalize_address(address, self.is_division_text)
@@ -152,6 +154,12 @@ class Gazetteer(DivisionIndex):
         while True:
             start = _skip_between_names(text, position)
             token = self._next_token(text, start, scan)
+            after = _placeholder_end(text, start) if token is None else start
+            if after > start:  # 湖北省省直辖县级行政区划天门市: a placeholder level, stepped over
+                token = self._next_token(text, _skip_between_names(text, after), scan)
+                if token is None and after - start > 1 and scan.candidates:  # 北京市市辖区建国路: no detail
+                    scan.end = position = after
+                    continue
             if token is None:
                 return scan
             scan.end = position = token.end
