@@ -12,6 +12,7 @@ the config override its keys; see configs/README.md.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -755,6 +756,15 @@ def train(config_path: str | Path | None, overrides: Sequence[str] | dict[str, A
     started = time.time()
     cfg = load_config(config_path, overrides, device=device)  # also checks model source and dataset folder
     requested_mmap_threshold()  # a bad value is named before --overwrite clears anything (set_up applies it)
+    rank, _ = distributed_rank()
+    # One run per output_dir, held from before the folder is inspected to the last file written (rank 0 writes;
+    # the other processes of a multi-process run belong to it).
+    with dataio.output_lock(cfg.output_dir, "output_dir") if rank == 0 else contextlib.nullcontext():
+        return _train_in(cfg, started, resume=resume, overwrite=overwrite)
+
+
+def _train_in(cfg: TrainConfig, started: float, *, resume: bool, overwrite: bool) -> dict[str, Any]:
+    """:func:`train` once output_dir is this process's."""
     rank, _ = distributed_rank()
     checkpoint = check_run_outputs(cfg, resume=resume, overwrite=overwrite or (rank != 0 and not resume))
     pairs = read_pairs(cfg)
