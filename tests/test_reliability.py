@@ -577,3 +577,50 @@ def dataio_lock_exists(path: Path) -> bool:
     from address_completion.data import dataio
 
     return dataio.lock_path(path).exists()
+
+
+# ---------------------------------------------------------------- resume after the final checkpoint (item 2)
+
+
+def checksums(folder: Path) -> dict[str, str]:
+    import hashlib
+
+    return {str(path.relative_to(folder)): hashlib.sha256(path.read_bytes()).hexdigest()
+            for path in sorted(folder.rglob("*")) if path.is_file()}
+
+
+def test_resume_after_the_final_checkpoint_trains_nothing(world, tmp_path, capsys):
+    """`train --resume` on a finished run: "nothing to do", every file unchanged. Killed while writing its final
+    adapter (summary missing, adapter gone, safetensors' .tmpXXXXXX left): the result is written from the last
+    checkpoint without a step 3/2, and the leftover is removed."""
+    from safetensors.numpy import load_file
+
+    output = tmp_path / "run"
+    config = tmp_path / "train.json"
+    config.write_text(json.dumps({**json.loads(Path(world["config_locked"]).read_text(encoding="utf-8")),
+                                  "output_dir": str(output), "max_steps": 2, "save_strategy": "steps",
+                                  "save_steps": 2, "lr_scheduler_type": "constant", "logging_steps": 1,
+                                  "load_best_model_at_end": False}), encoding="utf-8")
+    assert main(["train", str(config)]) == 0
+    assert (output / "checkpoint-2").is_dir()
+    finished = checksums(output)
+    adapter = load_file(str(output / ADAPTER_SHARD))
+    capsys.readouterr()
+
+    assert main(["train", str(config), "--resume"]) == 0
+    assert "nothing to do" in capsys.readouterr().out
+    assert checksums(output) == finished
+
+    (output / "summary.json").unlink()  # killed while writing the final adapter: the summary comes after it
+    (output / ADAPTER_SHARD).unlink()
+    (output / ".tmpAb3xZ9").write_bytes(b"half an adapter")
+    assert main(["train", str(config), "--resume"]) == 0, capsys.readouterr().err
+    assert not (output / ".tmpAb3xZ9").exists()
+    summary = json.loads((output / "summary.json").read_text(encoding="utf-8"))
+    assert summary["global_step"] == 2
+    steps = [json.loads(line)["step"] for line in (output / "metrics.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert max(steps) == 2
+    resumed = load_file(str(output / ADAPTER_SHARD))
+    assert resumed.keys() == adapter.keys()
+    for name in adapter:
+        assert (resumed[name] == adapter[name]).all(), name
