@@ -624,3 +624,59 @@ def test_resume_after_the_final_checkpoint_trains_nothing(world, tmp_path, capsy
     assert resumed.keys() == adapter.keys()
     for name in adapter:
         assert (resumed[name] == adapter[name]).all(), name
+
+
+# ---------------------------------------------------------------- SIGTERM under load (item 3)
+
+
+def test_sigterm_with_200_requests_in_flight_answers_each_or_503(default_model_dir, start_server):
+    """The issue's case: 200 requests in flight, SIGTERM, --shutdown-timeout 1. Each request gets its answer or
+    OpenAI's JSON 503 "server shutting down"; no plain-text 500, no traceback, at most one log line per cut
+    request, the batching worker does not crash, exit 0."""
+    import http.client
+    import signal
+    import threading
+
+    server = start_server("--model", str(default_model_dir), "--port", "0", "--shutdown-timeout", "1",
+                          "--max-batch-size", "1", "--decoding", "free", "--max_new_tokens", "32", "--debug")
+    host, port = "127.0.0.1", server.port
+    results: list[tuple[int, str, bytes]] = []
+    lock = threading.Lock()
+
+    def ask(index: int) -> None:
+        connection = http.client.HTTPConnection(host, port, timeout=300)
+        try:
+            connection.request("POST", "/v1/complete", body=json.dumps({"addresses": [f"{ADDRESS}{index}"]}),
+                               headers={"Content-Type": "application/json"})
+            response = connection.getresponse()
+            outcome = (response.status, response.getheader("Content-Type") or "", response.read())
+        except OSError as error:
+            outcome = (0, type(error).__name__, str(error).encode())
+        finally:
+            connection.close()
+        with lock:
+            results.append(outcome)
+
+    threads = [threading.Thread(target=ask, args=(index,)) for index in range(200)]
+    for thread in threads:
+        thread.start()
+    for _ in range(200):  # every request has reached the batching queue (the worker logs each at debug level)
+        server.stderr.wait_for(r"queued 1 address")
+    server.process.send_signal(signal.SIGTERM)
+    for thread in threads:
+        thread.join(timeout=300)
+    code = server.process.wait(timeout=300)
+    log = server.stderr.read_to_end()
+    assert code == 0, log[-3000:]
+    assert len(results) == 200
+    answered = [body for status, _, body in results if status == 200]
+    cut = [body for status, _, body in results if status == 503]
+    assert len(answered) + len(cut) == 200, [outcome for outcome in results if outcome[0] not in (200, 503)][:3]
+    assert all(kind.startswith("application/json") for _, kind, _ in results)
+    for body in cut:
+        error = json.loads(body)["error"]
+        assert error["message"].startswith("server shutting down") and error["code"] == "server_shutting_down"
+    assert cut, "the shutdown timeout cut no request: the test did not test the cut"
+    for word in ("Traceback", "CancelledError", "InvalidStateError", "Exception in ASGI", "Cancel "):
+        assert word not in log, log[-3000:]
+    assert sum(" 503 " in line for line in log.splitlines()) <= len(cut)
