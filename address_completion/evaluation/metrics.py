@@ -195,20 +195,21 @@ def choice_context(source: str, target: str, *, prefix: str = DEFAULT_PROMPT_PRE
     return ChoiceContext(len(candidates), rank, rank is not None and first == [candidates[rank].chain.text()])
 
 
-def versus_prior(scores: Sequence[ItemScore], contexts: Sequence[ChoiceContext]) -> dict[str, Any] | None:
-    """Exact match on the items with ≥ 2 candidates, overall and where the prior is wrong / the answer is listed
-    first or not; None when no item has two candidates. ``contexts`` align with ``scores``."""
-    pairs = [(score, context) for score, context in zip(scores, contexts) if context.ambiguous]
+def versus_prior(exact: Sequence[bool], contexts: Sequence[ChoiceContext]) -> dict[str, Any] | None:
+    """Exact match (``exact``: one flag per item) on the items with ≥ 2 candidates, overall and where the prior is
+    wrong / the answer is listed first or not; None when no item has two candidates. ``contexts`` align with
+    ``exact``."""
+    pairs = [(bool(flag), context) for flag, context in zip(exact, contexts) if context.ambiguous]
     if not pairs:
         return None
-    among = [(s, c) for s, c in pairs if c.answer_rank is not None]
+    among = [(flag, c) for flag, c in pairs if c.answer_rank is not None]
     return {
         "items": len(pairs),
         "answer_among_candidates": len(among),
-        "exact": Rate.of(s.exact for s, _ in pairs).to_dict(),
-        "prior_wrong": Rate.of(s.exact for s, c in among if c.answer_rank > 0).to_dict(),
-        "listed_first": Rate.of(s.exact for s, c in among if c.listed_first).to_dict(),
-        "not_listed_first": Rate.of(s.exact for s, c in among if not c.listed_first).to_dict(),
+        "exact": Rate.of(flag for flag, _ in pairs).to_dict(),
+        "prior_wrong": Rate.of(flag for flag, c in among if c.answer_rank > 0).to_dict(),
+        "listed_first": Rate.of(flag for flag, c in among if c.listed_first).to_dict(),
+        "not_listed_first": Rate.of(flag for flag, c in among if not c.listed_first).to_dict(),
     }
 
 
@@ -357,7 +358,7 @@ def summarize(items: Sequence[ScoredItem], *, worst: int = 10,
     """Everything a report shows for one system (``versus_prior`` when ``contexts``, aligned with ``items``)."""
     scores = [item.score for item in items]
     return {
-        "versus_prior": versus_prior(scores, contexts) if contexts is not None else None,
+        "versus_prior": versus_prior([s.exact for s in scores], contexts) if contexts is not None else None,
         **quality(scores),
         "by_class": by_input_class(scores),
         "latency": latency_summary(item.latency_s for item in items),
