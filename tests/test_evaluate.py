@@ -86,6 +86,10 @@ def base_config(test_file: Path, output_dir: Path, systems: list[dict], **settin
      r"systems\[1\].name: two systems are named 'oracle'"),
     (lambda c: c["systems"][0].update(name="my system"), r"systems\[0\].name: 'my system' must be"),
     (lambda c: c.update(test_file="/no/such/test.json"), r"test_file: /no/such/test.json not found"),
+    (lambda c: c["systems"][0].update(limit=0), r"systems\[0\].limit: expected an integer >= 1 \(or null for every "
+                                                r"test item\), got 0"),
+    (lambda c: c["systems"].append({"kind": "prior", "train_file": ""}),
+     r"systems\[1\].train_file: expected a non-empty string"),
     (lambda c: c.pop("systems"), r"missing 'systems'"),
 ])
 def test_config_errors_name_the_key(tmp_path, test_file, oracle_file, mutate, message):
@@ -251,8 +255,13 @@ def test_model_vs_prior_and_city_frequency_on_items_with_two_candidates(tmp_path
             CHOICES[4][0]])])
     out = tmp_path / "out"
     config = base_config(test, out, [{"kind": "prior"}, {"kind": "prior", "train_file": str(train)},
-                                     {"name": "copies-first", "kind": "predictions", "path": str(first_listed)}])
+                                     {"name": "copies-first", "kind": "predictions", "path": str(first_listed)},
+                                     {"name": "prior-first-two", "kind": "prior", "limit": 2}])
     report = run(tmp_path, config)
+    limited = report["systems"].pop()  # a system's own limit: it answers the first two items only
+    assert (limited["limit"], limited["metrics"]["exact"]["total"], limited["metrics"]["versus_prior"]["items"]) == (
+        2, 2, 2)
+    assert len((out / "predictions" / "prior-first-two.jsonl").read_text("utf-8").splitlines()) == 2
     assert report["test_set"]["choices"] == {"ambiguous": 3, "answer_among_candidates": 3, "prior_right": 1,
                                              "listed_first": 1}
     prior, frequency, copier = report["systems"]
@@ -278,6 +287,7 @@ def test_model_vs_prior_and_city_frequency_on_items_with_two_candidates(tmp_path
            "first (the prior is right) for 1, and the prompt, which lists candidates by division code, lists it " \
            "first for 1." in markdown
     assert "| city-frequency | prior | 100.0% [43.9–100.0] (3/3) | 100.0% [34.2–100.0] (2/2) |" in markdown
+    assert "| prior-first-two (first 2 items) | prior | 0.0% [0.0–65.8] (0/2) |" in markdown
     capsys.readouterr()
     assert cli.main(["evaluate", str(write_config(tmp_path / "eval.yaml", config)), "--force"]) == 0
     assert "≥2 candidates: exact 33.3% [6.1–79.2] (1/3)  where the prior is wrong 0.0% [0.0–65.8] (0/2)" in \

@@ -136,7 +136,11 @@ def parse_system(raw: Any, where: str) -> SystemSpec:
                           "the predictions file)")
     options = {key: value for key, value in raw.items() if key not in COMMON_KEYS}
     cls.check_options(options, where)
-    return SystemSpec(name=name, kind=kind, options=options, where=where)
+    limit = raw.get("limit")
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise ConfigError(f"{where}.limit: expected an integer >= 1 (or null for every test item), got {limit!r}"
+                          f"{yaml_number_hint(limit, True)}")
+    return SystemSpec(name=name, kind=kind, options=options, where=where, limit=limit)
 
 
 def config_from_dict(data: Any, source: str = "<config>") -> EvalConfig:
@@ -468,6 +472,9 @@ def evaluate_system(spec: SystemSpec, config: EvalConfig, items: Sequence[EvalIt
                     fresh: bool, progress: bool) -> dict[str, Any]:
     """Predict (resuming), score and summarize one system; skipped or failed systems say why."""
     entry: dict[str, Any] = {"name": spec.name, "kind": spec.kind, "options": spec.options}
+    if spec.limit is not None:  # this system answers the first spec.limit items only
+        items = items[:spec.limit]
+        entry["limit"] = spec.limit
     system = create_system(spec, config.settings)
     reason = system.unavailable_reason()
     if reason:

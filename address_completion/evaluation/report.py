@@ -83,7 +83,8 @@ def summary_section(report: dict[str, Any]) -> list[str]:
         metrics, latency = entry["metrics"], entry["metrics"]["latency"]
         throughput = latency["throughput_per_s"]
         coverage, answered = coverage_rates(metrics)
-        rows.append([entry["name"], entry["kind"], rate_cell(metrics["exact"], counts=True),
+        name = entry["name"] + (f" (first {entry['limit']} items)" if entry.get("limit") else "")
+        rows.append([name, entry["kind"], rate_cell(metrics["exact"], counts=True),
                      rate_cell(coverage, counts=True), rate_cell(answered), rate_cell(metrics["detail_kept"]),
                      rate_cell(metrics["invalid_chain"]), seconds_cell(latency["mean_s"]),
                      "n/a" if throughput is None else f"{throughput:.1f}/s"])
