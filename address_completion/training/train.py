@@ -80,12 +80,26 @@ def build_features(prompt_ids: Sequence[int], answer_ids: Sequence[int], src_len
 
 
 def encode_pairs(tokenizer: Any, pairs: Sequence[dict[str, str]], src_length: int, max_length: int,
-                 grounding: str = "none") -> EncodedSplit:
+                 grounding: str = "none", *, seed: int | None = None,
+                 no_candidate_rate: float = 0.0) -> EncodedSplit:
     """Features of every pair through the one prompt builder (:func:`prompt.encode_example`); ``grounding``
-    is applied here, so plain src/tgt files serve both prompt modes."""
+    is applied here, so plain src/tgt files serve both prompt modes.
+
+    ``seed`` (training's split; grounded prompts only): each example gets its own ``random.Random`` from
+    (seed, index), which shuffles its candidate chains — the answer's position in the list then tells nothing — and,
+    with probability ``no_candidate_rate``, withholds them (``候选: 无``), so the model also learns to write the
+    answer itself, as it must when the gazetteer finds no division. Without ``seed``: the canonical order, as at
+    inference (dev and test).
+    """
     split = EncodedSplit(features=[], pairs=list(pairs))
-    for pair in pairs:
-        prompt_ids, answer_ids = encode_example(tokenizer, pair["src"], pair["tgt"], grounding=grounding)
+    for index, pair in enumerate(pairs):
+        candidates, rng = None, None
+        if seed is not None and grounding != "none":
+            rng = random.Random(f"{seed}/{index}")
+            if rng.random() < no_candidate_rate:
+                candidates = []
+        prompt_ids, answer_ids = encode_example(tokenizer, pair["src"], pair["tgt"], grounding=grounding,
+                                                candidates=candidates, rng=rng)
         features, source_truncated, sample_truncated = build_features(prompt_ids, answer_ids, src_length, max_length)
         split.features.append(features)
         split.truncated_source += source_truncated
@@ -662,7 +676,9 @@ def prepare_data(cfg: TrainConfig, tokenizer: Any, pairs: dict[str, list[dict[st
     """Tokenized splits; truncation is counted and reported once per split."""
     data_args = cfg.data_args
     splits = {name: encode_pairs(tokenizer, records, data_args.src_length, data_args.max_length,
-                                 cfg.extras["grounding"])
+                                 cfg.extras["grounding"],
+                                 **({"seed": cfg.training_args.seed, "no_candidate_rate": cfg.extras[
+                                     "no_candidate_rate"]} if name == "train" else {}))
               for name, records in pairs.items()}
     for name, split in splits.items():
         if split.truncated_source or split.truncated_sample:
