@@ -101,7 +101,7 @@ def measure(sample: int, seed: int) -> dict[str, Any]:
     started = time.perf_counter()
     history = build_history(rows)
     derive_seconds = time.perf_counter() - started
-    cached = _cache_file(package_versions()).is_file()
+    cached = _cache_file(package_versions(), [tuple(row) for row in rows]).is_file()
     started = time.perf_counter()
     gazetteer = load_gazetteer()
     load_seconds = time.perf_counter() - started

@@ -25,7 +25,8 @@ successor city maps to that county (莱芜市 -> 济南市莱芜区). Placeholde
 source.
 
 The result (:class:`History`) is a few hundred kilobytes of JSON built in about a second and cached under
-``<cache_root>/division-history/`` keyed by the three packages' versions and a hash of this module.
+``<cache_root>/division-history/`` keyed by the three packages' versions and a hash of this module and the
+division rows.
 """
 
 from __future__ import annotations
@@ -73,13 +74,11 @@ class History:
     ``former_parents``: current code -> current codes of the divisions it formerly lay under, other than its
     ancestors today (忻城县 451321 -> 450200 柳州市: it lay under 柳州地区, whose stem 柳州市 carries);
     ``splits``: current code -> current codes that took part of its territory (余杭区 -> 临平区);
-    ``samples``: (former path, current code) pairs as the data states them, for checks (bench/history.py).
     """
 
     former: dict[str, list[tuple[str, str, int, int]]] = field(default_factory=dict)
     former_parents: dict[str, list[str]] = field(default_factory=dict)
     splits: dict[str, list[str]] = field(default_factory=dict)
-    samples: list[tuple[list[str], str]] = field(default_factory=list)
     versions: dict[str, str] = field(default_factory=dict)
 
     def counts(self) -> dict[str, int]:
@@ -95,12 +94,12 @@ class History:
 
     def to_json(self) -> dict:
         return {"former": self.former, "former_parents": self.former_parents, "splits": self.splits,
-                "samples": self.samples, "versions": self.versions}
+                "versions": self.versions}
 
     @classmethod
     def from_json(cls, payload: dict) -> "History":
         return cls({k: [tuple(t) for t in v] for k, v in payload["former"].items()}, payload["former_parents"],
-                   payload["splits"], [(list(p), c) for p, c in payload["samples"]], payload["versions"])
+                   payload["splits"], payload["versions"])
 
 
 # ----- reading the packages -----
@@ -359,13 +358,11 @@ class _Builder:
                 city_changes[(province, city)] = change
         former: dict[str, dict[str, list]] = defaultdict(dict)  # name -> code -> [change, level, until]
         former_parents: dict[str, set[str]] = defaultdict(set)
-        samples: list[tuple[list[str], str]] = []
         for (province, city), targets in city_targets.items():
             for target in targets:
                 if self.by_code[target][1] != city:
                     entry = former[city].setdefault(target, [city_changes[(province, city)] or "renamed", 2, 0])
                     entry[2] = max(entry[2], self.latest[(province, city, "")][0])
-                    samples.append(([province, city], target))
         for (province, city, county), row in latest.items():
             if row[10] != "3" or not county:
                 continue
@@ -375,9 +372,6 @@ class _Builder:
                 if self.by_code[target][1] != county:
                     entry = former[county].setdefault(target, [change or "renamed", 3, 0])
                     entry[2] = max(entry[2], row[0])
-                path = [province] + ([] if city in PLACEHOLDER_CITIES else [city]) + [county]
-                if self.by_code[target][1] != county or parents or city in PLACEHOLDER_CITIES:
-                    samples.append((path, target))
                 ancestors = set()
                 code = target
                 while code in self.by_code:
@@ -405,8 +399,7 @@ class _Builder:
             former={name: sorted((code, *entry) for code, entry in targets.items())
                     for name, targets in sorted(former.items())},
             former_parents={code: sorted(parents) for code, parents in sorted(former_parents.items())},
-            splits={code: sorted(codes) for code, codes in sorted(self.splits.items())},
-            samples=sorted(samples))
+            splits={code: sorted(codes) for code, codes in sorted(self.splits.items())})
 
     def code_of_path(self, path: tuple[str, ...]) -> Optional[str]:
         codes = [c for c, (_, name, _) in self.by_code.items() if name == path[-1]]
@@ -438,14 +431,15 @@ def build_history(divisions: Iterable[Iterable]) -> History:
     return history
 
 
-def _cache_file(versions: dict[str, str]) -> Path:
-    """The cache file for these package versions and this module's code (any change of the derivation or the
-    overrides gets a new file)."""
+def _cache_file(versions: dict[str, str], divisions: list) -> Path:
+    """The cache file for these package versions, these division rows and this module's code (any change of
+    the derivation or the overrides gets a new file)."""
     from ...runtime import cache_root
 
-    code = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:12]
+    digest = hashlib.sha256(Path(__file__).read_bytes())
+    digest.update("\n".join("\t".join(str(field) for field in row) for row in divisions).encode("utf-8"))
     key = "-".join(f"{name}{version}" for name, version in sorted(versions.items()))
-    return cache_root() / "division-history" / f"history-{key}-{code}.json"
+    return cache_root() / "division-history" / f"history-{key}-{digest.hexdigest()[:12]}.json"
 
 
 def load_history(divisions: list) -> History:
@@ -455,7 +449,7 @@ def load_history(divisions: list) -> History:
     for name, version in HISTORY_PACKAGES.items():
         if versions[name] != version:
             _package_file(name, (EVENTS_FILE if name == EVENTS_FILE[0] else YEARS_FILE)[1])  # the one-line error
-    path = _cache_file(versions)
+    path = _cache_file(versions, divisions)
     try:
         return History.from_json(json.loads(path.read_bytes()))
     except (OSError, ValueError, KeyError, TypeError):
