@@ -77,6 +77,13 @@ def test_issue_inputs(gaz, address, expected):
     ("泸水县六库街道1号", "云南省怒江傈僳族自治州泸水市六库街道1号"),
     ("安康地区旬阳县城关镇1号", "陕西省安康市旬阳市城关镇1号"),
     ("海南省儋县xx路1号", "海南省儋州市xx路1号"),  # 儋县 -> 儋州市 (1993), a prefecture since 2015
+    ("四川省乐山市峨眉县xx路1号", "四川省乐山市峨眉山市xx路1号"),  # through a renumbering (519004 -> 511181)
+    ("山西省雁北地区朔县xx路1号", "山西省朔州市朔城区xx路1号"),  # 朔县 -> 朔州市 (1988), its 朔城区
+    ("四川省重庆市巴县xx路1号", "重庆市巴南区xx路1号"),  # 四川's 重庆市 (before 1997), 巴县 -> 巴南区 (1994)
+    ("江西省九江市庐山区xx路1号", "江西省九江市濂溪区xx路1号"),  # renamed 2016; not 庐山市, the former 星子县
+    ("江苏省镇江市郊区xx路1号", "江苏省镇江市润州区xx路1号"),  # one of the 50 renamed 郊区, in its city
+    ("四川省温江地区大邑县xx路1号", "四川省成都市大邑县xx路1号"),  # 温江地区 (to 成都 1983), no successor code
+    ("温江地区广汉县xx路1号", "四川省德阳市广汉市xx路1号"),  # …but 广汉 went to 德阳
     # a town that became a subdistrict of the same name (撤镇设街道)
     ("苏州市吴江市松陵镇1号", "江苏省苏州市吴江区松陵街道1号"),
 ])
