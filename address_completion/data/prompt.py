@@ -77,12 +77,15 @@ def check_grounding(grounding: str) -> str:
     return grounding
 
 
-def address_candidates(address: str, prefix: str = DEFAULT_PROMPT_PREFIX, limit: Optional[int] = None) -> list:
+def address_candidates(address: str, prefix: str = DEFAULT_PROMPT_PREFIX, limit: Optional[int] = None,
+                       detail: Optional[str] = None) -> list:
     """The gazetteer's candidates (:class:`gazetteer.Candidate`) for the address in a user message
-    (at most ``limit``; default: the gazetteer's cap, :data:`gazetteer.MAX_CANDIDATES`)."""
-    from .gazetteer import MAX_CANDIDATES, completion_candidates
+    (at most ``limit``; default: the gazetteer's cap, :data:`gazetteer.MAX_CANDIDATES`); ``detail``: verbatim
+    (default) or clean, :data:`gazetteer.DETAILS`."""
+    from .gazetteer import DEFAULT_DETAIL, MAX_CANDIDATES, completion_candidates
 
-    return completion_candidates(strip_prefix(address, prefix), limit=limit or MAX_CANDIDATES)
+    return completion_candidates(strip_prefix(address, prefix), limit=limit or MAX_CANDIDATES,
+                                 detail=detail or DEFAULT_DETAIL)
 
 
 def user_message(address: str, prefix: str = DEFAULT_PROMPT_PREFIX, grounding: str = "none",

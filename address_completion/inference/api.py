@@ -26,7 +26,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from ..data import dataio
 from ..runtime import logger
 from .serve import (OWNER, BatchingWorker, RequestError, ServerSettings, addresses_from_complete_request,
-                    address_from_chat_request)
+                    address_from_chat_request, with_detail)
 
 BODY_DRAIN_LIMIT = 8 << 20  # read (and drop) at most this much of a refused body so the client sees our reply
 DOC_PATHS = {"/docs", "/docs/oauth2-redirect", "/openapi.json", "/redoc"}
@@ -66,10 +66,16 @@ class ChatCompletionRequest(BaseModel):
     stream: Optional[StrictBool] = False
     stream_options: Optional[StreamOptions] = None
     n: Optional[StrictInt] = None
+    detail: Optional[Literal["verbatim", "clean"]] = Field(
+        None, description="this project's option: how the answer keeps the text after the division names (default: "
+                          "the server's --detail)")
 
 
 class CompleteRequest(BaseModel):
     addresses: list[StrictStr] = Field(description="addresses to complete, at most --max-addresses")
+    detail: Optional[Literal["verbatim", "clean"]] = Field(
+        None, description="verbatim: every character after the division names as written; clean: the earlier "
+                          "folding (default: the server's --detail)")
 
 
 class CandidateInfo(BaseModel):
@@ -83,7 +89,9 @@ class CompletionDetails(BaseModel):
     decoding: Literal["free", "constrained", "free_fallback"]
     probability: Optional[float] = Field(description="the answer's probability among the candidates (constrained)")
     abstained: bool = Field(description="true when the input came back unchanged: best probability < "
-                                        "--min-confidence, or free decoding gave an empty answer")
+                                        "--min-confidence, or the answer was no current address (empty, 无, the "
+                                        "prompt's text, a chain that does not exist today)")
+    reason: Optional[str] = Field(None, description="why the input came back unchanged (abstained only)")
     candidates: list[CandidateInfo] = Field(description="the gazetteer's candidate answers, best first")
     more_candidates: bool = Field(description="true when the gazetteer had more readings than it lists (capped)")
 
@@ -368,7 +376,7 @@ def create_app(worker: BatchingWorker, settings: ServerSettings) -> Any:
         "`stream: true` answers with server-sent events) and a plain batch endpoint."))
     started = int(time.time())
 
-    async def run_model(addresses: list[str]) -> list[Any]:
+    async def run_model(addresses: list[Any]) -> list[Any]:
         try:
             return await worker.submit_async(addresses)
         except Exception as error:  # a failed batch: every waiting request hears about it, the server keeps serving
@@ -389,7 +397,7 @@ def create_app(worker: BatchingWorker, settings: ServerSettings) -> Any:
     async def complete(body: CompleteRequest, request: Request) -> CompleteResponse:
         """Complete a list of addresses (decoded together with other requests' addresses)."""
         addresses = addresses_from_complete_request(body.model_dump(), settings)
-        completions = await run_model(addresses)
+        completions = await run_model(with_detail(addresses, body.detail))
         request.state.detail = f"{len(addresses)} address" + ("" if len(addresses) == 1 else "es")
         return CompleteResponse(results=[completion.text for completion in completions],
                                 details=[completion.details() for completion in completions])
@@ -400,7 +408,7 @@ def create_app(worker: BatchingWorker, settings: ServerSettings) -> Any:
     async def chat(body: ChatCompletionRequest, request: Request) -> Any:
         """The last user message is the address (the prompt prefix is optional)."""
         address = address_from_chat_request(body.model_dump(), settings)
-        [completion] = await run_model([address])
+        [completion] = await run_model(with_detail([address], body.detail))
         request.state.detail = "1 address" + (", streamed" if body.stream else "")
         if body.stream:
             include_usage = bool(body.stream_options and body.stream_options.include_usage)

@@ -6,11 +6,13 @@ Endpoints (JSON in, JSON out; errors use OpenAI's {"error": {"message", "type", 
                              among the gazetteer's candidates; free: greedy up to --max_new_tokens):
                              temperature, top_p, max_tokens and the like are accepted and ignored;
                              n > 1 is refused (400). Each choice carries the extra field
-                             "address_completion": {"decoding", "probability", "abstained",
+                             "address_completion": {"decoding", "probability", "abstained", "reason",
                              "candidates", "more_candidates"}; OpenAI's own fields stay standard.
+                             The request may name "detail": "verbatim" | "clean" (default --detail);
+                             an answer that is no current address comes back as the input, abstained.
                              "stream": true answers with OpenAI's server-sent events (chunks, then
                              "data: [DONE]").
-  POST /v1/complete          {"addresses": ["...", ...]} -> {"results": ["...", ...], "details": [...]}
+  POST /v1/complete          {"addresses": ["...", ...], "detail"?} -> {"results": ["...", ...], "details": [...]}
   GET  /v1/models            the served model in OpenAI's list format
   GET  /health               {"status": "ok"}; needs no API key, so load balancers can probe it
   GET  /docs                 the OpenAPI page (and /openapi.json)
@@ -344,9 +346,29 @@ def create_server(complete: CompleteFunction, settings: ServerSettings) -> Runni
     return RunningServer(complete, settings)
 
 
+@dataclass(frozen=True)
+class AddressRequest:
+    """One address queued with the request's own ``detail`` setting (None: the server's --detail)."""
+
+    address: str
+    detail: str | None = None
+
+
+def with_detail(addresses: Sequence[str], detail: str | None) -> list[Any]:
+    """The worker's items for a request: plain addresses, or :class:`AddressRequest` when it names a detail."""
+    return list(addresses) if detail is None else [AddressRequest(address, detail) for address in addresses]
+
+
 def completer_function(completer: Any, batch_size: int) -> CompleteFunction:
-    """Adapt a generate.Completer to the worker: detailed completions, decoded ``batch_size`` at a time."""
-    return lambda addresses: completer.complete_detailed(addresses, batch_size=batch_size)
+    """Adapt a generate.Completer to the worker: detailed completions, decoded ``batch_size`` at a time; an
+    :class:`AddressRequest` item carries its request's detail setting into the shared batch."""
+    def complete(items: list[Any]) -> list[Any]:
+        addresses = [item.address if isinstance(item, AddressRequest) else item for item in items]
+        details = [item.detail if isinstance(item, AddressRequest) else None for item in items]
+        return completer.complete_detailed(addresses, batch_size=batch_size,
+                                           details=details if any(details) else None)
+
+    return complete
 
 
 def start_in_thread(completer: Any, settings: ServerSettings) -> RunningServer:
