@@ -68,6 +68,9 @@ def base_config(test_file: Path, output_dir: Path, systems: list[dict], **settin
     (lambda c: c["systems"].append({"kind": "openai", "base_url": "http://h/v1", "model": "m", "timeout": float("nan")}),
      r"systems\[1\].timeout: expected a finite number >= 0.001, got nan"),
     (lambda c: c["settings"].update(device="tpu"), r"settings.device: expected one of auto, cpu, gpu"),
+    (lambda c: c["settings"].update(detail="folded"), r"settings.detail: expected one of verbatim, clean, got 'folded'"),
+    (lambda c: c["systems"].append({"kind": "paddle", "model": "x", "detail": "raw"}),
+     r"systems\[1\].detail: expected one of verbatim, clean"),
     (lambda c: c["systems"][0].update(kind="predictons"), r"systems\[0\].kind: unknown system kind 'predictons' "
                                                           r"\(did you mean 'predictions'\?\)"),
     (lambda c: c["systems"][0].update(pth="x"), r"systems\[0\]: unknown key 'pth' \(did you mean 'path'\?\)"),
@@ -171,6 +174,21 @@ def test_predictions_file_that_is_not_utf8_names_file_and_line(tmp_path, test_fi
 
 def run(tmp_path, config: dict, **kwargs):
     return run_evaluation(load_config(write_config(tmp_path / "eval.yaml", config)), progress=False, **kwargs)
+
+
+@pytest.mark.parametrize("detail, kept", [("verbatim", 0), ("clean", 2)])
+def test_detail_kept_follows_the_detail_setting(tmp_path, detail, kept):
+    """An answer that folds away the `_` or the repeated run the user wrote lost detail under verbatim (the
+    default), not under clean."""
+    pairs = [("碑林区_扬子江南路1号", "陕西省西安市碑林区_扬子江南路1号"),
+             ("碑林区陕西省西安市碑林区扬子江南路1号", "陕西省西安市碑林区陕西省西安市碑林区扬子江南路1号")]
+    test = write_jsonl(tmp_path / "test.json", [{"src": PREFIX + src, "tgt": tgt} for src, tgt in pairs])
+    folded = write_jsonl(tmp_path / "folded.jsonl", [{"prompt": PREFIX + src, "predict": "陕西省西安市碑林区扬子江南路1号"}
+                                                     for src, _ in pairs])
+    report = run(tmp_path, base_config(test, tmp_path / "out", [{"name": "folded", "kind": "predictions",
+                                                                 "path": str(folded)}], detail=detail))
+    metrics = report["systems"][0]["metrics"]
+    assert metrics["exact"]["count"] == 0 and metrics["detail_kept"]["count"] == kept
 
 
 def test_report_files_and_scores(tmp_path, test_file, oracle_file):

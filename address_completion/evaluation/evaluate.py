@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ..data import dataio
+from ..data.gazetteer import DETAILS
 from ..errors import AddressCompletionError, ConfigError, DataError, OutputExistsError, closest_match
 from .metrics import INPUT_CLASSES, ScoredItem, classify_input, score_item, summarize
 from ..data.prompt import strip_prefix
@@ -44,7 +45,7 @@ SETTING_RULES: dict[str, tuple[type, Any]] = {
     "batch_size": (int, 1), "max_new_tokens": (int, 1), "limit": (int, 1), "timeout": (float, 0.001),
     "retries": (int, 0), "backoff": (float, 0.0), "concurrency": (int, 1), "worst_errors": (int, 0),
     "dtype": (str, DTYPES), "device": (str, DEVICES),
-    "prompt_prefix": (str, None),
+    "prompt_prefix": (str, None), "detail": (str, DETAILS),
 }
 SYSTEM_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,63}$")
 REPORT_FILES = ("report.json", "report.md", "predictions")
@@ -420,7 +421,8 @@ def score_system(items: Sequence[EvalItem], records: dict[str, dict[str, Any]], 
     for item in items:
         record = records[cache_key(item.source, settings.prompt_prefix)]
         score = score_item(item.source, record["predict"], item.target, gazetteer, input_class=item.input_class,
-                           prefix=settings.prompt_prefix, abstained=record_abstained(record))
+                           prefix=settings.prompt_prefix, abstained=record_abstained(record),
+                           detail=settings.detail)
         scored.append(ScoredItem(index=item.index, source=strip_prefix(item.source, settings.prompt_prefix),
                                  target=item.target, prediction=record["predict"], score=score,
                                  latency_s=record.get("latency_s"),

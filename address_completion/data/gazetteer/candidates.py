@@ -473,3 +473,11 @@ def completion_candidates(address: str, gazetteer: Optional["Gazetteer"] = None,
             break
     return list(candidates.values())
 
+
+
+def address_detail(address: str, gazetteer: Optional["Gazetteer"] = None, *, detail: str = DEFAULT_DETAIL) -> str:
+    """The detail of ``address`` as :func:`completion_candidates` keeps it under ``detail``: what follows its run
+    of division names (the first reading's; all readings share it). An address without a division is all
+    detail. The evaluator's "detail kept" compares this of an answer and of its expected address."""
+    found = completion_candidates(address, gazetteer, limit=1, detail=detail)
+    return found[0].detail if found else address.strip()
