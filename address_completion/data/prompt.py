@@ -89,25 +89,25 @@ def address_candidates(address: str, prefix: str = DEFAULT_PROMPT_PREFIX, limit:
 
 
 def user_message(address: str, prefix: str = DEFAULT_PROMPT_PREFIX, grounding: str = "none",
-                 candidates: Optional[Sequence[Any]] = None) -> str:
+                 candidates: Optional[Sequence[Any]] = None, detail: Optional[str] = None) -> str:
     """The user turn: prefixed address, plus the candidate chains when grounded.
 
-    ``candidates`` (from :func:`address_candidates`) is computed when not given; pass it when the caller
-    needs it too (constrained decoding) so the gazetteer runs once.
+    ``candidates`` (from :func:`address_candidates`, with ``detail``) is computed when not given; pass it when
+    the caller needs it too (constrained decoding) so the gazetteer runs once.
     """
     message = with_prefix(address, prefix)
     if check_grounding(grounding) == "none":
         return message
     if candidates is None:
-        candidates = address_candidates(address, prefix)
+        candidates = address_candidates(address, prefix, detail=detail)
     chains = CHAIN_SEPARATOR.join(dict.fromkeys(c.chain.text() for c in candidates)) or NO_CANDIDATE
     return message + CANDIDATES_LINE.format(chains=chains)
 
 
 def render_prompt(tokenizer: Any, address: str, prefix: str = DEFAULT_PROMPT_PREFIX, grounding: str = "none",
-                  candidates: Optional[Sequence[Any]] = None) -> str:
+                  candidates: Optional[Sequence[Any]] = None, detail: Optional[str] = None) -> str:
     """The exact text the model is conditioned on, ending where the answer starts."""
-    message = user_message(address, prefix, grounding, candidates)
+    message = user_message(address, prefix, grounding, candidates, detail)
     if has_chat_template(tokenizer):
         return tokenizer.apply_chat_template([{"role": "user", "content": message}], tokenize=False,
                                              add_generation_prompt=True)
@@ -127,9 +127,10 @@ def answer_ids(tokenizer: Any, answer: str) -> list[int]:
 
 
 def encode_example(tokenizer: Any, address: str, answer: str, prefix: str = DEFAULT_PROMPT_PREFIX,
-                   grounding: str = "none") -> tuple[list[int], list[int]]:
+                   grounding: str = "none", detail: Optional[str] = None) -> tuple[list[int], list[int]]:
     """Token ids of the prompt and of the answer (answer ids end with EOS)."""
-    prompt_ids = tokenizer(render_prompt(tokenizer, address, prefix, grounding), add_special_tokens=False)["input_ids"]
+    prompt_ids = tokenizer(render_prompt(tokenizer, address, prefix, grounding, detail=detail),
+                           add_special_tokens=False)["input_ids"]
     return list(prompt_ids), answer_ids(tokenizer, answer)
 
 

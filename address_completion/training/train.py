@@ -79,12 +79,14 @@ def build_features(prompt_ids: Sequence[int], answer_ids: Sequence[int], src_len
 
 
 def encode_pairs(tokenizer: Any, pairs: Sequence[dict[str, str]], src_length: int, max_length: int,
-                 grounding: str = "none") -> EncodedSplit:
+                 grounding: str = "none", detail: str | None = None) -> EncodedSplit:
     """Features of every pair through the one prompt builder (:func:`prompt.encode_example`); ``grounding``
-    is applied here, so plain src/tgt files serve both prompt modes."""
+    (with the candidates read under ``detail``) is applied here, so plain src/tgt files serve both prompt
+    modes."""
     split = EncodedSplit(features=[], pairs=list(pairs))
     for pair in pairs:
-        prompt_ids, answer_ids = encode_example(tokenizer, pair["src"], pair["tgt"], grounding=grounding)
+        prompt_ids, answer_ids = encode_example(tokenizer, pair["src"], pair["tgt"], grounding=grounding,
+                                                detail=detail)
         features, source_truncated, sample_truncated = build_features(prompt_ids, answer_ids, src_length, max_length)
         split.features.append(features)
         split.truncated_source += source_truncated
@@ -238,6 +240,7 @@ class GenerationEval:
     max_new_tokens: int
     grounding: str = "none"
     decoding: str = "free"
+    detail: str = "verbatim"  # gazetteer.DETAILS
     last_predictions: list[str] = field(default_factory=list)
 
     def records(self) -> list[dict[str, str]]:
@@ -255,7 +258,7 @@ class GenerationEval:
         model.eval()
         try:
             completer = Completer(model=model, tokenizer=self.tokenizer, max_new_tokens=self.max_new_tokens,
-                                  grounding=self.grounding, decoding=self.decoding)
+                                  grounding=self.grounding, decoding=self.decoding, detail=self.detail)
             predictions = completer.complete([pair["src"] for pair in self.pairs], batch_size=self.batch_size)
         finally:
             if was_training:
@@ -661,7 +664,7 @@ def prepare_data(cfg: TrainConfig, tokenizer: Any, pairs: dict[str, list[dict[st
     """Tokenized splits; truncation is counted and reported once per split."""
     data_args = cfg.data_args
     splits = {name: encode_pairs(tokenizer, records, data_args.src_length, data_args.max_length,
-                                 cfg.extras["grounding"])
+                                 cfg.extras["grounding"], cfg.extras["detail"])
               for name, records in pairs.items()}
     for name, split in splits.items():
         if split.truncated_source or split.truncated_sample:
@@ -701,7 +704,8 @@ def generation_eval(cfg: TrainConfig, tokenizer: Any, split: EncodedSplit) -> Ge
     if cfg.extras["decoding"] == "constrained":
         warn_if_model_never_chooses(split.pairs, cfg.training_args.metric_for_best_model)
     return GenerationEval(tokenizer, split.pairs, cfg.training_args.per_device_eval_batch_size, budget,
-                          grounding=cfg.extras["grounding"], decoding=cfg.extras["decoding"])
+                          grounding=cfg.extras["grounding"], decoding=cfg.extras["decoding"],
+                          detail=cfg.extras["detail"])
 
 
 def set_up(cfg: TrainConfig, pairs: dict[str, list[dict[str, str]]], checkpoint: Path | None) -> TrainingRun:
