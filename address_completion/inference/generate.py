@@ -61,14 +61,14 @@ _CANDIDATES_LABEL = re.compile(r"候选[ \t]*[:：]")
 def answer_problem(answer: str, *, prefix: str = DEFAULT_PROMPT_PREFIX, gazetteer: Any = None) -> Optional[str]:
     """Why ``answer`` may not be returned as a completion (one of the ``REASON_*`` phrases), or None when it may.
 
-    An answer may be returned when it is an address that starts with a current chain written in full: the
-    gazetteer's candidates for the answer include the answer itself unchanged (a current chain, province first,
-    every name in its current full form — not a former name 江干区, a short name 西安, a typo 杭洲, traditional
-    characters — followed by detail, verbatim), and :meth:`Gazetteer.parse` finds its divisions nesting
-    (陕西省杭州市… does not). Empty answers, the prompt's no-candidate placeholder 无, and answers carrying the
-    prompt's prefix or candidates line are not addresses. ``gazetteer`` defaults to the bundled one.
+    An answer may be returned when it is an address that starts with a current chain written in full whose
+    names nest (:func:`gazetteer.chain_problem`: the answer is one of its own candidates — a current chain,
+    province first, every name in its current full form, not a former name 江干区, a short name 西安, a typo
+    杭洲, traditional characters — and no name right after the chain contradicts it, as 西安市 after 山西省
+    does). Empty answers, the prompt's no-candidate placeholder 无, and answers carrying the prompt's prefix or
+    candidates line are not addresses. ``gazetteer`` defaults to the bundled one.
     """
-    from ..data.gazetteer import completion_candidates, load_gazetteer
+    from ..data.gazetteer import chain_problem
 
     text = (answer or "").strip()
     if not text:
@@ -79,12 +79,8 @@ def answer_problem(answer: str, *, prefix: str = DEFAULT_PROMPT_PREFIX, gazettee
         return REASON_PROMPT_TEXT
     if _CANDIDATES_LABEL.search(text):
         return REASON_CANDIDATES_LINE
-    gazetteer = gazetteer or load_gazetteer()
-    if text not in [c.text for c in completion_candidates(text, gazetteer, detail="verbatim")]:
-        return REASON_NOT_CURRENT
-    if not gazetteer.parse(text).valid_chain:
-        return REASON_NOT_NESTING
-    return None
+    problem = chain_problem(text, gazetteer)
+    return {None: None, "not_current": REASON_NOT_CURRENT, "not_nesting": REASON_NOT_NESTING}[problem]
 # Distinct prompts encoded in one forward pass by the scorer (their candidates share each prompt's KV cache).
 SCORE_BATCH_PROMPTS = 8
 

@@ -16,7 +16,7 @@ from typing import Optional
 from .divisions import _SUFFIX_CHARS, _SUFFIX_TEXT, MUNICIPALITIES, AdminChain, Division
 from .normalize import (_BETWEEN_NAMES, _BRACKET_PAIRS, _detail_after, _skip_between_names,
                         _without_unopened_closers, normalize_address, to_simplified)
-from .parser import _STREET_AFTER_SHORT, ZONE_WORDS, Gazetteer, _Token, load_gazetteer
+from .parser import _STREET_AFTER_SHORT, _WORDS_AFTER_SHORT, ZONE_WORDS, Gazetteer, _Token, load_gazetteer
 
 MAX_CANDIDATES = 8
 # Names the fuzzy matcher may correct: levels 1-3 (towns are too many and too alike to guess at).
@@ -481,3 +481,38 @@ def address_detail(address: str, gazetteer: Optional["Gazetteer"] = None, *, det
     detail. The evaluator's "detail kept" compares this of an answer and of its expected address."""
     found = completion_candidates(address, gazetteer, limit=1, detail=detail)
     return found[0].detail if found else address.strip()
+
+
+def chain_problem(address: str, gazetteer: Optional["Gazetteer"] = None) -> Optional[str]:
+    """Whether ``address`` starts with a current chain written in full: None when it does, else "not_current" or
+    "not_nesting".
+
+    "not_current": the address is not one of its own candidates (:func:`completion_candidates`, verbatim) — it
+    does not start with an existing chain, province first, every name in its current full form (a former name
+    江干区, a short name 西安, a typo 杭洲, traditional characters or a missing province are rewritten by the
+    candidates, so the address is not among them). "not_nesting": it is, but the chain's names contradict each
+    other (a reading marked conflict), or the detail starts with the full name of a province, city or county
+    that is neither the chain's division nor above or below it (山西省 + 西安市雁塔区…: the run stopped where the
+    names stopped nesting). A town after a complete chain is the user's detail (a town since merged away stays
+    as written), and so is everything after a name the chain already holds (a repeated run).
+    """
+    gazetteer = gazetteer or load_gazetteer()
+    text = address.strip()
+    same = [c for c in completion_candidates(text, gazetteer, detail="verbatim") if c.text == text]
+    if not same:
+        return "not_current"
+    if "conflict" in same[0].evidence:
+        return "not_nesting"
+    deepest = same[0].chain.deepest
+    detail = "".join(unicodedata.normalize("NFKC", same[0].detail).split())
+    start = _skip_between_names(detail, 0)
+    for length in range(min(gazetteer._max_key, len(detail) - start), 1, -1):
+        key = detail[start:start + length]
+        if detail.startswith(_WORDS_AFTER_SHORT, start + length - 1):  # 南京市场: 市场 is a word of the detail
+            continue
+        named = [e.division for e in gazetteer._index.get(key, ()) if e.kind != "short" and e.division.level <= 3]
+        if named:
+            related = any(d.code == deepest.code or d.code in gazetteer._ancestors[deepest.code]
+                          or deepest.code in gazetteer._ancestors[d.code] for d in named)
+            return None if related else "not_nesting"
+    return None
