@@ -269,6 +269,7 @@ def test_a_grounded_training_message_is_answered_as_its_address(completer, defau
     assert (echoed.text, echoed.abstained) == ("扬子江南路碑林区1号", True)
 
 
+@pytest.mark.slow
 def test_a_free_answer_that_is_no_current_address_is_abstained(taught_model_dir, capsys):
     """The fallback's free answer is checked like every answer: the taught model answers 无 (the prompt's
     no-candidate placeholder) and 陕西省杭州市碑林区1号 (no such chain) — both come back as the input unchanged,
@@ -294,6 +295,7 @@ def test_a_free_answer_that_is_no_current_address_is_abstained(taught_model_dir,
     assert capsys.readouterr().out.splitlines() == addresses  # plain output: never 无, never the invented chain
 
 
+@pytest.mark.slow
 def test_detail_option_keeps_or_folds_the_written_detail(model_args, capsys):
     assert main(["predict", *model_args, "碑林区_扬子江南路1号", "陕西省西安市碑林区陕西省西安市碑林区扬子江南路1号"]) == 0
     assert capsys.readouterr().out.splitlines() == ["陕西省西安市碑林区_扬子江南路1号",

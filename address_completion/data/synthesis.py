@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
 from .. import DEFAULT_PROMPT_PREFIX
-from .dataio import check_apart, check_output_file, read_records, write_jsonl
+from .dataio import check_apart, check_output_file, output_lock, read_records, write_jsonl
 from ..errors import ConfigError, DataError
 from .gazetteer import (DEFAULT_DETAIL, DETAILS, ZONE_WORDS, AdminChain, Division, Gazetteer, ParsedAddress,
                         check_detail, completion_candidates, load_gazetteer, normalize_address)
@@ -765,6 +765,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    with output_lock(args.output, "--output"):  # one run per output file at a time
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     check_apart({"--output": args.output}, {"--input": args.input})
     output = check_output_file(args.output, args.force, example="pairs.jsonl")
     if output.is_dir():

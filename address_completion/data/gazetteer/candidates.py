@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 from .divisions import _SUFFIX_CHARS, _SUFFIX_TEXT, MUNICIPALITIES, AdminChain, Division
-from .normalize import (_BETWEEN_NAMES, _BRACKET_PAIRS, _detail_after, _skip_between_names,
+from .normalize import (_BETWEEN_NAMES, _BRACKET_PAIRS, _detail_after, _placeholder_end, _skip_between_names,
                         _without_unopened_closers, normalize_address, to_simplified)
 from .parser import _STREET_AFTER_SHORT, _WORDS_AFTER_SHORT, ZONE_WORDS, Gazetteer, _Token, load_gazetteer
 
@@ -155,6 +155,8 @@ class _CandidateScan:
             start = self._skip_separators(position)
             before, recorded = self.readings, len(self.steps)
             step = self._exact_step(start)
+            if step is None:
+                step = self._placeholder_step(start)
             if step is None and self.fuzzy and not self._reaches_county():
                 step = self._fuzzy_step(start)
             if step is None:
@@ -164,6 +166,17 @@ class _CandidateScan:
                 self._record(start, end, before, readings)
             self.readings, self.end = readings, end
             position = end
+
+    def _placeholder_step(self, start: int) -> Optional[tuple[int, list[_Reading]]]:
+        """Steps over a placeholder level (省直辖县级行政区划, 市辖区, a lone 县 before a division name) to the
+        division after it; a placeholder of 2+ characters with no division after it is stepped over alone."""
+        after = _placeholder_end(self.text, start)
+        if after == start:
+            return None
+        step = self._exact_step(self._skip_separators(after))
+        if step is None and after - start > 1 and self.readings:
+            return after, self.readings
+        return step
 
     def _record(self, start: int, end: int, before: list[_Reading], after: list[_Reading]) -> None:
         """Keep one accepted step: which divisions its name names, and whether it only confirmed ``before``."""
@@ -421,7 +434,8 @@ def completion_candidates(address: str, gazetteer: Optional["Gazetteer"] = None,
 
     Readings covered: a complete input (its own chain: the identity candidate), dropped province/city,
     short names (碑林, 扶风, 喀左), renamed and abolished names (江干区 → 上城区), separators, spaces, brackets
-    around names ([朝阳区], 陕西省（西安市）),
+    around names ([朝阳区], 陕西省（西安市）), placeholder levels (省直辖县级行政区划, 自治区直辖县级行政区划,
+    市辖区, 县 as a city level, short forms: stepped over, in neither chain nor detail),
     full-width characters, a leading 中国, a leading label / tag / emoji / postal code
     (收货地址：, 【加急】, 🏠, 710001), repeated prefixes, a town written first, traditional
     characters (OpenCC t2s), and one misspelled name of levels 1-3 (same pinyin by pypinyin, or one
