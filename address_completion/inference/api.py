@@ -25,6 +25,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..data import dataio
 from ..runtime import logger
+from .openai_fields import chat_options, limit_completion
 from .serve import (OWNER, BatchingWorker, RequestError, ServerSettings, addresses_from_complete_request,
                     address_from_chat_request)
 
@@ -56,9 +57,18 @@ class StreamOptions(BaseModel):
     include_usage: StrictBool = False
 
 
+OptionField = Annotated[Any, WithJsonSchema({"type": "integer", "minimum": 1, "description":
+    "cut the answer after this many tokens (finish_reason \"length\"); with both limits, the smaller"})]
+StopField = Annotated[Any, WithJsonSchema({
+    "anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}, "minItems": 1, "maxItems": 4}],
+    "description": "end the answer before the first of these strings"})]
+LogprobsField = Annotated[Any, WithJsonSchema({"type": "boolean", "description": "true is refused (400): no token "
+                                                                                 "log-probabilities are computed"})]
+
+
 class ChatCompletionRequest(BaseModel):
-    """OpenAI's chat request. The last user message is the address; sampling options are accepted and ignored
-    (decoding is greedy)."""
+    """OpenAI's chat request. The last user message is the address; max_tokens / max_completion_tokens and stop
+    cut the answer (openai_fields); sampling options are accepted and ignored (decoding is greedy)."""
 
     model_config = ConfigDict(extra="allow")
     model: Optional[StrictStr] = None
@@ -66,6 +76,11 @@ class ChatCompletionRequest(BaseModel):
     stream: Optional[StrictBool] = False
     stream_options: Optional[StreamOptions] = None
     n: Optional[StrictInt] = None
+    # checked by openai_fields.chat_options (400 naming the field, as OpenAI answers a bad parameter)
+    max_tokens: OptionField = None
+    max_completion_tokens: OptionField = None
+    stop: StopField = None
+    logprobs: LogprobsField = None
 
 
 class CompleteRequest(BaseModel):
@@ -361,8 +376,10 @@ def parse_json_object(raw: bytes) -> Any:
 # ---------------------------------------------------------------- the application
 
 
-def create_app(worker: BatchingWorker, settings: ServerSettings) -> Any:
-    """The FastAPI application serving ``worker``'s model under ``settings`` (the worker must be running)."""
+def create_app(worker: BatchingWorker, settings: ServerSettings, tokenizer: Any = None) -> Any:
+    """The FastAPI application serving ``worker``'s model under ``settings`` (the worker must be running).
+
+    ``tokenizer`` (the model's) decodes answers cut by max_tokens / stop; without it those options are a 400."""
     app = FastAPI(title="address_completion", version="1", description=(
         "Completes Chinese postal addresses. OpenAI-compatible chat completions (greedy decoding; "
         "`stream: true` answers with server-sent events) and a plain batch endpoint."))
@@ -399,8 +416,14 @@ def create_app(worker: BatchingWorker, settings: ServerSettings) -> Any:
                                  "description": "chat.completion, or chat.completion.chunk events with stream=true"}})
     async def chat(body: ChatCompletionRequest, request: Request) -> Any:
         """The last user message is the address (the prompt prefix is optional)."""
-        address = address_from_chat_request(body.model_dump(), settings)
+        raw = body.model_dump()
+        address = address_from_chat_request(raw, settings)
+        options = chat_options(raw)
+        if options.cuts and tokenizer is None:
+            raise RequestError(400, "this server cannot cut answers (no tokenizer): leave out max_tokens and stop",
+                               param="max_tokens" if options.max_tokens else "stop")
         [completion] = await run_model([address])
+        completion = limit_completion(completion, tokenizer, options)
         request.state.detail = "1 address" + (", streamed" if body.stream else "")
         if body.stream:
             include_usage = bool(body.stream_options and body.stream_options.include_usage)

@@ -108,6 +108,9 @@ class Completion:
     candidates: tuple[tuple[str, float], ...] = ()
     abstained: bool = False
     more_candidates: bool = False  # the gazetteer had more readings than the cap (城关镇…): the list is cut
+    # The answer's token ids as generated / scored (the stop id included when reached); the server's
+    # max_tokens and stop cut an answer by them (openai_fields.limit_completion). Empty for an abstention.
+    token_ids: tuple[int, ...] = ()
 
     def details(self) -> dict[str, Any]:
         """The non-standard fields as JSON-ready data (predict --json, the server's extra field, evaluation)."""
@@ -487,7 +490,7 @@ class Completer:
                 text=strip_prefix(addresses[index], self.prefix) if abstained else best_text, finish_reason="stop",
                 prompt_tokens=len(prompt_ids[index]), completion_tokens=len(best_ids), decoding="constrained",
                 probability=best_probability, candidates=tuple((text, p) for (text, _), p in ranked),
-                abstained=abstained))
+                abstained=abstained, token_ids=() if abstained else tuple(best_ids)))
         return completions
 
     def complete(self, addresses: list[str], *, batch_size: int = 16, progress: bool = False) -> list[str]:
@@ -507,4 +510,4 @@ class Completer:
         text = decode_answer(self.tokenizer, new_ids)
         return Completion(text=text or strip_prefix(address, self.prefix), finish_reason="stop" if stopped else "length",
                           prompt_tokens=len(prompt_ids), completion_tokens=len(new_ids), decoding=decoding,
-                          abstained=not text)
+                          abstained=not text, token_ids=tuple(new_ids) if text else ())

@@ -251,7 +251,7 @@ def address_from_chat_request(body: dict, settings: ServerSettings) -> str:
 class RunningServer:
     """A bound socket, the batching worker and the uvicorn server that serves them."""
 
-    def __init__(self, complete: CompleteFunction, settings: ServerSettings):
+    def __init__(self, complete: CompleteFunction, settings: ServerSettings, tokenizer: Any = None):
         import uvicorn
 
         from .api import create_app
@@ -261,7 +261,7 @@ class RunningServer:
         self.socket = bind(settings.host, settings.port)
         self.worker = BatchingWorker(complete, max_batch_size=settings.max_batch_size,
                                      batch_wait_ms=settings.batch_wait_ms).start()
-        config = uvicorn.Config(create_app(self.worker, settings), loop="asyncio", http="h11", lifespan="off",
+        config = uvicorn.Config(create_app(self.worker, settings, tokenizer), loop="asyncio", http="h11", lifespan="off",
                                 log_config=None, access_log=False, server_header=False,
                                 timeout_graceful_shutdown=settings.shutdown_timeout)
         self.uvicorn = uvicorn_server(config)
@@ -339,9 +339,10 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def create_server(complete: CompleteFunction, settings: ServerSettings) -> RunningServer:
-    """Bind the socket and start the batching worker (serving starts with ``serve()``)."""
-    return RunningServer(complete, settings)
+def create_server(complete: CompleteFunction, settings: ServerSettings, tokenizer: Any = None) -> RunningServer:
+    """Bind the socket and start the batching worker (serving starts with ``serve()``); ``tokenizer`` (the
+    model's) lets chat requests cut answers with max_tokens / stop."""
+    return RunningServer(complete, settings, tokenizer)
 
 
 def completer_function(completer: Any, batch_size: int) -> CompleteFunction:
@@ -351,7 +352,8 @@ def completer_function(completer: Any, batch_size: int) -> CompleteFunction:
 
 def start_in_thread(completer: Any, settings: ServerSettings) -> RunningServer:
     """A running server in a background thread (tests, benchmarks); end it with ``server.stop()``."""
-    return create_server(completer_function(completer, settings.max_batch_size), settings).start_in_thread()
+    return create_server(completer_function(completer, settings.max_batch_size), settings,
+                         completer.tokenizer).start_in_thread()
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -407,7 +409,7 @@ def run(args: argparse.Namespace) -> int:
                                max_new_tokens=args.max_new_tokens, **options)
     if not settings.model_name:
         settings = replace(settings, model_name=completer.name)
-    server = create_server(completer_function(completer, settings.max_batch_size), settings)
+    server = create_server(completer_function(completer, settings.max_batch_size), settings, completer.tokenizer)
     if settings.host not in ("127.0.0.1", "localhost", "::1") and not settings.api_key:
         logger.warning("listening on %s without --api-key: anyone who can reach this port can use the model",
                        settings.host)
