@@ -44,6 +44,8 @@ setup(
     package_data={"address_completion": ["resources/*"]},
     install_requires=paddle_requirement() + PADDLENLP_PINS + [
         "pyyaml>=6",
+        # loss.png of every training run, and evaluate's chart.
+        "matplotlib>=3.5",
         "tqdm>=4.60",
         # Official Qwen BPE ranks (qwen.tiktoken) and the 2025-12-31 administrative divisions, both offline.
         "dashscope==2.0.2",

@@ -829,6 +829,10 @@ def _train_and_report(cfg: TrainConfig, pairs: dict[str, list[dict[str, str]]], 
         test_metrics = run.trainer.evaluate(test_data, metric_key_prefix="test")
     summary = make_summary(cfg, run.trainer, run.data, train_metrics, final_eval, test_metrics, started, checkpoint)
     if writer:
+        from .curves import LOSS_PLOT, plot_loss
+
+        if plot_loss(run.recorder.records, cfg.output_dir / LOSS_PLOT) is None:
+            logger.info("no loss was logged (no training step): %s not written", LOSS_PLOT)
         dataio.write_json(cfg.output_dir / SUMMARY_FILE, summary)
         print_summary(summary)
     if distributed_rank()[1] > 1:
@@ -944,7 +948,7 @@ def print_summary(summary: dict[str, Any]) -> None:
         if counts["source_truncated"] or counts["sample_truncated"]:
             lines.append(f"  truncated in {name}: {counts['source_truncated']} sources, "
                          f"{counts['sample_truncated']} samples")
-    lines.append(f"  outputs in {summary['output_dir']} (summary.json, metrics.jsonl, train_config.json)")
+    lines.append(f"  outputs in {summary['output_dir']} (summary.json, metrics.jsonl, loss.png, train_config.json)")
     print("\n".join(lines), file=sys.stdout, flush=True)
 
 
