@@ -66,6 +66,8 @@ setup(
         # paddlenlp 3.0.0b4's (5.x needs tokenizers>=0.23: pip cannot resolve both); torch==2.13.0 is the CPU
         # build (any other version pulls multi-GB CUDA wheels).
         "test": ["pytest>=7", "pytest-timeout>=2.3", "matplotlib", "openai",  # the evaluation tests check the chart too
+                 # drives Debian's chromium for the web page test (4.27.1: its dependencies fit the pinned stack)
+                 "selenium==4.27.1",
                  *EXPORT_REQUIREMENTS],
         # cpca imports pkg_resources, which setuptools 81+ no longer ships (torch pulls the newest setuptools).
         "rules": ["jionlp", "cpca", "setuptools<81"],

@@ -26,12 +26,13 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from ..data import dataio
 from ..runtime import logger
 from .openai_fields import chat_options, limit_completion
+from .webpage import OPEN_PAGE_PATHS, add_routes, check_report_dir
 from .serve import (OWNER, BatchingWorker, RequestError, ServerSettings, addresses_from_complete_request,
                     address_from_chat_request)
 
 BODY_DRAIN_LIMIT = 8 << 20  # read (and drop) at most this much of a refused body so the client sees our reply
 DOC_PATHS = {"/docs", "/docs/oauth2-redirect", "/openapi.json", "/redoc"}
-OPEN_PATHS = {"/health", *DOC_PATHS}  # no API key needed
+OPEN_PATHS = {"/health", *DOC_PATHS, *OPEN_PAGE_PATHS}  # no API key needed (the page asks for it itself)
 JSON_CONTENT_TYPE = (b"content-type", b"application/json")
 
 
@@ -454,6 +455,9 @@ def create_app(worker: BatchingWorker, settings: ServerSettings, tokenizer: Any 
                                                        code="method_not_allowed"))
         return await refused(request, RequestError(error.status_code, str(error.detail)))
 
+    from .. import DEFAULT_PROMPT_PREFIX
+
+    add_routes(app, run_model, settings, check_report_dir(settings.report_dir), DEFAULT_PROMPT_PREFIX)
     routes: dict[str, set[str]] = {}
     for route in app.routes:
         routes.setdefault(route.path, set()).update(getattr(route, "methods", None) or ())
