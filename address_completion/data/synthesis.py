@@ -29,6 +29,7 @@ from ..errors import ConfigError, DataError
 from .gazetteer import (DEFAULT_DETAIL, DETAILS, ZONE_WORDS, AdminChain, Division, Gazetteer, ParsedAddress,
                         check_detail, completion_candidates, load_gazetteer, normalize_address)
 from .prompt import strip_prefix, with_prefix
+from ..runtime import logger
 
 DEFAULT_NUM = 5000
 DEFAULT_SEED = 42
@@ -788,6 +789,8 @@ def _run(args: argparse.Namespace) -> int:
         examples = synthesize_examples(num, progress=num >= 2000, **options)
     else:
         read = read_records(args.input, required=("tgt",), column=args.column, skip_bad=args.skip_bad)
+        if read.layout not in (None, "src_tgt"):  # the project's own format needs no word
+            logger.info("%s: record format %s", args.input, read.describe())
         skipped_lines, skip_reasons = read.skipped, list(read.skip_reasons)
         addresses = [record["tgt"] for record in read.records]
         if not addresses:

@@ -234,6 +234,39 @@ def gazetteer_stamp() -> str:
 # ---------------------------------------------------------------- paddle
 
 
+def check_model_spec(model: str, where: str) -> None:
+    """The model forms every command takes (modeling.resolve_model_dir: Paddle or Hugging Face folder, ``.gguf``
+    file, ``pkg:PACKAGE/FILE``, hub name), checked without loading or downloading anything; ConfigError naming
+    ``where``. A hub name is checked when the model loads (the check would probe the network)."""
+    from ..model.gguf_import import is_gguf_path
+    from ..model.modeling import check_model_source
+    from ..model.package_files import is_package_path
+
+    local = not is_package_path(model) and not is_gguf_path(model)
+    if local and looks_like_local_path(model) and not Path(model).expanduser().is_dir():
+        raise ConfigError(f"{where}: model folder {model} not found (give a Paddle or Hugging Face model folder, a "
+                          ".gguf file, pkg:PACKAGE/FILE, or a hub name such as Qwen/Qwen2.5-0.5B-Instruct when "
+                          "online)")
+    if looks_like_local_path(model):
+        try:
+            check_model_source(model, flag=where)
+        except ConfigError as error:
+            message = str(error)
+            raise ConfigError(message if message.startswith(where) else f"{where}: {message}") from None
+
+
+def model_files(model: str) -> str | None:
+    """:func:`files_stamp` of the file or folder a model spec names (a ``pkg:`` name's file), None for a hub name."""
+    if not looks_like_local_path(model):
+        return None
+    from ..model.package_files import local_model_path
+
+    try:
+        return files_stamp(local_model_path(model))
+    except ConfigError:
+        return None
+
+
 class PaddleSystem(System):
     """A model folder run here; ``lora_path`` adds an unmerged adapter. ``grounding`` (candidates | none),
     ``decoding`` (constrained | free), ``min_confidence`` and ``detail`` (verbatim | clean; default: the
@@ -253,9 +286,7 @@ class PaddleSystem(System):
     @classmethod
     def check_options(cls, options: dict[str, Any], where: str) -> None:
         model = _require_string(options, "model", where)
-        if looks_like_local_path(model) and not Path(model).expanduser().is_dir():
-            raise ConfigError(f"{where}.model: model folder {model} not found (give a Paddle or Hugging Face "
-                              "model folder, or a hub name such as Qwen/Qwen2.5-0.5B-Instruct when online)")
+        check_model_spec(model, f"{where}.model")
         if options.get("lora_path") is not None:
             lora = Path(_require_string(options, "lora_path", where)).expanduser()
             if not lora.is_dir():
@@ -290,8 +321,7 @@ class PaddleSystem(System):
 
     def fingerprint(self) -> dict[str, Any]:
         model, lora = self.spec.options["model"], self.spec.options.get("lora_path")
-        return {**super().fingerprint(), "model": model, "model_files": files_stamp(model) if
-                looks_like_local_path(model) else None, "lora_path": lora, "lora_files": files_stamp(lora),
+        return {**super().fingerprint(), "model": model, "model_files": model_files(model), "lora_path": lora, "lora_files": files_stamp(lora),
                 "dtype": self._option("dtype"), "max_new_tokens": self._option("max_new_tokens"),
                 **self.decoding_options(),
                 "candidates": gazetteer_stamp() if self._option("decoding") == "constrained"

@@ -159,6 +159,9 @@ class Completion:
     abstained: bool = False
     more_candidates: bool = False  # the gazetteer had more readings than the cap (城关镇…): the list is cut
     reason: Optional[str] = None  # why the input came back unchanged (abstained), a REASON_* phrase
+    # The answer's token ids as generated / scored (the stop id included when reached); the server's
+    # max_tokens and stop cut an answer by them (openai_fields.limit_completion). Empty for an abstention.
+    token_ids: tuple[int, ...] = ()
 
     def details(self) -> dict[str, Any]:
         """The non-standard fields as JSON-ready data (predict --json, the server's extra field, evaluation)."""
@@ -537,7 +540,7 @@ class Completer:
         reason = answer_problem(completion.text, prefix=self.prefix)
         if reason is None:
             return completion
-        return replace(completion, text=strip_prefix(address, self.prefix), abstained=True, reason=reason)
+        return replace(completion, text=strip_prefix(address, self.prefix), abstained=True, reason=reason, token_ids=())
 
     def _choose(self, addresses: Sequence[str], batch: Sequence[int], prompt_ids: Sequence[Sequence[int]],
                 candidates: Sequence[Any]) -> list[Completion]:
@@ -559,7 +562,8 @@ class Completer:
                 text=strip_prefix(addresses[index], self.prefix) if abstained else best_text, finish_reason="stop",
                 prompt_tokens=len(prompt_ids[index]), completion_tokens=len(best_ids), decoding="constrained",
                 probability=best_probability, candidates=tuple((text, p) for (text, _), p in ranked),
-                abstained=abstained, reason=REASON_LOW_CONFIDENCE if abstained else None))
+                abstained=abstained, reason=REASON_LOW_CONFIDENCE if abstained else None,
+                token_ids=() if abstained else tuple(best_ids)))
         return completions
 
     def complete(self, addresses: list[str], *, batch_size: int = 16, progress: bool = False) -> list[str]:
@@ -579,4 +583,5 @@ class Completer:
         text = decode_answer(self.tokenizer, new_ids)
         return Completion(text=text or strip_prefix(address, self.prefix), finish_reason="stop" if stopped else "length",
                           prompt_tokens=len(prompt_ids), completion_tokens=len(new_ids), decoding=decoding,
-                          abstained=not text, reason=None if text else REASON_EMPTY)
+                          abstained=not text, reason=None if text else REASON_EMPTY,
+                          token_ids=tuple(new_ids) if text else ())

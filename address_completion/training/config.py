@@ -34,7 +34,7 @@ from ..runtime import logger
 COMMENT_PREFIX = "_"
 CHECKPOINT_PREFIX = "checkpoint-"
 # Files a finished run leaves in output_dir; finding one means the folder holds an earlier result.
-RUN_OUTPUT_FILES = ("summary.json", "metrics.jsonl", "train_config.json", "lora_config.json",
+RUN_OUTPUT_FILES = ("summary.json", "metrics.jsonl", "loss.png", "train_config.json", "lora_config.json",
                     "peft_model.safetensors.index.json", "model.safetensors.index.json", "lora_model_state.pdparams",
                     "model_state.pdparams", "model.safetensors")
 # The learning-rate scheduler's state in a checkpoint: JSON here, a pickle (PaddleNLP's own name) in the old layout.
@@ -601,7 +601,7 @@ def _training_defaults(values: Mapping[str, Any], device: str) -> dict[str, Any]
     import sys
 
     return {
-        "report_to": "none",  # PaddleNLP defaults to VisualDL; logging there is opt-in
+        "report_to": "visualdl",  # as PaddleNLP: VisualDL logs under output_dir/runs (report_to none: off)
         "disable_tqdm": not sys.stderr.isatty(),  # a progress bar on a terminal, none in logs
         "device": device,
         "logging_steps": 10,
@@ -636,6 +636,9 @@ def build_config(raw: RawConfig, vocabulary: Mapping[str, KeySpec], device: str,
         training_args = SFTConfig(**training)
     except (ValueError, TypeError) as exc:
         raise ConfigError(f"{raw.source or 'config'}: {exc}") from None
+    from .curves import check_report_to
+
+    check_report_to(training_args.report_to or [], raw.origins.get("report_to", "report_to (default)"))
     if values.get("lora"):
         extras["lora_alpha"] = default_lora_alpha(values) if extras["lora_alpha"] is None else extras["lora_alpha"]
     values.update(device=device)

@@ -224,11 +224,26 @@ def batch_order(lengths: Sequence[int], batch_size: int, seed: int, epoch: int, 
 
 
 def read_split(folder: Path, name: str) -> list[dict[str, str]]:
-    """Pairs of ``folder/name`` (JSON lines; a bad line or an empty file is a DataError naming the file)."""
-    records = dataio.read_records(folder / name, required=("src", "tgt"), fmt="jsonl").records
+    """Pairs of ``folder/name``: JSON lines or a JSON array, in the src/tgt, alpaca, sharegpt or OpenAI messages
+    record format (dataio / formats; a bad record or an empty file is a DataError naming the file)."""
+    read = dataio.read_records(folder / name, required=("src", "tgt"), fmt=_json_kind(folder / name))
+    if read.layout and read.layout != "src_tgt":
+        logger.info("%s: record format %s", folder / name, read.describe())
+    records = read.records
     if not records:
         raise DataError('empty file: training needs at least one {"src": ..., "tgt": ...} line', folder / name)
     return records
+
+
+def _json_kind(path: Path) -> str:
+    """"json" for a file whose first non-blank character is "[" (a JSON array, as LLaMA-Factory's alpaca files
+    are), else "jsonl" (train.json is JSON lines in PaddleNLP's layout, whatever its extension)."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(4096).lstrip(b"\xef\xbb\xbf \t\r\n")
+    except OSError:
+        return "jsonl"  # read_records names the problem
+    return "json" if head.startswith(b"[") else "jsonl"
 
 
 def sample_pairs(pairs: list[dict[str, str]], limit: int | None, seed: int) -> list[dict[str, str]]:
@@ -858,6 +873,10 @@ def _train_and_report(cfg: TrainConfig, pairs: dict[str, list[dict[str, str]]], 
         test_metrics = run.trainer.evaluate(test_data, metric_key_prefix="test")
     summary = make_summary(cfg, run.trainer, run.data, train_metrics, final_eval, test_metrics, started, checkpoint)
     if writer:
+        from .curves import LOSS_PLOT, plot_loss
+
+        if plot_loss(run.recorder.records, cfg.output_dir / LOSS_PLOT) is None:
+            logger.info("no loss was logged (no training step): %s not written", LOSS_PLOT)
         dataio.write_json(cfg.output_dir / SUMMARY_FILE, summary)
         print_summary(summary)
     if distributed_rank()[1] > 1:
@@ -1029,7 +1048,7 @@ def print_summary(summary: dict[str, Any]) -> None:
         if counts["source_truncated"] or counts["sample_truncated"]:
             lines.append(f"  truncated in {name}: {counts['source_truncated']} sources, "
                          f"{counts['sample_truncated']} samples")
-    lines.append(f"  outputs in {summary['output_dir']} (summary.json, metrics.jsonl, train_config.json)")
+    lines.append(f"  outputs in {summary['output_dir']} (summary.json, metrics.jsonl, loss.png, train_config.json)")
     print("\n".join(lines), file=sys.stdout, flush=True)
 
 
