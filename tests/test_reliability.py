@@ -680,3 +680,79 @@ def test_sigterm_with_200_requests_in_flight_answers_each_or_503(default_model_d
     for word in ("Traceback", "CancelledError", "InvalidStateError", "Exception in ASGI", "Cancel "):
         assert word not in log, log[-3000:]
     assert sum(" 503 " in line for line in log.splitlines()) <= len(cut)
+
+
+# ---------------------------------------------------------------- a full disk (item 5)
+
+
+@pytest.fixture()
+def small_disk(tmp_path):
+    """A real 20 MB tmpfs (needs root to mount; skipped elsewhere, since a simulated ENOSPC would not show what
+    Paddle, safetensors and our writers really do)."""
+    import subprocess
+
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=20m", "tmpfs", str(disk)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode(errors='replace').strip()}")
+    try:
+        yield disk
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=False)
+
+
+def fill(disk: Path, leave: int = 0) -> None:
+    """Fill ``disk`` until at most ``leave`` bytes are free."""
+    with open(disk / "filler", "wb") as handle:
+        try:
+            while shutil.disk_usage(disk).free > leave:
+                handle.write(b"\0" * min(1 << 20, max(4096, shutil.disk_usage(disk).free - leave)))
+                handle.flush()
+        except OSError:
+            pass
+
+
+DISK_CASES = [  # (name, argv, output, fill the disk first)
+    ("prepare", ("prepare", "--num", "200", "--output", "{disk}/pairs.jsonl"), "{disk}/pairs.jsonl", True),
+    ("split", ("split", "{pairs}", "--output", "{disk}/split", "--ratios", "0.5,0.25,0.25"), "{disk}/split", True),
+    ("predict", ("predict", "--model", "{base}", ADDRESS, "--output", "{disk}/p.jsonl"), "{disk}/p.jsonl", True),
+    ("train", ("train", "{disk_config}"), "{disk}/run", False),
+    ("merge", ("merge", "--model_name_or_path", "{base}", "--lora_path", "{adapter}", "--output_path",
+               "{disk}/merged"), "{disk}/merged", False),
+    ("export", ("export", "--model", "{base}", "--output", "{disk}/hf", "--format", "hf"), "{disk}/hf", False),
+    ("evaluate", ("evaluate", "{disk_eval}"), "{disk}/eval", True),
+]
+
+
+@pytest.mark.parametrize("case", DISK_CASES, ids=[f"{case[0]}-disk-full" for case in DISK_CASES])
+def test_a_full_disk_is_one_line_and_leaves_nothing_half_written(case, world, small_disk, tmp_path, capsys):
+    name, argv, output, full = case
+    names = {**world, "disk": str(small_disk)}
+    names["disk_config"] = str(tmp_path / "train.json")
+    Path(names["disk_config"]).write_text(json.dumps({
+        **json.loads(Path(world["config_locked"]).read_text(encoding="utf-8")), "output_dir": f"{small_disk}/run",
+        "max_steps": 2, "save_strategy": "steps", "save_steps": 1}), encoding="utf-8")
+    names["pairs"] = str(tmp_path / "pairs.jsonl")
+    from address_completion.data.synthesis import synthesize
+
+    Path(names["pairs"]).write_text("".join(json.dumps(pair, ensure_ascii=False) + "\n"
+                                            for pair in synthesize(60, seed=3)), encoding="utf-8")
+    names["disk_eval"] = str(tmp_path / "eval.yaml")
+    Path(names["disk_eval"]).write_text(f"test_file: {world['data']}/dev.json\noutput_dir: {small_disk}/eval\n"
+                                        f"systems:\n  - name: base\n    kind: paddle\n    model: {world['base']}\n",
+                                        encoding="utf-8")
+    if full:
+        fill(small_disk)
+    before = {path.name for path in small_disk.iterdir()}
+    inputs = snapshot(Path(world["root"]), Path(world["base"]), Path(world["adapter"]))
+    code = main([word.format(**names) for word in argv])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    [line] = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert "no space left on the device" in line and output.format(**names) in line, line
+    assert "Traceback" not in err
+    left = sorted(str(path.relative_to(small_disk)) for path in small_disk.rglob("*")
+                  if path.is_file() and (path.name not in before or path.parent != small_disk))
+    assert left == [], left  # empty folders at most
+    assert snapshot(Path(world["root"]), Path(world["base"]), Path(world["adapter"])) == inputs

@@ -26,8 +26,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ..data import dataio
-from .config import (CHECKPOINT_PREFIX, RUN_OUTPUT_FILES, SCHEDULER_STATE_FILES, TrainConfig, checkpoints_in,
-                     load_config, resume_checkpoint)
+from .config import (CHECKPOINT_PREFIX, RUN_OUTPUT_FILES, SCHEDULER_STATE_FILES, TrainConfig, checkpoint_is_complete,
+                     checkpoints_in, load_config, resume_checkpoint)
 from ..errors import ConfigError, DataError
 from ..data.prompt import encode_example
 from ..runtime import (HeapTrimmer, distributed_rank, logger, quiet_paddlenlp_logs, requested_mmap_threshold,
@@ -787,9 +787,13 @@ def _train_in(cfg: TrainConfig, started: float, *, resume: bool, overwrite: bool
         clear_previous_run(cfg.output_dir)
     quiet_paddlenlp_logs()
     existing = {name for name in RUN_OUTPUT_FILES if (cfg.output_dir / name).exists()}
+    weights_before = set(final_weight_files(cfg.output_dir))
+    checkpoints_before = set(checkpoints_in(cfg.output_dir))
     try:
         return _train_and_report(cfg, pairs, checkpoint, started, final=final)
     except BaseException:
+        if rank == 0:
+            remove_partial_outputs(cfg.output_dir, checkpoints_before, weights_before)
         if rank == 0 and not checkpoints_in(cfg.output_dir):  # nothing to resume: leave no file blocking a rerun
             for name in RUN_OUTPUT_FILES:
                 if name not in existing:
@@ -870,6 +874,29 @@ def remove_killed_writes(output_dir: Path) -> list[Path]:
     return removed
 
 
+FINAL_WEIGHTS = ("peft_model*", "lora_model_state*", "model.safetensors*", "model-*.safetensors", "model_state*")
+
+
+def final_weight_files(output_dir: Path) -> list[Path]:
+    """The run's result weights at the top of ``output_dir`` (the adapter or the full model)."""
+    return [path for pattern in FINAL_WEIGHTS for path in output_dir.glob(pattern) if path.is_file()]
+
+
+def remove_partial_outputs(output_dir: Path, checkpoints_before: set[Path], weights_before: set[Path]) -> None:
+    """After a failed run (a full disk, Ctrl-C while saving): remove what it left half-written — checkpoints it
+    started but did not complete, result weights it began to write, temporary files of killed writes. Complete
+    checkpoints stay (a rerun resumes from them), so does everything that was there before."""
+    for checkpoint in checkpoints_in(output_dir):
+        if checkpoint not in checkpoints_before and not checkpoint_is_complete(checkpoint):
+            shutil.rmtree(checkpoint, ignore_errors=True)
+            logger.info("removed %s, which the run could not complete", checkpoint)
+    for path in final_weight_files(output_dir) if output_dir.is_dir() else ():
+        if path not in weights_before:
+            path.unlink(missing_ok=True)
+    if output_dir.is_dir():
+        remove_killed_writes(output_dir)
+
+
 def checkpoint_step_is_final(cfg: TrainConfig, checkpoint: Path) -> bool:
     """True when ``checkpoint`` is at (or past) the run's last step: max_steps, or, without it, the step count
     the checkpoint's trainer state recorded for the same run."""
@@ -890,8 +917,7 @@ def finished_summary(output_dir: Path, checkpoint: Path) -> dict[str, Any] | Non
         done = int(summary["global_step"]) >= _checkpoint_step(checkpoint)
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    weights = ("peft_model*", "lora_model_state*", "model.safetensors*", "model-*.safetensors", "model_state*")
-    return summary if done and any(any(output_dir.glob(pattern)) for pattern in weights) else None
+    return summary if done and final_weight_files(output_dir) else None
 
 
 def restore_final_checkpoint(cfg: TrainConfig, trainer: Any, checkpoint: Path) -> None:
