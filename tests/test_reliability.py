@@ -401,6 +401,13 @@ HTTP_CASES = [
     HttpCase("address-number", "/v1/complete", body={"addresses": [ADDRESS, 7]}, words=("'addresses[1]'",),
              param="addresses[1]"),
     HttpCase("address-empty", "/v1/complete", body={"addresses": [""]}, words=("addresses[0] is empty",)),
+    HttpCase("addresses-empty-list", "/v1/complete", body={"addresses": []}, words=("'addresses'",),
+             param="addresses"),
+    HttpCase("address-lone-surrogate", "/v1/complete", raw='{"addresses": ["\\ud800碑林区"]}'.encode(),
+             words=("addresses[0]", "unpaired surrogate", "\\ud800"), param="addresses[0]"),
+    HttpCase("chat-lone-surrogate", "/v1/chat/completions",
+             raw='{"messages": [{"role": "user", "content": "\\udc00碑林区"}]}'.encode(),
+             words=("messages[0].content", "unpaired surrogate"), param="messages[0].content"),
     HttpCase("body-too-large", "/v1/complete", body={"addresses": ["海" * 3000]}, status=413,
              words=("exceeds the limit of 4096 bytes",)),
     HttpCase("no-api-key", "/v1/complete", body={"addresses": [ADDRESS]}, status=401, words=("--api-key",), key=None),
@@ -756,3 +763,27 @@ def test_a_full_disk_is_one_line_and_leaves_nothing_half_written(case, world, sm
                   if path.is_file() and (path.name not in before or path.parent != small_disk))
     assert left == [], left  # empty folders at most
     assert snapshot(Path(world["root"]), Path(world["base"]), Path(world["adapter"])) == inputs
+
+
+# ---------------------------------------------------------------- the header phase is bounded (item 4)
+
+
+def test_a_connection_that_never_finishes_its_headers_is_closed(default_model_dir):
+    """A request line and one header, then nothing: closed once --body-timeout passed (it stayed open forever)."""
+    import socket
+
+    from address_completion.inference.generate import Completer
+    from address_completion.inference.serve import ServerSettings, start_in_thread
+
+    completer = Completer.load(str(default_model_dir), max_new_tokens=4)
+    running = start_in_thread(completer, ServerSettings(port=0, body_timeout=1.0))
+    try:
+        host, port = running.socket.getsockname()[:2]
+        for partial in (b"POST /v1/complete HTTP/1.1\r\nHost: x\r\n", b"", b"GET /hea"):
+            with socket.create_connection((host, port), timeout=120) as client:
+                client.sendall(partial)
+                assert client.recv(1024) == b""  # closed by the server (a timeout here raises instead)
+        with urllib.request.urlopen(running.url + "/health", timeout=120) as response:  # and it keeps serving
+            assert response.status == 200
+    finally:
+        running.stop()

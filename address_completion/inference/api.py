@@ -70,7 +70,7 @@ class ChatCompletionRequest(BaseModel):
 
 
 class CompleteRequest(BaseModel):
-    addresses: list[StrictStr] = Field(description="addresses to complete, at most --max-addresses")
+    addresses: list[StrictStr] = Field(min_length=1, description="addresses to complete, at most --max-addresses")
 
 
 class CandidateInfo(BaseModel):
