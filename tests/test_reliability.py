@@ -143,6 +143,11 @@ def world(default_model_dir, lora_adapter_dir, tmp_path_factory) -> dict[str, st
     base_system_eval("eval_missing_test", root / "no-such-test.json", root / "eval")
     config("bad_trainable", trainable_modules=[".*embed_tokenz.*"])
     config("locked", output_dir=str(root / "locked"))
+    config("huge_rank", lora_rank=10000, output_dir=str(root / "huge-rank"))
+    copy_with("broken_lora_config", lora_adapter_dir, "lora_config.json", b'{"r": 8,')
+    from address_completion.training.merge import merge_adapter
+
+    paths["merged_model"] = merge_adapter(str(default_model_dir), str(lora_adapter_dir), root / "merged-model").output_path
     base_system_eval("eval_locked", data / "dev.json", root / "locked")
     paths["locked"] = root / "locked"
     return {name: str(path) for name, path in paths.items()}
@@ -322,6 +327,24 @@ CLI_CASES = [
     Case("merge-offline-hub-name", ("merge", "--model_name_or_path", "Qwen/Qwen2.5-0.5B-Instruct", "--lora_path",
                                     "{adapter}", "--output_path", "{root}/merged"),
          ("pass it: --model_name_or_path ./models/Qwen2.5-0.5B-Instruct",)),
+    # -- issue 23: one reader for lora_config.json (item 6)
+    Case("predict-broken-lora-config", ("predict", "--model", "{base}", "--lora_path", "{broken_lora_config}", ADDRESS),
+         ("{broken_lora_config}/lora_config.json:1:", "broken JSON in the adapter config")),
+    Case("serve-broken-lora-config", ("serve", "--model", "{base}", "--lora_path", "{broken_lora_config}", "--port",
+                                      "0"), ("{broken_lora_config}/lora_config.json:1:", "broken JSON")),
+    Case("merge-broken-lora-config", ("merge", "--model_name_or_path", "{base}", "--lora_path", "{broken_lora_config}",
+                                      "--output_path", "{root}/merged"),
+         ("{broken_lora_config}/lora_config.json:1:", "broken JSON in the adapter config")),
+    Case("export-broken-lora-config", ("export", "--model", "{base}", "--lora_path", "{broken_lora_config}",
+                                       "--output", "{root}/hf", "--format", "hf"),
+         ("{broken_lora_config}/lora_config.json:1:", "broken JSON in the adapter config")),
+    # -- merging an adapter into a model that already carries it (item 9)
+    Case("merge-twice", ("merge", "--model_name_or_path", "{merged_model}", "--lora_path", "{adapter}",
+                         "--output_path", "{root}/merged"),
+         ("{merged_model} already has the adapter {adapter} merged", "twice", "--force")),
+    # -- a LoRA rank above the adapted layers' size (item 10)
+    Case("train-lora-rank-too-large", ("train", "{config_huge_rank}"),
+         ("lora_rank 10000 exceeds 32", "lora_rank <= 32")),
     Case("predict-blank-second-address", ("predict", "--model", "{base}", ADDRESS, "   "),
          ("ADDRESS argument 2 is blank",)),
 ]
@@ -787,3 +810,38 @@ def test_a_connection_that_never_finishes_its_headers_is_closed(default_model_di
             assert response.status == 200
     finally:
         running.stop()
+
+
+# ---------------------------------------------------------------- a read-only output folder (item 11)
+
+
+@pytest.fixture()
+def read_only_folder(tmp_path):
+    """A read-only file system (a tmpfs mounted ro: root may write anywhere else). Needs root to mount."""
+    import subprocess
+
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(folder)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode(errors='replace').strip()}")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], check=False)
+
+
+def test_a_read_only_output_folder_is_the_same_message_everywhere(world, read_only_folder, tmp_path, capsys):
+    """evaluate gave an OSError [Errno 30] traceback; every command says "the folder … is not writable"."""
+    evaluation = tmp_path / "eval.yaml"
+    evaluation.write_text(f"test_file: {world['data']}/dev.json\noutput_dir: {read_only_folder}/eval\nsystems:\n"
+                          f"  - name: base\n    kind: paddle\n    model: {world['base']}\n", encoding="utf-8")
+    commands = [("evaluate", str(evaluation)),
+                ("predict", "--model", world["base"], ADDRESS, "--output", f"{read_only_folder}/p.jsonl"),
+                ("prepare", "--num", "5", "--output", f"{read_only_folder}/pairs.jsonl"),
+                ("split", world["good_jsonl"], "--output", f"{read_only_folder}/split")]
+    for argv in commands:
+        assert main(list(argv)) == 2, argv
+        err = capsys.readouterr().err
+        [line] = [line for line in err.splitlines() if line.startswith("error: ")]
+        assert f"the folder {read_only_folder} is not writable" in line and "Traceback" not in err, line

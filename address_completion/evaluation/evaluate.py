@@ -440,6 +440,7 @@ def check_output_dir(output_dir: Path, force: bool) -> None:
     """Evaluate owns its folder: refuse a non-empty folder that is not an earlier evaluation."""
     if output_dir.is_file():
         raise OutputExistsError(output_dir, "it is a file; choose a folder for output_dir")
+    dataio.check_output_folder(output_dir, flag="output_dir")  # an unwritable folder: the message of every command
     if output_dir.is_dir() and any(output_dir.iterdir()) and not force:
         if not any((output_dir / name).exists() for name in REPORT_FILES):
             raise OutputExistsError(output_dir, "it is not an earlier evaluation's folder; choose another "

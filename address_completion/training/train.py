@@ -303,6 +303,23 @@ def check_patterns_match(key: str, given: Sequence[str] | str | None, patterns: 
                               f"{example}{hint}")
 
 
+def check_lora_rank(rank: int, patterns: Sequence[str], model: Any) -> None:
+    """ConfigError when ``lora_rank`` exceeds the smallest dimension of a layer LoRA adapts: a rank above
+    min(in, out) adds parameters (an adapter larger than the model) but no expressive power."""
+    smallest = None
+    for name, layer in model.named_sublayers():
+        weight = getattr(layer, "weight", None)
+        if weight is None or len(weight.shape) != 2 or not any(re.fullmatch(pattern, name) for pattern in patterns):
+            continue
+        size = min(int(weight.shape[0]), int(weight.shape[1]))
+        if smallest is None or size < smallest[1]:
+            smallest = (name, size)
+    if smallest is not None and rank > smallest[1]:
+        raise ConfigError(f"lora_rank {rank} exceeds {smallest[1]}, the smallest dimension of the layers LoRA adapts "
+                          f"({smallest[0]} is {smallest[1]} wide); a larger rank only adds parameters. Choose "
+                          f"lora_rank <= {smallest[1]}")
+
+
 def add_neftune(model: Any, noise_alpha: float) -> Any:
     """NEFTune: uniform noise of size alpha/sqrt(length*hidden) on the input embeddings, in training only."""
     import paddle
@@ -350,6 +367,7 @@ def wrap_lora(model: Any, cfg: TrainConfig) -> Any:
     if cfg.extras["target_modules"] is not None:  # the defaults are PaddleNLP's own for this architecture
         check_patterns_match("target_modules", cfg.extras["target_modules"], target_modules,
                              [name for name, _ in model.named_sublayers()])
+    check_lora_rank(model_args.lora_rank, target_modules, model)
     if cfg.extras["trainable_modules"]:
         check_patterns_match("trainable_modules", cfg.extras["trainable_modules"], cfg.extras["trainable_modules"],
                              [name for name, _ in model.named_parameters()])
