@@ -143,6 +143,10 @@ def world(default_model_dir, lora_adapter_dir, tmp_path_factory) -> dict[str, st
     base_system_eval("eval_missing_test", root / "no-such-test.json", root / "eval")
     config("bad_trainable", trainable_modules=[".*embed_tokenz.*"])
     config("locked", output_dir=str(root / "locked"))
+    (root / "pairs.csv").write_text("address,full\n碑林区扬子江南路467-6号,陕西省西安市碑林区扬子江南路467-6号\n",
+                                    encoding="utf-8")
+    paths["pairs_csv"] = root / "pairs.csv"
+    base_system_eval("eval_test_is_folder", data, root / "eval")
     config("huge_rank", lora_rank=10000, output_dir=str(root / "huge-rank"))
     copy_with("broken_lora_config", lora_adapter_dir, "lora_config.json", b'{"r": 8,')
     from address_completion.training.merge import merge_adapter
@@ -345,6 +349,11 @@ CLI_CASES = [
     # -- a LoRA rank above the adapted layers' size (item 10)
     Case("train-lora-rank-too-large", ("train", "{config_huge_rank}"),
          ("lora_rank 10000 exceeds 32", "lora_rank <= 32")),
+    # -- hints that say what is true (item 12)
+    Case("split-csv-without-src-tgt", ("split", "{pairs_csv}", "--output", "{root}/split"),
+         ("no column 'src'", "needs the columns src and tgt")),
+    Case("evaluate-test-file-is-a-folder", ("evaluate", "{eval_test_is_folder}"),
+         ("test_file: {data} is a folder", "{data}/test.json")),
     Case("predict-blank-second-address", ("predict", "--model", "{base}", ADDRESS, "   "),
          ("ADDRESS argument 2 is blank",)),
 ]
@@ -845,3 +854,12 @@ def test_a_read_only_output_folder_is_the_same_message_everywhere(world, read_on
         err = capsys.readouterr().err
         [line] = [line for line in err.splitlines() if line.startswith("error: ")]
         assert f"the folder {read_only_folder} is not writable" in line and "Traceback" not in err, line
+
+
+def test_a_mistyped_relative_model_path_is_not_a_hub_name(tmp_path, monkeypatch, capsys):
+    """`--model outputs/tiny-mergd` (outputs/ exists here) was described as a hub name with a download command."""
+    (tmp_path / "outputs").mkdir()
+    monkeypatch.chdir(tmp_path)
+    assert main(["predict", "--model", "outputs/tiny-mergd", ADDRESS]) == 2
+    [line] = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error: ")]
+    assert "outputs/tiny-mergd" in line and "does not exist" in line and "hub name" not in line, line

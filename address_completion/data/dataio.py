@@ -289,7 +289,9 @@ def _read_csv(path: Path, lines: list[Optional[str]], bad_lines: dict[int, str],
         header, header_line = _csv_header(path, reader, bad_lines)
         missing = [source for source in mapping.values() if source not in header]
         if missing:
-            hint = " (name the address column with --column)" if column is None else ""
+            # --column names the one address column of an address list; pair files need src and tgt columns
+            hint = " (name the address column with --column)" if column is None and len(required) == 1 else (
+                " (a pair file needs the columns src and tgt; rename them in the header)" if column is None else "")
             raise DataError(f"CSV header has no column {', '.join(map(repr, missing))}{hint}; the columns are: "
                             f"{', '.join(repr(name) for name in header)}", path, header_line)
         positions = {target: header.index(source) for target, source in mapping.items()}

@@ -158,7 +158,10 @@ def config_from_dict(data: Any, source: str = "<config>") -> EvalConfig:
         if data.get(key) in (None, "", []):
             problems.append(f"{source}: missing {key!r}")
     test_file = Path(str(data.get("test_file"))).expanduser()
-    if data.get("test_file") not in (None, "") and not test_file.is_file():
+    if data.get("test_file") not in (None, "") and test_file.is_dir():
+        problems.append(f"{source}: test_file: {test_file} is a folder; name the JSON lines file with src and tgt "
+                        f"inside it (e.g. {test_file / 'test.json'})")
+    elif data.get("test_file") not in (None, "") and not test_file.is_file():
         problems.append(f"{source}: test_file: {test_file} not found (a JSON lines file with src and tgt)")
     settings = checked(parse_settings, data.get("settings"), f"{source}: settings")
     raw_systems = data.get("systems") or []
