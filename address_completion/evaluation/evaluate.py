@@ -165,7 +165,10 @@ def config_from_dict(data: Any, source: str = "<config>") -> EvalConfig:
         if data.get(key) in (None, "", []):
             problems.append(f"{source}: missing {key!r}")
     test_file = Path(str(data.get("test_file"))).expanduser()
-    if data.get("test_file") not in (None, "") and not test_file.is_file():
+    if data.get("test_file") not in (None, "") and test_file.is_dir():
+        problems.append(f"{source}: test_file: {test_file} is a folder; name the JSON lines file with src and tgt "
+                        f"inside it (e.g. {test_file / 'test.json'})")
+    elif data.get("test_file") not in (None, "") and not test_file.is_file():
         problems.append(f"{source}: test_file: {test_file} not found (a JSON lines file with src and tgt)")
     settings = checked(parse_settings, data.get("settings"), f"{source}: settings")
     raw_systems = data.get("systems") or []
@@ -460,6 +463,7 @@ def check_output_dir(output_dir: Path, force: bool) -> None:
     """Evaluate owns its folder: refuse a non-empty folder that is not an earlier evaluation."""
     if output_dir.is_file():
         raise OutputExistsError(output_dir, "it is a file; choose a folder for output_dir")
+    dataio.check_output_folder(output_dir, flag="output_dir")  # an unwritable folder: the message of every command
     if output_dir.is_dir() and any(output_dir.iterdir()) and not force:
         if not any((output_dir / name).exists() for name in REPORT_FILES):
             raise OutputExistsError(output_dir, "it is not an earlier evaluation's folder; choose another "

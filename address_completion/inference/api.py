@@ -89,7 +89,7 @@ class ChatCompletionRequest(BaseModel):
 
 
 class CompleteRequest(BaseModel):
-    addresses: list[StrictStr] = Field(description="addresses to complete, at most --max-addresses")
+    addresses: list[StrictStr] = Field(min_length=1, description="addresses to complete, at most --max-addresses")
     detail: Optional[Literal["verbatim", "clean"]] = Field(
         None, description="verbatim: every character after the division names as written; clean: the earlier "
                           "folding (default: the server's --detail)")
