@@ -114,8 +114,8 @@ class SystemSpec:
     name: str
     kind: str
     options: dict[str, Any] = field(default_factory=dict)
-    where: str = ""
-    limit: int | None = None  # answer only the first N test items (the report counts each system's own total)  # e.g. "configs/eval.yaml: systems[2]" for messages
+    where: str = ""  # e.g. "configs/eval.yaml: systems[2]" for messages
+    limit: int | None = None  # answer only the first N test items (the report counts each system's own total)
 
 
 def files_stamp(path: str | Path | None) -> str | None:
@@ -249,10 +249,14 @@ class PaddleSystem(System):
 
     @classmethod
     def check_options(cls, options: dict[str, Any], where: str) -> None:
+        from ..model.package_files import local_model_path
+
         model = _require_string(options, "model", where)
-        if looks_like_local_path(model) and not Path(model).expanduser().is_dir():
+        local = Path(local_model_path(model, f"{where}.model")).expanduser()  # pkg:PACKAGE/FILE: a package's file
+        if looks_like_local_path(model) and not local.is_dir() and not (local.is_file() and local.suffix == ".gguf"):
             raise ConfigError(f"{where}.model: model folder {model} not found (give a Paddle or Hugging Face "
-                              "model folder, or a hub name such as Qwen/Qwen2.5-0.5B-Instruct when online)")
+                              "model folder, a .gguf file, pkg:PACKAGE/FILE, or a hub name such as "
+                              "Qwen/Qwen2.5-0.5B-Instruct when online)")
         if options.get("lora_path") is not None:
             lora = Path(_require_string(options, "lora_path", where)).expanduser()
             if not lora.is_dir():
@@ -286,7 +290,9 @@ class PaddleSystem(System):
 
     def fingerprint(self) -> dict[str, Any]:
         model, lora = self.spec.options["model"], self.spec.options.get("lora_path")
-        return {**super().fingerprint(), "model": model, "model_files": files_stamp(model) if
+        from ..model.package_files import local_model_path
+
+        return {**super().fingerprint(), "model": model, "model_files": files_stamp(local_model_path(model)) if
                 looks_like_local_path(model) else None, "lora_path": lora, "lora_files": files_stamp(lora),
                 "dtype": self._option("dtype"), "max_new_tokens": self._option("max_new_tokens"),
                 **self.decoding_options(),
