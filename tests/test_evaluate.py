@@ -437,6 +437,7 @@ def test_cli_prints_summary_and_report_path(tmp_path, test_file, oracle_file, ca
 MODEL_PAIRS = PAIRS + [(f"雁塔区小寨东路{number}号", f"陕西省西安市雁塔区小寨东路{number}号") for number in range(1, 19)]
 
 
+@pytest.mark.slow
 def test_openai_system_against_the_project_server_matches_local_generation(tmp_path, default_model_dir,
                                                                           lora_adapter_dir, start_server):
     # The adapter makes the random default model's greedy answers differ between inputs.
@@ -484,6 +485,7 @@ sys.exit(cli.main(sys.argv[1:]))
 """
 
 
+@pytest.mark.slow
 def test_killed_evaluation_resumes_without_redoing_finished_items(tmp_path, default_model_dir, lora_adapter_dir,
                                                                   caplog):
     test = write_jsonl(tmp_path / "test.json", [{"src": PREFIX + src, "tgt": tgt} for src, tgt in MODEL_PAIRS])
@@ -523,6 +525,7 @@ def changed_keys(log: str) -> list[str]:
         [part.split(" ", 1)[0] for part in reason[len("changed: "):].split(", ")]
 
 
+@pytest.mark.slow
 def test_cached_predictions_are_redone_when_model_adapter_tokens_or_prefix_change(
         tmp_path, default_model_dir, lora_adapter_dir, caplog):
     """Each change of what decides a paddle system's answers (model, adapter files, max_new_tokens, prompt prefix)

@@ -64,6 +64,7 @@ def test_config_carries_its_command_and_the_recommended_settings():
     assert (raw["grounding"], raw["decoding"], raw["lora"]) == ("candidates", "constrained", True)
 
 
+@pytest.mark.slow
 def test_train_script_trains_the_real_model_offline(tmp_path):
     """`bash scripts/train.sh configs/smollm2_135m_cpu.json --max_steps 2 …` as a user runs it (this interpreter as
     the environment's Python), with the network variables set offline: the GGUF is imported and LoRA trains."""

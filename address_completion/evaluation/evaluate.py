@@ -501,7 +501,13 @@ def evaluate_system(spec: SystemSpec, config: EvalConfig, items: Sequence[EvalIt
 
 def run_evaluation(config: EvalConfig, *, fresh: bool = False, force: bool = False, progress: bool = True,
                    gazetteer: Any = None) -> dict[str, Any]:
-    """Run every system, write the report files, and return the report (also in report.json)."""
+    """Run every system, write the report files, and return the report (also in report.json). One run per
+    output_dir at a time (:func:`dataio.output_lock`)."""
+    with dataio.output_lock(config.output_dir, "output_dir"):
+        return _run_evaluation(config, fresh=fresh, force=force, progress=progress, gazetteer=gazetteer)
+
+
+def _run_evaluation(config: EvalConfig, *, fresh: bool, force: bool, progress: bool, gazetteer: Any) -> dict[str, Any]:
     from .report import write_report
 
     dataio.check_apart({"output_dir": config.output_dir}, {"test_file": config.test_file, **{
