@@ -233,3 +233,49 @@ def test_placeholder_levels_are_stepped_over(address, expected):
 ])
 def test_a_lone_county_character_is_a_placeholder_only_before_a_division(address, expected):
     assert texts(address) == expected
+
+
+@pytest.mark.parametrize("address, expected, overrides", [
+    # the issue's three: the most written names agreeing win, and the chain says which it overrides
+    ("山西西安市雁塔区小寨东路1号", ["陕西省西安市雁塔区小寨东路1号"], ("山西",)),  # was 山西省 + 西安市…
+    ("广东省南昌市南山区粤海街道科技园路1号", ["广东省深圳市南山区粤海街道科技园路1号"], ("南昌市",)),  # was 乐昌市
+    ("广东省杭州市西湖区文三路1号", ["浙江省杭州市西湖区文三路1号"], ("广东省",)),  # no 南昌's 西湖区
+    # other conflicts of the same kinds
+    ("山西西安雁塔区1号", ["陕西省西安市雁塔区1号"], ("山西",)),  # a short city, confirmed by its county
+    ("湖北省长沙市岳麓区1号", ["湖南省长沙市岳麓区1号"], ("湖北省",)),  # was 荆州市沙市区 + 岳麓区
+    ("河北省南京市鼓楼区1号", ["江苏省南京市鼓楼区1号"], ("河北省",)),  # was 邢台市南宫市 + 鼓楼区
+    ("浙江省南京市西湖区西溪街道1号", ["浙江省杭州市西湖区西溪街道1号"], ("南京市",)),  # town and province win
+    ("陕西省苏州市1号", ["江苏省苏州市1号"], ("陕西省",)),  # the deeper name wins a tie (was 咸阳市彬州市)
+    ("广东省碑林区1号", ["陕西省西安市碑林区1号"], ("广东省",)),
+    ("陕西省西安市雁塔区1号", ["陕西省西安市雁塔区1号"], ()),  # no conflict: nothing overridden
+])
+def test_written_names_that_contradict_each_other_are_resolved_by_evidence(address, expected, overrides):
+    """Issue 22 item 3: a candidate agrees with the written names or names the ones it overrides."""
+    candidates = completion_candidates(address)
+    assert [c.text for c in candidates] == expected
+    assert candidates[0].overrides == overrides
+    assert ("conflict" in candidates[0].evidence) == bool(overrides)
+
+
+@pytest.mark.parametrize("address, expected", [
+    # a written city that has a division of the name keeps it (杭州市 has a 西湖区: 南昌's is never offered)
+    ("广东省杭州市西湖区1号", ["浙江省杭州市西湖区1号"]),
+    ("福建省南京市鼓楼区1号", ["江苏省南京市鼓楼区1号", "福建省福州市鼓楼区1号"]),  # not 徐州's or 开封's
+    ("北京市长春市朝阳区1号", ["北京市朝阳区1号", "吉林省长春市朝阳区1号"]),  # one name against one: both
+    ("吉林省北京市朝阳区1号", ["吉林省长春市朝阳区1号"]),
+])
+def test_a_name_is_resolved_within_the_written_city_or_province_that_has_it(address, expected):
+    assert texts(address) == expected
+
+
+@pytest.mark.parametrize("address, expected", [
+    ("广东省南昌市南山区粤海街道科技园路1号", "广东省深圳市南山区粤海街道科技园路1号"),  # 南昌市 is a name, no slip
+    ("广东省南宁市南山区1号", "广东省深圳市南山区1号"),  # was 梅州市兴宁市 + 南山区
+    ("广东省南常市南山区1号", "广东省深圳市南山区1号"),  # 南雄市 one character off, but 南山区 is not there
+    ("浙江省杭洲市南山区1号", "黑龙江省鹤岗市南山区1号"),  # 杭州 has no 南山区: the correction is not taken
+    ("杭洲市西湖区文三路1号", "浙江省杭州市西湖区文三路1号"),  # a correction the names after it confirm
+])
+def test_a_typo_correction_is_never_accepted_against_the_written_names(address, expected):
+    candidates = completion_candidates(address)
+    assert candidates[0].text == expected
+    assert all("乐昌" not in c.text and "南雄" not in c.text and "兴宁" not in c.text for c in candidates)

@@ -32,12 +32,16 @@ class Candidate:
     ``text`` is what the model is asked to choose (``chain.text() + detail``). ``evidence`` records how
     the chain was read, strongest first: "full", "old" (a renamed or abolished name), "short", "typo"
     (same pinyin or one character off), "traditional" (read after converting traditional characters),
-    "conflict" (a written name contradicted a higher level and was kept over it).
+    "conflict" (written names contradict each other: ``overrides`` says which the chain does not follow).
+    ``overrides`` lists, in writing order, the written division names (as written) the chain contradicts:
+    always names written above a deeper name the chain does follow (山西 in 山西西安市雁塔区), so the deepest
+    written name is never dropped; empty when the chain agrees with every written name.
     """
 
     chain: AdminChain
     detail: str
     evidence: tuple[str, ...]
+    overrides: tuple[str, ...] = ()
 
     @property
     def text(self) -> str:
@@ -51,6 +55,9 @@ class _Reading:
     division: Division
     kind: str  # weakest kind of name any of its tokens matched by
     conflict: bool = False
+    # read before a conflicting name and not (yet) below it: kept in case a later name nests below it
+    # (广东省 in 广东省南昌市南山区: 南山区 is 深圳's), dropped if none does (the deepest name must be read)
+    stale: bool = False
 
 
 def _weaker(kind_a: str, kind_b: str) -> str:
@@ -108,6 +115,15 @@ class _CandidateScan:
     (every 朝阳区, every 城关镇) and lets later tokens narrow them: a deeper division nests below a
     reading; the same division or one of its ancestors written again (town first, then its county:
     织里镇吴兴区织里镇…) confirms it. The scan stops at the first text that fits no reading.
+
+    Written names that contradict each other (山西西安市雁塔区, 广东省南昌市南山区粤海街道) are decided by
+    evidence: a city, county or town that fits no reading starts readings of its own (a short one only when
+    a name nesting below it follows), while the readings so far stay, stale, in case a later name nests below
+    them; at the end only readings that hold the deepest name read survive. A name is thus resolved within the
+    written city or province whenever that has a division of the name (广东省杭州市西湖区 is 杭州's 西湖区, never
+    南昌's), and each reading's :meth:`overrides` are the written names its chain contradicts. A misspelled
+    name is corrected only if no written name contradicts the correction: a full name is never a slip
+    (南昌市), and a correction the names after it contradict (南常市 → 南雄市 before 南山区) is not taken.
     """
 
     def __init__(self, gazetteer: "Gazetteer", text: str, fuzzy: bool):
@@ -117,6 +133,8 @@ class _CandidateScan:
         self.readings: list[_Reading] = []
         self.end = 0
         self.typo = False
+        # every division name read so far: (its text as written, codes of the divisions it was read as)
+        self.tokens: list[tuple[str, frozenset[str]]] = []
 
     def run(self) -> "_CandidateScan":
         return self.run_from(0)
@@ -124,16 +142,27 @@ class _CandidateScan:
     def run_from(self, position: int) -> "_CandidateScan":
         while True:
             start = self._skip_separators(position)
+            recorded = len(self.tokens)  # a typo step records the names it read itself
             step = self._exact_step(start)
             if step is None:
                 step = self._placeholder_step(start)
             if step is None and self.fuzzy and not self._reaches_county():
                 step = self._fuzzy_step(start)
             if step is None:
+                self.readings = [r for r in self.readings if not r.stale] or self.readings
                 return self
             end, readings = step
+            if end > position and readings is not self.readings and len(self.tokens) == recorded:
+                written = self.text[start:end]
+                written = written[_placeholder_end(written, 0):].strip(_BETWEEN_NAMES)
+                self.tokens.append((written, frozenset(r.division.code for r in readings if not r.stale)))
             self.readings, self.end = readings, end
             position = end
+
+    def overrides(self, reading: _Reading) -> tuple[str, ...]:
+        """The written names (as written) ``reading``'s chain contradicts: those read as no division of it."""
+        chain = {reading.division.code, *self.gaz._ancestors[reading.division.code]}
+        return tuple(written for written, codes in self.tokens if codes and chain.isdisjoint(codes))
 
     def _placeholder_step(self, start: int) -> Optional[tuple[int, list[_Reading]]]:
         """Steps over a placeholder level (省直辖县级行政区划, 市辖区, a lone 县 before a division name) to the
@@ -211,12 +240,23 @@ class _CandidateScan:
         return step is not None and step[0] > token.end
 
     def _conflicting(self, token: _Token, divisions: list[Division]) -> Optional[tuple[int, list[_Reading]]]:
-        """A county or town written under the wrong province or city (广东省碑林区): kept, marked conflict."""
+        """A city, county or town written under the wrong province or city (广东省碑林区, 山西西安市,
+        广东省南昌市): its readings, marked conflict, plus the readings so far, marked stale — the names still
+        to come decide which survive (the most written names agreeing win: 广东省南昌市南山区 is 深圳's 南山区).
+        A short name (西安 in 山西西安雁塔区) conflicts only when a name nesting below it follows."""
         shallowest = min(r.division.level for r in self.readings)
-        deeper = [d for d in divisions if d.level > shallowest and d.level >= 3 and token.kinds[d.code] != "short"]
-        if not deeper:
+        deeper = [d for d in divisions if d.level > shallowest and d.level >= 2]
+        full = [d for d in deeper if token.kinds[d.code] != "short"]
+        if len(full) < len(deeper):
+            follower = _CandidateScan(self.gaz, self.text, fuzzy=False)
+            follower.readings = [_Reading(d, "short") for d in deeper if token.kinds[d.code] == "short"]
+            step = follower._exact_step(self._skip_separators(token.end), allow_conflict=False)
+            if step is not None and any(r.division.code not in {d.code for d in deeper} for r in step[1]):
+                full = deeper
+        if not full:
             return None
-        return token.end, [_Reading(d, token.kinds[d.code], conflict=True) for d in deeper]
+        return token.end, [_Reading(d, token.kinds[d.code], conflict=True) for d in full] + [
+            _Reading(r.division, r.kind, r.conflict, stale=True) for r in self.readings]
 
     def _fuzzy_step(self, start: int) -> Optional[tuple[int, list[_Reading]]]:
         """A misspelled name at ``start`` (same pinyin, or one character off when 3+ long), accepted only when
@@ -229,13 +269,16 @@ class _CandidateScan:
             written = self.text[start:start + length]
             if any(char in _BETWEEN_NAMES or char.isdigit() for char in written):
                 continue
+            if any(e.kind != "short" for e in self.gaz._index.get(written, ())):
+                continue  # a division's (current or former) full name is a name, never a slip (南昌市)
             for key in index.corrections(written):
                 probe = _CandidateScan(self.gaz, self.text[:start] + key + self.text[start + length:], fuzzy=True)
-                probe.readings = self.readings
+                probe.readings, probe.tokens = self.readings, list(self.tokens)
                 step = probe._exact_step(start, allow_conflict=False)
                 if step is None or step[0] < start + length:
                     continue
                 probe.end, probe.readings = step[0], [_Reading(r.division, "typo", r.conflict) for r in step[1]]
+                probe.tokens.append((written, frozenset(r.division.code for r in step[1])))
                 # the user's own suffix (碑材区, 玉环区, 杭洲市): a slip inside a name, not a street (长按路)
                 written_suffix = (written[-1] in _SUFFIX_TEXT and key[-1] in _SUFFIX_TEXT) or step[0] > start + length
                 probe.run_from(step[0])
@@ -243,9 +286,28 @@ class _CandidateScan:
                 # (西安市碑材区); a suffix alone is not enough (臺北市 is not 淮北市, 江北新区 not 沈北新区)
                 if probe.end == step[0] and not (self.readings and written_suffix):
                     continue
-                self.text, self.typo = probe.text, True
+                if probe._city_or_county_name_at(probe._skip_separators(probe.end)):
+                    continue  # 广东省南常市南山区: a written 南山区 that the correction (南雄市) cannot hold
+                # never against the written names: when every reading contradicts a name read from the
+                # correction on, the correction is not taken; the readings that override the misspelled name
+                # itself (浙江省杭洲市南山区: 南山区 is no 杭州's) stand as a conflict, if there are any
+                later = probe.tokens[len(self.tokens):]
+                chains = {r.division.code: {r.division.code, *self.gaz._ancestors[r.division.code]}
+                          for r in probe.readings}
+                if all(any(codes and chains[r.division.code].isdisjoint(codes) for _, codes in later)
+                       for r in probe.readings):
+                    probe.readings = [r for r in probe.readings if chains[r.division.code].isdisjoint(later[0][1])]
+                    if not probe.readings:
+                        continue
+                self.text, self.typo, self.tokens = probe.text, True, probe.tokens
                 return probe.end, probe.readings
         return self._skip_step(start)
+
+    def _city_or_county_name_at(self, start: int) -> bool:
+        """Whether the full or former name of a city or county (not a short name) starts at ``start``."""
+        return any(e.kind != "short" and e.division.level in (2, 3)
+                   for length in range(2, min(self.gaz._max_key, len(self.text) - start) + 1)
+                   for e in self.gaz._index.get(self.text[start:start + length], ()))
 
     def _skip_step(self, start: int) -> Optional[tuple[int, list[_Reading]]]:
         """Step over a short garbled stretch (自治洲, 傣族景颇族自治洲) when a division nesting below the
@@ -321,7 +383,7 @@ def completion_candidates(address: str, gazetteer: Optional["Gazetteer"] = None,
     (朝阳区, 城关镇) gives one candidate per division it can mean.
 
     Order (a documented prior, not a measured one), best first:
-      1. no conflict between written levels before one;
+      1. fewer written names overridden (``Candidate.overrides``): the most written names agreeing win;
       2. more divisions around the chain named in the detail (朝阳区建国路88号 长春 favours 长春);
       3. stronger evidence: full name, then former name, short name, corrected typo;
       4. a division of a municipality or provincial capital before others (tie-break);
@@ -346,15 +408,18 @@ def completion_candidates(address: str, gazetteer: Optional["Gazetteer"] = None,
         return []
     detail = _without_unopened_closers(_verbatim_tail(address, _detail_after(written, scan.end)))
 
+    overrides = {reading.division.code: scan.overrides(reading) for reading in scan.readings}
+
     def order(reading: _Reading) -> tuple:
-        return (reading.conflict, -_detail_agreement(gazetteer, reading.division, detail),
+        return (len(overrides[reading.division.code]), -_detail_agreement(gazetteer, reading.division, detail),
                 _KIND_RANK[reading.kind], _size_prior(gazetteer, reading.division), reading.division.code)
 
     candidates: dict[str, Candidate] = {}
     for reading in sorted(scan.readings, key=order):
+        overridden = overrides[reading.division.code]
         evidence = (reading.kind,) + (("traditional",) if traditional else ()) + (
-            ("conflict",) if reading.conflict else ())
-        candidate = Candidate(gazetteer.chain_for(reading.division), detail, evidence)
+            ("conflict",) if overridden else ())
+        candidate = Candidate(gazetteer.chain_for(reading.division), detail, evidence, overridden)
         candidates.setdefault(candidate.text, candidate)
         if len(candidates) == limit:
             break
