@@ -262,7 +262,11 @@ def test_written_names_that_contradict_each_other_are_resolved_by_evidence(addre
     ("广东省杭州市西湖区1号", ["浙江省杭州市西湖区1号"]),
     ("福建省南京市鼓楼区1号", ["江苏省南京市鼓楼区1号", "福建省福州市鼓楼区1号"]),  # not 徐州's or 开封's
     ("北京市长春市朝阳区1号", ["北京市朝阳区1号", "吉林省长春市朝阳区1号"]),  # one name against one: both
-    ("吉林省北京市朝阳区1号", ["吉林省长春市朝阳区1号"]),
+    ("吉林省北京市朝阳区1号", ["北京市朝阳区1号", "吉林省长春市朝阳区1号"]),  # was 长春's only: 北京市 skipped
+    # ... or a history entry for it (江干区 is 杭州's former district, 江北区 重庆's)
+    ("江苏省杭州市江干区凯旋路1号", ["浙江省杭州市上城区凯旋路1号"]),
+    ("广东省重庆市江北区1号", ["重庆市两江新区1号"]),  # two provinces: the one the district nests in wins
+    ("陕西省西安市咸阳市1号", ["陕西省西安市咸阳市1号"]),  # nothing below decides: the scan stops
 ])
 def test_a_name_is_resolved_within_the_written_city_or_province_that_has_it(address, expected):
     assert texts(address) == expected

@@ -240,19 +240,21 @@ class _CandidateScan:
         return step is not None and step[0] > token.end
 
     def _conflicting(self, token: _Token, divisions: list[Division]) -> Optional[tuple[int, list[_Reading]]]:
-        """A city, county or town written under the wrong province or city (广东省碑林区, 山西西安市,
-        广东省南昌市): its readings, marked conflict, plus the readings so far, marked stale — the names still
+        """A division written under the wrong province or city (广东省碑林区, 山西西安市, 广东省南昌市,
+        广东省重庆市): its readings, marked conflict, plus the readings so far, marked stale — the names still
         to come decide which survive (the most written names agreeing win: 广东省南昌市南山区 is 深圳's 南山区).
-        A short name (西安 in 山西西安雁塔区) conflicts only when a name nesting below it follows."""
+        A short name (西安 in 山西西安雁塔区) or one of the readings' own level (重庆市 in 广东省重庆市江北区)
+        conflicts only when a name nesting below it follows: else the scan stops (陕西省西安市 + 咸阳市1号)."""
         shallowest = min(r.division.level for r in self.readings)
-        deeper = [d for d in divisions if d.level > shallowest and d.level >= 2]
-        full = [d for d in deeper if token.kinds[d.code] != "short"]
-        if len(full) < len(deeper):
+        candidates = [d for d in divisions if d.level >= shallowest]  # never one above the readings
+        full = [d for d in candidates if token.kinds[d.code] != "short" and d.level > shallowest]
+        unsure = [d for d in candidates if d not in full]
+        if unsure:
             follower = _CandidateScan(self.gaz, self.text, fuzzy=False)
-            follower.readings = [_Reading(d, "short") for d in deeper if token.kinds[d.code] == "short"]
+            follower.readings = [_Reading(d, "short") for d in unsure]
             step = follower._exact_step(self._skip_separators(token.end), allow_conflict=False)
-            if step is not None and any(r.division.code not in {d.code for d in deeper} for r in step[1]):
-                full = deeper
+            below = [r.division.code for r in step[1]] if step is not None else []
+            full += [d for d in unsure if any(d.code in self.gaz._ancestors[code] for code in below)]
         if not full:
             return None
         return token.end, [_Reading(d, token.kinds[d.code], conflict=True) for d in full] + [
