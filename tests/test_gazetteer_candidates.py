@@ -46,7 +46,52 @@ def texts(address, **kwargs):
     ("广州市白云区白云山1号", ["广东省广州市白云区白云山1号"]),  # 白云山 is a place, not 白云区 again
 ])
 def test_candidate_for_each_kind_of_input(address, expected):
-    assert texts(address) == expected
+    """detail: clean — the earlier folding (NFKC, separators and repeated names after the chain dropped)."""
+    assert texts(address, detail="clean") == expected
+
+
+@pytest.mark.parametrize("address, expected", [
+    # the issue's inputs: a repeated run after a complete chain and a `_` after the names are detail
+    ("陕西省西安市碑林区陕西省西安市碑林区扬子江南路1号", ["陕西省西安市碑林区陕西省西安市碑林区扬子江南路1号"]),
+    ("碑林区_扬子江南路1号", ["陕西省西安市碑林区_扬子江南路1号"]),
+    ("西安市碑林区陕西省西安市碑林区扬子江南路1号", ["陕西省西安市碑林区陕西省西安市碑林区扬子江南路1号"]),  # 陕西省 starts it
+    ("碑林区碑林区扬子江南路1号", ["陕西省西安市碑林区碑林区扬子江南路1号"]),
+    ("陕西省西安市碑林区陕西省西安市碑林区张家村街道1号", ["陕西省西安市碑林区陕西省西安市碑林区张家村街道1号"]),
+    ("杭洲市西湖区杭州市西湖区文三路1号", ["浙江省杭州市西湖区杭州市西湖区文三路1号"]),  # after a repaired typo too
+    ("浙江省 织里镇 吴兴区织里镇织纺路731号", ["浙江省湖州市吴兴区织里镇 吴兴区织里镇织纺路731号"]),  # 织里镇 written again
+    # spaces, separators, brackets and full-width characters after the names, as typed
+    ("碑林区 扬子江南路1号", ["陕西省西安市碑林区 扬子江南路1号"]),
+    ("陕西省-西安市-碑林区-扬子江南路1号", ["陕西省西安市碑林区-扬子江南路1号"]),  # separators between names: the run's
+    ("中国 陕西省, 西安市 碑林区 扬子江南路１２号", ["陕西省西安市碑林区 扬子江南路１２号"]),
+    ("碑林区，扬子江南路1号", ["陕西省西安市碑林区，扬子江南路1号"]),
+    ("碑林区（东门）1号", ["陕西省西安市碑林区（东门）1号"]),
+    ("西安市碑林区 [扬子江南路1号]", ["陕西省西安市碑林区 [扬子江南路1号]"]),
+    ("朝阳区[]建国路88号", ["北京市朝阳区[]建国路88号", "吉林省长春市朝阳区[]建国路88号"]),
+    ("碑林区扬子江南路1号 Room 502", ["陕西省西安市碑林区扬子江南路1号 Room 502"]),
+    ("  碑林区扬子江南路1号 \n", ["陕西省西安市碑林区扬子江南路1号"]),  # the input's outer whitespace is not detail
+    # what precedes the run (a label, a tag, an emoji, 中国, a postal code) is not detail: dropped
+    ("收货地址：【加急】碑林区扬子江南路1号", ["陕西省西安市碑林区扬子江南路1号"]),
+    ("🏠 710001 碑林区_1号", ["陕西省西安市碑林区_1号"]),
+    # a bracket pair opened before the detail is not the detail's: neither half is kept
+    ("西安市(碑林区1号)", ["陕西省西安市碑林区1号"]),
+    ("西安市(碑林区) 1号", ["陕西省西安市碑林区 1号"]),
+    ("(北京市朝阳区建国路88号)", ["北京市朝阳区建国路88号"]),
+    # a stutter before the chain is complete, and names written in another order, are the run's
+    ("陕西省陕西省西安市碑林区1号", ["陕西省西安市碑林区1号"]),
+    ("西安市西安市碑林区1号", ["陕西省西安市碑林区1号"]),
+    ("北京北京市朝阳区1号", ["北京市朝阳区1号"]),
+    ("北京市北京市朝阳区1号", ["北京市朝阳区1号"]),
+    ("法门镇扶风县法门寺", ["陕西省宝鸡市扶风县法门镇法门寺"]),
+    ("朝阳区北京市建国路1号", ["北京市朝阳区建国路1号"]),
+    ("廣東省東莞市長安鎮振安路1號", ["广东省东莞市长安镇振安路1號"]),
+])
+def test_verbatim_detail_keeps_every_character_after_the_run(address, expected):
+    assert texts(address) == expected == texts(address, detail="verbatim")
+
+
+def test_unknown_detail_setting_is_refused():
+    with pytest.raises(ValueError, match="detail must be one of verbatim, clean"):
+        completion_candidates("碑林区1号", detail="folded")
 
 
 @pytest.mark.parametrize("address, expected, rest", [
@@ -57,7 +102,7 @@ def test_candidate_for_each_kind_of_input(address, expected):
     ("碑林区【】（）1号", ["陕西省西安市碑林区1号"], "1号"),
 ])
 def test_no_unopened_closing_bracket_is_left_at_the_end(address, expected, rest):
-    assert texts(address) == expected
+    assert texts(address, detail="clean") == expected
     assert load_gazetteer().parse(address).rest == rest
 
 

@@ -22,13 +22,13 @@ Modules by job: :mod:`.divisions` (reference tables and the name index), :mod:`.
 normalisation), :mod:`.parser` (:meth:`Gazetteer.parse`), :mod:`.candidates` (completion candidates).
 """
 
-from .candidates import MAX_CANDIDATES, Candidate, completion_candidates
+from .candidates import DEFAULT_DETAIL, DETAILS, MAX_CANDIDATES, Candidate, check_detail, completion_candidates
 from .divisions import (ABBREVIATIONS, DATA_FILE, DATA_PACKAGE, ETHNIC_GROUPS, LEVELS, MUNICIPALITIES, RENAMED,
                         AdminChain, Division, DivisionIndex, read_divisions, rule_short_forms)
 from .normalize import SEPARATORS, normalize_address, to_simplified
 from .parser import ZONE_WORDS, Gazetteer, ParsedAddress, load_gazetteer
 
-__all__ = ["ABBREVIATIONS", "DATA_FILE", "DATA_PACKAGE", "ETHNIC_GROUPS", "LEVELS", "MAX_CANDIDATES",
+__all__ = ["ABBREVIATIONS", "DATA_FILE", "DATA_PACKAGE", "DEFAULT_DETAIL", "DETAILS", "ETHNIC_GROUPS", "LEVELS", "MAX_CANDIDATES",
            "MUNICIPALITIES", "RENAMED", "SEPARATORS", "ZONE_WORDS", "AdminChain", "Candidate", "Division",
-           "DivisionIndex", "Gazetteer", "ParsedAddress", "completion_candidates", "load_gazetteer",
+           "DivisionIndex", "Gazetteer", "ParsedAddress", "check_detail", "completion_candidates", "load_gazetteer",
            "normalize_address", "read_divisions", "rule_short_forms", "to_simplified"]
