@@ -229,7 +229,12 @@ def test_a_bracket_around_a_division_is_not_a_tag():
     ("鄞州站前路1号", ["浙江省宁波市鄞州区站前路1号"]),
     ("萧山港口路1号", ["浙江省杭州市萧山区港口路1号"]),
     ("海曙桥头路1号", ["浙江省宁波市海曙区桥头路1号"]),
+    ("固镇十号路", ["安徽省蚌埠市固镇县十号路"]),  # 十号 then 路: the street is 十号路 (real POI addresses)
+    ("淮上花园路", ["安徽省蚌埠市淮上区花园路"]),
+    ("蒙城五里河路与三义路交叉口", ["安徽省亳州市蒙城县五里河路与三义路交叉口"]),
     ("西安路1号", []),  # the short name is the street's own name
+    ("西安南路1号", []),
+    ("西安大街1号", []),
     ("鄞州站1号", []),  # a station named after the district
     # a zone *of* the county (开发区, 高新区, 园区) is read as that county
     ("江宁开发区胜太路1号", ["江苏省南京市江宁区开发区胜太路1号"]),
@@ -246,6 +251,7 @@ def test_a_bracket_around_a_division_is_not_a_tag():
     ("旬阳县城关镇1号", ["陕西省安康市旬阳市城关镇1号"]),
     ("北票县城关街道1号", ["辽宁省朝阳市北票市城关街道1号"]),
     ("庄河县城山镇1号", ["辽宁省大连市庄河市城山镇1号"]),
+    ("香格里拉县城东南部", ["云南省迪庆藏族自治州香格里拉市县城东南部"]),  # 城东 is only a short name: 县城 stays
 ])
 def test_short_names_read_before_street_zone_and_suffix_words(address, expected):
     """Issue 22 item 5: the guards around short names misfired (no candidate, or a mangled one)."""
