@@ -104,13 +104,16 @@ def parse_levels(gazetteer: Any, text: str | None) -> Parsed:
 
 def name_forms(gazetteer: Any, name: str, level: int, division: Any = None) -> set[str]:
     """Ways a text can write the division called ``name``: full, short, abbreviated or former names."""
-    from ..data.gazetteer import RENAMED, rule_short_forms
+    from ..data.gazetteer import rule_short_forms
 
     forms = {name, *rule_short_forms(name, level)}
     if division is not None:
         forms.update(gazetteer.short_names(division))
-    for old, (current, _) in RENAMED.items():
-        if current == name:
+    # the former names of this division (or, unresolved, of every division of that name): 江干区 for 上城区
+    same_name = [division] if division is not None else [
+        chain.deepest for chain in gazetteer.candidates(name) if chain.deepest.name == name]
+    for current in same_name:
+        for old in gazetteer.former_names(current):
             forms.update((old, *rule_short_forms(old, level)))
     return {form for form in forms if len(form) >= 2}
 

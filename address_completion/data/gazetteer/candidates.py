@@ -85,6 +85,7 @@ class _Reading:
     # read before a conflicting name and not (yet) below it: kept in case a later name nests below it
     # (广东省 in 广东省南昌市南山区: 南山区 is 深圳's), dropped if none does (the deepest name must be read)
     stale: bool = False
+    former: bool = False  # read from a former name: what is written below it may lie in its parent (a split)
 
 
 def _weaker(kind_a: str, kind_b: str) -> str:
@@ -212,8 +213,10 @@ class _CandidateScan:
             entries = next((self.gaz._index[self.text[start:stop]] for stop in range(end, start + 1, -1)
                             if self.text[start:stop] in self.gaz._index), [])
             named = frozenset(e.division.code for e in entries) & above
-        else:
-            named = frozenset(r.division.code for r in fresh)
+        else:  # a former city read as its namesake county (莱芜市 -> 莱芜区) names the city: 莱城区 may follow
+            former_level = self.gaz._former_levels.get(self.text[start:end], 0)
+            named = frozenset(r.division.parent_code if r.former and 0 < former_level < r.division.level
+                              else r.division.code for r in fresh)
         complete = any(r.division.level >= 3 or not self.gaz.children(r.division) for r in before)
         written = self.text[start:end]
         written = written[_placeholder_end(written, 0):].strip(_BETWEEN_NAMES)
@@ -259,7 +262,8 @@ class _CandidateScan:
         conflict = None
         longer_full_name = False
         for length in range(min(self.gaz._max_key, len(self.text) - start), 1, -1):
-            entries = self.gaz._index.get(self.text[start:start + length])
+            key = self.text[start:start + length]
+            entries = self.gaz._index.get(key) if self.readings else self.gaz.entries_alone(key)
             if not entries:
                 continue
             token = self.gaz._token(self.text, start + length, entries, allow_short=not longer_full_name)
@@ -282,21 +286,29 @@ class _CandidateScan:
         if not divisions:
             return None
         if not self.readings:
-            return token.end, [_Reading(d, token.kinds[d.code]) for d in divisions]
+            return token.end, [_Reading(d, token.kinds[d.code], former=token.kinds[d.code] == "old")
+                               for d in divisions]
         deeper: dict[str, _Reading] = {}
         confirmed: dict[str, _Reading] = {}
         confirming: set[str] = set()  # the token's divisions that confirm a reading (itself or an ancestor)
         codes = {d.code: d for d in divisions}
+        for history in (False, True):  # what lies below a reading today first; history only when nothing does
+            for reading in self.readings:
+                for code, division in codes.items():
+                    if self.gaz.lies_under(code, reading.division, reading.former, history):
+                        deeper.setdefault(code, _Reading(division, _weaker(reading.kind, token.kinds[code]),
+                                                         reading.conflict, former=token.kinds[code] == "old"))
+            if deeper:
+                break
         for reading in self.readings:
             above = self.gaz._ancestors[reading.division.code]
             for code, division in codes.items():
-                kind = _weaker(reading.kind, token.kinds[code])
-                if reading.division.code in self.gaz._ancestors[code]:
-                    deeper.setdefault(code, _Reading(division, kind, reading.conflict))
-                elif code == reading.division.code or code in above:
+                if code in deeper:
+                    continue
+                if code == reading.division.code or code in above:
                     confirming.add(code)
                     confirmed.setdefault(reading.division.code, _Reading(reading.division, reading.kind,
-                                                                         reading.conflict))
+                                                                         reading.conflict, reading.former))
         if deeper:
             return token.end, list(deeper.values())
         if confirmed and self._confirmation_holds(token, confirming, list(confirmed.values())):
