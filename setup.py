@@ -41,7 +41,6 @@ setup(
     license="Apache-2.0",
     python_requires=">=3.9,<3.13",
     packages=find_packages(include=["address_completion", "address_completion.*"]),
-    package_data={"address_completion": ["resources/*"]},
     install_requires=paddle_requirement() + PADDLENLP_PINS + [
         "pyyaml>=6",
         "tqdm>=4.60",

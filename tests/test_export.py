@@ -14,6 +14,8 @@ from address_completion.training import merge
 from address_completion.cli import main
 from address_completion.errors import ConfigError
 
+pytestmark = pytest.mark.slow  # every export reloads in torch + transformers (the refusals share the module)
+
 ADDRESS_PROMPT = "补齐五级行政地址: 碑林区扬子江南路467-6号"
 ADDRESS_IDS = [117698, 75108, 52334, 100059, 46477, 25, 10236, 95, 239, 99463, 23836, 99770, 44729, 105811, 45995,
                19, 21, 22, 12, 21, 17992]  # Qwen2.5's own ids (docs: paddle-stack.md)

@@ -275,6 +275,7 @@ def test_tiny_qwen2_tokenizer_matches_transformers(tiny_files, tmp_path):
         "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"
 
 
+@pytest.mark.slow
 def test_lora_on_an_imported_llama_targets_named_layers_and_ends_answers_with_im_end(tiny_files, tmp_path, monkeypatch):
     """train's LoRA target names (q_proj, v_proj) and the ChatML answer format work on a Llama-architecture import."""
     from safetensors.numpy import load_file
@@ -427,6 +428,7 @@ def smollm2(smollm2_gguf, smollm2_cache):
 CAPITAL_QUESTION = "What is the capital of France?"
 
 
+@pytest.mark.slow
 def test_smollm2_logits_match_transformers(smollm2, smollm2_gguf):
     prompt = smollm2.prompt_for(CAPITAL_QUESTION)
     ids = [smollm2.tokenizer(prompt, add_special_tokens=False)["input_ids"]]
@@ -437,6 +439,7 @@ def test_smollm2_logits_match_transformers(smollm2, smollm2_gguf):
     assert (ours.argmax(-1) == reference.argmax(-1)).all()
 
 
+@pytest.mark.slow
 def test_smollm2_greedy_answer_is_paris(smollm2):
     assert smollm2.prompt_for(CAPITAL_QUESTION) == (
         "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n"
@@ -459,6 +462,7 @@ def reference_smollm2_tokenizer(gguf_path: Path):
     return tokenizer
 
 
+@pytest.mark.slow
 def test_smollm2_tokenizer_encodes_as_the_gguf_intends(smollm2, smollm2_gguf):
     reference = reference_smollm2_tokenizer(smollm2_gguf)
     texts = ["补齐五级行政地址: 碑林区扬子江南路467-6号", "陕西省西安市碑林区扬子江南路467-6号",
@@ -478,6 +482,7 @@ def read_lines(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
+@pytest.mark.slow
 def test_smollm2_lora_train_merge_predict_serve(smollm2, smollm2_gguf, use_smollm2_cache, tmp_path, capsys):
     """Train LoRA for a few steps on bundled pairs (the loss falls), merge (its logit check passes), then predict
     and serve the merged model."""
@@ -485,6 +490,7 @@ def test_smollm2_lora_train_merge_predict_serve(smollm2, smollm2_gguf, use_smoll
     assert answer.startswith("广西壮族自治区"), answer  # the gazetteer's candidate the model prefers
 
 
+@pytest.mark.slow
 def test_tiny_llama_lora_train_merge_predict_serve(tiny_files, tmp_path, capsys, monkeypatch):
     """The same on the tiny untied Llama (an output.weight of its own to merge around)."""
     monkeypatch.setenv(CACHE_ENV, str(tmp_path / "cache"))

@@ -161,6 +161,7 @@ def read_jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
+@pytest.mark.slow
 @needs_two_cores
 def test_two_processes_on_cpu_train_like_one_process_with_their_batches_together(small_run):
     """2 processes x 4 samples per step through the launcher, against 1 process x 8 samples: each process gets its

@@ -25,6 +25,7 @@ def merged_dir(default_model_dir, lora_adapter_dir, tmp_path_factory) -> Path:
     return output
 
 
+@pytest.mark.slow
 def test_merged_logits_equal_base_plus_adapter(merged_dir, default_model_dir, lora_adapter_dir):
     """Independent check: reload both and compare logits on a padded batch of address prompts."""
     from address_completion.model.modeling import load_model, load_tokenizer
@@ -39,6 +40,7 @@ def test_merged_logits_equal_base_plus_adapter(merged_dir, default_model_dir, lo
     assert difference <= TOLERANCE
 
 
+@pytest.mark.slow
 def test_merged_folder_is_a_complete_model(merged_dir, default_model_dir, lora_adapter_dir):
     names = {path.name for path in merged_dir.iterdir()}
     assert {"config.json", "model.safetensors", "generation_config.json", "vocab.json", "merges.txt",
@@ -61,6 +63,7 @@ def test_merged_folder_is_a_complete_model(merged_dir, default_model_dir, lora_a
     assert not [path for path in merged_dir.parent.iterdir() if path.name.startswith(".")], "no staging leftovers"
 
 
+@pytest.mark.slow
 def test_merged_weights_have_exactly_the_base_tensors(merged_dir, default_model_dir):
     """No LoRA tensors and none of the zero biases restore_original_model() adds to bias-free layers."""
     from safetensors.numpy import load_file
@@ -71,6 +74,7 @@ def test_merged_weights_have_exactly_the_base_tensors(merged_dir, default_model_
     assert {name: value.shape for name, value in merged.items()} == {name: value.shape for name, value in base.items()}
 
 
+@pytest.mark.slow
 def test_merged_model_answers_like_base_plus_adapter(merged_dir, default_model_dir, lora_adapter_dir):
     from address_completion.inference.generate import Completer
 
@@ -91,6 +95,7 @@ def test_refuses_non_empty_output(default_model_dir, lora_adapter_dir, tmp_path)
     assert (output / "notes.txt").read_text(encoding="utf-8") == "keep me"
 
 
+@pytest.mark.slow
 def test_cli_pdparams_and_force_replace(default_model_dir, lora_adapter_dir, tmp_path, capsys):
     output = tmp_path / "merged"
     arguments = ["merge", "--model_name_or_path", str(default_model_dir), "--lora_path", str(lora_adapter_dir),
@@ -111,6 +116,7 @@ def test_allowed_difference_grows_with_the_logits_beyond_one():
     assert merge.allowed_difference(1e-4, 25.0) == pytest.approx(2.5e-3)
 
 
+@pytest.mark.slow
 def test_failed_verification_leaves_no_output(default_model_dir, lora_adapter_dir, tmp_path, monkeypatch):
     monkeypatch.setattr(merge, "max_logit_difference", lambda *args: 1.0)
     output = tmp_path / "merged"
@@ -135,6 +141,7 @@ def test_rejects_a_folder_that_is_not_an_adapter(default_model_dir, tmp_path):
         merge.merge_adapter(str(default_model_dir), str(tmp_path / "not-an-adapter"), tmp_path / "merged")
 
 
+@pytest.mark.slow
 def test_merged_files_follow_the_umask(merged_dir):
     """safetensors writes through a private temporary file; the merged model must be as readable as any file."""
     import os

@@ -8,6 +8,7 @@ import pytest
 from address_completion.cli import main
 
 
+@pytest.mark.slow
 def test_demo_runs_every_stage_and_ends_with_a_report(default_model_dir: Path, tmp_path: Path, capsys):
     out = tmp_path / "demo"
     argv = ["demo", "--output", str(out), "--model", str(default_model_dir), "--num", "300", "--max-steps", "4",

@@ -73,18 +73,21 @@ def chat(address, **extra):
 # ---------------------------------------------------------------- good requests
 
 
+@pytest.mark.slow
 def test_health_and_models(server):
     assert call(server.url, "/health", key=None) == (200, {"status": "ok", "model": "tiny"})
     status, body = call(server.url, "/v1/models")
     assert status == 200 and body["object"] == "list" and [item["id"] for item in body["data"]] == ["tiny"]
 
 
+@pytest.mark.slow
 def test_complete_endpoint(server, expected):
     addresses = ADDRESSES[:3]
     assert call(server.url, "/v1/complete", {"addresses": addresses}) == (200, {"results": [expected[a] for a in addresses]})
     assert call(server.url, "/v1/complete", {"addresses": []}) == (200, {"results": []})
 
 
+@pytest.mark.slow
 def test_chat_completions_endpoint(server, expected, detailed):
     status, body = call(server.url, "/v1/chat/completions", chat(DEFAULT_PROMPT_PREFIX + ADDRESSES[0]))
     assert status == 200
@@ -97,12 +100,14 @@ def test_chat_completions_endpoint(server, expected, detailed):
                              "total_tokens": known.prompt_tokens + known.completion_tokens}
 
 
+@pytest.mark.slow
 def test_chat_accepts_content_parts(server, expected):
     parts = [{"type": "text", "text": ADDRESSES[1][:3]}, {"type": "text", "text": ADDRESSES[1][3:]}]
     status, body = call(server.url, "/v1/chat/completions", {"messages": [{"role": "user", "content": parts}]})
     assert status == 200 and body["choices"][0]["message"]["content"] == expected[ADDRESSES[1]]
 
 
+@pytest.mark.slow
 def test_openai_client(server, expected):
     openai = pytest.importorskip("openai")
     client = openai.OpenAI(base_url=server.url + "/v1", api_key=API_KEY, max_retries=0)
@@ -113,6 +118,7 @@ def test_openai_client(server, expected):
         openai.OpenAI(base_url=server.url + "/v1", api_key="wrong", max_retries=0).models.list()
 
 
+@pytest.mark.slow
 def test_stream_true_answers_with_openai_server_sent_events(server, expected, detailed):
     body = json.dumps(chat(ADDRESSES[3], stream=True, stream_options={"include_usage": True}),
                       ensure_ascii=False).encode()
@@ -136,6 +142,7 @@ def test_stream_true_answers_with_openai_server_sent_events(server, expected, de
                                    "total_tokens": known.prompt_tokens + known.completion_tokens}
 
 
+@pytest.mark.slow
 def test_openai_client_streaming(server, expected, detailed):
     openai = pytest.importorskip("openai")
     client = openai.OpenAI(base_url=server.url + "/v1", api_key=API_KEY, max_retries=0)
@@ -146,6 +153,7 @@ def test_openai_client_streaming(server, expected, detailed):
     assert chunks[-1].choices[0].finish_reason == detailed[ADDRESSES[4]].finish_reason
 
 
+@pytest.mark.slow
 def test_openapi_page_and_schema(server):
     with urllib.request.urlopen(server.url + "/docs", timeout=60) as response:  # no API key needed
         assert response.status == 200 and "swagger" in response.read().decode().lower()
@@ -160,6 +168,7 @@ def test_openapi_page_and_schema(server):
 # ---------------------------------------------------------------- refusals (the server keeps serving)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("path, body, raw, key, status, words", [
     ("/v1/complete", None, b'{"addresses": [', API_KEY, 400, "broken JSON"),
     ("/v1/chat/completions", None, b"[" * 5000 + b"]" * 5000, API_KEY, 400,
@@ -195,6 +204,7 @@ def test_bad_requests_get_openai_errors(server, expected, path, body, raw, key, 
     assert call(server.url, "/v1/complete", {"addresses": [ADDRESSES[0]]}) == (200, {"results": [expected[ADDRESSES[0]]]})
 
 
+@pytest.mark.slow
 def test_constrained_server_reports_how_each_answer_was_made(completer):
     constrained = Completer(model=completer.model, tokenizer=completer.tokenizer, max_new_tokens=MAX_NEW_TOKENS,
                             grounding="candidates", decoding="constrained")
@@ -241,11 +251,13 @@ def test_an_empty_free_answer_is_an_abstention_not_a_success(default_model_dir):
         running.stop()
 
 
+@pytest.mark.slow
 def test_stream_given_as_a_string_names_the_field(server):
     status, payload = call(server.url, "/v1/chat/completions", chat("海淀区", stream="true"))
     assert status == 422 and payload["error"]["param"] == "stream" and "boolean" in payload["error"]["message"]
 
 
+@pytest.mark.slow
 def test_body_over_the_limit_is_413(completer):
     small = start_in_thread(completer, ServerSettings(port=0, model_name="tiny", max_body_bytes=100))
     try:
@@ -256,6 +268,7 @@ def test_body_over_the_limit_is_413(completer):
         small.stop()
 
 
+@pytest.mark.slow
 def test_a_stalled_body_gets_408_and_the_server_keeps_serving(completer, expected):
     slow = start_in_thread(completer, ServerSettings(port=0, model_name="tiny", body_timeout=1))
     try:
@@ -275,6 +288,7 @@ def test_a_stalled_body_gets_408_and_the_server_keeps_serving(completer, expecte
         slow.stop()
 
 
+@pytest.mark.slow
 def test_wrong_method_is_refused(server):
     assert call(server.url, "/v1/complete", method="GET")[0] == 405
     assert call(server.url, "/health", {}, method="POST")[0] == 405
@@ -283,6 +297,7 @@ def test_wrong_method_is_refused(server):
 # ---------------------------------------------------------------- concurrency
 
 
+@pytest.mark.slow
 def test_50_concurrent_requests_are_batched_and_match_predict(server, expected):
     def one(address_index):
         address = ADDRESSES[address_index]
@@ -304,6 +319,7 @@ def test_50_concurrent_requests_are_batched_and_match_predict(server, expected):
 # ---------------------------------------------------------------- the CLI process and SIGTERM
 
 
+@pytest.mark.slow
 def test_sigterm_finishes_the_request_in_flight(default_model_dir, lora_adapter_dir, expected, start_server):
     server = start_server(
         "--debug", "--model", str(default_model_dir), "--lora_path", str(lora_adapter_dir), "--port", "0",

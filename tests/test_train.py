@@ -84,6 +84,30 @@ def test_truncation_cuts_source_from_the_left_and_sample_to_max_length(qwen_toke
     assert split.truncation() == {"samples": 3, "source_truncated": 3, "sample_truncated": 0}
 
 
+def test_training_prompts_shuffle_candidates_per_example_and_withhold_some(qwen_tokenizer):
+    from address_completion.data.prompt import NO_CANDIDATE
+
+    pairs = [{"src": "鼓楼区黄河南路1号", "tgt": "江苏省徐州市鼓楼区黄河南路1号"}] * 400
+
+    def listed(split):
+        texts = [qwen_tokenizer.decode([t for t in f["input_ids"] if t >= 0]) for f in split.features]
+        return [text.split("候选: ")[1].split("<|im_end|>")[0] for text in texts]
+
+    canonical = set(listed(encode_pairs(qwen_tokenizer, pairs[:3], 256, 384, "candidates")))
+    assert canonical == {"江苏省南京市鼓楼区 | 江苏省徐州市鼓楼区 | 福建省福州市鼓楼区 | 河南省开封市鼓楼区"}
+    shuffled = listed(encode_pairs(qwen_tokenizer, pairs, 256, 384, "candidates", seed=7, no_candidate_rate=0.1))
+    assert shuffled == listed(encode_pairs(qwen_tokenizer, pairs, 256, 384, "candidates", seed=7,
+                                           no_candidate_rate=0.1))  # seeded: the same every run
+    withheld = shuffled.count(NO_CANDIDATE)
+    assert 20 <= withheld <= 65, withheld  # 10% of 400 withheld (候选: 无): the model writes the answer itself
+    firsts = [line.split(" | ")[0] for line in shuffled if line != NO_CANDIDATE]
+    right_first = firsts.count("江苏省徐州市鼓楼区") / len(firsts)
+    assert 0.15 < right_first < 0.35, right_first  # 4 chains: the answer is listed first about 1 time in 4
+    assert len(set(firsts)) == 4
+    plain = encode_pairs(qwen_tokenizer, pairs[:3], 256, 384, "none", seed=7, no_candidate_rate=1.0)
+    assert "候选" not in qwen_tokenizer.decode(plain.features[0]["input_ids"])
+
+
 def test_batches_are_padded_to_their_longest_row_not_max_length():
     collator = PaddingCollator(pad_token_id=151643)
     batch = collator([{"input_ids": [1, 2, 3], "labels": [-100, 3, 4]}, {"input_ids": [5], "labels": [6]}])
@@ -234,6 +258,7 @@ def test_eval_accuracy_is_exact_match_of_greedy_generation(default_model_dir, lo
 # ---------------------------------------------------------------- options reach PaddleNLP
 
 
+@pytest.mark.slow
 def test_lora_options_and_neftune_reach_the_model(default_model_dir, dataset, tmp_path):
     import paddle
 
@@ -264,6 +289,7 @@ def read_jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
+@pytest.mark.slow
 def test_overwrite_replaces_a_finished_run_and_keeps_the_users_files(default_model_dir, dataset, tmp_path,
                                                                       monkeypatch):
     """configs/README.md: --overwrite deletes an output_dir's checkpoints and results and starts again; a file
@@ -296,6 +322,7 @@ def test_overwrite_replaces_a_finished_run_and_keeps_the_users_files(default_mod
     assert (output / "notes.txt").read_text(encoding="utf-8") == "my notes"
 
 
+@pytest.mark.slow
 def test_load_best_model_at_end_keeps_the_best_checkpoint_of_metrics_jsonl(default_model_dir, dataset, tmp_path):
     """metric_for_best_model + load_best_model_at_end: the best checkpoint by the logged metric survives
     save_total_limit and the final adapter is that checkpoint's, not the last step's."""
@@ -321,6 +348,7 @@ def test_load_best_model_at_end_keeps_the_best_checkpoint_of_metrics_jsonl(defau
     assert any(not np.array_equal(final[name], last[name]) for name in final if "lora_B" in name)
 
 
+@pytest.mark.slow
 def test_lora_training_writes_every_output_and_the_loss_falls(default_model_dir, dataset, tmp_path):
     output = tmp_path / "run"
     config = write_config(tmp_path, "run", base_config(
@@ -356,6 +384,7 @@ def test_lora_training_writes_every_output_and_the_loss_falls(default_model_dir,
     assert resolved["lora_alpha"] == 16.0 and resolved["max_steps"] == 24
 
 
+@pytest.mark.slow
 def test_full_finetuning_with_zero_padding(default_model_dir, dataset, tmp_path):
     output = tmp_path / "full"
     config = write_config(tmp_path, "full", base_config(default_model_dir, dataset, output, lora=False,
@@ -387,6 +416,7 @@ def adapter_weights(folder: Path) -> dict[str, np.ndarray]:
     return load_safetensors(folder.glob("peft_model*.safetensors"))
 
 
+@pytest.mark.slow
 def test_safetensors_everywhere_train_checkpoint_resume_merge_predict(default_model_dir, dataset, tmp_path, capsys):
     """The default layout writes no pickle: adapter and checkpoints are safetensors, the scheduler state JSON;
     a run resumed from such a checkpoint ends with the uninterrupted run's adapter; merge and predict read it."""
@@ -428,6 +458,7 @@ def test_safetensors_everywhere_train_checkpoint_resume_merge_predict(default_mo
     assert [str(path) for folder in (tmp_path, default_model_dir) for path in folder.rglob("*.pdparams")] == []
 
 
+@pytest.mark.slow
 def test_pickled_layout_only_on_request_and_its_checkpoints_resume_into_safetensors(
         default_model_dir, dataset, tmp_path, monkeypatch):
     """safe_serialization false writes PaddleNLP's older pickled layout; resuming from such a checkpoint warns
@@ -486,6 +517,7 @@ sys.exit(cli.main(sys.argv[1:]))
 """
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_to_the_same_adapter(default_model_dir, dataset, tmp_path):
     """SIGKILL after a checkpoint, resume: the adapter equals an uninterrupted run's (seed's unified checkpoints)."""
     command = [sys.executable, "-m", "address_completion", "train"]
@@ -528,6 +560,7 @@ def test_killed_run_resumes_to_the_same_adapter(default_model_dir, dataset, tmp_
     assert steps == sorted(steps) and len(steps) == len(set(steps))  # no duplicate records from the killed run
 
 
+@pytest.mark.slow
 def test_train_loss_after_resume_is_the_mean_over_every_step(default_model_dir, dataset, tmp_path):
     """A resumed 8-step run reported the resumed steps' loss sum divided by all 8 steps (about half the loss)."""
     output = tmp_path / "run"

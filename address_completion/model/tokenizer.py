@@ -44,7 +44,6 @@ BPE_FILE_SHA256 = {
 CACHE_LAYOUT_VERSION = 1  # bump when the cached files' content or format changes
 
 ENDOFTEXT = "<|endoftext|>"
-IM_START = "<|im_start|>"
 IM_END = "<|im_end|>"
 DEFAULT_SYSTEM_MESSAGE = "You are Qwen, created by Alibaba Cloud. You are a helpful assistant."
 
