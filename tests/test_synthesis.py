@@ -511,6 +511,11 @@ def test_cli_poi_addresses(tmp_path, capsys):
     assert len({record["tgt"] for record in records}) > 250  # a sample of distinct addresses, not one cycled
     provinces = {load_gazetteer().parse(record["tgt"]).province for record in records}
     assert len(provinces) > 20  # shuffled: the whole country, not the file's first provinces
+    # --num: the ambiguous share is of the pairs (addresses with an ambiguous county name drawn for them)
+    ambiguous = int(out.split("ambiguous (a division name of several readings): ")[1].split()[0])
+    assert 0.2 * 300 <= ambiguous <= 0.3 * 300
+    several = [record for record in records if len(candidate_chains(record["src"], load_gazetteer())) >= 2]
+    assert len(several) >= 0.15 * 300  # the model has a choice to learn on these
     again = tmp_path / "again.jsonl"
     assert main(["prepare", "--poi", "--num", "300", "--seed", "2", "--output", str(again)]) == 0
     assert again.read_bytes() == output.read_bytes()

