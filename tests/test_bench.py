@@ -246,3 +246,34 @@ def test_train_throughput_interleaved_smoke(capsys):
     rows = {line.split()[0]: line.split() for line in lines if line.startswith(("stock ", "lora_rank_scale "))}
     assert rows["stock"][2] == "(reference)" and float(rows["lora_rank_scale"][1]) > 0
     assert float(rows["lora_rank_scale"][2]) > 0  # the paired ratio's median
+
+
+def test_candidates_poi_arguments():
+    module = load("candidates")
+    args = module.parse_args(["--poi", "--sample", "50", "--seed", "3"])
+    assert args.poi and args.sample == 50 and args.seed == 3
+    for bad in (["--poi", "--split", "dev"], ["--poi", "--input", "a.jsonl"], ["--sample", "5"],
+                ["--poi", "--sample", "0"]):
+        with pytest.raises(SystemExit):
+            module.parse_args(bad)
+
+
+def test_candidates_bench_on_a_sample_of_real_addresses(capsys):
+    """--poi: the real POI addresses, each way of shortening measured, every miss classed."""
+    module = load("candidates")
+    assert module.main(["--poi", "--sample", "150", "--seed", "7", "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["addresses"] == 150 and summary["sample_seed"] == 7
+    assert list(summary["by_way"]) == ["drop_province", "drop_province_city", "county_short", "city_county_short"]
+    for way, row in summary["by_way"].items():
+        assert row["inputs"] + summary["not_applicable"][way] == 150
+        assert row["share_0"] + row["share_1"] + row["share_2_plus"] == pytest.approx(1.0)
+        misses = [miss for miss in summary["misses"] if miss["way"] == way]
+        assert sum(summary["miss_classes"][way].values()) == len(misses) == round((1 - row["recall"]) * row["inputs"])
+        assert row["top1"] <= row["recall"]
+    # the first look of issue 22: dropping the province (or province and city) leaves the answer among the candidates
+    assert summary["by_way"]["drop_province"]["recall"] > 0.95
+    assert summary["all"]["inputs"] == sum(row["inputs"] for row in summary["by_way"].values())
+    module.main(["--poi", "--sample", "150", "--seed", "7", "--misses", "3"])
+    table = capsys.readouterr().out
+    assert "36751 lines" in table and "county_short" in table and "no candidate" in table

@@ -263,6 +263,14 @@ def test_comments_are_ignored_and_resolved_config_loads_again(tmp_path, paths):
     assert again.extras == cfg.extras and again.model_args.lora_rank == cfg.model_args.lora_rank
 
 
+def test_no_candidate_rate_is_a_share(tmp_path, paths):
+    assert load(tmp_path, {**paths, "do_train": True}).extras["no_candidate_rate"] == 0.1
+    assert load(tmp_path, {**paths, "do_train": True}, ["--no_candidate_rate", "0"]).extras["no_candidate_rate"] == 0
+    for bad in (1.5, -0.1):
+        with pytest.raises(ConfigError, match="no_candidate_rate must be between 0 and 1"):
+            load(tmp_path, {**paths, "do_train": True, "no_candidate_rate": bad})
+
+
 def test_batches_are_length_grouped_and_padded_to_a_multiple_of_8_by_default(tmp_path, paths):
     cfg = load(tmp_path, {**paths, "do_train": True, "lora": True})
     assert cfg.extras["group_by_length"] is True and cfg.data_args.pad_to_multiple_of == 8

@@ -86,6 +86,10 @@ def base_config(test_file: Path, output_dir: Path, systems: list[dict], **settin
      r"systems\[1\].name: two systems are named 'oracle'"),
     (lambda c: c["systems"][0].update(name="my system"), r"systems\[0\].name: 'my system' must be"),
     (lambda c: c.update(test_file="/no/such/test.json"), r"test_file: /no/such/test.json not found"),
+    (lambda c: c["systems"][0].update(limit=0), r"systems\[0\].limit: expected an integer >= 1 \(or null for every "
+                                                r"test item\), got 0"),
+    (lambda c: c["systems"].append({"kind": "prior", "train_file": ""}),
+     r"systems\[1\].train_file: expected a non-empty string"),
     (lambda c: c.pop("systems"), r"missing 'systems'"),
 ])
 def test_config_errors_name_the_key(tmp_path, test_file, oracle_file, mutate, message):
@@ -225,6 +229,69 @@ def test_gazetteer_engine_and_abstentions_in_the_report(tmp_path, test_file):
     assert "83.3% [43.6–97.0] (5/6)" in markdown  # coverage with its Wilson interval
     cached = [json.loads(line) for line in (out / "predictions" / "hedging.jsonl").read_text("utf-8").splitlines()]
     assert [line["abstained"] for line in cached] == [False, True, False, False, False, False]
+
+
+CHOICES = [  # (input, answer): the gazetteer ranks 开封 / 北京 / 天津 first; the prompt lists 南京 / 北京 / 天津 first
+    ("鼓楼区黄河南路1号", "江苏省徐州市鼓楼区黄河南路1号"),
+    ("朝阳区建国路88号", "吉林省长春市朝阳区建国路88号"),
+    ("和平区中华路1号", "天津市和平区中华路1号"),
+    ("碑林区扬子江南路467-6号", "陕西省西安市碑林区扬子江南路467-6号"),  # one candidate: no choice
+    ("扬子江南路467-6号", "陕西省西安市碑林区扬子江南路467-6号"),  # no candidate
+]
+
+
+def test_model_vs_prior_and_city_frequency_on_items_with_two_candidates(tmp_path, capsys):
+    test = write_jsonl(tmp_path / "test.json", [{"src": PREFIX + src, "tgt": tgt} for src, tgt in CHOICES])
+    train = write_jsonl(tmp_path / "train.json", [  # 徐州 twice and 长春 once were the answers in training
+        {"src": "鼓楼区淮海路2号", "tgt": "江苏省徐州市鼓楼区淮海路2号"},
+        {"src": "徐州鼓楼区中山路3号", "tgt": "江苏省徐州市鼓楼区中山路3号"},
+        {"src": "朝阳区人民大街5号", "tgt": "吉林省长春市朝阳区人民大街5号"},
+        {"src": "天津和平区南京路6号", "tgt": "天津市和平区南京路6号"},
+        {"src": "鼓楼区中山路7号", "tgt": "福建省福州市鼓楼区中山路7号"},
+        {"src": "扬子江南路1号", "tgt": "陕西省西安市碑林区扬子江南路1号"}])  # no candidate: counts for nothing
+    first_listed = write_jsonl(tmp_path / "first.jsonl", [  # a model that copies the first listed candidate
+        {"prompt": PREFIX + src, "predict": answer} for (src, _), answer in zip(CHOICES, [
+            "江苏省南京市鼓楼区黄河南路1号", "北京市朝阳区建国路88号", "天津市和平区中华路1号", CHOICES[3][1],
+            CHOICES[4][0]])])
+    out = tmp_path / "out"
+    config = base_config(test, out, [{"kind": "prior"}, {"kind": "prior", "train_file": str(train)},
+                                     {"name": "copies-first", "kind": "predictions", "path": str(first_listed)},
+                                     {"name": "prior-first-two", "kind": "prior", "limit": 2}])
+    report = run(tmp_path, config)
+    limited = report["systems"].pop()  # a system's own limit: it answers the first two items only
+    assert (limited["limit"], limited["metrics"]["exact"]["total"], limited["metrics"]["versus_prior"]["items"]) == (
+        2, 2, 2)
+    assert len((out / "predictions" / "prior-first-two.jsonl").read_text("utf-8").splitlines()) == 2
+    assert report["test_set"]["choices"] == {"ambiguous": 3, "answer_among_candidates": 3, "prior_right": 1,
+                                             "listed_first": 1}
+    prior, frequency, copier = report["systems"]
+    assert (prior["name"], frequency["name"]) == ("prior", "city-frequency")
+    lines = [json.loads(line) for line in (out / "predictions" / "prior.jsonl").read_text("utf-8").splitlines()]
+    assert [line["predict"] for line in lines] == [
+        "河南省开封市鼓楼区黄河南路1号", "北京市朝阳区建国路88号", "天津市和平区中华路1号", CHOICES[3][1], CHOICES[4][0]]
+    assert lines[4]["abstained"] and not lines[0]["abstained"]
+
+    def counts(entry, key):
+        rate = entry["metrics"]["versus_prior"][key]
+        return rate["count"], rate["total"]
+
+    assert [counts(prior, key) for key in ("exact", "prior_wrong", "listed_first", "not_listed_first")] == [
+        (1, 3), (0, 2), (1, 1), (0, 2)]
+    assert [counts(frequency, key) for key in ("exact", "prior_wrong", "listed_first", "not_listed_first")] == [
+        (3, 3), (2, 2), (1, 1), (2, 2)]
+    assert [counts(copier, key) for key in ("exact", "prior_wrong", "listed_first", "not_listed_first")] == [
+        (1, 3), (0, 2), (1, 1), (0, 2)]  # position bias: right only where the answer is listed first
+    markdown = (out / "report.md").read_text(encoding="utf-8")
+    assert "## Model vs prior (inputs with ≥ 2 candidates)" in markdown
+    assert "3 test items have two or more candidates; the answer is one of them for 3, the gazetteer ranks it " \
+           "first (the prior is right) for 1, and the prompt, which lists candidates by division code, lists it " \
+           "first for 1." in markdown
+    assert "| city-frequency | prior | 100.0% [43.9–100.0] (3/3) | 100.0% [34.2–100.0] (2/2) |" in markdown
+    assert "| prior-first-two (first 2 items) | prior | 0.0% [0.0–65.8] (0/2) |" in markdown
+    capsys.readouterr()
+    assert cli.main(["evaluate", str(write_config(tmp_path / "eval.yaml", config)), "--force"]) == 0
+    assert "≥2 candidates: exact 33.3% [6.1–79.2] (1/3)  where the prior is wrong 0.0% [0.0–65.8] (0/2)" in \
+        capsys.readouterr().out
 
 
 class EchoSystem(System):

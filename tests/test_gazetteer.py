@@ -203,7 +203,8 @@ def test_zone_after_a_short_name_without_context_is_no_division(gaz):
     parsed = gaz.parse("滨江新区桃园新城26号楼2单元")
     assert parsed.chain is None and parsed.names() == [] and parsed.valid_chain
     assert gaz.parse("杭州萧山经济技术开发区建设一路1号").chain.text() == "浙江省杭州市萧山区"
-    assert gaz.parse("萧山经济技术开发区建设一路1号").chain is None
+    # a zone *of* a county (开发区, 高新区, 园区) is read as that county (issue 22 item 5)
+    assert gaz.parse("萧山经济技术开发区建设一路1号").chain.text() == "浙江省杭州市萧山区"
     city_zone = gaz.parse("苏州工业园区星湖街328号")  # a city's own zone keeps its city
     assert city_zone.chain.text() == "江苏省苏州市" and city_zone.rest == "工业园区星湖街328号"
 
@@ -380,3 +381,29 @@ def test_repeated_short_name_with_separators_parses(gaz):
     parsed = gaz.parse("西安,西安,碑林区1号")
     assert parsed.chain is not None and parsed.chain.text() == "陕西省西安市碑林区"
     assert parsed.rest == "1号"
+
+
+@pytest.mark.parametrize("address, chain, rest", [
+    ("鄞州站前路1号", "浙江省宁波市鄞州区", "站前路1号"),  # 站前路 is the street, not 鄞州站
+    ("江宁开发区胜太路1号", "江苏省南京市江宁区", "开发区胜太路1号"),  # a zone of 江宁
+    ("鄞州市心路1号", "浙江省宁波市鄞州区", "市心路1号"),  # no 鄞州市 ever: 市 starts the street
+    ("旬阳县城关镇1号", "陕西省安康市旬阳市城关镇", "1号"),  # 旬阳县 + 城关镇, not 旬阳 + 县城关镇
+])
+def test_short_names_before_street_zone_and_suffix_words_are_read(gaz, address, chain, rest):
+    """Issue 22 item 5, as parse() reads it."""
+    parsed = gaz.parse(address)
+    assert parsed.valid_chain and parsed.chain.text() == chain and parsed.rest == rest
+
+
+@pytest.mark.parametrize("address, chain, rest", [
+    ("湖北省省直辖县级行政区划天门市竟陵街道东湖路2号", "湖北省天门市竟陵街道", "东湖路2号"),
+    ("新疆维吾尔自治区自治区直辖县级行政区划五家渠市青湖路街道长征西街8号", "新疆维吾尔自治区五家渠市青湖路街道",
+     "长征西街8号"),
+    ("北京市市辖区朝阳区建国路88号", "北京市朝阳区", "建国路88号"),
+    ("北京市市辖区建国路1号", "北京市", "建国路1号"),
+    ("重庆市县巫山县1号", "重庆市巫山县", "1号"),
+])
+def test_parse_steps_over_placeholder_levels(gaz, address, chain, rest):
+    """Issue 22 item 4, as parse() reads it."""
+    parsed = gaz.parse(address)
+    assert parsed.valid_chain and parsed.chain.text() == chain and parsed.rest == rest

@@ -46,7 +46,52 @@ def texts(address, **kwargs):
     ("广州市白云区白云山1号", ["广东省广州市白云区白云山1号"]),  # 白云山 is a place, not 白云区 again
 ])
 def test_candidate_for_each_kind_of_input(address, expected):
-    assert texts(address) == expected
+    """detail: clean — the earlier folding (NFKC, separators and repeated names after the chain dropped)."""
+    assert texts(address, detail="clean") == expected
+
+
+@pytest.mark.parametrize("address, expected", [
+    # the issue's inputs: a repeated run after a complete chain and a `_` after the names are detail
+    ("陕西省西安市碑林区陕西省西安市碑林区扬子江南路1号", ["陕西省西安市碑林区陕西省西安市碑林区扬子江南路1号"]),
+    ("碑林区_扬子江南路1号", ["陕西省西安市碑林区_扬子江南路1号"]),
+    ("西安市碑林区陕西省西安市碑林区扬子江南路1号", ["陕西省西安市碑林区陕西省西安市碑林区扬子江南路1号"]),  # 陕西省 starts it
+    ("碑林区碑林区扬子江南路1号", ["陕西省西安市碑林区碑林区扬子江南路1号"]),
+    ("陕西省西安市碑林区陕西省西安市碑林区张家村街道1号", ["陕西省西安市碑林区陕西省西安市碑林区张家村街道1号"]),
+    ("杭洲市西湖区杭州市西湖区文三路1号", ["浙江省杭州市西湖区杭州市西湖区文三路1号"]),  # after a repaired typo too
+    ("浙江省 织里镇 吴兴区织里镇织纺路731号", ["浙江省湖州市吴兴区织里镇 吴兴区织里镇织纺路731号"]),  # 织里镇 written again
+    # spaces, separators, brackets and full-width characters after the names, as typed
+    ("碑林区 扬子江南路1号", ["陕西省西安市碑林区 扬子江南路1号"]),
+    ("陕西省-西安市-碑林区-扬子江南路1号", ["陕西省西安市碑林区-扬子江南路1号"]),  # separators between names: the run's
+    ("中国 陕西省, 西安市 碑林区 扬子江南路１２号", ["陕西省西安市碑林区 扬子江南路１２号"]),
+    ("碑林区，扬子江南路1号", ["陕西省西安市碑林区，扬子江南路1号"]),
+    ("碑林区（东门）1号", ["陕西省西安市碑林区（东门）1号"]),
+    ("西安市碑林区 [扬子江南路1号]", ["陕西省西安市碑林区 [扬子江南路1号]"]),
+    ("朝阳区[]建国路88号", ["北京市朝阳区[]建国路88号", "吉林省长春市朝阳区[]建国路88号"]),
+    ("碑林区扬子江南路1号 Room 502", ["陕西省西安市碑林区扬子江南路1号 Room 502"]),
+    ("  碑林区扬子江南路1号 \n", ["陕西省西安市碑林区扬子江南路1号"]),  # the input's outer whitespace is not detail
+    # what precedes the run (a label, a tag, an emoji, 中国, a postal code) is not detail: dropped
+    ("收货地址：【加急】碑林区扬子江南路1号", ["陕西省西安市碑林区扬子江南路1号"]),
+    ("🏠 710001 碑林区_1号", ["陕西省西安市碑林区_1号"]),
+    # a bracket pair opened before the detail is not the detail's: neither half is kept
+    ("西安市(碑林区1号)", ["陕西省西安市碑林区1号"]),
+    ("西安市(碑林区) 1号", ["陕西省西安市碑林区 1号"]),
+    ("(北京市朝阳区建国路88号)", ["北京市朝阳区建国路88号"]),
+    # a stutter before the chain is complete, and names written in another order, are the run's
+    ("陕西省陕西省西安市碑林区1号", ["陕西省西安市碑林区1号"]),
+    ("西安市西安市碑林区1号", ["陕西省西安市碑林区1号"]),
+    ("北京北京市朝阳区1号", ["北京市朝阳区1号"]),
+    ("北京市北京市朝阳区1号", ["北京市朝阳区1号"]),
+    ("法门镇扶风县法门寺", ["陕西省宝鸡市扶风县法门镇法门寺"]),
+    ("朝阳区北京市建国路1号", ["北京市朝阳区建国路1号"]),
+    ("廣東省東莞市長安鎮振安路1號", ["广东省东莞市长安镇振安路1號"]),
+])
+def test_verbatim_detail_keeps_every_character_after_the_run(address, expected):
+    assert texts(address) == expected == texts(address, detail="verbatim")
+
+
+def test_unknown_detail_setting_is_refused():
+    with pytest.raises(ValueError, match="detail must be one of verbatim, clean"):
+        completion_candidates("碑林区1号", detail="folded")
 
 
 @pytest.mark.parametrize("address, expected, rest", [
@@ -57,7 +102,7 @@ def test_candidate_for_each_kind_of_input(address, expected):
     ("碑林区【】（）1号", ["陕西省西安市碑林区1号"], "1号"),
 ])
 def test_no_unopened_closing_bracket_is_left_at_the_end(address, expected, rest):
-    assert texts(address) == expected
+    assert texts(address, detail="clean") == expected
     assert load_gazetteer().parse(address).rest == rest
 
 
@@ -177,3 +222,59 @@ def test_a_bracket_around_a_division_is_not_a_tag():
     """[朝阳区] names the district (both chains stay), 【】 and a bare label leave nothing to read."""
     assert [c.chain.county.name for c in completion_candidates("[朝阳区]建国路88号")] == ["朝阳区", "朝阳区"]
     assert texts("【】") == texts("地址：") == texts("100000") == []
+
+
+@pytest.mark.parametrize("address, expected", [
+    # a place word that starts a street's own name (站前路, 港口路, 桥头路) is no street after the short name
+    ("鄞州站前路1号", ["浙江省宁波市鄞州区站前路1号"]),
+    ("萧山港口路1号", ["浙江省杭州市萧山区港口路1号"]),
+    ("海曙桥头路1号", ["浙江省宁波市海曙区桥头路1号"]),
+    ("西安路1号", []),  # the short name is the street's own name
+    ("鄞州站1号", []),  # a station named after the district
+    # a zone *of* the county (开发区, 高新区, 园区) is read as that county
+    ("江宁开发区胜太路1号", ["江苏省南京市江宁区开发区胜太路1号"]),
+    ("萧山经济技术开发区建设一路1号", ["浙江省杭州市萧山区经济技术开发区建设一路1号"]),
+    ("江宁高新区1号", ["江苏省南京市江宁区高新区1号"]),
+    ("鄞州工业园区1号", ["浙江省宁波市鄞州区工业园区1号"]),
+    ("滨江新区1号", []),  # an area named in its own right still needs a city to place it
+    # a suffix character the division never had starts the street (市心路, 县前街)
+    ("鄞州市心路1号", ["浙江省宁波市鄞州区市心路1号"]),
+    ("碑林县前街1号", ["陕西省西安市碑林区县前街1号"]),
+    ("台州市玉环县xx路1号", ["浙江省台州市玉环市xx路1号"]),  # 玉环县 is a suffix: its name until 2017
+    ("碑林市场1号", ["陕西省西安市碑林区市场1号"]),  # 市场 is a word of the detail
+    # a former 县 suffix followed by a town's name is the suffix, not 县城 of the detail
+    ("旬阳县城关镇1号", ["陕西省安康市旬阳市城关镇1号"]),
+    ("北票县城关街道1号", ["辽宁省朝阳市北票市城关街道1号"]),
+    ("庄河县城山镇1号", ["辽宁省大连市庄河市城山镇1号"]),
+])
+def test_short_names_read_before_street_zone_and_suffix_words(address, expected):
+    """Issue 22 item 5: the guards around short names misfired (no candidate, or a mangled one)."""
+    assert texts(address) == expected
+
+
+@pytest.mark.parametrize("address, expected", [
+    ("湖北省省直辖县级行政区划天门市竟陵街道东湖路2号", "湖北省天门市竟陵街道东湖路2号"),
+    ("新疆维吾尔自治区自治区直辖县级行政区划五家渠市青湖路街道长征西街8号", "新疆维吾尔自治区五家渠市青湖路街道长征西街8号"),
+    ("湖北省直辖县级行政区划仙桃市1号", "湖北省仙桃市1号"),  # one 省 for both
+    ("河南省省直辖县级行政单位济源市1号", "河南省济源市1号"),
+    ("湖北省直辖县级市潜江市1号", "湖北省潜江市1号"),  # short forms
+    ("海南省省直辖县五指山市1号", "海南省五指山市1号"),
+    ("湖北省 省直辖县级行政区划 天门市1号", "湖北省天门市1号"),  # between separators
+    ("省直辖县级行政区划天门市1号", "湖北省天门市1号"),  # at the start of the run
+    ("新疆自治区直辖县级行政区划石河子市北京路1号", "新疆维吾尔自治区石河子市北京路1号"),
+    ("北京市市辖区朝阳区建国路88号", "北京市朝阳区建国路88号"),  # 市辖区 of a municipality
+    ("广东省深圳市市辖区南山区1号", "广东省深圳市南山区1号"),  # ... and of a city
+    ("北京市市辖区建国路1号", "北京市建国路1号"),  # the last name of the run: not the detail's either
+    ("重庆市县巫山县1号", "重庆市巫山县1号"),  # 县 as a city level
+])
+def test_placeholder_levels_are_stepped_over(address, expected):
+    """Issue 22 item 4: statistics-table placeholders are part of the division run, never kept."""
+    assert texts(address)[0] == expected
+
+
+@pytest.mark.parametrize("address, expected", [
+    ("陕西省西安市县前街1号", ["陕西省西安市县前街1号"]),  # a lone 县 before no division name is the detail's
+    ("县前街1号", []),
+])
+def test_a_lone_county_character_is_a_placeholder_only_before_a_division(address, expected):
+    assert texts(address) == expected

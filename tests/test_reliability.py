@@ -5,6 +5,7 @@ code or HTTP status given, a one-line message naming the culprit, no traceback, 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import urllib.error
 import urllib.request
@@ -141,6 +142,9 @@ def world(default_model_dir, lora_adapter_dir, tmp_path_factory) -> dict[str, st
     eval_config("eval_typo", f"test_file: {data / 'dev.json'}\noutput_dir: {root / 'eval'}\nsystem:\n  - kind: paddle\n")
     base_system_eval("eval_missing_test", root / "no-such-test.json", root / "eval")
     config("bad_trainable", trainable_modules=[".*embed_tokenz.*"])
+    config("locked", output_dir=str(root / "locked"))
+    base_system_eval("eval_locked", data / "dev.json", root / "locked")
+    paths["locked"] = root / "locked"
     return {name: str(path) for name, path in paths.items()}
 
 
@@ -448,7 +452,231 @@ def test_server_refuses_bad_requests(case, http_server):
     assert ok_status == 200 and len(answer["results"]) == 1
 
 
+ALL_CASES = lambda: [*CLI_CASES, *HTTP_CASES, *LOCK_CASES]  # noqa: E731  (every table, defined below too)
+
+
 def test_the_catalogue_is_large_enough():
-    assert len(CLI_CASES) + len(HTTP_CASES) >= 60
-    assert len({case.name for case in CLI_CASES} | {case.name for case in HTTP_CASES}) == \
-        len(CLI_CASES) + len(HTTP_CASES)
+    cases = ALL_CASES()
+    assert len(cases) >= 60
+    assert len({case.name for case in cases}) == len(cases)
+
+
+# ---------------------------------------------------------------- one run per output (issue 23 item 1)
+
+
+LOCK_CASES = [
+    Case("train-output-in-use", ("train", "{config_locked}"), ("output_dir {locked} is being written",)),
+    Case("merge-output-in-use", ("merge", "--model_name_or_path", "{base}", "--lora_path", "{adapter}",
+                                 "--output_path", "{locked}"), ("--output_path {locked} is being written",)),
+    Case("merge-hf-output-in-use", ("merge", "--model_name_or_path", "{base}", "--lora_path", "{adapter}",
+                                    "--output_path", "{locked}", "--format", "hf"),
+         ("--output_path {locked} is being written",)),
+    Case("export-output-in-use", ("export", "--model", "{base}", "--output", "{locked}", "--format", "hf"),
+         ("--output {locked} is being written",)),
+    Case("prepare-output-in-use", ("prepare", "--num", "5", "--output", "{locked}"),
+         ("--output {locked} is being written",)),
+    Case("split-output-in-use", ("split", "{good_jsonl}", "--output", "{locked}"),
+         ("--output {locked} is being written",)),
+    Case("predict-output-in-use", ("predict", "--model", "{base}", ADDRESS, "--output", "{locked}"),
+         ("--output {locked} is being written",)),
+    Case("evaluate-output-in-use", ("evaluate", "{eval_locked}"), ("output_dir {locked} is being written",)),
+    Case("build-model-output-in-use", ("build-model", "--output", "{locked}"), ("--output {locked} is being written",)),
+]
+
+
+@pytest.mark.parametrize("case", LOCK_CASES, ids=[case.name for case in LOCK_CASES])
+def test_an_output_in_use_is_refused_at_once(case, world, capsys):
+    """While another process writes an output (here: this one, holding the lock), every command that would
+    write it stops at once with one line naming the output and the process."""
+    import os
+
+    from address_completion.data import dataio
+
+    with dataio.output_lock(world["locked"], "--output"):
+        test_cli_refuses_bad_input(Case(case.name, case.argv, (*case.words, f"(pid {os.getpid()}")), world, capsys)
+    assert not Path(world["locked"]).exists() and not dataio.lock_path(world["locked"]).exists()
+
+
+def test_a_killed_holder_never_blocks_and_a_lock_file_is_never_left(tmp_path):
+    """The lock dies with its process (flock), and a released lock leaves no file nor the folders it made."""
+    import subprocess
+    import sys
+
+    from address_completion.data import dataio
+
+    output = tmp_path / "made" / "for" / "out.jsonl"
+    killed = subprocess.run([sys.executable, "-c", "import os, sys\nfrom address_completion.data import dataio\n"
+                             f"with dataio.output_lock({str(output)!r}): os._exit(9)"], timeout=120)
+    assert killed.returncode == 9 and dataio.lock_path(output).exists()  # a stale file, unlocked
+    with dataio.output_lock(output) as lock:
+        assert lock.read_text(encoding="ascii") == f"{os.getpid()}\n"
+    assert not dataio.lock_path(output).exists()
+    with dataio.output_lock(tmp_path / "new" / "folder" / "out"):
+        assert (tmp_path / "new" / "folder" / ".out.lock").is_file()
+    assert not (tmp_path / "new").exists()
+
+
+PAUSED_AFTER_FIRST_STEP = """
+import os, signal, sys
+from address_completion import cli
+from address_completion.training import train
+
+def make_trainer(*args, **kwargs):
+    from paddlenlp.trainer import TrainerCallback
+
+    class PauseAfterFirstStep(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step == 1:
+                os.kill(os.getpid(), signal.SIGSTOP)
+
+    trainer = original(*args, **kwargs)
+    trainer.add_callback(PauseAfterFirstStep())
+    return trainer
+
+original, train.make_trainer = train.make_trainer, make_trainer
+sys.exit(cli.main(sys.argv[1:]))
+"""
+
+
+def test_two_trainings_into_one_folder_exactly_one_runs(world, tmp_path):
+    """The issue's case: two trainings into one new output_dir. The first (paused mid-run) holds the folder; the
+    second exits 2 at once naming the folder and the first's pid; the first ends with its own result."""
+    import signal
+    import subprocess
+    import sys
+
+    from conftest import wait_until_paused
+
+    output = tmp_path / "run"
+    config = tmp_path / "train.json"
+    config.write_text(json.dumps({**json.loads(Path(world["config_locked"]).read_text(encoding="utf-8")),
+                                  "output_dir": str(output), "max_steps": 2}), encoding="utf-8")
+    first = subprocess.Popen([sys.executable, "-c", PAUSED_AFTER_FIRST_STEP, "train", str(config)],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_until_paused(first)
+        second = subprocess.run([sys.executable, "-m", "address_completion", "train", str(config)],
+                                capture_output=True, text=True, timeout=600)
+        assert second.returncode == 2, second.stderr
+        [line] = second.stderr.strip().splitlines()
+        assert line.startswith(f"error: output_dir {output} is being written by another run (pid {first.pid}: "
+                               f"{sys.executable} -c ") and line.endswith("; wait for it to end, or choose another "
+                                                                           "output"), line
+        first.send_signal(signal.SIGCONT)
+        out, err = first.communicate(timeout=600)
+    finally:
+        if first.poll() is None:
+            first.kill()
+            first.wait(timeout=60)
+    assert first.returncode == 0, err
+    summary = json.loads((output / "summary.json").read_text(encoding="utf-8"))
+    assert summary["global_step"] == 2 and not dataio_lock_exists(output)
+
+
+def dataio_lock_exists(path: Path) -> bool:
+    from address_completion.data import dataio
+
+    return dataio.lock_path(path).exists()
+
+
+# ---------------------------------------------------------------- resume after the final checkpoint (item 2)
+
+
+def checksums(folder: Path) -> dict[str, str]:
+    import hashlib
+
+    return {str(path.relative_to(folder)): hashlib.sha256(path.read_bytes()).hexdigest()
+            for path in sorted(folder.rglob("*")) if path.is_file()}
+
+
+def test_resume_after_the_final_checkpoint_trains_nothing(world, tmp_path, capsys):
+    """`train --resume` on a finished run: "nothing to do", every file unchanged. Killed while writing its final
+    adapter (summary missing, adapter gone, safetensors' .tmpXXXXXX left): the result is written from the last
+    checkpoint without a step 3/2, and the leftover is removed."""
+    from safetensors.numpy import load_file
+
+    output = tmp_path / "run"
+    config = tmp_path / "train.json"
+    config.write_text(json.dumps({**json.loads(Path(world["config_locked"]).read_text(encoding="utf-8")),
+                                  "output_dir": str(output), "max_steps": 2, "save_strategy": "steps",
+                                  "save_steps": 2, "lr_scheduler_type": "constant", "logging_steps": 1,
+                                  "load_best_model_at_end": False}), encoding="utf-8")
+    assert main(["train", str(config)]) == 0
+    assert (output / "checkpoint-2").is_dir()
+    finished = checksums(output)
+    adapter = load_file(str(output / ADAPTER_SHARD))
+    capsys.readouterr()
+
+    assert main(["train", str(config), "--resume"]) == 0
+    assert "nothing to do" in capsys.readouterr().out
+    assert checksums(output) == finished
+
+    (output / "summary.json").unlink()  # killed while writing the final adapter: the summary comes after it
+    (output / ADAPTER_SHARD).unlink()
+    (output / ".tmpAb3xZ9").write_bytes(b"half an adapter")
+    assert main(["train", str(config), "--resume"]) == 0, capsys.readouterr().err
+    assert not (output / ".tmpAb3xZ9").exists()
+    summary = json.loads((output / "summary.json").read_text(encoding="utf-8"))
+    assert summary["global_step"] == 2
+    steps = [json.loads(line)["step"] for line in (output / "metrics.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert max(steps) == 2
+    resumed = load_file(str(output / ADAPTER_SHARD))
+    assert resumed.keys() == adapter.keys()
+    for name in adapter:
+        assert (resumed[name] == adapter[name]).all(), name
+
+
+# ---------------------------------------------------------------- SIGTERM under load (item 3)
+
+
+def test_sigterm_with_200_requests_in_flight_answers_each_or_503(default_model_dir, start_server):
+    """The issue's case: 200 requests in flight, SIGTERM, --shutdown-timeout 1. Each request gets its answer or
+    OpenAI's JSON 503 "server shutting down"; no plain-text 500, no traceback, at most one log line per cut
+    request, the batching worker does not crash, exit 0."""
+    import http.client
+    import signal
+    import threading
+
+    server = start_server("--model", str(default_model_dir), "--port", "0", "--shutdown-timeout", "1",
+                          "--max-batch-size", "1", "--decoding", "free", "--max_new_tokens", "32", "--debug")
+    host, port = "127.0.0.1", server.port
+    results: list[tuple[int, str, bytes]] = []
+    lock = threading.Lock()
+
+    def ask(index: int) -> None:
+        connection = http.client.HTTPConnection(host, port, timeout=300)
+        try:
+            connection.request("POST", "/v1/complete", body=json.dumps({"addresses": [f"{ADDRESS}{index}"]}),
+                               headers={"Content-Type": "application/json"})
+            response = connection.getresponse()
+            outcome = (response.status, response.getheader("Content-Type") or "", response.read())
+        except OSError as error:
+            outcome = (0, type(error).__name__, str(error).encode())
+        finally:
+            connection.close()
+        with lock:
+            results.append(outcome)
+
+    threads = [threading.Thread(target=ask, args=(index,)) for index in range(200)]
+    for thread in threads:
+        thread.start()
+    for _ in range(200):  # every request has reached the batching queue (the worker logs each at debug level)
+        server.stderr.wait_for(r"queued 1 address")
+    server.process.send_signal(signal.SIGTERM)
+    for thread in threads:
+        thread.join(timeout=300)
+    code = server.process.wait(timeout=300)
+    log = server.stderr.read_to_end()
+    assert code == 0, log[-3000:]
+    assert len(results) == 200
+    answered = [body for status, _, body in results if status == 200]
+    cut = [body for status, _, body in results if status == 503]
+    assert len(answered) + len(cut) == 200, [outcome for outcome in results if outcome[0] not in (200, 503)][:3]
+    assert all(kind.startswith("application/json") for _, kind, _ in results)
+    for body in cut:
+        error = json.loads(body)["error"]
+        assert error["message"].startswith("server shutting down") and error["code"] == "server_shutting_down"
+    assert cut, "the shutdown timeout cut no request: the test did not test the cut"
+    for word in ("Traceback", "CancelledError", "InvalidStateError", "Exception in ASGI", "Cancel "):
+        assert word not in log, log[-3000:]
+    assert sum(" 503 " in line for line in log.splitlines()) <= len(cut)

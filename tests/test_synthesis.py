@@ -14,7 +14,7 @@ import pytest
 
 from address_completion import DEFAULT_PROMPT_PREFIX
 from address_completion.cli import main
-from address_completion.data.gazetteer import load_gazetteer
+from address_completion.data.gazetteer import completion_candidates, load_gazetteer
 from address_completion.data.prompt import strip_prefix
 from address_completion.data.synthesis import (FULL_KIND, HOMOPHONES, INPUT_CLASSES, NOISE_WEIGHTS, Settings,
                                           chain_levels, input_class, make_example, resolves_uniquely,
@@ -31,6 +31,11 @@ def gazetteer():
 @pytest.fixture(scope="module")
 def examples(gazetteer):
     return synthesize_examples(SAMPLE_SIZE, seed=11, gazetteer=gazetteer)
+
+
+@pytest.fixture(scope="module")
+def clean_examples(gazetteer):
+    return synthesize_examples(SAMPLE_SIZE, seed=11, gazetteer=gazetteer, detail="clean")
 
 
 def address_of(src: str) -> str:
@@ -53,6 +58,7 @@ def chain_for_name(gazetteer, name: str, **within):
 
 
 def examples_for(gazetteer, chain, rest="建设路12号", count=300, seed=0, **settings):
+    settings.setdefault("detail", "clean")  # these tests state the folded targets; verbatim ones say so
     rng = random.Random(seed)
     return [make_example(rng, gazetteer, chain, rest, Settings(**settings)) for _ in range(count)]
 
@@ -101,19 +107,49 @@ def test_bad_rates_are_rejected(gazetteer):
 # ------------------------------------------------------------------ targets
 
 
-def test_every_target_parses_to_its_chain_and_rest(gazetteer, examples):
-    for example in examples:
+def test_every_target_parses_to_its_chain_and_rest(gazetteer, examples, clean_examples):
+    for example in examples + clean_examples:
         parsed = gazetteer.parse(example.tgt)
         assert parsed.valid_chain and parsed.chain is not None, example.tgt
         assert example.tgt.startswith(parsed.chain.text())
         assert parsed.chain.deepest.code == example.chain.deepest.code
         assert example.tgt == example.chain.text() + example.rest
-        assert parsed.rest == example.rest
+    for example in clean_examples:
+        assert gazetteer.parse(example.tgt).rest == example.rest
 
 
-def test_source_ends_with_the_same_rest(examples):
-    for example in examples:
+def test_source_ends_with_the_same_rest(examples, clean_examples):
+    for example in clean_examples:
         assert denoised(example.src).endswith(example.rest), (example.src, example.rest)
+    for example in examples:  # verbatim: exactly as written, a separator and full-width digits included
+        assert address_of(example.src).endswith(example.rest), (example.src, example.rest)
+
+
+@pytest.mark.parametrize("detail", ["verbatim", "clean"])
+def test_every_target_is_what_candidate_generation_answers_in_the_same_mode(gazetteer, examples, clean_examples,
+                                                                            detail):
+    """prepare and the constrained candidates follow one detail setting: the target is a candidate of its src in
+    the same mode, for the same inputs in both modes (a typo the scan cannot repair misses in both)."""
+    hits = {}
+    for mode, sample in (("verbatim", examples), ("clean", clean_examples)):
+        hits[mode] = [example.tgt in [c.text for c in completion_candidates(address_of(example.src), gazetteer,
+                                                                             detail=mode)] for example in sample]
+    assert [e.src for e in examples] == [e.src for e in clean_examples]
+    assert hits[detail] == hits["clean"]
+    assert sum(hits[detail]) / len(examples) >= 0.995
+
+
+def test_verbatim_targets_keep_the_separator_and_full_width_digits(gazetteer):
+    xian = chain_for_name(gazetteer, "碑林区")
+    noisy = examples_for(gazetteer, xian, rest="扬子江南路12号", count=300, noise_rate=1.0, full_rate=0.0,
+                         detail="verbatim")
+    separated = [e for e in noisy if "separator" in e.noise and "fullwidth_digits" in e.noise]
+    assert separated
+    for example in separated:
+        assert example.tgt[len("陕西省西安市碑林区")] in " ,，-、" and example.tgt.endswith("扬子江南路１２号")
+    clean = examples_for(gazetteer, xian, rest="扬子江南路12号", count=300, noise_rate=1.0, full_rate=0.0,
+                         detail="clean")
+    assert {e.tgt for e in clean} == {"陕西省西安市碑林区扬子江南路12号"}
 
 
 def test_no_lower_level_invented(gazetteer, examples):
@@ -126,8 +162,8 @@ def test_no_lower_level_invented(gazetteer, examples):
             assert gazetteer.parse(source).town is None, example.src
 
 
-def test_targets_are_clean(examples):
-    for example in examples:
+def test_targets_are_clean(clean_examples):
+    for example in clean_examples:
         assert example.tgt == unicodedata.normalize("NFKC", example.tgt)
         assert not example.tgt.startswith("中国")
         assert not any(char in example.tgt for char in " ,，、")
@@ -152,8 +188,8 @@ def test_shortening_kinds_all_occur(examples):
 # ------------------------------------------------------------------ ambiguity
 
 
-def test_short_forms_resolve_to_exactly_their_chain(gazetteer, examples):
-    for example in examples:
+def test_short_forms_resolve_to_exactly_their_chain(gazetteer, clean_examples):
+    for example in clean_examples:
         if example.kind == FULL_KIND:
             assert not example.written
             continue
@@ -288,7 +324,7 @@ def test_no_noise_when_rate_is_zero(gazetteer):
 
 
 def test_noise_shapes(gazetteer):
-    noisy = synthesize_examples(400, seed=4, noise_rate=1.0, full_rate=0.0, gazetteer=gazetteer)
+    noisy = synthesize_examples(400, seed=4, noise_rate=1.0, full_rate=0.0, gazetteer=gazetteer, detail="clean")
     for example in noisy:
         text = address_of(example.src)
         if "leading_china" in example.noise:
@@ -434,7 +470,7 @@ def test_cli_input_text_and_csv(tmp_path, capsys):
 
 
 def test_input_class_of_a_lone_ambiguous_county():
-    from address_completion.data.gazetteer import load_gazetteer
+    from address_completion.data.gazetteer import completion_candidates, load_gazetteer
     from address_completion.data.synthesis import input_class
 
     gazetteer = load_gazetteer()
@@ -444,7 +480,7 @@ def test_input_class_of_a_lone_ambiguous_county():
 
 
 def test_input_class_of_a_full_address_in_brackets():
-    from address_completion.data.gazetteer import load_gazetteer
+    from address_completion.data.gazetteer import completion_candidates, load_gazetteer
     from address_completion.data.synthesis import input_class
 
     gazetteer = load_gazetteer()  # parse drops the closing bracket after the detail: the rest is no suffix
@@ -479,3 +515,28 @@ def test_prepare_into_a_folder_suggests_a_pair_file(tmp_path, capsys):
     assert main(["prepare", "--num", "5", "--output", str(tmp_path)]) == 2
     assert capsys.readouterr().err.strip() == (f"error: --output {tmp_path} is a folder; name a file to write "
                                                f"(e.g. {tmp_path / 'pairs.jsonl'})")
+
+
+@pytest.mark.parametrize("address", ["陕西省西安市碑林区_扬子江南路1号", "陕西省西安市碑林区陕西省西安市碑林区扬子江南路1号",
+                                     "陕西省西安市碑林区 (扬子江南路1号)"])
+def test_shorten_addresses_keeps_the_written_detail_verbatim(gazetteer, address):
+    """prepare --input: the target is the user's own full address, its detail as typed (a `_`, a repeated run,
+    a space and brackets after the names); clean folds it as before."""
+    verbatim = shorten_addresses([address], seed=3, num=30, noise_rate=0.0, full_rate=0.0, gazetteer=gazetteer)
+    assert {example.tgt for example in verbatim.examples} == {address}
+    for example in verbatim.examples:
+        assert address_of(example.src).endswith(address[len("陕西省西安市碑林区"):])
+        assert address in [c.text for c in completion_candidates(address_of(example.src), gazetteer)]
+    clean = shorten_addresses([address], seed=3, num=30, noise_rate=0.0, full_rate=0.0, gazetteer=gazetteer,
+                              detail="clean")
+    assert {example.tgt for example in clean.examples} == {"陕西省西安市碑林区" + gazetteer.parse(address).rest}
+
+
+def test_prepare_detail_option(tmp_path, capsys):
+    source = tmp_path / "full.txt"
+    source.write_text("陕西省西安市碑林区_扬子江南路1号\n", encoding="utf-8")
+    for detail, expected in (("verbatim", "陕西省西安市碑林区_扬子江南路1号"), ("clean", "陕西省西安市碑林区扬子江南路1号")):
+        output = tmp_path / f"{detail}.jsonl"
+        assert main(["prepare", "--input", str(source), "--output", str(output), "--num", "5", "--detail", detail,
+                     "--full-rate", "0", "--noise-rate", "0"]) == 0
+        assert {record["tgt"] for record in read_lines(output)} == {expected}

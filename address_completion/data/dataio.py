@@ -424,6 +424,101 @@ def check_model_folder(path: str | os.PathLike, force: bool, flag: str = "--outp
     return path
 
 
+LOCK_SUFFIX = ".lock"
+
+
+def lock_path(path: str | os.PathLike) -> Path:
+    """The lock file of an output: ``.NAME.lock`` beside it (beside, not inside: a folder published by rename
+    would take a lock inside with it)."""
+    path = Path(path).expanduser().absolute()
+    return path.with_name(f".{path.name}{LOCK_SUFFIX}")
+
+
+def _lock_holder(lock: Path) -> str:
+    """"pid N: the command line" of the process whose id the lock file holds (best effort)."""
+    try:
+        pid = int(lock.read_text(encoding="ascii").split()[0])
+    except (OSError, ValueError, IndexError):
+        return "a process that has not written its id yet"
+    try:
+        arguments = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
+        command = " ".join(arguments.decode("utf-8", "replace").split())
+    except OSError:
+        command = ""
+    if len(command) > 200:  # one line: a `python -c SCRIPT` holder would fill the screen
+        command = command[:199] + "…"
+    return f"pid {pid}" + (f": {command}" if command else "")
+
+
+@contextlib.contextmanager
+def output_lock(path: str | os.PathLike, flag: str = "--output") -> Iterator[Path]:
+    """Hold an exclusive advisory lock on the output ``path`` for the body (the whole run of a command that
+    writes it); yields the lock file.
+
+    The lock is flock(2) on :func:`lock_path`: the kernel drops it when the process ends, however it ends, so a
+    killed run never blocks the next one. A second process asking for the same output gets ConfigError at once,
+    naming the output and the process holding it. The lock file is removed on release (and so are the parent
+    folders this call had to create), so a refused command leaves nothing behind. When the folder the lock
+    would go in cannot be made (a file among the parents, no write permission), nothing is locked: the
+    command's own checks name that problem.
+    """
+    import fcntl
+
+    if not str(path).strip():  # an empty path names no output; the command's checks say so
+        yield lock_path(".")
+        return
+    lock = lock_path(path)
+    created = [parent for parent in (lock.parent, *lock.parent.parents) if not parent.exists()]
+    try:
+        descriptor = _take_lock(lock, fcntl, f"{flag} {path}")
+    except ConfigError:
+        _remove_created(created)
+        raise
+    except OSError:  # the output's folder cannot be made or written: the command's checks say so
+        descriptor = None
+    try:
+        if descriptor is not None:
+            os.ftruncate(descriptor, 0)
+            os.write(descriptor, f"{os.getpid()}\n".encode("ascii"))
+        yield lock
+    finally:
+        if descriptor is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(lock)  # while still locked: whoever opened the old file sees it is gone and retries
+            os.close(descriptor)
+        _remove_created(created)
+
+
+def _take_lock(lock: Path, fcntl: Any, what: str) -> int:
+    """An open descriptor of ``lock`` holding its exclusive flock; ConfigError naming ``what`` (flag and path)
+    when another process holds it."""
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    while True:
+        descriptor = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(descriptor)
+            raise ConfigError(f"{what} is being written by another run "
+                              f"({_lock_holder(lock)}); wait for it to end, or choose another output") from None
+        try:  # the holder before us may have removed the file after we opened it: lock the current one
+            same = os.stat(lock).st_ino == os.fstat(descriptor).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            return descriptor
+        os.close(descriptor)
+
+
+def _remove_created(folders: list[Path]) -> None:
+    """Remove the folders output_lock made, innermost first, as long as they are empty."""
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except OSError:
+            return
+
+
 def _sibling(path: Path, role: str) -> Path:
     """A hidden unique name next to ``path`` (same file system, so renames are atomic)."""
     return path.with_name(f".{path.name}.{role}-{os.getpid()}-{uuid.uuid4().hex[:8]}")

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional, Sequence
 
-from .dataio import (FORMATS, atomic_files, check_apart, check_output_folder, check_writable,
+from .dataio import (FORMATS, atomic_files, output_lock, check_apart, check_output_folder, check_writable,
                      clean_stale_siblings, json_line, read_records)
 from ..errors import ConfigError, DataError
 from .gazetteer import load_gazetteer, normalize_address
@@ -294,7 +294,16 @@ def split_file(input_path: str | Path, output_dir: str | Path, *, ratios: Sequen
 
     Refuses existing split files unless ``force``. The three files are published together
     (:func:`dataio.atomic_files`): a failure, even at the last rename, leaves the earlier split as it was.
+    One run per output folder at a time (:func:`dataio.output_lock`).
     """
+    with output_lock(output_dir, "--output"):
+        return _split_file(input_path, output_dir, ratios=ratios, seed=seed, holdout_counties=holdout_counties,
+                           force=force, skip_bad=skip_bad, fmt=fmt, county_of=county_of)
+
+
+def _split_file(input_path: str | Path, output_dir: str | Path, *, ratios: Sequence[float], seed: int,
+                holdout_counties: float, force: bool, skip_bad: bool, fmt: Optional[str],
+                county_of: Optional[CountyLookup]) -> SplitResult:
     validate_holdout(holdout_counties, validate_ratios(ratios))
     if not str(output_dir).strip():  # --output "$DIR" with DIR unset: not the current folder
         raise ConfigError("--output is empty (an unset variable?); give the folder for train.json, dev.json, test.json")

@@ -24,10 +24,10 @@ from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
 from .. import DEFAULT_PROMPT_PREFIX
-from .dataio import check_apart, check_output_file, read_records, write_jsonl
+from .dataio import check_apart, check_output_file, output_lock, read_records, write_jsonl
 from ..errors import ConfigError, DataError
-from .gazetteer import (ZONE_WORDS, AdminChain, Division, Gazetteer, ParsedAddress, completion_candidates,
-                        load_gazetteer, normalize_address)
+from .gazetteer import (DEFAULT_DETAIL, DETAILS, ZONE_WORDS, AdminChain, Division, Gazetteer, ParsedAddress,
+                        check_detail, completion_candidates, load_gazetteer, normalize_address)
 from .prompt import strip_prefix, with_prefix
 
 DEFAULT_NUM = 5000
@@ -104,7 +104,7 @@ class Example:
     kind: str
     noise: tuple[str, ...]
     chain: AdminChain
-    rest: str
+    rest: str  # the target's detail (tgt == chain.text() + rest): with verbatim detail, as the input writes it
     written: tuple[str, ...] = ()  # administrative tokens as written, before noise (empty when full)
 
     def record(self) -> dict[str, str]:
@@ -135,8 +135,13 @@ class Settings:
     prefix: str = DEFAULT_PROMPT_PREFIX
     noise_rate: float = DEFAULT_NOISE_RATE
     full_rate: float = DEFAULT_FULL_RATE
+    detail: str = DEFAULT_DETAIL  # gazetteer.DETAILS: how a target keeps the text after the division names
 
     def __post_init__(self) -> None:
+        try:
+            check_detail(self.detail)
+        except ValueError as error:
+            raise ConfigError(str(error)) from None
         for name in ("noise_rate", "full_rate"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
@@ -404,8 +409,10 @@ def _written_forms(rng: random.Random, gazetteer: Gazetteer, levels: list[Divisi
 
 
 def _short_form_ok(gazetteer: Gazetteer, forms: list[str], chain: AdminChain, rest: str) -> bool:
+    # the rest the parser reads from the full address: a user's verbatim rest may hold separators or a repeated run
+    parsed_rest = gazetteer.parse(chain.text() + rest).rest
     return (resolves_uniquely(gazetteer, forms, chain.deepest)
-            and _parses_back(gazetteer, "".join(forms) + rest, chain, rest))
+            and _parses_back(gazetteer, "".join(forms) + rest, chain, parsed_rest))
 
 
 def _shorten(rng: random.Random, gazetteer: Gazetteer, chain: AdminChain, rest: str
@@ -483,8 +490,9 @@ def _noise_applies(kind: str, levels: list[Division], rest: str) -> bool:
 
 
 def _noisy_src(rng: random.Random, gazetteer: Gazetteer, levels: list[Division], forms: list[str], rest: str,
-               chain: AdminChain, noise_rate: float) -> tuple[str, tuple[str, ...]]:
-    """The written short address, with noise on a ``noise_rate`` share of inputs."""
+               chain: AdminChain, noise_rate: float) -> tuple[str, tuple[str, ...], str]:
+    """The written short address, with noise on a ``noise_rate`` share of inputs, its noise kinds and its detail as
+    written (everything after the division names: a separator and full-width digits included)."""
     chosen: list[str] = []
     if rng.random() < noise_rate:
         count = 2 if rng.random() < SECOND_NOISE_RATE else 1
@@ -505,35 +513,42 @@ def _noisy_src(rng: random.Random, gazetteer: Gazetteer, levels: list[Division],
     separator = rng.choice(SEPARATORS) if "separator" in chosen else ""
     if "fullwidth_digits" in chosen:
         rest = rest.translate(FULLWIDTH_DIGITS)
-    text = separator.join(forms) + (separator + rest if rest else "")
+    written_rest = separator + rest if rest else ""
+    text = separator.join(forms) + written_rest
     if "leading_china" in chosen:
         text = "中国" + text
-    return text, tuple(sorted(chosen))
+    return text, tuple(sorted(chosen)), written_rest
 
 
 # ------------------------------------------------------------------ public API
 
 
 def make_example(rng: random.Random, gazetteer: Gazetteer, chain: AdminChain, rest: str, settings: Settings) -> Example:
-    """One pair for a full address (chain + verbatim rest)."""
+    """One pair for a full address (chain + verbatim rest). With ``settings.detail`` "verbatim" the target keeps
+    the input's detail exactly as the input writes it (a separator after the names, full-width digits); "clean"
+    folds it to ``rest``."""
     tgt = chain.text() + rest
     if rng.random() < settings.full_rate:
         return Example(with_prefix(tgt, settings.prefix), tgt, FULL_KIND, (), chain, rest)
     kind, levels, forms = _shorten(rng, gazetteer, chain, rest)
     if forms is None:
         return Example(with_prefix(tgt, settings.prefix), tgt, FULL_KIND, (), chain, rest)
-    short, noise = _noisy_src(rng, gazetteer, levels, forms, rest, chain, settings.noise_rate)
+    short, noise, written_rest = _noisy_src(rng, gazetteer, levels, forms, rest, chain, settings.noise_rate)
+    if settings.detail == "verbatim":  # the target's detail is the input's, as written
+        rest = written_rest
+        tgt = chain.text() + rest
     return Example(with_prefix(short, settings.prefix), tgt, kind, noise, chain, rest, tuple(forms))
 
 
 def synthesize_examples(n: int, *, seed: int, prefix: str = DEFAULT_PROMPT_PREFIX,
                         noise_rate: float = DEFAULT_NOISE_RATE, full_rate: float = DEFAULT_FULL_RATE,
                         town_rate: float = DEFAULT_TOWN_RATE, gazetteer: Gazetteer | None = None,
-                        progress: bool = False) -> list[Example]:
-    """``n`` pairs with their shortening kind and noise, deterministic for ``seed``."""
+                        progress: bool = False, detail: str = DEFAULT_DETAIL) -> list[Example]:
+    """``n`` pairs with their shortening kind and noise, deterministic for ``seed``; ``detail`` as in
+    :func:`make_example`."""
     if n < 0:
         raise ConfigError(f"the number of pairs must be >= 0, got {n}")
-    settings = Settings(prefix=prefix, noise_rate=noise_rate, full_rate=full_rate)
+    settings = Settings(prefix=prefix, noise_rate=noise_rate, full_rate=full_rate, detail=detail)
     gazetteer = _default_gazetteer(gazetteer)
     rng = random.Random(seed)
     strata = _Strata(gazetteer)
@@ -555,11 +570,12 @@ def synthesize_examples(n: int, *, seed: int, prefix: str = DEFAULT_PROMPT_PREFI
 
 def synthesize(n: int, *, seed: int, prefix: str = DEFAULT_PROMPT_PREFIX, noise_rate: float = DEFAULT_NOISE_RATE,
                full_rate: float = DEFAULT_FULL_RATE, town_rate: float = DEFAULT_TOWN_RATE,
-               gazetteer: Gazetteer | None = None, progress: bool = False) -> list[dict[str, str]]:
+               gazetteer: Gazetteer | None = None, progress: bool = False,
+               detail: str = DEFAULT_DETAIL) -> list[dict[str, str]]:
     """``n`` records ``{"src": prefix + short, "tgt": full}``, deterministic for ``seed``."""
     return [example.record() for example in synthesize_examples(
         n, seed=seed, prefix=prefix, noise_rate=noise_rate, full_rate=full_rate, town_rate=town_rate,
-        gazetteer=gazetteer, progress=progress)]
+        gazetteer=gazetteer, progress=progress, detail=detail)]
 
 
 def _has_county_level(gazetteer: Gazetteer, chain: AdminChain) -> bool:
@@ -574,21 +590,23 @@ def _has_county_level(gazetteer: Gazetteer, chain: AdminChain) -> bool:
 def shorten_addresses(full_addresses: Iterable[str], *, seed: int, prefix: str = DEFAULT_PROMPT_PREFIX,
                       noise_rate: float = DEFAULT_NOISE_RATE, full_rate: float = DEFAULT_FULL_RATE,
                       num: int | None = None, gazetteer: Gazetteer | None = None, progress: bool = False,
-                      labels: Sequence[str] | None = None) -> ShortenResult:
+                      labels: Sequence[str] | None = None, detail: str = DEFAULT_DETAIL) -> ShortenResult:
     """Pairs from the user's own full addresses (one each, or ``num`` cycling through them).
 
     Each address is parsed with the gazetteer; the target is its current full form (renamed
-    divisions updated) + the detail verbatim. Addresses the gazetteer cannot place down to a
-    county-level unit are skipped and counted; ``labels`` (e.g. "file:line") name them.
+    divisions updated) + the detail: with ``detail`` "verbatim" every character after the address's run of
+    division names as written (a repeated run, ``_``, spaces, brackets), with "clean" the parser's rest.
+    Addresses the gazetteer cannot place down to a county-level unit are skipped and counted; ``labels``
+    (e.g. "file:line") name them.
     """
-    settings = Settings(prefix=prefix, noise_rate=noise_rate, full_rate=full_rate)
+    settings = Settings(prefix=prefix, noise_rate=noise_rate, full_rate=full_rate, detail=detail)
     gazetteer = _default_gazetteer(gazetteer)
     addresses = list(full_addresses)
     result = ShortenResult(examples=[])
     targets = []
     for index, address in enumerate(addresses):
         where = labels[index] if labels is not None else f"address {index + 1}"
-        target = _parse_full(gazetteer, address)
+        target = _parse_full(gazetteer, address, settings.detail)
         if isinstance(target, str):
             result.note_skip(f"{where}: {target}: {address}")
         else:
@@ -603,8 +621,9 @@ def shorten_addresses(full_addresses: Iterable[str], *, seed: int, prefix: str =
     return result
 
 
-def _parse_full(gazetteer: Gazetteer, address: str) -> tuple[AdminChain, str] | str:
-    """(chain, rest) for a full address, or the reason it cannot be used."""
+def _parse_full(gazetteer: Gazetteer, address: str, detail: str = DEFAULT_DETAIL) -> tuple[AdminChain, str] | str:
+    """(chain, rest) for a full address, or the reason it cannot be used. ``detail`` "verbatim": the rest is
+    the address's own text after its run of division names (the candidate reading of the same chain)."""
     parsed = gazetteer.parse(address.strip())
     if parsed.chain is None:
         return "no administrative division found"
@@ -612,6 +631,11 @@ def _parse_full(gazetteer: Gazetteer, address: str) -> tuple[AdminChain, str] | 
         return "the divisions do not belong together"
     if not _has_county_level(gazetteer, parsed.chain) and not _in_zone(parsed.chain, parsed.rest):
         return "no county-level division"
+    if detail == "verbatim":
+        same = [c for c in completion_candidates(address, gazetteer, detail="verbatim")
+                if c.chain.deepest.code == parsed.chain.deepest.code]
+        if same:
+            return parsed.chain, same[0].detail
     return parsed.chain, parsed.rest.strip()
 
 
@@ -733,10 +757,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="share of shortened inputs with noise (separators, 中国, full-width digits, typos)")
     parser.add_argument("--full-rate", type=float, default=DEFAULT_FULL_RATE,
                         help="share of inputs that are already full and stay unchanged")
+    parser.add_argument("--detail", default=DEFAULT_DETAIL, choices=DETAILS,
+                        help="verbatim (default): a target keeps every character written after the division names "
+                             "(a separator, a repeated run, spaces, brackets, full-width digits); clean: folded as "
+                             "before (the separator dropped, repeated names read into the chain, NFKC)")
     parser.add_argument("--force", action="store_true", help="overwrite an existing output file")
 
 
 def run(args: argparse.Namespace) -> int:
+    with output_lock(args.output, "--output"):  # one run per output file at a time
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     check_apart({"--output": args.output}, {"--input": args.input})
     output = check_output_file(args.output, args.force, example="pairs.jsonl")
     if output.is_dir():
@@ -748,7 +781,7 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("--column only applies with --input")
     gazetteer = load_gazetteer()
     options = dict(seed=args.seed, prefix=args.prefix, noise_rate=args.noise_rate, full_rate=args.full_rate,
-                   gazetteer=gazetteer)
+                   gazetteer=gazetteer, detail=args.detail)
     skipped_lines, skipped_addresses, skip_reasons = 0, 0, []
     if args.input is None:
         num = DEFAULT_NUM if num is None else num

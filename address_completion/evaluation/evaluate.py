@@ -32,7 +32,7 @@ from typing import Any, Sequence
 
 from ..data import dataio
 from ..errors import AddressCompletionError, ConfigError, DataError, OutputExistsError, closest_match
-from .metrics import INPUT_CLASSES, ScoredItem, classify_input, score_item, summarize
+from .metrics import INPUT_CLASSES, ChoiceContext, ScoredItem, choice_context, classify_input, score_item, summarize
 from ..data.prompt import strip_prefix
 from ..runtime import logger
 from .systems import (COMMON_KEYS, DEVICES, DTYPES, KINDS, RECORD_KEYS, EvalSettings, System, SystemSpec, as_answer,
@@ -113,6 +113,8 @@ def default_system_name(raw: dict[str, Any]) -> str:
     kind = raw.get("kind")
     if kind == "rules" and isinstance(raw.get("engine"), str):
         return raw["engine"]
+    if kind == "prior" and raw.get("train_file"):
+        return "city-frequency"
     return str(kind)
 
 
@@ -134,7 +136,11 @@ def parse_system(raw: Any, where: str) -> SystemSpec:
                           "the predictions file)")
     options = {key: value for key, value in raw.items() if key not in COMMON_KEYS}
     cls.check_options(options, where)
-    return SystemSpec(name=name, kind=kind, options=options, where=where)
+    limit = raw.get("limit")
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise ConfigError(f"{where}.limit: expected an integer >= 1 (or null for every test item), got {limit!r}"
+                          f"{yaml_number_hint(limit, True)}")
+    return SystemSpec(name=name, kind=kind, options=options, where=where, limit=limit)
 
 
 def config_from_dict(data: Any, source: str = "<config>") -> EvalConfig:
@@ -350,6 +356,7 @@ class EvalItem:
     source: str
     target: str
     input_class: str
+    choice: ChoiceContext | None = None  # where the answer sits among the gazetteer's candidates
 
 
 def read_test_set(config: EvalConfig, gazetteer: Any) -> tuple[list[EvalItem], int]:
@@ -360,9 +367,20 @@ def read_test_set(config: EvalConfig, gazetteer: Any) -> tuple[list[EvalItem], i
     limit = config.settings.limit
     chosen = records[:limit] if limit else records
     prefix = config.settings.prompt_prefix
-    items = [EvalItem(index, record["src"], record["tgt"], classify_input(record["src"], gazetteer, prefix=prefix))
+    items = [EvalItem(index, record["src"], record["tgt"], classify_input(record["src"], gazetteer, prefix=prefix),
+                      choice_context(record["src"], record["tgt"], prefix=prefix))
              for index, record in enumerate(chosen)]
     return items, len(records)
+
+
+def choice_counts(contexts: Sequence[ChoiceContext]) -> dict[str, int]:
+    """How many test items have ≥ 2 candidates, and among those: the answer is one of them, the gazetteer ranks
+    it first (the prior is right), the prompt lists it first."""
+    ambiguous = [c for c in contexts if c.ambiguous]
+    return {"ambiguous": len(ambiguous),
+            "answer_among_candidates": sum(c.answer_rank is not None for c in ambiguous),
+            "prior_right": sum(c.answer_rank == 0 for c in ambiguous),
+            "listed_first": sum(c.listed_first for c in ambiguous)}
 
 
 def chunks(values: Sequence[Any], size: int) -> list[list[Any]]:
@@ -454,6 +472,9 @@ def evaluate_system(spec: SystemSpec, config: EvalConfig, items: Sequence[EvalIt
                     fresh: bool, progress: bool) -> dict[str, Any]:
     """Predict (resuming), score and summarize one system; skipped or failed systems say why."""
     entry: dict[str, Any] = {"name": spec.name, "kind": spec.kind, "options": spec.options}
+    if spec.limit is not None:  # this system answers the first spec.limit items only
+        items = items[:spec.limit]
+        entry["limit"] = spec.limit
     system = create_system(spec, config.settings)
     reason = system.unavailable_reason()
     if reason:
@@ -474,12 +495,19 @@ def evaluate_system(spec: SystemSpec, config: EvalConfig, items: Sequence[EvalIt
     write_scored_predictions(scored_path, items, scored)
     return {**entry, "status": "ok", "predictions": str(cache.path.relative_to(config.output_dir)),
             "scored_predictions": str(scored_path.relative_to(config.output_dir)),
-            "fingerprint": cache.fingerprint, "metrics": summarize(scored, worst=config.settings.worst_errors)}
+            "fingerprint": cache.fingerprint, "metrics": summarize(scored, worst=config.settings.worst_errors,
+                                                    contexts=[item.choice for item in items])}
 
 
 def run_evaluation(config: EvalConfig, *, fresh: bool = False, force: bool = False, progress: bool = True,
                    gazetteer: Any = None) -> dict[str, Any]:
-    """Run every system, write the report files, and return the report (also in report.json)."""
+    """Run every system, write the report files, and return the report (also in report.json). One run per
+    output_dir at a time (:func:`dataio.output_lock`)."""
+    with dataio.output_lock(config.output_dir, "output_dir"):
+        return _run_evaluation(config, fresh=fresh, force=force, progress=progress, gazetteer=gazetteer)
+
+
+def _run_evaluation(config: EvalConfig, *, fresh: bool, force: bool, progress: bool, gazetteer: Any) -> dict[str, Any]:
     from .report import write_report
 
     dataio.check_apart({"output_dir": config.output_dir}, {"test_file": config.test_file, **{
@@ -501,7 +529,8 @@ def run_evaluation(config: EvalConfig, *, fresh: bool = False, force: bool = Fal
         "config": config.source,
         "output_dir": str(config.output_dir),
         "test_set": {"path": str(config.test_file), "size": len(items), "records_in_file": total,
-                     "limit": config.settings.limit, "sha256": file_digest(config.test_file), "classes": classes},
+                     "limit": config.settings.limit, "sha256": file_digest(config.test_file), "classes": classes,
+                     "choices": choice_counts([item.choice for item in items])},
         "settings": asdict(config.settings),
         "systems": [evaluate_system(spec, config, items, gazetteer, fresh=fresh, progress=progress)
                     for spec in config.systems],

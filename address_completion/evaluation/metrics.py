@@ -21,6 +21,10 @@ correct address by greedy decoding).
   expected address naming a pre-reform town (余杭区仁和镇 in old data) is not flagged.
 - **abstained**: the system declined to answer. An abstention is never exact; **coverage** is the
   share answered and **accuracy when answered** the exact-match rate among answered items.
+- **versus the prior** (items whose gazetteer lists ≥ 2 candidates, where a choice is made): exact match there,
+  and on the items where the gazetteer's first-ranked candidate (the prior) is wrong — what a model adds over
+  copying the prior — and split by whether the right candidate is the first the prompt lists (canonical order):
+  a model that copies the first listed is right only there (the position bias).
 - Rates come with 95% Wilson score intervals, which stay inside [0, 1] and behave at 0% and 100%.
 """
 
@@ -167,6 +171,48 @@ def score_item(source: str, prediction: str, target: str, gazetteer: Any, *, inp
     )
 
 
+@dataclass(frozen=True)
+class ChoiceContext:
+    """Where the answer sits among the gazetteer's candidates for one test input."""
+
+    candidates: int  # how many the gazetteer proposes (at most its cap)
+    answer_rank: int | None  # the answer's place in the gazetteer's ranking (0: the prior's choice); None: not one
+    listed_first: bool  # the answer's chain is the first one the prompt lists (prompt.candidate_chains)
+
+    @property
+    def ambiguous(self) -> bool:
+        return self.candidates >= 2
+
+
+def choice_context(source: str, target: str, *, prefix: str = DEFAULT_PROMPT_PREFIX) -> ChoiceContext:
+    """The :class:`ChoiceContext` of one test pair, from the gazetteer's candidates for ``source``."""
+    from ..data.prompt import address_candidates, candidate_chains
+
+    candidates = address_candidates(source, prefix)
+    wanted = normalize_text(target)
+    rank = next((i for i, c in enumerate(candidates) if normalize_text(c.text) == wanted), None)
+    first = candidate_chains(candidates)[:1]
+    return ChoiceContext(len(candidates), rank, rank is not None and first == [candidates[rank].chain.text()])
+
+
+def versus_prior(exact: Sequence[bool], contexts: Sequence[ChoiceContext]) -> dict[str, Any] | None:
+    """Exact match (``exact``: one flag per item) on the items with ≥ 2 candidates, overall and where the prior is
+    wrong / the answer is listed first or not; None when no item has two candidates. ``contexts`` align with
+    ``exact``."""
+    pairs = [(bool(flag), context) for flag, context in zip(exact, contexts) if context.ambiguous]
+    if not pairs:
+        return None
+    among = [(flag, c) for flag, c in pairs if c.answer_rank is not None]
+    return {
+        "items": len(pairs),
+        "answer_among_candidates": len(among),
+        "exact": Rate.of(flag for flag, _ in pairs).to_dict(),
+        "prior_wrong": Rate.of(flag for flag, c in among if c.answer_rank > 0).to_dict(),
+        "listed_first": Rate.of(flag for flag, c in among if c.listed_first).to_dict(),
+        "not_listed_first": Rate.of(flag for flag, c in among if not c.listed_first).to_dict(),
+    }
+
+
 def classify_input(source: str, gazetteer: Any, *, prefix: str = DEFAULT_PROMPT_PREFIX) -> str:
     """The input class of ``source`` (one of INPUT_CLASSES), as the data synthesis defines it."""
     from ..data.synthesis import input_class
@@ -307,10 +353,12 @@ def model_choices(items: Sequence[ScoredItem]) -> dict[str, Any] | None:
             "exact_when_chosen": Rate.of(item.score.exact for item in chosen).to_dict()}
 
 
-def summarize(items: Sequence[ScoredItem], *, worst: int = 10) -> dict[str, Any]:
-    """Everything a report shows for one system."""
+def summarize(items: Sequence[ScoredItem], *, worst: int = 10,
+              contexts: Sequence[ChoiceContext] | None = None) -> dict[str, Any]:
+    """Everything a report shows for one system (``versus_prior`` when ``contexts``, aligned with ``items``)."""
     scores = [item.score for item in items]
     return {
+        "versus_prior": versus_prior([s.exact for s in scores], contexts) if contexts is not None else None,
         **quality(scores),
         "by_class": by_input_class(scores),
         "latency": latency_summary(item.latency_s for item in items),

@@ -8,6 +8,10 @@
   chains, as for a grounded paddle system); temperature 0 (greedy); timeouts and retries with backoff.
 - ``predictions``: a JSONL file produced elsewhere, lines ``{"prompt" or "src", "predict"}`` (optional
   ``"abstained": bool``), matched to the test set by input.
+- ``prior``: no model — the gazetteer's own ranking of its candidates, first choice taken (what a model that
+  always copies the top candidate scores); with ``train_file``, the city-frequency baseline instead: the candidate
+  whose chain was the answer most often in that (training) file, the gazetteer's ranking breaking ties. Both
+  abstain when the gazetteer has no candidate. The bar a model that chooses must clear.
 - ``rules``: the rule-based parsers jionlp (``parse_location``) and cpca, whose structured output
   is joined into province + city + county (+ town) + rest (extra ``rules``), and this project's own
   gazetteer (``Gazetteer.parse``), which needs no extra.
@@ -110,7 +114,8 @@ class SystemSpec:
     name: str
     kind: str
     options: dict[str, Any] = field(default_factory=dict)
-    where: str = ""  # e.g. "configs/eval.yaml: systems[2]" for messages
+    where: str = ""
+    limit: int | None = None  # answer only the first N test items (the report counts each system's own total)  # e.g. "configs/eval.yaml: systems[2]" for messages
 
 
 def files_stamp(path: str | Path | None) -> str | None:
@@ -678,9 +683,85 @@ class RulesSystem(System):
         return results
 
 
+# ---------------------------------------------------------------- the prior and the city-frequency baseline
+
+
+def answer_chain(candidates: Any, target: str) -> str | None:
+    """The chain text of the candidate that is ``target`` (exact match after normalization), or None."""
+    wanted = normalize_text(target)
+    return next((c.chain.text() for c in candidates if normalize_text(c.text) == wanted), None)
+
+
+def chain_counts(path: Path, prefix: str = DEFAULT_PROMPT_PREFIX) -> dict[str, int]:
+    """How often each chain (text, e.g. 江苏省徐州市鼓楼区) is the answer in a src/tgt file: for each pair, the
+    gazetteer's candidate equal to the target. Pairs whose target is no candidate count for nothing.
+
+    Raises DataError (from :func:`dataio.read_records`) for a missing or malformed file."""
+    from ..data.prompt import address_candidates
+
+    counts: dict[str, int] = {}
+    for record in dataio.read_records(path, required=("src", "tgt")).records:
+        chain = answer_chain(address_candidates(record["src"], prefix), record["tgt"])
+        if chain is not None:
+            counts[chain] = counts.get(chain, 0) + 1
+    return counts
+
+
+class PriorSystem(System):
+    """The gazetteer's first candidate (the prior), or with ``train_file`` the most frequent answer chain there."""
+
+    KIND = "prior"
+    OPTIONAL = ("train_file",)
+
+    def __init__(self, spec: SystemSpec, settings: EvalSettings):
+        super().__init__(spec, settings)
+        self._counts: dict[str, int] | None = None
+
+    @classmethod
+    def check_options(cls, options: dict[str, Any], where: str) -> None:
+        if options.get("train_file") is not None:
+            _require_string(options, "train_file", where)
+
+    @property
+    def train_file(self) -> Path | None:
+        value = self.spec.options.get("train_file")
+        return Path(value).expanduser() if value else None
+
+    def fingerprint(self) -> dict[str, Any]:
+        extra = {"train_file": str(self.train_file), "train_stamp": files_stamp(self.train_file)} \
+            if self.train_file else {}
+        return {**super().fingerprint(), "parser": gazetteer_stamp(), **extra}
+
+    def counts(self) -> dict[str, int] | None:
+        """The train file's answer-chain counts (read once), or None for the plain prior."""
+        if self.train_file is not None and self._counts is None:
+            self._counts = chain_counts(self.train_file, self.settings.prompt_prefix)
+            logger.info("system %s: %d answer chains counted in %s", self.name, len(self._counts), self.train_file)
+        return self._counts
+
+    def check_inputs(self, addresses: list[str]) -> None:
+        self.counts()  # a bad train_file fails before the first batch
+
+    def predict(self, addresses: list[str]) -> list[Answer]:
+        from ..data.prompt import address_candidates
+
+        answers: list[Answer] = []
+        for address in addresses:
+            candidates = address_candidates(address, self.settings.prompt_prefix)
+            if not candidates:
+                answers.append(abstain(address))
+                continue
+            best, counts = candidates[0], self.counts()  # the gazetteer's ranking
+            if counts is not None:  # max keeps the first of equals: the ranking breaks ties
+                best = max(candidates, key=lambda c: counts.get(c.chain.text(), 0))
+            answers.append(best.text)
+        return answers
+
+
 KINDS: dict[str, type[System]] = {cls.KIND: cls for cls in (PaddleSystem, OpenAISystem, PredictionsSystem,
-                                                              RulesSystem)}
-COMMON_KEYS = ("name", "kind")
+                                                              PriorSystem, RulesSystem)}
+COMMON_KEYS = ("name", "kind", "limit")  # limit: this system answers only the first N test items (free decoding
+# of a real model on CPU takes seconds per address; the cheap systems keep the whole test set)
 
 
 def create_system(spec: SystemSpec, settings: EvalSettings) -> System:

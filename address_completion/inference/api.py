@@ -11,6 +11,7 @@ choice, streamed or not, is built by :func:`chat_choice`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import json
 import time
@@ -25,7 +26,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..data import dataio
 from ..runtime import logger
-from .serve import (OWNER, BatchingWorker, RequestError, ServerSettings, addresses_from_complete_request,
+from .serve import (OWNER, BatchingWorker, RequestError, ServerSettings, Stopping, addresses_from_complete_request,
                     address_from_chat_request)
 
 BODY_DRAIN_LIMIT = 8 << 20  # read (and drop) at most this much of a refused body so the client sees our reply
@@ -150,7 +151,7 @@ class ErrorResponse(BaseModel):
 
 
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
-    status: {"model": ErrorResponse} for status in (400, 401, 408, 413, 422, 500)}
+    status: {"model": ErrorResponse} for status in (400, 401, 408, 413, 422, 500, 503)}
 
 
 # ---------------------------------------------------------------- responses
@@ -248,6 +249,11 @@ class RequestGuard:
         scope.setdefault("state", {})
         try:
             await self._guarded(scope, receive, send_logged)
+        except asyncio.CancelledError:  # uvicorn's shutdown timeout or a forced exit cut this request
+            scope["state"]["detail"] = SHUTTING_DOWN
+            if not status:
+                with contextlib.suppress(Exception):
+                    await error_response(shutting_down())(scope, receive, send_logged)
         finally:
             detail = scope["state"].get("detail", "")
             client = (scope.get("client") or ("-",))[0]
@@ -361,16 +367,38 @@ def parse_json_object(raw: bytes) -> Any:
 # ---------------------------------------------------------------- the application
 
 
-def create_app(worker: BatchingWorker, settings: ServerSettings) -> Any:
-    """The FastAPI application serving ``worker``'s model under ``settings`` (the worker must be running)."""
+SHUTTING_DOWN = "server shutting down: this request was not answered within --shutdown-timeout; send it again " \
+                "to a running server"
+
+
+def shutting_down() -> RequestError:
+    return RequestError(503, SHUTTING_DOWN, error_type="server_error", code="server_shutting_down")
+
+
+def create_app(worker: BatchingWorker, settings: ServerSettings, stopping: Stopping | None = None) -> Any:
+    """The FastAPI application serving ``worker``'s model under ``settings`` (the worker must be running);
+    requests still waiting for the model when ``stopping`` is cut answer 503."""
+    stopping = stopping or Stopping()
     app = FastAPI(title="address_completion", version="1", description=(
         "Completes Chinese postal addresses. OpenAI-compatible chat completions (greedy decoding; "
         "`stream: true` answers with server-sent events) and a plain batch endpoint."))
     started = int(time.time())
 
     async def run_model(addresses: list[str]) -> list[Any]:
+        if stopping.is_cut():
+            raise shutting_down()
+        cut = asyncio.ensure_future(stopping.event().wait())
+        answer = asyncio.ensure_future(worker.submit_async(addresses))
         try:
-            return await worker.submit_async(addresses)
+            await asyncio.wait({cut, answer}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            cut.cancel()
+            if not answer.done():
+                answer.cancel()  # the worker skips a job whose request is gone
+        if not answer.done() or answer.cancelled():
+            raise shutting_down()
+        try:
+            return answer.result()
         except Exception as error:  # a failed batch: every waiting request hears about it, the server keeps serving
             logger.exception("a batch of %d address(es) failed", len(addresses))
             raise RequestError(500, f"internal error: {type(error).__name__}: {error}",

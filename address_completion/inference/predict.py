@@ -208,6 +208,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.output:
+        with dataio.output_lock(args.output, "--output"):  # one run per output file at a time
+            return _run(args)
+    return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     from .generate import Completer, decoding_options
     from ..runtime import logger, setup_runtime
 

@@ -130,8 +130,17 @@ class BatchingWorker:
         logger.debug("queued %d address(es) for the next batch", len(job.addresses))
         return job.future
 
-    def stop(self) -> None:
-        """Finish every queued job, then end the thread."""
+    def stop(self, *, discard: bool = False) -> None:
+        """Finish every queued job (``discard``: cancel those not started; nobody waits for them any more), then
+        end the thread."""
+        if discard:
+            while True:
+                try:
+                    job = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if job is not None:
+                    job.future.cancel()
         if self._thread.is_alive():
             self._queue.put(None)
             self._thread.join()
@@ -163,6 +172,11 @@ class BatchingWorker:
         return jobs, False
 
     def _run(self, jobs: list[_Job]) -> None:
+        # A job whose request was cut (shutdown, client gone) is cancelled: skip it. The others are marked
+        # running, so no cancel can come between here and their result (set_result on a cancelled future raises).
+        jobs = [job for job in jobs if job.future.set_running_or_notify_cancel()]
+        if not jobs:
+            return
         addresses = [address for job in jobs for address in job.addresses]
         try:
             completions = self._complete(addresses)
@@ -261,10 +275,14 @@ class RunningServer:
         self.socket = bind(settings.host, settings.port)
         self.worker = BatchingWorker(complete, max_batch_size=settings.max_batch_size,
                                      batch_wait_ms=settings.batch_wait_ms).start()
-        config = uvicorn.Config(create_app(self.worker, settings), loop="asyncio", http="h11", lifespan="off",
-                                log_config=None, access_log=False, server_header=False,
-                                timeout_graceful_shutdown=settings.shutdown_timeout)
-        self.uvicorn = uvicorn_server(config)
+        self.stopping = Stopping()
+        # uvicorn cancels the tasks still running when its graceful timeout ends: a cancelled request gets a
+        # plain-text 500 and a traceback. Our own cut comes first (--shutdown-timeout): every request still
+        # waiting is answered 503 then, and uvicorn's timeout, CUT_GRACE later, finds nothing left to cancel.
+        config = uvicorn.Config(create_app(self.worker, settings, self.stopping), loop="asyncio", http="h11",
+                                lifespan="off", log_config=None, access_log=False, server_header=False,
+                                timeout_graceful_shutdown=settings.shutdown_timeout + CUT_GRACE)
+        self.uvicorn = uvicorn_server(config, self.stopping, settings.shutdown_timeout)
         self._thread: threading.Thread | None = None
 
     @property
@@ -280,7 +298,7 @@ class RunningServer:
             self.uvicorn.run(sockets=[self.socket])
         finally:
             self.socket.close()
-            self.worker.stop()
+            self.worker.stop(discard=self.stopping.is_cut())
 
     def start_in_thread(self) -> "RunningServer":
         self._thread = threading.Thread(target=self.serve, name="http-server", daemon=True)
@@ -298,12 +316,47 @@ class RunningServer:
             self._thread.join()
 
 
-def uvicorn_server(config: Any) -> Any:
+CUT_GRACE = 5.0  # seconds between our cut (503 to every waiting request) and uvicorn cancelling what is left
+
+
+class Stopping:
+    """The server's shutdown as the request handlers see it: :meth:`cut` (on the event loop) wakes every request
+    still waiting for the model, which then answers 503."""
+
+    def __init__(self) -> None:
+        self._event: asyncio.Event | None = None
+        self._cut = False
+
+    def event(self) -> asyncio.Event:
+        if self._event is None:  # created on the event loop's thread, where it is awaited
+            self._event = asyncio.Event()
+        return self._event
+
+    def cut(self) -> None:
+        self._cut = True
+        self.event().set()
+
+    def is_cut(self) -> bool:
+        return self._cut
+
+
+def uvicorn_server(config: Any, stopping: Stopping | None = None, cut_after: float = 0.0) -> Any:
     """A uvicorn.Server whose signal handling logs the signal and, after the graceful shutdown, lets the process
-    exit 0 (uvicorn itself re-raises the signal afterwards, which would end the process with status -15)."""
+    exit 0 (uvicorn itself re-raises the signal afterwards, which would end the process with status -15);
+    ``cut_after`` seconds into the shutdown, ``stopping`` is cut (requests still waiting get 503)."""
     import uvicorn
 
     class Server(uvicorn.Server):
+        async def shutdown(self, sockets: Any = None) -> None:
+            timer = None
+            if stopping is not None:
+                timer = asyncio.get_running_loop().call_later(cut_after, stopping.cut)
+            try:
+                await super().shutdown(sockets)
+            finally:
+                if timer is not None:
+                    timer.cancel()
+
         @contextlib.contextmanager
         def capture_signals(self) -> Iterator[None]:
             if threading.current_thread() is not threading.main_thread():

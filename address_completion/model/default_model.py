@@ -208,6 +208,12 @@ def build_default_model(output_dir: str | os.PathLike | None = None, *, force: b
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ConfigError(f"--seed must be a non-negative integer, got {seed!r}")
     output_dir = Path(output_dir) if output_dir is not None else default_model_dir()
+    with dataio.output_lock(output_dir, "--output"):  # one run per output folder at a time
+        _build(output_dir, shape, seed, force=force, safe_serialization=safe_serialization)
+    return output_dir
+
+
+def _build(output_dir: Path, shape: ModelShape, seed: int, *, force: bool, safe_serialization: bool) -> None:
     dataio.check_model_folder(output_dir, force)
     prepare_environment(offline=True)
     import_paddle()
@@ -221,7 +227,6 @@ def build_default_model(output_dir: str | os.PathLike | None = None, *, force: b
         weights_file = "model.safetensors" if safe_serialization else "model_state.pdparams"
         dataio.write_json(staging / PROVENANCE_FILE, provenance(shape, seed, count, weights_file))
     logger.debug("default model: %s parameters, seed %d, shape %s", f"{count:,}", seed, shape)
-    return output_dir
 
 
 # ---------------------------------------------------------------- CLI

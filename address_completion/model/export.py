@@ -588,6 +588,14 @@ def export_model(model: str, output: str | os.PathLike, fmt: str, *, lora_path: 
     any work), OutputExistsError without ``force``, ExportVerificationError / MergeVerificationError when the
     export does not reproduce the model (nothing is written then).
     """
+    with dataio.output_lock(output, flag):  # one run per output, for the whole run
+        return _export_model(model, output, fmt, lora_path=lora_path, quantize=quantize, tolerance=tolerance,
+                             force=force, dtype=dtype, merge_tolerance=merge_tolerance, flag=flag)
+
+
+def _export_model(model: str, output: str | os.PathLike, fmt: str, *, lora_path: Optional[str],
+                  quantize: Optional[str], tolerance: Optional[float], force: bool, dtype: str,
+                  merge_tolerance: Optional[float], flag: str) -> ExportResult:
     output, quantize = check_request(model, lora_path, output, fmt, quantize, force, flag)
     from ..training.merge import check_tolerance
 

@@ -71,6 +71,10 @@ EXTRA_KEYS = (
     KeySpec("grounding", "extra", "str", False, "candidates", choices=GROUNDINGS,
             help="candidates: the prompt carries the gazetteer's candidate chains (prompt.user_message); "
                  "none: the plain seed-tutorial prompt. Predict/serve/evaluate must use the same setting"),
+    KeySpec("no_candidate_rate", "extra", "float", False, 0.1,
+            help="share of training examples (grounded prompts) shown with their candidates withheld (候选: 无), "
+                 "so the model learns to write the answer itself when the gazetteer finds nothing; the others list "
+                 "their candidates in a seeded per-example shuffle"),
     KeySpec("decoding", "extra", "str", False, "constrained", choices=DECODINGS,
             help="how eval_accuracy decodes during training: constrained (choose among the gazetteer's "
                  "candidates) or free (greedy generation)"),
@@ -446,6 +450,9 @@ def check_values(values: Mapping[str, Any], origins: Mapping[str, str], vocabula
         value = values.get(key)
         _require(value is None or value >= 1, where(key), f"{key} must be at least 1 (or null), got {value}")
     _require(0.0 <= get("lora_dropout") < 1.0, where("lora_dropout"), "lora_dropout must be in [0, 1)")
+    _require(0.0 <= get("no_candidate_rate") <= 1.0, where("no_candidate_rate"),
+             f"no_candidate_rate must be between 0 and 1 (a share of the training examples), got "
+             f"{get('no_candidate_rate')}")
     alpha = values.get("lora_alpha")
     _require(alpha is None or alpha > 0, where("lora_alpha"), "lora_alpha must be positive")
     _require(get("neftune_noise_alpha") > 0, where("neftune_noise_alpha"), "neftune_noise_alpha must be positive")

@@ -244,6 +244,13 @@ def write_generation_config(source_dir: Path, target_dir: Path, tokenizer: Any) 
 def merge_adapter(base: str, lora_path: str, output_path: str | os.PathLike, *, safe_serialization: bool = True,
                   dtype: str = "float32", tolerance: float | None = None, force: bool = False) -> MergeResult:
     """Merge ``lora_path`` into ``base``, verify, and write ``output_path`` atomically (see module docstring)."""
+    with dataio.output_lock(output_path, "--output_path"):  # one run per output, for the whole run
+        return _merge_adapter(base, lora_path, output_path, safe_serialization=safe_serialization, dtype=dtype,
+                              tolerance=tolerance, force=force)
+
+
+def _merge_adapter(base: str, lora_path: str, output_path: str | os.PathLike, *, safe_serialization: bool,
+                   dtype: str, tolerance: float | None, force: bool) -> MergeResult:
     from ..model.modeling import load_model, load_tokenizer, resolve_model_dir
 
     dataio.check_apart({"--output_path": output_path}, {"--model_name_or_path": base, "--lora_path": lora_path})

@@ -12,6 +12,7 @@ the config override its keys; see configs/README.md.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -79,12 +80,26 @@ def build_features(prompt_ids: Sequence[int], answer_ids: Sequence[int], src_len
 
 
 def encode_pairs(tokenizer: Any, pairs: Sequence[dict[str, str]], src_length: int, max_length: int,
-                 grounding: str = "none") -> EncodedSplit:
+                 grounding: str = "none", *, seed: int | None = None,
+                 no_candidate_rate: float = 0.0) -> EncodedSplit:
     """Features of every pair through the one prompt builder (:func:`prompt.encode_example`); ``grounding``
-    is applied here, so plain src/tgt files serve both prompt modes."""
+    is applied here, so plain src/tgt files serve both prompt modes.
+
+    ``seed`` (training's split; grounded prompts only): each example gets its own ``random.Random`` from
+    (seed, index), which shuffles its candidate chains — the answer's position in the list then tells nothing — and,
+    with probability ``no_candidate_rate``, withholds them (``候选: 无``), so the model also learns to write the
+    answer itself, as it must when the gazetteer finds no division. Without ``seed``: the canonical order, as at
+    inference (dev and test).
+    """
     split = EncodedSplit(features=[], pairs=list(pairs))
-    for pair in pairs:
-        prompt_ids, answer_ids = encode_example(tokenizer, pair["src"], pair["tgt"], grounding=grounding)
+    for index, pair in enumerate(pairs):
+        candidates, rng = None, None
+        if seed is not None and grounding != "none":
+            rng = random.Random(f"{seed}/{index}")
+            if rng.random() < no_candidate_rate:
+                candidates = []
+        prompt_ids, answer_ids = encode_example(tokenizer, pair["src"], pair["tgt"], grounding=grounding,
+                                                candidates=candidates, rng=rng)
         features, source_truncated, sample_truncated = build_features(prompt_ids, answer_ids, src_length, max_length)
         split.features.append(features)
         split.truncated_source += source_truncated
@@ -661,7 +676,9 @@ def prepare_data(cfg: TrainConfig, tokenizer: Any, pairs: dict[str, list[dict[st
     """Tokenized splits; truncation is counted and reported once per split."""
     data_args = cfg.data_args
     splits = {name: encode_pairs(tokenizer, records, data_args.src_length, data_args.max_length,
-                                 cfg.extras["grounding"])
+                                 cfg.extras["grounding"],
+                                 **({"seed": cfg.training_args.seed, "no_candidate_rate": cfg.extras[
+                                     "no_candidate_rate"]} if name == "train" else {}))
               for name, records in pairs.items()}
     for name, split in splits.items():
         if split.truncated_source or split.truncated_sample:
@@ -756,7 +773,27 @@ def train(config_path: str | Path | None, overrides: Sequence[str] | dict[str, A
     cfg = load_config(config_path, overrides, device=device)  # also checks model source and dataset folder
     requested_mmap_threshold()  # a bad value is named before --overwrite clears anything (set_up applies it)
     rank, _ = distributed_rank()
+    # One run per output_dir, held from before the folder is inspected to the last file written (rank 0 writes;
+    # the other processes of a multi-process run belong to it).
+    with dataio.output_lock(cfg.output_dir, "output_dir") if rank == 0 else contextlib.nullcontext():
+        return _train_in(cfg, started, resume=resume, overwrite=overwrite)
+
+
+def _train_in(cfg: TrainConfig, started: float, *, resume: bool, overwrite: bool) -> dict[str, Any]:
+    """:func:`train` once output_dir is this process's."""
+    rank, _ = distributed_rank()
     checkpoint = check_run_outputs(cfg, resume=resume, overwrite=overwrite or (rank != 0 and not resume))
+    if rank == 0:
+        remove_killed_writes(cfg.output_dir)  # the folder is this run's (locked): no writer of them is alive
+    final = checkpoint is not None and resume and checkpoint_step_is_final(cfg, checkpoint)
+    if final:
+        finished = finished_summary(cfg.output_dir, checkpoint)
+        if finished is not None:
+            print(f"nothing to do: {cfg.output_dir} holds the finished run ({checkpoint.name} is its last step, "
+                  f"{SUMMARY_FILE} and the {'adapter' if cfg.model_args.lora else 'model'} are written); raise "
+                  "max_steps to train further", flush=True)
+            return finished
+        logger.info("%s is the last step of the run: writing its results without training", checkpoint)
     pairs = read_pairs(cfg)
     if checkpoint:
         from ..model.modeling import check_pickled_weights
@@ -767,7 +804,7 @@ def train(config_path: str | Path | None, overrides: Sequence[str] | dict[str, A
     quiet_paddlenlp_logs()
     existing = {name for name in RUN_OUTPUT_FILES if (cfg.output_dir / name).exists()}
     try:
-        return _train_and_report(cfg, pairs, checkpoint, started)
+        return _train_and_report(cfg, pairs, checkpoint, started, final=final)
     except BaseException:
         if rank == 0 and not checkpoints_in(cfg.output_dir):  # nothing to resume: leave no file blocking a rerun
             for name in RUN_OUTPUT_FILES:
@@ -794,14 +831,19 @@ def check_run_outputs(cfg: TrainConfig, *, resume: bool, overwrite: bool) -> Pat
 
 
 def _train_and_report(cfg: TrainConfig, pairs: dict[str, list[dict[str, str]]], checkpoint: Path | None,
-                      started: float) -> dict[str, Any]:
+                      started: float, *, final: bool = False) -> dict[str, Any]:
     run = set_up(cfg, pairs, checkpoint)
     writer = distributed_rank()[0] == 0
     if writer:
         dataio.write_json(cfg.output_dir / RESOLVED_CONFIG_FILE, cfg.resolved())
 
     train_metrics: dict[str, Any] = {}
-    if cfg.training_args.do_train:
+    if final:  # PaddleNLP would train one step past the end (9/8) from a checkpoint at max_steps
+        restore_final_checkpoint(cfg, run.trainer, checkpoint)
+        run.trainer.save_model(str(cfg.output_dir))
+        if writer:
+            dataio.apply_umask_to_files(cfg.output_dir.glob("*.safetensors"))
+    elif cfg.training_args.do_train:
         result = run.trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
         train_metrics = dict(result.metrics)
         run.trainer.save_model(str(cfg.output_dir))  # PaddleNLP saves on rank 0 only
@@ -823,6 +865,62 @@ def _train_and_report(cfg: TrainConfig, pairs: dict[str, list[dict[str, str]]], 
 
         paddle.distributed.barrier()
     return summary
+
+
+# Files a write killed midway leaves: safetensors' temporary file (.tmpXXXXXX, then renamed) and dataio's own.
+KILLED_WRITE = re.compile(r"\.tmp[A-Za-z0-9]{6}|\..+\.[0-9a-f]{12}\.tmp")
+
+
+def remove_killed_writes(output_dir: Path) -> list[Path]:
+    """Remove the temporary files of writes a killed run left in ``output_dir`` and its checkpoints (call with
+    the folder locked, so no live writer owns them); returns what was removed."""
+    removed = []
+    for folder in (output_dir, *checkpoints_in(output_dir)):
+        if not folder.is_dir():
+            continue
+        for path in folder.iterdir():
+            if KILLED_WRITE.fullmatch(path.name) and path.is_file():
+                path.unlink()
+                removed.append(path)
+                logger.info("removed %s, left by a killed write", path)
+    return removed
+
+
+def checkpoint_step_is_final(cfg: TrainConfig, checkpoint: Path) -> bool:
+    """True when ``checkpoint`` is at (or past) the run's last step: max_steps, or, without it, the step count
+    the checkpoint's trainer state recorded for the same run."""
+    step = _checkpoint_step(checkpoint) if checkpoint.name.startswith(CHECKPOINT_PREFIX) else None
+    try:
+        state = json.loads((checkpoint / "trainer_state.json").read_text(encoding="utf-8"))
+        step, recorded = int(state.get("global_step", step)), int(state.get("max_steps") or 0)
+    except (OSError, ValueError, TypeError):
+        recorded = 0
+    target = cfg.training_args.max_steps if cfg.training_args.max_steps > 0 else recorded
+    return step is not None and target > 0 and step >= target
+
+
+def finished_summary(output_dir: Path, checkpoint: Path) -> dict[str, Any] | None:
+    """The summary of a run that ended at ``checkpoint`` and wrote every result, else None."""
+    try:
+        summary = json.loads((output_dir / SUMMARY_FILE).read_text(encoding="utf-8"))
+        done = int(summary["global_step"]) >= _checkpoint_step(checkpoint)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    weights = ("peft_model*", "lora_model_state*", "model.safetensors*", "model-*.safetensors", "model_state*")
+    return summary if done and any(any(output_dir.glob(pattern)) for pattern in weights) else None
+
+
+def restore_final_checkpoint(cfg: TrainConfig, trainer: Any, checkpoint: Path) -> None:
+    """The trainer as it ended: the final checkpoint's weights and state, then the best checkpoint's weights when
+    load_best_model_at_end asks for them (what PaddleNLP's train() does after its last step)."""
+    from paddlenlp.trainer.trainer_callback import TrainerState
+
+    trainer._load_from_checkpoint(str(checkpoint))
+    trainer.state = TrainerState.load_from_json(str(checkpoint / "trainer_state.json"))
+    trainer.loss_sum = 0.0
+    best = trainer.state.best_model_checkpoint
+    if cfg.training_args.load_best_model_at_end and best and Path(best).is_dir() and Path(best) != checkpoint:
+        trainer._load_from_checkpoint(best)
 
 
 def _checkpoint_step(checkpoint: Path) -> int:

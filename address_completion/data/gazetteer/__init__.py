@@ -13,20 +13,22 @@ On top of the official full names the gazetteer knows short names (碑林 → �
 and the renamed or abolished divisions of :data:`RENAMED` (江干区 → 上城区), so :meth:`Gazetteer.parse` reads
 addresses the way people write them. Town-level divisions are matched by full name only: their short forms
 (法门 for 法门镇) collide with ordinary words too often. A short name takes a following suffix only when it
-fits the division (喀左县, 新疆省, 玉环县 for 玉环市; not 玉环区), and a county short name followed by a
-development-zone word (东湖高新区, 滨江新区) is read only where the names before it place it.
+fits the division (喀左县, 新疆省, 玉环县 for 玉环市; not 玉环区; a suffix character it never had starts the
+detail's street: 鄞州市心路 is 鄞州区 + 市心路). A county short name followed by the name word of an area of its
+own (滨江新区, 江北新区) is read only where the names before it place it; before a zone of the county
+(江宁开发区, 萧山经济技术开发区) or a street whose name starts with a place word (鄞州站前路) it is read.
 
 Modules by job: :mod:`.divisions` (reference tables and the name index), :mod:`.normalize` (text
 normalisation), :mod:`.parser` (:meth:`Gazetteer.parse`), :mod:`.candidates` (completion candidates).
 """
 
-from .candidates import MAX_CANDIDATES, Candidate, completion_candidates
+from .candidates import DEFAULT_DETAIL, DETAILS, MAX_CANDIDATES, Candidate, check_detail, completion_candidates
 from .divisions import (ABBREVIATIONS, DATA_FILE, DATA_PACKAGE, ETHNIC_GROUPS, LEVELS, MUNICIPALITIES, RENAMED,
                         AdminChain, Division, DivisionIndex, read_divisions, rule_short_forms)
 from .normalize import SEPARATORS, normalize_address, to_simplified
 from .parser import ZONE_WORDS, Gazetteer, ParsedAddress, load_gazetteer
 
-__all__ = ["ABBREVIATIONS", "DATA_FILE", "DATA_PACKAGE", "ETHNIC_GROUPS", "LEVELS", "MAX_CANDIDATES",
+__all__ = ["ABBREVIATIONS", "DATA_FILE", "DATA_PACKAGE", "DEFAULT_DETAIL", "DETAILS", "ETHNIC_GROUPS", "LEVELS", "MAX_CANDIDATES",
            "MUNICIPALITIES", "RENAMED", "SEPARATORS", "ZONE_WORDS", "AdminChain", "Candidate", "Division",
-           "DivisionIndex", "Gazetteer", "ParsedAddress", "completion_candidates", "load_gazetteer",
+           "DivisionIndex", "Gazetteer", "ParsedAddress", "check_detail", "completion_candidates", "load_gazetteer",
            "normalize_address", "read_divisions", "rule_short_forms", "to_simplified"]

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from typing import Optional
 
 from .divisions import _SUFFIX_CHARS, _SUFFIX_TEXT, MUNICIPALITIES, AdminChain, Division
-from .normalize import (_BETWEEN_NAMES, _detail_after, _skip_between_names, _without_unopened_closers,
-                        normalize_address, to_simplified)
+from .normalize import (_BETWEEN_NAMES, _BRACKET_PAIRS, _detail_after, _placeholder_end, _skip_between_names,
+                        _without_unopened_closers, normalize_address, to_simplified)
 from .parser import _STREET_AFTER_SHORT, ZONE_WORDS, Gazetteer, _Token, load_gazetteer
 
 MAX_CANDIDATES = 8
@@ -23,6 +23,20 @@ MAX_CANDIDATES = 8
 _FUZZY_LEVELS = (1, 2, 3)
 _FUZZY_MAX_LENGTH = 9  # longest written form worth correcting (巴音郭楞蒙古自治州)
 _KIND_RANK = {"full": 0, "old": 1, "short": 2, "typo": 3}
+# How the detail after the division names is kept (the ``detail`` setting of prepare, train, predict, serve and
+# evaluate). verbatim (default): every character written after the run of division names the chain was read
+# from, unchanged — a repeated run after a complete chain, separators, spaces, brackets, full-width characters.
+# clean: the earlier folding — repeated division names read into the chain, leading separators, spaces and empty
+# bracket pairs dropped, NFKC (full-width digits become ASCII).
+DETAILS = ("verbatim", "clean")
+DEFAULT_DETAIL = "verbatim"
+
+
+def check_detail(detail: str) -> str:
+    """``detail`` itself, or ValueError naming the allowed values (:data:`DETAILS`)."""
+    if detail not in DETAILS:
+        raise ValueError(f"detail must be one of {', '.join(DETAILS)}, got {detail!r}")
+    return detail
 
 
 @dataclass(frozen=True)
@@ -42,6 +56,17 @@ class Candidate:
     @property
     def text(self) -> str:
         return self.chain.text() + self.detail
+
+
+@dataclass(frozen=True)
+class _Step:
+    """One accepted step of a scan: where it ended, the readings after it, the divisions its name named and
+    whether it only confirmed a chain already complete (county-level or deeper)."""
+
+    end: int
+    readings: tuple
+    named: frozenset
+    after_complete: bool
 
 
 @dataclass
@@ -108,6 +133,9 @@ class _CandidateScan:
     (every 朝阳区, every 城关镇) and lets later tokens narrow them: a deeper division nests below a
     reading; the same division or one of its ancestors written again (town first, then its county:
     织里镇吴兴区织里镇…) confirms it. The scan stops at the first text that fits no reading.
+
+    Every accepted step is kept in ``steps`` so that :meth:`cut_at_repeat` (verbatim detail) can end the run
+    where the names start over.
     """
 
     def __init__(self, gazetteer: "Gazetteer", text: str, fuzzy: bool):
@@ -117,6 +145,7 @@ class _CandidateScan:
         self.readings: list[_Reading] = []
         self.end = 0
         self.typo = False
+        self.steps: list[_Step] = []
 
     def run(self) -> "_CandidateScan":
         return self.run_from(0)
@@ -124,14 +153,73 @@ class _CandidateScan:
     def run_from(self, position: int) -> "_CandidateScan":
         while True:
             start = self._skip_separators(position)
+            before, recorded = self.readings, len(self.steps)
             step = self._exact_step(start)
+            if step is None:
+                step = self._placeholder_step(start)
             if step is None and self.fuzzy and not self._reaches_county():
                 step = self._fuzzy_step(start)
             if step is None:
                 return self
             end, readings = step
+            if len(self.steps) == recorded:  # a fuzzy step that read on records its own steps
+                self._record(start, end, before, readings)
             self.readings, self.end = readings, end
             position = end
+
+    def _placeholder_step(self, start: int) -> Optional[tuple[int, list[_Reading]]]:
+        """Steps over a placeholder level (省直辖县级行政区划, 市辖区, a lone 县 before a division name) to the
+        division after it; a placeholder of 2+ characters with no division after it is stepped over alone."""
+        after = _placeholder_end(self.text, start)
+        if after == start:
+            return None
+        step = self._exact_step(self._skip_separators(after))
+        if step is None and after - start > 1 and self.readings:
+            return after, self.readings
+        return step
+
+    def _record(self, start: int, end: int, before: list[_Reading], after: list[_Reading]) -> None:
+        """Keep one accepted step: which divisions its name names, and whether it only confirmed ``before``."""
+        codes_before = {r.division.code for r in before}
+        confirm = bool(before) and {r.division.code for r in after} <= codes_before
+        if confirm:
+            above = codes_before | {code for r in before for code in self.gaz._ancestors[r.division.code]}
+            entries = next((self.gaz._index[self.text[start:stop]] for stop in range(end, start + 1, -1)
+                            if self.text[start:stop] in self.gaz._index), [])
+            named = frozenset(e.division.code for e in entries) & above
+        else:
+            named = frozenset(r.division.code for r in after)
+        complete = any(r.division.level >= 3 or not self.gaz.children(r.division) for r in before)
+        self.steps.append(_Step(end, tuple(after), named, confirm and complete))
+
+    def cut_at_repeat(self) -> None:
+        """End the run where its names start over after a complete chain (verbatim detail).
+
+        A stretch of names that only confirm a chain already read down to a county-level division or deeper is
+        a repeated run when one of its names was written before (碑林区陕西省西安市碑林区…, 碑林区碑林区…): the
+        run ends before the stretch, whose text becomes detail. A stretch that only adds names not yet written
+        (法门镇扶风县, 虎门镇东莞市, 朝阳区北京市) is the names written in another order and stays in the run, and
+        so does a stutter before the chain is complete (陕西省陕西省西安市, 北京北京市朝阳区)."""
+        named: set[str] = set()
+        index = 0
+        while index < len(self.steps):
+            if not self.steps[index].after_complete:
+                named |= self.steps[index].named
+                index += 1
+                continue
+            stretch = index
+            while stretch < len(self.steps) and self.steps[stretch].after_complete:
+                stretch += 1
+            seen, repeated = set(named), False
+            for step in self.steps[index:stretch]:
+                repeated = repeated or bool(step.named & seen)
+                seen |= step.named
+            if repeated:
+                if index > 0:
+                    self.end, self.readings = self.steps[index - 1].end, list(self.steps[index - 1].readings)
+                    del self.steps[index:]
+                return
+            named, index = seen, stretch
 
     def _skip_separators(self, position: int) -> int:
         return _skip_between_names(self.text, position)
@@ -218,19 +306,20 @@ class _CandidateScan:
                 continue
             for key in index.corrections(written):
                 probe = _CandidateScan(self.gaz, self.text[:start] + key + self.text[start + length:], fuzzy=True)
-                probe.readings = self.readings
+                probe.readings, probe.steps = self.readings, list(self.steps)
                 step = probe._exact_step(start, allow_conflict=False)
                 if step is None or step[0] < start + length:
                     continue
                 probe.end, probe.readings = step[0], [_Reading(r.division, "typo", r.conflict) for r in step[1]]
                 # the user's own suffix (碑材区, 玉环区, 杭洲市): a slip inside a name, not a street (长按路)
                 written_suffix = (written[-1] in _SUFFIX_TEXT and key[-1] in _SUFFIX_TEXT) or step[0] > start + length
+                probe._record(start, step[0], self.readings, probe.readings)
                 probe.run_from(step[0])
                 # confirmed by a division nesting below it (杭洲西湖区), or by the names before it plus a suffix
                 # (西安市碑材区); a suffix alone is not enough (臺北市 is not 淮北市, 江北新区 not 沈北新区)
                 if probe.end == step[0] and not (self.readings and written_suffix):
                     continue
-                self.text, self.typo = probe.text, True
+                self.text, self.typo, self.steps = probe.text, True, probe.steps
                 return probe.end, probe.readings
         return self._skip_step(start)
 
@@ -279,6 +368,43 @@ def _verbatim_tail(address: str, detail: str) -> str:
     return detail
 
 
+def _nfkc(text: str) -> str:
+    return unicodedata.normalize("NFKC", text)
+
+
+def _written_detail(address: str, written: str, end: int) -> str:
+    """Verbatim detail: the characters of ``address`` after the run of division names that ends at ``end`` of
+    ``written`` (its normalized form, :func:`normalize_address`), unchanged — separators, spaces, brackets,
+    full-width and traditional characters included; the address's outer whitespace is not part of it.
+
+    One exception keeps bracket pairs whole: a closing bracket whose opening one stood before the detail (inside
+    the run, 西安市(碑林区)1号, or in front of the whole address, (北京市朝阳区建国路88号)) belongs with it, not to
+    the detail — at the detail's start or at its end. Positions map through per-character NFKC; where that
+    disagrees with the whole string's NFKC (combining marks), the normalized detail is returned."""
+    text = address.strip()
+    wanted = written[end:]
+    position, seen = len(text), 0
+    while position > 0 and seen < len(wanted):
+        position -= 1
+        seen += len("".join(_nfkc(text[position]).split()))
+    if wanted:
+        while position > 0 and text[position - 1].isspace():  # spaces between the names and the detail
+            position -= 1
+    tail = text[position:] if wanted else ""
+    if "".join(_nfkc(tail).split()) != wanted:
+        return wanted
+    run = _nfkc(text[:position])
+    opened = {opener: run.count(opener) - run.count(closer) for closer, opener in _BRACKET_PAIRS.items()}
+    while tail.strip() and _nfkc(tail.lstrip()[0]) in _BRACKET_PAIRS and opened[_BRACKET_PAIRS[
+            _nfkc(tail.lstrip()[0])]] > 0:
+        opened[_BRACKET_PAIRS[_nfkc(tail.lstrip()[0])]] -= 1
+        tail = tail.lstrip()[1:]
+    while tail and _nfkc(tail[-1]) in _BRACKET_PAIRS and (
+            _nfkc(tail).count(_BRACKET_PAIRS[_nfkc(tail[-1])]) < _nfkc(tail).count(_nfkc(tail[-1]))):
+        tail = tail[:-1].rstrip()
+    return tail
+
+
 def _size_prior(gazetteer: "Gazetteer", division: Division) -> int:
     """0 for a division of a municipality or provincial capital (code XX01…), else 1: a tie-break only."""
     province = gazetteer.chain_for(division).province
@@ -288,18 +414,28 @@ def _size_prior(gazetteer: "Gazetteer", division: Division) -> int:
 
 
 def completion_candidates(address: str, gazetteer: Optional["Gazetteer"] = None, *,
-                          limit: int = MAX_CANDIDATES) -> list[Candidate]:
+                          limit: int = MAX_CANDIDATES, detail: str = DEFAULT_DETAIL) -> list[Candidate]:
     """The candidate answers for ``address``: each an existing chain + the input's detail, verbatim.
 
     Structure: a :class:`Candidate` holds the chain (province; city — None for municipalities and
     province-direct county-level cities; county — None for cities without districts; town only when the
-    input named one) and ``detail``, the input after its administrative part, verbatim but
-    NFKC-normalized (full-width digits become ASCII; spaces inside it and traditional characters are
-    kept). ``candidate.text`` is the full answer.
+    input named one) and ``detail``, the input after its run of division names. ``candidate.text`` is the
+    full answer.
+
+    ``detail`` (:data:`DETAILS`) says how that detail is kept. "verbatim" (default): every character the
+    user wrote after the run of division names the chain was read from, unchanged (:func:`_written_detail`):
+    碑林区_扬子江南路1号 → 陕西省西安市碑林区_扬子江南路1号; a run written again after a complete chain is
+    detail (陕西省西安市碑林区陕西省西安市碑林区… keeps the second run), a stutter before the chain is complete
+    is not (陕西省陕西省西安市…, 北京北京市…). Separators and brackets between division names belong to the
+    run; what ``normalize_address`` strips in front of it (中国, labels, tags, emoji, postal codes) precedes the
+    run and is no detail either. "clean": the earlier folding — names repeated after the chain read into it,
+    leading separators, spaces and empty bracket pairs dropped, NFKC (full-width digits become ASCII;
+    spaces inside the detail and traditional characters are kept).
 
     Readings covered: a complete input (its own chain: the identity candidate), dropped province/city,
     short names (碑林, 扶风, 喀左), renamed and abolished names (江干区 → 上城区), separators, spaces, brackets
-    around names ([朝阳区], 陕西省（西安市）),
+    around names ([朝阳区], 陕西省（西安市）), placeholder levels (省直辖县级行政区划, 自治区直辖县级行政区划,
+    市辖区, 县 as a city level, short forms: stepped over, in neither chain nor detail),
     full-width characters, a leading 中国, a leading label / tag / emoji / postal code
     (收货地址：, 【加急】, 🏠, 710001), repeated prefixes, a town written first, traditional
     characters (OpenCC t2s), and one misspelled name of levels 1-3 (same pinyin by pypinyin, or one
@@ -315,10 +451,11 @@ def completion_candidates(address: str, gazetteer: Optional["Gazetteer"] = None,
     At most ``limit`` candidates (default :data:`MAX_CANDIDATES`). An empty list means the gazetteer
     found no division: callers fall back to free generation.
 
-    Raises ValueError for a ``limit`` below 1.
+    Raises ValueError for a ``limit`` below 1 or an unknown ``detail``.
     """
     if limit < 1:
         raise ValueError(f"limit must be at least 1, got {limit}")
+    verbatim = check_detail(detail) == "verbatim"
     gazetteer = gazetteer or load_gazetteer()
     written = normalize_address(address, gazetteer.is_division_text)
     scan = _CandidateScan(gazetteer, written, fuzzy=True).run()
@@ -330,7 +467,11 @@ def completion_candidates(address: str, gazetteer: Optional["Gazetteer"] = None,
             scan, traditional = converted, True
     if not scan.readings:
         return []
-    detail = _without_unopened_closers(_verbatim_tail(address, _detail_after(written, scan.end)))
+    if verbatim:
+        scan.cut_at_repeat()
+        detail = _written_detail(address, written, scan.end)
+    else:
+        detail = _without_unopened_closers(_verbatim_tail(address, _detail_after(written, scan.end)))
 
     def order(reading: _Reading) -> tuple:
         return (reading.conflict, -_detail_agreement(gazetteer, reading.division, detail),

@@ -1,6 +1,6 @@
 """Text normalisation of addresses before any name is looked up: full-width to half-width, no whitespace, no
-leading country, label, tag or postal code; the separators and brackets stepped over between division names;
-traditional to simplified characters (OpenCC)."""
+leading country, label, tag or postal code; the separators, brackets and placeholder levels (省直辖县级行政区划,
+市辖区 …) stepped over between division names; traditional to simplified characters (OpenCC)."""
 
 from __future__ import annotations
 
@@ -22,6 +22,20 @@ _BRACKET_PAIRS = dict(zip(_CLOSING_BRACKETS, _OPENING_BRACKETS))  # closing -> o
 # 寄件人地址:), a bracketed tag without a division suffix or street word in it (【顺丰】, [急件], (代收); not [朝阳区]
 # or [扬子江南路]: part of the address) or a six-digit postal code (710001).
 _LEADING_LABEL = re.compile(r"[^\W\d_]{0,5}地址:|[【\[(<《〔][^】\])>》〕省市区县州旗盟镇乡路街巷弄号]{1,12}[】\])>》〕]|\d{6}(?=\D)")
+# Placeholder levels of the statistics tables, written by people who copy them: 省直辖县级行政区划 (湖北's 天门市,
+# 河南's 济源市, 海南's 五指山市 …), 自治区直辖县级行政区划 (新疆's 石河子市, 五家渠市 …), 市辖区 (the districts of a
+# city or municipality), 县 (the counties of a municipality: 重庆市县巫山县), and their short forms (省直辖, 直辖县级
+# 市, 省直辖县 …). They name no division: the scan steps over them between division names (Gazetteer.parse,
+# completion_candidates) and keeps none of them in the chain or the detail.
+_PLACEHOLDER = re.compile(
+    r"(?:省|自治区)?直辖县级(?:行政区划|行政单位|行政区|单位|市)?|(?:省|自治区)直辖(?:县|市)?|市辖区|县")
+
+
+def _placeholder_end(text: str, start: int) -> int:
+    """The position after a placeholder level starting at ``start`` (省直辖县级行政区划天门市 -> before 天门市), or
+    ``start`` when none starts there. A lone 县 is a placeholder only before a division name: callers check."""
+    match = _PLACEHOLDER.match(text, start)
+    return match.end() if match else start
 
 
 def _skip_between_names(text: str, start: int) -> int:

