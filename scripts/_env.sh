@@ -43,4 +43,16 @@ ensure_env() {
   PY="$VENV/bin/python"
 }
 
+# The web page's browser test drives Debian's chromium through its chromedriver (no browser download at run time).
+# Installed with apt when missing and we are root (CI runs as root on a clean machine); otherwise the test says
+# which packages it needs and skips.
+ensure_browser() {
+  if command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1; then return; fi
+  if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
+    echo ">> installing chromium, chromium-driver and a CJK font for the web page test (apt-get)" >&2
+    apt-get update -qq >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver \
+      fonts-wqy-zenhei >&2 || echo "warning: could not install chromium; tests/test_webpage.py will skip" >&2
+  fi
+}
+
 ac() { "$PY" -m address_completion "$@"; }

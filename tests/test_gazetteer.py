@@ -439,3 +439,15 @@ def test_parse_steps_over_placeholder_levels(gaz, address, chain, rest):
     """Issue 22 item 4, as parse() reads it."""
     parsed = gaz.parse(address)
     assert parsed.valid_chain and parsed.chain.text() == chain and parsed.rest == rest
+
+
+@pytest.mark.parametrize("address, names", [
+    ("山西西安市雁塔区小寨东路1号", ["山西省", "西安市", "雁塔区"]),
+    ("广东省南昌市南山区粤海街道科技园路1号", ["广东省", "南昌市", "南山区", "粤海街道"]),
+    ("广东省杭州市西湖区文三路1号", ["广东省", "杭州市", "西湖区"]),
+])
+def test_parse_reports_contradicting_names_as_written_and_no_chain(gaz, address, names):
+    """parse() keeps the written names and flags them (metrics count such answers as invalid chains);
+    completion_candidates resolves the conflict by evidence (test_gazetteer_candidates)."""
+    parsed = gaz.parse(address)
+    assert not parsed.valid_chain and parsed.chain is None and parsed.names() == names

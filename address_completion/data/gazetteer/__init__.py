@@ -26,7 +26,8 @@ and the name index), :mod:`.normalize` (text
 normalisation), :mod:`.parser` (:meth:`Gazetteer.parse`), :mod:`.candidates` (completion candidates).
 """
 
-from .candidates import DEFAULT_DETAIL, DETAILS, MAX_CANDIDATES, Candidate, check_detail, completion_candidates
+from .candidates import (DEFAULT_DETAIL, DETAILS, MAX_CANDIDATES, Candidate, address_detail, chain_problem,
+                         check_detail, completion_candidates)
 from .divisions import (ABBREVIATIONS, DATA_FILE, DATA_PACKAGE, ETHNIC_GROUPS, LEVELS, MUNICIPALITIES, AdminChain,
                         Division, DivisionIndex, read_divisions, rule_short_forms)
 from .history import HISTORY_PACKAGES, OVERRIDES, History, build_history, load_history
@@ -36,5 +37,6 @@ from .parser import ZONE_WORDS, Gazetteer, ParsedAddress, load_gazetteer
 __all__ = ["ABBREVIATIONS", "DATA_FILE", "DATA_PACKAGE", "DEFAULT_DETAIL", "DETAILS", "ETHNIC_GROUPS",
            "HISTORY_PACKAGES", "LEVELS", "MAX_CANDIDATES", "MUNICIPALITIES", "OVERRIDES", "SEPARATORS", "ZONE_WORDS",
            "AdminChain", "Candidate", "Division", "DivisionIndex", "Gazetteer", "History", "ParsedAddress",
-           "build_history", "check_detail", "completion_candidates", "load_gazetteer", "load_history",
+           "address_detail", "build_history", "chain_problem", "check_detail", "completion_candidates",
+           "load_gazetteer", "load_history",
            "normalize_address", "read_divisions", "rule_short_forms", "to_simplified"]

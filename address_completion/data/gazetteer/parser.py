@@ -21,9 +21,21 @@ _STREET_AFTER_SHORT = re.compile(
     r"(?:[东西南北中]|[一二三四五六七八九十]|\d)?"
     r"(?:路|街|大街|大道|道|巷|弄|里|号|胡同|村|小区|花园|广场|大厦|公园|桥|站|机场|港|湾|商场|饭店|宾馆|酒店|医院|中学|小学|大学)"
 )
-# ... unless that word is itself the start of a street's own name: 站前路, 桥头路, 港口路, 道前街 (鄞州站前路 is
-# 鄞州 + 站前路): a single-character place word, one or two name characters, then a street word.
-_STREET_NAMED_AFTER_SHORT = re.compile(r"[站桥港湾村里道][^\W\d_]{1,2}?(?:路|街|大街|大道|巷|弄)")
+# ... unless that word is only the start of a longer street name: 站前路, 桥头路, 港口路, 十号路, 花园路, 五里河路
+# (鄞州站前路 is 鄞州 + 站前路, 固镇十号路 is 固镇 + 十号路): a word that is no street word itself, then at most two
+# name characters and a street word. A street word itself (西安路, 西安南路) stays the street's end.
+_STREET_END = re.compile(r"(?:路|街|大街|大道|道|巷|弄|胡同)$")
+_STREET_GOES_ON = re.compile(r"[^\W\d_]{0,2}?(?:路|街|大街|大道|巷|弄)")
+
+
+def _street_after_short(text: str, end: int) -> bool:
+    """Whether the text at ``end`` (after a short name) is a street or place named after it (西安路, 鄞州站)."""
+    match = _STREET_AFTER_SHORT.match(text, end)
+    if match is None:
+        return False
+    return bool(_STREET_END.search(match.group())) or not _STREET_GOES_ON.match(text, match.end())
+
+
 # Words that start with a suffix character but are no suffix (碑林市场 is 碑林 + 市场) — unless a division name
 # follows the suffix character (旬阳县城关镇 is 旬阳县 + 城关镇, not 旬阳 + 县城…).
 _WORDS_AFTER_SHORT = ("市场", "区域", "县城")
@@ -237,10 +249,9 @@ class Gazetteer(DivisionIndex):
         suffix that does not fit them (玉环区 is not 玉环市); one followed by a fitting suffix (喀左县,
         新疆省) takes that character along. Short names followed by a zone word (东湖高新区) are marked.
         """
-        street_like = (bool(_STREET_AFTER_SHORT.match(text, end))
-                       and not _STREET_NAMED_AFTER_SHORT.match(text, end))  # 鄞州站前路: 站前路 is the street
+        street_like = _street_after_short(text, end)  # 西安路 yes; 鄞州站前路: 站前路 is the street
         suffix = text[end] if end < len(text) and text[end] in _SUFFIX_CHARS else ""
-        if text.startswith(_WORDS_AFTER_SHORT, end) and not self._key_at(text, end + 1):
+        if text.startswith(_WORDS_AFTER_SHORT, end) and not self._key_at(text, end + 1, full_only=True):
             suffix = ""  # 碑林市场: a word of the detail, not a suffix (but 旬阳县城关镇 is 旬阳县 + 城关镇)
         fits = {entry.division.code: self._suffix_fits(entry.division, suffix)
                 for entry in entries if suffix and entry.kind == "short"}
@@ -283,9 +294,10 @@ class Gazetteer(DivisionIndex):
             return "rule"
         return None
 
-    def _key_at(self, text: str, start: int) -> bool:
-        """Whether a division name (any key of 2+ characters) starts at ``start`` (新城区 after 西安)."""
-        return any(text[start:start + length] in self._index
+    def _key_at(self, text: str, start: int, full_only: bool = False) -> bool:
+        """Whether a division name (any key of 2+ characters; with ``full_only`` a full or former name, not a
+        short one: 城关镇, not 城东) starts at ``start`` (新城区 after 西安)."""
+        return any(any(not full_only or e.kind != "short" for e in self._index.get(text[start:start + length], ()))
                    for length in range(2, min(self._max_key, len(text) - start) + 1))
 
     def _nested(self, divisions: list[Division], scan: _Scan) -> list[Division]:
