@@ -31,9 +31,10 @@ former cities become its ``former_parents``; a curated event whose old division 
 neither package; the town that became a subdistrict of its name (X镇 -> X街道) is a rule of
 :class:`.divisions.DivisionIndex`.
 
-The result (:class:`History`, about 0.4 MB of JSON) takes 1-3 s to derive on the shared 2-core machine
-(``python bench/history.py`` prints it) and is cached under ``<cache_root>/division-history/``, keyed by the
-three packages' versions and a hash of this module and the division rows; a cached load takes about 0.1 s.
+The result (:class:`History`, about 0.4 MB of JSON) is derived once — 0.8-2.7 s on the shared 2-core machine,
+up to 7 s while it was fully loaded (``python bench/history.py`` prints the time) — and cached under
+``<cache_root>/division-history/``, keyed by the three packages' versions and a hash of this module and the
+division rows; reading the cache took 0.1 s.
 """
 
 from __future__ import annotations
