@@ -59,6 +59,8 @@ def test_issue_inputs(gaz, address, expected):
     ("四川省资阳市简阳市xx路1号", "四川省成都市简阳市xx路1号"),  # moved to 成都 (2016)
     ("思茅地区景东县锦屏镇1号", "云南省普洱市景东彝族自治县锦屏镇1号"),  # 思茅 renamed 普洱 (2007)
     ("铜仁地区江口县双江街道1号", "贵州省铜仁市江口县双江街道1号"),  # 地区 -> 市 (2011)
+    ("广东省惠阳地区xx路1号", "广东省惠州市xx路1号"),  # a 地区 was a region: its city, not its seat 惠阳区
+    ("莱芜市xx路1号", "山东省济南市莱芜区xx路1号"),  # a 市 whose urban area became a district
     # split or merged districts: the town written decides, else the data's successor
     ("大同市南郊区口泉乡1号", "山西省大同市云冈区口泉乡1号"),  # 南郊区 -> 平城区 and 云冈区 (2018)
     ("重庆市渝北区大湾镇xx路1号", "重庆市北碚区大湾镇xx路1号"),  # 渝北区's northern towns -> 北碚区 (2025)

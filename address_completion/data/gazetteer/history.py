@@ -289,8 +289,9 @@ class _Builder:
             targets, change, _ = self.follow(adcode)
         if not targets:
             return set(), ""
-        if all(self.by_code[t][0] == 2 for t in targets) and successor not in self.by_code:
-            # an abolished prefecture whose name lives on in a county of its successor (莱芜市 -> 莱芜区)
+        if all(self.by_code[t][0] == 2 for t in targets) and successor not in self.by_code and city.endswith("市"):
+            # an abolished prefecture-level city whose urban area lives on as a county of its successor (莱芜市 ->
+            # 莱芜区); a 地区 was a whole region, not its seat (惠阳地区 is 惠州市, not its 惠阳区)
             counties = [c for t in targets for c in self.by_stem.get((3, stem(city)), ()) if self.parent(c) == t]
             if len(counties) == 1:
                 return set(counties), "abolished"
