@@ -26,6 +26,7 @@ from typing import Any, Callable, Mapping, Optional, Sequence
 from .dataio import (FORMATS, atomic_files, output_lock, check_apart, check_output_folder, check_writable,
                      clean_stale_siblings, json_line, read_records)
 from ..errors import ConfigError, DataError
+from .formats import LAYOUTS
 from .gazetteer import load_gazetteer, normalize_address
 from .prompt import strip_prefix
 from ..runtime import logger
@@ -361,6 +362,8 @@ def _split_file(input_path: str | Path, output_dir: str | Path, *, ratios: Seque
             raise ConfigError(f"--output {output_dir}: {path} is a folder; remove it or choose another --output")
         check_writable(path, force)
     read = read_records(input_path, required=("src", "tgt"), fmt=fmt, skip_bad=skip_bad)
+    if read.layout not in (None, "src_tgt"):  # the project's own format needs no word
+        logger.info("%s: record format %s", input_path, read.describe())
     for reason in read.skip_reasons:
         logger.warning("skipped %s", reason)
     if not read.records:
@@ -392,8 +395,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--holdout-counties", type=float, default=0.0, metavar="FRACTION",
                         help="fraction of counties kept out of train; their pairs go to dev/test only, "
                              "the other pairs are split by --ratios")
-    parser.add_argument("--format", dest="fmt", choices=[fmt for fmt in FORMATS if fmt != "text"], default=None,
-                        help="input format; when omitted, chosen by the extension and content")
+    parser.add_argument("--format", dest="fmt", choices=[fmt for fmt in FORMATS if fmt != "text"] + list(LAYOUTS),
+                        default=None, help="input file format, or record format of a JSON / JSON-lines file (src_tgt, "
+                                           "alpaca, sharegpt, messages); when omitted, chosen by the extension and "
+                                           "content")
     parser.add_argument("--skip-bad", action="store_true", help="skip and count malformed records instead of failing")
     parser.add_argument("--force", action="store_true", help="overwrite existing split files")
 

@@ -36,6 +36,7 @@ from .gazetteer import (DEFAULT_DETAIL, DETAILS, ZONE_WORDS, AdminChain, Divisio
                         check_detail, completion_candidates, load_gazetteer, normalize_address)
 from .poi import PoiData, load_poi
 from .prompt import strip_prefix, with_prefix
+from ..runtime import logger
 
 DEFAULT_NUM = 5000
 DEFAULT_SEED = 42
@@ -1007,6 +1008,8 @@ def _run(args: argparse.Namespace) -> int:
         examples = synthesize_examples(num, progress=num >= 2000, **options)
     else:
         read = read_records(args.input, required=("tgt",), column=args.column, skip_bad=args.skip_bad)
+        if read.layout not in (None, "src_tgt"):  # the project's own format needs no word
+            logger.info("%s: record format %s", args.input, read.describe())
         skipped_lines, skip_reasons = read.skipped, list(read.skip_reasons)
         addresses = [record["tgt"] for record in read.records]
         if not addresses:
