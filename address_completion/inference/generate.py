@@ -81,6 +81,8 @@ def answer_problem(answer: str, *, prefix: str = DEFAULT_PROMPT_PREFIX, gazettee
         return REASON_CANDIDATES_LINE
     problem = chain_problem(text, gazetteer)
     return {None: None, "not_current": REASON_NOT_CURRENT, "not_nesting": REASON_NOT_NESTING}[problem]
+
+
 # Distinct prompts encoded in one forward pass by the scorer (their candidates share each prompt's KV cache).
 SCORE_BATCH_PROMPTS = 8
 
