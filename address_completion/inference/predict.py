@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Sequence, TextIO
 
 from .. import DEFAULT_PROMPT_PREFIX
 from ..data import dataio
-from ..data.prompt import MAX_INPUT_CHARS, has_address_text
+from ..data.prompt import MAX_INPUT_CHARS, has_address_text, strip_prefix
 from ..errors import ConfigError, DataError
 
 if TYPE_CHECKING:
@@ -72,6 +72,8 @@ def check_lengths(inputs: list[PredictInput], limit: int, source: str | None) ->
         if len(item.address) > limit:
             message = (f"address has {len(item.address)} characters; the limit is {limit} (--max_input_chars): "
                        "give one postal address per record")
+        elif not strip_prefix(item.address):  # the prompt's prefix alone read as "no letter or digit"
+            message = f"{item.address!r} is the prompt prefix alone: nothing to complete; give a postal address"
         elif not has_address_text(item.address):
             message = f"{item.address!r} has no letter or digit: nothing to complete; give a postal address"
         if message is not None:
