@@ -143,6 +143,19 @@ def world(default_model_dir, lora_adapter_dir, tmp_path_factory) -> dict[str, st
     base_system_eval("eval_missing_test", root / "no-such-test.json", root / "eval")
     config("bad_trainable", trainable_modules=[".*embed_tokenz.*"])
     config("locked", output_dir=str(root / "locked"))
+    # an adapter of a one-layer base (item 7), and a model whose config.json says 128 wide for 64-wide weights (item 8)
+    from paddlenlp.peft import LoRAConfig, LoRAModel
+
+    from address_completion.model.modeling import load_model, save_adapter
+
+    one_layer = build_default_model(root / "one-layer-model", num_hidden_layers=1)
+    save_adapter(LoRAModel(load_model(str(one_layer)), LoRAConfig(
+        target_modules=[".*q_proj.*", ".*v_proj.*"], r=4, lora_alpha=8, dtype="float32",
+        base_model_name_or_path=str(one_layer))), root / "one-layer-adapter")
+    paths["one_layer_adapter"] = root / "one-layer-adapter"
+    wide = json.loads((Path(default_model_dir) / "config.json").read_text(encoding="utf-8"))
+    copy_with("wide_config_model", default_model_dir, "config.json", json.dumps({**wide, "hidden_size": 128}).encode())
+    config("wide_config", model_name_or_path=str(root / "wide-config-model"), output_dir=str(root / "wide-run"))
     (root / "pairs.csv").write_text("address,full\n碑林区扬子江南路467-6号,陕西省西安市碑林区扬子江南路467-6号\n",
                                     encoding="utf-8")
     paths["pairs_csv"] = root / "pairs.csv"
@@ -354,6 +367,27 @@ CLI_CASES = [
          ("no column 'src'", "needs the columns src and tgt")),
     Case("evaluate-test-file-is-a-folder", ("evaluate", "{eval_test_is_folder}"),
          ("test_file: {data} is a folder", "{data}/test.json")),
+    # -- an adapter of a base with fewer layers (item 7)
+    Case("predict-adapter-of-fewer-layers", ("predict", "--model", "{base}", "--lora_path", "{one_layer_adapter}",
+                                             ADDRESS),
+         ("the adapter has no tensor qwen2.layers.1.self_attn.q_proj.lora_A", "fewer layers")),
+    Case("merge-adapter-of-fewer-layers", ("merge", "--model_name_or_path", "{base}", "--lora_path",
+                                           "{one_layer_adapter}", "--output_path", "{root}/merged"),
+         ("no tensor qwen2.layers.1.self_attn.q_proj.lora_A", "fewer layers")),
+    Case("export-adapter-of-fewer-layers", ("export", "--model", "{base}", "--lora_path", "{one_layer_adapter}",
+                                            "--output", "{root}/hf", "--format", "hf"),
+         ("no tensor qwen2.layers.1.self_attn.q_proj.lora_A", "fewer layers")),
+    Case("serve-adapter-of-fewer-layers", ("serve", "--model", "{base}", "--lora_path", "{one_layer_adapter}",
+                                           "--port", "0"), ("no tensor qwen2.layers.1.self_attn.q_proj.lora_A",)),
+    # -- a config.json that disagrees with the weights (item 8)
+    Case("predict-config-disagrees-with-weights", ("predict", "--model", "{wide_config_model}", ADDRESS),
+         ("{wide_config_model}/config.json", "says hidden_size 128", "64 wide")),
+    Case("merge-config-disagrees-with-weights", ("merge", "--model_name_or_path", "{wide_config_model}",
+                                                 "--lora_path", "{adapter}", "--output_path", "{root}/merged"),
+         ("says hidden_size 128", "64 wide")),
+    Case("export-config-disagrees-with-weights", ("export", "--model", "{wide_config_model}", "--output",
+                                                  "{root}/hf", "--format", "hf"), ("says hidden_size 128", "64 wide")),
+    Case("train-config-disagrees-with-weights", ("train", "{config_wide_config}"), ("says hidden_size 128", "64 wide")),
     Case("predict-blank-second-address", ("predict", "--model", "{base}", ADDRESS, "   "),
          ("ADDRESS argument 2 is blank",)),
 ]
