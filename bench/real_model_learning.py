@@ -1,18 +1,20 @@
 #!/usr/bin/env python
-"""Does a real pretrained model learn the task? Exact match before and after a fixed LoRA training budget.
+"""Does a real pretrained model learn the task — and learn to choose? Before and after a fixed LoRA budget.
 
 Takes a training config (default: configs/smollm2_135m_cpu.json, LoRA on the real SmolLM2-135M-Instruct
 imported from its GGUF file) and:
   1. completes the first --limit pairs of the test file with the base model, once per decoding mode
-     (free: greedy generation; constrained: the model scores the gazetteer's candidates), with the config's
-     grounding (the prompt the model is trained with);
+     (free: greedy generation, on the first --free-limit of them, as it is slow; constrained: the model scores
+     the gazetteer's candidates), with the config's grounding (the prompt the model is trained with);
   2. trains the config for exactly --steps optimizer steps (no evaluation or checkpoints during training);
   3. completes the same pairs with the base model + the new adapter, in each decoding mode.
-Prints exact match (with its 95% Wilson interval), the inputs the model actually chose for (two or more
-candidates), decoding speed (free: generated tokens/s; both: addresses/s) and training speed (tokens/s from the
-run's summary.json), and writes everything as JSON. Heavy: run it alone (flock /work/heavy.lock ...).
+Prints exact match (with its 95% Wilson interval), decoding and training speed, and — on the inputs with two or
+more candidates, where something is chosen — each model next to the prior (the gazetteer's first-ranked
+candidate) and the city-frequency baseline (the candidate whose chain was the answer most often in the training
+split): exact there, where the prior is wrong, and where the right candidate is not the first the prompt lists
+(the position bias). Writes everything as JSON. Heavy: run it alone (flock /work/heavy.lock ...).
 
-    python bench/real_model_learning.py                      # the config's 30 steps, first 200 test pairs
+    python bench/real_model_learning.py                      # the config's steps, first 200 test pairs
     python bench/real_model_learning.py --steps 20 --limit 50 --output-dir outputs/bench-quick --force
 """
 
@@ -63,7 +65,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--steps", type=positive_int, default=None,
                         help="optimizer steps of training (the budget); default: the config's max_steps")
     parser.add_argument("--limit", type=positive_int, default=200, help="first N pairs of the test file")
+    parser.add_argument("--free-limit", type=positive_int, default=None,
+                        help="free decoding on the first N of those only (it generates token by token); default: all")
     parser.add_argument("--test-file", default=None, help="src/tgt pairs; default: test.json of the config's dataset")
+    parser.add_argument("--train-file", default=None,
+                        help="pairs the city-frequency baseline counts; default: train.json of the config's dataset")
     parser.add_argument("--decodings", type=decoding_list, default=list(DECODINGS), help="decoding modes to measure")
     parser.add_argument("--batch-size", type=positive_int, default=16, help="addresses per decoding batch")
     parser.add_argument("--max-new-tokens", type=positive_int, default=None,
@@ -93,15 +99,19 @@ def wilson(correct: int, total: int, z: float = 1.96) -> tuple[float, float]:
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
-def measure(completer: Any, pairs: Sequence[dict[str, str]], decoding: str, batch_size: int) -> dict[str, Any]:
-    """Exact match and speed of ``completer`` in ``decoding`` mode on ``pairs`` (one pass, timed)."""
-    from address_completion.evaluation.metrics import exact_match
+def measure(completer: Any, pairs: Sequence[dict[str, str]], decoding: str, batch_size: int,
+            contexts: Sequence[Any]) -> dict[str, Any]:
+    """Exact match and speed of ``completer`` in ``decoding`` mode on ``pairs`` (one pass, timed), and its
+    :func:`metrics.versus_prior` on the inputs with ≥ 2 candidates (``contexts`` align with ``pairs``)."""
+    from address_completion.evaluation.metrics import exact_match, versus_prior
 
     mode = dataclasses.replace(completer, decoding=decoding)
     started = time.perf_counter()
     completions = mode.complete_detailed([pair["src"] for pair in pairs], batch_size=batch_size)
     seconds = time.perf_counter() - started
-    correct = sum(exact_match(completion.text, pair["tgt"]) for completion, pair in zip(completions, pairs))
+    flags = [exact_match(completion.text, pair["tgt"]) and not completion.abstained
+             for completion, pair in zip(completions, pairs)]
+    correct = sum(flags)
     generated = sum(completion.completion_tokens for completion in completions if completion.decoding != "constrained")
     low, high = wilson(correct, len(pairs))
     return {"decoding": decoding, "grounding": mode.grounding, "pairs": len(pairs), "exact": correct,
@@ -112,21 +122,43 @@ def measure(completer: Any, pairs: Sequence[dict[str, str]], decoding: str, batc
             "model_chose": sum(len(completion.candidates) >= 2 for completion in completions),
             "free_fallback": sum(completion.decoding == "free_fallback" for completion in completions),
             "hit_token_limit": sum(completion.finish_reason == "length" for completion in completions),
+            "versus_prior": versus_prior(flags, contexts[:len(pairs)]),
             "examples": [{"src": pair["src"], "tgt": pair["tgt"], "predict": completion.text}
                          for pair, completion in list(zip(pairs, completions))[:3]]}
 
 
 def evaluate_model(model: str, lora_path: str | None, pairs: Sequence[dict[str, str]], args: argparse.Namespace,
-                   grounding: str, max_new_tokens: int | None) -> tuple[list[dict[str, Any]], int]:
+                   grounding: str, max_new_tokens: int | None, contexts: Sequence[Any]
+                   ) -> tuple[list[dict[str, Any]], int]:
     """Every decoding mode of one model (loaded once). Returns the rows and the max_new_tokens used."""
     from address_completion.inference.generate import Completer
     from address_completion.data.prompt import answer_ids
 
     completer = Completer.load(model, lora_path=lora_path, grounding=grounding)
+    free_pairs = pairs[: args.free_limit or len(pairs)]
     if max_new_tokens is None:
-        max_new_tokens = max(len(answer_ids(completer.tokenizer, pair["tgt"])) for pair in pairs) + 2
+        max_new_tokens = max(len(answer_ids(completer.tokenizer, pair["tgt"])) for pair in free_pairs) + 2
     completer = dataclasses.replace(completer, max_new_tokens=max_new_tokens)
-    return [measure(completer, pairs, decoding, args.batch_size) for decoding in args.decodings], max_new_tokens
+    return [measure(completer, free_pairs if decoding == "free" else pairs, decoding, args.batch_size, contexts)
+            for decoding in args.decodings], max_new_tokens
+
+
+def baselines(pairs: Sequence[dict[str, str]], train_file: Path, contexts: Sequence[Any]) -> list[dict[str, Any]]:
+    """The prior and the city-frequency baseline (counted on ``train_file``) on ``pairs``: the evaluator's
+    ``prior`` systems, scored as the models are."""
+    from address_completion.evaluation.metrics import exact_match, versus_prior
+    from address_completion.evaluation.systems import EvalSettings, PriorSystem, SystemSpec, as_answer
+
+    rows = []
+    for name, options in (("prior", {}), ("city-frequency", {"train_file": str(train_file)})):
+        system = PriorSystem(SystemSpec(name, "prior", options), EvalSettings())
+        answers = [as_answer(answer, name) for answer in system.predict([pair["src"] for pair in pairs])]
+        flags = [exact_match(answer["predict"], pair["tgt"]) and not answer["abstained"]
+                 for answer, pair in zip(answers, pairs)]
+        low, high = wilson(sum(flags), len(pairs))
+        rows.append({"system": name, "pairs": len(pairs), "exact": sum(flags), "exact_match": sum(flags) / len(pairs),
+                     "ci95": [low, high], "versus_prior": versus_prior(flags, contexts)})
+    return rows
 
 
 def train_adapter(args: argparse.Namespace, steps: int, lora_dir: Path) -> dict[str, Any]:
@@ -151,6 +183,20 @@ def train_adapter(args: argparse.Namespace, steps: int, lora_dir: Path) -> dict[
 # ---------------------------------------------------------------- report
 
 
+def rate_text(rate: dict[str, Any] | None) -> str:
+    """``45.0% [38.1-52.1] (45/100)`` or ``-`` when there is nothing to count."""
+    if not rate or not rate["total"]:
+        return "-"
+    low, high = rate["ci95"]
+    return f"{100 * rate['value']:.1f}% [{100 * low:.1f}-{100 * high:.1f}] ({rate['count']}/{rate['total']})"
+
+
+def print_table(header: list[str], rows: list[list[str]]) -> None:
+    widths = [max(len(cell) for cell in column) for column in zip(header, *rows)]
+    for cells in [header, ["-" * width for width in widths], *rows]:
+        print("  ".join(cell.ljust(width) for cell, width in zip(cells, widths)))
+
+
 def print_report(results: dict[str, Any]) -> None:
     print(f"{results['model']}  ({results['config']}, grounding {results['grounding']}, first {results['pairs']} "
           f"pairs of {results['test_file']})")
@@ -158,21 +204,36 @@ def print_report(results: dict[str, Any]) -> None:
     print(f"training: {training['steps']} steps ({training['epochs']} epochs), {training['train_tokens_per_second']} "
           f"tokens/s, {training['train_runtime_s']} s; logged loss {training['first_logged_loss']} -> "
           f"{training['last_logged_loss']}")
-    header = ["model", "decoding", "exact match (95% CI)", "model chose", "addr/s", "gen tokens/s", "hit limit"]
     rows = []
     for stage in ("before", "after"):
         for row in results[stage]:
             tokens = row["generated_tokens_per_second"]
             rows.append([stage, row["decoding"], f"{100 * row['exact_match']:.1f}% [{100 * row['ci95'][0]:.1f}-"
-                         f"{100 * row['ci95'][1]:.1f}]", str(row["model_chose"]), f"{row['addresses_per_second']:.2f}",
-                         f"{tokens:.1f}" if tokens else "-", str(row["hit_token_limit"])])
-    widths = [max(len(cell) for cell in column) for column in zip(header, *rows)]
-    for cells in [header, ["-" * width for width in widths], *rows]:
-        print("  ".join(cell.ljust(width) for cell, width in zip(cells, widths)))
+                         f"{100 * row['ci95'][1]:.1f}] ({row['exact']}/{row['pairs']})", str(row["model_chose"]),
+                         f"{row['addresses_per_second']:.2f}", f"{tokens:.1f}" if tokens else "-",
+                         str(row["hit_token_limit"])])
+    print_table(["model", "decoding", "exact match (95% CI)", "model chose", "addr/s", "gen tokens/s", "hit limit"],
+                rows)
+    choices = results.get("choices")
+    if not choices or not choices["ambiguous"]:
+        print("none of these test pairs has two or more candidates: no choice to compare with the prior")
+        return
+    print(f"\ninputs with >= 2 candidates: {choices['ambiguous']} (answer among them {choices['answer_among_candidates']}"
+          f", prior right {choices['prior_right']}, answer listed first in the prompt {choices['listed_first']})")
+    rows = []
+    for label, row in ([(row["system"], row) for row in results.get("baselines", [])]
+                       + [(f"{stage} {row['decoding']}", row) for stage in ("before", "after")
+                          for row in results.get(stage, [])]):
+        versus = row.get("versus_prior") or {}
+        rows.append([label, rate_text(versus.get("exact")), rate_text(versus.get("prior_wrong")),
+                     rate_text(versus.get("not_listed_first"))])
+    print_table(["system", "exact (>= 2 candidates)", "where the prior is wrong", "answer not listed first"], rows)
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     from address_completion.data import dataio
+    from address_completion.evaluation.evaluate import choice_counts
+    from address_completion.evaluation.metrics import choice_context
     from address_completion.training.config import load_config
     from address_completion.runtime import setup_runtime
 
@@ -181,23 +242,28 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     cfg = load_config(args.config, args.overrides)  # checked before any model loads
     model, grounding = cfg.model_args.model_name_or_path, cfg.extras["grounding"]
     test_file = Path(args.test_file) if args.test_file else cfg.dataset_dir / "test.json"
+    train_file = Path(args.train_file) if args.train_file else cfg.dataset_dir / "train.json"
     pairs = dataio.read_records(test_file, required=("src", "tgt")).records[: args.limit]
     if not pairs:
         raise AddressCompletionError(f"{test_file}: no src/tgt pairs")
+    contexts = [choice_context(pair["src"], pair["tgt"]) for pair in pairs]
     setup_runtime(model=model)
     lora_dir = output_dir / "lora"
     results: dict[str, Any] = {
         "complete": False, "model": model, "config": str(args.config), "overrides": list(args.overrides),
-        "grounding": grounding, "test_file": str(test_file), "pairs": len(pairs), "batch_size": args.batch_size,
+        "grounding": grounding, "test_file": str(test_file), "train_file": str(train_file), "pairs": len(pairs),
+        "free_pairs": min(len(pairs), args.free_limit or len(pairs)), "batch_size": args.batch_size,
         "started_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "command": " ".join(["python", "bench/real_model_learning.py", *sys.argv[1:]]), "adapter": str(lora_dir)}
+        "command": " ".join(["python", "bench/real_model_learning.py", *sys.argv[1:]]), "adapter": str(lora_dir),
+        "choices": choice_counts(contexts), "baselines": baselines(pairs, train_file, contexts)}
     # Written after each stage ("complete": false until the end), so a run stopped midway keeps what it measured.
     results["before"], results["max_new_tokens"] = evaluate_model(model, None, pairs, args, grounding,
-                                                                  args.max_new_tokens)
+                                                                  args.max_new_tokens, contexts)
     dataio.write_json(output_dir / RESULTS_FILE, results)
     results["training"] = train_adapter(args, args.steps or cfg.training_args.max_steps, lora_dir)
     dataio.write_json(output_dir / RESULTS_FILE, results)
-    results["after"], _ = evaluate_model(model, str(lora_dir), pairs, args, grounding, results["max_new_tokens"])
+    results["after"], _ = evaluate_model(model, str(lora_dir), pairs, args, grounding, results["max_new_tokens"],
+                                         contexts)
     results["complete"] = True
     dataio.write_json(output_dir / RESULTS_FILE, results)
     return results

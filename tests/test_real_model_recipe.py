@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -119,3 +120,46 @@ def test_bench_wilson_interval():
     assert low == 0.0 and abs(high - 0.0188) < 1e-3  # the README's [0.0-1.9] for 0 of 200
     low, high = load_bench().wilson(200, 200)
     assert abs(low - 0.9812) < 1e-3 and high == 1.0
+
+
+AMBIGUOUS_TEST = [  # the gazetteer ranks 开封 / 北京 / 天津 first; the prompt lists 南京 / 北京 / 天津 first
+    ("鼓楼区黄河南路1号", "江苏省徐州市鼓楼区黄河南路1号"),
+    ("朝阳区建国路88号", "吉林省长春市朝阳区建国路88号"),
+    ("和平区中华路1号", "天津市和平区中华路1号"),
+    ("碑林区扬子江南路467-6号", "陕西省西安市碑林区扬子江南路467-6号"),
+]
+AMBIGUOUS_TRAIN = [("鼓楼区淮海路2号", "江苏省徐州市鼓楼区淮海路2号"), ("徐州鼓楼区中山路3号", "江苏省徐州市鼓楼区中山路3号"),
+                   ("朝阳区人民大街5号", "吉林省长春市朝阳区人民大街5号"), ("天津和平区南京路6号", "天津市和平区南京路6号")]
+
+
+@pytest.mark.slow
+def test_bench_measures_model_vs_prior_before_and_after(tmp_path, default_model_dir, capsys):
+    """The whole bench on the tiny default model: baselines, both decodings before and after 1 step, the table."""
+    data = tmp_path / "data"
+    data.mkdir()
+    for name, pairs in (("train.json", AMBIGUOUS_TRAIN * 4), ("dev.json", AMBIGUOUS_TRAIN), ("test.json", AMBIGUOUS_TEST)):
+        (data / name).write_text("".join(json.dumps({"src": src, "tgt": tgt}, ensure_ascii=False) + "\n"
+                                         for src, tgt in pairs), encoding="utf-8")
+    out = tmp_path / "bench"
+    bench = load_bench()
+    code = bench.main(["--config", str(ROOT / "configs" / "tiny_cpu.json"), "--steps", "1", "--free-limit", "2",
+                       "--max-new-tokens", "3", "--output-dir", str(out), "--", "--model_name_or_path",
+                       str(default_model_dir), "--dataset_name_or_path", str(data), "--per_device_train_batch_size",
+                       "2"])
+    assert code == 0
+    results = json.loads((out / "results.json").read_text(encoding="utf-8"))
+    assert results["complete"] and results["pairs"] == 4 and results["free_pairs"] == 2
+    assert results["choices"] == {"ambiguous": 3, "answer_among_candidates": 3, "prior_right": 1, "listed_first": 1}
+    prior, frequency = results["baselines"]
+    assert (prior["versus_prior"]["exact"]["count"], frequency["versus_prior"]["exact"]["count"]) == (1, 3)
+    assert (prior["exact"], frequency["exact"]) == (2, 4)  # + the one-candidate input
+    for stage in ("before", "after"):
+        free, constrained = results[stage]
+        assert (free["decoding"], free["pairs"], constrained["pairs"]) == ("free", 2, 4)
+        assert constrained["versus_prior"]["items"] == 3 and free["versus_prior"]["items"] == 2
+        assert constrained["model_chose"] == 3
+    printed = capsys.readouterr().out
+    assert "inputs with >= 2 candidates: 3 (answer among them 3, prior right 1, answer listed first in the prompt 1)" \
+        in printed
+    assert re.search(r"\ncity-frequency +100.0% \[43.9-100.0\] \(3/3\) +100.0% \[34.2-100.0\] \(2/2\)", printed)
+    assert "after constrained" in printed and "answer not listed first" in printed

@@ -787,6 +787,7 @@ sys.exit(cli.main(sys.argv[1:]))
 """
 
 
+@pytest.mark.slow
 def test_two_trainings_into_one_folder_exactly_one_runs(world, tmp_path):
     """The issue's case: two trainings into one new output_dir. The first (paused mid-run) holds the folder; the
     second exits 2 at once naming the folder and the first's pid; the first ends with its own result."""
@@ -838,6 +839,7 @@ def checksums(folder: Path) -> dict[str, str]:
             for path in sorted(folder.rglob("*")) if path.is_file()}
 
 
+@pytest.mark.slow
 def test_resume_after_the_final_checkpoint_trains_nothing(world, tmp_path, capsys):
     """`train --resume` on a finished run: "nothing to do", every file unchanged. Killed while writing its final
     adapter (summary missing, adapter gone, safetensors' .tmpXXXXXX left): the result is written from the last
@@ -878,6 +880,7 @@ def test_resume_after_the_final_checkpoint_trains_nothing(world, tmp_path, capsy
 # ---------------------------------------------------------------- SIGTERM under load (item 3)
 
 
+@pytest.mark.slow
 def test_sigterm_with_200_requests_in_flight_answers_each_or_503(default_model_dir, start_server):
     """The issue's case: 200 requests in flight, SIGTERM, --shutdown-timeout 1. Each request gets its answer or
     OpenAI's JSON 503 "server shutting down"; no plain-text 500, no traceback, at most one log line per cut

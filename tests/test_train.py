@@ -84,6 +84,30 @@ def test_truncation_cuts_source_from_the_left_and_sample_to_max_length(qwen_toke
     assert split.truncation() == {"samples": 3, "source_truncated": 3, "sample_truncated": 0}
 
 
+def test_training_prompts_shuffle_candidates_per_example_and_withhold_some(qwen_tokenizer):
+    from address_completion.data.prompt import NO_CANDIDATE
+
+    pairs = [{"src": "鼓楼区黄河南路1号", "tgt": "江苏省徐州市鼓楼区黄河南路1号"}] * 400
+
+    def listed(split):
+        texts = [qwen_tokenizer.decode([t for t in f["input_ids"] if t >= 0]) for f in split.features]
+        return [text.split("候选: ")[1].split("<|im_end|>")[0] for text in texts]
+
+    canonical = set(listed(encode_pairs(qwen_tokenizer, pairs[:3], 256, 384, "candidates")))
+    assert canonical == {"江苏省南京市鼓楼区 | 江苏省徐州市鼓楼区 | 福建省福州市鼓楼区 | 河南省开封市鼓楼区"}
+    shuffled = listed(encode_pairs(qwen_tokenizer, pairs, 256, 384, "candidates", seed=7, no_candidate_rate=0.1))
+    assert shuffled == listed(encode_pairs(qwen_tokenizer, pairs, 256, 384, "candidates", seed=7,
+                                           no_candidate_rate=0.1))  # seeded: the same every run
+    withheld = shuffled.count(NO_CANDIDATE)
+    assert 20 <= withheld <= 65, withheld  # 10% of 400 withheld (候选: 无): the model writes the answer itself
+    firsts = [line.split(" | ")[0] for line in shuffled if line != NO_CANDIDATE]
+    right_first = firsts.count("江苏省徐州市鼓楼区") / len(firsts)
+    assert 0.15 < right_first < 0.35, right_first  # 4 chains: the answer is listed first about 1 time in 4
+    assert len(set(firsts)) == 4
+    plain = encode_pairs(qwen_tokenizer, pairs[:3], 256, 384, "none", seed=7, no_candidate_rate=1.0)
+    assert "候选" not in qwen_tokenizer.decode(plain.features[0]["input_ids"])
+
+
 def test_batches_are_padded_to_their_longest_row_not_max_length():
     collator = PaddingCollator(pad_token_id=151643)
     batch = collator([{"input_ids": [1, 2, 3], "labels": [-100, 3, 4]}, {"input_ids": [5], "labels": [6]}])
@@ -170,7 +194,7 @@ print(json.dumps({"mapped": activation_block_is_mapped()}))
 def test_training_set_up_maps_activation_sized_blocks_only_when_asked(default_model_dir, dataset, tmp_path):
     """set_up keeps blocks below 32 MiB in glibc's heap (runtime.set_mmap_threshold: every step reuses its
     activations' memory instead of faulting it in afresh); a small ADDRESS_COMPLETION_MMAP_THRESHOLD maps them
-    (RSS = Paddle's live tensors, at a cost of 25-40% of the step's speed; README, "Performance")."""
+    (RSS = Paddle's live tensors, at a cost of 25-40% of the step's speed; docs/performance.md)."""
     from heap_probe import run_probe
 
     config = write_config(tmp_path, "heap", base_config(default_model_dir, dataset, tmp_path / "out"))

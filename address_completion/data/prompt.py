@@ -6,10 +6,14 @@ serving all call :func:`render_prompt`, so the model always sees the same text.
   generation prompt; the answer is the full address followed by the tokenizer's EOS
   (``<|im_end|>`` for Qwen2.5-Instruct), which generation stops on.
 - Without a chat template, a plain ``{message}\\n`` prompt is used.
+- A grounded prompt lists the gazetteer's candidate chains in an order that carries no answer: at inference the
+  canonical order (by division codes, :func:`candidate_chains`), in training a seeded shuffle per example. The
+  gazetteer's own ranking (its prior) is kept out of the prompt, so "copy the first" is not something to learn.
 """
 
 from __future__ import annotations
 
+import random
 import re
 
 from typing import Any, Optional, Sequence
@@ -77,34 +81,57 @@ def check_grounding(grounding: str) -> str:
     return grounding
 
 
-def address_candidates(address: str, prefix: str = DEFAULT_PROMPT_PREFIX, limit: Optional[int] = None) -> list:
+def address_candidates(address: str, prefix: str = DEFAULT_PROMPT_PREFIX, limit: Optional[int] = None,
+                       detail: Optional[str] = None) -> list:
     """The gazetteer's candidates (:class:`gazetteer.Candidate`) for the address in a user message
-    (at most ``limit``; default: the gazetteer's cap, :data:`gazetteer.MAX_CANDIDATES`)."""
-    from .gazetteer import MAX_CANDIDATES, completion_candidates
+    (at most ``limit``; default: the gazetteer's cap, :data:`gazetteer.MAX_CANDIDATES`); ``detail``: verbatim
+    (default) or clean, :data:`gazetteer.DETAILS`."""
+    from .gazetteer import DEFAULT_DETAIL, MAX_CANDIDATES, completion_candidates
 
-    return completion_candidates(strip_prefix(address, prefix), limit=limit or MAX_CANDIDATES)
+    return completion_candidates(strip_prefix(address, prefix), limit=limit or MAX_CANDIDATES,
+                                 detail=detail or DEFAULT_DETAIL)
+
+
+def candidate_chains(candidates: Sequence[Any], rng: Optional[random.Random] = None) -> list[str]:
+    """The distinct chain texts of ``candidates`` (:class:`gazetteer.Candidate`) in the order a prompt lists them.
+
+    Without ``rng``: the canonical order, by the chain's division codes (province, city, county, town), so the
+    order is a property of the places, never of the gazetteer's ranking or of the answer. With ``rng`` (training):
+    that order shuffled by ``rng`` — the right chain's position is then independent of the answer.
+    """
+    chains = {}
+    for candidate in candidates:
+        chains.setdefault(candidate.chain.text(), tuple(d.code for d in candidate.chain.divisions()))
+    ordered = sorted(chains, key=lambda text: (chains[text], text))
+    if rng is not None:
+        rng.shuffle(ordered)
+    return ordered
 
 
 def user_message(address: str, prefix: str = DEFAULT_PROMPT_PREFIX, grounding: str = "none",
-                 candidates: Optional[Sequence[Any]] = None) -> str:
-    """The user turn: prefixed address, plus the candidate chains when grounded.
+                 candidates: Optional[Sequence[Any]] = None, rng: Optional[random.Random] = None,
+                 detail: Optional[str] = None) -> str:
+    """The user turn: prefixed address, plus the candidate chains when grounded (:func:`candidate_chains`'s
+    order: canonical, or shuffled with ``rng``; ``候选: 无`` when there is none).
 
-    ``candidates`` (from :func:`address_candidates`) is computed when not given; pass it when the caller
-    needs it too (constrained decoding) so the gazetteer runs once.
+    ``candidates`` (from :func:`address_candidates`, read under ``detail``) is computed when not given; pass it
+    when the caller needs it too (constrained decoding) so the gazetteer runs once; ``[]`` gives the
+    no-candidate prompt.
     """
     message = with_prefix(address, prefix)
     if check_grounding(grounding) == "none":
         return message
     if candidates is None:
-        candidates = address_candidates(address, prefix)
-    chains = CHAIN_SEPARATOR.join(dict.fromkeys(c.chain.text() for c in candidates)) or NO_CANDIDATE
+        candidates = address_candidates(address, prefix, detail=detail)
+    chains = CHAIN_SEPARATOR.join(candidate_chains(candidates, rng)) or NO_CANDIDATE
     return message + CANDIDATES_LINE.format(chains=chains)
 
 
 def render_prompt(tokenizer: Any, address: str, prefix: str = DEFAULT_PROMPT_PREFIX, grounding: str = "none",
-                  candidates: Optional[Sequence[Any]] = None) -> str:
-    """The exact text the model is conditioned on, ending where the answer starts."""
-    message = user_message(address, prefix, grounding, candidates)
+                  candidates: Optional[Sequence[Any]] = None, rng: Optional[random.Random] = None,
+                  detail: Optional[str] = None) -> str:
+    """The exact text the model is conditioned on, ending where the answer starts (arguments: :func:`user_message`)."""
+    message = user_message(address, prefix, grounding, candidates, rng, detail)
     if has_chat_template(tokenizer):
         return tokenizer.apply_chat_template([{"role": "user", "content": message}], tokenize=False,
                                              add_generation_prompt=True)
@@ -124,9 +151,12 @@ def answer_ids(tokenizer: Any, answer: str) -> list[int]:
 
 
 def encode_example(tokenizer: Any, address: str, answer: str, prefix: str = DEFAULT_PROMPT_PREFIX,
-                   grounding: str = "none") -> tuple[list[int], list[int]]:
-    """Token ids of the prompt and of the answer (answer ids end with EOS)."""
-    prompt_ids = tokenizer(render_prompt(tokenizer, address, prefix, grounding), add_special_tokens=False)["input_ids"]
+                   grounding: str = "none", candidates: Optional[Sequence[Any]] = None,
+                   rng: Optional[random.Random] = None, detail: Optional[str] = None) -> tuple[list[int], list[int]]:
+    """Token ids of the prompt and of the answer (answer ids end with EOS); ``candidates``, ``rng`` and ``detail``
+    as in :func:`user_message` (training passes ``rng`` to shuffle the chains, ``[]`` to withhold them)."""
+    prompt = render_prompt(tokenizer, address, prefix, grounding, candidates, rng, detail)
+    prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
     return list(prompt_ids), answer_ids(tokenizer, answer)
 
 

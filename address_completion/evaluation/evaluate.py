@@ -31,8 +31,9 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ..data import dataio
+from ..data.gazetteer import DETAILS
 from ..errors import AddressCompletionError, ConfigError, DataError, OutputExistsError, closest_match
-from .metrics import INPUT_CLASSES, ScoredItem, classify_input, score_item, summarize
+from .metrics import INPUT_CLASSES, ChoiceContext, ScoredItem, choice_context, classify_input, score_item, summarize
 from ..data.prompt import strip_prefix
 from ..runtime import logger
 from .systems import (COMMON_KEYS, DEVICES, DTYPES, KINDS, RECORD_KEYS, EvalSettings, System, SystemSpec, as_answer,
@@ -44,7 +45,7 @@ SETTING_RULES: dict[str, tuple[type, Any]] = {
     "batch_size": (int, 1), "max_new_tokens": (int, 1), "limit": (int, 1), "timeout": (float, 0.001),
     "retries": (int, 0), "backoff": (float, 0.0), "concurrency": (int, 1), "worst_errors": (int, 0),
     "dtype": (str, DTYPES), "device": (str, DEVICES),
-    "prompt_prefix": (str, None),
+    "prompt_prefix": (str, None), "detail": (str, DETAILS),
 }
 SYSTEM_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,63}$")
 REPORT_FILES = ("report.json", "report.md", "predictions")
@@ -113,6 +114,8 @@ def default_system_name(raw: dict[str, Any]) -> str:
     kind = raw.get("kind")
     if kind == "rules" and isinstance(raw.get("engine"), str):
         return raw["engine"]
+    if kind == "prior" and raw.get("train_file"):
+        return "city-frequency"
     return str(kind)
 
 
@@ -134,7 +137,11 @@ def parse_system(raw: Any, where: str) -> SystemSpec:
                           "the predictions file)")
     options = {key: value for key, value in raw.items() if key not in COMMON_KEYS}
     cls.check_options(options, where)
-    return SystemSpec(name=name, kind=kind, options=options, where=where)
+    limit = raw.get("limit")
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise ConfigError(f"{where}.limit: expected an integer >= 1 (or null for every test item), got {limit!r}"
+                          f"{yaml_number_hint(limit, True)}")
+    return SystemSpec(name=name, kind=kind, options=options, where=where, limit=limit)
 
 
 def config_from_dict(data: Any, source: str = "<config>") -> EvalConfig:
@@ -353,6 +360,7 @@ class EvalItem:
     source: str
     target: str
     input_class: str
+    choice: ChoiceContext | None = None  # where the answer sits among the gazetteer's candidates
 
 
 def read_test_set(config: EvalConfig, gazetteer: Any) -> tuple[list[EvalItem], int]:
@@ -363,9 +371,20 @@ def read_test_set(config: EvalConfig, gazetteer: Any) -> tuple[list[EvalItem], i
     limit = config.settings.limit
     chosen = records[:limit] if limit else records
     prefix = config.settings.prompt_prefix
-    items = [EvalItem(index, record["src"], record["tgt"], classify_input(record["src"], gazetteer, prefix=prefix))
+    items = [EvalItem(index, record["src"], record["tgt"], classify_input(record["src"], gazetteer, prefix=prefix),
+                      choice_context(record["src"], record["tgt"], prefix=prefix))
              for index, record in enumerate(chosen)]
     return items, len(records)
+
+
+def choice_counts(contexts: Sequence[ChoiceContext]) -> dict[str, int]:
+    """How many test items have ≥ 2 candidates, and among those: the answer is one of them, the gazetteer ranks
+    it first (the prior is right), the prompt lists it first."""
+    ambiguous = [c for c in contexts if c.ambiguous]
+    return {"ambiguous": len(ambiguous),
+            "answer_among_candidates": sum(c.answer_rank is not None for c in ambiguous),
+            "prior_right": sum(c.answer_rank == 0 for c in ambiguous),
+            "listed_first": sum(c.listed_first for c in ambiguous)}
 
 
 def chunks(values: Sequence[Any], size: int) -> list[list[Any]]:
@@ -423,7 +442,8 @@ def score_system(items: Sequence[EvalItem], records: dict[str, dict[str, Any]], 
     for item in items:
         record = records[cache_key(item.source, settings.prompt_prefix)]
         score = score_item(item.source, record["predict"], item.target, gazetteer, input_class=item.input_class,
-                           prefix=settings.prompt_prefix, abstained=record_abstained(record))
+                           prefix=settings.prompt_prefix, abstained=record_abstained(record),
+                           detail=settings.detail)
         scored.append(ScoredItem(index=item.index, source=strip_prefix(item.source, settings.prompt_prefix),
                                  target=item.target, prediction=record["predict"], score=score,
                                  latency_s=record.get("latency_s"),
@@ -458,6 +478,9 @@ def evaluate_system(spec: SystemSpec, config: EvalConfig, items: Sequence[EvalIt
                     fresh: bool, progress: bool) -> dict[str, Any]:
     """Predict (resuming), score and summarize one system; skipped or failed systems say why."""
     entry: dict[str, Any] = {"name": spec.name, "kind": spec.kind, "options": spec.options}
+    if spec.limit is not None:  # this system answers the first spec.limit items only
+        items = items[:spec.limit]
+        entry["limit"] = spec.limit
     system = create_system(spec, config.settings)
     reason = system.unavailable_reason()
     if reason:
@@ -478,7 +501,8 @@ def evaluate_system(spec: SystemSpec, config: EvalConfig, items: Sequence[EvalIt
     write_scored_predictions(scored_path, items, scored)
     return {**entry, "status": "ok", "predictions": str(cache.path.relative_to(config.output_dir)),
             "scored_predictions": str(scored_path.relative_to(config.output_dir)),
-            "fingerprint": cache.fingerprint, "metrics": summarize(scored, worst=config.settings.worst_errors)}
+            "fingerprint": cache.fingerprint, "metrics": summarize(scored, worst=config.settings.worst_errors,
+                                                    contexts=[item.choice for item in items])}
 
 
 def run_evaluation(config: EvalConfig, *, fresh: bool = False, force: bool = False, progress: bool = True,
@@ -511,7 +535,8 @@ def _run_evaluation(config: EvalConfig, *, fresh: bool, force: bool, progress: b
         "config": config.source,
         "output_dir": str(config.output_dir),
         "test_set": {"path": str(config.test_file), "size": len(items), "records_in_file": total,
-                     "limit": config.settings.limit, "sha256": file_digest(config.test_file), "classes": classes},
+                     "limit": config.settings.limit, "sha256": file_digest(config.test_file), "classes": classes,
+                     "choices": choice_counts([item.choice for item in items])},
         "settings": asdict(config.settings),
         "systems": [evaluate_system(spec, config, items, gazetteer, fresh=fresh, progress=progress)
                     for spec in config.systems],

@@ -14,13 +14,21 @@ correct address by greedy decoding).
 - **detail kept**: the non-administrative rest of the prediction equals the rest of the expected
   address (the input's own detail, as the label writes it) — the street, number and building must
   survive untouched. Read from the label, not the input, so an input the parser cannot read (a typo
-  such as 上嗨, a town written first) is not scored as lost detail when the answer is right.
+  such as 上嗨, a town written first) is not scored as lost detail when the answer is right. Under the
+  evaluation's ``detail`` setting: "verbatim" (default) compares everything after each text's run of
+  division names (:func:`gazetteer.address_detail`: a repeated run, a ``_`` after the names count; after
+  :func:`normalize_text`, as exact match compares), "clean" the parser's folded rest (separators and names
+  repeated after the chain dropped).
 - **invalid chain**: the prediction names administrative divisions that do not nest (陕西省杭州市…) and
   that the expected address does not name either. Counted over all items: a chain is invalid only
   when neither the gazetteer nor the expected answer vouches for it, so an answer that repeats an
   expected address naming a pre-reform town (余杭区仁和镇 in old data) is not flagged.
 - **abstained**: the system declined to answer. An abstention is never exact; **coverage** is the
   share answered and **accuracy when answered** the exact-match rate among answered items.
+- **versus the prior** (items whose gazetteer lists ≥ 2 candidates, where a choice is made): exact match there,
+  and on the items where the gazetteer's first-ranked candidate (the prior) is wrong — what a model adds over
+  copying the prior — and split by whether the right candidate is the first the prompt lists (canonical order):
+  a model that copies the first listed is right only there (the position bias).
 - Rates come with 95% Wilson score intervals, which stay inside [0, 1] and behave at 0% and 100%.
 """
 
@@ -96,13 +104,16 @@ def parse_levels(gazetteer: Any, text: str | None) -> Parsed:
 
 def name_forms(gazetteer: Any, name: str, level: int, division: Any = None) -> set[str]:
     """Ways a text can write the division called ``name``: full, short, abbreviated or former names."""
-    from ..data.gazetteer import RENAMED, rule_short_forms
+    from ..data.gazetteer import rule_short_forms
 
     forms = {name, *rule_short_forms(name, level)}
     if division is not None:
         forms.update(gazetteer.short_names(division))
-    for old, (current, _) in RENAMED.items():
-        if current == name:
+    # the former names of this division (or, unresolved, of every division of that name): 江干区 for 上城区
+    same_name = [division] if division is not None else [
+        chain.deepest for chain in gazetteer.candidates(name) if chain.deepest.name == name]
+    for current in same_name:
+        for old in gazetteer.former_names(current):
             forms.update((old, *rule_short_forms(old, level)))
     return {form for form in forms if len(form) >= 2}
 
@@ -147,12 +158,26 @@ def vouched_by(predicted: Parsed, expected: Parsed) -> bool:
     return all(name is None or expected.levels[level] == name for level, name in predicted.levels.items())
 
 
+def detail_of(gazetteer: Any, text: str | None, detail: str = "verbatim") -> str:
+    """What "detail kept" compares of ``text``: its verbatim detail (:func:`gazetteer.address_detail`) or, with
+    ``detail`` "clean", the parser's rest — both after :func:`normalize_text`. Names that do not nest
+    (陕西省杭州市碑林区…) have no run to read verbatim: their rest is the parser's in both modes."""
+    parsed = parse_levels(gazetteer, text)
+    if detail == "clean" or not parsed.valid_chain:
+        return parsed.rest
+    from ..data.gazetteer import address_detail
+
+    normalized = (text or "").strip()
+    return normalize_text(address_detail(normalized, gazetteer, detail="verbatim") if normalized else "")
+
+
 def score_item(source: str, prediction: str, target: str, gazetteer: Any, *, input_class: str = "unknown",
-               prefix: str = DEFAULT_PROMPT_PREFIX, abstained: bool = False) -> ItemScore:
+               prefix: str = DEFAULT_PROMPT_PREFIX, abstained: bool = False, detail: str = "verbatim") -> ItemScore:
     """Score one prediction. ``source`` may carry the prompt prefix; it is removed first.
 
     An abstained item is never exact and never an invalid chain (it asserts no chain); its levels and
-    detail are scored on the text returned, which is what a caller gets.
+    detail are scored on the text returned, which is what a caller gets. ``detail`` (verbatim | clean) says
+    which detail "detail kept" compares (see the module docstring).
     """
     predicted = parse_levels(gazetteer, prediction)
     expected = parse_levels(gazetteer, target)
@@ -160,11 +185,53 @@ def score_item(source: str, prediction: str, target: str, gazetteer: Any, *, inp
     return ItemScore(
         exact=exact_match(prediction, target) and not abstained,
         levels=level_agreement(predicted, expected),
-        detail_kept=predicted.rest == expected.rest,
+        detail_kept=detail_of(gazetteer, prediction, detail) == detail_of(gazetteer, target, detail),
         invalid_chain=invalid and not abstained,
         input_class=input_class,
         abstained=abstained,
     )
+
+
+@dataclass(frozen=True)
+class ChoiceContext:
+    """Where the answer sits among the gazetteer's candidates for one test input."""
+
+    candidates: int  # how many the gazetteer proposes (at most its cap)
+    answer_rank: int | None  # the answer's place in the gazetteer's ranking (0: the prior's choice); None: not one
+    listed_first: bool  # the answer's chain is the first one the prompt lists (prompt.candidate_chains)
+
+    @property
+    def ambiguous(self) -> bool:
+        return self.candidates >= 2
+
+
+def choice_context(source: str, target: str, *, prefix: str = DEFAULT_PROMPT_PREFIX) -> ChoiceContext:
+    """The :class:`ChoiceContext` of one test pair, from the gazetteer's candidates for ``source``."""
+    from ..data.prompt import address_candidates, candidate_chains
+
+    candidates = address_candidates(source, prefix)
+    wanted = normalize_text(target)
+    rank = next((i for i, c in enumerate(candidates) if normalize_text(c.text) == wanted), None)
+    first = candidate_chains(candidates)[:1]
+    return ChoiceContext(len(candidates), rank, rank is not None and first == [candidates[rank].chain.text()])
+
+
+def versus_prior(exact: Sequence[bool], contexts: Sequence[ChoiceContext]) -> dict[str, Any] | None:
+    """Exact match (``exact``: one flag per item) on the items with ≥ 2 candidates, overall and where the prior is
+    wrong / the answer is listed first or not; None when no item has two candidates. ``contexts`` align with
+    ``exact``."""
+    pairs = [(bool(flag), context) for flag, context in zip(exact, contexts) if context.ambiguous]
+    if not pairs:
+        return None
+    among = [(flag, c) for flag, c in pairs if c.answer_rank is not None]
+    return {
+        "items": len(pairs),
+        "answer_among_candidates": len(among),
+        "exact": Rate.of(flag for flag, _ in pairs).to_dict(),
+        "prior_wrong": Rate.of(flag for flag, c in among if c.answer_rank > 0).to_dict(),
+        "listed_first": Rate.of(flag for flag, c in among if c.listed_first).to_dict(),
+        "not_listed_first": Rate.of(flag for flag, c in among if not c.listed_first).to_dict(),
+    }
 
 
 def classify_input(source: str, gazetteer: Any, *, prefix: str = DEFAULT_PROMPT_PREFIX) -> str:
@@ -307,10 +374,12 @@ def model_choices(items: Sequence[ScoredItem]) -> dict[str, Any] | None:
             "exact_when_chosen": Rate.of(item.score.exact for item in chosen).to_dict()}
 
 
-def summarize(items: Sequence[ScoredItem], *, worst: int = 10) -> dict[str, Any]:
-    """Everything a report shows for one system."""
+def summarize(items: Sequence[ScoredItem], *, worst: int = 10,
+              contexts: Sequence[ChoiceContext] | None = None) -> dict[str, Any]:
+    """Everything a report shows for one system (``versus_prior`` when ``contexts``, aligned with ``items``)."""
     scores = [item.score for item in items]
     return {
+        "versus_prior": versus_prior([s.exact for s in scores], contexts) if contexts is not None else None,
         **quality(scores),
         "by_class": by_input_class(scores),
         "latency": latency_summary(item.latency_s for item in items),

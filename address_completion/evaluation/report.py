@@ -83,7 +83,8 @@ def summary_section(report: dict[str, Any]) -> list[str]:
         metrics, latency = entry["metrics"], entry["metrics"]["latency"]
         throughput = latency["throughput_per_s"]
         coverage, answered = coverage_rates(metrics)
-        rows.append([entry["name"], entry["kind"], rate_cell(metrics["exact"], counts=True),
+        name = entry["name"] + (f" (first {entry['limit']} items)" if entry.get("limit") else "")
+        rows.append([name, entry["kind"], rate_cell(metrics["exact"], counts=True),
                      rate_cell(coverage, counts=True), rate_cell(answered), rate_cell(metrics["detail_kept"]),
                      rate_cell(metrics["invalid_chain"]), seconds_cell(latency["mean_s"]),
                      "n/a" if throughput is None else f"{throughput:.1f}/s"])
@@ -107,6 +108,33 @@ def choices_lines(report: dict[str, Any]) -> list[str]:
                          f"of those); {choices['free_fallback']} had no candidate and were generated freely; the "
                          "rest had one candidate, which the gazetteer alone decides.")
     return ["Constrained decoding:", "", *lines, ""] if lines else []
+
+
+def prior_section(report: dict[str, Any]) -> list[str]:
+    """Model vs prior: exact match on the items with ≥ 2 candidates, where the prior is wrong, and by whether the
+    right candidate is the first the prompt lists (the position bias); empty when no item has two candidates."""
+    choices = report["test_set"].get("choices")
+    rows = []
+    for entry in scored(report):
+        versus = entry["metrics"].get("versus_prior")
+        if versus:
+            rows.append([entry["name"], entry["kind"], rate_cell(versus["exact"], counts=True),
+                         rate_cell(versus["prior_wrong"], counts=True), rate_cell(versus["listed_first"], counts=True),
+                         rate_cell(versus["not_listed_first"], counts=True)])
+    if not rows or not choices:
+        return []
+    return ["## Model vs prior (inputs with ≥ 2 candidates)", "",
+            f"{choices['ambiguous']} test items have two or more candidates; the answer is one of them for "
+            f"{choices['answer_among_candidates']}, the gazetteer ranks it first (the prior is right) for "
+            f"{choices['prior_right']}, and the prompt, which lists candidates by division code, lists it first for "
+            f"{choices['listed_first']}.", "",
+            *table(["System", "Kind", "Exact (≥ 2 candidates)", "Where the prior is wrong", "Answer listed first",
+                    "Answer not listed first"], rows), "",
+            "The prior system answers the gazetteer's first-ranked candidate; city-frequency the candidate whose "
+            "chain was the answer most often in its training file. A model that only copies the prior scores 0 "
+            "where the prior is wrong; one that copies the first listed candidate scores 0 where the answer is not "
+            "listed first (position bias). The last three columns count items whose answer is among the candidates.",
+            ""]
 
 
 def levels_section(report: dict[str, Any]) -> list[str]:
@@ -182,7 +210,8 @@ def unavailable_section(report: dict[str, Any]) -> list[str]:
 def render_markdown(report: dict[str, Any]) -> str:
     lines = header_section(report)
     if scored(report):
-        lines += summary_section(report) + levels_section(report) + classes_section(report) + chart_section(report)
+        lines += summary_section(report) + prior_section(report) + levels_section(report) + classes_section(report)
+        lines += chart_section(report)
         lines += errors_section(report)
     lines += unavailable_section(report)
     lines += ["Metrics: exact match after NFKC/whitespace normalization; levels parsed with the gazetteer "
@@ -267,6 +296,11 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
                      f"county {percent(metrics['levels']['county']['value'])}  "
                      f"detail kept {percent(metrics['detail_kept']['value'])}  "
                      f"invalid chain {percent(metrics['invalid_chain']['value'])}")
+        versus = metrics.get("versus_prior")
+        if versus:
+            lines.append(f"{'':<16} ≥2 candidates: exact {rate_cell(versus['exact'], counts=True)}  where the prior "
+                         f"is wrong {rate_cell(versus['prior_wrong'], counts=True)}  answer not listed first "
+                         f"{rate_cell(versus['not_listed_first'], counts=True)}")
     output_dir = Path(report.get("output_dir", "."))
     lines.append(f"report: {output_dir / 'report.md'} (also report.json"
                  f"{', ' + CHART_NAME if report['files'].get('chart') else ''})")

@@ -8,6 +8,10 @@
   chains, as for a grounded paddle system); temperature 0 (greedy); timeouts and retries with backoff.
 - ``predictions``: a JSONL file produced elsewhere, lines ``{"prompt" or "src", "predict"}`` (optional
   ``"abstained": bool``), matched to the test set by input.
+- ``prior``: no model — the gazetteer's own ranking of its candidates, first choice taken (what a model that
+  always copies the top candidate scores); with ``train_file``, the city-frequency baseline instead: the candidate
+  whose chain was the answer most often in that (training) file, the gazetteer's ranking breaking ties. Both
+  abstain when the gazetteer has no candidate. The bar a model that chooses must clear.
 - ``rules``: the rule-based parsers jionlp (``parse_location``) and cpca, whose structured output
   is joined into province + city + county (+ town) + rest (extra ``rules``), and this project's own
   gazetteer (``Gazetteer.parse``), which needs no extra.
@@ -39,6 +43,7 @@ from typing import Any, ClassVar, Union
 from ..data import dataio
 from .. import DEFAULT_PROMPT_PREFIX
 from ..errors import AddressCompletionError, ConfigError, DataError
+from ..data.gazetteer import DEFAULT_DETAIL, DETAILS
 from ..inference.generate import DECODINGS, check_min_confidence
 from .metrics import normalize_text
 from ..data.prompt import GROUNDINGS, strip_prefix
@@ -101,6 +106,7 @@ class EvalSettings:
     device: str = "auto"
     worst_errors: int = 10
     prompt_prefix: str = DEFAULT_PROMPT_PREFIX
+    detail: str = DEFAULT_DETAIL  # gazetteer.DETAILS: "detail kept" and the paddle systems' default detail
 
 
 @dataclass(frozen=True)
@@ -111,6 +117,7 @@ class SystemSpec:
     kind: str
     options: dict[str, Any] = field(default_factory=dict)
     where: str = ""  # e.g. "configs/eval.yaml: systems[2]" for messages
+    limit: int | None = None  # answer only the first N test items (the report counts each system's own total)
 
 
 def files_stamp(path: str | Path | None) -> str | None:
@@ -227,15 +234,49 @@ def gazetteer_stamp() -> str:
 # ---------------------------------------------------------------- paddle
 
 
+def check_model_spec(model: str, where: str) -> None:
+    """The model forms every command takes (modeling.resolve_model_dir: Paddle or Hugging Face folder, ``.gguf``
+    file, ``pkg:PACKAGE/FILE``, hub name), checked without loading or downloading anything; ConfigError naming
+    ``where``. A hub name is checked when the model loads (the check would probe the network)."""
+    from ..model.gguf_import import is_gguf_path
+    from ..model.modeling import check_model_source
+    from ..model.package_files import is_package_path
+
+    local = not is_package_path(model) and not is_gguf_path(model)
+    if local and looks_like_local_path(model) and not Path(model).expanduser().is_dir():
+        raise ConfigError(f"{where}: model folder {model} not found (give a Paddle or Hugging Face model folder, a "
+                          ".gguf file, pkg:PACKAGE/FILE, or a hub name such as Qwen/Qwen2.5-0.5B-Instruct when "
+                          "online)")
+    if looks_like_local_path(model):
+        try:
+            check_model_source(model, flag=where)
+        except ConfigError as error:
+            message = str(error)
+            raise ConfigError(message if message.startswith(where) else f"{where}: {message}") from None
+
+
+def model_files(model: str) -> str | None:
+    """:func:`files_stamp` of the file or folder a model spec names (a ``pkg:`` name's file), None for a hub name."""
+    if not looks_like_local_path(model):
+        return None
+    from ..model.package_files import local_model_path
+
+    try:
+        return files_stamp(local_model_path(model))
+    except ConfigError:
+        return None
+
+
 class PaddleSystem(System):
     """A model folder run here; ``lora_path`` adds an unmerged adapter. ``grounding`` (candidates | none),
-    ``decoding`` (constrained | free) and ``min_confidence`` choose how it completes (generate.Completer):
+    ``decoding`` (constrained | free), ``min_confidence`` and ``detail`` (verbatim | clean; default: the
+    settings' ``detail``) choose how it completes (generate.Completer):
     the same model may appear twice, free and constrained. Answers carry decoding, probability, abstained and
     candidates into predictions/<system>.jsonl."""
 
     KIND = "paddle"
     REQUIRED = ("model",)
-    OPTIONAL = ("lora_path", "dtype", "device", "max_new_tokens", "grounding", "decoding", "min_confidence")
+    OPTIONAL = ("lora_path", "dtype", "device", "max_new_tokens", "grounding", "decoding", "min_confidence", "detail")
     DEFAULTS = {"grounding": "candidates", "decoding": "constrained", "min_confidence": 0.0}
 
     def __init__(self, spec: SystemSpec, settings: EvalSettings):
@@ -245,9 +286,7 @@ class PaddleSystem(System):
     @classmethod
     def check_options(cls, options: dict[str, Any], where: str) -> None:
         model = _require_string(options, "model", where)
-        if looks_like_local_path(model) and not Path(model).expanduser().is_dir():
-            raise ConfigError(f"{where}.model: model folder {model} not found (give a Paddle or Hugging Face "
-                              "model folder, or a hub name such as Qwen/Qwen2.5-0.5B-Instruct when online)")
+        check_model_spec(model, f"{where}.model")
         if options.get("lora_path") is not None:
             lora = Path(_require_string(options, "lora_path", where)).expanduser()
             if not lora.is_dir():
@@ -261,7 +300,7 @@ class PaddleSystem(System):
             raise ConfigError(f"{where}.min_confidence: expected a probability between 0 and 1, "
                               f"got {options['min_confidence']!r}")
         for key, allowed in (("dtype", DTYPES), ("device", DEVICES), ("grounding", GROUNDINGS),
-                             ("decoding", DECODINGS)):
+                             ("decoding", DECODINGS), ("detail", DETAILS)):
             if options.get(key) is not None and str(options[key]).lower() not in allowed:
                 raise ConfigError(f"{where}.{key}: expected one of {', '.join(allowed)}, got {_got(options[key])}")
         try:
@@ -277,12 +316,12 @@ class PaddleSystem(System):
         return value
 
     def decoding_options(self) -> dict[str, Any]:
-        return {key: self._option(key) for key in ("grounding", "decoding", "min_confidence")}
+        options = {key: self._option(key) for key in ("grounding", "decoding", "min_confidence", "detail")}
+        return {**options, "detail": str(options["detail"]).lower()}
 
     def fingerprint(self) -> dict[str, Any]:
         model, lora = self.spec.options["model"], self.spec.options.get("lora_path")
-        return {**super().fingerprint(), "model": model, "model_files": files_stamp(model) if
-                looks_like_local_path(model) else None, "lora_path": lora, "lora_files": files_stamp(lora),
+        return {**super().fingerprint(), "model": model, "model_files": model_files(model), "lora_path": lora, "lora_files": files_stamp(lora),
                 "dtype": self._option("dtype"), "max_new_tokens": self._option("max_new_tokens"),
                 **self.decoding_options(),
                 "candidates": gazetteer_stamp() if self._option("decoding") == "constrained"
@@ -678,9 +717,85 @@ class RulesSystem(System):
         return results
 
 
+# ---------------------------------------------------------------- the prior and the city-frequency baseline
+
+
+def answer_chain(candidates: Any, target: str) -> str | None:
+    """The chain text of the candidate that is ``target`` (exact match after normalization), or None."""
+    wanted = normalize_text(target)
+    return next((c.chain.text() for c in candidates if normalize_text(c.text) == wanted), None)
+
+
+def chain_counts(path: Path, prefix: str = DEFAULT_PROMPT_PREFIX) -> dict[str, int]:
+    """How often each chain (text, e.g. 江苏省徐州市鼓楼区) is the answer in a src/tgt file: for each pair, the
+    gazetteer's candidate equal to the target. Pairs whose target is no candidate count for nothing.
+
+    Raises DataError (from :func:`dataio.read_records`) for a missing or malformed file."""
+    from ..data.prompt import address_candidates
+
+    counts: dict[str, int] = {}
+    for record in dataio.read_records(path, required=("src", "tgt")).records:
+        chain = answer_chain(address_candidates(record["src"], prefix), record["tgt"])
+        if chain is not None:
+            counts[chain] = counts.get(chain, 0) + 1
+    return counts
+
+
+class PriorSystem(System):
+    """The gazetteer's first candidate (the prior), or with ``train_file`` the most frequent answer chain there."""
+
+    KIND = "prior"
+    OPTIONAL = ("train_file",)
+
+    def __init__(self, spec: SystemSpec, settings: EvalSettings):
+        super().__init__(spec, settings)
+        self._counts: dict[str, int] | None = None
+
+    @classmethod
+    def check_options(cls, options: dict[str, Any], where: str) -> None:
+        if options.get("train_file") is not None:
+            _require_string(options, "train_file", where)
+
+    @property
+    def train_file(self) -> Path | None:
+        value = self.spec.options.get("train_file")
+        return Path(value).expanduser() if value else None
+
+    def fingerprint(self) -> dict[str, Any]:
+        extra = {"train_file": str(self.train_file), "train_stamp": files_stamp(self.train_file)} \
+            if self.train_file else {}
+        return {**super().fingerprint(), "parser": gazetteer_stamp(), **extra}
+
+    def counts(self) -> dict[str, int] | None:
+        """The train file's answer-chain counts (read once), or None for the plain prior."""
+        if self.train_file is not None and self._counts is None:
+            self._counts = chain_counts(self.train_file, self.settings.prompt_prefix)
+            logger.info("system %s: %d answer chains counted in %s", self.name, len(self._counts), self.train_file)
+        return self._counts
+
+    def check_inputs(self, addresses: list[str]) -> None:
+        self.counts()  # a bad train_file fails before the first batch
+
+    def predict(self, addresses: list[str]) -> list[Answer]:
+        from ..data.prompt import address_candidates
+
+        answers: list[Answer] = []
+        for address in addresses:
+            candidates = address_candidates(address, self.settings.prompt_prefix)
+            if not candidates:
+                answers.append(abstain(address))
+                continue
+            best, counts = candidates[0], self.counts()  # the gazetteer's ranking
+            if counts is not None:  # max keeps the first of equals: the ranking breaks ties
+                best = max(candidates, key=lambda c: counts.get(c.chain.text(), 0))
+            answers.append(best.text)
+        return answers
+
+
 KINDS: dict[str, type[System]] = {cls.KIND: cls for cls in (PaddleSystem, OpenAISystem, PredictionsSystem,
-                                                              RulesSystem)}
-COMMON_KEYS = ("name", "kind")
+                                                              PriorSystem, RulesSystem)}
+COMMON_KEYS = ("name", "kind", "limit")  # limit: this system answers only the first N test items (free decoding
+# of a real model on CPU takes seconds per address; the cheap systems keep the whole test set)
 
 
 def create_system(spec: SystemSpec, settings: EvalSettings) -> System:

@@ -80,12 +80,26 @@ def build_features(prompt_ids: Sequence[int], answer_ids: Sequence[int], src_len
 
 
 def encode_pairs(tokenizer: Any, pairs: Sequence[dict[str, str]], src_length: int, max_length: int,
-                 grounding: str = "none") -> EncodedSplit:
+                 grounding: str = "none", *, seed: int | None = None,
+                 no_candidate_rate: float = 0.0, detail: str | None = None) -> EncodedSplit:
     """Features of every pair through the one prompt builder (:func:`prompt.encode_example`); ``grounding``
-    is applied here, so plain src/tgt files serve both prompt modes."""
+    (with the candidates read under ``detail``) is applied here, so plain src/tgt files serve both prompt modes.
+
+    ``seed`` (training's split; grounded prompts only): each example gets its own ``random.Random`` from
+    (seed, index), which shuffles its candidate chains — the answer's position in the list then tells nothing — and,
+    with probability ``no_candidate_rate``, withholds them (``候选: 无``), so the model also learns to write the
+    answer itself, as it must when the gazetteer finds no division. Without ``seed``: the canonical order, as at
+    inference (dev and test).
+    """
     split = EncodedSplit(features=[], pairs=list(pairs))
-    for pair in pairs:
-        prompt_ids, answer_ids = encode_example(tokenizer, pair["src"], pair["tgt"], grounding=grounding)
+    for index, pair in enumerate(pairs):
+        candidates, rng = None, None
+        if seed is not None and grounding != "none":
+            rng = random.Random(f"{seed}/{index}")
+            if rng.random() < no_candidate_rate:
+                candidates = []
+        prompt_ids, answer_ids = encode_example(tokenizer, pair["src"], pair["tgt"], grounding=grounding,
+                                                candidates=candidates, rng=rng, detail=detail)
         features, source_truncated, sample_truncated = build_features(prompt_ids, answer_ids, src_length, max_length)
         split.features.append(features)
         split.truncated_source += source_truncated
@@ -210,11 +224,26 @@ def batch_order(lengths: Sequence[int], batch_size: int, seed: int, epoch: int, 
 
 
 def read_split(folder: Path, name: str) -> list[dict[str, str]]:
-    """Pairs of ``folder/name`` (JSON lines; a bad line or an empty file is a DataError naming the file)."""
-    records = dataio.read_records(folder / name, required=("src", "tgt"), fmt="jsonl").records
+    """Pairs of ``folder/name``: JSON lines or a JSON array, in the src/tgt, alpaca, sharegpt or OpenAI messages
+    record format (dataio / formats; a bad record or an empty file is a DataError naming the file)."""
+    read = dataio.read_records(folder / name, required=("src", "tgt"), fmt=_json_kind(folder / name))
+    if read.layout and read.layout != "src_tgt":
+        logger.info("%s: record format %s", folder / name, read.describe())
+    records = read.records
     if not records:
         raise DataError('empty file: training needs at least one {"src": ..., "tgt": ...} line', folder / name)
     return records
+
+
+def _json_kind(path: Path) -> str:
+    """"json" for a file whose first non-blank character is "[" (a JSON array, as LLaMA-Factory's alpaca files
+    are), else "jsonl" (train.json is JSON lines in PaddleNLP's layout, whatever its extension)."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(4096).lstrip(b"\xef\xbb\xbf \t\r\n")
+    except OSError:
+        return "jsonl"  # read_records names the problem
+    return "json" if head.startswith(b"[") else "jsonl"
 
 
 def sample_pairs(pairs: list[dict[str, str]], limit: int | None, seed: int) -> list[dict[str, str]]:
@@ -239,6 +268,7 @@ class GenerationEval:
     max_new_tokens: int
     grounding: str = "none"
     decoding: str = "free"
+    detail: str = "verbatim"  # gazetteer.DETAILS
     last_predictions: list[str] = field(default_factory=list)
 
     def records(self) -> list[dict[str, str]]:
@@ -256,7 +286,7 @@ class GenerationEval:
         model.eval()
         try:
             completer = Completer(model=model, tokenizer=self.tokenizer, max_new_tokens=self.max_new_tokens,
-                                  grounding=self.grounding, decoding=self.decoding)
+                                  grounding=self.grounding, decoding=self.decoding, detail=self.detail)
             predictions = completer.complete([pair["src"] for pair in self.pairs], batch_size=self.batch_size)
         finally:
             if was_training:
@@ -680,7 +710,9 @@ def prepare_data(cfg: TrainConfig, tokenizer: Any, pairs: dict[str, list[dict[st
     """Tokenized splits; truncation is counted and reported once per split."""
     data_args = cfg.data_args
     splits = {name: encode_pairs(tokenizer, records, data_args.src_length, data_args.max_length,
-                                 cfg.extras["grounding"])
+                                 cfg.extras["grounding"], detail=cfg.extras["detail"],
+                                 **({"seed": cfg.training_args.seed, "no_candidate_rate": cfg.extras[
+                                     "no_candidate_rate"]} if name == "train" else {}))
               for name, records in pairs.items()}
     for name, split in splits.items():
         if split.truncated_source or split.truncated_sample:
@@ -720,7 +752,8 @@ def generation_eval(cfg: TrainConfig, tokenizer: Any, split: EncodedSplit) -> Ge
     if cfg.extras["decoding"] == "constrained":
         warn_if_model_never_chooses(split.pairs, cfg.training_args.metric_for_best_model)
     return GenerationEval(tokenizer, split.pairs, cfg.training_args.per_device_eval_batch_size, budget,
-                          grounding=cfg.extras["grounding"], decoding=cfg.extras["decoding"])
+                          grounding=cfg.extras["grounding"], decoding=cfg.extras["decoding"],
+                          detail=cfg.extras["detail"])
 
 
 def set_up(cfg: TrainConfig, pairs: dict[str, list[dict[str, str]]], checkpoint: Path | None) -> TrainingRun:
@@ -862,6 +895,10 @@ def _train_and_report(cfg: TrainConfig, pairs: dict[str, list[dict[str, str]]], 
         test_metrics = run.trainer.evaluate(test_data, metric_key_prefix="test")
     summary = make_summary(cfg, run.trainer, run.data, train_metrics, final_eval, test_metrics, started, checkpoint)
     if writer:
+        from .curves import LOSS_PLOT, plot_loss
+
+        if plot_loss(run.recorder.records, cfg.output_dir / LOSS_PLOT) is None:
+            logger.info("no loss was logged (no training step): %s not written", LOSS_PLOT)
         dataio.write_json(cfg.output_dir / SUMMARY_FILE, summary)
         print_summary(summary)
     if distributed_rank()[1] > 1:
@@ -1055,7 +1092,7 @@ def print_summary(summary: dict[str, Any]) -> None:
         if counts["source_truncated"] or counts["sample_truncated"]:
             lines.append(f"  truncated in {name}: {counts['source_truncated']} sources, "
                          f"{counts['sample_truncated']} samples")
-    lines.append(f"  outputs in {summary['output_dir']} (summary.json, metrics.jsonl, train_config.json)")
+    lines.append(f"  outputs in {summary['output_dir']} (summary.json, metrics.jsonl, loss.png, train_config.json)")
     print("\n".join(lines), file=sys.stdout, flush=True)
 
 
