@@ -512,7 +512,8 @@ def matrix_cases() -> list[Case]:
             cases.append(Case(f"matrix-{command}-model-{variant}", argv, words))
         cases.append(Case(f"matrix-train-model-{variant}", ("train", "{config_model_" + variant + "}"), words))
         cases.append(Case(f"matrix-evaluate-model-{variant}", ("evaluate", "{eval_model_" + variant + "}"), words,
-                          code=2 if variant in ("file", "missing") else 1))
+                          code=2 if variant in ("file", "missing", "not-a-model", "adapter-as-model",
+                                                "empty-safetensors") else 1))  # refused with the config
     for variant, (key, words) in ADAPTER_VARIANTS.items():
         place = "{" + key + "}" if not key.startswith("no-such") else "{root}/" + key
         for command, argv in adapter_commands(place).items():
