@@ -22,8 +22,8 @@ own (滨江新区, 江北新区) is read only where the names before it place it
 (江宁开发区, 萧山经济技术开发区) or a street whose name starts with a place word (鄞州站前路) it is read.
 
 Modules by job: :mod:`.history` (former names from the change history), :mod:`.divisions` (reference tables
-and the name index), :mod:`.normalize` (text
-normalisation), :mod:`.parser` (:meth:`Gazetteer.parse`), :mod:`.candidates` (completion candidates).
+and the name index), :mod:`.normalize` (text normalisation), :mod:`.parser` (:meth:`Gazetteer.parse`),
+:mod:`.candidates` (completion candidates and the answer check).
 """
 
 from .candidates import (DEFAULT_DETAIL, DETAILS, MAX_CANDIDATES, Candidate, address_detail, chain_problem,
