@@ -232,6 +232,17 @@ def test_a_bracket_around_a_division_is_not_a_tag():
     ("固镇十号路", ["安徽省蚌埠市固镇县十号路"]),  # 十号 then 路: the street is 十号路 (real POI addresses)
     ("淮上花园路", ["安徽省蚌埠市淮上区花园路"]),
     ("蒙城五里河路与三义路交叉口", ["安徽省亳州市蒙城县五里河路与三义路交叉口"]),
+    # a division of the short name's own follows, whatever street word its name starts with
+    ("兰州七里河敦煌路", ["甘肃省兰州市七里河区敦煌路"]),
+    ("张家口桥西白山北街", ["河北省张家口市桥西区白山北街"]),
+    ("唐山路南学院南路", ["河北省唐山市路南区学院南路"]),
+    ("汉滨五里镇水泥湾村", ["陕西省安康市汉滨区五里镇水泥湾村"]),
+    ("北京路南段1号", []),  # 路南区 is 唐山's, not 北京's: 北京路 stays a street
+    # the old town's main streets named by direction alone; a numbered street after a zone word
+    ("刚察东大街4号", ["青海省海北藏族自治州刚察县东大街4号"]),
+    ("红山二道街10", ["内蒙古自治区赤峰市红山区二道街10"]),
+    ("奎文高新二路", ["山东省潍坊市奎文区高新二路"]),
+    ("南京东路1号", []),  # a road named after 南京
     ("西安路1号", []),  # the short name is the street's own name
     ("西安南路1号", []),
     ("西安大街1号", []),
