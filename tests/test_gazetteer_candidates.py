@@ -345,3 +345,20 @@ def test_a_typo_correction_is_never_accepted_against_the_written_names(address, 
     candidates = completion_candidates(address)
     assert candidates[0].text == expected
     assert all("乐昌" not in c.text and "南雄" not in c.text and "兴宁" not in c.text for c in candidates)
+
+
+@pytest.mark.parametrize("address, expected", [
+    # a shorter name with a division of its own after it beats a longer name followed by detail
+    ("青岛市南安徽路5号", ["山东省青岛市市南区安徽路5号"]),  # 青岛 + 市南(区), not 青岛市 + 南安徽路
+    ("济南市中经四路425号", ["山东省济南市市中区经四路425号"]),
+    ("南阳镇平文化西路25号", ["河南省南阳市镇平县文化西路25号"]),  # not a town 南阳镇 elsewhere
+    ("普洱镇沅小水线", ["云南省普洱市镇沅彝族哈尼族拉祜族自治县小水线"]),
+    ("荆州洪湖镇西路", ["湖北省荆州市洪湖市镇西路"]),  # 重庆's town 洪湖镇 does not fit 荆州
+    # ... but not into a word about the place
+    ("济南市中心医院", ["山东省济南市中心医院"]),
+    ("青岛市北部", ["山东省青岛市北部"]),
+    ("西安市碑林区1号", ["陕西省西安市碑林区1号"]),
+])
+def test_a_shorter_name_is_read_when_a_division_of_its_own_follows(address, expected):
+    """Issue 22 item 5 (found on the real-address bench, bench/candidates.py --poi)."""
+    assert texts(address) == expected

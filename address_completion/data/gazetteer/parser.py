@@ -243,16 +243,18 @@ class Gazetteer(DivisionIndex):
         following = self._next_token(text, start, scan)
         return below if following is not None and following.repeated else []
 
-    def _token(self, text: str, end: int, entries: list[_Entry], allow_short: bool) -> Optional[_Token]:
+    def _token(self, text: str, end: int, entries: list[_Entry], allow_short: bool,
+               take_suffix: bool = True) -> Optional[_Token]:
         """The readings of one key ending at ``end``: strongest kind per division (full > old > short).
 
         Short names followed by a street word (西安路) are dropped, and so are those followed by a division
         suffix that does not fit them (玉环区 is not 玉环市); one followed by a fitting suffix (喀左县,
-        新疆省) takes that character along. Short names followed by a zone word (东湖高新区) are marked.
+        新疆省) takes that character along, unless ``take_suffix`` is False (青岛市南: the 市 starts 市南区).
+        Short names followed by a zone word (东湖高新区) are marked.
         """
         street_like = _street_after_short(text, end)  # 西安路 yes; 鄞州站前路: 站前路 is the street
         below = self._nesting_at(text, end) if street_like else set()  # 兰州七里河: 七里河区 is 兰州's
-        suffix = text[end] if end < len(text) and text[end] in _SUFFIX_CHARS else ""
+        suffix = text[end] if take_suffix and end < len(text) and text[end] in _SUFFIX_CHARS else ""
         if text.startswith(_WORDS_AFTER_SHORT, end) and not self._key_at(text, end + 1, full_only=True):
             suffix = ""  # 碑林市场: a word of the detail, not a suffix (but 旬阳县城关镇 is 旬阳县 + 城关镇)
         fits = {entry.division.code: self._suffix_fits(entry.division, suffix)
