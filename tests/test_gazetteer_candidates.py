@@ -21,7 +21,8 @@ def texts(address, **kwargs):
     ("碑林区扬子江南路467-6号", ["陕西省西安市碑林区扬子江南路467-6号"]),  # dropped province and city
     ("西安碑林区扬子江南路467-6号", ["陕西省西安市碑林区扬子江南路467-6号"]),  # short city name
     ("扶风法门镇法门寺", ["陕西省宝鸡市扶风县法门镇法门寺"]),  # short county name + town
-    ("喀左大城子镇1号", ["辽宁省朝阳市喀喇沁左翼蒙古族自治县大城子镇1号"]),  # abbreviation
+    # abbreviation; 大城子镇 is 大城子街道 today (the county has no 大城子镇 left: a town turned subdistrict)
+    ("喀左大城子镇1号", ["辽宁省朝阳市喀喇沁左翼蒙古族自治县大城子街道1号"]),
     ("江干区凯旋路1号", ["浙江省杭州市上城区凯旋路1号"]),  # abolished district -> current chain
     ("襄樊市襄城区锦绣路4号", ["湖北省襄阳市襄城区锦绣路4号"]),  # renamed prefecture
     ("中国 陕西省, 西安市 碑林区 扬子江南路１２号", ["陕西省西安市碑林区扬子江南路12号"]),  # 中国, separators, full width

@@ -16,7 +16,7 @@ from typing import Optional
 from .divisions import _SUFFIX_CHARS, _SUFFIX_TEXT, MUNICIPALITIES, AdminChain, Division
 from .normalize import (_BETWEEN_NAMES, _BRACKET_PAIRS, _detail_after, _placeholder_end, _skip_between_names,
                         _without_unopened_closers, normalize_address, to_simplified)
-from .parser import _STREET_AFTER_SHORT, ZONE_WORDS, Gazetteer, _Token, load_gazetteer
+from .parser import _STREET_AFTER_SHORT, _WORDS_AFTER_SHORT, ZONE_WORDS, Gazetteer, _Token, load_gazetteer
 
 MAX_CANDIDATES = 8
 # Names the fuzzy matcher may correct: levels 1-3 (towns are too many and too alike to guess at).
@@ -88,6 +88,7 @@ class _Reading:
     # read before a conflicting name and not (yet) below it: kept in case a later name nests below it
     # (广东省 in 广东省南昌市南山区: 南山区 is 深圳's), dropped if none does (the deepest name must be read)
     stale: bool = False
+    former: bool = False  # read from a former name: what is written below it may lie in its parent (a split)
 
 
 def _weaker(kind_a: str, kind_b: str) -> str:
@@ -215,8 +216,10 @@ class _CandidateScan:
             entries = next((self.gaz._index[self.text[start:stop]] for stop in range(end, start + 1, -1)
                             if self.text[start:stop] in self.gaz._index), [])
             named = frozenset(e.division.code for e in entries) & above
-        else:
-            named = frozenset(r.division.code for r in fresh)
+        else:  # a former city read as its namesake county (莱芜市 -> 莱芜区) names the city: 莱城区 may follow
+            former_level = self.gaz._former_levels.get(self.text[start:end], 0)
+            named = frozenset(r.division.parent_code if r.former and 0 < former_level < r.division.level
+                              else r.division.code for r in fresh)
         complete = any(r.division.level >= 3 or not self.gaz.children(r.division) for r in before)
         written = self.text[start:end]
         written = written[_placeholder_end(written, 0):].strip(_BETWEEN_NAMES)
@@ -268,7 +271,8 @@ class _CandidateScan:
         longer_full_name = False  # a short name inside a longer full name that fits (城关 in 城关镇) is no match
         first = None  # the longest fitting step, when nothing nests below it
         for length in range(min(self.gaz._max_key, len(self.text) - start), 1, -1):
-            entries = self.gaz._index.get(self.text[start:start + length])
+            key = self.text[start:start + length]
+            entries = self.gaz._index.get(key) if self.readings else self.gaz.entries_alone(key)
             if not entries:
                 continue
             token = self.gaz._token(self.text, start + length, entries,
@@ -322,21 +326,29 @@ class _CandidateScan:
         if not divisions:
             return None
         if not self.readings:
-            return token.end, [_Reading(d, token.kinds[d.code]) for d in divisions]
+            return token.end, [_Reading(d, token.kinds[d.code], former=token.kinds[d.code] == "old")
+                               for d in divisions]
         deeper: dict[str, _Reading] = {}
         confirmed: dict[str, _Reading] = {}
         confirming: set[str] = set()  # the token's divisions that confirm a reading (itself or an ancestor)
         codes = {d.code: d for d in divisions}
+        for history in (False, True):  # what lies below a reading today first; history only when nothing does
+            for reading in self.readings:
+                for code, division in codes.items():
+                    if self.gaz.lies_under(code, reading.division, reading.former, history):
+                        deeper.setdefault(code, _Reading(division, _weaker(reading.kind, token.kinds[code]),
+                                                         reading.conflict, former=token.kinds[code] == "old"))
+            if deeper:
+                break
         for reading in self.readings:
             above = self.gaz._ancestors[reading.division.code]
             for code, division in codes.items():
-                kind = _weaker(reading.kind, token.kinds[code])
-                if reading.division.code in self.gaz._ancestors[code]:
-                    deeper.setdefault(code, _Reading(division, kind, reading.conflict))
-                elif code == reading.division.code or code in above:
+                if code in deeper:
+                    continue
+                if code == reading.division.code or code in above:
                     confirming.add(code)
                     confirmed.setdefault(reading.division.code, _Reading(reading.division, reading.kind,
-                                                                         reading.conflict))
+                                                                         reading.conflict, reading.former))
         if deeper:
             return token.end, list(deeper.values())
         if confirmed and self._confirmation_holds(token, confirming, list(confirmed.values())):
@@ -592,3 +604,46 @@ def completion_candidates(address: str, gazetteer: Optional["Gazetteer"] = None,
             break
     return list(candidates.values())
 
+
+
+def address_detail(address: str, gazetteer: Optional["Gazetteer"] = None, *, detail: str = DEFAULT_DETAIL) -> str:
+    """The detail of ``address`` as :func:`completion_candidates` keeps it under ``detail``: what follows its run
+    of division names (the first reading's; all readings share it). An address without a division is all
+    detail. The evaluator's "detail kept" compares this of an answer and of its expected address."""
+    found = completion_candidates(address, gazetteer, limit=1, detail=detail)
+    return found[0].detail if found else address.strip()
+
+
+def chain_problem(address: str, gazetteer: Optional["Gazetteer"] = None) -> Optional[str]:
+    """Whether ``address`` starts with a current chain written in full: None when it does, else "not_current" or
+    "not_nesting".
+
+    "not_current": the address is not one of its own candidates (:func:`completion_candidates`, verbatim) — it
+    does not start with an existing chain, province first, every name in its current full form (a former name
+    江干区, a short name 西安, a typo 杭洲, traditional characters or a missing province are rewritten by the
+    candidates, so the address is not among them). "not_nesting": it is, but the chain's names contradict each
+    other (a reading marked conflict), or the detail starts with the full name of a province, city or county
+    that is neither the chain's division nor above or below it (山西省 + 西安市雁塔区…: the run stopped where the
+    names stopped nesting). A town after a complete chain is the user's detail (a town since merged away stays
+    as written), and so is everything after a name the chain already holds (a repeated run).
+    """
+    gazetteer = gazetteer or load_gazetteer()
+    text = address.strip()
+    same = [c for c in completion_candidates(text, gazetteer, detail="verbatim") if c.text == text]
+    if not same:
+        return "not_current"
+    if "conflict" in same[0].evidence:
+        return "not_nesting"
+    deepest = same[0].chain.deepest
+    detail = "".join(unicodedata.normalize("NFKC", same[0].detail).split())
+    start = _skip_between_names(detail, 0)
+    for length in range(min(gazetteer._max_key, len(detail) - start), 1, -1):
+        key = detail[start:start + length]
+        if detail.startswith(_WORDS_AFTER_SHORT, start + length - 1):  # 南京市场: 市场 is a word of the detail
+            continue
+        named = [e.division for e in gazetteer._index.get(key, ()) if e.kind != "short" and e.division.level <= 3]
+        if named:
+            related = any(d.code == deepest.code or d.code in gazetteer._ancestors[deepest.code]
+                          or deepest.code in gazetteer._ancestors[d.code] for d in named)
+            return None if related else "not_nesting"
+    return None

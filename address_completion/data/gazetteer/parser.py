@@ -91,7 +91,7 @@ class _Scan:
     """Parser state: the candidates for the deepest division named so far."""
 
     candidates: list[Division]
-    relaxed: set[str]  # codes reached through a renamed district: its siblings count as consistent too
+    relaxed: set[str]  # codes reached through a former district name: its siblings count as consistent too
     named: dict[int, str]
     valid: bool = True
     end: int = 0
@@ -117,7 +117,7 @@ class Gazetteer(DivisionIndex):
     def candidates(self, name: str) -> list[AdminChain]:
         """Every chain a name (full, short, renamed; or a run of them like 西安碑林) could mean."""
         key = normalize_address(name)
-        found = {e.division.code: e.division for e in self._index.get(key, ())}
+        found = {e.division.code: e.division for e in self.entries_alone(key)}
         if not found and key:
             scan = self._scan(key)
             if scan.valid and scan.end == len(key):
@@ -184,7 +184,9 @@ class Gazetteer(DivisionIndex):
                 continue
             scan.valid = scan.valid and token.consistent
             scan.relaxed = {d.code for d in token.divisions if token.kinds[d.code] == "old" and d.level >= 3}
-            levels_names = {(d.level, d.name) for d in token.divisions}
+            # the name as written when it is a current one (长青乡, not the 长青街道 that were 长青乡 elsewhere)
+            written = [d for d in token.divisions if token.kinds[d.code] != "old"] or token.divisions
+            levels_names = {(d.level, d.name) for d in written}
             if len(levels_names) == 1:
                 level, name = levels_names.pop()
                 scan.named[level] = name
@@ -194,7 +196,8 @@ class Gazetteer(DivisionIndex):
         fallback = None
         longer_full_name = False  # a short name inside a longer full name (城关 in 城关镇) is not a match
         for length in range(min(self._max_key, len(text) - start), 1, -1):
-            entries = self._index.get(text[start:start + length])
+            key = text[start:start + length]
+            entries = self._index.get(key) if scan.candidates else self.entries_alone(key)
             if not entries:
                 continue
             token = self._token(text, start + length, entries, allow_short=not longer_full_name)
@@ -291,7 +294,7 @@ class Gazetteer(DivisionIndex):
         it had before 2017 — the rule cannot tell 鄞州市, which never existed); None when it does not fit."""
         if division.level == 1 and suffix == "省":
             return "name"
-        names = [division.name] + [old for old, target in self._renamed_targets.items() if target.code == division.code]
+        names = [division.name] + self.former_names(division)
         if any(name.endswith(suffix) and not name.endswith("地" + suffix) for name in names):
             return "name"
         if division.level == 3 and suffix in _FORMER_SUFFIXES.get(division.name[-1], ""):
@@ -313,12 +316,18 @@ class Gazetteer(DivisionIndex):
                    for length in range(2, min(self._max_key, len(text) - start) + 1))
 
     def _nested(self, divisions: list[Division], scan: _Scan) -> list[Division]:
-        """Divisions below the scan's candidates (or below the parent of a renamed district)."""
+        """Divisions below the scan's candidates, today or formerly (:meth:`lies_under`: below the parent of
+        a district read from its former name, below a split-off part, below a former parent)."""
         if not scan.candidates:
             return divisions
         anchors = {d.code for d in scan.candidates}
-        anchors |= {self._by_code[code].parent_code for code in scan.relaxed}
-        return [d for d in divisions if d.code not in anchors and not anchors.isdisjoint(self._ancestors[d.code])]
+        for history in (False, True):  # what lies below today first; history only when nothing does
+            nested = [d for d in divisions if d.code not in anchors
+                      and any(self.lies_under(d.code, anchor, anchor.code in scan.relaxed, history)
+                              for anchor in scan.candidates)]
+            if nested:
+                return nested
+        return []
 
     @staticmethod
     def _acceptable(divisions: list[Division], token: _Token, short_ok: bool,
