@@ -8,6 +8,7 @@ becomes one candidate answer (a real chain + the input's own detail), and a fine
 from __future__ import annotations
 
 import functools
+import itertools
 import unicodedata
 from collections import defaultdict
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ MAX_CANDIDATES = 8
 # Names the fuzzy matcher may correct: levels 1-3 (towns are too many and too alike to guess at).
 _FUZZY_LEVELS = (1, 2, 3)
 _FUZZY_MAX_LENGTH = 9  # longest written form worth correcting (巴音郭楞蒙古自治州)
+_MAX_READINGS = 16  # readings of a written form tried against the pinyin index (characters with several)
 _KIND_RANK = {"full": 0, "old": 1, "short": 2, "typo": 3}
 # What makes a division name found by looking ahead part of a word about a place instead (济南市中心 is the
 # centre of 济南市, not 市中区 + 心; 青岛市北部 the north of 青岛市)
@@ -117,10 +119,23 @@ class _FuzzyIndex:
                 for position in range(len(key)):
                     self.by_wildcard[key[:position] + "?" + key[position + 1:]].append(key)
 
+    def _readings(self, written: str) -> list[tuple[str, ...]]:
+        """Every toneless reading of ``written``, its default one first: pypinyin reads 长岸 zhang-an in context,
+        yet 长 is also chang, as in 长安 (at most :data:`_MAX_READINGS` of them)."""
+        from pypinyin import Style, pinyin
+
+        readings = [tuple(self._pinyin(written))]
+        per_char = pinyin(written, style=Style.NORMAL, heteronym=True, errors="default")
+        if len(per_char) == len(written):
+            for reading in itertools.islice(itertools.product(*per_char), _MAX_READINGS):
+                if reading not in readings:
+                    readings.append(reading)
+        return readings
+
     def corrections(self, written: str) -> list[str]:
         """Index keys ``written`` may be a slip for (never ``written`` itself). The division suffix is never
         the slip: 长安路 is a street, not a misspelled 长安区."""
-        found = list(self.by_pinyin.get(tuple(self._pinyin(written)), ()))
+        found = [key for reading in self._readings(written) for key in self.by_pinyin.get(reading, ())]
         if len(written) >= 3:
             for position in range(len(written) - 1):
                 found += self.by_wildcard.get(written[:position] + "?" + written[position + 1:], ())

@@ -17,16 +17,18 @@ from .normalize import (_detail_after, _placeholder_end, _skip_between_names, _w
                         normalize_address)
 
 # A short name followed by one of these is part of a street or place name (西安路, 长安街, 南京东路), not a division.
+# A number before a street word numbers the street (长安一路, 西安二号); before any other word it starts a place's
+# own name (五道河, 七里沟, 八里庄村: 兴隆五道河 is 兴隆县 + 五道河).
 _STREET_AFTER_SHORT = re.compile(
-    r"(?:[东西南北中]|[一二三四五六七八九十]|\d)?"
-    r"(?:路|街|大街|大道|道|巷|弄|里|号|胡同|村|小区|花园|广场|大厦|公园|桥|站|机场|港|湾|商场|饭店|宾馆|酒店|医院|中学|小学|大学)"
+    r"(?:[东西南北中]|[一二三四五六七八九十]|\d)?(?:路|街|大街|大道|巷|弄|号|胡同)"
+    r"|[东西南北中]?(?:道|里|村|小区|花园|广场|大厦|公园|桥|站|机场|港|湾|商场|饭店|宾馆|酒店|医院|中学|小学|大学)"
 )
-# ... unless that word is only the start of a longer street name: 站前路, 桥头路, 港口路, 十号路, 花园路, 五里河路
-# (鄞州站前路 is 鄞州 + 站前路, 固镇十号路 is 固镇 + 十号路): a word that is no street word itself, then at most two
-# name characters and a street word. A street word itself (西安路, 西安南路) stays the street's end; 道 does not
+# ... unless that word is only the start of a longer street or village name: 站前路, 桥头路, 港口路, 十号路, 花园路,
+# 港西村, 花园里乡 (鄞州站前路 is 鄞州 + 站前路, 固镇十号路 is 固镇 + 十号路): a word that is no street word itself,
+# then at most two name characters and a street word or 村/乡/镇. A street word itself (西安路, 西安南路) stays the street's end; 道 does not
 # (红山二道街 is 红山 + 二道街).
 _STREET_END = re.compile(r"(?:路|街|大街|大道|巷|弄|胡同)$")
-_STREET_GOES_ON = re.compile(r"[^\W\d_]{0,2}?(?:路|街|大街|大道|巷|弄)")
+_STREET_GOES_ON = re.compile(r"[^\W\d_]{0,2}?(?:路|街|大街|大道|巷|弄|村|乡|镇)")
 # The old town's main streets, named by direction alone (东大街, 北街, 中大街): 刚察东大街 is 刚察县 + 东大街,
 # where 南京东路 is a road named after 南京.
 _DIRECTION_STREET = re.compile(r"[东西南北中](?:大街|街)")
