@@ -239,6 +239,9 @@ def test_a_bracket_around_a_division_is_not_a_tag():
     ("唐山路南学院南路", ["河北省唐山市路南区学院南路"]),
     ("汉滨五里镇水泥湾村", ["陕西省安康市汉滨区五里镇水泥湾村"]),
     ("北京路南段1号", []),  # 路南区 is 唐山's, not 北京's: 北京路 stays a street
+    ("邢台襄都桥东区开元北路", ["河北省邢台市襄都区桥东区开元北路"]),  # a full division name follows (was
+    # 张家口's 桥东区: 襄都 skipped as garbled text)
+    ("怀集桥头镇424县道", ["广东省肇庆市怀集县桥头镇424县道"]),
     # the old town's main streets named by direction alone; a numbered street after a zone word
     ("刚察东大街4号", ["青海省海北藏族自治州刚察县东大街4号"]),
     ("红山二道街10", ["内蒙古自治区赤峰市红山区二道街10"]),
@@ -361,6 +364,7 @@ def test_a_typo_correction_is_never_accepted_against_the_written_names(address, 
     # a shorter name with a division of its own after it beats a longer name followed by detail
     ("青岛市南安徽路5号", ["山东省青岛市市南区安徽路5号"]),  # 青岛 + 市南(区), not 青岛市 + 南安徽路
     ("济南市中经四路425号", ["山东省济南市市中区经四路425号"]),
+    ("内江市中内荣路", ["四川省内江市市中区内荣路"]),
     ("南阳镇平文化西路25号", ["河南省南阳市镇平县文化西路25号"]),  # not a town 南阳镇 elsewhere
     ("普洱镇沅小水线", ["云南省普洱市镇沅彝族哈尼族拉祜族自治县小水线"]),
     ("荆州洪湖镇西路", ["湖北省荆州市洪湖市镇西路"]),  # 重庆's town 洪湖镇 does not fit 荆州

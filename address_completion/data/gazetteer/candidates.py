@@ -27,7 +27,7 @@ _MAX_READINGS = 16  # readings of a written form tried against the pinyin index 
 _KIND_RANK = {"full": 0, "old": 1, "short": 2, "typo": 3}
 # What makes a division name found by looking ahead part of a word about a place instead (济南市中心 is the
 # centre of 济南市, not 市中区 + 心; 青岛市北部 the north of 青岛市)
-_PART_WORDS = tuple("部面侧边端郊心内外")
+_PART_WORDS = tuple("部面侧边端郊心")
 # How the detail after the division names is kept (the ``detail`` setting of prepare, train, predict, serve and
 # evaluate). verbatim (default): every character written after the run of division names the chain was read
 # from, unchanged — a repeated run after a complete chain, separators, spaces, brackets, full-width characters.

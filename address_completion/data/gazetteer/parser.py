@@ -257,7 +257,8 @@ class Gazetteer(DivisionIndex):
         新疆省) takes that character along, unless ``take_suffix`` is False (青岛市南: the 市 starts 市南区).
         Short names followed by a zone word (东湖高新区) are marked.
         """
-        street_like = _street_after_short(text, end)  # 西安路 yes; 鄞州站前路: 站前路 is the street
+        # 西安路 is a street; 鄞州站前路 is 鄞州 + the street 站前路; 襄都桥东区 is 襄都 + another division's full name
+        street_like = _street_after_short(text, end) and not self._key_at(text, end, full_only=True)
         below = self._nesting_at(text, end) if street_like else set()  # 兰州七里河: 七里河区 is 兰州's
         suffix = text[end] if take_suffix and end < len(text) and text[end] in _SUFFIX_CHARS else ""
         if text.startswith(_WORDS_AFTER_SHORT, end) and not self._key_at(text, end + 1, full_only=True):
