@@ -25,8 +25,8 @@ _STREET_AFTER_SHORT = re.compile(
 )
 # ... unless that word is only the start of a longer street or village name: 站前路, 桥头路, 港口路, 十号路, 花园路,
 # 港西村, 花园里乡 (鄞州站前路 is 鄞州 + 站前路, 固镇十号路 is 固镇 + 十号路): a word that is no street word itself,
-# then at most two name characters and a street word or 村/乡/镇. A street word itself (西安路, 西安南路) stays the street's end; 道 does not
-# (红山二道街 is 红山 + 二道街).
+# then at most two name characters and a street word or 村/乡/镇. A street word itself (西安路, 西安南路) stays the
+# street's end; 道 does not (红山二道街 is 红山 + 二道街).
 _STREET_END = re.compile(r"(?:路|街|大街|大道|巷|弄|胡同)$")
 _STREET_GOES_ON = re.compile(r"[^\W\d_]{0,2}?(?:路|街|大街|大道|巷|弄|村|乡|镇)")
 # The old town's main streets, named by direction alone (东大街, 北街, 中大街): 刚察东大街 is 刚察县 + 东大街,
