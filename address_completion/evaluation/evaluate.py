@@ -403,9 +403,9 @@ def run_system(system: System, items: Sequence[EvalItem], cache: PredictionCache
         return cache.records
     todo = list(pending.values())
     system.check_inputs([strip_prefix(item.source, prefix) for item in todo])
-    from tqdm import tqdm
+    from ..progress import progress as progress_tracker
 
-    with tqdm(total=len(todo), unit="addr", desc=system.name, disable=None if progress else True) as bar:
+    with progress_tracker(len(todo), f"system {system.name}", "addr", enabled=progress) as bar:
         for batch in chunks(todo, settings.batch_size):
             started = time.perf_counter()
             answers = system.predict([strip_prefix(item.source, prefix) for item in batch])
