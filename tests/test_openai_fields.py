@@ -94,24 +94,25 @@ def test_logprobs_is_refused_never_silently_null(client):
     assert plain.choices[0].logprobs is None
 
 
-def test_constrained_answers_are_cut_the_same_way(completer):
+def test_constrained_answers_stay_whole_and_their_free_fallback_is_cut(completer):
+    """A chosen candidate is a whole chain (as predict and evaluate answer locally); only generated text is cut."""
     constrained = Completer(model=completer.model, tokenizer=completer.tokenizer, max_new_tokens=SERVER_TOKENS,
                             grounding="candidates", decoding="constrained")
+    [fallback] = constrained.complete_detailed(["扬子江南路1号"])  # no candidate: free generation
+    short = Completer(model=completer.model, tokenizer=completer.tokenizer, max_new_tokens=2,
+                      grounding="candidates", decoding="constrained")
+    [fallback_capped] = short.complete_detailed(["扬子江南路1号"])
+    assert fallback.decoding == "free_fallback" and fallback.completion_tokens > 2
     running = start_in_thread(constrained, ServerSettings(port=0, model_name="tiny"))
     try:
         client = openai.OpenAI(base_url=running.url + "/v1", api_key="unused", max_retries=0, timeout=120)
-        whole = ask(client, "碑林区扬子江南路467-6号")
-        assert whole.choices[0].message.content == "陕西省西安市碑林区扬子江南路467-6号"
-        assert whole.choices[0].finish_reason == "stop"
-        cut = ask(client, "碑林区扬子江南路467-6号", max_tokens=2)
-        ids = completer.tokenizer("陕西省西安市碑林区扬子江南路467-6号", add_special_tokens=False)["input_ids"]
-        assert cut.choices[0].message.content == completer.tokenizer.decode(ids[:2]).rstrip("\ufffd")
+        for options in ({}, {"max_tokens": 2}, {"stop": "碑林"}):
+            whole = ask(client, "碑林区扬子江南路467-6号", **options)
+            assert whole.choices[0].message.content == "陕西省西安市碑林区扬子江南路467-6号", options
+            assert whole.choices[0].finish_reason == "stop"
+        cut = ask(client, "扬子江南路1号", max_tokens=2)
+        assert cut.choices[0].message.content == fallback_capped.text and fallback_capped.text != fallback.text
         assert cut.choices[0].finish_reason == "length" and cut.usage.completion_tokens == 2
-        # the details still describe the chosen whole chain
-        assert cut.choices[0].model_extra["address_completion"]["candidates"][0]["text"] == \
-            "陕西省西安市碑林区扬子江南路467-6号"
-        stopped = ask(client, "碑林区扬子江南路467-6号", stop="碑林")
-        assert stopped.choices[0].message.content == "陕西省西安市"
-        assert stopped.choices[0].finish_reason == "stop"
+        assert cut.choices[0].model_extra["address_completion"]["decoding"] == "free_fallback"
     finally:
         running.stop()
