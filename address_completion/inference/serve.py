@@ -6,11 +6,13 @@ Endpoints (JSON in, JSON out; errors use OpenAI's {"error": {"message", "type", 
                              among the gazetteer's candidates; free: greedy up to --max_new_tokens):
                              temperature, top_p, max_tokens and the like are accepted and ignored;
                              n > 1 is refused (400). Each choice carries the extra field
-                             "address_completion": {"decoding", "probability", "abstained",
+                             "address_completion": {"decoding", "probability", "abstained", "reason",
                              "candidates", "more_candidates"}; OpenAI's own fields stay standard.
+                             The request may name "detail": "verbatim" | "clean" (default --detail);
+                             an answer that is no current address comes back as the input, abstained.
                              "stream": true answers with OpenAI's server-sent events (chunks, then
                              "data: [DONE]").
-  POST /v1/complete          {"addresses": ["...", ...]} -> {"results": ["...", ...], "details": [...]}
+  POST /v1/complete          {"addresses": ["...", ...], "detail"?} -> {"results": ["...", ...], "details": [...]}
   GET  /v1/models            the served model in OpenAI's list format
   GET  /health               {"status": "ok"}; needs no API key, so load balancers can probe it
   GET  /docs                 the OpenAPI page (and /openapi.json)
@@ -19,7 +21,8 @@ Endpoints (JSON in, JSON out; errors use OpenAI's {"error": {"message", "type", 
 Concurrent requests are decoded together: one worker thread owns the model and waits up to --batch-wait-ms
 after the first queued request for more, up to --max-batch-size addresses per batch. Binds 127.0.0.1 unless
 --host says otherwise; with --api-key every endpoint but /health and the OpenAPI pages needs
-"Authorization: Bearer KEY". A body that has not fully arrived within --body-timeout gets 408. SIGTERM or
+"Authorization: Bearer KEY". A body that has not fully arrived within --body-timeout gets 408; a connection
+whose request headers have not within that time is closed. SIGTERM or
 Ctrl-C stops accepting connections, finishes the requests in flight (at most --shutdown-timeout seconds),
 then exits with status 0.
 """
@@ -206,6 +209,10 @@ def check_address(text: Any, where: str, limit: int) -> str:
         raise RequestError(422, f"{where} must be a string, got {type(text).__name__}", param=where)
     if not text.strip():
         raise RequestError(422, f"{where} is empty", param=where)
+    surrogate = next((char for char in text if 0xD800 <= ord(char) <= 0xDFFF), None)
+    if surrogate is not None:  # a JSON "\ud800" escape: no UTF-8 text can hold it (the CLI refuses it too)
+        raise RequestError(422, f"{where} contains an unpaired surrogate escape \\u{ord(surrogate):04x}; send "
+                                "the character itself or a valid surrogate pair", param=where)
     if not has_address_text(text):  # [], 【】: nothing to complete (as predict)
         raise RequestError(422, f"{where} has no letter or digit: nothing to complete", param=where)
     if len(text) > limit:
@@ -221,6 +228,8 @@ def addresses_from_complete_request(body: dict, settings: ServerSettings) -> lis
     if not isinstance(addresses, list):
         raise RequestError(422, f"'addresses' must be a list of strings, got {type(addresses).__name__}",
                            param="addresses")
+    if not addresses:  # one rule for an empty request, as for 'messages'
+        raise RequestError(422, "'addresses' must be a non-empty list of address strings", param="addresses")
     if len(addresses) > settings.max_addresses:
         raise RequestError(413, f"too many addresses: {len(addresses)}; the limit is {settings.max_addresses} per "
                                 "request (--max-addresses)", param="addresses", code="too_many_addresses")
@@ -286,7 +295,8 @@ class RunningServer:
         # plain-text 500 and a traceback. Our own cut comes first (--shutdown-timeout): every request still
         # waiting is answered 503 then, and uvicorn's timeout, CUT_GRACE later, finds nothing left to cancel.
         config = uvicorn.Config(create_app(self.worker, settings, self.stopping, tokenizer), loop="asyncio",
-                                http="h11", lifespan="off", log_config=None, access_log=False, server_header=False,
+                                http=header_deadline_protocol(settings.body_timeout),
+                                lifespan="off", log_config=None, access_log=False, server_header=False,
                                 timeout_graceful_shutdown=settings.shutdown_timeout + CUT_GRACE)
         self.uvicorn = uvicorn_server(config, self.stopping, settings.shutdown_timeout)
         self._thread: threading.Thread | None = None
@@ -320,6 +330,51 @@ class RunningServer:
         self.uvicorn.should_exit = True
         if self._thread is not None:
             self._thread.join()
+
+
+def header_deadline_protocol(timeout: float) -> Any:
+    """uvicorn's h11 protocol with a deadline on the header phase: a connection whose request line and headers
+    have not all arrived ``timeout`` seconds after it opened (or after its first byte of a next request) is
+    closed. uvicorn bounds only the idle time between requests (timeout_keep_alive), and h11 only the headers'
+    size, so a client sending one header and then nothing held its connection forever."""
+    import h11
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    class HeaderDeadlineProtocol(H11Protocol):
+        header_timer: asyncio.TimerHandle | None = None
+
+        def connection_made(self, transport: Any) -> None:
+            super().connection_made(transport)
+            self._arm()
+
+        def data_received(self, data: bytes) -> None:
+            super().data_received(data)
+            if self.conn.their_state is h11.IDLE:  # part of a request line or header so far
+                if self.header_timer is None and not self.transport.is_closing():
+                    self._arm()
+            else:
+                self._disarm()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._disarm()
+            super().connection_lost(exc)
+
+        def _arm(self) -> None:
+            self.header_timer = self.loop.call_later(timeout, self._headers_too_slow)
+
+        def _disarm(self) -> None:
+            if self.header_timer is not None:
+                self.header_timer.cancel()
+                self.header_timer = None
+
+        def _headers_too_slow(self) -> None:
+            self.header_timer = None
+            if self.conn.their_state is h11.IDLE and not self.transport.is_closing():
+                logger.info("%s closed: its request headers did not arrive within %g s (--body-timeout)",
+                            (self.client or ("-",))[0], timeout)
+                self.transport.close()
+
+    return HeaderDeadlineProtocol
 
 
 CUT_GRACE = 5.0  # seconds between our cut (503 to every waiting request) and uvicorn cancelling what is left
@@ -404,9 +459,29 @@ def create_server(complete: CompleteFunction, settings: ServerSettings, tokenize
     return RunningServer(complete, settings, tokenizer)
 
 
+@dataclass(frozen=True)
+class AddressRequest:
+    """One address queued with the request's own ``detail`` setting (None: the server's --detail)."""
+
+    address: str
+    detail: str | None = None
+
+
+def with_detail(addresses: Sequence[str], detail: str | None) -> list[Any]:
+    """The worker's items for a request: plain addresses, or :class:`AddressRequest` when it names a detail."""
+    return list(addresses) if detail is None else [AddressRequest(address, detail) for address in addresses]
+
+
 def completer_function(completer: Any, batch_size: int) -> CompleteFunction:
-    """Adapt a generate.Completer to the worker: detailed completions, decoded ``batch_size`` at a time."""
-    return lambda addresses: completer.complete_detailed(addresses, batch_size=batch_size)
+    """Adapt a generate.Completer to the worker: detailed completions, decoded ``batch_size`` at a time; an
+    :class:`AddressRequest` item carries its request's detail setting into the shared batch."""
+    def complete(items: list[Any]) -> list[Any]:
+        addresses = [item.address if isinstance(item, AddressRequest) else item for item in items]
+        details = [item.detail if isinstance(item, AddressRequest) else None for item in items]
+        return completer.complete_detailed(addresses, batch_size=batch_size,
+                                           details=details if any(details) else None)
+
+    return complete
 
 
 def start_in_thread(completer: Any, settings: ServerSettings) -> RunningServer:
@@ -435,7 +510,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-input-chars", type=int, default=defaults.max_input_chars,
                         help="longest accepted address or message, in characters (413 above)")
     parser.add_argument("--body-timeout", type=float, default=defaults.body_timeout,
-                        help="seconds a request body may take to arrive (408 after)")
+                        help="seconds a request's headers may take to arrive (the connection is closed after), "
+                             "then its body (408 after)")
     parser.add_argument("--shutdown-timeout", type=float, default=defaults.shutdown_timeout,
                         help="seconds requests in flight get to finish after SIGTERM / Ctrl-C")
     parser.add_argument("--report-dir", default=None, metavar="FOLDER",

@@ -26,6 +26,7 @@ from typing import Any, Mapping, Sequence
 
 from ..data import dataio
 from ..errors import ConfigError, OutputExistsError, closest_match
+from ..data.gazetteer import DEFAULT_DETAIL, DETAILS
 from ..inference.generate import DECODINGS
 from ..data.prompt import GROUNDINGS
 from ..runtime import logger
@@ -78,6 +79,10 @@ EXTRA_KEYS = (
     KeySpec("decoding", "extra", "str", False, "constrained", choices=DECODINGS,
             help="how eval_accuracy decodes during training: constrained (choose among the gazetteer's "
                  "candidates) or free (greedy generation)"),
+    KeySpec("detail", "extra", "str", False, DEFAULT_DETAIL, choices=DETAILS,
+            help="verbatim: answers keep every character written after the division names (prepare's default); "
+                 "clean: the earlier folding. Use the setting the data was prepared with, and the same at predict, "
+                 "serve and evaluate"),
     KeySpec("group_by_length", "extra", "bool", False, True,
             help="batch samples of similar length together (seeded, like Hugging Face's group_by_length): less "
                  "padding and few distinct batch shapes, so memory stays flat; false: plain seeded shuffle"),
