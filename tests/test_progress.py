@@ -98,3 +98,22 @@ def test_prepare_logs_progress(tmp_path, monkeypatch, capsys):
     assert cli.main(["prepare", "--num", "2000", "--output", str(tmp_path / "pairs.jsonl")]) == 0
     lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("prepare: ")]
     assert lines and LINE.search(lines[0]) and lines[-1].startswith("prepare: 2,000 pair done in ")
+
+
+def test_the_install_step_says_it_is_still_running_in_a_log(tmp_path):
+    """scripts/_env.sh's heartbeat wraps the quiet pip install: in a log, one line per interval, the command's
+    status kept (a failing install still fails the script)."""
+    import os
+    import subprocess
+    from pathlib import Path
+
+    env_sh = Path(__file__).resolve().parent.parent / "scripts" / "_env.sh"
+    environ = {**os.environ, INTERVAL_ENV: "1"}
+    done = subprocess.run(["bash", "-c", f'source "{env_sh}"; heartbeat "installing x" sleep 3; echo ok'],
+                          capture_output=True, text=True, env=environ, timeout=60)
+    assert done.returncode == 0 and done.stdout == "ok\n"
+    lines = done.stderr.splitlines()
+    assert lines and all(re.fullmatch(r">> installing x: \d+ s elapsed", line) for line in lines), lines
+    failed = subprocess.run(["bash", "-c", f'source "{env_sh}"; heartbeat "installing x" false; echo reached'],
+                            capture_output=True, text=True, env=environ, timeout=60)
+    assert failed.returncode == 1 and failed.stdout == ""
