@@ -133,6 +133,17 @@ def test_single_candidate_and_fallback(constrained):
     assert none.decoding == "free_fallback" and none.candidates == () and none.probability is None
 
 
+@pytest.mark.parametrize("address, expected", [  # issue 22's former divisions (gazetteer/history.py)
+    ("柳州地区忻城县城关镇建设路1号", "广西壮族自治区来宾市忻城县城关镇建设路1号"),
+    ("杭州市余杭区南苑街道迎宾路1号", "浙江省杭州市临平区南苑街道迎宾路1号"),
+    ("江干区下沙街道福城路9号", "浙江省杭州市钱塘区下沙街道福城路9号"),
+    ("旬阳县城关镇1号", "陕西省安康市旬阳市城关镇1号"),
+])
+def test_former_divisions_complete_to_the_current_chain(constrained, address, expected):
+    completion, = constrained.complete_detailed([address])
+    assert completion.text == expected and completion.decoding == "constrained" and completion.probability == 1.0
+
+
 def test_a_cut_candidate_list_says_so(constrained):
     from address_completion.data.gazetteer import MAX_CANDIDATES
 

@@ -267,7 +267,8 @@ class _CandidateScan:
             if not entries:
                 continue
             token = self.gaz._token(self.text, start + length, entries, allow_short=not longer_full_name)
-            longer_full_name = longer_full_name or any(e.kind != "short" for e in entries)
+            # (a former name read as a word of the detail, 香格里拉县城…, does not hide the short name in it)
+            longer_full_name = longer_full_name or (token is not None and any(e.kind != "short" for e in entries))
             if token is None:
                 continue
             # every short reading counts here (碑林 alone is a place): unlike parse(), the text is an address

@@ -249,6 +249,7 @@ class DivisionIndex:
                     targets[old].append(self._by_code[code])
                     self._former_levels[old] = level
                     self._former_until[old] = max(until, self._former_until.get(old, 0))
+        town_rule: dict[str, set[str]] = defaultdict(set)
         for county in self.divisions(3):
             towns = {town.name for town in self.children(county)}
             for town in self.children(county):
@@ -257,6 +258,9 @@ class DivisionIndex:
                         old = town.name[:-2] + suffix
                         if old not in towns:
                             targets[old].append(town)
+                            town_rule[old].add(town.code)
+        for old, codes in town_rule.items():  # a rule, not a record: read below the county only (仁和镇 alone
+            self._context_only[old] = self._context_only.get(old, frozenset()) | codes  # stays 顺义's)
         return dict(targets)
 
     def _build_index(self) -> dict[str, list[_Entry]]:

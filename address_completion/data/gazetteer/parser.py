@@ -197,7 +197,8 @@ class Gazetteer(DivisionIndex):
             if not entries:
                 continue
             token = self._token(text, start + length, entries, allow_short=not longer_full_name)
-            longer_full_name = longer_full_name or any(e.kind != "short" for e in entries)
+            # (a former name read as a word of the detail, 香格里拉县城…, does not hide the short name in it)
+            longer_full_name = longer_full_name or (token is not None and any(e.kind != "short" for e in entries))
             if token is None:
                 continue
             repeated = [d for d in token.divisions if d in scan.candidates]
@@ -257,10 +258,16 @@ class Gazetteer(DivisionIndex):
                 for entry in entries if suffix and entry.kind == "short"}
         if suffix and "name" not in fits.values() and _SUFFIX_STARTS_STREET.match(text, end):
             suffix = ""  # 鄞州市心路: no 鄞州市 ever existed, so the 市 starts the street 市心路
+        # a former name whose suffix starts a word (香格里拉县城东南部: 县城, the county seat) is that word unless a
+        # division follows (旬阳县城关镇 is the former 旬阳县 + 城关镇)
+        word_after_former = (text.startswith(_WORDS_AFTER_SHORT, end - 1)
+                             and not self._key_at(text, end, full_only=True))
         kinds: dict[str, str] = {}
         for entry in entries:
             if entry.kind == "short" and (street_like or not allow_short
                                           or (suffix and not fits[entry.division.code])):
+                continue
+            if entry.kind == "old" and word_after_former:
                 continue
             if kinds.get(entry.division.code, "short") == "short":
                 kinds[entry.division.code] = entry.kind
