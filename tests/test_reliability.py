@@ -164,7 +164,8 @@ def world(default_model_dir, lora_adapter_dir, tmp_path_factory) -> dict[str, st
     copy_with("broken_lora_config", lora_adapter_dir, "lora_config.json", b'{"r": 8,')
     from address_completion.training.merge import merge_adapter
 
-    paths["merged_model"] = merge_adapter(str(default_model_dir), str(lora_adapter_dir), root / "merged-model").output_path
+    paths["merged_model"] = merge_adapter(str(default_model_dir), str(lora_adapter_dir),
+                                          root / "merged-model").output_path
     base_system_eval("eval_locked", data / "dev.json", root / "locked")
     paths["locked"] = root / "locked"
     # bad input files of every kind (item 13: each tried in every command that reads one)
@@ -701,7 +702,8 @@ def test_server_refuses_bad_requests(case, http_server):
     assert ok_status == 200 and len(answer["results"]) == 1
 
 
-ALL_CASES = lambda: [*CLI_CASES, *HTTP_CASES, *LOCK_CASES, *MATRIX_CASES]  # noqa: E731  (every table, defined below too)
+def ALL_CASES() -> list:  # noqa: N802  (every table; LOCK_CASES is defined further down)
+    return [*CLI_CASES, *HTTP_CASES, *LOCK_CASES, *MATRIX_CASES]
 
 
 def test_the_catalogue_is_large_enough():
