@@ -70,8 +70,10 @@ def looks_like_local_path(model: str | os.PathLike | None) -> bool:
     if model is None:
         return False
     text = str(model)
-    return (Path(text).expanduser().exists() or text.startswith((".", "/", "~", "pkg:"))
-            or os.sep + os.sep in text)
+    path = Path(text).expanduser()
+    # A hub name is ORG/NAME: more parts, or an ORG that is a local folder (outputs/tiny-mergd), make it a path.
+    return (path.exists() or text.startswith((".", "/", "~", "pkg:")) or os.sep + os.sep in text
+            or len(path.parts) > 2 or (len(path.parts) == 2 and path.parent.is_dir()))
 
 
 def prepare_environment(offline: bool | None = None, model: str | os.PathLike | None = None) -> bool:
@@ -142,7 +144,7 @@ def choose_mkl_code_path(cpuinfo: str | os.PathLike = "/proc/cpuinfo") -> str | 
     its kernels by CPU vendor and gives every non-Intel CPU its generic SSE2 code (``mkl_serv_cpu_detect()``
     returns 0). On a 2-core AMD EPYC with AVX2 and AVX-512 (2026-11-30) a [832, 896] x [896, 4864] sgemm took
     101 ms that way and 46 ms with ``MKL_DEBUG_CPU_TYPE=5``, and one LoRA step at the Qwen2.5-0.5B shape
-    (8 x 104 tokens) 107.8 s against 19.1 s (README, "Performance"). MKL honours this variable up to 2020.0 and
+    (8 x 104 tokens) 107.8 s against 19.1 s (README.md at 76d8d7b). MKL honours this variable up to 2020.0 and
     ignores it later, so it cannot slow a newer MKL; it is not set on Intel CPUs, where MKL already picks the
     best kernels (and 5 would forbid AVX-512).
 
@@ -211,7 +213,7 @@ def set_mmap_threshold(threshold: int | None = None) -> int | None:
     32 MiB. Why 32 MiB: glibc's own threshold starts at 128 KiB and rises only as mapped blocks are freed, so
     the first 0.5B-shape LoRA step mapped most activations afresh (2.3 M minor page faults, 5 s of a 15 s step in
     the kernel) before it reached their size by step 3; set from the start, 1.15 M, at the same peak RSS (and
-    58 K in step 2 with the first step's heap kept, :class:`HeapTrimmer`; README, "Performance"). A small value
+    58 K in step 2 with the first step's heap kept, :class:`HeapTrimmer`; docs/performance.md). A small value
     (1048576) keeps RSS at Paddle's live tensors instead, at a cost of 25-40% of the step's speed on the AMD
     machine measured there; 0 leaves glibc's own policy.
 
@@ -261,7 +263,7 @@ class HeapTrimmer:
 
     Why: Paddle allocates every CPU tensor with malloc. After a training step frees its activations, glibc
     keeps the freed heap resident, and with batch widths that vary the heap fragments, so each new shape can
-    push the peak higher (5.9 -> 9.5 GB over three 0.5B-shape steps, README "Performance"). ``malloc_trim(0)``
+    push the peak higher (5.9 -> 9.5 GB over three 0.5B-shape steps, README.md at 76d8d7b). ``malloc_trim(0)``
     after a step that raised the peak by more than ``growth`` (a fraction) releases the free pages, so the
     next steps rebuild a compact heap; steps that stay under the peak keep their memory and pay no page
     faults.
@@ -270,7 +272,7 @@ class HeapTrimmer:
     ``train.batch_order``), so its heap has room for every later step: that step only sets the mark. Giving its
     heap back made the second step fault all of it in again (0.95 M minor page faults against 58 K at the
     0.5B shape); when a later batch is wider, keeping it let that step's new blocks pile on top (peak 7.8 GB,
-    against 6.5 GB trimmed, README "Performance"), so without the flag the first step is trimmed like any other.
+    against 6.5 GB trimmed, README.md at 76d8d7b), so without the flag the first step is trimmed like any other.
 
     Call :meth:`after_step` after each optimizer step. Off glibc it never trims.
     """

@@ -3,5 +3,6 @@
 # Extra arguments go to pytest, e.g. bash scripts/test.sh -k gazetteer
 source "$(dirname "$0")/_env.sh"
 ensure_env
+ensure_browser  # Debian's chromium + chromium-driver for tests/test_webpage.py (installed when missing and root)
 cd "$REPO_ROOT"
 "$PY" -m pytest "$@"

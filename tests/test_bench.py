@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -177,19 +178,41 @@ def test_train_throughput_arguments():
             module.parse_args(bad)
 
 
-def test_train_throughput_commands_in_the_docs_parse():
-    """Every `python bench/train_throughput.py ...` line in README.md and the bench's own docstring."""
+DOCUMENTS = ["README.md", "configs/README.md",
+             *sorted(f"docs/{path.name}" for path in (BENCH.parent / "docs").glob("*.md"))]
+
+
+def bench_command_lines() -> list[tuple[str, str, str]]:
+    """(where, bench name, arguments) of every `python bench/NAME.py ...` line in the documents and in each
+    bench's own docstring; an inline command ends at its closing backtick."""
+    texts = [(name, (BENCH.parent / name).read_text(encoding="utf-8")) for name in DOCUMENTS]
+    texts += [(f"bench/{path.name}", path.read_text(encoding="utf-8").split('"""')[1])
+              for path in sorted(BENCH.glob("*.py")) if path.read_text(encoding="utf-8").count('"""') >= 2]
+    found = []
+    for where, text in texts:
+        for match in re.finditer(r"python3? bench/(\w+)\.py([^`\n]*)", text):
+            found.append((where, match.group(1), match.group(2).split("#", 1)[0]))
+    return found
+
+
+def test_every_bench_command_in_the_docs_parses():
+    """Every `python bench/X.py ...` line in README.md, configs/README.md, docs/*.md and the benches' docstrings is
+    accepted by that bench's own parser (a typo there would only show on a long run)."""
     import shlex
 
-    module = load("train_throughput")
-    texts = [(BENCH.parent / "README.md").read_text(encoding="utf-8"), module.__doc__]
-    lines = [line.split("bench/train_throughput.py", 1)[1] for text in texts for line in text.splitlines()
-             if "python bench/train_throughput.py" in line]
-    assert len(lines) >= 4
-    for line in lines:
-        module.parse_args(shlex.split(line.split("`")[0]))
+    lines = bench_command_lines()
+    benches = {name for _, name, _ in lines}
+    assert {"train_throughput", "generate_throughput", "candidates", "real_model_learning"} <= benches, benches
+    assert sum(name == "train_throughput" for _, name, _ in lines) >= 4
+    modules = {name: load(name) for name in benches}
+    for where, name, arguments in lines:
+        try:
+            modules[name].parse_args(shlex.split(arguments))
+        except SystemExit as stop:
+            raise AssertionError(f"{where}: python bench/{name}.py{arguments} is refused ({stop.code})") from None
 
 
+@pytest.mark.slow
 def test_train_throughput_smoke_without_the_peer(capsys):
     """One tiny step end to end in subprocesses; a peer interpreter without torch is skipped with one line."""
     import sys
@@ -214,6 +237,7 @@ def test_train_throughput_interleave_needs_two_patch_variants():
             module.parse_args(bad)
 
 
+@pytest.mark.slow
 def test_train_throughput_interleaved_smoke(capsys):
     module = load("train_throughput")
     assert module.main(["--shapes", "default", "--steps", "2", "--warmup", "0", "--batch-size", "2", "--grounding",

@@ -132,6 +132,7 @@ AMBIGUOUS_TRAIN = [("鼓楼区淮海路2号", "江苏省徐州市鼓楼区淮海
                    ("朝阳区人民大街5号", "吉林省长春市朝阳区人民大街5号"), ("天津和平区南京路6号", "天津市和平区南京路6号")]
 
 
+@pytest.mark.slow
 def test_bench_measures_model_vs_prior_before_and_after(tmp_path, default_model_dir, capsys):
     """The whole bench on the tiny default model: baselines, both decodings before and after 1 step, the table."""
     data = tmp_path / "data"

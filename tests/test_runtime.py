@@ -206,7 +206,7 @@ print(ctypes.CDLL(library).mkl_serv_cpu_detect() if os.path.exists(library) else
 
 def test_on_an_amd_cpu_paddles_mkl_runs_its_avx2_kernels_after_prepare_environment():
     """mkl_serv_cpu_detect() is MKL's own answer to 'which kernels': 0 = generic SSE2, 5 = AVX2. Without the
-    setting an AMD CPU gets 0 (sgemm 2.2x slower, README "Performance"); every entry point's setup gives 5."""
+    setting an AMD CPU gets 0 (sgemm 2.2x slower; docs/performance.md); every entry point's setup gives 5."""
     import subprocess
 
     import pytest

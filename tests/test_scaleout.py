@@ -30,9 +30,8 @@ def test_served_models_config_loads_with_the_training_prompt(monkeypatch):
     assert body["messages"][0]["content"] == "补齐五级行政地址: 朝阳区建国路88号\n候选: 北京市朝阳区 | 吉林省长春市朝阳区"
 
 
-def test_readme_shows_the_served_config_and_its_commands():
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    section = readme.split("## Scale-out", 1)[1].split("\n## ", 1)[0]
+def test_deployment_doc_shows_the_served_config_and_its_commands():
+    section = (ROOT / "docs" / "deployment.md").read_text(encoding="utf-8")
     for command in ("python -m paddle.distributed.launch", "vllm serve", "--served-model-name", "llama-server -m",
                     "--jinja", "ollama create", "configs/eval_served.yaml", "NPROC=2 bash scripts/train.sh"):
         assert command in section, command

@@ -196,6 +196,7 @@ def test_unknown_patch_is_named():
         speedups.apply(["rms_norm"])
 
 
+@pytest.mark.slow
 def test_merge_under_every_patch_is_exact(stock, default_model_dir, lora_adapter_dir, tmp_path):
     """The merged weights are those of stock PaddleNLP (the patches never touch parameters), and merge's own
     verification (patched adapter model vs merged model) still passes."""

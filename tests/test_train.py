@@ -194,7 +194,7 @@ print(json.dumps({"mapped": activation_block_is_mapped()}))
 def test_training_set_up_maps_activation_sized_blocks_only_when_asked(default_model_dir, dataset, tmp_path):
     """set_up keeps blocks below 32 MiB in glibc's heap (runtime.set_mmap_threshold: every step reuses its
     activations' memory instead of faulting it in afresh); a small ADDRESS_COMPLETION_MMAP_THRESHOLD maps them
-    (RSS = Paddle's live tensors, at a cost of 25-40% of the step's speed; README, "Performance")."""
+    (RSS = Paddle's live tensors, at a cost of 25-40% of the step's speed; docs/performance.md)."""
     from heap_probe import run_probe
 
     config = write_config(tmp_path, "heap", base_config(default_model_dir, dataset, tmp_path / "out"))

@@ -35,13 +35,13 @@ ARCHITECTURES = {
 }
 # Largest accepted |logit difference| between the reloaded export and the Paddle model, relative to the largest
 # |logit| of the Paddle model on the probe batch (scale-free: a trained model's logits are 25x a random one's).
-# Measured (README "Export"): hf 3.0e-7 (default model), 3.5e-6 (SmolLM2-135M, 30 layers); gguf f16 2.0e-4, 1.7e-3,
+# Measured (docs/export.md): hf 3.0e-7 (default model), 3.5e-6 (SmolLM2-135M, 30 layers); gguf f16 2.0e-4, 1.7e-3,
 # 1.25e-2 (default model + the tests' deliberately large adapter); gguf q8_0 4.6e-3, 4.2e-2, 0.26. For GGUF this bounds
 # what rounding does to the model; whether the file is right is FAITHFUL_TOLERANCE's job.
 DEFAULT_TOLERANCE = {"hf": 1e-4, "f16": 5e-2, "q8_0": 5e-1}
 # A GGUF export is also compared with the Paddle model given the very weights the file stores (rounded to f16, or
 # quantized and dequantized as q8_0): only the reading runtime differs then, so any conversion mistake shows
-# however much the rounding itself moves the logits. Measured: see README "Export".
+# however much the rounding itself moves the logits. Measured: see docs/export.md.
 FAITHFUL_TOLERANCE = 1e-4
 EXTRA_HINT = "pip install -e '.[export]'"
 GGUF_BLOCK = 32  # Q8_0 quantizes rows in blocks of 32 values; other rows stay f16 (as llama.cpp's converter does)

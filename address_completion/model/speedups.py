@@ -3,7 +3,7 @@
 Profiling a 0.5B-shape LoRA step on CPU showed ~43% of the time in elementwise kernels, which Paddle runs on
 one core whatever OMP_NUM_THREADS says. Each patch here does the same arithmetic with fewer or cheaper
 elementwise operations; each is kept in :data:`DEFAULT` only when ``bench/train_throughput.py``
-measured a gain beyond the run-to-run spread (README, "Performance"); the others stay available to the bench
+measured a gain beyond the run-to-run spread (docs/performance.md); the others stay available to the bench
 (``--variants stock,rope_matmul``) for a measurement on a quieter machine. Every patch leaves parameters, saved
 files and merges exactly as PaddleNLP defines them.
 
@@ -64,7 +64,7 @@ PATCHES: dict[str, str] = {
 # 2 alternated rounds). rmsnorm_square and rope_matmul: on a quiet machine (load ~1, 2026-11-30 16:09 UTC)
 # `bench/train_throughput.py --shapes 0.5b --interleave --variants default,default+rmsnorm_square,
 # default+rmsnorm_square+rope_matmul` made every paired step faster: 1.04x (1.01-1.09) and 1.24x (1.02-1.39);
-# under load (3-4) earlier the same day they showed no gain. README, "Performance", has the tables.
+# under load (3-4) earlier the same day they showed no gain. docs/performance.md has the current table.
 # silu_mul and attention_grouped: on an AMD EPYC (load ~1.9, 2026-11-30 18:34 UTC) `bench/train_throughput.py
 # --shapes 0.5b --interleave --variants default,default+silu_mul,default+attention_grouped,
 # default+silu_mul+attention_grouped` gave 1.01x (1.00-1.06), 1.04x (1.03-1.13) and together 1.12x (1.02-1.17).
@@ -75,7 +75,7 @@ PATCHES: dict[str, str] = {
 # --rounds 2 --steps 4 --peer --variants default+M,default+rmsnorm_backward+M` (default then = the six above) with
 # M = MALLOC_MMAP_THRESHOLD_=33554432+MALLOC_TRIM_THRESHOLD_=17179869184 (heap settings, since found to make no
 # steady-state difference): 79.6 -> 86.0 tokens/s (0.99x -> 1.07x the torch peer, spreads 0.96-1.02 and
-# 1.06-1.08), peak RSS 7262 -> 7074 MB. README, "Performance".
+# 1.06-1.08), peak RSS 7262 -> 7074 MB. docs/performance.md.
 # Not in DEFAULT (no gain beyond the spread yet): expand_broadcasts and rowmean_matmul. Profiled, they cut a step's
 # add/multiply/mean/RMSNorm-gradient time by ~0.27 s of ~9.6 s, but paired on the AMD machine (load 1.1-1.6,
 # 2026-12-01 03:51-04:01 UTC) `bench/train_throughput.py --shapes 0.5b --interleave --variants
