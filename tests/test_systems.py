@@ -180,7 +180,7 @@ class StubEndpoint:
 
             def do_POST(self):
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                stub.requests.append((body, dict(self.headers)))
+                stub.requests.append((body, {key.lower(): value for key, value in self.headers.items()}))
                 if stub.delay:
                     time.sleep(stub.delay)
                 if stub.failures:
@@ -234,7 +234,8 @@ def test_openai_sends_training_message_greedy_with_key(stub, monkeypatch):
     body, headers = sent[with_prefix("碑林区扬子江南路467-6号")]
     assert body["messages"] == [{"role": "user", "content": PREFIX + "碑林区扬子江南路467-6号"}]
     assert body["temperature"] == 0 and body["max_tokens"] == 40 and body["model"] == "qwen2.5-7b-instruct"
-    assert headers["Authorization"] == "Bearer sekrit"
+    assert headers["authorization"] == "Bearer sekrit"  # header names are case-insensitive
+    assert headers["user-agent"].startswith("OpenAI/Python")  # the openai client makes the calls (its retries)
 
 
 def test_openai_grounded_message_carries_the_candidates(stub):
@@ -256,15 +257,18 @@ def test_openai_empty_or_abstained_replies_are_abstentions(stub):
     stub.replies = {"扬子江南路碑林区1号": {"message": {"role": "assistant", "content": ""}},
                     "扬子江南路2号": {"message": {"role": "assistant", "content": "扬子江南路2号"},
                                   "address_completion": {"abstained": True}},
-                    "扬子江南路3号": {"message": {"role": "assistant", "content": None}}}
+                    "扬子江南路3号": {"message": {"role": "assistant", "content": None}},
+                    "扬子江南路4号": {"message": {"role": "assistant", "content": "扬子江南路4号"},
+                                  "address_completion": {"abstained": True, "reason": "empty answer"}}}
     system = make("openai", FAST, base_url=stub.url, model="m")
     try:
-        answers = system.predict(["扬子江南路碑林区1号", "扬子江南路2号", "扬子江南路3号", "碑林区1号"])
+        answers = system.predict(["扬子江南路碑林区1号", "扬子江南路2号", "扬子江南路3号", "碑林区1号", "扬子江南路4号"])
     finally:
         system.close()
     assert answers == [{"predict": "扬子江南路碑林区1号", "abstained": True},
                        {"predict": "扬子江南路2号", "abstained": True},
-                       {"predict": "扬子江南路3号", "abstained": True}, "完整:碑林区1号"]
+                       {"predict": "扬子江南路3号", "abstained": True}, "完整:碑林区1号",
+                       {"predict": "扬子江南路4号", "abstained": True, "reason": "empty answer"}]  # the server's reason
 
 
 def test_openai_retries_transient_failures(stub):
