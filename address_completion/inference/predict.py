@@ -210,7 +210,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.output:
+    if args.output is not None:  # --output "" (an unset variable) is refused by the checks, not ignored
         with dataio.output_lock(args.output, "--output"):  # one run per output file at a time
             return _run(args)
     return _run(args)
@@ -227,7 +227,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.max_input_chars < 1:
         raise ConfigError(f"--max_input_chars must be at least 1, got {args.max_input_chars}")
     options = decoding_options(args)
-    if args.output:
+    if args.output is not None:
         dataio.check_apart({"--output": args.output},
                            {"--model": args.model, "--lora_path": args.lora_path, "--input": args.input})
         dataio.check_output_file(args.output, args.force)
