@@ -932,9 +932,9 @@ class _NoBar:
 def _progress_bar(total: int, enabled: bool):
     if not enabled:
         return _NoBar()
-    from tqdm import tqdm
+    from ..progress import progress
 
-    return tqdm(total=total, desc="prepare", unit="pair", disable=None)
+    return progress(total, "prepare", "pair")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -633,6 +633,11 @@ def metrics_recorder(path: Path, keep_until_step: int | None, progress_bar: bool
     class MetricsRecorder(TrainerCallback):
         def __init__(self):
             self.records = records
+            self.baseline: tuple[float, int] | None = None  # (time, step) when this process's first step began
+
+        def on_step_begin(self, args, state, control, **kwargs):
+            if self.baseline is None:  # after a resume, global_step is the checkpoint's step here
+                self.baseline = (time.monotonic(), int(state.global_step))
 
         def on_log(self, args, state, control, logs=None, **kwargs):
             values = {key: _plain(value) for key, value in (logs or {}).items() if key not in UNLOGGED_KEYS}
@@ -645,8 +650,17 @@ def metrics_recorder(path: Path, keep_until_step: int | None, progress_bar: bool
                 from tqdm import tqdm
 
                 tqdm.write(format_record(record, state.max_steps), file=sys.stderr)
-            else:
-                logger.info("%s", format_record(record, state.max_steps))
+            else:  # a log: the rate and ETA a bar would show
+                logger.info("%s%s", format_record(record, state.max_steps), self.eta(record["step"], state.max_steps))
+
+        def eta(self, step: int, max_steps: int) -> str:
+            """"  0.52 steps/s, ETA 3m10s" from the steps this process ran (empty before the first one ended)."""
+            if self.baseline is None or step <= self.baseline[1] or not max_steps:
+                return ""
+            from ..progress import duration
+
+            rate = (step - self.baseline[1]) / max(1e-9, time.monotonic() - self.baseline[0])
+            return f"  {rate:.3g} steps/s, ETA {duration(max(0, max_steps - step) / rate)}"
 
     return MetricsRecorder()
 
