@@ -439,8 +439,8 @@ def test_xingtai_renamed_districts(address, expected):
     ("宁波鄞州鄞州大道中段1099号", ["浙江省宁波市鄞州区鄞州大道中段1099号"]),
     ("雷州雷州大道190号", ["广东省湛江市雷州市雷州大道190号"]),
     # alone, a county short name before a street word stays the street's name: of the POI addresses whose detail
-    # starts so (a county short name of one division + a street word), 1,846 of 2,132 lie elsewhere (金寨路 in
-    # 合肥, 霍邱路, 宁国南路); before 大道 too: 189 of 252 (data/poi.py's load_poi(), counted 2026-12-07)
+    # starts so (a county short name of one division + a street word), 1,846 of 2,132 lie in another city (金寨路
+    # in 合肥, 霍邱路, 宁国南路); before 大道 only 63 of 252 in that county (bench/candidates.py --poi --named-streets)
     ("鄞州大道1号", []),
     ("雷州大道190号", []),
 ])
