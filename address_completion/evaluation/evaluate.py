@@ -504,12 +504,12 @@ def _run_evaluation(config: EvalConfig, *, fresh: bool, force: bool, progress: b
         f"systems[{spec.name}].{key}": spec.options.get(key) for spec in config.systems
         for key in ("model", "lora_path", "path") if isinstance(spec.options.get(key), str)}})
     check_output_dir(config.output_dir, force)
-    config.output_dir.mkdir(parents=True, exist_ok=True)
     if gazetteer is None:
         from ..data.gazetteer import load_gazetteer
 
         gazetteer = load_gazetteer()
     items, total = read_test_set(config, gazetteer)
+    config.output_dir.mkdir(parents=True, exist_ok=True)  # after the test set is known good: a refusal leaves none
     counts = Counter(item.input_class for item in items)
     classes = {name: counts[name] for name in INPUT_CLASSES if name in counts}
     classes.update({name: count for name, count in sorted(counts.items()) if name not in classes})

@@ -854,6 +854,8 @@ def _train_in(cfg: TrainConfig, started: float, *, resume: bool, overwrite: bool
     existing = {name for name in RUN_OUTPUT_FILES if (cfg.output_dir / name).exists()}
     weights_before = set(final_weight_files(cfg.output_dir))
     checkpoints_before = set(checkpoints_in(cfg.output_dir))
+    log_dir = Path(cfg.training_args.logging_dir) if getattr(cfg.training_args, "logging_dir", None) else None
+    logs_before = set(log_dir.rglob("*")) if log_dir is not None and log_dir.is_dir() else set()
     try:
         return _train_and_report(cfg, pairs, checkpoint, started, final=final)
     except BaseException:
@@ -863,6 +865,8 @@ def _train_in(cfg: TrainConfig, started: float, *, resume: bool, overwrite: bool
             for name in RUN_OUTPUT_FILES:
                 if name not in existing:
                     (cfg.output_dir / name).unlink(missing_ok=True)
+            if log_dir is not None and log_dir.is_dir():  # the failed run's VisualDL records: a half-written log
+                remove_new_files(log_dir, logs_before)
         raise
 
 
@@ -964,6 +968,22 @@ def remove_partial_outputs(output_dir: Path, checkpoints_before: set[Path], weig
             path.unlink(missing_ok=True)
     if output_dir.is_dir():
         remove_killed_writes(output_dir)
+
+
+def remove_new_files(folder: Path, before: set[Path]) -> None:
+    """Remove the files (and then empty folders) below ``folder`` that are not in ``before``; ``folder`` itself
+    goes too when it ends up empty and was not there before."""
+    for path in sorted(folder.rglob("*"), key=lambda path: -len(path.parts)):
+        if path in before:
+            continue
+        if path.is_dir():
+            with contextlib.suppress(OSError):
+                path.rmdir()
+        else:
+            path.unlink(missing_ok=True)
+    if not before:
+        with contextlib.suppress(OSError):
+            folder.rmdir()
 
 
 def checkpoint_step_is_final(cfg: TrainConfig, checkpoint: Path) -> bool:
