@@ -92,7 +92,7 @@ def build_batches(job: dict) -> dict:
 
     from address_completion.model import tokenizer as qwen_tokenizer
     from address_completion.data.synthesis import synthesize
-    from address_completion.training.train import GROUP_BATCHES, PaddingCollator, batch_order, encode_pairs
+    from address_completion.training.samples import GROUP_BATCHES, PaddingCollator, batch_order, encode_pairs
 
     count = job["batch_size"] * job["batches"]
     pool = max(count, job["batch_size"] * GROUP_BATCHES)  # the grouping sees what a training epoch gives it
@@ -135,7 +135,8 @@ def train_paddle(job: dict) -> dict:
     from paddlenlp.peft import LoRAConfig, LoRAModel
 
     from address_completion.model.default_model import create_model
-    from address_completion.training.train import answer_loss, lora_target_patterns
+    from address_completion.training.lora import lora_target_patterns
+    from address_completion.training.trainer import answer_loss
 
     speedups.apply(job.get("patches", []))
     paddle.seed(job["seed"])

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from address_completion.training.config import (checkpoint_is_complete, load_config, parse_overrides,
-                                       resume_checkpoint)
+from address_completion.training.checkpoints import checkpoint_is_complete, resume_checkpoint
+from address_completion.training.config import load_config, parse_overrides
 from address_completion.errors import ConfigError, DataError, OutputExistsError, closest_match
 
 REPO = Path(__file__).resolve().parents[1]

@@ -124,6 +124,6 @@ def test_the_tiny_model_trains_on_an_alpaca_file(default_model_dir, tmp_path):
     assert summary["global_step"] == 3
     assert summary["truncation"]["train"]["samples"] == 20
     assert list(output.glob("*.safetensors")) or list(output.glob("*.pdparams"))
-    from address_completion.training.train import read_split
+    from address_completion.training.samples import read_split
 
     assert read_split(folder, "train.json") == pairs[:20]  # exactly the src/tgt pairs the alpaca file stands for

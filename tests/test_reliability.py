@@ -771,7 +771,7 @@ def test_a_killed_holder_never_blocks_and_a_lock_file_is_never_left(tmp_path):
 PAUSED_AFTER_FIRST_STEP = """
 import os, signal, sys
 from address_completion import cli
-from address_completion.training import train
+from address_completion.training import trainer
 
 def make_trainer(*args, **kwargs):
     from paddlenlp.trainer import TrainerCallback
@@ -785,7 +785,7 @@ def make_trainer(*args, **kwargs):
     trainer.add_callback(PauseAfterFirstStep())
     return trainer
 
-original, train.make_trainer = train.make_trainer, make_trainer
+original, trainer.make_trainer = trainer.make_trainer, make_trainer
 sys.exit(cli.main(sys.argv[1:]))
 """
 

@@ -14,11 +14,14 @@ import pytest
 from conftest import wait_until_paused
 
 from address_completion.data import dataio
-from address_completion.training.config import checkpoint_is_complete, checkpoints_in, load_config
+from address_completion.training.checkpoints import checkpoint_is_complete, checkpoints_in
+from address_completion.training.config import load_config
 from address_completion.data.prompt import encode_example, render_prompt
-from address_completion.training.train import (GROUP_BATCHES, IGNORE_INDEX, GenerationEval, PaddingCollator, answer_loss,
-                                      batch_order, build_features, build_model, encode_pairs, pack_features,
-                                      read_pairs, set_up, train)
+from address_completion.training.lora import build_model
+from address_completion.training.samples import (GROUP_BATCHES, IGNORE_INDEX, PaddingCollator, batch_order,
+                                                 build_features, encode_pairs, pack_features)
+from address_completion.training.train import read_pairs, set_up, train
+from address_completion.training.trainer import GenerationEval, answer_loss
 
 IM_END = 151645
 ADDRESS, FULL = "碑林区扬子江南路467-6号", "陕西省西安市碑林区扬子江南路467-6号"
@@ -501,7 +504,7 @@ def test_pickled_layout_only_on_request_and_its_checkpoints_resume_into_safetens
 PAUSED_TRAIN = """
 import os, signal, sys
 from address_completion import cli
-from address_completion.training import train
+from address_completion.training import trainer
 
 def make_trainer(*args, **kwargs):
     from paddlenlp.trainer import TrainerCallback
@@ -514,7 +517,7 @@ def make_trainer(*args, **kwargs):
     trainer.add_callback(PauseAfterSave())
     return trainer
 
-original, train.make_trainer = train.make_trainer, make_trainer
+original, trainer.make_trainer = trainer.make_trainer, make_trainer
 sys.exit(cli.main(sys.argv[1:]))
 """
 
@@ -585,7 +588,7 @@ def test_train_loss_after_resume_is_the_mean_over_every_step(default_model_dir, 
 
 
 def test_constrained_eval_says_when_the_model_never_chooses(caplog):
-    from address_completion.training.train import warn_if_model_never_chooses
+    from address_completion.training.trainer import warn_if_model_never_chooses
 
     single = [{"src": "碑林区扬子江南路1号", "tgt": "陕西省西安市碑林区扬子江南路1号"}]
     with caplog.at_level("WARNING", logger="address_completion"):

@@ -25,20 +25,14 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from ..data import dataio
-from ..errors import ConfigError, OutputExistsError, closest_match
+from ..errors import ConfigError, closest_match
 from ..data.gazetteer import DEFAULT_DETAIL, DETAILS
 from ..inference.generate import DECODINGS
 from ..data.prompt import GROUNDINGS
 from ..runtime import logger
+from .checkpoints import checkpoint_is_complete
 
 COMMENT_PREFIX = "_"
-CHECKPOINT_PREFIX = "checkpoint-"
-# Files a finished run leaves in output_dir; finding one means the folder holds an earlier result.
-RUN_OUTPUT_FILES = ("summary.json", "metrics.jsonl", "loss.png", "train_config.json", "lora_config.json",
-                    "peft_model.safetensors.index.json", "model.safetensors.index.json", "lora_model_state.pdparams",
-                    "model_state.pdparams", "model.safetensors")
-# The learning-rate scheduler's state in a checkpoint: JSON here, a pickle (PaddleNLP's own name) in the old layout.
-SCHEDULER_STATE_FILES = ("scheduler.json", "scheduler.pdparams")
 # What metric_for_best_model may name: the evaluation during training reports exactly these.
 BEST_MODEL_METRICS = {"accuracy": True, "eval_accuracy": True, "loss": False, "eval_loss": False}
 
@@ -703,57 +697,3 @@ def _device_facts(requested: str) -> tuple[str, int, bool]:
     except Exception:  # older builds lack the query: assume Ampere-or-newer is not guaranteed
         bf16 = False
     return device, paddle.device.cuda.device_count(), bf16
-
-
-# ---------------------------------------------------------------- output folder
-
-
-def checkpoints_in(output_dir: str | os.PathLike) -> list[Path]:
-    """``checkpoint-N`` folders, oldest step first."""
-    folder = Path(output_dir)
-    if not folder.is_dir():
-        return []
-    found = [path for path in folder.glob(CHECKPOINT_PREFIX + "*") if path.is_dir()
-             and path.name[len(CHECKPOINT_PREFIX):].isdigit()]
-    return sorted(found, key=lambda path: int(path.name[len(CHECKPOINT_PREFIX):]))
-
-
-def checkpoint_is_complete(checkpoint: Path) -> bool:
-    """Every file the Trainer writes for a checkpoint is there (a kill mid-save leaves some out).
-
-    The scheduler state is written last (scheduler.json, or scheduler.pdparams in the pickled layout).
-    """
-    return (checkpoint / "trainer_state.json").is_file() and (checkpoint / "rng_state.pth").is_file() \
-        and any((checkpoint / name).is_file() for name in SCHEDULER_STATE_FILES)
-
-
-def resume_checkpoint(output_dir: str | os.PathLike, *, resume: bool, overwrite: bool) -> Path | None:
-    """The checkpoint to resume from, or None to start fresh; never a silent resume.
-
-    An output_dir holding checkpoints or a finished run needs ``resume`` (continue the latest complete
-    checkpoint) or ``overwrite`` (start again; the old checkpoints and results are deleted by the caller).
-    """
-    if resume and overwrite:
-        raise ConfigError("--resume and --overwrite exclude each other: resume continues the last checkpoint, "
-                          "overwrite starts again")
-    folder = Path(output_dir)
-    checkpoints = checkpoints_in(folder)
-    if resume:
-        complete = [path for path in checkpoints if checkpoint_is_complete(path)]
-        if not complete:
-            raise ConfigError(f"--resume: {folder} holds no complete checkpoint-N folder to resume from")
-        if complete[-1] != checkpoints[-1]:
-            logger.warning("warning: %s is incomplete (the run stopped while saving it); resuming from %s",
-                           checkpoints[-1], complete[-1])
-        return complete[-1]
-    if overwrite:
-        return None
-    finished = [name for name in RUN_OUTPUT_FILES if (folder / name).exists()]
-    if checkpoints:
-        raise OutputExistsError(folder, f"it holds checkpoints of an earlier run ({checkpoints[-1].name}); pass "
-                                        "--resume to continue from the last one, or --overwrite to start again "
-                                        "(deletes them)")
-    if finished:
-        raise OutputExistsError(folder, f"it holds the results of an earlier run ({', '.join(finished)}); pass "
-                                        "--overwrite to replace them, or choose another output_dir")
-    return None
