@@ -597,7 +597,7 @@ def test_cli_input_text_and_csv(tmp_path, capsys):
 
 def test_input_class_of_a_lone_ambiguous_county():
     from address_completion.data.gazetteer import completion_candidates, load_gazetteer
-    from address_completion.data.synthesis import input_class
+    from address_completion.data.input_classes import input_class
 
     gazetteer = load_gazetteer()
     assert input_class("朝阳区建国路88号", gazetteer) == "ambiguous_county"
@@ -607,7 +607,7 @@ def test_input_class_of_a_lone_ambiguous_county():
 
 def test_input_class_of_a_full_address_in_brackets():
     from address_completion.data.gazetteer import completion_candidates, load_gazetteer
-    from address_completion.data.synthesis import input_class
+    from address_completion.data.input_classes import input_class
 
     gazetteer = load_gazetteer()  # parse drops the closing bracket after the detail: the rest is no suffix
     assert input_class("(陕西省西安市碑林区1号)", gazetteer, prefix="") == "already_full"

@@ -25,6 +25,8 @@ PLAIN_TEMPLATE = "{message}\n"
 # pasted document from tying the CPU up (a 2,400-character input took about a minute in predict here).
 MAX_INPUT_CHARS = 256
 GROUNDINGS = ("none", "candidates")
+# How an answer is decoded (inference.generate.Completer): free generation, or a choice among the candidates.
+DECODINGS = ("free", "constrained")
 CANDIDATES_LINE = "\n候选: {chains}"
 NO_CANDIDATE = "无"
 CHAIN_SEPARATOR = " | "

@@ -31,11 +31,14 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ..data import dataio
-from ..data.gazetteer import DETAILS
+from ..data.gazetteer import DETAILS, load_gazetteer
 from ..errors import AddressCompletionError, ConfigError, DataError, OutputExistsError, closest_match
 from .metrics import INPUT_CLASSES, ChoiceContext, ScoredItem, choice_context, classify_input, score_item, summarize
 from ..data.prompt import strip_prefix
+from ..progress import progress as progress_tracker
 from ..runtime import logger
+from .report import summary_lines, write_report
+from .settings_model import expected, validate_settings
 from .systems import (COMMON_KEYS, DEVICES, DTYPES, KINDS, RECORD_KEYS, EvalSettings, System, SystemSpec, as_answer,
                       create_system, yaml_number_hint)
 
@@ -85,8 +88,6 @@ def parse_settings(raw: Any, where: str) -> EvalSettings:
         return EvalSettings()
     if not isinstance(raw, dict):
         raise ConfigError(f"{where}: expected a mapping of settings, got {type(raw).__name__}")
-    from .settings_model import expected, validate_settings
-
     values = validate_settings(raw, SETTING_RULES, where, yaml_number_hint)  # pydantic, our messages
     for key, value in values.items():
         if value is None and key != "limit":  # null means the default for limit only
@@ -391,8 +392,6 @@ def run_system(system: System, items: Sequence[EvalItem], cache: PredictionCache
         return cache.records
     todo = list(pending.values())
     system.check_inputs([strip_prefix(item.source, prefix) for item in todo])
-    from ..progress import progress as progress_tracker
-
     with progress_tracker(len(todo), f"system {system.name}", "addr", enabled=progress) as bar:
         for batch in chunks(todo, settings.batch_size):
             started = time.perf_counter()
@@ -498,15 +497,11 @@ def run_evaluation(config: EvalConfig, *, fresh: bool = False, force: bool = Fal
 
 
 def _run_evaluation(config: EvalConfig, *, fresh: bool, force: bool, progress: bool, gazetteer: Any) -> dict[str, Any]:
-    from .report import write_report
-
     dataio.check_apart({"output_dir": config.output_dir}, {"test_file": config.test_file, **{
         f"systems[{spec.name}].{key}": spec.options.get(key) for spec in config.systems
         for key in ("model", "lora_path", "path") if isinstance(spec.options.get(key), str)}})
     check_output_dir(config.output_dir, force)
     if gazetteer is None:
-        from ..data.gazetteer import load_gazetteer
-
         gazetteer = load_gazetteer()
     items, total = read_test_set(config, gazetteer)
     config.output_dir.mkdir(parents=True, exist_ok=True)  # after the test set is known good: a refusal leaves none
@@ -581,8 +576,6 @@ def run(args: argparse.Namespace) -> int:
     only = [name.strip() for name in args.systems.split(",") if name.strip()] if args.systems else []
     config = load_config(args.config, overrides_from_args(args), only=only)
     report = run_evaluation(config, fresh=args.fresh, force=args.force)
-    from .report import summary_lines
-
     for line in summary_lines(report):
         print(line)
     failed = [entry["name"] for entry in report["systems"] if entry["status"] == "failed"]

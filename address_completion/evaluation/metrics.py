@@ -41,10 +41,12 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Iterable, Sequence
 
 from .. import DEFAULT_PROMPT_PREFIX
-from ..data.prompt import strip_prefix
+from ..data.input_classes import input_class
+from ..data.gazetteer import address_detail, rule_short_forms
+from ..data.prompt import address_candidates, candidate_chains
 
 LEVELS = ("province", "city", "county", "town")
-# Input classes in the order reports list them (synthesis.input_class returns one of these).
+# Input classes in the order reports list them (data.input_classes.input_class returns one of these).
 INPUT_CLASSES = ("unique_county", "ambiguous_county", "town_first", "no_admin_token", "already_full")
 # How much a wrong level weighs when ranking the worst errors: a wrong province is worse than a wrong town.
 LEVEL_WEIGHTS = {"province": 8, "city": 4, "county": 2, "town": 1}
@@ -104,8 +106,6 @@ def parse_levels(gazetteer: Any, text: str | None) -> Parsed:
 
 def name_forms(gazetteer: Any, name: str, level: int, division: Any = None) -> set[str]:
     """Ways a text can write the division called ``name``: full, short, abbreviated or former names."""
-    from ..data.gazetteer import rule_short_forms
-
     forms = {name, *rule_short_forms(name, level)}
     if division is not None:
         forms.update(gazetteer.short_names(division))
@@ -165,8 +165,6 @@ def detail_of(gazetteer: Any, text: str | None, detail: str = "verbatim") -> str
     parsed = parse_levels(gazetteer, text)
     if detail == "clean" or not parsed.valid_chain:
         return parsed.rest
-    from ..data.gazetteer import address_detail
-
     normalized = (text or "").strip()
     return normalize_text(address_detail(normalized, gazetteer, detail="verbatim") if normalized else "")
 
@@ -207,8 +205,6 @@ class ChoiceContext:
 
 def choice_context(source: str, target: str, *, prefix: str = DEFAULT_PROMPT_PREFIX) -> ChoiceContext:
     """The :class:`ChoiceContext` of one test pair, from the gazetteer's candidates for ``source``."""
-    from ..data.prompt import address_candidates, candidate_chains
-
     candidates = address_candidates(source, prefix)
     wanted = normalize_text(target)
     rank = next((i for i, c in enumerate(candidates) if normalize_text(c.text) == wanted), None)
@@ -235,9 +231,7 @@ def versus_prior(exact: Sequence[bool], contexts: Sequence[ChoiceContext]) -> di
 
 
 def classify_input(source: str, gazetteer: Any, *, prefix: str = DEFAULT_PROMPT_PREFIX) -> str:
-    """The input class of ``source`` (one of INPUT_CLASSES), as the data synthesis defines it."""
-    from ..data.synthesis import input_class
-
+    """The input class of ``source`` (one of INPUT_CLASSES), as :func:`data.input_classes.input_class` defines it."""
     return input_class(source, gazetteer, prefix)
 
 

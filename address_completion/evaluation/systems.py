@@ -41,8 +41,13 @@ from typing import Any, ClassVar, Union
 from ..data import dataio
 from .. import DEFAULT_PROMPT_PREFIX
 from ..errors import AddressCompletionError, ConfigError, DataError
+from ..data import gazetteer
 from ..data.gazetteer import DEFAULT_DETAIL, DETAILS
-from ..inference.generate import DECODINGS, check_min_confidence
+from ..data.prompt import DECODINGS, address_candidates
+from ..inference.generate import check_min_confidence
+from ..model.gguf_import import is_gguf_path
+from ..model.modeling import check_model_source
+from ..model.package_files import is_package_path, local_model_path
 from .metrics import normalize_text
 from ..data.prompt import GROUNDINGS, strip_prefix
 from ..data.prompt import user_message as prompt_user_message  # systems.user_message reads a rendered prompt back
@@ -221,8 +226,6 @@ def yaml_number_hint(value: Any, integer: bool) -> str:
 def gazetteer_stamp() -> str:
     """Hash of the gazetteer package's source files: this project's parser and candidate generator decide
     answers, so a cache made with other code must not be reused."""
-    from ..data import gazetteer
-
     digest = hashlib.sha1()
     for source in sorted(Path(gazetteer.__file__).parent.glob("*.py")):
         digest.update(source.name.encode() + b"\0" + source.read_bytes())
@@ -236,10 +239,6 @@ def check_model_spec(model: str, where: str) -> None:
     """The model forms every command takes (modeling.resolve_model_dir: Paddle or Hugging Face folder, ``.gguf``
     file, ``pkg:PACKAGE/FILE``, hub name), checked without loading or downloading anything; ConfigError naming
     ``where``. A hub name is checked when the model loads (the check would probe the network)."""
-    from ..model.gguf_import import is_gguf_path
-    from ..model.modeling import check_model_source
-    from ..model.package_files import is_package_path
-
     local = not is_package_path(model) and not is_gguf_path(model)
     if local and looks_like_local_path(model) and not Path(model).expanduser().is_dir():
         raise ConfigError(f"{where}: model folder {model} not found (give a Paddle or Hugging Face model folder, a "
@@ -257,8 +256,6 @@ def model_files(model: str) -> str | None:
     """:func:`files_stamp` of the file or folder a model spec names (a ``pkg:`` name's file), None for a hub name."""
     if not looks_like_local_path(model):
         return None
-    from ..model.package_files import local_model_path
-
     try:
         return files_stamp(local_model_path(model))
     except ConfigError:
@@ -748,8 +745,6 @@ def chain_counts(path: Path, prefix: str = DEFAULT_PROMPT_PREFIX) -> dict[str, i
     gazetteer's candidate equal to the target. Pairs whose target is no candidate count for nothing.
 
     Raises DataError (from :func:`dataio.read_records`) for a missing or malformed file."""
-    from ..data.prompt import address_candidates
-
     counts: dict[str, int] = {}
     for record in dataio.read_records(path, required=("src", "tgt")).records:
         chain = answer_chain(address_candidates(record["src"], prefix), record["tgt"])
@@ -794,8 +789,6 @@ class PriorSystem(System):
         self.counts()  # a bad train_file fails before the first batch
 
     def predict(self, addresses: list[str]) -> list[Answer]:
-        from ..data.prompt import address_candidates
-
         answers: list[Answer] = []
         for address in addresses:
             candidates = address_candidates(address, self.settings.prompt_prefix)

@@ -42,10 +42,9 @@ from typing import Any, Optional, Sequence
 
 from .. import DEFAULT_PROMPT_PREFIX
 from ..data.gazetteer import DEFAULT_DETAIL, DETAILS, MAX_CANDIDATES, check_detail
-from ..data.prompt import (GROUNDINGS, NO_CANDIDATE, address_candidates, answer_ids, check_grounding, decode_answer,
-                           eos_token_id, render_prompt, strip_prefix)
+from ..data.prompt import (DECODINGS, GROUNDINGS, NO_CANDIDATE, address_candidates, answer_ids, check_grounding,
+                           decode_answer, eos_token_id, render_prompt, strip_prefix)
 
-DECODINGS = ("free", "constrained")
 # Why an input came back unchanged (Completion.reason): stable phrases, so callers can count them.
 REASON_LOW_CONFIDENCE = "probability below min_confidence"
 REASON_NO_CANDIDATE = "no candidate, and min_confidence > 0: nothing vouches for a generated chain"

@@ -19,17 +19,20 @@ import json
 import math
 import os
 import re
+import sys
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from .. import runtime
 from ..data import dataio
 from ..errors import ConfigError, closest_match
 from ..data.gazetteer import DEFAULT_DETAIL, DETAILS
-from ..inference.generate import DECODINGS
-from ..data.prompt import GROUNDINGS
-from ..runtime import logger
+from ..data.prompt import DECODINGS, GROUNDINGS
+from ..model.modeling import check_model_source
+from ..runtime import logger, select_device
+from .curves import check_report_to
 from .checkpoints import checkpoint_is_complete
 
 COMMENT_PREFIX = "_"
@@ -592,8 +595,6 @@ def _split_groups(values: Mapping[str, Any], vocabulary: Mapping[str, KeySpec]) 
 
 def _training_defaults(values: Mapping[str, Any], device: str) -> dict[str, Any]:
     """Our defaults where PaddleNLP's differ on purpose."""
-    import sys
-
     return {
         "report_to": "visualdl",  # as PaddleNLP: VisualDL logs under output_dir/runs (report_to none: off)
         "disable_tqdm": not sys.stderr.isatty(),  # a progress bar on a terminal, none in logs
@@ -630,8 +631,6 @@ def build_config(raw: RawConfig, vocabulary: Mapping[str, KeySpec], device: str,
         training_args = SFTConfig(**training)
     except (ValueError, TypeError) as exc:
         raise ConfigError(f"{raw.source or 'config'}: {exc}") from None
-    from .curves import check_report_to
-
     check_report_to(training_args.report_to or [], raw.origins.get("report_to", "report_to (default)"))
     if values.get("lora"):
         extras["lora_alpha"] = default_lora_alpha(values) if extras["lora_alpha"] is None else extras["lora_alpha"]
@@ -653,8 +652,6 @@ def load_config(path: str | os.PathLike | None, overrides: Sequence[str] | Mappi
     ``device=None`` picks the device from the ``device`` key (default: GPU when there is one).
     ``check_paths`` checks that the model can be found (nothing is downloaded) and the dataset folder.
     """
-    from .. import runtime
-
     raw = read_config_file(path) if path is not None else RawConfig({}, {}, None)
     if isinstance(overrides, Mapping):
         raw.values.update(overrides)
@@ -666,8 +663,6 @@ def load_config(path: str | os.PathLike | None, overrides: Sequence[str] | Mappi
     runtime.prepare_environment(model=model if isinstance(model, str) else None)
     runtime.import_paddle()  # now, before paddlenlp's dataclasses do it with Paddle's OMP_NUM_THREADS notice
     if check_paths and isinstance(model, str) and model:
-        from ..model.modeling import check_model_source
-
         check_model_source(model)  # first and fast: an offline hub name fails before paddle is imported
     vocabulary = key_vocabulary()
     merged = merge_values(raw, text_overrides, vocabulary)
@@ -686,8 +681,6 @@ def load_config(path: str | os.PathLike | None, overrides: Sequence[str] | Mappi
 def _device_facts(requested: str) -> tuple[str, int, bool]:
     """(device, number of devices, bf16 support) — imports paddle."""
     import paddle
-
-    from ..runtime import select_device
 
     device = select_device(requested)
     if device == "cpu":

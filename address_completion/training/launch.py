@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from ..errors import ConfigError
+from ..errors import AddressCompletionError, ConfigError
 from ..runtime import logger, usable_cores
 
 DEVICES = "--devices"
@@ -168,8 +168,6 @@ def run_launcher(command: Sequence[str], environment: dict[str, str], log_dir: P
 
     Returns 0; raises AddressCompletionError naming the logs when a process failed.
     """
-    from ..errors import AddressCompletionError
-
     logger.info(">> %s", shlex.join(command))
     code = subprocess.call(list(command), env=environment)
     if code != 0:

@@ -6,20 +6,17 @@ from __future__ import annotations
 
 import math
 import re
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import Any, Sequence
 
 from ..errors import ConfigError
+from ..model.modeling import load_adapter, load_model
+from .config import TrainConfig
 from .samples import IGNORE_INDEX
-
-if TYPE_CHECKING:
-    from .config import TrainConfig
 
 
 def build_model(cfg: TrainConfig) -> Any:
     """The base model (run_finetune's config handling), wrapped in LoRA when ``lora`` is true."""
     from paddlenlp.transformers.configuration_utils import LlmMetaConfig
-
-    from ..model.modeling import load_model
 
     model_args, training_args = cfg.model_args, cfg.training_args
     overrides = {key: getattr(training_args, key) for key in LlmMetaConfig._get_defaults()
@@ -35,8 +32,6 @@ def build_model(cfg: TrainConfig) -> Any:
 
 def wrap_lora(model: Any, cfg: TrainConfig) -> Any:
     from paddlenlp.peft import LoRAConfig, LoRAModel
-
-    from ..model.modeling import load_adapter
 
     model_args = cfg.model_args
     if model_args.lora_path:

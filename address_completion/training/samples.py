@@ -9,15 +9,13 @@ import math
 import random
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import Any, Sequence
 
 from ..data import dataio
 from ..data.prompt import encode_example
 from ..errors import DataError
 from ..runtime import logger
-
-if TYPE_CHECKING:
-    from .config import TrainConfig
+from .config import TrainConfig
 
 IGNORE_INDEX = -100
 

@@ -6,14 +6,12 @@ from __future__ import annotations
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..runtime import distributed_rank
 from .checkpoints import checkpoint_step
+from .config import TrainConfig
 from .lora import trainable_parameters
-
-if TYPE_CHECKING:
-    from .config import TrainConfig
 
 # Log keys that are bookkeeping, not metrics.
 UNLOGGED_KEYS = ("progress_or_epoch", "global_step")

@@ -21,12 +21,17 @@ from typing import Any, Sequence
 
 from ..data import dataio
 from ..errors import ConfigError
-from ..runtime import distributed_rank, logger, quiet_paddlenlp_logs, requested_mmap_threshold, set_mmap_threshold
+from ..model.modeling import TRUST_PICKLE_ENV, check_pickled_weights, load_tokenizer
+from ..runtime import (configure_logging, distributed_rank, logger, quiet_paddlenlp_logs, requested_mmap_threshold,
+                       set_mmap_threshold)
+from . import launch
 from .checkpoints import (RUN_OUTPUT_FILES, SUMMARY_FILE, checkpoint_step,
                           checkpoint_step_is_final, checkpoints_in, clear_previous_run, final_weight_files,
                           finished_summary, remove_killed_writes, remove_new_files, remove_partial_outputs,
                           resume_checkpoint, resumed_loss_sum)
 from .config import TrainConfig, load_config
+from .curves import LOSS_PLOT, plot_loss
+from .launch import DRY_RUN, split_launch_options
 from .samples import EncodedSplit, encode_pairs, pack_features, read_split, sample_pairs
 from .summary import make_summary, plain, print_summary
 
@@ -72,8 +77,6 @@ def _train_in(cfg: TrainConfig, started: float, *, resume: bool, overwrite: bool
         logger.info("%s is the last step of the run: writing its results without training", checkpoint)
     pairs = read_pairs(cfg)
     if checkpoint:
-        from ..model.modeling import check_pickled_weights
-
         check_pickled_weights(checkpoint, "adapter" if cfg.model_args.lora else "model")  # older checkpoint layout
     if overwrite and rank == 0:
         clear_previous_run(cfg.output_dir)
@@ -168,7 +171,6 @@ def set_up(cfg: TrainConfig, pairs: dict[str, list[dict[str, str]]], checkpoint:
     # paddle lazy: these import paddle/PaddleNLP, which `train --help` and the config checks do without
     from paddlenlp.trainer import set_seed
 
-    from ..model.modeling import load_tokenizer
     from . import trainer as trainers
     from .lora import build_model
 
@@ -199,7 +201,8 @@ def set_up(cfg: TrainConfig, pairs: dict[str, list[dict[str, str]]], checkpoint:
 def _train_and_report(cfg: TrainConfig, pairs: dict[str, list[dict[str, str]]], checkpoint: Path | None,
                       started: float, *, final: bool = False) -> dict[str, Any]:
     run = set_up(cfg, pairs, checkpoint)
-    from .trainer import make_dataset, generation_eval, restore_final_checkpoint  # loaded by set_up (paddle lazy)
+    # paddle lazy (imported by set_up already): the trainer's helpers for the final checkpoint and the test split
+    from .trainer import generation_eval, make_dataset, restore_final_checkpoint
     writer = distributed_rank()[0] == 0
     if writer:
         dataio.write_json(cfg.output_dir / RESOLVED_CONFIG_FILE, cfg.resolved())
@@ -223,8 +226,6 @@ def _train_and_report(cfg: TrainConfig, pairs: dict[str, list[dict[str, str]]], 
         test_metrics = run.trainer.evaluate(test_data, metric_key_prefix="test")
     summary = make_summary(cfg, run.trainer, run.data, train_metrics, final_eval, test_metrics, started, checkpoint)
     if writer:
-        from .curves import LOSS_PLOT, plot_loss
-
         if plot_loss(run.recorder.records, cfg.output_dir / LOSS_PLOT) is None:
             logger.info("no loss was logged (no training step): %s not written", LOSS_PLOT)
         dataio.write_json(cfg.output_dir / SUMMARY_FILE, summary)
@@ -293,8 +294,6 @@ def launch_training(config: str, overrides: Sequence[str], flags: Sequence[str],
     paddle.distributed.launch (or only print that command with ``--dry-run``). Returns the exit code."""
     import shlex
 
-    from . import launch
-
     user_threads = os.environ.get("OMP_NUM_THREADS")  # before load_config sets it for this process
     requested_mmap_threshold()  # a bad value is named here, not in every training process after it started
     cfg = load_config(config, overrides)
@@ -314,8 +313,6 @@ def launch_training(config: str, overrides: Sequence[str], flags: Sequence[str],
 
 
 def run(args: argparse.Namespace) -> int:
-    from .launch import DRY_RUN, split_launch_options
-
     if args.config is None:
         raise ConfigError("train needs a config: address-completion train CONFIG.json [--key value ...], e.g. "
                           "configs/tiny_cpu.json")
@@ -328,12 +325,8 @@ def run(args: argparse.Namespace) -> int:
     if request is not None:  # this process only checks and launches; the launched processes train
         return launch_training(args.config, overrides, sorted(flags), request)
     if "--trust-pickle" in flags:
-        from ..model.modeling import TRUST_PICKLE_ENV
-
         os.environ[TRUST_PICKLE_ENV] = "1"  # runtime setup, as cli.main does for --trust-pickle before the config
     if "--debug" in flags and not args.debug:
-        from ..runtime import configure_logging
-
         args.debug = True
         configure_logging(debug=True)
     train(args.config, overrides, resume="--resume" in flags, overwrite="--overwrite" in flags)

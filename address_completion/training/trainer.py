@@ -12,7 +12,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import Any, Sequence
 
 import paddle
 import paddle.nn.functional as functional
@@ -27,16 +27,13 @@ from ..data import dataio
 from ..data.prompt import address_candidates
 from ..evaluation.metrics import exact_match
 from ..inference.generate import Completer, body_and_head
-from ..runtime import HeapTrimmer  # redesign1 moves it to ..memory
-from ..runtime import logger
 from ..progress import duration
+from ..runtime import HeapTrimmer, logger
 from .checkpoints import CHECKPOINT_PREFIX, LOSS_SUM_FILE, SCHEDULER_STATE_FILES
+from .config import TrainConfig
 from .launch import shard
 from .samples import IGNORE_INDEX, EncodedSplit, answer_token_budget, batch_order, make_collator
 from .summary import UNLOGGED_KEYS, format_record, plain
-
-if TYPE_CHECKING:
-    from .config import TrainConfig
 
 
 # ---------------------------------------------------------------- evaluation by generation
