@@ -79,7 +79,7 @@ def demo_steps(args: argparse.Namespace) -> list[tuple[str, list[str]]]:
              "--dataset_name_or_path", str(data), "--output_dir", str(lora)]
     if args.max_steps is not None:
         train += ["--max_steps", str(args.max_steps)]
-    steps.append(("LoRA fine-tuning", train + (["--overwrite"] if args.force else [])))
+    steps.append(("LoRA fine-tuning", train + (["--force"] if args.force else [])))
     steps.append(("merge the adapter into the base model and verify it",
                   ["merge", "--model_name_or_path", args.model, "--lora_path", str(lora),
                    "--output_path", str(merged), *force]))
@@ -169,7 +169,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"training config; default {real['train_config']} ({quick['train_config']} with --quick)")
     parser.add_argument("--eval-config", default=None,
                         help=f"evaluation config; default {real['eval_config']} ({quick['eval_config']} with --quick)")
-    parser.add_argument("--max-steps", type=int, default=None, help="override the training config's step budget")
+    parser.add_argument("--max-steps", "--max_steps", dest="max_steps", type=int, default=None,
+                        help="override the training config's step budget (--max_steps, run_finetune's spelling, too)")
     parser.add_argument("--eval-limit", type=int, default=None, help="evaluate only the first N test pairs")
     parser.add_argument("--skip-eval", action="store_true", help="stop after predict")
     parser.add_argument("--rebuild-model", action="store_true",

@@ -157,7 +157,7 @@ def test_output_dir_with_checkpoints_needs_an_explicit_choice(tmp_path, caplog):
         resume_checkpoint(out, resume=True, overwrite=False)
     make_checkpoint(out, 10)
     make_checkpoint(out, 20)
-    with pytest.raises(OutputExistsError, match=r"checkpoint-20.*--resume.*--overwrite"):
+    with pytest.raises(OutputExistsError, match=r"checkpoint-20.*--resume.*--force"):
         resume_checkpoint(out, resume=False, overwrite=False)
     assert resume_checkpoint(out, resume=True, overwrite=False) == out / "checkpoint-20"
     assert resume_checkpoint(out, resume=False, overwrite=True) is None
@@ -170,11 +170,11 @@ def test_output_dir_with_checkpoints_needs_an_explicit_choice(tmp_path, caplog):
     assert "incomplete" in caplog.text
 
 
-def test_finished_run_needs_overwrite(tmp_path):
+def test_finished_run_needs_force(tmp_path):
     out = tmp_path / "out"
     out.mkdir()
     (out / "summary.json").write_text("{}")
-    with pytest.raises(OutputExistsError, match="summary.json.*--overwrite"):
+    with pytest.raises(OutputExistsError, match="summary.json.*--force"):
         resume_checkpoint(out, resume=False, overwrite=False)
 
 

@@ -712,3 +712,22 @@ def test_a_paddle_answer_that_is_no_current_address_is_abstained(tmp_path, taugh
         ("扬子江南路碑林区1号", True, "free_fallback", "not an address: 无, the prompt's no-candidate placeholder"),
         ("[扬子江南路]碑林区1号", True, "free_fallback",
          "not a current chain: the answer does not start with a current division chain written in full")]
+
+
+def test_flags_are_kebab_case_and_paddlenlp_spellings_are_aliases():
+    """Issue 24: --output-dir / --batch-size are the flags; --output_dir / --batch_size (PaddleNLP's) mean the same."""
+    import argparse
+
+    from address_completion.evaluation.evaluate import add_arguments, overrides_from_args
+    from address_completion.pipeline import add_arguments as demo_arguments
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    kebab = parser.parse_args(["c.yaml", "--output-dir", "out", "--batch-size", "3", "--max-new-tokens", "4"])
+    snake = parser.parse_args(["c.yaml", "--output_dir", "out", "--batch_size", "3", "--max_new_tokens", "4"])
+    assert overrides_from_args(kebab) == overrides_from_args(snake) == [
+        'output_dir="out"', "settings.batch_size=3", "settings.max_new_tokens=4"]
+    assert "--output_dir" not in parser.format_help()  # the alias works, --help shows one spelling
+    demo = argparse.ArgumentParser()
+    demo_arguments(demo)
+    assert demo.parse_args(["--max_steps", "5"]).max_steps == demo.parse_args(["--max-steps", "5"]).max_steps == 5

@@ -44,13 +44,13 @@ def test_devices_and_nproc_are_pulled_out_of_the_overrides():
     (["--devices", "-1"], "--devices '-1': expected device ids separated by commas, such as 0,1"),
     (["--devices"], "--devices needs a value, e.g. --devices 0,1"),
     (["--devices", "1,1"], "--devices '1,1': device 1 is named twice; name each device once"),
-    (["--nproc_per_node", "0"], "--nproc_per_node '0' (NPROC in scripts/train.sh): expected a positive number of "
+    (["--nproc_per_node", "0"], "--nproc-per-node '0' (NPROC in scripts/train.sh): expected a positive number of "
                                 "processes, such as 2"),
-    (["--nproc_per_node", "two"], "--nproc_per_node 'two' (NPROC in scripts/train.sh): expected a positive number "
+    (["--nproc_per_node", "two"], "--nproc-per-node 'two' (NPROC in scripts/train.sh): expected a positive number "
                                   "of processes, such as 2"),
-    (["--devices", "0", "--nproc_per_node", "1"], "give --devices (which devices) or --nproc_per_node (how many "
+    (["--devices", "0", "--nproc_per_node", "1"], "give --devices (which devices) or --nproc-per-node (how many "
                                                   "processes), not both"),
-    (["--dry-run"], "--dry-run prints the paddle.distributed.launch command: give --devices or --nproc_per_node "
+    (["--dry-run"], "--dry-run prints the paddle.distributed.launch command: give --devices or --nproc-per-node "
                     "with it"),
 ])
 def test_bad_launch_options_are_one_line_errors(tokens, message):
@@ -72,10 +72,10 @@ def test_shards_are_disjoint_equal_and_cover_the_order():
 
 
 def test_launch_command_runs_the_cli_as_each_process_script(tmp_path):
-    command = launch_command(LaunchRequest(devices=(0, 1)), "configs/x.json", ["--max_steps", "2"], ["--overwrite"],
+    command = launch_command(LaunchRequest(devices=(0, 1)), "configs/x.json", ["--max_steps", "2"], ["--force"],
                              tmp_path / "logs", python="/py")
     assert command == ["/py", "-m", "paddle.distributed.launch", "--devices", "0,1", "--log_dir", str(tmp_path / "logs"),
-                       "/py", "-m", "address_completion", "train", "configs/x.json", "--max_steps", "2", "--overwrite"]
+                       "/py", "-m", "address_completion", "train", "configs/x.json", "--max_steps", "2", "--force"]
 
 
 # ---------------------------------------------------------------- through the CLI
@@ -120,7 +120,7 @@ def test_devices_on_a_cpu_build_says_to_use_nproc(small_run, capsys):
     assert main(["train", str(small_run("cpu-devices", 4)), "--devices", "0,1"]) == 2
     assert capsys.readouterr().err.strip() == (
         "error: --devices 0,1: Paddle sees no GPU here (CPU build, no CUDA device, or the config's device is cpu); "
-        "on CPU use --nproc_per_node N to run N processes over gloo")
+        "on CPU use --nproc-per-node N to run N processes over gloo")
 
 
 @needs_two_cores
@@ -128,8 +128,8 @@ def test_an_earlier_run_is_refused_before_anything_is_launched(small_run, capsys
     config = small_run("earlier", 4)
     (config.parent / "earlier").mkdir()
     (config.parent / "earlier" / "summary.json").write_text("{}", encoding="utf-8")
-    assert main(["train", str(config), "--nproc_per_node", "2"]) == 2
-    assert "holds the results of an earlier run (summary.json); pass --overwrite" in capsys.readouterr().err
+    assert main(["train", str(config), "--nproc-per-node", "2"]) == 2
+    assert "holds the results of an earlier run (summary.json); pass --force" in capsys.readouterr().err
     assert not (config.parent / "earlier" / "launch_logs").exists()
 
 
@@ -153,7 +153,7 @@ def test_train_script_passes_nproc_to_the_launcher(small_run):
     assert done.stdout.strip().endswith(f"-m address_completion train {config}")
     bad = run_train_script([str(config)], nproc="abc")
     assert bad.returncode == 2
-    assert bad.stderr.strip().splitlines()[-1] == ("error: --nproc_per_node 'abc' (NPROC in scripts/train.sh): expected "
+    assert bad.stderr.strip().splitlines()[-1] == ("error: --nproc-per-node 'abc' (NPROC in scripts/train.sh): expected "
                                                    "a positive number of processes, such as 2")
 
 
@@ -196,18 +196,18 @@ def test_more_processes_than_cores_or_gpus_is_refused():
 
     cores = usable_cores()
     check_devices(LaunchRequest(nproc_per_node=cores), "cpu", 1)  # one per core is fine
-    with pytest.raises(ConfigError, match=rf"^--nproc_per_node {cores + 1}: more processes than the {cores} usable "
+    with pytest.raises(ConfigError, match=rf"^--nproc-per-node {cores + 1}: more processes than the {cores} usable "
                                           rf"CPU core\(s\) here; each process needs one of its own \(at most "
-                                          rf"--nproc_per_node {cores}\)$"):
+                                          rf"--nproc-per-node {cores}\)$"):
         check_devices(LaunchRequest(nproc_per_node=cores + 1), "cpu", 1)
-    with pytest.raises(ConfigError, match=r"--nproc_per_node 3: more processes than the 2 GPU\(s\) here"):
+    with pytest.raises(ConfigError, match=r"--nproc-per-node 3: more processes than the 2 GPU\(s\) here"):
         check_devices(LaunchRequest(nproc_per_node=3), "gpu", 2)
 
 
 def test_too_many_processes_fail_before_anything_is_launched(small_run, capsys):
     config = small_run("too-many", 4)
     assert main(["train", str(config), "--nproc_per_node", "100000", "--dry-run"]) == 2
-    assert "--nproc_per_node 100000: more processes than the" in capsys.readouterr().err
+    assert "--nproc-per-node 100000: more processes than the" in capsys.readouterr().err
 
 
 def test_train_without_a_config_asks_for_one_not_for_the_optional_overrides(capsys):
@@ -226,3 +226,24 @@ def test_a_bad_heap_variable_is_named_before_anything_is_launched(small_run, cap
            "(glibc's limit, 32 MiB; the default), got '64MB'" in \
         capsys.readouterr().err
     assert not (config.parent / "bad-heap").exists()
+
+
+def test_train_flags_are_kebab_case_with_the_older_spellings_accepted():
+    """Issue 24: --force replaces an earlier run (--overwrite kept as its alias), --nproc-per-node (PaddleNLP's and
+    the launcher's --nproc_per_node accepted), before or after the config."""
+    import argparse
+
+    from address_completion.training.train import add_arguments, split_flags
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    for flag in ("--force", "--overwrite"):
+        assert parser.parse_args([flag, "--nproc_per_node", "2", "c.json"]).force is True
+    args = parser.parse_args(["--nproc-per-node", "3", "c.json"])
+    assert args.nproc_per_node == "3" and args.force is False
+    assert split_flags(["--max_steps", "2", "--overwrite", "--resume"]) == (["--max_steps", "2"],
+                                                                            {"--force", "--resume"})
+    assert split_flags(["--force"]) == ([], {"--force"})
+    for spelling in ("--nproc-per-node", "--nproc_per_node"):
+        assert split_launch_options(["--max_steps", "2", spelling, "2"]) == (["--max_steps", "2"],
+                                                                               LaunchRequest(nproc_per_node=2))

@@ -295,9 +295,9 @@ def read_jsonl(path: Path) -> list[dict]:
 @pytest.mark.slow
 def test_overwrite_replaces_a_finished_run_and_keeps_the_users_files(default_model_dir, dataset, tmp_path,
                                                                       monkeypatch):
-    """configs/README.md: --overwrite deletes an output_dir's checkpoints and results and starts again; a file
-    of the user's in it stays; without a flag the finished run is refused, and a bad heap setting is named
-    before --overwrite deletes anything (it was read only when the model was set up)."""
+    """configs/README.md: --force (alias --overwrite) deletes an output_dir's checkpoints and results and starts
+    again; a file of the user's in it stays; without a flag the finished run is refused, and a bad heap setting is
+    named before --force deletes anything (it was read only when the model was set up)."""
     from address_completion.errors import ConfigError, OutputExistsError
 
     output = tmp_path / "run"
@@ -307,7 +307,7 @@ def test_overwrite_replaces_a_finished_run_and_keeps_the_users_files(default_mod
     (output / "notes.txt").write_text("my notes", encoding="utf-8")
     new_config = write_config(tmp_path, "new", base_config(default_model_dir, dataset, output, max_steps=3,
                                                             save_strategy="steps", save_steps=3))
-    with pytest.raises(OutputExistsError, match="--overwrite"):
+    with pytest.raises(OutputExistsError, match="--force"):
         train(new_config, device="cpu")
     assert json.loads((output / "summary.json").read_text(encoding="utf-8"))["global_step"] == 4  # untouched
     with monkeypatch.context() as patch:
@@ -549,7 +549,7 @@ def test_killed_run_resumes_to_the_same_adapter(default_model_dir, dataset, tmp_
     assert not (tmp_path / "killed" / "summary.json").exists()
 
     refused = subprocess.run(command + [str(config("killed"))], env=env, capture_output=True, text=True, timeout=600)
-    assert refused.returncode == 2 and "--resume" in refused.stderr and "--overwrite" in refused.stderr
+    assert refused.returncode == 2 and "--resume" in refused.stderr and "--force" in refused.stderr
 
     resumed = subprocess.run(command + [str(config("killed")), "--resume"], env=env, capture_output=True, text=True,
                              timeout=600)

@@ -59,11 +59,11 @@ def resume_checkpoint(output_dir: str | os.PathLike, *, resume: bool, overwrite:
     """The checkpoint to resume from, or None to start fresh; never a silent resume.
 
     An output_dir holding checkpoints or a finished run needs ``resume`` (continue the latest complete
-    checkpoint) or ``overwrite`` (start again; the old checkpoints and results are deleted by the caller).
+    checkpoint) or ``overwrite`` (``--force``: start again; the old checkpoints and results are deleted by the caller).
     """
     if resume and overwrite:
-        raise ConfigError("--resume and --overwrite exclude each other: resume continues the last checkpoint, "
-                          "overwrite starts again")
+        raise ConfigError("--resume and --force exclude each other: resume continues the last checkpoint, "
+                          "force starts again")
     folder = Path(output_dir)
     checkpoints = checkpoints_in(folder)
     if resume:
@@ -79,16 +79,16 @@ def resume_checkpoint(output_dir: str | os.PathLike, *, resume: bool, overwrite:
     finished = [name for name in RUN_OUTPUT_FILES if (folder / name).exists()]
     if checkpoints:
         raise OutputExistsError(folder, f"it holds checkpoints of an earlier run ({checkpoints[-1].name}); pass "
-                                        "--resume to continue from the last one, or --overwrite to start again "
+                                        "--resume to continue from the last one, or --force to start again "
                                         "(deletes them)")
     if finished:
         raise OutputExistsError(folder, f"it holds the results of an earlier run ({', '.join(finished)}); pass "
-                                        "--overwrite to replace them, or choose another output_dir")
+                                        "--force to replace them, or choose another output_dir")
     return None
 
 
 def clear_previous_run(output_dir: Path) -> None:
-    """--overwrite: remove an earlier run's checkpoints and results (other files stay)."""
+    """--force: remove an earlier run's checkpoints and results (other files stay)."""
     for checkpoint in checkpoints_in(output_dir):
         shutil.rmtree(checkpoint)
     for pattern in RUN_OUTPUT_PATTERNS:

@@ -1,6 +1,6 @@
 """Data-parallel training on several devices through ``python -m paddle.distributed.launch``.
 
-``train CONFIG --devices 0,1`` (or ``--nproc_per_node N``) checks the config and the output folder once,
+``train CONFIG --devices 0,1`` (or ``--nproc-per-node N``) checks the config and the output folder once,
 then runs the launcher PaddleNLP's users know, with ``python -m address_completion train CONFIG …`` as the
 script of each process. Each process trains on its shard of every batch order (``per_device_train_batch_size``
 samples per process and step); PaddleNLP's Trainer averages the gradients, and only rank 0 writes the
@@ -8,7 +8,7 @@ adapter, checkpoints, ``metrics.jsonl`` and ``summary.json``. ``--dry-run`` prin
 instead of running it.
 
 On a GPU build ``--devices`` names GPU ids. Paddle's CPU build has no devices to name: there
-``--nproc_per_node N`` runs N processes that exchange gradients over gloo (useful to check a multi-process
+``--nproc-per-node N`` runs N processes that exchange gradients over gloo (useful to check a multi-process
 run, not faster on one machine's cores).
 """
 
@@ -28,7 +28,9 @@ from ..errors import AddressCompletionError, ConfigError
 from ..runtime import logger, usable_cores
 
 DEVICES = "--devices"
-NPROC = "--nproc_per_node"
+NPROC = "--nproc-per-node"  # train's flag; --nproc_per_node, the launcher's own spelling, is accepted too
+LAUNCHER_NPROC = "--nproc_per_node"  # paddle.distributed.launch's option
+ALIASES = {"--nproc_per_node": NPROC}
 DRY_RUN = "--dry-run"
 LAUNCH_LOG_DIR = "launch_logs"  # inside output_dir: one workerlog.N per process
 
@@ -49,7 +51,7 @@ class LaunchRequest:
     def launcher_options(self) -> list[str]:
         if self.devices:
             return [DEVICES, ",".join(str(device) for device in self.devices)]
-        return [NPROC, str(self.nproc_per_node)]
+        return [LAUNCHER_NPROC, str(self.nproc_per_node)]
 
 
 def parse_devices(text: str) -> tuple[int, ...]:
@@ -75,7 +77,8 @@ def parse_nproc(text: str) -> int:
 
 def split_launch_options(tokens: Sequence[str], devices: str | None = None,
                          nproc_per_node: str | None = None) -> tuple[list[str], LaunchRequest | None]:
-    """Pull ``--devices X``, ``--nproc_per_node N`` and ``--dry-run`` out of the config overrides.
+    """Pull ``--devices X``, ``--nproc-per-node N`` (or ``--nproc_per_node N``) and ``--dry-run`` out of the config
+    overrides.
 
     ``devices`` / ``nproc_per_node`` are the values argparse already took (options written before the
     config). Returns the remaining tokens and the request, or None when no launcher option was given.
@@ -88,6 +91,7 @@ def split_launch_options(tokens: Sequence[str], devices: str | None = None,
     while index < len(tokens):
         token = tokens[index]
         name, has_value, value = token.partition("=")
+        name = ALIASES.get(name, name)
         if token == DRY_RUN:
             dry_run = True
         elif name in found:
@@ -115,7 +119,7 @@ def split_launch_options(tokens: Sequence[str], devices: str | None = None,
 
 
 def check_devices(request: LaunchRequest, device: str, device_count: int) -> None:
-    """ConfigError when ``--devices`` names devices this machine lacks, or ``--nproc_per_node`` asks for more
+    """ConfigError when ``--devices`` names devices this machine lacks, or ``--nproc-per-node`` asks for more
     processes than there are GPUs (``device`` "gpu") or usable CPU cores (``device`` "cpu")."""
     if not request.devices:
         limit, what = (device_count, "GPU(s)") if device == "gpu" else (usable_cores(), "usable CPU core(s)")
@@ -145,7 +149,7 @@ def launch_command(request: LaunchRequest, config: str, overrides: Sequence[str]
                    log_dir: str | os.PathLike, python: str | None = None) -> list[str]:
     """The argv that starts the training processes: the launcher, its options, then each process's command.
 
-    ``flags`` are train's own flags (``--resume``, ``--overwrite``, ``--debug``, ``--trust-pickle``), passed
+    ``flags`` are train's own flags (``--resume``, ``--force``, ``--debug``, ``--trust-pickle``), passed
     to every process. The launcher runs a script that does not end in ``.py`` as a program, so the
     interpreter itself is the "script" and ``-m address_completion train …`` its arguments.
     """

@@ -5,7 +5,7 @@ trains with PaddleNLP's SFTTrainer and writes into ``output_dir``: the adapter (
 safetensors weights) or the full model, the tokenizer, ``train_config.json`` (the resolved config),
 ``metrics.jsonl`` and ``summary.json``. Evaluation during training decodes dev greedily and reports exact-match
 ``eval_accuracy`` (PaddleNLP's own "accuracy" is teacher-forced token accuracy) and ``eval_loss``.
-An output_dir with checkpoints needs --resume or --overwrite. Command-line ``--key value`` pairs after
+An output_dir with checkpoints needs --resume or --force. Command-line ``--key value`` pairs after
 the config override its keys; see configs/README.md.
 """
 
@@ -182,13 +182,16 @@ def set_up(cfg: TrainConfig, pairs: dict[str, list[dict[str, str]]], checkpoint:
     train_data = eval_data = None
     if data.train is not None:
         features = data.train.features
-        train_data = trainers.make_dataset(pack_features(features, cfg.data_args.max_length) if cfg.data_args.zero_padding
-                                  else features)
+        if cfg.data_args.zero_padding:
+            features = pack_features(features, cfg.data_args.max_length)
+        train_data = trainers.make_dataset(features)
     if data.dev is not None:
         eval_data = trainers.make_dataset(data.dev.features, trainers.generation_eval(cfg, tokenizer, data.dev))
     cfg.output_dir.mkdir(parents=True, exist_ok=True)
-    recorder = trainers.MetricsRecorder(cfg.output_dir / METRICS_FILE, checkpoint_step(checkpoint) if checkpoint else None,
-                                progress_bar=not cfg.training_args.disable_tqdm, write=distributed_rank()[0] == 0)
+    recorder = trainers.MetricsRecorder(cfg.output_dir / METRICS_FILE,
+                                        checkpoint_step(checkpoint) if checkpoint else None,
+                                        progress_bar=not cfg.training_args.disable_tqdm,
+                                        write=distributed_rank()[0] == 0)
     # batch_order puts the widest batch first; a resumed run starts mid-epoch
     widest_first = cfg.extras["group_by_length"] and distributed_rank()[0] == 0 and checkpoint is None
     trainer = trainers.make_trainer(cfg, model, tokenizer, train_data, eval_data,
@@ -260,15 +263,17 @@ def final_evaluation(cfg: TrainConfig, trainer: Any, records: list[dict[str, Any
 # ---------------------------------------------------------------- CLI
 
 
-FLAGS = ("--resume", "--overwrite", "--debug", "--trust-pickle")
+FLAGS = ("--resume", "--force", "--debug", "--trust-pickle")
+# Older spellings of train's own flags, accepted among the overrides too: --overwrite is --force.
+FLAG_ALIASES = {"--overwrite": "--force"}
 LAUNCH_HELP = ("train on several devices through python -m paddle.distributed.launch (data parallel); only rank 0 "
                "writes outputs")
 
 
 def split_flags(tokens: Sequence[str]) -> tuple[list[str], set[str]]:
     """Our own flags may come after the config among the overrides; pull them out."""
-    flags = {token for token in tokens if token in FLAGS}
-    return [token for token in tokens if token not in FLAGS], flags
+    flags = {FLAG_ALIASES.get(token, token) for token in tokens if FLAG_ALIASES.get(token, token) in FLAGS}
+    return [token for token in tokens if FLAG_ALIASES.get(token, token) not in FLAGS], flags
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -276,15 +281,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("config", nargs="?", help="run_finetune-style JSON config, e.g. configs/tiny_cpu.json")
     parser.add_argument("--resume", action="store_true",
                         help="continue from the last complete checkpoint-N in output_dir")
-    parser.add_argument("--overwrite", action="store_true",
-                        help="start again in an output_dir that holds checkpoints or results (deletes them)")
+    parser.add_argument("--force", "--overwrite", dest="force", action="store_true",
+                        help="replace an earlier run: start again in an output_dir that holds checkpoints or results "
+                             "(deletes them; --overwrite is the older spelling)")
     parser.add_argument("--devices", metavar="IDS", default=None,
                         help=f"GPU ids such as 0,1: {LAUNCH_HELP}")
-    parser.add_argument("--nproc_per_node", metavar="N", default=None,
+    parser.add_argument("--nproc-per-node", "--nproc_per_node", dest="nproc_per_node", metavar="N", default=None,
                         help="number of processes for paddle.distributed.launch (scripts/train.sh: NPROC=N); on "
                              "Paddle's CPU build the processes exchange gradients over gloo")
     parser.add_argument("--dry-run", action="store_true",
-                        help="with --devices / --nproc_per_node: print the launcher command instead of running it")
+                        help="with --devices / --nproc-per-node: print the launcher command instead of running it")
     parser.add_argument("overrides", nargs=argparse.REMAINDER, metavar="--key value",
                         help="config keys overriding the JSON, e.g. --lora_rank 4 --max_steps 10")
 
@@ -303,7 +309,7 @@ def launch_training(config: str, overrides: Sequence[str], flags: Sequence[str],
 
         device_count = paddle.device.cuda.device_count()
     launch.check_devices(request, cfg.device, device_count)
-    check_run_outputs(cfg, resume="--resume" in flags, overwrite="--overwrite" in flags)
+    check_run_outputs(cfg, resume="--resume" in flags, overwrite="--force" in flags)
     log_dir = cfg.output_dir / launch.LAUNCH_LOG_DIR
     command = launch.launch_command(request, config, overrides, sorted(flags), log_dir)
     if request.dry_run:
@@ -317,9 +323,8 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("train needs a config: address-completion train CONFIG.json [--key value ...], e.g. "
                           "configs/tiny_cpu.json")
     overrides, flags = split_flags(args.overrides)
-    flags |= {flag for flag, given in (("--resume", args.resume), ("--overwrite", args.overwrite),
-                                       ("--debug", args.debug), ("--trust-pickle", getattr(args, "trust_pickle", False)))
-              if given}
+    flags |= {flag for flag, given in (("--resume", args.resume), ("--force", args.force), ("--debug", args.debug),
+                                       ("--trust-pickle", getattr(args, "trust_pickle", False))) if given}
     overrides, request = split_launch_options(overrides + ([DRY_RUN] if args.dry_run else []), args.devices,
                                               args.nproc_per_node)
     if request is not None:  # this process only checks and launches; the launched processes train
@@ -329,5 +334,5 @@ def run(args: argparse.Namespace) -> int:
     if "--debug" in flags and not args.debug:
         args.debug = True
         configure_logging(debug=True)
-    train(args.config, overrides, resume="--resume" in flags, overwrite="--overwrite" in flags)
+    train(args.config, overrides, resume="--resume" in flags, overwrite="--force" in flags)
     return 0
