@@ -25,10 +25,9 @@ from ..model.modeling import TRUST_PICKLE_ENV, check_pickled_weights, load_token
 from ..runtime import (configure_logging, distributed_rank, logger, quiet_paddlenlp_logs, requested_mmap_threshold,
                        set_mmap_threshold)
 from . import launch
-from .checkpoints import (RUN_OUTPUT_FILES, SUMMARY_FILE, checkpoint_step,
-                          checkpoint_step_is_final, checkpoints_in, clear_previous_run, final_weight_files,
-                          finished_summary, remove_killed_writes, remove_new_files, remove_partial_outputs,
-                          resume_checkpoint, resumed_loss_sum)
+from .checkpoints import (RUN_OUTPUT_FILES, SUMMARY_FILE, checkpoint_step, checkpoint_step_is_final, checkpoints_in,
+                          clear_previous_run, final_weight_files, finished_summary, remove_killed_writes,
+                          remove_new_files, remove_partial_outputs, resume_checkpoint, resumed_loss_sum)
 from .config import TrainConfig, load_config
 from .curves import LOSS_PLOT, plot_loss
 from .launch import DRY_RUN, split_launch_options
