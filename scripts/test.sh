@@ -4,5 +4,6 @@
 # fast subset (no training, merging, serving, export or SmolLM2; README "Tests").
 source "$(dirname "$0")/_env.sh"
 ensure_env
+ensure_browser  # Debian's chromium + chromium-driver for tests/test_webpage.py (installed when missing and root)
 cd "$REPO_ROOT"
 "$PY" -m pytest "$@"

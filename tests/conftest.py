@@ -89,6 +89,55 @@ def lora_adapter_dir(default_model_dir: Path, tmp_path_factory: pytest.TempPathF
     return folder
 
 
+# ---------------------------------------------------------------- a model taught answers that are no address
+
+# Inputs without a gazetteer candidate (a street first), so constrained decoding falls back to free generation,
+# and what the taught model answers to them under the grounded prompt: the prompt's no-candidate placeholder, and
+# a chain that does not exist (杭州市 is not in 陕西省, and has no 碑林区).
+TAUGHT_ANSWERS = {"扬子江南路碑林区1号": "无", "[扬子江南路]碑林区1号": "陕西省杭州市碑林区1号"}
+
+
+@pytest.fixture(scope="session")
+def taught_model_dir(default_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The default model trained (plain Adam, full weights, real Paddle) until greedy decoding of the grounded
+    prompt of each :data:`TAUGHT_ANSWERS` input gives its answer exactly — what a real model that learned the
+    fallback's placeholder did. About 35 steps, ~30 s; read-only."""
+    import shutil
+
+    import paddle
+
+    from address_completion.data.prompt import decode_answer, encode_example, render_prompt
+    from address_completion.inference.generate import encode_prompts, generate_token_ids
+    from address_completion.model.modeling import load_model, load_tokenizer
+
+    folder = tmp_path_factory.mktemp("taught-model") / "model"
+    shutil.copytree(default_model_dir, folder)
+    tokenizer, model = load_tokenizer(str(folder)), load_model(str(folder))
+    lessons = [encode_example(tokenizer, address, answer, grounding="candidates")
+               for address, answer in TAUGHT_ANSWERS.items()]
+    prompts = encode_prompts(tokenizer, [render_prompt(tokenizer, address, grounding="candidates", candidates=[])
+                                         for address in TAUGHT_ANSWERS])
+    paddle.seed(0)
+    optimizer = paddle.optimizer.Adam(learning_rate=3e-3, parameters=model.parameters())
+    for step in range(1, 301):
+        model.train()
+        for prompt_ids, answer_ids in lessons:
+            logits = model(input_ids=paddle.to_tensor([prompt_ids + answer_ids[:-1]], dtype="int64"),
+                           return_dict=True).logits[0, len(prompt_ids) - 1:, :]
+            paddle.nn.functional.cross_entropy(logits, paddle.to_tensor(answer_ids, dtype="int64")).backward()
+        optimizer.step()
+        optimizer.clear_grad()
+        if step % 5 == 0:
+            model.eval()
+            with paddle.no_grad():
+                answers = [decode_answer(tokenizer, ids) for ids in generate_token_ids(
+                    model, tokenizer, prompts, max_new_tokens=16)]
+            if answers == list(TAUGHT_ANSWERS.values()):
+                model.save_pretrained(str(folder), safe_serialization=True)
+                return folder
+    raise AssertionError(f"the model did not learn the answers in 300 steps: {answers}")
+
+
 # ---------------------------------------------------------------- logging: what one test configures ends with it
 
 

@@ -69,6 +69,7 @@ def test_unknown_key_names_the_closest_valid_key(tmp_path, paths):
     ("lora", "yes", r"lora must be true or false"),
     ("num_train_epochs", True, r"num_train_epochs must be a number, got true \(a boolean\)"),
     ("evaluation_strategy", "epcoh", r"evaluation_strategy must be one of no, steps, epoch.*did you mean 'epoch'"),
+    ("detail", "folded", r"detail must be one of verbatim, clean"),
 ])
 def test_wrong_types_are_errors_naming_the_key(tmp_path, paths, key, value, message):
     with pytest.raises(ConfigError, match=message):
@@ -212,6 +213,11 @@ def test_keys_that_do_nothing_here_warn_once_each(tmp_path, paths):
     assert any("use_flash_attention needs a GPU" in note for note in cfg.warnings)
     assert any("tensor_parallel_degree=2 but only 1" in note for note in cfg.warnings)
     assert not cfg.training_args.bf16 and cfg.values["use_flash_attention"] is False
+
+
+def test_detail_key_defaults_to_verbatim(tmp_path, paths):
+    assert load(tmp_path, {**paths, "do_train": True}).extras["detail"] == "verbatim"
+    assert load(tmp_path, {**paths, "do_train": True, "detail": "clean"}).extras["detail"] == "clean"
 
 
 def test_lora_choices(tmp_path, paths):

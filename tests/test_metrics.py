@@ -281,3 +281,31 @@ def test_model_choices_count_where_the_model_decided(gazetteer):
     assert model_choices([free]) is None
     report = {"systems": [{"name": "trained", "kind": "paddle", "status": "ok", "metrics": {"model_choices": choices}}]}
     assert "trained: the model chose among ≥ 2 candidates for 2 of 4 items" in "\n".join(choices_lines(report))
+
+
+@pytest.mark.parametrize("target, folded", [
+    ("陕西省西安市碑林区_扬子江南路1号", "陕西省西安市碑林区扬子江南路1号"),
+    ("陕西省西安市碑林区陕西省西安市碑林区扬子江南路1号", "陕西省西安市碑林区扬子江南路1号"),
+    ("陕西省西安市碑林区 (扬子江南路1号)", "陕西省西安市碑林区(扬子江南路1号)"),
+])
+def test_detail_kept_follows_the_detail_setting(gazetteer, target, folded):
+    """verbatim (default): a folded answer lost what the user wrote after the names (a `_`, a repeated run);
+    clean: the folded rest is all that counts. The verbatim answer keeps its detail in both."""
+    source = PREFIX + target[len("陕西省西安市"):]
+    lost = score_item(source, folded, target, gazetteer)
+    if normalize_text(folded) != normalize_text(target):
+        assert not lost.exact and not lost.detail_kept
+        assert score_item(source, folded, target, gazetteer, detail="clean").detail_kept
+    for detail in ("verbatim", "clean"):
+        kept = score_item(source, target, target, gazetteer, detail=detail)
+        assert kept.exact and kept.detail_kept
+
+
+def test_verbatim_detail_kept_compares_as_exact_match_does(gazetteer):
+    """Full-width digits and spaces are no lost detail (normalize_text), as for exact match."""
+    result = score_item(PREFIX + "碑林区扬子江南路１号", "陕西省西安市碑林区扬子江南路1号", "陕西省西安市碑林区扬子江南路１号",
+                        gazetteer)
+    assert result.exact and result.detail_kept
+    wrong_street = score_item(PREFIX + "碑林区扬子江南路1号", "陕西省西安市碑林区长安路1号", "陕西省西安市碑林区扬子江南路1号",
+                              gazetteer)
+    assert not wrong_street.detail_kept and wrong_street.levels["county"]

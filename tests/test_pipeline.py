@@ -11,8 +11,8 @@ from address_completion.cli import main
 @pytest.mark.slow
 def test_demo_runs_every_stage_and_ends_with_a_report(default_model_dir: Path, tmp_path: Path, capsys):
     out = tmp_path / "demo"
-    argv = ["demo", "--output", str(out), "--model", str(default_model_dir), "--num", "300", "--max-steps", "4",
-            "--eval-limit", "16"]
+    argv = ["demo", "--quick", "--output", str(out), "--model", str(default_model_dir), "--num", "300",
+            "--max-steps", "4", "--eval-limit", "16"]
     assert main(argv) == 0
     printed = capsys.readouterr().out
     for stage in ("prepare", "split", "train", "merge", "predict", "evaluate"):
@@ -27,7 +27,9 @@ def test_demo_runs_every_stage_and_ends_with_a_report(default_model_dir: Path, t
         assert f"\n{answer}\n" in printed
     report = json.loads((out / "eval" / "report.json").read_text(encoding="utf-8"))
     names = [system["name"] for system in report["systems"]]
-    assert {"trained", "trained-free", "untrained", "untrained-free"} <= set(names)
+    assert {"trained", "trained-free", "untrained", "untrained-free", "prior", "city-frequency"} <= set(names)
+    frequency = next(system for system in report["systems"] if system["name"] == "city-frequency")
+    assert frequency["options"]["train_file"] == str(out / "data" / "train.json")  # the demo's own training split
     assert {"jionlp", "cpca", "gazetteer"} <= {name.split("-")[-1] for name in names}
     assert report["test_set"]["size"] == 16
     assert str(out / "eval" / "report.md") in printed
@@ -68,3 +70,22 @@ def test_demo_refuses_a_missing_config_before_the_first_step(flag, tmp_path, cap
     captured = capsys.readouterr()
     assert captured.err.strip().startswith(f"error: {flag} {missing} not found") and "== [1/" not in captured.out
     assert not (tmp_path / "demo").exists()
+
+
+def test_the_default_demo_trains_the_real_smollm2_and_quick_the_tiny_model(tmp_path):
+    from address_completion.cli import build_parser
+    from address_completion.pipeline import REAL_MODEL, apply_defaults, demo_steps
+
+    real = demo_steps(apply_defaults(build_parser().parse_args(["demo", "--output", str(tmp_path / "d")])))
+    commands = {argv[0]: argv for _, argv in real}
+    assert list(commands) == ["prepare", "split", "train", "merge", "predict", "evaluate"]  # nothing to build
+    assert commands["train"][1].endswith("configs/smollm2_135m_cpu.json")
+    assert commands["train"][commands["train"].index("--model_name_or_path") + 1] == REAL_MODEL
+    assert commands["evaluate"][1].endswith("configs/eval_smollm2.yaml")
+    assert f"systems.untrained-free.model={REAL_MODEL}" in commands["evaluate"]
+    assert commands["prepare"][commands["prepare"].index("--num") + 1] == "3000"
+    quick = demo_steps(apply_defaults(build_parser().parse_args(
+        ["demo", "--quick", "--output", str(tmp_path / "d"), "--model", str(tmp_path / "no-model-yet")])))
+    commands = {argv[0]: argv for _, argv in quick}
+    assert "build-model" in commands and commands["train"][1].endswith("configs/tiny_cpu.json")
+    assert commands["evaluate"][1].endswith("configs/eval_tiny.yaml")

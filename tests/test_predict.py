@@ -151,7 +151,8 @@ def test_abstentions_are_announced_on_stderr(model_args, capsys):
     assert main(["predict", *model_args, "--min-confidence", "0.5", "扬子江南路1号", "碑林区扬子江南路1号"]) == 0
     captured = capsys.readouterr()
     assert captured.out.splitlines() == ["扬子江南路1号", "陕西省西安市碑林区扬子江南路1号"]
-    assert "1 of 2 address(es) returned unchanged (abstained: 1 had no candidate reaching --min-confidence 0.5)" in captured.err
+    assert ("1 of 2 address(es) returned unchanged (abstained: 1 no candidate, and min_confidence > 0: nothing "
+            "vouches for a generated chain (constrained))") in captured.err
 
 
 def test_too_long_address_is_refused_before_the_model_loads(tmp_path, capsys):
@@ -249,8 +250,8 @@ def test_an_empty_free_answer_is_an_abstention_not_a_success(default_model_dir, 
     captured = capsys.readouterr()
     record = json.loads(captured.out)
     assert (record["predict"], record["decoding"], record["abstained"]) == (address, "free_fallback", True)
-    assert ("1 of 1 address(es) returned unchanged (abstained: 1 had no candidate from the gazetteer, and free "
-            "decoding gave no answer)") in captured.err
+    assert record["reason"] == "empty answer"
+    assert "1 of 1 address(es) returned unchanged (abstained: 1 empty answer (free_fallback))" in captured.err
 
 
 def test_a_grounded_training_message_is_answered_as_its_address(completer, default_model_dir, capsys):
@@ -266,3 +267,39 @@ def test_a_grounded_training_message_is_answered_as_its_address(completer, defau
     untrained = Completer.load(str(default_model_dir), max_new_tokens=MAX_NEW_TOKENS)
     echoed = untrained.complete_detailed(["扬子江南路碑林区1号\n候选: 无"])[0]
     assert (echoed.text, echoed.abstained) == ("扬子江南路碑林区1号", True)
+
+
+@pytest.mark.slow
+def test_a_free_answer_that_is_no_current_address_is_abstained(taught_model_dir, capsys):
+    """The fallback's free answer is checked like every answer: the taught model answers 无 (the prompt's
+    no-candidate placeholder) and 陕西省杭州市碑林区1号 (no such chain) — both come back as the input unchanged,
+    abstained, with the reason, and the user is told why."""
+    from conftest import TAUGHT_ANSWERS
+
+    completer = Completer.load(str(taught_model_dir), grounding="candidates", decoding="constrained",
+                               max_new_tokens=16)
+    addresses = list(TAUGHT_ANSWERS)
+    prompt_ids = encode_prompts(completer.tokenizer, [completer.prompt_for(address, []) for address in addresses])
+    raw = [decode_answer(completer.tokenizer, ids) for ids in generate_token_ids(
+        completer.model, completer.tokenizer, prompt_ids, max_new_tokens=16, stop_ids=completer.stop_ids)]
+    assert raw == ["无", "陕西省杭州市碑林区1号"]  # the premise: what the model itself generates
+    assert main(["predict", "--model", str(taught_model_dir), "--max_new_tokens", "16", "--json", *addresses]) == 0
+    captured = capsys.readouterr()
+    records = [json.loads(line) for line in captured.out.splitlines()]
+    assert [(r["predict"], r["decoding"], r["abstained"], r["reason"]) for r in records] == [
+        ("扬子江南路碑林区1号", "free_fallback", True, "not an address: 无, the prompt's no-candidate placeholder"),
+        ("[扬子江南路]碑林区1号", "free_fallback", True,
+         "not a current chain: the answer does not start with a current division chain written in full")]
+    assert "2 of 2 address(es) returned unchanged" in captured.err and "无, the prompt's" in captured.err
+    assert main(["predict", "--model", str(taught_model_dir), "--max_new_tokens", "16", *addresses]) == 0
+    assert capsys.readouterr().out.splitlines() == addresses  # plain output: never 无, never the invented chain
+
+
+@pytest.mark.slow
+def test_detail_option_keeps_or_folds_the_written_detail(model_args, capsys):
+    assert main(["predict", *model_args, "碑林区_扬子江南路1号", "陕西省西安市碑林区陕西省西安市碑林区扬子江南路1号"]) == 0
+    assert capsys.readouterr().out.splitlines() == ["陕西省西安市碑林区_扬子江南路1号",
+                                                    "陕西省西安市碑林区陕西省西安市碑林区扬子江南路1号"]
+    assert main(["predict", *model_args, "--detail", "clean", "碑林区_扬子江南路1号",
+                 "陕西省西安市碑林区陕西省西安市碑林区扬子江南路1号"]) == 0
+    assert capsys.readouterr().out.splitlines() == ["陕西省西安市碑林区扬子江南路1号"] * 2

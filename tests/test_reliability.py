@@ -143,6 +143,15 @@ def world(default_model_dir, lora_adapter_dir, tmp_path_factory) -> dict[str, st
     base_system_eval("eval_missing_test", root / "no-such-test.json", root / "eval")
     config("bad_trainable", trainable_modules=[".*embed_tokenz.*"])
     config("locked", output_dir=str(root / "locked"))
+    (root / "pairs.csv").write_text("address,full\n碑林区扬子江南路467-6号,陕西省西安市碑林区扬子江南路467-6号\n",
+                                    encoding="utf-8")
+    paths["pairs_csv"] = root / "pairs.csv"
+    base_system_eval("eval_test_is_folder", data, root / "eval")
+    config("huge_rank", lora_rank=10000, output_dir=str(root / "huge-rank"))
+    copy_with("broken_lora_config", lora_adapter_dir, "lora_config.json", b'{"r": 8,')
+    from address_completion.training.merge import merge_adapter
+
+    paths["merged_model"] = merge_adapter(str(default_model_dir), str(lora_adapter_dir), root / "merged-model").output_path
     base_system_eval("eval_locked", data / "dev.json", root / "locked")
     paths["locked"] = root / "locked"
     return {name: str(path) for name, path in paths.items()}
@@ -322,6 +331,29 @@ CLI_CASES = [
     Case("merge-offline-hub-name", ("merge", "--model_name_or_path", "Qwen/Qwen2.5-0.5B-Instruct", "--lora_path",
                                     "{adapter}", "--output_path", "{root}/merged"),
          ("pass it: --model_name_or_path ./models/Qwen2.5-0.5B-Instruct",)),
+    # -- issue 23: one reader for lora_config.json (item 6)
+    Case("predict-broken-lora-config", ("predict", "--model", "{base}", "--lora_path", "{broken_lora_config}", ADDRESS),
+         ("{broken_lora_config}/lora_config.json:1:", "broken JSON in the adapter config")),
+    Case("serve-broken-lora-config", ("serve", "--model", "{base}", "--lora_path", "{broken_lora_config}", "--port",
+                                      "0"), ("{broken_lora_config}/lora_config.json:1:", "broken JSON")),
+    Case("merge-broken-lora-config", ("merge", "--model_name_or_path", "{base}", "--lora_path", "{broken_lora_config}",
+                                      "--output_path", "{root}/merged"),
+         ("{broken_lora_config}/lora_config.json:1:", "broken JSON in the adapter config")),
+    Case("export-broken-lora-config", ("export", "--model", "{base}", "--lora_path", "{broken_lora_config}",
+                                       "--output", "{root}/hf", "--format", "hf"),
+         ("{broken_lora_config}/lora_config.json:1:", "broken JSON in the adapter config")),
+    # -- merging an adapter into a model that already carries it (item 9)
+    Case("merge-twice", ("merge", "--model_name_or_path", "{merged_model}", "--lora_path", "{adapter}",
+                         "--output_path", "{root}/merged"),
+         ("{merged_model} already has the adapter {adapter} merged", "twice", "--force")),
+    # -- a LoRA rank above the adapted layers' size (item 10)
+    Case("train-lora-rank-too-large", ("train", "{config_huge_rank}"),
+         ("lora_rank 10000 exceeds 32", "lora_rank <= 32")),
+    # -- hints that say what is true (item 12)
+    Case("split-csv-without-src-tgt", ("split", "{pairs_csv}", "--output", "{root}/split"),
+         ("no column 'src'", "needs the columns src and tgt")),
+    Case("evaluate-test-file-is-a-folder", ("evaluate", "{eval_test_is_folder}"),
+         ("test_file: {data} is a folder", "{data}/test.json")),
     Case("predict-blank-second-address", ("predict", "--model", "{base}", ADDRESS, "   "),
          ("ADDRESS argument 2 is blank",)),
 ]
@@ -401,6 +433,13 @@ HTTP_CASES = [
     HttpCase("address-number", "/v1/complete", body={"addresses": [ADDRESS, 7]}, words=("'addresses[1]'",),
              param="addresses[1]"),
     HttpCase("address-empty", "/v1/complete", body={"addresses": [""]}, words=("addresses[0] is empty",)),
+    HttpCase("addresses-empty-list", "/v1/complete", body={"addresses": []}, words=("'addresses'",),
+             param="addresses"),
+    HttpCase("address-lone-surrogate", "/v1/complete", raw='{"addresses": ["\\ud800碑林区"]}'.encode(),
+             words=("addresses[0]", "unpaired surrogate", "\\ud800"), param="addresses[0]"),
+    HttpCase("chat-lone-surrogate", "/v1/chat/completions",
+             raw='{"messages": [{"role": "user", "content": "\\udc00碑林区"}]}'.encode(),
+             words=("messages[0].content", "unpaired surrogate"), param="messages[0].content"),
     HttpCase("body-too-large", "/v1/complete", body={"addresses": ["海" * 3000]}, status=413,
              words=("exceeds the limit of 4096 bytes",)),
     HttpCase("no-api-key", "/v1/complete", body={"addresses": [ADDRESS]}, status=401, words=("--api-key",), key=None),
@@ -683,3 +722,147 @@ def test_sigterm_with_200_requests_in_flight_answers_each_or_503(default_model_d
     for word in ("Traceback", "CancelledError", "InvalidStateError", "Exception in ASGI", "Cancel "):
         assert word not in log, log[-3000:]
     assert sum(" 503 " in line for line in log.splitlines()) <= len(cut)
+
+
+# ---------------------------------------------------------------- a full disk (item 5)
+
+
+@pytest.fixture()
+def small_disk(tmp_path):
+    """A real 20 MB tmpfs (needs root to mount; skipped elsewhere, since a simulated ENOSPC would not show what
+    Paddle, safetensors and our writers really do)."""
+    import subprocess
+
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=20m", "tmpfs", str(disk)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode(errors='replace').strip()}")
+    try:
+        yield disk
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=False)
+
+
+def fill(disk: Path, leave: int = 0) -> None:
+    """Fill ``disk`` until at most ``leave`` bytes are free."""
+    with open(disk / "filler", "wb") as handle:
+        try:
+            while shutil.disk_usage(disk).free > leave:
+                handle.write(b"\0" * min(1 << 20, max(4096, shutil.disk_usage(disk).free - leave)))
+                handle.flush()
+        except OSError:
+            pass
+
+
+DISK_CASES = [  # (name, argv, output, fill the disk first)
+    ("prepare", ("prepare", "--num", "200", "--output", "{disk}/pairs.jsonl"), "{disk}/pairs.jsonl", True),
+    ("split", ("split", "{pairs}", "--output", "{disk}/split", "--ratios", "0.5,0.25,0.25"), "{disk}/split", True),
+    ("predict", ("predict", "--model", "{base}", ADDRESS, "--output", "{disk}/p.jsonl"), "{disk}/p.jsonl", True),
+    ("train", ("train", "{disk_config}"), "{disk}/run", False),
+    ("merge", ("merge", "--model_name_or_path", "{base}", "--lora_path", "{adapter}", "--output_path",
+               "{disk}/merged"), "{disk}/merged", False),
+    ("export", ("export", "--model", "{base}", "--output", "{disk}/hf", "--format", "hf"), "{disk}/hf", False),
+    ("evaluate", ("evaluate", "{disk_eval}"), "{disk}/eval", True),
+]
+
+
+@pytest.mark.parametrize("case", DISK_CASES, ids=[f"{case[0]}-disk-full" for case in DISK_CASES])
+def test_a_full_disk_is_one_line_and_leaves_nothing_half_written(case, world, small_disk, tmp_path, capsys):
+    name, argv, output, full = case
+    names = {**world, "disk": str(small_disk)}
+    names["disk_config"] = str(tmp_path / "train.json")
+    Path(names["disk_config"]).write_text(json.dumps({
+        **json.loads(Path(world["config_locked"]).read_text(encoding="utf-8")), "output_dir": f"{small_disk}/run",
+        "max_steps": 2, "save_strategy": "steps", "save_steps": 1}), encoding="utf-8")
+    names["pairs"] = str(tmp_path / "pairs.jsonl")
+    from address_completion.data.synthesis import synthesize
+
+    Path(names["pairs"]).write_text("".join(json.dumps(pair, ensure_ascii=False) + "\n"
+                                            for pair in synthesize(60, seed=3)), encoding="utf-8")
+    names["disk_eval"] = str(tmp_path / "eval.yaml")
+    Path(names["disk_eval"]).write_text(f"test_file: {world['data']}/dev.json\noutput_dir: {small_disk}/eval\n"
+                                        f"systems:\n  - name: base\n    kind: paddle\n    model: {world['base']}\n",
+                                        encoding="utf-8")
+    if full:
+        fill(small_disk)
+    before = {path.name for path in small_disk.iterdir()}
+    inputs = snapshot(Path(world["root"]), Path(world["base"]), Path(world["adapter"]))
+    code = main([word.format(**names) for word in argv])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    [line] = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert "no space left on the device" in line and output.format(**names) in line, line
+    assert "Traceback" not in err
+    left = sorted(str(path.relative_to(small_disk)) for path in small_disk.rglob("*")
+                  if path.is_file() and (path.name not in before or path.parent != small_disk))
+    assert left == [], left  # empty folders at most
+    assert snapshot(Path(world["root"]), Path(world["base"]), Path(world["adapter"])) == inputs
+
+
+# ---------------------------------------------------------------- the header phase is bounded (item 4)
+
+
+def test_a_connection_that_never_finishes_its_headers_is_closed(default_model_dir):
+    """A request line and one header, then nothing: closed once --body-timeout passed (it stayed open forever)."""
+    import socket
+
+    from address_completion.inference.generate import Completer
+    from address_completion.inference.serve import ServerSettings, start_in_thread
+
+    completer = Completer.load(str(default_model_dir), max_new_tokens=4)
+    running = start_in_thread(completer, ServerSettings(port=0, body_timeout=1.0))
+    try:
+        host, port = running.socket.getsockname()[:2]
+        for partial in (b"POST /v1/complete HTTP/1.1\r\nHost: x\r\n", b"", b"GET /hea"):
+            with socket.create_connection((host, port), timeout=120) as client:
+                client.sendall(partial)
+                assert client.recv(1024) == b""  # closed by the server (a timeout here raises instead)
+        with urllib.request.urlopen(running.url + "/health", timeout=120) as response:  # and it keeps serving
+            assert response.status == 200
+    finally:
+        running.stop()
+
+
+# ---------------------------------------------------------------- a read-only output folder (item 11)
+
+
+@pytest.fixture()
+def read_only_folder(tmp_path):
+    """A read-only file system (a tmpfs mounted ro: root may write anywhere else). Needs root to mount."""
+    import subprocess
+
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(folder)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode(errors='replace').strip()}")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], check=False)
+
+
+def test_a_read_only_output_folder_is_the_same_message_everywhere(world, read_only_folder, tmp_path, capsys):
+    """evaluate gave an OSError [Errno 30] traceback; every command says "the folder … is not writable"."""
+    evaluation = tmp_path / "eval.yaml"
+    evaluation.write_text(f"test_file: {world['data']}/dev.json\noutput_dir: {read_only_folder}/eval\nsystems:\n"
+                          f"  - name: base\n    kind: paddle\n    model: {world['base']}\n", encoding="utf-8")
+    commands = [("evaluate", str(evaluation)),
+                ("predict", "--model", world["base"], ADDRESS, "--output", f"{read_only_folder}/p.jsonl"),
+                ("prepare", "--num", "5", "--output", f"{read_only_folder}/pairs.jsonl"),
+                ("split", world["good_jsonl"], "--output", f"{read_only_folder}/split")]
+    for argv in commands:
+        assert main(list(argv)) == 2, argv
+        err = capsys.readouterr().err
+        [line] = [line for line in err.splitlines() if line.startswith("error: ")]
+        assert f"the folder {read_only_folder} is not writable" in line and "Traceback" not in err, line
+
+
+def test_a_mistyped_relative_model_path_is_not_a_hub_name(tmp_path, monkeypatch, capsys):
+    """`--model outputs/tiny-mergd` (outputs/ exists here) was described as a hub name with a download command."""
+    (tmp_path / "outputs").mkdir()
+    monkeypatch.chdir(tmp_path)
+    assert main(["predict", "--model", "outputs/tiny-mergd", ADDRESS]) == 2
+    [line] = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error: ")]
+    assert "outputs/tiny-mergd" in line and "does not exist" in line and "hub name" not in line, line

@@ -214,7 +214,7 @@ def test_constrained_server_reports_how_each_answer_was_made(completer):
                             key=None, details=True)
         assert status == 200 and body["results"][0] == "陕西省西安市碑林区扬子江南路1号"
         assert body["details"][0] == {"decoding": "constrained", "probability": 1.0, "abstained": False,
-                                      "more_candidates": False,
+                                      "reason": None, "more_candidates": False,
                                       "candidates": [{"text": "陕西省西安市碑林区扬子江南路1号", "probability": 1.0}]}
         assert body["details"][1]["decoding"] == "free_fallback" and body["details"][1]["candidates"] == []
         status, reply = call(running.url, "/v1/chat/completions", chat("朝阳区建国路88号"), key=None)
@@ -247,6 +247,51 @@ def test_an_empty_free_answer_is_an_abstention_not_a_success(default_model_dir):
         choice = reply["choices"][0]
         assert status == 200 and choice["message"]["content"] == address
         assert choice["address_completion"]["abstained"] is True
+    finally:
+        running.stop()
+
+
+@pytest.mark.slow
+def test_a_free_answer_that_is_no_current_address_is_abstained(taught_model_dir):
+    """The taught model's fallback answers 无 and 陕西省杭州市碑林区1号 (no such chain): the server returns the
+    input unchanged, abstained with the reason, in the plain endpoint, the chat reply and the stream."""
+    from conftest import TAUGHT_ANSWERS
+
+    taught = Completer.load(str(taught_model_dir), grounding="candidates", decoding="constrained", max_new_tokens=16)
+    addresses = list(TAUGHT_ANSWERS)
+    running = start_in_thread(taught, ServerSettings(port=0, model_name="tiny"))
+    try:
+        status, body = call(running.url, "/v1/complete", {"addresses": addresses}, key=None, details=True)
+        assert status == 200 and body["results"] == addresses
+        assert [(d["decoding"], d["abstained"], d["reason"]) for d in body["details"]] == [
+            ("free_fallback", True, "not an address: 无, the prompt's no-candidate placeholder"),
+            ("free_fallback", True,
+             "not a current chain: the answer does not start with a current division chain written in full")]
+        for address in addresses:
+            status, reply = call(running.url, "/v1/chat/completions", chat(address), key=None)
+            choice = reply["choices"][0]
+            assert status == 200 and choice["message"]["content"] == address
+            assert choice["address_completion"]["abstained"] is True and choice["address_completion"]["reason"]
+    finally:
+        running.stop()
+
+
+@pytest.mark.slow
+def test_detail_request_option(completer):
+    """A request may name its detail setting; the server's --detail (verbatim by default) applies otherwise."""
+    constrained = Completer(model=completer.model, tokenizer=completer.tokenizer, max_new_tokens=MAX_NEW_TOKENS,
+                            grounding="candidates", decoding="constrained")
+    running = start_in_thread(constrained, ServerSettings(port=0, model_name="tiny"))
+    addresses = ["碑林区_扬子江南路1号", "陕西省西安市碑林区陕西省西安市碑林区扬子江南路1号"]
+    try:
+        assert call(running.url, "/v1/complete", {"addresses": addresses}, key=None) == (200, {"results": [
+            "陕西省西安市碑林区_扬子江南路1号", "陕西省西安市碑林区陕西省西安市碑林区扬子江南路1号"]})
+        assert call(running.url, "/v1/complete", {"addresses": addresses, "detail": "clean"}, key=None) == (
+            200, {"results": ["陕西省西安市碑林区扬子江南路1号"] * 2})
+        status, reply = call(running.url, "/v1/chat/completions", {**chat(addresses[0]), "detail": "clean"}, key=None)
+        assert status == 200 and reply["choices"][0]["message"]["content"] == "陕西省西安市碑林区扬子江南路1号"
+        status, reply = call(running.url, "/v1/complete", {"addresses": addresses, "detail": "folded"}, key=None)
+        assert status == 422 and "detail" in reply["error"]["message"]
     finally:
         running.stop()
 

@@ -13,7 +13,7 @@ from address_completion.data.dataio import read_records, write_jsonl
 from address_completion.errors import ConfigError, DataError, OutputExistsError
 from address_completion.data.gazetteer import load_gazetteer
 from address_completion.data.split import (SPLIT_NAMES, address_key, county_key, mask_digits, parse_ratios, split_file,
-                                      split_pairs, validate_ratios)
+                                      split_pairs, street_key, validate_ratios)
 
 # (province, city, county) — real divisions so the gazetteer can find them; 东莞 has no county level.
 COUNTIES = [
@@ -125,6 +125,40 @@ def test_an_input_never_reappears_as_input_or_target_in_another_split():
             for record in records:
                 for text in (record["src"].removeprefix(DEFAULT_PROMPT_PREFIX), record["tgt"]):
                     assert seen.setdefault(address_key(text), name) == name
+
+
+@pytest.mark.parametrize("address, key", [
+    ("陕西省西安市碑林区扬子江南路467-6号", "陕西省西安市碑林区|扬子江南路"),
+    ("北京市朝阳区建国路88号院3号楼", "北京市朝阳区|建国路"),
+    ("陕西省宝鸡市扶风县法门镇美阳村3组", "陕西省宝鸡市扶风县|美阳村"),
+    ("湖北省武汉市洪山区中山大道1号", "湖北省武汉市洪山区|中山大道"),
+    ("陕西省西安市碑林区12号楼3单元", None),  # no street: only the address itself groups
+    ("这不是地址路1号", None),  # no county
+])
+def test_street_key(address, key):
+    assert street_key(load_gazetteer().parse(address)) == key
+
+
+def test_one_street_never_in_two_splits():
+    """The same street of the same county (POI data has many addresses per street) stays in one split."""
+    pairs = make_pairs(120)
+    street = [{"src": f"碑林区建设路{number}号", "tgt": f"陕西省西安市碑林区建设路{number}号"} for number in (12, 40, 77)]
+    street += [{"src": "西安市碑林区建设路5号院", "tgt": "陕西省西安市碑林区建设路5号院"}]
+    elsewhere = {"src": "雁塔区建设路12号", "tgt": "陕西省西安市雁塔区建设路12号"}  # another county's 建设路
+    pairs = pairs[:30] + street[:2] + pairs[30:90] + [elsewhere] + street[2:] + pairs[90:]
+    homes_of_elsewhere = set()
+    for seed in range(8):
+        result = split_pairs(pairs, seed=seed)
+        homes = {name for name, records in result.splits().items() for record in records
+                 if record["tgt"].startswith("陕西省西安市碑林区建设路")}
+        assert len(homes) == 1, (seed, homes)
+        homes_of_elsewhere |= {name for name, records in result.splits().items() if elsewhere in records} - homes
+        assert result.shared_streets >= 1 and "kept together by street" in result.summary()
+    assert homes_of_elsewhere  # a street of another county is free to go elsewhere
+    spread = [len({name for name, records in split_pairs(pairs, seed=seed, by_street=False).splits().items()
+                   for record in records if record["tgt"].startswith("陕西省西安市碑林区建设路")})
+              for seed in range(8)]
+    assert max(spread) > 1  # without street groups they do spread: the grouping is what keeps them together
 
 
 def test_normalization_and_masking():

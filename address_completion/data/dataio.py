@@ -7,6 +7,11 @@ Formats (chosen by ``fmt``, else by the file extension, else by sniffing the fir
 - ``csv``: a header row; ``column`` names the full-address column, or ``src``/``tgt`` columns give pairs
   (``.tsv`` files are tab-separated)
 
+JSON and JSON-lines records may also be in the alpaca, sharegpt or OpenAI ``messages`` layout
+(:mod:`.formats`): the first record's keys decide the layout of the whole file (or ``fmt`` names it), each record
+becomes ``{"src", "tgt"}``, and :attr:`ReadResult.layout` says which layout was read. A record in no known
+layout is one error naming the keys found and the layouts accepted.
+
 A bad record (broken JSON, missing / empty / non-string field, invalid UTF-8) raises :class:`DataError`
 naming file and line, unless ``skip_bad`` is set, in which case it is counted in
 :attr:`ReadResult.skipped` (with the first few reasons kept for reporting). A UTF-8 byte-order mark is
@@ -17,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import errno
 import io
 import json
 import os
@@ -27,7 +33,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Optional, Sequence
 
-from ..errors import ConfigError, DataError, OutputExistsError
+from ..errors import AddressCompletionError, ConfigError, DataError, OutputExistsError
+from . import formats
 
 FORMATS = ("jsonl", "json", "text", "csv")
 EXTENSION_FORMATS = {".jsonl": "jsonl", ".json": None, ".txt": "text", ".text": "text", ".csv": "csv", ".tsv": "csv"}
@@ -46,6 +53,12 @@ class ReadResult:
     records: list[dict[str, str]]
     skipped: int = 0
     skip_reasons: list[str] = field(default_factory=list)
+    layout: Optional[str] = None  # formats.LAYOUTS: how JSON records were laid out (None: not JSON, or no record)
+    fixed_layout: bool = False  # the caller named the layout: no detection
+
+    def describe(self) -> str:
+        """The record layout for a log line, e.g. "alpaca (detected)"."""
+        return f"{self.layout or 'src_tgt'} ({'given' if self.fixed_layout else 'detected'})"
 
     def note_skip(self, reason: str) -> None:
         self.skipped += 1
@@ -69,15 +82,21 @@ def detect_format(path: Path, first_line: str) -> str:
 
 def read_records(path: str | os.PathLike, *, required: Sequence[str] = ("src", "tgt"), fmt: Optional[str] = None,
                  column: Optional[str] = None, skip_bad: bool = False) -> ReadResult:
-    """Read records with the ``required`` string fields from ``path`` (see module docstring)."""
+    """Read records with the ``required`` string fields from ``path`` (see module docstring).
+
+    ``fmt`` is a file format (:data:`FORMATS`) or a record layout (:data:`formats.LAYOUTS`, JSON / JSON lines)."""
     path = Path(path)
     if not path.is_file():
         raise DataError("file not found" if not path.exists() else "not a regular file", path)
+    result = ReadResult(records=[])
+    if fmt in formats.LAYOUTS:
+        result.layout, result.fixed_layout, fmt = fmt, True, None
     if fmt is not None and fmt not in FORMATS:
-        raise DataError(f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)}", path)
+        raise DataError(f"unknown format {fmt!r}; expected one of {', '.join(FORMATS + formats.LAYOUTS)}", path)
     lines, bad_lines = _decode_lines(path, path.read_bytes())
     fmt = fmt or detect_format(path, next((line for line in lines if line and line.strip()), ""))
-    result = ReadResult(records=[])
+    if result.fixed_layout and fmt not in ("json", "jsonl"):
+        raise DataError(f"the {result.layout} format is JSON or JSON lines, but this file reads as {fmt}", path)
     if fmt == "json":
         _read_json_array(path, lines, bad_lines, required, skip_bad, result)
         return result
@@ -190,6 +209,37 @@ def _check_fields(obj: Any, required: Sequence[str]) -> dict[str, str]:
     return record
 
 
+# What the src / tgt of a converted record were called in its own layout (error messages name those).
+LAYOUT_FIELDS = {"alpaca": {"'src'": "'instruction'/'input'", "'tgt'": "'output'"},
+                 "sharegpt": {"'src'": "the user turn", "'tgt'": "the assistant turn"},
+                 "messages": {"'src'": "the user message", "'tgt'": "the assistant message"}}
+
+
+def _check_laid_out(obj: Any, required: Sequence[str], result: ReadResult) -> dict[str, str]:
+    """:func:`_check_fields` after turning a record of another layout (:mod:`.formats`) into src/tgt. The first
+    record fixes the file's layout unless the caller named it; a record of another layout is refused."""
+    if not isinstance(obj, dict) or not set(required) <= {"src", "tgt"}:
+        return _check_fields(obj, required)
+    layout = formats.detect_layout(obj)
+    if result.layout is None:
+        if layout is None:
+            raise ValueError(formats.unknown_layout(obj))
+        result.layout = layout
+    elif not result.fixed_layout and layout != result.layout:
+        raise ValueError(formats.unknown_layout(obj) if layout is None else
+                         f"a record in {layout} format, but the file's first record is in {result.layout} format "
+                         "(one format per file)")
+    if result.layout == "src_tgt":
+        return _check_fields(obj, required)
+    try:
+        return _check_fields(formats.to_pair(obj, result.layout), required)
+    except ValueError as error:
+        message = str(error)
+        for ours, theirs in LAYOUT_FIELDS[result.layout].items():
+            message = message.replace(f"field {ours}", f"field {ours} ({theirs})")
+        raise ValueError(message) from None
+
+
 def _first_lone_surrogate(text: str) -> Optional[str]:
     return next((char for char in text if 0xD800 <= ord(char) <= 0xDFFF), None)
 
@@ -227,7 +277,8 @@ def _read_jsonl(path: Path, lines: list[Optional[str]], bad_lines: dict[int, str
     for number, line in enumerate(lines, start=1):
         if _reject_undecodable(result, path, bad_lines, [number], skip_bad) or not line.strip():
             continue
-        _add(result, path, number, skip_bad, lambda line=line: _check_fields(_parse_json(line), required))
+        _add(result, path, number, skip_bad,
+             lambda line=line: _check_laid_out(_parse_json(line), required, result))
 
 
 def _read_json_array(path: Path, lines: list[Optional[str]], bad_lines: dict[int, str], required: Sequence[str],
@@ -243,12 +294,13 @@ def _read_json_array(path: Path, lines: list[Optional[str]], bad_lines: dict[int
     if not isinstance(items, list):
         raise DataError(f"expected a JSON array of objects, got {_json_type(items)}", path)
     for index, (obj, number) in enumerate(zip(items, _array_element_lines(text, len(items)))):
-        _add(result, path, number, skip_bad, lambda obj=obj, index=index: _array_element(index, obj, required))
+        _add(result, path, number, skip_bad,
+             lambda obj=obj, index=index: _array_element(index, obj, required, result))
 
 
-def _array_element(index: int, obj: Any, required: Sequence[str]) -> dict[str, str]:
+def _array_element(index: int, obj: Any, required: Sequence[str], result: ReadResult) -> dict[str, str]:
     try:
-        return _check_fields(obj, required)
+        return _check_laid_out(obj, required, result)
     except ValueError as exc:
         raise ValueError(f"array element {index}: {exc}") from None
 
@@ -288,7 +340,9 @@ def _read_csv(path: Path, lines: list[Optional[str]], bad_lines: dict[int, str],
         header, header_line = _csv_header(path, reader, bad_lines)
         missing = [source for source in mapping.values() if source not in header]
         if missing:
-            hint = " (name the address column with --column)" if column is None else ""
+            # --column names the one address column of an address list; pair files need src and tgt columns
+            hint = " (name the address column with --column)" if column is None and len(required) == 1 else (
+                " (a pair file needs the columns src and tgt; rename them in the header)" if column is None else "")
             raise DataError(f"CSV header has no column {', '.join(map(repr, missing))}{hint}; the columns are: "
                             f"{', '.join(repr(name) for name in header)}", path, header_line)
         positions = {target: header.index(source) for target, source in mapping.items()}
@@ -478,15 +532,50 @@ def output_lock(path: str | os.PathLike, flag: str = "--output") -> Iterator[Pat
         descriptor = None
     try:
         if descriptor is not None:
-            os.ftruncate(descriptor, 0)
-            os.write(descriptor, f"{os.getpid()}\n".encode("ascii"))
+            with contextlib.suppress(OSError):  # the id only makes the refusal more helpful (a full disk: none)
+                os.ftruncate(descriptor, 0)
+                os.write(descriptor, f"{os.getpid()}\n".encode("ascii"))
         yield lock
+    except Exception as exc:
+        if disk_full(exc):  # every writer of this output: one line instead of an OSError / SafetensorError traceback
+            raise DiskFullError(f"{flag} {path}", exc) from None
+        raise
     finally:
         if descriptor is not None:
             with contextlib.suppress(OSError):
                 os.unlink(lock)  # while still locked: whoever opened the old file sees it is gone and retries
             os.close(descriptor)
         _remove_created(created)
+
+
+def disk_full(exc: BaseException) -> bool:
+    """True for an error that says the device is full (ENOSPC / EDQUOT), whatever library raised it (Python's
+    OSError, safetensors' SafetensorError, Paddle's errors carry the C library's message)."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        if "No space left on device" in str(exc) or "Disk quota exceeded" in str(exc):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+class DiskFullError(AddressCompletionError):
+    """The device holding an output filled up while it was written."""
+
+    def __init__(self, what: str, exc: BaseException):
+        path = Path(what.split(" ", 1)[-1]).expanduser().absolute()
+        folder = next((parent for parent in (path, *path.parents) if parent.is_dir()), Path("/"))
+        try:
+            free = f"{shutil.disk_usage(folder).free / 1e6:.1f} MB free on it now"
+        except OSError:
+            free = "its free space is unknown"
+        culprit = getattr(exc, "filename", None)
+        writing = f" while writing {culprit}" if culprit else ""
+        super().__init__(f"{what}: no space left on the device{writing} ({free}); the partial output was removed. "
+                         "Free some space or choose an output on another device")
 
 
 def _take_lock(lock: Path, fcntl: Any, what: str) -> int:

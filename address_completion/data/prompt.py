@@ -81,12 +81,15 @@ def check_grounding(grounding: str) -> str:
     return grounding
 
 
-def address_candidates(address: str, prefix: str = DEFAULT_PROMPT_PREFIX, limit: Optional[int] = None) -> list:
+def address_candidates(address: str, prefix: str = DEFAULT_PROMPT_PREFIX, limit: Optional[int] = None,
+                       detail: Optional[str] = None) -> list:
     """The gazetteer's candidates (:class:`gazetteer.Candidate`) for the address in a user message
-    (at most ``limit``; default: the gazetteer's cap, :data:`gazetteer.MAX_CANDIDATES`)."""
-    from .gazetteer import MAX_CANDIDATES, completion_candidates
+    (at most ``limit``; default: the gazetteer's cap, :data:`gazetteer.MAX_CANDIDATES`); ``detail``: verbatim
+    (default) or clean, :data:`gazetteer.DETAILS`."""
+    from .gazetteer import DEFAULT_DETAIL, MAX_CANDIDATES, completion_candidates
 
-    return completion_candidates(strip_prefix(address, prefix), limit=limit or MAX_CANDIDATES)
+    return completion_candidates(strip_prefix(address, prefix), limit=limit or MAX_CANDIDATES,
+                                 detail=detail or DEFAULT_DETAIL)
 
 
 def candidate_chains(candidates: Sequence[Any], rng: Optional[random.Random] = None) -> list[str]:
@@ -106,26 +109,29 @@ def candidate_chains(candidates: Sequence[Any], rng: Optional[random.Random] = N
 
 
 def user_message(address: str, prefix: str = DEFAULT_PROMPT_PREFIX, grounding: str = "none",
-                 candidates: Optional[Sequence[Any]] = None, rng: Optional[random.Random] = None) -> str:
+                 candidates: Optional[Sequence[Any]] = None, rng: Optional[random.Random] = None,
+                 detail: Optional[str] = None) -> str:
     """The user turn: prefixed address, plus the candidate chains when grounded (:func:`candidate_chains`'s
     order: canonical, or shuffled with ``rng``; ``候选: 无`` when there is none).
 
-    ``candidates`` (from :func:`address_candidates`) is computed when not given; pass it when the caller
-    needs it too (constrained decoding) so the gazetteer runs once; ``[]`` gives the no-candidate prompt.
+    ``candidates`` (from :func:`address_candidates`, read under ``detail``) is computed when not given; pass it
+    when the caller needs it too (constrained decoding) so the gazetteer runs once; ``[]`` gives the
+    no-candidate prompt.
     """
     message = with_prefix(address, prefix)
     if check_grounding(grounding) == "none":
         return message
     if candidates is None:
-        candidates = address_candidates(address, prefix)
+        candidates = address_candidates(address, prefix, detail=detail)
     chains = CHAIN_SEPARATOR.join(candidate_chains(candidates, rng)) or NO_CANDIDATE
     return message + CANDIDATES_LINE.format(chains=chains)
 
 
 def render_prompt(tokenizer: Any, address: str, prefix: str = DEFAULT_PROMPT_PREFIX, grounding: str = "none",
-                  candidates: Optional[Sequence[Any]] = None, rng: Optional[random.Random] = None) -> str:
+                  candidates: Optional[Sequence[Any]] = None, rng: Optional[random.Random] = None,
+                  detail: Optional[str] = None) -> str:
     """The exact text the model is conditioned on, ending where the answer starts (arguments: :func:`user_message`)."""
-    message = user_message(address, prefix, grounding, candidates, rng)
+    message = user_message(address, prefix, grounding, candidates, rng, detail)
     if has_chat_template(tokenizer):
         return tokenizer.apply_chat_template([{"role": "user", "content": message}], tokenize=False,
                                              add_generation_prompt=True)
@@ -146,10 +152,10 @@ def answer_ids(tokenizer: Any, answer: str) -> list[int]:
 
 def encode_example(tokenizer: Any, address: str, answer: str, prefix: str = DEFAULT_PROMPT_PREFIX,
                    grounding: str = "none", candidates: Optional[Sequence[Any]] = None,
-                   rng: Optional[random.Random] = None) -> tuple[list[int], list[int]]:
-    """Token ids of the prompt and of the answer (answer ids end with EOS); ``candidates`` and ``rng`` as in
-    :func:`user_message` (training passes ``rng`` to shuffle the chains, ``[]`` to withhold them)."""
-    prompt = render_prompt(tokenizer, address, prefix, grounding, candidates, rng)
+                   rng: Optional[random.Random] = None, detail: Optional[str] = None) -> tuple[list[int], list[int]]:
+    """Token ids of the prompt and of the answer (answer ids end with EOS); ``candidates``, ``rng`` and ``detail``
+    as in :func:`user_message` (training passes ``rng`` to shuffle the chains, ``[]`` to withhold them)."""
+    prompt = render_prompt(tokenizer, address, prefix, grounding, candidates, rng, detail)
     prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
     return list(prompt_ids), answer_ids(tokenizer, answer)
 

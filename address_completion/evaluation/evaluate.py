@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ..data import dataio
+from ..data.gazetteer import DETAILS
 from ..errors import AddressCompletionError, ConfigError, DataError, OutputExistsError, closest_match
 from .metrics import INPUT_CLASSES, ChoiceContext, ScoredItem, choice_context, classify_input, score_item, summarize
 from ..data.prompt import strip_prefix
@@ -44,7 +45,7 @@ SETTING_RULES: dict[str, tuple[type, Any]] = {
     "batch_size": (int, 1), "max_new_tokens": (int, 1), "limit": (int, 1), "timeout": (float, 0.001),
     "retries": (int, 0), "backoff": (float, 0.0), "concurrency": (int, 1), "worst_errors": (int, 0),
     "dtype": (str, DTYPES), "device": (str, DEVICES),
-    "prompt_prefix": (str, None),
+    "prompt_prefix": (str, None), "detail": (str, DETAILS),
 }
 SYSTEM_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,63}$")
 REPORT_FILES = ("report.json", "report.md", "predictions")
@@ -164,7 +165,10 @@ def config_from_dict(data: Any, source: str = "<config>") -> EvalConfig:
         if data.get(key) in (None, "", []):
             problems.append(f"{source}: missing {key!r}")
     test_file = Path(str(data.get("test_file"))).expanduser()
-    if data.get("test_file") not in (None, "") and not test_file.is_file():
+    if data.get("test_file") not in (None, "") and test_file.is_dir():
+        problems.append(f"{source}: test_file: {test_file} is a folder; name the JSON lines file with src and tgt "
+                        f"inside it (e.g. {test_file / 'test.json'})")
+    elif data.get("test_file") not in (None, "") and not test_file.is_file():
         problems.append(f"{source}: test_file: {test_file} not found (a JSON lines file with src and tgt)")
     settings = checked(parse_settings, data.get("settings"), f"{source}: settings")
     raw_systems = data.get("systems") or []
@@ -438,7 +442,8 @@ def score_system(items: Sequence[EvalItem], records: dict[str, dict[str, Any]], 
     for item in items:
         record = records[cache_key(item.source, settings.prompt_prefix)]
         score = score_item(item.source, record["predict"], item.target, gazetteer, input_class=item.input_class,
-                           prefix=settings.prompt_prefix, abstained=record_abstained(record))
+                           prefix=settings.prompt_prefix, abstained=record_abstained(record),
+                           detail=settings.detail)
         scored.append(ScoredItem(index=item.index, source=strip_prefix(item.source, settings.prompt_prefix),
                                  target=item.target, prediction=record["predict"], score=score,
                                  latency_s=record.get("latency_s"),
@@ -458,6 +463,7 @@ def check_output_dir(output_dir: Path, force: bool) -> None:
     """Evaluate owns its folder: refuse a non-empty folder that is not an earlier evaluation."""
     if output_dir.is_file():
         raise OutputExistsError(output_dir, "it is a file; choose a folder for output_dir")
+    dataio.check_output_folder(output_dir, flag="output_dir")  # an unwritable folder: the message of every command
     if output_dir.is_dir() and any(output_dir.iterdir()) and not force:
         if not any((output_dir / name).exists() for name in REPORT_FILES):
             raise OutputExistsError(output_dir, "it is not an earlier evaluation's folder; choose another "

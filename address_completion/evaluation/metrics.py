@@ -14,7 +14,11 @@ correct address by greedy decoding).
 - **detail kept**: the non-administrative rest of the prediction equals the rest of the expected
   address (the input's own detail, as the label writes it) — the street, number and building must
   survive untouched. Read from the label, not the input, so an input the parser cannot read (a typo
-  such as 上嗨, a town written first) is not scored as lost detail when the answer is right.
+  such as 上嗨, a town written first) is not scored as lost detail when the answer is right. Under the
+  evaluation's ``detail`` setting: "verbatim" (default) compares everything after each text's run of
+  division names (:func:`gazetteer.address_detail`: a repeated run, a ``_`` after the names count; after
+  :func:`normalize_text`, as exact match compares), "clean" the parser's folded rest (separators and names
+  repeated after the chain dropped).
 - **invalid chain**: the prediction names administrative divisions that do not nest (陕西省杭州市…) and
   that the expected address does not name either. Counted over all items: a chain is invalid only
   when neither the gazetteer nor the expected answer vouches for it, so an answer that repeats an
@@ -100,13 +104,16 @@ def parse_levels(gazetteer: Any, text: str | None) -> Parsed:
 
 def name_forms(gazetteer: Any, name: str, level: int, division: Any = None) -> set[str]:
     """Ways a text can write the division called ``name``: full, short, abbreviated or former names."""
-    from ..data.gazetteer import RENAMED, rule_short_forms
+    from ..data.gazetteer import rule_short_forms
 
     forms = {name, *rule_short_forms(name, level)}
     if division is not None:
         forms.update(gazetteer.short_names(division))
-    for old, (current, _) in RENAMED.items():
-        if current == name:
+    # the former names of this division (or, unresolved, of every division of that name): 江干区 for 上城区
+    same_name = [division] if division is not None else [
+        chain.deepest for chain in gazetteer.candidates(name) if chain.deepest.name == name]
+    for current in same_name:
+        for old in gazetteer.former_names(current):
             forms.update((old, *rule_short_forms(old, level)))
     return {form for form in forms if len(form) >= 2}
 
@@ -151,12 +158,26 @@ def vouched_by(predicted: Parsed, expected: Parsed) -> bool:
     return all(name is None or expected.levels[level] == name for level, name in predicted.levels.items())
 
 
+def detail_of(gazetteer: Any, text: str | None, detail: str = "verbatim") -> str:
+    """What "detail kept" compares of ``text``: its verbatim detail (:func:`gazetteer.address_detail`) or, with
+    ``detail`` "clean", the parser's rest — both after :func:`normalize_text`. Names that do not nest
+    (陕西省杭州市碑林区…) have no run to read verbatim: their rest is the parser's in both modes."""
+    parsed = parse_levels(gazetteer, text)
+    if detail == "clean" or not parsed.valid_chain:
+        return parsed.rest
+    from ..data.gazetteer import address_detail
+
+    normalized = (text or "").strip()
+    return normalize_text(address_detail(normalized, gazetteer, detail="verbatim") if normalized else "")
+
+
 def score_item(source: str, prediction: str, target: str, gazetteer: Any, *, input_class: str = "unknown",
-               prefix: str = DEFAULT_PROMPT_PREFIX, abstained: bool = False) -> ItemScore:
+               prefix: str = DEFAULT_PROMPT_PREFIX, abstained: bool = False, detail: str = "verbatim") -> ItemScore:
     """Score one prediction. ``source`` may carry the prompt prefix; it is removed first.
 
     An abstained item is never exact and never an invalid chain (it asserts no chain); its levels and
-    detail are scored on the text returned, which is what a caller gets.
+    detail are scored on the text returned, which is what a caller gets. ``detail`` (verbatim | clean) says
+    which detail "detail kept" compares (see the module docstring).
     """
     predicted = parse_levels(gazetteer, prediction)
     expected = parse_levels(gazetteer, target)
@@ -164,7 +185,7 @@ def score_item(source: str, prediction: str, target: str, gazetteer: Any, *, inp
     return ItemScore(
         exact=exact_match(prediction, target) and not abstained,
         levels=level_agreement(predicted, expected),
-        detail_kept=predicted.rest == expected.rest,
+        detail_kept=detail_of(gazetteer, prediction, detail) == detail_of(gazetteer, target, detail),
         invalid_chain=invalid and not abstained,
         input_class=input_class,
         abstained=abstained,

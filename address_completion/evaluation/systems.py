@@ -43,6 +43,7 @@ from typing import Any, ClassVar, Union
 from ..data import dataio
 from .. import DEFAULT_PROMPT_PREFIX
 from ..errors import AddressCompletionError, ConfigError, DataError
+from ..data.gazetteer import DEFAULT_DETAIL, DETAILS
 from ..inference.generate import DECODINGS, check_min_confidence
 from .metrics import normalize_text
 from ..data.prompt import GROUNDINGS, strip_prefix
@@ -105,6 +106,7 @@ class EvalSettings:
     device: str = "auto"
     worst_errors: int = 10
     prompt_prefix: str = DEFAULT_PROMPT_PREFIX
+    detail: str = DEFAULT_DETAIL  # gazetteer.DETAILS: "detail kept" and the paddle systems' default detail
 
 
 @dataclass(frozen=True)
@@ -114,8 +116,8 @@ class SystemSpec:
     name: str
     kind: str
     options: dict[str, Any] = field(default_factory=dict)
-    where: str = ""
-    limit: int | None = None  # answer only the first N test items (the report counts each system's own total)  # e.g. "configs/eval.yaml: systems[2]" for messages
+    where: str = ""  # e.g. "configs/eval.yaml: systems[2]" for messages
+    limit: int | None = None  # answer only the first N test items (the report counts each system's own total)
 
 
 def files_stamp(path: str | Path | None) -> str | None:
@@ -232,15 +234,49 @@ def gazetteer_stamp() -> str:
 # ---------------------------------------------------------------- paddle
 
 
+def check_model_spec(model: str, where: str) -> None:
+    """The model forms every command takes (modeling.resolve_model_dir: Paddle or Hugging Face folder, ``.gguf``
+    file, ``pkg:PACKAGE/FILE``, hub name), checked without loading or downloading anything; ConfigError naming
+    ``where``. A hub name is checked when the model loads (the check would probe the network)."""
+    from ..model.gguf_import import is_gguf_path
+    from ..model.modeling import check_model_source
+    from ..model.package_files import is_package_path
+
+    local = not is_package_path(model) and not is_gguf_path(model)
+    if local and looks_like_local_path(model) and not Path(model).expanduser().is_dir():
+        raise ConfigError(f"{where}: model folder {model} not found (give a Paddle or Hugging Face model folder, a "
+                          ".gguf file, pkg:PACKAGE/FILE, or a hub name such as Qwen/Qwen2.5-0.5B-Instruct when "
+                          "online)")
+    if looks_like_local_path(model):
+        try:
+            check_model_source(model, flag=where)
+        except ConfigError as error:
+            message = str(error)
+            raise ConfigError(message if message.startswith(where) else f"{where}: {message}") from None
+
+
+def model_files(model: str) -> str | None:
+    """:func:`files_stamp` of the file or folder a model spec names (a ``pkg:`` name's file), None for a hub name."""
+    if not looks_like_local_path(model):
+        return None
+    from ..model.package_files import local_model_path
+
+    try:
+        return files_stamp(local_model_path(model))
+    except ConfigError:
+        return None
+
+
 class PaddleSystem(System):
     """A model folder run here; ``lora_path`` adds an unmerged adapter. ``grounding`` (candidates | none),
-    ``decoding`` (constrained | free) and ``min_confidence`` choose how it completes (generate.Completer):
+    ``decoding`` (constrained | free), ``min_confidence`` and ``detail`` (verbatim | clean; default: the
+    settings' ``detail``) choose how it completes (generate.Completer):
     the same model may appear twice, free and constrained. Answers carry decoding, probability, abstained and
     candidates into predictions/<system>.jsonl."""
 
     KIND = "paddle"
     REQUIRED = ("model",)
-    OPTIONAL = ("lora_path", "dtype", "device", "max_new_tokens", "grounding", "decoding", "min_confidence")
+    OPTIONAL = ("lora_path", "dtype", "device", "max_new_tokens", "grounding", "decoding", "min_confidence", "detail")
     DEFAULTS = {"grounding": "candidates", "decoding": "constrained", "min_confidence": 0.0}
 
     def __init__(self, spec: SystemSpec, settings: EvalSettings):
@@ -250,9 +286,7 @@ class PaddleSystem(System):
     @classmethod
     def check_options(cls, options: dict[str, Any], where: str) -> None:
         model = _require_string(options, "model", where)
-        if looks_like_local_path(model) and not Path(model).expanduser().is_dir():
-            raise ConfigError(f"{where}.model: model folder {model} not found (give a Paddle or Hugging Face "
-                              "model folder, or a hub name such as Qwen/Qwen2.5-0.5B-Instruct when online)")
+        check_model_spec(model, f"{where}.model")
         if options.get("lora_path") is not None:
             lora = Path(_require_string(options, "lora_path", where)).expanduser()
             if not lora.is_dir():
@@ -266,7 +300,7 @@ class PaddleSystem(System):
             raise ConfigError(f"{where}.min_confidence: expected a probability between 0 and 1, "
                               f"got {options['min_confidence']!r}")
         for key, allowed in (("dtype", DTYPES), ("device", DEVICES), ("grounding", GROUNDINGS),
-                             ("decoding", DECODINGS)):
+                             ("decoding", DECODINGS), ("detail", DETAILS)):
             if options.get(key) is not None and str(options[key]).lower() not in allowed:
                 raise ConfigError(f"{where}.{key}: expected one of {', '.join(allowed)}, got {_got(options[key])}")
         try:
@@ -282,12 +316,12 @@ class PaddleSystem(System):
         return value
 
     def decoding_options(self) -> dict[str, Any]:
-        return {key: self._option(key) for key in ("grounding", "decoding", "min_confidence")}
+        options = {key: self._option(key) for key in ("grounding", "decoding", "min_confidence", "detail")}
+        return {**options, "detail": str(options["detail"]).lower()}
 
     def fingerprint(self) -> dict[str, Any]:
         model, lora = self.spec.options["model"], self.spec.options.get("lora_path")
-        return {**super().fingerprint(), "model": model, "model_files": files_stamp(model) if
-                looks_like_local_path(model) else None, "lora_path": lora, "lora_files": files_stamp(lora),
+        return {**super().fingerprint(), "model": model, "model_files": model_files(model), "lora_path": lora, "lora_files": files_stamp(lora),
                 "dtype": self._option("dtype"), "max_new_tokens": self._option("max_new_tokens"),
                 **self.decoding_options(),
                 "candidates": gazetteer_stamp() if self._option("decoding") == "constrained"

@@ -26,12 +26,14 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..data import dataio
 from ..runtime import logger
+from .openai_fields import chat_options, limit_completion
+from .webpage import OPEN_PAGE_PATHS, add_routes, check_report_dir
 from .serve import (OWNER, BatchingWorker, RequestError, ServerSettings, Stopping, addresses_from_complete_request,
-                    address_from_chat_request)
+                    address_from_chat_request, with_detail)
 
 BODY_DRAIN_LIMIT = 8 << 20  # read (and drop) at most this much of a refused body so the client sees our reply
 DOC_PATHS = {"/docs", "/docs/oauth2-redirect", "/openapi.json", "/redoc"}
-OPEN_PATHS = {"/health", *DOC_PATHS}  # no API key needed
+OPEN_PATHS = {"/health", *DOC_PATHS, *OPEN_PAGE_PATHS}  # no API key needed (the page asks for it itself)
 JSON_CONTENT_TYPE = (b"content-type", b"application/json")
 
 
@@ -57,9 +59,18 @@ class StreamOptions(BaseModel):
     include_usage: StrictBool = False
 
 
+OptionField = Annotated[Any, WithJsonSchema({"type": "integer", "minimum": 1, "description":
+    "cut the answer after this many tokens (finish_reason \"length\"); with both limits, the smaller"})]
+StopField = Annotated[Any, WithJsonSchema({
+    "anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}, "minItems": 1, "maxItems": 4}],
+    "description": "end the answer before the first of these strings"})]
+LogprobsField = Annotated[Any, WithJsonSchema({"type": "boolean", "description": "true is refused (400): no token "
+                                                                                 "log-probabilities are computed"})]
+
+
 class ChatCompletionRequest(BaseModel):
-    """OpenAI's chat request. The last user message is the address; sampling options are accepted and ignored
-    (decoding is greedy)."""
+    """OpenAI's chat request. The last user message is the address; max_tokens / max_completion_tokens and stop
+    cut the answer (openai_fields); sampling options are accepted and ignored (decoding is greedy)."""
 
     model_config = ConfigDict(extra="allow")
     model: Optional[StrictStr] = None
@@ -67,10 +78,21 @@ class ChatCompletionRequest(BaseModel):
     stream: Optional[StrictBool] = False
     stream_options: Optional[StreamOptions] = None
     n: Optional[StrictInt] = None
+    detail: Optional[Literal["verbatim", "clean"]] = Field(
+        None, description="this project's option: how the answer keeps the text after the division names (default: "
+                          "the server's --detail)")
+    # checked by openai_fields.chat_options (400 naming the field, as OpenAI answers a bad parameter)
+    max_tokens: OptionField = None
+    max_completion_tokens: OptionField = None
+    stop: StopField = None
+    logprobs: LogprobsField = None
 
 
 class CompleteRequest(BaseModel):
-    addresses: list[StrictStr] = Field(description="addresses to complete, at most --max-addresses")
+    addresses: list[StrictStr] = Field(min_length=1, description="addresses to complete, at most --max-addresses")
+    detail: Optional[Literal["verbatim", "clean"]] = Field(
+        None, description="verbatim: every character after the division names as written; clean: the earlier "
+                          "folding (default: the server's --detail)")
 
 
 class CandidateInfo(BaseModel):
@@ -84,7 +106,9 @@ class CompletionDetails(BaseModel):
     decoding: Literal["free", "constrained", "free_fallback"]
     probability: Optional[float] = Field(description="the answer's probability among the candidates (constrained)")
     abstained: bool = Field(description="true when the input came back unchanged: best probability < "
-                                        "--min-confidence, or free decoding gave an empty answer")
+                                        "--min-confidence, or the answer was no current address (empty, 无, the "
+                                        "prompt's text, a chain that does not exist today)")
+    reason: Optional[str] = Field(None, description="why the input came back unchanged (abstained only)")
     candidates: list[CandidateInfo] = Field(description="the gazetteer's candidate answers, best first")
     more_candidates: bool = Field(description="true when the gazetteer had more readings than it lists (capped)")
 
@@ -375,16 +399,18 @@ def shutting_down() -> RequestError:
     return RequestError(503, SHUTTING_DOWN, error_type="server_error", code="server_shutting_down")
 
 
-def create_app(worker: BatchingWorker, settings: ServerSettings, stopping: Stopping | None = None) -> Any:
+def create_app(worker: BatchingWorker, settings: ServerSettings, stopping: Stopping | None = None,
+               tokenizer: Any = None) -> Any:
     """The FastAPI application serving ``worker``'s model under ``settings`` (the worker must be running);
-    requests still waiting for the model when ``stopping`` is cut answer 503."""
+    requests still waiting for the model when ``stopping`` is cut answer 503. ``tokenizer`` (the model's)
+    decodes answers cut by max_tokens / stop; without it those options are a 400."""
     stopping = stopping or Stopping()
     app = FastAPI(title="address_completion", version="1", description=(
         "Completes Chinese postal addresses. OpenAI-compatible chat completions (greedy decoding; "
         "`stream: true` answers with server-sent events) and a plain batch endpoint."))
     started = int(time.time())
 
-    async def run_model(addresses: list[str]) -> list[Any]:
+    async def run_model(addresses: list[Any]) -> list[Any]:
         if stopping.is_cut():
             raise shutting_down()
         cut = asyncio.ensure_future(stopping.event().wait())
@@ -417,7 +443,7 @@ def create_app(worker: BatchingWorker, settings: ServerSettings, stopping: Stopp
     async def complete(body: CompleteRequest, request: Request) -> CompleteResponse:
         """Complete a list of addresses (decoded together with other requests' addresses)."""
         addresses = addresses_from_complete_request(body.model_dump(), settings)
-        completions = await run_model(addresses)
+        completions = await run_model(with_detail(addresses, body.detail))
         request.state.detail = f"{len(addresses)} address" + ("" if len(addresses) == 1 else "es")
         return CompleteResponse(results=[completion.text for completion in completions],
                                 details=[completion.details() for completion in completions])
@@ -427,8 +453,14 @@ def create_app(worker: BatchingWorker, settings: ServerSettings, stopping: Stopp
                                  "description": "chat.completion, or chat.completion.chunk events with stream=true"}})
     async def chat(body: ChatCompletionRequest, request: Request) -> Any:
         """The last user message is the address (the prompt prefix is optional)."""
-        address = address_from_chat_request(body.model_dump(), settings)
-        [completion] = await run_model([address])
+        raw = body.model_dump()
+        address = address_from_chat_request(raw, settings)
+        options = chat_options(raw)
+        if options.cuts and tokenizer is None:
+            raise RequestError(400, "this server cannot cut answers (no tokenizer): leave out max_tokens and stop",
+                               param="max_tokens" if options.max_tokens else "stop")
+        [completion] = await run_model(with_detail([address], body.detail))
+        completion = limit_completion(completion, tokenizer, options)
         request.state.detail = "1 address" + (", streamed" if body.stream else "")
         if body.stream:
             include_usage = bool(body.stream_options and body.stream_options.include_usage)
@@ -459,6 +491,9 @@ def create_app(worker: BatchingWorker, settings: ServerSettings, stopping: Stopp
                                                        code="method_not_allowed"))
         return await refused(request, RequestError(error.status_code, str(error.detail)))
 
+    from .. import DEFAULT_PROMPT_PREFIX
+
+    add_routes(app, run_model, settings, check_report_dir(settings.report_dir), DEFAULT_PROMPT_PREFIX)
     routes: dict[str, set[str]] = {}
     for route in app.routes:
         routes.setdefault(route.path, set()).update(getattr(route, "methods", None) or ())

@@ -11,6 +11,12 @@ free greedy generation and says so (``decoding="free_fallback"``). With ``min_co
 returned unchanged, marked abstained, when the best probability is below P — and, for P > 0, when there is
 no candidate at all (nothing vouches for a generated chain).
 
+Whatever path made it, an answer is returned as a completion only when :func:`answer_problem` finds nothing
+wrong with it: it starts with a current administrative chain written in full (province first) whose divisions
+nest, and it is not the prompt's own text (its prefix, its candidates line, the no-candidate placeholder 无)
+or empty. Otherwise the input comes back unchanged, marked abstained, with the ``reason`` — the one check
+predict, serve and evaluate's paddle system share, since all three complete through :class:`Completer`.
+
 Greedy generation:
 
 Prompts are left-padded so every row's answer starts at the same column, the KV cache is on, and
@@ -30,15 +36,51 @@ computes and discards. Models without a body + head layout go through ``generate
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field, replace
 from typing import Any, Optional, Sequence
 
 from .. import DEFAULT_PROMPT_PREFIX
-from ..data.gazetteer import MAX_CANDIDATES
-from ..data.prompt import (GROUNDINGS, address_candidates, answer_ids, check_grounding, decode_answer, eos_token_id, render_prompt,
-                     strip_prefix)
+from ..data.gazetteer import DEFAULT_DETAIL, DETAILS, MAX_CANDIDATES, check_detail
+from ..data.prompt import (GROUNDINGS, NO_CANDIDATE, address_candidates, answer_ids, check_grounding, decode_answer,
+                           eos_token_id, render_prompt, strip_prefix)
 
 DECODINGS = ("free", "constrained")
+# Why an input came back unchanged (Completion.reason): stable phrases, so callers can count them.
+REASON_LOW_CONFIDENCE = "probability below min_confidence"
+REASON_NO_CANDIDATE = "no candidate, and min_confidence > 0: nothing vouches for a generated chain"
+REASON_EMPTY = "empty answer"
+REASON_PLACEHOLDER = f"not an address: {NO_CANDIDATE}, the prompt's no-candidate placeholder"
+REASON_PROMPT_TEXT = "not an address: the prompt's own text"
+REASON_CANDIDATES_LINE = "not an address: the prompt's candidates line"
+REASON_NOT_CURRENT = "not a current chain: the answer does not start with a current division chain written in full"
+REASON_NOT_NESTING = "not a current chain: its divisions do not nest"
+_CANDIDATES_LABEL = re.compile(r"候选[ \t]*[:：]")
+
+
+def answer_problem(answer: str, *, prefix: str = DEFAULT_PROMPT_PREFIX, gazetteer: Any = None) -> Optional[str]:
+    """Why ``answer`` may not be returned as a completion (one of the ``REASON_*`` phrases), or None when it may.
+
+    An answer may be returned when it is an address that starts with a current chain written in full whose
+    names nest (:func:`gazetteer.chain_problem`: the answer is one of its own candidates — a current chain,
+    province first, every name in its current full form, not a former name 江干区, a short name 西安, a typo
+    杭洲, traditional characters — and no name right after the chain contradicts it, as 西安市 after 山西省
+    does). Empty answers, the prompt's no-candidate placeholder 无, and answers carrying the prompt's prefix or
+    candidates line are not addresses. ``gazetteer`` defaults to the bundled one.
+    """
+    from ..data.gazetteer import chain_problem
+
+    text = (answer or "").strip()
+    if not text:
+        return REASON_EMPTY
+    if text == NO_CANDIDATE:
+        return REASON_PLACEHOLDER
+    if (prefix.strip() and prefix.strip() in text) or DEFAULT_PROMPT_PREFIX.strip() in text:
+        return REASON_PROMPT_TEXT
+    if _CANDIDATES_LABEL.search(text):
+        return REASON_CANDIDATES_LINE
+    problem = chain_problem(text, gazetteer)
+    return {None: None, "not_current": REASON_NOT_CURRENT, "not_nesting": REASON_NOT_NESTING}[problem]
 # Distinct prompts encoded in one forward pass by the scorer (their candidates share each prompt's KV cache).
 SCORE_BATCH_PROMPTS = 8
 
@@ -51,7 +93,8 @@ def check_decoding(decoding: str) -> str:
 
 
 def add_decoding_arguments(parser: Any) -> None:
-    """--grounding / --decoding / --min-confidence, the same for every command that completes addresses."""
+    """--grounding / --decoding / --min-confidence / --detail, the same for every command that completes
+    addresses."""
     parser.add_argument("--grounding", default="candidates", choices=GROUNDINGS,
                         help="candidates (default): the prompt carries the gazetteer's candidate chains; none: the "
                              "plain prompt. Use the setting the model was trained with")
@@ -63,6 +106,11 @@ def add_decoding_arguments(parser: Any) -> None:
                         metavar="P", help="constrained decoding: return the input unchanged, marked abstained, when "
                                           "the best candidate's probability is below P (0-1; default 0); with P > 0 "
                                           "an input with no candidate abstains too, instead of free generation")
+    parser.add_argument("--detail", default=DEFAULT_DETAIL, choices=DETAILS,
+                        help="verbatim (default): an answer keeps every character written after the division names "
+                             "(a repeated run, _, spaces, brackets); clean: the earlier folding (separators and "
+                             "repeated names after the chain dropped, NFKC). Use the setting the data was prepared "
+                             "with")
 
 
 def decoding_options(args: Any) -> dict[str, Any]:
@@ -73,7 +121,8 @@ def decoding_options(args: Any) -> dict[str, Any]:
         check_min_confidence(args.min_confidence, args.decoding)
     except ValueError as error:
         raise ConfigError(f"--min-confidence: {error}") from None
-    return {"grounding": args.grounding, "decoding": args.decoding, "min_confidence": args.min_confidence}
+    return {"grounding": args.grounding, "decoding": args.decoding, "min_confidence": args.min_confidence,
+            "detail": getattr(args, "detail", DEFAULT_DETAIL)}
 
 
 def check_min_confidence(value: float, decoding: str = "constrained") -> float:
@@ -96,7 +145,8 @@ class Completion:
     ``candidates`` lists (answer, probability among candidates) best first for constrained answers;
     ``probability`` is the chosen one's; ``abstained`` marks an input returned unchanged: that
     probability was below ``min_confidence``, there was no candidate to vouch for with ``min_confidence``
-    > 0, or free decoding produced an empty answer.
+    > 0, or the answer was no current address (:func:`answer_problem`: empty, 无, the prompt's text, a chain
+    that does not exist today); ``reason`` says which (a ``REASON_*`` phrase), None for an answer.
     """
 
     text: str
@@ -108,10 +158,15 @@ class Completion:
     candidates: tuple[tuple[str, float], ...] = ()
     abstained: bool = False
     more_candidates: bool = False  # the gazetteer had more readings than the cap (城关镇…): the list is cut
+    reason: Optional[str] = None  # why the input came back unchanged (abstained), a REASON_* phrase
+    # The answer's token ids as generated / scored (the stop id included when reached); the server's
+    # max_tokens and stop cut an answer by them (openai_fields.limit_completion). Empty for an abstention.
+    token_ids: tuple[int, ...] = ()
 
     def details(self) -> dict[str, Any]:
         """The non-standard fields as JSON-ready data (predict --json, the server's extra field, evaluation)."""
         return {"decoding": self.decoding, "probability": self.probability, "abstained": self.abstained,
+                "reason": self.reason,
                 "candidates": [{"text": text, "probability": prob} for text, prob in self.candidates],
                 "more_candidates": self.more_candidates}
 
@@ -376,6 +431,7 @@ class Completer:
     grounding: str = "none"  # prompt.GROUNDINGS
     decoding: str = "free"  # DECODINGS
     min_confidence: float = 0.0
+    detail: str = DEFAULT_DETAIL  # gazetteer.DETAILS: how the candidates keep the text after the division names
     stop_ids: list[int] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -383,17 +439,18 @@ class Completer:
             raise ValueError(f"max_new_tokens must be at least 1, got {self.max_new_tokens}")
         check_grounding(self.grounding)
         check_decoding(self.decoding)
+        check_detail(self.detail)
         self.min_confidence = check_min_confidence(self.min_confidence, self.decoding)
         self.stop_ids = stop_token_ids(self.model, self.tokenizer)
 
     @classmethod
     def load(cls, model: str, *, lora_path: str | None = None, dtype: str = "float32", max_new_tokens: int = 64,
              prefix: str = DEFAULT_PROMPT_PREFIX, grounding: str = "none", decoding: str = "free",
-             min_confidence: float = 0.0, flag: str = "--model") -> "Completer":
+             min_confidence: float = 0.0, flag: str = "--model", detail: str = DEFAULT_DETAIL) -> "Completer":
         """Load a model folder (or hub name), optionally with an unmerged LoRA adapter, in eval mode.
 
         ``flag`` is the option that named the model (error hints name it). Raises ConfigError for a bad
-        max_new_tokens / grounding / decoding / min_confidence before loading.
+        max_new_tokens / grounding / decoding / min_confidence / detail before loading.
         """
         from ..errors import ConfigError
         from ..runtime import import_paddle, prepare_environment
@@ -402,6 +459,7 @@ class Completer:
             raise ConfigError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
         try:
             check_grounding(grounding), check_decoding(decoding), check_min_confidence(min_confidence)
+            check_detail(detail)
         except ValueError as error:
             raise ConfigError(str(error)) from error
         prepare_environment(model=model)  # idempotent; callers that ran setup_runtime lose nothing
@@ -414,7 +472,7 @@ class Completer:
         if lora_path:
             name += "+" + str(lora_path).rstrip("/").split("/")[-1]
         return cls(model=loaded, tokenizer=load_tokenizer(model, flag), max_new_tokens=max_new_tokens, prefix=prefix,
-                   name=name, grounding=grounding, decoding=decoding, min_confidence=min_confidence)
+                   name=name, grounding=grounding, decoding=decoding, min_confidence=min_confidence, detail=detail)
 
     @property
     def needs_candidates(self) -> bool:
@@ -423,17 +481,23 @@ class Completer:
     def prompt_for(self, address: str, candidates: Optional[Sequence[Any]] = None) -> str:
         return render_prompt(self.tokenizer, address, self.prefix, self.grounding, candidates)
 
-    def complete_detailed(self, addresses: Sequence[str], *, batch_size: int = 16,
-                          progress: bool = False) -> list[Completion]:
-        """Completions in input order (free, constrained or free fallback, as ``decoding`` says).
+    def complete_detailed(self, addresses: Sequence[str], *, batch_size: int = 16, progress: bool = False,
+                          details: Optional[Sequence[Optional[str]]] = None) -> list[Completion]:
+        """Completions in input order (free, constrained or free fallback, as ``decoding`` says), each checked by
+        :func:`answer_problem` (a failing answer becomes the input unchanged, abstained, with its reason).
 
-        Free batches are formed by prompt length to limit padding; a batch gives exactly the
-        one-at-a-time answers. Raises ValueError for batch_size < 1.
+        ``details`` gives each address its own detail setting (the server's per-request option; None entries
+        and a missing list mean :attr:`detail`). Free batches are formed by prompt length to limit padding; a
+        batch gives exactly the one-at-a-time answers. Raises ValueError for batch_size < 1 or an unknown
+        detail setting.
         """
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-        found = [address_candidates(address, self.prefix, MAX_CANDIDATES + 1) if self.needs_candidates else None
-                 for address in addresses]
+        modes = [check_detail(mode or self.detail) for mode in (details or [None] * len(addresses))]
+        if len(modes) != len(addresses):
+            raise ValueError(f"{len(modes)} detail settings for {len(addresses)} addresses")
+        found = [address_candidates(address, self.prefix, MAX_CANDIDATES + 1, mode) if self.needs_candidates
+                 else None for address, mode in zip(addresses, modes)]
         cut = [bool(f) and len(f) > MAX_CANDIDATES for f in found]  # one more than the cap tells a list was cut
         candidates = [f[:MAX_CANDIDATES] if f else f for f in found]
         prompt_ids = encode_prompts(self.tokenizer, [self.prompt_for(address, found)
@@ -465,7 +529,18 @@ class Completer:
                 for index, new_ids in zip(batch, generated):
                     results[index] = self._completion(addresses[index], prompt_ids[index], new_ids, decoding)
                 bar.update(len(batch))
-        return results  # type: ignore[return-value]
+        return [self._checked(address, result) for address, result in zip(addresses, results)]  # type: ignore
+
+    def _checked(self, address: str, completion: Completion) -> Completion:
+        """``completion``, or the input unchanged, abstained with the reason, when :func:`answer_problem` finds
+        the answer is no current address — whatever path made it (one candidate, the model's choice, free
+        generation, the free fallback)."""
+        if completion.abstained:
+            return completion
+        reason = answer_problem(completion.text, prefix=self.prefix)
+        if reason is None:
+            return completion
+        return replace(completion, text=strip_prefix(address, self.prefix), abstained=True, reason=reason, token_ids=())
 
     def _choose(self, addresses: Sequence[str], batch: Sequence[int], prompt_ids: Sequence[Sequence[int]],
                 candidates: Sequence[Any]) -> list[Completion]:
@@ -487,7 +562,8 @@ class Completer:
                 text=strip_prefix(addresses[index], self.prefix) if abstained else best_text, finish_reason="stop",
                 prompt_tokens=len(prompt_ids[index]), completion_tokens=len(best_ids), decoding="constrained",
                 probability=best_probability, candidates=tuple((text, p) for (text, _), p in ranked),
-                abstained=abstained))
+                abstained=abstained, reason=REASON_LOW_CONFIDENCE if abstained else None,
+                token_ids=() if abstained else tuple(best_ids)))
         return completions
 
     def complete(self, addresses: list[str], *, batch_size: int = 16, progress: bool = False) -> list[str]:
@@ -497,7 +573,7 @@ class Completer:
     def _abstention(self, address: str, prompt_ids: Sequence[int]) -> Completion:
         """The input unchanged, marked abstained: constrained decoding with min_confidence and no candidate."""
         return Completion(text=strip_prefix(address, self.prefix), finish_reason="stop", prompt_tokens=len(prompt_ids),
-                          completion_tokens=0, decoding="constrained", abstained=True)
+                          completion_tokens=0, decoding="constrained", abstained=True, reason=REASON_NO_CANDIDATE)
 
     def _completion(self, address: str, prompt_ids: Sequence[int], new_ids: list[int],
                     decoding: str = "free") -> Completion:
@@ -507,4 +583,5 @@ class Completer:
         text = decode_answer(self.tokenizer, new_ids)
         return Completion(text=text or strip_prefix(address, self.prefix), finish_reason="stop" if stopped else "length",
                           prompt_tokens=len(prompt_ids), completion_tokens=len(new_ids), decoding=decoding,
-                          abstained=not text)
+                          abstained=not text, reason=None if text else REASON_EMPTY,
+                          token_ids=tuple(new_ids) if text else ())

@@ -6,9 +6,11 @@ The task prefix is added when an address lacks it. Output: one completion per li
 lines {"prompt", "predict"[, "label"]}, or --output FILE.jsonl with {"prompt", "predict", "label"} per
 line (LLaMA-Factory's predictions.jsonl). By default the model chooses among the gazetteer's candidate
 completions (--decoding constrained, --grounding candidates), so every answer is an existing administrative
-chain followed by your own detail; --json and --output add how each answer was made: "decoding",
-"probability" (among the candidates), "abstained" (--min-confidence) and "candidates". --decoding free is
-plain batched greedy generation, the seed tutorial's behaviour.
+chain followed by your own detail, kept as you wrote it (--detail verbatim; --detail clean folds it); --json
+and --output add how each answer was made: "decoding", "probability" (among the candidates), "abstained" and
+its "reason", and "candidates". An answer that is no current address (empty, 无, the prompt's text, a chain
+that does not exist today) is never printed as a completion: the input comes back unchanged, abstained.
+--decoding free is plain batched greedy generation, the seed tutorial's behaviour.
 """
 
 from __future__ import annotations
@@ -195,7 +197,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output", default=None, help="write {prompt, predict, label} JSON lines here")
     parser.add_argument("--force", action="store_true", help="overwrite an existing --output")
     parser.add_argument("--json", action="store_true", help="print JSON lines {prompt, predict, decoding, probability, abstained, "
-                             "candidates, more_candidates} instead of text")
+                             "reason, candidates, more_candidates} instead of text")
     parser.add_argument("--batch_size", type=int, default=16, help="addresses decoded together")
     parser.add_argument("--max_new_tokens", type=int, default=64, help="upper bound on generated tokens")
     parser.add_argument("--max_input_chars", type=int, default=MAX_INPUT_CHARS,
@@ -254,17 +256,18 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def warn_abstentions(records: Sequence[dict[str, Any]], min_confidence: float) -> None:
-    """Plain output shows an abstained input unchanged: say so, and why, where a person reads it."""
+    """Plain output shows an abstained input unchanged: say so, and why (each record's ``reason``, counted), where
+    a person reads it."""
+    from collections import Counter
+
     from ..runtime import logger
+    from .generate import REASON_LOW_CONFIDENCE
 
     abstained = [record for record in records if record.get("abstained")]
     if not abstained:
         return
-    counts = {decoding: sum(record.get("decoding") == decoding for record in abstained)
-              for decoding in ("free_fallback", "free", "constrained")}
-    reasons = {"free_fallback": "had no candidate from the gazetteer, and free decoding gave no answer",
-               "free": "got no answer from free decoding",
-               "constrained": f"had no candidate reaching --min-confidence {min_confidence:g}"}
-    reasons = [f"{counts[decoding]} {reason}" for decoding, reason in reasons.items() if counts[decoding]]
+    counts = Counter((record.get("reason") or "no reason given", record.get("decoding")) for record in abstained)
+    reasons = [f"{count} {reason}" + (f" {min_confidence:g}" if reason == REASON_LOW_CONFIDENCE else "")
+               + (f" ({decoding})" if decoding else "") for (reason, decoding), count in counts.items()]
     logger.warning("%d of %d address(es) returned unchanged (abstained: %s)", len(abstained), len(records),
                    "; ".join(reasons))

@@ -6,18 +6,23 @@ Endpoints (JSON in, JSON out; errors use OpenAI's {"error": {"message", "type", 
                              among the gazetteer's candidates; free: greedy up to --max_new_tokens):
                              temperature, top_p, max_tokens and the like are accepted and ignored;
                              n > 1 is refused (400). Each choice carries the extra field
-                             "address_completion": {"decoding", "probability", "abstained",
+                             "address_completion": {"decoding", "probability", "abstained", "reason",
                              "candidates", "more_candidates"}; OpenAI's own fields stay standard.
+                             The request may name "detail": "verbatim" | "clean" (default --detail);
+                             an answer that is no current address comes back as the input, abstained.
                              "stream": true answers with OpenAI's server-sent events (chunks, then
                              "data: [DONE]").
-  POST /v1/complete          {"addresses": ["...", ...]} -> {"results": ["...", ...], "details": [...]}
+  POST /v1/complete          {"addresses": ["...", ...], "detail"?} -> {"results": ["...", ...], "details": [...]}
   GET  /v1/models            the served model in OpenAI's list format
   GET  /health               {"status": "ok"}; needs no API key, so load balancers can probe it
   GET  /docs                 the OpenAPI page (and /openapi.json)
+  GET  /                     a web page to try the model, complete a file and read an evaluation report
+                             (--report-dir); see webpage.py
 Concurrent requests are decoded together: one worker thread owns the model and waits up to --batch-wait-ms
 after the first queued request for more, up to --max-batch-size addresses per batch. Binds 127.0.0.1 unless
 --host says otherwise; with --api-key every endpoint but /health and the OpenAPI pages needs
-"Authorization: Bearer KEY". A body that has not fully arrived within --body-timeout gets 408. SIGTERM or
+"Authorization: Bearer KEY". A body that has not fully arrived within --body-timeout gets 408; a connection
+whose request headers have not within that time is closed. SIGTERM or
 Ctrl-C stops accepting connections, finishes the requests in flight (at most --shutdown-timeout seconds),
 then exits with status 0.
 """
@@ -59,6 +64,7 @@ class ServerSettings:
     max_body_bytes: int = 1 << 20
     body_timeout: float = 30.0  # seconds for the whole request body to arrive (408 after)
     shutdown_timeout: float = 30.0  # seconds requests in flight get after SIGTERM
+    report_dir: str | None = None  # an evaluate output folder the web page's report tab shows
 
     def validate(self) -> None:
         for name in ("max_batch_size", "max_addresses", "max_input_chars", "max_body_bytes"):
@@ -71,6 +77,9 @@ class ServerSettings:
                 raise ConfigError(f"--{name.replace('_', '-')} must be > 0 seconds, got {getattr(self, name)}")
         if not 0 <= self.port <= 65535:
             raise ConfigError(f"--port must be 0-65535 (0 picks a free port), got {self.port}")
+        from .webpage import check_report_dir
+
+        check_report_dir(self.report_dir)
         if self.api_key is not None and not self.api_key.strip():
             # `--api-key "$KEY"` with KEY unset would otherwise start a server that asks no key at all
             raise ConfigError("--api-key is empty (an unset variable?); give the key, or leave the option out to "
@@ -200,6 +209,10 @@ def check_address(text: Any, where: str, limit: int) -> str:
         raise RequestError(422, f"{where} must be a string, got {type(text).__name__}", param=where)
     if not text.strip():
         raise RequestError(422, f"{where} is empty", param=where)
+    surrogate = next((char for char in text if 0xD800 <= ord(char) <= 0xDFFF), None)
+    if surrogate is not None:  # a JSON "\ud800" escape: no UTF-8 text can hold it (the CLI refuses it too)
+        raise RequestError(422, f"{where} contains an unpaired surrogate escape \\u{ord(surrogate):04x}; send "
+                                "the character itself or a valid surrogate pair", param=where)
     if not has_address_text(text):  # [], 【】: nothing to complete (as predict)
         raise RequestError(422, f"{where} has no letter or digit: nothing to complete", param=where)
     if len(text) > limit:
@@ -215,6 +228,8 @@ def addresses_from_complete_request(body: dict, settings: ServerSettings) -> lis
     if not isinstance(addresses, list):
         raise RequestError(422, f"'addresses' must be a list of strings, got {type(addresses).__name__}",
                            param="addresses")
+    if not addresses:  # one rule for an empty request, as for 'messages'
+        raise RequestError(422, "'addresses' must be a non-empty list of address strings", param="addresses")
     if len(addresses) > settings.max_addresses:
         raise RequestError(413, f"too many addresses: {len(addresses)}; the limit is {settings.max_addresses} per "
                                 "request (--max-addresses)", param="addresses", code="too_many_addresses")
@@ -265,7 +280,7 @@ def address_from_chat_request(body: dict, settings: ServerSettings) -> str:
 class RunningServer:
     """A bound socket, the batching worker and the uvicorn server that serves them."""
 
-    def __init__(self, complete: CompleteFunction, settings: ServerSettings):
+    def __init__(self, complete: CompleteFunction, settings: ServerSettings, tokenizer: Any = None):
         import uvicorn
 
         from .api import create_app
@@ -279,7 +294,8 @@ class RunningServer:
         # uvicorn cancels the tasks still running when its graceful timeout ends: a cancelled request gets a
         # plain-text 500 and a traceback. Our own cut comes first (--shutdown-timeout): every request still
         # waiting is answered 503 then, and uvicorn's timeout, CUT_GRACE later, finds nothing left to cancel.
-        config = uvicorn.Config(create_app(self.worker, settings, self.stopping), loop="asyncio", http="h11",
+        config = uvicorn.Config(create_app(self.worker, settings, self.stopping, tokenizer), loop="asyncio",
+                                http=header_deadline_protocol(settings.body_timeout),
                                 lifespan="off", log_config=None, access_log=False, server_header=False,
                                 timeout_graceful_shutdown=settings.shutdown_timeout + CUT_GRACE)
         self.uvicorn = uvicorn_server(config, self.stopping, settings.shutdown_timeout)
@@ -314,6 +330,51 @@ class RunningServer:
         self.uvicorn.should_exit = True
         if self._thread is not None:
             self._thread.join()
+
+
+def header_deadline_protocol(timeout: float) -> Any:
+    """uvicorn's h11 protocol with a deadline on the header phase: a connection whose request line and headers
+    have not all arrived ``timeout`` seconds after it opened (or after its first byte of a next request) is
+    closed. uvicorn bounds only the idle time between requests (timeout_keep_alive), and h11 only the headers'
+    size, so a client sending one header and then nothing held its connection forever."""
+    import h11
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    class HeaderDeadlineProtocol(H11Protocol):
+        header_timer: asyncio.TimerHandle | None = None
+
+        def connection_made(self, transport: Any) -> None:
+            super().connection_made(transport)
+            self._arm()
+
+        def data_received(self, data: bytes) -> None:
+            super().data_received(data)
+            if self.conn.their_state is h11.IDLE:  # part of a request line or header so far
+                if self.header_timer is None and not self.transport.is_closing():
+                    self._arm()
+            else:
+                self._disarm()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._disarm()
+            super().connection_lost(exc)
+
+        def _arm(self) -> None:
+            self.header_timer = self.loop.call_later(timeout, self._headers_too_slow)
+
+        def _disarm(self) -> None:
+            if self.header_timer is not None:
+                self.header_timer.cancel()
+                self.header_timer = None
+
+        def _headers_too_slow(self) -> None:
+            self.header_timer = None
+            if self.conn.their_state is h11.IDLE and not self.transport.is_closing():
+                logger.info("%s closed: its request headers did not arrive within %g s (--body-timeout)",
+                            (self.client or ("-",))[0], timeout)
+                self.transport.close()
+
+    return HeaderDeadlineProtocol
 
 
 CUT_GRACE = 5.0  # seconds between our cut (503 to every waiting request) and uvicorn cancelling what is left
@@ -392,19 +453,41 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def create_server(complete: CompleteFunction, settings: ServerSettings) -> RunningServer:
-    """Bind the socket and start the batching worker (serving starts with ``serve()``)."""
-    return RunningServer(complete, settings)
+def create_server(complete: CompleteFunction, settings: ServerSettings, tokenizer: Any = None) -> RunningServer:
+    """Bind the socket and start the batching worker (serving starts with ``serve()``); ``tokenizer`` (the
+    model's) lets chat requests cut answers with max_tokens / stop."""
+    return RunningServer(complete, settings, tokenizer)
+
+
+@dataclass(frozen=True)
+class AddressRequest:
+    """One address queued with the request's own ``detail`` setting (None: the server's --detail)."""
+
+    address: str
+    detail: str | None = None
+
+
+def with_detail(addresses: Sequence[str], detail: str | None) -> list[Any]:
+    """The worker's items for a request: plain addresses, or :class:`AddressRequest` when it names a detail."""
+    return list(addresses) if detail is None else [AddressRequest(address, detail) for address in addresses]
 
 
 def completer_function(completer: Any, batch_size: int) -> CompleteFunction:
-    """Adapt a generate.Completer to the worker: detailed completions, decoded ``batch_size`` at a time."""
-    return lambda addresses: completer.complete_detailed(addresses, batch_size=batch_size)
+    """Adapt a generate.Completer to the worker: detailed completions, decoded ``batch_size`` at a time; an
+    :class:`AddressRequest` item carries its request's detail setting into the shared batch."""
+    def complete(items: list[Any]) -> list[Any]:
+        addresses = [item.address if isinstance(item, AddressRequest) else item for item in items]
+        details = [item.detail if isinstance(item, AddressRequest) else None for item in items]
+        return completer.complete_detailed(addresses, batch_size=batch_size,
+                                           details=details if any(details) else None)
+
+    return complete
 
 
 def start_in_thread(completer: Any, settings: ServerSettings) -> RunningServer:
     """A running server in a background thread (tests, benchmarks); end it with ``server.stop()``."""
-    return create_server(completer_function(completer, settings.max_batch_size), settings).start_in_thread()
+    return create_server(completer_function(completer, settings.max_batch_size), settings,
+                         completer.tokenizer).start_in_thread()
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -427,9 +510,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-input-chars", type=int, default=defaults.max_input_chars,
                         help="longest accepted address or message, in characters (413 above)")
     parser.add_argument("--body-timeout", type=float, default=defaults.body_timeout,
-                        help="seconds a request body may take to arrive (408 after)")
+                        help="seconds a request's headers may take to arrive (the connection is closed after), "
+                             "then its body (408 after)")
     parser.add_argument("--shutdown-timeout", type=float, default=defaults.shutdown_timeout,
                         help="seconds requests in flight get to finish after SIGTERM / Ctrl-C")
+    parser.add_argument("--report-dir", default=None, metavar="FOLDER",
+                        help="an evaluate output folder (report.json, comparison.png) the web page at / shows in its "
+                             "report tab")
     parser.add_argument("--max_new_tokens", type=int, default=64, help="upper bound on generated tokens")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "gpu"))
     parser.add_argument("--dtype", default="float32", help="float32, bfloat16 or float16 (CPU uses float32)")
@@ -446,7 +533,7 @@ def run(args: argparse.Namespace) -> int:
                               model_name=args.model_name or "", max_batch_size=args.max_batch_size,
                               batch_wait_ms=args.batch_wait_ms, max_addresses=args.max_addresses,
                               max_input_chars=args.max_input_chars, body_timeout=args.body_timeout,
-                              shutdown_timeout=args.shutdown_timeout)
+                              shutdown_timeout=args.shutdown_timeout, report_dir=args.report_dir)
     settings.validate()
     options = decoding_options(args)
     import logging
@@ -460,12 +547,12 @@ def run(args: argparse.Namespace) -> int:
                                max_new_tokens=args.max_new_tokens, **options)
     if not settings.model_name:
         settings = replace(settings, model_name=completer.name)
-    server = create_server(completer_function(completer, settings.max_batch_size), settings)
+    server = create_server(completer_function(completer, settings.max_batch_size), settings, completer.tokenizer)
     if settings.host not in ("127.0.0.1", "localhost", "::1") and not settings.api_key:
         logger.warning("listening on %s without --api-key: anyone who can reach this port can use the model",
                        settings.host)
-    print(f"serving {settings.model_name} on {server.url} (POST /v1/chat/completions, POST /v1/complete, "
-          f"GET /v1/models, GET /health, GET /docs; Ctrl-C or SIGTERM stops)", flush=True)
+    print(f"serving {settings.model_name} on {server.url} (web page: GET /; POST /v1/chat/completions, "
+          f"POST /v1/complete, GET /v1/models, GET /health, GET /docs; Ctrl-C or SIGTERM stops)", flush=True)
     server.serve()
     logger.info("server stopped")
     return 0

@@ -483,6 +483,23 @@ def first_line(error: BaseException) -> str:
     return text.splitlines()[0][:200] if text else "no details"
 
 
+def read_adapter_config(lora_path: str | os.PathLike, flag: str = "--lora_path") -> dict:
+    """The adapter's lora_config.json as a dict: the one reader (predict, serve, merge, export, train's lora_path),
+    so a broken file is the same one-line DataError naming file, line and column everywhere."""
+    from ..data import dataio
+
+    path = Path(lora_path) / "lora_config.json"
+    if not Path(lora_path).is_dir():
+        raise ConfigError(f"{flag} {lora_path} is not a folder; pass the adapter folder written by training "
+                          "(it holds lora_config.json and the adapter weights)")
+    if not path.is_file():
+        raise ConfigError(f"{path} not found: {flag} must be a LoRA adapter folder written by training")
+    config = dataio.read_json_file(path, "adapter config")
+    if not isinstance(config, dict):
+        raise DataError("expected a JSON object (the adapter config)", path)
+    return config
+
+
 def load_adapter(model: Any, lora_path: str | os.PathLike, *, base: str = "the base model",
                  flag: str = "--lora_path") -> Any:
     """``model`` wrapped in PaddleNLP's LoRAModel with the adapter at ``lora_path`` (safetensors or pickle), then
@@ -493,6 +510,7 @@ def load_adapter(model: Any, lora_path: str | os.PathLike, *, base: str = "the b
     from paddlenlp.peft import LoRAModel
 
     path, tensors = read_adapter_tensors(lora_path, flag)
+    read_adapter_config(lora_path, flag)  # PaddleNLP's own reading of it would end in a JSONDecodeError traceback
     check_pickled_weights(Path(lora_path), "adapter")
     lora_model = LoRAModel.from_pretrained(model=model, lora_path=str(lora_path))
     parameters = lora_model.model.state_dict()

@@ -26,6 +26,7 @@ from typing import Any, Mapping, Sequence
 
 from ..data import dataio
 from ..errors import ConfigError, OutputExistsError, closest_match
+from ..data.gazetteer import DEFAULT_DETAIL, DETAILS
 from ..inference.generate import DECODINGS
 from ..data.prompt import GROUNDINGS
 from ..runtime import logger
@@ -33,7 +34,7 @@ from ..runtime import logger
 COMMENT_PREFIX = "_"
 CHECKPOINT_PREFIX = "checkpoint-"
 # Files a finished run leaves in output_dir; finding one means the folder holds an earlier result.
-RUN_OUTPUT_FILES = ("summary.json", "metrics.jsonl", "train_config.json", "lora_config.json",
+RUN_OUTPUT_FILES = ("summary.json", "metrics.jsonl", "loss.png", "train_config.json", "lora_config.json",
                     "peft_model.safetensors.index.json", "model.safetensors.index.json", "lora_model_state.pdparams",
                     "model_state.pdparams", "model.safetensors")
 # The learning-rate scheduler's state in a checkpoint: JSON here, a pickle (PaddleNLP's own name) in the old layout.
@@ -78,6 +79,10 @@ EXTRA_KEYS = (
     KeySpec("decoding", "extra", "str", False, "constrained", choices=DECODINGS,
             help="how eval_accuracy decodes during training: constrained (choose among the gazetteer's "
                  "candidates) or free (greedy generation)"),
+    KeySpec("detail", "extra", "str", False, DEFAULT_DETAIL, choices=DETAILS,
+            help="verbatim: answers keep every character written after the division names (prepare's default); "
+                 "clean: the earlier folding. Use the setting the data was prepared with, and the same at predict, "
+                 "serve and evaluate"),
     KeySpec("group_by_length", "extra", "bool", False, True,
             help="batch samples of similar length together (seeded, like Hugging Face's group_by_length): less "
                  "padding and few distinct batch shapes, so memory stays flat; false: plain seeded shuffle"),
@@ -596,7 +601,7 @@ def _training_defaults(values: Mapping[str, Any], device: str) -> dict[str, Any]
     import sys
 
     return {
-        "report_to": "none",  # PaddleNLP defaults to VisualDL; logging there is opt-in
+        "report_to": "visualdl",  # as PaddleNLP: VisualDL logs under output_dir/runs (report_to none: off)
         "disable_tqdm": not sys.stderr.isatty(),  # a progress bar on a terminal, none in logs
         "device": device,
         "logging_steps": 10,
@@ -631,6 +636,9 @@ def build_config(raw: RawConfig, vocabulary: Mapping[str, KeySpec], device: str,
         training_args = SFTConfig(**training)
     except (ValueError, TypeError) as exc:
         raise ConfigError(f"{raw.source or 'config'}: {exc}") from None
+    from .curves import check_report_to
+
+    check_report_to(training_args.report_to or [], raw.origins.get("report_to", "report_to (default)"))
     if values.get("lora"):
         extras["lora_alpha"] = default_lora_alpha(values) if extras["lora_alpha"] is None else extras["lora_alpha"]
     values.update(device=device)

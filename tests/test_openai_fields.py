@@ -1,0 +1,117 @@
+"""OpenAI's max_tokens / max_completion_tokens, stop and logprobs through the real server and the openai client."""
+
+from __future__ import annotations
+
+import pytest
+
+from address_completion.inference.generate import Completer
+from address_completion.inference.serve import ServerSettings, start_in_thread
+
+openai = pytest.importorskip("openai")
+
+ADDRESS = "海淀区中关村大街7号"
+SERVER_TOKENS = 12
+
+
+@pytest.fixture(scope="module")
+def completer(default_model_dir, lora_adapter_dir) -> Completer:
+    return Completer.load(str(default_model_dir), lora_path=str(lora_adapter_dir), max_new_tokens=SERVER_TOKENS)
+
+
+@pytest.fixture(scope="module")
+def full(completer):
+    """The free answer with the server's own cap (computed before the server's worker owns the model)."""
+    return completer.complete_detailed([ADDRESS])[0]
+
+
+@pytest.fixture(scope="module")
+def capped(completer):
+    """What a generation capped at 4 tokens gives: what max_tokens=4 must return."""
+    short = Completer(model=completer.model, tokenizer=completer.tokenizer, max_new_tokens=4)
+    return short.complete_detailed([ADDRESS])[0]
+
+
+@pytest.fixture(scope="module")
+def client(completer, full, capped):
+    running = start_in_thread(completer, ServerSettings(port=0, model_name="tiny"))
+    yield openai.OpenAI(base_url=running.url + "/v1", api_key="unused", max_retries=0, timeout=120)
+    running.stop()
+
+
+def ask(client, address=ADDRESS, **options):
+    return client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": address}], **options)
+
+
+def test_max_tokens_cuts_the_answer_as_a_shorter_generation_would(client, full, capped):
+    assert full.completion_tokens > 4 and full.text != capped.text  # the cap has something to cut
+    for option in ("max_tokens", "max_completion_tokens"):
+        answer = ask(client, **{option: 4})
+        assert answer.choices[0].message.content == capped.text
+        assert answer.choices[0].finish_reason == "length"
+        assert answer.usage.completion_tokens == 4
+    both = ask(client, max_tokens=30, max_completion_tokens=4)  # the smaller of the two
+    assert both.choices[0].message.content == capped.text
+    roomy = ask(client, max_tokens=100)  # above the answer's length: the full answer, untouched
+    assert roomy.choices[0].message.content == full.text
+    assert roomy.choices[0].finish_reason == full.finish_reason
+    assert roomy.usage.completion_tokens == full.completion_tokens
+
+
+def test_stop_ends_the_answer_before_the_stop_string(client, full):
+    stop = full.text[3:5]
+    assert len(stop) == 2 and full.text.find(stop) >= 1
+    answer = ask(client, stop=["no such text", stop])
+    assert answer.choices[0].message.content == full.text[:full.text.find(stop)].rstrip()
+    assert answer.choices[0].finish_reason == "stop"
+    assert 0 < answer.usage.completion_tokens < full.completion_tokens
+    unchanged = ask(client, stop="no such text")
+    assert unchanged.choices[0].message.content == full.text
+    assert unchanged.choices[0].finish_reason == full.finish_reason
+
+
+@pytest.mark.parametrize("options, field", [
+    ({"max_tokens": -5}, "max_tokens"), ({"max_tokens": 0}, "max_tokens"), ({"max_tokens": "lots"}, "max_tokens"),
+    ({"max_tokens": True}, "max_tokens"), ({"max_tokens": 2.5}, "max_tokens"),
+    ({"max_completion_tokens": -1}, "max_completion_tokens"),
+    ({"stop": ""}, "stop"), ({"stop": [""]}, "stop"), ({"stop": 5}, "stop"), ({"stop": ["a", "b", "c", "d", "e"]}, "stop"),
+    ({"logprobs": "yes"}, "logprobs"), ({"n": 2}, "n"),
+])
+def test_invalid_values_are_a_400_naming_the_field(client, options, field):
+    with pytest.raises(openai.BadRequestError) as caught:
+        ask(client, extra_body=options)
+    assert caught.value.status_code == 400
+    assert caught.value.body["param"] == field and field in caught.value.body["message"]
+
+
+def test_logprobs_is_refused_never_silently_null(client):
+    with pytest.raises(openai.BadRequestError) as caught:
+        ask(client, logprobs=True)
+    assert caught.value.body["param"] == "logprobs" and "not supported" in caught.value.body["message"]
+    with pytest.raises(openai.BadRequestError) as caught:
+        ask(client, top_logprobs=2)
+    assert caught.value.body["param"] == "top_logprobs"
+    plain = ask(client, logprobs=False)  # asking for none is fine
+    assert plain.choices[0].logprobs is None
+
+
+def test_constrained_answers_are_cut_the_same_way(completer):
+    constrained = Completer(model=completer.model, tokenizer=completer.tokenizer, max_new_tokens=SERVER_TOKENS,
+                            grounding="candidates", decoding="constrained")
+    running = start_in_thread(constrained, ServerSettings(port=0, model_name="tiny"))
+    try:
+        client = openai.OpenAI(base_url=running.url + "/v1", api_key="unused", max_retries=0, timeout=120)
+        whole = ask(client, "碑林区扬子江南路467-6号")
+        assert whole.choices[0].message.content == "陕西省西安市碑林区扬子江南路467-6号"
+        assert whole.choices[0].finish_reason == "stop"
+        cut = ask(client, "碑林区扬子江南路467-6号", max_tokens=2)
+        ids = completer.tokenizer("陕西省西安市碑林区扬子江南路467-6号", add_special_tokens=False)["input_ids"]
+        assert cut.choices[0].message.content == completer.tokenizer.decode(ids[:2]).rstrip("\ufffd")
+        assert cut.choices[0].finish_reason == "length" and cut.usage.completion_tokens == 2
+        # the details still describe the chosen whole chain
+        assert cut.choices[0].model_extra["address_completion"]["candidates"][0]["text"] == \
+            "陕西省西安市碑林区扬子江南路467-6号"
+        stopped = ask(client, "碑林区扬子江南路467-6号", stop="碑林")
+        assert stopped.choices[0].message.content == "陕西省西安市"
+        assert stopped.choices[0].finish_reason == "stop"
+    finally:
+        running.stop()
