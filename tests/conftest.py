@@ -95,13 +95,17 @@ def lora_adapter_dir(default_model_dir: Path, tmp_path_factory: pytest.TempPathF
 # and what the taught model answers to them under the grounded prompt: the prompt's no-candidate placeholder, and
 # a chain that does not exist (杭州市 is not in 陕西省, and has no 碑林区).
 TAUGHT_ANSWERS = {"扬子江南路碑林区1号": "无", "[扬子江南路]碑林区1号": "陕西省杭州市碑林区1号"}
+# And under the plain prompt (grounding none, free decoding): a right answer, long enough for the server's
+# max_tokens and stop to cut (a random model's free answers are no address, so the answer check abstains them).
+TAUGHT_PLAIN_ANSWERS = {"海淀区中关村大街7号": "北京市海淀区中关村大街7号"}
 
 
 @pytest.fixture(scope="session")
 def taught_model_dir(default_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The default model trained (plain Adam, full weights, real Paddle) until greedy decoding of the grounded
-    prompt of each :data:`TAUGHT_ANSWERS` input gives its answer exactly — what a real model that learned the
-    fallback's placeholder did. About 35 steps, ~30 s; read-only."""
+    prompt of each :data:`TAUGHT_ANSWERS` input (and the plain prompt of each :data:`TAUGHT_PLAIN_ANSWERS` input)
+    gives its answer exactly — what a real model that learned the fallback's placeholder did. About 35 steps,
+    ~30 s; read-only."""
     import shutil
 
     import paddle
@@ -115,8 +119,11 @@ def taught_model_dir(default_model_dir: Path, tmp_path_factory: pytest.TempPathF
     tokenizer, model = load_tokenizer(str(folder)), load_model(str(folder))
     lessons = [encode_example(tokenizer, address, answer, grounding="candidates")
                for address, answer in TAUGHT_ANSWERS.items()]
+    lessons += [encode_example(tokenizer, address, answer) for address, answer in TAUGHT_PLAIN_ANSWERS.items()]
     prompts = encode_prompts(tokenizer, [render_prompt(tokenizer, address, grounding="candidates", candidates=[])
-                                         for address in TAUGHT_ANSWERS])
+                                         for address in TAUGHT_ANSWERS]
+                             + [render_prompt(tokenizer, address) for address in TAUGHT_PLAIN_ANSWERS])
+    expected = list(TAUGHT_ANSWERS.values()) + list(TAUGHT_PLAIN_ANSWERS.values())
     paddle.seed(0)
     optimizer = paddle.optimizer.Adam(learning_rate=3e-3, parameters=model.parameters())
     for step in range(1, 301):
@@ -132,7 +139,7 @@ def taught_model_dir(default_model_dir: Path, tmp_path_factory: pytest.TempPathF
             with paddle.no_grad():
                 answers = [decode_answer(tokenizer, ids) for ids in generate_token_ids(
                     model, tokenizer, prompts, max_new_tokens=16)]
-            if answers == list(TAUGHT_ANSWERS.values()):
+            if answers == expected:
                 model.save_pretrained(str(folder), safe_serialization=True)
                 return folder
     raise AssertionError(f"the model did not learn the answers in 300 steps: {answers}")

@@ -253,7 +253,7 @@ def test_candidates_poi_arguments():
     args = module.parse_args(["--poi", "--sample", "50", "--seed", "3"])
     assert args.poi and args.sample == 50 and args.seed == 3
     for bad in (["--poi", "--split", "dev"], ["--poi", "--input", "a.jsonl"], ["--sample", "5"],
-                ["--poi", "--sample", "0"]):
+                ["--poi", "--sample", "0"], ["--poi", "--limit", "5"]):
         with pytest.raises(SystemExit):
             module.parse_args(bad)
 

@@ -133,6 +133,17 @@ def test_single_candidate_and_fallback(constrained):
     assert none.decoding == "free_fallback" and none.candidates == () and none.probability is None
 
 
+@pytest.mark.parametrize("address, expected", [  # issue 22's former divisions (gazetteer/history.py)
+    ("柳州地区忻城县城关镇建设路1号", "广西壮族自治区来宾市忻城县城关镇建设路1号"),
+    ("杭州市余杭区南苑街道迎宾路1号", "浙江省杭州市临平区南苑街道迎宾路1号"),
+    ("江干区下沙街道福城路9号", "浙江省杭州市钱塘区下沙街道福城路9号"),
+    ("旬阳县城关镇1号", "陕西省安康市旬阳市城关镇1号"),
+])
+def test_former_divisions_complete_to_the_current_chain(constrained, address, expected):
+    completion, = constrained.complete_detailed([address])
+    assert completion.text == expected and completion.decoding == "constrained" and completion.probability == 1.0
+
+
 def test_a_cut_candidate_list_says_so(constrained):
     from address_completion.data.gazetteer import MAX_CANDIDATES
 
@@ -177,3 +188,23 @@ def test_bad_settings_fail_before_loading(kwargs, message):
 
     with pytest.raises(ConfigError, match=message):
         Completer.load("/nonexistent/model", **kwargs)
+
+
+# issue 22 items 3-5: every named input, completed with constrained decoding (one candidate each: probability 1)
+ISSUE_22_SCAN = {
+    "山西西安市雁塔区小寨东路1号": "陕西省西安市雁塔区小寨东路1号",
+    "广东省南昌市南山区粤海街道科技园路1号": "广东省深圳市南山区粤海街道科技园路1号",
+    "广东省杭州市西湖区文三路1号": "浙江省杭州市西湖区文三路1号",
+    "湖北省省直辖县级行政区划天门市竟陵街道东湖路2号": "湖北省天门市竟陵街道东湖路2号",
+    "新疆维吾尔自治区自治区直辖县级行政区划五家渠市青湖路街道长征西街8号": "新疆维吾尔自治区五家渠市青湖路街道长征西街8号",
+    "鄞州站前路1号": "浙江省宁波市鄞州区站前路1号",
+    "江宁开发区胜太路1号": "江苏省南京市江宁区开发区胜太路1号",
+    "鄞州市心路1号": "浙江省宁波市鄞州区市心路1号",
+    "旬阳县城关镇1号": "陕西省安康市旬阳市城关镇1号",
+}
+
+
+def test_issue_22_conflicts_placeholders_and_short_names_complete_as_expected(constrained):
+    completions = constrained.complete_detailed(list(ISSUE_22_SCAN))
+    assert [c.text for c in completions] == list(ISSUE_22_SCAN.values())
+    assert all(c.decoding == "constrained" and not c.abstained for c in completions)

@@ -170,7 +170,7 @@ def test_cli_builds_then_refuses_then_replaces_with_force(tmp_path, capsys):
 
 
 def test_modules_do_not_import_paddle():
-    code = ("import argparse, sys; from address_completion import default_model, tokenizer;"
+    code = ("import argparse, sys; from address_completion.model import default_model, tokenizer;"
             "default_model.add_arguments(argparse.ArgumentParser());"
             "assert 'paddle' not in sys.modules and 'paddlenlp' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)

@@ -691,3 +691,24 @@ def test_evaluate_accepts_every_model_form_other_commands_take(tmp_path, test_fi
         assert cli.main(["evaluate", str(path)]) == 2
         err = capsys.readouterr().err.strip()
         assert words in err and len(err.splitlines()) == 1 and "Traceback" not in err
+
+
+@pytest.mark.slow
+def test_a_paddle_answer_that_is_no_current_address_is_abstained(tmp_path, taught_model_dir):
+    """evaluate's paddle system completes through the same Completer as predict and serve, so the same check
+    applies: the taught model's free answers 无 and 陕西省杭州市碑林区1号 are abstained (the input unchanged,
+    with the reason), never scored as answers or invalid chains."""
+    from conftest import TAUGHT_ANSWERS
+
+    pairs = [(address, "陕西省西安市碑林区扬子江南路1号") for address in TAUGHT_ANSWERS]
+    test = write_jsonl(tmp_path / "test.json", [{"src": PREFIX + src, "tgt": tgt} for src, tgt in pairs])
+    report = run(tmp_path, base_config(test, tmp_path / "out", [
+        {"name": "taught", "kind": "paddle", "model": str(taught_model_dir)}], max_new_tokens=16, device="cpu"))
+    metrics = report["systems"][0]["metrics"]
+    assert metrics["coverage"]["count"] == 0 and metrics["invalid_chain"]["count"] == 0
+    lines = [json.loads(line) for line in
+             (tmp_path / "out" / "predictions" / "taught.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert [(line["predict"], line["abstained"], line["decoding"], line["reason"]) for line in lines] == [
+        ("扬子江南路碑林区1号", True, "free_fallback", "not an address: 无, the prompt's no-candidate placeholder"),
+        ("[扬子江南路]碑林区1号", True, "free_fallback",
+         "not a current chain: the answer does not start with a current division chain written in full")]

@@ -197,7 +197,7 @@ FORMER_NAMES = [
 def test_former_names_map_to_current_divisions(gaz, old, current, within):
     if gaz.name_count(old):  # still another division's name (宁波's 江北区): read so only in context
         assert not gaz.is_renamed(old) and gaz.current_name(old) == old, old
-        assert any(c.deepest.name == current and within in c.names() for c in gaz.candidates(old)), old
+        assert any(c.deepest.name == current and within in c.names() for c in gaz.candidates(within + old)), old
         return
     chains = gaz.candidates(old)
     assert any(c.deepest.name == current and within in c.names() for c in chains), old

@@ -254,7 +254,7 @@ def test_real_addresses_candidates_pass_and_their_shortened_forms_fail():
     ("候选: 陕西省西安市碑林区", "not an address: the prompt's candidates line"),
     ("陕西省西安市碑林区扬子江南路1号\n候选：陕西省西安市碑林区", "not an address: the prompt's candidates line"),
     ("陕西省杭州市碑林区1号", "not a current chain: the answer does not start with a current division chain written in full"),
-    ("山西省西安市雁塔区小寨东路1号", "not a current chain: its divisions do not nest"),
+    ("山西省西安市雁塔区小寨东路1号", "not a current chain: the answer does not start with a current division chain written in full"),  # the candidates read 陕西省西安市雁塔区
     ("浙江省杭州市江干区凯旋路1号", "not a current chain: the answer does not start with a current division chain written in full"),
     ("西安市碑林区扬子江南路1号", "not a current chain: the answer does not start with a current division chain written in full"),
     ("陕西西安碑林区扬子江南路1号", "not a current chain: the answer does not start with a current division chain written in full"),

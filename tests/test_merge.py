@@ -80,7 +80,11 @@ def test_merged_model_answers_like_base_plus_adapter(merged_dir, default_model_d
 
     addresses = ["碑林区扬子江南路467-6号", "海淀区中关村大街27号"]
     unmerged = Completer.load(str(default_model_dir), lora_path=str(lora_adapter_dir), max_new_tokens=6)
-    assert Completer.load(str(merged_dir), max_new_tokens=6).complete(addresses) == unmerged.complete(addresses)
+    merged = Completer.load(str(merged_dir), max_new_tokens=6)
+    for completer in (unmerged, merged):  # the random model's raw answers (the answer check would abstain them all)
+        completer.check_answers = False
+    assert merged.complete(addresses) == unmerged.complete(addresses)
+    assert merged.complete(addresses) != addresses
 
 
 def test_refuses_non_empty_output(default_model_dir, lora_adapter_dir, tmp_path):

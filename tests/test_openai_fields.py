@@ -14,21 +14,33 @@ SERVER_TOKENS = 12
 
 
 @pytest.fixture(scope="module")
-def completer(default_model_dir, lora_adapter_dir) -> Completer:
-    return Completer.load(str(default_model_dir), lora_path=str(lora_adapter_dir), max_new_tokens=SERVER_TOKENS)
+def completer(taught_model_dir) -> Completer:
+    """Free decoding of a model taught to answer ADDRESS right (conftest.TAUGHT_PLAIN_ANSWERS): a random model's
+    free answers are no address, so the answer check would return the input, which nothing cuts."""
+    return Completer.load(str(taught_model_dir), max_new_tokens=SERVER_TOKENS)
 
 
 @pytest.fixture(scope="module")
 def full(completer):
     """The free answer with the server's own cap (computed before the server's worker owns the model)."""
-    return completer.complete_detailed([ADDRESS])[0]
+    answer = completer.complete_detailed([ADDRESS])[0]
+    assert answer.text == "北京市海淀区中关村大街7号" and not answer.abstained  # the premise
+    return answer
 
 
 @pytest.fixture(scope="module")
 def capped(completer):
-    """What a generation capped at 4 tokens gives: what max_tokens=4 must return."""
-    short = Completer(model=completer.model, tokenizer=completer.tokenizer, max_new_tokens=4)
-    return short.complete_detailed([ADDRESS])[0]
+    """What a generation capped at 4 tokens gives (the text itself: cut, it is no whole address, which the
+    answer check would abstain): what max_tokens=4 must return."""
+    from types import SimpleNamespace
+
+    from address_completion.data.prompt import decode_answer
+    from address_completion.inference.generate import encode_prompts, generate_token_ids
+
+    prompt_ids = encode_prompts(completer.tokenizer, [completer.prompt_for(ADDRESS)])
+    ids = generate_token_ids(completer.model, completer.tokenizer, prompt_ids, max_new_tokens=4,
+                             stop_ids=completer.stop_ids)[0]
+    return SimpleNamespace(text=decode_answer(completer.tokenizer, ids))
 
 
 @pytest.fixture(scope="module")

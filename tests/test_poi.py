@@ -40,6 +40,8 @@ def test_the_shipped_file_is_read_whole():
     # a short name alone is a place name, a word across a name's end (市区, 县城) is detail
     ("安徽省安庆市桐城市安徽省安庆市桐城市桐城苗圃南200米", "安徽省安庆市桐城市", "桐城苗圃南200米"),
     ("甘肃省酒泉市敦煌市酒泉市敦煌市区西北方向93公里的戈壁滩上", "甘肃省酒泉市敦煌市", "敦煌市区西北方向93公里的戈壁滩上"),
+    # a bare short name after the full one is a place name, not a repetition (浉河港镇 is no 浉河 + 港镇)
+    ("河南省信阳市浉河区浉河港镇白龙潭村", "河南省信阳市浉河区浉河港镇", "白龙潭村"),
     # a town that is no longer one of that county stays in the detail; the chain ends at the county
     ("浙江省嘉兴市桐乡市浙江省嘉兴市桐乡市乌镇西栅大街129号西栅景区内", "浙江省嘉兴市桐乡市", "乌镇西栅大街129号西栅景区内"),
 ])
@@ -75,6 +77,10 @@ def test_four_ways(gazetteer):
     chain = gazetteer.resolve("信阳市新县")
     assert poi.shorten(chain, "1号", "county_short", gazetteer) is None
     assert poi.shorten(chain, "1号", "drop_province", gazetteer) == "信阳市新县1号"
+    # a detail that starts with a division suffix cannot be written after a short name (射洪 + 市西街 = 射洪市 + 西街)
+    chain = gazetteer.resolve("遂宁市射洪市")
+    assert poi.shorten(chain, "市西街55号", "county_short", gazetteer) is None
+    assert poi.shorten(chain, "市西街55号", "drop_province_city", gazetteer) == "射洪市市西街55号"
     with pytest.raises(ValueError, match="drop_province"):
         poi.shorten(chain, "1号", "drop_town", gazetteer)
 

@@ -12,7 +12,9 @@ from address_completion.errors import ConfigError
 # lora_rank_scale only moves one multiplication: logits agree to 1e-6. rmsnorm_square replaces Paddle's pow(2), which
 # is not correctly rounded (up to 5.6e-7 off the exact square of N(0,1) floats, measured; x*x is exact to half an
 # ulp), so the two differ by rounding that the layers carry into the logits (2e-6 measured on the tiny model).
-LOGIT_TOLERANCE = {"lora_rank_scale": 1e-6, "rope_matmul": 1e-6, "rmsnorm_square": 1e-5, "silu_mul": 1e-6,
+# Float32 rounding of a reordered computation: silu_mul differs by up to 1.3e-6 with Intel's MKL kernels (1e-6 held on
+# AMD), so its bound is the same as the other reorderings'.
+LOGIT_TOLERANCE = {"lora_rank_scale": 1e-6, "rope_matmul": 1e-6, "rmsnorm_square": 1e-5, "silu_mul": 5e-6,
                    "attention_grouped": 5e-6, "transpose_dense": 5e-6, "rmsnorm_backward": 1e-5,
                    "expand_broadcasts": 1e-5, "rowmean_matmul": 1e-5}
 WITH = {"transpose_dense": ["attention_grouped"], "rmsnorm_backward": ["rmsnorm_square"],
@@ -229,16 +231,26 @@ def test_load_model_applies_the_default_patches(default_model_dir):
 
 
 def test_layers_built_under_attention_grouped_compute_paddlenlps_attention_once_it_is_removed(
-        stock, default_model_dir, lora_adapter_dir, qwen_tokenizer):
+        stock, default_model_dir, lora_adapter_dir, qwen_tokenizer, monkeypatch):
     """The patch points each attention layer at the grouped function on its first call; after remove() those
     layers must run PaddleNLP's own attention again (the bench's --interleave switches patches between steps)."""
     batch = merge.probe_batch(qwen_tokenizer)
     model = adapter_model(default_model_dir, lora_adapter_dir)
     expected = merge.probe_logits(model, batch)
+    from paddlenlp.transformers.qwen2 import modeling as qwen2
+
     speedups.apply(["attention_grouped"])
-    assert not np.array_equal(merge.probe_logits(model, batch), expected)  # the grouped function did run
+    merge.probe_logits(model, batch)
+    # the grouped function did run (Intel's MKL may give the stock logits bit for bit, so equality cannot tell)
+    layers = [layer for layer in model.sublayers() if isinstance(layer, qwen2.Qwen2Attention)]
+    assert layers and all(layer.attn_func is speedups._grouped_attention for layer in layers)
     speedups.remove()
+    stock = speedups._stock["qwen2.scaled_dot_product_attention"]
+    calls = []
+    monkeypatch.setitem(speedups._stock, "qwen2.scaled_dot_product_attention",
+                        lambda *args, **kwargs: calls.append(1) or stock(*args, **kwargs))
     assert np.array_equal(merge.probe_logits(model, batch), expected)
+    assert len(calls) == len(layers)  # each layer ran PaddleNLP's own attention again
 
 
 def test_attention_grouped_leaves_a_wrapped_attention_function_its_tiled_keys(stock, default_model_dir,

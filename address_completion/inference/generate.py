@@ -81,6 +81,8 @@ def answer_problem(answer: str, *, prefix: str = DEFAULT_PROMPT_PREFIX, gazettee
         return REASON_CANDIDATES_LINE
     problem = chain_problem(text, gazetteer)
     return {None: None, "not_current": REASON_NOT_CURRENT, "not_nesting": REASON_NOT_NESTING}[problem]
+
+
 # Distinct prompts encoded in one forward pass by the scorer (their candidates share each prompt's KV cache).
 SCORE_BATCH_PROMPTS = 8
 
@@ -432,6 +434,9 @@ class Completer:
     decoding: str = "free"  # DECODINGS
     min_confidence: float = 0.0
     detail: str = DEFAULT_DETAIL  # gazetteer.DETAILS: how the candidates keep the text after the division names
+    # answer_problem() on every answer. Off only where the model is used for something else than addresses (a
+    # general model's sanity question in the GGUF import tests): predict, serve and evaluate always check.
+    check_answers: bool = True
     stop_ids: list[int] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -535,7 +540,7 @@ class Completer:
         """``completion``, or the input unchanged, abstained with the reason, when :func:`answer_problem` finds
         the answer is no current address — whatever path made it (one candidate, the model's choice, free
         generation, the free fallback)."""
-        if completion.abstained:
+        if completion.abstained or not self.check_answers:
             return completion
         reason = answer_problem(completion.text, prefix=self.prefix)
         if reason is None:

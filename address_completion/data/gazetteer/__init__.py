@@ -20,10 +20,14 @@ fits the division (喀左县, 新疆省, 玉环县 for 玉环市; not 玉环区;
 detail's street: 鄞州市心路 is 鄞州区 + 市心路). A county short name followed by the name word of an area of its
 own (滨江新区, 江北新区) is read only where the names before it place it; before a zone of the county
 (江宁开发区, 萧山经济技术开发区) or a street whose name starts with a place word (鄞州站前路) it is read.
+Placeholder levels of the statistics tables (省直辖县级行政区划, 市辖区, 县 as a city level) are stepped over.
+Written names that contradict each other are kept by :meth:`Gazetteer.parse` as written (not a valid chain) and
+decided by evidence in :func:`completion_candidates` (the most written names agreeing win; ``Candidate.overrides``
+says which written names a chain does not follow).
 
 Modules by job: :mod:`.history` (former names from the change history), :mod:`.divisions` (reference tables
-and the name index), :mod:`.normalize` (text
-normalisation), :mod:`.parser` (:meth:`Gazetteer.parse`), :mod:`.candidates` (completion candidates).
+and the name index), :mod:`.normalize` (text normalisation), :mod:`.parser` (:meth:`Gazetteer.parse`),
+:mod:`.candidates` (completion candidates and the answer check).
 """
 
 from .candidates import (DEFAULT_DETAIL, DETAILS, MAX_CANDIDATES, Candidate, address_detail, chain_problem,

