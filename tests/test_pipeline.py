@@ -20,6 +20,8 @@ def test_demo_runs_every_stage_and_ends_with_a_report(default_model_dir: Path, t
     assert "build-model" not in printed  # an existing default model is reused
     assert sorted(p.name for p in (out / "data").iterdir()) == ["dev.json", "test.json", "train.json"]
     assert (out / "lora" / "lora_config.json").exists()
+    assert (out / "lora" / "loss.png").read_bytes().startswith(b"\x89PNG")  # the training curves
+    assert list((out / "lora" / "runs").rglob("vdlrecords*")), "VisualDL logs by default"
     assert (out / "merged" / "config.json").exists()
     # the predict step prints real completions: constrained decoding over the gazetteer's candidates
     for answer in ("陕西省西安市碑林区扬子江南路467-6号", "陕西省宝鸡市扶风县法门镇法门寺", "上海市浦东新区张江路88号",

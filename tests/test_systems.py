@@ -180,7 +180,7 @@ class StubEndpoint:
 
             def do_POST(self):
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                stub.requests.append((body, dict(self.headers)))
+                stub.requests.append((body, {key.lower(): value for key, value in self.headers.items()}))
                 if stub.delay:
                     time.sleep(stub.delay)
                 if stub.failures:
@@ -234,7 +234,8 @@ def test_openai_sends_training_message_greedy_with_key(stub, monkeypatch):
     body, headers = sent[with_prefix("碑林区扬子江南路467-6号")]
     assert body["messages"] == [{"role": "user", "content": PREFIX + "碑林区扬子江南路467-6号"}]
     assert body["temperature"] == 0 and body["max_tokens"] == 40 and body["model"] == "qwen2.5-7b-instruct"
-    assert headers["Authorization"] == "Bearer sekrit"
+    assert headers["authorization"] == "Bearer sekrit"  # header names are case-insensitive
+    assert headers["user-agent"].startswith("OpenAI/Python")  # the openai client makes the calls (its retries)
 
 
 def test_openai_grounded_message_carries_the_candidates(stub):

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from address_completion.inference.generate import Completer
+from address_completion.inference.generate import REASON_NO_CANDIDATE, Completer
 from address_completion.inference.serve import ServerSettings, start_in_thread
 
 ADDRESS, FULL = "碑林区扬子江南路467-6号", "陕西省西安市碑林区扬子江南路467-6号"
@@ -133,7 +133,7 @@ def test_page_completes_an_address_and_shows_an_abstention(browser, server):
     assert first[:5] == [ADDRESS, FULL, "陕西省西安市碑林区", "扬子江南路467-6号", "single candidate"]
     assert first[5] == f"{FULL} (1.000)"
     assert second[0] == second[1] == NO_CANDIDATE
-    assert second[4] == "abstained — the input comes back unchanged" and second[5] == "none"
+    assert second[4] == f"abstained — the input comes back unchanged\n{REASON_NO_CANDIDATE}" and second[5] == "none"
     # two readings (北京 and 长春 have a 朝阳区): the model chooses, with its probability among the candidates
     assert third[4].startswith("model choice (p = ") and len(third[5].splitlines()) == 2
     assert third[1] == third[5].splitlines()[0].rsplit(" (", 1)[0] and third[3] == "建国路88号"

@@ -85,29 +85,13 @@ def parse_settings(raw: Any, where: str) -> EvalSettings:
         return EvalSettings()
     if not isinstance(raw, dict):
         raise ConfigError(f"{where}: expected a mapping of settings, got {type(raw).__name__}")
-    check_keys(raw, list(SETTING_RULES), where)
-    values = {}
-    for key, value in raw.items():
-        values[key] = _setting_value(key, value, f"{where}.{key}")
+    from .settings_model import expected, validate_settings
+
+    values = validate_settings(raw, SETTING_RULES, where, yaml_number_hint)  # pydantic, our messages
+    for key, value in values.items():
+        if value is None and key != "limit":  # null means the default for limit only
+            raise ConfigError(expected(key, value, SETTING_RULES[key], f"{where}.{key}", yaml_number_hint))
     return EvalSettings(**values)
-
-
-def _setting_value(key: str, value: Any, where: str) -> Any:
-    kind, rule = SETTING_RULES[key]
-    if value is None and key == "limit":
-        return None
-    if kind is str:
-        if not isinstance(value, str) or (rule is not None and value.lower() not in rule):
-            expected = f"one of {', '.join(rule)}" if rule else "a string"
-            raise ConfigError(f"{where}: expected {expected}, got {value!r}")
-        return value.lower() if rule else value
-    accepted = (int,) if kind is int else (int, float)
-    if isinstance(value, bool) or not isinstance(value, accepted) or not math.isfinite(value) or value < rule:
-        what = "an integer" if kind is int else "a finite number"
-        nullable = " (or null for all)" if key == "limit" else ""
-        raise ConfigError(f"{where}: expected {what} >= {rule}{nullable}, got {value!r}"
-                          f"{yaml_number_hint(value, kind is int)}")
-    return kind(value)
 
 
 def default_system_name(raw: dict[str, Any]) -> str:
@@ -407,9 +391,9 @@ def run_system(system: System, items: Sequence[EvalItem], cache: PredictionCache
         return cache.records
     todo = list(pending.values())
     system.check_inputs([strip_prefix(item.source, prefix) for item in todo])
-    from tqdm import tqdm
+    from ..progress import progress as progress_tracker
 
-    with tqdm(total=len(todo), unit="addr", desc=system.name, disable=None if progress else True) as bar:
+    with progress_tracker(len(todo), f"system {system.name}", "addr", enabled=progress) as bar:
         for batch in chunks(todo, settings.batch_size):
             started = time.perf_counter()
             answers = system.predict([strip_prefix(item.source, prefix) for item in batch])
@@ -520,12 +504,12 @@ def _run_evaluation(config: EvalConfig, *, fresh: bool, force: bool, progress: b
         f"systems[{spec.name}].{key}": spec.options.get(key) for spec in config.systems
         for key in ("model", "lora_path", "path") if isinstance(spec.options.get(key), str)}})
     check_output_dir(config.output_dir, force)
-    config.output_dir.mkdir(parents=True, exist_ok=True)
     if gazetteer is None:
         from ..data.gazetteer import load_gazetteer
 
         gazetteer = load_gazetteer()
     items, total = read_test_set(config, gazetteer)
+    config.output_dir.mkdir(parents=True, exist_ok=True)  # after the test set is known good: a refusal leaves none
     counts = Counter(item.input_class for item in items)
     classes = {name: counts[name] for name in INPUT_CLASSES if name in counts}
     classes.update({name: count for name, count in sorted(counts.items()) if name not in classes})

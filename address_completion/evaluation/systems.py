@@ -33,8 +33,6 @@ import json
 import math
 import os
 import time
-import urllib.error
-import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -354,11 +352,9 @@ class PaddleSystem(System):
 # ---------------------------------------------------------------- openai-compatible endpoint
 
 
-RETRYABLE_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
-
-
 class OpenAISystem(System):
-    """An OpenAI-compatible chat-completions endpoint, called with the standard library only."""
+    """An OpenAI-compatible chat-completions endpoint, called through the ``openai`` client (its timeout and
+    retries)."""
 
     KIND = "openai"
     REQUIRED = ("base_url", "model")
@@ -367,6 +363,7 @@ class OpenAISystem(System):
     def __init__(self, spec: SystemSpec, settings: EvalSettings):
         super().__init__(spec, settings)
         self._pool: ThreadPoolExecutor | None = None
+        self._client: Any = None
 
     @classmethod
     def check_options(cls, options: dict[str, Any], where: str) -> None:
@@ -406,12 +403,35 @@ class OpenAISystem(System):
                 "grounding": self.grounding,
                 "candidates": gazetteer_stamp() if self.grounding == "candidates" else None}
 
-    def _headers(self) -> dict[str, str]:
-        headers = {"Content-Type": "application/json", "Accept": "application/json"}
-        variable = self.spec.options.get("api_key_env")
-        if variable:
-            headers["Authorization"] = f"Bearer {os.environ.get(variable, '')}"
-        return headers
+    @property
+    def base_url(self) -> str:
+        """The base URL the ``openai`` client appends ``/chat/completions`` to."""
+        return self.url[:-len("/chat/completions")]
+
+    def client(self) -> Any:
+        """The ``openai`` client for this endpoint (made once, shared by the worker threads): its timeout and its
+        retries (``retries`` more attempts after a timeout, connection error, 408, 409, 429 or 5xx), waiting
+        :meth:`_delay` between attempts."""
+        if self._client is None:
+            import openai
+
+            system = self
+
+            class OpenAI(openai.OpenAI):  # the class name is the User-Agent's product name
+                # The wait between attempts is ours (the backoff option, Retry-After honoured up to 60 s); the
+                # client's own starts at 0.5 s and cannot be configured.
+                def _calculate_retry_timeout(self, remaining_retries: int, options: Any,
+                                             response_headers: Any = None) -> float:
+                    attempt = options.get_max_retries(self.max_retries) - remaining_retries
+                    retry_after = response_headers.get("retry-after") if response_headers is not None else None
+                    return system._delay(attempt, retry_after)
+
+            variable = self.spec.options.get("api_key_env")
+            # The client needs some key; an endpoint without one ignores the header.
+            key = os.environ.get(variable, "") if variable else "none"
+            self._client = OpenAI(base_url=self.base_url, api_key=key, timeout=float(self._option("timeout")),
+                                  max_retries=int(self._option("retries")))
+        return self._client
 
     def request_body(self, address: str) -> dict[str, Any]:
         """The chat request for one address: the training user message (grounded when asked), greedy decoding."""
@@ -428,30 +448,23 @@ class OpenAISystem(System):
         return min(delay, 60.0)
 
     def complete_one(self, address: str) -> Answer:
-        """One request with retries; raises RemoteSystemError with the last failure."""
-        data = json.dumps(self.request_body(address), ensure_ascii=False).encode("utf-8")
+        """One request through the ``openai`` client (its retries); raises RemoteSystemError with the failure."""
+        import openai
+
         retries, timeout = int(self._option("retries")), float(self._option("timeout"))
-        last_failure = ""
-        for attempt in range(retries + 1):
-            retry_after = None
-            request = urllib.request.Request(self.url, data=data, headers=self._headers(), method="POST")
-            try:
-                with urllib.request.urlopen(request, timeout=timeout) as response:
-                    return self._answer(response.read(), address)
-            except urllib.error.HTTPError as exc:
-                detail = exc.read()[:300].decode("utf-8", "replace")
-                last_failure = f"HTTP {exc.code} {exc.reason}: {detail}"
-                if exc.code not in RETRYABLE_STATUS:
-                    raise RemoteSystemError(self._http_hint(exc.code, last_failure)) from None
-                retry_after = exc.headers.get("Retry-After") if exc.headers else None
-            except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as exc:
-                reason = getattr(exc, "reason", exc)
-                last_failure = f"{type(reason).__name__}: {reason}" if str(reason) else type(reason).__name__
-            if attempt < retries:
-                logger.debug("system %s: %s; retry %d/%d", self.name, last_failure, attempt + 1, retries)
-                time.sleep(self._delay(attempt, retry_after))
+        try:
+            response = self.client().chat.completions.with_raw_response.create(**self.request_body(address))
+            return self._answer(response.content, address)
+        except openai.APIStatusError as exc:
+            detail = exc.response.content[:300].decode("utf-8", "replace")
+            failure = f"HTTP {exc.status_code} {exc.response.reason_phrase}: {detail}"
+            if not self.client()._should_retry(exc.response):  # refused at once: retrying would not help
+                raise RemoteSystemError(self._http_hint(exc.status_code, failure)) from None
+        except (openai.APITimeoutError, openai.APIConnectionError) as exc:
+            reason = exc.__cause__ or exc
+            failure = f"{type(reason).__name__}: {reason}" if str(reason) else type(reason).__name__
         raise RemoteSystemError(f"system {self.name}: {self.url} failed {retries + 1} times (timeout {timeout:g}s); "
-                                f"last error: {last_failure}. Finished predictions are cached: rerun to resume")
+                                f"last error: {failure}. Finished predictions are cached: rerun to resume")
 
     def _http_hint(self, status: int, failure: str) -> str:
         hint = {401: "check the API key (api_key_env)", 403: "check the API key and its permissions",
@@ -490,6 +503,9 @@ class OpenAISystem(System):
         if self._pool is not None:
             self._pool.shutdown(wait=True)
             self._pool = None
+        if self._client is not None:
+            self._client.close()
+            self._client = None
 
 
 # ---------------------------------------------------------------- predictions made elsewhere

@@ -509,10 +509,9 @@ class Completer:
                                                      for address, found in zip(addresses, candidates)])
         results: list[Completion | None] = [None] * len(prompt_ids)
         free = list(range(len(addresses)))
-        from tqdm import tqdm
+        from ..progress import progress as progress_tracker
 
-        with tqdm(total=len(prompt_ids), unit="addr", desc="completing", disable=None if progress else True,
-                  leave=False) as bar:
+        with progress_tracker(len(prompt_ids), "completing", "addr", enabled=progress, leave=False) as bar:
             if self.decoding == "constrained":
                 free = [i for i in free if not candidates[i]]
                 if self.min_confidence > 0:  # nothing to vouch for an answer without candidates: abstain

@@ -1,17 +1,21 @@
 """OpenAI chat options the server honours: ``max_tokens`` / ``max_completion_tokens``, ``stop``, ``logprobs``.
 
-What each does (free and constrained decoding alike, so a client gets what OpenAI would give it):
+What each does to generated text (free decoding, and the free fallback of constrained decoding when the
+gazetteer has no candidate), so a client gets what OpenAI would give it:
 - ``max_tokens`` / ``max_completion_tokens`` (an integer >= 1; with both, the smaller): the answer is cut after
   that many tokens and its ``finish_reason`` is ``"length"``. Decoding is greedy, so the first N tokens of a
-  longer answer are exactly what a generation capped at N gives; a constrained answer is chosen among whole
-  candidate chains first, then cut the same way (its ``address_completion`` details still describe the chosen
-  whole chain). The server's own ``--max_new_tokens`` stays the upper bound of free generation.
+  longer answer are exactly what a generation capped at N gives. The server's own ``--max_new_tokens`` stays
+  the upper bound of free generation.
 - ``stop`` (a string or a list of 1-4 non-empty strings): the answer ends before the first stop string it
   contains, ``finish_reason`` ``"stop"``; ``completion_tokens`` counts the tokens up to the one that completed
   the stop string, as a generation that watched for it would have produced.
 - ``logprobs: true`` (and ``top_logprobs``) are refused with a 400: token log-probabilities are not computed
   (the answer's probability among the gazetteer's candidates is ``address_completion.probability``).
-An abstention (the input returned unchanged) is never cut: it is not generated text.
+Constrained decoding: an answer chosen among the gazetteer's candidates is a whole existing chain + the input's
+detail, not generated text, so ``max_tokens`` and ``stop`` leave it whole (``finish_reason`` ``"stop"``) —
+exactly as ``--max_new_tokens`` bounds free generation only, and as ``predict`` / ``evaluate`` answer locally
+(evaluate's ``openai`` system sends its ``max_new_tokens`` as ``max_tokens``). An abstention (the input returned
+unchanged) is never cut either: it is not generated text.
 Invalid values are a 400 naming the field (OpenAI's status for a bad parameter).
 """
 
@@ -88,8 +92,8 @@ def limit_completion(completion: Any, tokenizer: Any, options: ChatOptions) -> A
 
     Text is decoded from the cut token ids (a character split across the cut is dropped, not shown as U+FFFD).
     """
-    if not options.cuts or completion.abstained or not completion.token_ids:
-        return completion
+    if not options.cuts or completion.abstained or not completion.token_ids or completion.decoding == "constrained":
+        return completion  # not generated text: a candidate chosen whole, or the input given back
     ids = list(completion.token_ids)
     finish = completion.finish_reason
     text = completion.text

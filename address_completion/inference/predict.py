@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Sequence, TextIO
 
 from .. import DEFAULT_PROMPT_PREFIX
 from ..data import dataio
-from ..data.prompt import MAX_INPUT_CHARS, has_address_text
+from ..data.prompt import MAX_INPUT_CHARS, has_address_text, strip_prefix
 from ..errors import ConfigError, DataError
 
 if TYPE_CHECKING:
@@ -72,6 +72,8 @@ def check_lengths(inputs: list[PredictInput], limit: int, source: str | None) ->
         if len(item.address) > limit:
             message = (f"address has {len(item.address)} characters; the limit is {limit} (--max_input_chars): "
                        "give one postal address per record")
+        elif not strip_prefix(item.address):  # the prompt's prefix alone read as "no letter or digit"
+            message = f"{item.address!r} is the prompt prefix alone: nothing to complete; give a postal address"
         elif not has_address_text(item.address):
             message = f"{item.address!r} has no letter or digit: nothing to complete; give a postal address"
         if message is not None:
@@ -210,7 +212,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.output:
+    if args.output is not None:  # --output "" (an unset variable) is refused by the checks, not ignored
         with dataio.output_lock(args.output, "--output"):  # one run per output file at a time
             return _run(args)
     return _run(args)
@@ -227,7 +229,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.max_input_chars < 1:
         raise ConfigError(f"--max_input_chars must be at least 1, got {args.max_input_chars}")
     options = decoding_options(args)
-    if args.output:
+    if args.output is not None:
         dataio.check_apart({"--output": args.output},
                            {"--model": args.model, "--lora_path": args.lora_path, "--input": args.input})
         dataio.check_output_file(args.output, args.force)

@@ -65,6 +65,7 @@ def explain(address: str, completion: Any, prefix: str) -> dict[str, Any]:
                 break
     return {"input": address, "answer": completion.text, "chain": chain, "detail": detail,
             "decision": decision(details), "probability": details["probability"], "abstained": details["abstained"],
+            "reason": details.get("reason"),
             "candidates": details["candidates"], "more_candidates": details["more_candidates"]}
 
 

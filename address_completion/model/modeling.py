@@ -27,6 +27,7 @@ import concurrent.futures
 import hashlib
 import json
 import os
+import re
 import shutil
 import socket
 import struct
@@ -455,12 +456,53 @@ def read_adapter_tensors(lora_path: str | os.PathLike, flag: str = "--lora_path"
     return path, tensors
 
 
+def safetensors_shapes(path: Path) -> dict[str, list[int]]:
+    """Tensor name -> shape from a safetensors header (nothing is loaded); {} when the header is unreadable."""
+    try:
+        with open(path, "rb") as handle:
+            (length,) = struct.unpack("<Q", handle.read(8))
+            header = json.loads(handle.read(length)) if length <= 100_000_000 else {}
+    except (struct.error, ValueError, OSError):
+        return {}
+    return {name: list(entry["shape"]) for name, entry in header.items()
+            if isinstance(entry, dict) and isinstance(entry.get("shape"), list)}
+
+
+def config_weight_mismatch(folder: Path) -> DataError | None:
+    """A DataError when config.json describes other weights than the folder holds (hidden_size 128 for 64-wide
+    weights): the embedding's shape is [vocab_size, hidden_size], and the layer count shows in the names."""
+    try:
+        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    shapes: dict[str, list[int]] = {}
+    for path in sorted(folder.glob("*.safetensors")):
+        shapes.update(safetensors_shapes(path))
+    embedding = next((name for name in shapes if name.endswith("embed_tokens.weight")), None)
+    if not isinstance(config, dict) or embedding is None or len(shapes[embedding]) != 2:
+        return None
+    vocab, width = shapes[embedding]
+    layers = {int(match.group(1)) for name in shapes for match in [re.search(r"\.layers\.(\d+)\.", name)] if match}
+    found = [("hidden_size", width, f"the weights are {width} wide ({embedding} has shape [{vocab}, {width}])"),
+             ("vocab_size", vocab, f"the weights hold {vocab} tokens ({embedding} has shape [{vocab}, {width}])"),
+             ("num_hidden_layers", len(layers), f"the weights hold {len(layers)} layers")]
+    for key, actual, what in found:
+        said = config.get(key)
+        if isinstance(said, int) and actual and said != actual:
+            return DataError(f"config.json says {key} {said}, but {what}: the config does not belong to these "
+                             "weights; put back the model's own config.json", folder / "config.json")
+    return None
+
+
 def unreadable_weights(folder: Path, error: BaseException) -> DataError:
     """The DataError for weights PaddleNLP could not load: names the empty file, or the file(s) and the cause."""
     files = weight_files(folder)
     for path in files:
         if path.stat().st_size == 0:
             return DataError("empty file (0 bytes): copy the model folder again or rebuild it", path)
+    mismatch = config_weight_mismatch(folder)
+    if mismatch is not None:
+        return mismatch
     where = files[0] if len(files) == 1 else folder
     return DataError(f"cannot load the model weights ({type(error).__name__}: {first_line(error)}); the file is "
                      "probably truncated or damaged: copy the model folder again or rebuild it", where)
@@ -481,6 +523,11 @@ def broken_json_file(folder: Path) -> Path | None:
 def first_line(error: BaseException) -> str:
     text = str(error).strip()
     return text.splitlines()[0][:200] if text else "no details"
+
+
+def natural_order(name: str) -> list:
+    """Sort key putting layers.2 before layers.10 (numbers compared as numbers)."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
 
 
 def read_adapter_config(lora_path: str | os.PathLike, flag: str = "--lora_path") -> dict:
@@ -512,7 +559,15 @@ def load_adapter(model: Any, lora_path: str | os.PathLike, *, base: str = "the b
     path, tensors = read_adapter_tensors(lora_path, flag)
     read_adapter_config(lora_path, flag)  # PaddleNLP's own reading of it would end in a JSONDecodeError traceback
     check_pickled_weights(Path(lora_path), "adapter")
-    lora_model = LoRAModel.from_pretrained(model=model, lora_path=str(lora_path))
+    try:
+        lora_model = LoRAModel.from_pretrained(model=model, lora_path=str(lora_path))
+    except ValueError as error:  # PaddleNLP: "missing_keys: {...}" when the base has layers the adapter lacks
+        missing = sorted(re.findall(r"'([^']+)'", str(error)), key=natural_order)
+        if not str(error).startswith("missing_keys") or not missing:
+            raise
+        raise ConfigError(f"{path}: the adapter has no tensor {missing[0]} ({len(missing)} missing in all), a layer "
+                          f"of the base model {base}: the adapter was trained on a model with fewer layers or other "
+                          "target modules (its lora_config.json names the base it was trained on)") from None
     parameters = lora_model.model.state_dict()
     for name, tensor in tensors.items():
         if name not in parameters:

@@ -633,6 +633,11 @@ def metrics_recorder(path: Path, keep_until_step: int | None, progress_bar: bool
     class MetricsRecorder(TrainerCallback):
         def __init__(self):
             self.records = records
+            self.baseline: tuple[float, int] | None = None  # (time, step) when this process's first step began
+
+        def on_step_begin(self, args, state, control, **kwargs):
+            if self.baseline is None:  # after a resume, global_step is the checkpoint's step here
+                self.baseline = (time.monotonic(), int(state.global_step))
 
         def on_log(self, args, state, control, logs=None, **kwargs):
             values = {key: _plain(value) for key, value in (logs or {}).items() if key not in UNLOGGED_KEYS}
@@ -645,8 +650,17 @@ def metrics_recorder(path: Path, keep_until_step: int | None, progress_bar: bool
                 from tqdm import tqdm
 
                 tqdm.write(format_record(record, state.max_steps), file=sys.stderr)
-            else:
-                logger.info("%s", format_record(record, state.max_steps))
+            else:  # a log: the rate and ETA a bar would show
+                logger.info("%s%s", format_record(record, state.max_steps), self.eta(record["step"], state.max_steps))
+
+        def eta(self, step: int, max_steps: int) -> str:
+            """"  0.52 steps/s, ETA 3m10s" from the steps this process ran (empty before the first one ended)."""
+            if self.baseline is None or step <= self.baseline[1] or not max_steps:
+                return ""
+            from ..progress import duration
+
+            rate = (step - self.baseline[1]) / max(1e-9, time.monotonic() - self.baseline[0])
+            return f"  {rate:.3g} steps/s, ETA {duration(max(0, max_steps - step) / rate)}"
 
     return MetricsRecorder()
 
@@ -840,6 +854,8 @@ def _train_in(cfg: TrainConfig, started: float, *, resume: bool, overwrite: bool
     existing = {name for name in RUN_OUTPUT_FILES if (cfg.output_dir / name).exists()}
     weights_before = set(final_weight_files(cfg.output_dir))
     checkpoints_before = set(checkpoints_in(cfg.output_dir))
+    log_dir = Path(cfg.training_args.logging_dir) if getattr(cfg.training_args, "logging_dir", None) else None
+    logs_before = set(log_dir.rglob("*")) if log_dir is not None and log_dir.is_dir() else set()
     try:
         return _train_and_report(cfg, pairs, checkpoint, started, final=final)
     except BaseException:
@@ -849,6 +865,8 @@ def _train_in(cfg: TrainConfig, started: float, *, resume: bool, overwrite: bool
             for name in RUN_OUTPUT_FILES:
                 if name not in existing:
                     (cfg.output_dir / name).unlink(missing_ok=True)
+            if log_dir is not None and log_dir.is_dir():  # the failed run's VisualDL records: a half-written log
+                remove_new_files(log_dir, logs_before)
         raise
 
 
@@ -950,6 +968,22 @@ def remove_partial_outputs(output_dir: Path, checkpoints_before: set[Path], weig
             path.unlink(missing_ok=True)
     if output_dir.is_dir():
         remove_killed_writes(output_dir)
+
+
+def remove_new_files(folder: Path, before: set[Path]) -> None:
+    """Remove the files (and then empty folders) below ``folder`` that are not in ``before``; ``folder`` itself
+    goes too when it ends up empty and was not there before."""
+    for path in sorted(folder.rglob("*"), key=lambda path: -len(path.parts)):
+        if path in before:
+            continue
+        if path.is_dir():
+            with contextlib.suppress(OSError):
+                path.rmdir()
+        else:
+            path.unlink(missing_ok=True)
+    if not before:
+        with contextlib.suppress(OSError):
+            folder.rmdir()
 
 
 def checkpoint_step_is_final(cfg: TrainConfig, checkpoint: Path) -> bool:

@@ -660,5 +660,19 @@ def chain_problem(address: str, gazetteer: Optional["Gazetteer"] = None) -> Opti
         if named:
             related = any(d.code == deepest.code or d.code in gazetteer._ancestors[deepest.code]
                           or deepest.code in gazetteer._ancestors[d.code] for d in named)
-            return None if related else "not_nesting"
+            if related or _word_after_complete_chain(same[0].chain, named, gazetteer):
+                return None
+            return "not_nesting"
     return None
+
+
+def _word_after_complete_chain(chain: AdminChain, named: list[Division], gazetteer: "Gazetteer") -> bool:
+    """Whether county-level names ``named``, read right after ``chain``, are a word of the detail rather than a
+    contradiction: the chain is complete (a county or a town) and none of them lies in its city (its province for
+    a municipality). 城区, 郊区, 矿区, 新城区, 市中区 are counties somewhere but common words of a detail
+    (顺德区北滘镇新城区人昌路, 碑林区矿区路1号); a county of the same city (碑林区雁塔区, 北京市朝阳区海淀区) is a
+    second county written after the first, which no current chain holds."""
+    if chain.county is None and chain.town is None:
+        return False  # 山西省 + 西安市雁塔区: the run stopped where the names stopped nesting
+    home = chain.city or chain.province
+    return all(d.level == 3 and home.code not in gazetteer._ancestors[d.code] for d in named)
