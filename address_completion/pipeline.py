@@ -108,6 +108,8 @@ def apply_defaults(args: argparse.Namespace) -> argparse.Namespace:
 
 
 def run_demo(args: argparse.Namespace) -> int:
+    # the demo runs every stage through its command line, so the commands it prints are exactly what ran (cli
+    # imports the stage modules, this one included, only when a command is chosen)
     from .cli import main as cli_main
 
     args = apply_defaults(args)

@@ -37,6 +37,7 @@ from .gazetteer import (DEFAULT_DETAIL, DETAILS, ZONE_WORDS, AdminChain, Divisio
 from .input_classes import INPUT_CLASSES, chain_levels, inside as _inside, input_class
 from .poi import PoiData, load_poi
 from .prompt import with_prefix
+from ..progress import progress
 from ..runtime import logger
 
 DEFAULT_NUM = 5000
@@ -859,8 +860,6 @@ class _NoBar:
 def _progress_bar(total: int, enabled: bool):
     if not enabled:
         return _NoBar()
-    from ..progress import progress
-
     return progress(total, "prepare", "pair")
 
 

@@ -554,11 +554,10 @@ OVERRIDE_FLAGS = (("--test-file", "test_file", str), ("--output-dir", "output_di
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("config", help="evaluation YAML (see configs/eval_0p5b.yaml, docs/evaluation.md)")
     for flag, key, kind in OVERRIDE_FLAGS:
-        # PaddleNLP's spellings (--output_dir, --batch_size, ...) are accepted too, as aliases hidden from --help
-        parser.add_argument(flag, type=kind, default=None, help=f"override {key}")
-        if "-" in flag[2:]:
-            parser.add_argument(flag.replace("-", "_").replace("__", "--", 1), dest=flag[2:].replace("-", "_"),
-                                type=kind, default=None, help=argparse.SUPPRESS)
+        # PaddleNLP's spellings (--output_dir, --batch_size, ...) are accepted too, as aliases
+        alias = "--" + flag[2:].replace("-", "_")
+        parser.add_argument(flag, *([alias] if alias != flag else []), dest=flag[2:].replace("-", "_"), type=kind,
+                            default=None, help=f"override {key}")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override any key, e.g. settings.concurrency=8 or systems.qwen7b.base_url=http://...")
     parser.add_argument("--systems", default=None, help="comma-separated names: evaluate only these systems")

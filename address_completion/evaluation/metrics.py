@@ -36,12 +36,12 @@ from __future__ import annotations
 
 import math
 import statistics
-import unicodedata
 from dataclasses import asdict, dataclass, field
 from typing import Any, Iterable, Sequence
 
 from .. import DEFAULT_PROMPT_PREFIX
 from ..data.input_classes import input_class
+from ..data.matching import exact_match, normalize_text
 from ..data.gazetteer import address_detail, rule_short_forms
 from ..data.prompt import address_candidates, candidate_chains
 
@@ -51,19 +51,6 @@ INPUT_CLASSES = ("unique_county", "ambiguous_county", "town_first", "no_admin_to
 # How much a wrong level weighs when ranking the worst errors: a wrong province is worse than a wrong town.
 LEVEL_WEIGHTS = {"province": 8, "city": 4, "county": 2, "town": 1}
 Z_95 = 1.959963984540054
-# Characters NFKC keeps that still make two addresses look different to a reader but not to a person.
-INVISIBLE = dict.fromkeys(map(ord, "\u200b\u200c\u200d\u2060\ufeff"))
-
-
-def normalize_text(text: str | None) -> str:
-    """Canonical form for comparison: NFKC (full-width -> half-width), no whitespace, no zero-width marks."""
-    if not text:
-        return ""
-    return "".join(unicodedata.normalize("NFKC", text).translate(INVISIBLE).split())
-
-
-def exact_match(prediction: str | None, target: str | None) -> bool:
-    return normalize_text(prediction) == normalize_text(target)
 
 
 # ---------------------------------------------------------------- one item

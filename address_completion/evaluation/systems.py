@@ -32,7 +32,6 @@ import io
 import json
 import math
 import os
-import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,13 +43,14 @@ from ..errors import AddressCompletionError, ConfigError, DataError
 from ..data import gazetteer
 from ..data.gazetteer import DEFAULT_DETAIL, DETAILS
 from ..data.prompt import DECODINGS, address_candidates
-from ..inference.generate import check_min_confidence
+from ..inference.generate import Completer, check_min_confidence
 from ..model.gguf_import import is_gguf_path
 from ..model.modeling import check_model_source
 from ..model.package_files import is_package_path, local_model_path
-from .metrics import normalize_text
+from ..data.matching import normalize_text
 from ..data.prompt import GROUNDINGS, strip_prefix
 from ..data.prompt import user_message as prompt_user_message  # systems.user_message reads a rendered prompt back
+from .. import runtime
 from ..runtime import logger, looks_like_local_path
 
 
@@ -325,12 +325,8 @@ class PaddleSystem(System):
     def completer(self):
         """Load the model on first use, so a fully cached system never loads it."""
         if self._completer is None:
-            from .. import runtime
-
             model = self.spec.options["model"]
             chosen = runtime.setup_runtime(device=self._option("device"), dtype=self._option("dtype"), model=model)
-            from ..inference.generate import Completer
-
             logger.info("system %s: loading %s%s", self.name, model,
                         f" + adapter {self.spec.options['lora_path']}" if self.spec.options.get("lora_path") else "")
             self._completer = Completer.load(model, lora_path=self.spec.options.get("lora_path"), dtype=chosen.dtype,
@@ -656,9 +652,7 @@ class RulesSystem(System):
         for ``gazetteer`` the loaded :class:`~address_completion.data.gazetteer.Gazetteer`."""
         if self._module is None:
             if self.engine == "gazetteer":
-                from ..data.gazetteer import load_gazetteer
-
-                self._module = load_gazetteer()
+                self._module = gazetteer.load_gazetteer()
                 return self._module
             import importlib
 

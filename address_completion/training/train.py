@@ -31,6 +31,7 @@ from .checkpoints import (RUN_OUTPUT_FILES, SUMMARY_FILE, checkpoint_step, check
 from .config import TrainConfig, load_config
 from .curves import LOSS_PLOT, plot_loss
 from .launch import DRY_RUN, split_launch_options
+from .lora import build_model
 from .samples import EncodedSplit, encode_pairs, pack_features, read_split, sample_pairs
 from .summary import make_summary, plain, print_summary
 
@@ -169,9 +170,7 @@ def set_up(cfg: TrainConfig, pairs: dict[str, list[dict[str, str]]], checkpoint:
     """Tokenizer, samples, model and trainer (seeded before the LoRA weights are drawn)."""
     # paddle lazy: these import paddle/PaddleNLP, which `train --help` and the config checks do without
     from paddlenlp.trainer import set_seed
-
-    from . import trainer as trainers
-    from .lora import build_model
+    from . import trainer as trainers  # paddle lazy (imports paddle/PaddleNLP at module level)
 
     set_mmap_threshold()  # 32 MiB unless ADDRESS_COMPLETION_MMAP_THRESHOLD says otherwise: before the model is built
     set_seed(cfg.training_args.seed)

@@ -24,8 +24,8 @@ from paddlenlp.trl import SFTTrainer
 from tqdm import tqdm
 
 from ..data import dataio
+from ..data.matching import exact_match
 from ..data.prompt import address_candidates
-from ..evaluation.metrics import exact_match
 from ..inference.generate import Completer, body_and_head
 from ..progress import duration
 from ..runtime import HeapTrimmer, logger
