@@ -275,11 +275,11 @@ def write_report(report: dict[str, Any], output_dir: Path) -> dict[str, str | No
     if note:
         logger.info("chart skipped: %s", note)
         report["chart_note"] = note
-    files = {"markdown": "report.md", "json": "report.json", "chart": None if note else CHART_NAME}
-    report["files"] = files
+    written = {"markdown": "report.md", "json": "report.json", "chart": None if note else CHART_NAME}
+    report["files"] = written
     dataio.atomic_write_text(output_dir / "report.md", render_markdown(report))
     dataio.write_json(output_dir / "report.json", report)
-    return files
+    return written
 
 
 def summary_lines(report: dict[str, Any]) -> list[str]:
