@@ -508,7 +508,8 @@ def train_merge_predict_serve(model: Path, tmp_path: Path, capsys, *, learning_r
     from address_completion.data import dataio
     from address_completion.training import merge
     from address_completion.inference.generate import Completer
-    from address_completion.inference.serve import ServerSettings, start_in_thread
+    from address_completion.inference.protocol import ServerSettings
+    from address_completion.inference.server import start_in_thread
     from address_completion.training.train import train
 
     repository = Path(__file__).resolve().parent.parent

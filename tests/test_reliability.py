@@ -664,7 +664,8 @@ HTTP_CASES = [
 @pytest.fixture(scope="module")
 def http_server(default_model_dir):
     from address_completion.inference.generate import Completer
-    from address_completion.inference.serve import ServerSettings, start_in_thread
+    from address_completion.inference.protocol import ServerSettings
+    from address_completion.inference.server import start_in_thread
 
     completer = Completer.load(str(default_model_dir), max_new_tokens=4)
     running = start_in_thread(completer, ServerSettings(port=0, api_key=API_KEY, model_name="tiny", max_addresses=4,
@@ -1021,7 +1022,8 @@ def test_a_connection_that_never_finishes_its_headers_is_closed(default_model_di
     import socket
 
     from address_completion.inference.generate import Completer
-    from address_completion.inference.serve import ServerSettings, start_in_thread
+    from address_completion.inference.protocol import ServerSettings
+    from address_completion.inference.server import start_in_thread
 
     completer = Completer.load(str(default_model_dir), max_new_tokens=4)
     running = start_in_thread(completer, ServerSettings(port=0, body_timeout=1.0))

@@ -14,7 +14,8 @@ import pytest
 
 from address_completion import DEFAULT_PROMPT_PREFIX
 from address_completion.inference.generate import Completer
-from address_completion.inference.serve import ServerSettings, start_in_thread
+from address_completion.inference.protocol import ServerSettings
+from address_completion.inference.server import start_in_thread
 
 API_KEY = "test-key"
 MAX_NEW_TOKENS = 6

@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 from address_completion.inference.generate import REASON_NO_CANDIDATE, Completer
-from address_completion.inference.serve import ServerSettings, start_in_thread
+from address_completion.inference.protocol import ServerSettings
+from address_completion.inference.server import start_in_thread
 
 ADDRESS, FULL = "碑林区扬子江南路467-6号", "陕西省西安市碑林区扬子江南路467-6号"
 TWO_CANDIDATES = "朝阳区建国路88号"

@@ -9,7 +9,8 @@ same FastAPI app and process as the API:
                             and the detail kept come from the gazetteer's candidate the model chose)
   GET  /ui/report           the evaluation report folder given by ``serve --report-dir`` (report.json)
   GET  /ui/report/chart     its chart (comparison.png)
-Imported only by api.py, when a server starts (FastAPI is imported here). The page sends a file's addresses in slices of ``--max-addresses``; the completed file is made in the browser
+Imported only by api.py, when a server starts (FastAPI is imported here).
+The page sends a file's addresses in slices of ``--max-addresses``; the completed file is made in the browser
 (the same format as the upload: txt, jsonl or csv, with the answer beside each input).
 """
 
@@ -22,23 +23,12 @@ from typing import Any, Awaitable, Callable, Optional
 from fastapi import Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 
-from ..errors import ConfigError
-from .serve import RequestError, addresses_from_complete_request
+from ..data.prompt import address_candidates
+from .protocol import REPORT_FILE, RequestError, addresses_from_complete_request
 
 PAGE_FILE = Path(__file__).resolve().parent.parent / "resources" / "webpage.html"
-REPORT_FILE = "report.json"
 CHART_FILE = "comparison.png"  # evaluation.report.CHART_NAME (not imported: serve does not depend on evaluate)
 OPEN_PAGE_PATHS = {"/"}
-
-
-def check_report_dir(folder: Optional[str]) -> Optional[Path]:
-    """The evaluation report folder ``serve --report-dir`` names, or ConfigError when it holds no report.json."""
-    if folder is None:
-        return None
-    path = Path(folder).expanduser()
-    if not (path / REPORT_FILE).is_file():
-        raise ConfigError(f"--report-dir {folder}: no {REPORT_FILE} there; give the output_dir of an evaluate run")
-    return path
 
 
 def decision(details: dict[str, Any]) -> str:
@@ -54,8 +44,6 @@ def decision(details: dict[str, Any]) -> str:
 
 def explain(address: str, completion: Any, prefix: str) -> dict[str, Any]:
     """One answer for the page: the chain and detail of the chosen candidate (None for a free answer)."""
-    from ..data.prompt import address_candidates
-
     details = completion.details()
     chain = detail = None
     if details["decoding"] == "constrained" and not details["abstained"]:
