@@ -23,6 +23,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from .. import DEFAULT_PROMPT_PREFIX
 from ..data import dataio
 from ..runtime import logger
 from .batching import BatchingWorker, with_detail
@@ -348,8 +349,6 @@ def create_app(worker: BatchingWorker, settings: ServerSettings, stopping: Stopp
             return await refused(request, RequestError(405, f"{path} accepts {allowed}, not {method}",
                                                        code="method_not_allowed"))
         return await refused(request, RequestError(error.status_code, str(error.detail)))
-
-    from .. import DEFAULT_PROMPT_PREFIX
 
     add_routes(app, run_model, settings, check_report_dir(settings.report_dir), DEFAULT_PROMPT_PREFIX)
     routes: dict[str, set[str]] = {}

@@ -2,8 +2,8 @@
 
 What a request to ``serve`` may hold and what comes back, independent of FastAPI and uvicorn: the app
 (api.py) and the web page (webpage.py) validate with these functions and answer with these models; a
-refused request is a :class:`RequestError` rendered in OpenAI's error shape. The one "usable address"
-rule is :func:`address_completion.data.prompt.has_address_text`, shared with ``predict``.
+refused request is a :class:`RequestError` rendered in OpenAI's error shape. The "usable address" rule is
+address_check.py's, shared with ``predict``.
 """
 
 from __future__ import annotations
@@ -14,8 +14,9 @@ from typing import Annotated, Any, Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, WithJsonSchema
 
-from ..data.prompt import MAX_INPUT_CHARS, has_address_text
+from ..data.prompt import MAX_INPUT_CHARS
 from ..errors import ConfigError
+from .address_check import TOO_LONG, address_problem
 
 OWNER = "address_completion"
 REPORT_FILE = "report.json"
@@ -91,11 +92,11 @@ def check_address(text: Any, where: str, limit: int) -> str:
     if surrogate is not None:  # a JSON "\ud800" escape: no UTF-8 text can hold it (the CLI refuses it too)
         raise RequestError(422, f"{where} contains an unpaired surrogate escape \\u{ord(surrogate):04x}; send "
                                 "the character itself or a valid surrogate pair", param=where)
-    if not has_address_text(text):  # [], 【】: nothing to complete (as predict)
-        raise RequestError(422, f"{where} has no letter or digit: nothing to complete", param=where)
-    if len(text) > limit:
-        raise RequestError(413, f"{where} has {len(text)} characters; the limit is {limit} (--max-input-chars)",
-                           param=where, code="input_too_long")
+    problem = address_problem(text, limit)  # the rule predict applies too
+    if problem is not None and problem.kind == TOO_LONG:
+        raise RequestError(413, f"{where} {problem.phrase} (--max-input-chars)", param=where, code="input_too_long")
+    if problem is not None:  # [], 【】: nothing to complete
+        raise RequestError(422, f"{where} {problem.phrase}", param=where)
     return text
 
 
