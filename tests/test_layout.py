@@ -195,3 +195,28 @@ def test_a_function_level_import_of_the_package_says_why():
                     unexplained.append(f"{relative}:{number + 1}: {stripped}")
     assert not unexplained, "function-level imports without a reason:\n" + "\n".join(unexplained)
 
+
+def test_flags_are_kebab_case_first():
+    """--kebab-case is every flag's first spelling in these commands; PaddleNLP's underscore spellings stay
+    accepted as aliases (merge_lora_params: --model_name_or_path, --lora_path, --output_path, ...)."""
+    import argparse
+
+    from address_completion.cli import build_parser
+
+    commands = build_parser()._subparsers._group_actions[0].choices
+    for name in ("predict", "serve", "merge", "export", "build-model"):
+        for action in commands[name]._actions:
+            long = [option for option in action.option_strings if option.startswith("--")]
+            assert not long or "_" not in long[0], f"{name} {long}: the first spelling is not kebab-case"
+    merge = commands["merge"]
+    args = merge.parse_args(["--model_name_or_path", "base", "--lora_path", "adapter", "--output_path", "out",
+                             "--safe_serialization", "false", "--low_gpu_mem", "true"])
+    assert (args.model_name_or_path, args.lora_path, args.output_path, args.safe_serialization) == (
+        "base", "adapter", "out", False)
+    args = merge.parse_args(["--model-name-or-path", "base", "--lora-path", "adapter", "--output-path", "out"])
+    assert (args.model_name_or_path, args.lora_path, args.output_path, args.safe_serialization) == (
+        "base", "adapter", "out", True)
+    with pytest.raises(SystemExit):
+        merge.parse_args(["--model-name-or-path", "b", "--lora-path", "a", "--output-path", "o",
+                          "--safe-serialization", "maybe"])
+    assert isinstance(commands["predict"].parse_args(["--model", "m", "--max_input_chars", "9"]), argparse.Namespace)

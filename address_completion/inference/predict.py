@@ -183,19 +183,19 @@ def collect_inputs(args: argparse.Namespace, stdin: TextIO) -> list[PredictInput
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("addresses", nargs="*", metavar="ADDRESS", help="addresses to complete")
     parser.add_argument("--model", required=True, help="model folder (merged, or the base with --lora_path), .gguf file or hub name")
-    parser.add_argument("--lora_path", default=None, help="unmerged LoRA adapter folder to apply to --model")
+    parser.add_argument("--lora-path", "--lora_path", default=None, help="unmerged LoRA adapter folder to apply to --model")
     parser.add_argument("--input", default=None, help="file of addresses: JSON lines with src [and tgt], JSON, CSV "
                                                       "or plain text (one per line)")
-    parser.add_argument("--input_format", default=None, choices=dataio.FORMATS,
+    parser.add_argument("--input-format", "--input_format", default=None, choices=dataio.FORMATS,
                         help="format of --input (default: from the extension)")
     parser.add_argument("--column", default=None, help="CSV column that holds the address")
     parser.add_argument("--output", default=None, help="write {prompt, predict, label} JSON lines here")
     parser.add_argument("--force", action="store_true", help="overwrite an existing --output")
     parser.add_argument("--json", action="store_true", help="print JSON lines {prompt, predict, decoding, probability, abstained, "
                              "reason, candidates, more_candidates} instead of text")
-    parser.add_argument("--batch_size", type=int, default=16, help="addresses decoded together")
-    parser.add_argument("--max_new_tokens", type=int, default=64, help="upper bound on generated tokens")
-    parser.add_argument("--max_input_chars", type=int, default=MAX_INPUT_CHARS,
+    parser.add_argument("--batch-size", "--batch_size", type=int, default=16, help="addresses decoded together")
+    parser.add_argument("--max-new-tokens", "--max_new_tokens", type=int, default=64, help="upper bound on generated tokens")
+    parser.add_argument("--max-input-chars", "--max_input_chars", type=int, default=MAX_INPUT_CHARS,
                         help="refuse longer addresses (serve's --max-input-chars, same default)")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "gpu"))
     parser.add_argument("--dtype", default="float32", help="float32, bfloat16 or float16 (CPU uses float32)")

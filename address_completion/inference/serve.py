@@ -42,7 +42,7 @@ from .protocol import ServerSettings
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     defaults = ServerSettings()
     parser.add_argument("--model", required=True, help="model folder (merged, or the base with --lora_path), .gguf file or hub name")
-    parser.add_argument("--lora_path", default=None, help="unmerged LoRA adapter folder to apply to --model")
+    parser.add_argument("--lora-path", "--lora_path", default=None, help="unmerged LoRA adapter folder to apply to --model")
     parser.add_argument("--host", default=defaults.host, help="interface to bind; 0.0.0.0 exposes the server to "
                                                               "the network (use --api-key then)")
     parser.add_argument("--port", type=int, default=defaults.port, help="TCP port; 0 picks a free one")
@@ -66,7 +66,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--report-dir", default=None, metavar="FOLDER",
                         help="an evaluate output folder (report.json, comparison.png) the web page at / shows in its "
                              "report tab")
-    parser.add_argument("--max_new_tokens", type=int, default=64, help="upper bound on generated tokens")
+    parser.add_argument("--max-new-tokens", "--max_new_tokens", type=int, default=64, help="upper bound on generated tokens")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "gpu"))
     parser.add_argument("--dtype", default="float32", help="float32, bfloat16 or float16 (CPU uses float32)")
     add_decoding_arguments(parser)

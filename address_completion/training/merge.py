@@ -187,10 +187,10 @@ def _merge_into(staging: Path, base: str, lora_path: str, batch, dtype: str, saf
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model_name_or_path", required=True, help="base model: a local folder, a .gguf file or a hub name")
-    parser.add_argument("--lora_path", required=True, help="LoRA adapter folder (lora_config.json + weights)")
-    parser.add_argument("--output_path", required=True, help="folder for the merged model (must be new or empty)")
-    parser.add_argument("--safe_serialization", type=parse_bool, default=True,
+    parser.add_argument("--model-name-or-path", "--model_name_or_path", required=True, help="base model: a local folder, a .gguf file or a hub name")
+    parser.add_argument("--lora-path", "--lora_path", required=True, help="LoRA adapter folder (lora_config.json + weights)")
+    parser.add_argument("--output-path", "--output_path", required=True, help="folder for the merged model (must be new or empty)")
+    parser.add_argument("--safe-serialization", "--safe_serialization", type=parse_bool, default=True,
                         help="save the weights as safetensors (true) or model_state.pdparams (false)")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "gpu"), help="where to run the merge")
     parser.add_argument("--dtype", default="float32", help="float32, bfloat16 or float16 (half falls back to "
@@ -198,7 +198,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tolerance", type=float, default=None,
                         help="largest accepted logit difference, times the largest |logit| when that exceeds 1; default 1e-4 for "
                              "float32, 5e-2 for half precision")
-    parser.add_argument("--low_gpu_mem", type=parse_bool, default=False,
+    parser.add_argument("--low-gpu-mem", "--low_gpu_mem", type=parse_bool, default=False,
                         help="accepted for merge_lora_params.py compatibility; has no effect")
     parser.add_argument("--force", action="store_true", help="replace a non-empty --output_path")
     add_format_arguments(parser, formats=("paddle", "hf", "gguf"), default="paddle")
