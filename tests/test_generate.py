@@ -270,6 +270,16 @@ def test_real_addresses_candidates_pass_and_their_shortened_forms_fail():
     ("陕西省西安市碑林区雁塔区1号", "not a current chain: its divisions do not nest"),  # another county right after
     ("甘肃省酒泉市敦煌市杨家桥乡月牙泉", None),  # a town since merged away, written by the user: detail
     ("北京市朝阳区南京市场1号", None),  # 南京市 + 场 is 市场, a word of the detail
+    # a county of another city after a complete chain is a word of the detail (a single candidate was abstained)
+    ("广东省佛山市顺德区北滘镇新城区人昌路", None),
+    ("陕西省西安市碑林区矿区路1号", None),
+    ("陕西省西安市碑林区城区1号", None),
+    ("广东省佛山市顺德区北滘镇郊区1号", None),
+    ("安徽省芜湖市镜湖区新城区", None),
+    ("北京市朝阳区海淀区1号", "not a current chain: its divisions do not nest"),  # a second county of the same city
+    ("陕西省西安市碑林区新城区1号", "not a current chain: its divisions do not nest"),  # 新城区 is 西安's too
+    ("陕西省西安市雁塔区北京市朝阳区", "not a current chain: its divisions do not nest"),  # a province after it
+    ("北京市朝阳区西安市1号", "not a current chain: its divisions do not nest"),  # a city after it
 ])
 def test_answer_problem_names_what_is_wrong(answer, reason):
     from address_completion.inference.generate import answer_problem

@@ -15,8 +15,11 @@ def test_demo_runs_every_stage_and_ends_with_a_report(default_model_dir: Path, t
             "--max-steps", "4", "--eval-limit", "16"]
     assert main(argv) == 0
     printed = capsys.readouterr().out
-    for stage in ("prepare", "split", "train", "merge", "predict", "evaluate"):
+    for stage in ("prepare --poi", "prepare", "split", "train", "merge", "predict", "evaluate"):
         assert f"$ address-completion {stage} " in printed
+    assert f"$ cat {out / 'pairs-poi.jsonl'} {out / 'pairs-synth.jsonl'} > {out / 'pairs.jsonl'}" in printed
+    lines = (out / "pairs.jsonl").read_text(encoding="utf-8").splitlines()
+    assert len(lines) == 300 and lines[:150] == (out / "pairs-poi.jsonl").read_text(encoding="utf-8").splitlines()
     assert "build-model" not in printed  # an existing default model is reused
     assert sorted(p.name for p in (out / "data").iterdir()) == ["dev.json", "test.json", "train.json"]
     assert (out / "lora" / "lora_config.json").exists()
@@ -79,15 +82,31 @@ def test_the_default_demo_trains_the_real_smollm2_and_quick_the_tiny_model(tmp_p
     from address_completion.pipeline import REAL_MODEL, apply_defaults, demo_steps
 
     real = demo_steps(apply_defaults(build_parser().parse_args(["demo", "--output", str(tmp_path / "d")])))
+    assert [argv[0] for _, argv in real] == ["prepare", "prepare", "concat", "split", "train", "merge", "predict",
+                                            "evaluate"]  # nothing to build
+    poi, synthesized, concat = (argv for _, argv in real[:3])
+    assert poi[:4] == ["prepare", "--poi", "--num", "1500"] and synthesized[:3] == ["prepare", "--num", "1500"]
+    assert concat[1:] == [str(tmp_path / "d" / "pairs-poi.jsonl"), str(tmp_path / "d" / "pairs-synth.jsonl"),
+                          str(tmp_path / "d" / "pairs.jsonl")]
     commands = {argv[0]: argv for _, argv in real}
-    assert list(commands) == ["prepare", "split", "train", "merge", "predict", "evaluate"]  # nothing to build
     assert commands["train"][1].endswith("configs/smollm2_135m_cpu.json")
     assert commands["train"][commands["train"].index("--model_name_or_path") + 1] == REAL_MODEL
     assert commands["evaluate"][1].endswith("configs/eval_smollm2.yaml")
     assert f"systems.untrained-free.model={REAL_MODEL}" in commands["evaluate"]
-    assert commands["prepare"][commands["prepare"].index("--num") + 1] == "3000"
+    only_synthesized = demo_steps(apply_defaults(build_parser().parse_args(
+        ["demo", "--output", str(tmp_path / "d"), "--poi-share", "0"])))
+    assert [argv[:3] for _, argv in only_synthesized[:2]] == [["prepare", "--num", "3000"],
+                                                              ["split", str(tmp_path / "d" / "pairs.jsonl"), "--output"]]
     quick = demo_steps(apply_defaults(build_parser().parse_args(
         ["demo", "--quick", "--output", str(tmp_path / "d"), "--model", str(tmp_path / "no-model-yet")])))
     commands = {argv[0]: argv for _, argv in quick}
     assert "build-model" in commands and commands["train"][1].endswith("configs/tiny_cpu.json")
     assert commands["evaluate"][1].endswith("configs/eval_tiny.yaml")
+
+
+@pytest.mark.parametrize("share", ["-0.1", "1.5"])
+def test_demo_refuses_a_poi_share_outside_0_to_1_before_the_first_step(share, tmp_path, capsys):
+    assert main(["demo", "--output", str(tmp_path / "demo"), "--poi-share", share]) == 2
+    captured = capsys.readouterr()
+    assert captured.err.strip() == f"error: --poi-share must be between 0 and 1, got {float(share)}"
+    assert "== [1/" not in captured.out and not (tmp_path / "demo").exists()

@@ -44,6 +44,15 @@ def test_the_shipped_file_is_read_whole():
     ("河南省信阳市浉河区浉河港镇白龙潭村", "河南省信阳市浉河区浉河港镇", "白龙潭村"),
     # a town that is no longer one of that county stays in the detail; the chain ends at the county
     ("浙江省嘉兴市桐乡市浙江省嘉兴市桐乡市乌镇西栅大街129号西栅景区内", "浙江省嘉兴市桐乡市", "乌镇西栅大街129号西栅景区内"),
+    # a short name ending in a suffix character as part of the name (鄞州, 雷州, 广州) is no "short name with its
+    # suffix" (沙县, 恩施州): before a street word it is the street's name, not a repeated prefix
+    ("浙江省宁波市鄞州区浙江省宁波市鄞州区鄞州大道中段1099号", "浙江省宁波市鄞州区", "鄞州大道中段1099号"),
+    ("广东省广州市越秀区广州市越秀区广州大道北199号", "广东省广州市越秀区", "广州大道北199号"),
+    ("广东省湛江市雷州市雷州大道190号", "广东省湛江市雷州市", "雷州大道190号"),
+    ("广东省肇庆市端州区肇庆市端州区端州四路", "广东省肇庆市端州区", "端州四路"),
+    ("安徽省阜阳市颍州区安徽省阜阳市颍州区颍州中路16号东北50米", "安徽省阜阳市颍州区", "颍州中路16号东北50米"),
+    # ... while a short name that is the full name without its suffix plus that suffix again is one (恩施州)
+    ("湖北省恩施土家族苗族自治州恩施市恩施州恩施市舞阳大街1号", "湖北省恩施土家族苗族自治州恩施市", "舞阳大街1号"),
 ])
 def test_clean_address(raw, chain, detail, gazetteer):
     assert cleaned(raw, gazetteer) == (chain, detail)

@@ -178,6 +178,10 @@ def test_an_address_with_no_letter_or_digit_is_refused_before_the_model_loads(tm
     source.write_text(json.dumps({"src": "补齐五级行政地址: 【】"}, ensure_ascii=False) + "\n", encoding="utf-8")
     assert main(["predict", "--model", missing, "--input", str(source)]) == 2
     assert f"{source}: record 1: '补齐五级行政地址: 【】' has no letter or digit" in capsys.readouterr().err
+    source.write_text(json.dumps({"src": "补齐五级行政地址: "}, ensure_ascii=False) + "\n", encoding="utf-8")
+    assert main(["predict", "--model", missing, "--input", str(source)]) == 2  # it said: has no letter or digit
+    assert f"{source}: record 1: '补齐五级行政地址:' is the prompt prefix alone: nothing to complete" in \
+        capsys.readouterr().err
 
 
 @pytest.mark.parametrize("line, message", [("路" * 300, "300 characters; the limit is 256"),

@@ -563,6 +563,21 @@ def test_cli_input_bad_line_is_named_and_skip_bad_counts_it(tmp_path, capsys):
     assert [record["tgt"] for record in read_lines(output)] == ["陕西省西安市碑林区扬子江南路467-6号", "北京市朝阳区建设路12号"]
 
 
+def test_input_whose_division_has_several_readings_is_skipped_as_ambiguous(tmp_path, capsys):
+    """A lone 朝阳区 is no full address: the skip says it has several readings (it named none before: "no
+    administrative division found" for a name the gazetteer knows in two places)."""
+    text = tmp_path / "mine.txt"
+    text.write_text("北京市朝阳区建国路88号\n朝阳区建国路88号\n城关镇人民路1号\nhello\n", encoding="utf-8")
+    output = tmp_path / "pairs.jsonl"
+    assert main(["prepare", "--input", str(text), "--output", str(output)]) == 0
+    out = capsys.readouterr().out
+    assert "wrote 1 pairs" in out and "3 addresses the gazetteer could not place" in out
+    assert (f"{text}: address 2: several readings (北京市朝阳区, 吉林省长春市朝阳区): write the levels above it: "
+            "朝阳区建国路88号") in out
+    assert f"{text}: address 3: several readings (天津市武清区城关镇, " in out
+    assert f"{text}: address 4: no administrative division found: hello" in out
+
+
 def test_cli_input_text_and_csv(tmp_path, capsys):
     text = tmp_path / "mine.txt"
     text.write_text("陕西省西安市碑林区扬子江南路467-6号\n陕西省宝鸡市扶风县法门镇美阳村3组\n", encoding="utf-8")

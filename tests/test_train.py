@@ -328,11 +328,13 @@ def test_load_best_model_at_end_keeps_the_best_checkpoint_of_metrics_jsonl(defau
     save_total_limit and the final adapter is that checkpoint's, not the last step's."""
     output = tmp_path / "run"
     # The eval loss falls step after step, so "greater is better" makes the first evaluation the best: a strict
-    # best that is not the last step, with no tie for the implementation to break either way.
+    # best that is not the last step, with no tie for the implementation to break either way. No withheld candidates
+    # (no_candidate_rate 0): their harder examples made the tiny model's dev loss rise again at step 6.
     summary = train(write_config(tmp_path, "best", base_config(
         default_model_dir, dataset, output, max_steps=6, evaluation_strategy="steps", eval_steps=2,
         save_strategy="steps", save_steps=2, save_total_limit=1, load_best_model_at_end=True,
-        metric_for_best_model="loss", greater_is_better=True, eval_samples=2, unified_checkpoint=True)),
+        metric_for_best_model="loss", greater_is_better=True, eval_samples=2, unified_checkpoint=True,
+        no_candidate_rate=0.0)),
         device="cpu")
     losses = {record["step"]: record["eval_loss"] for record in read_jsonl(output / "metrics.jsonl")
               if "eval_loss" in record}

@@ -141,8 +141,11 @@ def _name_at(gazetteer: Gazetteer, detail: str, position: int, full: Sequence[st
         text = detail[position:position + length]
         if text in full:
             return length, True
-        if text in short:  # one with a suffix (沙县 for 沙县区, 恩施州) is as sure as a full name
-            return length, text[-1] in _SUFFIXES
+        if text in short:
+            # one with a suffix (沙县 for 沙县区, 恩施州) is as sure as a full name; a suffix character that is part
+            # of the name (鄞州 of 鄞州区, 广州 of 广州市) is none: 鄞州大道 is a street named after the district
+            suffixed = text[-1] in _SUFFIXES and (text[:-1] in short or gazetteer.current_name(text) in full)
+            return length, suffixed
         if gazetteer.current_name(text) in full:  # a former name: full when it ends like one (芜湖县)
             return length, text[-1] in _SUFFIXES
     return None

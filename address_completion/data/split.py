@@ -42,7 +42,10 @@ MAX_COUNTIES_SHOWN = 10
 
 # A street (or village) in the detail: the first run of name characters ending in a street word (建设路, 长安南街,
 # 中山大道, 王家村). The run stops at digits, separators and 号, so 12号楼 is never taken for part of a name.
-STREET = re.compile(r"[^\d\s,，、;；()（）\[\]【】\-_/#号]{1,12}?(?:大道|大街|路|街|巷|弄|胡同|村)")
+# A numbered highway (212省道, 312国道, X038乡道) is a street too: many POI addresses lie on one, and their
+# digits would otherwise leave them without a street.
+STREET = re.compile(r"[A-Za-z]?\d{1,4}(?:国道|省道|县道|乡道)"
+                    r"|[^\d\s,，、;；()（）\[\]【】\-_/#号]{1,12}?(?:大道|大街|路|街|巷|弄|胡同|村)")
 
 Record = Mapping[str, str]
 CountyLookup = Callable[[str], Optional[str]]

@@ -818,11 +818,19 @@ def shorten_poi(*, seed: int, num: int | None = None, prefix: str = DEFAULT_PROM
     return examples, data
 
 
+AMBIGUOUS_SHOWN = 3  # readings a skipped ambiguous input names (城关镇 has hundreds)
+
+
 def _parse_full(gazetteer: Gazetteer, address: str, detail: str = DEFAULT_DETAIL) -> tuple[AdminChain, str] | str:
     """(chain, rest) for a full address, or the reason it cannot be used. ``detail`` "verbatim": the rest is
     the address's own text after its run of division names (the candidate reading of the same chain)."""
     parsed = gazetteer.parse(address.strip())
     if parsed.chain is None:
+        # 朝阳区建国路88号 names a division, but one of several: say so, not that nothing was found.
+        readings = list(dict.fromkeys(c.chain.text() for c in completion_candidates(address, gazetteer)))
+        if len(readings) > 1:
+            shown = ", ".join(readings[:AMBIGUOUS_SHOWN]) + (", …" if len(readings) > AMBIGUOUS_SHOWN else "")
+            return f"several readings ({shown}): write the levels above it"
         return "no administrative division found"
     if not parsed.valid_chain:
         return "the divisions do not belong together"

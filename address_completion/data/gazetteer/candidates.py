@@ -90,7 +90,8 @@ class _Reading:
     # read before a conflicting name and not (yet) below it: kept in case a later name nests below it
     # (广东省 in 广东省南昌市南山区: 南山区 is 深圳's), dropped if none does (the deepest name must be read)
     stale: bool = False
-    former: bool = False  # read from a former name: what is written below it may lie in its parent (a split)
+    former: bool = False  # read from a former name
+    moved: bool = False  # ... whose change moved territory: what is written below it may lie in its parent
 
 
 def _weaker(kind_a: str, kind_b: str) -> str:
@@ -285,6 +286,7 @@ class _CandidateScan:
         conflict = None
         longer_full_name = False  # a short name inside a longer full name that fits (城关 in 城关镇) is no match
         first = None  # the longest fitting step, when nothing nests below it
+        guess = False  # first is only towns the town rule guessed (DivisionIndex.town_rule_guess)
         for length in range(min(self.gaz._max_key, len(self.text) - start), 1, -1):
             key = self.text[start:start + length]
             entries = self.gaz._index.get(key) if self.readings else self.gaz.entries_alone(key)
@@ -305,7 +307,11 @@ class _CandidateScan:
                     if not lookahead:
                         return step
                     first, first_goes_on = step, None
+                    guess = self.gaz.town_rule_guess(key, [r.division for r in step[1]],
+                                                     [r.division for r in self.readings])
                     continue
+                if guess and self.gaz.yields_to([r.division for r in first[1]], [r.division for r in step[1]]):
+                    return step  # 苏州虎丘镇湖街道: 虎丘区, not a town the rule guessed (town_rule_guess)
                 # a shorter key: worth a look only where a name starts after it (镇平, or 市南 after 青岛)
                 bare = None
                 if token.suffixed and self.gaz._key_at(self.text, start + length):  # 青岛市南: the 市 starts 市南区
@@ -341,8 +347,8 @@ class _CandidateScan:
         if not divisions:
             return None
         if not self.readings:
-            return token.end, [_Reading(d, token.kinds[d.code], former=token.kinds[d.code] == "old")
-                               for d in divisions]
+            return token.end, [_Reading(d, token.kinds[d.code], former=token.kinds[d.code] == "old",
+                                        moved=d.code in token.moved) for d in divisions]
         deeper: dict[str, _Reading] = {}
         confirmed: dict[str, _Reading] = {}
         confirming: set[str] = set()  # the token's divisions that confirm a reading (itself or an ancestor)
@@ -350,9 +356,10 @@ class _CandidateScan:
         for history in (False, True):  # what lies below a reading today first; history only when nothing does
             for reading in self.readings:
                 for code, division in codes.items():
-                    if self.gaz.lies_under(code, reading.division, reading.former, history):
+                    if self.gaz.lies_under(code, reading.division, reading.moved, history):
                         deeper.setdefault(code, _Reading(division, _weaker(reading.kind, token.kinds[code]),
-                                                         reading.conflict, former=token.kinds[code] == "old"))
+                                                         reading.conflict, former=token.kinds[code] == "old",
+                                                         moved=code in token.moved))
             if deeper:
                 break
         for reading in self.readings:
@@ -363,7 +370,8 @@ class _CandidateScan:
                 if code == reading.division.code or code in above:
                     confirming.add(code)
                     confirmed.setdefault(reading.division.code, _Reading(reading.division, reading.kind,
-                                                                         reading.conflict, reading.former))
+                                                                         reading.conflict, reading.former,
+                                                                         moved=reading.moved))
         if deeper:
             return token.end, list(deeper.values())
         if confirmed and self._confirmation_holds(token, confirming, list(confirmed.values())):
@@ -660,5 +668,19 @@ def chain_problem(address: str, gazetteer: Optional["Gazetteer"] = None) -> Opti
         if named:
             related = any(d.code == deepest.code or d.code in gazetteer._ancestors[deepest.code]
                           or deepest.code in gazetteer._ancestors[d.code] for d in named)
-            return None if related else "not_nesting"
+            if related or _word_after_complete_chain(same[0].chain, named, gazetteer):
+                return None
+            return "not_nesting"
     return None
+
+
+def _word_after_complete_chain(chain: AdminChain, named: list[Division], gazetteer: "Gazetteer") -> bool:
+    """Whether county-level names ``named``, read right after ``chain``, are a word of the detail rather than a
+    contradiction: the chain is complete (a county or a town) and none of them lies in its city (its province for
+    a municipality). 城区, 郊区, 矿区, 新城区, 市中区 are counties somewhere but common words of a detail
+    (顺德区北滘镇新城区人昌路, 碑林区矿区路1号); a county of the same city (碑林区雁塔区, 北京市朝阳区海淀区) is a
+    second county written after the first, which no current chain holds."""
+    if chain.county is None and chain.town is None:
+        return False  # 山西省 + 西安市雁塔区: the run stopped where the names stopped nesting
+    home = chain.city or chain.province
+    return all(d.level == 3 and home.code not in gazetteer._ancestors[d.code] for d in named)

