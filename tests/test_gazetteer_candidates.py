@@ -446,3 +446,27 @@ def test_xingtai_renamed_districts(address, expected):
 ])
 def test_streets_named_after_a_district(address, expected):
     assert texts(address) == expected
+
+
+@pytest.mark.parametrize("address, expected", [
+    # a town the written city or county does not have is detail after it: no town name (119 城关镇) drags the
+    # chain to another city (was 天津市武清区城关镇1号 and 7 more, none in 西安); 西安 has no 城关 or 玉泉 town
+    ("西安市城关镇1号", ["陕西省西安市城关镇1号"]),
+    ("西安市玉泉镇1号", ["陕西省西安市玉泉镇1号"]),
+    ("甘肃省嘉峪关市玉泉镇1号", ["甘肃省嘉峪关市玉泉镇1号"]),  # 嘉峪关's towns: 峪泉镇, 文殊镇, 新城镇
+    ("陕西省西安市雁塔区城关镇1号", ["陕西省西安市雁塔区城关镇1号"]),  # after a county: already so
+    ("江苏省城关镇1号", ["江苏省城关镇1号"]),  # a province without a 城关镇
+    # a town the written city has stays its own
+    ("西安市西泉街道1号", ["陕西省西安市临潼区西泉街道1号"]),
+])
+def test_a_town_never_overrides_the_written_city_or_province(address, expected):
+    """Issue 22 item 3: a name is never resolved to a division in another city or province than the one
+    written; a town (the most repeated names: 城关镇, 玉泉镇) alone never outweighs a written city."""
+    candidates = completion_candidates(address)
+    assert [c.text for c in candidates] == expected
+    assert all(not c.overrides for c in candidates)
+
+
+def test_a_town_of_several_counties_of_the_written_city_gives_only_those():
+    found = texts("安康市城关镇1号")  # 8 of 安康's counties have a 城关镇; none of another city is offered
+    assert len(found) == 8 and all(t.startswith("陕西省安康市") and t.endswith("城关镇1号") for t in found)

@@ -394,7 +394,10 @@ class _CandidateScan:
         A short name (西安 in 山西西安雁塔区) or one of the readings' own level (重庆市 in 广东省重庆市江北区)
         conflicts only when a name nesting below it follows: else the scan stops (陕西省西安市 + 咸阳市1号)."""
         shallowest = min(r.division.level for r in self.readings)
-        candidates = [d for d in divisions if d.level >= shallowest]  # never one above the readings
+        # never one above the readings, and never a town: a town name is the most repeated of all (119 城关镇) and
+        # nothing deeper can confirm it, so one the written city or province lacks is the user's detail
+        # (西安市城关镇1号 is 西安's, not 天津市武清区's: issue 22 item 3)
+        candidates = [d for d in divisions if shallowest <= d.level <= 3]
         full = [d for d in candidates if token.kinds[d.code] != "short" and d.level > shallowest]
         unsure = [d for d in candidates if d not in full]
         if unsure:
