@@ -300,13 +300,23 @@ def _short(gazetteer: Gazetteer, division: Division) -> Optional[str]:
     return forms[0] if forms else None
 
 
+def _reads_on(gazetteer: Gazetteer, short: str, tail: str) -> bool:
+    """Whether ``short`` + ``tail`` starts with a longer full or former division name: the short name would be read
+    as part of it (浉河 + 港镇… is the town 浉河港镇, 互助 + 土族自治县… the county 互助土族自治县), so the address
+    cannot be written that way (the source's own slips leave such details)."""
+    text = short + tail
+    return any(gazetteer.name_count(text[:length]) or gazetteer.is_renamed(text[:length])
+               for length in range(len(short) + 1, min(len(text), MAX_NAME_LENGTH) + 1))
+
+
 def shorten(chain: AdminChain, detail: str, way: str, gazetteer: Optional[Gazetteer] = None) -> Optional[str]:
     """The address written one of the :data:`WAYS`, or None when that way does not apply to it.
 
     The town (when the chain has one) and the detail are always written; only the levels above change.
     drop_province needs a city level below the province; the other ways need a county; the short ways need
     a short form of each division they shorten (新县 has none) and a detail that does not start with a division
-    suffix (射洪 + 市西街 reads 射洪市 + 西街). The result may be ambiguous (朝阳区…).
+    suffix (射洪 + 市西街 reads 射洪市 + 西街) or read on from the short name into a longer division name (浉河 +
+    港镇 reads 浉河港镇: :func:`_reads_on`). The result may be ambiguous (朝阳区…).
     """
     if way not in WAYS:
         raise ValueError(f"unknown way of shortening {way!r}; expected one of {', '.join(WAYS)}")
@@ -324,7 +334,7 @@ def shorten(chain: AdminChain, detail: str, way: str, gazetteer: Optional[Gazett
     if tail and tail[0] in _SUFFIXES + "镇乡":
         return None  # 射洪 + 市西街: read as 射洪市 + 西街 by anyone; no one can write it short
     county_short = _short(gazetteer, county)
-    if county_short is None:
+    if county_short is None or _reads_on(gazetteer, county_short, tail):
         return None
     if way == "county_short":
         return county_short + tail
