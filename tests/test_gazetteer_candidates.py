@@ -482,6 +482,11 @@ def test_a_town_of_several_counties_of_the_written_city_gives_only_those():
     ("东莞市东莞市中心大道南2号", ["广东省东莞市东莞市中心大道南2号"]),
     ("儋州市儋州市中心大道30号", ["海南省儋州市儋州市中心大道30号"]),
     ("夏河县甘南州夏河县城1号", ["甘肃省甘南藏族自治州夏河县夏河县城1号"]),  # the repeated run before it stays
+    ("碑林区西安市场1号", ["陕西省西安市碑林区西安市场1号"]),  # was 陕西省西安市碑林区场1号
+    ("东莞市东莞市场1号", ["广东省东莞市东莞市场1号"]),
+    # ... unless a division's name starts there (政和县, 场口镇): then the name is read as one
+    ("南平市政和县1号", ["福建省南平市政和县1号"]),
+    ("富阳区杭州市场口镇1号", ["浙江省杭州市富阳区场口镇1号"]),
     # the same names without the word still confirm (names in another order, a stutter)
     ("龙亭区开封市1号", ["河南省开封市龙亭区1号"]),
     ("碑林区西安市1号", ["陕西省西安市碑林区1号"]),

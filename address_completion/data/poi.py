@@ -169,7 +169,8 @@ def _strip_repeated_prefix(gazetteer: Gazetteer, detail: str, full: Sequence[str
             break
         position += found[0]
         across = detail[position - 1:position + 2]
-        if found[1] and not across.startswith(_WORDS_ACROSS_NAME):
+        word = across.startswith(_WORDS_ACROSS_NAME) and not _full_name_at(gazetteer, detail, position)
+        if found[1] and not word:
             end = position  # a run ending in a full name is a repeated prefix
         elif detail.startswith(tuple(below), position):
             end = position
@@ -217,8 +218,10 @@ def clean_address(address: str, gazetteer: Optional[Gazetteer] = None) -> tuple[
             return "no division found" if not parsed.names() else "the divisions do not belong together"
         (chain, detail), town_in_detail = fallback, True
     before = text[:text.rfind(detail)] if detail else ""
-    cut = next((name for name in chain.names() if before.endswith(name)
-                and (name[-1] + detail[:2]).startswith(_WORDS_ACROSS_NAME)), None)
+    # written twice only: a name written once before 市区 is the chain's (耒阳市区… is 耒阳市 + 区…, never 耒阳市耒阳市区)
+    cut = next((name for name in chain.names() if before.endswith(name) and name in before[:-len(name)]
+                and (name[-1] + detail[:2]).startswith(_WORDS_ACROSS_NAME)
+                and not _full_name_at(gazetteer, detail, 0)), None)
     if cut is None and detail:
         # 浉河区浉河港镇…: a bare short name after the full one is a place name (浉河港镇), not a repetition
         cut = next((form for division in chain.divisions() if division.level < 4
@@ -298,6 +301,12 @@ def _city_level(chain: AdminChain) -> Optional[Division]:
 def _short(gazetteer: Gazetteer, division: Division) -> Optional[str]:
     forms = gazetteer.short_names(division)
     return forms[0] if forms else None
+
+
+def _full_name_at(gazetteer: Gazetteer, text: str, position: int) -> bool:
+    """Whether a full or former division name starts at ``position`` (政和县 after 南平市: no word 市政 there)."""
+    return any(gazetteer.name_count(text[position:position + length]) or gazetteer.is_renamed(
+        text[position:position + length]) for length in range(2, min(MAX_NAME_LENGTH, len(text) - position) + 1))
 
 
 def _reads_on(gazetteer: Gazetteer, short: str, tail: str) -> bool:

@@ -390,8 +390,9 @@ class _CandidateScan:
                                                                          moved=reading.moved))
         if deeper:
             return token.end, list(deeper.values())
-        if self.text.startswith(WORDS_ACROSS_NAME, token.end - 1):
-            return None  # 龙亭区 + 开封市区: the name written again goes on into a word of the detail (市区)
+        if self.text.startswith(WORDS_ACROSS_NAME, token.end - 1) and not self.gaz._key_at(self.text, token.end, True):
+            return None  # 龙亭区 + 开封市区: the name written again goes on into a word of the detail (市区), not
+            # into a division's name (南平市 + 政和县, 杭州市 + 场口镇)
         if confirmed and self._confirmation_holds(token, confirming, list(confirmed.values())):
             return token.end, list(confirmed.values())
         return None
