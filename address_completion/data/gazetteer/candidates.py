@@ -166,9 +166,10 @@ class _CandidateScan:
     织里镇吴兴区织里镇…) confirms it. The scan stops at the first text that fits no reading.
 
     Written names that contradict each other (山西西安市雁塔区, 广东省南昌市南山区粤海街道) are decided by
-    evidence: a city, county or town that fits no reading starts readings of its own (a short one only when
-    a name nesting below it follows), while the readings so far stay, stale, in case a later name nests below
-    them; at the end only readings that hold the deepest name read survive. A name is thus resolved within the
+    evidence: a city or county that fits no reading starts readings of its own (a short one only when a name
+    nesting below it follows), while the readings so far stay, stale, in case a later name nests below them; at
+    the end only readings that hold the deepest name read survive. A town never does: one the written city or
+    province lacks ends the run (西安市 + 城关镇1号 is 西安's, with 城关镇 as detail). A name is thus resolved within the
     written city or province whenever that has a division of the name (广东省杭州市西湖区 is 杭州's 西湖区, never
     南昌's), and each reading's :meth:`overrides` are the written names its chain contradicts. A misspelled
     name is corrected only if no written name contradicts the correction: a full name is never a slip
