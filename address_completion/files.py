@@ -17,6 +17,7 @@ import errno
 import os
 import re
 import shutil
+import tempfile
 import uuid
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Optional, Sequence
@@ -35,6 +36,19 @@ def check_writable(path: str | os.PathLike, force: bool) -> Path:
     return path
 
 
+def can_create_in(folder: str | os.PathLike) -> bool:
+    """Whether a file can really be created in the existing ``folder``. os.access alone says yes to root on
+    read-only and pseudo file systems (/proc, /sys, a read-only mount), where the final write then fails; a
+    temporary file, removed at once, is the real test."""
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return False
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            return True
+    except OSError:
+        return False
+
+
 def check_output_file(path: str | os.PathLike, force: bool, flag: str = "--output",
                       example: str = "predictions.jsonl") -> Path:
     """A path a result file may be written to: not a folder, in a folder that can exist, new unless ``force``.
@@ -48,7 +62,7 @@ def check_output_file(path: str | os.PathLike, force: bool, flag: str = "--outpu
         if parent.exists():
             if not parent.is_dir():
                 raise ConfigError(f"{flag} {path}: {parent} is a file, so no file can be written below it")
-            if not os.access(parent, os.W_OK | os.X_OK):
+            if not can_create_in(parent):
                 raise ConfigError(f"{flag} {path}: the folder {parent} is not writable")
             break
     return check_writable(path, force)
@@ -64,7 +78,7 @@ def check_output_folder(path: str | os.PathLike, flag: str = "--output") -> Path
         if parent.exists():
             if not parent.is_dir():
                 raise ConfigError(f"{flag} {path}: {parent} is a file, so no folder can be made below it")
-            if not os.access(parent, os.W_OK | os.X_OK):  # else the work is done and the final rename fails
+            if not can_create_in(parent):  # else the work is done and the final rename fails
                 raise ConfigError(f"{flag} {path}: the folder {parent} is not writable")
             break
     return path

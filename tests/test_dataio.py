@@ -660,3 +660,16 @@ def test_a_model_folder_path_without_a_name_of_its_own_is_refused(given, tmp_pat
     monkeypatch.chdir(tmp_path)
     with pytest.raises(ConfigError, match=r"--output '\.*' names no folder of its own \(empty, \. or \.\.\)"):
         check_model_folder(given, force=True)
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux's /proc")
+@pytest.mark.parametrize("argv", [["prepare", "--num", "5", "--output", "/proc/x.jsonl"],
+                                  ["split", "data/test.json", "--output", "/proc/xx"]])
+def test_an_output_on_a_pseudo_file_system_is_one_line_even_as_root(argv, capsys, monkeypatch):
+    """As root, os.access says /proc is writable; prepare and split then ended in a FileNotFoundError traceback
+    after the work. The folder is tried for real before any work."""
+    from address_completion import cli
+
+    monkeypatch.chdir(Path(__file__).resolve().parents[1])
+    assert cli.main(argv) == 2
+    assert "the folder /proc is not writable" in capsys.readouterr().err
