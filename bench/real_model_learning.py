@@ -231,6 +231,7 @@ def print_report(results: dict[str, Any]) -> None:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
+    from address_completion import files
     from address_completion.data import dataio
     from address_completion.evaluation.evaluate import choice_counts
     from address_completion.evaluation.metrics import choice_context
@@ -238,7 +239,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from address_completion.runtime import setup_runtime
 
     output_dir = Path(args.output_dir)
-    dataio.check_writable(output_dir / RESULTS_FILE, args.force)
+    files.check_writable(output_dir / RESULTS_FILE, args.force)
     cfg = load_config(args.config, args.overrides)  # checked before any model loads
     model, grounding = cfg.model_args.model_name_or_path, cfg.extras["grounding"]
     test_file = Path(args.test_file) if args.test_file else cfg.dataset_dir / "test.json"

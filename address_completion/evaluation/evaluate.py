@@ -30,6 +30,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Sequence
 
+from .. import files
 from ..data import dataio
 from ..data.gazetteer import DETAILS, load_gazetteer
 from ..errors import AddressCompletionError, ConfigError, DataError, OutputExistsError, closest_match
@@ -446,7 +447,7 @@ def check_output_dir(output_dir: Path, force: bool) -> None:
     """Evaluate owns its folder: refuse a non-empty folder that is not an earlier evaluation."""
     if output_dir.is_file():
         raise OutputExistsError(output_dir, "it is a file; choose a folder for output_dir")
-    dataio.check_output_folder(output_dir, flag="output_dir")  # an unwritable folder: the message of every command
+    files.check_output_folder(output_dir, flag="output_dir")  # an unwritable folder: the message of every command
     if output_dir.is_dir() and any(output_dir.iterdir()) and not force:
         if not any((output_dir / name).exists() for name in REPORT_FILES):
             raise OutputExistsError(output_dir, "it is not an earlier evaluation's folder; choose another "
@@ -491,13 +492,13 @@ def evaluate_system(spec: SystemSpec, config: EvalConfig, items: Sequence[EvalIt
 def run_evaluation(config: EvalConfig, *, fresh: bool = False, force: bool = False, progress: bool = True,
                    gazetteer: Any = None) -> dict[str, Any]:
     """Run every system, write the report files, and return the report (also in report.json). One run per
-    output_dir at a time (:func:`dataio.output_lock`)."""
-    with dataio.output_lock(config.output_dir, "output_dir"):
+    output_dir at a time (:func:`files.output_lock`)."""
+    with files.output_lock(config.output_dir, "output_dir"):
         return _run_evaluation(config, fresh=fresh, force=force, progress=progress, gazetteer=gazetteer)
 
 
 def _run_evaluation(config: EvalConfig, *, fresh: bool, force: bool, progress: bool, gazetteer: Any) -> dict[str, Any]:
-    dataio.check_apart({"output_dir": config.output_dir}, {"test_file": config.test_file, **{
+    files.check_apart({"output_dir": config.output_dir}, {"test_file": config.test_file, **{
         f"systems[{spec.name}].{key}": spec.options.get(key) for spec in config.systems
         for key in ("model", "lora_path", "path") if isinstance(spec.options.get(key), str)}})
     check_output_dir(config.output_dir, force)

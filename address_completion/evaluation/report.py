@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Iterable
 
+from .. import files
 from ..data import dataio
 from .metrics import LEVELS
 from ..runtime import logger
@@ -258,7 +259,7 @@ def write_chart(report: dict[str, Any], path: Path) -> str | None:
         axes.set_title(f"{report['title']} (n={report['test_set']['size']})")
         axes.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0))
         figure.tight_layout()
-        with dataio.atomic_write(path, "wb") as handle:
+        with files.atomic_write(path, "wb") as handle:
             figure.savefig(handle, format="png", dpi=110)
     finally:
         plt.close(figure)
@@ -277,7 +278,7 @@ def write_report(report: dict[str, Any], output_dir: Path) -> dict[str, str | No
         report["chart_note"] = note
     written = {"markdown": "report.md", "json": "report.json", "chart": None if note else CHART_NAME}
     report["files"] = written
-    dataio.atomic_write_text(output_dir / "report.md", render_markdown(report))
+    files.atomic_write_text(output_dir / "report.md", render_markdown(report))
     dataio.write_json(output_dir / "report.json", report)
     return written
 

@@ -19,11 +19,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
+from .. import files
 from ..data import dataio
 from ..errors import ConfigError
 from ..model.modeling import TRUST_PICKLE_ENV, check_pickled_weights, load_tokenizer
-from ..runtime import (configure_logging, distributed_rank, logger, quiet_paddlenlp_logs, requested_mmap_threshold,
-                       set_mmap_threshold)
+from ..memory import requested_mmap_threshold, set_mmap_threshold
+from ..runtime import configure_logging, distributed_rank, logger, quiet_paddlenlp_logs
 from . import launch
 from .checkpoints import (RUN_OUTPUT_FILES, SUMMARY_FILE, checkpoint_step, checkpoint_step_is_final, checkpoints_in,
                           clear_previous_run, final_weight_files, finished_summary, remove_killed_writes,
@@ -56,7 +57,7 @@ def train(config_path: str | Path | None, overrides: Sequence[str] | dict[str, A
     rank, _ = distributed_rank()
     # One run per output_dir, held from before the folder is inspected to the last file written (rank 0 writes;
     # the other processes of a multi-process run belong to it).
-    with dataio.output_lock(cfg.output_dir, "output_dir") if rank == 0 else contextlib.nullcontext():
+    with files.output_lock(cfg.output_dir, "output_dir") if rank == 0 else contextlib.nullcontext():
         return _train_in(cfg, started, resume=resume, overwrite=overwrite)
 
 
@@ -105,11 +106,11 @@ def check_run_outputs(cfg: TrainConfig, *, resume: bool, overwrite: bool) -> Pat
 
     Raises ConfigError / OutputExistsError before any model loads (see :func:`config.resume_checkpoint`).
     """
-    dataio.check_apart({"output_dir": cfg.output_dir},
+    files.check_apart({"output_dir": cfg.output_dir},
                        {"model_name_or_path": cfg.model_args.model_name_or_path,
                         "dataset_name_or_path": cfg.data_args.dataset_name_or_path,
                         "lora_path": cfg.model_args.lora_path})
-    dataio.check_output_folder(cfg.output_dir, flag="output_dir")
+    files.check_output_folder(cfg.output_dir, flag="output_dir")
     if cfg.values.get("resume_from_checkpoint"):  # an explicit checkpoint in the config is an explicit choice
         return Path(cfg.values["resume_from_checkpoint"]).expanduser()
     if cfg.training_args.do_train:
@@ -213,13 +214,13 @@ def _train_and_report(cfg: TrainConfig, pairs: dict[str, list[dict[str, str]]], 
         restore_final_checkpoint(cfg, run.trainer, checkpoint)
         run.trainer.save_model(str(cfg.output_dir))
         if writer:
-            dataio.apply_umask_to_files(cfg.output_dir.glob("*.safetensors"))
+            files.apply_umask_to_files(cfg.output_dir.glob("*.safetensors"))
     elif cfg.training_args.do_train:
         result = run.trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
         train_metrics = dict(result.metrics)
         run.trainer.save_model(str(cfg.output_dir))  # PaddleNLP saves on rank 0 only
         if writer:
-            dataio.apply_umask_to_files(cfg.output_dir.glob("*.safetensors"))  # Paddle writes them 0600
+            files.apply_umask_to_files(cfg.output_dir.glob("*.safetensors"))  # Paddle writes them 0600
     final_eval = final_evaluation(cfg, run.trainer, run.recorder.records)
     test_metrics = {}
     if run.data.test is not None:

@@ -27,8 +27,9 @@ from ..data import dataio
 from ..data.matching import exact_match
 from ..data.prompt import address_candidates
 from ..inference.generate import Completer, body_and_head
+from ..memory import HeapTrimmer
 from ..progress import duration
-from ..runtime import HeapTrimmer, logger
+from ..runtime import logger
 from .checkpoints import CHECKPOINT_PREFIX, LOSS_SUM_FILE, SCHEDULER_STATE_FILES
 from .config import TrainConfig
 from .launch import shard
