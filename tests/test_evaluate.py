@@ -712,3 +712,35 @@ def test_a_paddle_answer_that_is_no_current_address_is_abstained(tmp_path, taugh
         ("扬子江南路碑林区1号", True, "free_fallback", "not an address: 无, the prompt's no-candidate placeholder"),
         ("[扬子江南路]碑林区1号", True, "free_fallback",
          "not a current chain: the answer does not start with a current division chain written in full")]
+
+
+@pytest.mark.parametrize("entry, message", [
+    ({"kind": "paddle", "model": "Qwen/Qwen2.5-0.5B-Instruct", "min_confidence": 1.5},
+     r"systems\[1\]\.min_confidence: expected a probability between 0 and 1, got 1\.5$"),
+    ({"kind": "paddle", "model": None}, r"systems\[1\]: a paddle system needs 'model'$"),
+    ({"kind": "openai", "base_url": 8000, "model": "m"},
+     r"systems\[1\]\.base_url: expected an http\(s\) URL such as http://127\.0\.0\.1:8000/v1, got 8000$"),
+    ({"kind": "openai", "base_url": "http://h/v1", "model": "m", "retries": True},
+     r"systems\[1\]\.retries: expected an integer >= 0, got True \(YAML reads yes/no/on/off"),
+    ({"kind": "rules", "engine": "cpca", "name": 7}, r"systems\[1\]\.name: 7 must be 1-64 letters"),
+    ({"kind": "rules", "engine": "cpca", "limit": "5"},
+     r"systems\[1\]\.limit: expected an integer >= 1 \(or null for every test item\), got '5' \(YAML read it as "
+     r"text: write 5, unquoted\)$"),
+    ({"kind": "prior", "train_file": 3}, r"systems\[1\]\.train_file: expected a non-empty string, got 3$"),
+])
+def test_system_entries_are_checked_by_their_kinds_model(tmp_path, test_file, oracle_file, entry, message):
+    """Every kind's pydantic model (System.OPTIONS) gives one line naming the file, the key and what it expects."""
+    config = base_config(test_file, tmp_path / "out", [{"name": "oracle", "kind": "predictions",
+                                                        "path": str(oracle_file)}, entry])
+    with pytest.raises(ConfigError, match=message) as caught:
+        load_config(write_config(tmp_path / "eval.yaml", config))
+    assert str(caught.value).startswith(str(tmp_path / "eval.yaml"))
+
+
+def test_system_choices_are_stored_as_validated(tmp_path, test_file):
+    """A choice is accepted in any case (as before) and handed to the system in the case the model loader compares
+    (before, decoding: Free passed the check, then the model loader refused "Free")."""
+    config = base_config(test_file, tmp_path / "out", [
+        {"kind": "paddle", "model": " Qwen/Qwen2.5-0.5B-Instruct ", "decoding": "Free", "dtype": "BF16"}])
+    spec = load_config(write_config(tmp_path / "eval.yaml", config)).systems[0]
+    assert spec.options == {"model": "Qwen/Qwen2.5-0.5B-Instruct", "decoding": "free", "dtype": "bf16"}

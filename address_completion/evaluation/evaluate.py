@@ -36,6 +36,7 @@ from ..errors import AddressCompletionError, ConfigError, DataError, OutputExist
 from .metrics import INPUT_CLASSES, ChoiceContext, ScoredItem, choice_context, classify_input, score_item, summarize
 from ..data.prompt import strip_prefix
 from ..runtime import logger
+from .settings_model import entry_model, integer, text
 from .systems import (COMMON_KEYS, DEVICES, DTYPES, KINDS, RECORD_KEYS, EvalSettings, System, SystemSpec, as_answer,
                       create_system, yaml_number_hint)
 
@@ -48,6 +49,13 @@ SETTING_RULES: dict[str, tuple[type, Any]] = {
     "prompt_prefix": (str, None), "detail": (str, DETAILS),
 }
 SYSTEM_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,63}$")
+# The keys every systems: entry may have besides its kind's (COMMON_KEYS), as pydantic field types.
+COMMON_FIELDS = {
+    "name": text(template="{value!r} must be 1-64 letters, digits, '.', '_', '+' or '-' (it names the predictions "
+                 "file)", pattern=SYSTEM_NAME.pattern, strip=False),
+    "kind": Any,
+    "limit": integer(1, "an integer >= 1 (or null for every test item)"),
+}
 REPORT_FILES = ("report.json", "report.md", "predictions")
 
 
@@ -111,21 +119,12 @@ def parse_system(raw: Any, where: str) -> SystemSpec:
         raise ConfigError(f"{where}.kind: unknown system kind {kind!r}{suggestion(str(kind), list(KINDS))}; "
                           f"expected one of {', '.join(KINDS)}")
     cls = KINDS[kind]
-    check_keys(raw, [*COMMON_KEYS, *cls.REQUIRED, *cls.OPTIONAL], where)
-    for key in cls.REQUIRED:
-        if raw.get(key) is None:
-            raise ConfigError(f"{where}: a {kind} system needs {key!r}")
     name = raw.get("name", default_system_name(raw))
-    if not isinstance(name, str) or not SYSTEM_NAME.match(name):
-        raise ConfigError(f"{where}.name: {name!r} must be 1-64 letters, digits, '.', '_', '+' or '-' (it names "
-                          "the predictions file)")
-    options = {key: value for key, value in raw.items() if key not in COMMON_KEYS}
-    cls.check_options(options, where)
-    limit = raw.get("limit")
-    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
-        raise ConfigError(f"{where}.limit: expected an integer >= 1 (or null for every test item), got {limit!r}"
-                          f"{yaml_number_hint(limit, True)}")
-    return SystemSpec(name=name, kind=kind, options=options, where=where, limit=limit)
+    # One pydantic model per entry: the kind's options (System.OPTIONS) plus the keys every entry has.
+    entry = cls.check_options({**raw, "name": name}, where, entry_model(cls.OPTIONS, COMMON_FIELDS))
+    # The validated values (a choice in lower case, a path without surrounding spaces), as the entry gave them.
+    options = {key: value for key, value in entry.model_dump(exclude_unset=True).items() if key not in COMMON_KEYS}
+    return SystemSpec(name=name, kind=kind, options=options, where=where, limit=raw.get("limit"))
 
 
 def config_from_dict(data: Any, source: str = "<config>") -> EvalConfig:
