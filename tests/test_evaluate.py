@@ -744,3 +744,31 @@ def test_system_choices_are_stored_as_validated(tmp_path, test_file):
         {"kind": "paddle", "model": " Qwen/Qwen2.5-0.5B-Instruct ", "decoding": "Free", "dtype": "BF16"}])
     spec = load_config(write_config(tmp_path / "eval.yaml", config)).systems[0]
     assert spec.options == {"model": "Qwen/Qwen2.5-0.5B-Instruct", "decoding": "free", "dtype": "bf16"}
+
+
+@pytest.mark.parametrize("assignment, message", [
+    ("settings.batch_size=0", r"eval.yaml: --set 'settings.batch_size=0': settings.batch_size: expected an integer "
+                              r">= 1, got 0$"),
+    ("settngs.limit=3", r"eval.yaml: --set 'settngs.limit=3': unknown key 'settngs' \(did you mean 'settings'\?\)"),
+    ("systems.oracle.pth=x", r"--set 'systems.oracle.pth=x': systems\[0\]: unknown key 'pth' \(did you mean "
+                             r"'path'\?\)"),
+    ("systems.cpca.engine=hanlp", r"--set 'systems.cpca.engine=hanlp': systems\[1\].engine: unknown rule engine "
+                                  r"'hanlp'"),
+    ("systems.1.limit='5'", r"--set \"systems.1.limit='5'\": systems\[1\].limit: expected an integer >= 1 \(or null "
+                            r"for every test item\), got '5' \(YAML read it as text: write 5, unquoted\)$"),
+    ("systems.cpca.name=my sys", r"systems\[1\].name: 'my sys' must be 1-64 letters"),
+])
+def test_set_overrides_are_checked_by_the_same_models(tmp_path, test_file, oracle_file, assignment, message):
+    """An override that breaks a valid part of the config is named in the one-line message."""
+    path = write_config(tmp_path / "eval.yaml", base_config(test_file, tmp_path / "out", [
+        {"name": "oracle", "kind": "predictions", "path": str(oracle_file)}, {"kind": "rules", "engine": "cpca"}]))
+    with pytest.raises(ConfigError, match=message):
+        load_config(path, [assignment])
+
+
+def test_set_does_not_take_the_blame_for_the_files_own_mistake(tmp_path, test_file, oracle_file):
+    path = write_config(tmp_path / "eval.yaml", base_config(test_file, tmp_path / "out", [
+        {"name": "oracle", "kind": "predictions", "path": str(oracle_file)}], batch_size=0))
+    with pytest.raises(ConfigError, match=r"eval.yaml: settings.batch_size: expected an integer >= 1, got 0$"):
+        load_config(path, ["settings.limit=3"])
+    assert load_config(path, ["settings.batch_size=4"]).settings.batch_size == 4

@@ -194,13 +194,57 @@ def apply_override(data: dict[str, Any], assignment: str) -> None:
     target[parts[-1]] = value
 
 
+def system_index(systems: list[Any], part: str) -> int | None:
+    """The index of the entry ``part`` names (its name, else its position), or None."""
+    for index, item in enumerate(systems):
+        if isinstance(item, dict) and item.get("name", default_system_name(item)) == part:
+            return index
+    return int(part) if part.isdigit() and int(part) < len(systems) else None
+
+
+def override_check(data: dict[str, Any], assignment: str, source: str) -> Any:
+    """A function ``check(where)`` validating, through the same models as the file, the part of ``data`` that
+    ``assignment`` changes (the settings or one system entry), or None when the whole config's check covers it.
+
+    Raises ConfigError (naming the --set) for a top-level key the config does not have."""
+    parts = assignment.split("=", 1)[0].strip().split(".")
+    if "=" not in assignment or not all(parts):
+        return None  # apply_override says what is wrong with it
+    if parts[0] not in TOP_KEYS:
+        check_keys({parts[0]: None}, TOP_KEYS, f"{source}: --set {assignment!r}")
+    if parts[0] == "settings" and len(parts) > 1:
+        return lambda where: parse_settings(data.get("settings"), f"{where}: settings")
+    systems = data.get("systems")
+    if parts[0] == "systems" and len(parts) > 2 and isinstance(systems, list):
+        index = system_index(systems, parts[1])
+        if index is not None:
+            return lambda where: parse_system(systems[index], f"{where}: systems[{index}]")
+    return None
+
+
+def apply_overrides(data: dict[str, Any], overrides: Sequence[str], source: str) -> None:
+    """Apply each ``--set`` in turn; one that makes a valid part of the config invalid is reported as that
+    --set's fault, with the models' message (``eval.yaml: --set 'settings.batch_size=0': settings.batch_size:
+    expected an integer >= 1, got 0``). Problems the file already had are left to the whole config's check."""
+    for assignment in overrides:
+        check = override_check(data, assignment, source)
+        valid_before = False
+        if check is not None:
+            try:
+                check(source)
+                valid_before = True
+            except ConfigError:
+                pass
+        apply_override(data, assignment)
+        if valid_before:
+            check(f"{source}: --set {assignment!r}")
+
+
 def _descend(node: Any, part: str, path: str, assignment: str) -> Any:
     if isinstance(node, list):
-        for item in node:
-            if isinstance(item, dict) and item.get("name", default_system_name(item)) == part:
-                return item
-        if part.isdigit() and int(part) < len(node):
-            return node[int(part)]
+        index = system_index(node, part)
+        if index is not None:
+            return node[index]
         names = [item.get("name", default_system_name(item)) for item in node if isinstance(item, dict)]
         raise ConfigError(f"--set {assignment!r}: no system {part!r}{suggestion(part, names)}; "
                           f"systems: {', '.join(names)}")
@@ -225,8 +269,7 @@ def load_config(path: str | os.PathLike, overrides: Sequence[str] = (), *, only:
         raise DataError(f"invalid YAML: {getattr(exc, 'problem', exc)}", path, line) from None
     data = data if data is not None else {}
     if isinstance(data, dict):
-        for assignment in overrides:
-            apply_override(data, assignment)
+        apply_overrides(data, overrides, str(path))
         if only:
             data["systems"] = select_systems(data.get("systems"), only, str(path))
     return config_from_dict(data, str(path))
