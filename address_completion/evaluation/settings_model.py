@@ -151,7 +151,7 @@ def entry_model(options_model: Any, common: Mapping[str, Any]) -> Any:
 
 
 def validate_options(model: Any, options: Mapping[str, Any], where: str, kind: str, got: Any, number_hint: Any,
-                     extra_hints: Mapping[str, str] = {}) -> Any:
+                     extra_hints: Optional[Mapping[str, str]] = None) -> Any:
     """``options`` validated by ``model``, or ConfigError with one line for the first problem: an unknown key (with
     the nearest valid key, or ``extra_hints[key]``) before a missing one before a wrong value (in the file's
     order). ``got(value)`` shows a wrong value; ``number_hint(value, integer)`` says how to write a number YAML
@@ -178,7 +178,7 @@ def validate_options(model: Any, options: Mapping[str, Any], where: str, kind: s
         key = str(first["loc"][0])
         if first["type"] == "extra_forbidden":
             close = closest_match(key, fields)
-            hint = f" (did you mean {close!r}?)" if close else extra_hints.get(key, "")
+            hint = f" (did you mean {close!r}?)" if close else (extra_hints or {}).get(key, "")
             raise ConfigError(f"{where}: unknown key {key!r}{hint}; valid keys: {', '.join(fields)}") from None
         if first["type"] == "missing":
             raise ConfigError(f"{where}: a {kind} system needs {key!r}") from None

@@ -41,6 +41,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Union
 
+from pydantic import ValidationInfo, model_validator  # each kind's options model (System.OPTIONS)
+
 from ..data import dataio
 from .. import DEFAULT_PROMPT_PREFIX
 from ..errors import AddressCompletionError, ConfigError, DataError
@@ -51,8 +53,6 @@ from ..data.prompt import GROUNDINGS, strip_prefix
 from ..data.prompt import user_message as prompt_user_message  # systems.user_message reads a rendered prompt back
 from ..runtime import logger, looks_like_local_path
 from .settings_model import choice, integer, number, options_base, text, validate_options
-
-from pydantic import ValidationInfo, model_validator  # the options models below are pydantic's
 
 
 class RemoteSystemError(AddressCompletionError):
