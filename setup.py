@@ -41,6 +41,9 @@ setup(
     license="Apache-2.0",
     python_requires=">=3.9,<3.13",
     packages=find_packages(include=["address_completion", "address_completion.*"]),
+    # Non-Python files the package reads at run time (the web page of `serve`); tests/test_layout.py checks that
+    # every such file is listed and every pattern matches one.
+    package_data={"address_completion": ["resources/*"]},
     install_requires=paddle_requirement() + PADDLENLP_PINS + [
         "pyyaml>=6",
         # loss.png of every training run, and evaluate's chart.

@@ -62,6 +62,7 @@ def test_train_command_refuses_a_missing_report_to_package_in_one_line(default_m
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.slow
 def test_training_writes_loss_png_and_visualdl_logs_by_default(default_model_dir, tmp_path):
     from address_completion.training.train import train
 
@@ -72,6 +73,7 @@ def test_training_writes_loss_png_and_visualdl_logs_by_default(default_model_dir
     assert list((output / "runs").rglob("vdlrecords*")), "VisualDL logs are on by default"
 
 
+@pytest.mark.slow
 def test_report_to_none_turns_visualdl_off_and_still_plots(default_model_dir, tmp_path):
     from address_completion.training.train import train
 

@@ -102,6 +102,7 @@ def test_split_names_the_detected_format(tmp_path, capsys):
     assert written and set(written[0]) == {"src", "tgt"} and written[0]["src"].startswith(DEFAULT_PROMPT_PREFIX)
 
 
+@pytest.mark.slow
 def test_the_tiny_model_trains_on_an_alpaca_file(default_model_dir, tmp_path):
     from address_completion.data.synthesis import synthesize
     from address_completion.training.train import train

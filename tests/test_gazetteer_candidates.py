@@ -446,3 +446,66 @@ def test_xingtai_renamed_districts(address, expected):
 ])
 def test_streets_named_after_a_district(address, expected):
     assert texts(address) == expected
+
+
+@pytest.mark.parametrize("address, expected", [
+    # a town the written city or county does not have is detail after it: no town name (119 城关镇) drags the
+    # chain to another city (was 天津市武清区城关镇1号 and 7 more, none in 西安); 西安 has no 城关 or 玉泉 town
+    ("西安市城关镇1号", ["陕西省西安市城关镇1号"]),
+    ("西安市玉泉镇1号", ["陕西省西安市玉泉镇1号"]),
+    ("甘肃省嘉峪关市玉泉镇1号", ["甘肃省嘉峪关市玉泉镇1号"]),  # 嘉峪关's towns: 峪泉镇, 文殊镇, 新城镇
+    ("陕西省西安市雁塔区城关镇1号", ["陕西省西安市雁塔区城关镇1号"]),  # after a county: already so
+    ("江苏省城关镇1号", ["江苏省城关镇1号"]),  # a province without a 城关镇
+    # a town the written city has stays its own
+    ("西安市西泉街道1号", ["陕西省西安市临潼区西泉街道1号"]),
+])
+def test_a_town_never_overrides_the_written_city_or_province(address, expected):
+    """Issue 22 item 3: a name is never resolved to a division in another city or province than the one
+    written; a town (the most repeated names: 城关镇, 玉泉镇) alone never outweighs a written city."""
+    candidates = completion_candidates(address)
+    assert [c.text for c in candidates] == expected
+    assert all(not c.overrides for c in candidates)
+
+
+def test_a_town_of_several_counties_of_the_written_city_gives_only_those():
+    found = texts("安康市城关镇1号")  # 8 of 安康's counties have a 城关镇; none of another city is offered
+    assert len(found) == 8 and all(t.startswith("陕西省安康市") and t.endswith("城关镇1号") for t in found)
+
+
+@pytest.mark.parametrize("address, expected", [
+    # a name written again whose suffix starts a word of the detail (市区 urban area, 市中心 city centre, 县城,
+    # 城区, 区域) is that word, not the name confirming the chain: the detail is kept as written (was 龙亭区区1号)
+    ("龙亭区开封市区1号", ["河南省开封市龙亭区开封市区1号"]),
+    ("碑林区西安市区1号", ["陕西省西安市碑林区西安市区1号"]),
+    ("陆丰汕尾市区", ["广东省汕尾市陆丰市汕尾市区"]),
+    ("象山区桂林市区环城西一路117号", ["广西壮族自治区桂林市象山区桂林市区环城西一路117号"]),
+    ("东莞市东莞市中心大道南2号", ["广东省东莞市东莞市中心大道南2号"]),
+    ("儋州市儋州市中心大道30号", ["海南省儋州市儋州市中心大道30号"]),
+    ("夏河县甘南州夏河县城1号", ["甘肃省甘南藏族自治州夏河县夏河县城1号"]),  # the repeated run before it stays
+    ("碑林区西安市场1号", ["陕西省西安市碑林区西安市场1号"]),  # was 陕西省西安市碑林区场1号
+    ("东莞市东莞市场1号", ["广东省东莞市东莞市场1号"]),
+    # ... unless a division's name starts there (政和县, 场口镇): then the name is read as one
+    ("南平市政和县1号", ["福建省南平市政和县1号"]),
+    ("富阳区杭州市场口镇1号", ["浙江省杭州市富阳区场口镇1号"]),
+    # the same names without the word still confirm (names in another order, a stutter)
+    ("龙亭区开封市1号", ["河南省开封市龙亭区1号"]),
+    ("碑林区西安市1号", ["陕西省西安市碑林区1号"]),
+    ("东莞市东莞市虎门镇1号", ["广东省东莞市虎门镇1号"]),
+])
+def test_a_name_whose_suffix_starts_a_word_of_the_detail_does_not_confirm(address, expected):
+    """bench/candidates.py --poi "right chain, other detail": data/poi.py keeps these words in its targets."""
+    assert texts(address) == expected
+    assert texts(address, detail="clean") == expected
+
+
+@pytest.mark.parametrize("address, expected", [
+    # names inside a bracket opened after a complete chain and not closed in the run are the bracket's text
+    ("蚌山区(蚌埠市定安小学西南侧约100米)", ["安徽省蚌埠市蚌山区(蚌埠市定安小学西南侧约100米)"]),
+    ("蚌山(蚌埠市定安小学西南侧约100米)", ["安徽省蚌埠市蚌山区(蚌埠市定安小学西南侧约100米)"]),
+    ("碑林区（西安市1号）", ["陕西省西安市碑林区（西安市1号）"]),
+    # a closed bracket around names, or an unclosed one that adds a division, is part of the run
+    ("碑林区(西安市)1号", ["陕西省西安市碑林区1号"]),
+    ("西安市(碑林区1号", ["陕西省西安市碑林区1号"]),
+])
+def test_names_in_an_unclosed_bracket_after_a_complete_chain_are_detail(address, expected):
+    assert texts(address) == expected

@@ -24,15 +24,23 @@ def test_architecture_doc_lists_every_module():
     assert not missing, f"docs/ARCHITECTURE.md does not describe: {missing}"
 
 
-def test_setup_package_data_names_files_that_exist():
-    """Every package_data glob in setup.py matches a file in the package (it once listed a resources/ folder
-    that never existed, so installs shipped nothing it promised)."""
+def test_setup_package_data_ships_every_resource_and_names_only_files_that_exist():
+    """setup.py's package_data lists every non-Python file inside the package (a wheel or non-editable install ships
+    nothing else: the web page would be missing), and each of its globs matches a file (it once listed a resources/
+    folder that did not exist yet)."""
     import ast
 
     tree = ast.parse((ROOT / "setup.py").read_text(encoding="utf-8"))
-    for node in ast.walk(tree):
-        if isinstance(node, ast.keyword) and node.arg == "package_data":
-            for package, patterns in ast.literal_eval(node.value).items():
-                folder = ROOT / package.replace(".", "/")
-                for pattern in patterns:
-                    assert [path for path in folder.glob(pattern) if path.is_file()], f"{package}: {pattern}"
+    globs = [ast.literal_eval(node.value) for node in ast.walk(tree)
+             if isinstance(node, ast.keyword) and node.arg == "package_data"]
+    shipped = set()
+    for package_data in globs:
+        for package, patterns in package_data.items():
+            folder = ROOT / package.replace(".", "/")
+            for pattern in patterns:
+                matched = {path for path in folder.glob(pattern) if path.is_file()}
+                assert matched, f"setup.py package_data {package}: {pattern} matches no file"
+                shipped |= matched
+    resources = {path for path in PACKAGE.rglob("*") if path.is_file() and path.suffix not in (".py", ".pyc")
+                 and "__pycache__" not in path.parts}
+    assert not resources - shipped, f"not in setup.py's package_data: {sorted(map(str, resources - shipped))}"

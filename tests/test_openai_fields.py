@@ -54,6 +54,7 @@ def ask(client, address=ADDRESS, **options):
     return client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": address}], **options)
 
 
+@pytest.mark.slow
 def test_max_tokens_cuts_the_answer_as_a_shorter_generation_would(client, full, capped):
     assert full.completion_tokens > 4 and full.text != capped.text  # the cap has something to cut
     for option in ("max_tokens", "max_completion_tokens"):
@@ -69,6 +70,7 @@ def test_max_tokens_cuts_the_answer_as_a_shorter_generation_would(client, full, 
     assert roomy.usage.completion_tokens == full.completion_tokens
 
 
+@pytest.mark.slow
 def test_stop_ends_the_answer_before_the_stop_string(client, full):
     stop = full.text[3:5]
     assert len(stop) == 2 and full.text.find(stop) >= 1
@@ -81,6 +83,7 @@ def test_stop_ends_the_answer_before_the_stop_string(client, full):
     assert unchanged.choices[0].finish_reason == full.finish_reason
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("options, field", [
     ({"max_tokens": -5}, "max_tokens"), ({"max_tokens": 0}, "max_tokens"), ({"max_tokens": "lots"}, "max_tokens"),
     ({"max_tokens": True}, "max_tokens"), ({"max_tokens": 2.5}, "max_tokens"),
@@ -95,6 +98,7 @@ def test_invalid_values_are_a_400_naming_the_field(client, options, field):
     assert caught.value.body["param"] == field and field in caught.value.body["message"]
 
 
+@pytest.mark.slow
 def test_logprobs_is_refused_never_silently_null(client):
     with pytest.raises(openai.BadRequestError) as caught:
         ask(client, logprobs=True)

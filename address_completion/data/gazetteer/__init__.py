@@ -36,10 +36,11 @@ from .divisions import (ABBREVIATIONS, DATA_FILE, DATA_PACKAGE, ETHNIC_GROUPS, L
                         Division, DivisionIndex, read_divisions, rule_short_forms)
 from .history import HISTORY_PACKAGES, OVERRIDES, History, build_history, load_history
 from .normalize import SEPARATORS, normalize_address, to_simplified
-from .parser import ZONE_WORDS, Gazetteer, ParsedAddress, load_gazetteer
+from .parser import WORDS_ACROSS_NAME, ZONE_WORDS, Gazetteer, ParsedAddress, load_gazetteer
 
 __all__ = ["ABBREVIATIONS", "DATA_FILE", "DATA_PACKAGE", "DEFAULT_DETAIL", "DETAILS", "ETHNIC_GROUPS",
-           "HISTORY_PACKAGES", "LEVELS", "MAX_CANDIDATES", "MUNICIPALITIES", "OVERRIDES", "SEPARATORS", "ZONE_WORDS",
+           "HISTORY_PACKAGES", "LEVELS", "MAX_CANDIDATES", "MUNICIPALITIES", "OVERRIDES", "SEPARATORS", "WORDS_ACROSS_NAME",
+           "ZONE_WORDS",
            "AdminChain", "Candidate", "Division", "DivisionIndex", "Gazetteer", "History", "ParsedAddress",
            "address_detail", "build_history", "chain_problem", "check_detail", "completion_candidates",
            "load_gazetteer", "load_history",

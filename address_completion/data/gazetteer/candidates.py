@@ -17,7 +17,8 @@ from typing import Optional
 from .divisions import _SUFFIX_CHARS, _SUFFIX_TEXT, MUNICIPALITIES, AdminChain, Division
 from .normalize import (_BETWEEN_NAMES, _BRACKET_PAIRS, _detail_after, _placeholder_end, _skip_between_names,
                         _without_unopened_closers, normalize_address, to_simplified)
-from .parser import _STREET_AFTER_SHORT, _WORDS_AFTER_SHORT, ZONE_WORDS, Gazetteer, _Token, load_gazetteer
+from .parser import (_STREET_AFTER_SHORT, _WORDS_AFTER_SHORT, WORDS_ACROSS_NAME, ZONE_WORDS, Gazetteer, _Token,
+                     load_gazetteer)
 
 MAX_CANDIDATES = 8
 # Names the fuzzy matcher may correct: levels 1-3 (towns are too many and too alike to guess at).
@@ -78,6 +79,7 @@ class _Step:
     named: frozenset
     after_complete: bool
     written: str = ""
+    start: int = 0  # where its name starts (after the separators and brackets before it)
 
 
 @dataclass
@@ -164,9 +166,10 @@ class _CandidateScan:
     织里镇吴兴区织里镇…) confirms it. The scan stops at the first text that fits no reading.
 
     Written names that contradict each other (山西西安市雁塔区, 广东省南昌市南山区粤海街道) are decided by
-    evidence: a city, county or town that fits no reading starts readings of its own (a short one only when
-    a name nesting below it follows), while the readings so far stay, stale, in case a later name nests below
-    them; at the end only readings that hold the deepest name read survive. A name is thus resolved within the
+    evidence: a city or county that fits no reading starts readings of its own (a short one only when a name
+    nesting below it follows), while the readings so far stay, stale, in case a later name nests below them; at
+    the end only readings that hold the deepest name read survive. A town never does: one the written city or
+    province lacks ends the run (西安市 + 城关镇1号 is 西安's, with 城关镇 as detail). A name is thus resolved within the
     written city or province whenever that has a division of the name (广东省杭州市西湖区 is 杭州's 西湖区, never
     南昌's), and each reading's :meth:`overrides` are the written names its chain contradicts. A misspelled
     name is corrected only if no written name contradicts the correction: a full name is never a slip
@@ -239,7 +242,7 @@ class _CandidateScan:
         complete = any(r.division.level >= 3 or not self.gaz.children(r.division) for r in before)
         written = self.text[start:end]
         written = written[_placeholder_end(written, 0):].strip(_BETWEEN_NAMES)
-        self.steps.append(_Step(end, tuple(after), named, confirm and complete, written))
+        self.steps.append(_Step(end, tuple(after), named, confirm and complete, written, start))
 
     def cut_at_repeat(self) -> None:
         """End the run where its names start over after a complete chain (verbatim detail).
@@ -248,7 +251,21 @@ class _CandidateScan:
         a repeated run when one of its names was written before (碑林区陕西省西安市碑林区…, 碑林区碑林区…): the
         run ends before the stretch, whose text becomes detail. A stretch that only adds names not yet written
         (法门镇扶风县, 虎门镇东莞市, 朝阳区北京市) is the names written in another order and stays in the run, and
-        so does a stutter before the chain is complete (陕西省陕西省西安市, 北京北京市朝阳区)."""
+        so does a stutter before the chain is complete (陕西省陕西省西安市, 北京北京市朝阳区).
+
+        Names that only confirm a complete chain after a bracket opened there and not closed within the run are
+        the bracket's text too (蚌山区(蚌埠市定安小学…): the run ends before the bracket; a closed one around
+        names (碑林区(西安市)1号) or one before a new division (西安市(碑林区1号) stays in the run."""
+        for index in range(1, len(self.steps)):
+            if not all(step.after_complete for step in self.steps[index:]):
+                continue
+            between = self.text[self.steps[index - 1].end:self.steps[index].start]
+            run = self.text[self.steps[index - 1].end:self._skip_separators(self.end)]  # 西安市) closes it
+            if any(opener in between and run.count(opener) > run.count(closer)
+                   for closer, opener in _BRACKET_PAIRS.items()):
+                self.end, self.readings = self.steps[index - 1].end, list(self.steps[index - 1].readings)
+                del self.steps[index:]
+                break
         named: set[str] = set()
         index = 0
         while index < len(self.steps):
@@ -374,6 +391,9 @@ class _CandidateScan:
                                                                          moved=reading.moved))
         if deeper:
             return token.end, list(deeper.values())
+        if self.text.startswith(WORDS_ACROSS_NAME, token.end - 1) and not self.gaz._key_at(self.text, token.end, True):
+            return None  # 龙亭区 + 开封市区: the name written again goes on into a word of the detail (市区), not
+            # into a division's name (南平市 + 政和县, 杭州市 + 场口镇)
         if confirmed and self._confirmation_holds(token, confirming, list(confirmed.values())):
             return token.end, list(confirmed.values())
         return None
@@ -394,7 +414,10 @@ class _CandidateScan:
         A short name (西安 in 山西西安雁塔区) or one of the readings' own level (重庆市 in 广东省重庆市江北区)
         conflicts only when a name nesting below it follows: else the scan stops (陕西省西安市 + 咸阳市1号)."""
         shallowest = min(r.division.level for r in self.readings)
-        candidates = [d for d in divisions if d.level >= shallowest]  # never one above the readings
+        # never one above the readings, and never a town: a town name is the most repeated of all (119 城关镇) and
+        # nothing deeper can confirm it, so one the written city or province lacks is the user's detail
+        # (西安市城关镇1号 is 西安's, not 天津市武清区's: issue 22 item 3)
+        candidates = [d for d in divisions if shallowest <= d.level <= 3]
         full = [d for d in candidates if token.kinds[d.code] != "short" and d.level > shallowest]
         unsure = [d for d in candidates if d not in full]
         if unsure:

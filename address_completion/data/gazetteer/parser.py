@@ -45,6 +45,11 @@ def _street_after_short(text: str, end: int) -> bool:
 # Words that start with a suffix character but are no suffix (碑林市场 is 碑林 + 市场) — unless a division name
 # follows the suffix character (旬阳县城关镇 is 旬阳县 + 城关镇, not 旬阳 + 县城…).
 _WORDS_AFTER_SHORT = ("市场", "区域", "县城")
+# Words a division name's last character starts (开封市区 the urban area, 儋州市中心 the centre, 夏河县城 the county
+# town, 西安市场 a market): a name written again that goes on into one is that word of the detail, not the name
+# confirming the chain (candidates: 龙亭区开封市区1号 keeps 开封市区; data/poi.py: not a repeated prefix). Not 市政:
+# 市政府 is one, but 潜江市政通巷 is 潜江市 + 政通巷 in the POI data.
+WORDS_ACROSS_NAME = ("市区", "县城", "城区", "区域", "市中心", "市场")
 # A suffix character that starts a street's name (市心路, 县前街, 区府路): suffix, one name character, street
 # word. After a short name whose division never had that suffix (鄞州市 never existed) it is the detail's.
 _SUFFIX_STARTS_STREET = re.compile(r"[省市区县州旗盟][^\W\d_](?:路|街|大街|大道|巷|弄)")
