@@ -14,6 +14,8 @@ from typing import Sequence
 
 from . import __version__
 from .errors import AddressCompletionError
+from .model.modeling import TRUST_PICKLE_ENV
+from .runtime import configure_logging
 
 # subcommand -> (module, one-line help). Order is the order of the pipeline.
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -63,13 +65,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "command", None):
         parser.print_help()
         return 2
-    from .runtime import configure_logging
-
     configure_logging(debug=args.debug)
     if getattr(args, "trust_pickle", False):
         import os
-
-        from .model.modeling import TRUST_PICKLE_ENV
 
         os.environ[TRUST_PICKLE_ENV] = "1"  # read where weights load (modeling.check_pickled_weights)
     try:

@@ -18,10 +18,10 @@ import shlex
 import time
 from pathlib import Path
 
-from .data.dataio import atomic_write_text, check_apart, check_output_folder
+from .files import atomic_write_text, check_apart, check_output_folder
 from .errors import AddressCompletionError, ConfigError, OutputExistsError
 from .model.package_files import local_model_path
-from .runtime import requested_mmap_threshold
+from .memory import requested_mmap_threshold
 
 SAMPLE_ADDRESSES = ("碑林区扬子江南路467-6号", "扶风法门镇法门寺", "浦东新区张江路88号", "东莞市虎门镇连升路12号")
 CONCAT = "concat"  # a demo step that is no command: the pair files mixed into one (printed as cat)

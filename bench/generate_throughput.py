@@ -214,7 +214,8 @@ def bench_server(completer, addresses: list[str], *, clients: int, max_batch_siz
                  burst: bool = False) -> dict:
     """``clients`` threads send one-address requests back to back until every address was served (``burst``: each
     client sends one request, all released at the same moment). Failed requests are counted, not raised."""
-    from address_completion.inference.serve import ServerSettings, start_in_thread
+    from address_completion.inference.protocol import ServerSettings
+    from address_completion.inference.server import start_in_thread
 
     settings = ServerSettings(port=0, max_batch_size=max_batch_size, batch_wait_ms=batch_wait_ms,
                               max_addresses=1, model_name="bench")

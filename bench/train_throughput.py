@@ -51,8 +51,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from address_completion.model import speedups  # noqa: E402  (imports no paddle)
 from address_completion.errors import ConfigError  # noqa: E402
-from address_completion.runtime import (HeapTrimmer, prepare_environment, requested_mmap_threshold,  # noqa: E402
-                                        set_mmap_threshold, usable_cores)
+from address_completion.memory import HeapTrimmer, requested_mmap_threshold, set_mmap_threshold  # noqa: E402
+from address_completion.runtime import prepare_environment, usable_cores  # noqa: E402
 
 WIDTHS = ("varied", "fixed", "grouped")
 PEER_PACKAGES = ("torch", "transformers", "peft")

@@ -9,8 +9,8 @@ import stat
 
 import pytest
 
-from address_completion.data.dataio import (atomic_write, atomic_write_text, check_writable, json_line, read_records,
-                                       write_json, write_jsonl)
+from address_completion.data.dataio import json_line, read_records, write_json, write_jsonl
+from address_completion.files import atomic_write, atomic_write_text, check_writable
 from address_completion.errors import ConfigError, DataError, OutputExistsError
 
 SRC = "补齐五级行政地址: 碑林区扬子江南路467-6号"
@@ -401,7 +401,7 @@ def test_check_writable(tmp_path):
 
 
 def test_atomic_folder_replaces_only_on_success(tmp_path):
-    from address_completion.data.dataio import atomic_folder
+    from address_completion.files import atomic_folder
 
     target = tmp_path / "model"
     target.mkdir()
@@ -418,7 +418,7 @@ def test_atomic_folder_replaces_only_on_success(tmp_path):
 
 
 def test_staged_file_publishes_only_on_success(tmp_path):
-    from address_completion.data.dataio import current_umask, staged_file
+    from address_completion.files import current_umask, staged_file
 
     target = tmp_path / "model.gguf"
     target.write_bytes(b"old")
@@ -443,7 +443,7 @@ def test_staged_file_publishes_only_on_success(tmp_path):
 
 @pytest.mark.parametrize("overwrite", [True, False])
 def test_atomic_files_refuses_one_path_twice(tmp_path, overwrite):
-    from address_completion.data.dataio import atomic_files
+    from address_completion.files import atomic_files
 
     paths = [tmp_path / "a.json", tmp_path / "." / "a.json"]  # the second silently replaced the first
     with pytest.raises(ValueError, match=r"a path is given twice"):
@@ -454,7 +454,7 @@ def test_atomic_files_refuses_one_path_twice(tmp_path, overwrite):
 
 def test_atomic_files_publish_all_or_none(tmp_path):
     """split's three files: a failure at the last rename takes the first two back (a split is never two runs')."""
-    from address_completion.data.dataio import atomic_files
+    from address_completion.files import atomic_files
 
     paths = [tmp_path / name for name in ("train.json", "dev.json", "test.json")]
     for path in paths[:2]:
@@ -485,7 +485,7 @@ def test_atomic_files_publish_all_or_none(tmp_path):
 
 
 def test_check_model_folder_never_replaces_a_non_model_folder(tmp_path):
-    from address_completion.data.dataio import check_model_folder
+    from address_completion.files import check_model_folder
 
     (tmp_path / "notes.txt").write_text("mine")
     with pytest.raises(OutputExistsError):
@@ -507,7 +507,7 @@ def dead_pid() -> int:
 
 
 def test_atomic_folder_gives_files_the_umask_mode(tmp_path):
-    from address_completion.data.dataio import atomic_folder, current_umask
+    from address_completion.files import atomic_folder, current_umask
 
     with atomic_folder(tmp_path / "model") as staging:
         descriptor, name = __import__("tempfile").mkstemp(dir=staging)  # how safetensors writes: mode 0600
@@ -520,7 +520,7 @@ def test_atomic_folder_gives_files_the_umask_mode(tmp_path):
 
 
 def test_staging_left_by_a_killed_run_is_cleaned_by_the_next_run(tmp_path):
-    from address_completion.data.dataio import atomic_folder
+    from address_completion.files import atomic_folder
 
     pid = dead_pid()
     stale = tmp_path / f".model.staging-{pid}-0123abcd"
@@ -534,7 +534,7 @@ def test_staging_left_by_a_killed_run_is_cleaned_by_the_next_run(tmp_path):
 
 
 def test_an_earlier_result_moved_aside_by_a_killed_run_is_put_back(tmp_path):
-    from address_completion.data.dataio import clean_stale_siblings
+    from address_completion.files import clean_stale_siblings
 
     aside = tmp_path / f".model.old-{dead_pid()}-0123abcd"
     aside.mkdir()
@@ -547,7 +547,7 @@ def test_an_earlier_result_moved_aside_by_a_killed_run_is_put_back(tmp_path):
 @pytest.mark.parametrize("output, relation", [
     ("in", "is the same path as"), ("in/sub/out", "lies inside"), (".", "contains"), ("in-other", None)])
 def test_check_apart(tmp_path, output, relation):
-    from address_completion.data.dataio import check_apart
+    from address_completion.files import check_apart
 
     (tmp_path / "in" / "sub").mkdir(parents=True)
     outputs, inputs = {"--output": tmp_path / output}, {"--model": tmp_path / "in", "--hub": "Qwen/not-on-disk"}
@@ -559,7 +559,7 @@ def test_check_apart(tmp_path, output, relation):
 
 
 def test_check_output_file_refuses_a_folder_and_a_file_parent(tmp_path):
-    from address_completion.data.dataio import check_output_file
+    from address_completion.files import check_output_file
 
     with pytest.raises(ConfigError, match="is a folder; name a file"):
         check_output_file(tmp_path, force=True, flag="--output")
@@ -571,7 +571,7 @@ def test_check_output_file_refuses_a_folder_and_a_file_parent(tmp_path):
 
 def test_an_empty_output_is_named_empty_not_the_current_folder(capsys):
     from address_completion.cli import main
-    from address_completion.data.dataio import check_output_file
+    from address_completion.files import check_output_file
 
     with pytest.raises(ConfigError, match=r"^--output is empty; name a file to write \(e.g. pairs.jsonl\)$"):
         check_output_file("", force=False, example="pairs.jsonl")
@@ -581,7 +581,7 @@ def test_an_empty_output_is_named_empty_not_the_current_folder(capsys):
 
 def test_a_file_where_a_model_folder_goes_is_refused_without_suggesting_force(tmp_path):
     """--force could not help (a file is never replaced by a model folder), so the message must not offer it."""
-    from address_completion.data.dataio import check_model_folder
+    from address_completion.files import check_model_folder
 
     existing = tmp_path / "model"
     existing.write_text("notes", encoding="utf-8")
@@ -610,7 +610,7 @@ def test_without_overwrite_a_file_that_appeared_meanwhile_is_kept(tmp_path):
 
 
 def test_without_overwrite_a_folder_filled_meanwhile_is_kept(tmp_path):
-    from address_completion.data.dataio import atomic_folder
+    from address_completion.files import atomic_folder
 
     path = tmp_path / "model"
     with pytest.raises(OutputExistsError, match="appeared while this command ran"):
@@ -625,7 +625,7 @@ def test_without_overwrite_a_folder_filled_meanwhile_is_kept(tmp_path):
 def test_an_output_folder_below_a_read_only_folder_is_refused_before_work(tmp_path, monkeypatch):
     """Like output files: merge/export/build-model would otherwise do all the work and fail at the last rename.
     (os.access is consulted so that the check also holds where the tests run as root, who may write anywhere.)"""
-    from address_completion.data.dataio import check_model_folder, check_output_folder
+    from address_completion.files import check_model_folder, check_output_folder
 
     locked = tmp_path / "locked"
     locked.mkdir()
@@ -655,8 +655,21 @@ def test_csv_quote_never_closed_names_the_record_instead_of_swallowing_the_rest(
 @pytest.mark.parametrize("given", ["", ".", ".."])
 def test_a_model_folder_path_without_a_name_of_its_own_is_refused(given, tmp_path, monkeypatch):
     """build-model --output "" (or .) was a ValueError traceback from atomic_folder's sibling name."""
-    from address_completion.data.dataio import check_model_folder
+    from address_completion.files import check_model_folder
 
     monkeypatch.chdir(tmp_path)
     with pytest.raises(ConfigError, match=r"--output '\.*' names no folder of its own \(empty, \. or \.\.\)"):
         check_model_folder(given, force=True)
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux's /proc")
+@pytest.mark.parametrize("argv", [["prepare", "--num", "5", "--output", "/proc/x.jsonl"],
+                                  ["split", "data/test.json", "--output", "/proc/xx"]])
+def test_an_output_on_a_pseudo_file_system_is_one_line_even_as_root(argv, capsys, monkeypatch):
+    """As root, os.access says /proc is writable; prepare and split then ended in a FileNotFoundError traceback
+    after the work. The folder is tried for real before any work."""
+    from address_completion import cli
+
+    monkeypatch.chdir(Path(__file__).resolve().parents[1])
+    assert cli.main(argv) == 2
+    assert "the folder /proc is not writable" in capsys.readouterr().err

@@ -9,8 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from address_completion.model import export
+from address_completion.model import export, export_check, export_hf
 from address_completion.training import merge
+from address_completion.model import verify
 from address_completion.cli import main
 from address_completion.errors import ConfigError
 
@@ -27,10 +28,10 @@ def paddle_probe(default_model_dir):
     """(probe batch, Paddle logits) of the default model."""
     from address_completion.model.modeling import load_model, load_tokenizer
 
-    batch = merge.probe_batch(load_tokenizer(str(default_model_dir)))
+    batch = verify.probe_batch(load_tokenizer(str(default_model_dir)))
     model = load_model(str(default_model_dir))
     model.eval()
-    return batch, merge.probe_logits(model, batch)
+    return batch, verify.probe_logits(model, batch)
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +77,7 @@ def test_hf_export_reloads_in_transformers_with_the_paddle_logits(hf_export, pad
     model = AutoModelForCausalLM.from_pretrained(str(hf_export.output_path), torch_dtype=torch.float32).eval()
     assert type(model).__name__ == "Qwen2ForCausalLM"
     assert model.lm_head.weight.data_ptr() == model.model.embed_tokens.weight.data_ptr(), "tied embeddings"
-    assert relative_difference(reference, export.torch_logits(model, batch), batch[1]) <= 1e-5
+    assert relative_difference(reference, export_check.torch_logits(model, batch), batch[1]) <= 1e-5
 
 
 def test_hf_folder_layout(hf_export):
@@ -133,7 +134,7 @@ def test_gguf_f16_reloads_in_transformers_with_the_paddle_logits(gguf_f16, paddl
     batch, reference = paddle_probe
     path = gguf_f16.output_path
     model = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name).eval()
-    assert relative_difference(reference, export.torch_logits(model, batch), batch[1]) <= 2e-3
+    assert relative_difference(reference, export_check.torch_logits(model, batch), batch[1]) <= 2e-3
 
 
 def test_gguf_f16_metadata_is_what_llama_cpp_reads(gguf_f16, default_model_dir):
@@ -185,8 +186,8 @@ def test_adapter_export_equals_the_merged_model(default_model_dir, lora_adapter_
                  "--output_path", str(merged_hf), "--format", "hf"]) == 0
     merge.merge_adapter(str(default_model_dir), str(lora_adapter_dir), merged)
     config = json.loads((merged / "config.json").read_text(encoding="utf-8"))
-    expected = export.hf_state_dict(load_file(str(merged / "model.safetensors")), config, merged)
-    base = export.hf_state_dict(load_file(str(default_model_dir / "model.safetensors")), config, default_model_dir)
+    expected = export_hf.hf_state_dict(load_file(str(merged / "model.safetensors")), config, merged)
+    base = export_hf.hf_state_dict(load_file(str(default_model_dir / "model.safetensors")), config, default_model_dir)
     for folder in (with_adapter, merged_hf):
         exported = load_file(str(folder / "model.safetensors"))
         assert sorted(exported) == sorted(expected)
@@ -273,7 +274,7 @@ def test_broken_model_config_names_the_file_and_line(default_model_dir, tmp_path
 
 def test_failed_verification_writes_nothing(default_model_dir, tmp_path):
     """f32 export differs from Paddle by ~3e-7 relative: a zero tolerance must refuse it and leave no trace."""
-    with pytest.raises(export.ExportVerificationError, match="was not written"):
+    with pytest.raises(export_check.ExportVerificationError, match="was not written"):
         export.export_model(str(default_model_dir), tmp_path / "hf", "hf", tolerance=0.0)
     assert not list(tmp_path.iterdir())
 

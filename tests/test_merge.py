@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from address_completion.training import merge
+from address_completion.model import verify
 from address_completion.cli import main
 from address_completion.errors import ConfigError, OutputExistsError
 
@@ -30,13 +31,13 @@ def test_merged_logits_equal_base_plus_adapter(merged_dir, default_model_dir, lo
     """Independent check: reload both and compare logits on a padded batch of address prompts."""
     from address_completion.model.modeling import load_model, load_tokenizer
 
-    batch = merge.probe_batch(load_tokenizer(str(default_model_dir)))
+    batch = verify.probe_batch(load_tokenizer(str(default_model_dir)))
     with_adapter = load_model(str(default_model_dir), lora_path=str(lora_adapter_dir))
     with_adapter.eval()
     merged = load_model(str(merged_dir))
     merged.eval()
-    difference = merge.max_logit_difference(merge.probe_logits(with_adapter, batch),
-                                            merge.probe_logits(merged, batch), batch[1])
+    difference = verify.max_logit_difference(verify.probe_logits(with_adapter, batch),
+                                            verify.probe_logits(merged, batch), batch[1])
     assert difference <= TOLERANCE
 
 
@@ -116,15 +117,15 @@ def test_cli_pdparams_and_force_replace(default_model_dir, lora_adapter_dir, tmp
 
 
 def test_allowed_difference_grows_with_the_logits_beyond_one():
-    assert merge.allowed_difference(1e-4, 0.3) == 1e-4
-    assert merge.allowed_difference(1e-4, 25.0) == pytest.approx(2.5e-3)
+    assert verify.allowed_difference(1e-4, 0.3) == 1e-4
+    assert verify.allowed_difference(1e-4, 25.0) == pytest.approx(2.5e-3)
 
 
 @pytest.mark.slow
 def test_failed_verification_leaves_no_output(default_model_dir, lora_adapter_dir, tmp_path, monkeypatch):
-    monkeypatch.setattr(merge, "max_logit_difference", lambda *args: 1.0)
+    monkeypatch.setattr(verify, "max_logit_difference", lambda *args: 1.0)
     output = tmp_path / "merged"
-    with pytest.raises(merge.MergeVerificationError, match="tolerance"):
+    with pytest.raises(verify.MergeVerificationError, match="tolerance"):
         merge.merge_adapter(str(default_model_dir), str(lora_adapter_dir), output)
     assert list(tmp_path.iterdir()) == []
 
@@ -151,7 +152,7 @@ def test_merged_files_follow_the_umask(merged_dir):
     import os
     import stat
 
-    from address_completion.data.dataio import current_umask
+    from address_completion.files import current_umask
 
     modes = {path.name: stat.S_IMODE(path.stat().st_mode) for path in merged_dir.iterdir()}
     assert "model.safetensors" in modes

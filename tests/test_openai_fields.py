@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from address_completion.inference.generate import Completer
-from address_completion.inference.serve import ServerSettings, start_in_thread
+from address_completion.inference.protocol import ServerSettings
+from address_completion.inference.server import start_in_thread
 
 openai = pytest.importorskip("openai")
 

@@ -664,7 +664,8 @@ HTTP_CASES = [
 @pytest.fixture(scope="module")
 def http_server(default_model_dir):
     from address_completion.inference.generate import Completer
-    from address_completion.inference.serve import ServerSettings, start_in_thread
+    from address_completion.inference.protocol import ServerSettings
+    from address_completion.inference.server import start_in_thread
 
     completer = Completer.load(str(default_model_dir), max_new_tokens=4)
     running = start_in_thread(completer, ServerSettings(port=0, api_key=API_KEY, model_name="tiny", max_addresses=4,
@@ -742,11 +743,11 @@ def test_an_output_in_use_is_refused_at_once(case, world, capsys):
     write it stops at once with one line naming the output and the process."""
     import os
 
-    from address_completion.data import dataio
+    from address_completion import files
 
-    with dataio.output_lock(world["locked"], "--output"):
+    with files.output_lock(world["locked"], "--output"):
         test_cli_refuses_bad_input(Case(case.name, case.argv, (*case.words, f"(pid {os.getpid()}")), world, capsys)
-    assert not Path(world["locked"]).exists() and not dataio.lock_path(world["locked"]).exists()
+    assert not Path(world["locked"]).exists() and not files.lock_path(world["locked"]).exists()
 
 
 def test_a_killed_holder_never_blocks_and_a_lock_file_is_never_left(tmp_path):
@@ -754,16 +755,16 @@ def test_a_killed_holder_never_blocks_and_a_lock_file_is_never_left(tmp_path):
     import subprocess
     import sys
 
-    from address_completion.data import dataio
+    from address_completion import files
 
     output = tmp_path / "made" / "for" / "out.jsonl"
-    killed = subprocess.run([sys.executable, "-c", "import os, sys\nfrom address_completion.data import dataio\n"
-                             f"with dataio.output_lock({str(output)!r}): os._exit(9)"], timeout=120)
-    assert killed.returncode == 9 and dataio.lock_path(output).exists()  # a stale file, unlocked
-    with dataio.output_lock(output) as lock:
+    killed = subprocess.run([sys.executable, "-c", "import os, sys\nfrom address_completion import files\n"
+                             f"with files.output_lock({str(output)!r}): os._exit(9)"], timeout=120)
+    assert killed.returncode == 9 and files.lock_path(output).exists()  # a stale file, unlocked
+    with files.output_lock(output) as lock:
         assert lock.read_text(encoding="ascii") == f"{os.getpid()}\n"
-    assert not dataio.lock_path(output).exists()
-    with dataio.output_lock(tmp_path / "new" / "folder" / "out"):
+    assert not files.lock_path(output).exists()
+    with files.output_lock(tmp_path / "new" / "folder" / "out"):
         assert (tmp_path / "new" / "folder" / ".out.lock").is_file()
     assert not (tmp_path / "new").exists()
 
@@ -827,9 +828,9 @@ def test_two_trainings_into_one_folder_exactly_one_runs(world, tmp_path):
 
 
 def dataio_lock_exists(path: Path) -> bool:
-    from address_completion.data import dataio
+    from address_completion import files
 
-    return dataio.lock_path(path).exists()
+    return files.lock_path(path).exists()
 
 
 # ---------------------------------------------------------------- resume after the final checkpoint (item 2)
@@ -1021,7 +1022,8 @@ def test_a_connection_that_never_finishes_its_headers_is_closed(default_model_di
     import socket
 
     from address_completion.inference.generate import Completer
-    from address_completion.inference.serve import ServerSettings, start_in_thread
+    from address_completion.inference.protocol import ServerSettings
+    from address_completion.inference.server import start_in_thread
 
     completer = Completer.load(str(default_model_dir), max_new_tokens=4)
     running = start_in_thread(completer, ServerSettings(port=0, body_timeout=1.0))

@@ -38,7 +38,7 @@ def test_debug_adds_the_level_name():
 
 _HEAP_PROBE = r"""
 import json, sys
-from address_completion.runtime import set_mmap_threshold
+from address_completion.memory import set_mmap_threshold
 from heap_probe import activation_block_is_mapped
 
 applied = set_mmap_threshold() if sys.argv[1] == "apply" else None
@@ -70,7 +70,7 @@ def test_the_threshold_variable_can_be_zero_and_a_bad_value_is_named(monkeypatch
     import pytest
 
     from address_completion.errors import ConfigError
-    from address_completion.runtime import requested_mmap_threshold, set_mmap_threshold
+    from address_completion.memory import requested_mmap_threshold, set_mmap_threshold
 
     assert _heap_probe("apply", ADDRESS_COMPLETION_MMAP_THRESHOLD="0", fresh=True) == {"applied": None, "mapped": 1}
     assert _heap_probe("apply", MALLOC_MMAP_THRESHOLD_="1048576", fresh=True) == {"applied": None, "mapped": 1}
@@ -98,7 +98,7 @@ def test_the_threshold_variable_can_be_zero_and_a_bad_value_is_named(monkeypatch
 
 _TRIM_PROBE = r"""
 import ctypes, json, sys
-from address_completion.runtime import HeapTrimmer
+from address_completion.memory import HeapTrimmer
 from heap_probe import resident_mb
 
 libc = ctypes.CDLL(None)
@@ -148,7 +148,7 @@ def test_heap_trimmer_gives_freed_memory_back_only_after_a_step_that_raised_the_
 def test_heap_trimmer_refuses_a_negative_growth():
     import pytest
 
-    from address_completion.runtime import HeapTrimmer
+    from address_completion.memory import HeapTrimmer
 
     with pytest.raises(ValueError, match="growth must be a fraction >= 0, got -0.1"):
         HeapTrimmer(growth=-0.1)

@@ -14,7 +14,8 @@ import pytest
 
 from address_completion import DEFAULT_PROMPT_PREFIX
 from address_completion.inference.generate import Completer
-from address_completion.inference.serve import ServerSettings, start_in_thread
+from address_completion.inference.protocol import ServerSettings
+from address_completion.inference.server import start_in_thread
 
 API_KEY = "test-key"
 MAX_NEW_TOKENS = 6
@@ -181,6 +182,8 @@ def test_openapi_page_and_schema(server):
     ("/v1/chat/completions", chat("   "), None, API_KEY, 422, "messages[1].content is empty"),
     ("/v1/chat/completions", chat("补齐五级行政地址: 【】"), None, API_KEY, 422, "messages[1].content has no letter or digit"),
     ("/v1/complete", {"addresses": ["海淀区", "[]"]}, None, API_KEY, 422, "addresses[1] has no letter or digit"),
+    ("/v1/complete", {"addresses": ["补齐五级行政地址:"]}, None, API_KEY, 422,
+     "addresses[0] is the prompt prefix alone: nothing to complete"),  # predict's rule (address_check.py)
     ("/v1/complete", {"addresses": ["海淀区"]}, None, None, 401, "API key"),
     ("/v1/complete", {"addresses": ["海淀区"]}, None, "wrong", 401, "API key"),
     ("/v1/chat/completions", chat("海淀区"), None, None, 401, "API key"),

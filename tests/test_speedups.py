@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from address_completion.training import merge
+from address_completion.model import verify
 from address_completion.model import speedups
 from address_completion.errors import ConfigError
 
@@ -59,7 +60,7 @@ def logits_and_gradients(model, batch) -> tuple[np.ndarray, dict[str, np.ndarray
 @pytest.mark.parametrize("patch", sorted(speedups.PATCHES))
 def test_patch_gives_the_stock_logits_and_gradients(patch, stock, default_model_dir, lora_adapter_dir,
                                                     qwen_tokenizer, monkeypatch):
-    batch = merge.probe_batch(qwen_tokenizer)
+    batch = verify.probe_batch(qwen_tokenizer)
     model = adapter_model(default_model_dir, lora_adapter_dir)
     expected_logits, expected_gradients = logits_and_gradients(model, batch)
     names = sorted([*WITH.get(patch, []), patch])
@@ -69,7 +70,7 @@ def test_patch_gives_the_stock_logits_and_gradients(patch, stock, default_model_
     logits, gradients = logits_and_gradients(model, batch)
     # the dense kernel ran exactly when asked: q, k, v, output per layer forward, and their gradients back
     assert len(permutations) == (2 * 4 * 2 if patch == "transpose_dense" else 0), permutations  # 2 layers
-    assert merge.max_logit_difference(logits, expected_logits, batch[1]) <= LOGIT_TOLERANCE[patch]
+    assert verify.max_logit_difference(logits, expected_logits, batch[1]) <= LOGIT_TOLERANCE[patch]
     assert gradients.keys() == expected_gradients.keys() and len(gradients) == 2 * 7 * 2  # A and B, 7 layers x 2
     for name, gradient in gradients.items():
         scale = max(1.0, float(np.abs(expected_gradients[name]).max()))
@@ -94,7 +95,7 @@ def cached_step_logits(model, batch) -> np.ndarray:
 
 def test_a_cached_decoding_step_gives_the_stock_logits_under_every_patch(stock, default_model_dir,
                                                                           lora_adapter_dir, qwen_tokenizer):
-    batch = merge.probe_batch(qwen_tokenizer)
+    batch = verify.probe_batch(qwen_tokenizer)
     model = adapter_model(default_model_dir, lora_adapter_dir)
     expected = cached_step_logits(model, batch)
     speedups.apply(sorted(speedups.PATCHES))
@@ -234,13 +235,13 @@ def test_layers_built_under_attention_grouped_compute_paddlenlps_attention_once_
         stock, default_model_dir, lora_adapter_dir, qwen_tokenizer, monkeypatch):
     """The patch points each attention layer at the grouped function on its first call; after remove() those
     layers must run PaddleNLP's own attention again (the bench's --interleave switches patches between steps)."""
-    batch = merge.probe_batch(qwen_tokenizer)
+    batch = verify.probe_batch(qwen_tokenizer)
     model = adapter_model(default_model_dir, lora_adapter_dir)
-    expected = merge.probe_logits(model, batch)
+    expected = verify.probe_logits(model, batch)
     from paddlenlp.transformers.qwen2 import modeling as qwen2
 
     speedups.apply(["attention_grouped"])
-    merge.probe_logits(model, batch)
+    verify.probe_logits(model, batch)
     # the grouped function did run (Intel's MKL may give the stock logits bit for bit, so equality cannot tell)
     layers = [layer for layer in model.sublayers() if isinstance(layer, qwen2.Qwen2Attention)]
     assert layers and all(layer.attn_func is speedups._grouped_attention for layer in layers)
@@ -249,7 +250,7 @@ def test_layers_built_under_attention_grouped_compute_paddlenlps_attention_once_
     calls = []
     monkeypatch.setitem(speedups._stock, "qwen2.scaled_dot_product_attention",
                         lambda *args, **kwargs: calls.append(1) or stock(*args, **kwargs))
-    assert np.array_equal(merge.probe_logits(model, batch), expected)
+    assert np.array_equal(verify.probe_logits(model, batch), expected)
     assert len(calls) == len(layers)  # each layer ran PaddleNLP's own attention again
 
 
@@ -261,15 +262,15 @@ def test_attention_grouped_leaves_a_wrapped_attention_function_its_tiled_keys(st
 
     from paddlenlp.transformers.qwen2 import modeling as qwen2
 
-    batch = merge.probe_batch(qwen_tokenizer)
+    batch = verify.probe_batch(qwen_tokenizer)
     model = adapter_model(default_model_dir, lora_adapter_dir)
-    expected = merge.probe_logits(model, batch)
+    expected = verify.probe_logits(model, batch)
     layers = [layer for layer in model.sublayers() if isinstance(layer, qwen2.Qwen2Attention)]
     assert layers and all(layer.num_key_value_groups > 1 for layer in layers)  # k and v really need tiling
     for layer in layers:
         layer.attn_func = functools.partial(qwen2.scaled_dot_product_attention, skip_recompute=True)
     speedups.apply(["attention_grouped"])
-    assert np.array_equal(merge.probe_logits(model, batch), expected)
+    assert np.array_equal(verify.probe_logits(model, batch), expected)
     assert qwen2.repeat_kv is speedups._keep_kv_heads  # restored after each wrapped call
 
 

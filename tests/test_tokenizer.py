@@ -211,7 +211,7 @@ def test_bpe_files_are_cached_by_tiktoken_hash_and_a_damaged_cache_is_rebuilt(tm
     with monkeypatch.context() as patch:
         patch.setattr(tokenizer, "recover_merges", must_not_run)
         second = tokenizer.write_qwen25_tokenizer(tmp_path / "second")
-    for name in tokenizer.TOKENIZER_FILES:
+    for name in tokenizer.BUILT_FILES:
         assert (first / name).read_bytes() == (second / name).read_bytes()
 
     (cache / "merges.txt").write_text("#version: 0.2\nĠ Ġ\n", encoding="utf-8")  # truncated by accident

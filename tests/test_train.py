@@ -578,7 +578,7 @@ def test_train_loss_after_resume_is_the_mean_over_every_step(default_model_dir, 
     assert sorted(logged) == list(range(1, 9))
     assert resumed["train_loss"] == pytest.approx(sum(logged.values()) / 8, rel=1e-4)
     assert min(logged.values()) * 0.99 <= resumed["train_loss"] <= max(logged.values()) * 1.01
-    from address_completion.data.dataio import current_umask
+    from address_completion.files import current_umask
 
     weights = list(output.glob("*.safetensors"))  # unified checkpoints: Paddle writes them 0600
     assert weights and {os.stat(path).st_mode & 0o777 for path in weights} == {0o666 & ~current_umask()}

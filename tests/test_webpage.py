@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 from address_completion.inference.generate import REASON_NO_CANDIDATE, Completer
-from address_completion.inference.serve import ServerSettings, start_in_thread
+from address_completion.inference.protocol import ServerSettings
+from address_completion.inference.server import start_in_thread
 
 ADDRESS, FULL = "碑林区扬子江南路467-6号", "陕西省西安市碑林区扬子江南路467-6号"
 TWO_CANDIDATES = "朝阳区建国路88号"
@@ -211,3 +212,29 @@ def test_a_report_dir_without_a_report_is_refused_at_start(tmp_path):
 
     with pytest.raises(ConfigError, match=r"--report-dir .*: no report.json there; give the output_dir of an evaluate run"):
         ServerSettings(report_dir=str(tmp_path)).validate()
+
+
+@pytest.mark.slow
+def test_the_page_endpoint_takes_complete_requests_detail_and_checks(server):
+    """/ui/complete is /v1/complete explained: the same request model, so ``detail`` is honoured (it was ignored)
+    and a bad body is a 422 naming the field (broken JSON was parsed by hand)."""
+    import urllib.error
+    import urllib.request
+
+    def post(body: bytes) -> tuple[int, dict]:
+        request = urllib.request.Request(server.url + "/ui/complete", data=body, method="POST", headers={
+            "Content-Type": "application/json", "Authorization": f"Bearer {KEY}"})
+        try:
+            with urllib.request.urlopen(request, timeout=120) as response:
+                return response.status, json.loads(response.read())
+        except urllib.error.HTTPError as error:
+            return error.code, json.loads(error.read())
+
+    address = "碑林区_扬子江南路1号"
+    answers = {detail: post(json.dumps({"addresses": [address], "detail": detail}).encode())
+               for detail in ("verbatim", "clean")}
+    assert answers["verbatim"][0] == 200 and answers["verbatim"][1]["results"][0]["answer"] == "陕西省西安市碑林区_扬子江南路1号"
+    assert answers["clean"][0] == 200 and answers["clean"][1]["results"][0]["answer"] == "陕西省西安市碑林区扬子江南路1号"
+    status, body = post(json.dumps({"addresses": [address], "detail": "CLEAN"}).encode())
+    assert status == 422 and "detail" in json.dumps(body)
+    assert post(b'{"addresses": [')[0] in (400, 422)

@@ -23,8 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional, Sequence
 
-from .dataio import (FORMATS, atomic_files, output_lock, check_apart, check_output_folder, check_writable,
-                     clean_stale_siblings, json_line, read_records)
+from ..files import atomic_files, check_apart, check_output_folder, check_writable, clean_stale_siblings, output_lock
+from .dataio import FORMATS, json_line, read_records
 from ..errors import ConfigError, DataError
 from .formats import LAYOUTS
 from .gazetteer import load_gazetteer, normalize_address
@@ -338,8 +338,8 @@ def split_file(input_path: str | Path, output_dir: str | Path, *, ratios: Sequen
     """Read a pair file, split it, and write ``train.json``, ``dev.json``, ``test.json`` (JSON lines).
 
     Refuses existing split files unless ``force``. The three files are published together
-    (:func:`dataio.atomic_files`): a failure, even at the last rename, leaves the earlier split as it was.
-    One run per output folder at a time (:func:`dataio.output_lock`).
+    (:func:`files.atomic_files`): a failure, even at the last rename, leaves the earlier split as it was.
+    One run per output folder at a time (:func:`files.output_lock`).
     """
     with output_lock(output_dir, "--output"):
         return _split_file(input_path, output_dir, ratios=ratios, seed=seed, holdout_counties=holdout_counties,

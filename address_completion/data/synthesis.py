@@ -30,7 +30,8 @@ from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
 from .. import DEFAULT_PROMPT_PREFIX
-from .dataio import check_apart, check_output_file, output_lock, read_records, write_jsonl
+from ..files import check_apart, check_output_file, output_lock
+from .dataio import read_records, write_jsonl
 from ..errors import ConfigError, DataError
 from .gazetteer import (DEFAULT_DETAIL, DETAILS, ZONE_WORDS, AdminChain, Division, Gazetteer, ParsedAddress,
                         check_detail, completion_candidates, load_gazetteer, normalize_address)

@@ -16,167 +16,28 @@ import hmac
 import json
 import time
 import uuid
-from typing import Annotated, Any, AsyncIterator, Literal, Optional
+from typing import Any, AsyncIterator
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, WithJsonSchema
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from .. import DEFAULT_PROMPT_PREFIX
 from ..data import dataio
 from ..runtime import logger
+from .batching import BatchingWorker, with_detail
 from .openai_fields import chat_options, limit_completion
-from .webpage import OPEN_PAGE_PATHS, add_routes, check_report_dir
-from .serve import (OWNER, BatchingWorker, RequestError, ServerSettings, Stopping, addresses_from_complete_request,
-                    address_from_chat_request, with_detail)
+from .protocol import (ERROR_RESPONSES, OWNER, AssistantMessage, ChatChoice, ChatCompletion, ChatCompletionRequest,
+                       CompleteRequest, CompleteResponse, Health, ModelCard, ModelList, RequestError, ServerSettings,
+                       Usage, address_from_chat_request, addresses_from_complete_request, check_report_dir,
+                       validation_error)
+from .webpage import OPEN_PAGE_PATHS, add_routes
 
 BODY_DRAIN_LIMIT = 8 << 20  # read (and drop) at most this much of a refused body so the client sees our reply
 DOC_PATHS = {"/docs", "/docs/oauth2-redirect", "/openapi.json", "/redoc"}
 OPEN_PATHS = {"/health", *DOC_PATHS, *OPEN_PAGE_PATHS}  # no API key needed (the page asks for it itself)
 JSON_CONTENT_TYPE = (b"content-type", b"application/json")
-
-
-# ---------------------------------------------------------------- OpenAI request and response models
-
-
-ContentField = Annotated[Any, WithJsonSchema({
-    "anyOf": [{"type": "string"},
-              {"type": "array", "items": {"type": "object", "properties": {"type": {"const": "text"},
-                                                                           "text": {"type": "string"}},
-                                          "required": ["type", "text"]}}],
-    "description": "the text, or a list of text parts (joined)"})]
-
-
-class ChatMessage(BaseModel):
-    model_config = ConfigDict(extra="allow")
-    role: StrictStr
-    content: ContentField
-
-
-class StreamOptions(BaseModel):
-    model_config = ConfigDict(extra="allow")
-    include_usage: StrictBool = False
-
-
-OptionField = Annotated[Any, WithJsonSchema({"type": "integer", "minimum": 1, "description":
-    "cut the answer after this many tokens (finish_reason \"length\"); with both limits, the smaller"})]
-StopField = Annotated[Any, WithJsonSchema({
-    "anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}, "minItems": 1, "maxItems": 4}],
-    "description": "end the answer before the first of these strings"})]
-LogprobsField = Annotated[Any, WithJsonSchema({"type": "boolean", "description": "true is refused (400): no token "
-                                                                                 "log-probabilities are computed"})]
-
-
-class ChatCompletionRequest(BaseModel):
-    """OpenAI's chat request. The last user message is the address; max_tokens / max_completion_tokens and stop
-    cut the answer (openai_fields); sampling options are accepted and ignored (decoding is greedy)."""
-
-    model_config = ConfigDict(extra="allow")
-    model: Optional[StrictStr] = None
-    messages: list[ChatMessage] = Field(min_length=1)
-    stream: Optional[StrictBool] = False
-    stream_options: Optional[StreamOptions] = None
-    n: Optional[StrictInt] = None
-    detail: Optional[Literal["verbatim", "clean"]] = Field(
-        None, description="this project's option: how the answer keeps the text after the division names (default: "
-                          "the server's --detail)")
-    # checked by openai_fields.chat_options (400 naming the field, as OpenAI answers a bad parameter)
-    max_tokens: OptionField = None
-    max_completion_tokens: OptionField = None
-    stop: StopField = None
-    logprobs: LogprobsField = None
-
-
-class CompleteRequest(BaseModel):
-    addresses: list[StrictStr] = Field(min_length=1, description="addresses to complete, at most --max-addresses")
-    detail: Optional[Literal["verbatim", "clean"]] = Field(
-        None, description="verbatim: every character after the division names as written; clean: the earlier "
-                          "folding (default: the server's --detail)")
-
-
-class CandidateInfo(BaseModel):
-    text: str
-    probability: float
-
-
-class CompletionDetails(BaseModel):
-    """How one answer was made (generate.Completion.details): the project's extra field, beside OpenAI's."""
-
-    decoding: Literal["free", "constrained", "free_fallback"]
-    probability: Optional[float] = Field(description="the answer's probability among the candidates (constrained)")
-    abstained: bool = Field(description="true when the input came back unchanged: best probability < "
-                                        "--min-confidence, or the answer was no current address (empty, 无, the "
-                                        "prompt's text, a chain that does not exist today)")
-    reason: Optional[str] = Field(None, description="why the input came back unchanged (abstained only)")
-    candidates: list[CandidateInfo] = Field(description="the gazetteer's candidate answers, best first")
-    more_candidates: bool = Field(description="true when the gazetteer had more readings than it lists (capped)")
-
-
-class CompleteResponse(BaseModel):
-    results: list[str] = Field(description="completed addresses, in request order")
-    details: list[CompletionDetails] = Field(description="how each result was made, in the same order")
-
-
-class AssistantMessage(BaseModel):
-    role: Literal["assistant"] = "assistant"
-    content: str
-
-
-class ChatChoice(BaseModel):
-    model_config = ConfigDict(extra="allow")  # per-answer fields beyond OpenAI's pass through to the client
-    index: int
-    message: AssistantMessage
-    logprobs: None = None
-    finish_reason: Literal["stop", "length"]
-
-
-class Usage(BaseModel):
-    prompt_tokens: int
-    completion_tokens: int
-    total_tokens: int
-
-
-class ChatCompletion(BaseModel):
-    id: str
-    object: Literal["chat.completion"] = "chat.completion"
-    created: int
-    model: str
-    choices: list[ChatChoice]
-    usage: Usage
-
-
-class ModelCard(BaseModel):
-    id: str
-    object: Literal["model"] = "model"
-    created: int
-    owned_by: str
-
-
-class ModelList(BaseModel):
-    object: Literal["list"] = "list"
-    data: list[ModelCard]
-
-
-class Health(BaseModel):
-    status: Literal["ok"]
-    model: str
-
-
-class ErrorDetail(BaseModel):
-    message: str
-    type: str
-    param: Optional[str]
-    code: Optional[str]
-
-
-class ErrorResponse(BaseModel):
-    error: ErrorDetail
-
-
-ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
-    status: {"model": ErrorResponse} for status in (400, 401, 408, 413, 422, 500, 503)}
-
 
 # ---------------------------------------------------------------- responses
 
@@ -225,28 +86,6 @@ def stream_events(completion: Any, model_name: str, include_usage: bool) -> list
 def error_response(error: RequestError) -> JSONResponse:
     headers = {"WWW-Authenticate": "Bearer"} if error.status == 401 else None
     return JSONResponse(error.payload(), status_code=error.status, headers=headers)
-
-
-def field_path(location: tuple) -> str:
-    """('addresses', 1) -> 'addresses[1]'; ('messages', 0, 'content') -> 'messages[0].content'."""
-    path = ""
-    for part in location:
-        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
-    return path
-
-
-def validation_error(errors: list[dict]) -> RequestError:
-    """The first pydantic error as a 422 naming its field."""
-    error = errors[0]
-    location = tuple(error.get("loc", ()))[1:]  # drop "body"
-    if not location:
-        if error.get("type") == "missing":
-            return RequestError(422, "the request needs a JSON object body")
-        return RequestError(422, f"the body must be a JSON object, got {type(error.get('input')).__name__}")
-    path = field_path(location)
-    if error.get("type") == "missing":
-        return RequestError(422, f"missing field '{path}'", param=path)
-    return RequestError(422, f"'{path}': {error.get('msg', 'invalid value')}", param=path)
 
 
 # ---------------------------------------------------------------- raw request handling
@@ -390,6 +229,26 @@ def parse_json_object(raw: bytes) -> Any:
 
 # ---------------------------------------------------------------- the application
 
+class Stopping:
+    """The server's shutdown as the request handlers see it: :meth:`cut` (on the event loop) wakes every request
+    still waiting for the model, which then answers 503."""
+
+    def __init__(self) -> None:
+        self._event: asyncio.Event | None = None
+        self._cut = False
+
+    def event(self) -> asyncio.Event:
+        if self._event is None:  # created on the event loop's thread, where it is awaited
+            self._event = asyncio.Event()
+        return self._event
+
+    def cut(self) -> None:
+        self._cut = True
+        self.event().set()
+
+    def is_cut(self) -> bool:
+        return self._cut
+
 
 SHUTTING_DOWN = "server shutting down: this request was not answered within --shutdown-timeout; send it again " \
                 "to a running server"
@@ -490,8 +349,6 @@ def create_app(worker: BatchingWorker, settings: ServerSettings, stopping: Stopp
             return await refused(request, RequestError(405, f"{path} accepts {allowed}, not {method}",
                                                        code="method_not_allowed"))
         return await refused(request, RequestError(error.status_code, str(error.detail)))
-
-    from .. import DEFAULT_PROMPT_PREFIX
 
     add_routes(app, run_model, settings, check_report_dir(settings.report_dir), DEFAULT_PROMPT_PREFIX)
     routes: dict[str, set[str]] = {}

@@ -41,9 +41,14 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Optional, Sequence
 
 from .. import DEFAULT_PROMPT_PREFIX
-from ..data.gazetteer import DEFAULT_DETAIL, DETAILS, MAX_CANDIDATES, check_detail
+from ..data.gazetteer import DEFAULT_DETAIL, DETAILS, MAX_CANDIDATES, chain_problem, check_detail
 from ..data.prompt import (GROUNDINGS, NO_CANDIDATE, address_candidates, answer_ids, check_grounding, decode_answer,
                            eos_token_id, render_prompt, strip_prefix)
+from ..errors import ConfigError
+from ..model.encoding import encode_prompts, left_padded_batch, padding_token_id
+from ..model.modeling import load_model, load_tokenizer
+from ..progress import progress as progress_tracker
+from ..runtime import import_paddle, prepare_environment
 
 DECODINGS = ("free", "constrained")
 # Why an input came back unchanged (Completion.reason): stable phrases, so callers can count them.
@@ -68,8 +73,6 @@ def answer_problem(answer: str, *, prefix: str = DEFAULT_PROMPT_PREFIX, gazettee
     does). Empty answers, the prompt's no-candidate placeholder 无, and answers carrying the prompt's prefix or
     candidates line are not addresses. ``gazetteer`` defaults to the bundled one.
     """
-    from ..data.gazetteer import chain_problem
-
     text = (answer or "").strip()
     if not text:
         return REASON_EMPTY
@@ -117,8 +120,6 @@ def add_decoding_arguments(parser: Any) -> None:
 
 def decoding_options(args: Any) -> dict[str, Any]:
     """Completer.load keyword arguments from :func:`add_decoding_arguments`' options (ConfigError if out of range)."""
-    from ..errors import ConfigError
-
     try:
         check_min_confidence(args.min_confidence, args.decoding)
     except ValueError as error:
@@ -189,32 +190,6 @@ def stop_token_ids(model: Any, tokenizer: Any) -> list[int]:
             if token_id not in ids:
                 ids.append(token_id)
     return ids
-
-
-def padding_token_id(tokenizer: Any) -> int:
-    """Left-padding id; never attended to, so any id works, but the tokenizer's pad is the honest one."""
-    pad = tokenizer.pad_token_id
-    return int(pad) if pad is not None else eos_token_id(tokenizer)
-
-
-def encode_prompts(tokenizer: Any, prompts: Sequence[str]) -> list[list[int]]:
-    """Token ids of already rendered prompts (no extra special tokens: the template holds them)."""
-    if not prompts:
-        return []
-    return [list(ids) for ids in tokenizer(list(prompts), add_special_tokens=False)["input_ids"]]
-
-
-def left_padded_batch(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[list[list[int]], list[list[int]],
-                                                                            list[list[int]]]:
-    """input_ids, attention_mask and position_ids (real tokens count from 0) for left padding."""
-    width = max(len(row) for row in rows)
-    input_ids, attention_mask, position_ids = [], [], []
-    for row in rows:
-        padding = width - len(row)
-        input_ids.append([pad_id] * padding + list(row))
-        attention_mask.append([0] * padding + [1] * len(row))
-        position_ids.append([0] * padding + list(range(len(row))))
-    return input_ids, attention_mask, position_ids
 
 
 def cut_at_stop(token_ids: Sequence[int], stop_ids: Sequence[int]) -> list[int]:
@@ -457,9 +432,6 @@ class Completer:
         ``flag`` is the option that named the model (error hints name it). Raises ConfigError for a bad
         max_new_tokens / grounding / decoding / min_confidence / detail before loading.
         """
-        from ..errors import ConfigError
-        from ..runtime import import_paddle, prepare_environment
-
         if max_new_tokens < 1:
             raise ConfigError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
         try:
@@ -469,8 +441,6 @@ class Completer:
             raise ConfigError(str(error)) from error
         prepare_environment(model=model)  # idempotent; callers that ran setup_runtime lose nothing
         import_paddle()
-        from ..model.modeling import load_model, load_tokenizer
-
         loaded = load_model(model, dtype=dtype, lora_path=lora_path, flag=flag)
         loaded.eval()
         name = str(model).rstrip("/").split("/")[-1] or str(model)
@@ -509,8 +479,6 @@ class Completer:
                                                      for address, found in zip(addresses, candidates)])
         results: list[Completion | None] = [None] * len(prompt_ids)
         free = list(range(len(addresses)))
-        from ..progress import progress as progress_tracker
-
         with progress_tracker(len(prompt_ids), "completing", "addr", enabled=progress, leave=False) as bar:
             if self.decoding == "constrained":
                 free = [i for i in free if not candidates[i]]

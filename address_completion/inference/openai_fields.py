@@ -25,7 +25,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Optional
 
 from ..data.prompt import decode_answer
-from .serve import RequestError
+from .protocol import RequestError
 
 MAX_STOP_STRINGS = 4  # OpenAI's limit
 

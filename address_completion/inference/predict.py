@@ -19,16 +19,16 @@ import argparse
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Sequence, TextIO
+from typing import Any, Iterable, Sequence, TextIO
 
 from .. import DEFAULT_PROMPT_PREFIX
+from .. import files
 from ..data import dataio
-from ..data.prompt import MAX_INPUT_CHARS, has_address_text, strip_prefix
+from ..data.prompt import MAX_INPUT_CHARS, with_prefix
 from ..errors import ConfigError, DataError
-
-if TYPE_CHECKING:
-    from .generate import Completer
-
+from ..runtime import logger, setup_runtime
+from .address_check import TOO_LONG, address_problem
+from .generate import REASON_LOW_CONFIDENCE, Completer, add_decoding_arguments, decoding_options
 
 @dataclass(frozen=True)
 class PredictInput:
@@ -68,15 +68,12 @@ def check_lengths(inputs: list[PredictInput], limit: int, source: str | None) ->
     Raises ConfigError naming the ADDRESS argument (``source`` None) or DataError naming the file (or
     ``<stdin>``) and the record number (1-based, blank lines of text input not counted)."""
     for number, item in enumerate(inputs, 1):
-        message = None
-        if len(item.address) > limit:
-            message = (f"address has {len(item.address)} characters; the limit is {limit} (--max_input_chars): "
-                       "give one postal address per record")
-        elif not strip_prefix(item.address):  # the prompt's prefix alone read as "no letter or digit"
-            message = f"{item.address!r} is the prompt prefix alone: nothing to complete; give a postal address"
-        elif not has_address_text(item.address):
-            message = f"{item.address!r} has no letter or digit: nothing to complete; give a postal address"
-        if message is not None:
+        problem = address_problem(item.address, limit)
+        if problem is not None:
+            if problem.kind == TOO_LONG:
+                message = f"address {problem.phrase} (--max_input_chars): give one postal address per record"
+            else:
+                message = f"{item.address!r} {problem.phrase}; give a postal address"
             if source is None:
                 raise ConfigError(f"ADDRESS argument {number}: {message}")
             raise DataError(f"record {number}: {message}", source)
@@ -110,8 +107,6 @@ def prediction_records(inputs: list[PredictInput], predictions: list[Any],
                        prefix: str = DEFAULT_PROMPT_PREFIX) -> list[dict]:
     """{"prompt", "predict", "label"} per input (+ generate.Completion.details() when predictions are
     Completions); prompt is the address with the task prefix (without the grounding lines)."""
-    from ..data.prompt import with_prefix
-
     records = []
     for item, predicted in zip(inputs, predictions):
         text = predicted if isinstance(predicted, str) else predicted.text
@@ -155,12 +150,10 @@ def interactive_loop(completer: Completer, *, as_json: bool, prompt: str = "> ",
             print(f"error: invalid UTF-8 at {where} of the line; type UTF-8 text", file=sys.stderr)
             continue
         inputs = [PredictInput(line.strip())]
-        if len(inputs[0].address) > max_input_chars:
-            print(f"error: {len(inputs[0].address)} characters; the limit is {max_input_chars} (--max_input_chars)",
-                  file=sys.stderr)
-            continue
-        if not has_address_text(line):
-            print("error: no letter or digit: nothing to complete; type a postal address", file=sys.stderr)
+        problem = address_problem(inputs[0].address, max_input_chars)
+        if problem is not None:
+            hint = " (--max_input_chars)" if problem.kind == TOO_LONG else "; type a postal address"
+            print(f"error: the line {problem.phrase}{hint}", file=sys.stderr)
             continue
         print_predictions(prediction_records(inputs, completer.complete_detailed([line.strip()]), completer.prefix),
                           as_json=as_json, out=out)
@@ -190,38 +183,33 @@ def collect_inputs(args: argparse.Namespace, stdin: TextIO) -> list[PredictInput
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("addresses", nargs="*", metavar="ADDRESS", help="addresses to complete")
     parser.add_argument("--model", required=True, help="model folder (merged, or the base with --lora_path), .gguf file or hub name")
-    parser.add_argument("--lora_path", default=None, help="unmerged LoRA adapter folder to apply to --model")
+    parser.add_argument("--lora-path", "--lora_path", default=None, help="unmerged LoRA adapter folder to apply to --model")
     parser.add_argument("--input", default=None, help="file of addresses: JSON lines with src [and tgt], JSON, CSV "
                                                       "or plain text (one per line)")
-    parser.add_argument("--input_format", default=None, choices=dataio.FORMATS,
+    parser.add_argument("--input-format", "--input_format", default=None, choices=dataio.FORMATS,
                         help="format of --input (default: from the extension)")
     parser.add_argument("--column", default=None, help="CSV column that holds the address")
     parser.add_argument("--output", default=None, help="write {prompt, predict, label} JSON lines here")
     parser.add_argument("--force", action="store_true", help="overwrite an existing --output")
     parser.add_argument("--json", action="store_true", help="print JSON lines {prompt, predict, decoding, probability, abstained, "
                              "reason, candidates, more_candidates} instead of text")
-    parser.add_argument("--batch_size", type=int, default=16, help="addresses decoded together")
-    parser.add_argument("--max_new_tokens", type=int, default=64, help="upper bound on generated tokens")
-    parser.add_argument("--max_input_chars", type=int, default=MAX_INPUT_CHARS,
+    parser.add_argument("--batch-size", "--batch_size", type=int, default=16, help="addresses decoded together")
+    parser.add_argument("--max-new-tokens", "--max_new_tokens", type=int, default=64, help="upper bound on generated tokens")
+    parser.add_argument("--max-input-chars", "--max_input_chars", type=int, default=MAX_INPUT_CHARS,
                         help="refuse longer addresses (serve's --max-input-chars, same default)")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "gpu"))
     parser.add_argument("--dtype", default="float32", help="float32, bfloat16 or float16 (CPU uses float32)")
-    from .generate import add_decoding_arguments
-
     add_decoding_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
     if args.output is not None:  # --output "" (an unset variable) is refused by the checks, not ignored
-        with dataio.output_lock(args.output, "--output"):  # one run per output file at a time
+        with files.output_lock(args.output, "--output"):  # one run per output file at a time
             return _run(args)
     return _run(args)
 
 
 def _run(args: argparse.Namespace) -> int:
-    from .generate import Completer, decoding_options
-    from ..runtime import logger, setup_runtime
-
     if args.batch_size < 1:
         raise ConfigError(f"--batch_size must be at least 1, got {args.batch_size}")
     if args.max_new_tokens < 1:
@@ -230,9 +218,9 @@ def _run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--max_input_chars must be at least 1, got {args.max_input_chars}")
     options = decoding_options(args)
     if args.output is not None:
-        dataio.check_apart({"--output": args.output},
+        files.check_apart({"--output": args.output},
                            {"--model": args.model, "--lora_path": args.lora_path, "--input": args.input})
-        dataio.check_output_file(args.output, args.force)
+        files.check_output_file(args.output, args.force)
     inputs = collect_inputs(args, sys.stdin)
     if inputs is not None and not inputs:
         raise DataError("no addresses to complete", args.input or "<stdin>")
@@ -261,9 +249,6 @@ def warn_abstentions(records: Sequence[dict[str, Any]], min_confidence: float) -
     """Plain output shows an abstained input unchanged: say so, and why (each record's ``reason``, counted), where
     a person reads it."""
     from collections import Counter
-
-    from ..runtime import logger
-    from .generate import REASON_LOW_CONFIDENCE
 
     abstained = [record for record in records if record.get("abstained")]
     if not abstained:

@@ -4,12 +4,13 @@ Plain HTML and a little JavaScript (``resources/webpage.html``, no build step, n
 same FastAPI app and process as the API:
   GET  /                    the page; needs no key (it holds no data), like /docs. The page asks for the API
                             key when the server has one and sends it as ``Authorization: Bearer`` on every call.
-  POST /ui/complete         {"addresses": [...]} -> {"results": [{input, answer, chain, detail, decision,
+  POST /ui/complete         {"addresses": [...], "detail"?} -> {"results": [{input, answer, chain, detail, decision,
                             probability, abstained, candidates}]}: /v1/complete's answers, explained (the chain
                             and the detail kept come from the gazetteer's candidate the model chose)
   GET  /ui/report           the evaluation report folder given by ``serve --report-dir`` (report.json)
   GET  /ui/report/chart     its chart (comparison.png)
-Imported only by api.py, when a server starts (FastAPI is imported here). The page sends a file's addresses in slices of ``--max-addresses``; the completed file is made in the browser
+Imported only by api.py, when a server starts (FastAPI is imported here).
+The page sends a file's addresses in slices of ``--max-addresses``; the completed file is made in the browser
 (the same format as the upload: txt, jsonl or csv, with the answer beside each input).
 """
 
@@ -22,23 +23,13 @@ from typing import Any, Awaitable, Callable, Optional
 from fastapi import Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 
-from ..errors import ConfigError
-from .serve import RequestError, addresses_from_complete_request
+from ..data.prompt import address_candidates
+from .batching import with_detail
+from .protocol import REPORT_FILE, CompleteRequest, RequestError, addresses_from_complete_request
 
 PAGE_FILE = Path(__file__).resolve().parent.parent / "resources" / "webpage.html"
-REPORT_FILE = "report.json"
 CHART_FILE = "comparison.png"  # evaluation.report.CHART_NAME (not imported: serve does not depend on evaluate)
 OPEN_PAGE_PATHS = {"/"}
-
-
-def check_report_dir(folder: Optional[str]) -> Optional[Path]:
-    """The evaluation report folder ``serve --report-dir`` names, or ConfigError when it holds no report.json."""
-    if folder is None:
-        return None
-    path = Path(folder).expanduser()
-    if not (path / REPORT_FILE).is_file():
-        raise ConfigError(f"--report-dir {folder}: no {REPORT_FILE} there; give the output_dir of an evaluate run")
-    return path
 
 
 def decision(details: dict[str, Any]) -> str:
@@ -54,8 +45,6 @@ def decision(details: dict[str, Any]) -> str:
 
 def explain(address: str, completion: Any, prefix: str) -> dict[str, Any]:
     """One answer for the page: the chain and detail of the chosen candidate (None for a free answer)."""
-    from ..data.prompt import address_candidates
-
     details = completion.details()
     chain = detail = None
     if details["decoding"] == "constrained" and not details["abstained"]:
@@ -85,12 +74,10 @@ def add_routes(app: Any, run_model: Callable[[list[str]], Awaitable[list[Any]]],
         return HTMLResponse(html)
 
     @app.post("/ui/complete", include_in_schema=False)
-    async def ui_complete(request: Request) -> JSONResponse:
-        body = json.loads(await request.body() or b"null")
-        if not isinstance(body, dict):
-            raise RequestError(422, "the body must be a JSON object {\"addresses\": [...]}")
-        addresses = addresses_from_complete_request(body, settings)
-        completions = await run_model(addresses)
+    async def ui_complete(body: CompleteRequest, request: Request) -> JSONResponse:
+        """/v1/complete's request (the same checks and 422s, ``detail`` included), answered with explanations."""
+        addresses = addresses_from_complete_request(body.model_dump(), settings)
+        completions = await run_model(with_detail(addresses, body.detail))
         request.state.detail = f"{len(addresses)} address" + ("" if len(addresses) == 1 else "es") + " (page)"
         return JSONResponse({"results": [explain(address, completion, prefix)
                                          for address, completion in zip(addresses, completions)]})

@@ -21,10 +21,11 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from .. import __version__
+from .. import files
 from ..data import dataio
 from . import tokenizer
 from ..errors import ConfigError
-from ..training.merge import parse_bool
+from ..flags import parse_bool
 from ..runtime import import_paddle, logger, prepare_environment, quiet_paddlenlp_logs
 
 DEFAULT_OUTPUT = Path("outputs") / "default-model"
@@ -208,16 +209,16 @@ def build_default_model(output_dir: str | os.PathLike | None = None, *, force: b
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ConfigError(f"--seed must be a non-negative integer, got {seed!r}")
     output_dir = Path(output_dir) if output_dir is not None else default_model_dir()
-    with dataio.output_lock(output_dir, "--output"):  # one run per output folder at a time
+    with files.output_lock(output_dir, "--output"):  # one run per output folder at a time
         _build(output_dir, shape, seed, force=force, safe_serialization=safe_serialization)
     return output_dir
 
 
 def _build(output_dir: Path, shape: ModelShape, seed: int, *, force: bool, safe_serialization: bool) -> None:
-    dataio.check_model_folder(output_dir, force)
+    files.check_model_folder(output_dir, force)
     prepare_environment(offline=True)
     import_paddle()
-    with dataio.atomic_folder(output_dir, overwrite=force) as staging:
+    with files.atomic_folder(output_dir, overwrite=force) as staging:
         tokenizer.write_qwen25_tokenizer(staging)  # first: a missing dashscope fails before any model work
         model = create_model(shape, seed)
         quiet_paddlenlp_logs()  # its "saved in <staging folder>" lines would name a folder that vanishes

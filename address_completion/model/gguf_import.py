@@ -33,6 +33,8 @@ import os
 from pathlib import Path
 from typing import Any, Iterator
 
+from .. import files
+from ..data import dataio
 from ..errors import ConfigError, DataError
 from ..runtime import cache_root, logger
 
@@ -144,9 +146,7 @@ def convert_gguf(path: str | os.PathLike, cache_dir: str | os.PathLike | None = 
     gguf_config(reader, path)
     tokenizer_files(reader, path)
     logger.info("converting GGUF file %s (%s) to a Paddle model folder (once) -> %s", path, architecture, target)
-    from ..data import dataio
-
-    with dataio.atomic_folder(target) as staging:
+    with files.atomic_folder(target) as staging:
         write_paddle_folder(reader, path, staging)
     return target
 
@@ -517,12 +517,10 @@ def write_paddle_folder(reader: Any, path: Path, folder: Path) -> None:
     """Write config, generation config, tokenizer files and ``model.safetensors`` (format ``np``) into ``folder``."""
     from safetensors.numpy import save_file
 
-    from ..data import dataio
-
     config = gguf_config(reader, path)
     for name, content in tokenizer_files(reader, path).items():
         if isinstance(content, str):
-            dataio.atomic_write_text(folder / name, content)
+            files.atomic_write_text(folder / name, content)
         else:
             dataio.write_json(folder / name, content)
     dataio.write_json(folder / "config.json", config)

@@ -34,7 +34,11 @@ import struct
 from pathlib import Path
 from typing import Any, Mapping
 
+from .. import files
+from ..data import dataio
 from ..errors import ConfigError, DataError
+from ..flags import is_true_word
+from . import speedups
 from .package_files import local_model_path
 from ..runtime import OFFLINE_VARIABLES, cache_root, looks_like_local_path, logger, quiet_paddlenlp_logs
 from .gguf_import import apply_pretokenizer, check_gguf_source, convert_gguf, is_gguf_path
@@ -52,8 +56,11 @@ MODEL_WEIGHT_FILES = ("model.safetensors.index.json", "model.safetensors", "mode
                       "model_state.pdparams")
 ADAPTER_WEIGHT_FILES = ("peft_model.safetensors.index.json", "lora_model_state.pdparams")
 PICKLE_SUFFIXES = (".pdparams", ".pdparams.index.json")
-TOKENIZER_FILES = ("vocab.json", "merges.txt", "tokenizer_config.json", "special_tokens_map.json",
-                   "added_tokens.json", "tokenizer.json", "chat_template.json", "generation_config.json")
+# Everything a tokenizer or chat front end may read from a model folder (merge and export copy them byte for byte
+# when present; a hub download fetches them with the generation config).
+TOKENIZER_FILES = ("vocab.json", "merges.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+                   "added_tokens.json", "chat_template.json", "chat_template.jinja")
+GENERATION_CONFIG_FILE = "generation_config.json"
 
 
 # ---------------------------------------------------------------- folder formats
@@ -128,9 +135,7 @@ def convert_hf_folder(source: Path, cache_dir: str | os.PathLike | None = None) 
         logger.debug("using converted model %s for %s", target, source)
         return target
     logger.info("converting Hugging Face weights in %s to Paddle format (once) -> %s", source, target)
-    from ..data import dataio
-
-    with dataio.atomic_folder(target) as staging:  # also removes what a killed conversion left behind
+    with files.atomic_folder(target) as staging:  # also removes what a killed conversion left behind
         for name in COPIED_FILES:
             if (source / name).is_file():
                 shutil.copy2(source / name, staging / name)
@@ -148,8 +153,6 @@ def complete_special_tokens_map(folder: Path) -> None:
     Hugging Face folders list them as bare strings or not at all; PaddleNLP's slow Qwen2 tokenizer then
     swallows the "\\n" after ``<|im_end|>`` and prompts would differ from the real model's.
     """
-    from ..data import dataio
-
     config_file = folder / "tokenizer_config.json"
     if not config_file.is_file():
         return
@@ -234,7 +237,7 @@ def download_hub_model(name: str) -> Path:
         index = json.loads(Path(weights).read_text(encoding="utf-8"))
         for shard in sorted(set(index.get("weight_map", {}).values())):
             resolve_file_path(name, [shard])
-    for extra in TOKENIZER_FILES:
+    for extra in (*TOKENIZER_FILES, GENERATION_CONFIG_FILE):
         try:
             resolve_file_path(name, [extra])
         except Exception:  # optional files: a repo without one simply lacks it
@@ -253,7 +256,7 @@ def loaded_weights_file(folder: Path, kind: str = "model") -> Path | None:
 
 def pickle_trusted() -> bool:
     """True when the user vouched for pickled weights (``--trust-pickle`` sets the variable)."""
-    return os.environ.get(TRUST_PICKLE_ENV, "").strip().lower() in ("1", "true", "yes", "on")
+    return is_true_word(os.environ.get(TRUST_PICKLE_ENV, "")) is True
 
 
 _WARNED_PICKLES: set[str] = set()  # one warning per file and process, however often it is loaded
@@ -383,8 +386,6 @@ def load_model(name_or_path: str, *, dtype: str = "float32", lora_path: str | No
     """
     from paddlenlp.transformers import AutoConfig, AutoModelForCausalLM
 
-    from . import speedups
-
     quiet_paddlenlp_logs()
     speedups.apply()  # the measured CPU patches (same arithmetic), once per process
     folder = str(resolve_model_dir(name_or_path, flag=flag))
@@ -510,7 +511,7 @@ def unreadable_weights(folder: Path, error: BaseException) -> DataError:
 
 def broken_json_file(folder: Path) -> Path | None:
     """The first tokenizer or config JSON file in ``folder`` that does not parse, if any."""
-    for name in ("config.json", *TOKENIZER_FILES):
+    for name in ("config.json", *TOKENIZER_FILES, GENERATION_CONFIG_FILE):
         path = folder / name
         if name.endswith(".json") and path.is_file():
             try:
@@ -533,8 +534,6 @@ def natural_order(name: str) -> list:
 def read_adapter_config(lora_path: str | os.PathLike, flag: str = "--lora_path") -> dict:
     """The adapter's lora_config.json as a dict: the one reader (predict, serve, merge, export, train's lora_path),
     so a broken file is the same one-line DataError naming file, line and column everywhere."""
-    from ..data import dataio
-
     path = Path(lora_path) / "lora_config.json"
     if not Path(lora_path).is_dir():
         raise ConfigError(f"{flag} {lora_path} is not a folder; pass the adapter folder written by training "

@@ -24,6 +24,7 @@ from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 
+from .. import files
 from ..data import dataio
 from ..errors import ConfigError, DataError
 from ..runtime import CACHE_ENV, cache_root, logger
@@ -49,7 +50,7 @@ DEFAULT_SYSTEM_MESSAGE = "You are Qwen, created by Alibaba Cloud. You are a help
 
 VOCAB_FILE = "vocab.json"
 MERGES_FILE = "merges.txt"
-TOKENIZER_FILES = (VOCAB_FILE, MERGES_FILE, "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json")
+BUILT_FILES = (VOCAB_FILE, MERGES_FILE, "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json")  # what this module writes
 
 
 @dataclass(frozen=True)
@@ -240,7 +241,7 @@ def _read_cache(folder: Path) -> dict[str, bytes] | None:
 def _write_cache(folder: Path, contents: dict[str, bytes]) -> None:
     try:
         for name, content in contents.items():  # each write is atomic: a file present is complete
-            with dataio.atomic_write(folder / name, "wb") as handle:
+            with files.atomic_write(folder / name, "wb") as handle:
                 handle.write(content)
     except OSError as exc:
         logger.warning("cannot write the tokenizer cache %s (%s); set %s to a writable folder to avoid "
@@ -318,7 +319,7 @@ def write_qwen25_tokenizer(output_dir: str | os.PathLike, *, tiktoken_path: str 
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     for name, content in bpe_files(tiktoken_path).items():
-        with dataio.atomic_write(output_dir / name, "wb") as handle:
+        with files.atomic_write(output_dir / name, "wb") as handle:
             handle.write(content)
     dataio.write_json(output_dir / "tokenizer_config.json", tokenizer_config())
     dataio.write_json(output_dir / "special_tokens_map.json", special_tokens_map())

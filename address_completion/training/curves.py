@@ -10,7 +10,7 @@ import math
 from pathlib import Path
 from typing import Any, Sequence
 
-from ..data import dataio
+from .. import files
 from ..errors import ConfigError
 
 LOSS_PLOT = "loss.png"
@@ -79,7 +79,7 @@ def plot_loss(records: Sequence[dict[str, Any]], path: str | Path) -> Path | Non
         axis.legend(handles, labels, loc="upper right")
         axis.set_title("training curves (metrics.jsonl)")
         figure.tight_layout()
-        with dataio.atomic_write(path, "wb") as handle:
+        with files.atomic_write(path, "wb") as handle:
             figure.savefig(handle, format="png")
     finally:
         plt.close(figure)

@@ -14,7 +14,6 @@ folder, or a .gguf file), after the same merge check and the export's own reload
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import time
@@ -23,28 +22,19 @@ from pathlib import Path
 from typing import Any
 
 from .. import __version__
+from .. import files
 from ..data import dataio
-from ..errors import AddressCompletionError, ConfigError, DataError
-from ..runtime import logger
+from ..errors import ConfigError, DataError
+from ..runtime import setup_runtime
+from ..data.prompt import eos_token_id
+from ..flags import parse_bool
+from ..model.export import add_format_arguments, check_request, export_model
+from ..model.modeling import GENERATION_CONFIG_FILE, TOKENIZER_FILES, load_model, load_tokenizer, resolve_model_dir
+from ..model.verify import (PROBE_ADDRESSES, adapter_reference, check_merged_logits, check_tolerance, default_tolerance,
+                            merge_and_restore, probe_batch, probe_logits, read_lora_config)
 
 RECORD_FILE = "address_completion.json"
 LORA_CONFIG_FILE = "lora_config.json"
-# Everything a tokenizer or chat front end may read from a model folder; copied byte for byte when present.
-TOKENIZER_FILES = ("vocab.json", "merges.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
-                   "added_tokens.json", "chat_template.json", "chat_template.jinja")
-GENERATION_CONFIG_FILE = "generation_config.json"
-# Merged weights are rounded once (W + BA) where base + adapter rounds twice; fp32 differs by ~1e-6.
-DEFAULT_TOLERANCE = {"float32": 1e-4, "bfloat16": 5e-2, "float16": 5e-2}
-PROBE_ADDRESSES = (
-    "碑林区扬子江南路467-6号",
-    "海淀区中关村大街27号",
-    "补齐五级行政地址: 浙江省杭州市西湖区文三路90号",
-    "天河区体育西路191号中石化大厦B座",
-)
-
-
-class MergeVerificationError(AddressCompletionError):
-    """The reloaded merged model does not reproduce base + adapter."""
 
 
 @dataclass(frozen=True)
@@ -58,19 +48,6 @@ class MergeResult:
 
 
 # ---------------------------------------------------------------- adapter checks
-
-
-def read_lora_config(lora_path: str | os.PathLike) -> dict:
-    """The adapter's lora_config.json, refusing adapters whose merge would not equal the trained model."""
-    from ..model.modeling import read_adapter_config
-
-    path = Path(lora_path) / LORA_CONFIG_FILE
-    config = read_adapter_config(lora_path)
-    if config.get("pissa"):
-        raise ConfigError(f"{path}: pissa is true. A PiSSA adapter replaces the base weights with a residual on its "
-                          "first forward pass, so adding it to the original base model is not the trained model. "
-                          "Serve it unmerged (--lora_path) or train without pissa")
-    return config
 
 
 def check_not_merged_already(base: str, base_dir: Path, lora_path: str | os.PathLike, force: bool) -> None:
@@ -98,116 +75,6 @@ def lora_settings(config: dict) -> dict:
     return {key: config[key] for key in keys if key in config}
 
 
-def default_tolerance(dtype: str) -> float:
-    return DEFAULT_TOLERANCE.get(dtype, DEFAULT_TOLERANCE["float32"])
-
-
-def allowed_difference(tolerance: float, logit_scale: float) -> float:
-    """The largest merged-vs-adapter logit difference accepted: ``tolerance`` for logits within ±1, growing
-    with the largest |logit| beyond that (rounding error is relative: the same merge of a real 135M model
-    moves logits near 20 by ~1e-4, of the tiny default model by ~1e-5)."""
-    return tolerance * max(1.0, logit_scale)
-
-
-# ---------------------------------------------------------------- probe batch and logits
-
-
-def check_tolerance(tolerance: float) -> float:
-    """``--tolerance`` of a merge or export check as a float; ConfigError unless finite and >= 0 (nan or inf
-    would let any logit difference pass the verification)."""
-    tolerance = float(tolerance)
-    if not 0 <= tolerance < float("inf"):
-        raise ConfigError(f"--tolerance must be a finite number >= 0, got {tolerance}")
-    return tolerance
-
-
-def probe_batch(tokenizer: Any) -> tuple[list[list[int]], list[list[int]], list[list[int]]]:
-    """Left-padded real address prompts (the same template predict uses): ids, mask, position ids."""
-    from ..inference.generate import encode_prompts, left_padded_batch, padding_token_id
-    from ..data.prompt import render_prompt
-
-    prompts = [render_prompt(tokenizer, address) for address in PROBE_ADDRESSES]
-    return left_padded_batch(encode_prompts(tokenizer, prompts), padding_token_id(tokenizer))
-
-
-def probe_logits(model: Any, batch: tuple[list[list[int]], list[list[int]], list[list[int]]]) -> Any:
-    """Logits (numpy, float32) of the probe batch."""
-    import paddle
-
-    input_ids, attention_mask, position_ids = batch
-    with paddle.no_grad():
-        output = model(input_ids=paddle.to_tensor(input_ids, dtype="int64"),
-                       attention_mask=paddle.to_tensor(attention_mask, dtype="int64"),
-                       position_ids=paddle.to_tensor(position_ids, dtype="int64"), use_cache=False)
-    logits = output[0] if isinstance(output, (tuple, list)) else getattr(output, "logits", output)
-    return logits.astype("float32").numpy()
-
-
-def max_logit_difference(first: Any, second: Any, attention_mask: list[list[int]]) -> float:
-    """Largest absolute logit difference over real (non-padding) positions."""
-    import numpy as np
-
-    real = np.asarray(attention_mask, dtype=bool)
-    return float(np.abs(first[real] - second[real]).max())
-
-
-def max_abs_logit(logits: Any, attention_mask: list[list[int]]) -> float:
-    """Largest |logit| over real (non-padding) positions."""
-    import numpy as np
-
-    return float(np.abs(logits[np.asarray(attention_mask, dtype=bool)]).max())
-
-
-# ---------------------------------------------------------------- the merge check (merge and export both use it)
-
-
-@dataclass(frozen=True)
-class MergeCheck:
-    adapter_effect: float  # largest |logit| change the adapter makes on the probe batch
-    max_abs_diff: float  # largest |logit difference| merged vs base + adapter
-    max_abs_logit: float  # largest |logit| of base + adapter (scales the tolerance, see allowed_difference)
-    allowed: float
-
-
-def adapter_reference(lora_model: Any, batch: tuple[list[list[int]], list[list[int]], list[list[int]]]) -> tuple[
-        Any, float]:
-    """(base + adapter logits on ``batch`` [rows, positions, vocab], the largest |logit| change the adapter makes).
-
-    Switches the adapter off and on again; ``lora_model`` is left as it came.
-    """
-    reference = probe_logits(lora_model, batch)
-    lora_model.disable_lora()
-    effect = max_logit_difference(reference, probe_logits(lora_model, batch), batch[1])
-    lora_model.enable_lora()
-    return reference, effect
-
-
-def check_merged_logits(lora_path: str, reference: Any, adapter_effect: float, merged_logits: Any,
-                        attention_mask: list[list[int]], tolerance: float, consequence: str) -> MergeCheck:
-    """Accept a merge only if the adapter does something and the merged weights reproduce base + adapter.
-
-    ``reference``/``merged_logits``: probe logits [rows, positions, vocab] of base + adapter and of the merged
-    weights; ``tolerance`` is scaled by the largest |logit| (:func:`allowed_difference`). ``consequence`` ends the
-    error message (what was not done). Raises MergeVerificationError for an adapter that changes no logit (all
-    lora_B zero: an empty merge) and for a difference above the bound (NaN included).
-    """
-    max_diff = max_logit_difference(reference, merged_logits, attention_mask)
-    scale = max_abs_logit(reference, attention_mask)
-    allowed = allowed_difference(tolerance, scale)
-    logger.info("max |logit difference| merged vs base + adapter: %.3g (allowed %.3g: tolerance %.1g x largest "
-                "|logit| %.3g; the adapter itself moves the logits by up to %.3g)", max_diff, allowed, tolerance,
-                scale, adapter_effect)
-    if not adapter_effect > 0:  # also catches NaN
-        raise MergeVerificationError(
-            f"the adapter {lora_path} does not change the base model's logits at all on the probe batch (all its "
-            f"lora_B are zero: an untrained adapter?); merging it would do nothing, so {consequence}")
-    if not max_diff <= allowed:  # also catches NaN
-        raise MergeVerificationError(
-            f"the merged model's logits differ from base + adapter by {max_diff:.3g} (> {allowed:.3g}: tolerance "
-            f"{tolerance:g} x largest |logit| {max(1.0, scale):.3g}) on the probe batch; {consequence}")
-    return MergeCheck(adapter_effect, max_diff, scale, allowed)
-
-
 # ---------------------------------------------------------------- files around the weights
 
 
@@ -226,8 +93,6 @@ def copy_tokenizer_files(source_dir: Path, target_dir: Path, tokenizer: Any) -> 
 
 def write_generation_config(source_dir: Path, target_dir: Path, tokenizer: Any) -> dict:
     """The base's generation config, making sure it names the chat EOS (<|im_end|>) as a stop id."""
-    from ..data.prompt import eos_token_id
-
     source = source_dir / GENERATION_CONFIG_FILE
     if not source.is_file():
         source = target_dir / GENERATION_CONFIG_FILE  # the one save_pretrained derived from config.json
@@ -252,22 +117,20 @@ def write_generation_config(source_dir: Path, target_dir: Path, tokenizer: Any) 
 def merge_adapter(base: str, lora_path: str, output_path: str | os.PathLike, *, safe_serialization: bool = True,
                   dtype: str = "float32", tolerance: float | None = None, force: bool = False) -> MergeResult:
     """Merge ``lora_path`` into ``base``, verify, and write ``output_path`` atomically (see module docstring)."""
-    with dataio.output_lock(output_path, "--output_path"):  # one run per output, for the whole run
+    with files.output_lock(output_path, "--output_path"):  # one run per output, for the whole run
         return _merge_adapter(base, lora_path, output_path, safe_serialization=safe_serialization, dtype=dtype,
                               tolerance=tolerance, force=force)
 
 
 def _merge_adapter(base: str, lora_path: str, output_path: str | os.PathLike, *, safe_serialization: bool,
                    dtype: str, tolerance: float | None, force: bool) -> MergeResult:
-    from ..model.modeling import load_model, load_tokenizer, resolve_model_dir
-
-    dataio.check_apart({"--output_path": output_path}, {"--model_name_or_path": base, "--lora_path": lora_path})
-    output = dataio.check_model_folder(output_path, force, flag="--output_path")
+    files.check_apart({"--output_path": output_path}, {"--model_name_or_path": base, "--lora_path": lora_path})
+    output = files.check_model_folder(output_path, force, flag="--output_path")
     tolerance = check_tolerance(default_tolerance(dtype) if tolerance is None else tolerance)
     adapter_config = read_lora_config(lora_path)
     base_dir = resolve_model_dir(base)
     check_not_merged_already(base, base_dir, lora_path, force)
-    with dataio.atomic_folder(output, overwrite=force) as staging:
+    with files.atomic_folder(output, overwrite=force) as staging:
         tokenizer = load_tokenizer(base)
         batch = probe_batch(tokenizer)
         reference, adapter_effect, merged_logits = _merge_into(staging, base, lora_path, batch, dtype,
@@ -299,27 +162,6 @@ def _merge_adapter(base: str, lora_path: str, output_path: str | os.PathLike, *,
                        allowed=allowed, record=record)
 
 
-def merge_and_restore(lora_model: Any) -> Any:
-    """merge() + restore_original_model(): the plain model with W + scaling * A @ B in every adapted layer.
-
-    restore_original_model() rebuilds each adapted layer as a Linear *with* a (zero) bias even where the
-    original layer had none (Qwen2's o_proj and MLP projections); those biases are dropped again so the
-    saved model has exactly the base model's tensors.
-    """
-    import numpy as np
-
-    bias_free = [name for name, layer in lora_model.model.named_sublayers()
-                 if hasattr(layer, "lora_A") and getattr(layer, "bias", None) is None]
-    lora_model.merge()
-    model = lora_model.restore_original_model()
-    layers = dict(model.named_sublayers())
-    for name in bias_free:
-        layer = layers[name]
-        if layer.bias is not None and not np.any(layer.bias.numpy()):
-            layer.bias = None
-    return model
-
-
 def _merge_into(staging: Path, base: str, lora_path: str, batch, dtype: str, safe_serialization: bool,
                 load_model) -> tuple[Any, float, Any]:
     """Merge and save into ``staging``; returns (base + adapter logits, the adapter's effect, the reloaded merged
@@ -344,21 +186,11 @@ def _merge_into(staging: Path, base: str, lora_path: str, batch, dtype: str, saf
 # ---------------------------------------------------------------- CLI
 
 
-def parse_bool(text: str) -> bool:
-    """merge_lora_params.py's strtobool: true/false, yes/no, 1/0, on/off."""
-    value = str(text).strip().lower()
-    if value in ("1", "true", "t", "yes", "y", "on"):
-        return True
-    if value in ("0", "false", "f", "no", "n", "off"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model_name_or_path", required=True, help="base model: a local folder, a .gguf file or a hub name")
-    parser.add_argument("--lora_path", required=True, help="LoRA adapter folder (lora_config.json + weights)")
-    parser.add_argument("--output_path", required=True, help="folder for the merged model (must be new or empty)")
-    parser.add_argument("--safe_serialization", type=parse_bool, default=True,
+    parser.add_argument("--model-name-or-path", "--model_name_or_path", required=True, help="base model: a local folder, a .gguf file or a hub name")
+    parser.add_argument("--lora-path", "--lora_path", required=True, help="LoRA adapter folder (lora_config.json + weights)")
+    parser.add_argument("--output-path", "--output_path", required=True, help="folder for the merged model (must be new or empty)")
+    parser.add_argument("--safe-serialization", "--safe_serialization", type=parse_bool, default=True,
                         help="save the weights as safetensors (true) or model_state.pdparams (false)")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "gpu"), help="where to run the merge")
     parser.add_argument("--dtype", default="float32", help="float32, bfloat16 or float16 (half falls back to "
@@ -366,17 +198,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tolerance", type=float, default=None,
                         help="largest accepted logit difference, times the largest |logit| when that exceeds 1; default 1e-4 for "
                              "float32, 5e-2 for half precision")
-    parser.add_argument("--low_gpu_mem", type=parse_bool, default=False,
+    parser.add_argument("--low-gpu-mem", "--low_gpu_mem", type=parse_bool, default=False,
                         help="accepted for merge_lora_params.py compatibility; has no effect")
     parser.add_argument("--force", action="store_true", help="replace a non-empty --output_path")
-    from ..model.export import add_format_arguments
-
     add_format_arguments(parser, formats=("paddle", "hf", "gguf"), default="paddle")
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..runtime import setup_runtime
-
     check_format_options(args)
     if args.format != "paddle":
         return run_export(args)
@@ -407,9 +235,6 @@ def check_format_options(args: argparse.Namespace) -> None:
 
 def run_export(args: argparse.Namespace) -> int:
     """merge --format hf|gguf: the merged model written by export (merge check, then the export's reload check)."""
-    from ..model.export import check_request, export_model
-    from ..runtime import setup_runtime
-
     check_request(args.model_name_or_path, args.lora_path, args.output_path, args.format, args.quantize, args.force,
                   flag="--output_path")
     read_lora_config(args.lora_path)

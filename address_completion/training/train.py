@@ -30,8 +30,8 @@ from .config import (CHECKPOINT_PREFIX, RUN_OUTPUT_FILES, SCHEDULER_STATE_FILES,
                      checkpoints_in, load_config, resume_checkpoint)
 from ..errors import ConfigError, DataError
 from ..data.prompt import encode_example
-from ..runtime import (HeapTrimmer, distributed_rank, logger, quiet_paddlenlp_logs, requested_mmap_threshold,
-                       set_mmap_threshold)
+from ..memory import HeapTrimmer, requested_mmap_threshold, set_mmap_threshold
+from ..runtime import distributed_rank, logger, quiet_paddlenlp_logs
 
 IGNORE_INDEX = -100
 METRICS_FILE = "metrics.jsonl"

@@ -508,7 +508,7 @@ def load_history(divisions: list) -> History:
         pass
     history = build_history(divisions)
     try:
-        from ..dataio import atomic_write_text
+        from ...files import atomic_write_text
 
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(path, json.dumps(history.to_json(), ensure_ascii=False))
