@@ -50,6 +50,8 @@ setup(
         "matplotlib>=3.5",
         # evaluate's openai system: the client's timeouts and retries (pinned: its retry wait is overridden).
         "openai==3.63.0",
+        # evaluate's config: every settings and systems entry is a pydantic model (extra keys forbidden, strict).
+        "pydantic>=2.5,<3",
         "tqdm>=4.60",
         # Official Qwen BPE ranks (qwen.tiktoken) and the 2025-12-31 administrative divisions, both offline.
         "dashscope==2.0.2",

@@ -714,6 +714,66 @@ def test_a_paddle_answer_that_is_no_current_address_is_abstained(tmp_path, taugh
          "not a current chain: the answer does not start with a current division chain written in full")]
 
 
+@pytest.mark.parametrize("entry, message", [
+    ({"kind": "paddle", "model": "Qwen/Qwen2.5-0.5B-Instruct", "min_confidence": 1.5},
+     r"systems\[1\]\.min_confidence: expected a probability between 0 and 1, got 1\.5$"),
+    ({"kind": "paddle", "model": None}, r"systems\[1\]: a paddle system needs 'model'$"),
+    ({"kind": "openai", "base_url": 8000, "model": "m"},
+     r"systems\[1\]\.base_url: expected an http\(s\) URL such as http://127\.0\.0\.1:8000/v1, got 8000$"),
+    ({"kind": "openai", "base_url": "http://h/v1", "model": "m", "retries": True},
+     r"systems\[1\]\.retries: expected an integer >= 0, got True \(YAML reads yes/no/on/off"),
+    ({"kind": "rules", "engine": "cpca", "name": 7}, r"systems\[1\]\.name: 7 must be 1-64 letters"),
+    ({"kind": "rules", "engine": "cpca", "limit": "5"},
+     r"systems\[1\]\.limit: expected an integer >= 1 \(or null for every test item\), got '5' \(YAML read it as "
+     r"text: write 5, unquoted\)$"),
+    ({"kind": "prior", "train_file": 3}, r"systems\[1\]\.train_file: expected a non-empty string, got 3$"),
+])
+def test_system_entries_are_checked_by_their_kinds_model(tmp_path, test_file, oracle_file, entry, message):
+    """Every kind's pydantic model (System.OPTIONS) gives one line naming the file, the key and what it expects."""
+    config = base_config(test_file, tmp_path / "out", [{"name": "oracle", "kind": "predictions",
+                                                        "path": str(oracle_file)}, entry])
+    with pytest.raises(ConfigError, match=message) as caught:
+        load_config(write_config(tmp_path / "eval.yaml", config))
+    assert str(caught.value).startswith(str(tmp_path / "eval.yaml"))
+
+
+def test_system_choices_are_stored_as_validated(tmp_path, test_file):
+    """A choice is accepted in any case (as before) and handed to the system in the case the model loader compares
+    (before, decoding: Free passed the check, then the model loader refused "Free")."""
+    config = base_config(test_file, tmp_path / "out", [
+        {"kind": "paddle", "model": " Qwen/Qwen2.5-0.5B-Instruct ", "decoding": "Free", "dtype": "BF16"}])
+    spec = load_config(write_config(tmp_path / "eval.yaml", config)).systems[0]
+    assert spec.options == {"model": "Qwen/Qwen2.5-0.5B-Instruct", "decoding": "free", "dtype": "bf16"}
+
+
+@pytest.mark.parametrize("assignment, message", [
+    ("settings.batch_size=0", r"eval.yaml: --set 'settings.batch_size=0': settings.batch_size: expected an integer "
+                              r">= 1, got 0$"),
+    ("settngs.limit=3", r"eval.yaml: --set 'settngs.limit=3': unknown key 'settngs' \(did you mean 'settings'\?\)"),
+    ("systems.oracle.pth=x", r"--set 'systems.oracle.pth=x': systems\[0\]: unknown key 'pth' \(did you mean "
+                             r"'path'\?\)"),
+    ("systems.cpca.engine=hanlp", r"--set 'systems.cpca.engine=hanlp': systems\[1\].engine: unknown rule engine "
+                                  r"'hanlp'"),
+    ("systems.1.limit='5'", r"--set \"systems.1.limit='5'\": systems\[1\].limit: expected an integer >= 1 \(or null "
+                            r"for every test item\), got '5' \(YAML read it as text: write 5, unquoted\)$"),
+    ("systems.cpca.name=my sys", r"systems\[1\].name: 'my sys' must be 1-64 letters"),
+])
+def test_set_overrides_are_checked_by_the_same_models(tmp_path, test_file, oracle_file, assignment, message):
+    """An override that breaks a valid part of the config is named in the one-line message."""
+    path = write_config(tmp_path / "eval.yaml", base_config(test_file, tmp_path / "out", [
+        {"name": "oracle", "kind": "predictions", "path": str(oracle_file)}, {"kind": "rules", "engine": "cpca"}]))
+    with pytest.raises(ConfigError, match=message):
+        load_config(path, [assignment])
+
+
+def test_set_does_not_take_the_blame_for_the_files_own_mistake(tmp_path, test_file, oracle_file):
+    path = write_config(tmp_path / "eval.yaml", base_config(test_file, tmp_path / "out", [
+        {"name": "oracle", "kind": "predictions", "path": str(oracle_file)}], batch_size=0))
+    with pytest.raises(ConfigError, match=r"eval.yaml: settings.batch_size: expected an integer >= 1, got 0$"):
+        load_config(path, ["settings.limit=3"])
+    assert load_config(path, ["settings.batch_size=4"]).settings.batch_size == 4
+
+
 def test_flags_are_kebab_case_and_paddlenlp_spellings_are_aliases():
     """Issue 24: --output-dir / --batch-size are the flags; --output_dir / --batch_size (PaddleNLP's) mean the same."""
     import argparse

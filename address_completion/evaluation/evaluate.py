@@ -39,7 +39,7 @@ from ..data.prompt import strip_prefix
 from ..progress import progress as progress_tracker
 from ..runtime import logger
 from .report import summary_lines, write_report
-from .settings_model import expected, validate_settings
+from .settings_model import entry_model, expected, integer, text, validate_settings
 from .systems import (COMMON_KEYS, DEVICES, DTYPES, KINDS, RECORD_KEYS, EvalSettings, System, SystemSpec, as_answer,
                       create_system, yaml_number_hint)
 
@@ -52,6 +52,13 @@ SETTING_RULES: dict[str, tuple[type, Any]] = {
     "prompt_prefix": (str, None), "detail": (str, DETAILS),
 }
 SYSTEM_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,63}$")
+# The keys every systems: entry may have besides its kind's (COMMON_KEYS), as pydantic field types.
+COMMON_FIELDS = {
+    "name": text(template="{value!r} must be 1-64 letters, digits, '.', '_', '+' or '-' (it names the predictions "
+                 "file)", pattern=SYSTEM_NAME.pattern, strip=False),
+    "kind": Any,
+    "limit": integer(1, "an integer >= 1 (or null for every test item)"),
+}
 REPORT_FILES = ("report.json", "report.md", "predictions")
 
 
@@ -113,21 +120,12 @@ def parse_system(raw: Any, where: str) -> SystemSpec:
         raise ConfigError(f"{where}.kind: unknown system kind {kind!r}{suggestion(str(kind), list(KINDS))}; "
                           f"expected one of {', '.join(KINDS)}")
     cls = KINDS[kind]
-    check_keys(raw, [*COMMON_KEYS, *cls.REQUIRED, *cls.OPTIONAL], where)
-    for key in cls.REQUIRED:
-        if raw.get(key) is None:
-            raise ConfigError(f"{where}: a {kind} system needs {key!r}")
     name = raw.get("name", default_system_name(raw))
-    if not isinstance(name, str) or not SYSTEM_NAME.match(name):
-        raise ConfigError(f"{where}.name: {name!r} must be 1-64 letters, digits, '.', '_', '+' or '-' (it names "
-                          "the predictions file)")
-    options = {key: value for key, value in raw.items() if key not in COMMON_KEYS}
-    cls.check_options(options, where)
-    limit = raw.get("limit")
-    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
-        raise ConfigError(f"{where}.limit: expected an integer >= 1 (or null for every test item), got {limit!r}"
-                          f"{yaml_number_hint(limit, True)}")
-    return SystemSpec(name=name, kind=kind, options=options, where=where, limit=limit)
+    # One pydantic model per entry: the kind's options (System.OPTIONS) plus the keys every entry has.
+    entry = cls.check_options({**raw, "name": name}, where, entry_model(cls.OPTIONS, COMMON_FIELDS))
+    # The validated values (a choice in lower case, a path without surrounding spaces), as the entry gave them.
+    options = {key: value for key, value in entry.model_dump(exclude_unset=True).items() if key not in COMMON_KEYS}
+    return SystemSpec(name=name, kind=kind, options=options, where=where, limit=raw.get("limit"))
 
 
 def config_from_dict(data: Any, source: str = "<config>") -> EvalConfig:
@@ -197,13 +195,57 @@ def apply_override(data: dict[str, Any], assignment: str) -> None:
     target[parts[-1]] = value
 
 
+def system_index(systems: list[Any], part: str) -> int | None:
+    """The index of the entry ``part`` names (its name, else its position), or None."""
+    for index, item in enumerate(systems):
+        if isinstance(item, dict) and item.get("name", default_system_name(item)) == part:
+            return index
+    return int(part) if part.isdigit() and int(part) < len(systems) else None
+
+
+def override_check(data: dict[str, Any], assignment: str, source: str) -> Any:
+    """A function ``check(where)`` validating, through the same models as the file, the part of ``data`` that
+    ``assignment`` changes (the settings or one system entry), or None when the whole config's check covers it.
+
+    Raises ConfigError (naming the --set) for a top-level key the config does not have."""
+    parts = assignment.split("=", 1)[0].strip().split(".")
+    if "=" not in assignment or not all(parts):
+        return None  # apply_override says what is wrong with it
+    if parts[0] not in TOP_KEYS:
+        check_keys({parts[0]: None}, TOP_KEYS, f"{source}: --set {assignment!r}")
+    if parts[0] == "settings" and len(parts) > 1:
+        return lambda where: parse_settings(data.get("settings"), f"{where}: settings")
+    systems = data.get("systems")
+    if parts[0] == "systems" and len(parts) > 2 and isinstance(systems, list):
+        index = system_index(systems, parts[1])
+        if index is not None:
+            return lambda where: parse_system(systems[index], f"{where}: systems[{index}]")
+    return None
+
+
+def apply_overrides(data: dict[str, Any], overrides: Sequence[str], source: str) -> None:
+    """Apply each ``--set`` in turn; one that makes a valid part of the config invalid is reported as that
+    --set's fault, with the models' message (``eval.yaml: --set 'settings.batch_size=0': settings.batch_size:
+    expected an integer >= 1, got 0``). Problems the file already had are left to the whole config's check."""
+    for assignment in overrides:
+        check = override_check(data, assignment, source)
+        valid_before = False
+        if check is not None:
+            try:
+                check(source)
+                valid_before = True
+            except ConfigError:
+                pass
+        apply_override(data, assignment)
+        if valid_before:
+            check(f"{source}: --set {assignment!r}")
+
+
 def _descend(node: Any, part: str, path: str, assignment: str) -> Any:
     if isinstance(node, list):
-        for item in node:
-            if isinstance(item, dict) and item.get("name", default_system_name(item)) == part:
-                return item
-        if part.isdigit() and int(part) < len(node):
-            return node[int(part)]
+        index = system_index(node, part)
+        if index is not None:
+            return node[index]
         names = [item.get("name", default_system_name(item)) for item in node if isinstance(item, dict)]
         raise ConfigError(f"--set {assignment!r}: no system {part!r}{suggestion(part, names)}; "
                           f"systems: {', '.join(names)}")
@@ -228,8 +270,7 @@ def load_config(path: str | os.PathLike, overrides: Sequence[str] = (), *, only:
         raise DataError(f"invalid YAML: {getattr(exc, 'problem', exc)}", path, line) from None
     data = data if data is not None else {}
     if isinstance(data, dict):
-        for assignment in overrides:
-            apply_override(data, assignment)
+        apply_overrides(data, overrides, str(path))
         if only:
             data["systems"] = select_systems(data.get("systems"), only, str(path))
     return config_from_dict(data, str(path))

@@ -21,6 +21,9 @@ Answers: ``predict`` returns, per address, either the completed text or an :data
 system declines to complete (its ``predict`` is then usually the input unchanged); extra keys such as
 ``candidates``, ``probability`` or ``decoding`` are stored with the prediction. See :func:`as_answer`.
 
+Each kind declares its ``systems:`` keys as a pydantic model (``OPTIONS``: unknown keys, types, bounds and
+choices), checked by :meth:`System.check_options` with the project's one-line messages.
+
 Nothing here imports paddle, jionlp or cpca at module level.
 """
 
@@ -37,6 +40,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Union
 
+from pydantic import ValidationInfo, model_validator  # each kind's options model (System.OPTIONS)
+
 from ..data import dataio
 from .. import DEFAULT_PROMPT_PREFIX
 from ..errors import AddressCompletionError, ConfigError, DataError
@@ -52,6 +57,7 @@ from ..data.prompt import GROUNDINGS, strip_prefix
 from ..data.prompt import user_message as prompt_user_message  # systems.user_message reads a rendered prompt back
 from .. import runtime
 from ..runtime import logger, looks_like_local_path
+from .settings_model import choice, integer, number, options_base, text, validate_options
 
 
 class RemoteSystemError(AddressCompletionError):
@@ -141,13 +147,22 @@ def files_stamp(path: str | Path | None) -> str | None:
     return digest.hexdigest()[:16]
 
 
+SystemOptions = options_base()
+# A key users write by mistake, and where its value goes instead.
+EXTRA_HINTS = {"api_key": " (API keys come from an environment variable: api_key_env)"}
+
+
+def where_of(info: ValidationInfo) -> str:
+    """The entry's place for messages (``configs/eval.yaml: systems[2]``), given to the validation as context."""
+    return (info.context or {}).get("where", "systems")
+
+
 class System:
     """Base class: ``predict`` maps bare addresses to completed addresses, in order."""
 
     KIND: ClassVar[str] = ""
     MEASURES_LATENCY: ClassVar[bool] = True  # False when answers are read, not computed
-    REQUIRED: ClassVar[tuple[str, ...]] = ()
-    OPTIONAL: ClassVar[tuple[str, ...]] = ()
+    OPTIONS: ClassVar[Any] = SystemOptions  # the pydantic model of this kind's keys
 
     def __init__(self, spec: SystemSpec, settings: EvalSettings):
         self.spec = spec
@@ -158,8 +173,10 @@ class System:
         return self.spec.name
 
     @classmethod
-    def check_options(cls, options: dict[str, Any], where: str) -> None:
-        """Validate kind-specific values before anything runs; raise ConfigError naming the key."""
+    def check_options(cls, options: dict[str, Any], where: str, model: Any = None) -> Any:
+        """Validate kind-specific values before anything runs (through ``model``, default :attr:`OPTIONS`);
+        return the validated model, or raise ConfigError naming ``where``, the key and what it expects."""
+        return validate_options(model or cls.OPTIONS, options, where, cls.KIND, _got, yaml_number_hint, EXTRA_HINTS)
 
     def unavailable_reason(self) -> str | None:
         """Why this system cannot run here (a missing optional package), or None."""
@@ -185,24 +202,6 @@ def _got(value: Any) -> str:
     if isinstance(value, bool):
         return f"{value!r} (YAML reads yes/no/on/off as true/false: quote the word if you meant text)"
     return repr(value)
-
-
-def _require_string(options: dict[str, Any], key: str, where: str) -> str:
-    value = options.get(key)
-    if not isinstance(value, str) or not value.strip():
-        raise ConfigError(f"{where}.{key}: expected a non-empty string, got {_got(value)}")
-    return value.strip()
-
-
-def _positive_number(options: dict[str, Any], key: str, where: str, *, integer: bool, minimum: float) -> None:
-    if key not in options or options[key] is None:
-        return
-    value = options[key]
-    kinds = (int,) if integer else (int, float)
-    if isinstance(value, bool) or not isinstance(value, kinds) or not math.isfinite(value) or value < minimum:
-        what = "an integer" if integer else "a finite number"
-        raise ConfigError(f"{where}.{key}: expected {what} >= {minimum}, got {_got(value)}"
-                          f"{yaml_number_hint(value, integer)}")
 
 
 def yaml_number_hint(value: Any, integer: bool) -> str:
@@ -270,39 +269,40 @@ class PaddleSystem(System):
     candidates into predictions/<system>.jsonl."""
 
     KIND = "paddle"
-    REQUIRED = ("model",)
-    OPTIONAL = ("lora_path", "dtype", "device", "max_new_tokens", "grounding", "decoding", "min_confidence", "detail")
     DEFAULTS = {"grounding": "candidates", "decoding": "constrained", "min_confidence": 0.0}
+
+    class OPTIONS(SystemOptions):
+        model: text(required=True)
+        lora_path: text() = None
+        dtype: choice(DTYPES, any_case=True) = None
+        device: choice(DEVICES, any_case=True) = None
+        max_new_tokens: integer(1) = None
+        grounding: choice(GROUNDINGS, any_case=True) = None
+        decoding: choice(DECODINGS, any_case=True) = None
+        min_confidence: number(0, 1, above="a probability between 0 and 1") = None
+        detail: choice(DETAILS, any_case=True) = None
+
+        @model_validator(mode="after")
+        def _files(self, info: ValidationInfo) -> Any:
+            """The model and adapter exist (without loading them); a threshold needs constrained decoding."""
+            where = where_of(info)
+            check_model_spec(self.model, f"{where}.model")
+            if self.lora_path is not None:
+                lora = Path(self.lora_path).expanduser()
+                if not lora.is_dir():
+                    raise ConfigError(f"{where}.lora_path: adapter folder {lora} not found")
+                if not (lora / "lora_config.json").is_file():
+                    raise ConfigError(f"{where}.lora_path: {lora} holds no lora_config.json; is it a LoRA adapter "
+                                      "folder (a merged model goes in 'model' instead)?")
+            try:
+                check_min_confidence(self.min_confidence or 0.0, self.decoding or PaddleSystem.DEFAULTS["decoding"])
+            except ValueError as error:
+                raise ConfigError(f"{where}.min_confidence: {error}") from None
+            return self
 
     def __init__(self, spec: SystemSpec, settings: EvalSettings):
         super().__init__(spec, settings)
         self._completer = None
-
-    @classmethod
-    def check_options(cls, options: dict[str, Any], where: str) -> None:
-        model = _require_string(options, "model", where)
-        check_model_spec(model, f"{where}.model")
-        if options.get("lora_path") is not None:
-            lora = Path(_require_string(options, "lora_path", where)).expanduser()
-            if not lora.is_dir():
-                raise ConfigError(f"{where}.lora_path: adapter folder {lora} not found")
-            if not (lora / "lora_config.json").is_file():
-                raise ConfigError(f"{where}.lora_path: {lora} holds no lora_config.json; is it a LoRA adapter "
-                                  "folder (a merged model goes in 'model' instead)?")
-        _positive_number(options, "max_new_tokens", where, integer=True, minimum=1)
-        _positive_number(options, "min_confidence", where, integer=False, minimum=0)
-        if options.get("min_confidence") is not None and options["min_confidence"] > 1:
-            raise ConfigError(f"{where}.min_confidence: expected a probability between 0 and 1, "
-                              f"got {options['min_confidence']!r}")
-        for key, allowed in (("dtype", DTYPES), ("device", DEVICES), ("grounding", GROUNDINGS),
-                             ("decoding", DECODINGS), ("detail", DETAILS)):
-            if options.get(key) is not None and str(options[key]).lower() not in allowed:
-                raise ConfigError(f"{where}.{key}: expected one of {', '.join(allowed)}, got {_got(options[key])}")
-        try:
-            check_min_confidence(options.get("min_confidence") or 0.0,
-                                 str(options.get("decoding") or cls.DEFAULTS["decoding"]).lower())
-        except ValueError as error:
-            raise ConfigError(f"{where}.min_confidence: {error}") from None
 
     def _option(self, key: str) -> Any:
         value = self.spec.options.get(key)
@@ -350,31 +350,32 @@ class OpenAISystem(System):
     retries)."""
 
     KIND = "openai"
-    REQUIRED = ("base_url", "model")
-    OPTIONAL = ("api_key_env", "max_tokens", "timeout", "retries", "backoff", "concurrency", "grounding")
+
+    class OPTIONS(SystemOptions):
+        base_url: text("an http(s) URL such as http://127.0.0.1:8000/v1", pattern=r"^https?://", required=True)
+        model: text(required=True)
+        api_key_env: text() = None
+        max_tokens: integer(1) = None
+        timeout: number(0.001) = None
+        retries: integer(0) = None
+        backoff: number(0) = None
+        concurrency: integer(1) = None
+        grounding: choice(GROUNDINGS) = None
+
+        @model_validator(mode="after")
+        def _key_is_set(self, info: ValidationInfo) -> Any:
+            """The named API-key variable is set now, not discovered missing after the first request."""
+            variable = self.api_key_env
+            if variable is not None and not os.environ.get(variable):
+                raise ConfigError(f"{where_of(info)}.api_key_env: environment variable {variable} is not set; "
+                                  f"export it (export {variable}=...) or remove api_key_env for an endpoint without "
+                                  "a key")
+            return self
 
     def __init__(self, spec: SystemSpec, settings: EvalSettings):
         super().__init__(spec, settings)
         self._pool: ThreadPoolExecutor | None = None
         self._client: Any = None
-
-    @classmethod
-    def check_options(cls, options: dict[str, Any], where: str) -> None:
-        url = _require_string(options, "base_url", where)
-        if not url.startswith(("http://", "https://")):
-            raise ConfigError(f"{where}.base_url: expected an http(s) URL such as http://127.0.0.1:8000/v1, "
-                              f"got {url!r}")
-        _require_string(options, "model", where)
-        if options.get("api_key_env") is not None:
-            variable = _require_string(options, "api_key_env", where)
-            if not os.environ.get(variable):
-                raise ConfigError(f"{where}.api_key_env: environment variable {variable} is not set; export it "
-                                  f"(export {variable}=...) or remove api_key_env for an endpoint without a key")
-        for key, integer, minimum in (("max_tokens", True, 1), ("retries", True, 0), ("concurrency", True, 1),
-                                      ("timeout", False, 0.001), ("backoff", False, 0)):
-            _positive_number(options, key, where, integer=integer, minimum=minimum)
-        if options.get("grounding") is not None and options["grounding"] not in GROUNDINGS:
-            raise ConfigError(f"{where}.grounding: expected one of none, candidates, got {_got(options['grounding'])}")
 
     @property
     def grounding(self) -> str:
@@ -525,18 +526,20 @@ class PredictionsSystem(System):
 
     KIND = "predictions"
     MEASURES_LATENCY = False
-    REQUIRED = ("path",)
-    OPTIONAL = ()
+
+    class OPTIONS(SystemOptions):
+        path: text(required=True)
+
+        @model_validator(mode="after")
+        def _exists(self, info: ValidationInfo) -> Any:
+            path = Path(self.path).expanduser()
+            if not path.is_file():
+                raise ConfigError(f"{where_of(info)}.path: predictions file {path} not found")
+            return self
 
     def __init__(self, spec: SystemSpec, settings: EvalSettings):
         super().__init__(spec, settings)
         self._table: dict[str, Answer] | None = None
-
-    @classmethod
-    def check_options(cls, options: dict[str, Any], where: str) -> None:
-        path = Path(_require_string(options, "path", where)).expanduser()
-        if not path.is_file():
-            raise ConfigError(f"{where}.path: predictions file {path} not found")
 
     def key(self, text: str) -> str:
         return normalize_text(strip_prefix(user_message(text), self.settings.prompt_prefix))
@@ -594,6 +597,7 @@ PLACEHOLDER_CITIES = {"市辖区", "县", "省直辖县级行政区划", "自治
 
 
 RULE_SEPARATORS = " \t,，、;；-"
+RULE_ENGINES = ("jionlp", "cpca", "gazetteer")
 
 
 def join_address(province: str | None, city: str | None, county: str | None, town: str | None, rest: str) -> str:
@@ -626,22 +630,17 @@ class RulesSystem(System):
     """
 
     KIND = "rules"
-    REQUIRED = ("engine",)
-    OPTIONAL = ()
-    ENGINES = ("jionlp", "cpca", "gazetteer")
+    ENGINES = RULE_ENGINES
+
+    class OPTIONS(SystemOptions):
+        engine: choice(RULE_ENGINES, required=True,
+                       template="unknown rule engine {value!r}; expected {what}")
     # Bumped when the joining or abstention logic changes, so cached rule answers are recomputed.
     LOGIC_VERSION = 2
 
     def __init__(self, spec: SystemSpec, settings: EvalSettings):
         super().__init__(spec, settings)
         self._module = None
-
-    @classmethod
-    def check_options(cls, options: dict[str, Any], where: str) -> None:
-        engine = _require_string(options, "engine", where)
-        if engine not in cls.ENGINES:
-            raise ConfigError(f"{where}.engine: unknown rule engine {engine!r}; expected one of "
-                              f"{', '.join(cls.ENGINES)}")
 
     @property
     def engine(self) -> str:
@@ -751,16 +750,13 @@ class PriorSystem(System):
     """The gazetteer's first candidate (the prior), or with ``train_file`` the most frequent answer chain there."""
 
     KIND = "prior"
-    OPTIONAL = ("train_file",)
+
+    class OPTIONS(SystemOptions):
+        train_file: text() = None
 
     def __init__(self, spec: SystemSpec, settings: EvalSettings):
         super().__init__(spec, settings)
         self._counts: dict[str, int] | None = None
-
-    @classmethod
-    def check_options(cls, options: dict[str, Any], where: str) -> None:
-        if options.get("train_file") is not None:
-            _require_string(options, "train_file", where)
 
     @property
     def train_file(self) -> Path | None:
