@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 
 from address_completion import DEFAULT_PROMPT_PREFIX, cli
-from address_completion.data import dataio
 from address_completion.data.dataio import read_records
 from address_completion.errors import DataError
 

@@ -16,7 +16,6 @@ from address_completion import DEFAULT_PROMPT_PREFIX
 from address_completion.cli import main
 from address_completion.data.gazetteer import completion_candidates, load_gazetteer
 from address_completion.data.prompt import strip_prefix
-from address_completion.data.gazetteer import completion_candidates
 from address_completion.data.synthesis import (FULL_KIND, HOMOPHONES, INPUT_CLASSES, NOISE_WEIGHTS, Settings,
                                           chain_levels, determined, input_class, make_example, resolves_uniquely,
                                           shorten_addresses, synthesize, synthesize_examples)
@@ -596,7 +595,7 @@ def test_cli_input_text_and_csv(tmp_path, capsys):
 
 
 def test_input_class_of_a_lone_ambiguous_county():
-    from address_completion.data.gazetteer import completion_candidates, load_gazetteer
+    from address_completion.data.gazetteer import load_gazetteer
     from address_completion.data.input_classes import input_class
 
     gazetteer = load_gazetteer()
@@ -606,7 +605,7 @@ def test_input_class_of_a_lone_ambiguous_county():
 
 
 def test_input_class_of_a_full_address_in_brackets():
-    from address_completion.data.gazetteer import completion_candidates, load_gazetteer
+    from address_completion.data.gazetteer import load_gazetteer
     from address_completion.data.input_classes import input_class
 
     gazetteer = load_gazetteer()  # parse drops the closing bracket after the detail: the rest is no suffix
