@@ -213,12 +213,8 @@ def print_poi_table(summary: dict[str, Any], misses: int) -> None:
     sampled = f" (a sample drawn with seed {summary['sample_seed']})" if summary["sample_seed"] is not None else ""
     print(f"  {summary['addresses']} addresses measured{sampled}; n/a: the way does not apply (no city level, "
           "no county, no short form); last columns: the misses by class")
-    for cells in [header, ["-" * width for width in widths], *lines]:
-        print("  ".join(cell.ljust(width) if index == 0 else cell.rjust(width)
-                        for index, (cell, width) in enumerate(zip(cells, widths))))
-    speed = summary["gazetteer"]
-    print(f"gazetteer: {speed['addr_per_s']:.0f} addresses/s (completion_candidates, {summary['all']['inputs']} "
-          f"inputs in {speed['wall_s']:.2f} s; loading + typo index {speed['build_s']:.1f} s, not counted)")
+    print_rows(header, lines, widths)
+    print_speed(summary)
     for name in MISS_CLASSES:  # a few of each class, each way in turn, so every kind of miss shows
         of_class = [miss for miss in summary["misses"] if miss["class"] == name]
         by_way = [[miss for miss in of_class if miss["way"] == way] for way in summary["by_way"]]
@@ -229,6 +225,20 @@ def print_poi_table(summary: dict[str, Any], misses: int) -> None:
         for miss in shown:
             print(f"  [{miss['way']}] {miss['src']} -> expected {miss['tgt']}; candidates: "
                   f"{' | '.join(miss['candidates']) or 'none'}")
+
+
+def print_rows(header: list[str], lines: list[list[str]], widths: list[int]) -> None:
+    """A table: the first column left-aligned, the others right-aligned, a rule under the header."""
+    for cells in [header, ["-" * width for width in widths], *lines]:
+        print("  ".join(cell.ljust(width) if index == 0 else cell.rjust(width)
+                        for index, (cell, width) in enumerate(zip(cells, widths))))
+
+
+def print_speed(summary: dict[str, Any]) -> None:
+    """The gazetteer's speed line (completion_candidates alone, its build not counted)."""
+    speed = summary["gazetteer"]
+    print(f"gazetteer: {speed['addr_per_s']:.0f} addresses/s (completion_candidates, {summary['all']['inputs']} "
+          f"inputs in {speed['wall_s']:.2f} s; loading + typo index {speed['build_s']:.1f} s, not counted)")
 
 
 def percent(value: float) -> str:
@@ -243,12 +253,8 @@ def print_table(summary: dict[str, Any], misses: int) -> None:
               percent(row["share_2_plus"]), str(row["max_candidates"])] for name, row in rows]
     widths = [max(len(cell) for cell in column) for column in zip(header, *lines)]
     print(f"candidates for {summary['input']}")
-    for cells in [header, ["-" * width for width in widths], *lines]:
-        print("  ".join(cell.ljust(width) if index == 0 else cell.rjust(width)
-                        for index, (cell, width) in enumerate(zip(cells, widths))))
-    speed = summary["gazetteer"]
-    print(f"gazetteer: {speed['addr_per_s']:.0f} addresses/s (completion_candidates, {summary['all']['inputs']} "
-          f"inputs in {speed['wall_s']:.2f} s; loading + typo index {speed['build_s']:.1f} s, not counted)")
+    print_rows(header, lines, widths)
+    print_speed(summary)
     shown = summary["misses"][:misses]
     if shown:
         print(f"expected answer not among the candidates ({len(shown)} of {len(summary['misses'])}):")
