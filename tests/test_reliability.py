@@ -941,21 +941,26 @@ def test_sigterm_with_200_requests_in_flight_answers_each_or_503(default_model_d
 # ---------------------------------------------------------------- a full disk (item 5)
 
 
+def mounted_tmpfs(folder: Path, options: str):
+    """Yield ``folder`` with a real tmpfs mounted on it (``mount -o options``), unmounted afterwards; skips the test
+    where mounting is not allowed (it needs root)."""
+    import subprocess
+
+    folder.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(folder)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode(errors='replace').strip()}")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], check=False)
+
+
 @pytest.fixture()
 def small_disk(tmp_path):
     """A real 20 MB tmpfs (needs root to mount; skipped elsewhere, since a simulated ENOSPC would not show what
     Paddle, safetensors and our writers really do)."""
-    import subprocess
-
-    disk = tmp_path / "disk"
-    disk.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=20m", "tmpfs", str(disk)], capture_output=True)
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode(errors='replace').strip()}")
-    try:
-        yield disk
-    finally:
-        subprocess.run(["umount", "-l", str(disk)], check=False)
+    yield from mounted_tmpfs(tmp_path / "disk", "size=20m")
 
 
 def fill(disk: Path, leave: int = 0) -> None:
@@ -1045,17 +1050,7 @@ def test_a_connection_that_never_finishes_its_headers_is_closed(default_model_di
 @pytest.fixture()
 def read_only_folder(tmp_path):
     """A read-only file system (a tmpfs mounted ro: root may write anywhere else). Needs root to mount."""
-    import subprocess
-
-    folder = tmp_path / "ro"
-    folder.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(folder)], capture_output=True)
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode(errors='replace').strip()}")
-    try:
-        yield folder
-    finally:
-        subprocess.run(["umount", "-l", str(folder)], check=False)
+    yield from mounted_tmpfs(tmp_path / "ro", "ro,size=1m")
 
 
 def test_a_read_only_output_folder_is_the_same_message_everywhere(world, read_only_folder, tmp_path, capsys):
