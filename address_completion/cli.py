@@ -19,7 +19,7 @@ from .runtime import configure_logging
 
 # subcommand -> (module, one-line help). Order is the order of the pipeline.
 COMMANDS: dict[str, tuple[str, str]] = {
-    "prepare": ("address_completion.data.synthesis", "synthesize (short -> full) address pairs from the gazetteer"),
+    "prepare": ("address_completion.data.prepare", "synthesize (short -> full) address pairs from the gazetteer"),
     "split": ("address_completion.data.split", "split pairs into train/dev/test without leakage"),
     "build-model": ("address_completion.model.default_model", "build the tiny offline default model (real Qwen2.5 tokenizer)"),
     "train": ("address_completion.training.train", "LoRA / full SFT from a run_finetune-style JSON config"),

