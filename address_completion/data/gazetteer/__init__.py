@@ -27,16 +27,18 @@ says which written names a chain does not follow).
 
 Modules by job: :mod:`.history` (former names from the change history), :mod:`.divisions` (reference tables
 and the name index), :mod:`.normalize` (text normalisation), :mod:`.parser` (:meth:`Gazetteer.parse`),
-:mod:`.candidates` (completion candidates and the answer check).
+:mod:`.detail` (what follows the division names, verbatim or clean), :mod:`.candidates` (completion candidates),
+:mod:`.validation` (the answer check).
 """
 
-from .candidates import (DEFAULT_DETAIL, DETAILS, MAX_CANDIDATES, Candidate, address_detail, chain_problem,
-                         check_detail, completion_candidates)
+from .candidates import MAX_CANDIDATES, Candidate, address_detail, completion_candidates
+from .detail import DEFAULT_DETAIL, DETAILS, check_detail
 from .divisions import (ABBREVIATIONS, DATA_FILE, DATA_PACKAGE, ETHNIC_GROUPS, LEVELS, MUNICIPALITIES, AdminChain,
                         Division, DivisionIndex, read_divisions, rule_short_forms)
 from .history import HISTORY_PACKAGES, OVERRIDES, History, build_history, load_history
 from .normalize import SEPARATORS, normalize_address, to_simplified
 from .parser import WORDS_ACROSS_NAME, ZONE_WORDS, Gazetteer, ParsedAddress, load_gazetteer
+from .validation import chain_problem
 
 __all__ = ["ABBREVIATIONS", "DATA_FILE", "DATA_PACKAGE", "DEFAULT_DETAIL", "DETAILS", "ETHNIC_GROUPS",
            "HISTORY_PACKAGES", "LEVELS", "MAX_CANDIDATES", "MUNICIPALITIES", "OVERRIDES", "SEPARATORS", "WORDS_ACROSS_NAME",

@@ -9,16 +9,15 @@ from __future__ import annotations
 
 import functools
 import itertools
-import unicodedata
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import Optional
 
+from .detail import DEFAULT_DETAIL, _verbatim_tail, _written_detail, check_detail
 from .divisions import _SUFFIX_CHARS, _SUFFIX_TEXT, MUNICIPALITIES, AdminChain, Division
 from .normalize import (_BETWEEN_NAMES, _BRACKET_PAIRS, _detail_after, _placeholder_end, _skip_between_names,
                         _without_unopened_closers, normalize_address, to_simplified)
-from .parser import (_STREET_AFTER_SHORT, _WORDS_AFTER_SHORT, WORDS_ACROSS_NAME, ZONE_WORDS, Gazetteer, _Token,
-                     load_gazetteer)
+from .parser import _STREET_AFTER_SHORT, WORDS_ACROSS_NAME, ZONE_WORDS, Gazetteer, _Token, load_gazetteer
 
 MAX_CANDIDATES = 8
 # Names the fuzzy matcher may correct: levels 1-3 (towns are too many and too alike to guess at).
@@ -29,20 +28,6 @@ _KIND_RANK = {"full": 0, "old": 1, "short": 2, "typo": 3}
 # What makes a division name found by looking ahead part of a word about a place instead (济南市中心 is the
 # centre of 济南市, not 市中区 + 心; 青岛市北部 the north of 青岛市)
 _PART_WORDS = tuple("部面侧边端郊心")
-# How the detail after the division names is kept (the ``detail`` setting of prepare, train, predict, serve and
-# evaluate). verbatim (default): every character written after the run of division names the chain was read
-# from, unchanged — a repeated run after a complete chain, separators, spaces, brackets, full-width characters.
-# clean: the earlier folding — repeated division names read into the chain, leading separators, spaces and empty
-# bracket pairs dropped, NFKC (full-width digits become ASCII).
-DETAILS = ("verbatim", "clean")
-DEFAULT_DETAIL = "verbatim"
-
-
-def check_detail(detail: str) -> str:
-    """``detail`` itself, or ValueError naming the allowed values (:data:`DETAILS`)."""
-    if detail not in DETAILS:
-        raise ValueError(f"detail must be one of {', '.join(DETAILS)}, got {detail!r}")
-    return detail
 
 
 @dataclass(frozen=True)
@@ -515,53 +500,6 @@ def _detail_agreement(gazetteer: "Gazetteer", division: Division, detail: str) -
     return count
 
 
-def _verbatim_tail(address: str, detail: str) -> str:
-    """The end of ``address`` (NFKC, inner spaces kept: "Room 502") whose non-space characters are ``detail``."""
-    text = unicodedata.normalize("NFKC", address).rstrip()
-    seen = 0
-    for position in range(len(text) - 1, -1, -1):
-        seen += not text[position].isspace()
-        if seen == len(detail):
-            tail = text[position:]
-            return tail if "".join(tail.split()) == detail else detail
-    return detail
-
-
-def _nfkc(text: str) -> str:
-    return unicodedata.normalize("NFKC", text)
-
-
-def _written_detail(address: str, written: str, end: int) -> str:
-    """Verbatim detail: the characters of ``address`` after the run of division names that ends at ``end`` of
-    ``written`` (its normalized form, :func:`normalize_address`), unchanged — separators, spaces, brackets,
-    full-width and traditional characters included; the address's outer whitespace is not part of it.
-
-    One exception keeps bracket pairs whole: a closing bracket whose opening one stood before the detail (inside
-    the run, 西安市(碑林区)1号, or in front of the whole address, (北京市朝阳区建国路88号)) belongs with it, not to
-    the detail — at the detail's start or at its end. Positions map through per-character NFKC; where that
-    disagrees with the whole string's NFKC (combining marks), the normalized detail is returned."""
-    text = address.strip()
-    wanted = written[end:]
-    position, seen = len(text), 0
-    while position > 0 and seen < len(wanted):
-        position -= 1
-        seen += len("".join(_nfkc(text[position]).split()))
-    if wanted:
-        while position > 0 and text[position - 1].isspace():  # spaces between the names and the detail
-            position -= 1
-    tail = text[position:] if wanted else ""
-    if "".join(_nfkc(tail).split()) != wanted:
-        return wanted
-    run = _nfkc(text[:position])
-    opened = {opener: run.count(opener) - run.count(closer) for closer, opener in _BRACKET_PAIRS.items()}
-    while tail.strip() and _nfkc(tail.lstrip()[0]) in _BRACKET_PAIRS and opened[_BRACKET_PAIRS[
-            _nfkc(tail.lstrip()[0])]] > 0:
-        opened[_BRACKET_PAIRS[_nfkc(tail.lstrip()[0])]] -= 1
-        tail = tail.lstrip()[1:]
-    while tail and _nfkc(tail[-1]) in _BRACKET_PAIRS and (
-            _nfkc(tail).count(_BRACKET_PAIRS[_nfkc(tail[-1])]) < _nfkc(tail).count(_nfkc(tail[-1]))):
-        tail = tail[:-1].rstrip()
-    return tail
 
 
 def _size_prior(gazetteer: "Gazetteer", division: Division) -> int:
@@ -651,59 +589,9 @@ def completion_candidates(address: str, gazetteer: Optional["Gazetteer"] = None,
     return list(candidates.values())
 
 
-
 def address_detail(address: str, gazetteer: Optional["Gazetteer"] = None, *, detail: str = DEFAULT_DETAIL) -> str:
     """The detail of ``address`` as :func:`completion_candidates` keeps it under ``detail``: what follows its run
     of division names (the first reading's; all readings share it). An address without a division is all
     detail. The evaluator's "detail kept" compares this of an answer and of its expected address."""
     found = completion_candidates(address, gazetteer, limit=1, detail=detail)
     return found[0].detail if found else address.strip()
-
-
-def chain_problem(address: str, gazetteer: Optional["Gazetteer"] = None) -> Optional[str]:
-    """Whether ``address`` starts with a current chain written in full: None when it does, else "not_current" or
-    "not_nesting".
-
-    "not_current": the address is not one of its own candidates (:func:`completion_candidates`, verbatim) — it
-    does not start with an existing chain, province first, every name in its current full form (a former name
-    江干区, a short name 西安, a typo 杭洲, traditional characters or a missing province are rewritten by the
-    candidates, so the address is not among them). "not_nesting": it is, but the chain's names contradict each
-    other (a reading marked conflict), or the detail starts with the full name of a province, city or county
-    that is neither the chain's division nor above or below it (山西省 + 西安市雁塔区…: the run stopped where the
-    names stopped nesting). A town after a complete chain is the user's detail (a town since merged away stays
-    as written), and so is everything after a name the chain already holds (a repeated run).
-    """
-    gazetteer = gazetteer or load_gazetteer()
-    text = address.strip()
-    same = [c for c in completion_candidates(text, gazetteer, detail="verbatim") if c.text == text]
-    if not same:
-        return "not_current"
-    if "conflict" in same[0].evidence:
-        return "not_nesting"
-    deepest = same[0].chain.deepest
-    detail = "".join(unicodedata.normalize("NFKC", same[0].detail).split())
-    start = _skip_between_names(detail, 0)
-    for length in range(min(gazetteer._max_key, len(detail) - start), 1, -1):
-        key = detail[start:start + length]
-        if detail.startswith(_WORDS_AFTER_SHORT, start + length - 1):  # 南京市场: 市场 is a word of the detail
-            continue
-        named = [e.division for e in gazetteer._index.get(key, ()) if e.kind != "short" and e.division.level <= 3]
-        if named:
-            related = any(d.code == deepest.code or d.code in gazetteer._ancestors[deepest.code]
-                          or deepest.code in gazetteer._ancestors[d.code] for d in named)
-            if related or _word_after_complete_chain(same[0].chain, named, gazetteer):
-                return None
-            return "not_nesting"
-    return None
-
-
-def _word_after_complete_chain(chain: AdminChain, named: list[Division], gazetteer: "Gazetteer") -> bool:
-    """Whether county-level names ``named``, read right after ``chain``, are a word of the detail rather than a
-    contradiction: the chain is complete (a county or a town) and none of them lies in its city (its province for
-    a municipality). 城区, 郊区, 矿区, 新城区, 市中区 are counties somewhere but common words of a detail
-    (顺德区北滘镇新城区人昌路, 碑林区矿区路1号); a county of the same city (碑林区雁塔区, 北京市朝阳区海淀区) is a
-    second county written after the first, which no current chain holds."""
-    if chain.county is None and chain.town is None:
-        return False  # 山西省 + 西安市雁塔区: the run stopped where the names stopped nesting
-    home = chain.city or chain.province
-    return all(d.level == 3 and home.code not in gazetteer._ancestors[d.code] for d in named)
