@@ -10,8 +10,10 @@ from pathlib import Path
 import pytest
 
 from address_completion.training.checkpoints import checkpoint_is_complete, resume_checkpoint
-from address_completion.training.config import load_config, parse_overrides
+from address_completion.training.config import load_config
+from address_completion.training.config_keys import parse_overrides
 from address_completion.errors import ConfigError, DataError, OutputExistsError, closest_match
+from address_completion.flags import FALSE_WORDS, TRUE_WORDS, parse_bool
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -122,6 +124,22 @@ def test_command_line_overrides_are_typed_and_win(tmp_path, paths):
     assert load(tmp_path, {**paths, "do_train": True}, ["--lora"]).values["lora"] is True
     with pytest.raises(ConfigError, match="overrides are written --key value"):
         parse_overrides(["lora_rank", "4"])
+
+
+@pytest.mark.parametrize("word, expected", [(word, True) for word in (*TRUE_WORDS, "ON", "Yes")]
+                         + [(word, False) for word in (*FALSE_WORDS, "OFF", "No")])
+def test_command_line_booleans_take_the_words_of_flags_parse_bool(tmp_path, paths, word, expected):
+    """--do_train off / --lora y: a true/false key reads a command-line word as every command's flags do
+    (flags.parse_bool, merge_lora_params' strtobool vocabulary); anything else names the key and where it came from."""
+    cfg = load(tmp_path, {**paths, "do_train": not expected, "do_eval": True, "lora": not expected},
+               ["--do_train", word, "--lora", word])
+    assert cfg.values["do_train"] is expected and cfg.values["lora"] is expected
+    assert parse_bool(word) is expected
+
+
+def test_a_command_line_boolean_that_is_no_word_names_the_key(tmp_path, paths):
+    with pytest.raises(ConfigError, match=r"^command line --do_train: do_train must be true or false, got 'maybe'$"):
+        load(tmp_path, {**paths, "do_train": True}, ["--do_train", "maybe"])
 
 
 def test_dataset_folder_and_files_are_checked(tmp_path, paths):
