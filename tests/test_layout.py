@@ -62,7 +62,8 @@ LAYERS = {
     # 2 train
     "training": 2,
     # 3 merge / export
-    "training.merge": 3, "model.export": 3, "model.export_hf": 3, "model.gguf_export": 3, "model.export_check": 3,
+    "training.merge": 3, "model.export": 3, "model.export_paddle": 3, "model.export_hf": 3, "model.gguf_export": 3,
+    "model.export_check": 3,
     # 4 predict / serve
     "inference": 4,
     # 5 evaluate
@@ -173,6 +174,15 @@ def test_imports_point_down_the_layers():
 def test_the_layer_table_knows_every_module():
     assert all(rank(name) is not None for name in import_graph())
     assert rank("model.export_hf") == 3 and rank("model.modeling") == 0 and rank("inference.serve") == 4
+    assert rank("model.export_paddle") == 3 and rank("commands") == 6 and rank("cli") == 8
+
+
+def test_merge_is_only_the_front_of_the_export_side():
+    """Issue 24: one side merges and writes models (model/export.py, model/export_paddle.py); `merge` only turns
+    merge_lora_params' flags into calls of it, so it loads, writes and locks nothing itself."""
+    merge_imports = {target for target, _ in imports_of(PACKAGE / "training" / "merge.py")}
+    assert {"model.export", "model.export_paddle"} <= merge_imports
+    assert not merge_imports & {"model.modeling", "files", "data.dataio"}, sorted(merge_imports)
 
 
 # Files another change was rewriting when this test was written; their function-level imports of the package
