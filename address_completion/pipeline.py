@@ -18,6 +18,7 @@ import shlex
 import time
 from pathlib import Path
 
+from .commands import run_command
 from .files import atomic_write_text, check_apart, check_output_folder
 from .errors import AddressCompletionError, ConfigError, OutputExistsError
 from .model.package_files import local_model_path
@@ -107,13 +108,9 @@ def apply_defaults(args: argparse.Namespace) -> argparse.Namespace:
     return args
 
 
-def run_demo(args: argparse.Namespace) -> int:
-    # the demo runs every stage through its command line, so the commands it prints are exactly what ran (cli
-    # imports the stage modules, this one included, only when a command is chosen)
-    from .cli import main as cli_main
-
-    args = apply_defaults(args)
-
+def check_options(args: argparse.Namespace) -> Path:
+    """ConfigError / OutputExistsError for an option a later step would refuse after the earlier ones ran;
+    returns the output folder."""
     for flag, value in (("--num", args.num), ("--max-steps", args.max_steps), ("--eval-limit", args.eval_limit)):
         if value is not None and value < 1:  # checked here, not by the step that would fail after the others ran
             raise ConfigError(f"{flag} must be at least 1, got {value}")
@@ -132,19 +129,32 @@ def run_demo(args: argparse.Namespace) -> int:
     check_output_folder(out, "--output")
     if out.exists() and any(out.iterdir()) and not args.force:
         raise OutputExistsError(out, "pass --force to redo the demo there, or choose another --output")
+    return out
+
+
+def run_step(number: int, total: int, title: str, argv: list[str], debug: bool) -> None:
+    """Print step ``number``'s command, then run it as that command (so what is printed is what ran);
+    AddressCompletionError when it fails (its own message is already printed)."""
+    if argv[0] == CONCAT:
+        print(f"\n== [{number}/{total}] {title}\n$ cat {shlex.join(argv[1:-1])} > {shlex.quote(argv[-1])}",
+              flush=True)
+        concatenate([Path(path) for path in argv[1:-1]], Path(argv[-1]))
+        return
+    print(f"\n== [{number}/{total}] {title}\n$ address-completion {shlex.join(argv)}", flush=True)
+    code = run_command(argv + (["--debug"] if debug else []))
+    if code != 0:
+        raise AddressCompletionError(f"step {number} ({argv[0]}) failed with exit code {code}; its message is above")
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    """Check the options, then run every step of :func:`demo_steps`, printing each command before it runs; stops
+    with an AddressCompletionError at the first step that fails."""
+    args = apply_defaults(args)
+    out = check_options(args)
     started = time.time()
     steps = demo_steps(args)
     for number, (title, argv) in enumerate(steps, start=1):
-        if argv[0] == CONCAT:
-            print(f"\n== [{number}/{len(steps)}] {title}\n$ cat {shlex.join(argv[1:-1])} > {shlex.quote(argv[-1])}",
-                  flush=True)
-            concatenate([Path(path) for path in argv[1:-1]], Path(argv[-1]))
-            continue
-        print(f"\n== [{number}/{len(steps)}] {title}\n$ address-completion {shlex.join(argv)}", flush=True)
-        code = cli_main(argv + (["--debug"] if args.debug else []))
-        if code != 0:
-            raise AddressCompletionError(f"step {number} ({argv[0]}) failed with exit code {code}; "
-                                         "its message is above")
+        run_step(number, len(steps), title, argv, args.debug)
     minutes = (time.time() - started) / 60
     print(f"\n== demo finished in {minutes:.1f} min. Outputs in {out}/")
     if not args.skip_eval:

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from address_completion.model import export, export_check, export_hf
-from address_completion.training import merge
+from address_completion.model import export_paddle
 from address_completion.model import verify
 from address_completion.cli import main
 from address_completion.errors import ConfigError
@@ -184,7 +184,7 @@ def test_adapter_export_equals_the_merged_model(default_model_dir, lora_adapter_
     assert "reloaded in transformers" in capsys.readouterr().out
     assert main(["merge", "--model_name_or_path", str(default_model_dir), "--lora_path", str(lora_adapter_dir),
                  "--output_path", str(merged_hf), "--format", "hf"]) == 0
-    merge.merge_adapter(str(default_model_dir), str(lora_adapter_dir), merged)
+    export_paddle.merge_adapter(str(default_model_dir), str(lora_adapter_dir), merged)
     config = json.loads((merged / "config.json").read_text(encoding="utf-8"))
     expected = export_hf.hf_state_dict(load_file(str(merged / "model.safetensors")), config, merged)
     base = export_hf.hf_state_dict(load_file(str(default_model_dir / "model.safetensors")), config, default_model_dir)

@@ -517,7 +517,7 @@ def train_merge_predict_serve(model: Path, tmp_path: Path, capsys, *, learning_r
     import urllib.request
 
     from address_completion.data import dataio
-    from address_completion.training import merge
+    from address_completion.model import export_paddle
     from address_completion.inference.generate import Completer
     from address_completion.inference.protocol import ServerSettings
     from address_completion.inference.server import start_in_thread
@@ -539,7 +539,7 @@ def train_merge_predict_serve(model: Path, tmp_path: Path, capsys, *, learning_r
     assert len(losses) == 5 and losses[-1] < losses[0] - min_loss_drop, losses
 
     merged = tmp_path / "merged"
-    result = merge.merge_adapter(str(model), str(output), merged)
+    result = export_paddle.merge_adapter(str(model), str(output), merged)
     assert result.max_abs_diff <= result.allowed and result.adapter_effect > 100 * result.allowed
 
     capsys.readouterr()

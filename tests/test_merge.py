@@ -8,8 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from address_completion.training import merge
-from address_completion.model import verify
+from address_completion.model import export_paddle, verify
 from address_completion.cli import main
 from address_completion.errors import ConfigError, OutputExistsError
 
@@ -19,7 +18,7 @@ TOLERANCE = 1e-4
 @pytest.fixture(scope="module")
 def merged_dir(default_model_dir, lora_adapter_dir, tmp_path_factory) -> Path:
     output = tmp_path_factory.mktemp("merge") / "merged"
-    result = merge.merge_adapter(str(default_model_dir), str(lora_adapter_dir), output)
+    result = export_paddle.merge_adapter(str(default_model_dir), str(lora_adapter_dir), output)
     assert result.output_path == output
     assert result.max_abs_diff <= TOLERANCE
     assert result.adapter_effect > 100 * TOLERANCE, "the adapter must change the logits for the test to mean much"
@@ -45,14 +44,14 @@ def test_merged_logits_equal_base_plus_adapter(merged_dir, default_model_dir, lo
 def test_merged_folder_is_a_complete_model(merged_dir, default_model_dir, lora_adapter_dir):
     names = {path.name for path in merged_dir.iterdir()}
     assert {"config.json", "model.safetensors", "generation_config.json", "vocab.json", "merges.txt",
-            "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json", merge.RECORD_FILE} <= names
+            "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json", export_paddle.RECORD_FILE} <= names
     assert not any(name.startswith(".") for name in names)
     for name in ("vocab.json", "merges.txt", "tokenizer_config.json"):
         assert (merged_dir / name).read_bytes() == (default_model_dir / name).read_bytes()
     assert "chat_template" in json.loads((merged_dir / "tokenizer_config.json").read_text(encoding="utf-8"))
     generation = json.loads((merged_dir / "generation_config.json").read_text(encoding="utf-8"))
     assert generation["eos_token_id"] == [151645, 151643]
-    record = json.loads((merged_dir / merge.RECORD_FILE).read_text(encoding="utf-8"))
+    record = json.loads((merged_dir / export_paddle.RECORD_FILE).read_text(encoding="utf-8"))
     assert record["base_model"] == str(default_model_dir)
     assert record["lora_path"] == str(Path(lora_adapter_dir).resolve())
     assert record["lora"]["r"] == 4 and record["lora"]["lora_alpha"] == 8
@@ -93,9 +92,9 @@ def test_refuses_non_empty_output(default_model_dir, lora_adapter_dir, tmp_path)
     output.mkdir()
     (output / "notes.txt").write_text("keep me", encoding="utf-8")
     with pytest.raises(OutputExistsError):
-        merge.merge_adapter(str(default_model_dir), str(lora_adapter_dir), output)
+        export_paddle.merge_adapter(str(default_model_dir), str(lora_adapter_dir), output)
     with pytest.raises(ConfigError, match="holds no config.json"):  # --force replaces model folders only
-        merge.merge_adapter(str(default_model_dir), str(lora_adapter_dir), output, force=True)
+        export_paddle.merge_adapter(str(default_model_dir), str(lora_adapter_dir), output, force=True)
     assert [path.name for path in tmp_path.iterdir()] == ["out"]
     assert (output / "notes.txt").read_text(encoding="utf-8") == "keep me"
 
@@ -107,7 +106,7 @@ def test_cli_pdparams_and_force_replace(default_model_dir, lora_adapter_dir, tmp
                  "--output_path", str(output), "--safe_serialization", "false", "--device", "cpu"]
     assert main(arguments) == 0
     assert (output / "model_state.pdparams").is_file() and not list(output.glob("*.safetensors"))
-    assert json.loads((output / merge.RECORD_FILE).read_text(encoding="utf-8"))["weights_format"] == "pickle"
+    assert json.loads((output / export_paddle.RECORD_FILE).read_text(encoding="utf-8"))["weights_format"] == "pickle"
     captured = capsys.readouterr()
     assert "max |logit diff|" in captured.out and "pickle" not in captured.err  # its own fresh file: no warning
     assert main(arguments) == 2  # exists: refused
@@ -126,7 +125,7 @@ def test_failed_verification_leaves_no_output(default_model_dir, lora_adapter_di
     monkeypatch.setattr(verify, "max_logit_difference", lambda *args: 1.0)
     output = tmp_path / "merged"
     with pytest.raises(verify.MergeVerificationError, match="tolerance"):
-        merge.merge_adapter(str(default_model_dir), str(lora_adapter_dir), output)
+        export_paddle.merge_adapter(str(default_model_dir), str(lora_adapter_dir), output)
     assert list(tmp_path.iterdir()) == []
 
 
@@ -136,14 +135,14 @@ def test_rejects_pissa_adapter(default_model_dir, lora_adapter_dir, tmp_path):
     config = json.loads((adapter / "lora_config.json").read_text(encoding="utf-8"))
     (adapter / "lora_config.json").write_text(json.dumps({**config, "pissa": True}), encoding="utf-8")
     with pytest.raises(ConfigError, match="PiSSA"):
-        merge.merge_adapter(str(default_model_dir), str(adapter), tmp_path / "merged")
+        export_paddle.merge_adapter(str(default_model_dir), str(adapter), tmp_path / "merged")
     assert not (tmp_path / "merged").exists()
 
 
 def test_rejects_a_folder_that_is_not_an_adapter(default_model_dir, tmp_path):
     (tmp_path / "not-an-adapter").mkdir()
     with pytest.raises(ConfigError, match="lora_config.json"):
-        merge.merge_adapter(str(default_model_dir), str(tmp_path / "not-an-adapter"), tmp_path / "merged")
+        export_paddle.merge_adapter(str(default_model_dir), str(tmp_path / "not-an-adapter"), tmp_path / "merged")
 
 
 @pytest.mark.slow

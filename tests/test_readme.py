@@ -118,6 +118,19 @@ def test_every_command_in_the_docs_is_accepted_by_the_cli(document):
         assert args.command == argv[0], command
 
 
+def test_readme_and_docs_use_the_kebab_case_spellings():
+    """Issue 24: `--force` replaces a result in every command and flags are --kebab-case; the older or PaddleNLP
+    spellings (--overwrite, --nproc_per_node) are named at most once, as an alias for readers who know them, and
+    never in a command line."""
+    documents = ["README.md", *(str(path.relative_to(ROOT)) for path in sorted((ROOT / "docs").glob("*.md")))]
+    for alias in ("--overwrite", "--nproc_per_node"):
+        mentions = {document: (ROOT / document).read_text(encoding="utf-8").count(alias) for document in documents}
+        assert sum(mentions.values()) <= 1, f"{alias} written {mentions}; use its kebab-case or --force spelling"
+        commands = [command for document in documents for command in documented_commands(document)
+                    if re.search(rf"{alias}(?![\w-])", command)]
+        assert not commands, f"commands with {alias}: {commands}"
+
+
 def test_documented_test_commands_select_tests():
     """Each `bash scripts/test.sh ARGS` line in README.md and the docs: pytest collects at least one test with ARGS,
     and every marker a -m expression names is declared in pytest.ini (pytest would take an unknown one as a

@@ -162,7 +162,7 @@ def world(default_model_dir, lora_adapter_dir, tmp_path_factory) -> dict[str, st
     base_system_eval("eval_test_is_folder", data, root / "eval")
     config("huge_rank", lora_rank=10000, output_dir=str(root / "huge-rank"))
     copy_with("broken_lora_config", lora_adapter_dir, "lora_config.json", b'{"r": 8,')
-    from address_completion.training.merge import merge_adapter
+    from address_completion.model.export_paddle import merge_adapter
 
     paths["merged_model"] = merge_adapter(str(default_model_dir), str(lora_adapter_dir),
                                           root / "merged-model").output_path

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from address_completion.training import merge
+from address_completion.model import export_paddle
 from address_completion.model import verify
 from address_completion.model import speedups
 from address_completion.errors import ConfigError
@@ -205,9 +205,9 @@ def test_merge_under_every_patch_is_exact(stock, default_model_dir, lora_adapter
     verification (patched adapter model vs merged model) still passes."""
     from safetensors.numpy import load_file
 
-    plain = merge.merge_adapter(str(default_model_dir), str(lora_adapter_dir), tmp_path / "stock")
+    plain = export_paddle.merge_adapter(str(default_model_dir), str(lora_adapter_dir), tmp_path / "stock")
     speedups.apply(sorted(speedups.PATCHES))
-    patched = merge.merge_adapter(str(default_model_dir), str(lora_adapter_dir), tmp_path / "patched")
+    patched = export_paddle.merge_adapter(str(default_model_dir), str(lora_adapter_dir), tmp_path / "patched")
     assert patched.max_abs_diff <= 1e-5 and plain.max_abs_diff <= 1e-5
     expected, merged = load_file(tmp_path / "stock" / "model.safetensors"), \
         load_file(tmp_path / "patched" / "model.safetensors")

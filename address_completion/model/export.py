@@ -9,6 +9,10 @@ real address prompts are compared with the Paddle model's, and its tokenizer mus
 ids; a GGUF file is also re-imported with the project's own importer, and both loads are compared with the
 Paddle model carrying the very weights the file stores as well (any conversion mistake shows there, whatever
 the rounding does). Above a tolerance the export fails and OUT is not written.
+
+The export side writes every format of a merged model: this module Hugging Face and GGUF, export_paddle.py
+the Paddle folder (`merge`'s default format); `merge` (training/merge.py) is only their front for PaddleNLP's
+merge_lora_params flags. Both merge through model/verify.py's checks.
 """
 
 from __future__ import annotations

@@ -329,7 +329,7 @@ def run(args: argparse.Namespace) -> int:
     if request is not None:  # this process only checks and launches; the launched processes train
         return launch_training(args.config, overrides, sorted(flags), request)
     if "--trust-pickle" in flags:
-        os.environ[TRUST_PICKLE_ENV] = "1"  # runtime setup, as cli.main does for --trust-pickle before the config
+        os.environ[TRUST_PICKLE_ENV] = "1"  # as commands.run_command does for --trust-pickle, before the config
     if "--debug" in flags and not args.debug:
         args.debug = True
         configure_logging(debug=True)
