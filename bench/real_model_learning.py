@@ -146,8 +146,9 @@ def evaluate_model(model: str, lora_path: str | None, pairs: Sequence[dict[str, 
 def baselines(pairs: Sequence[dict[str, str]], train_file: Path, contexts: Sequence[Any]) -> list[dict[str, Any]]:
     """The prior and the city-frequency baseline (counted on ``train_file``) on ``pairs``: the evaluator's
     ``prior`` systems, scored as the models are."""
+    from address_completion.evaluation.baselines import PriorSystem
     from address_completion.evaluation.metrics import exact_match, versus_prior
-    from address_completion.evaluation.systems import EvalSettings, PriorSystem, SystemSpec, as_answer
+    from address_completion.evaluation.systems import EvalSettings, SystemSpec, as_answer
 
     rows = []
     for name, options in (("prior", {}), ("city-frequency", {"train_file": str(train_file)})):

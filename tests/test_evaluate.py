@@ -14,7 +14,8 @@ from conftest import wait_until_paused
 from address_completion import cli
 from address_completion.errors import ConfigError, DataError, OutputExistsError
 from address_completion.evaluation.evaluate import load_config, run_evaluation
-from address_completion.evaluation.systems import KINDS, System
+from address_completion.evaluation.registry import KINDS
+from address_completion.evaluation.systems import System
 
 PREFIX = "补齐五级行政地址: "
 PAIRS = [

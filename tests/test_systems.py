@@ -10,8 +10,12 @@ import pytest
 
 from address_completion.errors import AddressCompletionError, ConfigError, DataError
 from address_completion.data.prompt import with_prefix
-from address_completion.evaluation.systems import (EvalSettings, OpenAISystem, PaddleSystem, PredictionsSystem, RemoteSystemError, RulesSystem,
-                                        SystemSpec, as_answer, create_system, join_address, user_message)
+from address_completion.evaluation.baselines import RulesSystem, join_address
+from address_completion.evaluation.paddle_system import PaddleSystem
+from address_completion.evaluation.registry import create_system
+from address_completion.evaluation.remote_systems import (OpenAISystem, PredictionsSystem, RemoteSystemError,
+                                                          user_message)
+from address_completion.evaluation.systems import EvalSettings, SystemSpec, as_answer
 
 PREFIX = "补齐五级行政地址: "
 

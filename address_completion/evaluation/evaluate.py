@@ -40,8 +40,8 @@ from ..progress import progress as progress_tracker
 from ..runtime import logger
 from .report import summary_lines, write_report
 from .settings_model import entry_model, expected, integer, text, validate_settings
-from .systems import (COMMON_KEYS, DEVICES, DTYPES, KINDS, RECORD_KEYS, EvalSettings, System, SystemSpec, as_answer,
-                      create_system, yaml_number_hint)
+from .registry import COMMON_KEYS, KINDS, create_system
+from .systems import DEVICES, DTYPES, RECORD_KEYS, EvalSettings, System, SystemSpec, as_answer, yaml_number_hint
 
 TOP_KEYS = ("test_file", "output_dir", "settings", "systems", "title")
 # setting -> (type, minimum or allowed values); None as a value is allowed only for "limit".
