@@ -181,6 +181,25 @@ def run(tmp_path, config: dict, **kwargs):
     return run_evaluation(load_config(write_config(tmp_path / "eval.yaml", config)), progress=False, **kwargs)
 
 
+def test_an_input_with_the_prompt_prefix_is_answered_as_without_it(tmp_path, default_model_dir):
+    """The test file's inputs lose the prompt prefix once, where they are read: with or without it every system
+    gives the same answers, and an abstention returns the bare input."""
+    pairs = [*PAIRS, ("扬子江南路1号", "陕西省西安市碑林区扬子江南路1号")]  # no candidate: abstained
+    systems = [{"name": "model", "kind": "paddle", "model": str(default_model_dir), "min_confidence": 0.5},
+               {"name": "prior", "kind": "prior"}, {"name": "gazetteer", "kind": "rules", "engine": "gazetteer"}]
+    answers = {}
+    for form, prefix in (("bare", ""), ("prefixed", PREFIX)):
+        test = write_jsonl(tmp_path / f"{form}.json", [{"src": prefix + src, "tgt": tgt} for src, tgt in pairs])
+        out = tmp_path / form
+        run(tmp_path, base_config(test, out, systems, max_new_tokens=6, device="cpu"))
+        answers[form] = {system["name"]: [(line["predict"], line["abstained"]) for line in map(json.loads, (
+            out / "predictions" / f"{system['name']}.scored.jsonl").read_text("utf-8").splitlines())]
+            for system in systems}
+    assert answers["prefixed"] == answers["bare"]
+    assert {name: found[-1] for name, found in answers["bare"].items()} == {
+        name: ("扬子江南路1号", True) for name in answers["bare"]}
+
+
 @pytest.mark.parametrize("detail, kept", [("verbatim", 0), ("clean", 2)])
 def test_detail_kept_follows_the_detail_setting(tmp_path, detail, kept):
     """An answer that folds away the `_` or the repeated run the user wrote lost detail under verbatim (the

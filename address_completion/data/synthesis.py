@@ -37,7 +37,7 @@ from .gazetteer import (DEFAULT_DETAIL, DETAILS, ZONE_WORDS, AdminChain, Divisio
                         completion_candidates, load_gazetteer)
 from .input_classes import INPUT_CLASSES, chain_levels, inside as _inside, input_class
 from .poi import PoiData, load_poi
-from .prompt import with_prefix
+from .prompt import strip_prefix, with_prefix
 from ..progress import progress
 from ..runtime import logger
 
@@ -967,7 +967,7 @@ def summary(examples: list[Example], gazetteer: Gazetteer, output: Path, written
             source: str | None = None) -> str:
     """Human-readable report of what ``prepare`` wrote (``source``: a line about where the addresses came from)."""
     kinds = Counter(example.kind for example in examples)
-    classes = Counter(input_class(example.src, gazetteer, prefix) for example in examples)
+    classes = Counter(input_class(strip_prefix(example.src, prefix), gazetteer) for example in examples)
     noise = Counter(kind for example in examples for kind in example.noise)
     noisy = sum(1 for example in examples if example.noise)
     lines = [f"wrote {written} pairs to {output}",

@@ -114,11 +114,10 @@ class RulesSystem(System):
                 **stamp}
 
     def predict(self, addresses: list[str]) -> list[Answer]:
-        bare = [strip_prefix(address, self.settings.prompt_prefix) for address in addresses]
         if self.engine == "gazetteer":
-            return [self._gazetteer(address) for address in bare]
+            return [self._gazetteer(address) for address in addresses]
         with contextlib.redirect_stdout(io.StringIO()):
-            return self._cpca(bare) if self.engine == "cpca" else [self._jionlp(address) for address in bare]
+            return self._cpca(addresses) if self.engine == "cpca" else [self._jionlp(address) for address in addresses]
 
     def _gazetteer(self, address: str) -> Answer:
         """Chain text + the verbatim rest when the parse gives one consistent chain; else abstain."""
@@ -167,12 +166,13 @@ def answer_chain(candidates: Any, target: str) -> str | None:
 
 def chain_counts(path: Path, prefix: str = DEFAULT_PROMPT_PREFIX) -> dict[str, int]:
     """How often each chain (text, e.g. 江苏省徐州市鼓楼区) is the answer in a src/tgt file: for each pair, the
-    gazetteer's candidate equal to the target. Pairs whose target is no candidate count for nothing.
+    gazetteer's candidate equal to the target (the file's src lose the prompt prefix here, as they are read). Pairs
+    whose target is no candidate count for nothing.
 
     Raises DataError (from :func:`dataio.read_records`) for a missing or malformed file."""
     counts: dict[str, int] = {}
     for record in dataio.read_records(path, required=("src", "tgt")).records:
-        chain = answer_chain(address_candidates(record["src"], prefix), record["tgt"])
+        chain = answer_chain(address_candidates(strip_prefix(record["src"], prefix)), record["tgt"])
         if chain is not None:
             counts[chain] = counts.get(chain, 0) + 1
     return counts
@@ -213,7 +213,7 @@ class PriorSystem(System):
     def predict(self, addresses: list[str]) -> list[Answer]:
         answers: list[Answer] = []
         for address in addresses:
-            candidates = address_candidates(address, self.settings.prompt_prefix)
+            candidates = address_candidates(address)
             if not candidates:
                 answers.append(abstain(address))
                 continue

@@ -170,7 +170,7 @@ class OpenAISystem(System):
         content = (content or "").strip()
         details = choice.get("address_completion")
         if not content:
-            return abstain(strip_prefix(address, self.settings.prompt_prefix))
+            return abstain(address)
         if isinstance(details, dict) and details.get("abstained") is True:
             reason = details.get("reason")  # this project's server says why (generate.answer_problem)
             return {"predict": content, "abstained": True, **({"reason": reason} if isinstance(reason, str) else {})}
@@ -230,8 +230,14 @@ class PredictionsSystem(System):
         super().__init__(spec, settings)
         self._table: dict[str, Answer] | None = None
 
-    def key(self, text: str) -> str:
-        return normalize_text(strip_prefix(user_message(text), self.settings.prompt_prefix))
+    def key(self, address: str) -> str:
+        """How a bare test address is matched to the file's inputs."""
+        return normalize_text(address)
+
+    def file_key(self, prompt: str) -> str:
+        """:meth:`key` of the input in one line of the file: the user turn of a rendered prompt, or the text itself,
+        with the prompt prefix stripped (the file's inputs are read here, the test addresses come bare)."""
+        return self.key(strip_prefix(user_message(prompt), self.settings.prompt_prefix))
 
     def fingerprint(self) -> dict[str, Any]:
         path = self.spec.options["path"]
@@ -259,7 +265,7 @@ class PredictionsSystem(System):
             if not isinstance(abstained, bool):
                 raise DataError(f'"abstained": expected true or false, got {abstained!r}', path, number)
             value: Answer = {"predict": answer.strip(), "abstained": True} if abstained else answer.strip()
-            key = self.key(source)
+            key = self.file_key(source)
             if key in table and table[key] != value:
                 conflicts += 1
             table.setdefault(key, value)
