@@ -151,10 +151,10 @@ def baselines(pairs: Sequence[dict[str, str]], train_file: Path, contexts: Seque
     from address_completion.evaluation.metrics import exact_match, versus_prior
     from address_completion.evaluation.systems import EvalSettings, SystemSpec, as_answer
 
-    rows = []
+    rows, addresses = [], [strip_prefix(pair["src"]) for pair in pairs]  # the systems take bare addresses
     for name, options in (("prior", {}), ("city-frequency", {"train_file": str(train_file)})):
         system = PriorSystem(SystemSpec(name, "prior", options), EvalSettings())
-        answers = [as_answer(answer, name) for answer in system.predict([strip_prefix(pair["src"]) for pair in pairs])]
+        answers = [as_answer(answer, name) for answer in system.predict(addresses)]
         flags = [exact_match(answer["predict"], pair["tgt"]) and not answer["abstained"]
                  for answer, pair in zip(answers, pairs)]
         low, high = wilson(sum(flags), len(pairs))
