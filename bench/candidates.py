@@ -58,21 +58,21 @@ def measure(pairs: Sequence[dict[str, str]], *, classify: bool = True) -> dict[s
     from address_completion.data.gazetteer import load_gazetteer
     from address_completion.data.gazetteer.candidates import _fuzzy_index
     from address_completion.evaluation.metrics import classify_input, normalize_text
-    from address_completion.data.prompt import address_candidates
+    from address_completion.data.prompt import address_candidates, strip_prefix
 
     started = time.perf_counter()
     gazetteer = load_gazetteer()
     _fuzzy_index(gazetteer)  # built on first use: not a cost per address
     build_seconds = time.perf_counter() - started
     started = time.perf_counter()
-    found = [address_candidates(pair["src"]) for pair in pairs]
+    found = [address_candidates(strip_prefix(pair["src"])) for pair in pairs]
     seconds = time.perf_counter() - started
     items = []
     for pair, candidates in zip(pairs, found):
         expected = normalize_text(pair["tgt"])
         texts = [candidate.text for candidate in candidates]
         normalized = [normalize_text(text) for text in texts]
-        input_class = classify_input(pair["src"], gazetteer) if classify else pair.get("way", "?")
+        input_class = classify_input(strip_prefix(pair["src"]), gazetteer) if classify else pair.get("way", "?")
         items.append({"src": pair["src"], "tgt": pair["tgt"], "input_class": input_class, "candidates": texts,
                       "chains": [candidate.chain.text() for candidate in candidates], "found": expected in normalized,
                       "top1": bool(normalized) and normalized[0] == expected})

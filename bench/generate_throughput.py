@@ -162,7 +162,7 @@ def scoring_pairs(completer, addresses: Sequence[str]) -> list[list[tuple[list[i
 
     pairs = []
     for address in addresses:
-        candidates = address_candidates(address, completer.prefix)
+        candidates = address_candidates(address)
         prompt = encode_prompts(completer.tokenizer, [completer.prompt_for(address, candidates)])[0]
         pairs.append([(prompt, answer_ids(completer.tokenizer, candidate.text)) for candidate in candidates])
     return pairs

@@ -146,13 +146,15 @@ def evaluate_model(model: str, lora_path: str | None, pairs: Sequence[dict[str, 
 def baselines(pairs: Sequence[dict[str, str]], train_file: Path, contexts: Sequence[Any]) -> list[dict[str, Any]]:
     """The prior and the city-frequency baseline (counted on ``train_file``) on ``pairs``: the evaluator's
     ``prior`` systems, scored as the models are."""
+    from address_completion.data.prompt import strip_prefix
+    from address_completion.evaluation.baselines import PriorSystem
     from address_completion.evaluation.metrics import exact_match, versus_prior
-    from address_completion.evaluation.systems import EvalSettings, PriorSystem, SystemSpec, as_answer
+    from address_completion.evaluation.systems import EvalSettings, SystemSpec, as_answer
 
-    rows = []
+    rows, addresses = [], [strip_prefix(pair["src"]) for pair in pairs]  # the systems take bare addresses
     for name, options in (("prior", {}), ("city-frequency", {"train_file": str(train_file)})):
         system = PriorSystem(SystemSpec(name, "prior", options), EvalSettings())
-        answers = [as_answer(answer, name) for answer in system.predict([pair["src"] for pair in pairs])]
+        answers = [as_answer(answer, name) for answer in system.predict(addresses)]
         flags = [exact_match(answer["predict"], pair["tgt"]) and not answer["abstained"]
                  for answer, pair in zip(answers, pairs)]
         low, high = wilson(sum(flags), len(pairs))
@@ -234,6 +236,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from address_completion import files
     from address_completion.data import dataio
     from address_completion.evaluation.evaluate import choice_counts
+    from address_completion.data.prompt import strip_prefix
     from address_completion.evaluation.metrics import choice_context
     from address_completion.training.config import load_config
     from address_completion.runtime import setup_runtime
@@ -247,7 +250,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     pairs = dataio.read_records(test_file, required=("src", "tgt")).records[: args.limit]
     if not pairs:
         raise AddressCompletionError(f"{test_file}: no src/tgt pairs")
-    contexts = [choice_context(pair["src"], pair["tgt"]) for pair in pairs]
+    contexts = [choice_context(strip_prefix(pair["src"]), pair["tgt"]) for pair in pairs]
     setup_runtime(model=model)
     lora_dir = output_dir / "lora"
     results: dict[str, Any] = {

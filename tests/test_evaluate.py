@@ -14,7 +14,8 @@ from conftest import wait_until_paused
 from address_completion import cli
 from address_completion.errors import ConfigError, DataError, OutputExistsError
 from address_completion.evaluation.evaluate import load_config, run_evaluation
-from address_completion.evaluation.systems import KINDS, System
+from address_completion.evaluation.registry import KINDS
+from address_completion.evaluation.systems import System
 
 PREFIX = "补齐五级行政地址: "
 PAIRS = [
@@ -178,6 +179,25 @@ def test_predictions_file_that_is_not_utf8_names_file_and_line(tmp_path, test_fi
 
 def run(tmp_path, config: dict, **kwargs):
     return run_evaluation(load_config(write_config(tmp_path / "eval.yaml", config)), progress=False, **kwargs)
+
+
+def test_an_input_with_the_prompt_prefix_is_answered_as_without_it(tmp_path, default_model_dir):
+    """The test file's inputs lose the prompt prefix once, where they are read: with or without it every system
+    gives the same answers, and an abstention returns the bare input."""
+    pairs = [*PAIRS, ("扬子江南路1号", "陕西省西安市碑林区扬子江南路1号")]  # no candidate: abstained
+    systems = [{"name": "model", "kind": "paddle", "model": str(default_model_dir), "min_confidence": 0.5},
+               {"name": "prior", "kind": "prior"}, {"name": "gazetteer", "kind": "rules", "engine": "gazetteer"}]
+    answers = {}
+    for form, prefix in (("bare", ""), ("prefixed", PREFIX)):
+        test = write_jsonl(tmp_path / f"{form}.json", [{"src": prefix + src, "tgt": tgt} for src, tgt in pairs])
+        out = tmp_path / form
+        run(tmp_path, base_config(test, out, systems, max_new_tokens=6, device="cpu"))
+        answers[form] = {system["name"]: [(line["predict"], line["abstained"]) for line in map(json.loads, (
+            out / "predictions" / f"{system['name']}.scored.jsonl").read_text("utf-8").splitlines())]
+            for system in systems}
+    assert answers["prefixed"] == answers["bare"]
+    assert {name: found[-1] for name, found in answers["bare"].items()} == {
+        name: ("扬子江南路1号", True) for name in answers["bare"]}
 
 
 @pytest.mark.parametrize("detail, kept", [("verbatim", 0), ("clean", 2)])

@@ -240,6 +240,18 @@ def test_script_called_with_a_python_without_paddle_uses_the_checkout_environmen
     assert "model folder" in done.stderr and "does not exist" in done.stderr  # the .venv's CLI got that far
 
 
+def test_an_address_with_the_prompt_prefix_is_answered_as_without_it(model_args, capsys):
+    """The prefix is stripped once, where the input arrives: the same answer, and an abstention returns the bare
+    address (never the prefixed text)."""
+    bare = ["碑林区扬子江南路1号", "扬子江南路1号", "海淀区中关村大街27号"]  # the second has no candidate
+    assert main(["predict", *model_args, "--min-confidence", "0.5", "--json", *bare,
+                 *(DEFAULT_PROMPT_PREFIX + address for address in bare)]) == 0
+    records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert records[len(bare):] == records[:len(bare)]
+    assert (records[1]["predict"], records[1]["abstained"]) == ("扬子江南路1号", True)
+    assert records[0]["predict"] == "陕西省西安市碑林区扬子江南路1号" and not records[0]["abstained"]
+
+
 @pytest.mark.parametrize("address", ["扬子江南路碑林区1号", "[扬子江南路]碑林区1号"])
 def test_an_empty_free_answer_is_an_abstention_not_a_success(default_model_dir, address, capsys):
     """Street-first input has no candidate, so free decoding answers; the untrained default model stops at once.

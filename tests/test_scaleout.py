@@ -11,7 +11,7 @@ import pytest
 from address_completion.evaluation.evaluate import load_config
 from address_completion.model.modelfile import PROMPT_VARIABLE, ollama_modelfile
 from address_completion.data.prompt import render_prompt, user_message
-from address_completion.evaluation.systems import create_system
+from address_completion.evaluation.registry import create_system
 
 ROOT = Path(__file__).resolve().parents[1]
 ADDRESS = "朝阳区建国路88号"

@@ -10,8 +10,12 @@ import pytest
 
 from address_completion.errors import AddressCompletionError, ConfigError, DataError
 from address_completion.data.prompt import with_prefix
-from address_completion.evaluation.systems import (EvalSettings, OpenAISystem, PaddleSystem, PredictionsSystem, RemoteSystemError, RulesSystem,
-                                        SystemSpec, as_answer, create_system, join_address, user_message)
+from address_completion.evaluation.baselines import RulesSystem, join_address
+from address_completion.evaluation.paddle_system import PaddleSystem
+from address_completion.evaluation.registry import create_system
+from address_completion.evaluation.remote_systems import (OpenAISystem, PredictionsSystem, RemoteSystemError,
+                                                          user_message)
+from address_completion.evaluation.systems import EvalSettings, SystemSpec, as_answer
 
 PREFIX = "补齐五级行政地址: "
 
@@ -35,7 +39,7 @@ def test_join_address_drops_placeholders_and_repeated_municipality():
 def test_jionlp_completes_addresses():
     system = make("rules", engine="jionlp")
     assert system.unavailable_reason() is None
-    answers = system.predict(["碑林区扬子江南路467-6号", PREFIX + "扶风县法门镇美阳村", "徐汇区漕溪北路1号"])
+    answers = system.predict(["碑林区扬子江南路467-6号", "扶风县法门镇美阳村", "徐汇区漕溪北路1号"])
     assert answers == ["陕西省西安市碑林区扬子江南路467-6号", "陕西省宝鸡市扶风县法门镇美阳村", "上海市徐汇区漕溪北路1号"]
     assert system.fingerprint()["version"]
 
@@ -62,7 +66,7 @@ def test_jionlp_abstains_when_it_finds_no_division():
 def test_gazetteer_engine_answers_one_consistent_chain_else_abstains():
     system = make("rules", engine="gazetteer")
     assert system.unavailable_reason() is None
-    answers = system.predict([PREFIX + "碑林区扬子江南路467-6号", "朝阳区建国路88号", "重庆渝北区金开大道68号",
+    answers = system.predict(["碑林区扬子江南路467-6号", "朝阳区建国路88号", "重庆渝北区金开大道68号",
                               "陕西省杭州市碑林区1号", "滨江新区桃园新城26号楼2单元", "浙江省 织里镇 吴兴区织里镇织纺路731号"])
     assert answers == ["陕西省西安市碑林区扬子江南路467-6号",
                        {"predict": "朝阳区建国路88号", "abstained": True},  # ambiguous: 北京 or 长春 …
@@ -110,7 +114,7 @@ def test_predictions_file_matched_by_input(tmp_path):
     path.write_text("".join(json.dumps(line, ensure_ascii=False) + "\n" for line in lines), encoding="utf-8")
     system = make("predictions", path=str(path))
     assert user_message(rendered) == PREFIX + "碑林区扬子江南路467-6号"
-    answers = system.predict(["碑林区扬子江南路467-6号", "扶风县法门镇美阳村", PREFIX + "徐汇区漕溪北路1号"])
+    answers = system.predict(["碑林区扬子江南路467-6号", "扶风县法门镇美阳村", "徐汇区漕溪北路1号"])  # bare, as evaluate gives
     assert answers == ["陕西省西安市碑林区扬子江南路467-6号", "陕西省宝鸡市扶风县法门镇美阳村", "上海市徐汇区漕溪北路1号"]
     assert system.predict(["朝阳区建国路88号"]) == [{"predict": "朝阳区建国路88号", "abstained": True}]
     with pytest.raises(DataError, match=r"no prediction for 1 of the 2 test inputs, e.g. '海淀区1号'"):

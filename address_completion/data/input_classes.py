@@ -7,9 +7,7 @@ Library layer: the gazetteer's parser and candidates only; used by ``prepare`` (
 
 from __future__ import annotations
 
-from .. import DEFAULT_PROMPT_PREFIX
 from .gazetteer import AdminChain, Division, Gazetteer, ParsedAddress, completion_candidates, normalize_address
-from .prompt import strip_prefix
 
 # Every class input_class returns, in the order prepare's summary lists them (reports: metrics.INPUT_CLASSES).
 INPUT_CLASSES = ("already_full", "unique_county", "ambiguous_county", "town_first", "no_admin_token")
@@ -56,8 +54,9 @@ def _parse_over_typo(gazetteer: Gazetteer, address: str) -> ParsedAddress:
     return parsed
 
 
-def input_class(src: str, gazetteer: Gazetteer, prefix: str = DEFAULT_PROMPT_PREFIX) -> str:
-    """What kind of input ``src`` is, for evaluation breakdowns (one of :data:`INPUT_CLASSES`).
+def input_class(address: str, gazetteer: Gazetteer) -> str:
+    """What kind of input a bare ``address`` (prompt prefix stripped) is, for evaluation breakdowns (one of
+    :data:`INPUT_CLASSES`).
 
     already_full: every level written in full (as the target would be); town_first: the first
     written division is a town; unique_county / ambiguous_county: whether the county-level name is
@@ -66,7 +65,7 @@ def input_class(src: str, gazetteer: Gazetteer, prefix: str = DEFAULT_PROMPT_PRE
     Divisions found that do not nest (a town since moved to another county) still class the input by
     the names written: the county (else city, province) decides unique / ambiguous.
     """
-    address = normalize_address(strip_prefix(src, prefix), gazetteer.is_division_text)  # the text parse() reads
+    address = normalize_address(address, gazetteer.is_division_text)  # the text parse() reads
     parsed = _parse_over_typo(gazetteer, address)
     chain = parsed.chain
     if chain is None:

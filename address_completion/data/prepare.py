@@ -35,6 +35,7 @@ from .dataio import read_records, write_jsonl
 from .gazetteer import DEFAULT_DETAIL, DETAILS, Gazetteer, load_gazetteer
 from .input_classes import INPUT_CLASSES, input_class
 from .poi import load_poi
+from .prompt import strip_prefix
 from .shortening import shorten_addresses, shorten_poi
 from .synthesis import (DEFAULT_AMBIGUOUS_RATE, DEFAULT_FULL_RATE, DEFAULT_NOISE_RATE, KINDS, NOISE_WEIGHTS,
                         SHORTENING_WEIGHTS, Example, Settings, format_kind_weights, parse_kind_weights,
@@ -142,7 +143,7 @@ def summary(examples: list[Example], gazetteer: Gazetteer, output: Path, written
             source: str | None = None) -> str:
     """Human-readable report of what ``prepare`` wrote (``source``: a line about where the addresses came from)."""
     kinds = Counter(example.kind for example in examples)
-    classes = Counter(input_class(example.src, gazetteer, prefix) for example in examples)
+    classes = Counter(input_class(strip_prefix(example.src, prefix), gazetteer) for example in examples)
     noise = Counter(kind for example in examples for kind in example.noise)
     noisy = sum(1 for example in examples if example.noise)
     lines = [f"wrote {written} pairs to {output}",

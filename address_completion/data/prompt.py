@@ -56,15 +56,22 @@ def strip_grounding(message: str) -> str:
     return message[:found.start()].rstrip() if found else message
 
 
-def has_address_text(message: str) -> bool:
-    """Whether the address in ``message`` (prefix stripped) has a letter or digit; [] or 【】 alone has nothing to
-    complete (predict and serve refuse it)."""
-    return any(char.isalnum() for char in strip_prefix(message))
+def has_address_text(address: str) -> bool:
+    """Whether a bare address (prefix stripped) has a letter or digit; [] or 【】 alone has nothing to complete
+    (predict and serve refuse it)."""
+    return any(char.isalnum() for char in address)
 
 
 def strip_prefix(message: str, prefix: str = DEFAULT_PROMPT_PREFIX) -> str:
     """The address inside a user message (inverse of :func:`with_prefix`; a grounded message's candidates line,
-    :func:`strip_grounding`, is not part of it)."""
+    :func:`strip_grounding`, is not part of it).
+
+    Inside the package an address is bare; this is called only where text that may carry the prefix enters:
+    records as read (split's inputs, evaluate's test file and prediction cache, a predictions file, the
+    city-frequency baseline's train file, prepare's summary, training's dev pairs), input as it arrives (predict's
+    and serve's address check, :meth:`inference.generate.Completer.complete_detailed`, the web page's echo), and
+    :func:`user_message` when it finds the candidates of a training record's src itself.
+    """
     message = strip_grounding(message).strip()
     bare_prefix = prefix.strip()
     if bare_prefix and message.startswith(bare_prefix):
@@ -83,15 +90,13 @@ def check_grounding(grounding: str) -> str:
     return grounding
 
 
-def address_candidates(address: str, prefix: str = DEFAULT_PROMPT_PREFIX, limit: Optional[int] = None,
-                       detail: Optional[str] = None) -> list:
-    """The gazetteer's candidates (:class:`gazetteer.Candidate`) for the address in a user message
-    (at most ``limit``; default: the gazetteer's cap, :data:`gazetteer.MAX_CANDIDATES`); ``detail``: verbatim
-    (default) or clean, :data:`gazetteer.DETAILS`."""
+def address_candidates(address: str, limit: Optional[int] = None, detail: Optional[str] = None) -> list:
+    """The gazetteer's candidates (:class:`gazetteer.Candidate`) for a bare address (prefix stripped: see
+    :func:`strip_prefix`), at most ``limit`` (default: the gazetteer's cap, :data:`gazetteer.MAX_CANDIDATES`);
+    ``detail``: verbatim (default) or clean, :data:`gazetteer.DETAILS`."""
     from .gazetteer import DEFAULT_DETAIL, MAX_CANDIDATES, completion_candidates
 
-    return completion_candidates(strip_prefix(address, prefix), limit=limit or MAX_CANDIDATES,
-                                 detail=detail or DEFAULT_DETAIL)
+    return completion_candidates(address, limit=limit or MAX_CANDIDATES, detail=detail or DEFAULT_DETAIL)
 
 
 def candidate_chains(candidates: Sequence[Any], rng: Optional[random.Random] = None) -> list[str]:
@@ -114,7 +119,8 @@ def user_message(address: str, prefix: str = DEFAULT_PROMPT_PREFIX, grounding: s
                  candidates: Optional[Sequence[Any]] = None, rng: Optional[random.Random] = None,
                  detail: Optional[str] = None) -> str:
     """The user turn: prefixed address, plus the candidate chains when grounded (:func:`candidate_chains`'s
-    order: canonical, or shuffled with ``rng``; ``候选: 无`` when there is none).
+    order: canonical, or shuffled with ``rng``; ``候选: 无`` when there is none). ``address`` may carry the prefix
+    (training passes its records' src as read).
 
     ``candidates`` (from :func:`address_candidates`, read under ``detail``) is computed when not given; pass it
     when the caller needs it too (constrained decoding) so the gazetteer runs once; ``[]`` gives the
@@ -124,7 +130,7 @@ def user_message(address: str, prefix: str = DEFAULT_PROMPT_PREFIX, grounding: s
     if check_grounding(grounding) == "none":
         return message
     if candidates is None:
-        candidates = address_candidates(address, prefix, detail=detail)
+        candidates = address_candidates(strip_prefix(address, prefix), detail=detail)
     chains = CHAIN_SEPARATOR.join(candidate_chains(candidates, rng)) or NO_CANDIDATE
     return message + CANDIDATES_LINE.format(chains=chains)
 

@@ -106,6 +106,12 @@ def address_key(text: str) -> str:
     return normalize_address(text).casefold()
 
 
+def source_address(record: Record) -> str:
+    """The bare address of a record's ``src`` as read (prompt prefix stripped): the one place split strips it, so
+    ``补齐五级行政地址: 碑林区…`` and ``碑林区…`` are the same input."""
+    return strip_prefix(record["src"])
+
+
 def mask_digits(text: str) -> str:
     """``text`` with every digit run (ASCII or full-width) replaced by one placeholder."""
     return DIGIT_RUN.sub(DIGIT_PLACEHOLDER, text)
@@ -121,7 +127,7 @@ def remove_duplicates(records: Sequence[Record]) -> tuple[list[dict[str, str]], 
     seen_masked: set[tuple[str, str]] = set()
     exact = near = 0
     for record in records:
-        source, target = strip_prefix(record["src"]), record["tgt"].strip()
+        source, target = source_address(record), record["tgt"].strip()
         masked = (mask_digits(source), mask_digits(target))
         if (source, target) in seen_exact:
             exact += 1
@@ -152,7 +158,7 @@ def leakage_groups(records: Sequence[Record], street_of: Optional[StreetLookup] 
 
     keys = []
     for record in records:
-        source_key = address_key(strip_prefix(record["src"]))
+        source_key = address_key(source_address(record))
         target_key = address_key(record["tgt"])
         root_source, root_target = find(source_key), find(target_key)
         if root_source != root_target:

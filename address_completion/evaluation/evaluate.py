@@ -40,8 +40,8 @@ from ..progress import progress as progress_tracker
 from ..runtime import logger
 from .report import summary_lines, write_report
 from .settings_model import entry_model, expected, integer, text, validate_settings
-from .systems import (COMMON_KEYS, DEVICES, DTYPES, KINDS, RECORD_KEYS, EvalSettings, System, SystemSpec, as_answer,
-                      create_system, yaml_number_hint)
+from .registry import COMMON_KEYS, KINDS, create_system
+from .systems import DEVICES, DTYPES, RECORD_KEYS, EvalSettings, System, SystemSpec, as_answer, yaml_number_hint
 
 TOP_KEYS = ("test_file", "output_dir", "settings", "systems", "title")
 # setting -> (type, minimum or allowed values); None as a value is allowed only for "limit".
@@ -291,9 +291,11 @@ def select_systems(systems: Any, names: Sequence[str], source: str) -> list[Any]
 # ---------------------------------------------------------------- prediction cache
 
 
-def cache_key(prompt: str, prefix: str) -> str:
-    """Cached answers are matched on the exact input text (noise such as full-width digits is part of it)."""
-    return strip_prefix(prompt, prefix)
+def input_address(text: str, prefix: str) -> str:
+    """The bare address in a test record's src or a cached record's prompt: the evaluation's one place that strips
+    the prompt prefix. Cached answers are matched on this exact input text (noise such as full-width digits is
+    part of it)."""
+    return strip_prefix(text, prefix)
 
 
 class PredictionCache:
@@ -359,7 +361,7 @@ class PredictionCache:
             if not _is_cache_record(record):
                 logger.warning("system %s: ignoring a malformed line in %s", self.system, self.path)
                 continue
-            records[cache_key(record["prompt"], self.prefix)] = record
+            records[input_address(record["prompt"], self.prefix)] = record
         return records
 
     def append(self, records: Sequence[dict[str, Any]]) -> None:
@@ -370,7 +372,7 @@ class PredictionCache:
             handle.flush()
             os.fsync(handle.fileno())
         for record in records:
-            self.records[cache_key(record["prompt"], self.prefix)] = record
+            self.records[input_address(record["prompt"], self.prefix)] = record
 
 
 def _is_cache_record(record: Any) -> bool:
@@ -383,8 +385,12 @@ def _is_cache_record(record: Any) -> bool:
 
 @dataclass
 class EvalItem:
+    """One test pair: ``source`` as the file holds it (written back as the records' prompt), ``address`` the bare
+    input every system and score is given (prompt prefix stripped once, when the test file is read)."""
+
     index: int
     source: str
+    address: str
     target: str
     input_class: str
     choice: ChoiceContext | None = None  # where the answer sits among the gazetteer's candidates
@@ -397,11 +403,15 @@ def read_test_set(config: EvalConfig, gazetteer: Any) -> tuple[list[EvalItem], i
         raise DataError("the test file holds no records", config.test_file)
     limit = config.settings.limit
     chosen = records[:limit] if limit else records
-    prefix = config.settings.prompt_prefix
-    items = [EvalItem(index, record["src"], record["tgt"], classify_input(record["src"], gazetteer, prefix=prefix),
-                      choice_context(record["src"], record["tgt"], prefix=prefix))
-             for index, record in enumerate(chosen)]
+    items = [eval_item(index, record, gazetteer, config.settings.prompt_prefix) for index, record in enumerate(chosen)]
     return items, len(records)
+
+
+def eval_item(index: int, record: dict[str, str], gazetteer: Any, prefix: str) -> EvalItem:
+    """The :class:`EvalItem` of one test record: where the test set's addresses lose the prompt prefix."""
+    address = input_address(record["src"], prefix)
+    return EvalItem(index, record["src"], address, record["tgt"], classify_input(address, gazetteer),
+                    choice_context(address, record["tgt"]))
 
 
 def choice_counts(contexts: Sequence[ChoiceContext]) -> dict[str, int]:
@@ -421,23 +431,21 @@ def chunks(values: Sequence[Any], size: int) -> list[list[Any]]:
 def run_system(system: System, items: Sequence[EvalItem], cache: PredictionCache, settings: EvalSettings,
                progress: bool = True) -> dict[str, dict[str, Any]]:
     """Predict every item not yet cached, appending each finished batch to the cache."""
-    prefix = settings.prompt_prefix
     pending: dict[str, EvalItem] = {}
     for item in items:
-        key = cache_key(item.source, prefix)
-        if key not in cache.records and key not in pending:
-            pending[key] = item
-    cached = sum(cache_key(item.source, prefix) in cache.records for item in items)
+        if item.address not in cache.records and item.address not in pending:
+            pending[item.address] = item
+    cached = sum(item.address in cache.records for item in items)
     logger.info("system %s: %d of %d test items cached, %d inputs to predict", system.name, cached, len(items),
                 len(pending))
     if not pending:
         return cache.records
     todo = list(pending.values())
-    system.check_inputs([strip_prefix(item.source, prefix) for item in todo])
+    system.check_inputs([item.address for item in todo])
     with progress_tracker(len(todo), f"system {system.name}", "addr", enabled=progress) as bar:
         for batch in chunks(todo, settings.batch_size):
             started = time.perf_counter()
-            answers = system.predict([strip_prefix(item.source, prefix) for item in batch])
+            answers = system.predict([item.address for item in batch])
             latency = (time.perf_counter() - started) / len(batch) if system.MEASURES_LATENCY else None
             if len(answers) != len(batch):
                 raise AddressCompletionError(f"system {system.name} returned {len(answers)} answers for "
@@ -465,11 +473,10 @@ def score_system(items: Sequence[EvalItem], records: dict[str, dict[str, Any]], 
                  settings: EvalSettings) -> list[ScoredItem]:
     scored = []
     for item in items:
-        record = records[cache_key(item.source, settings.prompt_prefix)]
-        score = score_item(item.source, record["predict"], item.target, gazetteer, input_class=item.input_class,
-                           prefix=settings.prompt_prefix, abstained=record_abstained(record),
-                           detail=settings.detail)
-        scored.append(ScoredItem(index=item.index, source=strip_prefix(item.source, settings.prompt_prefix),
+        record = records[item.address]
+        score = score_item(item.address, record["predict"], item.target, gazetteer, input_class=item.input_class,
+                           abstained=record_abstained(record), detail=settings.detail)
+        scored.append(ScoredItem(index=item.index, source=item.address,
                                  target=item.target, prediction=record["predict"], score=score,
                                  latency_s=record.get("latency_s"),
                                  extras={key: value for key, value in record.items() if key not in RECORD_KEYS}))

@@ -39,7 +39,6 @@ import statistics
 from dataclasses import asdict, dataclass, field
 from typing import Any, Iterable, Sequence
 
-from .. import DEFAULT_PROMPT_PREFIX
 from ..data.input_classes import input_class
 from ..data.matching import exact_match, normalize_text
 from ..data.gazetteer import address_detail, rule_short_forms
@@ -157,8 +156,8 @@ def detail_of(gazetteer: Any, text: str | None, detail: str = "verbatim") -> str
 
 
 def score_item(source: str, prediction: str, target: str, gazetteer: Any, *, input_class: str = "unknown",
-               prefix: str = DEFAULT_PROMPT_PREFIX, abstained: bool = False, detail: str = "verbatim") -> ItemScore:
-    """Score one prediction. ``source`` may carry the prompt prefix; it is removed first.
+               abstained: bool = False, detail: str = "verbatim") -> ItemScore:
+    """Score one prediction of the input ``source`` against ``target`` (the score reads only those two).
 
     An abstained item is never exact and never an invalid chain (it asserts no chain); its levels and
     detail are scored on the text returned, which is what a caller gets. ``detail`` (verbatim | clean) says
@@ -190,9 +189,9 @@ class ChoiceContext:
         return self.candidates >= 2
 
 
-def choice_context(source: str, target: str, *, prefix: str = DEFAULT_PROMPT_PREFIX) -> ChoiceContext:
-    """The :class:`ChoiceContext` of one test pair, from the gazetteer's candidates for ``source``."""
-    candidates = address_candidates(source, prefix)
+def choice_context(address: str, target: str) -> ChoiceContext:
+    """The :class:`ChoiceContext` of one test pair, from the gazetteer's candidates for a bare ``address``."""
+    candidates = address_candidates(address)
     wanted = normalize_text(target)
     rank = next((i for i, c in enumerate(candidates) if normalize_text(c.text) == wanted), None)
     first = candidate_chains(candidates)[:1]
@@ -217,9 +216,10 @@ def versus_prior(exact: Sequence[bool], contexts: Sequence[ChoiceContext]) -> di
     }
 
 
-def classify_input(source: str, gazetteer: Any, *, prefix: str = DEFAULT_PROMPT_PREFIX) -> str:
-    """The input class of ``source`` (one of INPUT_CLASSES), as :func:`data.input_classes.input_class` defines it."""
-    return input_class(source, gazetteer, prefix)
+def classify_input(address: str, gazetteer: Any) -> str:
+    """The input class of a bare ``address`` (one of INPUT_CLASSES), as :func:`data.input_classes.input_class`
+    defines it."""
+    return input_class(address, gazetteer)
 
 
 # ---------------------------------------------------------------- aggregates

@@ -23,11 +23,15 @@ class AddressProblem(NamedTuple):
 
 def address_problem(text: str, limit: int) -> Optional[AddressProblem]:
     """None when ``text`` is a usable address under a ``limit`` of characters, else what is wrong with it (the
-    length is checked first: a long input is refused whatever it holds)."""
+    length is checked first: a long input is refused whatever it holds).
+
+    ``text`` is the input as it arrived (it may carry the prompt prefix, which counts towards the limit): this
+    check is where predict and serve first read it, so the prefix is stripped here for the checks that follow."""
     if len(text) > limit:
         return AddressProblem(TOO_LONG, f"has {len(text)} characters; the limit is {limit}")
-    if not strip_prefix(text):  # the prompt's prefix alone would read as "no letter or digit"
+    address = strip_prefix(text)
+    if not address:  # the prompt's prefix alone would read as "no letter or digit"
         return AddressProblem(PREFIX_ONLY, "is the prompt prefix alone: nothing to complete")
-    if not has_address_text(text):
+    if not has_address_text(address):
         return AddressProblem(NO_TEXT, "has no letter or digit: nothing to complete")
     return None

@@ -460,6 +460,9 @@ class Completer:
         """Completions in input order (free, constrained or free fallback, as ``decoding`` says), each checked by
         :func:`answer_problem` (a failing answer becomes the input unchanged, abstained, with its reason).
 
+        ``addresses`` may carry the prompt prefix (user text): it is stripped here, once, and everything below
+        works on the bare address, which is also the text an abstention returns.
+
         ``details`` gives each address its own detail setting (the server's per-request option; None entries
         and a missing list mean :attr:`detail`). Free batches are formed by prompt length to limit padding; a
         batch gives exactly the one-at-a-time answers. Raises ValueError for batch_size < 1 or an unknown
@@ -470,7 +473,8 @@ class Completer:
         modes = [check_detail(mode or self.detail) for mode in (details or [None] * len(addresses))]
         if len(modes) != len(addresses):
             raise ValueError(f"{len(modes)} detail settings for {len(addresses)} addresses")
-        found = [address_candidates(address, self.prefix, MAX_CANDIDATES + 1, mode) if self.needs_candidates
+        addresses = [strip_prefix(address, self.prefix) for address in addresses]
+        found = [address_candidates(address, MAX_CANDIDATES + 1, mode) if self.needs_candidates
                  else None for address, mode in zip(addresses, modes)]
         cut = [bool(f) and len(f) > MAX_CANDIDATES for f in found]  # one more than the cap tells a list was cut
         candidates = [f[:MAX_CANDIDATES] if f else f for f in found]
@@ -511,7 +515,7 @@ class Completer:
         reason = answer_problem(completion.text, prefix=self.prefix)
         if reason is None:
             return completion
-        return replace(completion, text=strip_prefix(address, self.prefix), abstained=True, reason=reason, token_ids=())
+        return replace(completion, text=address, abstained=True, reason=reason, token_ids=())
 
     def _choose(self, addresses: Sequence[str], batch: Sequence[int], prompt_ids: Sequence[Sequence[int]],
                 candidates: Sequence[Any]) -> list[Completion]:
@@ -530,7 +534,7 @@ class Completer:
             (best_text, best_ids), best_probability = ranked[0]
             abstained = best_probability < self.min_confidence
             completions.append(Completion(
-                text=strip_prefix(addresses[index], self.prefix) if abstained else best_text, finish_reason="stop",
+                text=addresses[index] if abstained else best_text, finish_reason="stop",
                 prompt_tokens=len(prompt_ids[index]), completion_tokens=len(best_ids), decoding="constrained",
                 probability=best_probability, candidates=tuple((text, p) for (text, _), p in ranked),
                 abstained=abstained, reason=REASON_LOW_CONFIDENCE if abstained else None,
@@ -543,7 +547,7 @@ class Completer:
 
     def _abstention(self, address: str, prompt_ids: Sequence[int]) -> Completion:
         """The input unchanged, marked abstained: constrained decoding with min_confidence and no candidate."""
-        return Completion(text=strip_prefix(address, self.prefix), finish_reason="stop", prompt_tokens=len(prompt_ids),
+        return Completion(text=address, finish_reason="stop", prompt_tokens=len(prompt_ids),
                           completion_tokens=0, decoding="constrained", abstained=True, reason=REASON_NO_CANDIDATE)
 
     def _completion(self, address: str, prompt_ids: Sequence[int], new_ids: list[int],
@@ -552,7 +556,7 @@ class Completer:
         comes back as the input unchanged, marked abstained — never as an empty "success"."""
         stopped = bool(new_ids) and new_ids[-1] in self.stop_ids
         text = decode_answer(self.tokenizer, new_ids)
-        return Completion(text=text or strip_prefix(address, self.prefix), finish_reason="stop" if stopped else "length",
+        return Completion(text=text or address, finish_reason="stop" if stopped else "length",
                           prompt_tokens=len(prompt_ids), completion_tokens=len(new_ids), decoding=decoding,
                           abstained=not text, reason=None if text else REASON_EMPTY,
                           token_ids=tuple(new_ids) if text else ())

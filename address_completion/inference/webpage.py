@@ -23,7 +23,7 @@ from typing import Any, Awaitable, Callable, Optional
 from fastapi import Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 
-from ..data.prompt import address_candidates
+from ..data.prompt import address_candidates, strip_prefix
 from .batching import with_detail
 from .protocol import REPORT_FILE, CompleteRequest, RequestError, addresses_from_complete_request
 
@@ -44,11 +44,12 @@ def decision(details: dict[str, Any]) -> str:
 
 
 def explain(address: str, completion: Any, prefix: str) -> dict[str, Any]:
-    """One answer for the page: the chain and detail of the chosen candidate (None for a free answer)."""
+    """One answer for the page: the chain and detail of the chosen candidate (None for a free answer).
+    ``address`` is the request's text, echoed as typed (it may carry the prompt prefix)."""
     details = completion.details()
     chain = detail = None
     if details["decoding"] == "constrained" and not details["abstained"]:
-        for candidate in address_candidates(address, prefix):
+        for candidate in address_candidates(strip_prefix(address, prefix)):
             if candidate.text == completion.text:
                 chain, detail = candidate.chain.text(), candidate.detail
                 break

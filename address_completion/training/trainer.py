@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 from ..data import dataio
 from ..data.matching import exact_match
-from ..data.prompt import address_candidates
+from ..data.prompt import address_candidates, strip_prefix
 from ..inference.generate import Completer, body_and_head
 from ..memory import HeapTrimmer
 from ..progress import duration
@@ -88,7 +88,7 @@ def generation_eval(cfg: TrainConfig, tokenizer: Any, split: EncodedSplit) -> Ge
 def warn_if_model_never_chooses(pairs: Sequence[dict[str, str]], metric: str | None) -> int:
     """With constrained decoding, the dev inputs the model decides are those with ≥ 2 candidates; when there
     are none, eval_accuracy measures the gazetteer alone — say so once. Returns that number of inputs."""
-    chosen = sum(len(address_candidates(pair["src"])) >= 2 for pair in pairs)
+    chosen = sum(len(address_candidates(strip_prefix(pair["src"]))) >= 2 for pair in pairs)  # src as read
     if not chosen:
         logger.warning("warning: none of the %d evaluation inputs has two or more candidates, so eval_accuracy "
                        "(constrained decoding) measures the gazetteer's candidates, not the model%s", len(pairs),
