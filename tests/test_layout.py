@@ -188,7 +188,7 @@ def test_merge_is_only_the_front_of_the_export_side():
 
 # Files another change was rewriting when this test was written; their function-level imports of the package
 # still lack a reason (move them to the top of the module, or say why they must wait, then delete the line here).
-KNOWN_LAZY_WITHOUT_REASON = {"data/prompt.py", "data/gazetteer/history.py"}
+KNOWN_LAZY_WITHOUT_REASON: set[str] = set()
 
 
 def test_a_function_level_import_of_the_package_says_why():

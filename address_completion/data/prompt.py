@@ -19,6 +19,7 @@ import re
 from typing import Any, Optional, Sequence
 
 from .. import DEFAULT_PROMPT_PREFIX
+from .gazetteer import DEFAULT_DETAIL, MAX_CANDIDATES, completion_candidates
 
 PLAIN_TEMPLATE = "{message}\n"
 # Longest address predict and serve accept, in characters. A postal address is well under 100; the cap keeps one
@@ -94,8 +95,6 @@ def address_candidates(address: str, limit: Optional[int] = None, detail: Option
     """The gazetteer's candidates (:class:`gazetteer.Candidate`) for a bare address (prefix stripped: see
     :func:`strip_prefix`), at most ``limit`` (default: the gazetteer's cap, :data:`gazetteer.MAX_CANDIDATES`);
     ``detail``: verbatim (default) or clean, :data:`gazetteer.DETAILS`."""
-    from .gazetteer import DEFAULT_DETAIL, MAX_CANDIDATES, completion_candidates
-
     return completion_candidates(address, limit=limit or MAX_CANDIDATES, detail=detail or DEFAULT_DETAIL)
 
 

