@@ -85,7 +85,7 @@ def test_the_default_demo_trains_the_real_smollm2_and_quick_the_tiny_model(tmp_p
     assert [argv[0] for _, argv in real] == ["prepare", "prepare", "concat", "split", "train", "merge", "predict",
                                             "evaluate"]  # nothing to build
     poi, synthesized, concat = (argv for _, argv in real[:3])
-    assert poi[:4] == ["prepare", "--poi", "--num", "1500"] and synthesized[:3] == ["prepare", "--num", "1500"]
+    assert poi[:6] == ["prepare", "--poi", "--ambiguous-rate", "0.6", "--num", "1500"] and synthesized[:3] == ["prepare", "--num", "1500"]
     assert concat[1:] == [str(tmp_path / "d" / "pairs-poi.jsonl"), str(tmp_path / "d" / "pairs-synth.jsonl"),
                           str(tmp_path / "d" / "pairs.jsonl")]
     commands = {argv[0]: argv for _, argv in real}
@@ -104,9 +104,10 @@ def test_the_default_demo_trains_the_real_smollm2_and_quick_the_tiny_model(tmp_p
     assert commands["evaluate"][1].endswith("configs/eval_tiny.yaml")
 
 
+@pytest.mark.parametrize("flag", ["--poi-share", "--ambiguous-rate"])
 @pytest.mark.parametrize("share", ["-0.1", "1.5"])
-def test_demo_refuses_a_poi_share_outside_0_to_1_before_the_first_step(share, tmp_path, capsys):
-    assert main(["demo", "--output", str(tmp_path / "demo"), "--poi-share", share]) == 2
+def test_demo_refuses_a_share_outside_0_to_1_before_the_first_step(flag, share, tmp_path, capsys):
+    assert main(["demo", "--output", str(tmp_path / "demo"), flag, share]) == 2
     captured = capsys.readouterr()
-    assert captured.err.strip() == f"error: --poi-share must be between 0 and 1, got {float(share)}"
+    assert captured.err.strip() == f"error: {flag} must be between 0 and 1, got {float(share)}"
     assert "== [1/" not in captured.out and not (tmp_path / "demo").exists()
