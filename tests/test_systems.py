@@ -242,8 +242,10 @@ def test_openai_sends_training_message_greedy_with_key(stub, monkeypatch):
     assert headers["user-agent"].startswith("OpenAI/Python")  # the openai client makes the calls (its retries)
 
 
-def test_openai_grounded_message_carries_the_candidates(stub):
-    system = make("openai", FAST, base_url=stub.url, model="m", grounding="candidates")
+@pytest.mark.parametrize("grounding", ["candidates", "Candidates", "CANDIDATES"])
+def test_openai_grounded_message_carries_the_candidates(stub, grounding):
+    """grounding is read in any case, as the paddle systems read it."""
+    system = make("openai", FAST, base_url=stub.url, model="m", grounding=grounding)
     try:
         system.predict(["朝阳区建国路88号"])
     finally:
@@ -375,3 +377,12 @@ def test_a_number_yaml_read_as_text_gets_the_spelling_yaml_reads(default_model_d
     with pytest.raises(ConfigError, match=r"max_new_tokens: expected an integer >= 1, got '64' \(YAML read it as "
                                           r"text: write 64, unquoted\)$"):
         PaddleSystem.check_options(options, "cfg: systems[0]")
+
+
+def test_paddle_options_are_read_in_any_case(default_model_dir):
+    """grounding, decoding and detail validate in any case and reach the Completer lower-cased (a Completer given
+    "Candidates" refused it with a ValueError mid-run)."""
+    system = make("paddle", model=str(default_model_dir), grounding="Candidates", decoding="CONSTRAINED",
+                  detail="Verbatim")
+    assert system.decoding_options() == {"grounding": "candidates", "decoding": "constrained", "min_confidence": 0.0,
+                                         "detail": "verbatim"}

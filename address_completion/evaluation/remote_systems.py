@@ -49,7 +49,7 @@ class OpenAISystem(System):
         retries: integer(0) = None
         backoff: number(0) = None
         concurrency: integer(1) = None
-        grounding: choice(GROUNDINGS) = None
+        grounding: choice(GROUNDINGS, any_case=True) = None
 
         @model_validator(mode="after")
         def _key_is_set(self, info: ValidationInfo) -> Any:
@@ -69,7 +69,7 @@ class OpenAISystem(System):
     @property
     def grounding(self) -> str:
         """none (default: the plain training message) or candidates (the gazetteer's chains in the message)."""
-        return self.spec.options.get("grounding") or "none"
+        return str(self.spec.options.get("grounding") or "none").lower()  # validated in any case, as paddle's
 
     def _option(self, key: str, setting: str | None = None) -> Any:
         value = self.spec.options.get(key)
