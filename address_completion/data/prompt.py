@@ -35,15 +35,11 @@ _GROUNDING_LINE = re.compile(r"\n[ \t]*候选[ \t]*[:：]")
 
 
 def with_prefix(address: str, prefix: str = DEFAULT_PROMPT_PREFIX) -> str:
-    """The user message for ``address``: the prefix is added unless the text already starts with it; a candidates
-    line the text carries (:func:`strip_grounding`) is dropped, as :func:`strip_prefix` drops it."""
-    address = strip_grounding(address).strip()
-    if not prefix:
-        return address
-    bare_prefix = prefix.strip()
-    if address.startswith(bare_prefix):
-        return address
-    return prefix + address
+    """The user message for ``address``: ``prefix`` + the address :func:`strip_prefix` finds in the text (so a
+    prefix the text already carries, however typed, is written once, as ``prefix``; a candidates line the text
+    carries, :func:`strip_grounding`, is dropped)."""
+    address = strip_prefix(address, prefix)
+    return prefix + address if prefix else address
 
 
 def strip_grounding(message: str) -> str:
@@ -73,10 +69,17 @@ def strip_prefix(message: str, prefix: str = DEFAULT_PROMPT_PREFIX) -> str:
     :func:`user_message` when it finds the candidates of a training record's src itself.
     """
     message = strip_grounding(message).strip()
-    bare_prefix = prefix.strip()
-    if bare_prefix and message.startswith(bare_prefix):
-        return message[len(bare_prefix):].strip()
-    return message
+    found = _leading_prefixes(prefix).match(message) if prefix.strip() else None
+    return message[found.end():].strip() if found else message
+
+
+def _leading_prefixes(prefix: str) -> re.Pattern:
+    """The ``prefix`` at the start of a message, as people also type it: repeated (a client that adds it to text
+    that has it), a full-width colon for an ASCII one (or the reverse), any blanks around the colon."""
+    body = prefix.strip()
+    colon = body[-1:] in (":", "：")
+    pattern = re.escape(body[:-1].rstrip() if colon else body) + (r"[ \t]*[:：]" if colon else "")
+    return re.compile(rf"(?:{pattern}[ \t]*)+")
 
 
 def has_chat_template(tokenizer: Any) -> bool:
