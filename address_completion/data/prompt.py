@@ -64,7 +64,7 @@ def strip_prefix(message: str, prefix: str = DEFAULT_PROMPT_PREFIX) -> str:
 
     Inside the package an address is bare; this is called only where text that may carry the prefix enters:
     records as read (split's inputs, evaluate's test file and prediction cache, a predictions file, the
-    city-frequency baseline's train file, prepare's summary, training's dev pairs), input as it arrives (predict's
+    city-frequency baseline's train file, prepare's --input addresses and summary, training's dev pairs), input as it arrives (predict's
     and serve's address check, :meth:`inference.generate.Completer.complete_detailed`, the web page's echo), and
     :func:`user_message` when it finds the candidates of a training record's src itself.
     """
