@@ -39,14 +39,16 @@ DEMO_AMBIGUOUS_RATE = 0.6
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 
-def find_config(path: str) -> str:
-    """A config path as given, or inside the project checkout when run from elsewhere."""
-    if Path(path).exists():
-        return path
-    bundled = PROJECT_ROOT / path
-    if bundled.exists():
-        return str(bundled)
-    raise ConfigError(f"config {path} not found (looked in {Path.cwd()} and {PROJECT_ROOT})")
+def find_config(flag: str, path: str) -> str:
+    """The config file ``path`` as given, or inside the project checkout when run from elsewhere (the default
+    configs/… paths); ConfigError naming ``flag`` when neither is a file. The demo's check and its steps both ask
+    here, so the check never refuses a config the step would find."""
+    for candidate in (Path(path), PROJECT_ROOT / path):
+        if candidate.is_file():
+            return str(candidate)
+    state = "is not a file" if Path(path).exists() else "not found"
+    raise ConfigError(f"{flag} {path} {state} (looked in {Path.cwd()} and {PROJECT_ROOT}); give the config file "
+                      "(e.g. configs/tiny_cpu.json, configs/eval_tiny.yaml)")
 
 
 def concatenate(parts: list[Path], output: Path) -> None:
@@ -78,7 +80,7 @@ def demo_steps(args: argparse.Namespace) -> list[tuple[str, list[str]]]:
     if args.quick and (args.rebuild_model or not (Path(args.model) / "config.json").exists()):
         steps.append(("build the tiny default model (real Qwen2.5 tokenizer)",
                       ["build-model", "--output", args.model, *(["--force"] if args.rebuild_model else [])]))
-    train = ["train", find_config(args.train_config), "--model_name_or_path", args.model,
+    train = ["train", find_config("--train-config", args.train_config), "--model_name_or_path", args.model,
              "--dataset_name_or_path", str(data), "--output_dir", str(lora)]
     if args.max_steps is not None:
         train += ["--max_steps", str(args.max_steps)]
@@ -89,7 +91,7 @@ def demo_steps(args: argparse.Namespace) -> list[tuple[str, list[str]]]:
     steps.append(("complete a few addresses with the merged model",
                   ["predict", "--model", str(merged), *SAMPLE_ADDRESSES]))
     if not args.skip_eval:
-        evaluate = ["evaluate", find_config(args.eval_config), "--test-file", str(data / "test.json"),
+        evaluate = ["evaluate", find_config("--eval-config", args.eval_config), "--test-file", str(data / "test.json"),
                     "--output-dir", str(out / "eval"),
                     "--set", f"systems.trained.model={merged}", "--set", "systems.trained.lora_path=null",
                     "--set", f"systems.trained-free.model={merged}", "--set", "systems.trained-free.lora_path=null",
@@ -119,12 +121,10 @@ def check_options(args: argparse.Namespace) -> Path:
     for flag, share in (("--poi-share", args.poi_share), ("--ambiguous-rate", args.ambiguous_rate)):
         if not 0.0 <= share <= 1.0:
             raise ConfigError(f"{flag} must be between 0 and 1, got {share}")
-    for flag, config, used in (("--train-config", args.train_config, True),
-                               ("--eval-config", args.eval_config, not args.skip_eval)):
-        if used and not Path(config).is_file():  # else found missing by its step, after minutes of the others
-            state = "is not a file" if Path(config).exists() else "not found"
-            raise ConfigError(f"{flag} {config} {state}; give the config file (e.g. configs/tiny_cpu.json, "
-                              "configs/eval_tiny.yaml)")
+    # Found missing by its step otherwise, after minutes of the others.
+    args.train_config = find_config("--train-config", args.train_config)
+    if not args.skip_eval:
+        args.eval_config = find_config("--eval-config", args.eval_config)
     requested_mmap_threshold()  # read by the train step, which would fail after prepare and split ran
     out = Path(args.output)
     check_apart({"--output": out}, {"--model": None if args.rebuild_model else local_model_path(args.model),

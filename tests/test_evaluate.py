@@ -148,6 +148,24 @@ def test_broken_yaml_names_the_line(tmp_path):
         load_config(path)
 
 
+def test_a_key_given_twice_in_the_yaml_names_the_line(tmp_path, test_file):
+    """YAML kept the last of two keys silently (batch_size 9 here), where train's JSON config refuses them."""
+    path = tmp_path / "eval.yaml"
+    path.write_text(f"test_file: {test_file}\noutput_dir: out\nsettings:\n  batch_size: 8\n  batch_size: 9\nsystems:\n"
+                    "  - kind: prior\n", encoding="utf-8")
+    with pytest.raises(DataError, match=r"eval.yaml:5: invalid YAML: key 'batch_size' is given twice \(first on line "
+                                        r"4\); YAML keeps only the last one silently, so give each key once"):
+        load_config(path)
+    with pytest.raises(ConfigError, match=r"key 'a' is given twice"):
+        load_config(_single_prior(tmp_path, test_file), ["settings={a: 1, a: 2}"])
+
+
+def _single_prior(tmp_path: Path, test_file) -> Path:
+    path = tmp_path / "prior.yaml"
+    path.write_text(f"test_file: {test_file}\noutput_dir: out\nsystems:\n  - kind: prior\n", encoding="utf-8")
+    return path
+
+
 def test_config_that_is_not_utf8_names_file_and_line(tmp_path, capsys):
     path = tmp_path / "eval.yaml"
     path.write_bytes(b"test_file: a\ntitle: \xff\n")

@@ -235,6 +235,18 @@ def test_existing_output_needs_force(default_model_dir, gguf_q8, tmp_path, capsy
     assert json.loads((folder / "config.json").read_text(encoding="utf-8"))["model_type"] == "qwen2"
 
 
+def test_force_over_a_gguf_file_in_the_current_folder_verifies_the_new_file(default_model_dir, gguf_f16, tmp_path,
+                                                                            monkeypatch, capsys):
+    """transformers reads a gguf_file that exists relative to the current folder instead of the one in the folder
+    it is given: `export --output model.gguf --force` in the folder of an f16 model.gguf verified the old f16 file
+    against the new q8_0 weights and refused a sound export."""
+    monkeypatch.chdir(tmp_path)
+    Path("model.gguf").write_bytes(gguf_f16.output_path.read_bytes())
+    assert main(["export", "--model", str(default_model_dir), "--format", "gguf", "--quantize", "q8_0",
+                 "--output", "model.gguf", "--force"]) == 0, capsys.readouterr().err
+    assert set(gguf_fields(tmp_path / "model.gguf")[1].values()) == {"Q8_0", "F32"}
+
+
 @pytest.mark.parametrize("arguments, message", [
     (["--format", "onnx"], "argument --format: invalid choice: 'onnx' (choose from 'hf', 'gguf')"),
     (["--format", "gguf", "--quantize", "q4_k"], "argument --quantize: invalid choice: 'q4_k'"),

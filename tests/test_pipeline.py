@@ -77,6 +77,20 @@ def test_demo_refuses_a_missing_config_before_the_first_step(flag, tmp_path, cap
     assert not (tmp_path / "demo").exists()
 
 
+def test_demo_run_from_another_folder_finds_its_default_configs_in_the_checkout(tmp_path, monkeypatch):
+    """The check looked for configs/tiny_cpu.json in the current folder and refused the defaults outside the
+    checkout, although the steps would have found them there (pipeline.find_config)."""
+    from address_completion.cli import build_parser
+    from address_completion.pipeline import PROJECT_ROOT, apply_defaults, check_options, demo_steps
+
+    monkeypatch.chdir(tmp_path)
+    args = apply_defaults(build_parser().parse_args(["demo", "--quick", "--output", str(tmp_path / "d")]))
+    check_options(args)
+    steps = {argv[0]: argv for _, argv in demo_steps(args)}
+    assert steps["train"][1] == str(PROJECT_ROOT / "configs" / "tiny_cpu.json")
+    assert steps["evaluate"][1] == str(PROJECT_ROOT / "configs" / "eval_tiny.yaml")
+
+
 def test_the_default_demo_trains_the_real_smollm2_and_quick_the_tiny_model(tmp_path):
     from address_completion.cli import build_parser
     from address_completion.pipeline import REAL_MODEL, apply_defaults, demo_steps

@@ -252,6 +252,21 @@ def test_an_address_with_the_prompt_prefix_is_answered_as_without_it(model_args,
     assert records[0]["predict"] == "陕西省西安市碑林区扬子江南路1号" and not records[0]["abstained"]
 
 
+@pytest.mark.parametrize("prefix", ["补齐五级行政地址:", "补齐五级行政地址：", "补齐五级行政地址 ： ",
+                                    DEFAULT_PROMPT_PREFIX * 2])
+def test_the_prefix_typed_another_way_or_twice_is_answered_as_without_it(model_args, prefix, capsys):
+    """Only the exact prefix was stripped, once: with a full-width colon or given twice, the prefix stayed in the
+    address, the gazetteer found no candidate and the abstention echoed the prefixed text."""
+    bare = ["碑林区扬子江南路1号", "扬子江南路1号"]  # the second has no candidate: it abstains
+    assert main(["predict", *model_args, "--min-confidence", "0.5", "--json", *bare,
+                 *(prefix + address for address in bare)]) == 0
+    records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    answers = [(record["predict"], record["abstained"]) for record in records]
+    assert answers == [("陕西省西安市碑林区扬子江南路1号", False), ("扬子江南路1号", True)] * 2
+    assert main(["predict", *model_args, prefix]) == 2
+    assert "is the prompt prefix alone: nothing to complete" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("address", ["扬子江南路碑林区1号", "[扬子江南路]碑林区1号"])
 def test_an_empty_free_answer_is_an_abstention_not_a_success(default_model_dir, address, capsys):
     """Street-first input has no candidate, so free decoding answers; the untrained default model stops at once.

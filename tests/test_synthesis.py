@@ -596,6 +596,19 @@ def test_cli_input_text_and_csv(tmp_path, capsys):
     assert "--column only applies with --input" in capsys.readouterr().err
 
 
+def test_cli_input_addresses_with_the_prompt_prefix_are_shortened_as_without_it(tmp_path, capsys):
+    """A file of prefixed addresses (predict's input, a pair file's src) was read with the prefix as part of the
+    address: every line skipped as "no administrative division found"."""
+    text = tmp_path / "mine.txt"
+    text.write_text(f"{DEFAULT_PROMPT_PREFIX}陕西省西安市碑林区扬子江南路467-6号\n补齐五级行政地址：陕西省宝鸡市扶风县法门镇美阳村3组\n",
+                    encoding="utf-8")
+    output = tmp_path / "pairs.jsonl"
+    assert main(["prepare", "--input", str(text), "--output", str(output)]) == 0
+    assert "could not place" not in capsys.readouterr().out
+    assert [pair["tgt"] for pair in read_lines(output)] == ["陕西省西安市碑林区扬子江南路467-6号",
+                                                            "陕西省宝鸡市扶风县法门镇美阳村3组"]
+
+
 def test_input_class_of_a_lone_ambiguous_county():
     from address_completion.data.gazetteer import load_gazetteer
     from address_completion.data.input_classes import input_class

@@ -119,7 +119,8 @@ def _run(args: argparse.Namespace) -> int:
         if read.layout not in (None, "src_tgt"):  # the project's own format needs no word
             logger.info("%s: record format %s", args.input, read.describe())
         skipped_lines, skip_reasons = read.skipped, list(read.skip_reasons)
-        addresses = [record["tgt"] for record in read.records]
+        # Where the user's addresses enter: a file made for predict, or a pair file's src, may carry the prefix.
+        addresses = [strip_prefix(record["tgt"], args.prefix) for record in read.records]
         if not addresses:
             raise DataError("no addresses to shorten", args.input)
         labels = [f"{args.input}: address {index}" for index in range(1, len(addresses) + 1)]

@@ -36,15 +36,11 @@ _GROUNDING_LINE = re.compile(r"\n[ \t]*候选[ \t]*[:：]")
 
 
 def with_prefix(address: str, prefix: str = DEFAULT_PROMPT_PREFIX) -> str:
-    """The user message for ``address``: the prefix is added unless the text already starts with it; a candidates
-    line the text carries (:func:`strip_grounding`) is dropped, as :func:`strip_prefix` drops it."""
-    address = strip_grounding(address).strip()
-    if not prefix:
-        return address
-    bare_prefix = prefix.strip()
-    if address.startswith(bare_prefix):
-        return address
-    return prefix + address
+    """The user message for ``address``: ``prefix`` + the address :func:`strip_prefix` finds in the text (so a
+    prefix the text already carries, however typed, is written once, as ``prefix``; a candidates line the text
+    carries, :func:`strip_grounding`, is dropped)."""
+    address = strip_prefix(address, prefix)
+    return prefix + address if prefix else address
 
 
 def strip_grounding(message: str) -> str:
@@ -69,15 +65,22 @@ def strip_prefix(message: str, prefix: str = DEFAULT_PROMPT_PREFIX) -> str:
 
     Inside the package an address is bare; this is called only where text that may carry the prefix enters:
     records as read (split's inputs, evaluate's test file and prediction cache, a predictions file, the
-    city-frequency baseline's train file, prepare's summary, training's dev pairs), input as it arrives (predict's
+    city-frequency baseline's train file, prepare's --input addresses and summary, training's dev pairs), input as it arrives (predict's
     and serve's address check, :meth:`inference.generate.Completer.complete_detailed`, the web page's echo), and
     :func:`user_message` when it finds the candidates of a training record's src itself.
     """
     message = strip_grounding(message).strip()
-    bare_prefix = prefix.strip()
-    if bare_prefix and message.startswith(bare_prefix):
-        return message[len(bare_prefix):].strip()
-    return message
+    found = _leading_prefixes(prefix).match(message) if prefix.strip() else None
+    return message[found.end():].strip() if found else message
+
+
+def _leading_prefixes(prefix: str) -> re.Pattern:
+    """The ``prefix`` at the start of a message, as people also type it: repeated (a client that adds it to text
+    that has it), a full-width colon for an ASCII one (or the reverse), any blanks around the colon."""
+    body = prefix.strip()
+    colon = body[-1:] in (":", "：")
+    pattern = re.escape(body[:-1].rstrip() if colon else body) + (r"[ \t]*[:：]" if colon else "")
+    return re.compile(rf"(?:{pattern}[ \t]*)+")
 
 
 def has_chat_template(tokenizer: Any) -> bool:

@@ -18,6 +18,7 @@ scores), ``report.md``, ``report.json`` and ``comparison.png`` are written.
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import json
 import math
@@ -173,6 +174,38 @@ def config_from_dict(data: Any, source: str = "<config>") -> EvalConfig:
                       settings=settings, systems=tuple(systems), title=str(title), source=source)
 
 
+def load_yaml(text: str) -> Any:
+    """``yaml.safe_load(text)``, refusing a mapping that gives a key twice (yaml.YAMLError naming the line): YAML
+    keeps the last one silently, and train's JSON config refuses the same mistake."""
+    import yaml
+
+    return yaml.load(text, Loader=_unique_key_loader())
+
+
+@functools.lru_cache(maxsize=None)
+def _unique_key_loader() -> type:
+    """yaml.SafeLoader checking a mapping's own keys (a ``<<`` merge may still be overridden)."""
+    import yaml  # lazily, as everywhere here: only evaluate reads YAML
+
+    class UniqueKeyLoader(yaml.SafeLoader):
+        def construct_mapping(self, node: Any, deep: bool = False) -> dict:
+            first_lines: dict[Any, int] = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key = self.construct_object(key_node, deep=deep)
+                if not isinstance(key, (str, int, float, bool)) or key is None:
+                    continue  # the base class names an unhashable key
+                if key in first_lines:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"key {key!r} is given twice (first on line {first_lines[key]}); YAML keeps only "
+                                    "the last one silently, so give each key once", key_node.start_mark)
+                first_lines[key] = key_node.start_mark.line + 1
+            return super().construct_mapping(node, deep=deep)
+
+    return UniqueKeyLoader
+
+
 def apply_override(data: dict[str, Any], assignment: str) -> None:
     """``KEY.PATH=VALUE`` (VALUE parsed as YAML). ``systems.NAME.key`` addresses a system by name or index."""
     import yaml
@@ -184,7 +217,7 @@ def apply_override(data: dict[str, Any], assignment: str) -> None:
     if not all(parts):  # settings.=3 replaced the whole settings mapping
         raise ConfigError(f"--set {assignment!r}: empty key or key part; write KEY.PATH=VALUE, e.g. settings.limit=100")
     try:
-        value = yaml.safe_load(text) if text.strip() else None
+        value = load_yaml(text) if text.strip() else None
     except yaml.YAMLError as exc:
         raise ConfigError(f"--set {assignment!r}: value is not valid YAML ({exc})") from None
     target: Any = data
@@ -263,7 +296,7 @@ def load_config(path: str | os.PathLike, overrides: Sequence[str] = (), *, only:
         raise ConfigError(f"evaluation config {path} is a folder; pass the YAML file (e.g. configs/eval_tiny.yaml)"
                           if path.is_dir() else f"evaluation config {path} not found")
     try:
-        data = yaml.safe_load(dataio.read_utf8_text(path))
+        data = load_yaml(dataio.read_utf8_text(path))
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark is not None else None

@@ -85,13 +85,20 @@ def compare_logits(reference: Any, logits: Any, mask: list[list[int]], tolerance
     return max_diff, relative
 
 
+def transformers_gguf_path(folder: Path, gguf_file: str) -> str:
+    """The absolute path of ``gguf_file`` inside ``folder``, as transformers' ``gguf_file`` argument: transformers
+    takes a bare name that exists relative to the current folder as that file, so `export --output model.gguf
+    --force` would have verified the old model.gguf instead of the staged one."""
+    return str((Path(folder) / gguf_file).resolve())
+
+
 def load_transformers_model(folder: Path, gguf_file: Optional[str] = None) -> Any:
     """transformers' AutoModelForCausalLM from an export, float32; ExportVerificationError when a weight is missing
     or left unused (transformers only warns)."""
     import torch
     from transformers import AutoModelForCausalLM
 
-    options = {"gguf_file": gguf_file} if gguf_file else {}
+    options = {"gguf_file": transformers_gguf_path(folder, gguf_file)} if gguf_file else {}
     model, info = AutoModelForCausalLM.from_pretrained(str(folder), torch_dtype=torch.float32,
                                                        output_loading_info=True, **options)
     problems = {key: value for key, value in info.items() if value and key in ("missing_keys", "unexpected_keys",
@@ -134,7 +141,7 @@ def verify_export(folder: Path, references: list[tuple[Any, float, str]], batch:
     from transformers import AutoTokenizer
 
     what = f"transformers' load of {gguf_file or 'the Hugging Face folder'}"
-    options = {"gguf_file": gguf_file} if gguf_file else {}
+    options = {"gguf_file": transformers_gguf_path(folder, gguf_file)} if gguf_file else {}
     check_tokenizer(AutoTokenizer.from_pretrained(str(folder), **options), tokenizer, prompts, f"{what} (tokenizer)")
     model = load_transformers_model(folder, gguf_file)
     try:
