@@ -4,6 +4,9 @@
   vocabulary): command flags (``--safe-serialization false``) and environment switches use it.
 - Flags are spelled ``--kebab-case`` first, with PaddleNLP's underscore spelling as an alias where PaddleNLP users
   type it (``parser.add_argument("--lora-path", "--lora_path", ...)``: argparse fills the same destination).
+  Messages name a flag as ``--help`` lists it first, the kebab spelling (:func:`flag_name`); only train's
+  ``--key value`` overrides, run_finetune's config keys, keep their underscores
+  (tests/test_layout.py walks the package's strings for underscore flags).
 """
 
 from __future__ import annotations
@@ -23,6 +26,12 @@ def is_true_word(text: str) -> bool | None:
     if value in FALSE_WORDS:
         return False
     return None
+
+
+def flag_name(name: str) -> str:
+    """The flag as ``--help`` lists it first: ``--max-input-chars`` for ``max_input_chars`` (an argparse
+    destination or settings key) or for the alias ``--max_input_chars``."""
+    return "--" + name.lstrip("-").replace("_", "-")
 
 
 def parse_bool(text: str) -> bool:

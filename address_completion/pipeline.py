@@ -86,8 +86,8 @@ def demo_steps(args: argparse.Namespace) -> list[tuple[str, list[str]]]:
         train += ["--max_steps", str(args.max_steps)]
     steps.append(("LoRA fine-tuning", train + (["--force"] if args.force else [])))
     steps.append(("merge the adapter into the base model and verify it",
-                  ["merge", "--model_name_or_path", args.model, "--lora_path", str(lora),
-                   "--output_path", str(merged), *force]))
+                  ["merge", "--model-name-or-path", args.model, "--lora-path", str(lora),
+                   "--output-path", str(merged), *force]))
     steps.append(("complete a few addresses with the merged model",
                   ["predict", "--model", str(merged), *SAMPLE_ADDRESSES]))
     if not args.skip_eval:

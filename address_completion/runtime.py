@@ -177,12 +177,13 @@ def gpu_available() -> bool:
 
 
 def select_device(requested: str = "auto") -> str:
-    """Pick "gpu" or "cpu" and make it Paddle's current device."""
+    """Pick "gpu" or "cpu" and make it Paddle's current device (the error names ``--device``: train and evaluate
+    check their key first)."""
     import paddle
 
     requested = (requested or "auto").lower()
     if requested not in ("auto", "cpu", "gpu"):
-        raise ConfigError(f"device must be one of auto, cpu, gpu; got {requested!r}")
+        raise ConfigError(f"--device must be one of auto, cpu, gpu; got {requested!r}")
     has_gpu = gpu_available()
     if requested == "gpu" and not has_gpu:
         logger.warning("device 'gpu' requested but Paddle sees no GPU (CPU build or no CUDA device); using cpu")
@@ -192,12 +193,13 @@ def select_device(requested: str = "auto") -> str:
 
 
 def resolve_dtype(requested: str | None, device: str) -> str:
-    """Map a requested dtype to one the device runs well; half precision on CPU falls back to fp32."""
+    """Map a requested dtype to one the device runs well; half precision on CPU falls back to fp32. The error names
+    ``--dtype``: merge, predict and serve pass their flag here, and evaluate and train check their key first."""
     aliases = {None: "float32", "": "float32", "fp32": "float32", "float32": "float32",
                "bf16": "bfloat16", "bfloat16": "bfloat16", "fp16": "float16", "float16": "float16"}
     key = requested.lower() if isinstance(requested, str) else requested
     if key not in aliases:
-        raise ConfigError(f"dtype must be one of float32, bfloat16, float16; got {requested!r}")
+        raise ConfigError(f"--dtype must be one of float32, bfloat16, float16; got {requested!r}")
     dtype = aliases[key]
     if dtype in HALF_DTYPES and device == "cpu":
         logger.warning("%s is not supported for training/inference on CPU here; using float32", dtype)

@@ -251,6 +251,10 @@ def test_real_addresses_candidates_pass_and_their_shortened_forms_fail():
     ("   ", "empty answer"),
     ("无", "not an address: 无, the prompt's no-candidate placeholder"),
     (DEFAULT_PROMPT_PREFIX + "碑林区扬子江南路1号", "not an address: the prompt's own text"),
+    # the prefix as strip_prefix also recognises it: full-width colon, blanks before the colon, inside the answer
+    ("补齐五级行政地址：北京市朝阳区建国路88号", "not an address: the prompt's own text"),
+    ("补齐五级行政地址 ： 北京市朝阳区建国路88号", "not an address: the prompt's own text"),
+    ("北京市朝阳区补齐五级行政地址：建国路88号", "not an address: the prompt's own text"),
     ("候选: 陕西省西安市碑林区", "not an address: the prompt's candidates line"),
     ("陕西省西安市碑林区扬子江南路1号\n候选：陕西省西安市碑林区", "not an address: the prompt's candidates line"),
     ("陕西省杭州市碑林区1号", "not a current chain: the answer does not start with a current division chain written in full"),

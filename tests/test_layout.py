@@ -236,3 +236,46 @@ def test_flags_are_kebab_case_first():
         merge.parse_args(["--model-name-or-path", "b", "--lora-path", "a", "--output-path", "o",
                           "--safe-serialization", "maybe"])
     assert isinstance(commands["predict"].parse_args(["--model", "m", "--max_input_chars", "9"]), argparse.Namespace)
+
+
+# Underscore flags a string of the package may name, and why: train's --key overrides are run_finetune's config
+# keys (spelled with underscores by design), the launcher's own options, and docs of the accepted aliases.
+UNDERSCORE_FLAGS_ALLOWED = {
+    "pipeline.py": {"--model_name_or_path", "--dataset_name_or_path", "--output_dir", "--max_steps"},  # train keys
+    "training/train.py": {"--lora_rank", "--max_steps"},  # the help's example of config-key overrides
+    "training/config.py": {"--lora_rank"},  # the docstring's example of config-key overrides
+    "training/launch.py": {"--nproc_per_node", "--log_dir"},  # paddle.distributed.launch's own options
+    "flags.py": {"--lora_path"},  # the module docstring's example of an alias
+}
+
+
+def underscore_flags_in_strings(source: str) -> list[tuple[int, str]]:
+    """(line, flag) for each ``--under_score`` flag in a string literal of ``source``, but the option strings of an
+    ``add_argument`` call after the first (the aliases argparse accepts)."""
+    import ast
+    import re
+
+    tree = ast.parse(source)
+    aliases = {id(node) for call in ast.walk(tree) if isinstance(call, ast.Call)
+               and getattr(call.func, "attr", None) == "add_argument" for node in call.args[1:]}
+    return [(node.lineno, flag) for node in ast.walk(tree)
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in aliases
+            for flag in re.findall(r"--[a-z]+_[a-z_]+", node.value)]
+
+
+def test_messages_name_flags_the_way_help_lists_them_first():
+    """No string of the package (message, help, hint, docstring) names a flag by its underscore alias: every
+    command's --help lists --kebab-case first, so its messages must too (train's config keys excepted)."""
+    found = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        relative = path.relative_to(PACKAGE).as_posix()
+        allowed = UNDERSCORE_FLAGS_ALLOWED.get(relative, set())
+        found += [f"{relative}:{line}: {flag}"
+                  for line, flag in underscore_flags_in_strings(path.read_text(encoding="utf-8")) if flag not in allowed]
+    assert not found, "underscore spellings of flags in messages (use the --kebab-case one):\n" + "\n".join(found)
+
+
+def test_the_message_walk_finds_an_underscore_flag_but_not_an_alias():
+    source = ('parser.add_argument("--lora-path", "--lora_path", help="x")\n'
+              'raise ConfigError(f"--output_path {path} exists")\n')
+    assert underscore_flags_in_strings(source) == [(2, "--output_path")]

@@ -163,7 +163,8 @@ def test_merged_files_follow_the_umask(merged_dir):
 @pytest.mark.parametrize("arguments, message", [
     (["--quantize", "q8_0"], "--quantize applies to --format gguf only; --format paddle writes"),
     (["--format", "hf", "--quantize", "q8_0"], "--quantize applies to --format gguf only; --format hf writes"),
-    (["--format", "hf", "--safe_serialization", "false"], "--safe_serialization false applies to --format paddle only"),
+    (["--format", "hf", "--safe_serialization", "false"], "--safe-serialization false applies to --format paddle only"),
+    (["--dtype", "int8"], "--dtype must be one of float32, bfloat16, float16; got 'int8'"),
     (["--format", "gguf", "--dtype", "bfloat16", "--output_path", "{tmp}/m.gguf"],
      "--dtype bfloat16 applies to --format paddle only; --format gguf merges in float32"),
     (["--format", "hf", "--output_path", "{tmp}/m.gguf"], "--format hf writes a folder, not a .gguf file"),
@@ -178,3 +179,12 @@ def test_options_the_format_would_ignore_are_refused(arguments, message, default
                  *output, *arguments]) == 2
     assert message in capsys.readouterr().err
     assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("fmt", ["paddle", "hf"])
+def test_a_missing_base_model_is_named_by_its_flag(fmt, lora_adapter_dir, tmp_path, capsys):
+    """merge lists --model-name-or-path first: the error says which option named the missing folder."""
+    missing = str(tmp_path / "nope")
+    assert main(["merge", "--model_name_or_path", missing, "--lora-path", str(lora_adapter_dir),
+                 "--output-path", str(tmp_path / "merged"), "--format", fmt]) == 2
+    assert f"--model-name-or-path: model folder {missing!r} does not exist" in capsys.readouterr().err

@@ -166,7 +166,21 @@ def test_too_long_address_is_refused_before_the_model_loads(tmp_path, capsys):
     assert main(["predict", "--model", missing, "--input", str(source), "--max_input_chars", "30"]) == 2
     assert f"{source}: record 2: address has 40 characters; the limit is 30" in capsys.readouterr().err
     assert main(["predict", "--model", missing, "--max_input_chars", "0", "x"]) == 2
-    assert "--max_input_chars must be at least 1" in capsys.readouterr().err
+    assert "--max-input-chars must be at least 1" in capsys.readouterr().err
+
+
+def test_an_unknown_dtype_is_named_by_its_flag(default_model_dir, capsys):
+    assert main(["predict", "--model", str(default_model_dir), "--dtype", "int8", ADDRESSES[0]]) == 2
+    assert "--dtype must be one of float32, bfloat16, float16; got 'int8'" in capsys.readouterr().err
+
+
+def test_device_has_a_help_naming_its_values_and_default(capsys):
+    for command in ("predict", "serve"):
+        with pytest.raises(SystemExit):
+            main([command, "--help"])
+        text = " ".join(capsys.readouterr().out.split())
+        assert ("--device {auto,cpu,gpu} where the model runs: gpu, cpu, or auto (a GPU when Paddle sees one, else "
+                "the CPU) (default: auto)") in text, command
 
 
 def test_an_address_with_no_letter_or_digit_is_refused_before_the_model_loads(tmp_path, capsys):

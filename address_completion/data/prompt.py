@@ -74,13 +74,24 @@ def strip_prefix(message: str, prefix: str = DEFAULT_PROMPT_PREFIX) -> str:
     return message[found.end():].strip() if found else message
 
 
-def _leading_prefixes(prefix: str) -> re.Pattern:
-    """The ``prefix`` at the start of a message, as people also type it: repeated (a client that adds it to text
-    that has it), a full-width colon for an ASCII one (or the reverse), any blanks around the colon."""
+def has_prefix(text: str, prefix: str = DEFAULT_PROMPT_PREFIX) -> bool:
+    """Whether ``text`` carries ``prefix`` anywhere, typed any way :func:`strip_prefix` recognises (a generated
+    answer that repeats the prompt is no address, wherever the prefix sits in it)."""
+    return bool(prefix.strip()) and re.search(_prefix_pattern(prefix), text) is not None
+
+
+def _prefix_pattern(prefix: str) -> str:
+    """The regular expression of ``prefix`` as people also type it: a full-width colon for an ASCII one (or the
+    reverse), any blanks before the colon."""
     body = prefix.strip()
     colon = body[-1:] in (":", "：")
-    pattern = re.escape(body[:-1].rstrip() if colon else body) + (r"[ \t]*[:：]" if colon else "")
-    return re.compile(rf"(?:{pattern}[ \t]*)+")
+    return re.escape(body[:-1].rstrip() if colon else body) + (r"[ \t]*[:：]" if colon else "")
+
+
+def _leading_prefixes(prefix: str) -> re.Pattern:
+    """The ``prefix`` at the start of a message (:func:`_prefix_pattern`), repeated too (a client that adds it to
+    text that has it), with the blanks after it."""
+    return re.compile(rf"(?:{_prefix_pattern(prefix)}[ \t]*)+")
 
 
 def has_chat_template(tokenizer: Any) -> bool:

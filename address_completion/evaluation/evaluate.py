@@ -35,6 +35,7 @@ from .. import files
 from ..data import dataio
 from ..data.gazetteer import DETAILS, load_gazetteer
 from ..errors import AddressCompletionError, ConfigError, DataError, OutputExistsError, closest_match
+from ..flags import flag_name
 from .metrics import INPUT_CLASSES, ChoiceContext, ScoredItem, choice_context, classify_input, score_item, summarize
 from ..data.prompt import strip_prefix
 from ..progress import progress as progress_tracker
@@ -629,7 +630,7 @@ def setting_flag(key: str) -> Any:
 
 
 OVERRIDE_FLAGS = (("--test-file", "test_file", str), ("--output-dir", "output_dir", str),
-                  *((f"--{key.replace('_', '-')}", f"settings.{key}", setting_flag(key))
+                  *((flag_name(key), f"settings.{key}", setting_flag(key))
                     for key in ("batch_size", "max_new_tokens", "limit", "timeout", "retries")))
 
 

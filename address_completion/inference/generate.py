@@ -43,7 +43,7 @@ from typing import Any, Optional, Sequence
 from .. import DEFAULT_PROMPT_PREFIX
 from ..data.gazetteer import DEFAULT_DETAIL, DETAILS, MAX_CANDIDATES, chain_problem, check_detail
 from ..data.prompt import (DECODINGS, GROUNDINGS, NO_CANDIDATE, address_candidates, answer_ids, check_grounding,
-                           decode_answer, eos_token_id, render_prompt, strip_prefix)
+                           decode_answer, eos_token_id, has_prefix, render_prompt, strip_prefix)
 from ..errors import ConfigError
 from ..model.encoding import encode_prompts, left_padded_batch, padding_token_id
 from ..model.modeling import load_model, load_tokenizer
@@ -77,7 +77,7 @@ def answer_problem(answer: str, *, prefix: str = DEFAULT_PROMPT_PREFIX, gazettee
         return REASON_EMPTY
     if text == NO_CANDIDATE:
         return REASON_PLACEHOLDER
-    if (prefix.strip() and prefix.strip() in text) or DEFAULT_PROMPT_PREFIX.strip() in text:
+    if has_prefix(text, prefix) or has_prefix(text, DEFAULT_PROMPT_PREFIX):
         return REASON_PROMPT_TEXT
     if _CANDIDATES_LABEL.search(text):
         return REASON_CANDIDATES_LINE

@@ -4,7 +4,7 @@ What each does to generated text (free decoding, and the free fallback of constr
 gazetteer has no candidate), so a client gets what OpenAI would give it:
 - ``max_tokens`` / ``max_completion_tokens`` (an integer >= 1; with both, the smaller): the answer is cut after
   that many tokens and its ``finish_reason`` is ``"length"``. Decoding is greedy, so the first N tokens of a
-  longer answer are exactly what a generation capped at N gives. The server's own ``--max_new_tokens`` stays
+  longer answer are exactly what a generation capped at N gives. The server's own ``--max-new-tokens`` stays
   the upper bound of free generation.
 - ``stop`` (a string or a list of 1-4 non-empty strings): the answer ends before the first stop string it
   contains, ``finish_reason`` ``"stop"``; ``completion_tokens`` counts the tokens up to the one that completed
@@ -13,7 +13,7 @@ gazetteer has no candidate), so a client gets what OpenAI would give it:
   (the answer's probability among the gazetteer's candidates is ``address_completion.probability``).
 Constrained decoding: an answer chosen among the gazetteer's candidates is a whole existing chain + the input's
 detail, not generated text, so ``max_tokens`` and ``stop`` leave it whole (``finish_reason`` ``"stop"``) —
-exactly as ``--max_new_tokens`` bounds free generation only, and as ``predict`` / ``evaluate`` answer locally
+exactly as ``--max-new-tokens`` bounds free generation only, and as ``predict`` / ``evaluate`` answer locally
 (evaluate's ``openai`` system sends its ``max_new_tokens`` as ``max_tokens``). An abstention (the input returned
 unchanged) is never cut either: it is not generated text.
 Invalid values are a 400 naming the field (OpenAI's status for a bad parameter).

@@ -71,7 +71,7 @@ def check_lengths(inputs: list[PredictInput], limit: int, source: str | None) ->
         problem = address_problem(item.address, limit)
         if problem is not None:
             if problem.kind == TOO_LONG:
-                message = f"address {problem.phrase} (--max_input_chars): give one postal address per record"
+                message = f"address {problem.phrase} (--max-input-chars): give one postal address per record"
             else:
                 message = f"{item.address!r} {problem.phrase}; give a postal address"
             if source is None:
@@ -152,7 +152,7 @@ def interactive_loop(completer: Completer, *, as_json: bool, prompt: str = "> ",
         inputs = [PredictInput(line.strip())]
         problem = address_problem(inputs[0].address, max_input_chars)
         if problem is not None:
-            hint = " (--max_input_chars)" if problem.kind == TOO_LONG else "; type a postal address"
+            hint = " (--max-input-chars)" if problem.kind == TOO_LONG else "; type a postal address"
             print(f"error: the line {problem.phrase}{hint}", file=sys.stderr)
             continue
         print_predictions(prediction_records(inputs, completer.complete_detailed([line.strip()]), completer.prefix),
@@ -182,7 +182,7 @@ def collect_inputs(args: argparse.Namespace, stdin: TextIO) -> list[PredictInput
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("addresses", nargs="*", metavar="ADDRESS", help="addresses to complete")
-    parser.add_argument("--model", required=True, help="model folder (merged, or the base with --lora_path), .gguf file or hub name")
+    parser.add_argument("--model", required=True, help="model folder (merged, or the base with --lora-path), .gguf file or hub name")
     parser.add_argument("--lora-path", "--lora_path", default=None, help="unmerged LoRA adapter folder to apply to --model")
     parser.add_argument("--input", default=None, help="file of addresses: JSON lines with src [and tgt], JSON, CSV "
                                                       "or plain text (one per line)")
@@ -197,7 +197,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-new-tokens", "--max_new_tokens", type=int, default=64, help="upper bound on generated tokens")
     parser.add_argument("--max-input-chars", "--max_input_chars", type=int, default=MAX_INPUT_CHARS,
                         help="refuse longer addresses (serve's --max-input-chars, same default)")
-    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "gpu"))
+    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "gpu"),
+                        help="where the model runs: gpu, cpu, or auto (a GPU when Paddle sees one, else the CPU)")
     parser.add_argument("--dtype", default="float32", help="float32, bfloat16 or float16 (CPU uses float32)")
     add_decoding_arguments(parser)
 
@@ -211,15 +212,15 @@ def run(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     if args.batch_size < 1:
-        raise ConfigError(f"--batch_size must be at least 1, got {args.batch_size}")
+        raise ConfigError(f"--batch-size must be at least 1, got {args.batch_size}")
     if args.max_new_tokens < 1:
-        raise ConfigError(f"--max_new_tokens must be at least 1, got {args.max_new_tokens}")
+        raise ConfigError(f"--max-new-tokens must be at least 1, got {args.max_new_tokens}")
     if args.max_input_chars < 1:
-        raise ConfigError(f"--max_input_chars must be at least 1, got {args.max_input_chars}")
+        raise ConfigError(f"--max-input-chars must be at least 1, got {args.max_input_chars}")
     options = decoding_options(args)
     if args.output is not None:
         files.check_apart({"--output": args.output},
-                           {"--model": args.model, "--lora_path": args.lora_path, "--input": args.input})
+                           {"--model": args.model, "--lora-path": args.lora_path, "--input": args.input})
         files.check_output_file(args.output, args.force)
     inputs = collect_inputs(args, sys.stdin)
     if inputs is not None and not inputs:

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, Strict
 
 from ..data.prompt import MAX_INPUT_CHARS
 from ..errors import ConfigError
+from ..flags import flag_name
 from .address_check import TOO_LONG, address_problem
 
 OWNER = "address_completion"
@@ -52,12 +53,12 @@ class ServerSettings:
     def validate(self) -> None:
         for name in ("max_batch_size", "max_addresses", "max_input_chars", "max_body_bytes"):
             if getattr(self, name) < 1:
-                raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+                raise ConfigError(f"{flag_name(name)} must be at least 1, got {getattr(self, name)}")
         if not 0 <= self.batch_wait_ms < float("inf"):  # inf: the worker's queue wait overflows; nan: no wait
             raise ConfigError(f"--batch-wait-ms must be a finite number >= 0, got {self.batch_wait_ms}")
         for name in ("body_timeout", "shutdown_timeout"):
             if not getattr(self, name) > 0:
-                raise ConfigError(f"--{name.replace('_', '-')} must be > 0 seconds, got {getattr(self, name)}")
+                raise ConfigError(f"{flag_name(name)} must be > 0 seconds, got {getattr(self, name)}")
         if not 0 <= self.port <= 65535:
             raise ConfigError(f"--port must be 0-65535 (0 picks a free port), got {self.port}")
         check_report_dir(self.report_dir)

@@ -3,7 +3,7 @@
 Endpoints (JSON in, JSON out; errors use OpenAI's {"error": {"message", "type", "param", "code"}}):
   POST /v1/chat/completions  OpenAI request; the last user message is the address (prefix optional).
                              Decoding follows --decoding (constrained by default: the model chooses
-                             among the gazetteer's candidates; free: greedy up to --max_new_tokens):
+                             among the gazetteer's candidates; free: greedy up to --max-new-tokens):
                              temperature, top_p, max_tokens and the like are accepted and ignored;
                              n > 1 is refused (400). Each choice carries the extra field
                              "address_completion": {"decoding", "probability", "abstained", "reason",
@@ -41,7 +41,7 @@ from .protocol import ServerSettings
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     defaults = ServerSettings()
-    parser.add_argument("--model", required=True, help="model folder (merged, or the base with --lora_path), .gguf file or hub name")
+    parser.add_argument("--model", required=True, help="model folder (merged, or the base with --lora-path), .gguf file or hub name")
     parser.add_argument("--lora-path", "--lora_path", default=None, help="unmerged LoRA adapter folder to apply to --model")
     parser.add_argument("--host", default=defaults.host, help="interface to bind; 0.0.0.0 exposes the server to "
                                                               "the network (use --api-key then)")
@@ -67,7 +67,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="an evaluate output folder (report.json, comparison.png) the web page at / shows in its "
                              "report tab")
     parser.add_argument("--max-new-tokens", "--max_new_tokens", type=int, default=64, help="upper bound on generated tokens")
-    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "gpu"))
+    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "gpu"),
+                        help="where the model runs: gpu, cpu, or auto (a GPU when Paddle sees one, else the CPU)")
     parser.add_argument("--dtype", default="float32", help="float32, bfloat16 or float16 (CPU uses float32)")
     add_decoding_arguments(parser)
 

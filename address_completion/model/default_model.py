@@ -25,7 +25,7 @@ from .. import files
 from ..data import dataio
 from . import tokenizer
 from ..errors import ConfigError
-from ..flags import parse_bool
+from ..flags import flag_name, parse_bool
 from ..runtime import import_paddle, logger, prepare_environment, quiet_paddlenlp_logs
 
 DEFAULT_OUTPUT = Path("outputs") / "default-model"
@@ -48,7 +48,7 @@ class ModelShape:
         """Raise ConfigError naming the flag when the shape cannot make a Qwen2 model."""
         for name, value in asdict(self).items():
             if not isinstance(value, int) or value < 1:
-                raise ConfigError(f"--{name.replace('_', '-')} must be a positive integer, got {value!r}")
+                raise ConfigError(f"{flag_name(name)} must be a positive integer, got {value!r}")
         if self.hidden_size % self.num_attention_heads:
             raise ConfigError(f"--hidden-size ({self.hidden_size}) must be divisible by --num-attention-heads "
                               f"({self.num_attention_heads})")
@@ -181,7 +181,7 @@ def provenance(shape: ModelShape, seed: int, parameter_count: int, weights_file:
         "tokenizer": f"Qwen2.5 (BPE ranks from {tokenizer.TIKTOKEN_PACKAGE}'s qwen.tiktoken, "
                      f"sha256 {tokenizer.TIKTOKEN_SHA256})",
         "rebuild": f"address-completion build-model --seed {seed} "
-                   + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in asdict(shape).items())
+                   + " ".join(f"{flag_name(k)} {v}" for k, v in asdict(shape).items())
                    + (" --safe-serialization false" if weights_file.endswith(".pdparams") else ""),
     }
 
@@ -246,7 +246,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
              "num_attention_heads": "query heads per layer (must divide --hidden-size)",
              "num_key_value_heads": "key/value heads per layer (must divide --num-attention-heads)"}
     for name, value in asdict(ModelShape()).items():
-        parser.add_argument(f"--{name.replace('_', '-')}", type=int, default=value, help=helps[name])
+        parser.add_argument(flag_name(name), type=int, default=value, help=helps[name])
 
 
 def run(args: argparse.Namespace) -> int:

@@ -84,7 +84,7 @@ def require_export_packages() -> None:
 
 
 def paddle_reference(model: str, lora_path: Optional[str], batch: Any, dtype: str,
-                     merge_tolerance: Optional[float] = None) -> tuple[dict[str, Any], Any]:
+                     merge_tolerance: Optional[float] = None, model_flag: str = "--model") -> tuple[dict[str, Any], Any]:
     """(float32 numpy state dict of the model to export, its reference logits on the probe batch).
 
     With an adapter, the reference is base + adapter; the adapter is merged (merge.merge_and_restore) and the
@@ -92,7 +92,7 @@ def paddle_reference(model: str, lora_path: Optional[str], batch: Any, dtype: st
     """
     import gc
 
-    loaded = load_model(model, dtype=dtype, lora_path=lora_path, flag="--model")
+    loaded = load_model(model, dtype=dtype, lora_path=lora_path, flag=model_flag)
     loaded.eval()
     if not lora_path:
         reference = probe_logits(loaded, batch)
@@ -113,15 +113,17 @@ def paddle_reference(model: str, lora_path: Optional[str], batch: Any, dtype: st
 
 
 def check_request(model: str, lora_path: Optional[str], output: str | os.PathLike, fmt: str,
-                  quantize: Optional[str], force: bool, flag: str = "--output") -> tuple[Path, str | None]:
-    """Validate the options and the output path before any work; returns (output path, quantization)."""
+                  quantize: Optional[str], force: bool, flag: str = "--output",
+                  model_flag: str = "--model") -> tuple[Path, str | None]:
+    """Validate the options and the output path before any work; returns (output path, quantization). ``flag`` and
+    ``model_flag`` are the options that named the output and the model (merge's differ from export's)."""
     if fmt not in FORMATS:
         raise ConfigError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     if quantize is not None and quantize not in QUANTIZATIONS:
         raise ConfigError(f"--quantize must be one of {', '.join(QUANTIZATIONS)}, got {quantize!r}")
     if fmt == "hf" and quantize is not None:
         raise ConfigError("--quantize applies to --format gguf only (a Hugging Face export keeps float32 weights)")
-    files.check_apart({flag: output}, {"--model": model, "--lora_path": lora_path})
+    files.check_apart({flag: output}, {model_flag: model, "--lora-path": lora_path})
     if fmt == "hf":
         if Path(output).suffix.lower() == ".gguf":
             raise ConfigError(f"{flag} {output}: --format hf writes a folder, not a .gguf file; use --format gguf "
@@ -137,7 +139,7 @@ def check_request(model: str, lora_path: Optional[str], output: str | os.PathLik
 def export_model(model: str, output: str | os.PathLike, fmt: str, *, lora_path: Optional[str] = None,
                  quantize: Optional[str] = None, tolerance: Optional[float] = None, force: bool = False,
                  dtype: str = "float32", merge_tolerance: Optional[float] = None,
-                 flag: str = "--output") -> ExportResult:
+                 flag: str = "--output", model_flag: str = "--model") -> ExportResult:
     """Export ``model`` (+ ``lora_path`` merged) to ``output`` in ``fmt`` ("hf" folder or "gguf" file), verified.
 
     ``tolerance`` bounds the largest |logit difference| relative to the largest |logit| (default
@@ -148,28 +150,29 @@ def export_model(model: str, output: str | os.PathLike, fmt: str, *, lora_path: 
     """
     with files.output_lock(output, flag):  # one run per output, for the whole run
         return _export_model(model, output, fmt, lora_path=lora_path, quantize=quantize, tolerance=tolerance,
-                             force=force, dtype=dtype, merge_tolerance=merge_tolerance, flag=flag)
+                             force=force, dtype=dtype, merge_tolerance=merge_tolerance, flag=flag,
+                             model_flag=model_flag)
 
 
 def _export_model(model: str, output: str | os.PathLike, fmt: str, *, lora_path: Optional[str],
                   quantize: Optional[str], tolerance: Optional[float], force: bool, dtype: str,
-                  merge_tolerance: Optional[float], flag: str) -> ExportResult:
-    output, quantize = check_request(model, lora_path, output, fmt, quantize, force, flag)
+                  merge_tolerance: Optional[float], flag: str, model_flag: str) -> ExportResult:
+    output, quantize = check_request(model, lora_path, output, fmt, quantize, force, flag, model_flag)
 
     tolerance = check_tolerance(DEFAULT_TOLERANCE[quantize or "hf"] if tolerance is None else tolerance)
     if lora_path:
 
         read_lora_config(lora_path)
     require_export_packages()
-    source_dir = resolve_model_dir(model, flag="--model")
+    source_dir = resolve_model_dir(model, flag=model_flag)
     config = dataio.read_json_file(source_dir / "config.json", "model config")
     if not isinstance(config, dict):
         raise DataError("expected a JSON object (the model config)", source_dir / "config.json")
     architecture(config, source_dir)
-    tokenizer = load_tokenizer(model, flag="--model")
+    tokenizer = load_tokenizer(model, flag=model_flag)
     batch = probe_batch(tokenizer)
     prompts = probe_prompts(tokenizer)
-    state, reference = paddle_reference(model, lora_path, batch, dtype, merge_tolerance)
+    state, reference = paddle_reference(model, lora_path, batch, dtype, merge_tolerance, model_flag)
     if fmt == "hf":
         with files.atomic_folder(output, overwrite=force) as staging:
             write_hf_folder(staging, state, config, source_dir, tokenizer)

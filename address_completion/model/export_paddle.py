@@ -57,7 +57,7 @@ def check_not_merged_already(base: str, base_dir: Path, lora_path: str | os.Path
         return  # not ours to judge: the weights decide
     merged = record.get("lora_path") if isinstance(record, dict) else None
     if isinstance(merged, str) and Path(merged).resolve() == Path(lora_path).resolve():
-        raise ConfigError(f"--model_name_or_path {base} already has the adapter {lora_path} merged into it (its "
+        raise ConfigError(f"--model-name-or-path {base} already has the adapter {lora_path} merged into it (its "
                           f"{RECORD_FILE} says so): merging it again would apply the adapter twice. Pass its base "
                           f"model {record.get('base_model', '')} instead, or --force to merge anyway".replace(
                               " model  instead", " model instead"))
@@ -112,15 +112,15 @@ def write_generation_config(source_dir: Path, target_dir: Path, tokenizer: Any) 
 def merge_adapter(base: str, lora_path: str, output_path: str | os.PathLike, *, safe_serialization: bool = True,
                   dtype: str = "float32", tolerance: float | None = None, force: bool = False) -> MergeResult:
     """Merge ``lora_path`` into ``base``, verify, and write ``output_path`` atomically (see module docstring)."""
-    with files.output_lock(output_path, "--output_path"):  # one run per output, for the whole run
+    with files.output_lock(output_path, "--output-path"):  # one run per output, for the whole run
         return _merge_adapter(base, lora_path, output_path, safe_serialization=safe_serialization, dtype=dtype,
                               tolerance=tolerance, force=force)
 
 
 def _merge_adapter(base: str, lora_path: str, output_path: str | os.PathLike, *, safe_serialization: bool,
                    dtype: str, tolerance: float | None, force: bool) -> MergeResult:
-    files.check_apart({"--output_path": output_path}, {"--model_name_or_path": base, "--lora_path": lora_path})
-    output = files.check_model_folder(output_path, force, flag="--output_path")
+    files.check_apart({"--output-path": output_path}, {"--model-name-or-path": base, "--lora-path": lora_path})
+    output = files.check_model_folder(output_path, force, flag="--output-path")
     tolerance = check_tolerance(default_tolerance(dtype) if tolerance is None else tolerance)
     adapter_config = read_lora_config(lora_path)
     base_dir = resolve_model_dir(base)

@@ -103,7 +103,7 @@ def gguf_converted_dir(path: str | os.PathLike, cache_dir: str | os.PathLike | N
     return root / f"{path.stem}-gguf-{gguf_cache_key(path)}"
 
 
-def check_gguf_file(path: str | os.PathLike, flag: str = "--model_name_or_path") -> Path:
+def check_gguf_file(path: str | os.PathLike, flag: str = "--model-name-or-path") -> Path:
     """The path, when it is an existing file that starts with the GGUF magic; ConfigError/DataError otherwise."""
     path = Path(path).expanduser()
     if not path.exists():
@@ -117,7 +117,7 @@ def check_gguf_file(path: str | os.PathLike, flag: str = "--model_name_or_path")
     return path
 
 
-def check_gguf_source(path: str | os.PathLike, flag: str = "--model_name_or_path") -> None:
+def check_gguf_source(path: str | os.PathLike, flag: str = "--model-name-or-path") -> None:
     """Fail fast (before data or model loading) on a GGUF file the importer would refuse: missing, not GGUF,
     truncated header, another architecture, an unsupported tensor type. Reads only the header."""
     path = check_gguf_file(path, flag)
@@ -129,7 +129,7 @@ def check_gguf_source(path: str | os.PathLike, flag: str = "--model_name_or_path
 
 
 def convert_gguf(path: str | os.PathLike, cache_dir: str | os.PathLike | None = None,
-                 flag: str = "--model_name_or_path") -> Path:
+                 flag: str = "--model-name-or-path") -> Path:
     """The Paddle model folder of a GGUF file: made once (atomically) in the cache, reused while the file is unchanged.
 
     Raises ConfigError for a missing file or an unsupported architecture, DataError naming the file (and the

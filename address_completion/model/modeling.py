@@ -214,7 +214,7 @@ def hub_cache_dir(name: str) -> Path:
     return Path(home) / "models" / name
 
 
-def offline_error(name: str, flag: str = "--model_name_or_path") -> ConfigError:
+def offline_error(name: str, flag: str = "--model-name-or-path") -> ConfigError:
     folder = f"./models/{name.rstrip('/').split('/')[-1]}"
     return ConfigError(
         f"model {name!r} is a hub name, but this machine is offline (or the hub is unreachable) and it is not in "
@@ -282,11 +282,12 @@ def check_pickled_weights(folder: str | os.PathLike, kind: str = "model", *, tru
 # ---------------------------------------------------------------- public API
 
 
-def missing_folder_message(text: str) -> str:
+def missing_folder_message(text: str, flag: str) -> str:
+    """The error for a model folder ``text`` (given as ``flag``) that does not exist."""
     hint = ""
     if Path(text).name == "default-model":
         hint = " (build the embedded default model first: bash scripts/build_model.sh)"
-    return f"model folder {text!r} does not exist{hint}"
+    return f"{flag}: model folder {text!r} does not exist{hint}"
 
 
 def refuse_adapter_folder(folder: Path, text: str, flag: str) -> None:
@@ -298,14 +299,14 @@ def refuse_adapter_folder(folder: Path, text: str, flag: str) -> None:
     base = None
     with contextlib.suppress(ValueError, OSError):
         base = json.loads((folder / "lora_config.json").read_text(encoding="utf-8")).get("base_model_name_or_path")
-    lora_flag = "--lora_path"
+    lora_flag = "--lora-path" if flag.startswith("--") else "lora_path"  # a command's flag, or train's config key
     raise ConfigError(f"{flag} {text!r} is a LoRA adapter folder (lora_config.json and adapter weights), not a model: "
                       f"pass it as {lora_flag} and its base model as {flag}"
                       + (f" (the adapter was trained on {base})" if base else "")
                       + ", or merge it first (address-completion merge)")
 
 
-def resolve_model_dir(name_or_path: str, *, cache_dir: str | None = None, flag: str = "--model_name_or_path") -> Path:
+def resolve_model_dir(name_or_path: str, *, cache_dir: str | None = None, flag: str = "--model-name-or-path") -> Path:
     """A local folder PaddleNLP can load without writing anywhere (see module docstring). ``flag`` is the option
     that named the model, for the hint of an error. ``pkg:PACKAGE/FILE`` names a file inside an installed
     package (:mod:`.package_files`)."""
@@ -315,8 +316,8 @@ def resolve_model_dir(name_or_path: str, *, cache_dir: str | None = None, flag: 
         return convert_gguf(folder, cache_dir, flag)
     if folder.exists() or looks_like_local_path(text):
         if not folder.is_dir():
-            raise ConfigError(missing_folder_message(text) if not folder.exists()
-                              else f"model path {text!r} is a file; pass the folder that holds config.json "
+            raise ConfigError(missing_folder_message(text, flag) if not folder.exists()
+                              else f"{flag}: model path {text!r} is a file; pass the folder that holds config.json "
                                    "or a .gguf file")
         refuse_adapter_folder(folder, text, flag)
         if is_paddle_model_dir(folder):
@@ -336,7 +337,7 @@ def resolve_model_dir(name_or_path: str, *, cache_dir: str | None = None, flag: 
     return download_hub_model(text)
 
 
-def check_model_source(name_or_path: str, flag: str = "--model_name_or_path") -> None:
+def check_model_source(name_or_path: str, flag: str = "--model-name-or-path") -> None:
     """Fail fast (before data or model loading) when the model cannot be found; nothing is downloaded."""
     text = local_model_path(name_or_path, flag)
     folder = Path(text).expanduser()
@@ -345,7 +346,7 @@ def check_model_source(name_or_path: str, flag: str = "--model_name_or_path") ->
         return
     if folder.exists() or looks_like_local_path(text):
         if not folder.is_dir():
-            raise ConfigError(missing_folder_message(text))
+            raise ConfigError(missing_folder_message(text, flag))
         refuse_adapter_folder(folder, text, flag)
         if not (is_paddle_model_dir(folder) or is_hf_model_dir(folder)):
             resolve_model_dir(text, flag=flag)  # raises the descriptive error
@@ -356,7 +357,7 @@ def check_model_source(name_or_path: str, flag: str = "--model_name_or_path") ->
         raise offline_error(text, flag)
 
 
-def load_tokenizer(name_or_path: str, flag: str = "--model_name_or_path") -> Any:
+def load_tokenizer(name_or_path: str, flag: str = "--model-name-or-path") -> Any:
     """The tokenizer of a model folder or hub name (same resolution as :func:`resolve_model_dir`)."""
     from paddlenlp.transformers import AutoTokenizer
 
@@ -376,7 +377,7 @@ def load_tokenizer(name_or_path: str, flag: str = "--model_name_or_path") -> Any
 
 def load_model(name_or_path: str, *, dtype: str = "float32", lora_path: str | None = None,
                config_overrides: Mapping[str, Any] | None = None, written_here: bool = False,
-               flag: str = "--model_name_or_path") -> Any:
+               flag: str = "--model-name-or-path") -> Any:
     """A causal LM in ``dtype``; wrapped in PaddleNLP's LoRAModel when ``lora_path`` is given.
 
     Pickled weights are loaded with one warning (see :func:`check_pickled_weights`), except for a model
@@ -424,7 +425,7 @@ def save_adapter(lora_model: Any, folder: str | os.PathLike, *, safe_serializati
     return folder
 
 
-def read_adapter_tensors(lora_path: str | os.PathLike, flag: str = "--lora_path") -> tuple[Path, dict[str, Any]]:
+def read_adapter_tensors(lora_path: str | os.PathLike, flag: str = "--lora-path") -> tuple[Path, dict[str, Any]]:
     """The adapter's weight file and its tensors as numpy arrays (name -> array); ConfigError when the folder is
     not an adapter, DataError naming the file when it cannot be read."""
     folder = Path(lora_path)
@@ -531,7 +532,7 @@ def natural_order(name: str) -> list:
     return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
 
 
-def read_adapter_config(lora_path: str | os.PathLike, flag: str = "--lora_path") -> dict:
+def read_adapter_config(lora_path: str | os.PathLike, flag: str = "--lora-path") -> dict:
     """The adapter's lora_config.json as a dict: the one reader (predict, serve, merge, export, train's lora_path),
     so a broken file is the same one-line DataError naming file, line and column everywhere."""
     path = Path(lora_path) / "lora_config.json"
@@ -547,7 +548,7 @@ def read_adapter_config(lora_path: str | os.PathLike, flag: str = "--lora_path")
 
 
 def load_adapter(model: Any, lora_path: str | os.PathLike, *, base: str = "the base model",
-                 flag: str = "--lora_path") -> Any:
+                 flag: str = "--lora-path") -> Any:
     """``model`` wrapped in PaddleNLP's LoRAModel with the adapter at ``lora_path`` (safetensors or pickle), then
     checked: every adapter tensor found its layer with the same shape and was loaded (PaddleNLP skips a tensor
     that does not fit and goes on, which would leave the base model unchanged, and starts from fresh LoRA

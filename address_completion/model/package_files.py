@@ -24,7 +24,7 @@ def is_package_path(text: str | os.PathLike | None) -> bool:
     return isinstance(text, str) and text.startswith(SCHEME)
 
 
-def package_file(text: str, flag: str = "--model_name_or_path") -> Path:
+def package_file(text: str, flag: str = "--model-name-or-path") -> Path:
     """The file ``pkg:PACKAGE/RELATIVE/PATH`` names, inside the installed package's folder.
 
     Raises ConfigError naming ``flag`` when the text has no file part, the package is not installed (with the
@@ -51,7 +51,7 @@ def package_file(text: str, flag: str = "--model_name_or_path") -> Path:
                       + (f" (it holds {', '.join(present)})" if present else ""))
 
 
-def local_model_path(name_or_path: str | os.PathLike, flag: str = "--model_name_or_path") -> str:
+def local_model_path(name_or_path: str | os.PathLike, flag: str = "--model-name-or-path") -> str:
     """``name_or_path`` with a ``pkg:`` name replaced by the file's path; anything else unchanged."""
     text = str(name_or_path)
     return str(package_file(text, flag)) if is_package_path(text) else text

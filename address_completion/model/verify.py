@@ -39,7 +39,7 @@ def read_lora_config(lora_path: str | os.PathLike) -> dict:
     if config.get("pissa"):
         raise ConfigError(f"{path}: pissa is true. A PiSSA adapter replaces the base weights with a residual on its "
                           "first forward pass, so adding it to the original base model is not the trained model. "
-                          "Serve it unmerged (--lora_path) or train without pissa")
+                          "Serve it unmerged (--lora-path) or train without pissa")
     return config
 
 

@@ -22,7 +22,8 @@ def build_model(cfg: TrainConfig) -> Any:
     overrides = {key: getattr(training_args, key) for key in LlmMetaConfig._get_defaults()
                  if hasattr(training_args, key)}
     overrides.update(seq_length=cfg.data_args.max_length, ignore_index=IGNORE_INDEX)
-    model = load_model(model_args.model_name_or_path, dtype=cfg.dtype, config_overrides=overrides)
+    model = load_model(model_args.model_name_or_path, dtype=cfg.dtype, config_overrides=overrides,
+                       flag="model_name_or_path")
     if model_args.neftune:
         add_neftune(model, model_args.neftune_noise_alpha)
     if model_args.lora:

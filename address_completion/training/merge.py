@@ -41,7 +41,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "float32, 5e-2 for half precision")
     parser.add_argument("--low-gpu-mem", "--low_gpu_mem", type=parse_bool, default=False,
                         help="accepted for merge_lora_params.py compatibility; has no effect")
-    parser.add_argument("--force", action="store_true", help="replace a non-empty --output_path")
+    parser.add_argument("--force", action="store_true", help="replace a non-empty --output-path")
     add_format_arguments(parser, formats=("paddle", "hf", "gguf"), default="paddle")
 
 
@@ -68,7 +68,7 @@ def check_format_options(args: argparse.Namespace) -> None:
     if args.format == "paddle":
         return
     if not args.safe_serialization:
-        raise ConfigError(f"--safe_serialization false applies to --format paddle only; --format {args.format} "
+        raise ConfigError(f"--safe-serialization false applies to --format paddle only; --format {args.format} "
                           "always writes " + ("safetensors" if args.format == "hf" else "a .gguf file"))
     if str(args.dtype).lower() not in ("float32", "fp32"):
         raise ConfigError(f"--dtype {args.dtype} applies to --format paddle only; --format {args.format} merges in "
@@ -78,12 +78,12 @@ def check_format_options(args: argparse.Namespace) -> None:
 def run_export(args: argparse.Namespace) -> int:
     """merge --format hf|gguf: the merged model written by export (merge check, then the export's reload check)."""
     check_request(args.model_name_or_path, args.lora_path, args.output_path, args.format, args.quantize, args.force,
-                  flag="--output_path")
+                  flag="--output-path", model_flag="--model-name-or-path")
     read_lora_config(args.lora_path)
     setup_runtime(device="cpu", dtype="float32", model=args.model_name_or_path)
     result = export_model(args.model_name_or_path, args.output_path, args.format, lora_path=args.lora_path,
                           quantize=args.quantize, force=args.force, merge_tolerance=args.tolerance,
-                          flag="--output_path")
+                          flag="--output-path", model_flag="--model-name-or-path")
     print(f"merged {args.lora_path} into {args.model_name_or_path} -> {result.output_path} ({args.format}"
           f"{' ' + result.quantize if result.quantize else ''}; reloaded in transformers: max |logit diff| "
           f"{result.max_abs_diff:.3g}, {result.relative_diff:.3g} relative <= {result.tolerance:g})")
