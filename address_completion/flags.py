@@ -30,7 +30,7 @@ def is_true_word(text: str) -> bool | None:
 
 def flag_name(name: str) -> str:
     """The flag as ``--help`` lists it first: ``--max-input-chars`` for ``max_input_chars`` (an argparse
-    destination or settings key) or for the alias ``--max_input_chars``."""
+    destination or settings key) or for its underscore alias."""
     return "--" + name.lstrip("-").replace("_", "-")
 
 

@@ -243,7 +243,9 @@ def test_flags_are_kebab_case_first():
 UNDERSCORE_FLAGS_ALLOWED = {
     "pipeline.py": {"--model_name_or_path", "--dataset_name_or_path", "--output_dir", "--max_steps"},  # train keys
     "training/train.py": {"--lora_rank", "--max_steps"},  # the help's example of config-key overrides
-    "training/config.py": {"--lora_rank"},  # the docstring's example of config-key overrides
+    "training/config.py": {"--lora_rank", "--model_name_or_path"},  # config-key overrides
+    "training/lora.py": {"--model_name_or_path"},  # train names the model by its config-key override
+    "model/modeling.py": {"--lora_path"},  # the adapter's config-key override, when train named the model
     "training/launch.py": {"--nproc_per_node", "--log_dir"},  # paddle.distributed.launch's own options
     "flags.py": {"--lora_path"},  # the module docstring's example of an alias
 }

@@ -121,7 +121,7 @@ def test_hub_name_offline_fails_fast_with_a_local_folder_hint(monkeypatch, tmp_p
         resolve_model_dir("Qwen/Qwen2.5-0.5B-Instruct")
     message = str(error.value)
     assert attempts == [] and "\n" not in message
-    assert "offline" in message and "--model_name_or_path ./models/Qwen2.5-0.5B-Instruct" in message
+    assert "offline" in message and "--model-name-or-path ./models/Qwen2.5-0.5B-Instruct" in message
 
 
 def test_bundled_config_offline_stops_in_seconds_naming_a_local_folder(tmp_path):
@@ -220,9 +220,11 @@ def test_an_adapter_folder_given_as_the_model_says_so(lora_adapter_dir, default_
     from address_completion.model.modeling import check_model_source, resolve_model_dir
 
     for check in (resolve_model_dir, check_model_source):
-        with pytest.raises(ConfigError, match=r"--model_name_or_path '.*' is a LoRA adapter folder .*pass it as "
-                                              r"--lora_path and its base model as --model_name_or_path"):
+        with pytest.raises(ConfigError, match=r"--model-name-or-path '.*' is a LoRA adapter folder .*pass it as "
+                                              r"--lora-path and its base model as --model-name-or-path"):
             check(str(lora_adapter_dir))
+        with pytest.raises(ConfigError, match="pass it as --lora_path and its base model as --model_name_or_path"):
+            check(str(lora_adapter_dir), flag="--model_name_or_path")  # train: its config keys' override spelling
     assert main(["predict", "--model", str(lora_adapter_dir), "碑林区扬子江南路467-6号"]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"error: --model '{lora_adapter_dir}' is a LoRA adapter folder") and "Traceback" not in err

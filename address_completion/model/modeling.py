@@ -299,7 +299,7 @@ def refuse_adapter_folder(folder: Path, text: str, flag: str) -> None:
     base = None
     with contextlib.suppress(ValueError, OSError):
         base = json.loads((folder / "lora_config.json").read_text(encoding="utf-8")).get("base_model_name_or_path")
-    lora_flag = "--lora-path" if flag.startswith("--") else "lora_path"  # a command's flag, or train's config key
+    lora_flag = "--lora_path" if "_" in flag else "--lora-path"  # train's config-key override, or a command's flag
     raise ConfigError(f"{flag} {text!r} is a LoRA adapter folder (lora_config.json and adapter weights), not a model: "
                       f"pass it as {lora_flag} and its base model as {flag}"
                       + (f" (the adapter was trained on {base})" if base else "")

@@ -345,7 +345,7 @@ def load_config(path: str | os.PathLike | None, overrides: Sequence[str] | Mappi
     runtime.prepare_environment(model=model if isinstance(model, str) else None)
     runtime.import_paddle()  # now, before paddlenlp's dataclasses do it with Paddle's OMP_NUM_THREADS notice
     if check_paths and isinstance(model, str) and model:
-        check_model_source(model, flag="model_name_or_path")  # first and fast: an offline hub name fails before paddle is imported
+        check_model_source(model, flag="--model_name_or_path")  # first and fast: an offline hub name fails before paddle is imported
     vocabulary = key_vocabulary()
     merged = merge_values(raw, text_overrides, vocabulary)
     requested = device or merged.values.get("device") or "auto"

@@ -23,7 +23,7 @@ def build_model(cfg: TrainConfig) -> Any:
                  if hasattr(training_args, key)}
     overrides.update(seq_length=cfg.data_args.max_length, ignore_index=IGNORE_INDEX)
     model = load_model(model_args.model_name_or_path, dtype=cfg.dtype, config_overrides=overrides,
-                       flag="model_name_or_path")
+                       flag="--model_name_or_path")  # train's override spelling of the key
     if model_args.neftune:
         add_neftune(model, model_args.neftune_noise_alpha)
     if model_args.lora:

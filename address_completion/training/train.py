@@ -175,8 +175,8 @@ def set_up(cfg: TrainConfig, pairs: dict[str, list[dict[str, str]]], checkpoint:
 
     set_mmap_threshold()  # 32 MiB unless ADDRESS_COMPLETION_MMAP_THRESHOLD says otherwise: before the model is built
     set_seed(cfg.training_args.seed)
-    tokenizer_key = "tokenizer_name_or_path" if cfg.model_args.tokenizer_name_or_path else "model_name_or_path"
-    tokenizer = load_tokenizer(getattr(cfg.model_args, tokenizer_key), flag=tokenizer_key)
+    key = "tokenizer_name_or_path" if cfg.model_args.tokenizer_name_or_path else "model_name_or_path"
+    tokenizer = load_tokenizer(getattr(cfg.model_args, key), flag=f"--{key}")  # train's override spelling of the key
     data = prepare_data(cfg, tokenizer, pairs)
     model = build_model(cfg)
     train_data = eval_data = None
