@@ -39,7 +39,7 @@ def test_the_demo_prints_each_command_and_stops_at_the_step_that_fails(tmp_path,
             "--eval-config", str(ROOT / "configs" / "eval_tiny.yaml")]
     assert cli.main(argv) == 2
     captured = capsys.readouterr()
-    assert f"$ address-completion prepare --poi --num 2000 --seed 42 --output {out / 'pairs-poi.jsonl'} --force" \
+    assert f"$ address-completion prepare --poi --ambiguous-rate 0.6 --num 2000 --seed 42 --output {out / 'pairs-poi.jsonl'} --force" \
         in captured.out
     assert "[2/" not in captured.out, "no step after the failed one"
     assert captured.err.splitlines() == [
