@@ -16,6 +16,7 @@ split): exact there, where the prior is wrong, and where the right candidate is 
 
     python bench/real_model_learning.py                      # the config's steps, first 200 test pairs
     python bench/real_model_learning.py --steps 20 --limit 50 --output-dir outputs/bench-quick --force
+    python bench/real_model_learning.py --steps 200 --choices-only --limit 400 --decodings constrained -- --dataset_name_or_path outputs/choice/data
 """
 
 from __future__ import annotations
@@ -65,6 +66,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--steps", type=positive_int, default=None,
                         help="optimizer steps of training (the budget); default: the config's max_steps")
     parser.add_argument("--limit", type=positive_int, default=200, help="first N pairs of the test file")
+    parser.add_argument("--choices-only", action="store_true",
+                        help="keep only the test pairs whose input has two or more candidates (before --limit): "
+                             "the model-vs-prior table on every choice of the file")
     parser.add_argument("--free-limit", type=positive_int, default=None,
                         help="free decoding on the first N of those only (it generates token by token); default: all")
     parser.add_argument("--test-file", default=None, help="src/tgt pairs; default: test.json of the config's dataset")
@@ -125,6 +129,12 @@ def measure(completer: Any, pairs: Sequence[dict[str, str]], decoding: str, batc
             "versus_prior": versus_prior(flags, contexts[:len(pairs)]),
             "examples": [{"src": pair["src"], "tgt": pair["tgt"], "predict": completion.text}
                          for pair, completion in list(zip(pairs, completions))[:3]]}
+
+
+def choices_only(pairs: Sequence[dict[str, str]], contexts: Sequence[Any]) -> tuple[list, list]:
+    """The pairs (and their :func:`metrics.choice_context`) whose input has two or more candidates."""
+    kept = [(pair, context) for pair, context in zip(pairs, contexts) if context.candidates >= 2]
+    return [pair for pair, _ in kept], [context for _, context in kept]
 
 
 def evaluate_model(model: str, lora_path: str | None, pairs: Sequence[dict[str, str]], args: argparse.Namespace,
@@ -247,10 +257,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     model, grounding = cfg.model_args.model_name_or_path, cfg.extras["grounding"]
     test_file = Path(args.test_file) if args.test_file else cfg.dataset_dir / "test.json"
     train_file = Path(args.train_file) if args.train_file else cfg.dataset_dir / "train.json"
-    pairs = dataio.read_records(test_file, required=("src", "tgt")).records[: args.limit]
-    if not pairs:
-        raise AddressCompletionError(f"{test_file}: no src/tgt pairs")
+    pairs = dataio.read_records(test_file, required=("src", "tgt")).records
     contexts = [choice_context(strip_prefix(pair["src"]), pair["tgt"]) for pair in pairs]
+    if args.choices_only:  # the model-vs-prior comparison on every choice of the file, not on the first N pairs
+        pairs, contexts = choices_only(pairs, contexts)
+    pairs, contexts = pairs[: args.limit], contexts[: args.limit]
+    if not pairs:
+        raise AddressCompletionError(f"{test_file}: no src/tgt pairs" + (" with two or more candidates"
+                                                                         if args.choices_only else ""))
     setup_runtime(model=model)
     lora_dir = output_dir / "lora"
     results: dict[str, Any] = {

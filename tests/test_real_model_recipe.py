@@ -163,3 +163,16 @@ def test_bench_measures_model_vs_prior_before_and_after(tmp_path, default_model_
         in printed
     assert re.search(r"\ncity-frequency +100.0% \[43.9-100.0\] \(3/3\) +100.0% \[34.2-100.0\] \(2/2\)", printed)
     assert "after constrained" in printed and "answer not listed first" in printed
+
+
+def test_bench_choices_only_keeps_the_inputs_with_two_or_more_candidates():
+    """--choices-only: the model-vs-prior figures on every choice of a test file (碑林区… has one candidate)."""
+    from address_completion.evaluation.metrics import choice_context
+
+    bench = load_bench()
+    assert bench.parse_args(["--choices-only"]).choices_only and not bench.parse_args([]).choices_only
+    pairs = [{"src": "补齐五级行政地址: " + src, "tgt": tgt} for src, tgt in AMBIGUOUS_TEST]
+    contexts = [choice_context(src, tgt) for src, tgt in AMBIGUOUS_TEST]
+    kept, kept_contexts = bench.choices_only(pairs, contexts)
+    assert [pair["tgt"] for pair in kept] == [tgt for _, tgt in AMBIGUOUS_TEST[:3]]
+    assert [context.candidates for context in kept_contexts] == [4, 2, 2]
