@@ -13,7 +13,8 @@ from conftest import wait_until_paused
 
 from address_completion import cli
 from address_completion.errors import ConfigError, DataError, OutputExistsError
-from address_completion.evaluation.evaluate import load_config, run_evaluation
+from address_completion.evaluation.config import load_config
+from address_completion.evaluation.evaluate import run_evaluation
 from address_completion.evaluation.registry import KINDS
 from address_completion.evaluation.systems import System
 

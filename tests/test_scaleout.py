@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from address_completion.evaluation.evaluate import load_config
+from address_completion.evaluation.config import load_config
 from address_completion.model.modelfile import PROMPT_VARIABLE, ollama_modelfile
 from address_completion.data.prompt import render_prompt, user_message
 from address_completion.evaluation.registry import create_system

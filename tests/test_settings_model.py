@@ -6,7 +6,7 @@ import pydantic
 import pytest
 
 from address_completion.errors import ConfigError
-from address_completion.evaluation.evaluate import SETTING_RULES, parse_settings
+from address_completion.evaluation.config import SETTING_RULES, parse_settings
 from address_completion.evaluation.settings_model import settings_model
 
 

@@ -44,7 +44,8 @@ def report_dir(tmp_path_factory) -> Path:
     """An evaluate output folder: report.json and comparison.png of a predictions system (no model needed)."""
     import yaml
 
-    from address_completion.evaluation.evaluate import load_config, run_evaluation
+    from address_completion.evaluation.config import load_config
+    from address_completion.evaluation.evaluate import run_evaluation
 
     folder = tmp_path_factory.mktemp("report")
     pairs = [(ADDRESS, FULL), ("法门镇美阳村3组", "陕西省宝鸡市扶风县法门镇美阳村3组"), ("北京朝阳区建国路88号", "北京市朝阳区建国路88号")]

@@ -2,7 +2,7 @@
 (``extra="forbid"``, strict types, bounds, choices), with the project's own one-line messages: the key path, what
 was expected, the nearest valid key for a typo and how to write a number YAML read as text.
 
-The settings model is built from ``evaluate.SETTING_RULES`` (setting -> (type, minimum or allowed values)), the
+The settings model is built from ``config.SETTING_RULES`` (setting -> (type, minimum or allowed values)), the
 one table the CLI flags use too, so a rule is written once. Each system kind declares its model on its class
 (``System.OPTIONS``) from :func:`text`, :func:`integer`, :func:`number` and :func:`choice`, which carry the
 :class:`Expect` phrase its messages use; :func:`validate_options` turns pydantic's errors into those messages.

@@ -1,0 +1,293 @@
+"""The evaluation config: the YAML file (test file, output folder, settings, systems) read, checked key by key and
+overridden with ``--set`` (docs/evaluation.md). Every mistake is a ConfigError naming the file, line or key."""
+
+from __future__ import annotations
+
+import functools
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+from ..data import dataio
+from ..data.gazetteer import DETAILS
+from ..errors import ConfigError, DataError, closest_match
+from .settings_model import entry_model, expected, integer, text, validate_settings
+from .registry import COMMON_KEYS, KINDS
+from .systems import DEVICES, DTYPES, EvalSettings, SystemSpec, yaml_number_hint
+
+TOP_KEYS = ("test_file", "output_dir", "settings", "systems", "title")
+# setting -> (type, minimum or allowed values); None as a value is allowed only for "limit".
+SETTING_RULES: dict[str, tuple[type, Any]] = {
+    "batch_size": (int, 1), "max_new_tokens": (int, 1), "limit": (int, 1), "timeout": (float, 0.001),
+    "retries": (int, 0), "backoff": (float, 0.0), "concurrency": (int, 1), "worst_errors": (int, 0),
+    "dtype": (str, DTYPES), "device": (str, DEVICES),
+    "prompt_prefix": (str, None), "detail": (str, DETAILS),
+}
+SYSTEM_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,63}$")
+# The keys every systems: entry may have besides its kind's (COMMON_KEYS), as pydantic field types.
+COMMON_FIELDS = {
+    "name": text(template="{value!r} must be 1-64 letters, digits, '.', '_', '+' or '-' (it names the predictions "
+                 "file)", pattern=SYSTEM_NAME.pattern, strip=False),
+    "kind": Any,
+    "limit": integer(1, "an integer >= 1 (or null for every test item)"),
+}
+
+
+# ---------------------------------------------------------------- configuration
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """A validated evaluation: what to score, where to write, how, and which systems."""
+
+    test_file: Path
+    output_dir: Path
+    settings: EvalSettings
+    systems: tuple[SystemSpec, ...]
+    title: str = "Address completion evaluation"
+    source: str = "<config>"
+
+
+def suggestion(key: str, allowed: Sequence[str]) -> str:
+    close = closest_match(key, allowed)
+    return f" (did you mean {close!r}?)" if close else ""
+
+
+def check_keys(mapping: dict[str, Any], allowed: Sequence[str], where: str) -> None:
+    """Unknown keys are errors naming the closest valid key."""
+    for key in mapping:
+        if key not in allowed:
+            extra = " (API keys come from an environment variable: api_key_env)" if key == "api_key" else ""
+            raise ConfigError(f"{where}: unknown key {key!r}{suggestion(str(key), allowed) or extra}; "
+                              f"valid keys: {', '.join(allowed)}")
+
+
+def parse_settings(raw: Any, where: str) -> EvalSettings:
+    if raw is None:
+        return EvalSettings()
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: expected a mapping of settings, got {type(raw).__name__}")
+    values = validate_settings(raw, SETTING_RULES, where, yaml_number_hint)  # pydantic, our messages
+    for key, value in values.items():
+        if value is None and key != "limit":  # null means the default for limit only
+            raise ConfigError(expected(key, value, SETTING_RULES[key], f"{where}.{key}", yaml_number_hint))
+    return EvalSettings(**values)
+
+
+def default_system_name(raw: dict[str, Any]) -> str:
+    kind = raw.get("kind")
+    if kind == "rules" and isinstance(raw.get("engine"), str):
+        return raw["engine"]
+    if kind == "prior" and raw.get("train_file"):
+        return "city-frequency"
+    return str(kind)
+
+
+def parse_system(raw: Any, where: str) -> SystemSpec:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: expected a mapping with at least 'kind', got {type(raw).__name__}")
+    kind = raw.get("kind")
+    if kind not in KINDS:
+        raise ConfigError(f"{where}.kind: unknown system kind {kind!r}{suggestion(str(kind), list(KINDS))}; "
+                          f"expected one of {', '.join(KINDS)}")
+    cls = KINDS[kind]
+    name = raw.get("name", default_system_name(raw))
+    # One pydantic model per entry: the kind's options (System.OPTIONS) plus the keys every entry has.
+    entry = cls.check_options({**raw, "name": name}, where, entry_model(cls.OPTIONS, COMMON_FIELDS))
+    # The validated values (a choice in lower case, a path without surrounding spaces), as the entry gave them.
+    options = {key: value for key, value in entry.model_dump(exclude_unset=True).items() if key not in COMMON_KEYS}
+    return SystemSpec(name=name, kind=kind, options=options, where=where, limit=raw.get("limit"))
+
+
+def config_from_dict(data: Any, source: str = "<config>") -> EvalConfig:
+    """Validate a parsed YAML document (errors name ``source`` and the key).
+
+    Every problem found is reported at once, one per line (test_file, settings and each system are checked
+    independently), so a user fixes a config in one pass. Raises ConfigError."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: expected a mapping with test_file, output_dir and systems")
+    check_keys(data, TOP_KEYS, source)
+    problems: list[str] = []
+
+    def checked(parse: Any, *args: Any) -> Any:
+        try:
+            return parse(*args)
+        except ConfigError as error:
+            problems.append(str(error))
+            return None
+
+    for key in ("test_file", "output_dir", "systems"):
+        if data.get(key) in (None, "", []):
+            problems.append(f"{source}: missing {key!r}")
+    test_file = Path(str(data.get("test_file"))).expanduser()
+    if data.get("test_file") not in (None, "") and test_file.is_dir():
+        problems.append(f"{source}: test_file: {test_file} is a folder; name the JSON lines file with src and tgt "
+                        f"inside it (e.g. {test_file / 'test.json'})")
+    elif data.get("test_file") not in (None, "") and not test_file.is_file():
+        problems.append(f"{source}: test_file: {test_file} not found (a JSON lines file with src and tgt)")
+    settings = checked(parse_settings, data.get("settings"), f"{source}: settings")
+    raw_systems = data.get("systems") or []
+    if not isinstance(raw_systems, list):
+        problems.append(f"{source}: systems: expected a list of systems, got {type(raw_systems).__name__}")
+        raw_systems = []
+    systems = [checked(parse_system, raw, f"{source}: systems[{index}]") for index, raw in enumerate(raw_systems)]
+    seen: set[str] = set()
+    for spec in filter(None, systems):
+        if spec.name in seen:
+            problems.append(f"{spec.where}.name: two systems are named {spec.name!r}; give each a unique 'name'")
+        seen.add(spec.name)
+    if problems:
+        raise ConfigError(problems[0] if len(problems) == 1 else
+                          f"{len(problems)} problems in {source}:\n  " + "\n  ".join(problems))
+    title = data.get("title") or EvalConfig.title
+    return EvalConfig(test_file=test_file, output_dir=Path(str(data["output_dir"])).expanduser(),
+                      settings=settings, systems=tuple(systems), title=str(title), source=source)
+
+
+def load_yaml(text: str) -> Any:
+    """``yaml.safe_load(text)``, refusing a mapping that gives a key twice (yaml.YAMLError naming the line): YAML
+    keeps the last one silently, and train's JSON config refuses the same mistake."""
+    import yaml
+
+    return yaml.load(text, Loader=_unique_key_loader())
+
+
+@functools.lru_cache(maxsize=None)
+def _unique_key_loader() -> type:
+    """yaml.SafeLoader checking a mapping's own keys (a ``<<`` merge may still be overridden)."""
+    import yaml  # lazily, as everywhere here: only evaluate reads YAML
+
+    class UniqueKeyLoader(yaml.SafeLoader):
+        def construct_mapping(self, node: Any, deep: bool = False) -> dict:
+            first_lines: dict[Any, int] = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key = self.construct_object(key_node, deep=deep)
+                if not isinstance(key, (str, int, float, bool)) or key is None:
+                    continue  # the base class names an unhashable key
+                if key in first_lines:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"key {key!r} is given twice (first on line {first_lines[key]}); YAML keeps only "
+                                    "the last one silently, so give each key once", key_node.start_mark)
+                first_lines[key] = key_node.start_mark.line + 1
+            return super().construct_mapping(node, deep=deep)
+
+    return UniqueKeyLoader
+
+
+def apply_override(data: dict[str, Any], assignment: str) -> None:
+    """``KEY.PATH=VALUE`` (VALUE parsed as YAML). ``systems.NAME.key`` addresses a system by name or index."""
+    import yaml
+
+    if "=" not in assignment:
+        raise ConfigError(f"--set {assignment!r}: expected KEY=VALUE, e.g. settings.limit=100")
+    dotted, text = assignment.split("=", 1)
+    parts = dotted.strip().split(".")
+    if not all(parts):  # settings.=3 replaced the whole settings mapping
+        raise ConfigError(f"--set {assignment!r}: empty key or key part; write KEY.PATH=VALUE, e.g. settings.limit=100")
+    try:
+        value = load_yaml(text) if text.strip() else None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"--set {assignment!r}: value is not valid YAML ({exc})") from None
+    target: Any = data
+    for depth, part in enumerate(parts[:-1]):
+        target = _descend(target, part, ".".join(parts[: depth + 1]), assignment)
+    if not isinstance(target, dict):
+        raise ConfigError(f"--set {assignment!r}: {'.'.join(parts[:-1])} is not a mapping")
+    target[parts[-1]] = value
+
+
+def system_index(systems: list[Any], part: str) -> int | None:
+    """The index of the entry ``part`` names (its name, else its position), or None."""
+    for index, item in enumerate(systems):
+        if isinstance(item, dict) and item.get("name", default_system_name(item)) == part:
+            return index
+    return int(part) if part.isdigit() and int(part) < len(systems) else None
+
+
+def override_check(data: dict[str, Any], assignment: str, source: str) -> Any:
+    """A function ``check(where)`` validating, through the same models as the file, the part of ``data`` that
+    ``assignment`` changes (the settings or one system entry), or None when the whole config's check covers it.
+
+    Raises ConfigError (naming the --set) for a top-level key the config does not have."""
+    parts = assignment.split("=", 1)[0].strip().split(".")
+    if "=" not in assignment or not all(parts):
+        return None  # apply_override says what is wrong with it
+    if parts[0] not in TOP_KEYS:
+        check_keys({parts[0]: None}, TOP_KEYS, f"{source}: --set {assignment!r}")
+    if parts[0] == "settings" and len(parts) > 1:
+        return lambda where: parse_settings(data.get("settings"), f"{where}: settings")
+    systems = data.get("systems")
+    if parts[0] == "systems" and len(parts) > 2 and isinstance(systems, list):
+        index = system_index(systems, parts[1])
+        if index is not None:
+            return lambda where: parse_system(systems[index], f"{where}: systems[{index}]")
+    return None
+
+
+def apply_overrides(data: dict[str, Any], overrides: Sequence[str], source: str) -> None:
+    """Apply each ``--set`` in turn; one that makes a valid part of the config invalid is reported as that
+    --set's fault, with the models' message (``eval.yaml: --set 'settings.batch_size=0': settings.batch_size:
+    expected an integer >= 1, got 0``). Problems the file already had are left to the whole config's check."""
+    for assignment in overrides:
+        check = override_check(data, assignment, source)
+        valid_before = False
+        if check is not None:
+            try:
+                check(source)
+                valid_before = True
+            except ConfigError:
+                pass
+        apply_override(data, assignment)
+        if valid_before:
+            check(f"{source}: --set {assignment!r}")
+
+
+def _descend(node: Any, part: str, path: str, assignment: str) -> Any:
+    if isinstance(node, list):
+        index = system_index(node, part)
+        if index is not None:
+            return node[index]
+        names = [item.get("name", default_system_name(item)) for item in node if isinstance(item, dict)]
+        raise ConfigError(f"--set {assignment!r}: no system {part!r}{suggestion(part, names)}; "
+                          f"systems: {', '.join(names)}")
+    if not isinstance(node, dict):
+        raise ConfigError(f"--set {assignment!r}: {path} is not a mapping")
+    return node.setdefault(part, {})
+
+
+def load_config(path: str | os.PathLike, overrides: Sequence[str] = (), *, only: Sequence[str] = ()) -> EvalConfig:
+    """Read, override and validate a YAML evaluation config. ``only`` keeps the named systems."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"evaluation config {path} is a folder; pass the YAML file (e.g. configs/eval_tiny.yaml)"
+                          if path.is_dir() else f"evaluation config {path} not found")
+    try:
+        data = load_yaml(dataio.read_utf8_text(path))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark is not None else None
+        raise DataError(f"invalid YAML: {getattr(exc, 'problem', exc)}", path, line) from None
+    data = data if data is not None else {}
+    if isinstance(data, dict):
+        apply_overrides(data, overrides, str(path))
+        if only:
+            data["systems"] = select_systems(data.get("systems"), only, str(path))
+    return config_from_dict(data, str(path))
+
+
+def select_systems(systems: Any, names: Sequence[str], source: str) -> list[Any]:
+    """The raw entries of the named systems, so the others are not even validated (their model may not exist)."""
+    entries = systems if isinstance(systems, list) else []
+    available = [entry.get("name", default_system_name(entry)) for entry in entries if isinstance(entry, dict)]
+    for name in names:
+        if name not in available:
+            raise ConfigError(f"--systems: no system {name!r}{suggestion(name, available)} in {source}; "
+                              f"systems: {', '.join(available)}")
+    return [entry for entry in entries if isinstance(entry, dict)
+            and entry.get("name", default_system_name(entry)) in names]
