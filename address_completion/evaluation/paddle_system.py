@@ -101,7 +101,7 @@ class PaddleSystem(System):
 
     def decoding_options(self) -> dict[str, Any]:
         options = {key: self._option(key) for key in ("grounding", "decoding", "min_confidence", "detail")}
-        return {**options, **{key: str(options[key]).lower() for key in ("grounding", "decoding", "detail")}}
+        return {**options, "detail": str(options["detail"]).lower()}
 
     def fingerprint(self) -> dict[str, Any]:
         model, lora = self.spec.options["model"], self.spec.options.get("lora_path")

@@ -69,7 +69,7 @@ class OpenAISystem(System):
     @property
     def grounding(self) -> str:
         """none (default: the plain training message) or candidates (the gazetteer's chains in the message)."""
-        return str(self.spec.options.get("grounding") or "none").lower()  # validated in any case, as paddle's
+        return self.spec.options.get("grounding") or "none"
 
     def _option(self, key: str, setting: str | None = None) -> Any:
         value = self.spec.options.get(key)
