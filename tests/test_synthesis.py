@@ -492,7 +492,9 @@ def test_cli_input_keeps_ambiguous_shortenings(tmp_path, capsys):
     (["--kind-weights", "town=1"], "unknown shortening kind 'town'"),
     (["--kind-weights", "county_first=0"], "at least one above 0"),
     (["--kind-weights", "county_first=-1"], "non-negative"),
-    (["--ambiguous-rate", "1.5"], "ambiguous_rate must be between 0 and 1, got 1.5"),
+    (["--ambiguous-rate", "1.5"], "error: --ambiguous-rate must be between 0 and 1, got 1.5"),
+    (["--noise-rate", "-1"], "error: --noise-rate must be between 0 and 1, got -1.0"),
+    (["--full-rate", "nan"], "error: --full-rate must be between 0 and 1, got nan"),
     (["--poi", "--input", "mine.txt"], "--poi and --input are two sources"),
 ])
 def test_cli_bad_shares_are_named(flags, message, tmp_path, capsys):

@@ -99,6 +99,10 @@ def _run(args: argparse.Namespace) -> int:
         raise ConfigError("--column only applies with --input")
     if args.poi and args.input is not None:
         raise ConfigError("--poi and --input are two sources of addresses; give one")
+    for flag, share in (("--noise-rate", args.noise_rate), ("--full-rate", args.full_rate),
+                        ("--ambiguous-rate", args.ambiguous_rate)):
+        if not 0.0 <= share <= 1.0:  # named by its flag here; Settings names the field for library callers
+            raise ConfigError(f"{flag} must be between 0 and 1, got {share}")
     kind_weights = parse_kind_weights(args.kind_weights)
     Settings(noise_rate=args.noise_rate, full_rate=args.full_rate, ambiguous_rate=args.ambiguous_rate,
              kind_weights=kind_weights)  # every rate checked before any work
