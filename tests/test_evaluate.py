@@ -635,7 +635,8 @@ def test_eval_0p5b_config_loads_once_its_adapter_exists(tmp_path, monkeypatch):
 
     monkeypatch.chdir(tmp_path)
     (tmp_path / "data").mkdir()
-    shutil.copy(REPO / "data" / "test.json", tmp_path / "data" / "test.json")
+    for name in ("test.json", "train.json"):  # the checkout's split: the test set and the prior's counts
+        shutil.copy(REPO / "data" / name, tmp_path / "data" / name)
     config_path = REPO / "configs" / "eval_0p5b.yaml"
     with pytest.raises(ConfigError, match=r"eval_0p5b.yaml: systems\[0\].lora_path: adapter folder "
                                           r"outputs/lora-0p5b not found"):

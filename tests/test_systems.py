@@ -380,10 +380,28 @@ def test_a_number_yaml_read_as_text_gets_the_spelling_yaml_reads(default_model_d
 
 @pytest.mark.parametrize("kind, options", [("openai", {"base_url": "http://127.0.0.1:9/v1", "model": "m"}),
                                            ("paddle", {"model": "x"})])
-def test_grounding_is_read_in_any_case_and_kept_lower_cased(kind, options):
+def test_choices_are_read_in_any_case_and_kept_lower_cased(kind, options):
     """The config's validation folds the choice's case and keeps the folded value, so a system never sees
     "Candidates" (openai's grounding was case-sensitive while paddle's was not)."""
     from address_completion.evaluation.config import parse_system
 
     spec = parse_system({"kind": kind, "grounding": "Candidates", **options}, "systems[0]")
     assert spec.options["grounding"] == "candidates"
+
+
+def test_a_rule_engine_is_read_in_any_case():
+    from address_completion.evaluation.config import parse_system
+
+    assert parse_system({"kind": "rules", "engine": "Gazetteer"}, "systems[0]").options["engine"] == "gazetteer"
+
+
+def test_a_missing_train_file_of_the_prior_is_refused_with_the_config(tmp_path):
+    """Found missing only when the system ran, it left a report with no system scored (exit 1)."""
+    from address_completion.evaluation.config import parse_system
+
+    with pytest.raises(ConfigError, match=r"^systems\[0\]\.train_file: training pairs file /nope/train\.json not "
+                                          r"found$"):
+        parse_system({"kind": "prior", "train_file": "/nope/train.json"}, "systems[0]")
+    train = tmp_path / "train.json"
+    train.write_text("", encoding="utf-8")
+    assert parse_system({"kind": "prior", "train_file": str(train)}, "systems[0]").options["train_file"] == str(train)

@@ -18,13 +18,15 @@ import io
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationInfo, model_validator
+
 from .. import DEFAULT_PROMPT_PREFIX
 from ..data import dataio, gazetteer
 from ..data.matching import normalize_text
 from ..data.prompt import address_candidates, strip_prefix
 from ..runtime import logger
 from .settings_model import choice, text
-from .systems import Answer, EvalSettings, System, SystemOptions, SystemSpec, abstain, files_stamp, gazetteer_stamp
+from .systems import Answer, EvalSettings, System, SystemOptions, SystemSpec, abstain, check_file, files_stamp, gazetteer_stamp
 
 
 # ---------------------------------------------------------------- rule-based parsers
@@ -65,7 +67,7 @@ class RulesSystem(System):
     ENGINES = RULE_ENGINES
 
     class OPTIONS(SystemOptions):
-        engine: choice(RULE_ENGINES, required=True,
+        engine: choice(RULE_ENGINES, any_case=True, required=True,
                        template="unknown rule engine {value!r}; expected {what}")
     # Bumped when the joining or abstention logic changes, so cached rule answers are recomputed.
     LOGIC_VERSION = 2
@@ -185,6 +187,11 @@ class PriorSystem(System):
 
     class OPTIONS(SystemOptions):
         train_file: text() = None
+
+        @model_validator(mode="after")
+        def _exists(self, info: ValidationInfo) -> Any:
+            check_file(self.train_file, info, "train_file", "training pairs file")
+            return self
 
     def __init__(self, spec: SystemSpec, settings: EvalSettings):
         super().__init__(spec, settings)

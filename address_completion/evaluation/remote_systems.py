@@ -27,7 +27,7 @@ from ..errors import AddressCompletionError, ConfigError, DataError
 from ..runtime import logger
 from .settings_model import choice, integer, number, text
 from .systems import (Answer, EvalSettings, System, SystemOptions, SystemSpec, abstain, files_stamp,
-                      gazetteer_stamp, where_of)
+                      gazetteer_stamp, where_of, check_file)
 
 
 class RemoteSystemError(AddressCompletionError):
@@ -221,9 +221,7 @@ class PredictionsSystem(System):
 
         @model_validator(mode="after")
         def _exists(self, info: ValidationInfo) -> Any:
-            path = Path(self.path).expanduser()
-            if not path.is_file():
-                raise ConfigError(f"{where_of(info)}.path: predictions file {path} not found")
+            check_file(self.path, info, "path", "predictions file")
             return self
 
     def __init__(self, spec: SystemSpec, settings: EvalSettings):

@@ -32,7 +32,7 @@ from pydantic import ValidationInfo
 from .. import DEFAULT_PROMPT_PREFIX
 from ..data import gazetteer
 from ..data.gazetteer import DEFAULT_DETAIL
-from ..errors import AddressCompletionError
+from ..errors import AddressCompletionError, ConfigError
 from .settings_model import options_base, validate_options
 
 
@@ -127,6 +127,13 @@ EXTRA_HINTS = {"api_key": " (API keys come from an environment variable: api_key
 def where_of(info: ValidationInfo) -> str:
     """The entry's place for messages (``configs/eval.yaml: systems[2]``), given to the validation as context."""
     return (info.context or {}).get("where", "systems")
+
+
+def check_file(value: str | None, info: ValidationInfo, key: str, what: str) -> None:
+    """ConfigError naming the entry and ``key`` when ``value`` is set but names no file (checked with the
+    config, before any system runs or any output is written)."""
+    if value is not None and not Path(value).expanduser().is_file():
+        raise ConfigError(f"{where_of(info)}.{key}: {what} {Path(value).expanduser()} not found")
 
 
 class System:
