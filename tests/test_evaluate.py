@@ -825,8 +825,43 @@ def test_flags_are_kebab_case_and_paddlenlp_spellings_are_aliases():
     add_arguments(parser)
     kebab = parser.parse_args(["c.yaml", "--output-dir", "out", "--batch-size", "3", "--max-new-tokens", "4"])
     snake = parser.parse_args(["c.yaml", "--output_dir", "out", "--batch_size", "3", "--max_new_tokens", "4"])
-    assert overrides_from_args(kebab) == overrides_from_args(snake) == [
+    assignments = [[item.assignment for item in overrides_from_args(args)] for args in (kebab, snake)]
+    assert assignments[0] == assignments[1] == [
         'output_dir="out"', "settings.batch_size=3", "settings.max_new_tokens=4"]
     demo = argparse.ArgumentParser()
     demo_arguments(demo)
     assert demo.parse_args(["--max_steps", "5"]).max_steps == demo.parse_args(["--max-steps", "5"]).max_steps == 5
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--set", "settings.limit=5", "--set", "settings.limit=7"],
+     "settings.limit is given twice: --set settings.limit=5 and --set settings.limit=7; give it once"),
+    (["--set", "settings.limit=5", "--limit", "3"],
+     "settings.limit is given twice: --limit 3 and --set settings.limit=5; give it once"),
+    (["--batch_size", "2", "--set", "settings.batch_size=4"],  # PaddleNLP's spelling, named in kebab-case
+     "settings.batch_size is given twice: --batch-size 2 and --set settings.batch_size=4; give it once"),
+    (["--output-dir", "a", "--set", "output_dir=b"],
+     "output_dir is given twice: --output-dir a and --set output_dir=b; give it once"),
+    (["--timeout", "5", "--set", "settings={batch_size: 3}"],  # the mapping replaced drops the --timeout
+     "settings.timeout is given twice: --timeout 5 and --set 'settings={batch_size: 3}'; give it once"),
+    (["--set", "settings={limit: 2}", "--set", "settings.limit=4"],
+     "settings.limit is given twice: --set 'settings={limit: 2}' and --set settings.limit=4; give it once"),
+    (["--set", "systems.0.path=x", "--set", "systems.oracle.path=y"],
+     "systems.oracle.path is given twice: --set systems.0.path=x and --set systems.oracle.path=y; give it once"),
+])
+def test_a_key_given_twice_on_the_command_line_is_refused(tmp_path, test_file, oracle_file, capsys, flags, message):
+    """Found by a fresh-user attack: --set settings.limit=5 next to --limit 3 (or a second --set of the same key)
+    silently kept one of them."""
+    path = write_config(tmp_path / "eval.yaml", base_config(test_file, tmp_path / "out", [
+        {"name": "oracle", "kind": "predictions", "path": str(oracle_file)}]))
+    assert cli.main(["evaluate", str(path), *flags]) == 2
+    assert capsys.readouterr().err.strip() == f"error: {message}"
+    assert not (tmp_path / "out").exists()
+
+
+def test_different_keys_and_a_mapping_then_a_new_key_may_all_be_set(tmp_path, test_file, oracle_file):
+    path = write_config(tmp_path / "eval.yaml", base_config(test_file, tmp_path / "out", [
+        {"name": "oracle", "kind": "predictions", "path": str(oracle_file)}]))
+    config = load_config(path, ["settings={limit: 2}", "settings.batch_size=3", "systems.oracle.limit=1",
+                                "systems.0.path=" + str(oracle_file)])
+    assert (config.settings.limit, config.settings.batch_size, config.systems[0].limit) == (2, 3, 1)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import os
 import re
+import shlex
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -228,11 +229,80 @@ def override_check(data: dict[str, Any], assignment: str, source: str) -> Any:
     return None
 
 
-def apply_overrides(data: dict[str, Any], overrides: Sequence[str], source: str) -> None:
-    """Apply each ``--set`` in turn; one that makes a valid part of the config invalid is reported as that
-    --set's fault, with the models' message (``eval.yaml: --set 'settings.batch_size=0': settings.batch_size:
-    expected an integer >= 1, got 0``). Problems the file already had are left to the whole config's check."""
-    for assignment in overrides:
+@dataclass(frozen=True)
+class Override:
+    """One ``KEY.PATH=VALUE`` assignment and how the command line gave it (``--set settings.limit=5``, ``--limit 5``),
+    so that two writing the same key can both be named."""
+
+    assignment: str
+    spelling: str
+
+
+def as_override(item: str | Override) -> Override:
+    """A plain string is a ``--set``."""
+    return item if isinstance(item, Override) else Override(item, f"--set {shlex.quote(item)}")
+
+
+def override_key(data: dict[str, Any], assignment: str) -> tuple[str, ...] | None:
+    """The key path ``assignment`` writes, a system given by name as its index (``systems.oracle`` and
+    ``systems.0`` are one key), or None for a malformed one (apply_override says what is wrong with it)."""
+    parts = assignment.split("=", 1)[0].strip().split(".")
+    if "=" not in assignment or not all(parts):
+        return None
+    systems = data.get("systems")
+    if parts[0] == "systems" and len(parts) > 1 and isinstance(systems, list):
+        index = system_index(systems, parts[1])
+        parts[1] = str(index) if index is not None else parts[1]
+    return tuple(parts)
+
+
+def value_holds(assignment: str, path: Sequence[str]) -> bool:
+    """Whether the YAML value of ``assignment`` (a mapping or a list of systems) has the key ``path`` inside."""
+    import yaml
+
+    try:
+        node = load_yaml(assignment.split("=", 1)[1])
+    except yaml.YAMLError:
+        return False  # apply_override names the bad value
+    for part in path:
+        index = system_index(node, part) if isinstance(node, list) else None
+        if index is not None:
+            node = node[index]
+        elif isinstance(node, dict) and part in node:
+            node = node[part]
+        else:
+            return False
+    return True
+
+
+def check_given_once(data: dict[str, Any], overrides: Sequence[Override]) -> None:
+    """Refuse two overrides writing the same key (``--set settings.limit=5 --limit 3``), or one replacing a mapping
+    that holds an earlier one's key: the later would win silently. A mapping and then a key it lacks is fine."""
+    keys = [override_key(data, item.assignment) for item in overrides]
+    for later, key in enumerate(keys):
+        for earlier in range(later):
+            other = keys[earlier]
+            if key is None or other is None:
+                continue
+            if key[:len(other)] == other and (key == other or value_holds(overrides[earlier].assignment,
+                                                                          key[len(other):])):
+                named = overrides[later].assignment
+            elif other[:len(key)] == key:  # the later replaces the mapping holding the earlier's key
+                named = overrides[earlier].assignment
+            else:
+                continue
+            raise ConfigError(f"{named.split('=', 1)[0].strip()} is given twice: {overrides[earlier].spelling} "
+                              f"and {overrides[later].spelling}; give it once")
+
+
+def apply_overrides(data: dict[str, Any], overrides: Sequence[str | Override], source: str) -> None:
+    """Apply each ``--set`` (or flag) in turn, after refusing a key given twice; one that makes a valid part of
+    the config invalid is reported as that --set's fault, with the models' message (``eval.yaml: --set
+    'settings.batch_size=0': settings.batch_size: expected an integer >= 1, got 0``). Problems the file already
+    had are left to the whole config's check."""
+    given = [as_override(item) for item in overrides]
+    check_given_once(data, given)
+    for assignment in (item.assignment for item in given):
         check = override_check(data, assignment, source)
         valid_before = False
         if check is not None:
@@ -259,8 +329,10 @@ def _descend(node: Any, part: str, path: str, assignment: str) -> Any:
     return node.setdefault(part, {})
 
 
-def load_config(path: str | os.PathLike, overrides: Sequence[str] = (), *, only: Sequence[str] = ()) -> EvalConfig:
-    """Read, override and validate a YAML evaluation config. ``only`` keeps the named systems."""
+def load_config(path: str | os.PathLike, overrides: Sequence[str | Override] = (), *,
+                only: Sequence[str] = ()) -> EvalConfig:
+    """Read, override and validate a YAML evaluation config. ``overrides`` are ``--set`` assignments (or flags',
+    as Override); ``only`` keeps the named systems."""
     import yaml
 
     path = Path(path)

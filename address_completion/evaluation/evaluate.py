@@ -22,6 +22,7 @@ import hashlib
 import json
 import math
 import os
+import shlex
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass
@@ -41,7 +42,7 @@ from ..runtime import logger
 from .report import summary_lines, write_report
 from .settings_model import text
 from .registry import create_system
-from .config import EvalConfig, SETTING_RULES, load_config
+from .config import EvalConfig, Override, SETTING_RULES, as_override, load_config
 from .systems import RECORD_KEYS, EvalSettings, System, SystemSpec, as_answer
 
 REPORT_FILES = ("report.json", "report.md", "predictions")
@@ -374,13 +375,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                                              "earlier evaluation")
 
 
-def overrides_from_args(args: argparse.Namespace) -> list[str]:
+def overrides_from_args(args: argparse.Namespace) -> list[Override]:
+    """The dedicated flags as assignments, then each --set; each keeps its spelling, so load_config can name both
+    when two write the same key."""
     assignments = []
     for flag, key, _ in OVERRIDE_FLAGS:
         value = getattr(args, flag.lstrip("-").replace("-", "_"))
         if value is not None:
-            assignments.append(f"{key}={json.dumps(value, ensure_ascii=False)}")
-    return assignments + list(args.overrides)
+            text = str(int(value)) if isinstance(value, float) and value.is_integer() else str(value)
+            assignments.append(Override(f"{key}={json.dumps(value, ensure_ascii=False)}",
+                                        f"{flag} {shlex.quote(text)}"))
+    return assignments + [as_override(assignment) for assignment in args.overrides]
 
 
 def run(args: argparse.Namespace) -> int:
