@@ -43,11 +43,14 @@ def find_config(flag: str, path: str) -> str:
     """The config file ``path`` as given, or inside the project checkout when run from elsewhere (the default
     configs/… paths); ConfigError naming ``flag`` when neither is a file. The demo's check and its steps both ask
     here, so the check never refuses a config the step would find."""
-    for candidate in (Path(path), PROJECT_ROOT / path):
+    candidates = (Path(path), PROJECT_ROOT / path)
+    for candidate in candidates:
         if candidate.is_file():
             return str(candidate)
     state = "is not a file" if Path(path).exists() else "not found"
-    raise ConfigError(f"{flag} {path} {state} (looked in {Path.cwd()} and {PROJECT_ROOT}); give the config file "
+    # Each folder once, in order: run in the checkout (or given an absolute path) both candidates are one file.
+    folders = list(dict.fromkeys(str(candidate.resolve().parent) for candidate in candidates))
+    raise ConfigError(f"{flag} {path} {state} (looked in {' and '.join(folders)}); give the config file "
                       "(e.g. configs/tiny_cpu.json, configs/eval_tiny.yaml)")
 
 

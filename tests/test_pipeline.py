@@ -77,6 +77,24 @@ def test_demo_refuses_a_missing_config_before_the_first_step(flag, tmp_path, cap
     assert not (tmp_path / "demo").exists()
 
 
+@pytest.mark.parametrize("given, where", [
+    ("nope.json", "{root}"), ("configs/nope.json", "{root}/configs"), ("/nope", "/"),
+    ("../{root_name}/nope.json", "{root}"),  # one folder however it is spelled
+])
+def test_a_missing_config_names_each_folder_looked_in_once(given, where, monkeypatch, capsys):
+    """Found by a fresh-user attack: run in the checkout, `demo --train-config /nope` said "looked in X and X"
+    (the current folder and the checkout, the same), although an absolute path is looked for only where it says."""
+    from address_completion.pipeline import PROJECT_ROOT
+
+    monkeypatch.chdir(PROJECT_ROOT)
+    given = given.format(root_name=PROJECT_ROOT.name)
+    assert main(["demo", "--train-config", given]) == 2
+    message = capsys.readouterr().err.strip()
+    looked_in = where.format(root=PROJECT_ROOT)
+    assert message.startswith(f"error: --train-config {given} not found (looked in {looked_in}); ")
+    assert "\n" not in message
+
+
 def test_demo_run_from_another_folder_finds_its_default_configs_in_the_checkout(tmp_path, monkeypatch):
     """The check looked for configs/tiny_cpu.json in the current folder and refused the defaults outside the
     checkout, although the steps would have found them there (pipeline.find_config)."""
