@@ -865,3 +865,26 @@ def test_different_keys_and_a_mapping_then_a_new_key_may_all_be_set(tmp_path, te
     config = load_config(path, ["settings={limit: 2}", "settings.batch_size=3", "systems.oracle.limit=1",
                                 "systems.0.path=" + str(oracle_file)])
     assert (config.settings.limit, config.settings.batch_size, config.systems[0].limit) == (2, 3, 1)
+
+
+@pytest.mark.parametrize("text", ["", "# nothing yet\n\n   \n", "---\n"])
+def test_an_empty_config_file_is_one_line_naming_it(tmp_path, text):
+    """Found by a fresh-user attack: an empty file gave three lines, one per missing key."""
+    path = tmp_path / "eval.yaml"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert str(caught.value) == (f"{path} is empty: expected a YAML mapping with test_file, output_dir and systems "
+                                 "(see configs/eval_tiny.yaml)")
+
+
+@pytest.mark.parametrize("text, kind", [("- test_file: t.json\n- systems: []\n", "a list"),
+                                        ("configs/eval_tiny.yaml\n", "text"), ("3\n", "a number")])
+def test_a_config_that_is_no_mapping_is_one_line_naming_it(tmp_path, text, kind):
+    """It named no type: a file holding a path (the config's name written into it) looked like a mapping problem."""
+    path = tmp_path / "eval.yaml"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, ["settings.limit=3"])
+    assert str(caught.value) == (f"{path}: the top level is {kind}; expected a YAML mapping with test_file, "
+                                 "output_dir and systems (see configs/eval_tiny.yaml)")

@@ -26,6 +26,8 @@ SETTING_RULES: dict[str, tuple[type, Any]] = {
     "dtype": (str, DTYPES), "device": (str, DEVICES),
     "prompt_prefix": (str, None), "detail": (str, DETAILS),
 }
+EXPECTED_MAPPING = "expected a YAML mapping with test_file, output_dir and systems (see configs/eval_tiny.yaml)"
+TOP_LEVEL_KINDS = {list: "a list", str: "text", int: "a number", float: "a number", bool: "a boolean"}
 SYSTEM_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,63}$")
 # The keys every systems: entry may have besides its kind's (COMMON_KEYS), as pydantic field types.
 COMMON_FIELDS = {
@@ -108,7 +110,8 @@ def config_from_dict(data: Any, source: str = "<config>") -> EvalConfig:
     Every problem found is reported at once, one per line (test_file, settings and each system are checked
     independently), so a user fixes a config in one pass. Raises ConfigError."""
     if not isinstance(data, dict):
-        raise ConfigError(f"{source}: expected a mapping with test_file, output_dir and systems")
+        kind = TOP_LEVEL_KINDS.get(type(data), f"a {type(data).__name__}")
+        raise ConfigError(f"{source}: the top level is {kind}; {EXPECTED_MAPPING}")
     check_keys(data, TOP_KEYS, source)
     problems: list[str] = []
 
@@ -345,7 +348,8 @@ def load_config(path: str | os.PathLike, overrides: Sequence[str | Override] = (
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark is not None else None
         raise DataError(f"invalid YAML: {getattr(exc, 'problem', exc)}", path, line) from None
-    data = data if data is not None else {}
+    if data is None:  # one line, not one per missing key: the file is probably not the one meant
+        raise ConfigError(f"{path} is empty: {EXPECTED_MAPPING}")
     if isinstance(data, dict):
         apply_overrides(data, overrides, str(path))
         if only:
