@@ -849,9 +849,11 @@ def test_flags_are_kebab_case_and_paddlenlp_spellings_are_aliases():
     (["--set", "systems.0.path=x", "--set", "systems.oracle.path=y"],
      "systems.oracle.path is given twice: --set systems.0.path=x and --set systems.oracle.path=y; give it once"),
 ])
-def test_a_key_given_twice_on_the_command_line_is_refused(tmp_path, test_file, oracle_file, capsys, flags, message):
+def test_a_key_given_twice_on_the_command_line_is_refused(tmp_path, test_file, oracle_file, capsys, monkeypatch,
+                                                         flags, message):
     """Found by a fresh-user attack: --set settings.limit=5 next to --limit 3 (or a second --set of the same key)
     silently kept one of them."""
+    monkeypatch.chdir(tmp_path)  # a relative output_dir that slipped through must not land in the checkout
     path = write_config(tmp_path / "eval.yaml", base_config(test_file, tmp_path / "out", [
         {"name": "oracle", "kind": "predictions", "path": str(oracle_file)}]))
     assert cli.main(["evaluate", str(path), *flags]) == 2
