@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -14,7 +15,7 @@ import pytest
 from conftest import wait_until_paused
 
 from address_completion.data import dataio
-from address_completion.training.checkpoints import checkpoint_is_complete, checkpoints_in
+from address_completion.training.checkpoints import LOSS_SUM_FILE, checkpoint_is_complete, checkpoints_in
 from address_completion.training.config import load_config
 from address_completion.data.prompt import encode_example, render_prompt
 from address_completion.training.lora import build_model
@@ -585,6 +586,46 @@ def test_train_loss_after_resume_is_the_mean_over_every_step(default_model_dir, 
 
     weights = list(output.glob("*.safetensors"))  # unified checkpoints: Paddle writes them 0600
     assert weights and {os.stat(path).st_mode & 0o777 for path in weights} == {0o666 & ~current_umask()}
+
+
+def final_train_loss_line(stderr: str) -> float:
+    """train_loss of the progress line the train command logs at its last step (4 significant digits)."""
+    lines = [line for line in stderr.splitlines() if "train_loss " in line]
+    assert len(lines) == 1, stderr[-3000:]
+    return float(lines[0].split("train_loss ")[1].split()[0])
+
+
+@pytest.mark.slow
+def test_resumed_run_reports_one_train_loss_in_its_progress_line_log_and_summary(default_model_dir, dataset,
+                                                                                  tmp_path):
+    """`train --resume` to twice the steps: train_loss is the mean loss of every step of the run (those before the
+    checkpoint included, as an uninterrupted run reports it) in the last progress line, metrics.jsonl's last
+    record and summary.json alike; from a checkpoint that does not record the loss before it, the mean of the
+    steps this process trained. PaddleNLP's own train_loss, which the line and the log showed, divides the
+    resumed steps' loss sum by every step (about half the loss here)."""
+    command = [sys.executable, "-m", "address_completion", "train"]
+    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2")}
+    values = dict(max_steps=4, logging_steps=1, save_strategy="steps", save_steps=2, per_device_train_batch_size=4,
+                  learning_rate=1e-3, unified_checkpoint=True)
+    config = write_config(tmp_path, "run", base_config(default_model_dir, dataset, tmp_path / "run", **values))
+    subprocess.run(command + [str(config)], env=env, check=True, capture_output=True, timeout=600)
+    older = tmp_path / "older"  # the same checkpoint without its loss sum (a checkpoint of an older version)
+    shutil.copytree(tmp_path / "run", older)
+    (older / "checkpoint-4" / LOSS_SUM_FILE).unlink()
+
+    for output, first_step in ((tmp_path / "run", 1), (older, 5)):
+        resumed = subprocess.run(command + [str(config), "--resume", "--max_steps", "8", "--output_dir", str(output)],
+                                 env=env, capture_output=True, text=True, timeout=600)
+        assert resumed.returncode == 0, resumed.stderr
+        records = read_jsonl(output / "metrics.jsonl")
+        losses = {record["step"]: record["loss"] for record in records if "loss" in record}
+        assert sorted(losses) == list(range(1, 9))
+        expected = sum(losses[step] for step in range(first_step, 9)) / (9 - first_step)
+        summary = json.loads((output / "summary.json").read_text(encoding="utf-8"))
+        assert summary["resumed_from"].endswith("checkpoint-4") and summary["global_step"] == 8
+        assert summary["train_loss"] == pytest.approx(expected, rel=1e-4), output.name
+        assert records[-1]["step"] == 8 and records[-1]["train_loss"] == pytest.approx(expected, rel=1e-4), output.name
+        assert final_train_loss_line(resumed.stderr) == pytest.approx(expected, rel=1e-3), output.name
 
 
 def test_constrained_eval_says_when_the_model_never_chooses(caplog):
