@@ -590,7 +590,7 @@ def test_train_loss_after_resume_is_the_mean_over_every_step(default_model_dir, 
 
 def final_train_loss_line(stderr: str) -> float:
     """train_loss of the progress line the train command logs at its last step (4 significant digits)."""
-    lines = [line for line in stderr.splitlines() if "train_loss " in line]
+    lines = [line for line in stderr.splitlines() if line.startswith("step ") and "train_loss " in line]
     assert len(lines) == 1, stderr[-3000:]
     return float(lines[0].split("train_loss ")[1].split()[0])
 
@@ -624,7 +624,8 @@ def test_resumed_run_reports_one_train_loss_in_its_progress_line_log_and_summary
         summary = json.loads((output / "summary.json").read_text(encoding="utf-8"))
         assert summary["resumed_from"].endswith("checkpoint-4") and summary["global_step"] == 8
         assert summary["train_loss"] == pytest.approx(expected, rel=1e-4), output.name
-        assert records[-1]["step"] == 8 and records[-1]["train_loss"] == pytest.approx(expected, rel=1e-4), output.name
+        assert records[-1]["step"] == 8, output.name
+        assert records[-1]["train_loss"] == pytest.approx(expected, rel=1e-4), output.name
         assert final_train_loss_line(resumed.stderr) == pytest.approx(expected, rel=1e-3), output.name
 
 

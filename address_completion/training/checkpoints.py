@@ -126,8 +126,8 @@ def resumed_loss_sum(checkpoint: Path) -> float | None:
         record = json.loads((checkpoint / LOSS_SUM_FILE).read_text(encoding="utf-8"))
         return float(record["loss_sum"])
     except (OSError, ValueError, KeyError, TypeError):
-        logger.warning("%s does not record the loss of the steps before it; train_loss in the summary covers only "
-                       "the steps after the resume", checkpoint)
+        logger.warning("%s does not record the loss of the steps before it; train_loss (the last progress line, "
+                       "metrics.jsonl, summary.json) covers only the steps after the resume", checkpoint)
         return None
 
 

@@ -43,7 +43,7 @@ def make_summary(cfg: TrainConfig, trainer: Any, data: Any, train_metrics: dict[
         "train_samples_per_second": round(trained_samples / runtime_seconds, 3) if train_metrics else 0.0,
         "train_tokens_per_second": round(tokens_trained / runtime_seconds, 1) if train_metrics else 0.0,
         "train_tokens": int(tokens_trained),
-        "train_loss": _train_loss(trainer, train_metrics, resumed_from),
+        "train_loss": _train_loss(trainer, train_metrics),
         "best_checkpoint": state.best_model_checkpoint,
         "best_metric": plain(state.best_metric) if state.best_metric is not None else None,
         "metric_for_best_model": cfg.training_args.metric_for_best_model,
@@ -75,15 +75,13 @@ def print_summary(summary: dict[str, Any]) -> None:
     print("\n".join(lines), file=sys.stdout, flush=True)
 
 
-def _train_loss(trainer: Any, train_metrics: dict[str, Any], resumed_from: Path | None) -> float | None:
-    """Mean loss over every step of the run. PaddleNLP's train_loss divides the resumed steps' sum by all steps."""
+def _train_loss(trainer: Any, train_metrics: dict[str, Any]) -> float | None:
+    """The trainer's mean loss over every step of the run (:meth:`AddressTrainer.mean_train_loss`, the number its
+    closing log shows too); PaddleNLP's own when no step was trained."""
     if not train_metrics:
         return None
     mean = trainer.mean_train_loss()
-    if mean is not None:
-        return mean
-    steps_here = int(trainer.state.global_step) - (checkpoint_step(resumed_from) if resumed_from else 0)
-    return plain(train_metrics["train_loss"]) * int(trainer.state.global_step) / max(1, steps_here)
+    return mean if mean is not None else plain(train_metrics["train_loss"])
 
 
 def _trained_samples(cfg: TrainConfig, trainer: Any, resumed_from: Path | None) -> int:

@@ -198,6 +198,7 @@ def set_up(cfg: TrainConfig, pairs: dict[str, list[dict[str, str]]], checkpoint:
                                     [recorder, trainers.HeapTrimming(widest_first)])
     if checkpoint is not None:
         trainer.loss_sum_before = resumed_loss_sum(checkpoint)
+        trainer.steps_before = checkpoint_step(checkpoint)
     return TrainingRun(cfg, tokenizer, data, trainer, recorder)
 
 

@@ -165,6 +165,7 @@ class AddressTrainer(SFTTrainer):
     tokens_trained = 0
     loss_sum = 0.0  # this process's step losses, added up as PaddleNLP adds them for train_loss
     loss_sum_before: float | None = 0.0  # the resumed checkpoint's sum (None: an older checkpoint without it)
+    steps_before = 0  # the resumed checkpoint's step
 
     def __init__(self, *args: Any, group_by_length: bool = True, safe_serialization: bool = True,
                  save_generation_output: bool = False, **kwargs: Any):
@@ -190,11 +191,24 @@ class AddressTrainer(SFTTrainer):
         return loss
 
     def mean_train_loss(self) -> float | None:
-        """The loss averaged over every step of the run, the steps before a resume included."""
+        """The loss averaged over every step of the run, the steps before a resume included (as an uninterrupted
+        run reports it); after a checkpoint that does not record its loss sum, over the steps trained since.
+        None before any step."""
         steps = int(self.state.global_step)
-        if self.loss_sum_before is None or steps == 0:
-            return None
-        return (self.loss_sum_before + self.loss_sum) / steps
+        if self.loss_sum_before is None:
+            steps_here = steps - self.steps_before
+            return self.loss_sum / steps_here if steps_here > 0 else None
+        return (self.loss_sum_before + self.loss_sum) / steps if steps else None
+
+    def log(self, logs: dict[str, float], **kwargs: Any) -> None:
+        """Every log, with the closing one's train_loss replaced by :meth:`mean_train_loss`: PaddleNLP divides the
+        loss summed since a resume by every step of the run. Changed in place, so train()'s metrics agree with
+        the progress line and metrics.jsonl the callbacks write from it."""
+        if "train_loss" in logs:
+            mean = self.mean_train_loss()
+            if mean is not None:
+                logs["train_loss"] = mean
+        super().log(logs, **kwargs)
 
     def _save_checkpoint(self, model, metrics=None):
         super()._save_checkpoint(model, metrics=metrics)
