@@ -846,8 +846,9 @@ def test_flags_are_kebab_case_and_paddlenlp_spellings_are_aliases():
      "settings.timeout is given twice: --timeout 5 and --set 'settings={batch_size: 3}'; give it once"),
     (["--set", "settings={limit: 2}", "--set", "settings.limit=4"],
      "settings.limit is given twice: --set 'settings={limit: 2}' and --set settings.limit=4; give it once"),
-    (["--set", "systems.0.path=x", "--set", "systems.oracle.path=y"],
-     "systems.oracle.path is given twice: --set systems.0.path=x and --set systems.oracle.path=y; give it once"),
+    (["--set", "systems.0.path=oracle.jsonl", "--set", "systems.oracle.path=y"],  # checked in turn: a valid path
+     "systems.oracle.path is given twice: --set systems.0.path=oracle.jsonl and --set systems.oracle.path=y; give it "
+     "once"),
 ])
 def test_a_key_given_twice_on_the_command_line_is_refused(tmp_path, test_file, oracle_file, capsys, monkeypatch,
                                                          flags, message):
@@ -890,3 +891,30 @@ def test_a_config_that_is_no_mapping_is_one_line_naming_it(tmp_path, text, kind)
         load_config(path, ["settings.limit=3"])
     assert str(caught.value) == (f"{path}: the top level is {kind}; expected a YAML mapping with test_file, "
                                  "output_dir and systems (see configs/eval_tiny.yaml)")
+
+
+def two_systems_config(tmp_path, test_file, oracle_file) -> Path:
+    """oracle, echo and the gazetteer rules (systems 0, 1 and 2)."""
+    return write_config(tmp_path / "eval.yaml", base_config(test_file, tmp_path / "out", [
+        {"name": "oracle", "kind": "predictions", "path": str(oracle_file)},
+        {"name": "echo", "kind": "predictions", "path": str(oracle_file)}, {"kind": "rules", "engine": "gazetteer"}]))
+
+
+def test_system_names_are_resolved_as_the_earlier_overrides_left_the_list(tmp_path, test_file, oracle_file):
+    """Found by a fresh-user attack: systems.NAME was looked up in the file's systems, so a limit given by a --set
+    of the whole list was overwritten silently, and one given to another system was taken for it."""
+    path = two_systems_config(tmp_path, test_file, oracle_file)
+    listed = (f"systems=[{{name: echo, kind: predictions, path: {oracle_file}, limit: 3}}, "
+              f"{{name: oracle, kind: predictions, path: {oracle_file}}}]")
+    with pytest.raises(ConfigError, match=r"systems.echo.limit is given twice"):
+        load_config(path, [listed, "systems.echo.limit=2"])
+    on_oracle = listed.replace(", limit: 3", "").replace(f"{oracle_file}}}]", f"{oracle_file}, limit: 3}}]")
+    config = load_config(path, [on_oracle, "systems.echo.limit=2"])
+    assert {spec.name: spec.limit for spec in config.systems} == {"echo": 2, "oracle": 3}
+
+
+def test_a_system_renamed_by_an_override_is_still_one_system(tmp_path, test_file, oracle_file):
+    path = two_systems_config(tmp_path, test_file, oracle_file)
+    with pytest.raises(ConfigError, match=r"systems.2.limit is given twice: --set systems.gz.limit=1 and "
+                                          r"--set systems.2.limit=2; give it once"):
+        load_config(path, ["systems.gazetteer.name=gz", "systems.gz.limit=1", "systems.2.limit=2"])

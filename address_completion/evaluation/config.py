@@ -3,6 +3,7 @@ overridden with ``--set`` (docs/evaluation.md). Every mistake is a ConfigError n
 
 from __future__ import annotations
 
+import copy
 import functools
 import os
 import re
@@ -182,8 +183,9 @@ def _unique_key_loader() -> type:
     return UniqueKeyLoader
 
 
-def apply_override(data: dict[str, Any], assignment: str) -> None:
-    """``KEY.PATH=VALUE`` (VALUE parsed as YAML). ``systems.NAME.key`` addresses a system by name or index."""
+def apply_override(data: dict[str, Any], assignment: str) -> Any:
+    """``KEY.PATH=VALUE`` (VALUE parsed as YAML, and returned). ``systems.NAME.key`` addresses a system by name or
+    index."""
     import yaml
 
     if "=" not in assignment:
@@ -202,6 +204,7 @@ def apply_override(data: dict[str, Any], assignment: str) -> None:
     if not isinstance(target, dict):
         raise ConfigError(f"--set {assignment!r}: {'.'.join(parts[:-1])} is not a mapping")
     target[parts[-1]] = value
+    return value
 
 
 def system_index(systems: list[Any], part: str) -> int | None:
@@ -247,29 +250,32 @@ def as_override(item: str | Override) -> Override:
 
 
 def override_key(data: dict[str, Any], assignment: str) -> tuple[str, ...] | None:
-    """The key path ``assignment`` writes, a system given by name as its index (``systems.oracle`` and
-    ``systems.0`` are one key), or None for a malformed one (apply_override says what is wrong with it)."""
+    """The key path ``assignment`` writes, resolved in ``data`` as it is now: a system given by name becomes its
+    index (``systems.oracle`` and ``systems.0`` are one key, and a system renamed or a list replaced by an earlier
+    override is found as that override left it). None for a malformed one (apply_override says what is wrong)."""
     parts = assignment.split("=", 1)[0].strip().split(".")
     if "=" not in assignment or not all(parts):
         return None
-    systems = data.get("systems")
-    if parts[0] == "systems" and len(parts) > 1 and isinstance(systems, list):
-        index = system_index(systems, parts[1])
-        parts[1] = str(index) if index is not None else parts[1]
+    node: Any = data
+    for depth, part in enumerate(parts):
+        if isinstance(node, list):
+            index = system_index(node, part)
+            if index is None:  # no such system: apply_override names it
+                return tuple(parts)
+            parts[depth], node = str(index), node[index]
+        else:
+            node = node.get(part) if isinstance(node, dict) else None
     return tuple(parts)
 
 
-def value_holds(assignment: str, path: Sequence[str]) -> bool:
-    """Whether the YAML value of ``assignment`` (a mapping or a list of systems) has the key ``path`` inside."""
-    import yaml
-
-    try:
-        node = load_yaml(assignment.split("=", 1)[1])
-    except yaml.YAMLError:
-        return False  # apply_override names the bad value
+def value_holds(node: Any, path: Sequence[str]) -> bool:
+    """Whether the YAML value ``node`` (a mapping or a list of systems) explicitly has the key ``path`` inside (a
+    system as its index or its name)."""
     for part in path:
-        index = system_index(node, part) if isinstance(node, list) else None
-        if index is not None:
+        if isinstance(node, list):
+            index = int(part) if part.isdigit() and int(part) < len(node) else system_index(node, part)
+            if index is None:
+                return False
             node = node[index]
         elif isinstance(node, dict) and part in node:
             node = node[part]
@@ -278,34 +284,44 @@ def value_holds(assignment: str, path: Sequence[str]) -> bool:
     return True
 
 
-def check_given_once(data: dict[str, Any], overrides: Sequence[Override]) -> None:
-    """Refuse two overrides writing the same key (``--set settings.limit=5 --limit 3``), or one replacing a mapping
-    that holds an earlier one's key: the later would win silently. A mapping and then a key it lacks is fine."""
-    keys = [override_key(data, item.assignment) for item in overrides]
-    for later, key in enumerate(keys):
-        for earlier in range(later):
-            other = keys[earlier]
-            if key is None or other is None:
-                continue
-            if key[:len(other)] == other and (key == other or value_holds(overrides[earlier].assignment,
-                                                                          key[len(other):])):
-                named = overrides[later].assignment
-            elif other[:len(key)] == key:  # the later replaces the mapping holding the earlier's key
-                named = overrides[earlier].assignment
-            else:
-                continue
-            raise ConfigError(f"{named.split('=', 1)[0].strip()} is given twice: {overrides[earlier].spelling} "
-                              f"and {overrides[later].spelling}; give it once")
+@dataclass(frozen=True)
+class Applied:
+    """An override already applied: the key path it wrote (systems by index) and a copy of the value it wrote
+    there (later overrides may add keys to the data, not to what this one gave)."""
+
+    key: tuple[str, ...]
+    value: Any
+    given: Override
+
+
+def check_given_once(key: tuple[str, ...] | None, given: Override, applied: Sequence[Applied]) -> None:
+    """Refuse ``given`` (about to write ``key``) when an applied override wrote the same key, or a value explicitly
+    holding ``key``, or a key inside the mapping ``given`` replaces: the later would win, or the earlier be lost,
+    silently. A mapping and then a key it lacks is fine."""
+    if key is None:
+        return
+    for earlier in applied:
+        other = earlier.key
+        if key[:len(other)] == other and (key == other or value_holds(earlier.value, key[len(other):])):
+            named = given.assignment
+        elif other[:len(key)] == key:  # the later replaces the mapping holding the earlier's key
+            named = earlier.given.assignment
+        else:
+            continue
+        raise ConfigError(f"{named.split('=', 1)[0].strip()} is given twice: {earlier.given.spelling} "
+                          f"and {given.spelling}; give it once")
 
 
 def apply_overrides(data: dict[str, Any], overrides: Sequence[str | Override], source: str) -> None:
-    """Apply each ``--set`` (or flag) in turn, after refusing a key given twice; one that makes a valid part of
-    the config invalid is reported as that --set's fault, with the models' message (``eval.yaml: --set
-    'settings.batch_size=0': settings.batch_size: expected an integer >= 1, got 0``). Problems the file already
-    had are left to the whole config's check."""
-    given = [as_override(item) for item in overrides]
-    check_given_once(data, given)
-    for assignment in (item.assignment for item in given):
+    """Apply each ``--set`` (or flag) in turn, refusing a key given twice (checked just before applying, against
+    the data as the earlier overrides left it); one that makes a valid part of the config invalid is reported as
+    that --set's fault, with the models' message (``eval.yaml: --set 'settings.batch_size=0': settings.batch_size:
+    expected an integer >= 1, got 0``). Problems the file already had are left to the whole config's check."""
+    applied: list[Applied] = []
+    for given in (as_override(item) for item in overrides):
+        assignment = given.assignment
+        key = override_key(data, assignment)
+        check_given_once(key, given, applied)
         check = override_check(data, assignment, source)
         valid_before = False
         if check is not None:
@@ -314,9 +330,11 @@ def apply_overrides(data: dict[str, Any], overrides: Sequence[str | Override], s
                 valid_before = True
             except ConfigError:
                 pass
-        apply_override(data, assignment)
+        value = apply_override(data, assignment)
         if valid_before:
             check(f"{source}: --set {assignment!r}")
+        if key is not None:
+            applied.append(Applied(key, copy.deepcopy(value), given))
 
 
 def _descend(node: Any, part: str, path: str, assignment: str) -> Any:
