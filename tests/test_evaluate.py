@@ -836,14 +836,14 @@ def test_flags_are_kebab_case_and_paddlenlp_spellings_are_aliases():
 @pytest.mark.parametrize("flags, message", [
     (["--set", "settings.limit=5", "--set", "settings.limit=7"],
      "settings.limit is given twice: --set settings.limit=5 and --set settings.limit=7; give it once"),
-    (["--set", "settings.limit=5", "--limit", "3"],
-     "settings.limit is given twice: --limit 3 and --set settings.limit=5; give it once"),
+    (["--set", "settings.limit=5", "--limit", "3"],  # the flags are applied after the --sets
+     "settings.limit is given twice: --set settings.limit=5 and --limit 3; give it once"),
     (["--batch_size", "2", "--set", "settings.batch_size=4"],  # PaddleNLP's spelling, named in kebab-case
-     "settings.batch_size is given twice: --batch-size 2 and --set settings.batch_size=4; give it once"),
+     "settings.batch_size is given twice: --set settings.batch_size=4 and --batch-size 2; give it once"),
     (["--output-dir", "a", "--set", "output_dir=b"],
-     "output_dir is given twice: --output-dir a and --set output_dir=b; give it once"),
-    (["--timeout", "5", "--set", "settings={batch_size: 3}"],  # the mapping replaced drops the --timeout
-     "settings.timeout is given twice: --timeout 5 and --set 'settings={batch_size: 3}'; give it once"),
+     "output_dir is given twice: --set output_dir=b and --output-dir a; give it once"),
+    (["--limit", "2", "--set", "settings={limit: 3}"],
+     "settings.limit is given twice: --set 'settings={limit: 3}' and --limit 2; give it once"),
     (["--set", "settings={limit: 2}", "--set", "settings.limit=4"],
      "settings.limit is given twice: --set 'settings={limit: 2}' and --set settings.limit=4; give it once"),
     (["--set", "systems.0.path=oracle.jsonl", "--set", "systems.oracle.path=y"],  # checked in turn: a valid path
@@ -918,3 +918,19 @@ def test_a_system_renamed_by_an_override_is_still_one_system(tmp_path, test_file
     with pytest.raises(ConfigError, match=r"systems.2.limit is given twice: --set systems.gz.limit=1 and "
                                           r"--set systems.2.limit=2; give it once"):
         load_config(path, ["systems.gazetteer.name=gz", "systems.gz.limit=1", "systems.2.limit=2"])
+
+
+def test_a_flag_is_applied_after_the_sets_so_a_mapping_replaced_keeps_it(tmp_path, test_file, oracle_file):
+    """Found by a fresh-user attack: --set 'settings={batch_size: 3}' --limit 2 was refused, the flag (applied first)
+    being dropped by the mapping."""
+    import argparse
+
+    from address_completion.evaluation.evaluate import add_arguments, overrides_from_args
+
+    path = write_config(tmp_path / "eval.yaml", base_config(test_file, tmp_path / "out", [
+        {"name": "oracle", "kind": "predictions", "path": str(oracle_file)}]))
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    args = parser.parse_args([str(path), "--limit", "2", "--set", "settings={batch_size: 3}"])
+    settings = load_config(path, overrides_from_args(args)).settings
+    assert (settings.limit, settings.batch_size) == (2, 3)

@@ -376,16 +376,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def overrides_from_args(args: argparse.Namespace) -> list[Override]:
-    """The dedicated flags as assignments, then each --set; each keeps its spelling, so load_config can name both
-    when two write the same key."""
-    assignments = []
+    """Each --set, then the dedicated flags as assignments: a flag applied last is never dropped by a --set
+    replacing the mapping that holds it (--set 'settings={batch_size: 3}' --limit 2). Each keeps its spelling, so
+    load_config can name both when two write the same key."""
+    assignments = [as_override(assignment) for assignment in args.overrides]
     for flag, key, _ in OVERRIDE_FLAGS:
         value = getattr(args, flag.lstrip("-").replace("-", "_"))
         if value is not None:
             text = str(int(value)) if isinstance(value, float) and value.is_integer() else str(value)
             assignments.append(Override(f"{key}={json.dumps(value, ensure_ascii=False)}",
                                         f"{flag} {shlex.quote(text)}"))
-    return assignments + [as_override(assignment) for assignment in args.overrides]
+    return assignments
 
 
 def run(args: argparse.Namespace) -> int:
