@@ -118,11 +118,13 @@ def test_overrides_and_system_selection(tmp_path, test_file, oracle_file):
         load_config(path, only=["cpcb"])
     with pytest.raises(ConfigError, match=r"--set 'systems.orcale.path=x': no system 'orcale' \(did you mean 'oracle'"):
         load_config(path, ["systems.orcale.path=x"])
-    with pytest.raises(ConfigError, match=r"expected KEY=VALUE"):
+    with pytest.raises(ConfigError, match=rf"^{re.escape(str(path))}: --set 'settings.limit': expected KEY=VALUE"):
         load_config(path, ["settings.limit"])
-    for assignment in ("settings.=3", "settings..limit=3", ".limit=3"):  # settings.=3 replaced all settings
-        with pytest.raises(ConfigError, match=r"--set '.*': empty key or key part; write KEY.PATH=VALUE"):
+    for assignment in ("settings.=3", "settings..limit=3", ".limit=3", "settings. =3"):  # settings.=3: all settings
+        with pytest.raises(ConfigError, match=rf"^{re.escape(str(path))}: --set '.*': empty key or key part; write "
+                                              r"KEY.PATH=VALUE"):
             load_config(path, [assignment])
+    assert load_config(path, [" settings . limit =3"]).settings.limit == 3
 
 
 def test_every_config_problem_is_reported_at_once(tmp_path, test_file, oracle_file):
@@ -846,6 +848,11 @@ def test_flags_are_kebab_case_and_paddlenlp_spellings_are_aliases():
      "settings.limit is given twice: --set 'settings={limit: 3}' and --limit 2; give it once"),
     (["--set", "settings={limit: 2}", "--set", "settings.limit=4"],
      "settings.limit is given twice: --set 'settings={limit: 2}' and --set settings.limit=4; give it once"),
+    (["--set", "systems.oracle.limit=2", "--set", "systems.0={name: oracle, kind: predictions, path: oracle.jsonl}"],
+     "systems.0.limit is given twice: --set systems.oracle.limit=2 and --set 'systems.0={name: oracle, kind: "
+     "predictions, path: oracle.jsonl}'; give it once"),  # the key as the later one spells it
+    (["--set", "settings . limit=5", "--limit", "3"],  # blanks around a dotted part are dropped
+     "settings.limit is given twice: --set 'settings . limit=5' and --limit 3; give it once"),
     (["--set", "systems.0.path=oracle.jsonl", "--set", "systems.oracle.path=y"],  # checked in turn: a valid path
      "systems.oracle.path is given twice: --set systems.0.path=oracle.jsonl and --set systems.oracle.path=y; give it "
      "once"),
@@ -858,7 +865,7 @@ def test_a_key_given_twice_on_the_command_line_is_refused(tmp_path, test_file, o
     path = write_config(tmp_path / "eval.yaml", base_config(test_file, tmp_path / "out", [
         {"name": "oracle", "kind": "predictions", "path": str(oracle_file)}]))
     assert cli.main(["evaluate", str(path), *flags]) == 2
-    assert capsys.readouterr().err.strip() == f"error: {message}"
+    assert capsys.readouterr().err.strip() == f"error: {path}: {message}"
     assert not (tmp_path / "out").exists()
 
 

@@ -183,6 +183,15 @@ def _unique_key_loader() -> type:
     return UniqueKeyLoader
 
 
+def key_parts(assignment: str) -> list[str] | None:
+    """The dotted key of ``KEY.PATH=VALUE``, blanks around each part dropped (``settings . limit`` is
+    ``settings.limit``), or None without ``=`` or with an empty part (apply_override says which)."""
+    if "=" not in assignment:
+        return None
+    parts = [part.strip() for part in assignment.split("=", 1)[0].split(".")]
+    return parts if all(parts) else None
+
+
 def apply_override(data: dict[str, Any], assignment: str) -> Any:
     """``KEY.PATH=VALUE`` (VALUE parsed as YAML, and returned). ``systems.NAME.key`` addresses a system by name or
     index."""
@@ -190,9 +199,9 @@ def apply_override(data: dict[str, Any], assignment: str) -> Any:
 
     if "=" not in assignment:
         raise ConfigError(f"--set {assignment!r}: expected KEY=VALUE, e.g. settings.limit=100")
-    dotted, text = assignment.split("=", 1)
-    parts = dotted.strip().split(".")
-    if not all(parts):  # settings.=3 replaced the whole settings mapping
+    text = assignment.split("=", 1)[1]
+    parts = key_parts(assignment)
+    if parts is None:  # settings.=3 replaced the whole settings mapping
         raise ConfigError(f"--set {assignment!r}: empty key or key part; write KEY.PATH=VALUE, e.g. settings.limit=100")
     try:
         value = load_yaml(text) if text.strip() else None
@@ -220,8 +229,8 @@ def override_check(data: dict[str, Any], assignment: str, source: str) -> Any:
     ``assignment`` changes (the settings or one system entry), or None when the whole config's check covers it.
 
     Raises ConfigError (naming the --set) for a top-level key the config does not have."""
-    parts = assignment.split("=", 1)[0].strip().split(".")
-    if "=" not in assignment or not all(parts):
+    parts = key_parts(assignment)
+    if parts is None:
         return None  # apply_override says what is wrong with it
     if parts[0] not in TOP_KEYS:
         check_keys({parts[0]: None}, TOP_KEYS, f"{source}: --set {assignment!r}")
@@ -253,8 +262,8 @@ def override_key(data: dict[str, Any], assignment: str) -> tuple[str, ...] | Non
     """The key path ``assignment`` writes, resolved in ``data`` as it is now: a system given by name becomes its
     index (``systems.oracle`` and ``systems.0`` are one key, and a system renamed or a list replaced by an earlier
     override is found as that override left it). None for a malformed one (apply_override says what is wrong)."""
-    parts = assignment.split("=", 1)[0].strip().split(".")
-    if "=" not in assignment or not all(parts):
+    parts = key_parts(assignment)
+    if parts is None:
         return None
     node: Any = data
     for depth, part in enumerate(parts):
@@ -294,21 +303,22 @@ class Applied:
     given: Override
 
 
-def check_given_once(key: tuple[str, ...] | None, given: Override, applied: Sequence[Applied]) -> None:
+def check_given_once(key: tuple[str, ...] | None, given: Override, applied: Sequence[Applied], source: str) -> None:
     """Refuse ``given`` (about to write ``key``) when an applied override wrote the same key, or a value explicitly
     holding ``key``, or a key inside the mapping ``given`` replaces: the later would win, or the earlier be lost,
-    silently. A mapping and then a key it lacks is fine."""
+    silently. A mapping and then a key it lacks is fine. The key is named as ``given`` spells it (``systems.echo``,
+    not its index), completed by the earlier's spelling when ``given`` replaces its mapping."""
     if key is None:
         return
     for earlier in applied:
         other = earlier.key
         if key[:len(other)] == other and (key == other or value_holds(earlier.value, key[len(other):])):
-            named = given.assignment
+            named = key_parts(given.assignment) or []
         elif other[:len(key)] == key:  # the later replaces the mapping holding the earlier's key
-            named = earlier.given.assignment
+            named = (key_parts(given.assignment) or []) + (key_parts(earlier.given.assignment) or [])[len(key):]
         else:
             continue
-        raise ConfigError(f"{named.split('=', 1)[0].strip()} is given twice: {earlier.given.spelling} "
+        raise ConfigError(f"{source}: {'.'.join(named)} is given twice: {earlier.given.spelling} "
                           f"and {given.spelling}; give it once")
 
 
@@ -321,7 +331,7 @@ def apply_overrides(data: dict[str, Any], overrides: Sequence[str | Override], s
     for given in (as_override(item) for item in overrides):
         assignment = given.assignment
         key = override_key(data, assignment)
-        check_given_once(key, given, applied)
+        check_given_once(key, given, applied, source)
         check = override_check(data, assignment, source)
         valid_before = False
         if check is not None:
@@ -330,7 +340,10 @@ def apply_overrides(data: dict[str, Any], overrides: Sequence[str | Override], s
                 valid_before = True
             except ConfigError:
                 pass
-        value = apply_override(data, assignment)
+        try:
+            value = apply_override(data, assignment)
+        except ConfigError as error:  # named like every other --set error: the file first
+            raise ConfigError(f"{source}: {error}") from None
         if valid_before:
             check(f"{source}: --set {assignment!r}")
         if key is not None:
