@@ -17,6 +17,7 @@ from typing import Mapping, Sequence
 
 from . import __version__
 from .errors import AddressCompletionError
+from .flags import GivenOnce
 from .model.modeling import TRUST_PICKLE_ENV
 from .runtime import configure_logging
 
@@ -55,10 +56,13 @@ def build_parser(commands: Mapping[str, tuple[str, str]] = STAGES) -> argparse.A
 
 def add_command(subparsers: argparse._SubParsersAction, name: str, module_name: str, summary: str) -> None:
     """Subcommand ``name``: the module's ``add_arguments`` and ``run``, its docstring as the description, plus
-    ``--debug`` (and ``--trust-pickle`` where weights load)."""
+    ``--debug`` (and ``--trust-pickle`` where weights load). Every flag that stores a value is a
+    :class:`~address_completion.flags.GivenOnce`: given twice, it is refused."""
     module = importlib.import_module(module_name)
     sub = subparsers.add_parser(name, help=summary, description=(module.__doc__ or summary).strip().split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    for default in (None, "store"):  # a flag given twice is refused, not the last one kept silently
+        sub.register("action", default, GivenOnce)
     sub.add_argument("--debug", action="store_true", help="show full tracebacks and debug logging")
     if name in LOADING_COMMANDS:
         sub.add_argument("--trust-pickle", action="store_true",

@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import argparse
+import shlex
 
 TRUE_WORDS = ("1", "true", "t", "yes", "y", "on")
 FALSE_WORDS = ("0", "false", "f", "no", "n", "off")
@@ -41,3 +42,34 @@ def parse_bool(text: str) -> bool:
     if value is None:
         raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
     return value
+
+
+def shown_value(value: object) -> str:
+    """A flag's parsed value as it would be typed again: ``5`` for 5.0, quoted for the shell when needed."""
+    text = str(int(value)) if isinstance(value, float) and value.is_integer() else str(value)
+    return shlex.quote(text)
+
+
+class GivenOnce(argparse.Action):
+    """A store action refusing its flag's second use, where argparse keeps the last one silently
+    (``--limit 3 --limit 4``): ``settings.limit is given twice: --limit 3 and --limit 4; give it once``, through
+    ``parser.error`` like argparse's own flag errors (usage, one line, exit code 2).
+
+    ``key`` names what the flag sets (the flag itself by default); ``hint`` is added after "give it once". The
+    first use is remembered with the namespace it filled, so a parser parses many command lines."""
+
+    def __init__(self, option_strings: list[str], dest: str, key: str | None = None, hint: str = "",
+                 **kwargs: object) -> None:
+        super().__init__(option_strings, dest, **kwargs)
+        self.key = key
+        self.hint = hint
+        self._first: tuple[argparse.Namespace, str] | None = None
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: object,
+                 option_string: str | None = None) -> None:
+        spelled = f"{flag_name(option_string or self.dest)} {shown_value(values)}"
+        if self._first is not None and self._first[0] is namespace:
+            parser.error(f"{self.key or flag_name(option_string or self.dest)} is given twice: {self._first[1]} and "
+                         f"{spelled}; give it once{f' ({self.hint})' if self.hint else ''}")
+        self._first = (namespace, spelled)
+        setattr(namespace, self.dest, values)

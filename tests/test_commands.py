@@ -47,3 +47,19 @@ def test_the_demo_prints_each_command_and_stops_at_the_step_that_fails(tmp_path,
         f"(e.g. {out / 'pairs-poi.jsonl' / 'pairs.jsonl'})",
         "error: step 1 (prepare) failed with exit code 2; its message is above"]
     assert sorted(path.name for path in out.iterdir()) == ["pairs-poi.jsonl"] and (out / "pairs-poi.jsonl").is_dir()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["split", "pairs.jsonl", "--seed", "1", "--seed", "2"], "--seed is given twice: --seed 1 and --seed 2"),
+    (["prepare", "--num", "5", "--num", "6"], "--num is given twice: --num 5 and --num 6"),
+    (["predict", "--model", "a", "--model", "b", "x"], "--model is given twice: --model a and --model b"),
+    (["serve", "--port", "8000", "--port", "9000"], "--port is given twice: --port 8000 and --port 9000"),
+    (["export", "--lora-path", "a", "--lora_path", "b"], "--lora-path is given twice: --lora-path a and --lora-path b"),
+])
+def test_a_flag_given_twice_is_refused_by_every_command(capsys, argv, message):
+    """Found by a fresh-user attack: argparse kept the last of two uses of a flag silently."""
+    with pytest.raises(SystemExit) as stop:
+        commands.run_command(argv)
+    assert stop.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (f"address-completion {argv[0]}: error: {message}; "
+                                                                "give it once")

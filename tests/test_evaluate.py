@@ -941,3 +941,26 @@ def test_a_flag_is_applied_after_the_sets_so_a_mapping_replaced_keeps_it(tmp_pat
     args = parser.parse_args([str(path), "--limit", "2", "--set", "settings={batch_size: 3}"])
     settings = load_config(path, overrides_from_args(args)).settings
     assert (settings.limit, settings.batch_size) == (2, 3)
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--limit", "3", "--limit", "4"], "settings.limit is given twice: --limit 3 and --limit 4; give it once"),
+    (["--batch-size", "1", "--batch_size", "2"],  # PaddleNLP's spelling, named in kebab-case
+     "settings.batch_size is given twice: --batch-size 1 and --batch-size 2; give it once"),
+    (["--output-dir", "a", "--output_dir", "b"], "output_dir is given twice: --output-dir a and --output-dir b; "
+                                                 "give it once"),
+    (["--timeout", "5", "--timeout", "2.5"], "settings.timeout is given twice: --timeout 5 and --timeout 2.5; "
+                                             "give it once"),
+    (["--systems", "oracle", "--systems", "echo"], "--systems is given twice: --systems oracle and --systems echo; "
+                                                   "give it once (a comma-separated list: --systems a,b)"),
+])
+def test_a_flag_given_twice_is_refused(tmp_path, test_file, oracle_file, capsys, monkeypatch, flags, message):
+    """Found by a fresh-user attack: argparse kept the last of two --limit silently, though a key is given once."""
+    monkeypatch.chdir(tmp_path)
+    path = write_config(tmp_path / "eval.yaml", base_config(test_file, tmp_path / "out", [
+        {"name": "oracle", "kind": "predictions", "path": str(oracle_file)}]))
+    with pytest.raises(SystemExit) as caught:
+        cli.main(["evaluate", str(path), *flags])
+    assert caught.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == f"address-completion evaluate: error: {message}"
+    assert not (tmp_path / "out").exists()

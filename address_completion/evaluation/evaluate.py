@@ -22,7 +22,6 @@ import hashlib
 import json
 import math
 import os
-import shlex
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass
@@ -34,7 +33,7 @@ from .. import files
 from ..data import dataio
 from ..data.gazetteer import load_gazetteer
 from ..errors import AddressCompletionError, DataError, OutputExistsError
-from ..flags import flag_name
+from ..flags import GivenOnce, flag_name, shown_value
 from .metrics import INPUT_CLASSES, ChoiceContext, ScoredItem, choice_context, classify_input, score_item, summarize
 from ..data.prompt import strip_prefix
 from ..progress import progress as progress_tracker
@@ -366,10 +365,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         # PaddleNLP's spellings (--output_dir, --batch_size, ...) are accepted too, as aliases
         alias = "--" + flag[2:].replace("-", "_")
         parser.add_argument(flag, *([alias] if alias != flag else []), dest=flag[2:].replace("-", "_"), type=kind,
-                            default=None, help=f"override {key}")
+                            default=None, action=GivenOnce, key=key, help=f"override {key}")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override any key, e.g. settings.concurrency=8 or systems.qwen7b.base_url=http://...")
-    parser.add_argument("--systems", default=None, help="comma-separated names: evaluate only these systems")
+    parser.add_argument("--systems", default=None, action=GivenOnce, hint="a comma-separated list: --systems a,b",
+                        help="comma-separated names: evaluate only these systems")
     parser.add_argument("--fresh", action="store_true", help="discard cached predictions (kept as *.stale.jsonl)")
     parser.add_argument("--force", action="store_true", help="write into a non-empty folder that is not an "
                                                              "earlier evaluation")
@@ -383,9 +383,8 @@ def overrides_from_args(args: argparse.Namespace) -> list[Override]:
     for flag, key, _ in OVERRIDE_FLAGS:
         value = getattr(args, flag.lstrip("-").replace("-", "_"))
         if value is not None:
-            text = str(int(value)) if isinstance(value, float) and value.is_integer() else str(value)
             assignments.append(Override(f"{key}={json.dumps(value, ensure_ascii=False)}",
-                                        f"{flag} {shlex.quote(text)}"))
+                                        f"{flag} {shown_value(value)}"))
     return assignments
 
 
