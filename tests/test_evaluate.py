@@ -964,3 +964,25 @@ def test_a_flag_given_twice_is_refused(tmp_path, test_file, oracle_file, capsys,
     assert caught.value.code == 2
     assert capsys.readouterr().err.strip().splitlines()[-1] == f"address-completion evaluate: error: {message}"
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("text, message", [
+    ("!!binary aGVsbG8=\n", "{path}: the top level is binary data; expected a YAML mapping with test_file, output_dir "
+                            "and systems (see configs/eval_tiny.yaml)"),
+    ("a: 1\n---\nb: 2\n", "{path} holds more than one YAML document (another starts on line 2); expected one mapping "
+                          "with test_file, output_dir and systems (see configs/eval_tiny.yaml)"),
+    ("{}\n", "{path} is empty: expected a YAML mapping with test_file, output_dir and systems "
+             "(see configs/eval_tiny.yaml)"),
+    ("~\n", "{path} holds no mapping (null): expected a YAML mapping with test_file, output_dir and systems "
+            "(see configs/eval_tiny.yaml)"),
+    ("null # to do\n", "{path} holds no mapping (null): expected a YAML mapping with test_file, output_dir and "
+                       "systems (see configs/eval_tiny.yaml)"),
+])
+def test_a_config_with_no_one_mapping_is_one_line_saying_what_it_holds(tmp_path, text, message):
+    """Found by a fresh-user attack: binary data was 'a bytes', a second document a cut-off YAML message, {} three
+    'missing' lines and a lone null 'empty'."""
+    path = tmp_path / "eval.yaml"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert str(caught.value) == message.format(path=path)

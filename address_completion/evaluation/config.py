@@ -28,7 +28,8 @@ SETTING_RULES: dict[str, tuple[type, Any]] = {
     "prompt_prefix": (str, None), "detail": (str, DETAILS),
 }
 EXPECTED_MAPPING = "expected a YAML mapping with test_file, output_dir and systems (see configs/eval_tiny.yaml)"
-TOP_LEVEL_KINDS = {list: "a list", str: "text", int: "a number", float: "a number", bool: "a boolean"}
+TOP_LEVEL_KINDS = {list: "a list", str: "text", int: "a number", float: "a number", bool: "a boolean",
+                   bytes: "binary data"}
 SYSTEM_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,63}$")
 # The keys every systems: entry may have besides its kind's (COMMON_KEYS), as pydantic field types.
 COMMON_FIELDS = {
@@ -373,19 +374,32 @@ def load_config(path: str | os.PathLike, overrides: Sequence[str | Override] = (
     if not path.is_file():
         raise ConfigError(f"evaluation config {path} is a folder; pass the YAML file (e.g. configs/eval_tiny.yaml)"
                           if path.is_dir() else f"evaluation config {path} not found")
+    text = dataio.read_utf8_text(path)
     try:
-        data = load_yaml(dataio.read_utf8_text(path))
+        data = load_yaml(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark is not None else None
+        if getattr(exc, "problem", None) == "but found another document":  # yaml's own words are cut off
+            raise ConfigError(f"{path} holds more than one YAML document (another starts on line {line}); expected "
+                              f"one mapping{EXPECTED_MAPPING.split('mapping', 1)[1]}") from None
         raise DataError(f"invalid YAML: {getattr(exc, 'problem', exc)}", path, line) from None
-    if data is None:  # one line, not one per missing key: the file is probably not the one meant
-        raise ConfigError(f"{path} is empty: {EXPECTED_MAPPING}")
+    if data is None or data == {}:  # one line, not one per missing key: the file is probably not the one meant
+        raise ConfigError(f"{path} holds no mapping (null): {EXPECTED_MAPPING}" if data is None and holds_null(text)
+                          else f"{path} is empty: {EXPECTED_MAPPING}")
     if isinstance(data, dict):
         apply_overrides(data, overrides, str(path))
         if only:
             data["systems"] = select_systems(data.get("systems"), only, str(path))
     return config_from_dict(data, str(path))
+
+
+def holds_null(text: str) -> bool:
+    """Whether a YAML document that loads as None says so (``~``, ``null``) rather than being empty."""
+    import yaml
+
+    node = yaml.compose(text, Loader=yaml.SafeLoader)
+    return node is not None and node.value != ""
 
 
 def select_systems(systems: Any, names: Sequence[str], source: str) -> list[Any]:
