@@ -986,3 +986,12 @@ def test_a_config_with_no_one_mapping_is_one_line_saying_what_it_holds(tmp_path,
     with pytest.raises(ConfigError) as caught:
         load_config(path)
     assert str(caught.value) == message.format(path=path)
+
+
+def test_a_config_path_with_a_literal_tilde_is_in_the_home_folder(tmp_path, test_file, oracle_file, monkeypatch):
+    """Found by a fresh-user attack: evaluate --flag=~/ev.yaml (bash leaves that ~) said the config was not found,
+    though test_file and output_dir expand ~."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    write_config(tmp_path / "ev.yaml", base_config(test_file, tmp_path / "out", [
+        {"name": "oracle", "kind": "predictions", "path": str(oracle_file)}]))
+    assert load_config("~/ev.yaml").source == str(tmp_path / "ev.yaml")

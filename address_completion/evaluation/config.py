@@ -370,7 +370,7 @@ def load_config(path: str | os.PathLike, overrides: Sequence[str | Override] = (
     as Override); ``only`` keeps the named systems."""
     import yaml
 
-    path = Path(path)
+    path = Path(path).expanduser()  # like test_file and output_dir: --config=~/x leaves ~ to us
     if not path.is_file():
         raise ConfigError(f"evaluation config {path} is a folder; pass the YAML file (e.g. configs/eval_tiny.yaml)"
                           if path.is_dir() else f"evaluation config {path} not found")
