@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from .commands import run_command
-from .files import atomic_write_text, check_apart, check_output_folder
+from .files import atomic_write_text, check_apart, check_output_folder, user_path
 from .errors import AddressCompletionError, ConfigError, OutputExistsError
 from .model.package_files import local_model_path
 from .memory import requested_mmap_threshold
@@ -173,8 +173,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quick", action="store_true",
                         help="the tiny random default model (a couple of minutes; learns nothing worth measuring) "
                              "instead of the real SmolLM2-135M-Instruct (about 15 minutes on 2 CPU cores)")
-    parser.add_argument("--output", default="outputs/demo", help="folder for every demo output")
-    parser.add_argument("--model", default=None,
+    parser.add_argument("--output", default="outputs/demo", type=user_path, help="folder for every demo output")
+    parser.add_argument("--model", default=None, type=user_path,
                         help=f"base model; default {real['model']} (with --quick: the tiny default model folder "
                              f"{quick['model']}, built when missing)")
     parser.add_argument("--num", type=int, default=None,
@@ -186,9 +186,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="share of the POI pairs written with an ambiguous county name (朝阳区建国路88号: the "
                              "model must choose among the candidates); prepare --ambiguous-rate")
     parser.add_argument("--seed", type=int, default=42, help="seed for synthesis and split")
-    parser.add_argument("--train-config", default=None,
+    parser.add_argument("--train-config", default=None, type=user_path,
                         help=f"training config; default {real['train_config']} ({quick['train_config']} with --quick)")
-    parser.add_argument("--eval-config", default=None,
+    parser.add_argument("--eval-config", default=None, type=user_path,
                         help=f"evaluation config; default {real['eval_config']} ({quick['eval_config']} with --quick)")
     parser.add_argument("--max-steps", "--max_steps", dest="max_steps", type=int, default=None,
                         help="override the training config's step budget (--max_steps, run_finetune's spelling, too)")
