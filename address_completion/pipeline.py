@@ -37,21 +37,27 @@ DEFAULTS = {
 # Above prepare's own default (0.3): the demo trains on few steps, and the choices are what its report measures.
 DEMO_AMBIGUOUS_RATE = 0.6
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
+# The config a failing flag's message suggests: a training JSON or an evaluation YAML.
+CONFIG_EXAMPLES = {"--train-config": DEFAULTS["quick"]["train_config"], "--eval-config": DEFAULTS["quick"]["eval_config"]}
 
 
 def find_config(flag: str, path: str) -> str:
     """The config file ``path`` as given, or inside the project checkout when run from elsewhere (the default
     configs/… paths); ConfigError naming ``flag`` when neither is a file. The demo's check and its steps both ask
     here, so the check never refuses a config the step would find."""
+    hint = f"give the config file (e.g. {CONFIG_EXAMPLES[flag]})"
+    if not path.strip():  # Path("") is the current folder: it would be named as a folder, and its parent looked in
+        raise ConfigError(f"{flag} is empty; {hint}")
     candidates = (Path(path), PROJECT_ROOT / path)
     for candidate in candidates:
         if candidate.is_file():
             return str(candidate)
+    if Path(path).is_dir():
+        raise ConfigError(f"{flag} {shlex.quote(path)} is a folder; {hint}")
     state = "is not a file" if Path(path).exists() else "not found"
     # Each folder once, in order: run in the checkout (or given an absolute path) both candidates are one file.
-    folders = list(dict.fromkeys(str(candidate.resolve().parent) for candidate in candidates))
-    raise ConfigError(f"{flag} {path} {state} (looked in {' and '.join(folders)}); give the config file "
-                      "(e.g. configs/tiny_cpu.json, configs/eval_tiny.yaml)")
+    folders = list(dict.fromkeys(shlex.quote(str(candidate.resolve().parent)) for candidate in candidates))
+    raise ConfigError(f"{flag} {shlex.quote(path)} {state} (looked in {' and '.join(folders)}); {hint}")
 
 
 def concatenate(parts: list[Path], output: Path) -> None:
