@@ -197,7 +197,7 @@ def set_up(cfg: TrainConfig, pairs: dict[str, list[dict[str, str]]], checkpoint:
     trainer = trainers.make_trainer(cfg, model, tokenizer, train_data, eval_data,
                                     [recorder, trainers.HeapTrimming(widest_first)])
     if checkpoint is not None:
-        trainer.loss_sum_before = resumed_loss_sum(checkpoint)
+        trainer.loss_sum_before = resumed_loss_sum(checkpoint, cfg.warnings)
         trainer.steps_before = checkpoint_step(checkpoint)
     return TrainingRun(cfg, tokenizer, data, trainer, recorder)
 
