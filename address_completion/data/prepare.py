@@ -29,7 +29,7 @@ from typing import Sequence
 
 from .. import DEFAULT_PROMPT_PREFIX
 from ..errors import ConfigError, DataError
-from ..files import check_apart, check_output_file, output_lock
+from ..files import check_apart, check_output_file, output_lock, user_path
 from ..runtime import logger
 from .dataio import read_records, write_jsonl
 from .gazetteer import DEFAULT_DETAIL, DETAILS, Gazetteer, load_gazetteer
@@ -46,13 +46,13 @@ DEFAULT_SEED = 42
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--output", "-o", required=True, help="JSON lines file of {src, tgt} pairs to write")
+    parser.add_argument("--output", "-o", required=True, type=user_path, help="JSON lines file of {src, tgt} pairs to write")
     parser.add_argument("--num", "-n", type=int, default=argparse.SUPPRESS,
                         help=f"number of pairs (default: {DEFAULT_NUM}; with --input or --poi: one per address, or this many "
                              "cycling through them)")
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help="random seed (same seed -> same file)")
     parser.add_argument("--prefix", default=DEFAULT_PROMPT_PREFIX, help="prompt prefix put in front of every src")
-    parser.add_argument("--input", "-i", default=None,
+    parser.add_argument("--input", "-i", default=None, type=user_path,
                         help="your own full addresses to shorten: text (one per line), CSV (--column) or JSON lines "
                              "with a 'tgt' field")
     parser.add_argument("--poi", action="store_true",

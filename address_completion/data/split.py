@@ -23,7 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional, Sequence
 
-from ..files import atomic_files, check_apart, check_output_folder, check_writable, clean_stale_siblings, output_lock
+from ..files import (atomic_files, check_apart, check_output_folder, check_writable, clean_stale_siblings, output_lock,
+                     user_path)
 from .dataio import FORMATS, json_line, read_records
 from ..errors import ConfigError, DataError
 from .formats import LAYOUTS
@@ -395,8 +396,8 @@ def _split_file(input_path: str | Path, output_dir: str | Path, *, ratios: Seque
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("input", help="pair file with src/tgt fields: JSON lines, JSON array or CSV")
-    parser.add_argument("--output", "-o", required=True, metavar="DIR",
+    parser.add_argument("input", type=user_path, help="pair file with src/tgt fields: JSON lines, JSON array or CSV")
+    parser.add_argument("--output", "-o", required=True, type=user_path, metavar="DIR",
                         help="folder for train.json, dev.json, test.json")
     parser.add_argument("--ratios", default=",".join(f"{ratio:g}" for ratio in DEFAULT_RATIOS),
                         metavar="TRAIN,DEV,TEST", help="split fractions, non-negative, summing to 1")

@@ -34,6 +34,7 @@ import argparse
 import logging
 from dataclasses import replace
 
+from ..files import user_path
 from ..runtime import logger, setup_runtime
 from .generate import Completer, add_decoding_arguments, decoding_options
 from .protocol import ServerSettings
@@ -41,8 +42,8 @@ from .protocol import ServerSettings
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     defaults = ServerSettings()
-    parser.add_argument("--model", required=True, help="model folder (merged, or the base with --lora-path), .gguf file or hub name")
-    parser.add_argument("--lora-path", "--lora_path", default=None, help="unmerged LoRA adapter folder to apply to --model")
+    parser.add_argument("--model", required=True, type=user_path, help="model folder (merged, or the base with --lora-path), .gguf file or hub name")
+    parser.add_argument("--lora-path", "--lora_path", default=None, type=user_path, help="unmerged LoRA adapter folder to apply to --model")
     parser.add_argument("--host", default=defaults.host, help="interface to bind; 0.0.0.0 exposes the server to "
                                                               "the network (use --api-key then)")
     parser.add_argument("--port", type=int, default=defaults.port, help="TCP port; 0 picks a free one")
@@ -63,7 +64,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "then its body (408 after)")
     parser.add_argument("--shutdown-timeout", type=float, default=defaults.shutdown_timeout,
                         help="seconds requests in flight get to finish after SIGTERM / Ctrl-C")
-    parser.add_argument("--report-dir", default=None, metavar="FOLDER",
+    parser.add_argument("--report-dir", default=None, type=user_path, metavar="FOLDER",
                         help="an evaluate output folder (report.json, comparison.png) the web page at / shows in its "
                              "report tab")
     parser.add_argument("--max-new-tokens", "--max_new_tokens", type=int, default=64, help="upper bound on generated tokens")

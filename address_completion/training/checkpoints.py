@@ -120,14 +120,17 @@ def finished_summary(output_dir: Path, checkpoint: Path) -> dict[str, Any] | Non
     return summary if done and final_weight_files(output_dir) else None
 
 
-def resumed_loss_sum(checkpoint: Path) -> float | None:
-    """The loss summed over the steps before ``checkpoint`` (None when the checkpoint does not record it)."""
+def resumed_loss_sum(checkpoint: Path, warnings: list[str]) -> float | None:
+    """The loss summed over the steps before ``checkpoint``; None when the checkpoint does not record it, which is
+    logged and added to ``warnings`` (the run's, which summary.json lists)."""
     try:
         record = json.loads((checkpoint / LOSS_SUM_FILE).read_text(encoding="utf-8"))
         return float(record["loss_sum"])
     except (OSError, ValueError, KeyError, TypeError):
-        logger.warning("%s does not record the loss of the steps before it; train_loss (the last progress line, "
-                       "metrics.jsonl, summary.json) covers only the steps after the resume", checkpoint)
+        warning = (f"{checkpoint} does not record the loss of the steps before it; train_loss (the last progress "
+                   "line, metrics.jsonl, summary.json) covers only the steps after the resume")
+        logger.warning("%s", warning)
+        warnings.append(warning)
         return None
 
 

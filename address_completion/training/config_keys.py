@@ -26,6 +26,7 @@ from ..data import dataio
 from ..data.gazetteer import DEFAULT_DETAIL, DETAILS
 from ..data.prompt import DECODINGS, GROUNDINGS
 from ..errors import ConfigError, closest_match
+from ..files import user_path
 from ..flags import is_true_word
 
 COMMENT_PREFIX = "_"
@@ -216,6 +217,11 @@ class _BareFlag(str):
     """A ``--key`` given without a value: "true" for a boolean key, an error for any other (typed_value)."""
 
 
+# Keys whose command-line value is a local path (or a model name, left as given unless it starts with ~).
+PATH_KEYS = frozenset({"model_name_or_path", "tokenizer_name_or_path", "lora_path", "dataset_name_or_path", "output_dir",
+                       "logging_dir", "resume_from_checkpoint"})
+
+
 def parse_overrides(tokens: Sequence[str]) -> dict[str, str]:
     """``--key value`` / ``--key=value`` pairs; a ``--flag`` followed by another ``--key`` (or nothing) is true."""
     overrides: dict[str, str] = {}
@@ -232,7 +238,9 @@ def parse_overrides(tokens: Sequence[str]) -> dict[str, str]:
             else:
                 value = following
                 index += 1
-        overrides[key.replace("-", "_")] = value
+        key = key.replace("-", "_")
+        # the shell leaves ~ alone after = (--output_dir=~/runs); expanded as every command-line path is
+        overrides[key] = user_path(value) if key in PATH_KEYS and not isinstance(value, _BareFlag) else value
         index += 1
     return overrides
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 
 from ..errors import ConfigError
+from ..files import user_path
 from ..flags import parse_bool
 from ..model.export import add_format_arguments, check_request, export_model
 from ..model.export_paddle import merge_adapter
@@ -28,9 +29,9 @@ from ..runtime import setup_runtime
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """merge_lora_params.py's flags (--kebab-case first, its underscore spellings accepted), --format, --quantize."""
-    parser.add_argument("--model-name-or-path", "--model_name_or_path", required=True, help="base model: a local folder, a .gguf file or a hub name")
-    parser.add_argument("--lora-path", "--lora_path", required=True, help="LoRA adapter folder (lora_config.json + weights)")
-    parser.add_argument("--output-path", "--output_path", required=True, help="folder for the merged model (must be new or empty)")
+    parser.add_argument("--model-name-or-path", "--model_name_or_path", required=True, type=user_path, help="base model: a local folder, a .gguf file or a hub name")
+    parser.add_argument("--lora-path", "--lora_path", required=True, type=user_path, help="LoRA adapter folder (lora_config.json + weights)")
+    parser.add_argument("--output-path", "--output_path", required=True, type=user_path, help="folder for the merged model (must be new or empty)")
     parser.add_argument("--safe-serialization", "--safe_serialization", type=parse_bool, default=True,
                         help="save the weights as safetensors (true) or model_state.pdparams (false)")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "gpu"), help="where to run the merge")

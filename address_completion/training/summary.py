@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 from ..runtime import distributed_rank
-from .checkpoints import checkpoint_step
 from .config import TrainConfig
 from .lora import trainable_parameters
 
@@ -22,7 +21,7 @@ def make_summary(cfg: TrainConfig, trainer: Any, data: Any, train_metrics: dict[
                  resumed_from: Path | None) -> dict[str, Any]:
     runtime_seconds = float(train_metrics.get("train_runtime", 0.0)) or 1e-9
     processes = distributed_rank()[1]
-    trained_samples = _trained_samples(cfg, trainer, resumed_from) * processes
+    speeds = train_speeds(cfg.training_args, trainer.steps_since_resume(), runtime_seconds)
     tokens_trained = _sum_over_processes(trainer.tokens_trained) if processes > 1 else trainer.tokens_trained
     trainable, total = trainable_parameters(trainer.model)
     state = trainer.state
@@ -40,7 +39,7 @@ def make_summary(cfg: TrainConfig, trainer: Any, data: Any, train_metrics: dict[
         "resumed_from": str(resumed_from) if resumed_from else None,
         "wall_time_seconds": round(time.time() - started, 2),
         "train_runtime_seconds": round(float(train_metrics.get("train_runtime", 0.0)), 2),
-        "train_samples_per_second": round(trained_samples / runtime_seconds, 3) if train_metrics else 0.0,
+        "train_samples_per_second": round(speeds["train_samples_per_second"], 3) if train_metrics else 0.0,
         "train_tokens_per_second": round(tokens_trained / runtime_seconds, 1) if train_metrics else 0.0,
         "train_tokens": int(tokens_trained),
         "train_loss": _train_loss(trainer, train_metrics),
@@ -84,11 +83,13 @@ def _train_loss(trainer: Any, train_metrics: dict[str, Any]) -> float | None:
     return mean if mean is not None else plain(train_metrics["train_loss"])
 
 
-def _trained_samples(cfg: TrainConfig, trainer: Any, resumed_from: Path | None) -> int:
-    args = cfg.training_args
-    start = checkpoint_step(resumed_from) if resumed_from else 0
-    steps = max(0, int(trainer.state.global_step) - start)
-    return steps * args.per_device_train_batch_size * args.gradient_accumulation_steps
+def train_speeds(args: Any, steps: int, runtime_seconds: float) -> dict[str, float]:
+    """Steps and samples (every process's) per second of ``steps`` trained in ``runtime_seconds``, unrounded.
+    ``steps`` are those since a resume: the runtime is this run's (PaddleNLP's closing log divides every step of
+    the run by it, twice the speed after resuming halfway). summary.json and the closing log both use it."""
+    runtime_seconds = runtime_seconds or 1e-9
+    samples = steps * args.per_device_train_batch_size * args.gradient_accumulation_steps * distributed_rank()[1]
+    return {"train_steps_per_second": steps / runtime_seconds, "train_samples_per_second": samples / runtime_seconds}
 
 
 def _sum_over_processes(count: int) -> int:

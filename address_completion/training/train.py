@@ -197,7 +197,7 @@ def set_up(cfg: TrainConfig, pairs: dict[str, list[dict[str, str]]], checkpoint:
     trainer = trainers.make_trainer(cfg, model, tokenizer, train_data, eval_data,
                                     [recorder, trainers.HeapTrimming(widest_first)])
     if checkpoint is not None:
-        trainer.loss_sum_before = resumed_loss_sum(checkpoint)
+        trainer.loss_sum_before = resumed_loss_sum(checkpoint, cfg.warnings)
         trainer.steps_before = checkpoint_step(checkpoint)
     return TrainingRun(cfg, tokenizer, data, trainer, recorder)
 
@@ -279,7 +279,7 @@ def split_flags(tokens: Sequence[str]) -> tuple[list[str], set[str]]:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     # nargs="?": without a config argparse would also call the optional overrides required; run() asks for it
-    parser.add_argument("config", nargs="?", help="run_finetune-style JSON config, e.g. configs/tiny_cpu.json")
+    parser.add_argument("config", nargs="?", type=files.user_path, help="run_finetune-style JSON config, e.g. configs/tiny_cpu.json")
     parser.add_argument("--resume", action="store_true",
                         help="continue from the last complete checkpoint-N in output_dir")
     parser.add_argument("--force", "--overwrite", dest="force", action="store_true",

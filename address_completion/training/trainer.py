@@ -34,7 +34,7 @@ from .checkpoints import CHECKPOINT_PREFIX, LOSS_SUM_FILE, SCHEDULER_STATE_FILES
 from .config import TrainConfig
 from .launch import shard
 from .samples import IGNORE_INDEX, EncodedSplit, answer_token_budget, batch_order, make_collator
-from .summary import UNLOGGED_KEYS, format_record, plain
+from .summary import UNLOGGED_KEYS, format_record, plain, train_speeds
 
 
 # ---------------------------------------------------------------- evaluation by generation
@@ -196,18 +196,26 @@ class AddressTrainer(SFTTrainer):
         None before any step."""
         steps = int(self.state.global_step)
         if self.loss_sum_before is None:
-            steps_here = steps - self.steps_before
+            steps_here = self.steps_since_resume()
             return self.loss_sum / steps_here if steps_here > 0 else None
         return (self.loss_sum_before + self.loss_sum) / steps if steps else None
 
+    def steps_since_resume(self) -> int:
+        """The steps this run trained (all of them, unless it resumed from a checkpoint)."""
+        return max(0, int(self.state.global_step) - self.steps_before)
+
     def log(self, logs: dict[str, float], **kwargs: Any) -> None:
-        """Every log, with the closing one's train_loss replaced by :meth:`mean_train_loss`: PaddleNLP divides the
-        loss summed since a resume by every step of the run. Changed in place, so train()'s metrics agree with
-        the progress line and metrics.jsonl the callbacks write from it."""
+        """Every log, with the closing one's train_loss replaced by :meth:`mean_train_loss` and its speeds by
+        :func:`train_speeds` of the steps since a resume (as summary.json has them): PaddleNLP divides the loss
+        summed since a resume, and every step of the run, by the resumed part's runtime. Changed in place, so
+        train()'s metrics agree with the progress line and metrics.jsonl the callbacks write from it."""
         if "train_loss" in logs:
             mean = self.mean_train_loss()
             if mean is not None:
                 logs["train_loss"] = mean
+        if "train_runtime" in logs:
+            speeds = train_speeds(self.args, self.steps_since_resume(), float(logs["train_runtime"]))
+            logs.update({key: round(value, 4) for key, value in speeds.items()})  # PaddleNLP's rounding
         super().log(logs, **kwargs)
 
     def _save_checkpoint(self, model, metrics=None):
