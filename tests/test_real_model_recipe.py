@@ -176,3 +176,26 @@ def test_bench_choices_only_keeps_the_inputs_with_two_or_more_candidates():
     kept, kept_contexts = bench.choices_only(pairs, contexts)
     assert [pair["tgt"] for pair in kept] == [tgt for _, tgt in AMBIGUOUS_TEST[:3]]
     assert [context.candidates for context in kept_contexts] == [4, 2, 2]
+
+
+CHOICE_CONFIG = ROOT / "configs" / "smollm2_135m_choice.json"
+
+
+def test_choice_config_adapts_the_top_ten_layers_and_carries_its_bench_command():
+    """configs/smollm2_135m_choice.json is the measured choice benchmark: the smollm2 recipe with LoRA on layers
+    20-29 of SmolLM2's 30 only (every projection of each), rank 16, 450 steps; its comment's command parses."""
+    from address_completion.training.config import load_config
+
+    raw = json.loads(CHOICE_CONFIG.read_text(encoding="utf-8"))
+    command = raw["_comment"].split("Run: ", 1)[1]
+    assert command.startswith("python bench/real_model_learning.py ")
+    args = load_bench().parse_args(command.split()[2:])
+    assert Path(args.config) == Path("configs/smollm2_135m_choice.json") and args.choices_only
+    cfg = load_config(CHOICE_CONFIG, ["--dataset_name_or_path", str(ROOT / "data")], check_paths=False)
+    assert (cfg.model_args.model_name_or_path, cfg.model_args.lora_rank, cfg.training_args.max_steps) == (
+        SMOLLM2, 16, 450)
+    projections = ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
+                   "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"]
+    names = [f"llama.layers.{layer}.{projection}" for layer in range(30) for projection in projections]
+    adapted = [name for name in names if any(re.fullmatch(pattern, name) for pattern in cfg.extras["target_modules"])]
+    assert adapted == names[20 * len(projections):]
