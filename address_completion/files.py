@@ -7,7 +7,6 @@
 - ``atomic_write`` / ``atomic_write_text`` / ``atomic_files`` / ``atomic_folder`` / ``staged_file``: written
   beside the target and renamed into place, so a reader never sees half a file; stale siblings of a killed run
   are cleaned; the process umask applies to what is published.
-- ``user_path``: the argparse type of every path on the command line (a leading ``~`` is the home folder).
 - A full disk is :class:`DiskFullError`: one line naming the output (``disk_full(exc)`` decides).
 """
 
@@ -26,12 +25,6 @@ from typing import Any, Iterable, Iterator, Optional, Sequence
 from .errors import AddressCompletionError, ConfigError, OutputExistsError
 from .runtime import logger
 
-
-def user_path(text: str) -> str:
-    """A path given on the command line with a leading ``~`` or ``~user`` expanded: the ``type=`` of every path
-    argument. The shell leaves ``~`` alone after ``=`` (``--output=~/x``) and in quotes; anything else (a hub name,
-    ``pkg:...``, an inner ``~``) is returned as given."""
-    return os.path.expanduser(text)
 
 
 def check_writable(path: str | os.PathLike, force: bool) -> Path:

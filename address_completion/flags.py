@@ -7,11 +7,13 @@
   Messages name a flag as ``--help`` lists it first, the kebab spelling (:func:`flag_name`); only train's
   ``--key value`` overrides, run_finetune's config keys, keep their underscores
   (tests/test_layout.py walks the package's strings for underscore flags).
+- A flag is given once (:class:`GivenOnce`); a path on the command line may start with ``~`` (:func:`user_path`).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 
 TRUE_WORDS = ("1", "true", "t", "yes", "y", "on")
@@ -73,3 +75,10 @@ class GivenOnce(argparse.Action):
                          f"{spelled}; give it once{f' ({self.hint})' if self.hint else ''}")
         self._first = (namespace, spelled)
         setattr(namespace, self.dest, values)
+
+
+def user_path(text: str) -> str:
+    """A path given on the command line with a leading ``~`` or ``~user`` expanded: the ``type=`` of every path
+    argument. The shell leaves ``~`` alone after ``=`` (``--output=~/x``) and in quotes; anything else (a hub name,
+    ``pkg:...``, an inner ``~``) is returned as given."""
+    return os.path.expanduser(text)

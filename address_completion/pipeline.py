@@ -19,7 +19,8 @@ import time
 from pathlib import Path
 
 from .commands import run_command
-from .files import atomic_write_text, check_apart, check_output_folder, user_path
+from .files import atomic_write_text, check_apart, check_output_folder
+from .flags import user_path
 from .errors import AddressCompletionError, ConfigError, OutputExistsError
 from .model.package_files import local_model_path
 from .memory import requested_mmap_threshold

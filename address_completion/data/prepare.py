@@ -29,7 +29,8 @@ from typing import Sequence
 
 from .. import DEFAULT_PROMPT_PREFIX
 from ..errors import ConfigError, DataError
-from ..files import check_apart, check_output_file, output_lock, user_path
+from ..files import check_apart, check_output_file, output_lock
+from ..flags import user_path
 from ..runtime import logger
 from .dataio import read_records, write_jsonl
 from .gazetteer import DEFAULT_DETAIL, DETAILS, Gazetteer, load_gazetteer

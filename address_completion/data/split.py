@@ -23,8 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional, Sequence
 
-from ..files import (atomic_files, check_apart, check_output_folder, check_writable, clean_stale_siblings, output_lock,
-                     user_path)
+from ..files import atomic_files, check_apart, check_output_folder, check_writable, clean_stale_siblings, output_lock
+from ..flags import user_path
 from .dataio import FORMATS, json_line, read_records
 from ..errors import ConfigError, DataError
 from .formats import LAYOUTS

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence, TextIO
 
 from .. import DEFAULT_PROMPT_PREFIX
-from .. import files
+from .. import files, flags
 from ..data import dataio
 from ..data.prompt import MAX_INPUT_CHARS, with_prefix
 from ..errors import ConfigError, DataError
@@ -182,14 +182,14 @@ def collect_inputs(args: argparse.Namespace, stdin: TextIO) -> list[PredictInput
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("addresses", nargs="*", metavar="ADDRESS", help="addresses to complete")
-    parser.add_argument("--model", required=True, type=files.user_path, help="model folder (merged, or the base with --lora-path), .gguf file or hub name")
-    parser.add_argument("--lora-path", "--lora_path", default=None, type=files.user_path, help="unmerged LoRA adapter folder to apply to --model")
-    parser.add_argument("--input", default=None, type=files.user_path, help="file of addresses: JSON lines with src [and tgt], JSON, CSV "
+    parser.add_argument("--model", required=True, type=flags.user_path, help="model folder (merged, or the base with --lora-path), .gguf file or hub name")
+    parser.add_argument("--lora-path", "--lora_path", default=None, type=flags.user_path, help="unmerged LoRA adapter folder to apply to --model")
+    parser.add_argument("--input", default=None, type=flags.user_path, help="file of addresses: JSON lines with src [and tgt], JSON, CSV "
                                                       "or plain text (one per line)")
     parser.add_argument("--input-format", "--input_format", default=None, choices=dataio.FORMATS,
                         help="format of --input (default: from the extension)")
     parser.add_argument("--column", default=None, help="CSV column that holds the address")
-    parser.add_argument("--output", default=None, type=files.user_path, help="write {prompt, predict, label} JSON lines here")
+    parser.add_argument("--output", default=None, type=flags.user_path, help="write {prompt, predict, label} JSON lines here")
     parser.add_argument("--force", action="store_true", help="overwrite an existing --output")
     parser.add_argument("--json", action="store_true", help="print JSON lines {prompt, predict, decoding, probability, abstained, "
                              "reason, candidates, more_candidates} instead of text")

@@ -34,7 +34,7 @@ import argparse
 import logging
 from dataclasses import replace
 
-from ..files import user_path
+from ..flags import user_path
 from ..runtime import logger, setup_runtime
 from .generate import Completer, add_decoding_arguments, decoding_options
 from .protocol import ServerSettings

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from .. import __version__
-from .. import files
+from .. import files, flags
 from ..data import dataio
 from . import tokenizer
 from ..errors import ConfigError
@@ -234,7 +234,7 @@ def _build(output_dir: Path, shape: ModelShape, seed: int, *, force: bool, safe_
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--output", type=files.user_path, default=DEFAULT_OUTPUT,
+    parser.add_argument("--output", type=flags.user_path, default=DEFAULT_OUTPUT,
                         help="model folder to create (relative paths are relative to the current folder)")
     parser.add_argument("--force", action="store_true", help="replace an existing model folder")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random initial weights")

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from .. import __version__
-from .. import files
+from .. import files, flags
 from ..data import dataio
 from ..errors import ConfigError, DataError
 from ..data.prompt import render_prompt
@@ -250,10 +250,10 @@ def add_format_arguments(parser: argparse.ArgumentParser, formats: tuple[str, ..
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", required=True, type=files.user_path, help="model folder (Paddle or Hugging Face), .gguf file or hub name")
-    parser.add_argument("--lora-path", "--lora_path", default=None, type=files.user_path, help="LoRA adapter folder to merge into --model first")
+    parser.add_argument("--model", required=True, type=flags.user_path, help="model folder (Paddle or Hugging Face), .gguf file or hub name")
+    parser.add_argument("--lora-path", "--lora_path", default=None, type=flags.user_path, help="LoRA adapter folder to merge into --model first")
     add_format_arguments(parser)
-    parser.add_argument("--output", required=True, type=files.user_path, help="folder (hf) or .gguf file (gguf) to write")
+    parser.add_argument("--output", required=True, type=flags.user_path, help="folder (hf) or .gguf file (gguf) to write")
     parser.add_argument("--tolerance", type=float, default=None,
                         help="largest accepted logit difference from the Paddle model, relative to the largest "
                              "|logit|; default " + ", ".join(f"{key} {value:g}" for key, value in

@@ -26,7 +26,7 @@ from ..data import dataio
 from ..data.gazetteer import DEFAULT_DETAIL, DETAILS
 from ..data.prompt import DECODINGS, GROUNDINGS
 from ..errors import ConfigError, closest_match
-from ..files import user_path
+from ..flags import user_path
 from ..flags import is_true_word
 
 COMMENT_PREFIX = "_"

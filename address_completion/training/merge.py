@@ -19,7 +19,7 @@ from __future__ import annotations
 import argparse
 
 from ..errors import ConfigError
-from ..files import user_path
+from ..flags import user_path
 from ..flags import parse_bool
 from ..model.export import add_format_arguments, check_request, export_model
 from ..model.export_paddle import merge_adapter

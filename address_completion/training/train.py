@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from .. import files
+from .. import files, flags
 from ..data import dataio
 from ..errors import ConfigError
 from ..model.modeling import TRUST_PICKLE_ENV, check_pickled_weights, load_tokenizer
@@ -279,7 +279,7 @@ def split_flags(tokens: Sequence[str]) -> tuple[list[str], set[str]]:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     # nargs="?": without a config argparse would also call the optional overrides required; run() asks for it
-    parser.add_argument("config", nargs="?", type=files.user_path, help="run_finetune-style JSON config, e.g. configs/tiny_cpu.json")
+    parser.add_argument("config", nargs="?", type=flags.user_path, help="run_finetune-style JSON config, e.g. configs/tiny_cpu.json")
     parser.add_argument("--resume", action="store_true",
                         help="continue from the last complete checkpoint-N in output_dir")
     parser.add_argument("--force", "--overwrite", dest="force", action="store_true",
