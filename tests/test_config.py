@@ -395,3 +395,12 @@ def test_max_steps_that_would_silently_train_whole_epochs_is_an_error(tmp_path, 
                                           rf"default\) to train num_train_epochs; got {value}"):
         load(tmp_path, {**paths, "do_train": True}, ["--max_steps", str(value)])
     assert load(tmp_path, {**paths, "do_train": True, "max_steps": -1}).values["max_steps"] == -1
+
+
+@pytest.mark.parametrize("tokens", [["--max_steps", "3", "--max_steps", "4"], ["--max_steps=3", "--max-steps", "4"]])
+def test_an_override_given_twice_is_refused(tokens):
+    """Found by a fresh-user check: train CONFIG --max_steps 3 --max_steps 4 trained 4 steps without a word."""
+    from address_completion.training.config_keys import parse_overrides
+
+    with pytest.raises(ConfigError, match=r"^--max_steps is given twice on the command line: 3 and 4; give it once$"):
+        parse_overrides(tokens)

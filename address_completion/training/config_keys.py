@@ -223,7 +223,8 @@ PATH_KEYS = frozenset({"model_name_or_path", "tokenizer_name_or_path", "lora_pat
 
 
 def parse_overrides(tokens: Sequence[str]) -> dict[str, str]:
-    """``--key value`` / ``--key=value`` pairs; a ``--flag`` followed by another ``--key`` (or nothing) is true."""
+    """``--key value`` / ``--key=value`` pairs; a ``--flag`` followed by another ``--key`` (or nothing) is true.
+    ConfigError for a key given twice (``--max_steps 3 --max-steps 4``)."""
     overrides: dict[str, str] = {}
     index = 0
     while index < len(tokens):
@@ -239,10 +240,14 @@ def parse_overrides(tokens: Sequence[str]) -> dict[str, str]:
                 value = following
                 index += 1
         key = key.replace("-", "_")
+        if key in overrides:  # the last would win silently, as argparse did before flags.GivenOnce
+            raise ConfigError(f"--{key} is given twice on the command line: {overrides[key]!s} and {value!s}; "
+                              "give it once")
         # the shell leaves ~ alone after = (--output_dir=~/runs); expanded as every command-line path is
         overrides[key] = user_path(value) if key in PATH_KEYS and not isinstance(value, _BareFlag) else value
         index += 1
     return overrides
+
 
 _KIND_NAMES = {"bool": "true or false", "int": "an integer", "float": "a number", "str": "a string",
                "str_list": "a string or a list of strings", "int_list": "a list of integers",
