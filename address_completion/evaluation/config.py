@@ -4,6 +4,7 @@ overridden with ``--set`` (docs/evaluation.md). Every mistake is a ConfigError n
 from __future__ import annotations
 
 import copy
+import argparse
 import functools
 import os
 import re
@@ -15,6 +16,7 @@ from typing import Any, Sequence
 from ..data import dataio
 from ..data.gazetteer import DETAILS
 from ..errors import ConfigError, DataError, closest_match
+from ..flags import user_path
 from .settings_model import entry_model, expected, integer, text, validate_settings
 from .registry import COMMON_KEYS, KINDS
 from .systems import DEVICES, DTYPES, EvalSettings, SystemSpec, yaml_number_hint
@@ -127,7 +129,7 @@ def config_from_dict(data: Any, source: str = "<config>") -> EvalConfig:
     for key in ("test_file", "output_dir", "systems"):
         if data.get(key) in (None, "", []):
             problems.append(f"{source}: missing {key!r}")
-    test_file = Path(str(data.get("test_file"))).expanduser()
+    test_file = Path(home_path(str(data.get("test_file"))))
     if data.get("test_file") not in (None, "") and test_file.is_dir():
         problems.append(f"{source}: test_file: {test_file} is a folder; name the JSON lines file with src and tgt "
                         f"inside it (e.g. {test_file / 'test.json'})")
@@ -148,7 +150,7 @@ def config_from_dict(data: Any, source: str = "<config>") -> EvalConfig:
         raise ConfigError(problems[0] if len(problems) == 1 else
                           f"{len(problems)} problems in {source}:\n  " + "\n  ".join(problems))
     title = data.get("title") or EvalConfig.title
-    return EvalConfig(test_file=test_file, output_dir=Path(str(data["output_dir"])).expanduser(),
+    return EvalConfig(test_file=test_file, output_dir=Path(home_path(str(data["output_dir"]))),
                       settings=settings, systems=tuple(systems), title=str(title), source=source)
 
 
@@ -364,13 +366,21 @@ def _descend(node: Any, part: str, path: str, assignment: str) -> Any:
     return node.setdefault(part, {})
 
 
+def home_path(text: str) -> str:
+    """``text`` with a leading ``~`` expanded (:func:`flags.user_path`); ConfigError for ``~name`` of no user here."""
+    try:
+        return user_path(text)
+    except argparse.ArgumentTypeError as error:
+        raise ConfigError(str(error)) from None
+
+
 def load_config(path: str | os.PathLike, overrides: Sequence[str | Override] = (), *,
                 only: Sequence[str] = ()) -> EvalConfig:
     """Read, override and validate a YAML evaluation config. ``overrides`` are ``--set`` assignments (or flags',
     as Override); ``only`` keeps the named systems."""
     import yaml
 
-    path = Path(path).expanduser()  # like test_file and output_dir: --config=~/x leaves ~ to us
+    path = Path(home_path(str(path)))  # like test_file and output_dir: --config=~/x leaves ~ to us
     if not path.is_file():
         raise ConfigError(f"evaluation config {path} is a folder; pass the YAML file (e.g. configs/eval_tiny.yaml)"
                           if path.is_dir() else f"evaluation config {path} not found")

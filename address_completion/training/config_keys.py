@@ -224,7 +224,7 @@ PATH_KEYS = frozenset({"model_name_or_path", "tokenizer_name_or_path", "lora_pat
 
 def parse_overrides(tokens: Sequence[str]) -> dict[str, str]:
     """``--key value`` / ``--key=value`` pairs; a ``--flag`` followed by another ``--key`` (or nothing) is true.
-    ConfigError for a key given twice (``--max_steps 3 --max-steps 4``)."""
+    ConfigError for a key given twice, in either spelling."""
     overrides: dict[str, str] = {}
     index = 0
     while index < len(tokens):
